@@ -1,0 +1,528 @@
+//! What a grant may name: buckets, object keys, prefixes, and the few free-text values
+//! that end up in a signed request.
+//!
+//! This is the security core. Every string a caller sends is parsed here into a type
+//! whose fields are private, so an unvalidated string cannot reach the signer, the
+//! rules or a session policy. The checks close these holes:
+//! - `..` or `.` segments: a key that normalises to somewhere else on stores or
+//!   proxies that resolve dot segments, escaping the granted prefix;
+//! - empty segments (`a//b`, a leading `/`): keys that compare under a prefix as
+//!   text but address another path on stores that collapse slashes;
+//! - control characters: header and log injection, and keys that display as another;
+//! - policy metacharacters in prefixes (`*`, `?`, `$`, `"`): a prefix that widens an
+//!   IAM session policy or a rule match;
+//! - a prefix without a trailing `/`: `reports` would also open `reports-old/`.
+//!
+//! It leaves to `rules` the question of who may use which prefix.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// S3's limit on the length of an object key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Longest free-text value (content type, content disposition, version id) accepted.
+pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// Why a bucket, key, prefix or value was refused. Each message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("must not be empty")]
+    Empty,
+    #[error("is {len} bytes long; at most {max} bytes are allowed")]
+    TooLong { len: usize, max: usize },
+    #[error("contains a control character at byte {position}; remove it")]
+    ControlCharacter { position: usize },
+    #[error("contains an empty path segment ('//', or a leading or trailing '/'); remove it")]
+    EmptySegment,
+    #[error("contains a '{segment}' path segment; name the object by its plain path")]
+    DotSegment { segment: &'static str },
+    #[error("must end with '/' so that it cannot also match sibling names")]
+    PrefixWithoutSlash,
+    #[error("contains '{character}', which has a meaning in IAM policies; remove it")]
+    PolicyMetacharacter { character: char },
+    #[error(
+        "is not a valid S3 bucket name: {reason} (3 to 63 lowercase letters, digits, '.' and '-', \
+         starting and ending with a letter or digit)"
+    )]
+    InvalidBucket { reason: &'static str },
+    #[error("contains '{character}'; use visible ASCII characters only")]
+    InvalidVersionId { character: char },
+}
+
+/// Rejects control characters (C0, DEL and C1): they inject headers and log lines and
+/// make two different keys print alike.
+fn check_no_control(s: &str) -> Result<(), Error> {
+    match s.char_indices().find(|(_, c)| c.is_control()) {
+        Some((position, _)) => Err(Error::ControlCharacter { position }),
+        None => Ok(()),
+    }
+}
+
+/// Checks the `/`-separated segments of a key or prefix body (a prefix's body is the
+/// part before its final `/`).
+fn check_segments(path: &str) -> Result<(), Error> {
+    for segment in path.split('/') {
+        match segment {
+            "" => return Err(Error::EmptySegment),
+            "." => return Err(Error::DotSegment { segment: "." }),
+            ".." => return Err(Error::DotSegment { segment: ".." }),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+// === impl BucketName ===
+
+/// A bucket name that follows S3's naming rules, so it is safe in a URL host or path
+/// and in an ARN.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BucketName(String);
+
+impl BucketName {
+    /// The name as sent to S3.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for BucketName {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let invalid = |reason| Err(Error::InvalidBucket { reason });
+        if s.is_empty() {
+            return Err(Error::Empty);
+        }
+        if s.len() < 3 || s.len() > 63 {
+            return invalid("length is not between 3 and 63");
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        {
+            return invalid("it has a character other than a-z, 0-9, '.' and '-'");
+        }
+        let (first, last) = (s.as_bytes()[0], s.as_bytes()[s.len() - 1]);
+        if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
+            return invalid("it does not start and end with a letter or digit");
+        }
+        if s.contains("..") || s.contains(".-") || s.contains("-.") {
+            return invalid("it has adjacent '.' and '-' characters");
+        }
+        if s.parse::<std::net::Ipv4Addr>().is_ok() {
+            return invalid("it is formatted as an IP address");
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for BucketName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// === impl ObjectKey ===
+
+/// An object key that is safe to sign: 1 to 1024 bytes, no control characters, no
+/// empty, `.` or `..` segments.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    /// The key as stored in S3.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this key lies under `prefix`. Sound as a plain text comparison because
+    /// neither side can hold a dot segment and the prefix ends with `/`.
+    pub fn is_under(&self, prefix: &Prefix) -> bool {
+        self.0.starts_with(prefix.as_str())
+    }
+}
+
+impl FromStr for ObjectKey {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if s.is_empty() {
+            return Err(Error::Empty);
+        }
+        if s.len() > MAX_KEY_BYTES {
+            return Err(Error::TooLong {
+                len: s.len(),
+                max: MAX_KEY_BYTES,
+            });
+        }
+        check_no_control(s)?;
+        check_segments(s)?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// === impl Prefix ===
+
+/// A key prefix that can scope a grant or a session policy: it ends with `/`, has no
+/// empty, `.` or `..` segments, no control characters, and none of IAM's policy
+/// metacharacters (`*`, `?`, `$`, `"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Prefix(String);
+
+/// Characters that mean something in an IAM resource or condition pattern, or that
+/// would end a JSON string. A prefix holding one could widen a session policy.
+const POLICY_METACHARACTERS: [char; 4] = ['*', '?', '$', '"'];
+
+impl Prefix {
+    /// The prefix, always ending in `/`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `other` lies under this prefix (or is this prefix).
+    pub fn contains(&self, other: &Prefix) -> bool {
+        other.0.starts_with(&self.0)
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if s.is_empty() {
+            return Err(Error::Empty);
+        }
+        if s.len() > MAX_KEY_BYTES {
+            return Err(Error::TooLong {
+                len: s.len(),
+                max: MAX_KEY_BYTES,
+            });
+        }
+        check_no_control(s)?;
+        if let Some(character) = s.chars().find(|c| POLICY_METACHARACTERS.contains(c)) {
+            return Err(Error::PolicyMetacharacter { character });
+        }
+        let Some(body) = s.strip_suffix('/') else {
+            return Err(Error::PrefixWithoutSlash);
+        };
+        check_segments(body)?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// === impl HeaderText ===
+
+/// Free text that ends up in a signed header or query value (a content type, a
+/// content disposition): at most 1024 bytes, no control characters, so it cannot
+/// split a header or a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderText(String);
+
+impl HeaderText {
+    /// The text as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for HeaderText {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if s.is_empty() {
+            return Err(Error::Empty);
+        }
+        if s.len() > MAX_TEXT_BYTES {
+            return Err(Error::TooLong {
+                len: s.len(),
+                max: MAX_TEXT_BYTES,
+            });
+        }
+        check_no_control(s)?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+// === impl VersionId ===
+
+/// An object version id: opaque to us, but visible ASCII only and bounded, as S3
+/// issues them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionId(String);
+
+impl VersionId {
+    /// The version id as sent to S3.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for VersionId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if s.is_empty() {
+            return Err(Error::Empty);
+        }
+        if s.len() > MAX_TEXT_BYTES {
+            return Err(Error::TooLong {
+                len: s.len(),
+                max: MAX_TEXT_BYTES,
+            });
+        }
+        if let Some(character) = s.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(Error::InvalidVersionId { character });
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(s: &str) -> Result<ObjectKey, Error> {
+        s.parse()
+    }
+
+    fn prefix(s: &str) -> Result<Prefix, Error> {
+        s.parse()
+    }
+
+    #[test]
+    fn plain_key_is_accepted() {
+        assert_eq!(
+            key("reports/2026/q3.pdf").unwrap().as_str(),
+            "reports/2026/q3.pdf"
+        );
+    }
+
+    #[test]
+    fn empty_key_is_rejected() {
+        assert_eq!(key(""), Err(Error::Empty));
+    }
+
+    #[test]
+    fn key_over_1024_bytes_is_rejected() {
+        assert!(key(&"a".repeat(1024)).is_ok());
+        assert_eq!(
+            key(&"a".repeat(1025)),
+            Err(Error::TooLong {
+                len: 1025,
+                max: 1024
+            })
+        );
+        // Bytes, not characters: 342 three-byte characters are 1026 bytes.
+        assert!(matches!(key(&"€".repeat(342)), Err(Error::TooLong { .. })));
+    }
+
+    #[test]
+    fn dot_dot_segment_is_rejected() {
+        for k in ["a/../b", "../a", "a/..", ".."] {
+            assert_eq!(key(k), Err(Error::DotSegment { segment: ".." }), "{k}");
+        }
+    }
+
+    #[test]
+    fn dot_segment_is_rejected() {
+        for k in ["a/./b", "./a", "a/.", "."] {
+            assert_eq!(key(k), Err(Error::DotSegment { segment: "." }), "{k}");
+        }
+    }
+
+    #[test]
+    fn dots_inside_a_segment_are_fine() {
+        for k in ["a/..b", "a/b..", "...", "a/.hidden", "v1.2/x"] {
+            assert!(key(k).is_ok(), "{k}");
+        }
+    }
+
+    #[test]
+    fn empty_segment_is_rejected() {
+        for k in ["a//b", "/a", "a/", "/"] {
+            assert_eq!(key(k), Err(Error::EmptySegment), "{k}");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_rejected() {
+        for k in ["a\nb", "a\rb", "a\0", "\u{7f}x", "x\u{85}y", "tab\there"] {
+            assert!(
+                matches!(key(k), Err(Error::ControlCharacter { .. })),
+                "{k:?}"
+            );
+        }
+        assert_eq!(key("ab\ncd"), Err(Error::ControlCharacter { position: 2 }));
+    }
+
+    #[test]
+    fn key_outside_prefix_is_not_under_it() {
+        let p = prefix("reports/").unwrap();
+        assert!(key("reports/x").unwrap().is_under(&p));
+        assert!(!key("reports2/x").unwrap().is_under(&p));
+        assert!(!key("reports").unwrap().is_under(&p));
+        assert!(!key("other/reports/x").unwrap().is_under(&p));
+    }
+
+    #[test]
+    fn prefix_without_trailing_slash_is_rejected() {
+        assert_eq!(prefix("reports"), Err(Error::PrefixWithoutSlash));
+    }
+
+    #[test]
+    fn prefix_with_policy_metacharacter_is_rejected() {
+        for (p, c) in [
+            ("a*/", '*'),
+            ("a?/", '?'),
+            ("${aws:username}/", '$'),
+            ("a\"/", '"'),
+        ] {
+            assert_eq!(
+                prefix(p),
+                Err(Error::PolicyMetacharacter { character: c }),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn prefix_with_bad_segments_is_rejected() {
+        assert_eq!(prefix("/"), Err(Error::EmptySegment));
+        assert_eq!(prefix("a//"), Err(Error::EmptySegment));
+        assert_eq!(prefix("a/../"), Err(Error::DotSegment { segment: ".." }));
+        assert_eq!(prefix("./"), Err(Error::DotSegment { segment: "." }));
+    }
+
+    #[test]
+    fn nested_prefix_is_contained() {
+        let outer = prefix("tenants/a/").unwrap();
+        assert!(outer.contains(&prefix("tenants/a/jobs/").unwrap()));
+        assert!(outer.contains(&outer));
+        assert!(!outer.contains(&prefix("tenants/ab/").unwrap()));
+        assert!(!outer.contains(&prefix("tenants/").unwrap()));
+    }
+
+    #[test]
+    fn bucket_names_follow_s3_rules() {
+        for ok in ["demo", "my-bucket.logs", "a1b", &"x".repeat(63)] {
+            assert!(ok.parse::<BucketName>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "ab",
+            "UPPER",
+            "-lead",
+            "trail-",
+            "a..b",
+            "a.-b",
+            "192.168.1.1",
+            "has space",
+            "under_score",
+            &"x".repeat(64),
+        ] {
+            assert!(
+                matches!(bad.parse::<BucketName>(), Err(Error::InvalidBucket { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!("".parse::<BucketName>(), Err(Error::Empty));
+    }
+
+    #[test]
+    fn header_text_refuses_line_breaks() {
+        assert!(
+            "attachment; filename=\"a.pdf\""
+                .parse::<HeaderText>()
+                .is_ok()
+        );
+        assert!(matches!(
+            "text/plain\r\nx-evil: 1".parse::<HeaderText>(),
+            Err(Error::ControlCharacter { position: 10 })
+        ));
+    }
+
+    #[test]
+    fn version_id_is_visible_ascii() {
+        assert!(
+            "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY"
+                .parse::<VersionId>()
+                .is_ok()
+        );
+        assert!(matches!(
+            "a b".parse::<VersionId>(),
+            Err(Error::InvalidVersionId { character: ' ' })
+        ));
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        // Mostly ordinary characters, with the troublesome ones mixed in.
+        proptest::string::string_regex("[a-z0-9.*?$\"€ _-]{1,8}").unwrap()
+    }
+
+    fn candidate() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::collection::vec(segment(), 1..5).prop_map(|s| s.join("/")),
+            ".{0,40}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn accepted_keys_have_no_dot_or_empty_segments_or_controls(s in candidate()) {
+            if let Ok(k) = s.parse::<ObjectKey>() {
+                let k = k.as_str();
+                prop_assert!(!k.is_empty() && k.len() <= MAX_KEY_BYTES);
+                prop_assert!(!k.contains("//") && !k.starts_with('/') && !k.ends_with('/'));
+                prop_assert!(k.split('/').all(|seg| seg != "." && seg != ".."));
+                prop_assert!(!k.chars().any(char::is_control));
+            }
+        }
+
+        #[test]
+        fn key_display_round_trips(s in candidate()) {
+            if let Ok(k) = s.parse::<ObjectKey>() {
+                prop_assert_eq!(k.to_string().parse::<ObjectKey>().unwrap(), k);
+            }
+        }
+
+        #[test]
+        fn accepted_prefixes_end_in_slash_and_hold_no_metacharacters(s in candidate()) {
+            if let Ok(p) = s.parse::<Prefix>() {
+                let p = p.as_str();
+                prop_assert!(p.ends_with('/'));
+                prop_assert!(!p.contains(POLICY_METACHARACTERS));
+                prop_assert!(!p.contains("//") && !p.starts_with('/'));
+                prop_assert!(p.split('/').all(|seg| seg != "." && seg != ".."));
+            }
+        }
+
+        #[test]
+        fn a_key_under_a_prefix_starts_with_it_and_no_sibling_is_under(
+            p in prop::collection::vec("[a-z]{1,4}", 1..3),
+            rest in prop::collection::vec("[a-z0-9]{1,4}", 1..3),
+        ) {
+            let prefix: Prefix = format!("{}/", p.join("/")).parse().unwrap();
+            let inside: ObjectKey = format!("{}{}", prefix, rest.join("/")).parse().unwrap();
+            prop_assert!(inside.is_under(&prefix));
+            let sibling: ObjectKey =
+                format!("{}x/{}", prefix.as_str().trim_end_matches('/'), rest.join("/"))
+                    .parse()
+                    .unwrap();
+            prop_assert!(!sibling.is_under(&prefix));
+        }
+    }
+}
