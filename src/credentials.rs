@@ -22,3 +22,163 @@ pub struct SigningCredentials {
     /// When temporary credentials expire; `None` for long-lived keys.
     pub expires_at: Option<SystemTime>,
 }
+
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+
+/// Why no signing credentials are available right now.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("the service's storage credentials are not available yet")]
+    NotLoaded,
+    #[error("the service's storage credentials have expired and could not be refreshed")]
+    Expired,
+}
+
+/// Keeps a current snapshot of the service's credentials, refreshed in the
+/// background.
+#[derive(Debug)]
+pub struct CredentialSource {
+    current: RwLock<Option<Arc<SigningCredentials>>>,
+}
+
+/// Refresh again after this long when the credentials do not expire (profile files
+/// and env vars can still change under a long-running process).
+const STATIC_REFRESH: Duration = Duration::from_secs(15 * 60);
+/// Retry delay after a failed fetch.
+const RETRY: Duration = Duration::from_secs(5);
+
+impl CredentialSource {
+    /// A source holding fixed credentials; for tests and tools.
+    pub fn fixed(credentials: SigningCredentials) -> Arc<Self> {
+        Arc::new(Self {
+            current: RwLock::new(Some(Arc::new(credentials))),
+        })
+    }
+
+    /// Fetches credentials from `provider` (waiting at most `timeout`) and keeps
+    /// refreshing them in a background task for as long as the source lives. A failed
+    /// first fetch is logged and retried in the background; grants fail with
+    /// UNAVAILABLE until it succeeds.
+    pub async fn start(provider: SharedCredentialsProvider, timeout: Duration) -> Arc<Self> {
+        let source = Arc::new(Self {
+            current: RwLock::new(None),
+        });
+        let first = source.refresh(&provider, timeout).await;
+        let weak = Arc::downgrade(&source);
+        tokio::spawn(refresh_loop(weak, provider, timeout, first));
+        source
+    }
+
+    /// The credentials to sign with now.
+    ///
+    /// # Errors
+    /// [`Error::NotLoaded`] before the first successful fetch; [`Error::Expired`] when
+    /// the last snapshot has expired and no refresh has succeeded since.
+    pub fn current(&self) -> Result<Arc<SigningCredentials>, Error> {
+        let snapshot = self
+            .current
+            .read()
+            .expect("credential lock is never held across a panic")
+            .clone()
+            .ok_or(Error::NotLoaded)?;
+        match snapshot.expires_at {
+            Some(at) if at <= SystemTime::now() => Err(Error::Expired),
+            _ => Ok(snapshot),
+        }
+    }
+
+    /// Fetches once; returns how long to wait before the next refresh.
+    async fn refresh(&self, provider: &SharedCredentialsProvider, timeout: Duration) -> Duration {
+        match tokio::time::timeout(timeout, provider.provide_credentials()).await {
+            Ok(Ok(c)) => {
+                let snapshot = SigningCredentials {
+                    access_key_id: c.access_key_id().to_owned(),
+                    secret_access_key: Secret::new(c.secret_access_key().to_owned()),
+                    session_token: c.session_token().map(|t| Secret::new(t.to_owned())),
+                    expires_at: c.expiry(),
+                };
+                let wait = next_refresh(snapshot.expires_at, SystemTime::now());
+                tracing::info!(
+                    access_key_id = %snapshot.access_key_id,
+                    temporary = snapshot.session_token.is_some(),
+                    refresh_in_secs = wait.as_secs(),
+                    "storage credentials loaded"
+                );
+                *self
+                    .current
+                    .write()
+                    .expect("credential lock is never held across a panic") =
+                    Some(Arc::new(snapshot));
+                wait
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot load storage credentials from the AWS chain");
+                RETRY
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_secs = timeout.as_secs(),
+                    "loading storage credentials timed out"
+                );
+                RETRY
+            }
+        }
+    }
+}
+
+async fn refresh_loop(
+    source: Weak<CredentialSource>,
+    provider: SharedCredentialsProvider,
+    timeout: Duration,
+    mut wait: Duration,
+) {
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(source) = source.upgrade() else {
+            return;
+        };
+        wait = source.refresh(&provider, timeout).await;
+    }
+}
+
+/// When to refresh credentials expiring at `expires_at`: halfway through their
+/// remaining life, so a grant signed at any moment can live at least half of it.
+fn next_refresh(expires_at: Option<SystemTime>, now: SystemTime) -> Duration {
+    match expires_at {
+        None => STATIC_REFRESH,
+        Some(at) => {
+            let left = at.duration_since(now).unwrap_or(Duration::ZERO);
+            (left / 2).max(Duration::from_secs(10))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_credentials_refresh_halfway() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        assert_eq!(
+            next_refresh(Some(now + Duration::from_secs(3600)), now),
+            Duration::from_secs(1800)
+        );
+        assert_eq!(next_refresh(Some(now), now), Duration::from_secs(10));
+        assert_eq!(next_refresh(None, now), STATIC_REFRESH);
+    }
+
+    #[test]
+    fn expired_snapshot_is_not_handed_out() {
+        let source = CredentialSource::fixed(SigningCredentials {
+            access_key_id: "AKID".into(),
+            secret_access_key: Secret::new("s".into()),
+            session_token: Some(Secret::new("t".into())),
+            expires_at: Some(SystemTime::now() - Duration::from_secs(1)),
+        });
+        assert!(matches!(source.current(), Err(Error::Expired)));
+    }
+}

@@ -1,0 +1,166 @@
+//! SigV4's two time formats, `X-Amz-Date` (`YYYYMMDD'T'HHMMSS'Z'`, UTC) and the scope
+//! date (`YYYYMMDD`), computed from Unix seconds with the civil-from-days algorithm,
+//! so the signer needs no date library and formats without allocating.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// 9999-12-31T23:59:59Z, the last second a four-digit year can write.
+const MAX_UNIX_SECS: u64 = 253_402_300_799;
+
+/// A signing time, truncated to whole seconds, in both SigV4 formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AmzDate {
+    /// `YYYYMMDD'T'HHMMSS'Z'`: the `X-Amz-Date` value.
+    date_time: [u8; 16],
+}
+
+impl AmzDate {
+    /// Formats `time`, dropping fractions of a second (as SigV4 and the SDK do).
+    ///
+    /// Times before 1970 or after year 9999 cannot be written in these formats; they
+    /// are clamped to the nearest writable second rather than failing, because a URL
+    /// signed with a clock that wrong fails verification anyway, and signing stays
+    /// infallible for typed input.
+    pub(crate) fn new(time: SystemTime) -> AmzDate {
+        let secs = time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .min(MAX_UNIX_SECS);
+        AmzDate::from_unix_secs(secs)
+    }
+
+    fn from_unix_secs(secs: u64) -> AmzDate {
+        let days = secs / 86_400;
+        let rem = secs % 86_400;
+        let (year, month, day) = civil_from_days(days);
+        let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
+
+        let mut date_time = *b"00000000T000000Z";
+        write_digits(&mut date_time[0..4], year);
+        write_digits(&mut date_time[4..6], month);
+        write_digits(&mut date_time[6..8], day);
+        write_digits(&mut date_time[9..11], hour);
+        write_digits(&mut date_time[11..13], minute);
+        write_digits(&mut date_time[13..15], second);
+        AmzDate { date_time }
+    }
+
+    /// `YYYYMMDD'T'HHMMSS'Z'`.
+    pub(crate) fn date_time(&self) -> &str {
+        std::str::from_utf8(&self.date_time).expect("built from ASCII digits")
+    }
+
+    /// `YYYYMMDD`: the date of the credential scope and of the signing key.
+    pub(crate) fn date(&self) -> &str {
+        &self.date_time()[..8]
+    }
+
+    /// The scope date as bytes, the signing-key cache's key.
+    pub(crate) fn date_bytes(&self) -> [u8; 8] {
+        let mut date = [0u8; 8];
+        date.copy_from_slice(&self.date_time[..8]);
+        date
+    }
+}
+
+/// Writes `value` as exactly `out.len()` decimal digits, zero-padded.
+fn write_digits(out: &mut [u8], mut value: u64) {
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + u8::try_from(value % 10).expect("a decimal digit fits in u8");
+        value /= 10;
+    }
+}
+
+/// Howard Hinnant's `civil_from_days`: (year, month, day) of the proleptic Gregorian
+/// calendar for days since 1970-01-01. Restricted to non-negative days, which is all
+/// `AmzDate` feeds it, so it needs no signed arithmetic.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Shift the epoch to 0000-03-01, so that leap days fall at the end of a year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097; // day of era, [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year from March 1st
+    let mp = (5 * doy + 2) / 153; // month from March, [0, 11]
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64) -> String {
+        AmzDate::new(UNIX_EPOCH + Duration::from_secs(secs))
+            .date_time()
+            .to_owned()
+    }
+
+    #[test]
+    fn formats_known_instants() {
+        for (secs, expected) in [
+            (0, "19700101T000000Z"),
+            (68_191_628, "19720229T060708Z"), // first leap day after the epoch
+            (946_684_799, "19991231T235959Z"),
+            (951_825_600, "20000229T120000Z"), // 2000 is a leap year (divisible by 400)
+            (1_369_353_600, "20130524T000000Z"), // the AWS docs' example
+            (1_709_251_199, "20240229T235959Z"),
+            (1_709_251_200, "20240301T000000Z"),
+            (2_147_483_648, "20380119T031408Z"), // one past i32::MAX
+            (4_107_542_399, "21000228T235959Z"), // 2100 is not a leap year...
+            (4_107_542_400, "21000301T000000Z"), // ...so March follows February 28
+            (253_402_300_799, "99991231T235959Z"),
+        ] {
+            assert_eq!(at(secs), expected, "{secs}");
+        }
+    }
+
+    #[test]
+    fn every_day_follows_the_previous_one() {
+        // Walk 1970..2101 day by day: dates strictly increase, days run 1..=last day
+        // of the month, and February has 29 days exactly in leap years.
+        let mut previous = at(0);
+        for day in 1..(131 * 366) {
+            let current = at(day * 86_400);
+            assert!(current > previous, "{previous} then {current}");
+            let year: u32 = current[0..4].parse().unwrap();
+            let month: u32 = current[4..6].parse().unwrap();
+            let dom: u32 = current[6..8].parse().unwrap();
+            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+            let last = match month {
+                2 if leap => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            assert!(
+                (1..=12).contains(&month) && (1..=last).contains(&dom),
+                "{current}"
+            );
+            previous = current;
+        }
+    }
+
+    #[test]
+    fn fractions_of_a_second_are_dropped() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_369_353_600_999);
+        assert_eq!(AmzDate::new(t).date_time(), "20130524T000000Z");
+    }
+
+    #[test]
+    fn scope_date_is_the_first_eight_characters() {
+        let d = AmzDate::new(UNIX_EPOCH + Duration::from_secs(1_709_251_199));
+        assert_eq!(d.date(), "20240229");
+        assert_eq!(&d.date_bytes(), b"20240229");
+    }
+
+    #[test]
+    fn unwritable_times_are_clamped() {
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(AmzDate::new(before).date_time(), "19700101T000000Z");
+        assert_eq!(at(MAX_UNIX_SECS + 1), "99991231T235959Z");
+    }
+}

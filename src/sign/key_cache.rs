@@ -1,0 +1,312 @@
+//! The derived SigV4 signing key, cached per (date, region, service, credentials).
+//!
+//! Deriving a key costs four HMAC-SHA256s (kDate, kRegion, kService, kSigning); a
+//! presigned URL then needs only one more HMAC with it. The key changes only when
+//! the UTC date, the region or the credentials do, so one cached entry serves every
+//! grant of a day. This module owns that cache and the derivation; it leaves the
+//! canonical request and the URL to `presign`.
+//!
+//! Security invariant: the cache hands out a key only for the exact credentials it
+//! was derived from. An entry matches on the date, the region, the access key id
+//! *and* the secret access key, so a rotated secret under the same access key id (or
+//! any other credentials) can never be signed for with a stale key.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::amz_date::AmzDate;
+use crate::credentials::SigningCredentials;
+use crate::secret::Secret;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The only service this crate signs for.
+pub(crate) const SERVICE: &str = "s3";
+
+/// The last element of every SigV4 credential scope.
+pub(crate) const TERMINATOR: &str = "aws4_request";
+
+/// HMAC-SHA256 of `data` under `key`: one step of the key derivation.
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// The SigV4 signing key: kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date),
+/// region), service), "aws4_request").
+pub(crate) fn derive_key_bytes(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
+    let mut seed = Vec::with_capacity(4 + secret.len());
+    seed.extend_from_slice(b"AWS4");
+    seed.extend_from_slice(secret.as_bytes());
+    let k_date = hmac(&seed, date.as_bytes());
+    // Best effort: do not leave the secret in freed heap memory. `black_box` keeps the
+    // compiler from dropping the write as dead.
+    seed.fill(0);
+    std::hint::black_box(&seed);
+    let k_region = hmac(&k_date, region.as_bytes());
+    let k_service = hmac(&k_region, service.as_bytes());
+    hmac(&k_service, TERMINATOR.as_bytes())
+}
+
+// === impl SigningKey ===
+
+/// A derived signing key, held as an HMAC-SHA256 already keyed with it: cloning the
+/// keyed state skips the two compressions of HMAC's key setup on every signature.
+#[derive(Clone)]
+pub(crate) struct SigningKey {
+    mac: HmacSha256,
+}
+
+impl SigningKey {
+    /// Derives the key for `secret` on `date` (`YYYYMMDD`) in `region` for `service`.
+    pub(crate) fn derive(secret: &str, date: &str, region: &str, service: &str) -> SigningKey {
+        let bytes = derive_key_bytes(secret, date, region, service);
+        SigningKey {
+            mac: HmacSha256::new_from_slice(&bytes).expect("HMAC accepts 32-byte keys"),
+        }
+    }
+
+    /// A fresh HMAC-SHA256 keyed with this key, ready for a string to sign.
+    pub(crate) fn mac(&self) -> HmacSha256 {
+        self.mac.clone()
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey([redacted])")
+    }
+}
+
+// === impl KeyCache ===
+
+/// What a cached key was derived from, and the key.
+struct Entry {
+    date: [u8; 8],
+    region: String,
+    access_key_id: String,
+    /// Compared on every hit (see the module's security invariant). Plain `==` is
+    /// fine: both sides are our own credentials; no caller input reaches it.
+    secret_access_key: Secret<String>,
+    key: SigningKey,
+}
+
+impl Entry {
+    fn matches(&self, creds: &SigningCredentials, date: &[u8; 8], region: &str) -> bool {
+        self.date == *date
+            && self.region == region
+            && self.access_key_id == creds.access_key_id
+            && self.secret_access_key.expose() == creds.secret_access_key.expose()
+    }
+}
+
+/// A one-entry cache of the signing key, shared by all requests of a `Signer`.
+///
+/// One entry because the service signs with one credential snapshot at a time: it
+/// misses once a day and once per credential refresh. Should two credential sets
+/// ever alternate, each miss costs one derivation (about 1 µs), not a wrong key.
+///
+/// A hit takes a read lock (no waiting on other readers) and copies the keyed HMAC
+/// state out; a miss derives outside any lock and then replaces the entry.
+pub(crate) struct KeyCache {
+    slot: RwLock<Option<Entry>>,
+    /// How many keys were derived; tests use it to tell a hit from a miss.
+    derivations: AtomicU64,
+}
+
+impl KeyCache {
+    /// An empty cache.
+    pub(crate) fn new() -> KeyCache {
+        KeyCache {
+            slot: RwLock::new(None),
+            derivations: AtomicU64::new(0),
+        }
+    }
+
+    /// The signing key for `creds` on `date`'s scope date in `region`, from the cache
+    /// when it was derived from these very credentials, else derived and cached.
+    pub(crate) fn get(
+        &self,
+        creds: &SigningCredentials,
+        date: &AmzDate,
+        region: &str,
+    ) -> SigningKey {
+        let scope_date = date.date_bytes();
+        {
+            // A poisoned lock still holds a whole entry (entries are only ever
+            // replaced whole), so its content is as good as before the panic.
+            let slot = self.slot.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = slot.as_ref()
+                && entry.matches(creds, &scope_date, region)
+            {
+                return entry.key.clone();
+            }
+        }
+
+        let key = SigningKey::derive(
+            creds.secret_access_key.expose(),
+            date.date(),
+            region,
+            SERVICE,
+        );
+        self.derivations.fetch_add(1, Ordering::Relaxed);
+        let entry = Entry {
+            date: scope_date,
+            region: region.to_owned(),
+            access_key_id: creds.access_key_id.clone(),
+            secret_access_key: creds.secret_access_key.clone(),
+            key: key.clone(),
+        };
+        *self.slot.write().unwrap_or_else(PoisonError::into_inner) = Some(entry);
+        key
+    }
+
+    /// How many keys this cache has derived so far.
+    #[cfg(test)]
+    pub(crate) fn derivations(&self) -> u64 {
+        self.derivations.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn creds(access_key_id: &str, secret: &str) -> SigningCredentials {
+        SigningCredentials {
+            access_key_id: access_key_id.to_owned(),
+            secret_access_key: Secret::new(secret.to_owned()),
+            session_token: None,
+            expires_at: None,
+        }
+    }
+
+    fn day(secs: u64) -> AmzDate {
+        AmzDate::new(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    /// What a key signs, as a comparable fingerprint of the key itself.
+    fn probe(key: &SigningKey) -> [u8; 32] {
+        key.mac()
+            .chain_update(b"probe")
+            .finalize()
+            .into_bytes()
+            .into()
+    }
+
+    fn fresh(secret: &str, date: &AmzDate, region: &str) -> [u8; 32] {
+        let bytes = derive_key_bytes(secret, date.date(), region, SERVICE);
+        hmac(&bytes, b"probe")
+    }
+
+    const T: u64 = 1_369_353_600; // 2013-05-24T00:00:00Z
+
+    #[test]
+    fn derivation_matches_the_aws_docs_example() {
+        // AWS General Reference, "Derive a signing key for Signature Version 4".
+        let key = derive_key_bytes(
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            "20120215",
+            "us-east-1",
+            "iam",
+        );
+        assert_eq!(
+            hex::encode(key),
+            "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
+        );
+    }
+
+    #[test]
+    fn hit_returns_the_same_key_as_a_fresh_derivation() {
+        let cache = KeyCache::new();
+        let c = creds("AKID", "secret-1");
+        let first = cache.get(&c, &day(T), "us-east-1");
+        let second = cache.get(&c, &day(T + 3600), "us-east-1"); // same UTC day
+        assert_eq!(cache.derivations(), 1, "the second call is a hit");
+        assert_eq!(probe(&first), fresh("secret-1", &day(T), "us-east-1"));
+        assert_eq!(probe(&second), probe(&first));
+    }
+
+    #[test]
+    fn date_change_gives_a_new_key() {
+        let cache = KeyCache::new();
+        let c = creds("AKID", "secret-1");
+        let today = cache.get(&c, &day(T), "us-east-1");
+        let tomorrow = cache.get(&c, &day(T + 86_400), "us-east-1");
+        assert_eq!(cache.derivations(), 2);
+        assert_ne!(probe(&today), probe(&tomorrow));
+        assert_eq!(
+            probe(&tomorrow),
+            fresh("secret-1", &day(T + 86_400), "us-east-1")
+        );
+    }
+
+    #[test]
+    fn region_change_gives_a_new_key() {
+        let cache = KeyCache::new();
+        let c = creds("AKID", "secret-1");
+        let east = cache.get(&c, &day(T), "us-east-1");
+        let west = cache.get(&c, &day(T), "eu-west-1");
+        assert_eq!(cache.derivations(), 2);
+        assert_ne!(probe(&east), probe(&west));
+        assert_eq!(probe(&west), fresh("secret-1", &day(T), "eu-west-1"));
+    }
+
+    #[test]
+    fn rotated_secret_under_the_same_access_key_id_is_never_served_the_old_key() {
+        let cache = KeyCache::new();
+        let old = cache.get(&creds("AKID", "secret-1"), &day(T), "us-east-1");
+        let new = cache.get(&creds("AKID", "secret-2"), &day(T), "us-east-1");
+        assert_eq!(cache.derivations(), 2);
+        assert_ne!(probe(&old), probe(&new));
+        assert_eq!(probe(&new), fresh("secret-2", &day(T), "us-east-1"));
+    }
+
+    #[test]
+    fn other_access_key_id_misses_even_with_the_same_secret() {
+        let cache = KeyCache::new();
+        cache.get(&creds("AKID1", "secret-1"), &day(T), "us-east-1");
+        cache.get(&creds("AKID2", "secret-1"), &day(T), "us-east-1");
+        assert_eq!(cache.derivations(), 2);
+    }
+
+    #[test]
+    fn concurrent_users_of_two_credentials_always_get_their_own_key() {
+        let cache = KeyCache::new();
+        let expected = [
+            fresh("secret-a", &day(T), "us-east-1"),
+            fresh("secret-b", &day(T), "us-east-1"),
+        ];
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (cache, expected) = (&cache, &expected);
+                s.spawn(move || {
+                    for i in 0..500 {
+                        let which = (t + i) % 2;
+                        let secret = ["secret-a", "secret-b"][which];
+                        let key = cache.get(&creds("AKID", secret), &day(T), "us-east-1");
+                        assert_eq!(probe(&key), expected[which]);
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn debug_never_shows_key_material() {
+        let key = SigningKey::derive("secret", "20130524", "us-east-1", SERVICE);
+        assert_eq!(format!("{key:?}"), "SigningKey([redacted])");
+        assert_eq!(format!("{:?}", KeyCache::new()), "KeyCache { .. }");
+    }
+}
