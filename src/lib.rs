@@ -2,19 +2,37 @@
 //! object storage.
 //!
 //! Modules, one concern each:
+//! - [`config`]: typed configuration, validated once at start-up;
+//! - [`identity`]: who is calling, as one [`identity::Caller`];
+//! - [`rules`]: which caller may be granted what;
 //! - [`scope`]: bucket, key and prefix validation (the security core);
 //! - [`expiry`]: how long a grant lives;
 //! - [`sign`]: our SigV4 presigner and its signing-key cache;
 //! - [`credentials`]: the service's own storage credentials;
 //! - [`secret`]: `Secret<T>`, redacted in every printout;
+//! - [`service`]: the gRPC handlers, and the one place errors become statuses;
+//! - [`server`]: transport, health, reflection, graceful shutdown;
+//! - [`readiness`]: HeadBucket checks behind the readiness probe;
+//! - [`audit`]: one audit event per grant decision;
+//! - [`aws`]: the AWS SDK's HTTPS client and credential chain;
+//! - [`telemetry`]: logging set-up;
 //! - [`proto`]: the generated API types.
 #![forbid(unsafe_code)]
 
+pub mod audit;
+pub mod aws;
+pub mod config;
 pub mod credentials;
 pub mod expiry;
+pub mod identity;
+pub mod readiness;
+pub mod rules;
 pub mod scope;
 pub mod secret;
+pub mod server;
+pub mod service;
 pub mod sign;
+pub mod telemetry;
 
 /// Generated types and services of `storagegrants.v1`.
 pub mod proto {

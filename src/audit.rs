@@ -1,0 +1,74 @@
+//! One structured audit event per grant decision, on the `audit` tracing target.
+//!
+//! An event records who got what and until when (caller, action, bucket, key or
+//! prefix, TTL, grant id, the rule that allowed it), never the grant itself: no URL,
+//! signature, token or secret is ever a field here.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::identity::Caller;
+use crate::rules::Action;
+
+/// A new random grant id: 128 bits, hex. It joins the audit log to the caller's
+/// response (and, for STS, to the session name in the store's own trail).
+pub fn new_grant_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// A grant that was issued.
+#[derive(Debug)]
+pub struct Issued<'a> {
+    /// Identifier returned to the caller.
+    pub grant_id: &'a str,
+    /// Who asked.
+    pub caller: &'a Caller,
+    /// What was granted.
+    pub action: Action,
+    /// Bucket of the grant.
+    pub bucket: &'a str,
+    /// Object key or prefix of the grant.
+    pub target: &'a str,
+    /// Lifetime granted, in seconds.
+    pub ttl_secs: u64,
+    /// When the grant expires.
+    pub expires_at: SystemTime,
+    /// Line of the rule that allowed it.
+    pub rule_line: usize,
+}
+
+/// Records an issued grant.
+pub fn issued(event: &Issued<'_>) {
+    tracing::info!(
+        target: "audit",
+        outcome = "granted",
+        grant_id = event.grant_id,
+        caller = event.caller.id(),
+        identity_source = ?event.caller.source(),
+        action = %event.action,
+        bucket = event.bucket,
+        target = event.target,
+        ttl_secs = event.ttl_secs,
+        expires_at_unix = unix_secs(event.expires_at),
+        rule_line = event.rule_line,
+        "grant issued"
+    );
+}
+
+/// Records a refused request from an identified caller.
+pub fn denied(caller: &Caller, action: Action, bucket: &str, target: &str) {
+    tracing::info!(
+        target: "audit",
+        outcome = "denied",
+        caller = caller.id(),
+        action = %action,
+        bucket,
+        target,
+        "grant denied"
+    );
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

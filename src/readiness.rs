@@ -1,0 +1,102 @@
+//! Readiness: can the service reach its store with its own credentials?
+//!
+//! HeadBucket on each configured bucket, at start and then periodically, drives the
+//! health status of `storagegrants.v1.GrantService`, so that a wrong endpoint, a
+//! missing bucket or a bad credential shows up in the readiness probe before the first
+//! grant is handed out. The overall status (service "") stays SERVING while the
+//! process runs: it is the liveness signal.
+
+use std::time::Duration;
+
+use aws_smithy_types::error::display::DisplayErrorContext;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::scope::BucketName;
+
+/// Health service name of the grant API.
+pub const GRANT_SERVICE: &str = "storagegrants.v1.GrantService";
+
+/// Why the store is not ready.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("HeadBucket '{bucket}' failed: {reason}")]
+    Bucket { bucket: String, reason: String },
+    #[error("HeadBucket '{bucket}' timed out after {timeout:?}")]
+    Timeout { bucket: String, timeout: Duration },
+}
+
+/// The readiness check.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    client: aws_sdk_s3::Client,
+    buckets: Vec<BucketName>,
+    timeout: Duration,
+}
+
+impl Readiness {
+    /// A check of `buckets` through `client`, each call bounded by `timeout`.
+    pub fn new(client: aws_sdk_s3::Client, buckets: Vec<BucketName>, timeout: Duration) -> Self {
+        Self {
+            client,
+            buckets,
+            timeout,
+        }
+    }
+
+    /// Runs HeadBucket on every bucket.
+    ///
+    /// # Errors
+    /// The first bucket that could not be reached, and why.
+    pub async fn check(&self) -> Result<(), Error> {
+        for bucket in &self.buckets {
+            let call = self.client.head_bucket().bucket(bucket.as_str()).send();
+            match tokio::time::timeout(self.timeout, call).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(Error::Bucket {
+                        bucket: bucket.to_string(),
+                        reason: DisplayErrorContext(&e).to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        bucket: bucket.to_string(),
+                        timeout: self.timeout,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks now, then every `interval`, and reports the result as the health of
+    /// the grant service. Logs each change of state.
+    pub async fn watch(self, reporter: HealthReporter, interval: Duration) {
+        let mut last_ok = None;
+        loop {
+            let result = self.check().await;
+            let ok = result.is_ok();
+            if last_ok != Some(ok) {
+                match &result {
+                    Ok(()) => {
+                        tracing::info!(buckets = ?self.bucket_names(), "store reachable: ready")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "store not reachable: not ready"),
+                }
+                let status = if ok {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                reporter.set_service_status(GRANT_SERVICE, status).await;
+                last_ok = Some(ok);
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    fn bucket_names(&self) -> Vec<&str> {
+        self.buckets.iter().map(BucketName::as_str).collect()
+    }
+}

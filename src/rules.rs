@@ -1,0 +1,619 @@
+//! The rules file: which caller may be granted what.
+//!
+//! A rule names callers (exact ids or patterns where `*` stands for any run of
+//! characters other than `/`), a bucket, a prefix, the actions it allows and the
+//! longest TTL it grants. No rule, no grant.
+//!
+//! When several rules allow a request, the most specific one applies: the one with
+//! the longest prefix, and of equally long ones the first in the file. Its `max_ttl`
+//! bounds the grant, so a narrow rule can give a sub-folder a shorter (or longer) TTL
+//! than the folder around it.
+//!
+//! The file is validated as a whole when loaded: a malformed rule stops start-up with
+//! the file, the line and what to change.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::identity::Caller;
+use crate::scope::{BucketName, ObjectKey, Prefix};
+
+/// What a rule can allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Presigned GET (GrantRead).
+    Read,
+    /// Presigned PUT or POST (GrantWrite).
+    Write,
+    /// Temporary credentials that read (AssumeScoped).
+    AssumeRead,
+    /// Temporary credentials that write (AssumeScoped).
+    AssumeWrite,
+    /// Listing keys under the prefix (AssumeScoped with `list`).
+    List,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Read => "read",
+            Action::Write => "write",
+            Action::AssumeRead => "assume-read",
+            Action::AssumeWrite => "assume-write",
+            Action::List => "list",
+        })
+    }
+}
+
+/// What a request asks for: one object, or everything under a prefix.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// A single object.
+    Key(&'a ObjectKey),
+    /// A prefix (for scoped credentials).
+    Prefix(&'a Prefix),
+}
+
+/// A validated rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    callers: Vec<CallerPattern>,
+    bucket: BucketName,
+    prefix: Prefix,
+    actions: Vec<Action>,
+    max_ttl: Duration,
+    line: usize,
+}
+
+impl Rule {
+    /// Longest TTL this rule grants.
+    pub fn max_ttl(&self) -> Duration {
+        self.max_ttl
+    }
+
+    /// The prefix the rule covers.
+    pub fn prefix(&self) -> &Prefix {
+        &self.prefix
+    }
+
+    /// Line of the rule in its file, for logs and audit.
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    fn applies_to(&self, caller: &Caller, action: Action, bucket: &BucketName) -> bool {
+        self.bucket == *bucket
+            && self.actions.contains(&action)
+            && self.callers.iter().any(|p| p.matches(caller.id()))
+    }
+
+    fn covers(&self, target: Target<'_>) -> bool {
+        match target {
+            Target::Key(key) => key.is_under(&self.prefix),
+            Target::Prefix(prefix) => self.prefix.contains(prefix),
+        }
+    }
+}
+
+/// The loaded rule set.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    rules: Vec<Rule>,
+    source: PathBuf,
+}
+
+/// A refusal: the caller's rules do not allow the request.
+///
+/// Its message names the rules file and what the caller lacked; it lists only this
+/// caller's own prefixes, never another caller's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.message())]
+pub struct Denied {
+    caller: String,
+    action: Action,
+    bucket: String,
+    allowed_prefixes: Vec<String>,
+    rules_file: String,
+}
+
+impl Denied {
+    fn message(&self) -> String {
+        let Denied {
+            caller,
+            action,
+            bucket,
+            allowed_prefixes,
+            rules_file,
+        } = self;
+        if allowed_prefixes.is_empty() {
+            format!(
+                "no rule in {rules_file} allows caller '{caller}' to {action} in bucket '{bucket}'; \
+                 ask the operator for a rule"
+            )
+        } else {
+            let list = allowed_prefixes
+                .iter()
+                .map(|p| format!("'{p}'"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "caller '{caller}' may {action} in bucket '{bucket}' only under {list} \
+                 (rules in {rules_file}); choose a key under one of them"
+            )
+        }
+    }
+}
+
+/// Why a rules file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read rules file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    rules: Vec<toml::Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    callers: Vec<String>,
+    bucket: String,
+    prefix: String,
+    actions: Vec<Action>,
+    #[serde(default = "default_rule_ttl", with = "crate::config::duration")]
+    max_ttl: Duration,
+    /// Free text for the operator; not interpreted.
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: String,
+}
+
+fn default_rule_ttl() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+impl Rules {
+    /// Reads and validates a rules file.
+    ///
+    /// # Errors
+    /// [`Error::Read`] if the file cannot be read, [`Error::Parse`] (with line and
+    /// column) for malformed TOML, [`Error::Invalid`] (with the rule's line) for a rule
+    /// that parses but cannot be used.
+    pub async fn load(path: &Path) -> Result<Rules, Error> {
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|source| Error::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates rules from text; `path` names the source in messages.
+    ///
+    /// # Errors
+    /// As [`Rules::load`], without the read error.
+    pub fn parse(text: &str, path: &Path) -> Result<Rules, Error> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let rules = raw
+            .rules
+            .into_iter()
+            .map(|spanned| {
+                let line = text[..spanned.span().start].matches('\n').count() + 1;
+                Rule::from_raw(spanned.into_inner(), line).map_err(|message| Error::Invalid {
+                    path: path.to_owned(),
+                    line,
+                    message,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Rules {
+            rules,
+            source: path.to_owned(),
+        })
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether the file holds no rule (then nothing is ever granted).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Every bucket some rule names, for the readiness check.
+    pub fn buckets(&self) -> Vec<BucketName> {
+        let mut buckets: Vec<_> = self.rules.iter().map(|r| r.bucket.clone()).collect();
+        buckets.sort();
+        buckets.dedup();
+        buckets
+    }
+
+    /// The rule that allows `caller` to `action` on `target` in `bucket`: the most
+    /// specific one (longest prefix, then first in the file).
+    ///
+    /// # Errors
+    /// [`Denied`] when no rule allows it.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        action: Action,
+        bucket: &BucketName,
+        target: Target<'_>,
+    ) -> Result<&Rule, Denied> {
+        let mut best: Option<&Rule> = None;
+        for rule in self
+            .rules
+            .iter()
+            .filter(|r| r.applies_to(caller, action, bucket))
+        {
+            if rule.covers(target)
+                && best.is_none_or(|b| rule.prefix.as_str().len() > b.prefix.as_str().len())
+            {
+                best = Some(rule);
+            }
+        }
+        best.ok_or_else(|| self.denied(caller, action, bucket))
+    }
+
+    fn denied(&self, caller: &Caller, action: Action, bucket: &BucketName) -> Denied {
+        let mut allowed_prefixes: Vec<String> = self
+            .rules
+            .iter()
+            .filter(|r| r.applies_to(caller, action, bucket))
+            .map(|r| r.prefix.to_string())
+            .collect();
+        allowed_prefixes.dedup();
+        Denied {
+            caller: caller.id().to_owned(),
+            action,
+            bucket: bucket.to_string(),
+            allowed_prefixes,
+            rules_file: self
+                .source
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "the rules file".into()),
+        }
+    }
+}
+
+impl Rule {
+    fn from_raw(raw: RawRule, line: usize) -> Result<Rule, String> {
+        if raw.callers.is_empty() {
+            return Err("callers: list at least one caller id or pattern".into());
+        }
+        let callers = raw
+            .callers
+            .iter()
+            .map(|c| c.parse().map_err(|e| format!("callers: '{c}': {e}")))
+            .collect::<Result<Vec<CallerPattern>, _>>()?;
+        let bucket = raw
+            .bucket
+            .parse()
+            .map_err(|e| format!("bucket '{}' {e}", raw.bucket))?;
+        let prefix = raw
+            .prefix
+            .parse()
+            .map_err(|e| format!("prefix '{}' {e}", raw.prefix))?;
+        if raw.actions.is_empty() {
+            return Err(
+                "actions: list at least one of read, write, assume-read, assume-write, list".into(),
+            );
+        }
+        if raw.max_ttl < Duration::from_secs(1) {
+            return Err("max_ttl: must be at least 1s".into());
+        }
+        Ok(Rule {
+            callers,
+            bucket,
+            prefix,
+            actions: raw.actions,
+            max_ttl: raw.max_ttl,
+            line,
+        })
+    }
+}
+
+// === impl CallerPattern ===
+
+/// A caller id, or a pattern where `*` matches any run of characters except `/` (so
+/// `spiffe://prod/ns/*/sa/reporting` matches one namespace segment, never more).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerPattern(String);
+
+impl FromStr for CallerPattern {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if s.chars().any(char::is_control) {
+            return Err("contains a control character".into());
+        }
+        if s.chars().all(|c| c == '*' || c == '/') {
+            return Err("matches every caller; name the callers".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl CallerPattern {
+    /// Whether `id` matches the pattern.
+    pub fn matches(&self, id: &str) -> bool {
+        glob_match(self.0.as_bytes(), id.as_bytes())
+    }
+}
+
+/// `*` matches any run of bytes other than `/`; everything else matches itself.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => {
+            // Try every split of the text within the current segment.
+            let segment_end = text.iter().position(|&b| b == b'/').unwrap_or(text.len());
+            (0..=segment_end).any(|i| glob_match(rest, &text[i..]))
+        }
+        Some((&p, rest)) => text
+            .split_first()
+            .is_some_and(|(&t, tail)| t == p && glob_match(rest, tail)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Source;
+
+    const FILE: &str = r#"
+[[rules]]
+callers = ["dev:demo"]
+bucket = "demo"
+prefix = "public/"
+actions = ["read", "write"]
+max_ttl = "15m"
+
+[[rules]]
+callers = ["dev:demo"]
+bucket = "demo"
+prefix = "public/short/"
+actions = ["read"]
+max_ttl = "1m"
+
+[[rules]]
+callers = ["spiffe://prod.example/ns/*/sa/reporting"]
+bucket = "reports"
+prefix = "monthly/"
+actions = ["read"]
+"#;
+
+    fn rules() -> Rules {
+        Rules::parse(FILE, Path::new("/etc/sg/rules.toml")).unwrap()
+    }
+
+    fn caller(id: &str) -> Caller {
+        Caller::new(id, Source::DevToken)
+    }
+
+    fn key(s: &str) -> ObjectKey {
+        s.parse().unwrap()
+    }
+
+    fn bucket(s: &str) -> BucketName {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn key_under_rule_prefix_is_allowed() {
+        let r = rules();
+        let k = key("public/a.txt");
+        let rule = r
+            .authorize(
+                &caller("dev:demo"),
+                Action::Read,
+                &bucket("demo"),
+                Target::Key(&k),
+            )
+            .unwrap();
+        assert_eq!(rule.max_ttl(), Duration::from_secs(900));
+    }
+
+    #[test]
+    fn most_specific_rule_sets_the_ttl() {
+        let r = rules();
+        let k = key("public/short/a.txt");
+        let rule = r
+            .authorize(
+                &caller("dev:demo"),
+                Action::Read,
+                &bucket("demo"),
+                Target::Key(&k),
+            )
+            .unwrap();
+        assert_eq!(rule.max_ttl(), Duration::from_secs(60));
+        assert_eq!(rule.prefix().as_str(), "public/short/");
+        // Write is only in the broader rule, which then applies.
+        let rule = r
+            .authorize(
+                &caller("dev:demo"),
+                Action::Write,
+                &bucket("demo"),
+                Target::Key(&k),
+            )
+            .unwrap();
+        assert_eq!(rule.prefix().as_str(), "public/");
+    }
+
+    #[test]
+    fn key_outside_prefix_is_denied_and_says_where_it_may_go() {
+        let r = rules();
+        let k = key("private/a.txt");
+        let denied = r
+            .authorize(
+                &caller("dev:demo"),
+                Action::Read,
+                &bucket("demo"),
+                Target::Key(&k),
+            )
+            .unwrap_err();
+        let msg = denied.to_string();
+        assert!(
+            msg.contains("'public/'") && msg.contains("rules.toml"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("monthly/"),
+            "another caller's prefix leaked: {msg}"
+        );
+    }
+
+    #[test]
+    fn sibling_prefix_is_denied() {
+        let k = key("public2/a.txt");
+        assert!(
+            rules()
+                .authorize(
+                    &caller("dev:demo"),
+                    Action::Read,
+                    &bucket("demo"),
+                    Target::Key(&k)
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn unknown_caller_gets_nothing_and_learns_nothing() {
+        let k = key("public/a.txt");
+        let msg = rules()
+            .authorize(
+                &caller("dev:other"),
+                Action::Read,
+                &bucket("demo"),
+                Target::Key(&k),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("no rule"), "{msg}");
+        assert!(!msg.contains("public/"), "{msg}");
+    }
+
+    #[test]
+    fn action_not_listed_is_denied() {
+        let k = key("public/a.txt");
+        assert!(
+            rules()
+                .authorize(
+                    &caller("dev:demo"),
+                    Action::AssumeRead,
+                    &bucket("demo"),
+                    Target::Key(&k)
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn pattern_matches_one_segment_only() {
+        let r = rules();
+        let k = key("monthly/x.csv");
+        let b = bucket("reports");
+        let ok = caller("spiffe://prod.example/ns/finance/sa/reporting");
+        assert!(r.authorize(&ok, Action::Read, &b, Target::Key(&k)).is_ok());
+        for bad in [
+            "spiffe://prod.example/ns/a/b/sa/reporting",
+            "spiffe://prod.example/ns/finance/sa/reporting2",
+            "spiffe://prod.example/ns/finance/sa/other",
+        ] {
+            assert!(
+                r.authorize(&caller(bad), Action::Read, &b, Target::Key(&k))
+                    .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn prefix_target_must_lie_inside_the_rule() {
+        let r = rules();
+        let inner: Prefix = "public/jobs/".parse().unwrap();
+        let outer: Prefix = "pub/".parse().unwrap();
+        let c = caller("dev:demo");
+        assert!(
+            r.authorize(&c, Action::Read, &bucket("demo"), Target::Prefix(&inner))
+                .is_ok()
+        );
+        assert!(
+            r.authorize(&c, Action::Read, &bucket("demo"), Target::Prefix(&outer))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bad_prefix_is_reported_with_file_and_line() {
+        let text = "[[rules]]\ncallers = [\"a\"]\nbucket = \"demo\"\nprefix = \"x\"\nactions = [\"read\"]\n\n[[rules]]\ncallers = [\"a\"]\nbucket = \"demo\"\nprefix = \"x*/\"\nactions = [\"read\"]\n";
+        let err = Rules::parse(text, Path::new("rules.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("rules.toml:1:"), "{err}");
+        assert!(err.contains("must end with '/'"), "{err}");
+        let second_only = text.replacen("prefix = \"x\"", "prefix = \"x/\"", 1);
+        let err = Rules::parse(&second_only, Path::new("rules.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("rules.toml:7:"), "{err}");
+        assert!(err.contains("'*'"), "{err}");
+    }
+
+    #[test]
+    fn unknown_action_is_a_parse_error_with_line() {
+        let text = "[[rules]]\ncallers = [\"a\"]\nbucket = \"demo\"\nprefix = \"x/\"\nactions = [\"reed\"]\n";
+        let err = Rules::parse(text, Path::new("rules.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 5") && err.contains("reed"), "{err}");
+    }
+
+    #[test]
+    fn match_everything_pattern_is_refused() {
+        assert!("*".parse::<CallerPattern>().is_err());
+        assert!("*/*".parse::<CallerPattern>().is_err());
+    }
+
+    #[test]
+    fn glob_star_stays_within_a_segment() {
+        let p: CallerPattern = "team-*".parse().unwrap();
+        assert!(p.matches("team-a"));
+        assert!(p.matches("team-"));
+        assert!(!p.matches("team-a/b"));
+        assert!(!p.matches("xteam-a"));
+    }
+}

@@ -1,0 +1,246 @@
+//! Assembles and runs the server: the grant service behind its authentication
+//! interceptor, standard health and reflection, transport limits, and graceful
+//! shutdown.
+//!
+//! Shutdown, step by step: the signal arrives; health turns NOT_SERVING (so load
+//! balancers and probes stop sending traffic); the listener stops accepting; in-flight
+//! calls finish, for at most `server.shutdown_grace`; then `run` returns.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Status};
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::credentials::CredentialSource;
+use crate::identity::Authenticator;
+use crate::proto::grant_service_server::GrantServiceServer;
+use crate::readiness::{GRANT_SERVICE, Readiness};
+use crate::rules::Rules;
+use crate::scope::BucketName;
+use crate::service::{self, GrantService};
+use crate::sign::{Endpoint, Signer};
+
+/// Region used when neither the config nor the AWS chain names one.
+const FALLBACK_REGION: &str = "us-east-1";
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Rules(#[from] crate::rules::Error),
+    #[error("storage.endpoint: {0}")]
+    Endpoint(#[from] crate::sign::Error),
+    #[error("storage.check_buckets: '{bucket}' {source}")]
+    Bucket {
+        bucket: String,
+        #[source]
+        source: crate::scope::Error,
+    },
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The region grants are signed for: the config's, else the AWS chain's, else
+/// us-east-1.
+pub fn region(config: &Config, aws: &SdkConfig) -> String {
+    config
+        .storage
+        .region
+        .clone()
+        .or_else(|| aws.region().map(|r| r.to_string()))
+        .unwrap_or_else(|| FALLBACK_REGION.to_owned())
+}
+
+/// Validates everything `run` needs from the files without serving: the rules, the
+/// endpoint and the readiness buckets. Used by `--check-config`.
+///
+/// # Errors
+/// The first problem found, with file and line where there is one.
+pub async fn check(config: &Config) -> Result<Rules, Error> {
+    let rules = Rules::load(&config.grants.rules_file).await?;
+    let region = config.storage.region.as_deref().unwrap_or(FALLBACK_REGION);
+    Endpoint::new(
+        config.storage.endpoint.as_deref(),
+        region,
+        config.storage.force_path_style,
+    )?;
+    check_buckets(config, &rules)?;
+    Ok(rules)
+}
+
+fn check_buckets(config: &Config, rules: &Rules) -> Result<Vec<BucketName>, Error> {
+    match &config.storage.check_buckets {
+        None => Ok(rules.buckets()),
+        Some(names) => names
+            .iter()
+            .map(|b| {
+                b.parse().map_err(|source| Error::Bucket {
+                    bucket: b.clone(),
+                    source,
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains.
+///
+/// `aws` supplies the service's own credentials (normally the default AWS chain)
+/// and HTTP client; the store's endpoint and addressing come from `config`.
+///
+/// # Errors
+/// A bad rules file or endpoint before serving; a transport failure while serving.
+pub async fn run(
+    config: Config,
+    aws: SdkConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let rules = Arc::new(check(&config).await?);
+    let region = region(&config, &aws);
+    let storage = &config.storage;
+    let endpoint = Endpoint::new(
+        storage.endpoint.as_deref(),
+        &region,
+        storage.force_path_style,
+    )?;
+    let signer = Arc::new(Signer::new(endpoint, &region));
+
+    let provider = aws.credentials_provider().unwrap_or_else(|| {
+        aws_credential_types::provider::SharedCredentialsProvider::new(NoCredentials)
+    });
+    let credentials = CredentialSource::start(provider, storage.call_timeout).await;
+
+    let authenticator = Authenticator::new(&config.identity);
+    if authenticator.dev_tokens_enabled() {
+        tracing::warn!(
+            tokens = config.identity.dev_tokens.len(),
+            "DEVELOPMENT MODE: static bearer tokens are accepted; never run this in production"
+        );
+    }
+    tracing::info!(
+        rules = rules.len(),
+        file = %config.grants.rules_file.display(),
+        "rules loaded"
+    );
+    if rules.is_empty() {
+        tracing::warn!("the rules file holds no rule: every grant will be refused");
+    }
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status(GRANT_SERVICE, ServingStatus::NotServing)
+        .await;
+    let readiness = Readiness::new(
+        s3_client(&config, &aws, &region),
+        check_buckets(&config, &rules)?,
+        storage.call_timeout,
+    );
+    let readiness_task = tokio::spawn(readiness.watch(reporter.clone(), storage.check_interval));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let grants = GrantService::new(rules, signer, credentials, config.grants.clone());
+    let authenticate = move |mut request: Request<()>| -> Result<Request<()>, Status> {
+        match authenticator.authenticate(request.metadata()) {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                Ok(request)
+            }
+            Err(e) => {
+                tracing::info!(reason = %e, "unauthenticated call refused");
+                Err(service::Error::from(e).into())
+            }
+        }
+    };
+
+    let local = listener.local_addr().ok();
+    tracing::info!(addr = ?local, "storage-grants listening");
+    let grace = config.server.shutdown_grace;
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let health_on_shutdown = reporter.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
+        health_on_shutdown
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health_on_shutdown
+            .set_service_status(GRANT_SERVICE, ServingStatus::NotServing)
+            .await;
+        let _ = drain_tx.send(());
+    };
+    let serve = Server::builder()
+        .timeout(config.server.request_timeout)
+        .concurrency_limit_per_connection(config.server.concurrency_limit_per_connection)
+        .load_shed(true)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(GrantServiceServer::with_interceptor(grants, authenticate))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
+    tokio::pin!(serve);
+    // Serve until the signal; after it, give in-flight calls at most `grace`.
+    let result = tokio::select! {
+        result = &mut serve => result,
+        _ = async {
+            let _ = drain_rx.await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "drain took too long; closing remaining calls");
+            Ok(())
+        }
+    };
+    readiness_task.abort();
+    tracing::info!("storage-grants stopped");
+    Ok(result?)
+}
+
+/// An S3 client for the store of `config`, used only for the readiness check.
+pub fn s3_client(config: &Config, aws: &SdkConfig, region: &str) -> aws_sdk_s3::Client {
+    let mut builder = aws_sdk_s3::config::Builder::from(aws)
+        .region(aws_sdk_s3::config::Region::new(region.to_owned()))
+        .force_path_style(config.storage.force_path_style);
+    if let Some(endpoint) = &config.storage.endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+/// Stands in when the AWS chain yields no provider at all, so that the service still
+/// starts (health NOT_SERVING, grants UNAVAILABLE) and says why.
+#[derive(Debug)]
+struct NoCredentials;
+
+impl aws_credential_types::provider::ProvideCredentials for NoCredentials {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+            aws_credential_types::provider::error::CredentialsError::not_loaded(
+                "no credentials provider is configured",
+            ),
+        ))
+    }
+}

@@ -1,0 +1,364 @@
+//! The `storagegrants.v1.GrantService` implementation, and the one place where errors
+//! become gRPC statuses.
+//!
+//! A handler parses every field into a validated type (collecting every bad field
+//! into one `google.rpc.BadRequest`), asks the rules, clamps the lifetime, signs, and
+//! writes one audit event. Authentication happened before (the interceptor in
+//! `server` puts a [`Caller`] in the request extensions); transport concerns live in
+//! `server`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::audit;
+use crate::config::GrantsConfig;
+use crate::credentials::{self, CredentialSource};
+use crate::expiry::{self, Ttl};
+use crate::identity::{self, Caller};
+use crate::proto;
+use crate::rules::{self, Action, Rules, Target};
+use crate::scope::{self, BucketName, HeaderText, ObjectKey, VersionId};
+use crate::sign::{GetObject, Signer};
+
+/// Everything that can go wrong in a call, each mapped to its gRPC code once, in
+/// `From<Error> for Status`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Unauthenticated(#[from] identity::Error),
+    #[error("invalid request: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error(transparent)]
+    Denied(#[from] rules::Denied),
+    #[error(transparent)]
+    Credentials(#[from] credentials::Error),
+    #[error(transparent)]
+    Expiry(#[from] expiry::Error),
+    #[error("{0} is not available in this version of the service")]
+    Unimplemented(&'static str),
+}
+
+/// One bad field and what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The field's name in the request message.
+    pub field: &'static str,
+    /// What is wrong with it and what to send instead.
+    pub description: String,
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        match &error {
+            Error::InvalidArgument(violations) => {
+                let mut details = ErrorDetails::new();
+                for v in violations {
+                    details.add_bad_request_violation(v.field, v.description.clone());
+                }
+                Status::with_error_details(Code::InvalidArgument, error.to_string(), details)
+            }
+            Error::Unauthenticated(_) => Status::unauthenticated(error.to_string()),
+            Error::Denied(_) => Status::permission_denied(error.to_string()),
+            Error::Credentials(_) | Error::Expiry(_) => {
+                tracing::error!(error = %error, "cannot sign: service credentials unavailable");
+                Status::unavailable(format!("{error}; retry later"))
+            }
+            Error::Unimplemented(_) => Status::unimplemented(error.to_string()),
+        }
+    }
+}
+
+/// Collects field violations while a request is parsed, so that a caller learns
+/// about every bad field at once.
+#[derive(Default)]
+struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Parses a required field.
+    fn required<T: std::str::FromStr<Err = scope::Error>>(
+        &mut self,
+        field: &'static str,
+        value: &str,
+    ) -> Option<T> {
+        match value.parse() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(field, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Parses an optional field: empty means not set.
+    fn optional<T: std::str::FromStr<Err = scope::Error>>(
+        &mut self,
+        field: &'static str,
+        value: &str,
+    ) -> Option<T> {
+        if value.is_empty() {
+            None
+        } else {
+            self.required(field, value)
+        }
+    }
+
+    fn add(&mut self, field: &'static str, description: String) {
+        self.0.push(FieldViolation { field, description });
+    }
+
+    fn finish(self) -> Result<(), Error> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(self.0))
+        }
+    }
+}
+
+/// Reads a requested TTL: unset means `default`; it must be a valid, positive
+/// duration of at least one second.
+fn requested_ttl(
+    ttl: Option<&prost_types::Duration>,
+    default: Duration,
+) -> Result<Duration, String> {
+    let Some(d) = ttl else { return Ok(default) };
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err("must be positive; send e.g. {seconds: 300}".into());
+    }
+    if d.nanos >= 1_000_000_000 {
+        return Err("nanos must be below 1e9".into());
+    }
+    if d.seconds == 0 {
+        return Err("must be at least 1 second; omit it to get the default".into());
+    }
+    Ok(Duration::new(
+        d.seconds.unsigned_abs(),
+        d.nanos.unsigned_abs(),
+    ))
+}
+
+/// The grant service.
+#[derive(Debug, Clone)]
+pub struct GrantService {
+    rules: Arc<Rules>,
+    signer: Arc<Signer>,
+    credentials: Arc<CredentialSource>,
+    limits: GrantsConfig,
+}
+
+impl GrantService {
+    /// A service granting under `rules`, signing with `signer` and `credentials`.
+    pub fn new(
+        rules: Arc<Rules>,
+        signer: Arc<Signer>,
+        credentials: Arc<CredentialSource>,
+        limits: GrantsConfig,
+    ) -> Self {
+        Self {
+            rules,
+            signer,
+            credentials,
+            limits,
+        }
+    }
+
+    /// GrantRead, with the caller already identified.
+    ///
+    /// # Errors
+    /// Every [`Error`] but `Unauthenticated`.
+    pub fn grant_read(
+        &self,
+        caller: &Caller,
+        request: &proto::GrantReadRequest,
+    ) -> Result<proto::GrantReadResponse, Error> {
+        let mut v = Violations::default();
+        let bucket: Option<BucketName> = v.required("bucket", &request.bucket);
+        let key: Option<ObjectKey> = v.required("key", &request.key);
+        let version_id: Option<VersionId> = v.optional("version_id", &request.version_id);
+        let content_type: Option<HeaderText> =
+            v.optional("response_content_type", &request.response_content_type);
+        let disposition: Option<HeaderText> = v.optional(
+            "response_content_disposition",
+            &request.response_content_disposition,
+        );
+        let requested = requested_ttl(request.ttl.as_ref(), self.limits.default_ttl)
+            .map_err(|e| v.add("ttl", e))
+            .ok();
+        v.finish()?;
+        let (Some(bucket), Some(key), Some(requested)) = (bucket, key, requested) else {
+            unreachable!("every missing value recorded a violation");
+        };
+
+        let rule = self
+            .rules
+            .authorize(caller, Action::Read, &bucket, Target::Key(&key))
+            .inspect_err(|_| audit::denied(caller, Action::Read, bucket.as_str(), key.as_str()))?;
+        let credentials = self.credentials.current()?;
+        let signing_time = whole_seconds(SystemTime::now());
+        let ttl = Ttl::clamp(
+            &[requested, rule.max_ttl(), self.limits.max_ttl],
+            signing_time,
+            credentials.expires_at,
+        )?;
+        let presigned = self.signer.presign_get(
+            &credentials,
+            &GetObject {
+                bucket: &bucket,
+                key: &key,
+                version_id: version_id.as_ref(),
+                response_content_type: content_type.as_ref(),
+                response_content_disposition: disposition.as_ref(),
+            },
+            signing_time,
+            ttl,
+        );
+        let expires_at = signing_time + ttl.as_duration();
+        let grant_id = audit::new_grant_id();
+        audit::issued(&audit::Issued {
+            grant_id: &grant_id,
+            caller,
+            action: Action::Read,
+            bucket: bucket.as_str(),
+            target: key.as_str(),
+            ttl_secs: ttl.as_duration().as_secs(),
+            expires_at,
+            rule_line: rule.line(),
+        });
+        Ok(proto::GrantReadResponse {
+            url: presigned.url.expose().clone(),
+            method: presigned.method.to_owned(),
+            headers: presigned.headers.into_iter().collect(),
+            expires_at: Some(timestamp(expires_at)),
+            grant_id,
+        })
+    }
+}
+
+/// Truncates to whole seconds: X-Amz-Date has second precision, and `expires_at` must
+/// be computed from the same instant the signature uses.
+fn whole_seconds(t: SystemTime) -> SystemTime {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: 0,
+    }
+}
+
+fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Error::Unauthenticated(identity::Error::Missing).into())
+}
+
+#[tonic::async_trait]
+impl proto::grant_service_server::GrantService for GrantService {
+    #[tracing::instrument(name = "GrantRead", skip_all, fields(caller, bucket = %request.get_ref().bucket))]
+    async fn grant_read(
+        &self,
+        request: Request<proto::GrantReadRequest>,
+    ) -> Result<Response<proto::GrantReadResponse>, Status> {
+        let caller = caller_of(&request)?;
+        tracing::Span::current().record("caller", caller.id());
+        let response = GrantService::grant_read(self, &caller, request.get_ref())?;
+        Ok(Response::new(response))
+    }
+
+    async fn grant_write(
+        &self,
+        _request: Request<proto::GrantWriteRequest>,
+    ) -> Result<Response<proto::GrantWriteResponse>, Status> {
+        Err(Error::Unimplemented("GrantWrite").into())
+    }
+
+    async fn assume_scoped(
+        &self,
+        _request: Request<proto::AssumeScopedRequest>,
+    ) -> Result<Response<proto::AssumeScopedResponse>, Status> {
+        Err(Error::Unimplemented("AssumeScoped").into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_defaults_when_unset() {
+        assert_eq!(
+            requested_ttl(None, Duration::from_secs(300)),
+            Ok(Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn negative_or_zero_ttl_is_rejected() {
+        let d = |seconds, nanos| prost_types::Duration { seconds, nanos };
+        assert!(requested_ttl(Some(&d(-5, 0)), Duration::ZERO).is_err());
+        assert!(requested_ttl(Some(&d(0, 500_000_000)), Duration::ZERO).is_err());
+        assert!(requested_ttl(Some(&d(1, -1)), Duration::ZERO).is_err());
+        assert!(requested_ttl(Some(&d(1, 1_000_000_000)), Duration::ZERO).is_err());
+        assert_eq!(
+            requested_ttl(Some(&d(90, 0)), Duration::ZERO),
+            Ok(Duration::from_secs(90))
+        );
+    }
+
+    #[test]
+    fn invalid_argument_carries_every_field_violation() {
+        let status = Status::from(Error::InvalidArgument(vec![
+            FieldViolation {
+                field: "key",
+                description: "must not be empty".into(),
+            },
+            FieldViolation {
+                field: "ttl",
+                description: "must be positive".into(),
+            },
+        ]));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let fields: Vec<_> = details
+            .bad_request()
+            .expect("BadRequest details")
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["key", "ttl"]);
+        assert!(
+            status.message().contains("key: must not be empty"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn whole_seconds_drops_the_fraction() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_999);
+        assert_eq!(
+            whole_seconds(t),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! The server around the grants: health, readiness against the real store,
+//! reflection, and graceful shutdown.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Service, Setup, Store, demo_store};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+async fn health(service: &Service, name: &str) -> ServingStatus {
+    let mut client = HealthClient::new(service.channel().await);
+    let response = client
+        .check(HealthCheckRequest {
+            service: name.into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    ServingStatus::try_from(response.status).expect("known status")
+}
+
+/// Polls until `name` reports `want` (readiness runs in the background).
+async fn wait_for_health(service: &Service, name: &str, want: ServingStatus) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = health(service, name).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} stayed {got:?}, wanted {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_is_serving_once_the_store_is_reachable() {
+    let store = demo_store().await;
+    let service = Service::start(&store, Setup::new()).await;
+    assert_eq!(health(&service, "").await, ServingStatus::Serving);
+    wait_for_health(
+        &service,
+        "storagegrants.v1.GrantService",
+        ServingStatus::Serving,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn missing_bucket_keeps_the_grant_service_not_ready() {
+    let store = Store::start();
+    // The bucket the rules name does not exist.
+    let service = Service::start(&store, Setup::new()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        health(&service, "storagegrants.v1.GrantService").await,
+        ServingStatus::NotServing
+    );
+    // Once it exists, the next check turns ready without a restart.
+    store.create_bucket("demo").await;
+    wait_for_health(
+        &service,
+        "storagegrants.v1.GrantService",
+        ServingStatus::Serving,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let store = demo_store().await;
+    let service = Service::start(&store, Setup::new()).await;
+    let mut client = ServerReflectionClient::new(service.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection call")
+        .into_inner();
+    let response = responses.message().await.unwrap().expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection response");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        names.contains(&"storagegrants.v1.GrantService"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+}
+
+#[tokio::test]
+async fn shutdown_turns_health_off_and_returns() {
+    let store = demo_store().await;
+    let service = Service::start(&store, Setup::new()).await;
+    let mut health_client = HealthClient::new(service.channel().await);
+    let mut watch = health_client
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status,
+        ServingStatus::Serving as i32
+    );
+    let stopping = tokio::spawn(service.stop());
+    // The watcher sees NOT_SERVING before the server goes away.
+    let update = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("health update before the server exits")
+        .expect("watch stream intact")
+        .expect("an update");
+    assert_eq!(update.status, ServingStatus::NotServing as i32);
+    // The open watch is the last in-flight call; ending it lets the drain finish.
+    drop(watch);
+    drop(health_client);
+    stopping.await.unwrap().expect("clean shutdown");
+}

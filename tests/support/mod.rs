@@ -1,0 +1,294 @@
+//! Test harness: a real S3-compatible store (s3s-fs) on loopback, and the service
+//! running in-process against it. Nothing here mocks S3.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use storage_grants::config::Config;
+use storage_grants::proto::grant_service_client::GrantServiceClient;
+use tonic::transport::Channel;
+
+pub const ACCESS_KEY: &str = "sgtestaccesskey";
+pub const SECRET_KEY: &str = "sgtestsecretkey0123456789";
+pub const TOKEN: &str = "dev-token-for-tests-0123456789";
+pub const OTHER_TOKEN: &str = "dev-token-for-other-caller-0123";
+pub const REGION: &str = "us-east-1";
+
+/// The s3s-fs binary installed by `scripts/tools.sh`.
+fn s3s_fs_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("STORAGE_GRANTS_S3S_FS") {
+        return p.into();
+    }
+    let tools = std::env::var_os("STORAGE_GRANTS_TOOLS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("storage-grants"))
+        })
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/storage-grants")
+        });
+    let bin = tools.join("s3s-fs-0.14.1/bin/s3s-fs");
+    assert!(
+        bin.exists(),
+        "s3s-fs is not installed at {}; run ./scripts/test.sh, which installs it",
+        bin.display()
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+fn wait_for_port(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running s3s-fs with its own data directory, stopped on drop.
+pub struct Store {
+    child: Child,
+    pub endpoint: String,
+    pub root: tempfile::TempDir,
+}
+
+impl Store {
+    pub fn start() -> Store {
+        let root = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let child = Command::new(s3s_fs_binary())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_for_port(addr, "s3s-fs");
+        Store {
+            child,
+            endpoint: format!("http://{addr}"),
+            root,
+        }
+    }
+
+    /// An SDK client with the store's own key, for setting up fixtures over HTTP.
+    pub fn admin(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(REGION))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+            .http_client(storage_grants::aws::http_client())
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    pub async fn create_bucket(&self, bucket: &str) {
+        self.admin()
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("create bucket");
+    }
+
+    pub async fn put(&self, bucket: &str, key: &str, body: &[u8]) {
+        self.admin()
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body.to_vec().into())
+            .send()
+            .await
+            .expect("put object");
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How the service under test is set up.
+pub struct Setup {
+    /// The rules file's content.
+    pub rules: String,
+    /// Extra TOML appended to the config.
+    pub extra_config: String,
+    /// Credentials the service signs with.
+    pub credentials: Credentials,
+}
+
+impl Setup {
+    /// The usual set-up: caller `dev:demo` may read and write under `public/` of
+    /// bucket `demo` for at most 15 minutes; `dev:other` only under `other/`.
+    pub fn new() -> Setup {
+        Setup {
+            rules: r#"
+[[rules]]
+callers = ["dev:demo"]
+bucket = "demo"
+prefix = "public/"
+actions = ["read", "write"]
+max_ttl = "15m"
+
+[[rules]]
+callers = ["dev:other"]
+bucket = "demo"
+prefix = "other/"
+actions = ["read"]
+max_ttl = "15m"
+"#
+            .into(),
+            extra_config: String::new(),
+            credentials: Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"),
+        }
+    }
+}
+
+/// The service running in-process on a loopback port.
+pub struct Service {
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), storage_grants::server::Error>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    pub async fn start(store: &Store, setup: Setup) -> Service {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("rules.toml"), &setup.rules).expect("write rules");
+        let text = format!(
+            r#"
+listen = "127.0.0.1:0"
+[storage]
+region = "{REGION}"
+endpoint = "{endpoint}"
+force_path_style = true
+check_interval = "1s"
+[grants]
+default_ttl = "5m"
+max_ttl = "1h"
+rules_file = "rules.toml"
+[identity]
+dev_mode = true
+[[identity.dev_tokens]]
+token = "{TOKEN}"
+caller = "dev:demo"
+[[identity.dev_tokens]]
+token = "{OTHER_TOKEN}"
+caller = "dev:other"
+{extra}
+"#,
+            endpoint = store.endpoint,
+            extra = setup.extra_config,
+        );
+        let config = Config::from_toml(&text, &dir.path().join("config.toml"), dir.path(), [])
+            .expect("valid test config");
+        let aws = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .credentials_provider(SharedCredentialsProvider::new(setup.credentials))
+            .http_client(storage_grants::aws::http_client())
+            .build();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(storage_grants::server::run(config, aws, listener, async {
+            let _ = rx.await;
+        }));
+        Service {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("valid uri")
+            .connect()
+            .await
+            .expect("connect to the service")
+    }
+
+    pub async fn client(&self) -> GrantServiceClient<Channel> {
+        GrantServiceClient::new(self.channel().await)
+    }
+
+    /// Signals shutdown and waits for `run` to return.
+    pub async fn stop(mut self) -> Result<(), storage_grants::server::Error> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let task = self.task.take().expect("task present until stop");
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("server stops within 30 s")
+            .expect("server task did not panic")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A request with the caller's bearer token.
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
+
+/// The demo store: bucket `demo` with `public/hello.txt`, `public/other.txt` and
+/// `private/secret.txt`.
+pub async fn demo_store() -> Store {
+    let store = Store::start();
+    store.create_bucket("demo").await;
+    store
+        .put("demo", "public/hello.txt", b"hello, storage-grants\n")
+        .await;
+    store
+        .put("demo", "public/other.txt", b"another object\n")
+        .await;
+    store
+        .put("demo", "private/secret.txt", b"not for you\n")
+        .await;
+    store
+}
+
+/// Plain HTTP GET, no AWS SDK: what any client of a presigned URL does.
+pub async fn http_get(url: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(url)
+        .send()
+        .await
+        .expect("HTTP request")
+}
