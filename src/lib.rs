@@ -14,6 +14,7 @@
 //! - [`server`]: transport, health, reflection, graceful shutdown;
 //! - [`readiness`]: HeadBucket checks behind the readiness probe;
 //! - [`audit`]: one audit event per grant decision;
+//! - [`codec`]: the protobuf codec, with decode failures as INVALID_ARGUMENT;
 //! - [`aws`]: the AWS SDK's HTTPS client and credential chain;
 //! - [`telemetry`]: logging set-up;
 //! - [`proto`]: the generated API types.
@@ -21,6 +22,7 @@
 
 pub mod audit;
 pub mod aws;
+pub mod codec;
 pub mod config;
 pub mod credentials;
 pub mod expiry;

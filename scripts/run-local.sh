@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs storage-grants locally against an embedded default: installs (first run only)
+# and starts the local S3-compatible store on loopback, creates the demo bucket and
+# object, builds the service, and runs it with the development config until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/tools.sh
+
+GRPC_PORT=${GRPC_PORT:-50051}
+STORE_PORT=${STORE_PORT:-9014}
+DATA_DIR=${DATA_DIR:-$PWD/.local/store}
+# The local store's own key pair. It exists only on this machine's loopback store.
+export AWS_ACCESS_KEY_ID=local-dev-access-key
+export AWS_SECRET_ACCESS_KEY=local-dev-secret-key-0123456789
+export AWS_REGION=us-east-1
+TOKEN=dev-local-token-0123456789
+
+ensure_s3s_fs >/dev/null
+ensure_node_tools >/dev/null
+
+for port in "$GRPC_PORT" "$STORE_PORT"; do
+  if port_open 127.0.0.1 "$port"; then
+    echo "port $port is in use; set GRPC_PORT / STORE_PORT to free ports" >&2
+    exit 1
+  fi
+done
+
+# The demo bucket and object: s3s-fs keeps a bucket as a directory and an object as a file.
+mkdir -p "$DATA_DIR/demo/public"
+printf 'hello from storage-grants\n' >"$DATA_DIR/demo/public/hello.txt"
+
+echo "building storage-grants (the first build takes a few minutes)..." >&2
+cargo build --quiet --bin storage-grants
+
+store_pid=$(start_s3s_fs "$DATA_DIR" "$STORE_PORT" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" "$DATA_DIR.log")
+trap 'stop_process "$store_pid"' EXIT
+
+cat <<MSG
+
+  storage-grants (development mode)
+    gRPC address   127.0.0.1:$GRPC_PORT   (health, reflection, storagegrants.v1.GrantService)
+    dev token      $TOKEN   (caller dev:demo; may read and write under demo/public/)
+    local store    http://127.0.0.1:$STORE_PORT   (s3s-fs, data in $DATA_DIR)
+
+  Try it, in another terminal:
+
+    npx buf curl --protocol grpc --http2-prior-knowledge \\
+      -H 'authorization: Bearer $TOKEN' \\
+      -d '{"bucket": "demo", "key": "public/hello.txt", "ttl": "120s"}' \\
+      http://127.0.0.1:$GRPC_PORT/storagegrants.v1.GrantService/GrantRead
+
+  then download with the returned "url" using any HTTP client, e.g. curl "<url>".
+  Ctrl-C stops the service and the store.
+
+MSG
+
+STORAGE_GRANTS_LISTEN="127.0.0.1:$GRPC_PORT" \
+STORAGE_GRANTS_STORAGE__ENDPOINT="http://127.0.0.1:$STORE_PORT" \
+  target/debug/storage-grants --config dev/config.toml serve

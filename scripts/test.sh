@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every test: the API contract lint, formatting and lints, the Rust unit and
+# integration tests against a real local S3 store, and the Python client calling the
+# running service through stubs generated from the proto. This is what CI runs.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/tools.sh
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "tools (installed on first run: s3s-fs ~3 min, buf, Python venv)"
+STORAGE_GRANTS_S3S_FS=$(ensure_s3s_fs)
+export STORAGE_GRANTS_S3S_FS
+ensure_node_tools >/dev/null
+ensure_python_venv >/dev/null
+
+step "proto: buf lint (STANDARD) and buf format"
+node_modules/.bin/buf lint
+node_modules/.bin/buf format --diff --exit-code
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo nextest (unit, property and integration tests)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+else
+  cargo test --locked --no-fail-fast
+fi
+
+step "Python client through the proto, against the running service"
+cargo build --locked --bin storage-grants
+scripts/python-client-test.sh target/debug/storage-grants
+
+step "all tests passed"

@@ -1,0 +1,216 @@
+# shellcheck shell=bash
+# Tools the project's scripts need, installed by the project itself (never by hand),
+# idempotently, and fast the second time.
+#
+# Usage:  source scripts/tools.sh
+#
+# A library: it defines functions and sets nothing else in the caller (no `set -e`,
+# no traps), and every function works under `set -euo pipefail`. Functions that
+# produce a value echo it on stdout and nothing else; progress and errors go to
+# stderr, so `x=$(ensure_...)` captures just the value.
+
+# Pinned tool versions. Bumping one is a deliberate change, reviewed like code.
+S3S_FS_VERSION=0.14.1
+
+# The repository root, found from this file's location so callers may run from anywhere.
+_TOOLS_SH_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# Prints an error message on stderr and returns 1, so `... || tools_die msg` stops a
+# `set -e` caller while a function can `return` it.
+tools_die() {
+  echo "tools.sh: error: $*" >&2
+  return 1
+}
+
+tools_note() {
+  echo "tools.sh: $*" >&2
+}
+
+repo_root() {
+  echo "$_TOOLS_SH_REPO_ROOT"
+}
+
+# Where installed tools live: outside the work tree's build output, so `cargo clean`
+# and fresh clones do not throw away a 3-minute install, and reused by later runs.
+tools_dir() {
+  echo "${STORAGE_GRANTS_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/storage-grants}"
+}
+
+# Installs s3s-fs (the S3-compatible server the integration tests sign against) at
+# its pinned version into its own versioned root, and echoes the binary's path.
+# The versioned root makes a version bump a fresh install instead of a silent reuse.
+ensure_s3s_fs() {
+  local root bin
+  root="$(tools_dir)/s3s-fs-${S3S_FS_VERSION}"
+  bin="$root/bin/s3s-fs"
+  if [[ ! -x $bin ]]; then
+    command -v cargo >/dev/null || tools_die "cargo is needed to install s3s-fs" || return
+    tools_note "installing s3s-fs ${S3S_FS_VERSION} into $root (the first install takes about 3 minutes)"
+    mkdir -p "$root"
+    # --locked: the crate's own Cargo.lock, so the build is the one that was measured.
+    # Run from the install root so no cargo config of the caller's directory applies;
+    # cargo's output goes to stderr to keep stdout for the path.
+    (cd "$root" && cargo install "s3s-fs@${S3S_FS_VERSION}" --features binary --locked --root "$root") >&2 ||
+      tools_die "cargo install s3s-fs@${S3S_FS_VERSION} failed" || return
+    [[ -x $bin ]] || tools_die "s3s-fs was installed but $bin is missing" || return
+  fi
+  echo "$bin"
+}
+
+# Echoes a TCP port that is free on 127.0.0.1 right now (the kernel picks it). Another
+# process may take it before the caller binds it; callers detect that when waiting.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# True when something accepts TCP connections on HOST:PORT now.
+port_open() {
+  local host=$1 port=$2
+  # bash's /dev/tcp needs no extra tool; `timeout` bounds a connect that would hang.
+  timeout 1 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$host" "$port" 2>/dev/null
+}
+
+# wait_for_port HOST PORT SECONDS [PID]
+# Waits until HOST:PORT accepts connections, at most SECONDS. With PID, gives up as soon
+# as that process has exited (a server that crashed at start will never open the port).
+wait_for_port() {
+  local host=$1 port=$2 seconds=$3 pid=${4:-}
+  local deadline=$((SECONDS + seconds))
+  while ! port_open "$host" "$port"; do
+    if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+      tools_die "process $pid exited before $host:$port accepted connections" || return
+    fi
+    if ((SECONDS >= deadline)); then
+      tools_die "$host:$port did not accept connections within ${seconds}s" || return
+    fi
+    sleep 0.1
+  done
+}
+
+# Masks what must never reach a terminal or CI log: presigned-URL signatures and
+# credentials, session tokens, and authorization headers.
+redact_secrets() {
+  sed -E \
+    -e 's/(X-Amz-(Signature|Credential|Security-Token)=)[^&[:space:]"]*/\1[REDACTED]/gI' \
+    -e 's/([Aa]uthorization["]?[:=][[:space:]]*"?)[^"[:space:]]+([[:space:]]+[^",[:space:]]+)?/\1[REDACTED]/g' \
+    -e 's/(signature=)[0-9a-f]{64}/\1[REDACTED]/gI'
+}
+
+# log_tail FILE [LINES]: the end of a log on stderr, secrets masked, for failure reports.
+log_tail() {
+  local file=$1 lines=${2:-40}
+  if [[ -s $file ]]; then
+    echo "----- last $lines lines of $file -----" >&2
+    tail -n "$lines" "$file" | redact_secrets >&2
+    echo "----- end of $file -----" >&2
+  else
+    echo "(log $file is empty or missing)" >&2
+  fi
+}
+
+# stop_process PID [SECONDS]: SIGTERM, then SIGKILL if it is still there after SECONDS
+# (default 5). Works for processes that are not children of this shell (started in a
+# `$(...)`), which `wait` cannot reap, by polling `kill -0`.
+stop_process() {
+  local pid=$1 seconds=${2:-5}
+  [[ -n $pid ]] || return 0
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + seconds))
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.1
+  done
+  # Reap it when it is our child, so no zombie keeps `kill -0` true.
+  wait "$pid" 2>/dev/null || true
+}
+
+# start_s3s_fs ROOT_DIR PORT ACCESS_KEY SECRET_KEY [LOG_FILE]
+# Starts s3s-fs on 127.0.0.1:PORT serving ROOT_DIR (bucket = directory under ROOT_DIR,
+# object = file under it), waits until it accepts connections, echoes its PID.
+# The log goes to LOG_FILE, by default ROOT_DIR's sibling "ROOT_DIR.log" (inside
+# ROOT_DIR it would show up as data). The caller stops it with stop_process PID.
+start_s3s_fs() {
+  local root=$1 port=$2 access_key=$3 secret_key=$4
+  local log=${5:-${root%/}.log}
+  local bin pid
+  bin=$(ensure_s3s_fs) || return
+  [[ -d $root ]] || tools_die "s3s-fs root $root is not a directory" || return
+  # s3s-fs only takes its keys as flags; they are per-run test keys, never real ones.
+  # RUST_LOG is fixed so a caller's debug setting cannot make it log request details.
+  RUST_LOG=info "$bin" --host 127.0.0.1 --port "$port" \
+    --access-key "$access_key" --secret-key "$secret_key" "$root" \
+    </dev/null >"$log" 2>&1 &
+  pid=$!
+  # An open port alone could be another process that took it after free_port; s3s-fs
+  # logs this line only once it has bound the port itself.
+  if ! wait_for_port 127.0.0.1 "$port" 10 "$pid" ||
+    ! _wait_for_log_line "$log" "server is running at http://127.0.0.1:$port" 5 "$pid"; then
+    log_tail "$log"
+    stop_process "$pid"
+    tools_die "s3s-fs did not come up on 127.0.0.1:$port" || return
+  fi
+  echo "$pid"
+}
+
+# _wait_for_log_line FILE TEXT SECONDS PID: waits until FILE contains TEXT, while PID lives.
+_wait_for_log_line() {
+  local file=$1 text=$2 seconds=$3 pid=$4
+  local deadline=$((SECONDS + seconds))
+  until grep -qF -- "$text" "$file" 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || tools_die "process $pid exited" || return
+    ((SECONDS < deadline)) || tools_die "no \"$text\" in $file within ${seconds}s" || return
+    sleep 0.1
+  done
+}
+
+# Installs the Node dev tools (buf) from package-lock.json with `npm ci` when
+# node_modules is missing or older than the lock file, and echoes buf's path.
+ensure_node_tools() {
+  local root buf stamp
+  root=$(repo_root)
+  buf="$root/node_modules/.bin/buf"
+  # npm writes node_modules/.package-lock.json on every install: its age is the age of
+  # the install.
+  stamp="$root/node_modules/.package-lock.json"
+  if [[ ! -x $buf || ! -e $stamp || $root/package-lock.json -nt $stamp ]]; then
+    command -v npm >/dev/null || tools_die "npm is needed to install buf" || return
+    tools_note "installing Node dev tools (npm ci)"
+    (cd "$root" && npm ci --no-audit --no-fund) >&2 || tools_die "npm ci failed" || return
+    [[ -x $buf ]] || tools_die "npm ci finished but $buf is missing" || return
+  fi
+  echo "$buf"
+}
+
+# Creates the repo's .venv with clients/python/requirements.txt installed, reinstalling
+# when the requirements (or the interpreter) change, and echoes the venv's python.
+ensure_python_venv() {
+  local root venv req stamp want
+  root=$(repo_root)
+  venv="$root/.venv"
+  req="$root/clients/python/requirements.txt"
+  stamp="$venv/.requirements.sha256"
+  [[ -f $req ]] || tools_die "$req is missing" || return
+  # The stamp covers the interpreter too: a venv made by another python is stale.
+  want="$(sha256sum "$req" | cut -d' ' -f1) $(python3 -c 'import sys; print(sys.version.split()[0])')"
+  # A venv whose python no longer runs (interpreter moved or removed) is rebuilt.
+  if [[ -d $venv ]] && ! "$venv/bin/python" -c '' 2>/dev/null; then
+    tools_note "rebuilding broken virtualenv $venv"
+    rm -rf "$venv"
+  fi
+  if [[ ! -x $venv/bin/python || ! -f $stamp || $(<"$stamp") != "$want" ]]; then
+    if [[ ! -x $venv/bin/python ]]; then
+      tools_note "creating virtualenv $venv"
+      python3 -m venv "$venv" >&2 || tools_die "python3 -m venv failed" || return
+    fi
+    tools_note "installing $req into $venv"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip install --quiet -r "$req" >&2 ||
+      tools_die "pip install -r $req failed" || return
+    # Written only after a successful install, so a failed one is retried next time.
+    echo "$want" >"$stamp"
+  fi
+  echo "$venv/bin/python"
+}
