@@ -8,14 +8,12 @@
 //!
 //! It owns parsing and validation of the file; the rules file is `rules`'s business.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::secret::Secret;
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "STORAGE_GRANTS_";
@@ -33,7 +31,7 @@ pub struct Config {
     /// Limits on the grants themselves.
     pub grants: GrantsConfig,
     /// How callers are identified.
-    pub identity: IdentityConfig,
+    pub identity: crate::identity::IdentityConfig,
     /// Transport limits.
     pub server: ServerConfig,
 }
@@ -75,27 +73,6 @@ pub struct GrantsConfig {
     pub rules_file: PathBuf,
 }
 
-/// How callers prove who they are.
-#[derive(Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct IdentityConfig {
-    /// Allows static development tokens. Never set this in production: a token is a
-    /// shared secret with no expiry.
-    pub dev_mode: bool,
-    /// Static bearer tokens, each mapped to a caller id. Development only.
-    pub dev_tokens: Vec<DevToken>,
-}
-
-/// One development token.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DevToken {
-    /// The bearer token; a secret.
-    pub token: Secret<String>,
-    /// The caller id it stands for.
-    pub caller: String,
-}
-
 /// Transport limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -119,7 +96,7 @@ impl Default for Config {
             log_format: Default::default(),
             storage: StorageConfig::default(),
             grants: GrantsConfig::default(),
-            identity: IdentityConfig::default(),
+            identity: Default::default(),
             server: ServerConfig::default(),
         }
     }
@@ -155,24 +132,6 @@ impl Default for ServerConfig {
             concurrency_limit_per_connection: 256,
             shutdown_grace: Duration::from_secs(20),
         }
-    }
-}
-
-impl fmt::Debug for IdentityConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IdentityConfig")
-            .field("dev_mode", &self.dev_mode)
-            .field("dev_tokens", &self.dev_tokens)
-            .finish()
-    }
-}
-
-impl fmt::Debug for DevToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DevToken")
-            .field("token", &self.token)
-            .field("caller", &self.caller)
-            .finish()
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 
 use super::{Caller, Source};
-use crate::config::IdentityConfig;
+use super::IdentityConfig;
 
 /// The accepted development tokens.
 #[derive(Debug, Clone, Default)]
@@ -53,7 +53,7 @@ fn digest(token: &str) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DevToken;
+    use crate::identity::DevToken;
     use crate::secret::Secret;
 
     fn config(dev_mode: bool) -> IdentityConfig {

@@ -11,7 +11,48 @@ use std::fmt;
 
 use tonic::metadata::MetadataMap;
 
-use crate::config::IdentityConfig;
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// How callers prove who they are.
+#[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Allows static development tokens. Never set this in production: a token is a
+    /// shared secret with no expiry.
+    pub dev_mode: bool,
+    /// Static bearer tokens, each mapped to a caller id. Development only.
+    pub dev_tokens: Vec<DevToken>,
+}
+
+/// One development token.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevToken {
+    /// The bearer token; a secret.
+    pub token: Secret<String>,
+    /// The caller id it stands for.
+    pub caller: String,
+}
+
+impl fmt::Debug for IdentityConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityConfig")
+            .field("dev_mode", &self.dev_mode)
+            .field("dev_tokens", &self.dev_tokens)
+            .finish()
+    }
+}
+
+impl fmt::Debug for DevToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DevToken")
+            .field("token", &self.token)
+            .field("caller", &self.caller)
+            .finish()
+    }
+}
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
