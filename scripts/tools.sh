@@ -185,13 +185,13 @@ ensure_node_tools() {
   echo "$buf"
 }
 
-# Creates the repo's .venv with clients/python/requirements.txt installed, reinstalling
+# Creates the repo's .venv with scripts/requirements.txt installed, reinstalling
 # when the requirements (or the interpreter) change, and echoes the venv's python.
 ensure_python_venv() {
   local root venv req stamp want
   root=$(repo_root)
   venv="$root/.venv"
-  req="$root/clients/python/requirements.txt"
+  req="$root/scripts/requirements.txt"
   stamp="$venv/.requirements.sha256"
   [[ -f $req ]] || tools_die "$req is missing" || return
   # The stamp covers the interpreter too: a venv made by another python is stale.

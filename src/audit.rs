@@ -22,8 +22,8 @@ pub struct Issued<'a> {
     pub grant_id: &'a str,
     /// Who asked.
     pub caller: &'a Caller,
-    /// What was granted.
-    pub action: Action,
+    /// What was granted (several actions for scoped credentials).
+    pub actions: &'a [Action],
     /// Bucket of the grant.
     pub bucket: &'a str,
     /// Object key or prefix of the grant.
@@ -34,6 +34,9 @@ pub struct Issued<'a> {
     pub expires_at: SystemTime,
     /// Line of the rule that allowed it.
     pub rule_line: usize,
+    /// For scoped credentials: the grant id of the STS session handed out, which
+    /// differs from `grant_id` when cached credentials were reused.
+    pub session_grant_id: Option<&'a str>,
 }
 
 /// Records an issued grant.
@@ -44,14 +47,23 @@ pub fn issued(event: &Issued<'_>) {
         grant_id = event.grant_id,
         caller = event.caller.id(),
         identity_source = ?event.caller.source(),
-        action = %event.action,
+        action = %join(event.actions),
         bucket = event.bucket,
         target = event.target,
         ttl_secs = event.ttl_secs,
         expires_at_unix = unix_secs(event.expires_at),
         rule_line = event.rule_line,
+        session_grant_id = event.session_grant_id,
         "grant issued"
     );
+}
+
+fn join(actions: &[Action]) -> String {
+    actions
+        .iter()
+        .map(Action::to_string)
+        .collect::<Vec<_>>()
+        .join("+")
 }
 
 /// Records a refused request from an identified caller.

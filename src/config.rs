@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "STORAGE_GRANTS_";
 
@@ -34,6 +33,8 @@ pub struct Config {
     pub identity: crate::identity::IdentityConfig,
     /// Transport limits.
     pub server: ServerConfig,
+    /// STS, for AssumeScoped.
+    pub sts: StsConfig,
 }
 
 /// The object store and how this service reaches it.
@@ -73,6 +74,75 @@ pub struct GrantsConfig {
     pub rules_file: PathBuf,
 }
 
+/// STS, for AssumeScoped: which role to assume and how the credentials are cached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StsConfig {
+    /// Role whose permissions the scoped credentials narrow down, e.g.
+    /// `arn:aws:iam::123456789012:role/storage-grants-scoped`. Unset: AssumeScoped
+    /// answers FAILED_PRECONDITION.
+    pub role_arn: Option<String>,
+    /// STS endpoint. Unset: the regional AWS endpoint.
+    pub endpoint: Option<String>,
+    /// Partition of the ARNs in session policies: `aws`, `aws-cn` or `aws-us-gov`.
+    pub partition: String,
+    /// Credential lifetime when a request names none.
+    #[serde(with = "duration")]
+    pub default_duration: Duration,
+    /// The role's maximum session duration (IAM's `MaxSessionDuration`, 1h to 12h).
+    #[serde(with = "duration")]
+    pub role_max_duration: Duration,
+    /// Whether this service's own credentials are an assumed role, which limits STS
+    /// to 1 hour (role chaining). Unset: assumed when they carry a session token.
+    pub role_chaining: Option<bool>,
+    /// KMS key that SSE-KMS objects under granted prefixes use; adds kms:Decrypt and
+    /// kms:GenerateDataKey on it to session policies.
+    pub kms_key_arn: Option<String>,
+    /// S3 endpoint returned with scoped credentials. Unset: `storage.endpoint`.
+    pub storage_endpoint: Option<String>,
+    /// Most cached credential sets kept.
+    pub cache_max_entries: usize,
+    /// Cached credentials are reused while more than this fraction of their life is
+    /// left (and at least `reuse_min_remaining`).
+    pub reuse_fraction: f64,
+    /// Cached credentials are never handed out with less than this left.
+    #[serde(with = "duration")]
+    pub reuse_min_remaining: Duration,
+    /// Bound on one AssumeRole, retries included.
+    #[serde(with = "duration")]
+    pub call_timeout: Duration,
+    /// Attempts per AssumeRole (throttling and transient errors are retried with
+    /// exponential backoff and jitter).
+    pub max_attempts: u32,
+    /// Sets SourceIdentity to the caller id (the role's trust policy must allow
+    /// `sts:SetSourceIdentity`).
+    pub source_identity: bool,
+    /// Adds session tags `caller` and `grant` (needs `sts:TagSession`).
+    pub session_tags: bool,
+}
+
+impl Default for StsConfig {
+    fn default() -> Self {
+        Self {
+            role_arn: None,
+            endpoint: None,
+            partition: "aws".into(),
+            default_duration: Duration::from_secs(3600),
+            role_max_duration: Duration::from_secs(3600),
+            role_chaining: None,
+            kms_key_arn: None,
+            storage_endpoint: None,
+            cache_max_entries: 10_000,
+            reuse_fraction: 0.5,
+            reuse_min_remaining: Duration::from_secs(300),
+            call_timeout: Duration::from_secs(5),
+            max_attempts: 3,
+            source_identity: true,
+            session_tags: false,
+        }
+    }
+}
+
 /// Transport limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -98,6 +168,7 @@ impl Default for Config {
             grants: GrantsConfig::default(),
             identity: Default::default(),
             server: ServerConfig::default(),
+            sts: StsConfig::default(),
         }
     }
 }
@@ -274,6 +345,30 @@ impl Config {
                 "server.concurrency_limit_per_connection",
                 "must be at least 1",
             );
+        }
+        let sts = &self.sts;
+        let fifteen_minutes = Duration::from_secs(900);
+        let twelve_hours = Duration::from_secs(12 * 3600);
+        if sts.role_max_duration < fifteen_minutes || sts.role_max_duration > twelve_hours {
+            return invalid(
+                "sts.role_max_duration",
+                "must be between 15m and 12h, as IAM allows",
+            );
+        }
+        if sts.default_duration < fifteen_minutes || sts.default_duration > sts.role_max_duration {
+            return invalid(
+                "sts.default_duration",
+                "must be between 15m (STS's minimum) and sts.role_max_duration",
+            );
+        }
+        if !(0.0..1.0).contains(&sts.reuse_fraction) {
+            return invalid("sts.reuse_fraction", "must be at least 0 and below 1");
+        }
+        if sts.cache_max_entries == 0 {
+            return invalid("sts.cache_max_entries", "must be at least 1");
+        }
+        if sts.max_attempts == 0 || sts.call_timeout.is_zero() {
+            return invalid("sts", "max_attempts and call_timeout must be more than 0");
         }
         if self.storage.call_timeout.is_zero() {
             return invalid("storage.call_timeout", "must be more than 0s");

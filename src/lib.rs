@@ -7,7 +7,9 @@
 //! - [`rules`]: which caller may be granted what;
 //! - [`scope`]: bucket, key and prefix validation (the security core);
 //! - [`expiry`]: how long a grant lives;
+//! - [`policy`]: the STS session policy that confines credentials to one prefix;
 //! - [`sign`]: our SigV4 presigner and its signing-key cache;
+//! - [`sts`]: scoped STS credentials, cached, one call per scope;
 //! - [`credentials`]: the service's own storage credentials;
 //! - [`secret`]: `Secret<T>`, redacted in every printout;
 //! - [`service`]: the gRPC handlers, and the one place errors become statuses;
@@ -27,6 +29,7 @@ pub mod config;
 pub mod credentials;
 pub mod expiry;
 pub mod identity;
+pub mod policy;
 pub mod readiness;
 pub mod rules;
 pub mod scope;
@@ -34,6 +37,7 @@ pub mod secret;
 pub mod server;
 pub mod service;
 pub mod sign;
+pub mod sts;
 pub mod telemetry;
 
 /// Generated types and services of `storagegrants.v1`.

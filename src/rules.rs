@@ -67,6 +67,7 @@ pub struct Rule {
     prefix: Prefix,
     actions: Vec<Action>,
     max_ttl: Duration,
+    allow_delete: bool,
     line: usize,
 }
 
@@ -79,6 +80,11 @@ impl Rule {
     /// The prefix the rule covers.
     pub fn prefix(&self) -> &Prefix {
         &self.prefix
+    }
+
+    /// Whether scoped write credentials under this rule may also delete objects.
+    pub fn allow_delete(&self) -> bool {
+        self.allow_delete
     }
 
     /// Line of the rule in its file, for logs and audit.
@@ -184,6 +190,9 @@ struct RawRule {
     actions: Vec<Action>,
     #[serde(default = "default_rule_ttl", with = "crate::config::duration")]
     max_ttl: Duration,
+    /// Scoped write credentials may also delete (s3:DeleteObject).
+    #[serde(default)]
+    allow_delete: bool,
     /// Free text for the operator; not interpreted.
     #[serde(default)]
     #[allow(dead_code)]
@@ -331,12 +340,27 @@ impl Rule {
         if raw.max_ttl < Duration::from_secs(1) {
             return Err("max_ttl: must be at least 1s".into());
         }
+        let assumes = raw
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::AssumeRead | Action::AssumeWrite));
+        if assumes && raw.max_ttl < crate::sts::MIN_DURATION {
+            return Err(
+                "max_ttl: rules with assume-read or assume-write need at least 15m, STS's \
+                 shortest session; split the rule or raise max_ttl"
+                    .into(),
+            );
+        }
+        if raw.allow_delete && !raw.actions.contains(&Action::AssumeWrite) {
+            return Err("allow_delete: only applies to rules with assume-write".into());
+        }
         Ok(Rule {
             callers,
             bucket,
             prefix,
             actions: raw.actions,
             max_ttl: raw.max_ttl,
+            allow_delete: raw.allow_delete,
             line,
         })
     }
@@ -600,6 +624,22 @@ actions = ["read"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 5") && err.contains("reed"), "{err}");
+    }
+
+    #[test]
+    fn assume_rules_need_sts_minimum_ttl() {
+        let text = "[[rules]]\ncallers = [\"a\"]\nbucket = \"demo\"\nprefix = \"x/\"\nactions = [\"assume-read\"]\nmax_ttl = \"5m\"\n";
+        let err = Rules::parse(text, Path::new("rules.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("15m"), "{err}");
+        assert!(Rules::parse(&text.replace("5m", "15m"), Path::new("rules.toml")).is_ok());
+    }
+
+    #[test]
+    fn allow_delete_needs_assume_write() {
+        let text = "[[rules]]\ncallers = [\"a\"]\nbucket = \"demo\"\nprefix = \"x/\"\nactions = [\"read\"]\nallow_delete = true\n";
+        assert!(Rules::parse(text, Path::new("rules.toml")).is_err());
     }
 
     #[test]

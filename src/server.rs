@@ -19,12 +19,14 @@ use tonic_health::ServingStatus;
 use crate::config::Config;
 use crate::credentials::CredentialSource;
 use crate::identity::Authenticator;
+use crate::policy::{KmsKeyArn, Partition};
 use crate::proto::grant_service_server::GrantServiceServer;
 use crate::readiness::{GRANT_SERVICE, Readiness};
 use crate::rules::Rules;
 use crate::scope::BucketName;
-use crate::service::{self, GrantService};
+use crate::service::{self, GrantService, ScopedGrants};
 use crate::sign::{Endpoint, Signer};
+use crate::sts::Broker;
 
 /// Region used when neither the config nor the AWS chain names one.
 const FALLBACK_REGION: &str = "us-east-1";
@@ -42,6 +44,8 @@ pub enum Error {
         #[source]
         source: crate::scope::Error,
     },
+    #[error("sts: {0}")]
+    Sts(String),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("transport: {0}")]
@@ -73,7 +77,56 @@ pub async fn check(config: &Config) -> Result<Rules, Error> {
         config.storage.force_path_style,
     )?;
     check_buckets(config, &rules)?;
+    check_sts(config)?;
     Ok(rules)
+}
+
+/// The parsed STS settings, when AssumeScoped is configured.
+struct StsSettings {
+    role_arn: String,
+    partition: Partition,
+    kms_key: Option<KmsKeyArn>,
+}
+
+fn check_sts(config: &Config) -> Result<Option<StsSettings>, Error> {
+    let sts = &config.sts;
+    let Some(role_arn) = &sts.role_arn else {
+        return Ok(None);
+    };
+    let partition: Partition = sts
+        .partition
+        .parse()
+        .map_err(|e| Error::Sts(format!("partition '{}': {e}", sts.partition)))?;
+    let role_prefix = format!("arn:{partition}:iam::");
+    let valid_role = role_arn.strip_prefix(&role_prefix).is_some_and(|rest| {
+        rest.split_once(":role/").is_some_and(|(account, name)| {
+            account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
+        })
+    });
+    if !valid_role {
+        return Err(Error::Sts(format!(
+            "role_arn '{role_arn}' is not a role ARN of partition '{partition}' \
+             (arn:{partition}:iam::123456789012:role/NAME)"
+        )));
+    }
+    let kms_key = sts
+        .kms_key_arn
+        .as_deref()
+        .map(|k| {
+            k.parse::<KmsKeyArn>()
+                .map_err(|e| Error::Sts(format!("kms_key_arn: {e}")))
+        })
+        .transpose()?;
+    Ok(Some(StsSettings {
+        role_arn: role_arn.clone(),
+        partition,
+        kms_key,
+    }))
 }
 
 fn check_buckets(config: &Config, rules: &Rules) -> Result<Vec<BucketName>, Error> {
@@ -158,7 +211,28 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let grants = GrantService::new(rules, signer, credentials, config.grants.clone());
+    let scoped = check_sts(&config)?.map(|settings| {
+        let client = Broker::client(&aws, &config.sts, &region);
+        tracing::info!(role_arn = %settings.role_arn, "AssumeScoped enabled");
+        Arc::new(ScopedGrants {
+            broker: Broker::new(client, settings.role_arn, config.sts.clone()),
+            partition: settings.partition,
+            kms_key: settings.kms_key,
+            config: config.sts.clone(),
+            region: region.clone(),
+            endpoint: config
+                .sts
+                .storage_endpoint
+                .clone()
+                .or_else(|| config.storage.endpoint.clone())
+                .unwrap_or_default(),
+            force_path_style: config.storage.force_path_style,
+        })
+    });
+    if scoped.is_none() {
+        tracing::info!("AssumeScoped disabled: no sts.role_arn configured");
+    }
+    let grants = GrantService::new(rules, signer, credentials, config.grants.clone(), scoped);
     let authenticate = move |mut request: Request<()>| -> Result<Request<()>, Status> {
         match authenticator.authenticate(request.metadata()) {
             Ok(caller) => {

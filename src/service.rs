@@ -14,14 +14,16 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::audit;
-use crate::config::GrantsConfig;
+use crate::config::{GrantsConfig, StsConfig};
 use crate::credentials::{self, CredentialSource};
 use crate::expiry::{self, Ttl};
 use crate::identity::{self, Caller};
+use crate::policy::{self, Access, KmsKeyArn, Partition};
 use crate::proto;
 use crate::rules::{self, Action, Rules, Target};
-use crate::scope::{self, BucketName, HeaderText, ObjectKey, VersionId};
+use crate::scope::{self, BucketName, HeaderText, ObjectKey, Prefix, VersionId};
 use crate::sign::{GetObject, Signer};
+use crate::sts;
 
 /// Everything that can go wrong in a call, each mapped to its gRPC code once, in
 /// `From<Error> for Status`.
@@ -39,6 +41,10 @@ pub enum Error {
     Expiry(#[from] expiry::Error),
     #[error("{0} is not available in this version of the service")]
     Unimplemented(&'static str),
+    #[error("{0}")]
+    NotConfigured(&'static str),
+    #[error(transparent)]
+    Sts(#[from] sts::Error),
 }
 
 /// One bad field and what to change.
@@ -75,9 +81,30 @@ impl From<Error> for Status {
                 Status::unavailable(format!("{error}; retry later"))
             }
             Error::Unimplemented(_) => Status::unimplemented(error.to_string()),
+            Error::NotConfigured(_) => Status::failed_precondition(error.to_string()),
+            Error::Sts(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "STS unavailable");
+                let details = ErrorDetails::with_retry_info(Some(STS_RETRY_AFTER));
+                Status::with_error_details(
+                    Code::Unavailable,
+                    format!("{e}; retry in a few seconds"),
+                    details,
+                )
+            }
+            Error::Sts(e) => {
+                // The code and message from STS are for the operator (a trust policy,
+                // a missing permission), not for the caller.
+                tracing::error!(error = %e, "STS refused AssumeRole");
+                Status::internal(
+                    "the service could not obtain scoped credentials; its operator's logs say why",
+                )
+            }
         }
     }
 }
+
+/// How long a caller should wait before retrying after STS was unavailable.
+const STS_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Collects field violations while a request is parsed, so that a caller learns
 /// about every bad field at once.
@@ -155,6 +182,26 @@ pub struct GrantService {
     signer: Arc<Signer>,
     credentials: Arc<CredentialSource>,
     limits: GrantsConfig,
+    scoped: Option<Arc<ScopedGrants>>,
+}
+
+/// What AssumeScoped needs; absent when no STS role is configured.
+#[derive(Debug)]
+pub struct ScopedGrants {
+    /// Issues and caches the credentials.
+    pub broker: sts::Broker,
+    /// Partition of the policy ARNs.
+    pub partition: Partition,
+    /// KMS key for SSE-KMS buckets, if any.
+    pub kms_key: Option<KmsKeyArn>,
+    /// The STS settings.
+    pub config: StsConfig,
+    /// Region handed to clients.
+    pub region: String,
+    /// Endpoint handed to clients; empty for AWS's default.
+    pub endpoint: String,
+    /// Whether clients must use path-style addressing.
+    pub force_path_style: bool,
 }
 
 impl GrantService {
@@ -164,12 +211,14 @@ impl GrantService {
         signer: Arc<Signer>,
         credentials: Arc<CredentialSource>,
         limits: GrantsConfig,
+        scoped: Option<Arc<ScopedGrants>>,
     ) -> Self {
         Self {
             rules,
             signer,
             credentials,
             limits,
+            scoped,
         }
     }
 
@@ -228,18 +277,154 @@ impl GrantService {
         audit::issued(&audit::Issued {
             grant_id: &grant_id,
             caller,
-            action: Action::Read,
+            actions: &[Action::Read],
             bucket: bucket.as_str(),
             target: key.as_str(),
             ttl_secs: ttl.as_duration().as_secs(),
             expires_at,
             rule_line: rule.line(),
+            session_grant_id: None,
         });
         Ok(proto::GrantReadResponse {
             url: presigned.url.expose().clone(),
             method: presigned.method.to_owned(),
             headers: presigned.headers.into_iter().collect(),
             expires_at: Some(timestamp(expires_at)),
+            grant_id,
+        })
+    }
+}
+
+impl GrantService {
+    /// AssumeScoped, with the caller already identified.
+    ///
+    /// # Errors
+    /// Every [`Error`] but `Unauthenticated`.
+    pub async fn assume_scoped(
+        &self,
+        caller: &Caller,
+        request: &proto::AssumeScopedRequest,
+    ) -> Result<proto::AssumeScopedResponse, Error> {
+        let scoped = self.scoped.as_ref().ok_or(Error::NotConfigured(
+            "AssumeScoped is not configured on this service (no sts.role_arn)",
+        ))?;
+        let mut v = Violations::default();
+        let bucket: Option<BucketName> = v.required("bucket", &request.bucket);
+        let prefix: Option<Prefix> = v.required("prefix", &request.prefix);
+        let (read, write) = match proto::Access::try_from(request.access) {
+            Ok(proto::Access::Read) => (true, false),
+            Ok(proto::Access::Write) => (false, true),
+            Ok(proto::Access::ReadWrite) => (true, true),
+            Ok(proto::Access::Unspecified) | Err(_) => {
+                v.add(
+                    "access",
+                    "must be ACCESS_READ, ACCESS_WRITE or ACCESS_READ_WRITE".into(),
+                );
+                (false, false)
+            }
+        };
+        let requested = requested_ttl(request.duration.as_ref(), scoped.config.default_duration)
+            .map_err(|e| v.add("duration", e))
+            .ok();
+        v.finish()?;
+        let (Some(bucket), Some(prefix), Some(requested)) = (bucket, prefix, requested) else {
+            unreachable!("every missing value recorded a violation");
+        };
+
+        let mut actions = Vec::with_capacity(3);
+        if read {
+            actions.push(Action::AssumeRead);
+        }
+        if write {
+            actions.push(Action::AssumeWrite);
+        }
+        if request.list {
+            actions.push(Action::List);
+        }
+        // Every action must be allowed; the shortest max TTL among the rules applies.
+        let mut rule_max = Duration::MAX;
+        let mut delete = false;
+        let mut rule_line = 0;
+        for &action in &actions {
+            let rule = self
+                .rules
+                .authorize(caller, action, &bucket, Target::Prefix(&prefix))
+                .inspect_err(|_| audit::denied(caller, action, bucket.as_str(), prefix.as_str()))?;
+            rule_max = rule_max.min(rule.max_ttl());
+            rule_line = rule.line();
+            if action == Action::AssumeWrite {
+                delete = rule.allow_delete();
+            }
+        }
+        let access = Access {
+            read,
+            write,
+            list: request.list,
+            delete,
+        };
+        let policy = policy::session_policy(
+            scoped.partition,
+            &bucket,
+            &prefix,
+            &access,
+            scoped.kms_key.as_ref(),
+        )
+        .map_err(|e| {
+            Error::InvalidArgument(vec![FieldViolation {
+                field: "prefix",
+                description: e.to_string(),
+            }])
+        })?;
+
+        let role_chaining = match scoped.config.role_chaining {
+            Some(chaining) => chaining,
+            None => self.credentials.current()?.session_token.is_some(),
+        };
+        let duration = sts::session_duration(requested, rule_max, &scoped.config, role_chaining);
+        let grant_id = audit::new_grant_id();
+        let scope = sts::Scope {
+            caller: caller.id().to_owned(),
+            bucket,
+            prefix,
+            access,
+        };
+        let (credentials, _) = scoped
+            .broker
+            .credentials(&sts::Request {
+                scope: &scope,
+                policy: &policy,
+                duration,
+                max_life: rule_max,
+                grant_id: &grant_id,
+            })
+            .await?;
+        let left = credentials
+            .expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        audit::issued(&audit::Issued {
+            grant_id: &grant_id,
+            caller,
+            actions: &actions,
+            bucket: scope.bucket.as_str(),
+            target: scope.prefix.as_str(),
+            ttl_secs: left.as_secs(),
+            expires_at: credentials.expires_at,
+            rule_line,
+            session_grant_id: Some(&credentials.session_grant_id),
+        });
+        Ok(proto::AssumeScopedResponse {
+            credentials: Some(proto::TemporaryCredentials {
+                access_key_id: credentials.access_key_id.clone(),
+                secret_access_key: credentials.secret_access_key.expose().clone(),
+                session_token: credentials.session_token.expose().clone(),
+                expires_at: Some(timestamp(credentials.expires_at)),
+            }),
+            bucket: scope.bucket.to_string(),
+            prefix: scope.prefix.to_string(),
+            region: scoped.region.clone(),
+            endpoint: scoped.endpoint.clone(),
+            force_path_style: scoped.force_path_style,
             grant_id,
         })
     }
@@ -291,11 +476,15 @@ impl proto::grant_service_server::GrantService for GrantService {
         Err(Error::Unimplemented("GrantWrite").into())
     }
 
+    #[tracing::instrument(name = "AssumeScoped", skip_all, fields(caller, bucket = %request.get_ref().bucket))]
     async fn assume_scoped(
         &self,
-        _request: Request<proto::AssumeScopedRequest>,
+        request: Request<proto::AssumeScopedRequest>,
     ) -> Result<Response<proto::AssumeScopedResponse>, Status> {
-        Err(Error::Unimplemented("AssumeScoped").into())
+        let caller = caller_of(&request)?;
+        tracing::Span::current().record("caller", caller.id());
+        let response = GrantService::assume_scoped(self, &caller, request.get_ref()).await?;
+        Ok(Response::new(response))
     }
 }
 

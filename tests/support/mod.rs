@@ -173,6 +173,16 @@ pub struct Service {
 
 impl Service {
     pub async fn start(store: &Store, setup: Setup) -> Service {
+        Service::start_at(&store.endpoint, setup).await
+    }
+
+    /// The service against the S3 endpoint `endpoint`.
+    pub async fn start_at(endpoint: &str, setup: Setup) -> Service {
+        // The service's log, shown for failing tests.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("info")
+            .try_init();
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("rules.toml"), &setup.rules).expect("write rules");
         let text = format!(
@@ -197,7 +207,6 @@ token = "{OTHER_TOKEN}"
 caller = "dev:other"
 {extra}
 "#,
-            endpoint = store.endpoint,
             extra = setup.extra_config,
         );
         let config = Config::from_toml(&text, &dir.path().join("config.toml"), dir.path(), [])
@@ -291,4 +300,209 @@ pub async fn http_get(url: &str) -> reqwest::Response {
         .send()
         .await
         .expect("HTTP request")
+}
+
+/// A running moto server (local STS, IAM and S3) on loopback, stopped on drop.
+pub struct Moto {
+    child: Option<Child>,
+    pub port: u16,
+    pub endpoint: String,
+}
+
+fn moto_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("STORAGE_GRANTS_MOTO") {
+        return p.into();
+    }
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+    assert!(
+        bin.exists(),
+        "moto_server is not installed at {}; run ./scripts/test.sh, which installs it",
+        bin.display()
+    );
+    bin
+}
+
+/// The header that routes an unsigned request to one of moto's services. moto picks
+/// the service from the credential scope; with its auth checks off it does not verify
+/// the signature, which is what the set-up phase relies on.
+fn moto_route(service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/{service}/aws4_request, \
+         SignedHeaders=host, Signature=0"
+    )
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        Moto::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Moto {
+        let child = Command::new(moto_binary())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_for_port(addr, "moto_server");
+        Moto {
+            child: Some(child),
+            port,
+            endpoint: format!("http://{addr}"),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Calls a query-protocol action (IAM, STS) during set-up, before auth is on.
+    pub async fn call(&self, service: &str, params: &[(&str, &str)]) -> String {
+        let version = if service == "iam" {
+            "2010-05-08"
+        } else {
+            "2011-06-15"
+        };
+        let mut form: Vec<(&str, &str)> = params.to_vec();
+        form.push(("Version", version));
+        let response = reqwest::Client::new()
+            .post(format!("{}/", self.endpoint))
+            .header("authorization", moto_route(service))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                form.iter()
+                    .map(|(k, v)| format!("{k}={}", urlencode(v)))
+                    .collect::<Vec<_>>()
+                    .join("&"),
+            )
+            .send()
+            .await
+            .expect("moto call");
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert!(
+            status.is_success(),
+            "moto {service} {params:?}: {status}: {body}"
+        );
+        body
+    }
+
+    /// Creates the service's own IAM user with an access key, allowed to assume
+    /// roles and to use S3 (for its readiness check); returns (key id, secret).
+    pub async fn service_identity(&self) -> (String, String) {
+        self.call(
+            "iam",
+            &[("Action", "CreateUser"), ("UserName", "storage-grants")],
+        )
+        .await;
+        let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["sts:AssumeRole","s3:*"],"Resource":"*"}]}"#;
+        self.call(
+            "iam",
+            &[
+                ("Action", "PutUserPolicy"),
+                ("UserName", "storage-grants"),
+                ("PolicyName", "service"),
+                ("PolicyDocument", policy),
+            ],
+        )
+        .await;
+        let body = self
+            .call(
+                "iam",
+                &[
+                    ("Action", "CreateAccessKey"),
+                    ("UserName", "storage-grants"),
+                ],
+            )
+            .await;
+        (
+            xml_value(&body, "AccessKeyId"),
+            xml_value(&body, "SecretAccessKey"),
+        )
+    }
+
+    /// Creates role `name` with `policy` as its inline permissions; returns its ARN.
+    pub async fn create_role(&self, name: &str, policy: &str) -> String {
+        let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:user/storage-grants"},"Action":["sts:AssumeRole","sts:SetSourceIdentity"]}]}"#;
+        let body = self
+            .call(
+                "iam",
+                &[
+                    ("Action", "CreateRole"),
+                    ("RoleName", name),
+                    ("AssumeRolePolicyDocument", trust),
+                ],
+            )
+            .await;
+        self.call(
+            "iam",
+            &[
+                ("Action", "PutRolePolicy"),
+                ("RoleName", name),
+                ("PolicyName", "scope"),
+                ("PolicyDocument", policy),
+            ],
+        )
+        .await;
+        xml_value(&body, "Arn")
+    }
+
+    /// Turns moto's authentication and IAM checks on from now on.
+    pub async fn enable_auth(&self) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/moto-api/reset-auth", self.endpoint))
+            .body("0")
+            .send()
+            .await
+            .expect("reset-auth");
+        assert!(response.status().is_success());
+    }
+
+    /// The sessions moto's STS has issued, as moto records them.
+    pub async fn assumed_roles(&self) -> Vec<serde_json::Value> {
+        let text = reqwest::Client::new()
+            .get(format!("{}/moto-api/data.json", self.endpoint))
+            .send()
+            .await
+            .expect("moto data")
+            .text()
+            .await
+            .expect("moto data");
+        let data: serde_json::Value = serde_json::from_str(&text).expect("moto data is JSON");
+        data["sts"]["AssumedRole"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn xml_value(body: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let start = body
+        .find(&open)
+        .unwrap_or_else(|| panic!("no <{tag}> in {body}"))
+        + open.len();
+    let end = body[start..].find('<').expect("closing tag") + start;
+    body[start..end].to_owned()
 }

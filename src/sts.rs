@@ -1,0 +1,504 @@
+//! Scoped temporary credentials from STS: AssumeRole with an inline session policy,
+//! a bounded cache, and one STS call per scope however many callers miss at once.
+//!
+//! - The cache key is the whole scope (caller, bucket, prefix, access); credentials
+//!   are reused while more than `reuse_fraction` of their life (and at least
+//!   `reuse_min_remaining`) is left, and never when they would outlive the rule that
+//!   allows them.
+//! - Single flight: the first miss starts the AssumeRole in its own task and every
+//!   concurrent caller of that scope waits for the same result. Because the call runs
+//!   in its own task, a caller that gives up (deadline, cancellation) leaves the others
+//!   waiting on a call that still completes.
+//! - Errors are handed to the callers waiting at the time and then forgotten: the next
+//!   call tries again.
+//! - Throttling and transient errors are retried by the SDK's standard retry strategy
+//!   (exponential backoff with jitter, `max_attempts`), the whole call bounded by
+//!   `call_timeout`; what is left is UNAVAILABLE with a retry hint.
+//!
+//! The session policy itself is built by `policy`; this module only carries it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+use tokio::sync::watch;
+
+use crate::config::StsConfig;
+use crate::policy::{Access, SessionPolicy};
+use crate::scope::{BucketName, Prefix};
+use crate::secret::Secret;
+
+/// STS's shortest session.
+pub const MIN_DURATION: Duration = Duration::from_secs(900);
+/// STS's limit on a session when the caller's own credentials are an assumed role.
+pub const ROLE_CHAINING_MAX: Duration = Duration::from_secs(3600);
+
+/// Why no credentials could be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("STS is throttling requests")]
+    Throttled,
+    #[error("STS could not be reached: {0}")]
+    Unreachable(String),
+    #[error("STS refused the request ({code}): {message}")]
+    Refused { code: String, message: String },
+    #[error("STS answered without credentials")]
+    NoCredentials,
+    #[error("the STS call ended without a result")]
+    Abandoned,
+}
+
+impl Error {
+    /// Whether retrying later may help (throttling, unreachable).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Throttled | Error::Unreachable(_) | Error::Abandoned
+        )
+    }
+}
+
+/// What a set of scoped credentials is for: the cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    /// Caller id the credentials were issued to.
+    pub caller: String,
+    /// The bucket.
+    pub bucket: BucketName,
+    /// The prefix.
+    pub prefix: Prefix,
+    /// The access granted.
+    pub access: Access,
+}
+
+/// Temporary credentials for one scope.
+#[derive(Debug)]
+pub struct ScopedCredentials {
+    /// Access key id (not secret).
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: Secret<String>,
+    /// Session token.
+    pub session_token: Secret<String>,
+    /// When STS says they expire.
+    pub expires_at: SystemTime,
+    /// When they were issued (for the reuse fraction).
+    pub issued_at: SystemTime,
+    /// Grant id of the call that obtained them, also in the STS session name.
+    pub session_grant_id: String,
+    /// STS's packed policy size, in percent of the allowed maximum.
+    pub packed_policy_percent: Option<i32>,
+}
+
+/// Whether credentials came from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A new AssumeRole made by this call.
+    Issued,
+    /// Reused, or the result of a concurrent caller's AssumeRole.
+    Shared,
+}
+
+/// One request for scoped credentials.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The scope.
+    pub scope: &'a Scope,
+    /// The session policy for the scope.
+    pub policy: &'a SessionPolicy,
+    /// Session length asked for STS, already clamped to what STS allows.
+    pub duration: Duration,
+    /// Longest life a reused credential may have left (the rule's max TTL).
+    pub max_life: Duration,
+    /// Grant id of this call, put in the session name when a new session is made.
+    pub grant_id: &'a str,
+}
+
+type Outcome = Option<Result<Arc<ScopedCredentials>, Error>>;
+
+enum Entry {
+    Ready(Arc<ScopedCredentials>),
+    Pending(watch::Receiver<Outcome>),
+}
+
+struct Inner {
+    client: aws_sdk_sts::Client,
+    role_arn: String,
+    config: StsConfig,
+    cache: Mutex<HashMap<Scope, Entry>>,
+}
+
+/// Issues and caches scoped credentials.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("role_arn", &self.inner.role_arn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// A broker assuming `role_arn` through `client`.
+    pub fn new(client: aws_sdk_sts::Client, role_arn: String, config: StsConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                role_arn,
+                config,
+                cache: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Builds the STS client for `config` from the service's SDK config: the same
+    /// credentials chain, `sts.endpoint` if set, the standard retry strategy with
+    /// `max_attempts`, and `call_timeout` on the whole operation.
+    pub fn client(
+        aws: &aws_config::SdkConfig,
+        config: &StsConfig,
+        region: &str,
+    ) -> aws_sdk_sts::Client {
+        let mut builder = aws_sdk_sts::config::Builder::from(aws)
+            .region(aws_sdk_sts::config::Region::new(region.to_owned()))
+            .retry_config(
+                aws_sdk_sts::config::retry::RetryConfig::standard()
+                    .with_max_attempts(config.max_attempts),
+            )
+            .timeout_config(
+                aws_sdk_sts::config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(config.call_timeout)
+                    .build(),
+            );
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        aws_sdk_sts::Client::from_conf(builder.build())
+    }
+
+    /// Number of cached entries (ready or in flight).
+    pub fn cached(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Credentials for `request.scope`: from the cache while they have enough life
+    /// left, else from one AssumeRole shared by every concurrent caller of the scope.
+    ///
+    /// # Errors
+    /// [`Error`] from STS; transient ones ([`Error::is_transient`]) may be retried.
+    pub async fn credentials(
+        &self,
+        request: &Request<'_>,
+    ) -> Result<(Arc<ScopedCredentials>, Source), Error> {
+        let (mut rx, source) = {
+            let mut cache = self.lock();
+            match cache.get(request.scope) {
+                Some(Entry::Ready(c)) if self.reusable(c, request.max_life, SystemTime::now()) => {
+                    return Ok((c.clone(), Source::Shared));
+                }
+                Some(Entry::Pending(rx)) => (rx.clone(), Source::Shared),
+                _ => {
+                    self.make_room(&mut cache);
+                    let (tx, rx) = watch::channel(None);
+                    cache.insert(request.scope.clone(), Entry::Pending(rx.clone()));
+                    let fetch = self.clone().fetch(
+                        request.scope.clone(),
+                        request.policy.as_str().to_owned(),
+                        request.duration,
+                        request.grant_id.to_owned(),
+                        tx,
+                    );
+                    tokio::spawn(fetch);
+                    (rx, Source::Issued)
+                }
+            }
+        };
+        let outcome = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Error::Abandoned)?;
+        let result = outcome.clone().unwrap_or(Err(Error::Abandoned));
+        result.map(|c| (c, source))
+    }
+
+    /// The AssumeRole behind a miss, run in its own task so that no caller's
+    /// cancellation cuts it short; publishes the result to the cache and the waiters.
+    async fn fetch(
+        self,
+        scope: Scope,
+        policy: String,
+        duration: Duration,
+        grant_id: String,
+        tx: watch::Sender<Outcome>,
+    ) {
+        let result = self
+            .assume_role(&scope, policy, duration, &grant_id)
+            .await
+            .map(Arc::new);
+        {
+            let mut cache = self.lock();
+            match &result {
+                Ok(c) => {
+                    cache.insert(scope, Entry::Ready(c.clone()));
+                }
+                Err(_) => {
+                    cache.remove(&scope);
+                }
+            }
+        }
+        // No receiver left is fine: every caller gave up, the cache still has it.
+        let _ = tx.send(Some(result));
+    }
+
+    async fn assume_role(
+        &self,
+        scope: &Scope,
+        policy: String,
+        duration: Duration,
+        grant_id: &str,
+    ) -> Result<ScopedCredentials, Error> {
+        let config = &self.inner.config;
+        let issued_at = SystemTime::now();
+        let mut call = self
+            .inner
+            .client
+            .assume_role()
+            .role_arn(&self.inner.role_arn)
+            .role_session_name(session_name(&scope.caller, grant_id))
+            .policy(policy)
+            .duration_seconds(i32::try_from(duration.as_secs()).unwrap_or(i32::MAX));
+        if config.source_identity {
+            call = call.source_identity(sanitize(&scope.caller, 64));
+        }
+        if config.session_tags {
+            for (key, value) in [
+                ("caller", sanitize(&scope.caller, 256)),
+                ("grant", grant_id.to_owned()),
+            ] {
+                call = call.tags(
+                    aws_sdk_sts::types::Tag::builder()
+                        .key(key)
+                        .value(value)
+                        .build()
+                        .map_err(|e| Error::Refused {
+                            code: "InvalidTag".into(),
+                            message: e.to_string(),
+                        })?,
+                );
+            }
+        }
+        // The SDK's operation timeout bounds the call; this outer bound also covers
+        // credential resolution for signing the call.
+        let response = tokio::time::timeout(
+            config.call_timeout + Duration::from_millis(250),
+            call.send(),
+        )
+        .await
+        .map_err(|_| Error::Unreachable(format!("no answer within {:?}", config.call_timeout)))?
+        .map_err(classify)?;
+        let credentials = response.credentials().ok_or(Error::NoCredentials)?;
+        let expires_at =
+            SystemTime::try_from(*credentials.expiration()).map_err(|_| Error::NoCredentials)?;
+        let packed_policy_percent = response.packed_policy_size();
+        if let Some(percent) = packed_policy_percent {
+            if percent > 80 {
+                tracing::warn!(
+                    packed_policy_percent = percent,
+                    bucket = %scope.bucket,
+                    prefix = %scope.prefix,
+                    "session policy is close to STS's packed size limit; shorten the prefix"
+                );
+            }
+        }
+        tracing::info!(
+            caller = %scope.caller,
+            bucket = %scope.bucket,
+            prefix = %scope.prefix,
+            grant_id,
+            duration_secs = duration.as_secs(),
+            packed_policy_percent,
+            "AssumeRole issued scoped credentials"
+        );
+        Ok(ScopedCredentials {
+            access_key_id: credentials.access_key_id().to_owned(),
+            secret_access_key: Secret::new(credentials.secret_access_key().to_owned()),
+            session_token: Secret::new(credentials.session_token().to_owned()),
+            expires_at,
+            issued_at,
+            session_grant_id: grant_id.to_owned(),
+            packed_policy_percent,
+        })
+    }
+
+    /// Whether cached credentials may be handed out at `now`.
+    fn reusable(&self, c: &ScopedCredentials, max_life: Duration, now: SystemTime) -> bool {
+        let config = &self.inner.config;
+        let Ok(left) = c.expires_at.duration_since(now) else {
+            return false;
+        };
+        let life = c.expires_at.duration_since(c.issued_at).unwrap_or_default();
+        left > config.reuse_min_remaining
+            && left > life.mul_f64(config.reuse_fraction)
+            && left <= max_life
+    }
+
+    /// Keeps the cache within `cache_max_entries`: drops expired entries, then the
+    /// ready entries that expire first. Entries in flight are never dropped (their
+    /// waiters hold the only way to their result).
+    fn make_room(&self, cache: &mut HashMap<Scope, Entry>) {
+        let max = self.inner.config.cache_max_entries;
+        if cache.len() < max {
+            return;
+        }
+        let now = SystemTime::now();
+        cache.retain(|_, e| match e {
+            Entry::Ready(c) => c.expires_at > now,
+            Entry::Pending(_) => true,
+        });
+        while cache.len() >= max {
+            let oldest = cache
+                .iter()
+                .filter_map(|(k, e)| match e {
+                    Entry::Ready(c) => Some((k, c.expires_at)),
+                    Entry::Pending(_) => None,
+                })
+                .min_by_key(|(_, at)| *at)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => {
+                    cache.remove(&k);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Scope, Entry>> {
+        self.inner
+            .cache
+            .lock()
+            .expect("the cache lock is never held across a panic")
+    }
+}
+
+/// Maps an SDK failure to what the caller can do about it.
+fn classify<R>(error: SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError, R>) -> Error
+where
+    R: std::fmt::Debug,
+{
+    match &error {
+        SdkError::TimeoutError(_) => Error::Unreachable("timed out".into()),
+        SdkError::DispatchFailure(e) => Error::Unreachable(
+            if e.is_timeout() {
+                "timed out"
+            } else {
+                "connection failed"
+            }
+            .into(),
+        ),
+        SdkError::ResponseError(_) => Error::Unreachable("malformed response".into()),
+        _ => {
+            let code = error.code().unwrap_or("Unknown").to_owned();
+            let message = match error.message() {
+                Some(m) => m.to_owned(),
+                None => aws_smithy_types::error::display::DisplayErrorContext(&error).to_string(),
+            };
+            match code.as_str() {
+                "Throttling" | "ThrottlingException" | "RequestLimitExceeded" => Error::Throttled,
+                _ => Error::Refused { code, message },
+            }
+        }
+    }
+}
+
+/// Keeps the characters STS allows in session names and source identities
+/// (`[\w+=,.@-]`), replacing others with `-`, and cuts to `max` characters.
+pub fn sanitize(value: &str, max: usize) -> String {
+    let mut out: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(max)
+        .collect();
+    while out.len() < 2 {
+        out.push('-');
+    }
+    out
+}
+
+/// `sg-<grant id>-<caller>`, at most 64 characters: the grant id first, so it
+/// survives the cut and joins the store's trail (CloudTrail) to our audit log.
+pub fn session_name(caller: &str, grant_id: &str) -> String {
+    let head = format!("sg-{}", sanitize(grant_id, 32));
+    let room = 64 - head.len() - 1;
+    format!("{head}-{}", sanitize(caller, room))
+}
+
+/// The session length to ask STS for: the request's (or the default), cut to the
+/// rule's max, the role's max, and 1 hour under role chaining, and at least STS's
+/// 15 minutes.
+pub fn session_duration(
+    requested: Duration,
+    rule_max: Duration,
+    config: &StsConfig,
+    role_chaining: bool,
+) -> Duration {
+    let mut d = requested.min(rule_max).min(config.role_max_duration);
+    if role_chaining {
+        d = d.min(ROLE_CHAINING_MAX);
+    }
+    Duration::from_secs(d.as_secs()).max(MIN_DURATION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_name_keeps_the_grant_id_and_allowed_characters() {
+        let name = session_name(
+            "spiffe://prod/ns/a/sa/b",
+            "0123456789abcdef0123456789abcdef",
+        );
+        assert!(name.starts_with("sg-0123456789abcdef0123456789abcdef-spiffe---prod-ns-a-sa-b"));
+        assert!(name.len() <= 64);
+        let long = session_name(&"x".repeat(200), "0123456789abcdef0123456789abcdef");
+        assert_eq!(long.len(), 64);
+        assert!(
+            long.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+        );
+    }
+
+    #[test]
+    fn sanitize_pads_to_the_minimum_length() {
+        assert_eq!(sanitize("a", 64), "a-");
+        assert_eq!(sanitize("dev:demo", 64), "dev-demo");
+    }
+
+    #[test]
+    fn duration_respects_every_limit() {
+        let config = StsConfig {
+            role_max_duration: Duration::from_secs(4 * 3600),
+            ..StsConfig::default()
+        };
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(session_duration(h(12), h(8), &config, false), h(4));
+        assert_eq!(session_duration(h(3), h(8), &config, true), h(1));
+        assert_eq!(session_duration(h(3), h(2), &config, false), h(2));
+        assert_eq!(
+            session_duration(Duration::from_secs(60), h(2), &config, false),
+            MIN_DURATION
+        );
+    }
+}
