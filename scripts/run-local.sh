@@ -8,6 +8,7 @@ source scripts/tools.sh
 
 GRPC_PORT=${GRPC_PORT:-50051}
 STORE_PORT=${STORE_PORT:-9014}
+STS_PORT=${STS_PORT:-9015}
 DATA_DIR=${DATA_DIR:-$PWD/.local/store}
 # The local store's own key pair. It exists only on this machine's loopback store.
 export AWS_ACCESS_KEY_ID=local-dev-access-key
@@ -17,10 +18,11 @@ TOKEN=dev-local-token-0123456789
 
 ensure_s3s_fs >/dev/null
 ensure_node_tools >/dev/null
+python=$(ensure_python_venv)
 
-for port in "$GRPC_PORT" "$STORE_PORT"; do
+for port in "$GRPC_PORT" "$STORE_PORT" "$STS_PORT"; do
   if port_open 127.0.0.1 "$port"; then
-    echo "port $port is in use; set GRPC_PORT / STORE_PORT to free ports" >&2
+    echo "port $port is in use; set GRPC_PORT / STORE_PORT / STS_PORT to free ports" >&2
     exit 1
   fi
 done
@@ -33,7 +35,19 @@ echo "building storage-grants (the first build takes a few minutes)..." >&2
 cargo build --quiet --bin storage-grants
 
 store_pid=$(start_s3s_fs "$DATA_DIR" "$STORE_PORT" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" "$DATA_DIR.log")
-trap 'stop_process "$store_pid"' EXIT
+sts_pid=""
+trap 'stop_process "$sts_pid"; stop_process "$store_pid"' EXIT
+# moto is the local STS for AssumeScoped. Its credentials work against its own S3
+# (not s3s-fs), so the service hands out moto's endpoint with them, and the demo
+# bucket exists there too.
+sts_pid=$(start_moto "$STS_PORT" "$DATA_DIR.moto.log")
+"$python" - "$STS_PORT" <<'PY'
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}", region_name="us-east-1",
+                  aws_access_key_id="local", aws_secret_access_key="local")
+s3.create_bucket(Bucket="demo")
+s3.put_object(Bucket="demo", Key="public/hello.txt", Body=b"hello from storage-grants (moto)\n")
+PY
 
 cat <<MSG
 
@@ -41,6 +55,7 @@ cat <<MSG
     gRPC address   127.0.0.1:$GRPC_PORT   (health, reflection, storagegrants.v1.GrantService)
     dev token      $TOKEN   (caller dev:demo; may read and write under demo/public/)
     local store    http://127.0.0.1:$STORE_PORT   (s3s-fs, data in $DATA_DIR)
+    local STS      http://127.0.0.1:$STS_PORT   (moto; AssumeScoped credentials work against its S3)
 
   Try it, in another terminal:
 
@@ -50,10 +65,20 @@ cat <<MSG
       http://127.0.0.1:$GRPC_PORT/storagegrants.v1.GrantService/GrantRead
 
   then download with the returned "url" using any HTTP client, e.g. curl "<url>".
+
+  Scoped credentials for the prefix (configure any S3 SDK from the response):
+
+    npx buf curl --protocol grpc --http2-prior-knowledge \\
+      -H 'authorization: Bearer $TOKEN' \\
+      -d '{"bucket": "demo", "prefix": "public/", "access": "ACCESS_READ", "list": true}' \\
+      http://127.0.0.1:$GRPC_PORT/storagegrants.v1.GrantService/AssumeScoped
+
   Ctrl-C stops the service and the store.
 
 MSG
 
 STORAGE_GRANTS_LISTEN="127.0.0.1:$GRPC_PORT" \
 STORAGE_GRANTS_STORAGE__ENDPOINT="http://127.0.0.1:$STORE_PORT" \
+STORAGE_GRANTS_STS__ENDPOINT="http://127.0.0.1:$STS_PORT" \
+STORAGE_GRANTS_STS__STORAGE_ENDPOINT="http://127.0.0.1:$STS_PORT" \
   target/debug/storage-grants --config dev/config.toml serve

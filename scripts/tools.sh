@@ -214,3 +214,20 @@ ensure_python_venv() {
   fi
   echo "$venv/bin/python"
 }
+
+# start_moto PORT LOG_FILE
+# Starts moto's server (local STS, IAM and S3, from the venv) on 127.0.0.1:PORT, waits
+# until it accepts connections, and echoes its PID. moto starts with its auth checks
+# off; it issues real temporary credentials but does not evaluate session policies.
+start_moto() {
+  local port=$1 log=$2 python pid
+  python=$(ensure_python_venv) || return
+  "$(dirname "$python")/moto_server" -H 127.0.0.1 -p "$port" </dev/null >"$log" 2>&1 &
+  pid=$!
+  if ! wait_for_port 127.0.0.1 "$port" 20 "$pid"; then
+    log_tail "$log"
+    stop_process "$pid"
+    tools_die "moto did not come up on 127.0.0.1:$port" || return
+  fi
+  echo "$pid"
+}

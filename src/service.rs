@@ -161,7 +161,7 @@ fn requested_ttl(
 ) -> Result<Duration, String> {
     let Some(d) = ttl else { return Ok(default) };
     if d.seconds < 0 || d.nanos < 0 {
-        return Err("must be positive; send e.g. {seconds: 300}".into());
+        return Err("must be positive, e.g. 300 seconds".into());
     }
     if d.nanos >= 1_000_000_000 {
         return Err("nanos must be below 1e9".into());
