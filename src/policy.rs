@@ -18,10 +18,11 @@
 //!
 //! | asked    | actions                                                                  |
 //! |----------|--------------------------------------------------------------------------|
-//! | `read`   | `s3:GetObject`, `s3:GetObjectVersion`                                     |
+//! | `read`   | `s3:GetObject`, `s3:GetObjectVersion`                                    |
 //! | `write`  | `s3:PutObject`, `s3:AbortMultipartUpload`, `s3:ListMultipartUploadParts` |
 //! | `delete` | `s3:DeleteObject` (only when asked)                                      |
-//! | `list`   | `s3:ListBucket` on the bucket ARN, only if `s3:prefix` is `StringLike` `{prefix}*` |
+//! | `list`   | `s3:ListBucket` on `arn:{partition}:s3:::{bucket}`, if `s3:prefix` is    |
+//! |          | `StringLike` `{prefix}*` (the only bucket-level action granted)          |
 //!
 //! Decisions, and the attack or failure each one answers:
 //! - **Listing the prefix itself.** `StringLike {prefix}*` allows an `s3:prefix` of
@@ -69,7 +70,7 @@
 //! - STS refuses a session policy over 2,048 characters ([`MAX_PACKED_INPUT_CHARS`]); the
 //!   text is checked before the call. STS also packs policy and tags into a binary form
 //!   with its own limit, which cannot be computed here; a policy under 2,048 characters
-//!   can still be refused as `PackedPolicyTooLarge` by STS, and `sts` reports that.
+//!   can still be refused by STS as `PackedPolicyTooLarge`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -93,8 +94,8 @@ pub enum Error {
     /// The policy text is longer than STS accepts.
     #[error(
         "the session policy would be {len} characters long, over STS's limit of {max}; \
-         use a shorter prefix (it appears twice in the policy, and each character \
-         outside printable ASCII takes six)"
+         use a shorter prefix (it appears up to twice in the policy, and each \
+         character outside printable ASCII takes six or twelve)"
     )]
     TooLarge {
         /// Length of the policy text, in characters.

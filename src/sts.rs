@@ -305,15 +305,13 @@ impl Broker {
         let expires_at =
             SystemTime::try_from(*credentials.expiration()).map_err(|_| Error::NoCredentials)?;
         let packed_policy_percent = response.packed_policy_size();
-        if let Some(percent) = packed_policy_percent {
-            if percent > 80 {
-                tracing::warn!(
-                    packed_policy_percent = percent,
-                    bucket = %scope.bucket,
-                    prefix = %scope.prefix,
-                    "session policy is close to STS's packed size limit; shorten the prefix"
-                );
-            }
+        if let Some(percent) = packed_policy_percent.filter(|p| *p > 80) {
+            tracing::warn!(
+                packed_policy_percent = percent,
+                bucket = %scope.bucket,
+                prefix = %scope.prefix,
+                "session policy is close to STS's packed size limit; shorten the prefix"
+            );
         }
         tracing::info!(
             caller = %scope.caller,
