@@ -72,6 +72,9 @@ pub struct GrantsConfig {
     pub max_ttl: Duration,
     /// The rules file; a relative path is relative to the config file's directory.
     pub rules_file: PathBuf,
+    /// How often the rules file is checked for changes (it also reloads on SIGHUP).
+    #[serde(with = "duration")]
+    pub rules_reload_interval: Duration,
 }
 
 /// STS, for AssumeScoped: which role to assume and how the credentials are cached.
@@ -192,6 +195,7 @@ impl Default for GrantsConfig {
             default_ttl: Duration::from_secs(5 * 60),
             max_ttl: Duration::from_secs(3600),
             rules_file: PathBuf::from("rules.toml"),
+            rules_reload_interval: Duration::from_secs(5),
         }
     }
 }
@@ -291,6 +295,7 @@ impl Config {
         if config.grants.rules_file.is_relative() {
             config.grants.rules_file = base_dir.join(&config.grants.rules_file);
         }
+        config.identity.resolve_paths(base_dir);
         config.validate(origin)?;
         Ok(config)
     }
@@ -316,26 +321,13 @@ impl Config {
                 "must be between 1s and grants.max_ttl",
             );
         }
-        if !self.identity.dev_tokens.is_empty() && !self.identity.dev_mode {
-            return invalid(
-                "identity.dev_tokens",
-                "static development tokens are refused unless identity.dev_mode = true; \
-                 they are shared secrets with no expiry",
-            );
-        }
-        for t in &self.identity.dev_tokens {
-            if t.token.expose().len() < 16 {
-                return invalid(
-                    "identity.dev_tokens.token",
-                    "must be at least 16 characters",
-                );
-            }
-            if t.caller.is_empty() || t.caller.chars().any(char::is_control) {
-                return invalid(
-                    "identity.dev_tokens.caller",
-                    "must be a non-empty caller id without control characters",
-                );
-            }
+        self.identity.validate().map_err(|e| Error::Invalid {
+            path: origin.to_owned(),
+            field: e.field,
+            message: e.message,
+        })?;
+        if g.rules_reload_interval.is_zero() {
+            return invalid("grants.rules_reload_interval", "must be more than 0s");
         }
         if self.server.request_timeout.is_zero() {
             return invalid("server.request_timeout", "must be more than 0s");

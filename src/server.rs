@@ -7,6 +7,7 @@
 //! calls finish, for at most `server.shutdown_grace`; then `run` returns.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
@@ -19,10 +20,12 @@ use tonic_health::ServingStatus;
 use crate::config::Config;
 use crate::credentials::CredentialSource;
 use crate::identity::Authenticator;
+use crate::identity::mtls::TlsIncoming;
 use crate::policy::{KmsKeyArn, Partition};
 use crate::proto::grant_service_server::GrantServiceServer;
 use crate::readiness::{GRANT_SERVICE, Readiness};
 use crate::rules::Rules;
+use crate::rules_reload::RulesHandle;
 use crate::scope::BucketName;
 use crate::service::{self, GrantService, ScopedGrants};
 use crate::sign::{Endpoint, Signer};
@@ -44,6 +47,10 @@ pub enum Error {
         #[source]
         source: crate::scope::Error,
     },
+    #[error("identity: {0}")]
+    Identity(#[from] crate::identity::SetupError),
+    #[error("identity.mtls: {0}")]
+    Tls(#[from] crate::identity::mtls::SetupError),
     #[error("sts: {0}")]
     Sts(String),
     #[error("reflection service: {0}")]
@@ -78,6 +85,9 @@ pub async fn check(config: &Config) -> Result<Rules, Error> {
     )?;
     check_buckets(config, &rules)?;
     check_sts(config)?;
+    if let Some(mtls) = &config.identity.mtls {
+        crate::identity::mtls::server_tls_config(mtls)?;
+    }
     Ok(rules)
 }
 
@@ -122,6 +132,13 @@ fn check_sts(config: &Config) -> Result<Option<StsSettings>, Error> {
                 .map_err(|e| Error::Sts(format!("kms_key_arn: {e}")))
         })
         .transpose()?;
+    if let Some(key) = kms_key.as_ref().filter(|k| k.partition() != partition) {
+        return Err(Error::Sts(format!(
+            "kms_key_arn is in partition '{}', the role in '{partition}'; use a key of the \
+             role's partition",
+            key.partition()
+        )));
+    }
     Ok(Some(StsSettings {
         role_arn: role_arn.clone(),
         partition,
@@ -157,7 +174,13 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let rules = Arc::new(check(&config).await?);
+    let rules = check(&config).await?;
+    let tls = config
+        .identity
+        .mtls
+        .as_ref()
+        .map(crate::identity::mtls::server_tls_config)
+        .transpose()?;
     let region = region(&config, &aws);
     let storage = &config.storage;
     let endpoint = Endpoint::new(
@@ -172,7 +195,7 @@ pub async fn run(
     });
     let credentials = CredentialSource::start(provider, storage.call_timeout).await;
 
-    let authenticator = Authenticator::new(&config.identity);
+    let authenticator = Authenticator::start(&config.identity).await?;
     if authenticator.dev_tokens_enabled() {
         tracing::warn!(
             tokens = config.identity.dev_tokens.len(),
@@ -232,18 +255,16 @@ pub async fn run(
     if scoped.is_none() {
         tracing::info!("AssumeScoped disabled: no sts.role_arn configured");
     }
+    let rules = RulesHandle::new(rules, config.grants.rules_file.clone());
+    let rules_task = tokio::spawn(rules.clone().watch(config.grants.rules_reload_interval));
     let grants = GrantService::new(rules, signer, credentials, config.grants.clone(), scoped);
     let authenticate = move |mut request: Request<()>| -> Result<Request<()>, Status> {
-        match authenticator.authenticate(request.metadata()) {
-            Ok(caller) => {
-                request.extensions_mut().insert(caller);
-                Ok(request)
-            }
-            Err(e) => {
-                tracing::info!(reason = %e, "unauthenticated call refused");
-                Err(service::Error::from(e).into())
-            }
-        }
+        // The identity module logs which check failed; the caller gets the message.
+        let caller = authenticator
+            .authenticate(&request)
+            .map_err(|e| Status::from(service::Error::from(e)))?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
     };
 
     let local = listener.local_addr().ok();
@@ -262,15 +283,25 @@ pub async fn run(
             .await;
         let _ = drain_tx.send(());
     };
-    let serve = Server::builder()
+    let router = Server::builder()
         .timeout(config.server.request_timeout)
         .concurrency_limit_per_connection(config.server.concurrency_limit_per_connection)
         .load_shed(true)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(GrantServiceServer::with_interceptor(grants, authenticate))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
+        .add_service(GrantServiceServer::with_interceptor(grants, authenticate));
+    let incoming = TcpIncoming::from(listener);
+    // With mTLS, this service terminates TLS itself so that the client certificate
+    // (the caller's SPIFFE ID) reaches the interceptor.
+    let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match (&config.identity.mtls, tls) {
+            (Some(mtls), Some(tls)) => Box::pin(router.serve_with_incoming_shutdown(
+                TlsIncoming::new(incoming, tls, mtls.handshake_timeout),
+                signal,
+            )),
+            _ => Box::pin(router.serve_with_incoming_shutdown(incoming, signal)),
+        };
     tokio::pin!(serve);
     // Serve until the signal; after it, give in-flight calls at most `grace`.
     let result = tokio::select! {
@@ -284,6 +315,7 @@ pub async fn run(
         }
     };
     readiness_task.abort();
+    rules_task.abort();
     tracing::info!("storage-grants stopped");
     Ok(result?)
 }

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use super::{Caller, Source};
 use super::IdentityConfig;
+use super::{Caller, Source};
 
 /// The accepted development tokens.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +63,7 @@ mod tests {
                 token: Secret::new("dev-token-0123456789".into()),
                 caller: "dev:demo".into(),
             }],
+            ..Default::default()
         }
     }
 

@@ -1,29 +1,68 @@
 //! Who is calling: every identity source produces one [`Caller`].
 //!
-//! Grant code sees only `Caller`; adding mTLS or JWT means adding a source here, not
-//! touching the grant path. Today the one source is static development tokens
-//! ([`dev_token`]), refused unless the operator sets `identity.dev_mode`.
+//! Grant code sees only `Caller`. The sources, each in its own module:
+//! - [`mtls`]: mTLS terminated here; the client certificate's SPIFFE ID;
+//! - [`jwt`] (keys from [`jwks`]): a bearer JWT, e.g. a Kubernetes service-account token;
+//! - [`xfcc`]: a client certificate forwarded by a trusted mesh proxy;
+//! - [`dev_token`]: static development tokens, refused unless `dev_mode`.
+//!
+//! [`Authenticator`] tries the sources in the operator's order (`identity.order`,
+//! default `mtls, jwt, xfcc, dev_token`, keeping only configured ones). The first
+//! source whose credential is *present* decides: a present but invalid credential is
+//! refused, never skipped in favour of the next source (else a bad certificate plus a
+//! weaker credential would pass as the weaker one). "Present" means: a verified client
+//! certificate chain for `mtls`; an `authorization` value for `jwt` and `dev_token`;
+//! an XFCC header from a trusted peer for `xfcc`.
+//!
+//! Bearer tokens: with both `jwt` and `dev_token` active, a token with exactly two dots
+//! (a compact JWS) is a JWT and anything else a development token; with only one of
+//! them active, every bearer token goes to it.
+//!
+//! [`spiffe`] parses SPIFFE IDs for the two certificate sources.
 
 pub mod dev_token;
+pub mod jwks;
+pub mod jwt;
+pub mod mtls;
+pub mod spiffe;
+pub mod xfcc;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
+use rustls::pki_types::CertificateDer;
+use serde::Deserialize;
 use tonic::metadata::MetadataMap;
 
-use serde::Deserialize;
-
 use crate::secret::Secret;
+use spiffe::{SpiffeId, TrustDomains};
 
-/// How callers prove who they are.
-#[derive(Clone, Deserialize, Default)]
+pub use jwt::JwtConfig;
+pub use mtls::MtlsConfig;
+pub use xfcc::XfccConfig;
+
+/// How callers prove who they are: `[identity]`.
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityConfig {
+    /// The order in which sources are tried. Unset: `mtls, jwt, xfcc, dev_token`,
+    /// keeping the configured ones. When set, it must name every configured source and
+    /// no other.
+    pub order: Option<Vec<SourceKind>>,
     /// Allows static development tokens. Never set this in production: a token is a
     /// shared secret with no expiry.
     pub dev_mode: bool,
     /// Static bearer tokens, each mapped to a caller id. Development only.
     pub dev_tokens: Vec<DevToken>,
+    /// mTLS terminated by this service (`[identity.mtls]`).
+    pub mtls: Option<MtlsConfig>,
+    /// Bearer JWTs (`[identity.jwt]`).
+    pub jwt: Option<JwtConfig>,
+    /// Mesh-forwarded client certificates (`[identity.xfcc]`); off unless enabled.
+    pub xfcc: XfccConfig,
 }
 
 /// One development token.
@@ -36,15 +75,6 @@ pub struct DevToken {
     pub caller: String,
 }
 
-impl fmt::Debug for IdentityConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IdentityConfig")
-            .field("dev_mode", &self.dev_mode)
-            .field("dev_tokens", &self.dev_tokens)
-            .finish()
-    }
-}
-
 impl fmt::Debug for DevToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DevToken")
@@ -52,6 +82,312 @@ impl fmt::Debug for DevToken {
             .field("caller", &self.caller)
             .finish()
     }
+}
+
+/// An identity source, as named in `identity.order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// `mtls`
+    Mtls,
+    /// `jwt`
+    Jwt,
+    /// `xfcc`
+    Xfcc,
+    /// `dev_token`
+    DevToken,
+}
+
+impl SourceKind {
+    const DEFAULT_ORDER: [SourceKind; 4] = [Self::Mtls, Self::Jwt, Self::Xfcc, Self::DevToken];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Mtls => "mtls",
+            Self::Jwt => "jwt",
+            Self::Xfcc => "xfcc",
+            Self::DevToken => "dev_token",
+        }
+    }
+}
+
+/// A configuration value that parses but makes no sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    /// The offending setting, e.g. `identity.jwt.audiences`.
+    pub field: &'static str,
+    /// What is wrong and what to write instead.
+    pub message: String,
+}
+
+// === impl IdentityConfig ===
+
+impl IdentityConfig {
+    /// Checks what serde cannot: dev tokens only with `dev_mode`, one JWKS source,
+    /// well-formed trust domains and URLs, an `order` that names exactly the configured
+    /// sources.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| {
+            Err(ConfigError {
+                field,
+                message: message.to_owned(),
+            })
+        };
+        if !self.dev_tokens.is_empty() && !self.dev_mode {
+            return invalid(
+                "identity.dev_tokens",
+                "static development tokens are refused unless identity.dev_mode = true; \
+                 they are shared secrets with no expiry",
+            );
+        }
+        for t in &self.dev_tokens {
+            if t.token.expose().len() < 16 {
+                return invalid(
+                    "identity.dev_tokens.token",
+                    "must be at least 16 characters",
+                );
+            }
+            if t.caller.is_empty() || t.caller.chars().any(char::is_control) {
+                return invalid(
+                    "identity.dev_tokens.caller",
+                    "must be a non-empty caller id without control characters",
+                );
+            }
+        }
+        if let Some(m) = &self.mtls {
+            for (field, path) in [
+                ("identity.mtls.ca_file", &m.ca_file),
+                ("identity.mtls.cert_file", &m.cert_file),
+                ("identity.mtls.key_file", &m.key_file),
+            ] {
+                if path.as_os_str().is_empty() {
+                    return invalid(field, "must name a PEM file");
+                }
+            }
+            validate_trust_domains("identity.mtls.trust_domains", &m.trust_domains)?;
+            if m.handshake_timeout.is_zero() {
+                return invalid("identity.mtls.handshake_timeout", "must be more than 0s");
+            }
+        }
+        if let Some(j) = &self.jwt {
+            validate_jwt(j)?;
+        }
+        if self.xfcc.enabled {
+            if self.xfcc.trusted_peers.is_empty() {
+                return invalid(
+                    "identity.xfcc.trusted_peers",
+                    "must name the proxies allowed to set x-forwarded-client-cert, \
+                     e.g. [\"127.0.0.1/32\", \"::1/128\"] for a sidecar",
+                );
+            }
+            validate_trust_domains("identity.xfcc.trust_domains", &self.xfcc.trust_domains)?;
+        }
+        if let Some(order) = &self.order {
+            for (i, kind) in order.iter().enumerate() {
+                if order[..i].contains(kind) {
+                    return Err(ConfigError {
+                        field: "identity.order",
+                        message: format!("names '{}' twice", kind.name()),
+                    });
+                }
+                if !self.configured(*kind) {
+                    return Err(ConfigError {
+                        field: "identity.order",
+                        message: format!(
+                            "names '{}', which is not configured{}",
+                            kind.name(),
+                            match kind {
+                                SourceKind::Mtls => "; add [identity.mtls]",
+                                SourceKind::Jwt => "; add [identity.jwt]",
+                                SourceKind::Xfcc => "; set identity.xfcc.enabled = true",
+                                SourceKind::DevToken =>
+                                    "; set identity.dev_mode and add [[identity.dev_tokens]]",
+                            }
+                        ),
+                    });
+                }
+            }
+            for kind in SourceKind::DEFAULT_ORDER {
+                if self.configured(kind) && !order.contains(&kind) {
+                    return Err(ConfigError {
+                        field: "identity.order",
+                        message: format!(
+                            "'{}' is configured but not in identity.order; add it or remove its settings",
+                            kind.name()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the relative paths (certificates, keys, JWKS file) relative to
+    /// `base_dir`, the config file's directory.
+    pub fn resolve_paths(&mut self, base_dir: &Path) {
+        let resolve = |p: &mut std::path::PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base_dir.join(&*p);
+            }
+        };
+        if let Some(m) = &mut self.mtls {
+            resolve(&mut m.ca_file);
+            resolve(&mut m.cert_file);
+            resolve(&mut m.key_file);
+        }
+        if let Some(j) = &mut self.jwt {
+            if let Some(p) = &mut j.jwks_file {
+                resolve(p);
+            }
+            if let Some(p) = &mut j.jwks_ca_file {
+                resolve(p);
+            }
+            if let Some(p) = &mut j.jwks_token_file {
+                resolve(p);
+            }
+        }
+    }
+
+    /// Whether `kind` has what it needs to run.
+    fn configured(&self, kind: SourceKind) -> bool {
+        match kind {
+            SourceKind::Mtls => self.mtls.is_some(),
+            SourceKind::Jwt => self.jwt.is_some(),
+            SourceKind::Xfcc => self.xfcc.enabled,
+            SourceKind::DevToken => self.dev_mode && !self.dev_tokens.is_empty(),
+        }
+    }
+
+    /// The sources in the order they are tried.
+    pub fn effective_order(&self) -> Vec<SourceKind> {
+        match &self.order {
+            Some(order) => order
+                .iter()
+                .copied()
+                .filter(|k| self.configured(*k))
+                .collect(),
+            None => SourceKind::DEFAULT_ORDER
+                .into_iter()
+                .filter(|k| self.configured(*k))
+                .collect(),
+        }
+    }
+}
+
+fn validate_trust_domains(field: &'static str, domains: &[String]) -> Result<(), ConfigError> {
+    if domains.is_empty() {
+        return Err(ConfigError {
+            field,
+            message: "must name at least one SPIFFE trust domain, e.g. [\"prod.example\"]".into(),
+        });
+    }
+    for d in domains {
+        spiffe::validate_trust_domain(d).map_err(|e| ConfigError {
+            field,
+            message: format!("'{d}': {e}"),
+        })?;
+    }
+    Ok(())
+}
+
+fn validate_jwt(j: &JwtConfig) -> Result<(), ConfigError> {
+    let invalid = |field, message: &str| {
+        Err(ConfigError {
+            field,
+            message: message.to_owned(),
+        })
+    };
+    if j.issuer.is_empty() {
+        return invalid(
+            "identity.jwt.issuer",
+            "must be the exact 'iss' of accepted tokens",
+        );
+    }
+    if j.audiences.is_empty() || j.audiences.iter().any(String::is_empty) {
+        return invalid(
+            "identity.jwt.audiences",
+            "must name at least one non-empty audience, e.g. [\"storage-grants\"]",
+        );
+    }
+    match (&j.jwks_file, &j.jwks_url) {
+        (Some(_), Some(_)) | (None, None) => {
+            return invalid("identity.jwt", "set exactly one of jwks_file and jwks_url");
+        }
+        (None, Some(url)) => {
+            jwks_uri(url).map_err(|message| ConfigError {
+                field: "identity.jwt.jwks_url",
+                message,
+            })?;
+        }
+        (Some(_), None) => {
+            if j.jwks_ca_file.is_some() {
+                return invalid("identity.jwt.jwks_ca_file", "only applies with jwks_url");
+            }
+            if j.jwks_token_file.is_some() {
+                return invalid("identity.jwt.jwks_token_file", "only applies with jwks_url");
+            }
+        }
+    }
+    if j.leeway > std::time::Duration::from_secs(300) {
+        return invalid("identity.jwt.leeway", "must be at most 5m");
+    }
+    if j.refresh_interval < std::time::Duration::from_secs(1) {
+        return invalid("identity.jwt.refresh_interval", "must be at least 1s");
+    }
+    if j.min_refresh_interval < std::time::Duration::from_secs(1) {
+        return invalid("identity.jwt.min_refresh_interval", "must be at least 1s");
+    }
+    if j.fetch_timeout.is_zero() {
+        return invalid("identity.jwt.fetch_timeout", "must be more than 0s");
+    }
+    if j.caller_claim.is_empty() {
+        return invalid(
+            "identity.jwt.caller_claim",
+            "must name a claim, e.g. \"sub\"",
+        );
+    }
+    Ok(())
+}
+
+/// A JWKS URL: `https://…`, or `http://` to a loopback host (a local agent or test).
+fn jwks_uri(url: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("'{url}' is not a URL"))?;
+    let host = uri.host().unwrap_or("");
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match uri.scheme_str() {
+        Some("https") if !host.is_empty() => Ok(uri),
+        Some("http") if loopback => Ok(uri),
+        Some("http") => Err(format!(
+            "'{url}': use https (plain http only to a loopback address), \
+             else anyone on the path can swap the issuer's keys"
+        )),
+        _ => Err(format!("'{url}' must be an https:// URL")),
+    }
+}
+
+// === Caller ===
+
+/// Names of the attributes identity sources set on a [`Caller`].
+pub mod attr {
+    /// SPIFFE trust domain (mTLS, XFCC).
+    pub const TRUST_DOMAIN: &str = "trust_domain";
+    /// Kubernetes namespace (SPIFFE `/ns/NS/sa/NAME`, or a service-account JWT).
+    pub const NAMESPACE: &str = "namespace";
+    /// Kubernetes service account name.
+    pub const SERVICE_ACCOUNT: &str = "service_account";
+    /// JWT `iss`.
+    pub const ISSUER: &str = "issuer";
+    /// JWT `sub`.
+    pub const SUBJECT: &str = "subject";
 }
 
 /// An authenticated caller.
@@ -67,6 +403,12 @@ pub struct Caller {
 pub enum Source {
     /// A static development token.
     DevToken,
+    /// A client certificate verified by this service's TLS.
+    Mtls,
+    /// A bearer JWT verified against the issuer's keys.
+    Jwt,
+    /// A client certificate forwarded by a trusted mesh proxy (XFCC).
+    ForwardedCert,
 }
 
 impl Caller {
@@ -79,6 +421,12 @@ impl Caller {
         }
     }
 
+    /// This caller with attribute `name` set to `value`.
+    pub fn with_attribute(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.attributes.insert(name.to_owned(), value.into());
+        self
+    }
+
     /// The caller id that rules match against.
     pub fn id(&self) -> &str {
         &self.id
@@ -89,9 +437,14 @@ impl Caller {
         self.source
     }
 
-    /// Attributes from the identity (namespace, service account, issuer…).
+    /// Attributes from the identity (see [`attr`]).
     pub fn attributes(&self) -> &BTreeMap<String, String> {
         &self.attributes
+    }
+
+    /// One attribute, if set.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes.get(name).map(String::as_str)
     }
 }
 
@@ -101,47 +454,440 @@ impl fmt::Display for Caller {
     }
 }
 
-/// Why no caller could be identified. Messages never echo the credential presented.
+/// The caller a certificate's URI SANs stand for: exactly one, a SPIFFE ID in
+/// `domains`. Shared by [`mtls`] and [`xfcc`].
+fn spiffe_caller(
+    uris: &[&str],
+    domains: &TrustDomains,
+    source: Source,
+) -> Result<Caller, SanError> {
+    let uri = match uris {
+        [] => return Err(SanError::NoUri),
+        [one] => *one,
+        several => return Err(SanError::SeveralUris(several.len())),
+    };
+    let id: SpiffeId = uri.parse().map_err(SanError::NotSpiffe)?;
+    if !domains.contains(&id) {
+        return Err(SanError::UntrustedDomain(id.trust_domain().to_owned()));
+    }
+    let mut caller =
+        Caller::new(id.as_str(), source).with_attribute(attr::TRUST_DOMAIN, id.trust_domain());
+    if let Some((namespace, service_account)) = id.kubernetes() {
+        caller = caller
+            .with_attribute(attr::NAMESPACE, namespace)
+            .with_attribute(attr::SERVICE_ACCOUNT, service_account);
+    }
+    Ok(caller)
+}
+
+// === errors ===
+
+/// Why a certificate (direct or forwarded) does not identify a caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SanError {
+    #[error("the certificate cannot be parsed")]
+    Unreadable,
+    #[error("the header is malformed: {0}")]
+    Malformed(xfcc::ParseError),
+    #[error(
+        "it has no URI SAN; it must carry exactly one SPIFFE ID, spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/NAME"
+    )]
+    NoUri,
+    #[error("it has {0} URI SANs; it must carry exactly one SPIFFE ID")]
+    SeveralUris(usize),
+    #[error("{0}")]
+    NotSpiffe(spiffe::Error),
+    #[error(
+        "trust domain '{0}' is not accepted by this service; use a certificate from an accepted trust domain"
+    )]
+    UntrustedDomain(String),
+}
+
+impl SanError {
+    /// A short name of the failed check, for logs.
+    pub fn check(&self) -> &'static str {
+        match self {
+            SanError::Unreadable => "unreadable",
+            SanError::Malformed(_) => "malformed",
+            SanError::NoUri => "no_uri_san",
+            SanError::SeveralUris(_) => "several_uri_sans",
+            SanError::NotSpiffe(_) => "not_spiffe",
+            SanError::UntrustedDomain(_) => "trust_domain",
+        }
+    }
+}
+
+/// Why no caller could be identified. Messages tell the caller what to change and
+/// never echo the credential presented.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    #[error("no credentials: send 'authorization: Bearer <token>' metadata")]
+    /// The request carries no identity at all (e.g. it skipped authentication).
+    #[error("no credentials were presented")]
     Missing,
-    #[error("malformed authorization metadata: expected 'Bearer <token>'")]
+    /// No configured source found a credential; the text says what is accepted.
+    #[error("no credentials: {0}")]
+    NoCredentials(String),
+    #[error("malformed authorization metadata: expected one 'Bearer <token>'")]
     Malformed,
     #[error("the bearer token is not recognised")]
     UnknownToken,
+    #[error("client certificate refused: {0}")]
+    ClientCertificate(SanError),
+    #[error("x-forwarded-client-cert refused: {0}")]
+    ForwardedCertificate(SanError),
+    #[error("bearer JWT refused: {0}")]
+    Jwt(jwt::Error),
 }
 
-/// Identifies callers from request metadata, trying each configured source.
-#[derive(Debug, Clone)]
+/// Why the authenticator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("identity.jwt.jwks_file: {0}")]
+    JwksFile(#[source] jwks::LoadError),
+    #[error("identity.jwt.jwks_url: {0}")]
+    JwksUrl(String),
+}
+
+// === Authenticator ===
+
+/// Identifies callers, trying each configured source in order.
+///
+/// Cheap to clone (shared state). Dropping the last clone stops the JWKS refresher.
+#[derive(Clone)]
 pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    order: Vec<SourceKind>,
+    mtls: Option<TrustDomains>,
+    jwt: Option<jwt::JwtVerifier>,
+    xfcc: xfcc::Xfcc,
     dev_tokens: dev_token::DevTokens,
+    /// What to tell a caller that presented nothing.
+    accepted: String,
+    _refresher: Option<AbortOnDrop>,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("order", &self.inner.order)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a request presents to the identity sources.
+pub struct Presented<'a> {
+    /// The request metadata (`authorization`, `x-forwarded-client-cert`).
+    pub metadata: &'a MetadataMap,
+    /// The TLS peer's verified certificate chain, leaf first (mTLS only).
+    pub peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The TCP peer's address (for `identity.xfcc.trusted_peers`).
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// Something the authenticator can read credentials from: a whole
+/// `tonic::Request` (everything), or bare metadata (bearer tokens only: no peer
+/// certificate, no peer address, so mTLS and XFCC never apply; fails closed).
+pub trait Credentials {
+    /// The credentials presented.
+    fn presented(&self) -> Presented<'_>;
+}
+
+impl<T> Credentials for tonic::Request<T> {
+    fn presented(&self) -> Presented<'_> {
+        Presented {
+            metadata: self.metadata(),
+            peer_certs: self.peer_certs(),
+            remote_addr: self.remote_addr(),
+        }
+    }
+}
+
+impl Credentials for MetadataMap {
+    fn presented(&self) -> Presented<'_> {
+        Presented {
+            metadata: self,
+            peer_certs: None,
+            remote_addr: None,
+        }
+    }
 }
 
 impl Authenticator {
-    /// Builds the sources the configuration enables.
-    pub fn new(config: &IdentityConfig) -> Self {
+    /// Builds the configured sources (of a validated config). With `[identity.jwt]`,
+    /// loads the JWKS once and spawns its refresher, so call it inside the runtime: a
+    /// `jwks_file` that cannot be loaded stops start-up; a `jwks_url` that cannot be
+    /// fetched yet is logged and retried in the background (JWT calls are refused with
+    /// "retry" until it loads).
+    ///
+    /// # Errors
+    /// [`SetupError`] for an unusable JWKS file, or a JWKS URL client that cannot be
+    /// built (unreadable `jwks_ca_file`).
+    pub async fn start(config: &IdentityConfig) -> Result<Self, SetupError> {
+        let order = config.effective_order();
+        let mut refresher = None;
+        let jwt = match &config.jwt {
+            Some(j) if order.contains(&SourceKind::Jwt) => {
+                let (source, from_file) = match (&j.jwks_file, &j.jwks_url) {
+                    (Some(path), _) => (jwks::KeySource::File(path.clone()), true),
+                    (None, Some(url)) => {
+                        let uri = jwks_uri(url).map_err(SetupError::JwksUrl)?;
+                        let fetcher = jwks::fetch::Fetcher::new(
+                            uri,
+                            j.jwks_ca_file.as_deref(),
+                            j.jwks_token_file.clone(),
+                            j.fetch_timeout,
+                        )
+                        .map_err(SetupError::JwksUrl)?;
+                        (jwks::KeySource::Url(Box::new(fetcher)), false)
+                    }
+                    (None, None) => {
+                        return Err(SetupError::JwksUrl(
+                            "set exactly one of jwks_file and jwks_url".into(),
+                        ));
+                    }
+                };
+                let store = Arc::new(jwks::KeyStore::new(source, j.min_refresh_interval));
+                match store.refresh().await {
+                    Ok(()) => {}
+                    Err(e) if from_file => return Err(SetupError::JwksFile(e)),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "JWKS not loaded yet; retrying in the background, JWT calls are refused until then"
+                    ),
+                }
+                refresher = Some(AbortOnDrop(tokio::spawn(
+                    store
+                        .clone()
+                        .refresh_forever(j.refresh_interval, j.min_refresh_interval),
+                )));
+                Some(jwt::JwtVerifier::new(j, store))
+            }
+            _ => None,
+        };
+        if order.is_empty() {
+            tracing::warn!("no identity source is configured: every call will be refused");
+        }
+        Ok(Self::assemble(config, order, jwt, refresher))
+    }
+
+    fn assemble(
+        config: &IdentityConfig,
+        order: Vec<SourceKind>,
+        jwt: Option<jwt::JwtVerifier>,
+        refresher: Option<AbortOnDrop>,
+    ) -> Self {
+        let mtls = config
+            .mtls
+            .as_ref()
+            .filter(|_| order.contains(&SourceKind::Mtls))
+            .map(|m| TrustDomains::new(&m.trust_domains));
+        let accepted = order
+            .iter()
+            .map(|k| match k {
+                SourceKind::Mtls => "connect with a client certificate carrying your SPIFFE ID",
+                SourceKind::Jwt => "send 'authorization: Bearer <JWT>' metadata",
+                SourceKind::Xfcc => "call through the service mesh",
+                SourceKind::DevToken => "send 'authorization: Bearer <development token>' metadata",
+            })
+            .collect::<Vec<_>>()
+            .join(", or ");
+        let accepted = if accepted.is_empty() {
+            "this service has no identity source configured".to_owned()
+        } else {
+            accepted
+        };
+        let dev_tokens = if order.contains(&SourceKind::DevToken) {
+            dev_token::DevTokens::new(config)
+        } else {
+            dev_token::DevTokens::default()
+        };
         Self {
-            dev_tokens: dev_token::DevTokens::new(config),
+            inner: Arc::new(Inner {
+                order,
+                mtls,
+                jwt,
+                xfcc: xfcc::Xfcc::new(&config.xfcc),
+                dev_tokens,
+                accepted,
+                _refresher: refresher,
+            }),
         }
     }
 
     /// Whether any development token is accepted (logged loudly at start).
     pub fn dev_tokens_enabled(&self) -> bool {
-        !self.dev_tokens.is_empty()
+        !self.inner.dev_tokens.is_empty()
     }
 
-    /// Identifies the caller of a request.
+    /// The sources tried, in order.
+    pub fn order(&self) -> &[SourceKind] {
+        &self.inner.order
+    }
+
+    /// Identifies the caller of a request, from its metadata, its TLS peer
+    /// certificates and its TCP peer address: pass the whole `&tonic::Request`.
+    /// Synchronous: JWT keys come from a cache refreshed in the background. Logs
+    /// (info) which check refused a caller.
     ///
     /// # Errors
-    /// [`Error::Missing`] without `authorization` metadata, [`Error::Malformed`] when it
-    /// is not a bearer token, [`Error::UnknownToken`] when no source knows the token.
-    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, Error> {
-        let value = metadata.get("authorization").ok_or(Error::Missing)?;
-        let value = value.to_str().map_err(|_| Error::Malformed)?;
-        let token = bearer_token(value).ok_or(Error::Malformed)?;
-        self.dev_tokens.caller(token).ok_or(Error::UnknownToken)
+    /// [`Error::NoCredentials`] when no source finds a credential; otherwise the
+    /// deciding source's refusal: [`Error::ClientCertificate`], [`Error::Jwt`],
+    /// [`Error::ForwardedCertificate`], [`Error::Malformed`], [`Error::UnknownToken`].
+    pub fn authenticate(&self, request: &(impl Credentials + ?Sized)) -> Result<Caller, Error> {
+        self.identify(&request.presented())
     }
+
+    pub(crate) fn identify(&self, p: &Presented<'_>) -> Result<Caller, Error> {
+        let inner = &*self.inner;
+        let mut xfcc_checked = false;
+        for kind in &inner.order {
+            let outcome = match kind {
+                SourceKind::Mtls => self.try_mtls(p),
+                SourceKind::Jwt => self.try_jwt(p),
+                SourceKind::Xfcc => {
+                    xfcc_checked = true;
+                    self.try_xfcc(p)
+                }
+                SourceKind::DevToken => self.try_dev_token(p),
+            };
+            if let Some(result) = outcome {
+                if let Ok(caller) = &result {
+                    tracing::debug!(source = kind.name(), caller = %caller, "caller identified");
+                }
+                return result;
+            }
+        }
+        if !xfcc_checked {
+            // Not an active source, but say that the header was there and ignored.
+            self.try_xfcc(p);
+        }
+        tracing::info!(reason = "no credentials", "caller refused");
+        Err(Error::NoCredentials(inner.accepted.clone()))
+    }
+
+    fn try_mtls(&self, p: &Presented<'_>) -> Option<Result<Caller, Error>> {
+        let domains = self.inner.mtls.as_ref()?;
+        let certs = p.peer_certs.as_deref().filter(|c| !c.is_empty())?;
+        Some(mtls::caller(certs, domains).map_err(|e| {
+            tracing::info!(source = "mtls", check = e.check(), reason = %e, peer = ?p.remote_addr, "caller refused");
+            Error::ClientCertificate(e)
+        }))
+    }
+
+    fn try_jwt(&self, p: &Presented<'_>) -> Option<Result<Caller, Error>> {
+        let verifier = self.inner.jwt.as_ref()?;
+        let token = match bearer(p.metadata)? {
+            Ok(token) => token,
+            Err(e) => return Some(Err(refused_bearer("jwt", e))),
+        };
+        if self.dev_tokens_enabled() && !is_jwt_shaped(token) {
+            return None;
+        }
+        Some(verifier.verify(token).map_err(|r| {
+            tracing::info!(
+                source = "jwt",
+                check = r.error.check(),
+                reason = %r.error,
+                subject = r.subject.as_deref().unwrap_or(""),
+                "caller refused"
+            );
+            Error::Jwt(r.error)
+        }))
+    }
+
+    fn try_xfcc(&self, p: &Presented<'_>) -> Option<Result<Caller, Error>> {
+        let values: Vec<_> = p.metadata.get_all(xfcc::HEADER).iter().collect();
+        if values.is_empty() {
+            return None;
+        }
+        let peer = p.remote_addr.map(|a| a.ip());
+        match self.inner.xfcc.trust(peer) {
+            xfcc::Trust::Trusted => {}
+            why => {
+                tracing::info!(
+                    peer = ?p.remote_addr,
+                    why = match why {
+                        xfcc::Trust::Disabled => "identity.xfcc.enabled is false",
+                        _ => "peer not in identity.xfcc.trusted_peers",
+                    },
+                    "x-forwarded-client-cert header ignored"
+                );
+                return None;
+            }
+        }
+        // Several header lines read as one comma-separated value, in order, so the
+        // last element is still the nearest proxy's.
+        let mut joined = String::new();
+        for v in values {
+            let Ok(v) = v.to_str() else {
+                let e = SanError::Malformed(xfcc::ParseError::NotText);
+                tracing::info!(source = "xfcc", check = e.check(), reason = %e, "caller refused");
+                return Some(Err(Error::ForwardedCertificate(e)));
+            };
+            if !joined.is_empty() {
+                joined.push(',');
+            }
+            joined.push_str(v);
+        }
+        Some(self.inner.xfcc.caller(&joined).map_err(|e| {
+            tracing::info!(source = "xfcc", check = e.check(), reason = %e, peer = ?p.remote_addr, "caller refused");
+            Error::ForwardedCertificate(e)
+        }))
+    }
+
+    fn try_dev_token(&self, p: &Presented<'_>) -> Option<Result<Caller, Error>> {
+        if !self.dev_tokens_enabled() {
+            return None;
+        }
+        let token = match bearer(p.metadata)? {
+            Ok(token) => token,
+            Err(e) => return Some(Err(refused_bearer("dev_token", e))),
+        };
+        if self.inner.jwt.is_some() && is_jwt_shaped(token) {
+            return None;
+        }
+        Some(self.inner.dev_tokens.caller(token).ok_or_else(|| {
+            tracing::info!(
+                source = "dev_token",
+                check = "unknown_token",
+                "caller refused"
+            );
+            Error::UnknownToken
+        }))
+    }
+}
+
+fn refused_bearer(source: &'static str, e: Error) -> Error {
+    tracing::info!(source, check = "authorization", reason = %e, "caller refused");
+    e
+}
+
+/// The bearer token of the request: `None` without `authorization` metadata,
+/// `Some(Err(Malformed))` when it is not exactly one `Bearer <token>`.
+fn bearer(metadata: &MetadataMap) -> Option<Result<&str, Error>> {
+    let mut values = metadata.get_all("authorization").iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return Some(Err(Error::Malformed));
+    }
+    Some(
+        value
+            .to_str()
+            .ok()
+            .and_then(bearer_token)
+            .ok_or(Error::Malformed),
+    )
 }
 
 /// The token of an `authorization: Bearer <token>` value (scheme case-insensitive).
@@ -151,16 +897,10 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bearer_scheme_is_case_insensitive_and_required() {
-        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
-        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
-        assert_eq!(bearer_token("Basic abc"), None);
-        assert_eq!(bearer_token("Bearer "), None);
-        assert_eq!(bearer_token("abc"), None);
-    }
+/// Whether a bearer token looks like a compact JWS (`header.payload.signature`).
+fn is_jwt_shaped(token: &str) -> bool {
+    token.bytes().filter(|&b| b == b'.').count() == 2
 }
+
+#[cfg(test)]
+mod tests;

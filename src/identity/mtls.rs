@@ -1,0 +1,448 @@
+//! mTLS terminated by this service: the TLS server configuration, the accept loop that
+//! logs why a handshake failed, and the caller id from the client certificate's SPIFFE
+//! ID.
+//!
+//! Two checks, two places:
+//! - **At the handshake** (rustls' WebPKI client verifier): the client chain must lead to
+//!   a CA in `ca_file`, be within its validity period, and the leaf must allow client
+//!   authentication; with `required = true` a client without a certificate is refused
+//!   too. A refused handshake has no gRPC status; [`TlsIncoming`] logs which check failed.
+//! - **At the call** ([`caller`]): the leaf must carry exactly one URI SAN, a SPIFFE ID
+//!   in one of `trust_domains`. Failures are UNAUTHENTICATED with a message saying
+//!   which.
+//!
+//! Tonic's own `ServerTlsConfig` cannot log why a handshake failed (it logs at debug,
+//! without the reason), so the server builds its own rustls config here and hands tonic
+//! already-encrypted streams through [`TlsIncoming`]; tonic's `Request::peer_certs()`
+//! and `remote_addr()` work on them unchanged.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, RootCertStore, ServerConfig};
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::Stream;
+use x509_cert::der::Decode;
+
+use super::spiffe::TrustDomains;
+use super::{Caller, SanError, Source};
+
+/// How many handshakes may run at once before the accept loop stops taking new
+/// connections (backpressure against a flood of slow handshakes).
+const MAX_CONCURRENT_HANDSHAKES: usize = 1024;
+
+/// `[identity.mtls]`: TLS with client certificates, terminated by this service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsConfig {
+    /// PEM bundle of the CA(s) that issue client certificates. Only chains ending at
+    /// one of them are accepted.
+    pub ca_file: PathBuf,
+    /// PEM certificate chain this server presents (leaf first).
+    pub cert_file: PathBuf,
+    /// PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// SPIFFE trust domains whose workloads may call, e.g. `["prod.example"]`.
+    pub trust_domains: Vec<String>,
+    /// Whether every connection must present a client certificate. With `false`, a
+    /// client without one is let through to the next identity source (e.g. a JWT);
+    /// one that presents a certificate is still verified and refused if it is bad.
+    #[serde(default = "default_required")]
+    pub required: bool,
+    /// Longest a TLS handshake may take before the connection is dropped.
+    #[serde(
+        default = "default_handshake_timeout",
+        with = "crate::config::duration"
+    )]
+    pub handshake_timeout: Duration,
+}
+
+fn default_required() -> bool {
+    true
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Why the TLS set-up could not be built at start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("identity.mtls.{field}: cannot read {}: {source}", path.display())]
+    Read {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("identity.mtls.{field}: {} holds no certificate", path.display())]
+    NoCertificate { field: &'static str, path: PathBuf },
+    #[error("identity.mtls.ca_file: no certificate in {} is a usable CA", path.display())]
+    NoUsableCa { path: PathBuf },
+    #[error("identity.mtls: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("identity.mtls: the server certificate and key do not fit: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Builds the rustls server configuration of `config`: server certificate and key,
+/// client certificates verified against `ca_file` (required or optional), ALPN `h2`,
+/// TLS 1.2 and 1.3 on the ring provider. Reads the files once (call it at start-up).
+///
+/// Plug it into tonic with [`TlsIncoming`]:
+/// `Server::builder()….serve_with_incoming_shutdown(TlsIncoming::new(TcpIncoming::from(listener), tls, config.handshake_timeout), signal)`.
+///
+/// # Errors
+/// [`SetupError`] when a file cannot be read or holds no certificate/key, or when the
+/// key does not match the certificate.
+pub fn server_tls_config(config: &MtlsConfig) -> Result<Arc<ServerConfig>, SetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ca = read_certs("ca_file", &config.ca_file)?;
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(ca);
+    if added == 0 {
+        return Err(SetupError::NoUsableCa {
+            path: config.ca_file.clone(),
+        });
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let verifier = if config.required {
+        builder.build()?
+    } else {
+        builder.allow_unauthenticated().build()?
+    };
+    let chain = read_certs("cert_file", &config.cert_file)?;
+    let key =
+        PrivateKeyDer::from_pem_file(&config.key_file).map_err(|source| SetupError::Read {
+            field: "key_file",
+            path: config.key_file.clone(),
+            source,
+        })?;
+    let mut tls = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(tls))
+}
+
+fn read_certs(
+    field: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, SetupError> {
+    let read_err = |source| SetupError::Read {
+        field,
+        path: path.to_owned(),
+        source,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(read_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_err)?;
+    if certs.is_empty() {
+        return Err(SetupError::NoCertificate {
+            field,
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+// === the call: SPIFFE ID from the leaf certificate ===
+
+/// The caller a verified client certificate chain stands for: the leaf's single URI
+/// SAN as a SPIFFE ID in one of `domains`. Attributes: `trust_domain`, and `namespace`
+/// and `service_account` when the path is `/ns/NAMESPACE/sa/NAME`.
+///
+/// The chain itself (issuer, validity, key usage) was verified at the handshake; this
+/// only reads the leaf.
+///
+/// # Errors
+/// [`SanError::Unreadable`] when the leaf cannot be parsed, [`SanError::NoUri`] or
+/// [`SanError::SeveralUris`] unless there is exactly one URI SAN,
+/// [`SanError::NotSpiffe`] when it is not a valid SPIFFE ID,
+/// [`SanError::UntrustedDomain`] when its trust domain is not accepted.
+pub fn caller(chain: &[CertificateDer<'_>], domains: &TrustDomains) -> Result<Caller, SanError> {
+    let leaf = chain.first().ok_or(SanError::Unreadable)?;
+    let uris = uri_sans(leaf)?;
+    let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
+    super::spiffe_caller(&uris, domains, Source::Mtls)
+}
+
+/// The URI SANs of a DER certificate, in order.
+fn uri_sans(der: &[u8]) -> Result<Vec<String>, SanError> {
+    use x509_cert::ext::pkix::SubjectAltName;
+    use x509_cert::ext::pkix::name::GeneralName;
+
+    let cert = x509_cert::Certificate::from_der(der).map_err(|_| SanError::Unreadable)?;
+    // `get` fails on a duplicated SAN extension, which RFC 5280 forbids; refusing it
+    // avoids two parsers disagreeing about which one counts.
+    let san = cert
+        .tbs_certificate
+        .get::<SubjectAltName>()
+        .map_err(|_| SanError::Unreadable)?;
+    Ok(san
+        .map(|(_critical, san)| san.0)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|name| match name {
+            GeneralName::UniformResourceIdentifier(uri) => Some(uri.to_string()),
+            _ => None,
+        })
+        .collect())
+}
+
+// === the handshake: accept loop ===
+
+/// Why a TLS handshake failed, in the words of the check that failed.
+#[derive(Debug)]
+pub struct HandshakeError {
+    reason: HandshakeFailure,
+    source: io::Error,
+}
+
+/// The check a failed handshake tripped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// `required = true` and the client sent no certificate.
+    NoClientCertificate,
+    /// The client certificate (or one in its chain) has expired.
+    Expired,
+    /// The client certificate is not valid yet.
+    NotYetValid,
+    /// The chain does not lead to a CA in `ca_file`.
+    UnknownIssuer,
+    /// The certificate may not be used for client authentication (extended key usage).
+    NotForClientAuth,
+    /// Any other certificate problem (bad encoding, bad signature, critical extension…).
+    BadCertificate,
+    /// The handshake took longer than `handshake_timeout`.
+    Timeout,
+    /// Not about the certificate: the peer closed, spoke something else than TLS…
+    Other,
+}
+
+impl HandshakeFailure {
+    /// A short name, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoClientCertificate => "no_client_certificate",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::UnknownIssuer => "unknown_issuer",
+            Self::NotForClientAuth => "not_for_client_auth",
+            Self::BadCertificate => "bad_certificate",
+            Self::Timeout => "timeout",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl HandshakeError {
+    /// Which check failed.
+    pub fn failure(&self) -> HandshakeFailure {
+        self.reason
+    }
+
+    fn new(source: io::Error) -> Self {
+        Self {
+            reason: classify(&source),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.reason {
+            HandshakeFailure::NoClientCertificate => {
+                "no client certificate presented (identity.mtls.required = true)"
+            }
+            HandshakeFailure::Expired => "client certificate expired",
+            HandshakeFailure::NotYetValid => "client certificate not valid yet",
+            HandshakeFailure::UnknownIssuer => {
+                "client certificate not issued by a CA in identity.mtls.ca_file"
+            }
+            HandshakeFailure::NotForClientAuth => {
+                "client certificate's extended key usage does not allow client authentication"
+            }
+            HandshakeFailure::BadCertificate => "client certificate invalid",
+            HandshakeFailure::Timeout => "TLS handshake timed out",
+            HandshakeFailure::Other => "TLS handshake failed",
+        };
+        write!(f, "{what}: {}", self.source)
+    }
+}
+
+impl std::error::Error for HandshakeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+fn classify(error: &io::Error) -> HandshakeFailure {
+    if error.kind() == io::ErrorKind::TimedOut {
+        return HandshakeFailure::Timeout;
+    }
+    let Some(tls) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return HandshakeFailure::Other;
+    };
+    match tls {
+        rustls::Error::NoCertificatesPresented => HandshakeFailure::NoClientCertificate,
+        rustls::Error::InvalidCertificate(e) => match e {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                HandshakeFailure::Expired
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                HandshakeFailure::NotYetValid
+            }
+            CertificateError::UnknownIssuer => HandshakeFailure::UnknownIssuer,
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                HandshakeFailure::NotForClientAuth
+            }
+            _ => HandshakeFailure::BadCertificate,
+        },
+        _ => HandshakeFailure::Other,
+    }
+}
+
+/// Runs the server side of one TLS handshake on `io`, bounded by `timeout`.
+///
+/// # Errors
+/// [`HandshakeError`], saying which check failed.
+pub async fn accept<IO>(
+    acceptor: &TlsAcceptor,
+    io: IO,
+    timeout: Duration,
+) -> Result<TlsStream<IO>, HandshakeError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+        Ok(result) => result.map_err(HandshakeError::new),
+        Err(_) => Err(HandshakeError::new(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "handshake timeout",
+        ))),
+    }
+}
+
+/// A stream of TLS connections for tonic's `serve_with_incoming*`: takes TCP
+/// connections from `tcp` (e.g. tonic's `TcpIncoming`, which keeps its TCP options),
+/// runs their handshakes concurrently (a slow client never holds up others), and
+/// yields the ones that succeed. A failed handshake is logged, at info level when a
+/// client certificate was refused (saying which check failed and the peer address),
+/// at debug level otherwise (port scans, TCP probes), and never ends the stream.
+pub struct TlsIncoming<S, IO> {
+    tcp: Pin<Box<S>>,
+    tcp_done: bool,
+    acceptor: TlsAcceptor,
+    timeout: Duration,
+    handshakes: JoinSet<Option<TlsStream<IO>>>,
+}
+
+/// An I/O stream that may know its peer's address (for the handshake log line).
+pub trait PeerAddr {
+    /// The peer's address, if known.
+    fn peer(&self) -> Option<SocketAddr>;
+}
+
+impl PeerAddr for tokio::net::TcpStream {
+    fn peer(&self) -> Option<SocketAddr> {
+        self.peer_addr().ok()
+    }
+}
+
+impl<S, IO> TlsIncoming<S, IO> {
+    /// TLS connections over `tcp`, with the configuration of [`server_tls_config`].
+    pub fn new(tcp: S, config: Arc<ServerConfig>, handshake_timeout: Duration) -> Self {
+        Self {
+            tcp: Box::pin(tcp),
+            tcp_done: false,
+            acceptor: TlsAcceptor::from(config),
+            timeout: handshake_timeout,
+            handshakes: JoinSet::new(),
+        }
+    }
+}
+
+impl<S, IO> Stream for TlsIncoming<S, IO>
+where
+    S: Stream<Item = io::Result<IO>>,
+    IO: AsyncRead + AsyncWrite + PeerAddr + Unpin + Send + 'static,
+{
+    type Item = io::Result<TlsStream<IO>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            // Take every connection that is ready, up to the handshake limit. TCP
+            // accept errors go to tonic, which decides whether they are fatal.
+            while !this.tcp_done && this.handshakes.len() < MAX_CONCURRENT_HANDSHAKES {
+                match this.tcp.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(Ok(io))) => {
+                        let acceptor = this.acceptor.clone();
+                        let timeout = this.timeout;
+                        this.handshakes.spawn(async move {
+                            let peer = io.peer();
+                            match accept(&acceptor, io, timeout).await {
+                                Ok(tls) => Some(tls),
+                                Err(e) => {
+                                    log_handshake_failure(&e, peer);
+                                    None
+                                }
+                            }
+                        });
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                    Poll::Ready(None) => this.tcp_done = true,
+                    Poll::Pending => break,
+                }
+            }
+            match this.handshakes.poll_join_next(cx) {
+                Poll::Ready(Some(Ok(Some(tls)))) => return Poll::Ready(Some(Ok(tls))),
+                // Failed (already logged) or the task panicked: a slot is free again,
+                // so take new connections before waiting.
+                Poll::Ready(Some(Ok(None) | Err(_))) => continue,
+                Poll::Ready(None) if this.tcp_done => return Poll::Ready(None),
+                // No handshake running, and the TCP stream (polled above with free
+                // slots) has registered the waker.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+fn log_handshake_failure(error: &HandshakeError, peer: Option<SocketAddr>) {
+    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    match error.failure() {
+        HandshakeFailure::Timeout | HandshakeFailure::Other => {
+            tracing::debug!(%peer, error = %error, "TLS handshake failed");
+        }
+        failure => {
+            tracing::info!(
+                %peer,
+                source = "mtls",
+                check = failure.as_str(),
+                error = %error,
+                "client certificate refused at the TLS handshake"
+            );
+        }
+    }
+}
