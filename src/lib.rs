@@ -5,6 +5,7 @@
 //! - [`config`]: typed configuration, validated once at start-up;
 //! - [`identity`]: who is calling, as one [`identity::Caller`];
 //! - [`rules`]: which caller may be granted what;
+//! - [`rules_reload`]: the rules in force, reloaded on change and SIGHUP;
 //! - [`scope`]: bucket, key and prefix validation (the security core);
 //! - [`expiry`]: how long a grant lives;
 //! - [`policy`]: the STS session policy that confines credentials to one prefix;
@@ -32,6 +33,7 @@ pub mod identity;
 pub mod policy;
 pub mod readiness;
 pub mod rules;
+pub mod rules_reload;
 pub mod scope;
 pub mod secret;
 pub mod server;

@@ -4,6 +4,12 @@
 //! characters other than `/`), a bucket, a prefix, the actions it allows and the
 //! longest TTL it grants. No rule, no grant.
 //!
+//! A prefix may be a template over the caller's identity attributes, e.g.
+//! `tenants/{namespace}/`: each attribute value must be a single, plain path segment
+//! (no `/`, not `.` or `..`, no control or policy metacharacters, not empty), so a
+//! crafted namespace or claim can never widen a grant; a caller without the attribute,
+//! or with a value that fails these checks, simply does not match the rule.
+//!
 //! When several rules allow a request, the most specific one applies: the one with
 //! the longest prefix, and of equally long ones the first in the file. Its `max_ttl`
 //! bounds the grant, so a narrow rule can give a sub-folder a shorter (or longer) TTL
@@ -59,12 +65,104 @@ pub enum Target<'a> {
     Prefix(&'a Prefix),
 }
 
+/// Attributes a prefix template may use.
+pub const TEMPLATE_ATTRIBUTES: [&str; 5] = [
+    "namespace",
+    "service_account",
+    "trust_domain",
+    "subject",
+    "issuer",
+];
+
+/// A rule's prefix: fixed, or a template rendered per caller.
+#[derive(Debug, Clone)]
+enum RulePrefix {
+    Fixed(Prefix),
+    Template(Vec<Part>),
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    Text(String),
+    Attribute(String),
+}
+
+impl RulePrefix {
+    fn parse(s: &str) -> Result<RulePrefix, String> {
+        if !s.contains(['{', '}']) {
+            return s
+                .parse()
+                .map(RulePrefix::Fixed)
+                .map_err(|e| format!("prefix '{s}' {e}"));
+        }
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            let (text, after) = rest.split_at(open);
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("prefix '{s}': '{{' without a closing '}}'"))?;
+            let name = &after[1..close];
+            if !TEMPLATE_ATTRIBUTES.contains(&name) {
+                return Err(format!(
+                    "prefix '{s}': unknown attribute '{{{name}}}'; use one of {}",
+                    TEMPLATE_ATTRIBUTES.join(", ")
+                ));
+            }
+            if text.contains('}') {
+                return Err(format!("prefix '{s}': '}}' without an opening '{{'"));
+            }
+            parts.push(Part::Text(text.to_owned()));
+            parts.push(Part::Attribute(name.to_owned()));
+            rest = &after[close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("prefix '{s}': '}}' without an opening '{{'"));
+        }
+        parts.push(Part::Text(rest.to_owned()));
+        let template = RulePrefix::Template(parts);
+        // A sample rendering must be a valid prefix: the template's own text is held to
+        // the same rules as any prefix.
+        template
+            .render(|_| Some("x"))
+            .ok_or_else(|| format!("prefix '{s}' is not a valid prefix template (it must end with '/' and hold no empty, '.' or '..' segments)"))?;
+        Ok(template)
+    }
+
+    /// The prefix for a caller whose attributes `attribute` looks up; `None` when an
+    /// attribute is missing or is not a plain single segment.
+    fn render<'a>(&self, attribute: impl Fn(&str) -> Option<&'a str>) -> Option<Prefix> {
+        match self {
+            RulePrefix::Fixed(p) => Some(p.clone()),
+            RulePrefix::Template(parts) => {
+                let mut out = String::new();
+                for part in parts {
+                    match part {
+                        Part::Text(t) => out.push_str(t),
+                        Part::Attribute(name) => {
+                            let value = attribute(name)?;
+                            // One segment only: a '/' would let a value add segments.
+                            // Empty, dot, control and metacharacter values are refused
+                            // by the Prefix parse below.
+                            if value.contains('/') {
+                                return None;
+                            }
+                            out.push_str(value);
+                        }
+                    }
+                }
+                out.parse().ok()
+            }
+        }
+    }
+}
+
 /// A validated rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
     callers: Vec<CallerPattern>,
     bucket: BucketName,
-    prefix: Prefix,
+    prefix: RulePrefix,
     actions: Vec<Action>,
     max_ttl: Duration,
     allow_delete: bool,
@@ -77,9 +175,10 @@ impl Rule {
         self.max_ttl
     }
 
-    /// The prefix the rule covers.
-    pub fn prefix(&self) -> &Prefix {
-        &self.prefix
+    /// The prefix the rule covers for `caller`, if it covers any.
+    pub fn prefix_for(&self, caller: &Caller) -> Option<Prefix> {
+        self.prefix
+            .render(|name| caller.attributes().get(name).map(String::as_str))
     }
 
     /// Whether scoped write credentials under this rule may also delete objects.
@@ -98,10 +197,10 @@ impl Rule {
             && self.callers.iter().any(|p| p.matches(caller.id()))
     }
 
-    fn covers(&self, target: Target<'_>) -> bool {
+    fn covers(prefix: &Prefix, target: Target<'_>) -> bool {
         match target {
-            Target::Key(key) => key.is_under(&self.prefix),
-            Target::Prefix(prefix) => self.prefix.contains(prefix),
+            Target::Key(key) => key.is_under(prefix),
+            Target::Prefix(p) => prefix.contains(p),
         }
     }
 }
@@ -277,19 +376,22 @@ impl Rules {
         bucket: &BucketName,
         target: Target<'_>,
     ) -> Result<&Rule, Denied> {
-        let mut best: Option<&Rule> = None;
+        let mut best: Option<(&Rule, usize)> = None;
         for rule in self
             .rules
             .iter()
             .filter(|r| r.applies_to(caller, action, bucket))
         {
-            if rule.covers(target)
-                && best.is_none_or(|b| rule.prefix.as_str().len() > b.prefix.as_str().len())
-            {
-                best = Some(rule);
+            let Some(prefix) = rule.prefix_for(caller) else {
+                continue;
+            };
+            let len = prefix.as_str().len();
+            if Rule::covers(&prefix, target) && best.is_none_or(|(_, b)| len > b) {
+                best = Some((rule, len));
             }
         }
-        best.ok_or_else(|| self.denied(caller, action, bucket))
+        best.map(|(rule, _)| rule)
+            .ok_or_else(|| self.denied(caller, action, bucket))
     }
 
     fn denied(&self, caller: &Caller, action: Action, bucket: &BucketName) -> Denied {
@@ -297,7 +399,8 @@ impl Rules {
             .rules
             .iter()
             .filter(|r| r.applies_to(caller, action, bucket))
-            .map(|r| r.prefix.to_string())
+            .filter_map(|r| r.prefix_for(caller))
+            .map(|p| p.to_string())
             .collect();
         allowed_prefixes.dedup();
         Denied {
@@ -328,10 +431,7 @@ impl Rule {
             .bucket
             .parse()
             .map_err(|e| format!("bucket '{}' {e}", raw.bucket))?;
-        let prefix = raw
-            .prefix
-            .parse()
-            .map_err(|e| format!("prefix '{}' {e}", raw.prefix))?;
+        let prefix = RulePrefix::parse(&raw.prefix)?;
         if raw.actions.is_empty() {
             return Err(
                 "actions: list at least one of read, write, assume-read, assume-write, list".into(),
@@ -483,7 +583,10 @@ actions = ["read"]
             )
             .unwrap();
         assert_eq!(rule.max_ttl(), Duration::from_secs(60));
-        assert_eq!(rule.prefix().as_str(), "public/short/");
+        assert_eq!(
+            rule.prefix_for(&caller("dev:demo")).unwrap().as_str(),
+            "public/short/"
+        );
         // Write is only in the broader rule, which then applies.
         let rule = r
             .authorize(
@@ -493,7 +596,10 @@ actions = ["read"]
                 Target::Key(&k),
             )
             .unwrap();
-        assert_eq!(rule.prefix().as_str(), "public/");
+        assert_eq!(
+            rule.prefix_for(&caller("dev:demo")).unwrap().as_str(),
+            "public/"
+        );
     }
 
     #[test]
@@ -640,6 +746,102 @@ actions = ["read"]
     fn allow_delete_needs_assume_write() {
         let text = "[[rules]]\ncallers = [\"a\"]\nbucket = \"demo\"\nprefix = \"x/\"\nactions = [\"read\"]\nallow_delete = true\n";
         assert!(Rules::parse(text, Path::new("rules.toml")).is_err());
+    }
+
+    const TEMPLATED: &str = r#"
+[[rules]]
+callers = ["spiffe://prod.example/ns/*/sa/*"]
+bucket = "data"
+prefix = "tenants/{namespace}/{service_account}/"
+actions = ["read"]
+"#;
+
+    fn workload(namespace: &str, sa: &str) -> Caller {
+        Caller::new("spiffe://prod.example/ns/x/sa/y", Source::DevToken)
+            .with_attribute("namespace", namespace)
+            .with_attribute("service_account", sa)
+    }
+
+    #[test]
+    fn template_prefix_uses_the_callers_own_attributes() {
+        let r = Rules::parse(TEMPLATED, Path::new("rules.toml")).unwrap();
+        let c = workload("team-a", "etl");
+        let b = bucket("data");
+        assert!(
+            r.authorize(
+                &c,
+                Action::Read,
+                &b,
+                Target::Key(&key("tenants/team-a/etl/x"))
+            )
+            .is_ok()
+        );
+        assert!(
+            r.authorize(
+                &c,
+                Action::Read,
+                &b,
+                Target::Key(&key("tenants/team-b/etl/x"))
+            )
+            .is_err()
+        );
+        let msg = r
+            .authorize(
+                &c,
+                Action::Read,
+                &b,
+                Target::Key(&key("tenants/team-b/etl/x")),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("'tenants/team-a/etl/'"), "{msg}");
+    }
+
+    #[test]
+    fn crafted_attribute_values_never_widen_a_template() {
+        let r = Rules::parse(TEMPLATED, Path::new("rules.toml")).unwrap();
+        let b = bucket("data");
+        let k = key("tenants/team-b/etl/x");
+        for (ns, sa) in [
+            ("team-b/etl", "x"),
+            ("..", "etl"),
+            (".", "etl"),
+            ("", "etl"),
+            ("team-*", "etl"),
+            ("team\n", "etl"),
+            ("team-b", "etl/.."),
+        ] {
+            let c = workload(ns, sa);
+            assert!(
+                r.authorize(&c, Action::Read, &b, Target::Key(&k)).is_err(),
+                "{ns:?}/{sa:?}"
+            );
+            let p = r.rules[0].prefix_for(&c);
+            assert!(p.is_none(), "{ns:?}/{sa:?} rendered {p:?}");
+        }
+        // A caller without the attributes matches nothing.
+        let bare = Caller::new("spiffe://prod.example/ns/x/sa/y", Source::DevToken);
+        assert!(
+            r.authorize(&bare, Action::Read, &b, Target::Key(&k))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bad_templates_are_refused_at_load() {
+        for (prefix, want) in [
+            ("tenants/{tenant}/", "unknown attribute"),
+            ("tenants/{namespace/", "closing"),
+            ("tenants/namespace}/", "opening"),
+            ("tenants/{namespace}", "template"),
+            ("tenants/{namespace}*/", "template"),
+        ] {
+            let text = TEMPLATED.replace("tenants/{namespace}/{service_account}/", prefix);
+            let err = Rules::parse(&text, Path::new("rules.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{prefix}: {err}");
+        }
     }
 
     #[test]

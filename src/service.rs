@@ -20,7 +20,8 @@ use crate::expiry::{self, Ttl};
 use crate::identity::{self, Caller};
 use crate::policy::{self, Access, KmsKeyArn, Partition};
 use crate::proto;
-use crate::rules::{self, Action, Rules, Target};
+use crate::rules::{self, Action, Target};
+use crate::rules_reload::RulesHandle;
 use crate::scope::{self, BucketName, HeaderText, ObjectKey, Prefix, VersionId};
 use crate::sign::{GetObject, Signer};
 use crate::sts;
@@ -178,7 +179,7 @@ fn requested_ttl(
 /// The grant service.
 #[derive(Debug, Clone)]
 pub struct GrantService {
-    rules: Arc<Rules>,
+    rules: Arc<RulesHandle>,
     signer: Arc<Signer>,
     credentials: Arc<CredentialSource>,
     limits: GrantsConfig,
@@ -207,7 +208,7 @@ pub struct ScopedGrants {
 impl GrantService {
     /// A service granting under `rules`, signing with `signer` and `credentials`.
     pub fn new(
-        rules: Arc<Rules>,
+        rules: Arc<RulesHandle>,
         signer: Arc<Signer>,
         credentials: Arc<CredentialSource>,
         limits: GrantsConfig,
@@ -249,8 +250,8 @@ impl GrantService {
             unreachable!("every missing value recorded a violation");
         };
 
-        let rule = self
-            .rules
+        let rules = self.rules.current();
+        let rule = rules
             .authorize(caller, Action::Read, &bucket, Target::Key(&key))
             .inspect_err(|_| audit::denied(caller, Action::Read, bucket.as_str(), key.as_str()))?;
         let credentials = self.credentials.current()?;
@@ -345,9 +346,9 @@ impl GrantService {
         let mut rule_max = Duration::MAX;
         let mut delete = false;
         let mut rule_line = 0;
+        let rules = self.rules.current();
         for &action in &actions {
-            let rule = self
-                .rules
+            let rule = rules
                 .authorize(caller, action, &bucket, Target::Prefix(&prefix))
                 .inspect_err(|_| audit::denied(caller, action, bucket.as_str(), prefix.as_str()))?;
             rule_max = rule_max.min(rule.max_ttl());

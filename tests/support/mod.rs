@@ -197,6 +197,7 @@ check_interval = "1s"
 default_ttl = "5m"
 max_ttl = "1h"
 rules_file = "rules.toml"
+rules_reload_interval = "200ms"
 [identity]
 dev_mode = true
 [[identity.dev_tokens]]
@@ -231,6 +232,11 @@ caller = "dev:other"
             task: Some(task),
             _dir: dir,
         }
+    }
+
+    /// The rules file the service reads, to change it while the service runs.
+    pub fn rules_path(&self) -> PathBuf {
+        self._dir.path().join("rules.toml")
     }
 
     pub async fn channel(&self) -> Channel {

@@ -1,0 +1,139 @@
+//! Keeps the current rule set, and replaces it without a restart when the rules file
+//! changes on disk or the process gets SIGHUP.
+//!
+//! A reload is all or nothing: the new file is parsed and validated in full first; a
+//! bad one keeps the rules in force, logs why (file and line) and counts the failure.
+//! Requests read an `Arc<Rules>` snapshot, so a reload never changes the rules under a
+//! request in flight.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use crate::rules::{self, Rules};
+
+/// The rules in force, and how to reload them.
+#[derive(Debug)]
+pub struct RulesHandle {
+    path: PathBuf,
+    current: RwLock<Arc<Rules>>,
+    reloads: AtomicU64,
+    failed_reloads: AtomicU64,
+}
+
+/// What identifies a version of the file on disk, to notice changes by polling.
+type Version = Option<(SystemTime, u64)>;
+
+impl RulesHandle {
+    /// Starts with `rules`, loaded from `path`.
+    pub fn new(rules: Rules, path: PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            path,
+            current: RwLock::new(Arc::new(rules)),
+            reloads: AtomicU64::new(0),
+            failed_reloads: AtomicU64::new(0),
+        })
+    }
+
+    /// The rules in force now.
+    pub fn current(&self) -> Arc<Rules> {
+        self.current
+            .read()
+            .expect("the rules lock is never held across a panic")
+            .clone()
+    }
+
+    /// Successful reloads since start.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// Reloads refused (bad file) since start.
+    pub fn failed_reloads(&self) -> u64 {
+        self.failed_reloads.load(Ordering::Relaxed)
+    }
+
+    /// Loads the file again and puts it in force if it is valid.
+    ///
+    /// # Errors
+    /// Why the file was refused; the previous rules stay in force.
+    pub async fn reload(&self) -> Result<(), rules::Error> {
+        match Rules::load(&self.path).await {
+            Ok(rules) => {
+                let count = rules.len();
+                *self
+                    .current
+                    .write()
+                    .expect("the rules lock is never held across a panic") = Arc::new(rules);
+                self.reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(file = %self.path.display(), rules = count, "rules reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                self.failed_reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    error = %e,
+                    failed_reloads = self.failed_reloads(),
+                    "rules reload refused; the previous rules stay in force"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Polls the file every `interval` and reloads when it changed; reloads on SIGHUP.
+    /// Runs until the task is dropped.
+    pub async fn watch(self: Arc<Self>, interval: Duration) {
+        let mut seen = self.version().await;
+        let mut hangup = hangup_signal();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let now = self.version().await;
+                    if now != seen {
+                        seen = now;
+                        let _ = self.reload().await;
+                    }
+                }
+                Some(()) = next(&mut hangup) => {
+                    tracing::info!("SIGHUP: reloading rules");
+                    seen = self.version().await;
+                    let _ = self.reload().await;
+                }
+            }
+        }
+    }
+
+    async fn version(&self) -> Version {
+        let meta = tokio::fs::metadata(&self.path).await.ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+#[cfg(unix)]
+fn hangup_signal() -> Hangup {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> Hangup {
+    None
+}
+
+/// The next SIGHUP; never completes where there is no signal stream.
+async fn next(hangup: &mut Hangup) -> Option<()> {
+    #[cfg(unix)]
+    if let Some(signal) = hangup {
+        return signal.recv().await;
+    }
+    let _ = hangup;
+    std::future::pending().await
+}
