@@ -129,7 +129,8 @@ mod tests {
             let year: u32 = current[0..4].parse().unwrap();
             let month: u32 = current[4..6].parse().unwrap();
             let dom: u32 = current[6..8].parse().unwrap();
-            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+            let leap =
+                year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
             let last = match month {
                 2 if leap => 29,
                 2 => 28,

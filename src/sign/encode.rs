@@ -86,6 +86,7 @@ pub(crate) fn push_hex_lower(out: &mut String, bytes: &[u8; 32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn query(s: &str) -> String {
         let mut out = String::new();
@@ -166,5 +167,33 @@ mod tests {
         let mut out = String::new();
         push_hex_lower(&mut out, &bytes);
         assert_eq!(out, format!("ab{}0f", "0".repeat(60)));
+    }
+
+    /// The AWS docs' `UriEncode`, byte by byte, as plainly as it can be written.
+    fn naive(s: &str, keep_slash: bool) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    char::from(b).to_string()
+                }
+                b'/' if keep_slash => "/".to_owned(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn matches_the_naive_encoder(s in any::<String>()) {
+            prop_assert_eq!(query(&s), naive(&s, false));
+            prop_assert_eq!(path(&s), naive(&s, true));
+        }
+
+        #[test]
+        fn appends_without_touching_what_is_there(prefix in "[a-z%]{0,4}", s in any::<String>()) {
+            let mut out = prefix.clone();
+            encode_query(&mut out, &s);
+            prop_assert_eq!(out, format!("{prefix}{}", naive(&s, false)));
+        }
     }
 }

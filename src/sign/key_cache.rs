@@ -3,13 +3,16 @@
 //! Deriving a key costs four HMAC-SHA256s (kDate, kRegion, kService, kSigning); a
 //! presigned URL then needs only one more HMAC with it. The key changes only when
 //! the UTC date, the region or the credentials do, so one cached entry serves every
-//! grant of a day. This module owns that cache and the derivation; it leaves the
-//! canonical request and the URL to `presign`.
+//! grant of a day. The entry also keeps what else depends only on those: the
+//! credential scope, the encoded `X-Amz-Credential` value and the encoded session
+//! token (the longest part of every URL). This module owns that cache
+//! and the derivation; it leaves the canonical request and the URL to `presign`.
 //!
-//! Security invariant: the cache hands out a key only for the exact credentials it
-//! was derived from. An entry matches on the date, the region, the access key id
-//! *and* the secret access key, so a rotated secret under the same access key id (or
-//! any other credentials) can never be signed for with a stale key.
+//! Security invariant: the cache hands out a key (or token) only for the exact
+//! credentials it was computed from. An entry matches on the date, the region, the
+//! access key id, the secret access key *and* the session token, so a rotated secret
+//! under the same access key id (or any other credentials) can never be signed for
+//! with a stale key, nor a URL carry another snapshot's token.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
@@ -18,6 +21,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::amz_date::AmzDate;
+use super::encode::{encode_query, encoded_len_bound};
 use crate::credentials::SigningCredentials;
 use crate::secret::Secret;
 
@@ -84,15 +88,80 @@ impl std::fmt::Debug for SigningKey {
 
 // === impl KeyCache ===
 
-/// What a cached key was derived from, and the key.
+/// What the signer computes once per credentials, day and region, and reuses for
+/// every signature until one of them changes.
+pub(crate) struct Prepared {
+    key: SigningKey,
+    /// `{date}/{region}/s3/aws4_request`: the credential scope, as the string to
+    /// sign carries it.
+    scope: String,
+    /// `{access key id}/{scope}`, percent-encoded: the `X-Amz-Credential` value.
+    encoded_credential: String,
+    /// The session token, percent-encoded for the query. An STS token is about a
+    /// kilobyte: encoding it per request would cost more than the rest of the URL.
+    encoded_session_token: Option<Secret<String>>,
+}
+
+impl Prepared {
+    fn new(creds: &SigningCredentials, date: &AmzDate, region: &str) -> Prepared {
+        let key = SigningKey::derive(
+            creds.secret_access_key.expose(),
+            date.date(),
+            region,
+            SERVICE,
+        );
+        let scope = format!("{}/{region}/{SERVICE}/{TERMINATOR}", date.date());
+        let mut encoded_credential = String::new();
+        encode_query(&mut encoded_credential, &creds.access_key_id);
+        encode_query(&mut encoded_credential, "/");
+        encode_query(&mut encoded_credential, &scope);
+        let encoded_session_token = creds.session_token.as_ref().map(|token| {
+            let token = token.expose();
+            let mut encoded = String::with_capacity(encoded_len_bound(token));
+            encode_query(&mut encoded, token);
+            Secret::new(encoded)
+        });
+        Prepared {
+            key,
+            scope,
+            encoded_credential,
+            encoded_session_token,
+        }
+    }
+
+    /// The signing key.
+    pub(crate) fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// `{date}/{region}/s3/aws4_request`.
+    pub(crate) fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// The `X-Amz-Credential` value, percent-encoded.
+    pub(crate) fn encoded_credential(&self) -> &str {
+        &self.encoded_credential
+    }
+
+    /// The credentials' session token, percent-encoded as a query value.
+    pub(crate) fn encoded_session_token(&self) -> Option<&str> {
+        self.encoded_session_token
+            .as_ref()
+            .map(|t| t.expose().as_str())
+    }
+}
+
+/// What a cached `Prepared` was computed from, and the result.
 struct Entry {
     date: [u8; 8],
     region: String,
     access_key_id: String,
     /// Compared on every hit (see the module's security invariant). Plain `==` is
-    /// fine: both sides are our own credentials; no caller input reaches it.
+    /// fine: both sides are our own credentials; no caller input reaches them.
     secret_access_key: Secret<String>,
-    key: SigningKey,
+    session_token: Option<Secret<String>>,
+    prepared: Prepared,
 }
 
 impl Entry {
@@ -101,17 +170,21 @@ impl Entry {
             && self.region == region
             && self.access_key_id == creds.access_key_id
             && self.secret_access_key.expose() == creds.secret_access_key.expose()
+            && self.session_token.as_ref().map(Secret::expose)
+                == creds.session_token.as_ref().map(Secret::expose)
     }
 }
 
-/// A one-entry cache of the signing key, shared by all requests of a `Signer`.
+/// A one-entry cache of the signing key (and the encoded session token), shared by
+/// all requests of a `Signer`.
 ///
 /// One entry because the service signs with one credential snapshot at a time: it
 /// misses once a day and once per credential refresh. Should two credential sets
-/// ever alternate, each miss costs one derivation (about 1 µs), not a wrong key.
+/// ever alternate, each miss costs one derivation (about 1 µs), never a wrong key.
 ///
-/// A hit takes a read lock (no waiting on other readers) and copies the keyed HMAC
-/// state out; a miss derives outside any lock and then replaces the entry.
+/// A hit runs the caller's signing under a read lock: readers never wait for each
+/// other, and the only writer is a miss. A miss computes outside any lock, signs,
+/// then replaces the entry.
 pub(crate) struct KeyCache {
     slot: RwLock<Option<Entry>>,
     /// How many keys were derived; tests use it to tell a hit from a miss.
@@ -127,14 +200,16 @@ impl KeyCache {
         }
     }
 
-    /// The signing key for `creds` on `date`'s scope date in `region`, from the cache
-    /// when it was derived from these very credentials, else derived and cached.
-    pub(crate) fn get(
+    /// Runs `sign` with what `creds` need on `date`'s scope date in `region`: from the
+    /// cache when it was computed from these very credentials, else computed now and
+    /// cached.
+    pub(crate) fn with<R>(
         &self,
         creds: &SigningCredentials,
         date: &AmzDate,
         region: &str,
-    ) -> SigningKey {
+        sign: impl FnOnce(&Prepared) -> R,
+    ) -> R {
         let scope_date = date.date_bytes();
         {
             // A poisoned lock still holds a whole entry (entries are only ever
@@ -143,26 +218,34 @@ impl KeyCache {
             if let Some(entry) = slot.as_ref()
                 && entry.matches(creds, &scope_date, region)
             {
-                return entry.key.clone();
+                return sign(&entry.prepared);
             }
         }
 
-        let key = SigningKey::derive(
-            creds.secret_access_key.expose(),
-            date.date(),
-            region,
-            SERVICE,
-        );
+        let prepared = Prepared::new(creds, date, region);
         self.derivations.fetch_add(1, Ordering::Relaxed);
+        let result = sign(&prepared);
         let entry = Entry {
             date: scope_date,
             region: region.to_owned(),
             access_key_id: creds.access_key_id.clone(),
             secret_access_key: creds.secret_access_key.clone(),
-            key: key.clone(),
+            session_token: creds.session_token.clone(),
+            prepared,
         };
         *self.slot.write().unwrap_or_else(PoisonError::into_inner) = Some(entry);
-        key
+        result
+    }
+
+    /// The signing key alone, for tests.
+    #[cfg(test)]
+    pub(crate) fn get(
+        &self,
+        creds: &SigningCredentials,
+        date: &AmzDate,
+        region: &str,
+    ) -> SigningKey {
+        self.with(creds, date, region, |prepared| prepared.key().clone())
     }
 
     /// How many keys this cache has derived so far.
@@ -279,6 +362,35 @@ mod tests {
         cache.get(&creds("AKID1", "secret-1"), &day(T), "us-east-1");
         cache.get(&creds("AKID2", "secret-1"), &day(T), "us-east-1");
         assert_eq!(cache.derivations(), 2);
+    }
+
+    #[test]
+    fn refreshed_session_token_is_never_served_the_old_token() {
+        let cache = KeyCache::new();
+        let with_token = |token: &str| SigningCredentials {
+            session_token: Some(Secret::new(token.to_owned())),
+            ..creds("ASIA", "secret-1")
+        };
+        let encoded = |c: &SigningCredentials| {
+            cache.with(c, &day(T), "us-east-1", |p| {
+                p.encoded_session_token().map(str::to_owned)
+            })
+        };
+        assert_eq!(
+            encoded(&with_token("old/token=")).as_deref(),
+            Some("old%2Ftoken%3D")
+        );
+        assert_eq!(
+            encoded(&with_token("old/token=")).as_deref(),
+            Some("old%2Ftoken%3D")
+        );
+        assert_eq!(cache.derivations(), 1);
+        assert_eq!(
+            encoded(&with_token("new+token")).as_deref(),
+            Some("new%2Btoken")
+        );
+        assert_eq!(encoded(&creds("ASIA", "secret-1")), None);
+        assert_eq!(cache.derivations(), 3);
     }
 
     #[test]

@@ -17,13 +17,14 @@
 //! and [`PresignedRequest::headers`] without other changes.
 
 use hmac::Mac;
+use sha2::digest::Update;
 use sha2::{Digest, Sha256};
 use std::time::SystemTime;
 
 use super::amz_date::AmzDate;
 use super::encode::{encode_path, encode_query, encoded_len_bound, hex_lower, push_hex_lower};
 use super::endpoint::Endpoint;
-use super::key_cache::{KeyCache, SERVICE, TERMINATOR};
+use super::key_cache::{KeyCache, Prepared};
 use crate::credentials::SigningCredentials;
 use crate::expiry::Ttl;
 use crate::scope::{BucketName, HeaderText, ObjectKey, VersionId};
@@ -74,8 +75,11 @@ pub struct Signer {
 }
 
 impl Signer {
-    /// A signer for `endpoint`, scoping signatures to `region` (the one `endpoint`
-    /// was built with; S3-compatible stores usually accept any, often `us-east-1`).
+    /// A signer for `endpoint`, scoping signatures to `region`: the one `endpoint`
+    /// was built with, whose validation it relies on (S3-compatible stores usually
+    /// take any region, often `us-east-1`). The region only ever reaches the URL
+    /// percent-encoded, so no value can break it; a wrong one makes S3 refuse the
+    /// signature.
     pub fn new(endpoint: Endpoint, region: &str) -> Signer {
         Signer {
             endpoint,
@@ -101,10 +105,11 @@ impl Signer {
     /// have clamped `ttl` to the credentials' remaining life (see [`Ttl::clamp`]):
     /// a URL stops working when the credentials that signed it expire.
     ///
-    /// The URL matches aws-sdk-s3's `presigned()` GetObject for the same inputs,
-    /// signature included (the differential test `tests/presign_oracle.rs` holds us
-    /// to that). That is why it carries `x-id=GetObject`: the SDK adds it (Smithy's
-    /// operation marker) and S3 ignores it.
+    /// The URL agrees with aws-sdk-s3's `presigned()` GetObject for the same inputs
+    /// in scheme, host, path and every query parameter, signature included (the
+    /// differential test `tests/presign_oracle.rs` holds us to that); only the order
+    /// of the parameters differs. That is why it carries `x-id=GetObject`: the SDK
+    /// adds it (Smithy's operation marker) and S3 ignores it.
     pub fn presign_get(
         &self,
         creds: &SigningCredentials,
@@ -156,17 +161,25 @@ impl Signer {
             request.is_well_formed(),
             "query and headers must be sorted and plain"
         );
-        let key = self.keys.get(creds, &time, &self.region);
+        self.keys.with(creds, &time, &self.region, |prepared| {
+            self.presign_prepared(prepared, request, &time, ttl)
+        })
+    }
 
+    fn presign_prepared(
+        &self,
+        prepared: &Prepared,
+        request: &Request<'_>,
+        time: &AmzDate,
+        ttl: Ttl,
+    ) -> PresignedRequest {
         let mut expires_buf = [0u8; 10];
-        let scope = Scope {
-            access_key_id: &creds.access_key_id,
+        let values = AuthValues {
+            encoded_credential: prepared.encoded_credential(),
             date_time: time.date_time(),
-            date: time.date(),
-            region: &self.region,
             expires: decimal(&mut expires_buf, ttl.as_secs()),
         };
-        let token = creds.session_token.as_ref().map(|t| t.expose().as_str());
+        let token = prepared.encoded_session_token();
 
         // SigV4's own parameters, in sorted order; merged with the request's below.
         let mut auth = [
@@ -183,12 +196,16 @@ impl Signer {
                 name: "X-Amz-Expires",
                 value: Value::Expires,
             },
-            QueryParam::text("X-Amz-Security-Token", token.unwrap_or_default()),
+            QueryParam {
+                name: "X-Amz-Security-Token",
+                value: Value::Encoded(token.unwrap_or_default()),
+            },
             QueryParam {
                 name: "X-Amz-SignedHeaders",
                 value: Value::SignedHeaders,
             },
         ];
+        // Without a session token, its slot is dropped and the rest moves up.
         let auth: &[QueryParam<'_>] = if token.is_some() {
             &auth
         } else {
@@ -198,7 +215,7 @@ impl Signer {
 
         let virtual_hosted = self.endpoint.virtual_hosted(request.bucket);
         let bucket = request.bucket.as_str();
-        let mut url = String::with_capacity(self.url_len_bound(request, &scope, token));
+        let mut url = String::with_capacity(self.url_len_bound(request, &values, token));
         let capacity = url.capacity();
 
         // scheme://host/path
@@ -227,7 +244,7 @@ impl Signer {
             }
             url.push_str(param.name);
             url.push('=');
-            param.value.write(&mut url, &scope, request.headers);
+            param.value.write(&mut url, &values, request.headers);
         }
         let query_end = url.len();
 
@@ -237,6 +254,7 @@ impl Signer {
             value: &url[host_start..path_start],
         };
         let mut creq = Sha256::new();
+        let mut feed = Coalesce::new(&mut creq);
         for part in [
             request.method,
             "\n",
@@ -245,45 +263,42 @@ impl Signer {
             &url[path_end + 1..query_end],
             "\n",
         ] {
-            creq.update(part);
+            feed.push(part);
         }
         for header in merge_sorted(std::slice::from_ref(&host), request.headers, |h| h.name) {
             for part in [header.name, ":", header.value, "\n"] {
-                creq.update(part);
+                feed.push(part);
             }
         }
-        creq.update("\n");
+        feed.push("\n");
         for (i, header) in
             merge_sorted(std::slice::from_ref(&host), request.headers, |h| h.name).enumerate()
         {
             if i > 0 {
-                creq.update(";");
+                feed.push(";");
             }
-            creq.update(header.name);
+            feed.push(header.name);
         }
-        creq.update("\n");
-        creq.update(UNSIGNED_PAYLOAD);
+        feed.push("\n");
+        feed.push(UNSIGNED_PAYLOAD);
+        feed.finish();
         let creq_hash: [u8; 32] = creq.finalize().into();
 
         // The string to sign, straight into the HMAC keyed with the cached key.
-        let mut mac = key.mac();
+        let mut mac = prepared.key().mac();
+        let mut feed = Coalesce::new(&mut mac);
         for part in [
             ALGORITHM,
             "\n",
-            scope.date_time,
+            values.date_time,
             "\n",
-            scope.date,
-            "/",
-            scope.region,
-            "/",
-            SERVICE,
-            "/",
-            TERMINATOR,
+            prepared.scope(),
             "\n",
         ] {
-            mac.update(part.as_bytes());
+            feed.push(part);
         }
-        mac.update(&hex_lower(&creq_hash));
+        feed.push(hex_lower(&creq_hash));
+        feed.finish();
         let signature: [u8; 32] = mac.finalize().into_bytes().into();
 
         url.push_str("&X-Amz-Signature=");
@@ -305,11 +320,14 @@ impl Signer {
     fn url_len_bound(
         &self,
         request: &Request<'_>,
-        scope: &Scope<'_>,
+        values: &AuthValues<'_>,
         token: Option<&str>,
     ) -> usize {
-        // Names, separators and fixed values, counted generously.
-        const FIXED: usize = 256;
+        // Everything of fixed length: `https://`, the separators around bucket and
+        // path, the `X-Amz-*` names with their `&` and `=` (about 160), the
+        // algorithm, date, expiry and `host` values (about 60) and the signature
+        // (64): about 300, rounded up.
+        const FIXED: usize = 384;
         let bucket = request.bucket.as_str().len();
         let params: usize = request
             .query
@@ -331,9 +349,8 @@ impl Signer {
             + self.endpoint.authority().len()
             + 2 * bucket
             + encoded_len_bound(request.key.as_str())
-            + encoded_len_bound(scope.access_key_id)
-            + encoded_len_bound(scope.region)
-            + token.map_or(0, encoded_len_bound)
+            + values.encoded_credential.len()
+            + token.map_or(0, str::len)
             + params
             + headers
     }
@@ -392,11 +409,14 @@ impl<'a> QueryParam<'a> {
     }
 }
 
-/// A query value; SigV4's own are written from the `Scope` without building them.
+/// A query value; SigV4's own come preformatted in `AuthValues`.
 #[derive(Debug, Clone, Copy)]
 enum Value<'a> {
+    /// Plain text, percent-encoded when written
     Text(&'a str),
-    /// `{access key id}/{date}/{region}/s3/aws4_request`
+    /// Already percent-encoded (the cached session token)
+    Encoded(&'a str),
+    /// `{access key id}/{date}/{region}/s3/aws4_request`, cached per credentials
     Credential,
     /// `X-Amz-Date`
     Date,
@@ -407,22 +427,13 @@ enum Value<'a> {
 }
 
 impl Value<'_> {
-    fn write(&self, url: &mut String, scope: &Scope<'_>, headers: &[SignedHeader<'_>]) {
+    fn write(&self, url: &mut String, values: &AuthValues<'_>, headers: &[SignedHeader<'_>]) {
         match *self {
             Value::Text(text) => encode_query(url, text),
-            Value::Credential => {
-                encode_query(url, scope.access_key_id);
-                url.push_str("%2F");
-                url.push_str(scope.date);
-                url.push_str("%2F");
-                encode_query(url, scope.region);
-                url.push_str("%2F");
-                url.push_str(SERVICE);
-                url.push_str("%2F");
-                url.push_str(TERMINATOR);
-            }
-            Value::Date => url.push_str(scope.date_time),
-            Value::Expires => url.push_str(scope.expires),
+            Value::Encoded(text) => url.push_str(text),
+            Value::Credential => url.push_str(values.encoded_credential),
+            Value::Date => url.push_str(values.date_time),
+            Value::Expires => url.push_str(values.expires),
             Value::SignedHeaders => {
                 let host = SignedHeader {
                     name: "host",
@@ -448,12 +459,13 @@ pub(crate) struct SignedHeader<'a> {
     value: &'a str,
 }
 
-/// The parts of the credential scope and lifetime, preformatted.
-struct Scope<'a> {
-    access_key_id: &'a str,
+/// SigV4's own query values, preformatted.
+struct AuthValues<'a> {
+    /// `{access key id}/{date}/{region}/s3/aws4_request`, percent-encoded.
+    encoded_credential: &'a str,
+    /// `X-Amz-Date`.
     date_time: &'a str,
-    date: &'a str,
-    region: &'a str,
+    /// `X-Amz-Expires`: whole seconds.
     expires: &'a str,
 }
 
@@ -469,6 +481,51 @@ fn decimal(buf: &mut [u8; 10], mut value: u32) -> &str {
         }
     }
     std::str::from_utf8(&buf[start..]).expect("ASCII digits")
+}
+
+/// Feeds a hash many small pieces through a stack buffer. Each `update` of sha2
+/// costs a few nanoseconds of bookkeeping whatever its length, and a URL's canonical
+/// request and string to sign come in about 25 pieces; long pieces (the path, the
+/// query) still go straight through.
+struct Coalesce<'h, H: Update> {
+    hasher: &'h mut H,
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl<'h, H: Update> Coalesce<'h, H> {
+    fn new(hasher: &'h mut H) -> Self {
+        Coalesce {
+            hasher,
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: impl AsRef<[u8]>) {
+        let bytes = bytes.as_ref();
+        if self.len + bytes.len() > self.buf.len() {
+            self.flush();
+            if bytes.len() >= self.buf.len() {
+                self.hasher.update(bytes);
+                return;
+            }
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn flush(&mut self) {
+        if self.len > 0 {
+            self.hasher.update(&self.buf[..self.len]);
+            self.len = 0;
+        }
+    }
+
+    /// Hands the rest to the hash; what was pushed is then all in it.
+    fn finish(mut self) {
+        self.flush();
+    }
 }
 
 /// The items of two slices, each sorted by `key`, in one sorted sequence.
@@ -555,18 +612,30 @@ mod tests {
 
     /// A deliberately naive SigV4 presigner, written from the AWS docs with
     /// `format!` and sorting, to check the fast one against, headers included.
-    fn reference_url(
-        scheme_host: &str,
-        host: &str,
-        path: &str,
-        method: &str,
-        extra_query: &[(&str, &str)],
-        headers: &[(&str, &str)],
-        creds: &SigningCredentials,
-        date_time: &str,
-        region: &str,
+    /// Signs with `AKID` and `SECRET` on 2013-05-24T00:00:00Z in us-east-1.
+    struct Reference<'a> {
+        scheme_host: &'a str,
+        host: &'a str,
+        path: &'a str,
+        method: &'a str,
+        extra_query: &'a [(&'a str, &'a str)],
+        headers: &'a [(&'a str, &'a str)],
+        token: Option<&'a str>,
         expires: u32,
-    ) -> String {
+    }
+
+    fn reference_url(r: &Reference<'_>) -> String {
+        let Reference {
+            scheme_host,
+            host,
+            path,
+            method,
+            extra_query,
+            headers,
+            token,
+            expires,
+        } = *r;
+        let (date_time, region) = ("20130524T000000Z", "us-east-1");
         fn enc(s: &str, keep_slash: bool) -> String {
             s.bytes()
                 .map(|b| {
@@ -597,14 +666,14 @@ mod tests {
             ("X-Amz-Algorithm".into(), "AWS4-HMAC-SHA256".into()),
             (
                 "X-Amz-Credential".into(),
-                format!("{}/{date}/{region}/s3/aws4_request", creds.access_key_id),
+                format!("{AKID}/{date}/{region}/s3/aws4_request"),
             ),
             ("X-Amz-Date".into(), date_time.into()),
             ("X-Amz-Expires".into(), expires.to_string()),
             ("X-Amz-SignedHeaders".into(), signed_headers.clone()),
         ];
-        if let Some(token) = &creds.session_token {
-            query.push(("X-Amz-Security-Token".into(), token.expose().clone()));
+        if let Some(token) = token {
+            query.push(("X-Amz-Security-Token".into(), token.into()));
         }
         query.extend(
             extra_query
@@ -633,14 +702,9 @@ mod tests {
             "AWS4-HMAC-SHA256\n{date_time}\n{date}/{region}/s3/aws4_request\n{}",
             hex::encode(Sha256::digest(creq.as_bytes()))
         );
-        let key = super::super::key_cache::derive_key_bytes(
-            creds.secret_access_key.expose(),
-            date,
-            region,
-            "s3",
-        );
+        let key = super::super::key_cache::derive_key_bytes(SECRET, date, region, "s3");
         let mut mac = <hmac::Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
-        mac.update(sts.as_bytes());
+        Mac::update(&mut mac, sts.as_bytes());
         let signature = hex::encode(mac.finalize().into_bytes());
         format!("{scheme_host}{encoded_path}?{query}&X-Amz-Signature={signature}")
     }
@@ -729,23 +793,21 @@ mod tests {
         );
         assert_eq!(q["X-Amz-Expires"], "900");
 
-        let expected = reference_url(
-            "http://127.0.0.1:9000",
-            "127.0.0.1:9000",
-            "/demo/reports/q3 summary €.pdf",
-            "GET",
-            &[
+        let expected = reference_url(&Reference {
+            scheme_host: "http://127.0.0.1:9000",
+            host: "127.0.0.1:9000",
+            path: "/demo/reports/q3 summary €.pdf",
+            method: "GET",
+            extra_query: &[
                 ("x-id", "GetObject"),
                 ("versionId", version.as_str()),
                 ("response-content-type", content_type.as_str()),
                 ("response-content-disposition", disposition.as_str()),
             ],
-            &[],
-            &creds(Some("tok/en+=")),
-            "20130524T000000Z",
-            "us-east-1",
-            900,
-        );
+            headers: &[],
+            token: Some("tok/en+="),
+            expires: 900,
+        });
         assert_eq!(q, query_of(&expected));
     }
 
@@ -761,18 +823,16 @@ mod tests {
             url.expose()
                 .starts_with("https://reports.s3.us-east-1.amazonaws.com/a/b.txt?")
         );
-        let expected = reference_url(
-            "https://reports.s3.us-east-1.amazonaws.com",
-            "reports.s3.us-east-1.amazonaws.com",
-            "/a/b.txt",
-            "GET",
-            &[("x-id", "GetObject")],
-            &[],
-            &creds(None),
-            "20130524T000000Z",
-            "us-east-1",
-            60,
-        );
+        let expected = reference_url(&Reference {
+            scheme_host: "https://reports.s3.us-east-1.amazonaws.com",
+            host: "reports.s3.us-east-1.amazonaws.com",
+            path: "/a/b.txt",
+            method: "GET",
+            extra_query: &[("x-id", "GetObject")],
+            headers: &[],
+            token: None,
+            expires: 60,
+        });
         assert_eq!(url.expose(), &expected);
     }
 
@@ -819,23 +879,21 @@ mod tests {
             q["X-Amz-SignedHeaders"],
             "content-length%3Bcontent-type%3Bhost%3Bif-none-match%3Bx-amz-meta-owner"
         );
-        let expected = reference_url(
-            "http://localhost:9000",
-            "localhost:9000",
-            "/demo/up/load.bin",
-            "PUT",
-            &[("x-id", "PutObject")],
-            &[
+        let expected = reference_url(&Reference {
+            scheme_host: "http://localhost:9000",
+            host: "localhost:9000",
+            path: "/demo/up/load.bin",
+            method: "PUT",
+            extra_query: &[("x-id", "PutObject")],
+            headers: &[
                 ("content-length", "42"),
                 ("content-type", "application/octet-stream"),
                 ("if-none-match", "*"),
                 ("x-amz-meta-owner", "team a"),
             ],
-            &creds(Some("token")),
-            "20130524T000000Z",
-            "us-east-1",
-            300,
-        );
+            token: Some("token"),
+            expires: 300,
+        });
         assert_eq!(q, query_of(&expected));
         assert_eq!(signed.method, "PUT");
         assert_eq!(signed.headers.len(), 4);
@@ -964,6 +1022,29 @@ mod tests {
         assert_eq!(decimal(&mut buf, 7), "7");
         assert_eq!(decimal(&mut buf, 604_800), "604800");
         assert_eq!(decimal(&mut buf, u32::MAX), "4294967295");
+    }
+
+    #[test]
+    fn coalesced_pieces_hash_like_the_whole() {
+        let text: String = (0..2000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        for sizes in [
+            &[1usize, 2, 3][..],
+            &[255, 1, 256, 300, 0, 7],
+            &[1000, 1, 999],
+            &[17; 50],
+        ] {
+            let mut hasher = Sha256::new();
+            let mut feed = Coalesce::new(&mut hasher);
+            let mut at = 0;
+            for &size in sizes {
+                feed.push(&text[at..at + size]);
+                at += size;
+            }
+            feed.finish();
+            assert_eq!(hasher.finalize(), Sha256::digest(&text[..at]), "{sizes:?}");
+        }
     }
 
     #[test]
