@@ -48,6 +48,24 @@ pub enum Error {
     InvalidBucket { reason: &'static str },
     #[error("contains '{character}'; use visible ASCII characters only")]
     InvalidVersionId { character: char },
+    #[error(
+        "contains '{character}'; metadata names may hold lowercase letters, digits, '-' and '_'"
+    )]
+    InvalidMetadataName { character: char },
+    #[error(
+        "contains '{character}'; metadata values must be printable ASCII (S3 sends them as HTTP headers)"
+    )]
+    InvalidMetadataValue { character: char },
+    #[error("has leading or trailing spaces, which HTTP drops; remove them")]
+    SurroundingSpaces,
+    #[error("metadata is {len} bytes (names and values); S3 allows at most {max}")]
+    MetadataTooLarge { len: usize, max: usize },
+    #[error("is not the base64 of a 32-byte SHA-256 digest (44 characters ending in '=')")]
+    InvalidChecksum,
+    #[error("min_bytes ({min}) is greater than max_bytes ({max}); send min_bytes <= max_bytes")]
+    InvertedRange { min: u64, max: u64 },
+    #[error("{value} bytes is over S3's {max}-byte limit for a single upload")]
+    TooLargeUpload { value: u64, max: u64 },
 }
 
 /// Rejects control characters (C0, DEL and C1): they inject headers and log lines and
@@ -291,10 +309,263 @@ impl FromStr for VersionId {
     }
 }
 
+// === impl Metadata ===
+
+/// S3's limit on user metadata: names and values together, in bytes.
+pub const MAX_METADATA_BYTES: usize = 2048;
+
+/// S3's limit on one PUT or POST upload, in bytes (5 GiB).
+pub const MAX_UPLOAD_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// User metadata (`x-amz-meta-*`) that is safe to sign and send as headers: names of
+/// lowercase letters, digits, `-` and `_`; values of printable ASCII without
+/// surrounding spaces; at most 2 KB in all. Sorted by name, so signing is
+/// deterministic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata(Vec<(String, String)>);
+
+/// Which part of a metadata entry was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataError {
+    /// The name `name` is not acceptable.
+    Name { name: String, error: Error },
+    /// The value of `name` is not acceptable.
+    Value { name: String, error: Error },
+    /// The whole set is too large.
+    Total(Error),
+}
+
+impl Metadata {
+    /// Validates `entries` (any order; names are lowercased by HTTP anyway, so an
+    /// uppercase name is refused rather than silently changed).
+    ///
+    /// # Errors
+    /// The first bad entry, or the size limit.
+    pub fn new<'a>(
+        entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Metadata, MetadataError> {
+        let mut out = Vec::new();
+        let mut total = 0;
+        for (name, value) in entries {
+            let name_error = |error| MetadataError::Name {
+                name: name.to_owned(),
+                error,
+            };
+            if name.is_empty() {
+                return Err(name_error(Error::Empty));
+            }
+            if let Some(character) = name
+                .chars()
+                .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+            {
+                return Err(name_error(Error::InvalidMetadataName { character }));
+            }
+            let value_error = |error| MetadataError::Value {
+                name: name.to_owned(),
+                error,
+            };
+            if let Some(character) = value.chars().find(|c| !(' '..='~').contains(c)) {
+                return Err(value_error(Error::InvalidMetadataValue { character }));
+            }
+            if value.trim() != value {
+                return Err(value_error(Error::SurroundingSpaces));
+            }
+            total += name.len() + value.len();
+            out.push((name.to_owned(), value.to_owned()));
+        }
+        if total > MAX_METADATA_BYTES {
+            return Err(MetadataError::Total(Error::MetadataTooLarge {
+                len: total,
+                max: MAX_METADATA_BYTES,
+            }));
+        }
+        out.sort();
+        Ok(Metadata(out))
+    }
+
+    /// The entries, sorted by name.
+    pub fn entries(&self) -> &[(String, String)] {
+        &self.0
+    }
+
+    /// Whether there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+// === impl ChecksumSha256 ===
+
+/// A SHA-256 digest in base64, as `x-amz-checksum-sha256` carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecksumSha256(String);
+
+impl ChecksumSha256 {
+    /// The base64 text, as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ChecksumSha256 {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        use base64::Engine;
+        match base64::engine::general_purpose::STANDARD.decode(s) {
+            Ok(bytes) if bytes.len() == 32 => Ok(Self(s.to_owned())),
+            _ => Err(Error::InvalidChecksum),
+        }
+    }
+}
+
+// === impl SizeRange ===
+
+/// An inclusive range of upload sizes, within S3's single-upload limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeRange {
+    min: u64,
+    max: u64,
+}
+
+impl SizeRange {
+    /// A range from `min` to `max` bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvertedRange`] when `min > max`; [`Error::TooLargeUpload`] when `max`
+    /// is over 5 GiB.
+    pub fn new(min: u64, max: u64) -> Result<SizeRange, Error> {
+        if min > max {
+            return Err(Error::InvertedRange { min, max });
+        }
+        if max > MAX_UPLOAD_BYTES {
+            return Err(Error::TooLargeUpload {
+                value: max,
+                max: MAX_UPLOAD_BYTES,
+            });
+        }
+        Ok(SizeRange { min, max })
+    }
+
+    /// Smallest size allowed.
+    pub fn min(self) -> u64 {
+        self.min
+    }
+
+    /// Largest size allowed.
+    pub fn max(self) -> u64 {
+        self.max
+    }
+}
+
+/// Checks an exact upload size against S3's single-upload limit.
+///
+/// # Errors
+/// [`Error::TooLargeUpload`] over 5 GiB.
+pub fn upload_length(value: u64) -> Result<u64, Error> {
+    if value > MAX_UPLOAD_BYTES {
+        return Err(Error::TooLargeUpload {
+            value,
+            max: MAX_UPLOAD_BYTES,
+        });
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn metadata_names_and_values_are_checked() {
+        let ok = Metadata::new([("owner", "team-a"), ("build_id", "42")]).unwrap();
+        assert_eq!(ok.entries()[0].0, "build_id", "sorted by name");
+        for (name, want) in [
+            ("", Error::Empty),
+            ("Owner", Error::InvalidMetadataName { character: 'O' }),
+            ("a b", Error::InvalidMetadataName { character: ' ' }),
+            ("a:b", Error::InvalidMetadataName { character: ':' }),
+        ] {
+            assert_eq!(
+                Metadata::new([(name, "v")]),
+                Err(MetadataError::Name {
+                    name: name.into(),
+                    error: want
+                })
+            );
+        }
+        for (value, want) in [
+            (
+                "caf\u{e9}",
+                Error::InvalidMetadataValue {
+                    character: '\u{e9}',
+                },
+            ),
+            (
+                "a\r\nx-evil: 1",
+                Error::InvalidMetadataValue { character: '\r' },
+            ),
+            (" padded", Error::SurroundingSpaces),
+        ] {
+            assert_eq!(
+                Metadata::new([("k", value)]),
+                Err(MetadataError::Value {
+                    name: "k".into(),
+                    error: want
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn metadata_over_2kb_is_refused() {
+        let big = "v".repeat(1000);
+        assert!(Metadata::new([("a", big.as_str()), ("b", big.as_str())]).is_ok());
+        let err = Metadata::new([("a", big.as_str()), ("b", big.as_str()), ("c", &big[..50])]);
+        assert_eq!(
+            err,
+            Err(MetadataError::Total(Error::MetadataTooLarge {
+                len: 2053,
+                max: 2048
+            }))
+        );
+    }
+
+    #[test]
+    fn checksum_must_be_base64_of_32_bytes() {
+        let good = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+        assert!(good.parse::<ChecksumSha256>().is_ok());
+        for bad in [
+            "",
+            "not base64!",
+            "AAAA",
+            &good[..40],
+            "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU=",
+        ] {
+            assert_eq!(
+                bad.parse::<ChecksumSha256>(),
+                Err(Error::InvalidChecksum),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn size_range_must_be_ordered_and_within_5_gib() {
+        assert!(SizeRange::new(0, 10).is_ok());
+        assert!(SizeRange::new(10, 10).is_ok());
+        assert_eq!(
+            SizeRange::new(11, 10),
+            Err(Error::InvertedRange { min: 11, max: 10 })
+        );
+        assert!(matches!(
+            SizeRange::new(0, MAX_UPLOAD_BYTES + 1),
+            Err(Error::TooLargeUpload { .. })
+        ));
+        assert!(upload_length(MAX_UPLOAD_BYTES).is_ok());
+        assert!(upload_length(MAX_UPLOAD_BYTES + 1).is_err());
+    }
 
     fn key(s: &str) -> Result<ObjectKey, Error> {
         s.parse()
