@@ -291,7 +291,9 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(GrantServiceServer::with_interceptor(grants, authenticate));
-    let incoming = TcpIncoming::from(listener);
+    // No Nagle: a grant is one small response, and waiting to coalesce it with the
+    // next write adds the peer's delayed-ACK time (~40 ms) to the call.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     // With mTLS, this service terminates TLS itself so that the client certificate
     // (the caller's SPIFFE ID) reaches the interceptor.
     let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
