@@ -1,5 +1,5 @@
-//! What a presigned GET costs: our signer against the bare SigV4 arithmetic it cannot
-//! avoid, and against aws-sdk-s3's `presigned()`, in one run.
+//! What a presigned GET, PUT and POST cost: our signer against the bare SigV4
+//! arithmetic it cannot avoid, and against aws-sdk-s3's `presigned()`, in one run.
 //!
 //! - `bare_sigv4`: one SHA-256 of a prebuilt canonical request, one HMAC-SHA256 of
 //!   the string to sign with a precomputed signing key, hex of both: the floor;
@@ -9,6 +9,16 @@
 //!
 //! The same three run again with a session token (temporary credentials, as under
 //! IRSA), whose ~1 KB the canonical request and the URL must carry.
+//!
+//! GrantWrite's two forms are measured against the same `bare_sigv4` floor:
+//! - `storage_grants_presign_put_all_pins`: `Signer::presign_put` pinning content
+//!   type, length, SHA-256 checksum, two metadata entries and create-only (seven
+//!   signed headers, the list of headers to send), and
+//!   `aws_sdk_presigned_put_all_pins`, PutObject `.presigned(cfg)` with the same
+//!   pins (its signature checked equal to ours);
+//! - `storage_grants_presign_post`: `Signer::presign_post` with a size range, a
+//!   content type and two metadata entries: policy JSON, base64, one HMAC, the
+//!   form fields. The SDK cannot presign a POST.
 //!
 //! A counting global allocator gives allocations per operation. After criterion
 //! has run, the means are read back from criterion's `estimates.json` and printed
@@ -30,9 +40,11 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use storage_grants::credentials::SigningCredentials;
 use storage_grants::expiry::Ttl;
-use storage_grants::scope::{BucketName, HeaderText, ObjectKey};
+use storage_grants::scope::{
+    BucketName, ChecksumSha256, HeaderText, Metadata, ObjectKey, SizeRange,
+};
 use storage_grants::secret::Secret;
-use storage_grants::sign::{Endpoint, GetObject, Signer};
+use storage_grants::sign::{Endpoint, GetObject, PostObject, PutObject, Signer};
 
 // === counting allocator ===
 
@@ -91,6 +103,12 @@ const KEY: &str = "tenants/acme/reports/2026/q3 summary.pdf";
 const DISPOSITION: &str = "attachment; filename=\"q3 summary.pdf\"";
 const TTL_SECS: u64 = 900;
 const GROUP: &str = "presign_get";
+const UPLOAD_KEY: &str = "tenants/acme/uploads/2026/q3 ledger.csv";
+const UPLOAD_CONTENT_TYPE: &str = "text/csv; charset=utf-8";
+const UPLOAD_LENGTH: u64 = 48_213;
+/// A SHA-256 digest in base64 (which bytes it digests does not matter to signing).
+const UPLOAD_CHECKSUM: &str = "qUiQTy8PR5uPgZdpSzAYSw0u0cHNKh7A+4XSmaGSpEc=";
+const UPLOAD_METADATA: [(&str, &str); 2] = [("case-id", "INC-4711"), ("owner", "team-ledger")];
 
 /// An STS-shaped session token: base64 of about the size IRSA's tokens have.
 fn session_token() -> String {
@@ -140,6 +158,19 @@ fn signature_of(url: &str) -> &str {
         .expect("a presigned URL has a signature")
 }
 
+/// The SigV4 signing key for `SECRET` on `date` in `REGION`, derived plainly.
+fn signing_key(date: &str) -> [u8; 32] {
+    let hmac = |key: &[u8], data: &str| -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+        mac.update(data.as_bytes());
+        mac.finalize().into_bytes().into()
+    };
+    let k = hmac(format!("AWS4{SECRET}").as_bytes(), date);
+    let k = hmac(&k, REGION);
+    let k = hmac(&k, "s3");
+    hmac(&k, "aws4_request")
+}
+
 /// The floor: what any SigV4 presigner must compute, given the canonical request
 /// and the signing key. Hex goes to stack buffers, so it allocates nothing.
 struct Bare {
@@ -164,17 +195,7 @@ impl Bare {
             .find_map(|kv| kv.strip_prefix("X-Amz-Date="))
             .expect("date");
         let date = &date_time[..8];
-        let key = {
-            let hmac = |key: &[u8], data: &str| -> [u8; 32] {
-                let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-                mac.update(data.as_bytes());
-                mac.finalize().into_bytes().into()
-            };
-            let k = hmac(format!("AWS4{SECRET}").as_bytes(), date);
-            let k = hmac(&k, REGION);
-            let k = hmac(&k, "s3");
-            hmac(&k, "aws4_request")
-        };
+        let key = signing_key(date);
         Bare {
             canonical_request: format!(
                 "GET\n{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD"
@@ -204,15 +225,43 @@ impl Bare {
 
 // === the run ===
 
-/// One input set (with or without session token), its three contenders measured.
+/// One input set, its contenders measured. `bare` is the floor the row is compared
+/// with; `own_bare` says whether this row measured it (GrantWrite's rows reuse the
+/// GET row's floor, so every ratio has the same denominator).
 struct Row {
     label: &'static str,
     bare: &'static str,
+    own_bare: bool,
     ours: &'static str,
-    sdk: &'static str,
+    sdk: Option<&'static str>,
+    /// Whether the GET targets (ours <= 2x bare, SDK >= 30x ours) apply.
+    get_targets: bool,
     allocs_bare: f64,
     allocs_ours: f64,
     allocs_sdk: f64,
+}
+
+impl Row {
+    fn new(
+        label: &'static str,
+        bare: &'static str,
+        own_bare: bool,
+        ours: &'static str,
+        sdk: Option<&'static str>,
+        get_targets: bool,
+    ) -> Row {
+        Row {
+            label,
+            bare,
+            own_bare,
+            ours,
+            sdk,
+            get_targets,
+            allocs_bare: 0.0,
+            allocs_ours: 0.0,
+            allocs_sdk: 0.0,
+        }
+    }
 }
 
 fn bench_inputs(
@@ -290,7 +339,130 @@ fn bench_inputs(
     group.bench_function(row.ours, |b| {
         b.iter(|| signer.presign_get(black_box(&creds), black_box(&object), black_box(time), ttl))
     });
-    group.bench_function(row.sdk, |b| b.iter(sdk_presign));
+    if let Some(sdk) = row.sdk {
+        group.bench_function(sdk, |b| b.iter(sdk_presign));
+    }
+    group.finish();
+}
+
+/// GrantWrite's PUT with every pin, ours against the SDK's.
+fn bench_put(c: &mut Criterion, rt: &tokio::runtime::Runtime, row: &mut Row) {
+    let bucket: BucketName = BUCKET.parse().expect("valid bucket");
+    let key: ObjectKey = UPLOAD_KEY.parse().expect("valid key");
+    let content_type: HeaderText = UPLOAD_CONTENT_TYPE.parse().expect("valid text");
+    let checksum: ChecksumSha256 = UPLOAD_CHECKSUM.parse().expect("valid checksum");
+    let metadata = Metadata::new(UPLOAD_METADATA).expect("valid metadata");
+    let object = PutObject {
+        bucket: &bucket,
+        key: &key,
+        content_type: Some(&content_type),
+        content_length: Some(UPLOAD_LENGTH),
+        checksum_sha256: Some(&checksum),
+        metadata: &metadata,
+        create_only: true,
+    };
+    let creds = credentials(None);
+    let time = signing_time();
+    let ttl = Ttl::clamp(&[Duration::from_secs(TTL_SECS)], time, None).expect("valid ttl");
+    let signer = Signer::new(
+        Endpoint::new(None, REGION, false).expect("valid endpoint"),
+        REGION,
+    );
+    let client = sdk_client(None);
+    let presign_config = PresigningConfig::builder()
+        .start_time(time)
+        .expires_in(Duration::from_secs(TTL_SECS))
+        .build()
+        .expect("valid presigning config");
+    let sdk_presign = || {
+        let mut request = client
+            .put_object()
+            .bucket(BUCKET)
+            .key(UPLOAD_KEY)
+            .content_type(UPLOAD_CONTENT_TYPE)
+            .content_length(i64::try_from(UPLOAD_LENGTH).expect("small"))
+            .checksum_sha256(UPLOAD_CHECKSUM)
+            .if_none_match("*");
+        for (name, value) in UPLOAD_METADATA {
+            request = request.metadata(name, value);
+        }
+        rt.block_on(request.presigned(presign_config.clone()))
+            .expect("the SDK presigns")
+    };
+
+    let ours = signer.presign_put(&creds, &object, time, ttl);
+    assert_eq!(ours.headers.len(), 6, "every pin is a header to send");
+    assert_eq!(
+        signature_of(ours.url.expose()),
+        signature_of(sdk_presign().uri()),
+        "the SDK differs from ours"
+    );
+
+    row.allocs_ours = allocations_per_op(10_000, || {
+        black_box(signer.presign_put(black_box(&creds), black_box(&object), time, ttl));
+    });
+    row.allocs_sdk = allocations_per_op(200, || {
+        black_box(sdk_presign());
+    });
+
+    let mut group = c.benchmark_group(GROUP);
+    group.bench_function(row.ours, |b| {
+        b.iter(|| signer.presign_put(black_box(&creds), black_box(&object), black_box(time), ttl))
+    });
+    if let Some(sdk) = row.sdk {
+        group.bench_function(sdk, |b| b.iter(sdk_presign));
+    }
+    group.finish();
+}
+
+/// GrantWrite's POST form: range, content type, two metadata entries.
+fn bench_post(c: &mut Criterion, row: &mut Row) {
+    let bucket: BucketName = BUCKET.parse().expect("valid bucket");
+    let key: ObjectKey = UPLOAD_KEY.parse().expect("valid key");
+    let content_type: HeaderText = UPLOAD_CONTENT_TYPE.parse().expect("valid text");
+    let metadata = Metadata::new(UPLOAD_METADATA).expect("valid metadata");
+    let object = PostObject {
+        bucket: &bucket,
+        key: &key,
+        content_type: Some(&content_type),
+        size: SizeRange::new(1, 10 * 1024 * 1024).expect("valid range"),
+        checksum_sha256: None,
+        metadata: &metadata,
+    };
+    let creds = credentials(None);
+    let time = signing_time();
+    let ttl = Ttl::clamp(&[Duration::from_secs(TTL_SECS)], time, None).expect("valid ttl");
+    let signer = Signer::new(
+        Endpoint::new(None, REGION, false).expect("valid endpoint"),
+        REGION,
+    );
+
+    // The form's signature is HMAC(signing key, policy field), or it means nothing.
+    let form = signer.presign_post(&creds, &object, time, ttl);
+    let field = |name: &str| {
+        form.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .expect("the field is there")
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(&signing_key(&field("x-amz-date")[..8]))
+        .expect("32-byte key");
+    mac.update(field("policy").as_bytes());
+    assert_eq!(
+        hex::encode(mac.finalize().into_bytes()),
+        field("x-amz-signature"),
+        "the POST signature does not verify"
+    );
+
+    row.allocs_ours = allocations_per_op(10_000, || {
+        black_box(signer.presign_post(black_box(&creds), black_box(&object), time, ttl));
+    });
+
+    let mut group = c.benchmark_group(GROUP);
+    group.bench_function(row.ours, |b| {
+        b.iter(|| signer.presign_post(black_box(&creds), black_box(&object), black_box(time), ttl))
+    });
     group.finish();
 }
 
@@ -349,7 +521,7 @@ fn print_summary(rows: &[Row], run_started: SystemTime) {
     let fmt_x = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.2}x"));
 
     println!();
-    println!("## presign GET: storage-grants signer vs bare SigV4 vs aws-sdk-s3");
+    println!("## presign GET / PUT / POST: storage-grants signer vs bare SigV4 vs aws-sdk-s3");
     println!();
     println!(
         "criterion mean, warm key cache; cpu: {}; {} cores",
@@ -363,12 +535,16 @@ fn print_summary(rows: &[Row], run_started: SystemTime) {
     for row in rows {
         let bare = mean_ns(&home, row.bare, run_started);
         let ours = mean_ns(&home, row.ours, run_started);
-        let sdk = mean_ns(&home, row.sdk, run_started);
-        for (name, ns, allocs) in [
-            (row.bare, bare, row.allocs_bare),
-            (row.ours, ours, row.allocs_ours),
-            (row.sdk, sdk, row.allocs_sdk),
-        ] {
+        let sdk = row.sdk.and_then(|name| mean_ns(&home, name, run_started));
+        let mut lines = Vec::new();
+        if row.own_bare {
+            lines.push((row.bare, bare, row.allocs_bare));
+        }
+        lines.push((row.ours, ours, row.allocs_ours));
+        if let Some(name) = row.sdk {
+            lines.push((name, sdk, row.allocs_sdk));
+        }
+        for (name, ns, allocs) in lines {
             println!(
                 "| {} | {name} | {} | {allocs:.1} | {} |",
                 row.label,
@@ -383,14 +559,28 @@ fn print_summary(rows: &[Row], run_started: SystemTime) {
             Some(false) => "FAIL",
             None => "not measured",
         };
-        verdicts.push(format!(
-            "- {}: ours/bare = {} (target <= 2x: {}); SDK/ours = {} (target >= 30x: {})",
-            row.label,
-            fmt_x(ours_vs_bare),
-            verdict(ours_vs_bare.map(|r| r <= 2.0)),
-            fmt_x(speedup),
-            verdict(speedup.map(|s| s >= 30.0)),
-        ));
+        if row.get_targets {
+            verdicts.push(format!(
+                "- {}: ours/bare = {} (target <= 2x: {}); SDK/ours = {} (target >= 30x: {})",
+                row.label,
+                fmt_x(ours_vs_bare),
+                verdict(ours_vs_bare.map(|r| r <= 2.0)),
+                fmt_x(speedup),
+                verdict(speedup.map(|s| s >= 30.0)),
+            ));
+        } else {
+            let sdk_part = if row.sdk.is_some() {
+                format!("; SDK/ours = {}", fmt_x(speedup))
+            } else {
+                "; no SDK equivalent".to_owned()
+            };
+            verdicts.push(format!(
+                "- {}: ours/bare = {} (bare = the GET floor `{}`){sdk_part}",
+                row.label,
+                fmt_x(ours_vs_bare),
+                row.bare,
+            ));
+        }
     }
     println!();
     for line in verdicts {
@@ -415,27 +605,43 @@ fn main() {
 
     let token = session_token();
     let mut rows = [
-        Row {
-            label: "long-lived keys",
-            bare: "bare_sigv4",
-            ours: "storage_grants_presign_get",
-            sdk: "aws_sdk_presigned",
-            allocs_bare: 0.0,
-            allocs_ours: 0.0,
-            allocs_sdk: 0.0,
-        },
-        Row {
-            label: "1 KB session token",
-            bare: "bare_sigv4_session_token",
-            ours: "storage_grants_presign_get_session_token",
-            sdk: "aws_sdk_presigned_session_token",
-            allocs_bare: 0.0,
-            allocs_ours: 0.0,
-            allocs_sdk: 0.0,
-        },
+        Row::new(
+            "GET, long-lived keys",
+            "bare_sigv4",
+            true,
+            "storage_grants_presign_get",
+            Some("aws_sdk_presigned"),
+            true,
+        ),
+        Row::new(
+            "GET, 1 KB session token",
+            "bare_sigv4_session_token",
+            true,
+            "storage_grants_presign_get_session_token",
+            Some("aws_sdk_presigned_session_token"),
+            true,
+        ),
+        Row::new(
+            "PUT, all pins",
+            "bare_sigv4",
+            false,
+            "storage_grants_presign_put_all_pins",
+            Some("aws_sdk_presigned_put_all_pins"),
+            false,
+        ),
+        Row::new(
+            "POST, range + type + 2 meta",
+            "bare_sigv4",
+            false,
+            "storage_grants_presign_post",
+            None,
+            false,
+        ),
     ];
     bench_inputs(&mut criterion, &rt, None, &mut rows[0]);
     bench_inputs(&mut criterion, &rt, Some(&token), &mut rows[1]);
+    bench_put(&mut criterion, &rt, &mut rows[2]);
+    bench_post(&mut criterion, &mut rows[3]);
     criterion.final_summary();
     print_summary(&rows, run_started);
 }

@@ -55,6 +55,21 @@ impl AmzDate {
         &self.date_time()[..8]
     }
 
+    /// ISO 8601 in UTC with milliseconds, `YYYY-MM-DD'T'HH:MM:SS.000Z`: the form of a
+    /// POST policy's `expiration` in the AWS docs. The milliseconds are always zero,
+    /// since the time was truncated to whole seconds.
+    pub(crate) fn iso8601_millis(&self) -> [u8; 24] {
+        let d = &self.date_time;
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        out[0..4].copy_from_slice(&d[0..4]);
+        out[5..7].copy_from_slice(&d[4..6]);
+        out[8..10].copy_from_slice(&d[6..8]);
+        out[11..13].copy_from_slice(&d[9..11]);
+        out[14..16].copy_from_slice(&d[11..13]);
+        out[17..19].copy_from_slice(&d[13..15]);
+        out
+    }
+
     /// The scope date as bytes, the signing-key cache's key.
     pub(crate) fn date_bytes(&self) -> [u8; 8] {
         let mut date = [0u8; 8];
@@ -156,6 +171,24 @@ mod tests {
         let d = AmzDate::new(UNIX_EPOCH + Duration::from_secs(1_709_251_199));
         assert_eq!(d.date(), "20240229");
         assert_eq!(&d.date_bytes(), b"20240229");
+    }
+
+    #[test]
+    fn iso8601_has_separators_and_zero_milliseconds() {
+        for (secs, expected) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (1_451_476_800, "2015-12-30T12:00:00.000Z"), // the AWS POST example's expiration
+            (1_709_251_199, "2024-02-29T23:59:59.000Z"),
+            (MAX_UNIX_SECS, "9999-12-31T23:59:59.000Z"),
+        ] {
+            let d = AmzDate::new(UNIX_EPOCH + Duration::from_secs(secs));
+            assert_eq!(std::str::from_utf8(&d.iso8601_millis()).unwrap(), expected);
+        }
+        let fraction = UNIX_EPOCH + Duration::from_millis(1_451_476_800_999);
+        assert_eq!(
+            &AmzDate::new(fraction).iso8601_millis(),
+            b"2015-12-30T12:00:00.000Z"
+        );
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! Our SigV4 presigner for S3, and the cache of derived signing keys.
 //!
-//! Presigning is local CPU work and the hot path of `GrantRead`, so it is our own
-//! small implementation (about a microsecond a URL) rather than aws-sdk-s3's
-//! `presigned()` (tens of microseconds and hundreds of allocations). The SDK stays
-//! its oracle: `tests/presign_oracle.rs` checks our URLs against it, signature
-//! included.
+//! Presigning is local CPU work and the hot path of `GrantRead` and `GrantWrite`, so
+//! it is our own small implementation (about a microsecond a URL) rather than
+//! aws-sdk-s3's `presigned()` (tens of microseconds and hundreds of allocations).
+//! The SDK stays its oracle: `tests/presign_oracle.rs` checks our GET and PUT URLs
+//! against it, signature included. The SDK cannot presign a POST form; that one is
+//! checked against the AWS docs' example and a strict model of S3's policy checks.
 //!
 //! - `endpoint`: where URLs point, and path-style versus virtual-hosted addressing;
-//! - `presign`: the canonical request, the string to sign and the URL;
-//! - `key_cache`: the derived signing key, cached per day, region and credentials;
+//! - `presign`: the canonical request, the string to sign and the URL (GET, PUT);
+//! - `post`: the POST policy, its signature and the form fields;
+//! - `key_cache`: the derived signing key, cached per day, region and credentials,
+//!   shared by URLs and POST policies;
 //! - `encode`, `amz_date`: SigV4's percent-encoding and time formats.
 //!
 //! It leaves to others what may be signed (`scope`, `rules`) and for how long
@@ -18,10 +21,12 @@ mod amz_date;
 mod encode;
 mod endpoint;
 mod key_cache;
+mod post;
 mod presign;
 
 pub use endpoint::Endpoint;
-pub use presign::{GetObject, PresignedRequest, Signer};
+pub use post::{PostObject, PresignedPost};
+pub use presign::{GetObject, PresignedRequest, PutObject, Signer};
 
 /// Why a signer could not be configured. Signing itself cannot fail: its inputs are
 /// validated types. Messages say what to change and never echo the URL, which might

@@ -12,9 +12,15 @@
 //!
 //! Requests are described by a `Request`: method, bucket, key, extra signed query
 //! parameters and extra signed headers. A GET has one extra parameter (`x-id`) and no
-//! extra headers; a PUT that pins its content type, length or checksum adds signed
-//! headers there, and they flow into `X-Amz-SignedHeaders`, the canonical headers
-//! and [`PresignedRequest::headers`] without other changes.
+//! extra headers; a PUT adds a signed header for every value it pins (content type,
+//! length, checksum, metadata, create-only), and they flow into
+//! `X-Amz-SignedHeaders`, the canonical headers and [`PresignedRequest::headers`]
+//! without other changes.
+//!
+//! Security invariant of a PUT: every pin is a *signed header*, never only a listed
+//! one. S3 recomputes the signature over the headers the uploader actually sends, so
+//! another value (or a missing header) breaks the signature and the upload is
+//! refused; the pins cannot be dropped or changed by whoever holds the URL.
 
 use hmac::Mac;
 use sha2::digest::Update;
@@ -27,10 +33,10 @@ use super::endpoint::Endpoint;
 use super::key_cache::{KeyCache, Prepared};
 use crate::credentials::SigningCredentials;
 use crate::expiry::Ttl;
-use crate::scope::{BucketName, HeaderText, ObjectKey, VersionId};
+use crate::scope::{BucketName, ChecksumSha256, HeaderText, Metadata, ObjectKey, VersionId};
 use crate::secret::Secret;
 
-const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+pub(super) const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
 /// Presigned URLs never sign their body: the uploader's bytes are unknown at signing
 /// time (a PUT that pins a checksum signs `x-amz-checksum-sha256` instead).
@@ -52,6 +58,31 @@ pub struct GetObject<'a> {
     pub response_content_disposition: Option<&'a HeaderText>,
 }
 
+/// The object a presigned PUT writes, and what the upload must carry.
+///
+/// Every `Some` (and `create_only: true`, and every metadata entry) becomes a signed
+/// header: the store refuses an upload that sends another value or leaves it out.
+#[derive(Debug, Clone, Copy)]
+pub struct PutObject<'a> {
+    /// The bucket.
+    pub bucket: &'a BucketName,
+    /// The object's key.
+    pub key: &'a ObjectKey,
+    /// Pins `Content-Type`, which S3 stores and serves back with the object.
+    pub content_type: Option<&'a HeaderText>,
+    /// Pins `Content-Length`: the upload must be exactly this many bytes. (The caller
+    /// checks it against S3's 5 GiB single-upload limit, see
+    /// [`crate::scope::upload_length`].)
+    pub content_length: Option<u64>,
+    /// Pins `x-amz-checksum-sha256`: S3 computes the SHA-256 of the body it receives,
+    /// refuses the upload (`BadDigest`) if it differs, and stores the checksum.
+    pub checksum_sha256: Option<&'a ChecksumSha256>,
+    /// User metadata, one signed `x-amz-meta-<name>` header per name.
+    pub metadata: &'a Metadata,
+    /// Pins `If-None-Match: *`: S3 refuses the upload (412) if the key exists.
+    pub create_only: bool,
+}
+
 /// A presigned request: everything a caller needs to make it, without credentials.
 #[derive(Debug)]
 pub struct PresignedRequest {
@@ -60,8 +91,9 @@ pub struct PresignedRequest {
     /// The URL, signature included. A bearer credential until it expires: never log
     /// it, put it in a span or an error, or record it in an audit event.
     pub url: Secret<String>,
-    /// Headers the caller must send exactly as given, because the signature covers
-    /// them. Empty for a GET.
+    /// Headers the caller must send, exactly as given (lowercase names, since HTTP
+    /// names are case-insensitive and SigV4 signs them lowercase), because the
+    /// signature covers them. Empty for a GET. Sorted by name, each name once.
     pub headers: Vec<(String, String)>,
 }
 
@@ -69,9 +101,10 @@ pub struct PresignedRequest {
 /// signing key across requests. `Send + Sync`: share one per process.
 #[derive(Debug)]
 pub struct Signer {
-    endpoint: Endpoint,
-    region: String,
-    keys: KeyCache,
+    pub(super) endpoint: Endpoint,
+    pub(super) region: String,
+    /// Shared by every presigned method, URL and POST policy alike.
+    pub(super) keys: KeyCache,
 }
 
 impl Signer {
@@ -149,6 +182,105 @@ impl Signer {
         self.presign(creds, &request, AmzDate::new(signing_time), ttl)
     }
 
+    /// A presigned PUT of `object`, signed with `creds` at `signing_time` (truncated
+    /// to whole seconds) and valid for `ttl` from then, with every pin a signed
+    /// header. [`PresignedRequest::headers`] lists exactly the headers the uploader
+    /// must send (besides `Host`, which every HTTP client sends): for all pins,
+    /// `content-length`, `content-type`, `if-none-match: *`,
+    /// `x-amz-checksum-sha256` and one `x-amz-meta-<name>` per metadata name.
+    ///
+    /// Infallible, like [`Signer::presign_get`], and under the same contract on
+    /// `ttl`.
+    ///
+    /// The URL carries `x-id=PutObject` and agrees with aws-sdk-s3's `presigned()`
+    /// PutObject with the same pins, signature and signed-header list included
+    /// (`tests/presign_oracle.rs`). The checksum needs no other header: S3 verifies
+    /// `x-amz-checksum-sha256` on its own; `x-amz-sdk-checksum-algorithm` only tells
+    /// S3 what an SDK computed and "provides no additional functionality" without
+    /// one (S3 API reference, PutObject).
+    ///
+    /// Header values are sent as given, minus surrounding spaces (which HTTP cannot
+    /// carry); the signature covers them with runs of inner spaces collapsed, as
+    /// SigV4 canonicalises them on both sides. Metadata entries that share a name
+    /// are sent as one header, their values joined with `,`: what HTTP makes of
+    /// repeated fields, and what S3 would have stored.
+    pub fn presign_put(
+        &self,
+        creds: &SigningCredentials,
+        object: &PutObject<'_>,
+        signing_time: SystemTime,
+        ttl: Ttl,
+    ) -> PresignedRequest {
+        let groups = || metadata_groups(object.metadata);
+        // Joined values of repeated names, in order; empty (no allocation) as a rule.
+        let joined: Vec<String> = groups()
+            .filter(|group| group.len() > 1)
+            .map(joined_value)
+            .collect();
+        // Every `x-amz-meta-<name>` in one buffer, sliced below.
+        let mut names =
+            String::with_capacity(groups().map(|g| META_PREFIX.len() + g[0].0.len()).sum());
+        for group in groups() {
+            names.push_str(META_PREFIX);
+            names.push_str(&group[0].0);
+        }
+
+        // Sorted by name, as `Request::headers` requires: the fixed names sort in
+        // this order, and `x-amz-meta-*` after `x-amz-checksum-sha256`.
+        let mut length_buf = [0u8; 20];
+        let mut headers = Vec::with_capacity(4 + groups().count());
+        if let Some(length) = object.content_length {
+            headers.push(SignedHeader {
+                name: "content-length",
+                value: decimal(&mut length_buf, length),
+            });
+        }
+        if let Some(content_type) = object.content_type {
+            headers.push(SignedHeader {
+                name: "content-type",
+                value: content_type.as_str().trim_matches(' '),
+            });
+        }
+        if object.create_only {
+            headers.push(SignedHeader {
+                name: "if-none-match",
+                value: "*",
+            });
+        }
+        if let Some(checksum) = object.checksum_sha256 {
+            headers.push(SignedHeader {
+                name: "x-amz-checksum-sha256",
+                value: checksum.as_str(),
+            });
+        }
+        let mut joined = joined.iter();
+        let mut at = 0;
+        for group in groups() {
+            let end = at + META_PREFIX.len() + group[0].0.len();
+            let value = match group {
+                [(_, value)] => value.as_str(),
+                _ => joined
+                    .next()
+                    .expect("one joined value was made per repeated name"),
+            };
+            headers.push(SignedHeader {
+                name: &names[at..end],
+                value,
+            });
+            at = end;
+        }
+
+        let query = [QueryParam::text("x-id", "PutObject")];
+        let request = Request {
+            method: "PUT",
+            bucket: object.bucket,
+            key: object.key,
+            query: &query,
+            headers: &headers,
+        };
+        self.presign(creds, &request, AmzDate::new(signing_time), ttl)
+    }
+
     /// Signs `request`: the one implementation behind every presigned method.
     pub(crate) fn presign(
         &self,
@@ -173,11 +305,11 @@ impl Signer {
         time: &AmzDate,
         ttl: Ttl,
     ) -> PresignedRequest {
-        let mut expires_buf = [0u8; 10];
+        let mut expires_buf = [0u8; 20];
         let values = AuthValues {
             encoded_credential: prepared.encoded_credential(),
             date_time: time.date_time(),
-            expires: decimal(&mut expires_buf, ttl.as_secs()),
+            expires: decimal(&mut expires_buf, u64::from(ttl.as_secs())),
         };
         let token = prepared.encoded_session_token();
 
@@ -266,9 +398,10 @@ impl Signer {
             feed.push(part);
         }
         for header in merge_sorted(std::slice::from_ref(&host), request.headers, |h| h.name) {
-            for part in [header.name, ":", header.value, "\n"] {
-                feed.push(part);
-            }
+            feed.push(header.name);
+            feed.push(":");
+            push_canonical_value(&mut feed, header.value);
+            feed.push("\n");
         }
         feed.push("\n");
         for (i, header) in
@@ -366,9 +499,10 @@ pub(crate) struct Request<'a> {
     /// only, so sorting them raw is sorting them encoded, as SigV4 requires; none is
     /// an `X-Amz-*` name (SigV4 adds those).
     pub(crate) query: &'a [QueryParam<'a>],
-    /// Signed headers besides `host`, sorted by name: lowercase names, values in
-    /// SigV4's canonical form (trimmed, inner runs of spaces collapsed), since the
-    /// caller will send them exactly so.
+    /// Signed headers besides `host`, sorted by name, each name once: lowercase
+    /// names, values as the caller will send them, without surrounding spaces (HTTP
+    /// cannot carry those). Inner runs of spaces are collapsed when hashing, as
+    /// SigV4's canonical form wants.
     pub(crate) headers: &'a [SignedHeader<'a>],
 }
 
@@ -386,8 +520,7 @@ impl Request<'_> {
                 h.name != "host"
                     && !h.name.is_empty()
                     && !h.name.bytes().any(|b| b.is_ascii_uppercase())
-                    && h.value.trim() == h.value
-                    && !h.value.contains("  ")
+                    && h.value.trim_matches(' ') == h.value
             })
     }
 }
@@ -469,8 +602,8 @@ struct AuthValues<'a> {
     expires: &'a str,
 }
 
-/// `value` in decimal, written into `buf` (a `u32` has at most 10 digits).
-fn decimal(buf: &mut [u8; 10], mut value: u32) -> &str {
+/// `value` in decimal, written into `buf` (a `u64` has at most 20 digits).
+pub(super) fn decimal(buf: &mut [u8; 20], mut value: u64) -> &str {
     let mut start = buf.len();
     loop {
         start -= 1;
@@ -481,6 +614,48 @@ fn decimal(buf: &mut [u8; 10], mut value: u32) -> &str {
         }
     }
     std::str::from_utf8(&buf[start..]).expect("ASCII digits")
+}
+
+/// Writes a header value in SigV4's canonical form: runs of inner spaces collapsed
+/// to one. Only spaces: S3 and the SDK leave tabs and other whitespace alone, and
+/// the value is trimmed already (see `Request::headers`).
+fn push_canonical_value<H: Update>(feed: &mut Coalesce<'_, H>, value: &str) {
+    if !value.contains("  ") {
+        feed.push(value);
+        return;
+    }
+    for (i, word) in value.split(' ').filter(|w| !w.is_empty()).enumerate() {
+        if i > 0 {
+            feed.push(" ");
+        }
+        feed.push(word);
+    }
+}
+
+/// `x-amz-meta-`: what S3 puts before a user metadata name, as a header or form
+/// field name.
+pub(crate) const META_PREFIX: &str = "x-amz-meta-";
+
+/// User metadata grouped by name, one group per header (or form field) S3 will
+/// receive. `Metadata` is sorted, so equal names are adjacent; it does not rule
+/// them out, and repeated names must not become repeated signed headers (SigV4
+/// would fold them into one canonical line, clients and maps might not keep both).
+pub(crate) fn metadata_groups(
+    metadata: &Metadata,
+) -> impl Iterator<Item = &[(String, String)]> + Clone {
+    metadata.entries().chunk_by(|a, b| a.0 == b.0)
+}
+
+/// The values of one group joined with `,`, as HTTP joins repeated header fields.
+pub(crate) fn joined_value(group: &[(String, String)]) -> String {
+    let mut joined = String::with_capacity(group.iter().map(|(_, v)| v.len() + 1).sum());
+    for (i, (_, value)) in group.iter().enumerate() {
+        if i > 0 {
+            joined.push(',');
+        }
+        joined.push_str(value);
+    }
+    joined
 }
 
 /// Feeds a hash many small pieces through a stack buffer. Each `update` of sha2
@@ -690,9 +865,18 @@ mod tests {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("&");
+        // SigV4: values trimmed, runs of spaces collapsed.
         let canonical_headers: String = all_headers
             .iter()
-            .map(|(k, v)| format!("{k}:{v}\n"))
+            .map(|(k, v)| {
+                format!(
+                    "{k}:{}\n",
+                    v.split(' ')
+                        .filter(|w| !w.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            })
             .collect();
         let encoded_path = enc(path, true);
         let creq = format!(
@@ -903,6 +1087,276 @@ mod tests {
         );
     }
 
+    fn put<'a>(
+        bucket: &'a BucketName,
+        key: &'a ObjectKey,
+        metadata: &'a Metadata,
+    ) -> PutObject<'a> {
+        PutObject {
+            bucket,
+            key,
+            content_type: None,
+            content_length: None,
+            checksum_sha256: None,
+            metadata,
+            create_only: false,
+        }
+    }
+
+    fn header_pairs(signed: &PresignedRequest) -> Vec<(&str, &str)> {
+        signed
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect()
+    }
+
+    const CHECKSUM: &str = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=";
+
+    #[test]
+    fn put_signs_every_pin_as_a_header_and_lists_it() {
+        let signer = signer(Some("http://127.0.0.1:9000"), true);
+        let bucket: BucketName = "demo".parse().unwrap();
+        let key: ObjectKey = "uploads/q3 report.csv".parse().unwrap();
+        let content_type: HeaderText = "text/csv".parse().unwrap();
+        let checksum: ChecksumSha256 = CHECKSUM.parse().unwrap();
+        let metadata = Metadata::new([("owner", "team-a"), ("case-id", "42")]).unwrap();
+        let object = PutObject {
+            content_type: Some(&content_type),
+            content_length: Some(5_368_709_120),
+            checksum_sha256: Some(&checksum),
+            create_only: true,
+            ..put(&bucket, &key, &metadata)
+        };
+        let signed = signer.presign_put(&creds(Some("tok/en")), &object, at(T), ttl(600));
+        assert_eq!(signed.method, "PUT");
+        assert_eq!(
+            header_pairs(&signed),
+            [
+                ("content-length", "5368709120"),
+                ("content-type", "text/csv"),
+                ("if-none-match", "*"),
+                ("x-amz-checksum-sha256", CHECKSUM),
+                ("x-amz-meta-case-id", "42"),
+                ("x-amz-meta-owner", "team-a"),
+            ]
+        );
+        let url = signed.url.expose();
+        assert!(
+            url.starts_with("http://127.0.0.1:9000/demo/uploads/q3%20report.csv?"),
+            "{url}"
+        );
+        let q = query_of(url);
+        assert_eq!(
+            q["X-Amz-SignedHeaders"],
+            "content-length%3Bcontent-type%3Bhost%3Bif-none-match%3B\
+             x-amz-checksum-sha256%3Bx-amz-meta-case-id%3Bx-amz-meta-owner"
+        );
+        assert_eq!(q["x-id"], "PutObject");
+        let expected = reference_url(&Reference {
+            scheme_host: "http://127.0.0.1:9000",
+            host: "127.0.0.1:9000",
+            path: "/demo/uploads/q3 report.csv",
+            method: "PUT",
+            extra_query: &[("x-id", "PutObject")],
+            headers: &header_pairs(&signed),
+            token: Some("tok/en"),
+            expires: 600,
+        });
+        assert_eq!(q, query_of(&expected));
+    }
+
+    #[test]
+    fn put_without_pins_signs_only_host() {
+        let signer = signer(None, false);
+        let bucket: BucketName = "reports".parse().unwrap();
+        let key: ObjectKey = "a.txt".parse().unwrap();
+        let metadata = Metadata::default();
+        let signed =
+            signer.presign_put(&creds(None), &put(&bucket, &key, &metadata), at(T), ttl(60));
+        assert!(signed.headers.is_empty());
+        let expected = reference_url(&Reference {
+            scheme_host: "https://reports.s3.us-east-1.amazonaws.com",
+            host: "reports.s3.us-east-1.amazonaws.com",
+            path: "/a.txt",
+            method: "PUT",
+            extra_query: &[("x-id", "PutObject")],
+            headers: &[],
+            token: None,
+            expires: 60,
+        });
+        assert_eq!(signed.url.expose(), &expected);
+    }
+
+    #[test]
+    fn every_put_pin_changes_the_signature() {
+        let signer = signer(Some("http://127.0.0.1:9000"), true);
+        let bucket: BucketName = "demo".parse().unwrap();
+        let key: ObjectKey = "a".parse().unwrap();
+        let (t1, t2): (HeaderText, HeaderText) =
+            ("text/plain".parse().unwrap(), "text/html".parse().unwrap());
+        let c1: ChecksumSha256 = CHECKSUM.parse().unwrap();
+        let c2: ChecksumSha256 = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+            .parse()
+            .unwrap();
+        let (m0, m1, m2, m3) = (
+            Metadata::default(),
+            Metadata::new([("a", "1")]).unwrap(),
+            Metadata::new([("a", "2")]).unwrap(),
+            Metadata::new([("b", "1")]).unwrap(),
+        );
+        let sig = |object: &PutObject<'_>| {
+            query_of(
+                signer
+                    .presign_put(&creds(None), object, at(T), ttl(60))
+                    .url
+                    .expose(),
+            )["X-Amz-Signature"]
+                .clone()
+        };
+        let base_object = PutObject {
+            content_type: Some(&t1),
+            content_length: Some(10),
+            checksum_sha256: Some(&c1),
+            create_only: true,
+            ..put(&bucket, &key, &m1)
+        };
+        let base = sig(&base_object);
+        let variants = [
+            sig(&PutObject {
+                content_type: Some(&t2),
+                ..base_object
+            }),
+            sig(&PutObject {
+                content_type: None,
+                ..base_object
+            }),
+            sig(&PutObject {
+                content_length: Some(11),
+                ..base_object
+            }),
+            sig(&PutObject {
+                content_length: None,
+                ..base_object
+            }),
+            sig(&PutObject {
+                checksum_sha256: Some(&c2),
+                ..base_object
+            }),
+            sig(&PutObject {
+                checksum_sha256: None,
+                ..base_object
+            }),
+            sig(&PutObject {
+                create_only: false,
+                ..base_object
+            }),
+            sig(&PutObject {
+                metadata: &m0,
+                ..base_object
+            }),
+            sig(&PutObject {
+                metadata: &m2,
+                ..base_object
+            }),
+            sig(&PutObject {
+                metadata: &m3,
+                ..base_object
+            }),
+        ];
+        for (i, v) in variants.iter().enumerate() {
+            assert_ne!(v, &base, "variant {i}");
+        }
+    }
+
+    #[test]
+    fn header_values_are_sent_as_given_and_signed_with_spaces_collapsed() {
+        // HTTP cannot carry surrounding spaces, so they are dropped from what the
+        // uploader is told to send; inner runs are kept there (S3 stores the value
+        // as sent) and collapsed only in the canonical request, as S3 does when it
+        // verifies.
+        let signer = signer(Some("http://127.0.0.1:9000"), true);
+        let bucket: BucketName = "demo".parse().unwrap();
+        let key: ObjectKey = "a".parse().unwrap();
+        let spaced: HeaderText = "  text/plain;   charset=utf-8 ".parse().unwrap();
+        let single: HeaderText = "text/plain; charset=utf-8".parse().unwrap();
+        let metadata = Metadata::new([("note", "two  spaces")]).unwrap();
+        let signed = |ct| {
+            signer.presign_put(
+                &creds(None),
+                &PutObject {
+                    content_type: Some(ct),
+                    ..put(&bucket, &key, &metadata)
+                },
+                at(T),
+                ttl(60),
+            )
+        };
+        let with_runs = signed(&spaced);
+        assert_eq!(
+            header_pairs(&with_runs),
+            [
+                ("content-type", "text/plain;   charset=utf-8"),
+                ("x-amz-meta-note", "two  spaces"),
+            ]
+        );
+        let expected = reference_url(&Reference {
+            scheme_host: "http://127.0.0.1:9000",
+            host: "127.0.0.1:9000",
+            path: "/demo/a",
+            method: "PUT",
+            extra_query: &[("x-id", "PutObject")],
+            headers: &header_pairs(&with_runs),
+            token: None,
+            expires: 60,
+        });
+        assert_eq!(with_runs.url.expose(), &expected);
+        // The same canonical value, so the same signature.
+        assert_eq!(
+            query_of(with_runs.url.expose())["X-Amz-Signature"],
+            query_of(signed(&single).url.expose())["X-Amz-Signature"]
+        );
+    }
+
+    #[test]
+    fn repeated_metadata_names_become_one_joined_header() {
+        let signer = signer(Some("http://127.0.0.1:9000"), true);
+        let bucket: BucketName = "demo".parse().unwrap();
+        let key: ObjectKey = "a".parse().unwrap();
+        let metadata = Metadata::new([("tag", "b"), ("x", "1"), ("tag", "a")]).unwrap();
+        let signed =
+            signer.presign_put(&creds(None), &put(&bucket, &key, &metadata), at(T), ttl(60));
+        assert_eq!(
+            header_pairs(&signed),
+            [("x-amz-meta-tag", "a,b"), ("x-amz-meta-x", "1")]
+        );
+        assert_eq!(
+            query_of(signed.url.expose())["X-Amz-SignedHeaders"],
+            "host%3Bx-amz-meta-tag%3Bx-amz-meta-x"
+        );
+    }
+
+    #[test]
+    fn put_url_is_allocated_once_with_much_metadata() {
+        // The debug assertion in `presign` checks the URL's capacity never grew.
+        let signer = signer(Some("http://127.0.0.1:9000"), true);
+        let bucket: BucketName = "demo".parse().unwrap();
+        let key: ObjectKey = "€".repeat(341).parse().unwrap();
+        let names: Vec<String> = (0..60)
+            .map(|i| format!("n{i:02}-{}", "x".repeat(20)))
+            .collect();
+        let metadata = Metadata::new(names.iter().map(|n| (n.as_str(), "v"))).unwrap();
+        let text: HeaderText = "\"".repeat(1024).parse().unwrap();
+        let object = PutObject {
+            content_type: Some(&text),
+            content_length: Some(u64::MAX),
+            create_only: true,
+            ..put(&bucket, &key, &metadata)
+        };
+        let signed = signer.presign_put(&creds(Some(&"/".repeat(2000))), &object, at(T), ttl(60));
+        assert_eq!(signed.headers.len(), 63);
+    }
+
     #[test]
     fn every_input_changes_the_signature() {
         let signer = signer(Some("http://127.0.0.1:9000"), true);
@@ -1016,12 +1470,14 @@ mod tests {
     }
 
     #[test]
-    fn expires_is_written_in_decimal() {
-        let mut buf = [0u8; 10];
+    fn numbers_are_written_in_decimal() {
+        let mut buf = [0u8; 20];
         assert_eq!(decimal(&mut buf, 0), "0");
         assert_eq!(decimal(&mut buf, 7), "7");
         assert_eq!(decimal(&mut buf, 604_800), "604800");
-        assert_eq!(decimal(&mut buf, u32::MAX), "4294967295");
+        assert_eq!(decimal(&mut buf, u64::from(u32::MAX)), "4294967295");
+        assert_eq!(decimal(&mut buf, 5 * 1024 * 1024 * 1024), "5368709120");
+        assert_eq!(decimal(&mut buf, u64::MAX), "18446744073709551615");
     }
 
     #[test]
