@@ -22,8 +22,11 @@ use crate::policy::{self, Access, KmsKeyArn, Partition};
 use crate::proto;
 use crate::rules::{self, Action, Target};
 use crate::rules_reload::RulesHandle;
-use crate::scope::{self, BucketName, HeaderText, ObjectKey, Prefix, VersionId};
-use crate::sign::{GetObject, Signer};
+use crate::scope::{
+    self, BucketName, ChecksumSha256, HeaderText, Metadata, MetadataError, ObjectKey, Prefix,
+    VersionId,
+};
+use crate::sign::{GetObject, PostObject, PutObject, Signer};
 use crate::sts;
 
 /// Everything that can go wrong in a call, each mapped to its gRPC code once, in
@@ -40,8 +43,6 @@ pub enum Error {
     Credentials(#[from] credentials::Error),
     #[error(transparent)]
     Expiry(#[from] expiry::Error),
-    #[error("{0} is not available in this version of the service")]
-    Unimplemented(&'static str),
     #[error("{0}")]
     NotConfigured(&'static str),
     #[error(transparent)]
@@ -81,7 +82,6 @@ impl From<Error> for Status {
                 tracing::error!(error = %error, "cannot sign: service credentials unavailable");
                 Status::unavailable(format!("{error}; retry later"))
             }
-            Error::Unimplemented(_) => Status::unimplemented(error.to_string()),
             Error::NotConfigured(_) => Status::failed_precondition(error.to_string()),
             Error::Sts(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "STS unavailable");
@@ -296,7 +296,148 @@ impl GrantService {
     }
 }
 
+/// What kind of upload a GrantWrite asked for.
+enum Upload {
+    /// Presigned PUT, optionally with an exact length.
+    Put(Option<u64>),
+    /// Presigned POST whose policy carries the size range.
+    Post(scope::SizeRange),
+}
+
 impl GrantService {
+    /// GrantWrite, with the caller already identified.
+    ///
+    /// # Errors
+    /// Every [`Error`] but `Unauthenticated`.
+    pub fn grant_write(
+        &self,
+        caller: &Caller,
+        request: &proto::GrantWriteRequest,
+    ) -> Result<proto::GrantWriteResponse, Error> {
+        use proto::grant_write_request::Size;
+
+        let mut v = Violations::default();
+        let bucket: Option<BucketName> = v.required("bucket", &request.bucket);
+        let key: Option<ObjectKey> = v.required("key", &request.key);
+        let content_type: Option<HeaderText> = v.optional("content_type", &request.content_type);
+        let checksum: Option<ChecksumSha256> =
+            v.optional("checksum_sha256", &request.checksum_sha256);
+        let metadata = Metadata::new(
+            request
+                .metadata
+                .iter()
+                .map(|(k, value)| (k.as_str(), value.as_str())),
+        )
+        .map_err(|e| {
+            let description = match e {
+                MetadataError::Name { name, error } => format!("name '{name}' {error}"),
+                MetadataError::Value { name, error } => format!("value of '{name}' {error}"),
+                MetadataError::Total(error) => error.to_string(),
+            };
+            v.add("metadata", description);
+        })
+        .ok();
+        let upload = match &request.size {
+            None => Some(Upload::Put(None)),
+            Some(Size::ContentLength(n)) => scope::upload_length(*n)
+                .map(|n| Upload::Put(Some(n)))
+                .map_err(|e| v.add("content_length", e.to_string()))
+                .ok(),
+            Some(Size::ContentLengthRange(range)) => {
+                scope::SizeRange::new(range.min_bytes, range.max_bytes)
+                    .map(Upload::Post)
+                    .map_err(|e| v.add("content_length_range", e.to_string()))
+                    .ok()
+            }
+        };
+        if request.create_only && matches!(upload, Some(Upload::Post(_))) {
+            v.add(
+                "create_only",
+                "applies to presigned PUT only: S3's POST form has no If-None-Match; \
+                 send content_length (or no size) instead of content_length_range"
+                    .into(),
+            );
+        }
+        let requested = requested_ttl(request.ttl.as_ref(), self.limits.default_ttl)
+            .map_err(|e| v.add("ttl", e))
+            .ok();
+        v.finish()?;
+        let (Some(bucket), Some(key), Some(metadata), Some(upload), Some(requested)) =
+            (bucket, key, metadata, upload, requested)
+        else {
+            unreachable!("every missing value recorded a violation");
+        };
+
+        let rules = self.rules.current();
+        let rule = rules
+            .authorize(caller, Action::Write, &bucket, Target::Key(&key))
+            .inspect_err(|_| audit::denied(caller, Action::Write, bucket.as_str(), key.as_str()))?;
+        let credentials = self.credentials.current()?;
+        let signing_time = whole_seconds(SystemTime::now());
+        let ttl = Ttl::clamp(
+            &[requested, rule.max_ttl(), self.limits.max_ttl],
+            signing_time,
+            credentials.expires_at,
+        )?;
+        let mut response = proto::GrantWriteResponse::default();
+        match upload {
+            Upload::Put(content_length) => {
+                let presigned = self.signer.presign_put(
+                    &credentials,
+                    &PutObject {
+                        bucket: &bucket,
+                        key: &key,
+                        content_type: content_type.as_ref(),
+                        content_length,
+                        checksum_sha256: checksum.as_ref(),
+                        metadata: &metadata,
+                        create_only: request.create_only,
+                    },
+                    signing_time,
+                    ttl,
+                );
+                response.url = presigned.url.expose().clone();
+                response.method = presigned.method.to_owned();
+                response.headers = presigned.headers.into_iter().collect();
+            }
+            Upload::Post(size) => {
+                let presigned = self.signer.presign_post(
+                    &credentials,
+                    &PostObject {
+                        bucket: &bucket,
+                        key: &key,
+                        content_type: content_type.as_ref(),
+                        size,
+                        checksum_sha256: checksum.as_ref(),
+                        metadata: &metadata,
+                    },
+                    signing_time,
+                    ttl,
+                );
+                response.url = presigned.url;
+                response.method = "POST".to_owned();
+                response.form_fields = presigned.fields.into_iter().collect();
+                response.file_field = presigned.file_field.to_owned();
+            }
+        }
+        let expires_at = signing_time + ttl.as_duration();
+        let grant_id = audit::new_grant_id();
+        audit::issued(&audit::Issued {
+            grant_id: &grant_id,
+            caller,
+            actions: &[Action::Write],
+            bucket: bucket.as_str(),
+            target: key.as_str(),
+            ttl_secs: ttl.as_duration().as_secs(),
+            expires_at,
+            rule_line: rule.line(),
+            session_grant_id: None,
+        });
+        response.expires_at = Some(timestamp(expires_at));
+        response.grant_id = grant_id;
+        Ok(response)
+    }
+
     /// AssumeScoped, with the caller already identified.
     ///
     /// # Errors
@@ -470,11 +611,15 @@ impl proto::grant_service_server::GrantService for GrantService {
         Ok(Response::new(response))
     }
 
+    #[tracing::instrument(name = "GrantWrite", skip_all, fields(caller, bucket = %request.get_ref().bucket))]
     async fn grant_write(
         &self,
-        _request: Request<proto::GrantWriteRequest>,
+        request: Request<proto::GrantWriteRequest>,
     ) -> Result<Response<proto::GrantWriteResponse>, Status> {
-        Err(Error::Unimplemented("GrantWrite").into())
+        let caller = caller_of(&request)?;
+        tracing::Span::current().record("caller", caller.id());
+        let response = GrantService::grant_write(self, &caller, request.get_ref())?;
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(name = "AssumeScoped", skip_all, fields(caller, bucket = %request.get_ref().bucket))]
