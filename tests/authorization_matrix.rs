@@ -1,0 +1,273 @@
+//! Who may be granted what, cell by cell: several identities (Kubernetes
+//! service-account JWTs from two tenants, a second workload of one tenant, a
+//! development token) × targets × every RPC, against the running service with real
+//! JWT verification (ES256 keys generated here, served from a JWKS file) and moto as
+//! STS and store. The expected outcome of every cell is written out by hand below,
+//! not derived from the rules code.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use storage_grants::proto::{Access, AssumeScopedRequest, GrantReadRequest, GrantWriteRequest};
+use support::{Moto, Service, Setup, TOKEN, authed};
+use tonic::Code;
+
+const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+const AUDIENCE: &str = "storage-grants";
+
+const RULES: &str = r#"
+# Every tenant's "etl" workload reads, writes and assumes under its own namespace.
+[[rules]]
+callers = ["system:serviceaccount:*:etl"]
+bucket = "demo"
+prefix = "tenants/{namespace}/"
+actions = ["read", "write", "assume-read"]
+max_ttl = "30m"
+
+# team-a's web workload may only read team-a's public folder.
+[[rules]]
+callers = ["system:serviceaccount:team-a:web"]
+bucket = "demo"
+prefix = "tenants/team-a/public/"
+actions = ["read"]
+max_ttl = "30m"
+
+[[rules]]
+callers = ["dev:demo"]
+bucket = "demo"
+prefix = "public/"
+actions = ["read", "write"]
+"#;
+
+/// An ES256 key that signs service-account tokens, and its JWKS.
+struct Issuer {
+    key: EcdsaKeyPair,
+    rng: SystemRandom,
+}
+
+impl Issuer {
+    fn new() -> Issuer {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        Issuer { key, rng }
+    }
+
+    fn jwks(&self) -> String {
+        // Uncompressed point: 0x04 || x || y.
+        let point = self.key.public_key().as_ref();
+        serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "k1",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        }]})
+        .to_string()
+    }
+
+    /// A projected service-account token for `namespace`/`name`.
+    fn token(&self, namespace: &str, name: &str) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let header = serde_json::json!({"alg": "ES256", "kid": "k1", "typ": "JWT"});
+        let claims = serde_json::json!({
+            "iss": ISSUER, "aud": [AUDIENCE], "iat": now, "nbf": now, "exp": now + 600,
+            "sub": format!("system:serviceaccount:{namespace}:{name}"),
+            "kubernetes.io": {
+                "namespace": namespace,
+                "serviceaccount": {"name": name, "uid": "00000000-0000-4000-8000-000000000001"},
+            },
+        });
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = self.key.sign(&self.rng, signing_input.as_bytes()).unwrap();
+        format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.as_ref())
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rpc {
+    Read,
+    Write,
+    Assume,
+}
+
+#[tokio::test]
+async fn every_identity_gets_exactly_its_own_cells() {
+    let issuer = Issuer::new();
+    let moto = Moto::start();
+    let (key, secret) = moto.service_identity().await;
+    let role_arn = moto
+        .create_role(
+            "matrix",
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#,
+        )
+        .await;
+    let jwks_dir = tempfile::tempdir().unwrap();
+    let jwks_file = jwks_dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, issuer.jwks()).unwrap();
+
+    let mut setup = Setup::new();
+    setup.rules = RULES.into();
+    setup.credentials = aws_credential_types::Credentials::new(key, secret, None, None, "moto");
+    setup.extra_config = format!(
+        r#"
+[identity.jwt]
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}"]
+jwks_file = "{jwks}"
+
+[sts]
+role_arn = "{role_arn}"
+endpoint = "{endpoint}"
+role_chaining = false
+"#,
+        jwks = jwks_file.display(),
+        endpoint = moto.endpoint,
+    );
+    let service = Service::start_at(&moto.endpoint, setup).await;
+    let mut client = service.client().await;
+
+    let identities = [
+        ("a-etl", issuer.token("team-a", "etl")),
+        ("b-etl", issuer.token("team-b", "etl")),
+        ("a-web", issuer.token("team-a", "web")),
+        ("dev", TOKEN.to_owned()),
+    ];
+    let targets = [
+        "tenants/team-a/",
+        "tenants/team-b/",
+        "tenants/team-a/public/",
+        "public/",
+    ];
+
+    // (identity, target) -> the RPCs that must succeed; every other cell is denied.
+    use Rpc::*;
+    let allowed: BTreeMap<(&str, &str), Vec<Rpc>> = [
+        (("a-etl", "tenants/team-a/"), vec![Read, Write, Assume]),
+        (
+            ("a-etl", "tenants/team-a/public/"),
+            vec![Read, Write, Assume],
+        ),
+        (("b-etl", "tenants/team-b/"), vec![Read, Write, Assume]),
+        (("a-web", "tenants/team-a/public/"), vec![Read]),
+        (("dev", "public/"), vec![Read, Write]),
+    ]
+    .into_iter()
+    .collect();
+
+    let mut cells = 0;
+    for (who, token) in &identities {
+        for target in targets {
+            let key = format!("{target}report.csv");
+            for rpc in [Read, Write, Assume] {
+                let result = match rpc {
+                    Read => client
+                        .grant_read(authed(
+                            GrantReadRequest {
+                                bucket: "demo".into(),
+                                key: key.clone(),
+                                ..Default::default()
+                            },
+                            token,
+                        ))
+                        .await
+                        .map(|r| r.into_inner().url),
+                    Write => client
+                        .grant_write(authed(
+                            GrantWriteRequest {
+                                bucket: "demo".into(),
+                                key: key.clone(),
+                                ..Default::default()
+                            },
+                            token,
+                        ))
+                        .await
+                        .map(|r| r.into_inner().url),
+                    Assume => client
+                        .assume_scoped(authed(
+                            AssumeScopedRequest {
+                                bucket: "demo".into(),
+                                prefix: target.into(),
+                                access: Access::Read as i32,
+                                ..Default::default()
+                            },
+                            token,
+                        ))
+                        .await
+                        .map(|r| r.into_inner().prefix),
+                };
+                let expected = allowed
+                    .get(&(*who, target))
+                    .is_some_and(|rpcs| rpcs.contains(&rpc));
+                match result {
+                    Ok(granted) => {
+                        assert!(expected, "{who} was granted {rpc:?} on {target}");
+                        // What was granted is the asked target, nothing wider.
+                        assert!(
+                            granted.contains(target),
+                            "{who} {rpc:?} {target}: granted something else"
+                        );
+                    }
+                    Err(status) => {
+                        assert!(
+                            !expected,
+                            "{who} was refused {rpc:?} on {target}: {}",
+                            status.message()
+                        );
+                        assert_eq!(
+                            status.code(),
+                            Code::PermissionDenied,
+                            "{who} {rpc:?} {target}"
+                        );
+                        // A refusal never names another tenant's prefix.
+                        let other = if who.starts_with("a-") {
+                            "team-b"
+                        } else {
+                            "team-a"
+                        };
+                        if *who != "dev" {
+                            assert!(!status.message().contains(other), "{}", status.message());
+                        }
+                    }
+                }
+                cells += 1;
+            }
+        }
+    }
+    assert_eq!(cells, identities.len() * targets.len() * 3);
+
+    // A token from the right issuer but for another audience, and a tampered one,
+    // are not identities at all.
+    let tampered = {
+        let t = issuer.token("team-a", "etl");
+        let (head, _sig) = t.rsplit_once('.').unwrap();
+        format!("{head}.{}", URL_SAFE_NO_PAD.encode([0u8; 64]))
+    };
+    let status = client
+        .grant_read(authed(
+            GrantReadRequest {
+                bucket: "demo".into(),
+                key: "tenants/team-a/x".into(),
+                ..Default::default()
+            },
+            &tampered,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
