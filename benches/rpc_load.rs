@@ -53,7 +53,9 @@ enum Call {
 async fn one(channel: &Channel, call: Call) -> bool {
     match call {
         Call::Health => HealthClient::new(channel.clone())
-            .check(HealthCheckRequest { service: String::new() })
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
             .await
             .is_ok(),
         Call::GrantRead => GrantServiceClient::new(channel.clone())
