@@ -1,0 +1,110 @@
+//! The binary as an operator runs it: `--check-config` and start-up refuse bad files
+//! with the file, the line and what to change, and never serve.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_storage-grants");
+
+const GOOD_RULES: &str = r#"
+[[rules]]
+callers = ["dev:demo"]
+bucket = "demo"
+prefix = "public/"
+actions = ["read"]
+"#;
+
+fn run(dir: &Path, config: &str, rules: &str, args: &[&str]) -> Output {
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    std::fs::write(dir.join("rules.toml"), rules).unwrap();
+    Command::new(BIN)
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .args(args)
+        // The service's own credentials are not needed to check or refuse a file.
+        .env_remove("STORAGE_GRANTS_CONFIG")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run storage-grants")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn check_config_accepts_a_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        "listen = \"127.0.0.1:0\"\n",
+        GOOD_RULES,
+        &["--check-config"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("config OK") && stdout.contains("1 rule"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_config_names_file_and_line_of_a_bad_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = GOOD_RULES.replace("prefix = \"public/\"", "prefix = \"public\"");
+    let out = run(dir.path(), "", &bad, &["--check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("rules.toml:2:"), "{err}");
+    assert!(err.contains("must end with '/'"), "{err}");
+}
+
+#[test]
+fn check_config_names_the_line_of_an_unknown_config_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        "[grants]\nmax_tll = \"1h\"\n",
+        GOOD_RULES,
+        &["--check-config"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("config.toml") && err.contains("line 2") && err.contains("max_tll"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_with_a_bad_rules_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = GOOD_RULES.replace("[\"read\"]", "[\"reed\"]");
+    let out = run(dir.path(), "listen = \"127.0.0.1:0\"\n", &bad, &["serve"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("rules.toml") && err.contains("reed"), "{err}");
+    assert!(!err.contains("listening"), "it started serving: {err}");
+}
+
+#[test]
+fn dev_tokens_without_dev_mode_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[[identity.dev_tokens]]\ntoken = \"0123456789abcdef0123\"\ncaller = \"dev:a\"\n";
+    let out = run(dir.path(), config, GOOD_RULES, &["serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("dev_mode"), "{err}");
+    assert!(
+        !err.contains("0123456789abcdef0123"),
+        "the token was printed: {err}"
+    );
+}
+
+#[test]
+fn unknown_argument_prints_usage() {
+    let out = Command::new(BIN).arg("--frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("USAGE"));
+}
