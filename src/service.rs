@@ -590,12 +590,15 @@ fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     }
 }
 
+/// The caller the interceptor identified, also recorded on the RPC's span.
 fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
-    request
+    let caller = request
         .extensions()
         .get::<Caller>()
         .cloned()
-        .ok_or_else(|| Error::Unauthenticated(identity::Error::Missing).into())
+        .ok_or_else(|| Status::from(Error::Unauthenticated(identity::Error::Missing)))?;
+    tracing::Span::current().record("caller", caller.id());
+    Ok(caller)
 }
 
 #[tonic::async_trait]
@@ -606,7 +609,6 @@ impl proto::grant_service_server::GrantService for GrantService {
         request: Request<proto::GrantReadRequest>,
     ) -> Result<Response<proto::GrantReadResponse>, Status> {
         let caller = caller_of(&request)?;
-        tracing::Span::current().record("caller", caller.id());
         let response = GrantService::grant_read(self, &caller, request.get_ref())?;
         Ok(Response::new(response))
     }
@@ -617,7 +619,6 @@ impl proto::grant_service_server::GrantService for GrantService {
         request: Request<proto::GrantWriteRequest>,
     ) -> Result<Response<proto::GrantWriteResponse>, Status> {
         let caller = caller_of(&request)?;
-        tracing::Span::current().record("caller", caller.id());
         let response = GrantService::grant_write(self, &caller, request.get_ref())?;
         Ok(Response::new(response))
     }
@@ -628,7 +629,6 @@ impl proto::grant_service_server::GrantService for GrantService {
         request: Request<proto::AssumeScopedRequest>,
     ) -> Result<Response<proto::AssumeScopedResponse>, Status> {
         let caller = caller_of(&request)?;
-        tracing::Span::current().record("caller", caller.id());
         let response = GrantService::assume_scoped(self, &caller, request.get_ref()).await?;
         Ok(Response::new(response))
     }

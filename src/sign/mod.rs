@@ -67,3 +67,47 @@ pub enum Error {
         reason: &'static str,
     },
 }
+
+/// Credentials, times and signers shared by the signer's unit tests.
+#[cfg(test)]
+pub(crate) mod test_fixtures {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::{Endpoint, Signer};
+    use crate::credentials::SigningCredentials;
+    use crate::expiry::Ttl;
+    use crate::secret::Secret;
+
+    /// The access key id of AWS's documentation examples.
+    pub const AKID: &str = "AKIAIOSFODNN7EXAMPLE";
+    /// The secret key of AWS's documentation examples.
+    pub const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+    /// The example credentials, temporary when `token` is given.
+    pub fn creds(token: Option<&str>) -> SigningCredentials {
+        SigningCredentials {
+            access_key_id: AKID.to_owned(),
+            secret_access_key: Secret::new(SECRET.to_owned()),
+            session_token: token.map(|t| Secret::new(t.to_owned())),
+            expires_at: None,
+        }
+    }
+
+    /// A lifetime of `secs` seconds.
+    pub fn ttl(secs: u64) -> Ttl {
+        Ttl::clamp(&[Duration::from_secs(secs)], UNIX_EPOCH, None).unwrap()
+    }
+
+    /// `secs` seconds after the epoch.
+    pub fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// A us-east-1 signer for `url`.
+    pub fn signer(url: Option<&str>, path_style: bool) -> Signer {
+        Signer::new(
+            Endpoint::new(url, "us-east-1", path_style).unwrap(),
+            "us-east-1",
+        )
+    }
+}

@@ -392,41 +392,15 @@ fn json_escaped_len(text: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
-    use crate::sign::Endpoint;
+
     use crate::sign::key_cache::derive_key_bytes;
     use proptest::prelude::*;
     use serde_json::{Value, json};
     use std::time::{Duration, UNIX_EPOCH};
 
-    const AKID: &str = "AKIAIOSFODNN7EXAMPLE";
-    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    use crate::sign::test_fixtures::{SECRET, at, creds, signer, ttl};
     const T: u64 = 1_451_347_200; // 2015-12-29T00:00:00Z, the AWS POST example's date
     const CHECKSUM: &str = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=";
-
-    fn creds(token: Option<&str>) -> SigningCredentials {
-        SigningCredentials {
-            access_key_id: AKID.to_owned(),
-            secret_access_key: Secret::new(SECRET.to_owned()),
-            session_token: token.map(|t| Secret::new(t.to_owned())),
-            expires_at: None,
-        }
-    }
-
-    fn ttl(secs: u64) -> Ttl {
-        Ttl::clamp(&[Duration::from_secs(secs)], UNIX_EPOCH, None).unwrap()
-    }
-
-    fn at(secs: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(secs)
-    }
-
-    fn signer(url: Option<&str>, path_style: bool) -> Signer {
-        Signer::new(
-            Endpoint::new(url, "us-east-1", path_style).unwrap(),
-            "us-east-1",
-        )
-    }
 
     fn post<'a>(
         bucket: &'a BucketName,

@@ -734,35 +734,10 @@ fn merge_sorted<'s, T>(
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::Duration;
 
-    const AKID: &str = "AKIAIOSFODNN7EXAMPLE";
-    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    use crate::sign::test_fixtures::{AKID, SECRET, at, creds, signer, ttl};
     const T: u64 = 1_369_353_600; // 2013-05-24T00:00:00Z
-
-    fn creds(token: Option<&str>) -> SigningCredentials {
-        SigningCredentials {
-            access_key_id: AKID.to_owned(),
-            secret_access_key: Secret::new(SECRET.to_owned()),
-            session_token: token.map(|t| Secret::new(t.to_owned())),
-            expires_at: None,
-        }
-    }
-
-    fn ttl(secs: u64) -> Ttl {
-        Ttl::clamp(&[Duration::from_secs(secs)], UNIX_EPOCH, None).unwrap()
-    }
-
-    fn at(secs: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(secs)
-    }
-
-    fn signer(url: Option<&str>, path_style: bool) -> Signer {
-        Signer::new(
-            Endpoint::new(url, "us-east-1", path_style).unwrap(),
-            "us-east-1",
-        )
-    }
 
     fn get<'a>(bucket: &'a BucketName, key: &'a ObjectKey) -> GetObject<'a> {
         GetObject {
