@@ -214,7 +214,7 @@ max_ttl = "1h"
 }
 
 fn moto_available() -> bool {
-    std::env::var_os("STORAGE_GRANTS_MOTO").is_some()
+    std::env::var_os("SG_MOTO").is_some()
         || std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(".venv/bin/moto_server")
             .exists()

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs the Python client test (clients/python/grants_client_test.py) against a real
-# storage-grants server, backed by a real S3-compatible store (s3s-fs), both on
-# 127.0.0.1 only. Proves the API works from another language, through stubs
-# generated from the proto, and that its presigned URLs really download.
+# storage-grants server, backed by a real S3-compatible store (s3s-fs) for presigned
+# URLs and by moto as the STS for AssumeScoped (moto's credentials work against moto's
+# own S3, so the service hands out moto's endpoint with them), all on 127.0.0.1 only.
+# Proves the API works from another language, through stubs generated from the proto,
+# that its presigned URLs really download and upload, and that an S3 SDK configured
+# from an AssumeScoped response alone works.
 #
 # Usage: scripts/python-client-test.sh [SERVER_BINARY]
 #   SERVER_BINARY  an already-built server (default: target/debug/storage-grants);
@@ -26,10 +29,11 @@ if [[ ! -x $server_bin ]]; then
   exit 2
 fi
 
-work="" s3_pid="" server_pid=""
+work="" s3_pid="" moto_pid="" server_pid=""
 cleanup() {
   local rc=$?
   stop_process "$server_pid"
+  stop_process "$moto_pid"
   stop_process "$s3_pid"
   [[ -z $work ]] || rm -rf "$work"
   exit "$rc"
@@ -61,6 +65,40 @@ s3_port=$(free_port)
 s3_pid=$(start_s3s_fs "$work/s3" "$s3_port" "$access_key" "$secret_key" "$work/s3s-fs.log")
 log "s3s-fs on 127.0.0.1:$s3_port (pid $s3_pid)"
 
+# Empty AWS config and credentials files of our own, and instance metadata off, so a
+# developer's own AWS setup can neither leak in nor slow start-up down.
+: >"$work/aws-config"
+: >"$work/aws-credentials"
+# Every AWS_* variable of the caller's environment is dropped for the Python steps: the
+# test configures its S3 client from the AssumeScoped response alone.
+aws_isolated=(env)
+while IFS= read -r name; do aws_isolated+=(-u "$name"); done < <(compgen -e | grep '^AWS_' || true)
+aws_isolated+=(
+  AWS_CONFIG_FILE="$work/aws-config"
+  AWS_SHARED_CREDENTIALS_FILE="$work/aws-credentials"
+  AWS_EC2_METADATA_DISABLED=true
+)
+
+# moto: the STS AssumeScoped calls, and the S3 its temporary credentials work against.
+# Its auth checks are off, so any key pair creates the bucket.
+moto_port=$(free_port)
+moto_pid=$(start_moto "$moto_port" "$work/moto.log")
+log "moto on 127.0.0.1:$moto_port (pid $moto_pid)"
+if ! "${aws_isolated[@]}" AWS_ACCESS_KEY_ID=moto-setup AWS_SECRET_ACCESS_KEY=moto-setup \
+  "$python" - "http://127.0.0.1:$moto_port" "$bucket" >"$work/moto-setup.log" 2>&1 <<'PY'; then
+import sys
+
+import boto3
+
+endpoint, bucket = sys.argv[1], sys.argv[2]
+boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+PY
+  log "could not create bucket $bucket in moto"
+  log_tail "$work/moto-setup.log"
+  log_tail "$work/moto.log"
+  exit 2
+fi
+
 grpc_port=$(free_port)
 mkdir -p "$work/server"
 cat >"$work/server/config.toml" <<EOF
@@ -82,23 +120,33 @@ dev_mode = true
 [[identity.dev_tokens]]
 token = "$dev_token"
 caller = "dev:demo"
+
+[sts]
+role_arn = "arn:aws:iam::123456789012:role/storage-grants-pytest"
+endpoint = "http://127.0.0.1:$moto_port"
+# Scoped credentials from moto work against moto's S3, so clients are sent there.
+storage_endpoint = "http://127.0.0.1:$moto_port"
+role_chaining = false
 EOF
+# Rules with assume-* actions need max_ttl >= 15m (STS's shortest session).
 cat >"$work/server/rules.toml" <<EOF
 [[rules]]
 callers = ["dev:demo"]
 bucket = "$bucket"
 prefix = "public/"
-actions = ["read", "write"]
+actions = ["read", "write", "assume-read", "assume-write", "list"]
 max_ttl = "15m"
 EOF
 
 # The service signs with the same key pair s3s-fs checks, from the standard AWS env
-# variables. Profiles and shared files are empty ones of our own, and instance metadata
-# is off, so a developer's own AWS setup can neither leak in nor slow start-up down.
-: >"$work/aws-config"
-: >"$work/aws-credentials"
-server_env=(
-  env -u AWS_SESSION_TOKEN -u AWS_PROFILE -u AWS_DEFAULT_PROFILE -u AWS_ENDPOINT_URL
+# variables; moto's STS accepts it too. Profiles and shared files are the empty ones.
+# The server also reads STORAGE_GRANTS_* variables as configuration: the caller's are
+# dropped, so the config file above is the whole configuration (SG_TEST_PROTO_DIR
+# still reaches the Python test).
+server_env=(env)
+while IFS= read -r name; do server_env+=(-u "$name"); done < <(compgen -e | grep '^STORAGE_GRANTS_' || true)
+server_env+=(
+  -u AWS_SESSION_TOKEN -u AWS_PROFILE -u AWS_DEFAULT_PROFILE -u AWS_ENDPOINT_URL
   AWS_ACCESS_KEY_ID="$access_key"
   AWS_SECRET_ACCESS_KEY="$secret_key"
   AWS_REGION=us-east-1
@@ -126,8 +174,9 @@ fi
 log "storage-grants on 127.0.0.1:$grpc_port (pid $server_pid); running the Python client test"
 
 rc=0
-STORAGE_GRANTS_ADDR="127.0.0.1:$grpc_port" \
-  STORAGE_GRANTS_TOKEN="$dev_token" \
+"${aws_isolated[@]}" \
+  SG_TEST_ADDR="127.0.0.1:$grpc_port" \
+  SG_TEST_TOKEN="$dev_token" \
   DEMO_BUCKET="$bucket" \
   DEMO_KEY="$demo_key" \
   DEMO_CONTENT="$demo_content" \
@@ -135,8 +184,9 @@ STORAGE_GRANTS_ADDR="127.0.0.1:$grpc_port" \
   "$python" "$root/clients/python/grants_client_test.py" || rc=$?
 
 if ((rc != 0)); then
-  log "the Python client test failed (exit $rc); server and store logs, secrets masked:"
+  log "the Python client test failed (exit $rc); server, store and STS logs, secrets masked:"
   log_tail "$work/server.log" 60
   log_tail "$work/s3s-fs.log" 20
+  log_tail "$work/moto.log" 20
 fi
 exit "$rc"

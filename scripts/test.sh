@@ -9,8 +9,8 @@ source scripts/tools.sh
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "tools (installed on first run: s3s-fs ~3 min, buf, Python venv)"
-STORAGE_GRANTS_S3S_FS=$(ensure_s3s_fs)
-export STORAGE_GRANTS_S3S_FS
+SG_S3S_FS=$(ensure_s3s_fs)
+export SG_S3S_FS
 ensure_node_tools >/dev/null
 ensure_python_venv >/dev/null
 

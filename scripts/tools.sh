@@ -33,7 +33,7 @@ repo_root() {
 # Where installed tools live: outside the work tree's build output, so `cargo clean`
 # and fresh clones do not throw away a 3-minute install, and reused by later runs.
 tools_dir() {
-  echo "${STORAGE_GRANTS_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/storage-grants}"
+  echo "${SG_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/storage-grants}"
 }
 
 # Installs s3s-fs (the S3-compatible server the integration tests sign against) at

@@ -287,6 +287,14 @@ impl Config {
             .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != "STORAGE_GRANTS_CONFIG")
         {
             apply_env(&mut table, &var, &value)?;
+            // Checked one variable at a time, so an error names the variable at fault.
+            let _: Config = table
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::Env {
+                    var: var.clone(),
+                    message: e.to_string().trim_end().to_owned(),
+                })?;
         }
         let mut config: Config = table.try_into().map_err(|e: toml::de::Error| Error::Env {
             var: "STORAGE_GRANTS_*".into(),
@@ -507,9 +515,15 @@ mod tests {
     }
 
     #[test]
-    fn bad_env_override_names_the_variable_family() {
+    fn bad_env_override_names_the_variable() {
         let err = load("", &[("STORAGE_GRANTS_LISTEN", "nowhere")]).unwrap_err();
-        assert!(matches!(err, Error::Env { .. }), "{err}");
+        assert!(err.to_string().contains("STORAGE_GRANTS_LISTEN"), "{err}");
+        let err = load("", &[("STORAGE_GRANTS_GRANTS__MAX_TLL", "1h")]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("STORAGE_GRANTS_GRANTS__MAX_TLL") && msg.contains("max_tll"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -82,11 +82,10 @@ impl RulesHandle {
         }
     }
 
-    /// Polls the file every `interval` and reloads when it changed; reloads on SIGHUP.
-    /// Runs until the task is dropped.
-    pub async fn watch(self: Arc<Self>, interval: Duration) {
+    /// Polls the file every `interval` and reloads when it changed; reloads on each
+    /// signal `hangup` delivers ([`hangup_signal`]). Runs until the task is dropped.
+    pub async fn watch(self: Arc<Self>, interval: Duration, mut hangup: Hangup) {
         let mut seen = self.version().await;
-        let mut hangup = hangup_signal();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -113,18 +112,23 @@ impl RulesHandle {
     }
 }
 
+/// The SIGHUP stream (absent where there are no Unix signals).
 #[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
+pub type Hangup = Option<tokio::signal::unix::Signal>;
+/// The SIGHUP stream (absent where there are no Unix signals).
 #[cfg(not(unix))]
-type Hangup = Option<()>;
+pub type Hangup = Option<()>;
 
+/// Takes over SIGHUP. Call it before serving, not inside the watcher task: until it
+/// runs, SIGHUP's default action would terminate the process.
 #[cfg(unix)]
-fn hangup_signal() -> Hangup {
+pub fn hangup_signal() -> Hangup {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
 }
 
+/// Takes over SIGHUP (nothing to take over here).
 #[cfg(not(unix))]
-fn hangup_signal() -> Hangup {
+pub fn hangup_signal() -> Hangup {
     None
 }
 

@@ -256,7 +256,10 @@ pub async fn run(
         tracing::info!("AssumeScoped disabled: no sts.role_arn configured");
     }
     let rules = RulesHandle::new(rules, config.grants.rules_file.clone());
-    let rules_task = tokio::spawn(rules.clone().watch(config.grants.rules_reload_interval));
+    let rules_task = tokio::spawn(rules.clone().watch(
+        config.grants.rules_reload_interval,
+        crate::rules_reload::hangup_signal(),
+    ));
     let grants = GrantService::new(rules, signer, credentials, config.grants.clone(), scoped);
     let authenticate = move |mut request: Request<()>| -> Result<Request<()>, Status> {
         // The identity module logs which check failed; the caller gets the message.

@@ -80,3 +80,23 @@ async fn broken_rules_file_keeps_the_good_rules() {
         wait_for(&service, "public/hello.txt", Code::Ok).await;
     }
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_reloads_the_rules() {
+    let store = demo_store().await;
+    let mut setup = Setup::new();
+    // Polling would not notice within the test: only SIGHUP can reload.
+    setup.rules_reload_interval = "1h";
+    let service = Service::start(&store, setup).await;
+    wait_for(&service, "private/secret.txt", Code::PermissionDenied).await;
+    std::fs::write(service.rules_path(), PRIVATE_TOO).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for(&service, "private/secret.txt", Code::PermissionDenied).await;
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success());
+    wait_for(&service, "private/secret.txt", Code::Ok).await;
+}

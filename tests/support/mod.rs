@@ -21,10 +21,10 @@ pub const REGION: &str = "us-east-1";
 
 /// The s3s-fs binary installed by `scripts/tools.sh`.
 fn s3s_fs_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("STORAGE_GRANTS_S3S_FS") {
+    if let Some(p) = std::env::var_os("SG_S3S_FS") {
         return p.into();
     }
-    let tools = std::env::var_os("STORAGE_GRANTS_TOOLS")
+    let tools = std::env::var_os("SG_TOOLS_DIR")
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("storage-grants"))
@@ -134,6 +134,8 @@ pub struct Setup {
     pub extra_config: String,
     /// Credentials the service signs with.
     pub credentials: Credentials,
+    /// How often the service checks its rules file for changes.
+    pub rules_reload_interval: &'static str,
 }
 
 impl Setup {
@@ -159,6 +161,7 @@ max_ttl = "15m"
             .into(),
             extra_config: String::new(),
             credentials: Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"),
+            rules_reload_interval: "200ms",
         }
     }
 }
@@ -197,7 +200,7 @@ check_interval = "1s"
 default_ttl = "5m"
 max_ttl = "1h"
 rules_file = "rules.toml"
-rules_reload_interval = "200ms"
+rules_reload_interval = "{reload}"
 [identity]
 dev_mode = true
 [[identity.dev_tokens]]
@@ -209,6 +212,7 @@ caller = "dev:other"
 {extra}
 "#,
             extra = setup.extra_config,
+            reload = setup.rules_reload_interval,
         );
         let config = Config::from_toml(&text, &dir.path().join("config.toml"), dir.path(), [])
             .expect("valid test config");
@@ -316,7 +320,7 @@ pub struct Moto {
 }
 
 fn moto_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("STORAGE_GRANTS_MOTO") {
+    if let Some(p) = std::env::var_os("SG_MOTO") {
         return p.into();
     }
     let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
