@@ -6,7 +6,7 @@
 //! Requests read an `Arc<Rules>` snapshot, so a reload never changes the rules under a
 //! request in flight.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -18,18 +18,29 @@ use crate::rules::{self, Rules};
 pub struct RulesHandle {
     path: PathBuf,
     current: RwLock<Arc<Rules>>,
+    /// The file's version when the rules in force were read, so that a change made
+    /// at any time after that, even before the watcher starts, is noticed.
+    loaded_version: Version,
     reloads: AtomicU64,
     failed_reloads: AtomicU64,
 }
 
 /// What identifies a version of the file on disk, to notice changes by polling.
-type Version = Option<(SystemTime, u64)>;
+pub type Version = Option<(SystemTime, u64)>;
+
+/// The version of the file at `path` now (modification time and length).
+pub async fn file_version(path: &Path) -> Version {
+    let meta = tokio::fs::metadata(path).await.ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
 
 impl RulesHandle {
-    /// Starts with `rules`, loaded from `path`.
-    pub fn new(rules: Rules, path: PathBuf) -> Arc<Self> {
+    /// Starts with `rules`, read from `path` when the file was at `version` (taken
+    /// with [`file_version`] before reading it).
+    pub fn new(rules: Rules, path: PathBuf, version: Version) -> Arc<Self> {
         Arc::new(Self {
             path,
+            loaded_version: version,
             current: RwLock::new(Arc::new(rules)),
             reloads: AtomicU64::new(0),
             failed_reloads: AtomicU64::new(0),
@@ -85,13 +96,15 @@ impl RulesHandle {
     /// Polls the file every `interval` and reloads when it changed; reloads on each
     /// signal `hangup` delivers ([`hangup_signal`]). Runs until the task is dropped.
     pub async fn watch(self: Arc<Self>, interval: Duration, mut hangup: Hangup) {
-        let mut seen = self.version().await;
-        let mut tick = tokio::time::interval(interval);
+        let mut seen = self.loaded_version;
+        // The first poll is one interval from now: anything changed since the load is
+        // caught by comparing with the loaded version then.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    let now = self.version().await;
+                    let now = file_version(&self.path).await;
                     if now != seen {
                         seen = now;
                         let _ = self.reload().await;
@@ -99,16 +112,11 @@ impl RulesHandle {
                 }
                 Some(()) = next(&mut hangup) => {
                     tracing::info!("SIGHUP: reloading rules");
-                    seen = self.version().await;
+                    seen = file_version(&self.path).await;
                     let _ = self.reload().await;
                 }
             }
         }
-    }
-
-    async fn version(&self) -> Version {
-        let meta = tokio::fs::metadata(&self.path).await.ok()?;
-        Some((meta.modified().ok()?, meta.len()))
     }
 }
 

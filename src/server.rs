@@ -174,6 +174,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    // The file's version before it is read: a change from here on triggers a reload.
+    let rules_version = crate::rules_reload::file_version(&config.grants.rules_file).await;
     let rules = check(&config).await?;
     let tls = config
         .identity
@@ -255,7 +257,7 @@ pub async fn run(
     if scoped.is_none() {
         tracing::info!("AssumeScoped disabled: no sts.role_arn configured");
     }
-    let rules = RulesHandle::new(rules, config.grants.rules_file.clone());
+    let rules = RulesHandle::new(rules, config.grants.rules_file.clone(), rules_version);
     let rules_task = tokio::spawn(rules.clone().watch(
         config.grants.rules_reload_interval,
         crate::rules_reload::hangup_signal(),
