@@ -462,6 +462,112 @@ pub fn session_duration(
 mod tests {
     use super::*;
 
+    /// A broker whose client is never called: these tests work on the cache alone.
+    fn broker(config: StsConfig) -> Broker {
+        let client = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::new()
+                .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+                .region(aws_sdk_sts::config::Region::new("us-east-1"))
+                .build(),
+        );
+        Broker::new(client, "arn:aws:iam::123456789012:role/r".into(), config)
+    }
+
+    fn credentials(issued_at: SystemTime, life: Duration) -> Arc<ScopedCredentials> {
+        Arc::new(ScopedCredentials {
+            access_key_id: "ASIA".into(),
+            secret_access_key: Secret::new("s".into()),
+            session_token: Secret::new("t".into()),
+            expires_at: issued_at + life,
+            issued_at,
+            session_grant_id: "g".into(),
+            packed_policy_percent: None,
+        })
+    }
+
+    fn scope(prefix: &str) -> Scope {
+        Scope {
+            caller: "dev:demo".into(),
+            bucket: "demo".parse().unwrap(),
+            prefix: prefix.parse().unwrap(),
+            access: Access {
+                read: true,
+                ..Access::default()
+            },
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn credentials_are_reused_while_more_than_half_their_life_is_left() {
+        let b = broker(StsConfig::default());
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let c = credentials(t0, HOUR);
+        assert!(b.reusable(&c, HOUR, t0 + Duration::from_secs(60)));
+        assert!(b.reusable(&c, HOUR, t0 + Duration::from_secs(1799)));
+        assert!(!b.reusable(&c, HOUR, t0 + Duration::from_secs(1801)));
+        assert!(!b.reusable(&c, HOUR, t0 + HOUR));
+    }
+
+    #[test]
+    fn credentials_are_never_reused_with_less_than_the_minimum_left() {
+        let b = broker(StsConfig {
+            reuse_fraction: 0.0,
+            ..StsConfig::default()
+        });
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let c = credentials(t0, Duration::from_secs(900));
+        assert!(b.reusable(&c, HOUR, t0 + Duration::from_secs(500)));
+        // 5 minutes or less left: a new session, even though the fraction allows it.
+        assert!(!b.reusable(&c, HOUR, t0 + Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn credentials_outliving_the_rule_are_not_reused() {
+        let b = broker(StsConfig::default());
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let c = credentials(t0, HOUR);
+        // The rule was cut to 30 minutes (a reload): 50 minutes left is too much.
+        assert!(!b.reusable(&c, Duration::from_secs(1800), t0 + Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn a_full_cache_drops_expired_then_soonest_expiring_entries_never_in_flight_ones() {
+        let b = broker(StsConfig {
+            cache_max_entries: 3,
+            ..StsConfig::default()
+        });
+        let now = SystemTime::now();
+        let (_tx, rx) = watch::channel(None);
+        let mut cache = HashMap::new();
+        cache.insert(
+            scope("expired/"),
+            Entry::Ready(credentials(now - HOUR * 2, HOUR)),
+        );
+        cache.insert(
+            scope("soon/"),
+            Entry::Ready(credentials(now, Duration::from_secs(60))),
+        );
+        cache.insert(scope("pending/"), Entry::Pending(rx));
+        b.make_room(&mut cache);
+        assert_eq!(cache.len(), 2, "the expired entry makes room");
+        assert!(!cache.contains_key(&scope("expired/")));
+
+        cache.insert(scope("later/"), Entry::Ready(credentials(now, HOUR)));
+        b.make_room(&mut cache);
+        assert_eq!(cache.len(), 2);
+        assert!(
+            !cache.contains_key(&scope("soon/")),
+            "the soonest to expire goes first"
+        );
+        assert!(
+            cache.contains_key(&scope("pending/")),
+            "in-flight entries stay"
+        );
+        assert!(cache.contains_key(&scope("later/")));
+    }
+
     #[test]
     fn session_name_keeps_the_grant_id_and_allowed_characters() {
         let name = session_name(

@@ -566,3 +566,50 @@ async fn without_a_role_assume_scoped_is_failed_precondition() {
         status.message()
     );
 }
+
+#[tokio::test]
+async fn a_cancelled_caller_does_not_leave_the_others_hanging() {
+    let (moto, setup) = moto(&tenant_a_policy()).await;
+    let service = Service::start_at(&moto.endpoint, setup).await;
+    let channel = service.channel().await;
+    let client =
+        || storage_grants::proto::grant_service_client::GrantServiceClient::new(channel.clone());
+    // The first caller starts the AssumeRole, then gives up (its deadline, a
+    // disconnect) long before STS answers.
+    let mut leader = client();
+    let cut_off = tokio::time::timeout(
+        Duration::from_millis(1),
+        leader.assume_scoped(authed(
+            request("tenants/a/", ProtoAccess::Read, false),
+            TOKEN,
+        )),
+    )
+    .await;
+    assert!(cut_off.is_err(), "the first call finished within 1 ms");
+    // Callers of the same scope still get credentials, from that same call.
+    let waiters: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = client();
+            tokio::spawn(async move {
+                c.assume_scoped(authed(
+                    request("tenants/a/", ProtoAccess::Read, false),
+                    TOKEN,
+                ))
+                .await
+                .map(|r| r.into_inner().credentials.unwrap().access_key_id)
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for waiter in waiters {
+        let id = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("no waiter hangs")
+            .unwrap()
+            .expect("credentials");
+        ids.push(id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(moto.assumed_roles().await.len(), 1);
+}

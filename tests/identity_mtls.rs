@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    SanType,
-};
+#[path = "support/certs.rs"]
+mod certs;
+
+use certs::{Ca, Leaf, Validity, client_cert, server_cert};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use storage_grants::identity::mtls::{self, HandshakeFailure, MtlsConfig, TlsIncoming};
@@ -23,70 +23,6 @@ use tonic_health::pb::health_client::HealthClient;
 
 const TRUST_DOMAIN: &str = "prod.example";
 const REPORTER: &str = "spiffe://prod.example/ns/billing/sa/reporter";
-
-// === certificates ===
-
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).unwrap();
-        Ca {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-}
-
-/// A leaf certificate and key, PEM.
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-enum Validity {
-    Now,
-    Expired,
-}
-
-fn client_cert(ca: &Ca, uris: &[&str], validity: Validity) -> Leaf {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, "client");
-    params.subject_alt_names = uris
-        .iter()
-        .map(|u| SanType::URI((*u).try_into().unwrap()))
-        .collect();
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    if let Validity::Expired = validity {
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    }
-    Leaf {
-        cert: params.signed_by(&key, &ca.issuer).unwrap().pem(),
-        key: key.serialize_pem(),
-    }
-}
-
-fn server_cert(ca: &Ca) -> Leaf {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress([127, 0, 0, 1].into()));
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    Leaf {
-        cert: params.signed_by(&key, &ca.issuer).unwrap().pem(),
-        key: key.serialize_pem(),
-    }
-}
 
 // === the server ===
 

@@ -420,9 +420,15 @@ mod generated {
     use proptest::prelude::*;
 
     /// Key characters weighted toward the ones that need encoding.
-    fn key() -> impl Strategy<Value = String> {
+    pub(super) fn key() -> impl Strategy<Value = String> {
         let segment = "[a-zA-Z0-9 ~*+=&%!$'();:@,?#\\[\\]{}|^`\"<>._ü€😀日-]{1,12}";
-        prop::collection::vec(segment, 1..4).prop_map(|segments| segments.join("/"))
+        prop::collection::vec(segment, 1..4)
+            .prop_map(|segments| segments.join("/"))
+            // S3 takes a key of spaces only, and so do we, but the SDK treats it as
+            // unset and refuses to presign: it cannot be the oracle for those keys.
+            .prop_filter("the SDK treats a whitespace-only key as unset", |k| {
+                !k.trim().is_empty()
+            })
     }
 
     proptest! {
@@ -759,8 +765,7 @@ mod generated_put {
         fn generated_puts_match_the_sdk(
             target in 0..TARGETS.len(),
             with_token in any::<bool>(),
-            key in prop::collection::vec("[a-zA-Z0-9 ~*+=&%!$'();:@,?#\\[\\]{}|^`\"<>._ü€😀日-]{1,12}", 1..4)
-                .prop_map(|segments| segments.join("/")),
+            key in super::generated::key(),
             content_type in prop::option::of("[ -~é]{1,30}"),
             content_length in prop::option::of(0u64..=5 * 1024 * 1024 * 1024),
             with_checksum in any::<bool>(),

@@ -1,0 +1,200 @@
+//! Identity sources through the real server (`server::run`), as an operator configures
+//! them: mTLS terminated by the service, whose SPIFFE ID feeds a templated rule, and a
+//! mesh-forwarded client certificate trusted only from configured peers.
+
+mod support;
+
+#[path = "support/certs.rs"]
+mod certs;
+
+use std::time::Duration;
+
+use certs::{Ca, Validity, client_cert, server_cert};
+use storage_grants::proto::GrantReadRequest;
+use storage_grants::proto::grant_service_client::GrantServiceClient;
+use support::{Service, Setup, demo_store, http_get};
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Every reporter workload reads its own namespace's folder.
+const RULES: &str = r#"
+[[rules]]
+callers = ["spiffe://prod.example/ns/*/sa/reporter"]
+bucket = "demo"
+prefix = "tenants/{namespace}/"
+actions = ["read"]
+"#;
+
+fn read(key: &str) -> GrantReadRequest {
+    GrantReadRequest {
+        bucket: "demo".into(),
+        key: key.into(),
+        ..Default::default()
+    }
+}
+
+async fn tls_channel(
+    service: &Service,
+    ca: &Ca,
+    client: Option<&certs::Leaf>,
+) -> Result<Channel, String> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca.pem))
+        .domain_name("localhost");
+    if let Some(leaf) = client {
+        tls = tls.identity(Identity::from_pem(&leaf.cert, &leaf.key));
+    }
+    Endpoint::from_shared(format!("https://{}", service.addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn mtls_spiffe_id_selects_the_callers_own_prefix() {
+    let store = demo_store().await;
+    store
+        .put("demo", "tenants/billing/q3.csv", b"billing data")
+        .await;
+    store
+        .put("demo", "tenants/payroll/q3.csv", b"payroll data")
+        .await;
+    let ca = Ca::new("test mesh CA");
+    let server = server_cert(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, pem) in [
+        ("ca.pem", &ca.pem),
+        ("tls.crt", &server.cert),
+        ("tls.key", &server.key),
+    ] {
+        std::fs::write(dir.path().join(name), pem).unwrap();
+    }
+    let mut setup = Setup::new();
+    setup.rules = RULES.into();
+    setup.extra_config = format!(
+        r#"
+[identity.mtls]
+ca_file = "{dir}/ca.pem"
+cert_file = "{dir}/tls.crt"
+key_file = "{dir}/tls.key"
+trust_domains = ["prod.example"]
+required = true
+"#,
+        dir = dir.path().display()
+    );
+    let service = Service::start(&store, setup).await;
+
+    let reporter = client_cert(
+        &ca,
+        &["spiffe://prod.example/ns/billing/sa/reporter"],
+        Validity::Now,
+    );
+    let channel = tls_channel(&service, &ca, Some(&reporter))
+        .await
+        .expect("mTLS connection");
+    let mut client = GrantServiceClient::new(channel);
+    // No bearer token: the certificate is the identity.
+    let grant = client
+        .grant_read(read("tenants/billing/q3.csv"))
+        .await
+        .expect("own namespace")
+        .into_inner();
+    let response = http_get(&grant.url).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "billing data");
+    let status = client
+        .grant_read(read("tenants/payroll/q3.csv"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        !status.message().contains("payroll/"),
+        "{}",
+        status.message()
+    );
+
+    // Another trust domain's workload of the same name gets nothing.
+    let foreign = client_cert(
+        &ca,
+        &["spiffe://staging.example/ns/billing/sa/reporter"],
+        Validity::Now,
+    );
+    let channel = tls_channel(&service, &ca, Some(&foreign))
+        .await
+        .expect("handshake");
+    let status = GrantServiceClient::new(channel)
+        .grant_read(read("tenants/billing/q3.csv"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    // No client certificate: refused at the handshake (or on the first call).
+    let refused = match tls_channel(&service, &ca, None).await {
+        Err(_) => true,
+        Ok(channel) => GrantServiceClient::new(channel)
+            .grant_read(read("tenants/billing/q3.csv"))
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a client without a certificate was served");
+}
+
+fn xfcc(uri: &str) -> String {
+    format!("By=spiffe://prod.example/ns/mesh/sa/storage-grants;Hash=0123abcd;URI={uri}")
+}
+
+async fn xfcc_call(service: &Service, header: &str) -> Result<(), tonic::Status> {
+    let mut request = tonic::Request::new(read("tenants/billing/q3.csv"));
+    request
+        .metadata_mut()
+        .insert("x-forwarded-client-cert", header.parse().unwrap());
+    GrantServiceClient::new(service.channel().await)
+        .grant_read(request)
+        .await
+        .map(drop)
+}
+
+#[tokio::test]
+async fn mesh_header_is_an_identity_only_from_a_trusted_peer() {
+    let store = demo_store().await;
+    for (trusted_peers, trusted) in [
+        ("[\"127.0.0.1/32\", \"::1/128\"]", true),
+        ("[\"10.0.0.0/8\"]", false),
+    ] {
+        let mut setup = Setup::new();
+        setup.rules = RULES.into();
+        setup.extra_config = format!(
+            "[identity.xfcc]\nenabled = true\ntrusted_peers = {trusted_peers}\ntrust_domains = [\"prod.example\"]\n"
+        );
+        let service = Service::start(&store, setup).await;
+        let own = xfcc_call(
+            &service,
+            &xfcc("spiffe://prod.example/ns/billing/sa/reporter"),
+        )
+        .await;
+        if trusted {
+            own.expect("a trusted proxy's header identifies the caller");
+            // The caller is the last element, which the adjacent proxy appended; an
+            // earlier one (which a client could forge) does not count.
+            let forged = format!(
+                "{},{}",
+                xfcc("spiffe://prod.example/ns/billing/sa/reporter"),
+                xfcc("spiffe://prod.example/ns/payroll/sa/reporter")
+            );
+            let status = xfcc_call(&service, &forged).await.unwrap_err();
+            assert_eq!(
+                status.code(),
+                Code::PermissionDenied,
+                "{}",
+                status.message()
+            );
+        } else {
+            // From an untrusted peer the header is ignored: no identity at all.
+            assert_eq!(own.unwrap_err().code(), Code::Unauthenticated);
+        }
+    }
+}

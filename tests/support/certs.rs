@@ -1,0 +1,78 @@
+//! Certificates for the tests, generated in the test: a CA, client certificates with
+//! the URI SANs a case needs, a server certificate for localhost. No key is checked in.
+#![allow(dead_code)]
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    SanType,
+};
+
+/// A certificate authority.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    /// Its certificate, PEM.
+    pub pem: String,
+}
+
+impl Ca {
+    /// A new self-signed CA.
+    pub fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+}
+
+/// A leaf certificate and key, PEM.
+pub struct Leaf {
+    /// The certificate, PEM.
+    pub cert: String,
+    /// Its private key, PEM.
+    pub key: String,
+}
+
+/// Whether a certificate is valid now.
+pub enum Validity {
+    Now,
+    Expired,
+}
+
+/// A client certificate with `uris` as URI SANs.
+pub fn client_cert(ca: &Ca, uris: &[&str], validity: Validity) -> Leaf {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "client");
+    params.subject_alt_names = uris
+        .iter()
+        .map(|u| SanType::URI((*u).try_into().unwrap()))
+        .collect();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    if let Validity::Expired = validity {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
+    Leaf {
+        cert: params.signed_by(&key, &ca.issuer).unwrap().pem(),
+        key: key.serialize_pem(),
+    }
+}
+
+/// A server certificate for localhost and 127.0.0.1.
+pub fn server_cert(ca: &Ca) -> Leaf {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    Leaf {
+        cert: params.signed_by(&key, &ca.issuer).unwrap().pem(),
+        key: key.serialize_pem(),
+    }
+}
