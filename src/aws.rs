@@ -4,6 +4,8 @@
 
 use aws_config::SdkConfig;
 use aws_sdk_s3::config::SharedHttpClient;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 /// The HTTPS client every AWS call goes through.
 pub fn http_client() -> SharedHttpClient {
@@ -20,4 +22,27 @@ pub async fn load_from_env() -> SdkConfig {
         .http_client(http_client())
         .load()
         .await
+}
+
+/// A one-line description of an SDK failure for the operator's log: the HTTP status,
+/// the service's error code and message, or what failed on the way.
+///
+/// Deliberately not the SDK's full error display, which can carry the raw response
+/// body: S3's SignatureDoesNotMatch body includes the request's signature and string
+/// to sign, and signatures never go to logs.
+pub fn describe_error<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> String {
+    match error {
+        SdkError::TimeoutError(_) => "timed out".into(),
+        SdkError::DispatchFailure(e) if e.is_timeout() => "timed out".into(),
+        SdkError::DispatchFailure(_) => "connection failed".into(),
+        SdkError::ConstructionFailure(_) => "the request could not be built".into(),
+        SdkError::ResponseError(e) => format!("HTTP {}: malformed response", e.raw().status()),
+        SdkError::ServiceError(e) => format!(
+            "HTTP {}: {}{}",
+            e.raw().status(),
+            error.code().unwrap_or("no error code"),
+            error.message().map(|m| format!(": {m}")).unwrap_or_default(),
+        ),
+        _ => "unknown failure".into(),
+    }
 }

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use aws_smithy_types::error::display::DisplayErrorContext;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -56,7 +55,7 @@ impl Readiness {
                 Ok(Err(e)) => {
                     return Err(Error::Bucket {
                         bucket: bucket.to_string(),
-                        reason: DisplayErrorContext(&e).to_string(),
+                        reason: crate::aws::describe_error(&e),
                     });
                 }
                 Err(_) => {

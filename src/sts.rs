@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use tokio::sync::watch;
 
@@ -385,32 +386,23 @@ impl Broker {
 }
 
 /// Maps an SDK failure to what the caller can do about it.
-fn classify<R>(error: SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError, R>) -> Error
-where
-    R: std::fmt::Debug,
-{
+fn classify(
+    error: SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError, HttpResponse>,
+) -> Error {
+    let described = crate::aws::describe_error(&error);
     match &error {
-        SdkError::TimeoutError(_) => Error::Unreachable("timed out".into()),
-        SdkError::DispatchFailure(e) => Error::Unreachable(
-            if e.is_timeout() {
-                "timed out"
-            } else {
-                "connection failed"
-            }
-            .into(),
-        ),
-        SdkError::ResponseError(_) => Error::Unreachable("malformed response".into()),
-        _ => {
-            let code = error.code().unwrap_or("Unknown").to_owned();
-            let message = match error.message() {
-                Some(m) => m.to_owned(),
-                None => aws_smithy_types::error::display::DisplayErrorContext(&error).to_string(),
-            };
-            match code.as_str() {
-                "Throttling" | "ThrottlingException" | "RequestLimitExceeded" => Error::Throttled,
-                _ => Error::Refused { code, message },
-            }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Error::Unreachable(described)
         }
+        _ => match error.code() {
+            Some("Throttling" | "ThrottlingException" | "RequestLimitExceeded") => {
+                Error::Throttled
+            }
+            code => Error::Refused {
+                code: code.unwrap_or("Unknown").to_owned(),
+                message: described,
+            },
+        },
     }
 }
 
