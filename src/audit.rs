@@ -41,6 +41,9 @@ pub struct Issued<'a> {
 
 /// Records an issued grant.
 pub fn issued(event: &Issued<'_>) {
+    for &action in event.actions {
+        crate::metrics::grant(action, true);
+    }
     tracing::info!(
         target: "audit",
         outcome = "granted",
@@ -68,6 +71,7 @@ fn join(actions: &[Action]) -> String {
 
 /// Records a refused request from an identified caller.
 pub fn denied(caller: &Caller, action: Action, bucket: &str, target: &str) {
+    crate::metrics::grant(action, false);
     tracing::info!(
         target: "audit",
         outcome = "denied",

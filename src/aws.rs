@@ -41,7 +41,10 @@ pub fn describe_error<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>
             "HTTP {}: {}{}",
             e.raw().status(),
             error.code().unwrap_or("no error code"),
-            error.message().map(|m| format!(": {m}")).unwrap_or_default(),
+            error
+                .message()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default(),
         ),
         _ => "unknown failure".into(),
     }

@@ -35,6 +35,17 @@ pub struct Config {
     pub server: ServerConfig,
     /// STS, for AssumeScoped.
     pub sts: StsConfig,
+    /// The Prometheus metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// Where Prometheus metrics are served.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint serving `GET /metrics`, apart from the gRPC port,
+    /// e.g. `0.0.0.0:9464` in a pod. Unset: no metrics endpoint.
+    pub listen: Option<SocketAddr>,
 }
 
 /// The object store and how this service reaches it.
@@ -172,6 +183,7 @@ impl Default for Config {
             identity: Default::default(),
             server: ServerConfig::default(),
             sts: StsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

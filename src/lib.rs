@@ -16,6 +16,7 @@
 //! - [`service`]: the gRPC handlers, and the one place errors become statuses;
 //! - [`server`]: transport, health, reflection, graceful shutdown;
 //! - [`readiness`]: HeadBucket checks behind the readiness probe;
+//! - [`metrics`]: Prometheus counters on their own HTTP port;
 //! - [`audit`]: one audit event per grant decision;
 //! - [`codec`]: the protobuf codec, with decode failures as INVALID_ARGUMENT;
 //! - [`aws`]: the AWS SDK's HTTPS client and credential chain;
@@ -30,6 +31,7 @@ pub mod config;
 pub mod credentials;
 pub mod expiry;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod readiness;
 pub mod rules;

@@ -78,11 +78,13 @@ impl RulesHandle {
                     .write()
                     .expect("the rules lock is never held across a panic") = Arc::new(rules);
                 self.reloads.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::rules_reload(true);
                 tracing::info!(file = %self.path.display(), rules = count, "rules reloaded");
                 Ok(())
             }
             Err(e) => {
                 self.failed_reloads.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::rules_reload(false);
                 tracing::error!(
                     error = %e,
                     failed_reloads = self.failed_reloads(),

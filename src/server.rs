@@ -51,6 +51,8 @@ pub enum Error {
     Identity(#[from] crate::identity::SetupError),
     #[error("identity.mtls: {0}")]
     Tls(#[from] crate::identity::mtls::SetupError),
+    #[error("metrics.listen: {0}")]
+    Metrics(String),
     #[error("sts: {0}")]
     Sts(String),
     #[error("reflection service: {0}")]
@@ -265,13 +267,24 @@ pub async fn run(
     let grants = GrantService::new(rules, signer, credentials, config.grants.clone(), scoped);
     let authenticate = move |mut request: Request<()>| -> Result<Request<()>, Status> {
         // The identity module logs which check failed; the caller gets the message.
-        let caller = authenticator
-            .authenticate(&request)
-            .map_err(|e| Status::from(service::Error::from(e)))?;
+        let caller = authenticator.authenticate(&request).map_err(|e| {
+            crate::metrics::unauthenticated();
+            Status::from(service::Error::from(e))
+        })?;
         request.extensions_mut().insert(caller);
         Ok(request)
     };
 
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = config.metrics.listen {
+        let metrics_listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Metrics(format!("cannot listen on {addr}: {e}")))?;
+        tracing::info!(addr = ?metrics_listener.local_addr().ok(), "metrics at GET /metrics");
+        tokio::spawn(crate::metrics::serve(metrics_listener, async {
+            let _ = metrics_stopped.await;
+        }));
+    }
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, "storage-grants listening");
     let grace = config.server.shutdown_grace;
@@ -323,6 +336,7 @@ pub async fn run(
     };
     readiness_task.abort();
     rules_task.abort();
+    let _ = metrics_stop.send(());
     tracing::info!("storage-grants stopped");
     Ok(result?)
 }

@@ -200,10 +200,15 @@ impl Broker {
             let mut cache = self.lock();
             match cache.get(request.scope) {
                 Some(Entry::Ready(c)) if self.reusable(c, request.max_life, SystemTime::now()) => {
+                    crate::metrics::sts_cache(true);
                     return Ok((c.clone(), Source::Shared));
                 }
-                Some(Entry::Pending(rx)) => (rx.clone(), Source::Shared),
+                Some(Entry::Pending(rx)) => {
+                    crate::metrics::sts_cache(true);
+                    (rx.clone(), Source::Shared)
+                }
                 _ => {
+                    crate::metrics::sts_cache(false);
                     self.make_room(&mut cache);
                     let (tx, rx) = watch::channel(None);
                     cache.insert(request.scope.clone(), Entry::Pending(rx.clone()));
@@ -241,6 +246,12 @@ impl Broker {
             .assume_role(&scope, policy, duration, &grant_id)
             .await
             .map(Arc::new);
+        crate::metrics::sts_call(match &result {
+            Ok(_) => crate::metrics::StsResult::Issued,
+            Err(Error::Throttled) => crate::metrics::StsResult::Throttled,
+            Err(Error::Unreachable(_) | Error::Abandoned) => crate::metrics::StsResult::Unreachable,
+            Err(Error::Refused { .. } | Error::NoCredentials) => crate::metrics::StsResult::Refused,
+        });
         {
             let mut cache = self.lock();
             match &result {
@@ -306,6 +317,9 @@ impl Broker {
         let expires_at =
             SystemTime::try_from(*credentials.expiration()).map_err(|_| Error::NoCredentials)?;
         let packed_policy_percent = response.packed_policy_size();
+        if let Some(percent) = packed_policy_percent {
+            crate::metrics::packed_policy_percent(percent);
+        }
         if let Some(percent) = packed_policy_percent.filter(|p| *p > 80) {
             tracing::warn!(
                 packed_policy_percent = percent,
@@ -395,9 +409,7 @@ fn classify(
             Error::Unreachable(described)
         }
         _ => match error.code() {
-            Some("Throttling" | "ThrottlingException" | "RequestLimitExceeded") => {
-                Error::Throttled
-            }
+            Some("Throttling" | "ThrottlingException" | "RequestLimitExceeded") => Error::Throttled,
             code => Error::Refused {
                 code: code.unwrap_or("Unknown").to_owned(),
                 message: described,
