@@ -475,3 +475,40 @@ async fn temporary_signing_credentials_cap_the_url_lifetime() {
             .contains("X-Amz-Security-Token=session-token-value")
     );
 }
+
+/// A request whose `key` is not UTF-8, as a client with a loose protobuf library (or
+/// a hostile one) can send: the same field numbers, `bytes` instead of `string`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawGrantReadRequest {
+    #[prost(string, tag = "1")]
+    bucket: String,
+    #[prost(bytes = "vec", tag = "2")]
+    key: Vec<u8>,
+}
+
+#[tokio::test]
+async fn key_that_is_not_utf8_is_invalid_argument() {
+    let store = demo_store().await;
+    let service = Service::start(&store, Setup::new()).await;
+    let mut grpc = tonic::client::Grpc::new(service.channel().await);
+    grpc.ready().await.unwrap();
+    let request = authed(
+        RawGrantReadRequest {
+            bucket: "demo".into(),
+            key: b"public/\xff\xfe.txt".to_vec(),
+        },
+        TOKEN,
+    );
+    let status = grpc
+        .unary::<_, storage_grants::proto::GrantReadResponse, _>(
+            request,
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/storagegrants.v1.GrantService/GrantRead",
+            ),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert!(status.message().contains("UTF-8"), "{}", status.message());
+}
