@@ -131,3 +131,58 @@ async fn shutdown_turns_health_off_and_returns() {
     drop(health_client);
     stopping.await.unwrap().expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_calls_finish() {
+    use storage_grants::proto::{Access, AssumeScopedRequest};
+
+    // An STS endpoint that accepts connections and never answers keeps an
+    // AssumeScoped call in flight for `sts.call_timeout`.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let store = demo_store().await;
+    let mut setup = Setup::new();
+    setup.rules = r#"
+[[rules]]
+callers = ["dev:demo"]
+bucket = "demo"
+prefix = "public/"
+actions = ["assume-read"]
+"#
+    .into();
+    setup.extra_config = format!(
+        "[sts]\nrole_arn = \"arn:aws:iam::123456789012:role/r\"\nendpoint = \"http://{}\"\ncall_timeout = \"1s\"\nmax_attempts = 1\n",
+        black_hole.local_addr().unwrap()
+    );
+    let service = Service::start(&store, setup).await;
+    let mut client = service.client().await;
+    let in_flight = tokio::spawn(async move {
+        client
+            .assume_scoped(support::authed(
+                AssumeScopedRequest {
+                    bucket: "demo".into(),
+                    prefix: "public/".into(),
+                    access: Access::Read as i32,
+                    ..Default::default()
+                },
+                support::TOKEN,
+            ))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    service.stop().await.expect("clean shutdown");
+    // The call got the service's own answer (STS did not answer in time), not a
+    // connection torn down by the shutdown.
+    let status = in_flight.await.unwrap().unwrap_err();
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unavailable,
+        "{}",
+        status.message()
+    );
+    assert!(status.message().contains("STS"), "{}", status.message());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "drain was not bounded"
+    );
+}
