@@ -530,7 +530,7 @@ impl GrantService {
             prefix,
             access,
         };
-        let (credentials, _) = scoped
+        let credentials = scoped
             .broker
             .credentials(&sts::Request {
                 scope: &scope,

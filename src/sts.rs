@@ -92,15 +92,6 @@ pub struct ScopedCredentials {
     pub packed_policy_percent: Option<i32>,
 }
 
-/// Whether credentials came from the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// A new AssumeRole made by this call.
-    Issued,
-    /// Reused, or the result of a concurrent caller's AssumeRole.
-    Shared,
-}
-
 /// One request for scoped credentials.
 #[derive(Debug)]
 pub struct Request<'a> {
@@ -195,17 +186,19 @@ impl Broker {
     pub async fn credentials(
         &self,
         request: &Request<'_>,
-    ) -> Result<(Arc<ScopedCredentials>, Source), Error> {
-        let (mut rx, source) = {
+    ) -> Result<Arc<ScopedCredentials>, Error> {
+        let mut rx = {
             let mut cache = self.lock();
             match cache.get(request.scope) {
                 Some(Entry::Ready(c)) if self.reusable(c, request.max_life, SystemTime::now()) => {
                     crate::metrics::sts_cache(true);
-                    return Ok((c.clone(), Source::Shared));
+                    return Ok(c.clone());
                 }
-                Some(Entry::Pending(rx)) => {
+                // A call whose task died without an answer (its sender is gone) is
+                // not joined: it would fail every caller of the scope for good.
+                Some(Entry::Pending(rx)) if rx.has_changed().is_ok() => {
                     crate::metrics::sts_cache(true);
-                    (rx.clone(), Source::Shared)
+                    rx.clone()
                 }
                 _ => {
                     crate::metrics::sts_cache(false);
@@ -220,7 +213,7 @@ impl Broker {
                         tx,
                     );
                     tokio::spawn(fetch);
-                    (rx, Source::Issued)
+                    rx
                 }
             }
         };
@@ -228,8 +221,7 @@ impl Broker {
             .wait_for(Option::is_some)
             .await
             .map_err(|_| Error::Abandoned)?;
-        let result = outcome.clone().unwrap_or(Err(Error::Abandoned));
-        result.map(|c| (c, source))
+        outcome.clone().unwrap_or(Err(Error::Abandoned))
     }
 
     /// The AssumeRole behind a miss, run in its own task so that no caller's
@@ -534,6 +526,33 @@ mod tests {
         let c = credentials(t0, HOUR);
         // The rule was cut to 30 minutes (a reload): 50 minutes left is too much.
         assert!(!b.reusable(&c, Duration::from_secs(1800), t0 + Duration::from_secs(600)));
+    }
+
+    #[tokio::test]
+    async fn a_call_that_died_without_an_answer_is_not_joined() {
+        let b = broker(StsConfig::default());
+        let (tx, rx) = watch::channel(None);
+        drop(tx);
+        b.lock().insert(scope("dead/"), Entry::Pending(rx));
+        let policy = crate::policy::session_policy(
+            crate::policy::Partition::Aws,
+            &"demo".parse().unwrap(),
+            &"dead/".parse().unwrap(),
+            &Access { read: true, ..Access::default() },
+            None,
+        )
+        .unwrap();
+        let request = Request {
+            scope: &scope("dead/"),
+            policy: &policy,
+            duration: MIN_DURATION,
+            max_life: HOUR,
+            grant_id: "g",
+        };
+        // A new call is made (this client has no HTTP client or credentials, so it
+        // fails on its own terms) instead of failing at once as abandoned.
+        let err = b.credentials(&request).await.unwrap_err();
+        assert!(!matches!(err, Error::Abandoned), "{err:?}");
     }
 
     #[test]
