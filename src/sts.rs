@@ -538,7 +538,10 @@ mod tests {
             crate::policy::Partition::Aws,
             &"demo".parse().unwrap(),
             &"dead/".parse().unwrap(),
-            &Access { read: true, ..Access::default() },
+            &Access {
+                read: true,
+                ..Access::default()
+            },
             None,
         )
         .unwrap();
