@@ -350,6 +350,16 @@ impl GrantService {
                     .ok()
             }
         };
+        // S3 replaces `${filename}` in a POST form's key with the uploaded file's name
+        // before it checks the policy, so such a grant could never be used.
+        if matches!(upload, Some(Upload::Post(_))) && request.key.contains("${filename}") {
+            v.add(
+                "key",
+                "contains '${filename}', which S3 replaces in POST uploads, so the signed \
+                 key could never match; name the object's final key"
+                    .into(),
+            );
+        }
         if request.create_only && matches!(upload, Some(Upload::Post(_))) {
             v.add(
                 "create_only",

@@ -495,6 +495,7 @@ async fn bad_pins_are_invalid_argument_naming_the_field() {
             "create_only",
         ),
         (write("public/../private/x"), "key"),
+        (ranged("public/${filename}", 1, 9), "key"),
     ];
     for (request, field) in cases {
         let status = client
