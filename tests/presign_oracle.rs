@@ -254,6 +254,46 @@ fn split_url(url: &str) -> (String, BTreeMap<String, String>) {
     (base.to_owned(), params)
 }
 
+/// Our URL and the SDK's agree on scheme, host, path and every query parameter
+/// (signed headers and signature called out first, for a readable failure).
+fn assert_same_url(ours: &str, sdk: &str, target: &Target, context: &str) {
+    let (sdk_base, sdk_query) = split_url(sdk);
+    let (our_base, our_query) = split_url(ours);
+    assert!(our_base.starts_with(target.expect_prefix), "{context}");
+    assert_eq!(our_base, sdk_base, "scheme, host or path differ: {context}");
+    for name in ["X-Amz-SignedHeaders", "X-Amz-Signature"] {
+        assert_eq!(
+            our_query.get(name),
+            sdk_query.get(name),
+            "{name} differs: {context}"
+        );
+    }
+    assert_eq!(our_query, sdk_query, "query parameters differ: {context}");
+}
+
+/// Calls `check` for every target and credential kind with a signer, an SDK client
+/// and the target's index; returns how many cases `check` reported.
+fn for_each_target(
+    mut check: impl FnMut(
+        usize,
+        &'static Target,
+        &Signer,
+        &aws_sdk_s3::Client,
+        Option<&'static str>,
+    ) -> usize,
+) -> usize {
+    let mut checked = 0;
+    for (t, target) in TARGETS.iter().enumerate() {
+        let endpoint = Endpoint::new(target.endpoint, target.region, target.path_style)
+            .expect("valid endpoint");
+        let signer = Signer::new(endpoint, target.region);
+        for token in [None, Some(TOKEN)] {
+            checked += check(t, target, &signer, &sdk_client(target, token), token);
+        }
+    }
+    checked
+}
+
 struct Case<'a> {
     target: &'a Target,
     token: Option<&'a str>,
@@ -327,16 +367,7 @@ fn check(
     );
     assert!(ours.headers.is_empty(), "{context}");
 
-    let (sdk_base, sdk_query) = split_url(sdk.uri());
-    let (our_base, our_query) = split_url(ours.url.expose());
-    assert!(our_base.starts_with(target.expect_prefix), "{context}");
-    assert_eq!(our_base, sdk_base, "scheme, host or path differ: {context}");
-    assert_eq!(
-        our_query.get("X-Amz-Signature"),
-        sdk_query.get("X-Amz-Signature"),
-        "signatures differ: {context}"
-    );
-    assert_eq!(our_query, sdk_query, "query parameters differ: {context}");
+    assert_same_url(ours.url.expose(), sdk.uri(), target, &context);
 }
 
 #[test]
@@ -345,43 +376,38 @@ fn presigned_get_urls_match_the_sdk() {
         .enable_all()
         .build()
         .expect("a current-thread runtime");
-    let mut checked = 0;
-    for (t, target) in TARGETS.iter().enumerate() {
-        let endpoint = Endpoint::new(target.endpoint, target.region, target.path_style)
-            .expect("valid endpoint");
-        let signer = Signer::new(endpoint, target.region);
-        for token in [None, Some(TOKEN)] {
-            let client = sdk_client(target, token);
-            for (k, key) in KEYS.iter().enumerate() {
-                // Rotate extras, times and lifetimes across keys and targets so every
-                // combination of neighbours shows up without a full cross product.
-                let n = t + k;
-                let case = Case {
-                    target,
-                    token,
-                    key,
-                    extras: EXTRAS[n % EXTRAS.len()],
-                    time: times()[n % 4],
-                    ttl: TTLS[(n / 2) % TTLS.len()],
-                };
-                check(&rt, &client, &signer, &case);
-                checked += 1;
-            }
-            // Every extra on one key per target, so each target sees each extra.
-            for extras in EXTRAS {
-                let case = Case {
-                    target,
-                    token,
-                    key: KEYS[2],
-                    extras: *extras,
-                    time: times()[t % 4],
-                    ttl: 900,
-                };
-                check(&rt, &client, &signer, &case);
-                checked += 1;
-            }
+    let checked = for_each_target(|t, target, signer, client, token| {
+        let mut checked = 0;
+        for (k, key) in KEYS.iter().enumerate() {
+            // Rotate extras, times and lifetimes across keys and targets so every
+            // combination of neighbours shows up without a full cross product.
+            let n = t + k;
+            let case = Case {
+                target,
+                token,
+                key,
+                extras: EXTRAS[n % EXTRAS.len()],
+                time: times()[n % 4],
+                ttl: TTLS[(n / 2) % TTLS.len()],
+            };
+            check(&rt, client, signer, &case);
+            checked += 1;
         }
-    }
+        // Every extra on one key per target, so each target sees each extra.
+        for extras in EXTRAS {
+            let case = Case {
+                target,
+                token,
+                key: KEYS[2],
+                extras: *extras,
+                time: times()[t % 4],
+                ttl: 900,
+            };
+            check(&rt, client, signer, &case);
+            checked += 1;
+        }
+        checked
+    });
     assert_eq!(checked, TARGETS.len() * 2 * (KEYS.len() + EXTRAS.len()));
 }
 
@@ -624,21 +650,7 @@ fn check_put(
         "headers to send differ: {context}"
     );
 
-    let (sdk_base, sdk_query) = split_url(sdk.uri());
-    let (our_base, our_query) = split_url(ours.url.expose());
-    assert!(our_base.starts_with(target.expect_prefix), "{context}");
-    assert_eq!(our_base, sdk_base, "scheme, host or path differ: {context}");
-    assert_eq!(
-        our_query.get("X-Amz-SignedHeaders"),
-        sdk_query.get("X-Amz-SignedHeaders"),
-        "signed headers differ: {context}"
-    );
-    assert_eq!(
-        our_query.get("X-Amz-Signature"),
-        sdk_query.get("X-Amz-Signature"),
-        "signatures differ: {context}"
-    );
-    assert_eq!(our_query, sdk_query, "query parameters differ: {context}");
+    assert_same_url(ours.url.expose(), sdk.uri(), target, &context);
 }
 
 #[test]
@@ -647,41 +659,36 @@ fn presigned_put_urls_match_the_sdk() {
         .enable_all()
         .build()
         .expect("a current-thread runtime");
-    let mut checked = 0;
-    for (t, target) in TARGETS.iter().enumerate() {
-        let endpoint = Endpoint::new(target.endpoint, target.region, target.path_style)
-            .expect("valid endpoint");
-        let signer = Signer::new(endpoint, target.region);
-        for token in [None, Some(TOKEN)] {
-            let client = sdk_client(target, token);
-            for (k, key) in KEYS.iter().enumerate() {
-                let n = t + k;
-                let case = PutCase {
-                    target,
-                    token,
-                    key,
-                    pins: PINS[n % PINS.len()],
-                    time: times()[n % 4],
-                    ttl: TTLS[(n / 2) % TTLS.len()],
-                };
-                check_put(&rt, &client, &signer, &case);
-                checked += 1;
-            }
-            // Every pin set on one key per target.
-            for pins in PINS {
-                let case = PutCase {
-                    target,
-                    token,
-                    key: KEYS[1],
-                    pins: *pins,
-                    time: times()[t % 4],
-                    ttl: 900,
-                };
-                check_put(&rt, &client, &signer, &case);
-                checked += 1;
-            }
+    let checked = for_each_target(|t, target, signer, client, token| {
+        let mut checked = 0;
+        for (k, key) in KEYS.iter().enumerate() {
+            let n = t + k;
+            let case = PutCase {
+                target,
+                token,
+                key,
+                pins: PINS[n % PINS.len()],
+                time: times()[n % 4],
+                ttl: TTLS[(n / 2) % TTLS.len()],
+            };
+            check_put(&rt, client, signer, &case);
+            checked += 1;
         }
-    }
+        // Every pin set on one key per target.
+        for pins in PINS {
+            let case = PutCase {
+                target,
+                token,
+                key: KEYS[1],
+                pins: *pins,
+                time: times()[t % 4],
+                ttl: 900,
+            };
+            check_put(&rt, client, signer, &case);
+            checked += 1;
+        }
+        checked
+    });
     assert_eq!(checked, TARGETS.len() * 2 * (KEYS.len() + PINS.len()));
 }
 
