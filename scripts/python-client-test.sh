@@ -183,6 +183,28 @@ rc=0
   DENIED_KEY="$denied_key" \
   "$python" "$root/clients/python/grants_client_test.py" || rc=$?
 
+# The same service as a shell user without the .proto sees it: buf curl, through
+# server reflection only.
+if ((rc == 0)); then
+  buf=$(ensure_node_tools)
+  methods=$("$buf" curl --protocol grpc --http2-prior-knowledge --list-methods "http://127.0.0.1:$grpc_port" 2>&1) || rc=$?
+  if ! grep -qx 'storagegrants.v1.GrantService/GrantRead' <<<"$methods"; then
+    log "buf curl --list-methods through reflection did not list GrantRead: $methods"
+    rc=1
+  fi
+  answer=$("$buf" curl --protocol grpc --http2-prior-knowledge \
+    -H "authorization: Bearer $dev_token" \
+    -d "{\"bucket\": \"$bucket\", \"key\": \"$demo_key\", \"ttl\": \"60s\"}" \
+    "http://127.0.0.1:$grpc_port/storagegrants.v1.GrantService/GrantRead" 2>&1) || rc=$?
+  # Only the field names are shown: the URL is a bearer credential.
+  if ! "$python" -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["url"].startswith("http") and d["method"] == "GET"' "$answer" 2>/dev/null; then
+    log "buf curl GrantRead through reflection did not return a GET URL (exit $rc)"
+    rc=1
+  else
+    log "buf curl: reflection lists the services and GrantRead answers without the .proto"
+  fi
+fi
+
 if ((rc != 0)); then
   log "the Python client test failed (exit $rc); server, store and STS logs, secrets masked:"
   log_tail "$work/server.log" 60
