@@ -49,6 +49,8 @@ pub enum Error {
     },
     #[error("identity: {0}")]
     Identity(#[from] crate::identity::SetupError),
+    #[error("identity.jwt.jwks_file: {0}")]
+    Jwks(crate::identity::jwks::LoadError),
     #[error("identity.mtls: {0}")]
     Tls(#[from] crate::identity::mtls::SetupError),
     #[error("metrics.listen: {0}")]
@@ -89,6 +91,21 @@ pub async fn check(config: &Config) -> Result<Rules, Error> {
     check_sts(config)?;
     if let Some(mtls) = &config.identity.mtls {
         crate::identity::mtls::server_tls_config(mtls)?;
+    }
+    // A JWKS file is checked here too; a JWKS URL is fetched only when serving.
+    if let Some(file) = config
+        .identity
+        .jwt
+        .as_ref()
+        .and_then(|j| j.jwks_file.as_ref())
+    {
+        let bytes = tokio::fs::read(file).await.map_err(|source| {
+            Error::Jwks(crate::identity::jwks::LoadError::Read {
+                path: file.clone(),
+                source,
+            })
+        })?;
+        crate::identity::jwks::KeySet::parse(&bytes).map_err(Error::Jwks)?;
     }
     Ok(rules)
 }

@@ -108,3 +108,21 @@ fn unknown_argument_prints_usage() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("USAGE"));
 }
+
+#[test]
+fn check_config_refuses_a_jwks_file_without_usable_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("jwks.json"),
+        r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#,
+    )
+    .unwrap();
+    let config = "[identity.jwt]\nissuer = \"https://issuer.example\"\naudiences = [\"storage-grants\"]\njwks_file = \"jwks.json\"\n";
+    let out = run(dir.path(), config, GOOD_RULES, &["--check-config"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("jwks_file") && err.contains("no usable key"),
+        "{err}"
+    );
+}
