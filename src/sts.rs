@@ -558,6 +558,35 @@ mod tests {
         assert!(!matches!(err, Error::Abandoned), "{err:?}");
     }
 
+    fn service_error(status: u16, code: &str) -> Error {
+        let meta = aws_sdk_sts::error::ErrorMetadata::builder()
+            .code(code)
+            .message("from STS")
+            .build();
+        let error = aws_sdk_sts::operation::assume_role::AssumeRoleError::generic(meta);
+        let raw = HttpResponse::new(
+            status.try_into().unwrap(),
+            aws_smithy_types::body::SdkBody::empty(),
+        );
+        classify(SdkError::service_error(error, raw))
+    }
+
+    #[test]
+    fn throttling_is_transient_and_refusals_are_not() {
+        for code in ["Throttling", "ThrottlingException", "RequestLimitExceeded"] {
+            let e = service_error(400, code);
+            assert!(matches!(e, Error::Throttled), "{code}: {e:?}");
+            assert!(e.is_transient());
+        }
+        let e = service_error(403, "AccessDenied");
+        assert!(
+            matches!(&e, Error::Refused { code, .. } if code == "AccessDenied"),
+            "{e:?}"
+        );
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("HTTP 403"), "{e}");
+    }
+
     #[test]
     fn a_full_cache_drops_expired_then_soonest_expiring_entries_never_in_flight_ones() {
         let b = broker(StsConfig {
