@@ -32,7 +32,8 @@ else
 fi
 
 step "Python client through the proto, against the running service"
-cargo build --locked --bin storage-grants
+# The integration tests above built target/debug/storage-grants with the test build's
+# feature set; a separate `cargo build` would rebuild half the dependencies.
 scripts/python-client-test.sh target/debug/storage-grants
 
 step "all tests passed"
