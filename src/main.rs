@@ -100,12 +100,12 @@ fn main() -> ExitCode {
 }
 
 async fn check_config(config: &Config) -> ExitCode {
-    match server::check(config).await {
-        Ok(rules) => {
+    match server::check_config(config).await {
+        Ok(checked) => {
             println!(
                 "config OK: listen {}, {} rule(s) from {}",
                 config.listen,
-                rules.len(),
+                checked.rules.len(),
                 config.grants.rules_file.display()
             );
             ExitCode::SUCCESS

@@ -74,12 +74,21 @@ pub fn region(config: &Config, aws: &SdkConfig) -> String {
         .unwrap_or_else(|| FALLBACK_REGION.to_owned())
 }
 
-/// Validates everything `run` needs from the files without serving: the rules, the
-/// endpoint and the readiness buckets. Used by `--check-config`.
+/// Everything `run` needs from the files, validated.
+pub struct Checked {
+    /// The rules in force at start.
+    pub rules: Rules,
+    buckets: Vec<BucketName>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    sts: Option<StsSettings>,
+}
+
+/// Reads and validates everything `run` needs from the files: the rules, the endpoint,
+/// the readiness buckets, the STS settings and the TLS files.
 ///
 /// # Errors
 /// The first problem found, with file and line where there is one.
-pub async fn check(config: &Config) -> Result<Rules, Error> {
+pub async fn check(config: &Config) -> Result<Checked, Error> {
     let rules = Rules::load(&config.grants.rules_file).await?;
     let region = config.storage.region.as_deref().unwrap_or(FALLBACK_REGION);
     Endpoint::new(
@@ -87,12 +96,29 @@ pub async fn check(config: &Config) -> Result<Rules, Error> {
         region,
         config.storage.force_path_style,
     )?;
-    check_buckets(config, &rules)?;
-    check_sts(config)?;
-    if let Some(mtls) = &config.identity.mtls {
-        crate::identity::mtls::server_tls_config(mtls)?;
-    }
-    // A JWKS file is checked here too; a JWKS URL is fetched only when serving.
+    let buckets = check_buckets(config, &rules)?;
+    let sts = check_sts(config)?;
+    let tls = config
+        .identity
+        .mtls
+        .as_ref()
+        .map(crate::identity::mtls::server_tls_config)
+        .transpose()?;
+    Ok(Checked {
+        rules,
+        buckets,
+        tls,
+        sts,
+    })
+}
+
+/// What `--check-config` validates: [`check`], and a JWKS file, which serving reads
+/// when its authenticator starts. A JWKS URL is fetched only when serving.
+///
+/// # Errors
+/// As [`check`], and a JWKS file that cannot be read or holds no usable key.
+pub async fn check_config(config: &Config) -> Result<Checked, Error> {
+    let checked = check(config).await?;
     if let Some(file) = config
         .identity
         .jwt
@@ -107,7 +133,7 @@ pub async fn check(config: &Config) -> Result<Rules, Error> {
         })?;
         crate::identity::jwks::KeySet::parse(&bytes).map_err(Error::Jwks)?;
     }
-    Ok(rules)
+    Ok(checked)
 }
 
 /// The parsed STS settings, when AssumeScoped is configured.
@@ -195,13 +221,12 @@ pub async fn run(
 ) -> Result<(), Error> {
     // The file's version before it is read: a change from here on triggers a reload.
     let rules_version = crate::rules_reload::file_version(&config.grants.rules_file).await;
-    let rules = check(&config).await?;
-    let tls = config
-        .identity
-        .mtls
-        .as_ref()
-        .map(crate::identity::mtls::server_tls_config)
-        .transpose()?;
+    let Checked {
+        rules,
+        buckets,
+        tls,
+        sts,
+    } = check(&config).await?;
     let region = region(&config, &aws);
     let storage = &config.storage;
     let endpoint = Endpoint::new(
@@ -241,7 +266,7 @@ pub async fn run(
         .await;
     let readiness = Readiness::new(
         s3_client(&config, &aws, &region),
-        check_buckets(&config, &rules)?,
+        buckets,
         storage.call_timeout,
     );
     let readiness_task = tokio::spawn(readiness.watch(reporter.clone(), storage.check_interval));
@@ -255,7 +280,7 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let scoped = check_sts(&config)?.map(|settings| {
+    let scoped = sts.map(|settings| {
         let client = Broker::client(&aws, &config.sts, &region);
         tracing::info!(role_arn = %settings.role_arn, "AssumeScoped enabled");
         Arc::new(ScopedGrants {
