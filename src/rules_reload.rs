@@ -7,7 +7,6 @@
 //! request in flight.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -21,8 +20,6 @@ pub struct RulesHandle {
     /// The file's version when the rules in force were read, so that a change made
     /// at any time after that, even before the watcher starts, is noticed.
     loaded_version: Version,
-    reloads: AtomicU64,
-    failed_reloads: AtomicU64,
 }
 
 /// What identifies a version of the file on disk, to notice changes by polling.
@@ -42,8 +39,6 @@ impl RulesHandle {
             path,
             loaded_version: version,
             current: RwLock::new(Arc::new(rules)),
-            reloads: AtomicU64::new(0),
-            failed_reloads: AtomicU64::new(0),
         })
     }
 
@@ -53,16 +48,6 @@ impl RulesHandle {
             .read()
             .expect("the rules lock is never held across a panic")
             .clone()
-    }
-
-    /// Successful reloads since start.
-    pub fn reloads(&self) -> u64 {
-        self.reloads.load(Ordering::Relaxed)
-    }
-
-    /// Reloads refused (bad file) since start.
-    pub fn failed_reloads(&self) -> u64 {
-        self.failed_reloads.load(Ordering::Relaxed)
     }
 
     /// Loads the file again and puts it in force if it is valid.
@@ -77,17 +62,14 @@ impl RulesHandle {
                     .current
                     .write()
                     .expect("the rules lock is never held across a panic") = Arc::new(rules);
-                self.reloads.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::rules_reload(true);
                 tracing::info!(file = %self.path.display(), rules = count, "rules reloaded");
                 Ok(())
             }
             Err(e) => {
-                self.failed_reloads.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::rules_reload(false);
                 tracing::error!(
                     error = %e,
-                    failed_reloads = self.failed_reloads(),
                     "rules reload refused; the previous rules stay in force"
                 );
                 Err(e)

@@ -141,6 +141,8 @@ struct StsSettings {
     role_arn: String,
     partition: Partition,
     kms_key: Option<KmsKeyArn>,
+    /// `sts.storage_endpoint`, validated and normalised like `storage.endpoint`.
+    storage_endpoint: Option<String>,
 }
 
 fn check_sts(config: &Config) -> Result<Option<StsSettings>, Error> {
@@ -184,7 +186,18 @@ fn check_sts(config: &Config) -> Result<Option<StsSettings>, Error> {
             key.partition()
         )));
     }
+    let region = config.storage.region.as_deref().unwrap_or(FALLBACK_REGION);
+    let storage_endpoint = sts
+        .storage_endpoint
+        .as_deref()
+        .map(|url| {
+            Endpoint::new(Some(url), region, config.storage.force_path_style)
+                .map(|e| e.url())
+                .map_err(|e| Error::Sts(format!("storage_endpoint: {e}")))
+        })
+        .transpose()?;
     Ok(Some(StsSettings {
+        storage_endpoint,
         role_arn: role_arn.clone(),
         partition,
         kms_key,
@@ -234,6 +247,9 @@ pub async fn run(
         &region,
         storage.force_path_style,
     )?;
+    // The validated, normalised store URL, for the readiness client and for callers of
+    // AssumeScoped; `None` means AWS's own regional endpoints.
+    let endpoint_url = storage.endpoint.is_some().then(|| endpoint.url());
     let signer = Arc::new(Signer::new(endpoint, &region));
 
     let provider = aws.credentials_provider().unwrap_or_else(|| {
@@ -265,7 +281,12 @@ pub async fn run(
         .set_service_status(GRANT_SERVICE, ServingStatus::NotServing)
         .await;
     let readiness = Readiness::new(
-        s3_client(&config, &aws, &region),
+        s3_client(
+            &aws,
+            &region,
+            endpoint_url.as_deref(),
+            storage.force_path_style,
+        ),
         buckets,
         storage.call_timeout,
     );
@@ -289,11 +310,9 @@ pub async fn run(
             kms_key: settings.kms_key,
             config: config.sts.clone(),
             region: region.clone(),
-            endpoint: config
-                .sts
+            endpoint: settings
                 .storage_endpoint
-                .clone()
-                .or_else(|| config.storage.endpoint.clone())
+                .or_else(|| endpoint_url.clone())
                 .unwrap_or_default(),
             force_path_style: config.storage.force_path_style,
         })
@@ -383,13 +402,19 @@ pub async fn run(
     Ok(result?)
 }
 
-/// An S3 client for the store of `config`, used only for the readiness check.
-pub fn s3_client(config: &Config, aws: &SdkConfig, region: &str) -> aws_sdk_s3::Client {
+/// An S3 client for the store at `endpoint_url` (AWS's own when `None`), used only for
+/// the readiness check.
+fn s3_client(
+    aws: &SdkConfig,
+    region: &str,
+    endpoint_url: Option<&str>,
+    force_path_style: bool,
+) -> aws_sdk_s3::Client {
     let mut builder = aws_sdk_s3::config::Builder::from(aws)
         .region(aws_sdk_s3::config::Region::new(region.to_owned()))
-        .force_path_style(config.storage.force_path_style);
-    if let Some(endpoint) = &config.storage.endpoint {
-        builder = builder.endpoint_url(endpoint);
+        .force_path_style(force_path_style);
+    if let Some(url) = endpoint_url {
+        builder = builder.endpoint_url(url);
     }
     aws_sdk_s3::Client::from_conf(builder.build())
 }

@@ -173,11 +173,6 @@ impl Broker {
         aws_sdk_sts::Client::from_conf(builder.build())
     }
 
-    /// Number of cached entries (ready or in flight).
-    pub fn cached(&self) -> usize {
-        self.lock().len()
-    }
-
     /// Credentials for `request.scope`: from the cache while they have enough life
     /// left, else from one AssumeRole shared by every concurrent caller of the scope.
     ///

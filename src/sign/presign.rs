@@ -126,11 +126,6 @@ impl Signer {
         &self.region
     }
 
-    /// The endpoint URLs point to.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
     /// A presigned GET for `object`, signed with `creds` at `signing_time` (truncated
     /// to whole seconds) and valid for `ttl` from then.
     ///
