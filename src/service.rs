@@ -613,7 +613,7 @@ fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
 
 #[tonic::async_trait]
 impl proto::grant_service_server::GrantService for GrantService {
-    #[tracing::instrument(name = "GrantRead", skip_all, fields(caller, bucket = %request.get_ref().bucket))]
+    #[tracing::instrument(name = "GrantRead", skip_all, fields(caller, bucket = ?request.get_ref().bucket))]
     async fn grant_read(
         &self,
         request: Request<proto::GrantReadRequest>,
@@ -623,7 +623,7 @@ impl proto::grant_service_server::GrantService for GrantService {
         Ok(Response::new(response))
     }
 
-    #[tracing::instrument(name = "GrantWrite", skip_all, fields(caller, bucket = %request.get_ref().bucket))]
+    #[tracing::instrument(name = "GrantWrite", skip_all, fields(caller, bucket = ?request.get_ref().bucket))]
     async fn grant_write(
         &self,
         request: Request<proto::GrantWriteRequest>,
@@ -633,7 +633,7 @@ impl proto::grant_service_server::GrantService for GrantService {
         Ok(Response::new(response))
     }
 
-    #[tracing::instrument(name = "AssumeScoped", skip_all, fields(caller, bucket = %request.get_ref().bucket))]
+    #[tracing::instrument(name = "AssumeScoped", skip_all, fields(caller, bucket = ?request.get_ref().bucket))]
     async fn assume_scoped(
         &self,
         request: Request<proto::AssumeScopedRequest>,
