@@ -1,0 +1,304 @@
+{{/* ===== names and labels ===== */}}
+
+{{- define "storage-grants.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "storage-grants.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "storage-grants.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "storage-grants.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "storage-grants.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "storage-grants.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: storage-grants
+{{- end -}}
+
+{{- define "storage-grants.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "storage-grants.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "storage-grants.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ===== paths inside the pod ===== */}}
+
+{{- define "storage-grants.configDir" -}}/etc/storage-grants/config{{- end -}}
+{{- define "storage-grants.rulesDir" -}}/etc/storage-grants/rules{{- end -}}
+{{- define "storage-grants.tlsDir" -}}/etc/storage-grants/tls{{- end -}}
+
+{{- define "storage-grants.rulesConfigMap" -}}
+{{- .Values.rules.existingConfigMap | default (printf "%s-rules" (include "storage-grants.fullname" .)) -}}
+{{- end -}}
+
+{{/* ===== derived facts ===== */}}
+
+{{/* "true" when the gRPC port speaks TLS (mTLS, or server TLS when enabled). */}}
+{{- define "storage-grants.grpcTls" -}}
+{{- if or .Values.config.identity.mtls .Values.tls.server.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when the pod needs its own API token: the JWT source reads the API
+server's JWKS with it (jwks_token_file / jwks_ca_file under the service-account
+mount), or the operator asked for it. */}}
+{{- define "storage-grants.automountToken" -}}
+{{- $sa := "/var/run/secrets/kubernetes.io/serviceaccount/" -}}
+{{- $jwt := .Values.config.identity.jwt | default dict -}}
+{{- if or .Values.serviceAccount.automountToken (hasPrefix $sa (toString ($jwt.jwks_token_file | default ""))) (hasPrefix $sa (toString ($jwt.jwks_ca_file | default ""))) -}}true{{- else -}}false{{- end -}}
+{{- end -}}
+
+{{/* A duration of the service's config ("20s", "1m", "500ms", "2h", "1d" or a
+number of seconds) in whole seconds, rounded up. */}}
+{{- define "storage-grants.seconds" -}}
+{{- $d := . -}}
+{{- if kindIs "string" $d -}}
+{{- $d = trim $d -}}
+{{- if not (regexMatch "^[0-9]+ *(ms|s|m|h|d)?$" $d) -}}
+{{- fail (printf "%q is not a duration; write e.g. 20s, 1m or 2h" $d) -}}
+{{- end -}}
+{{- $n := int64 (regexFind "^[0-9]+" $d) -}}
+{{- $unit := trim (regexReplaceAll "^[0-9]+" $d "") -}}
+{{- if eq $unit "ms" -}}{{ div (add $n 999) 1000 }}
+{{- else if eq $unit "m" -}}{{ mul $n 60 }}
+{{- else if eq $unit "h" -}}{{ mul $n 3600 }}
+{{- else if eq $unit "d" -}}{{ mul $n 86400 }}
+{{- else -}}{{ $n }}
+{{- end -}}
+{{- else -}}
+{{- int64 $d -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "storage-grants.shutdownGraceSeconds" -}}
+{{- include "storage-grants.seconds" (.Values.config.server.shutdown_grace | default "20s") -}}
+{{- end -}}
+
+{{- define "storage-grants.terminationGracePeriodSeconds" -}}
+{{- $floor := add .Values.drain.preStopSleepSeconds (int64 (include "storage-grants.shutdownGraceSeconds" .)) -}}
+{{- if .Values.drain.terminationGracePeriodSeconds -}}
+{{- if le (int64 .Values.drain.terminationGracePeriodSeconds) $floor -}}
+{{- fail (printf "drain.terminationGracePeriodSeconds (%v) must be longer than drain.preStopSleepSeconds + config.server.shutdown_grace (%d s), else the kubelet kills calls still draining" .Values.drain.terminationGracePeriodSeconds $floor) -}}
+{{- end -}}
+{{- int64 .Values.drain.terminationGracePeriodSeconds -}}
+{{- else -}}
+{{- add $floor 5 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* HOST:PORT for a listener of the pod: (dict "root" $ "port" N); an IPv6 host
+goes in brackets. */}}
+{{- define "storage-grants.listenAddr" -}}
+{{- $host := .root.Values.service.listenHost | default "0.0.0.0" -}}
+{{- if contains ":" $host -}}{{- $host = printf "[%s]" $host -}}{{- end -}}
+{{- printf "%s:%v" $host .port -}}
+{{- end -}}
+
+{{/* ===== TOML rendering ===== */}}
+
+{{/* One TOML value: a string, a boolean, a number or an array of those. Strings go
+through JSON encoding, whose escapes are all valid in a TOML basic string. */}}
+{{- define "storage-grants.tomlValue" -}}
+{{- $v := . -}}
+{{- if kindIs "string" $v -}}{{ toJson $v }}
+{{- else if kindIs "bool" $v -}}{{ $v }}
+{{- else if or (kindIs "float64" $v) (kindIs "float32" $v) -}}
+{{- if eq (float64 (int64 $v)) (float64 $v) -}}{{ int64 $v }}{{- else -}}{{ $v }}{{- end -}}
+{{- else if or (kindIs "int" $v) (kindIs "int64" $v) (kindIs "int32" $v) -}}{{ $v }}
+{{- else if kindIs "slice" $v -}}
+{{- $items := list -}}
+{{- range $v -}}{{- $items = append $items (include "storage-grants.tomlValue" .) -}}{{- end -}}
+[{{ join ", " $items }}]
+{{- else -}}
+{{- fail (printf "cannot write %v (%s) as a TOML value" $v (kindOf $v)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "key = value" lines of a flat map, in key order, skipping nulls. */}}
+{{- define "storage-grants.tomlKeys" -}}
+{{- range $k, $v := . -}}
+{{- if not (kindIs "invalid" $v) }}
+{{ $k }} = {{ include "storage-grants.tomlValue" $v }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The service's config.toml. Only what the values set is written: every other key
+keeps the service's own default. */}}
+{{- define "storage-grants.configToml" -}}
+{{- $c := .Values.config -}}
+{{- $id := $c.identity | default dict -}}
+# config.toml of storage-grants, rendered by the Helm chart: edit the chart's values,
+# not this file. Keys: the service's README, "Configuration".
+listen = {{ include "storage-grants.listenAddr" (dict "root" . "port" .Values.service.grpcPort) | toJson }}
+{{- if $c.log_format }}
+log_format = {{ $c.log_format | toJson }}
+{{- end }}
+
+[storage]
+{{- include "storage-grants.tomlKeys" ($c.storage | default dict) }}
+
+[grants]
+rules_file = {{ printf "%s/rules.toml" (include "storage-grants.rulesDir" .) | toJson }}
+{{- include "storage-grants.tomlKeys" ($c.grants | default dict) }}
+
+[identity]
+{{- if .Values.devMode.enabled }}
+# Static development tokens come from the Secret {{ .Values.devMode.existingSecret }}
+# (STORAGE_GRANTS_IDENTITY__DEV_TOKENS), never from this file.
+dev_mode = true
+{{- end }}
+{{- if $id.order }}
+order = {{ include "storage-grants.tomlValue" $id.order }}
+{{- end }}
+{{- with $id.mtls }}
+
+[identity.mtls]
+ca_file = {{ printf "%s/%s" (include "storage-grants.tlsDir" $) $.Values.tls.caKey | toJson }}
+cert_file = {{ printf "%s/%s" (include "storage-grants.tlsDir" $) $.Values.tls.certKey | toJson }}
+key_file = {{ printf "%s/%s" (include "storage-grants.tlsDir" $) $.Values.tls.keyKey | toJson }}
+{{- include "storage-grants.tomlKeys" . }}
+{{- end }}
+{{- with $id.jwt }}
+
+[identity.jwt]
+{{- include "storage-grants.tomlKeys" . }}
+{{- end }}
+{{- with $id.xfcc }}
+
+[identity.xfcc]
+{{- include "storage-grants.tomlKeys" . }}
+{{- end }}
+
+[server]
+{{- include "storage-grants.tomlKeys" ($c.server | default dict) }}
+{{- if .Values.tls.server.enabled }}
+
+[server.tls]
+cert_file = {{ printf "%s/%s" (include "storage-grants.tlsDir" .) .Values.tls.certKey | toJson }}
+key_file = {{ printf "%s/%s" (include "storage-grants.tlsDir" .) .Values.tls.keyKey | toJson }}
+{{- end }}
+
+[sts]
+{{- include "storage-grants.tomlKeys" ($c.sts | default dict) }}
+{{- if .Values.metrics.enabled }}
+
+[metrics]
+listen = {{ include "storage-grants.listenAddr" (dict "root" . "port" .Values.metrics.port) | toJson }}
+{{- end }}
+{{- if .Values.http.enabled }}
+
+[http]
+listen = {{ include "storage-grants.listenAddr" (dict "root" . "port" .Values.http.port) | toJson }}
+{{- end }}
+{{ end -}}
+
+{{/* The rules file. */}}
+{{- define "storage-grants.rulesToml" -}}
+# rules.toml of storage-grants, rendered by the Helm chart: edit the chart's values
+# (rules.items). Reloaded by the service without a restart when it changes.
+{{- range .Values.rules.items }}
+
+[[rules]]
+{{- include "storage-grants.tomlKeys" . }}
+{{- end }}
+{{ end -}}
+
+{{/* ===== checks that the schema cannot express ===== */}}
+
+{{- define "storage-grants.validate" -}}
+{{- $v := .Values -}}
+{{- $id := $v.config.identity | default dict -}}
+{{- if $v.devMode.enabled -}}
+{{- if not $v.devMode.iUnderstandDevTokensAreInsecure -}}
+{{- fail "devMode.enabled=true makes the service accept static development tokens: shared secrets that never expire and name any caller the Secret says. Refused unless devMode.iUnderstandDevTokensAreInsecure=true is set as well. Never in production: use config.identity.jwt or mTLS." -}}
+{{- end -}}
+{{- if not $v.devMode.existingSecret -}}
+{{- fail "devMode.enabled=true needs devMode.existingSecret: a Secret whose key dev_tokens holds the tokens as TOML ([{ token = \"...\", caller = \"dev:demo\" }]). The chart never writes tokens into a ConfigMap." -}}
+{{- end -}}
+{{- end -}}
+{{- if or (hasKey $id "dev_tokens") (hasKey $id "dev_mode") -}}
+{{- fail "config.identity.dev_tokens / dev_mode: development tokens can never be rendered into a ConfigMap; use devMode.enabled with devMode.existingSecret" -}}
+{{- end -}}
+{{- if hasKey $v.config "listen" -}}{{- fail "config.listen is set by the chart from service.grpcPort" -}}{{- end -}}
+{{- if hasKey $v.config "metrics" -}}{{- fail "config.metrics is set by the chart from metrics.enabled and metrics.port" -}}{{- end -}}
+{{- if hasKey $v.config "http" -}}{{- fail "config.http is set by the chart from http.enabled and http.port" -}}{{- end -}}
+{{- if hasKey ($v.config.grants | default dict) "rules_file" -}}{{- fail "config.grants.rules_file is set by the chart: put rules in rules.items or rules.existingConfigMap" -}}{{- end -}}
+{{- with $id.mtls -}}
+{{- if or (hasKey . "ca_file") (hasKey . "cert_file") (hasKey . "key_file") -}}
+{{- fail "config.identity.mtls file paths are set by the chart: name the Secret in tls.existingSecret" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (or $id.mtls $v.tls.server.enabled) (not $v.tls.existingSecret) -}}
+{{- fail "config.identity.mtls and tls.server.enabled need tls.existingSecret: a Secret with the server certificate, its key and (for mTLS) the client CA. TLS material is never inlined in values." -}}
+{{- end -}}
+{{- if and (eq $v.probes.type "grpc") (include "storage-grants.grpcTls" .) -}}
+{{- fail "probes.type=grpc cannot work while the gRPC port speaks TLS (config.identity.mtls or tls.server.enabled): Kubernetes gRPC probes connect in plaintext only. Set probes.type=tcpSocket (the port accepts connections; readiness then does not follow the bucket check) or probes.type=exec with probes.execCommand (e.g. grpc_health_probe -tls in an image that ships it)." -}}
+{{- end -}}
+{{- if and (eq $v.probes.type "exec") (not $v.probes.execCommand) -}}
+{{- fail "probes.type=exec needs probes.execCommand" -}}
+{{- end -}}
+{{- if and $v.metrics.serviceMonitor.enabled (not $v.metrics.enabled) -}}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.enabled" -}}
+{{- end -}}
+{{- if and $v.metrics.prometheusRule.enabled (not $v.metrics.enabled) -}}
+{{- fail "metrics.prometheusRule.enabled needs metrics.enabled" -}}
+{{- end -}}
+{{- if and $v.rules.items $v.rules.existingConfigMap -}}
+{{- fail "set rules.items or rules.existingConfigMap, not both" -}}
+{{- end -}}
+{{- if and $v.autoscaling.enabled (gt (int64 $v.autoscaling.minReplicas) (int64 $v.autoscaling.maxReplicas)) -}}
+{{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" -}}
+{{- end -}}
+{{- $ports := list (int64 $v.service.grpcPort) -}}
+{{- if $v.metrics.enabled -}}{{- $ports = append $ports (int64 $v.metrics.port) -}}{{- end -}}
+{{- if $v.http.enabled -}}{{- $ports = append $ports (int64 $v.http.port) -}}{{- end -}}
+{{- if ne (len $ports) (len (uniq $ports)) -}}
+{{- fail "service.grpcPort, metrics.port and http.port must differ" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The action of a probe: (dict "root" $ "service" NAME). gRPC probes ask the
+standard health service for NAME ("" = the process, storagegrants.v1.GrantService =
+ready to grant). */}}
+{{- define "storage-grants.probeAction" -}}
+{{- $p := .root.Values.probes -}}
+{{- if eq $p.type "grpc" -}}
+grpc:
+  port: {{ .root.Values.service.grpcPort }}
+  service: {{ .service | quote }}
+{{- else if eq $p.type "tcpSocket" -}}
+tcpSocket:
+  port: grpc
+{{- else -}}
+exec:
+  command:
+    {{- range $p.execCommand }}
+    - {{ replace "{service}" $.service . | quote }}
+    {{- end }}
+{{- end -}}
+{{- end -}}
