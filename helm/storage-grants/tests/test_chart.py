@@ -1,0 +1,593 @@
+#!/usr/bin/env python3
+"""Tests of the storage-grants Helm chart and of the container image recipe.
+
+Run by scripts/helm-test.sh, which installs the tools and passes their paths:
+
+    test_chart.py --helm HELM --promtool PROMTOOL --validator KUBERNETES_VALIDATE \
+                  --server SERVER_BINARY
+
+Each test renders the chart with `helm template` (no cluster), then asserts on the
+rendered objects, validates them against a current Kubernetes version's schemas, runs
+the service's own `--check-config` on the config the chart renders, and checks the
+alert rules with promtool. The last line is "N passed, N failed".
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import yaml
+
+CHART = Path(__file__).resolve().parents[1]
+REPO = CHART.parents[1]
+FULL_VALUES = CHART / "ci" / "full-values.yaml"
+RELEASE, NAMESPACE = "sg", "grants"
+FULLNAME = f"{RELEASE}-storage-grants"
+# The Kubernetes version every object is validated against, and the one helm renders
+# for (the chart needs >= 1.30: the preStop sleep action).
+KUBE_VERSION = "1.37.0"
+READINESS_SERVICE = "storagegrants.v1.GrantService"
+NONROOT_UID = 65532
+
+ARGS: argparse.Namespace
+WORK: Path
+
+
+# === helpers ===
+
+
+class Failed(AssertionError):
+    pass
+
+
+def check(cond: bool, message: str) -> None:
+    if not cond:
+        raise Failed(message)
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def write_values(name: str, values: dict) -> Path:
+    path = WORK / f"{name}.values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def helm_template(*values: dict | Path, sets: tuple[str, ...] = (), ok: bool = True):
+    """Renders the chart; returns (objects, stdout) on success or stderr on failure."""
+    cmd = [ARGS.helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+           "--kube-version", KUBE_VERSION]
+    for i, v in enumerate(values):
+        path = v if isinstance(v, Path) else write_values(f"v{time.monotonic_ns()}-{i}", v)
+        cmd += ["-f", str(path)]
+    for s in sets:
+        cmd += ["--set", s]
+    p = run(cmd)
+    if not ok:
+        check(p.returncode != 0, f"helm template should have failed: {' '.join(cmd)}")
+        return p.stderr
+    check(p.returncode == 0, f"helm template failed: {p.stderr.strip()}")
+    objs = [d for d in yaml.safe_load_all(p.stdout) if d]
+    return objs, p.stdout
+
+
+def find(objs, kind: str, name: str | None = None) -> dict:
+    hits = [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    check(len(hits) == 1, f"expected one {kind} {name or ''}, found {len(hits)}")
+    return hits[0]
+
+
+def deployment(objs) -> dict:
+    return find(objs, "Deployment", FULLNAME)
+
+
+def container(objs) -> dict:
+    return deployment(objs)["spec"]["template"]["spec"]["containers"][0]
+
+
+def config_toml(objs) -> str:
+    return find(objs, "ConfigMap", f"{FULLNAME}-config")["data"]["config.toml"]
+
+
+def full_values() -> dict:
+    return yaml.safe_load(FULL_VALUES.read_text())
+
+
+def object_list(objs) -> list[str]:
+    return sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objs)
+
+
+def seconds(d) -> int:
+    m = re.fullmatch(r"(\d+)\s*(ms|s|m|h|d)?", str(d))
+    n, unit = int(m.group(1)), m.group(2) or "s"
+    return {"ms": -(-n // 1000), "s": n, "m": n * 60, "h": n * 3600, "d": n * 86400}[unit]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_certs(tls_dir: Path) -> None:
+    """A CA and a server certificate signed by it, for the mTLS --check-config."""
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    ossl = shutil.which("openssl")
+    check(ossl is not None, "openssl is needed to make test certificates")
+
+    def o(*a):
+        p = run([ossl, *a], cwd=tls_dir)
+        check(p.returncode == 0, f"openssl {a[0]} failed: {p.stderr}")
+
+    o("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+      "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=test ca")
+    o("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+      "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=storage-grants")
+    (tls_dir / "ext.cnf").write_text("subjectAltName=DNS:storage-grants\n")
+    o("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+      "-CAcreateserial", "-out", "tls.crt", "-days", "1", "-extfile", "ext.cnf")
+    # PKCS#8, one of the key formats the service reads.
+    o("pkcs8", "-topk8", "-nocrypt", "-in", "tls.key", "-out", "tls.key.p8")
+    (tls_dir / "tls.key.p8").replace(tls_dir / "tls.key")
+
+
+def pod_files(objs, root: Path) -> Path:
+    """Lays out the files the pod would see under ROOT (the config and rules
+    ConfigMaps, the TLS Secret, the service-account token), with every absolute path in
+    the config moved under ROOT; returns the config file's path."""
+    cfg_dir = root / "etc/storage-grants/config"
+    rules_dir = root / "etc/storage-grants/rules"
+    cfg_dir.mkdir(parents=True)
+    rules_dir.mkdir(parents=True)
+    text = config_toml(objs)
+    for prefix in ("/etc/storage-grants/", "/var/run/secrets/kubernetes.io/serviceaccount/"):
+        text = text.replace(f'"{prefix}', f'"{root}{prefix}')
+    (cfg_dir / "config.toml").write_text(text)
+    rules = [o for o in objs if o["kind"] == "ConfigMap" and "rules.toml" in o.get("data", {})]
+    (rules_dir / "rules.toml").write_text(rules[0]["data"]["rules.toml"] if rules else "")
+    if "/etc/storage-grants/tls/" in config_toml(objs):
+        make_certs(root / "etc/storage-grants/tls")
+    sa = root / "var/run/secrets/kubernetes.io/serviceaccount"
+    sa.mkdir(parents=True)
+    make_certs(sa / "pki")
+    shutil.copy(sa / "pki/ca.crt", sa / "ca.crt")
+    (sa / "token").write_text("not-a-real-token")
+    return cfg_dir / "config.toml"
+
+
+def clean_env(extra: dict | None = None) -> dict:
+    """No STORAGE_GRANTS_* or AWS_* of the caller; no instance metadata; no HOME."""
+    env = {"PATH": "/usr/bin:/bin", "AWS_EC2_METADATA_DISABLED": "true"}
+    env.update(extra or {})
+    return env
+
+
+def check_config(objs, name: str, env: dict | None = None) -> str:
+    root = WORK / f"pod-{name}"
+    config = pod_files(objs, root)
+    p = run([ARGS.server, "--check-config", "--config", str(config)], env=clean_env(env))
+    check(p.returncode == 0,
+          f"storage-grants --check-config refused the {name} config:\n{p.stdout}{p.stderr}\n"
+          f"--- config.toml ---\n{config.read_text()}")
+    return p.stdout.strip()
+
+
+# === tests ===
+
+TESTS = []
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+@test
+def helm_lint_default_and_full():
+    for extra in ([], ["-f", str(FULL_VALUES)]):
+        p = run([ARGS.helm, "lint", "--strict", str(CHART), *extra])
+        check(p.returncode == 0, f"helm lint {' '.join(extra)}:\n{p.stdout}{p.stderr}")
+
+
+@test
+def rendered_objects_are_the_expected_ones():
+    default, _ = helm_template()
+    full, _ = helm_template(FULL_VALUES)
+    base = [f"ConfigMap/{FULLNAME}-config", f"ConfigMap/{FULLNAME}-rules",
+            f"Deployment/{FULLNAME}", f"PodDisruptionBudget/{FULLNAME}",
+            f"Service/{FULLNAME}", f"ServiceAccount/{FULLNAME}"]
+    check(object_list(default) == sorted(base), f"default render: {object_list(default)}")
+    want_full = sorted(base + [f"HorizontalPodAutoscaler/{FULLNAME}", f"NetworkPolicy/{FULLNAME}",
+                               f"PrometheusRule/{FULLNAME}", f"Service/{FULLNAME}-headless",
+                               f"ServiceMonitor/{FULLNAME}"])
+    check(object_list(full) == want_full, f"full render: {object_list(full)}")
+    print("    default:", ", ".join(object_list(default)))
+    print("    full:   ", ", ".join(object_list(full)))
+
+
+@test
+def every_object_passes_strict_kubernetes_schemas():
+    renders = {"default": helm_template()[1], "full": helm_template(FULL_VALUES)[1]}
+    for name, text in renders.items():
+        path = WORK / f"{name}.rendered.yaml"
+        path.write_text(text)
+        p = run([ARGS.validator, "--strict", "-k", KUBE_VERSION, str(path)])
+        out = p.stdout + p.stderr
+        check(p.returncode == 0, f"kubernetes-validate refused the {name} render:\n{out}")
+        for o in yaml.safe_load_all(text):
+            if not o:
+                continue
+            ident = f"{o['kind'].lower()}/{o['metadata']['name']}"
+            if o["apiVersion"].startswith("monitoring.coreos.com/"):
+                # Prometheus Operator kinds: no schema in kubernetes-validate; their
+                # content is checked below (promtool, ServiceMonitor assertions).
+                continue
+            check(f"passed for resource {ident} against version" in out,
+                  f"{ident} of the {name} render was not validated:\n{out}")
+        print(f"    {name}: " + "; ".join(l.split(" passed for resource ")[-1]
+                                        for l in out.splitlines() if " passed for " in l))
+    # The validator really is strict: one unknown field in a Deployment fails it.
+    objs, _ = helm_template()
+    broken = deployment(objs)
+    broken["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["grpcc"] = {}
+    path = WORK / "broken.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    p = run([ARGS.validator, "--strict", "-k", KUBE_VERSION, str(path)])
+    check(p.returncode != 0, "kubernetes-validate --strict accepted an unknown field")
+
+
+@test
+def probes_ask_grpc_health_on_the_grpc_port():
+    for name, objs in (("default", helm_template()[0]), ("full", helm_template(FULL_VALUES)[0])):
+        c = container(objs)
+        grpc_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
+        svc = find(objs, "Service", FULLNAME)
+        svc_port = next(p for p in svc["spec"]["ports"] if p["name"] == "grpc")
+        check(svc_port["targetPort"] == "grpc" and svc_port["appProtocol"] == "grpc",
+              f"{name}: Service grpc port {svc_port}")
+        want = {"startupProbe": "", "livenessProbe": "", "readinessProbe": READINESS_SERVICE}
+        for probe, service in want.items():
+            g = c[probe].get("grpc")
+            check(g is not None, f"{name}: {probe} is not a gRPC probe: {c[probe]}")
+            check(g["port"] == grpc_port, f"{name}: {probe} port {g['port']} != {grpc_port}")
+            check(g.get("service", "") == service,
+                  f"{name}: {probe} asks for service {g.get('service')!r}, want {service!r}")
+
+
+@test
+def pods_run_locked_down():
+    for name, objs in (("default", helm_template()[0]), ("full", helm_template(FULL_VALUES)[0])):
+        spec = deployment(objs)["spec"]["template"]["spec"]
+        pod, c = spec["securityContext"], spec["containers"][0]
+        sc = c["securityContext"]
+        check(pod["runAsNonRoot"] is True and pod["runAsUser"] == NONROOT_UID, f"{name}: pod {pod}")
+        check(pod["seccompProfile"]["type"] == "RuntimeDefault", f"{name}: pod seccomp")
+        check(sc["runAsNonRoot"] is True, f"{name}: runAsNonRoot")
+        check(sc["allowPrivilegeEscalation"] is False, f"{name}: allowPrivilegeEscalation")
+        check(sc["readOnlyRootFilesystem"] is True, f"{name}: readOnlyRootFilesystem")
+        check(sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add"),
+              f"{name}: capabilities {sc['capabilities']}")
+        check(sc["seccompProfile"]["type"] == "RuntimeDefault", f"{name}: seccomp")
+        for kind in ("requests", "limits"):
+            check({"cpu", "memory"} <= set(c["resources"].get(kind, {})), f"{name}: resources.{kind}")
+        keys = {t["topologyKey"] for t in spec["topologySpreadConstraints"]}
+        check(keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}, f"{name}: spread {keys}")
+        # Drain: out of the endpoints first, then SIGTERM, then shutdown_grace.
+        sleep = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+        grace = seconds(re.search(r'^shutdown_grace = "([^"]+)"', config_toml(objs), re.M).group(1))
+        check(spec["terminationGracePeriodSeconds"] > sleep + grace,
+              f"{name}: terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']} "
+              f"<= preStop {sleep} + shutdown_grace {grace}")
+        for m in c["volumeMounts"]:
+            check(m.get("readOnly") is True and "subPath" not in m,
+                  f"{name}: mount {m} (read-only directory mounts, so rules reload in place)")
+    # A too short explicit grace period is refused.
+    err = helm_template({"drain": {"terminationGracePeriodSeconds": 20}}, ok=False)
+    check("terminationGracePeriodSeconds" in err, err)
+
+
+@test
+def no_dev_token_or_secret_in_any_configmap():
+    canary = "canary-dev-token-" + os.urandom(8).hex()
+    secret_values = {"devMode": {"enabled": True, "iUnderstandDevTokensAreInsecure": True,
+                                 "existingSecret": "sg-dev-tokens"}}
+    renders = {"default": helm_template()[0], "full": helm_template(FULL_VALUES)[0],
+               "dev": helm_template(secret_values)[0]}
+    patterns = [r"dev_tokens\s*=", r"\btoken\s*=", r"-----BEGIN", r"secret_access_key",
+                r"AKIA[0-9A-Z]{16}", r"\[\[identity\.dev_tokens\]\]"]
+    for name, objs in renders.items():
+        for cm in (o for o in objs if o["kind"] == "ConfigMap"):
+            text = json.dumps(cm["data"])
+            for pat in patterns:
+                check(not re.search(pat, text), f"{name}: ConfigMap {cm['metadata']['name']} matches {pat}")
+        check(not any(o["kind"] == "Secret" for o in objs), f"{name}: the chart renders a Secret")
+    # Dev mode: dev_mode in the file, the tokens from the Secret through the environment.
+    dev = renders["dev"]
+    check(re.search(r"^dev_mode = true$", config_toml(dev), re.M) is not None, "dev_mode not rendered")
+    env = {e["name"]: e for e in container(dev).get("env", [])}
+    ref = env["STORAGE_GRANTS_IDENTITY__DEV_TOKENS"]["valueFrom"]["secretKeyRef"]
+    check(ref == {"name": "sg-dev-tokens", "key": "dev_tokens"}, f"dev tokens from {ref}")
+    # Tokens put into the values directly never render: the schema refuses them.
+    err = helm_template({"config": {"identity": {"dev_mode": True, "dev_tokens": [
+        {"token": canary, "caller": "dev:a"}]}}}, ok=False)
+    check("dev_tokens" in err or "dev_mode" in err, err)
+    check(canary not in err, "the refusal echoes the token")
+
+
+@test
+def dev_mode_needs_the_loud_override():
+    err = helm_template({"devMode": {"enabled": True, "existingSecret": "s"}}, ok=False)
+    check("iUnderstandDevTokensAreInsecure" in err and "Never in production" in err,
+          f"unclear refusal: {err}")
+    err = helm_template({"devMode": {"enabled": True, "iUnderstandDevTokensAreInsecure": True}}, ok=False)
+    check("devMode.existingSecret" in err, f"unclear refusal: {err}")
+
+
+@test
+def config_change_rolls_pods_and_rules_change_does_not():
+    def checksum(objs):
+        return deployment(objs)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    base = helm_template()[0]
+    check(checksum(base) == hashlib.sha256(config_toml(base).encode()).hexdigest(),
+          "checksum/config is not the sha256 of config.toml")
+    changed = helm_template({"config": {"grants": {"max_ttl": "30m"}}})[0]
+    check(checksum(changed) != checksum(base), "a config change left checksum/config unchanged")
+    rules = helm_template({"rules": {"items": [{"callers": ["svc:a"], "bucket": "demo",
+                                                 "prefix": "a/", "actions": ["read"]}]}})[0]
+    check(checksum(rules) == checksum(base), "a rules change rolls the pods (hot reload expected)")
+    check(checksum(helm_template()[0]) == checksum(base), "checksum/config is not stable")
+
+
+@test
+def schema_refuses_wrong_types_and_unknown_keys():
+    cases = [
+        ({"replicaCount": "two"}, "replicaCount"),
+        ({"replicaCounts": 2}, "replicaCounts"),
+        ({"config": {"storage": {"regoin": "eu-west-1"}}}, "regoin"),
+        ({"config": {"grants": {"max_ttl": "1 hour"}}}, "max_ttl"),
+        ({"config": {"sts": {"reuse_fraction": 1.5}}}, "reuse_fraction"),
+        ({"probes": {"type": "http"}}, "probes.type"),
+    ]
+    for values, word in cases:
+        path = write_values(f"bad-{word}", values)
+        err = helm_template(path, ok=False)
+        check(word in err, f"{values}: refusal does not name {word}: {err}")
+        lint = run([ARGS.helm, "lint", str(CHART), "-f", str(path)])
+        check(lint.returncode != 0, f"helm lint accepted {values}")
+
+
+@test
+def planned_listeners_stay_out_of_the_config_until_enabled():
+    default = config_toml(helm_template()[0])
+    full = config_toml(helm_template(FULL_VALUES)[0])
+    for text in (default, full):
+        check("[http]" not in text and "[server.tls]" not in text, f"planned keys rendered:\n{text}")
+    objs = helm_template({"http": {"enabled": True, "port": 8080}})[0]
+    check('[http]\nlisten = "0.0.0.0:8080"' in config_toml(objs), config_toml(objs))
+    ports = {p["name"]: p["port"] for p in find(objs, "Service", FULLNAME)["spec"]["ports"]}
+    check(ports.get("http") == 8080, f"Service ports {ports}")
+    objs = helm_template({"tls": {"existingSecret": "sg-tls", "server": {"enabled": True}},
+                          "probes": {"type": "tcpSocket"}})[0]
+    check("[server.tls]" in config_toml(objs), config_toml(objs))
+
+
+@test
+def tls_on_the_grpc_port_rules_out_native_grpc_probes():
+    mtls = {"config": {"identity": {"mtls": {"trust_domains": ["prod.example"], "required": True}}}}
+    err = helm_template(mtls, ok=False)
+    check("tls.existingSecret" in err, err)
+    with_secret = {**mtls, "tls": {"existingSecret": "sg-tls"}}
+    err = helm_template(with_secret, ok=False)
+    check("plaintext" in err and "tcpSocket" in err, err)
+    objs = helm_template(with_secret, {"probes": {"type": "tcpSocket"}})[0]
+    c = container(objs)
+    check(all(c[p]["tcpSocket"]["port"] == "grpc" for p in ("livenessProbe", "readinessProbe")), "tcp probes")
+    vol = next(v for v in deployment(objs)["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
+    check(vol["secret"]["secretName"] == "sg-tls", f"tls volume {vol}")
+    objs = helm_template(with_secret, {"probes": {"type": "exec", "execCommand": [
+        "/bin/grpc_health_probe", "-addr=:50051", "-tls", "-tls-no-verify", "-service={service}"]}})[0]
+    check(container(objs)["readinessProbe"]["exec"]["command"][-1] == f"-service={READINESS_SERVICE}",
+          "exec readiness probe does not name the readiness service")
+    print("    mtls config:", check_config(objs, "mtls"))
+
+
+@test
+def service_accepts_the_rendered_configs():
+    for name, values in (("default", ()), ("full", (FULL_VALUES,))):
+        print(f"    {name}:", check_config(helm_template(*values)[0], name))
+    dev = helm_template({"devMode": {"enabled": True, "iUnderstandDevTokensAreInsecure": True,
+                                     "existingSecret": "sg-dev-tokens"}})[0]
+    # What the Secret's dev_tokens key holds, as the pod gets it.
+    tokens = '[{ token = "dev-' + os.urandom(8).hex() + '", caller = "dev:demo" }]'
+    print("    dev:", check_config(dev, "dev", {"STORAGE_GRANTS_IDENTITY__DEV_TOKENS": tokens}))
+
+
+@test
+def irsa_jwt_and_network_policy_of_the_full_install():
+    objs = helm_template(FULL_VALUES)[0]
+    sa = find(objs, "ServiceAccount", FULLNAME)
+    check(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+          == full_values()["serviceAccount"]["irsaRoleArn"], "IRSA annotation")
+    # The JWKS comes from the API server with the pod's own token: mounted.
+    check(deployment(objs)["spec"]["template"]["spec"]["automountServiceAccountToken"] is True,
+          "the API token is not mounted though jwks_token_file needs it")
+    check(deployment(helm_template()[0])["spec"]["template"]["spec"]["automountServiceAccountToken"] is False,
+          "the default install mounts an API token it does not use")
+    np = find(objs, "NetworkPolicy", FULLNAME)["spec"]
+    grpc_rule = next(r for r in np["ingress"] if r["ports"][0]["port"] == "grpc")
+    names = grpc_rule["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"]
+    check(names[0] == NAMESPACE and set(full_values()["networkPolicy"]["allowedNamespaces"]) <= set(names),
+          f"gRPC ingress namespaces {names}")
+    check(any(p["port"] == 53 for r in np["egress"] for p in r.get("ports", [])), "no DNS egress")
+    check(any("169.254.169.254/32" in t["ipBlock"].get("except", [])
+              for r in np["egress"] for t in r.get("to", []) if "ipBlock" in t), "metadata not excluded")
+    sm = find(objs, "ServiceMonitor", FULLNAME)["spec"]
+    svc = find(objs, "Service", FULLNAME)
+    check(sm["endpoints"][0]["port"] in {p["name"] for p in svc["spec"]["ports"]}, "ServiceMonitor port")
+    check(sm["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items(), "ServiceMonitor selector")
+    check("replicas" not in deployment(objs)["spec"], "replicas set while the HPA owns them")
+
+
+@test
+def alert_rules_pass_promtool():
+    objs = helm_template(FULL_VALUES)[0]
+    rule = find(objs, "PrometheusRule", FULLNAME)
+    rules_file = WORK / "storage-grants-rules.yaml"
+    rules_file.write_text(yaml.safe_dump(rule["spec"]))
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    check({"StorageGrantsStsErrors", "StorageGrantsRulesReloadRefused", "StorageGrantsNotReady",
+           "StorageGrantsSigningCredentialsExpiring"} <= alerts, f"alerts {alerts}")
+    p = run([ARGS.promtool, "check", "rules", str(rules_file)])
+    check(p.returncode == 0, f"promtool check rules:\n{p.stdout}{p.stderr}")
+    # Unit tests of the alerts: series in, alerts out.
+    test_file = WORK / "alerts_test.yaml"
+    test_file.write_text((CHART / "tests" / "alerts_test.yaml").read_text())
+    p = run([ARGS.promtool, "test", "rules", str(test_file)], cwd=WORK)
+    check(p.returncode == 0, f"promtool test rules:\n{p.stdout}{p.stderr}")
+    print("    " + " ".join(p.stdout.split()))
+
+
+@test
+def dockerfile_builds_locked_and_runs_nonroot_without_a_shell():
+    text = (REPO / "Dockerfile").read_text()
+    lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith("#")]
+    stages = [i for i, l in enumerate(lines) if l.upper().startswith("FROM ")]
+    check(len(stages) >= 2, "not a multi-stage build")
+    check(any("cargo build --release --locked" in l for l in lines), "no cargo build --release --locked")
+    final = lines[stages[-1]:]
+    base = final[0].split()[1]
+    check(re.search(r"distroless|-slim", base) is not None, f"final base {base} is neither distroless nor slim")
+    check(not any(l.upper().startswith(("RUN ", "SHELL ")) for l in final),
+          "the final stage runs commands (needs a shell)")
+    users = [l.split()[1] for l in final if l.upper().startswith("USER ")]
+    check(users and users[-1].split(":")[0] not in ("0", "root"), f"final USER {users}")
+    check(users[-1].split(":")[0] == str(NONROOT_UID), f"USER {users[-1]} is not the chart's runAsUser {NONROOT_UID}")
+    entry = [l for l in final if l.upper().startswith("ENTRYPOINT ")]
+    check(entry and json.loads(entry[-1].split(None, 1)[1]) == ["/usr/local/bin/storage-grants"],
+          f"ENTRYPOINT {entry} (exec form, no shell)")
+    cmd = json.loads(next(l for l in final if l.upper().startswith("CMD ")).split(None, 1)[1])
+    chart_args = container(helm_template()[0])["args"]
+    check(cmd == chart_args, f"image CMD {cmd} differs from the chart's args {chart_args}")
+    ignore = (REPO / ".dockerignore").read_text().split()
+    check("target/" in ignore and ".git/" in ignore, ".dockerignore lets target/ or .git/ in")
+
+
+@test
+def binary_serves_health_as_the_image_runs_it():
+    """The release binary as the image and the chart run it: an unprivileged user, no
+    HOME, a working directory it cannot write, the config the chart renders read from a
+    read-only directory; the health service answers the probes' two service names."""
+    if os.geteuid() != 0:
+        print("    skipped: needs root to switch to the image's user")
+        return
+    setpriv = shutil.which("setpriv")
+    check(setpriv is not None, "setpriv (util-linux) is needed")
+    root = WORK / "as-image"
+    root.mkdir(mode=0o755)
+    WORK.chmod(0o755)
+    binary = root / "storage-grants"
+    shutil.copy(ARGS.server, binary)
+    binary.chmod(0o555)
+    config = pod_files(helm_template()[0], root / "fs")
+    for d in [root / "fs", *(root / "fs").rglob("*")]:
+        d.chmod(0o555 if d.is_dir() else 0o444)
+    port, metrics = free_port(), free_port()
+    env = clean_env({
+        # Loopback only: the pod's 0.0.0.0 listeners moved to 127.0.0.1.
+        "STORAGE_GRANTS_LISTEN": f"127.0.0.1:{port}",
+        "STORAGE_GRANTS_METRICS__LISTEN": f"127.0.0.1:{metrics}",
+        "STORAGE_GRANTS_STORAGE__ENDPOINT": "http://127.0.0.1:9",
+        "STORAGE_GRANTS_STORAGE__FORCE_PATH_STYLE": "true",
+        "AWS_ACCESS_KEY_ID": "SGTEST" + os.urandom(6).hex().upper(),
+        "AWS_SECRET_ACCESS_KEY": os.urandom(20).hex(),
+        "AWS_REGION": "us-east-1",
+    })
+    log = root / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [setpriv, f"--reuid={NONROOT_UID}", f"--regid={NONROOT_UID}", "--clear-groups",
+             str(binary), "serve", "--config", str(config)],
+            cwd=root / "fs", env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + 20
+        status = {}
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline and len(status) < 2:
+                check(proc.poll() is None, f"the server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+                for service in ("", READINESS_SERVICE):
+                    try:
+                        r = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                        if r.status == health_pb2.HealthCheckResponse.SERVING:
+                            status[service] = "SERVING"
+                    except grpc.RpcError:
+                        pass
+                time.sleep(0.2)
+        check(status == {"": "SERVING", READINESS_SERVICE: "SERVING"},
+              f"health answers {status}:\n{log.read_text()[-3000:]}")
+        proc.terminate()
+        rc = proc.wait(timeout=30)
+        check(rc == 0, f"exit code {rc} after SIGTERM:\n{log.read_text()[-3000:]}")
+        print(f"    uid {NONROOT_UID}, no HOME, read-only cwd and config: liveness \"\" and "
+              f"readiness {READINESS_SERVICE} SERVING; SIGTERM -> exit 0")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# === main ===
+
+
+def main() -> int:
+    global ARGS, WORK
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--helm", required=True)
+    ap.add_argument("--promtool", required=True)
+    ap.add_argument("--validator", required=True, help="the kubernetes-validate command")
+    ap.add_argument("--server", required=True, help="the storage-grants binary")
+    ap.add_argument("-k", "--filter", default="", help="run only tests whose name contains this")
+    ARGS = ap.parse_args()
+    passed = failed = 0
+    with tempfile.TemporaryDirectory(prefix="storage-grants-helm-") as tmp:
+        WORK = Path(tmp)
+        for fn in TESTS:
+            if ARGS.filter not in fn.__name__:
+                continue
+            start = time.monotonic()
+            try:
+                fn()
+            except Failed as e:
+                failed += 1
+                print(f"FAIL {fn.__name__}: {e}")
+                continue
+            except Exception:  # a broken test is a failure too, with its traceback
+                failed += 1
+                print(f"FAIL {fn.__name__}:\n{traceback.format_exc()}")
+                continue
+            passed += 1
+            print(f"ok   {fn.__name__} ({time.monotonic() - start:.1f}s)")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
