@@ -11,7 +11,7 @@
 //!
 //! Run: `cargo bench --bench rpc_load` (optional env: LOAD_SECONDS, LOAD_CONCURRENCY).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -7,8 +7,7 @@
 
 use std::time::{Duration, SystemTime};
 
-/// SigV4's hard limit on a presigned URL's lifetime.
-pub const SIGV4_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+pub use crate::core::limits::SIGV4_MAX;
 
 /// A grant lifetime in whole seconds, between 1 second and 7 days. Built only by
 /// [`Ttl::clamp`], so the signer never sees a lifetime SigV4 would reject.

@@ -1,41 +1,39 @@
 //! storage-grants: a gRPC service that grants short-lived, narrowly scoped access to
 //! object storage.
 //!
-//! Modules, one concern each:
-//! - [`config`]: typed configuration, validated once at start-up;
-//! - [`identity`]: who is calling, as one [`identity::Caller`];
-//! - [`rules`]: which caller may be granted what;
-//! - [`rules_reload`]: the rules in force, reloaded on change and SIGHUP;
-//! - [`scope`]: bucket, key and prefix validation (the security core);
-//! - [`expiry`]: how long a grant lives;
-//! - [`policy`]: the STS session policy that confines credentials to one prefix;
-//! - [`sign`]: our SigV4 presigner and its signing-key cache;
-//! - [`sts`]: scoped STS credentials, cached, one call per scope;
-//! - [`credentials`]: the service's own storage credentials;
-//! - [`secret`]: `Secret<T>`, redacted in every printout;
-//! - [`service`]: the gRPC handlers, and the one place errors become statuses;
-//! - [`server`]: transport, health, reflection, graceful shutdown;
-//! - [`readiness`]: HeadBucket checks behind the readiness probe;
-//! - [`metrics`]: Prometheus counters on their own HTTP port;
-//! - [`audit`]: one audit event per grant decision;
-//! - [`codec`]: the protobuf codec, with decode failures as INVALID_ARGUMENT;
-//! - [`aws`]: the AWS SDK's HTTPS client and credential chain;
-//! - [`telemetry`]: logging set-up;
-//! - [`proto`]: the generated API types.
+//! Modules by layer; a module uses its own layer or a lower one, never a higher one
+//! (`scripts/check-layers.py` checks it, and that no import cycle exists):
+//!
+//! 1. vocabulary, importing nothing from the crate:
+//!    [`core`] (actions, AWS limits, durations), [`secret`], [`proto`];
+//! 2. domain, pure and most tested: [`scope`] (bucket, key and prefix validation, the
+//!    security core), [`expiry`], [`arn`], [`policy`] (the STS session policy),
+//!    [`caller`], [`rules`] (who may be granted what, and their reload), [`metrics`]
+//!    (counters);
+//! 3. adapters to the outside: [`sign`] (our SigV4 presigner), [`sts`] (scoped
+//!    credentials, cached), [`credentials`] (the service's own), [`identity`] (who is
+//!    calling), [`readiness`], [`aws`] (the SDK's HTTPS client), [`codec`];
+//! 4. [`grant`]: the one pipeline every front door calls (authorize → clamp → sign or
+//!    assume → audit);
+//! 5. front doors: [`service`] (gRPC, and the one place errors become statuses);
+//! 6. wiring: [`config`] (settings parsed once), [`server`] (layers, tasks, shutdown),
+//!    [`telemetry`] (logging).
 #![forbid(unsafe_code)]
 
-pub mod audit;
+pub mod arn;
 pub mod aws;
+pub mod caller;
 pub mod codec;
 pub mod config;
+pub mod core;
 pub mod credentials;
 pub mod expiry;
+pub mod grant;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod readiness;
 pub mod rules;
-pub mod rules_reload;
 pub mod scope;
 pub mod secret;
 pub mod server;

@@ -1,9 +1,10 @@
-//! `storage-grants`: load config, start logging, serve until SIGTERM/SIGINT.
+//! `storage-grants`: parse the arguments, load the settings, start logging, serve until
+//! SIGTERM/SIGINT.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use storage_grants::config::Config;
+use storage_grants::config::Settings;
 use storage_grants::{server, telemetry};
 
 const USAGE: &str = "\
@@ -73,8 +74,8 @@ fn main() -> ExitCode {
         // A flag beats the environment: apply it as the last override.
         env.push(("STORAGE_GRANTS_LISTEN".into(), format!("\"{listen}\"")));
     }
-    let config = match Config::load(args.config.as_deref(), env) {
-        Ok(config) => config,
+    let settings = match Settings::load(args.config.as_deref(), env) {
+        Ok(settings) => settings,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -85,11 +86,11 @@ fn main() -> ExitCode {
         .build()
         .expect("the tokio runtime starts on any supported platform");
     if args.check_config {
-        return runtime.block_on(check_config(&config));
+        return runtime.block_on(check_config(&settings));
     }
-    telemetry::init(config.log_format);
-    tracing::info!(config = ?config, "configuration loaded");
-    match runtime.block_on(serve(config)) {
+    telemetry::init(settings.log_format);
+    tracing::info!(settings = ?settings, "configuration loaded");
+    match runtime.block_on(serve(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "storage-grants failed");
@@ -99,14 +100,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn check_config(config: &Config) -> ExitCode {
-    match server::check_config(config).await {
+async fn check_config(settings: &Settings) -> ExitCode {
+    match server::check_config(settings).await {
         Ok(checked) => {
             println!(
                 "config OK: listen {}, {} rule(s) from {}",
-                config.listen,
+                settings.listen,
                 checked.rules.len(),
-                config.grants.rules_file.display()
+                settings.grants.rules_file.display()
             );
             ExitCode::SUCCESS
         }
@@ -117,12 +118,12 @@ async fn check_config(config: &Config) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let aws = storage_grants::aws::load_from_env().await;
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    server::run(config, aws, listener, shutdown_signal()).await?;
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    server::run(settings, aws, listener, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -1,27 +1,16 @@
-//! Prometheus metrics: process-wide counters and one histogram, served as text on a
-//! separate HTTP port (`metrics.listen`), apart from the gRPC port.
+//! Prometheus metrics: process-wide counters and one histogram, rendered as text
+//! (`server` serves them on their own port, `metrics.listen`).
 //!
 //! Labels are closed sets (actions, outcomes, results): nothing a caller sends ever
 //! becomes a label, so a caller cannot blow up the series count, and no key, prefix,
 //! URL or credential can reach a metric.
 
 use std::fmt::Write as _;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use crate::core::Action;
 
-use crate::rules::Action;
-
-const ACTIONS: [Action; 5] = [
-    Action::Read,
-    Action::Write,
-    Action::AssumeRead,
-    Action::AssumeWrite,
-    Action::List,
-];
+const ACTIONS: [Action; 5] = Action::ALL;
 
 /// A counter.
 struct Counter(AtomicU64);
@@ -209,61 +198,6 @@ pub fn render() -> String {
         );
     }
     out
-}
-
-/// Longest request head read from a scraper; anything longer is not a scrape.
-const MAX_REQUEST: usize = 8 * 1024;
-/// A scraper that does not send its request within this time is dropped.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Serves `GET /metrics` on `listener` until `shutdown` completes. One response per
-/// connection (HTTP/1.1 with `Connection: close`), which is all a scraper needs.
-pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(respond(stream));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
-}
-
-async fn respond(mut stream: tokio::net::TcpStream) {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let read = tokio::time::timeout(READ_TIMEOUT, async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-        }
-        true
-    })
-    .await;
-    if !matches!(read, Ok(true)) {
-        return;
-    }
-    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
-    let (status, content_type, body) = if line.starts_with(b"GET /metrics ") {
-        ("200 OK", "text/plain; version=0.0.4", render())
-    } else {
-        ("404 Not Found", "text/plain", "GET /metrics\n".to_owned())
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use tonic_health::server::HealthReporter;
 
 use crate::scope::BucketName;
 
-/// Health service name of the grant API.
-pub const GRANT_SERVICE: &str = "storagegrants.v1.GrantService";
+/// Health service name of the grant API, as generated from the proto.
+pub const GRANT_SERVICE: &str = crate::proto::grant_service_server::SERVICE_NAME;
 
 /// Why the store is not ready.
 #[derive(Debug, thiserror::Error)]

@@ -25,15 +25,88 @@ use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use tokio::sync::watch;
 
-use crate::config::StsConfig;
+use crate::arn::RoleArn;
+use crate::core::limits::{STS_MIN_DURATION, STS_ROLE_CHAINING_MAX};
 use crate::policy::{Access, SessionPolicy};
 use crate::scope::{BucketName, Prefix};
 use crate::secret::Secret;
 
-/// STS's shortest session.
-pub const MIN_DURATION: Duration = Duration::from_secs(900);
-/// STS's limit on a session when the caller's own credentials are an assumed role.
-pub const ROLE_CHAINING_MAX: Duration = Duration::from_secs(3600);
+/// How the broker calls STS and caches what it gets: `[sts]`, validated by `config`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// STS endpoint URL, validated; `None` for the regional AWS endpoint.
+    pub endpoint: Option<String>,
+    /// Most cached credential sets kept.
+    pub cache_max_entries: usize,
+    /// Cached credentials are reused while more than this fraction of their life is
+    /// left (and at least `reuse_min_remaining`).
+    pub reuse_fraction: f64,
+    /// Cached credentials are never handed out with less than this left.
+    pub reuse_min_remaining: Duration,
+    /// Bound on one AssumeRole, retries included.
+    pub call_timeout: Duration,
+    /// Attempts per AssumeRole.
+    pub max_attempts: u32,
+    /// Sets SourceIdentity to the caller id.
+    pub source_identity: bool,
+    /// Adds session tags `caller` and `grant`.
+    pub session_tags: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            cache_max_entries: 10_000,
+            reuse_fraction: 0.5,
+            reuse_min_remaining: Duration::from_secs(300),
+            call_timeout: Duration::from_secs(5),
+            max_attempts: 3,
+            source_identity: true,
+            session_tags: false,
+        }
+    }
+}
+
+/// The session lengths STS may give: `sts.default_duration`,
+/// `sts.role_max_duration`, `sts.role_chaining`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durations {
+    /// Session length when a request names none.
+    pub default: Duration,
+    /// The role's `MaxSessionDuration`.
+    pub role_max: Duration,
+    /// Whether this service's own credentials are an assumed role; `None`: decided
+    /// per call from whether they carry a session token.
+    pub role_chaining: Option<bool>,
+}
+
+impl Default for Durations {
+    fn default() -> Self {
+        Self {
+            default: Duration::from_secs(3600),
+            role_max: Duration::from_secs(3600),
+            role_chaining: None,
+        }
+    }
+}
+
+impl Durations {
+    /// The session length to ask STS for: `requested` cut to the rule's max, the
+    /// role's max, and 1 hour under role chaining, and at least STS's 15 minutes.
+    pub fn session(
+        &self,
+        requested: Duration,
+        rule_max: Duration,
+        role_chaining: bool,
+    ) -> Duration {
+        let mut d = requested.min(rule_max).min(self.role_max);
+        if role_chaining {
+            d = d.min(STS_ROLE_CHAINING_MAX);
+        }
+        Duration::from_secs(d.as_secs()).max(STS_MIN_DURATION)
+    }
+}
 
 /// Why no credentials could be had.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -116,8 +189,8 @@ enum Entry {
 
 struct Inner {
     client: aws_sdk_sts::Client,
-    role_arn: String,
-    config: StsConfig,
+    role_arn: RoleArn,
+    config: Settings,
     cache: Mutex<HashMap<Scope, Entry>>,
 }
 
@@ -130,14 +203,14 @@ pub struct Broker {
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("role_arn", &self.inner.role_arn)
+            .field("role_arn", &self.inner.role_arn.as_str())
             .finish_non_exhaustive()
     }
 }
 
 impl Broker {
     /// A broker assuming `role_arn` through `client`.
-    pub fn new(client: aws_sdk_sts::Client, role_arn: String, config: StsConfig) -> Self {
+    pub fn new(client: aws_sdk_sts::Client, role_arn: RoleArn, config: Settings) -> Self {
         Self {
             inner: Arc::new(Inner {
                 client,
@@ -153,7 +226,7 @@ impl Broker {
     /// `max_attempts`, and `call_timeout` on the whole operation.
     pub fn client(
         aws: &aws_config::SdkConfig,
-        config: &StsConfig,
+        config: &Settings,
         region: &str,
     ) -> aws_sdk_sts::Client {
         let mut builder = aws_sdk_sts::config::Builder::from(aws)
@@ -267,7 +340,7 @@ impl Broker {
             .inner
             .client
             .assume_role()
-            .role_arn(&self.inner.role_arn)
+            .role_arn(self.inner.role_arn.as_str())
             .role_session_name(session_name(&scope.caller, grant_id))
             .policy(policy)
             .duration_seconds(i32::try_from(duration.as_secs()).unwrap_or(i32::MAX));
@@ -433,35 +506,23 @@ pub fn session_name(caller: &str, grant_id: &str) -> String {
     format!("{head}-{}", sanitize(caller, room))
 }
 
-/// The session length to ask STS for: the request's (or the default), cut to the
-/// rule's max, the role's max, and 1 hour under role chaining, and at least STS's
-/// 15 minutes.
-pub fn session_duration(
-    requested: Duration,
-    rule_max: Duration,
-    config: &StsConfig,
-    role_chaining: bool,
-) -> Duration {
-    let mut d = requested.min(rule_max).min(config.role_max_duration);
-    if role_chaining {
-        d = d.min(ROLE_CHAINING_MAX);
-    }
-    Duration::from_secs(d.as_secs()).max(MIN_DURATION)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A broker whose client is never called: these tests work on the cache alone.
-    fn broker(config: StsConfig) -> Broker {
+    fn broker(config: Settings) -> Broker {
         let client = aws_sdk_sts::Client::from_conf(
             aws_sdk_sts::config::Builder::new()
                 .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
                 .region(aws_sdk_sts::config::Region::new("us-east-1"))
                 .build(),
         );
-        Broker::new(client, "arn:aws:iam::123456789012:role/r".into(), config)
+        Broker::new(
+            client,
+            "arn:aws:iam::123456789012:role/r".parse().unwrap(),
+            config,
+        )
     }
 
     fn credentials(issued_at: SystemTime, life: Duration) -> Arc<ScopedCredentials> {
@@ -492,7 +553,7 @@ mod tests {
 
     #[test]
     fn credentials_are_reused_while_more_than_half_their_life_is_left() {
-        let b = broker(StsConfig::default());
+        let b = broker(Settings::default());
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let c = credentials(t0, HOUR);
         assert!(b.reusable(&c, HOUR, t0 + Duration::from_secs(60)));
@@ -503,9 +564,9 @@ mod tests {
 
     #[test]
     fn credentials_are_never_reused_with_less_than_the_minimum_left() {
-        let b = broker(StsConfig {
+        let b = broker(Settings {
             reuse_fraction: 0.0,
-            ..StsConfig::default()
+            ..Settings::default()
         });
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let c = credentials(t0, Duration::from_secs(900));
@@ -516,7 +577,7 @@ mod tests {
 
     #[test]
     fn credentials_outliving_the_rule_are_not_reused() {
-        let b = broker(StsConfig::default());
+        let b = broker(Settings::default());
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let c = credentials(t0, HOUR);
         // The rule was cut to 30 minutes (a reload): 50 minutes left is too much.
@@ -525,7 +586,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_that_died_without_an_answer_is_not_joined() {
-        let b = broker(StsConfig::default());
+        let b = broker(Settings::default());
         let (tx, rx) = watch::channel(None);
         drop(tx);
         b.lock().insert(scope("dead/"), Entry::Pending(rx));
@@ -543,7 +604,7 @@ mod tests {
         let request = Request {
             scope: &scope("dead/"),
             policy: &policy,
-            duration: MIN_DURATION,
+            duration: STS_MIN_DURATION,
             max_life: HOUR,
             grant_id: "g",
         };
@@ -584,9 +645,9 @@ mod tests {
 
     #[test]
     fn a_full_cache_drops_expired_then_soonest_expiring_entries_never_in_flight_ones() {
-        let b = broker(StsConfig {
+        let b = broker(Settings {
             cache_max_entries: 3,
-            ..StsConfig::default()
+            ..Settings::default()
         });
         let now = SystemTime::now();
         let (_tx, rx) = watch::channel(None);
@@ -642,17 +703,17 @@ mod tests {
 
     #[test]
     fn duration_respects_every_limit() {
-        let config = StsConfig {
-            role_max_duration: Duration::from_secs(4 * 3600),
-            ..StsConfig::default()
+        let durations = Durations {
+            role_max: Duration::from_secs(4 * 3600),
+            ..Durations::default()
         };
         let h = |n: u64| Duration::from_secs(n * 3600);
-        assert_eq!(session_duration(h(12), h(8), &config, false), h(4));
-        assert_eq!(session_duration(h(3), h(8), &config, true), h(1));
-        assert_eq!(session_duration(h(3), h(2), &config, false), h(2));
+        assert_eq!(durations.session(h(12), h(8), false), h(4));
+        assert_eq!(durations.session(h(3), h(8), true), h(1));
+        assert_eq!(durations.session(h(3), h(2), false), h(2));
         assert_eq!(
-            session_duration(Duration::from_secs(60), h(2), &config, false),
-            MIN_DURATION
+            durations.session(Duration::from_secs(60), h(2), false),
+            STS_MIN_DURATION
         );
     }
 }

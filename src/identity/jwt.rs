@@ -57,17 +57,17 @@ pub struct JwtConfig {
     /// account may read it): `/var/run/secrets/kubernetes.io/serviceaccount/token`.
     pub jwks_token_file: Option<PathBuf>,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`.
-    #[serde(default = "default_leeway", with = "crate::config::duration")]
+    #[serde(default = "default_leeway", with = "crate::core::duration")]
     pub leeway: Duration,
     /// How often the JWKS is reloaded.
-    #[serde(default = "default_refresh", with = "crate::config::duration")]
+    #[serde(default = "default_refresh", with = "crate::core::duration")]
     pub refresh_interval: Duration,
     /// Shortest time between two reloads forced by tokens with an unknown `kid`, and
     /// the retry delay after a failed reload.
-    #[serde(default = "default_min_refresh", with = "crate::config::duration")]
+    #[serde(default = "default_min_refresh", with = "crate::core::duration")]
     pub min_refresh_interval: Duration,
     /// Timeout of one JWKS fetch.
-    #[serde(default = "default_fetch_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_fetch_timeout", with = "crate::core::duration")]
     pub fetch_timeout: Duration,
     /// The claim that becomes the caller id.
     #[serde(default = "default_caller_claim")]

@@ -27,7 +27,6 @@ pub mod mtls;
 pub mod spiffe;
 pub mod xfcc;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,6 +36,7 @@ use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 use tonic::metadata::MetadataMap;
 
+pub use crate::caller::{Caller, Source, attr};
 use crate::secret::Secret;
 use spiffe::{SpiffeId, TrustDomains};
 
@@ -371,86 +371,6 @@ fn jwks_uri(url: &str) -> Result<http::Uri, String> {
              else anyone on the path can swap the issuer's keys"
         )),
         _ => Err(format!("'{url}' must be an https:// URL")),
-    }
-}
-
-// === Caller ===
-
-/// Names of the attributes identity sources set on a [`Caller`].
-pub mod attr {
-    /// SPIFFE trust domain (mTLS, XFCC).
-    pub const TRUST_DOMAIN: &str = "trust_domain";
-    /// Kubernetes namespace (SPIFFE `/ns/NS/sa/NAME`, or a service-account JWT).
-    pub const NAMESPACE: &str = "namespace";
-    /// Kubernetes service account name.
-    pub const SERVICE_ACCOUNT: &str = "service_account";
-    /// JWT `iss`.
-    pub const ISSUER: &str = "issuer";
-    /// JWT `sub`.
-    pub const SUBJECT: &str = "subject";
-}
-
-/// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    id: String,
-    source: Source,
-    attributes: BTreeMap<String, String>,
-}
-
-/// Which identity source vouched for a caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// A static development token.
-    DevToken,
-    /// A client certificate verified by this service's TLS.
-    Mtls,
-    /// A bearer JWT verified against the issuer's keys.
-    Jwt,
-    /// A client certificate forwarded by a trusted mesh proxy (XFCC).
-    ForwardedCert,
-}
-
-impl Caller {
-    /// A caller with `id`, vouched for by `source`.
-    pub fn new(id: impl Into<String>, source: Source) -> Self {
-        Self {
-            id: id.into(),
-            source,
-            attributes: BTreeMap::new(),
-        }
-    }
-
-    /// This caller with attribute `name` set to `value`.
-    pub fn with_attribute(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.attributes.insert(name.to_owned(), value.into());
-        self
-    }
-
-    /// The caller id that rules match against.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// Which source identified the caller.
-    pub fn source(&self) -> Source {
-        self.source
-    }
-
-    /// Attributes from the identity (see [`attr`]).
-    pub fn attributes(&self) -> &BTreeMap<String, String> {
-        &self.attributes
-    }
-
-    /// One attribute, if set.
-    pub fn attribute(&self, name: &str) -> Option<&str> {
-        self.attributes.get(name).map(String::as_str)
-    }
-}
-
-impl fmt::Display for Caller {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.id)
     }
 }
 

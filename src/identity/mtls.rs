@@ -63,10 +63,7 @@ pub struct MtlsConfig {
     #[serde(default = "default_required")]
     pub required: bool,
     /// Longest a TLS handshake may take before the connection is dropped.
-    #[serde(
-        default = "default_handshake_timeout",
-        with = "crate::config::duration"
-    )]
+    #[serde(default = "default_handshake_timeout", with = "crate::core::duration")]
     pub handshake_timeout: Duration,
 }
 

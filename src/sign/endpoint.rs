@@ -43,20 +43,37 @@ impl Endpoint {
     /// - [`Error::InvalidHost`], [`Error::InvalidPort`]: the authority is malformed.
     pub fn new(url: Option<&str>, region: &str, force_path_style: bool) -> Result<Endpoint, Error> {
         check_region(region)?;
-        let Some(url) = url else {
-            let suffix = if region.starts_with("cn-") {
-                "amazonaws.com.cn"
-            } else {
-                "amazonaws.com"
-            };
-            return Ok(Endpoint {
-                https: true,
-                authority: format!("s3.{region}.{suffix}"),
-                host_is_ip: false,
-                force_path_style,
-            });
-        };
+        match url {
+            None => Endpoint::aws(region, force_path_style),
+            Some(url) => Endpoint::custom(url, force_path_style),
+        }
+    }
 
+    /// AWS S3 itself in `region`: `https://s3.{region}.amazonaws.com`
+    /// (`amazonaws.com.cn` for `cn-` regions).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRegion`]: `region` is not a DNS label such as `us-east-1`.
+    pub fn aws(region: &str, force_path_style: bool) -> Result<Endpoint, Error> {
+        check_region(region)?;
+        let suffix = if region.starts_with("cn-") {
+            "amazonaws.com.cn"
+        } else {
+            "amazonaws.com"
+        };
+        Ok(Endpoint {
+            https: true,
+            authority: format!("s3.{region}.{suffix}"),
+            host_is_ip: false,
+            force_path_style,
+        })
+    }
+
+    /// The S3-compatible store at `url`, e.g. `http://127.0.0.1:9000`.
+    ///
+    /// # Errors
+    /// As [`Endpoint::new`], but for the region.
+    pub fn custom(url: &str, force_path_style: bool) -> Result<Endpoint, Error> {
         let (https, rest) = if let Some(rest) = strip_prefix_ignore_case(url, "https://") {
             (true, rest)
         } else if let Some(rest) = strip_prefix_ignore_case(url, "http://") {
@@ -139,10 +156,13 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-/// A region goes into the default host name and the credential scope, so it must be
-/// a DNS label: 1 to 63 of `a-z 0-9 -`, not starting with `-` (the SDK refuses others
-/// too, as "not a valid DNS name").
-fn check_region(region: &str) -> Result<(), Error> {
+/// Checks a region name. A region goes into the default host name and the credential
+/// scope, so it must be a DNS label: 1 to 63 of `a-z 0-9 -`, not starting with `-` (the
+/// SDK refuses others too, as "not a valid DNS name").
+///
+/// # Errors
+/// [`Error::InvalidRegion`] with what is wrong.
+pub fn check_region(region: &str) -> Result<(), Error> {
     let invalid = |reason| Err(Error::InvalidRegion { reason });
     if region.is_empty() || region.len() > 63 {
         return invalid("must be 1 to 63 characters long");

@@ -24,7 +24,7 @@ mod key_cache;
 mod post;
 mod presign;
 
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, check_region};
 pub use post::{PostObject, PresignedPost};
 pub use presign::{GetObject, PresignedRequest, PutObject, Signer};
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::rules::{self, Rules};
+use super::{self as rules, Rules};
 
 /// The rules in force, and how to reload them.
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 //! Prometheus metrics on their own port: grant decisions, refusals and reloads are
 //! counted, and nothing a caller sent (keys, URLs, tokens) appears.
 
-mod support;
+use crate::support;
 
 use storage_grants::proto::GrantReadRequest;
 use support::{Service, Setup, TOKEN, authed, demo_store, free_port};

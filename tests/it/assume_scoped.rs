@@ -8,7 +8,7 @@
 //! everything outside the prefix (real 403s). The policy's meaning for all prefixes is
 //! proven separately by the IAM evaluator's property tests (tests/policy_meaning.rs).
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -2,10 +2,9 @@
 //! them: mTLS terminated by the service, whose SPIFFE ID feeds a templated rule, and a
 //! mesh-forwarded client certificate trusted only from configured peers.
 
-mod support;
+use crate::support;
 
-#[path = "support/certs.rs"]
-mod certs;
+use crate::support::certs;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The server around the grants: health, readiness against the real store,
 //! reflection, and graceful shutdown.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,8 @@
 //! running in-process against it. Nothing here mocks S3.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use storage_grants::config::Config;
+use storage_grants::config::Settings;
 use storage_grants::proto::grant_service_client::GrantServiceClient;
 use tonic::transport::Channel;
 
@@ -214,7 +216,7 @@ caller = "dev:other"
             extra = setup.extra_config,
             reload = setup.rules_reload_interval,
         );
-        let config = Config::from_toml(&text, &dir.path().join("config.toml"), dir.path(), [])
+        let config = Settings::from_toml(&text, &dir.path().join("config.toml"), dir.path(), [])
             .expect("valid test config");
         let aws = aws_config::SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())

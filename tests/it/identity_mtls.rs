@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-#[path = "support/certs.rs"]
-mod certs;
+use crate::support::certs;
 
 use certs::{Ca, Leaf, Validity, client_cert, server_cert};
 use rustls::pki_types::pem::PemObject;

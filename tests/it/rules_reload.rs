@@ -1,7 +1,7 @@
 //! Rules change without a restart: a new file on disk takes effect, a broken one does
 //! not replace the good one.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -18,43 +18,17 @@
 //! The file is validated as a whole when loaded: a malformed rule stops start-up with
 //! the file, the line and what to change.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::identity::Caller;
+use crate::caller::Caller;
+pub use crate::core::Action;
 use crate::scope::{BucketName, ObjectKey, Prefix};
 
-/// What a rule can allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    /// Presigned GET (GrantRead).
-    Read,
-    /// Presigned PUT or POST (GrantWrite).
-    Write,
-    /// Temporary credentials that read (AssumeScoped).
-    AssumeRead,
-    /// Temporary credentials that write (AssumeScoped).
-    AssumeWrite,
-    /// Listing keys under the prefix (AssumeScoped with `list`).
-    List,
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Action::Read => "read",
-            Action::Write => "write",
-            Action::AssumeRead => "assume-read",
-            Action::AssumeWrite => "assume-write",
-            Action::List => "list",
-        })
-    }
-}
+pub mod reload;
 
 /// What a request asks for: one object, or everything under a prefix.
 #[derive(Debug, Clone, Copy)]
@@ -287,7 +261,7 @@ struct RawRule {
     bucket: String,
     prefix: String,
     actions: Vec<Action>,
-    #[serde(default = "default_rule_ttl", with = "crate::config::duration")]
+    #[serde(default = "default_rule_ttl", with = "crate::core::duration")]
     max_ttl: Duration,
     /// Scoped write credentials may also delete (s3:DeleteObject).
     #[serde(default)]
@@ -444,7 +418,7 @@ impl Rule {
             .actions
             .iter()
             .any(|a| matches!(a, Action::AssumeRead | Action::AssumeWrite));
-        if assumes && raw.max_ttl < crate::sts::MIN_DURATION {
+        if assumes && raw.max_ttl < crate::core::limits::STS_MIN_DURATION {
             return Err(
                 "max_ttl: rules with assume-read or assume-write need at least 15m, STS's \
                  shortest session; split the rule or raise max_ttl"

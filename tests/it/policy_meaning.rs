@@ -6,7 +6,7 @@
 //! so these properties are the evidence that the credentials reach the granted prefix
 //! and nothing else.
 
-mod iam_eval;
+use crate::iam_eval;
 
 use std::collections::HashMap;
 

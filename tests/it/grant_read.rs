@@ -2,7 +2,7 @@
 //! loopback that verifies SigV4, and every grant is proven by using it over plain
 //! HTTP.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -5,7 +5,7 @@
 //! STS and store. The expected outcome of every cell is written out by hand below,
 //! not derived from the rules code.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};

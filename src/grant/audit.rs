@@ -6,14 +6,24 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::identity::Caller;
-use crate::rules::Action;
+use crate::caller::Caller;
+use crate::core::Action;
 
 /// A new random grant id: 128 bits, hex. It joins the audit log to the caller's
 /// response (and, for STS, to the session name in the store's own trail).
 pub fn new_grant_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    // The operating system's generator fails only when the kernel has none, and then
+    // nothing in this service (TLS included) could work.
+    GENERATOR
+        .fill(&mut bytes)
+        .expect("the system random generator is available");
+    hex::encode(bytes)
 }
+
+static GENERATOR: std::sync::LazyLock<ring::rand::SystemRandom> =
+    std::sync::LazyLock::new(ring::rand::SystemRandom::new);
 
 /// A grant that was issued.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 //! policies: every upload is made with a plain HTTP client and read back, and every
 //! pinned value is shown to be enforced by the store.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,0 +1,287 @@
+//! Configuration, loaded once at start-up into validated [`Settings`] before anything
+//! serves.
+//!
+//! Sources, later ones winning: built-in defaults, one TOML file, then
+//! `STORAGE_GRANTS_*` environment variables (`__` separates nested keys:
+//! `STORAGE_GRANTS_STORAGE__ENDPOINT` sets `storage.endpoint`), then command-line flags
+//! (applied by `main`). Every setting has a safe default: loopback listen address,
+//! short TTLs, no development tokens.
+//!
+//! - `raw`: the file's shape; strings live only there;
+//! - `env`: the environment overrides;
+//! - `settings`: every value parsed into its validated type, exactly once.
+//!
+//! The rules file is `rules`'s business.
+
+mod env;
+pub mod raw;
+mod settings;
+
+use std::path::{Path, PathBuf};
+
+pub use env::ENV_PREFIX;
+pub use settings::{GrantsSettings, Problem, Settings, StorageSettings, StsSettings};
+
+use raw::RawConfig;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Malformed TOML or an unknown key.
+    #[error("{path}: {}", .source.to_string().trim_end())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// TOML's error, with line and column.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// An environment override that does not fit.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("{path}: {field}: {source}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The setting, e.g. `storage.endpoint`.
+        field: &'static str,
+        /// What is wrong with it.
+        #[source]
+        source: Problem,
+    },
+}
+
+impl Settings {
+    /// Loads `path` (or only defaults when `None`), applies the environment in `env`,
+    /// resolves relative paths and validates every value.
+    ///
+    /// # Errors
+    /// [`Error::Read`] when the file cannot be read; [`Error::Parse`] with line and
+    /// column for malformed TOML or unknown keys; [`Error::Env`] for an override that
+    /// does not fit; [`Error::Invalid`] for values that parse but make no sense.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, Error> {
+        let (text, origin) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|source| Error::Read {
+                    path: p.to_owned(),
+                    source,
+                })?,
+                p.to_owned(),
+            ),
+            None => (String::new(), PathBuf::from("<defaults>")),
+        };
+        let base_dir = path
+            .and_then(Path::parent)
+            .map(Path::to_owned)
+            .unwrap_or_default();
+        Self::from_toml(&text, &origin, &base_dir, env)
+    }
+
+    /// Like [`Settings::load`], from TOML text already in memory.
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn from_toml(
+        text: &str,
+        origin: &Path,
+        base_dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, Error> {
+        let parse_err = |source| Error::Parse {
+            path: origin.to_owned(),
+            source,
+        };
+        // Parsing the file on its own first gives errors with the file's line numbers.
+        let _: RawConfig = toml::from_str(text).map_err(parse_err)?;
+        let mut table: toml::Table = toml::from_str(text).map_err(parse_err)?;
+        for (var, value) in env.into_iter().filter(|(k, _)| env::is_override(k)) {
+            env::apply(&mut table, &var, &value)?;
+            // Checked one variable at a time, so an error names the variable at fault.
+            let _: RawConfig =
+                table
+                    .clone()
+                    .try_into()
+                    .map_err(|e: toml::de::Error| Error::Env {
+                        var: var.clone(),
+                        message: e.to_string().trim_end().to_owned(),
+                    })?;
+        }
+        let mut raw: RawConfig = table.try_into().map_err(|e: toml::de::Error| Error::Env {
+            var: "STORAGE_GRANTS_*".into(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        if raw.grants.rules_file.is_relative() {
+            raw.grants.rules_file = base_dir.join(&raw.grants.rules_file);
+        }
+        raw.identity.resolve_paths(base_dir);
+        Settings::from_raw(raw).map_err(|(field, source)| Error::Invalid {
+            path: origin.to_owned(),
+            field,
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, Error> {
+        Settings::from_toml(
+            text,
+            Path::new("test.toml"),
+            Path::new("/etc/sg"),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn empty_file_gives_safe_defaults() {
+        let c = load("", &[]).unwrap();
+        assert!(c.listen.ip().is_loopback());
+        assert!(!c.identity.dev_mode);
+        assert!(c.identity.dev_tokens.is_empty());
+        assert_eq!(c.grants.limits.max_ttl, Duration::from_secs(3600));
+        assert_eq!(c.grants.rules_file, Path::new("/etc/sg/rules.toml"));
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_line() {
+        let err = load(
+            "listen = \"127.0.0.1:1\"\n[grants]\nmax_tll = \"1h\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("test.toml"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("max_tll"), "{msg}");
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let c = load(
+            "[storage]\nendpoint = \"http://a:1\"\n",
+            &[
+                ("STORAGE_GRANTS_STORAGE__ENDPOINT", "http://127.0.0.1:9000"),
+                ("STORAGE_GRANTS_STORAGE__FORCE_PATH_STYLE", "true"),
+                ("STORAGE_GRANTS_GRANTS__MAX_TTL", "30m"),
+                ("STORAGE_GRANTS_LISTEN", "127.0.0.1:7000"),
+                ("OTHER", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.storage.endpoint.map(|e| e.url()).as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert!(c.storage.force_path_style);
+        assert_eq!(c.grants.limits.max_ttl, Duration::from_secs(1800));
+        assert_eq!(c.listen.port(), 7000);
+    }
+
+    #[test]
+    fn bad_env_override_names_the_variable() {
+        let err = load("", &[("STORAGE_GRANTS_LISTEN", "nowhere")]).unwrap_err();
+        assert!(err.to_string().contains("STORAGE_GRANTS_LISTEN"), "{err}");
+        let err = load("", &[("STORAGE_GRANTS_GRANTS__MAX_TLL", "1h")]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("STORAGE_GRANTS_GRANTS__MAX_TLL") && msg.contains("max_tll"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn dev_tokens_need_dev_mode() {
+        let text = "[[identity.dev_tokens]]\ntoken = \"0123456789abcdef\"\ncaller = \"dev:a\"\n";
+        let err = load(text, &[]).unwrap_err();
+        assert!(err.to_string().contains("dev_mode"), "{err}");
+        let ok = load(&format!("[identity]\ndev_mode = true\n{text}"), &[]).unwrap();
+        assert_eq!(ok.identity.dev_tokens.len(), 1);
+    }
+
+    #[test]
+    fn printed_config_redacts_tokens() {
+        let text = "[identity]\ndev_mode = true\n[[identity.dev_tokens]]\ntoken = \"supersecret-token-1\"\ncaller = \"dev:a\"\n";
+        let printed = format!("{:?}", load(text, &[]).unwrap());
+        assert!(!printed.contains("supersecret"), "{printed}");
+        assert!(printed.contains("[redacted]"), "{printed}");
+    }
+
+    #[test]
+    fn ttl_limits_are_checked() {
+        assert!(load("[grants]\nmax_ttl = \"8d\"\n", &[]).is_err());
+        assert!(load("[grants]\ndefault_ttl = \"2h\"\nmax_ttl = \"1h\"\n", &[]).is_err());
+        assert!(load("[grants]\ndefault_ttl = 60\nmax_ttl = \"1h\"\n", &[]).is_ok());
+    }
+
+    #[test]
+    fn strings_are_parsed_into_their_types_once() {
+        let c = load(
+            "[storage]\nregion = \"eu-west-1\"\nendpoint = \"HTTP://LocalHost:9000/\"\n\
+             check_buckets = [\"demo\"]\n[sts]\nrole_arn = \"arn:aws:iam::123456789012:role/r\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.storage.endpoint.map(|e| e.url()).as_deref(),
+            Some("http://localhost:9000")
+        );
+        assert_eq!(c.storage.check_buckets.unwrap()[0].as_str(), "demo");
+        let sts = c.sts.expect("a role makes AssumeScoped available");
+        assert_eq!(sts.role_arn.as_str(), "arn:aws:iam::123456789012:role/r");
+    }
+
+    #[test]
+    fn each_bad_string_names_its_setting() {
+        for (text, field) in [
+            ("[storage]\nendpoint = \"ftp://x\"\n", "storage.endpoint"),
+            ("[storage]\nregion = \"US East\"\n", "storage.region"),
+            (
+                "[storage]\ncheck_buckets = [\"No_Such\"]\n",
+                "storage.check_buckets",
+            ),
+            (
+                "[sts]\nrole_arn = \"arn:aws:iam::1:role/r\"\n",
+                "sts.role_arn",
+            ),
+            ("[sts]\npartition = \"moon\"\n", "sts.partition"),
+            (
+                "[sts]\nrole_arn = \"arn:aws-cn:iam::123456789012:role/r\"\n",
+                "sts.role_arn",
+            ),
+            (
+                "[sts]\nrole_arn = \"arn:aws:iam::123456789012:role/r\"\nkms_key_arn = \"alias/x\"\n",
+                "sts.kms_key_arn",
+            ),
+        ] {
+            let err = load(text, &[]).unwrap_err();
+            assert!(
+                matches!(&err, Error::Invalid { field: f, .. } if *f == field),
+                "{text}: {err}"
+            );
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The configuration as written: the TOML file's shape, with its defaults. Strings
+//! stay strings here (endpoints, ARNs, bucket names); [`super::settings`] turns them
+//! into validated types once, and nothing else reads this layer.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Address the gRPC server listens on.
+    pub listen: SocketAddr,
+    /// Log output: `text` or `json`.
+    pub log_format: crate::telemetry::LogFormat,
+    /// Where the objects live and how to reach the store.
+    pub storage: StorageConfig,
+    /// Limits on the grants themselves.
+    pub grants: GrantsConfig,
+    /// How callers are identified.
+    pub identity: crate::identity::IdentityConfig,
+    /// Transport limits.
+    pub server: ServerConfig,
+    /// STS, for AssumeScoped.
+    pub sts: StsConfig,
+    /// The Prometheus metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// Where Prometheus metrics are served.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint serving `GET /metrics`, apart from the gRPC port,
+    /// e.g. `0.0.0.0:9464` in a pod. Unset: no metrics endpoint.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The object store and how this service reaches it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Region to sign for. Unset: the AWS chain's region (`AWS_REGION`, profile), then
+    /// `us-east-1`.
+    pub region: Option<String>,
+    /// Endpoint of an S3-compatible store, e.g. `http://127.0.0.1:9000`. Unset: AWS S3.
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible stores
+    /// need.
+    pub force_path_style: bool,
+    /// Buckets checked with HeadBucket at start and by the readiness probe. Unset:
+    /// every bucket the rules name.
+    pub check_buckets: Option<Vec<String>>,
+    /// How often the readiness check runs again.
+    #[serde(with = "crate::core::duration")]
+    pub check_interval: Duration,
+    /// Timeout of each call to the store or to the credential chain.
+    #[serde(with = "crate::core::duration")]
+    pub call_timeout: Duration,
+}
+
+/// Limits that apply to every grant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrantsConfig {
+    /// TTL of a grant whose request names none.
+    #[serde(with = "crate::core::duration")]
+    pub default_ttl: Duration,
+    /// Ceiling on any grant's TTL, whatever the rules say.
+    #[serde(with = "crate::core::duration")]
+    pub max_ttl: Duration,
+    /// The rules file; a relative path is relative to the config file's directory.
+    pub rules_file: PathBuf,
+    /// How often the rules file is checked for changes (it also reloads on SIGHUP).
+    #[serde(with = "crate::core::duration")]
+    pub rules_reload_interval: Duration,
+}
+
+/// STS, for AssumeScoped: which role to assume and how the credentials are cached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StsConfig {
+    /// Role whose permissions the scoped credentials narrow down, e.g.
+    /// `arn:aws:iam::123456789012:role/storage-grants-scoped`. Unset: AssumeScoped
+    /// answers FAILED_PRECONDITION.
+    pub role_arn: Option<String>,
+    /// STS endpoint. Unset: the regional AWS endpoint.
+    pub endpoint: Option<String>,
+    /// Partition of the ARNs in session policies: `aws`, `aws-cn` or `aws-us-gov`.
+    pub partition: String,
+    /// Credential lifetime when a request names none.
+    #[serde(with = "crate::core::duration")]
+    pub default_duration: Duration,
+    /// The role's maximum session duration (IAM's `MaxSessionDuration`, 1h to 12h).
+    #[serde(with = "crate::core::duration")]
+    pub role_max_duration: Duration,
+    /// Whether this service's own credentials are an assumed role, which limits STS
+    /// to 1 hour (role chaining). Unset: assumed when they carry a session token.
+    pub role_chaining: Option<bool>,
+    /// KMS key that SSE-KMS objects under granted prefixes use; adds kms:Decrypt and
+    /// kms:GenerateDataKey on it to session policies.
+    pub kms_key_arn: Option<String>,
+    /// S3 endpoint returned with scoped credentials. Unset: `storage.endpoint`.
+    pub storage_endpoint: Option<String>,
+    /// Most cached credential sets kept.
+    pub cache_max_entries: usize,
+    /// Cached credentials are reused while more than this fraction of their life is
+    /// left (and at least `reuse_min_remaining`).
+    pub reuse_fraction: f64,
+    /// Cached credentials are never handed out with less than this left.
+    #[serde(with = "crate::core::duration")]
+    pub reuse_min_remaining: Duration,
+    /// Bound on one AssumeRole, retries included.
+    #[serde(with = "crate::core::duration")]
+    pub call_timeout: Duration,
+    /// Attempts per AssumeRole (throttling and transient errors are retried with
+    /// exponential backoff and jitter).
+    pub max_attempts: u32,
+    /// Sets SourceIdentity to the caller id (the role's trust policy must allow
+    /// `sts:SetSourceIdentity`).
+    pub source_identity: bool,
+    /// Adds session tags `caller` and `grant` (needs `sts:TagSession`).
+    pub session_tags: bool,
+}
+
+impl Default for StsConfig {
+    fn default() -> Self {
+        let settings = crate::sts::Settings::default();
+        let durations = crate::sts::Durations::default();
+        Self {
+            role_arn: None,
+            endpoint: None,
+            partition: "aws".into(),
+            default_duration: durations.default,
+            role_max_duration: durations.role_max,
+            role_chaining: durations.role_chaining,
+            kms_key_arn: None,
+            storage_endpoint: None,
+            cache_max_entries: settings.cache_max_entries,
+            reuse_fraction: settings.reuse_fraction,
+            reuse_min_remaining: settings.reuse_min_remaining,
+            call_timeout: settings.call_timeout,
+            max_attempts: settings.max_attempts,
+            source_identity: settings.source_identity,
+            session_tags: settings.session_tags,
+        }
+    }
+}
+
+/// Transport limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Upper bound on any one call, whatever deadline the client sends.
+    #[serde(with = "crate::core::duration")]
+    pub request_timeout: Duration,
+    /// In-flight calls per connection before new ones are shed (RESOURCE_EXHAUSTED).
+    pub concurrency_limit_per_connection: usize,
+    /// How long shutdown waits for in-flight calls to finish.
+    #[serde(with = "crate::core::duration")]
+    pub shutdown_grace: Duration,
+}
+
+// === defaults ===
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            log_format: Default::default(),
+            storage: StorageConfig::default(),
+            grants: GrantsConfig::default(),
+            identity: Default::default(),
+            server: ServerConfig::default(),
+            sts: StsConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint: None,
+            force_path_style: false,
+            check_buckets: None,
+            check_interval: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for GrantsConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl: Duration::from_secs(5 * 60),
+            max_ttl: Duration::from_secs(3600),
+            rules_file: PathBuf::from("rules.toml"),
+            rules_reload_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            concurrency_limit_per_connection: 256,
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}

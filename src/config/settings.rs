@@ -1,0 +1,328 @@
+//! [`Settings`]: every configured value parsed into its validated type, once. The
+//! server, the signer, the STS broker and `--check-config` read these and never a
+//! configuration string.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::{MetricsConfig, RawConfig, ServerConfig};
+use crate::arn::RoleArn;
+use crate::core::limits::{IAM_ROLE_MAX_DURATION, SIGV4_MAX, STS_MIN_DURATION};
+use crate::grant::Limits;
+use crate::identity::IdentityConfig;
+use crate::policy::{KmsKeyArn, Partition};
+use crate::scope::BucketName;
+use crate::sign::Endpoint;
+use crate::telemetry::LogFormat;
+
+/// What is wrong with one setting.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// A value outside its allowed range.
+    #[error("{0}")]
+    OutOfRange(&'static str),
+    /// An endpoint URL or region the signer cannot use.
+    #[error(transparent)]
+    Endpoint(#[from] crate::sign::Error),
+    /// A bucket name S3 would refuse.
+    #[error("'{name}' {source}")]
+    Bucket {
+        /// The name as written.
+        name: String,
+        /// Why.
+        #[source]
+        source: crate::scope::Error,
+    },
+    /// A role ARN that is not one.
+    #[error("'{value}' {source}")]
+    RoleArn {
+        /// The ARN as written.
+        value: String,
+        /// Why.
+        #[source]
+        source: crate::arn::Error,
+    },
+    /// A partition or KMS key ARN the policy cannot use.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::Error),
+    /// Two settings that contradict each other.
+    #[error("{0}")]
+    Mismatch(String),
+    /// An identity setting (`[identity]`).
+    #[error("{0}")]
+    Identity(String),
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address the gRPC server listens on.
+    pub listen: SocketAddr,
+    /// Log output.
+    pub log_format: LogFormat,
+    /// The store.
+    pub storage: StorageSettings,
+    /// Grant lifetimes and the rules file.
+    pub grants: GrantsSettings,
+    /// How callers are identified (validated by `identity`'s own checks).
+    pub identity: IdentityConfig,
+    /// Transport limits.
+    pub server: ServerConfig,
+    /// STS, when AssumeScoped is configured (`sts.role_arn` set).
+    pub sts: Option<StsSettings>,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[storage]`, validated.
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// The configured region, a valid DNS label; `None`: the AWS chain's, else
+    /// us-east-1.
+    pub region: Option<String>,
+    /// An S3-compatible store; `None`: AWS S3 in the region.
+    pub endpoint: Option<Endpoint>,
+    /// Path-style addressing.
+    pub force_path_style: bool,
+    /// Buckets the readiness check heads; `None`: every bucket the rules name.
+    pub check_buckets: Option<Vec<BucketName>>,
+    /// How often the readiness check runs.
+    pub check_interval: Duration,
+    /// Timeout of each call to the store or the credential chain.
+    pub call_timeout: Duration,
+}
+
+/// `[grants]`, validated.
+#[derive(Debug, Clone)]
+pub struct GrantsSettings {
+    /// Default and ceiling TTLs.
+    pub limits: Limits,
+    /// The rules file, absolute or relative to the working directory.
+    pub rules_file: PathBuf,
+    /// How often the rules file is checked for changes.
+    pub rules_reload_interval: Duration,
+}
+
+/// `[sts]` with a role, validated.
+#[derive(Debug, Clone)]
+pub struct StsSettings {
+    /// The role to narrow.
+    pub role_arn: RoleArn,
+    /// Partition of the policy ARNs (the role's).
+    pub partition: Partition,
+    /// KMS key for SSE-KMS buckets.
+    pub kms_key: Option<KmsKeyArn>,
+    /// S3 endpoint handed out with credentials; `None`: `storage.endpoint`.
+    pub storage_endpoint: Option<Endpoint>,
+    /// How the broker calls STS and caches.
+    pub broker: crate::sts::Settings,
+    /// Session lengths.
+    pub durations: crate::sts::Durations,
+}
+
+type Refusal = (&'static str, Problem);
+
+fn out_of_range<T>(field: &'static str, message: &'static str) -> Result<T, Refusal> {
+    Err((field, Problem::OutOfRange(message)))
+}
+
+impl Settings {
+    /// Validates every value of `raw`.
+    ///
+    /// # Errors
+    /// The first bad setting and what is wrong with it.
+    pub(super) fn from_raw(raw: RawConfig) -> Result<Settings, Refusal> {
+        let g = &raw.grants;
+        if g.max_ttl < Duration::from_secs(1) {
+            return out_of_range("grants.max_ttl", "must be at least 1s");
+        }
+        if g.max_ttl > SIGV4_MAX {
+            return out_of_range("grants.max_ttl", "must be at most 7d (SigV4's limit)");
+        }
+        if g.default_ttl < Duration::from_secs(1) || g.default_ttl > g.max_ttl {
+            return out_of_range(
+                "grants.default_ttl",
+                "must be between 1s and grants.max_ttl",
+            );
+        }
+        raw.identity
+            .validate()
+            .map_err(|e| (e.field, Problem::Identity(e.message)))?;
+        if g.rules_reload_interval.is_zero() {
+            return out_of_range("grants.rules_reload_interval", "must be more than 0s");
+        }
+        if raw.server.request_timeout.is_zero() {
+            return out_of_range("server.request_timeout", "must be more than 0s");
+        }
+        if raw.server.concurrency_limit_per_connection == 0 {
+            return out_of_range(
+                "server.concurrency_limit_per_connection",
+                "must be at least 1",
+            );
+        }
+        let storage = storage(&raw)?;
+        let sts = sts(&raw, &storage)?;
+        Ok(Settings {
+            listen: raw.listen,
+            log_format: raw.log_format,
+            storage,
+            grants: GrantsSettings {
+                limits: Limits {
+                    default_ttl: raw.grants.default_ttl,
+                    max_ttl: raw.grants.max_ttl,
+                },
+                rules_file: raw.grants.rules_file,
+                rules_reload_interval: raw.grants.rules_reload_interval,
+            },
+            identity: raw.identity,
+            server: raw.server,
+            sts,
+            metrics: raw.metrics,
+        })
+    }
+}
+
+fn storage(raw: &RawConfig) -> Result<StorageSettings, Refusal> {
+    let s = &raw.storage;
+    if s.call_timeout.is_zero() {
+        return out_of_range("storage.call_timeout", "must be more than 0s");
+    }
+    if let Some(region) = &s.region {
+        crate::sign::check_region(region).map_err(|e| ("storage.region", e.into()))?;
+    }
+    let endpoint = s
+        .endpoint
+        .as_deref()
+        .map(|url| Endpoint::custom(url, s.force_path_style))
+        .transpose()
+        .map_err(|e| ("storage.endpoint", e.into()))?;
+    let check_buckets = s
+        .check_buckets
+        .as_ref()
+        .map(|names| {
+            names
+                .iter()
+                .map(|name| {
+                    name.parse().map_err(|source| {
+                        (
+                            "storage.check_buckets",
+                            Problem::Bucket {
+                                name: name.clone(),
+                                source,
+                            },
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    Ok(StorageSettings {
+        region: s.region.clone(),
+        endpoint,
+        force_path_style: s.force_path_style,
+        check_buckets,
+        check_interval: s.check_interval,
+        call_timeout: s.call_timeout,
+    })
+}
+
+fn sts(raw: &RawConfig, storage: &StorageSettings) -> Result<Option<StsSettings>, Refusal> {
+    let s = &raw.sts;
+    if s.role_max_duration < STS_MIN_DURATION || s.role_max_duration > IAM_ROLE_MAX_DURATION {
+        return out_of_range(
+            "sts.role_max_duration",
+            "must be between 15m and 12h, as IAM allows",
+        );
+    }
+    if s.default_duration < STS_MIN_DURATION || s.default_duration > s.role_max_duration {
+        return out_of_range(
+            "sts.default_duration",
+            "must be between 15m (STS's minimum) and sts.role_max_duration",
+        );
+    }
+    if !(0.0..1.0).contains(&s.reuse_fraction) {
+        return out_of_range("sts.reuse_fraction", "must be at least 0 and below 1");
+    }
+    if s.cache_max_entries == 0 {
+        return out_of_range("sts.cache_max_entries", "must be at least 1");
+    }
+    if s.max_attempts == 0 || s.call_timeout.is_zero() {
+        return out_of_range("sts", "max_attempts and call_timeout must be more than 0");
+    }
+    let partition: Partition = s
+        .partition
+        .parse()
+        .map_err(|e| ("sts.partition", Problem::Policy(e)))?;
+    let endpoint = s
+        .endpoint
+        .as_deref()
+        .map(|url| Endpoint::custom(url, false).map(|e| e.url()))
+        .transpose()
+        .map_err(|e| ("sts.endpoint", e.into()))?;
+    let Some(role_arn) = &s.role_arn else {
+        return Ok(None);
+    };
+    let role_arn: RoleArn = role_arn.parse().map_err(|source| {
+        (
+            "sts.role_arn",
+            Problem::RoleArn {
+                value: role_arn.clone(),
+                source,
+            },
+        )
+    })?;
+    if role_arn.partition() != partition {
+        return Err((
+            "sts.role_arn",
+            Problem::Mismatch(format!(
+                "is in partition '{}', but sts.partition is '{partition}'; set sts.partition \
+                 to the role's",
+                role_arn.partition()
+            )),
+        ));
+    }
+    let kms_key = s
+        .kms_key_arn
+        .as_deref()
+        .map(str::parse::<KmsKeyArn>)
+        .transpose()
+        .map_err(|e| ("sts.kms_key_arn", Problem::Policy(e)))?;
+    if let Some(key) = kms_key.as_ref().filter(|k| k.partition() != partition) {
+        return Err((
+            "sts.kms_key_arn",
+            Problem::Mismatch(format!(
+                "is in partition '{}', the role in '{partition}'; use a key of the role's \
+                 partition",
+                key.partition()
+            )),
+        ));
+    }
+    let storage_endpoint = s
+        .storage_endpoint
+        .as_deref()
+        .map(|url| Endpoint::custom(url, storage.force_path_style))
+        .transpose()
+        .map_err(|e| ("sts.storage_endpoint", e.into()))?;
+    Ok(Some(StsSettings {
+        role_arn,
+        partition,
+        kms_key,
+        storage_endpoint,
+        broker: crate::sts::Settings {
+            endpoint,
+            cache_max_entries: s.cache_max_entries,
+            reuse_fraction: s.reuse_fraction,
+            reuse_min_remaining: s.reuse_min_remaining,
+            call_timeout: s.call_timeout,
+            max_attempts: s.max_attempts,
+            source_identity: s.source_identity,
+            session_tags: s.session_tags,
+        },
+        durations: crate::sts::Durations {
+            default: s.default_duration,
+            role_max: s.role_max_duration,
+            role_chaining: s.role_chaining,
+        },
+    }))
+}

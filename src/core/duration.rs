@@ -1,0 +1,72 @@
+//! Durations as operators write them in config and rules files: `90s`, `15m`, `1h`,
+//! `7d`, `500ms`, or a bare number of seconds.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Parses a duration written as `90s`, `15m`, `1h`, `7d`, `500ms`, or a bare number of
+/// seconds.
+///
+/// # Errors
+/// A message naming what was written and how to write it instead.
+pub fn parse(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration; write e.g. 90s, 15m, 1h or 7d"))?;
+    let secs = |mult: u64| {
+        n.checked_mul(mult)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("'{s}' is too long"))
+    };
+    match unit.trim() {
+        "" | "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        "ms" => Ok(Duration::from_millis(n)),
+        other => Err(format!(
+            "'{other}' is not a duration unit; use ms, s, m, h or d"
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Raw {
+    Secs(u64),
+    Text(String),
+}
+
+/// Serde adapter (`#[serde(with = "crate::core::duration")]`): a duration from a
+/// string (`15m`) or a number of seconds.
+///
+/// # Errors
+/// The deserializer's error, with [`parse`]'s message.
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    match Raw::deserialize(d)? {
+        Raw::Secs(n) => Ok(Duration::from_secs(n)),
+        Raw::Text(s) => parse(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        assert_eq!(parse("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse("42"), Ok(Duration::from_secs(42)));
+        assert!(parse("1w").is_err());
+        assert!(parse("soon").is_err());
+        assert!(parse("99999999999999999999d").is_err());
+    }
+}

@@ -1,0 +1,516 @@
+//! The one grant pipeline: every front door (gRPC, HTTP) hands it an authenticated
+//! [`Caller`] and a validated request, and gets a grant or a typed refusal.
+//!
+//! Each grant goes through the same steps, in this order, in this module only:
+//! authorize (the rules in force) → clamp the lifetime (request, rule, ceiling, SigV4,
+//! signing credentials) → sign or assume → audit. A front door never repeats a step
+//! and never skips one; adding a door means parsing its wire format into a
+//! [`request`] type and mapping [`Error`] to its own status.
+//!
+//! It leaves authentication to `identity`, the request's wire format and error codes
+//! to the doors, and the signature and the STS call to `sign` and `sts`.
+
+pub mod audit;
+mod request;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::caller::Caller;
+use crate::core::Action;
+use crate::credentials::{self, CredentialSource, SigningCredentials};
+use crate::expiry::{self, Ttl};
+use crate::policy::{self, KmsKeyArn, Partition};
+use crate::rules::reload::RulesHandle;
+use crate::rules::{self, Rule, Target};
+use crate::scope::{BucketName, ObjectKey, Prefix};
+use crate::secret::Secret;
+use crate::sign::{GetObject, PostObject, PresignedRequest, PutObject, Signer};
+use crate::sts;
+
+pub use request::{
+    Access, AssumeRequest, FieldViolation, RawRead, RawSize, RawWrite, ReadRequest, Upload,
+    Violations, WriteRequest,
+};
+
+/// Why a grant was refused. Each front door maps these to its own status, in one
+/// place.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Fields the caller must change.
+    #[error("invalid request: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// No rule allows it.
+    #[error(transparent)]
+    Denied(#[from] rules::Denied),
+    /// The service's own credentials are unavailable.
+    #[error(transparent)]
+    Credentials(#[from] credentials::Error),
+    /// The signing credentials have too little life left.
+    #[error(transparent)]
+    Expiry(#[from] expiry::Error),
+    /// The grant needs a part of the service that is not configured.
+    #[error("{0}")]
+    NotConfigured(&'static str),
+    /// STS failed.
+    #[error(transparent)]
+    Sts(#[from] sts::Error),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Lifetimes that apply to every presigned grant (`[grants]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// TTL of a grant whose request names none.
+    pub default_ttl: Duration,
+    /// Ceiling on any grant's TTL, whatever the rules say.
+    pub max_ttl: Duration,
+}
+
+/// What AssumeScoped needs; absent when no STS role is configured.
+#[derive(Debug)]
+pub struct Scoped {
+    /// Issues and caches the credentials.
+    pub broker: sts::Broker,
+    /// Partition of the policy ARNs.
+    pub partition: Partition,
+    /// KMS key for SSE-KMS buckets, if any.
+    pub kms_key: Option<KmsKeyArn>,
+    /// Session lengths STS may give.
+    pub durations: sts::Durations,
+    /// Region handed to clients.
+    pub region: String,
+    /// Endpoint handed to clients; empty for AWS's default.
+    pub endpoint: String,
+    /// Whether clients must use path-style addressing.
+    pub force_path_style: bool,
+}
+
+/// A presigned request or form: what the uploader or downloader must send.
+#[derive(Debug)]
+pub struct Presigned {
+    /// The URL, signature included: a bearer credential until it expires.
+    pub url: Secret<String>,
+    /// `GET`, `PUT` or `POST`.
+    pub method: &'static str,
+    /// Headers the caller must send exactly (PUT, GET).
+    pub headers: Vec<(String, String)>,
+    /// Form fields to send before the file (POST).
+    pub form_fields: Vec<(String, String)>,
+    /// Name of the file's form part (POST); empty otherwise.
+    pub file_field: &'static str,
+    /// When the signature stops working: the true expiry.
+    pub expires_at: SystemTime,
+    /// Joins the response to the audit event.
+    pub grant_id: String,
+}
+
+/// Scoped credentials and where to use them.
+#[derive(Debug)]
+pub struct ScopedGrant {
+    /// The credentials (shared with the cache).
+    pub credentials: Arc<sts::ScopedCredentials>,
+    /// The bucket.
+    pub bucket: BucketName,
+    /// The prefix they are confined to.
+    pub prefix: Prefix,
+    /// Region for the client.
+    pub region: String,
+    /// Endpoint for the client; empty for AWS's default.
+    pub endpoint: String,
+    /// Whether the client must use path-style addressing.
+    pub force_path_style: bool,
+    /// Joins the response to the audit event.
+    pub grant_id: String,
+}
+
+/// The pipeline and what it needs: the rules, the signer and its credentials, the
+/// limits, and the STS broker when AssumeScoped is configured.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    rules: Arc<RulesHandle>,
+    signer: Arc<Signer>,
+    credentials: Arc<CredentialSource>,
+    limits: Limits,
+    scoped: Option<Arc<Scoped>>,
+}
+
+impl Pipeline {
+    /// A pipeline granting under `rules`, signing with `signer` and `credentials`.
+    pub fn new(
+        rules: Arc<RulesHandle>,
+        signer: Arc<Signer>,
+        credentials: Arc<CredentialSource>,
+        limits: Limits,
+        scoped: Option<Arc<Scoped>>,
+    ) -> Self {
+        Self {
+            rules,
+            signer,
+            credentials,
+            limits,
+            scoped,
+        }
+    }
+
+    /// The TTL a request gets when it names none.
+    pub fn default_ttl(&self) -> Duration {
+        self.limits.default_ttl
+    }
+
+    /// A presigned GET for one object.
+    ///
+    /// # Errors
+    /// `Denied` without a rule; `Credentials`/`Expiry` when the service cannot sign.
+    pub fn read(&self, caller: &Caller, request: &ReadRequest) -> Result<Presigned, Error> {
+        self.presign(
+            caller,
+            Action::Read,
+            &request.bucket,
+            &request.key,
+            request.ttl,
+            |signer, credentials, at, ttl| {
+                let signed = signer.presign_get(
+                    credentials,
+                    &GetObject {
+                        bucket: &request.bucket,
+                        key: &request.key,
+                        version_id: request.version_id.as_ref(),
+                        response_content_type: request.response_content_type.as_ref(),
+                        response_content_disposition: request.response_content_disposition.as_ref(),
+                    },
+                    at,
+                    ttl,
+                );
+                Signed::from(signed)
+            },
+        )
+    }
+
+    /// A presigned PUT, or a POST form when a size range was asked, for one object.
+    ///
+    /// # Errors
+    /// As [`Pipeline::read`].
+    pub fn write(&self, caller: &Caller, request: &WriteRequest) -> Result<Presigned, Error> {
+        self.presign(
+            caller,
+            Action::Write,
+            &request.bucket,
+            &request.key,
+            request.ttl,
+            |signer, credentials, at, ttl| match request.upload {
+                Upload::Put(content_length) => {
+                    let signed = signer.presign_put(
+                        credentials,
+                        &PutObject {
+                            bucket: &request.bucket,
+                            key: &request.key,
+                            content_type: request.content_type.as_ref(),
+                            content_length,
+                            checksum_sha256: request.checksum_sha256.as_ref(),
+                            metadata: &request.metadata,
+                            create_only: request.create_only,
+                        },
+                        at,
+                        ttl,
+                    );
+                    Signed::from(signed)
+                }
+                Upload::Post(size) => {
+                    let signed = signer.presign_post(
+                        credentials,
+                        &PostObject {
+                            bucket: &request.bucket,
+                            key: &request.key,
+                            content_type: request.content_type.as_ref(),
+                            size,
+                            checksum_sha256: request.checksum_sha256.as_ref(),
+                            metadata: &request.metadata,
+                        },
+                        at,
+                        ttl,
+                    );
+                    Signed {
+                        // The form's URL is the bucket's; the policy in the fields is
+                        // the credential.
+                        url: Secret::new(signed.url),
+                        method: "POST",
+                        headers: Vec::new(),
+                        form_fields: signed.fields,
+                        file_field: signed.file_field,
+                    }
+                }
+            },
+        )
+    }
+
+    /// authorize → clamp → sign → audit, for one object.
+    fn presign(
+        &self,
+        caller: &Caller,
+        action: Action,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        requested: Option<Duration>,
+        sign: impl FnOnce(&Signer, &SigningCredentials, SystemTime, Ttl) -> Signed,
+    ) -> Result<Presigned, Error> {
+        let rules = self.rules.current();
+        let rule = authorize(&rules, caller, action, bucket, Target::Key(key))?;
+        let credentials = self.credentials.current()?;
+        let signing_time = whole_seconds(SystemTime::now());
+        let requested = requested.unwrap_or(self.limits.default_ttl);
+        let ttl = Ttl::clamp(
+            &[requested, rule.max_ttl(), self.limits.max_ttl],
+            signing_time,
+            credentials.expires_at,
+        )?;
+        let signed = sign(&self.signer, &credentials, signing_time, ttl);
+        let expires_at = signing_time + ttl.as_duration();
+        let grant_id = audit::new_grant_id();
+        audit::issued(&audit::Issued {
+            grant_id: &grant_id,
+            caller,
+            actions: &[action],
+            bucket: bucket.as_str(),
+            target: key.as_str(),
+            ttl_secs: ttl.as_duration().as_secs(),
+            expires_at,
+            rule_line: rule.line(),
+            session_grant_id: None,
+        });
+        Ok(Presigned {
+            url: signed.url,
+            method: signed.method,
+            headers: signed.headers,
+            form_fields: signed.form_fields,
+            file_field: signed.file_field,
+            expires_at,
+            grant_id,
+        })
+    }
+
+    /// STS credentials confined to one prefix: every asked action must be allowed,
+    /// the shortest max TTL among the rules applies, and cached credentials for the
+    /// same scope are reused while they have enough life left.
+    ///
+    /// # Errors
+    /// `NotConfigured` without `sts.role_arn`; `Denied`; `InvalidArgument` when the
+    /// session policy would not fit STS's limit; `Sts` when STS fails.
+    pub async fn assume(
+        &self,
+        caller: &Caller,
+        request: &AssumeRequest,
+    ) -> Result<ScopedGrant, Error> {
+        let scoped = self.scoped.as_ref().ok_or(Error::NotConfigured(
+            "AssumeScoped is not configured on this service (no sts.role_arn)",
+        ))?;
+        let asked = request.access;
+        let actions: Vec<Action> = [
+            (asked.read, Action::AssumeRead),
+            (asked.write, Action::AssumeWrite),
+            (asked.list, Action::List),
+        ]
+        .into_iter()
+        .filter_map(|(wanted, action)| wanted.then_some(action))
+        .collect();
+        let mut rule_max = Duration::MAX;
+        let mut delete = false;
+        let mut rule_line = 0;
+        let rules = self.rules.current();
+        for &action in &actions {
+            let rule = authorize(
+                &rules,
+                caller,
+                action,
+                &request.bucket,
+                Target::Prefix(&request.prefix),
+            )?;
+            rule_max = rule_max.min(rule.max_ttl());
+            rule_line = rule.line();
+            if action == Action::AssumeWrite {
+                delete = rule.allow_delete();
+            }
+        }
+        let access = policy::Access {
+            read: asked.read,
+            write: asked.write,
+            list: asked.list,
+            delete,
+        };
+        let policy = policy::session_policy(
+            scoped.partition,
+            &request.bucket,
+            &request.prefix,
+            &access,
+            scoped.kms_key.as_ref(),
+        )
+        .map_err(|e| {
+            Error::InvalidArgument(vec![FieldViolation {
+                field: "prefix",
+                description: e.to_string(),
+            }])
+        })?;
+
+        let role_chaining = match scoped.durations.role_chaining {
+            Some(chaining) => chaining,
+            None => self.credentials.current()?.session_token.is_some(),
+        };
+        let requested = request.duration.unwrap_or(scoped.durations.default);
+        let duration = scoped.durations.session(requested, rule_max, role_chaining);
+        let grant_id = audit::new_grant_id();
+        let scope = sts::Scope {
+            caller: caller.id().to_owned(),
+            bucket: request.bucket.clone(),
+            prefix: request.prefix.clone(),
+            access,
+        };
+        let credentials = scoped
+            .broker
+            .credentials(&sts::Request {
+                scope: &scope,
+                policy: &policy,
+                duration,
+                max_life: rule_max,
+                grant_id: &grant_id,
+            })
+            .await?;
+        let left = credentials
+            .expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        audit::issued(&audit::Issued {
+            grant_id: &grant_id,
+            caller,
+            actions: &actions,
+            bucket: scope.bucket.as_str(),
+            target: scope.prefix.as_str(),
+            ttl_secs: left.as_secs(),
+            expires_at: credentials.expires_at,
+            rule_line,
+            session_grant_id: Some(&credentials.session_grant_id),
+        });
+        Ok(ScopedGrant {
+            credentials,
+            bucket: scope.bucket,
+            prefix: scope.prefix,
+            region: scoped.region.clone(),
+            endpoint: scoped.endpoint.clone(),
+            force_path_style: scoped.force_path_style,
+            grant_id,
+        })
+    }
+}
+
+/// What a signer produced, before the pipeline adds expiry and grant id.
+struct Signed {
+    url: Secret<String>,
+    method: &'static str,
+    headers: Vec<(String, String)>,
+    form_fields: Vec<(String, String)>,
+    file_field: &'static str,
+}
+
+impl From<PresignedRequest> for Signed {
+    fn from(signed: PresignedRequest) -> Self {
+        Signed {
+            url: signed.url,
+            method: signed.method,
+            headers: signed.headers,
+            form_fields: Vec::new(),
+            file_field: "",
+        }
+    }
+}
+
+/// The rule that allows `action`, or a refusal that is audited.
+fn authorize<'r>(
+    rules: &'r rules::Rules,
+    caller: &Caller,
+    action: Action,
+    bucket: &BucketName,
+    target: Target<'_>,
+) -> Result<&'r Rule, Error> {
+    rules
+        .authorize(caller, action, bucket, target)
+        .map_err(|denied| {
+            let target = match target {
+                Target::Key(key) => key.as_str(),
+                Target::Prefix(prefix) => prefix.as_str(),
+            };
+            audit::denied(caller, action, bucket.as_str(), target);
+            Error::Denied(denied)
+        })
+}
+
+/// Truncates to whole seconds: X-Amz-Date has second precision, and `expires_at` must
+/// be computed from the same instant the signature uses.
+fn whole_seconds(t: SystemTime) -> SystemTime {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_seconds_drops_the_fraction() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_999);
+        assert_eq!(
+            whole_seconds(t),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
+    }
+
+    #[test]
+    fn violations_report_every_field() {
+        let mut v = Violations::default();
+        let request = ReadRequest::parse(
+            &mut v,
+            RawRead {
+                bucket: "",
+                key: "a/../b",
+                ..RawRead::default()
+            },
+            |_| Some(None),
+        );
+        let Err(Error::InvalidArgument(violations)) = v.finish(request) else {
+            panic!("two bad fields must be refused");
+        };
+        let fields: Vec<_> = violations.iter().map(|v| v.field).collect();
+        assert_eq!(fields, ["bucket", "key"]);
+    }
+
+    #[test]
+    fn post_upload_refuses_create_only_and_filename_with_the_rest() {
+        let mut v = Violations::default();
+        let request = WriteRequest::parse(
+            &mut v,
+            RawWrite {
+                bucket: "demo",
+                key: "up/${filename}",
+                content_type: "",
+                checksum_sha256: "",
+                metadata: std::iter::empty(),
+                size: RawSize::Range { min: 1, max: 10 },
+                create_only: true,
+            },
+            |_| Some(None),
+        );
+        let Err(Error::InvalidArgument(violations)) = v.finish(request) else {
+            panic!("a POST with create_only and ${{filename}} must be refused");
+        };
+        let fields: Vec<_> = violations.iter().map(|v| v.field).collect();
+        assert_eq!(fields, ["key", "create_only"]);
+    }
+}

@@ -1,0 +1,333 @@
+//! What a front door asks the pipeline for: requests whose every field is a validated
+//! type, built from the door's raw values with every bad field reported at once.
+//!
+//! A front door turns its wire format (protobuf, a URL path, JSON) into the raw
+//! structs below; the rules for what a valid bucket, key, prefix or pin is live in
+//! `scope` and are applied here, once, for every door.
+
+use std::time::Duration;
+
+use crate::scope::{
+    self, BucketName, ChecksumSha256, HeaderText, Metadata, MetadataError, ObjectKey, Prefix,
+    SizeRange, VersionId,
+};
+
+use super::Error;
+
+/// One bad field and what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The field's name in the door's request (`key`, `ttl`, `content_length_range`).
+    pub field: &'static str,
+    /// What is wrong with it and what to send instead.
+    pub description: String,
+}
+
+/// Collects field violations while a request is parsed, so that a caller learns
+/// about every bad field at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Parses a required field.
+    pub fn required<T: std::str::FromStr<Err = scope::Error>>(
+        &mut self,
+        field: &'static str,
+        value: &str,
+    ) -> Option<T> {
+        self.check(field, value.parse())
+    }
+
+    /// Parses an optional field: empty means not set.
+    pub fn optional<T: std::str::FromStr<Err = scope::Error>>(
+        &mut self,
+        field: &'static str,
+        value: &str,
+    ) -> Option<Option<T>> {
+        if value.is_empty() {
+            Some(None)
+        } else {
+            self.required(field, value).map(Some)
+        }
+    }
+
+    /// Keeps the value, or records why `field` is bad.
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &'static str,
+        result: Result<T, E>,
+    ) -> Option<T> {
+        result.map_err(|e| self.add(field, e.to_string())).ok()
+    }
+
+    /// Records that `field` is bad.
+    pub fn add(&mut self, field: &'static str, description: impl Into<String>) {
+        self.0.push(FieldViolation {
+            field,
+            description: description.into(),
+        });
+    }
+
+    /// The request when no field was bad.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] with every violation recorded.
+    pub fn finish<T>(self, request: Option<T>) -> Result<T, Error> {
+        match request {
+            Some(request) if self.0.is_empty() => Ok(request),
+            // `request` is `None` only when a field failed, and that recorded a violation.
+            _ => Err(Error::InvalidArgument(self.0)),
+        }
+    }
+}
+
+// === read ===
+
+/// A GrantRead as the door received it; empty strings mean "not set".
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RawRead<'a> {
+    /// Bucket name.
+    pub bucket: &'a str,
+    /// Object key.
+    pub key: &'a str,
+    /// Object version.
+    pub version_id: &'a str,
+    /// `response-content-type` override.
+    pub response_content_type: &'a str,
+    /// `response-content-disposition` override.
+    pub response_content_disposition: &'a str,
+}
+
+/// A validated read grant request.
+#[derive(Debug, Clone)]
+pub struct ReadRequest {
+    /// Bucket.
+    pub bucket: BucketName,
+    /// Object key.
+    pub key: ObjectKey,
+    /// Object version, if pinned.
+    pub version_id: Option<VersionId>,
+    /// Content type the store answers with.
+    pub response_content_type: Option<HeaderText>,
+    /// Content disposition the store answers with.
+    pub response_content_disposition: Option<HeaderText>,
+    /// Requested lifetime; `None` takes the configured default.
+    pub ttl: Option<Duration>,
+}
+
+impl ReadRequest {
+    /// Validates `raw`, adding violations to `v`. `ttl` reads the door's lifetime
+    /// field last, so violations come in the request's field order; it returns `None`
+    /// when the field is bad and `Some(None)` when it is unset.
+    pub fn parse(
+        v: &mut Violations,
+        raw: RawRead<'_>,
+        ttl: impl FnOnce(&mut Violations) -> Option<Option<Duration>>,
+    ) -> Option<Self> {
+        let bucket = v.required("bucket", raw.bucket);
+        let key = v.required("key", raw.key);
+        let version_id = v.optional("version_id", raw.version_id);
+        let content_type = v.optional("response_content_type", raw.response_content_type);
+        let disposition = v.optional(
+            "response_content_disposition",
+            raw.response_content_disposition,
+        );
+        let ttl = ttl(v);
+        Some(ReadRequest {
+            bucket: bucket?,
+            key: key?,
+            version_id: version_id?,
+            response_content_type: content_type?,
+            response_content_disposition: disposition?,
+            ttl: ttl?,
+        })
+    }
+}
+
+// === write ===
+
+/// The size an uploader asked to pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawSize {
+    /// No size pinned.
+    Any,
+    /// Exactly this many bytes.
+    Exact(u64),
+    /// Between these bounds, inclusive (a POST form).
+    Range {
+        /// Smallest accepted size.
+        min: u64,
+        /// Largest accepted size.
+        max: u64,
+    },
+}
+
+/// A GrantWrite as the door received it; empty strings mean "not set".
+#[derive(Debug, Clone, Copy)]
+pub struct RawWrite<'a, M> {
+    /// Bucket name.
+    pub bucket: &'a str,
+    /// Object key.
+    pub key: &'a str,
+    /// Content type to pin.
+    pub content_type: &'a str,
+    /// Base64 SHA-256 to pin.
+    pub checksum_sha256: &'a str,
+    /// User metadata to pin, as (name, value) pairs.
+    pub metadata: M,
+    /// Size to pin.
+    pub size: RawSize,
+    /// `If-None-Match: *`.
+    pub create_only: bool,
+}
+
+/// What kind of upload a write grant is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload {
+    /// Presigned PUT, optionally with an exact length.
+    Put(Option<u64>),
+    /// Presigned POST whose policy carries the size range.
+    Post(SizeRange),
+}
+
+/// A validated write grant request.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    /// Bucket.
+    pub bucket: BucketName,
+    /// Object key.
+    pub key: ObjectKey,
+    /// Content type the upload must declare.
+    pub content_type: Option<HeaderText>,
+    /// SHA-256 the upload must match.
+    pub checksum_sha256: Option<ChecksumSha256>,
+    /// User metadata the upload must carry.
+    pub metadata: Metadata,
+    /// PUT or POST, and the size pin.
+    pub upload: Upload,
+    /// Refuse to overwrite an existing object.
+    pub create_only: bool,
+    /// Requested lifetime; `None` takes the configured default.
+    pub ttl: Option<Duration>,
+}
+
+impl WriteRequest {
+    /// Validates `raw`, adding violations to `v`; `ttl` as in [`ReadRequest::parse`].
+    pub fn parse<'a, M>(
+        v: &mut Violations,
+        raw: RawWrite<'a, M>,
+        ttl: impl FnOnce(&mut Violations) -> Option<Option<Duration>>,
+    ) -> Option<Self>
+    where
+        M: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        let bucket = v.required("bucket", raw.bucket);
+        let key = v.required("key", raw.key);
+        let content_type = v.optional("content_type", raw.content_type);
+        let checksum = v.optional("checksum_sha256", raw.checksum_sha256);
+        let metadata = Metadata::new(raw.metadata)
+            .map_err(|e| {
+                v.add(
+                    "metadata",
+                    match e {
+                        MetadataError::Name { name, error } => format!("name '{name}' {error}"),
+                        MetadataError::Value { name, error } => {
+                            format!("value of '{name}' {error}")
+                        }
+                        MetadataError::Total(error) => error.to_string(),
+                    },
+                );
+            })
+            .ok();
+        let upload = match raw.size {
+            RawSize::Any => Some(Upload::Put(None)),
+            RawSize::Exact(n) => v.check(
+                "content_length",
+                scope::upload_length(n).map(|n| Upload::Put(Some(n))),
+            ),
+            RawSize::Range { min, max } => v.check(
+                "content_length_range",
+                SizeRange::new(min, max).map(Upload::Post),
+            ),
+        };
+        if matches!(raw.size, RawSize::Range { .. }) {
+            // S3 replaces `${filename}` in a POST form's key with the uploaded file's
+            // name before it checks the policy, so such a grant could never be used.
+            if raw.key.contains("${filename}") {
+                v.add(
+                    "key",
+                    "contains '${filename}', which S3 replaces in POST uploads, so the signed \
+                     key could never match; name the object's final key",
+                );
+            }
+            if raw.create_only {
+                v.add(
+                    "create_only",
+                    "applies to presigned PUT only: S3's POST form has no If-None-Match; \
+                     send content_length (or no size) instead of content_length_range",
+                );
+            }
+        }
+        let ttl = ttl(v);
+        Some(WriteRequest {
+            bucket: bucket?,
+            key: key?,
+            content_type: content_type?,
+            checksum_sha256: checksum?,
+            metadata: metadata?,
+            upload: upload?,
+            create_only: raw.create_only,
+            ttl: ttl?,
+        })
+    }
+}
+
+// === assume ===
+
+/// What scoped credentials may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// Download under the prefix.
+    pub read: bool,
+    /// Upload under the prefix.
+    pub write: bool,
+    /// List keys under the prefix.
+    pub list: bool,
+}
+
+/// A validated request for scoped credentials.
+#[derive(Debug, Clone)]
+pub struct AssumeRequest {
+    /// Bucket.
+    pub bucket: BucketName,
+    /// The prefix the credentials are confined to.
+    pub prefix: Prefix,
+    /// What they may do there (at least read or write).
+    pub access: Access,
+    /// Requested session length; `None` takes `sts.default_duration`.
+    pub duration: Option<Duration>,
+}
+
+impl AssumeRequest {
+    /// Validates the bucket and prefix, adding violations to `v`, then lets the door
+    /// read `access` (recording its own violation when it names neither read nor
+    /// write) and `duration` (as `ttl` in [`ReadRequest::parse`]), in that order.
+    pub fn parse(
+        v: &mut Violations,
+        bucket: &str,
+        prefix: &str,
+        access: impl FnOnce(&mut Violations) -> Option<Access>,
+        duration: impl FnOnce(&mut Violations) -> Option<Option<Duration>>,
+    ) -> Option<Self> {
+        let bucket = v.required("bucket", bucket);
+        let prefix = v.required("prefix", prefix);
+        let access = access(v);
+        let duration = duration(v);
+        Some(AssumeRequest {
+            bucket: bucket?,
+            prefix: prefix?,
+            access: access?,
+            duration: duration?,
+        })
+    }
+}

@@ -1,0 +1,339 @@
+//! Assembles and runs the server from validated [`Settings`]: the grant pipeline and
+//! its gRPC door behind the layer stack (`layers`), standard health and reflection,
+//! the metrics endpoint (`metrics_http`), the background tasks, and graceful shutdown
+//! (`shutdown`).
+//!
+//! The server owns every task it spawns, in one `JoinSet`, and stops all of them
+//! before [`run`] returns.
+
+mod layers;
+mod metrics_http;
+mod shutdown;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::config::Settings;
+use crate::credentials::CredentialSource;
+use crate::grant::{Pipeline, Scoped};
+use crate::identity::Authenticator;
+use crate::identity::mtls::TlsIncoming;
+use crate::readiness::{GRANT_SERVICE, Readiness};
+use crate::rules::Rules;
+use crate::rules::reload::RulesHandle;
+use crate::service::GrantService;
+use crate::sign::{Endpoint, Signer};
+use crate::sts::Broker;
+
+use shutdown::Shutdown;
+
+/// Region used when neither the config nor the AWS chain names one.
+const FALLBACK_REGION: &str = "us-east-1";
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The rules file is missing or invalid.
+    #[error(transparent)]
+    Rules(#[from] crate::rules::Error),
+    /// The region from the AWS chain is not one the signer can use.
+    #[error("the AWS chain's region: {0}")]
+    Region(#[source] crate::sign::Error),
+    /// An identity source could not start.
+    #[error("identity: {0}")]
+    Identity(#[from] crate::identity::SetupError),
+    /// The JWKS file cannot be read or holds no usable key.
+    #[error("identity.jwt.jwks_file: {0}")]
+    Jwks(#[source] crate::identity::jwks::LoadError),
+    /// The mTLS files are unusable.
+    #[error("identity.mtls: {0}")]
+    Tls(#[from] crate::identity::mtls::SetupError),
+    /// The metrics port cannot be bound.
+    #[error("metrics.listen: cannot listen on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The reflection service could not be built.
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed while serving.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// What the settings alone do not hold and serving needs: the rules file and the TLS
+/// files, read and validated.
+pub struct Checked {
+    /// The rules in force at start.
+    pub rules: Rules,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Reads and validates the files the settings name: the rules and the TLS files.
+///
+/// # Errors
+/// The first problem found, with file and line where there is one.
+pub async fn check(settings: &Settings) -> Result<Checked, Error> {
+    let rules = Rules::load(&settings.grants.rules_file).await?;
+    let tls = settings
+        .identity
+        .mtls
+        .as_ref()
+        .map(crate::identity::mtls::server_tls_config)
+        .transpose()?;
+    Ok(Checked { rules, tls })
+}
+
+/// What `--check-config` validates: the settings were loaded; here [`check`], and a
+/// JWKS file, which serving reads when its authenticator starts. A JWKS URL is
+/// fetched only when serving.
+///
+/// # Errors
+/// As [`check`], and a JWKS file that cannot be read or holds no usable key.
+pub async fn check_config(settings: &Settings) -> Result<Checked, Error> {
+    let checked = check(settings).await?;
+    if let Some(file) = settings
+        .identity
+        .jwt
+        .as_ref()
+        .and_then(|j| j.jwks_file.as_ref())
+    {
+        let bytes = tokio::fs::read(file).await.map_err(|source| {
+            Error::Jwks(crate::identity::jwks::LoadError::Read {
+                path: file.clone(),
+                source,
+            })
+        })?;
+        crate::identity::jwks::KeySet::parse(&bytes).map_err(Error::Jwks)?;
+    }
+    Ok(checked)
+}
+
+/// The region grants are signed for: the settings', else the AWS chain's, else
+/// us-east-1.
+pub fn region(settings: &Settings, aws: &SdkConfig) -> String {
+    settings
+        .storage
+        .region
+        .clone()
+        .or_else(|| aws.region().map(|r| r.to_string()))
+        .unwrap_or_else(|| FALLBACK_REGION.to_owned())
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains.
+///
+/// `aws` supplies the service's own credentials (normally the default AWS chain)
+/// and HTTP client; the store's endpoint and addressing come from `settings`.
+///
+/// # Errors
+/// A bad rules or TLS file before serving; a transport failure while serving.
+pub async fn run(
+    settings: Settings,
+    aws: SdkConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    // The file's version before it is read: a change from here on triggers a reload.
+    let rules_version = crate::rules::reload::file_version(&settings.grants.rules_file).await;
+    let Checked { rules, tls } = check(&settings).await?;
+    let region = region(&settings, &aws);
+    let storage = &settings.storage;
+    let endpoint = match &storage.endpoint {
+        Some(custom) => custom.clone(),
+        None => Endpoint::aws(&region, storage.force_path_style).map_err(Error::Region)?,
+    };
+    // The store URL for the readiness client and for callers of AssumeScoped; `None`
+    // means AWS's own regional endpoints.
+    let endpoint_url = storage.endpoint.as_ref().map(Endpoint::url);
+    let signer = Arc::new(Signer::new(endpoint, &region));
+    let provider = aws.credentials_provider().unwrap_or_else(|| {
+        aws_credential_types::provider::SharedCredentialsProvider::new(NoCredentials)
+    });
+    let credentials = CredentialSource::start(provider, storage.call_timeout).await;
+
+    let authenticator = Authenticator::start(&settings.identity).await?;
+    if authenticator.dev_tokens_enabled() {
+        tracing::warn!(
+            tokens = settings.identity.dev_tokens.len(),
+            "DEVELOPMENT MODE: static bearer tokens are accepted; never run this in production"
+        );
+    }
+    tracing::info!(
+        rules = rules.len(),
+        file = %settings.grants.rules_file.display(),
+        "rules loaded"
+    );
+    if rules.is_empty() {
+        tracing::warn!("the rules file holds no rule: every grant will be refused");
+    }
+
+    let mut tasks = JoinSet::new();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status(GRANT_SERVICE, ServingStatus::NotServing)
+        .await;
+    let buckets = storage
+        .check_buckets
+        .clone()
+        .unwrap_or_else(|| rules.buckets());
+    let readiness = Readiness::new(
+        s3_client(
+            &aws,
+            &region,
+            endpoint_url.as_deref(),
+            storage.force_path_style,
+        ),
+        buckets,
+        storage.call_timeout,
+    );
+    tasks.spawn(readiness.watch(reporter.clone(), storage.check_interval));
+
+    let scoped = settings.sts.as_ref().map(|sts| {
+        let client = Broker::client(&aws, &sts.broker, &region);
+        tracing::info!(role_arn = %sts.role_arn, "AssumeScoped enabled");
+        Arc::new(Scoped {
+            broker: Broker::new(client, sts.role_arn.clone(), sts.broker.clone()),
+            partition: sts.partition,
+            kms_key: sts.kms_key.clone(),
+            durations: sts.durations,
+            region: region.clone(),
+            endpoint: sts
+                .storage_endpoint
+                .as_ref()
+                .map(Endpoint::url)
+                .or_else(|| endpoint_url.clone())
+                .unwrap_or_default(),
+            force_path_style: storage.force_path_style,
+        })
+    });
+    if scoped.is_none() {
+        tracing::info!("AssumeScoped disabled: no sts.role_arn configured");
+    }
+    let rules = RulesHandle::new(rules, settings.grants.rules_file.clone(), rules_version);
+    tasks.spawn(rules.clone().watch(
+        settings.grants.rules_reload_interval,
+        crate::rules::reload::hangup_signal(),
+    ));
+    let pipeline = Pipeline::new(rules, signer, credentials, settings.grants.limits, scoped);
+
+    let (stop, trigger) = Shutdown::start(shutdown, reporter);
+    tasks.spawn(trigger);
+    if let Some(addr) = settings.metrics.listen {
+        let metrics_listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Metrics { addr, source })?;
+        tracing::info!(addr = ?metrics_listener.local_addr().ok(), "metrics at GET /metrics");
+        tasks.spawn(metrics_http::serve(metrics_listener, stop.clone().begun()));
+    }
+
+    let router = layers::transport(&settings)
+        .add_service(health)
+        .add_service(reflection_v1()?)
+        .add_service(reflection_v1alpha()?)
+        .add_service(layers::authenticated(
+            GrantService::new(pipeline),
+            authenticator,
+        ));
+    tracing::info!(addr = ?listener.local_addr().ok(), "storage-grants listening");
+    // No Nagle: a grant is one small response, and waiting to coalesce it with the
+    // next write adds the peer's delayed-ACK time (~40 ms) to the call.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let drained = stop.clone().begun();
+    // With mTLS, this service terminates TLS itself so that the client certificate
+    // (the caller's SPIFFE ID) reaches the interceptor.
+    let serve = async {
+        match (&settings.identity.mtls, tls) {
+            (Some(mtls), Some(tls)) => {
+                let incoming = TlsIncoming::new(incoming, tls, mtls.handshake_timeout);
+                router.serve_with_incoming_shutdown(incoming, drained).await
+            }
+            _ => router.serve_with_incoming_shutdown(incoming, drained).await,
+        }
+    };
+    // Serve until the signal; after it, give in-flight calls at most the grace.
+    let grace = settings.server.shutdown_grace;
+    let result = tokio::select! {
+        result = serve => result,
+        () = stop.grace_over(grace) => {
+            tracing::warn!(grace_secs = grace.as_secs(), "drain took too long; closing remaining calls");
+            Ok(())
+        }
+    };
+    tasks.shutdown().await;
+    tracing::info!("storage-grants stopped");
+    Ok(result?)
+}
+
+fn reflection_v1() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    Error,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?)
+}
+
+fn reflection_v1alpha() -> Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+    Error,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?)
+}
+
+/// An S3 client for the store at `endpoint_url` (AWS's own when `None`), used only for
+/// the readiness check.
+fn s3_client(
+    aws: &SdkConfig,
+    region: &str,
+    endpoint_url: Option<&str>,
+    force_path_style: bool,
+) -> aws_sdk_s3::Client {
+    let mut builder = aws_sdk_s3::config::Builder::from(aws)
+        .region(aws_sdk_s3::config::Region::new(region.to_owned()))
+        .force_path_style(force_path_style);
+    if let Some(url) = endpoint_url {
+        builder = builder.endpoint_url(url);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+/// Stands in when the AWS chain yields no provider at all, so that the service still
+/// starts (health NOT_SERVING, grants UNAVAILABLE) and says why.
+#[derive(Debug)]
+struct NoCredentials;
+
+impl aws_credential_types::provider::ProvideCredentials for NoCredentials {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+            aws_credential_types::provider::error::CredentialsError::not_loaded(
+                "no credentials provider is configured",
+            ),
+        ))
+    }
+}

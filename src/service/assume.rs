@@ -1,0 +1,61 @@
+//! `AssumeScoped`: proto ⇄ pipeline.
+
+use crate::caller::Caller;
+use crate::grant::{Access, AssumeRequest, Pipeline, Violations};
+use crate::proto;
+
+use super::{Error, requested_ttl, timestamp};
+
+/// Parses the request, runs the pipeline, and builds the response.
+pub(super) async fn assume_scoped(
+    pipeline: &Pipeline,
+    caller: &Caller,
+    request: &proto::AssumeScopedRequest,
+) -> Result<proto::AssumeScopedResponse, Error> {
+    let mut v = Violations::default();
+    let parsed = AssumeRequest::parse(
+        &mut v,
+        &request.bucket,
+        &request.prefix,
+        |v| access(v, request),
+        |v| requested_ttl(v, "duration", request.duration.as_ref()),
+    );
+    let parsed = v.finish(parsed)?;
+    let grant = pipeline.assume(caller, &parsed).await?;
+    let credentials = &grant.credentials;
+    Ok(proto::AssumeScopedResponse {
+        credentials: Some(proto::TemporaryCredentials {
+            access_key_id: credentials.access_key_id.clone(),
+            secret_access_key: credentials.secret_access_key.expose().clone(),
+            session_token: credentials.session_token.expose().clone(),
+            expires_at: Some(timestamp(credentials.expires_at)),
+        }),
+        bucket: grant.bucket.to_string(),
+        prefix: grant.prefix.to_string(),
+        region: grant.region,
+        endpoint: grant.endpoint,
+        force_path_style: grant.force_path_style,
+        grant_id: grant.grant_id,
+    })
+}
+
+/// The access asked for, or a violation when it names neither read nor write.
+fn access(v: &mut Violations, request: &proto::AssumeScopedRequest) -> Option<Access> {
+    let (read, write) = match proto::Access::try_from(request.access) {
+        Ok(proto::Access::Read) => (true, false),
+        Ok(proto::Access::Write) => (false, true),
+        Ok(proto::Access::ReadWrite) => (true, true),
+        Ok(proto::Access::Unspecified) | Err(_) => {
+            v.add(
+                "access",
+                "must be ACCESS_READ, ACCESS_WRITE or ACCESS_READ_WRITE",
+            );
+            return None;
+        }
+    };
+    Some(Access {
+        read,
+        write,
+        list: request.list,
+    })
+}

@@ -1,0 +1,229 @@
+//! The gRPC front door: `storagegrants.v1.GrantService`, one file per RPC, and the one
+//! place where errors become gRPC statuses.
+//!
+//! A handler turns its protobuf request into the pipeline's validated request
+//! (collecting every bad field into one `google.rpc.BadRequest`), calls the one grant
+//! pipeline (`grant`), and turns the grant into its response. Authentication happened
+//! before (the interceptor in `server` puts a [`Caller`] in the request extensions);
+//! transport concerns live in `server`.
+
+mod assume;
+mod read;
+mod write;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::caller::Caller;
+use crate::grant::{self, Pipeline, Violations};
+use crate::identity;
+use crate::proto;
+
+/// Everything that can go wrong in a call, each mapped to its gRPC code once, in
+/// `From<Error> for Status`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No verifiable identity.
+    #[error(transparent)]
+    Unauthenticated(#[from] identity::Error),
+    /// The pipeline refused the grant.
+    #[error(transparent)]
+    Grant(#[from] grant::Error),
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        let grant = match error {
+            Error::Unauthenticated(e) => return Status::unauthenticated(e.to_string()),
+            Error::Grant(e) => e,
+        };
+        match &grant {
+            grant::Error::InvalidArgument(violations) => {
+                let mut details = ErrorDetails::new();
+                for v in violations {
+                    details.add_bad_request_violation(v.field, v.description.clone());
+                }
+                Status::with_error_details(Code::InvalidArgument, grant.to_string(), details)
+            }
+            grant::Error::Denied(_) => Status::permission_denied(grant.to_string()),
+            grant::Error::Credentials(_) | grant::Error::Expiry(_) => {
+                tracing::error!(error = %grant, "cannot sign: service credentials unavailable");
+                Status::unavailable(format!("{grant}; retry later"))
+            }
+            grant::Error::NotConfigured(_) => Status::failed_precondition(grant.to_string()),
+            grant::Error::Sts(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "STS unavailable");
+                let details = ErrorDetails::with_retry_info(Some(STS_RETRY_AFTER));
+                Status::with_error_details(
+                    Code::Unavailable,
+                    format!("{e}; retry in a few seconds"),
+                    details,
+                )
+            }
+            grant::Error::Sts(e) => {
+                // The code and message from STS are for the operator (a trust policy,
+                // a missing permission), not for the caller.
+                tracing::error!(error = %e, "STS refused AssumeRole");
+                Status::internal(
+                    "the service could not obtain scoped credentials; its operator's logs say why",
+                )
+            }
+        }
+    }
+}
+
+impl From<grant::Error> for Status {
+    fn from(error: grant::Error) -> Status {
+        Status::from(Error::Grant(error))
+    }
+}
+
+/// How long a caller should wait before retrying after STS was unavailable.
+const STS_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Reads a requested lifetime into `v`: `Some(None)` when unset (the pipeline's
+/// default applies), `None` when bad; it must be a valid, positive duration of at
+/// least one second.
+fn requested_ttl(
+    v: &mut Violations,
+    field: &'static str,
+    ttl: Option<&prost_types::Duration>,
+) -> Option<Option<Duration>> {
+    v.check(field, parse_ttl(ttl))
+}
+
+fn parse_ttl(ttl: Option<&prost_types::Duration>) -> Result<Option<Duration>, &'static str> {
+    let Some(d) = ttl else { return Ok(None) };
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err("must be positive, e.g. 300 seconds");
+    }
+    if d.nanos >= 1_000_000_000 {
+        return Err("nanos must be below 1e9");
+    }
+    if d.seconds == 0 {
+        return Err("must be at least 1 second; omit it to get the default");
+    }
+    Ok(Some(Duration::new(
+        d.seconds.unsigned_abs(),
+        d.nanos.unsigned_abs(),
+    )))
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: 0,
+    }
+}
+
+/// The caller the interceptor identified, also recorded on the RPC's span.
+fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::from(Error::Unauthenticated(identity::Error::Missing)))?;
+    tracing::Span::current().record("caller", caller.id());
+    Ok(caller)
+}
+
+/// The gRPC service: a front door over the grant pipeline.
+#[derive(Debug, Clone)]
+pub struct GrantService {
+    pipeline: Pipeline,
+}
+
+impl GrantService {
+    /// The service over `pipeline`.
+    pub fn new(pipeline: Pipeline) -> Self {
+        Self { pipeline }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::grant_service_server::GrantService for GrantService {
+    #[tracing::instrument(name = "GrantRead", skip_all, fields(caller, bucket = ?request.get_ref().bucket))]
+    async fn grant_read(
+        &self,
+        request: Request<proto::GrantReadRequest>,
+    ) -> Result<Response<proto::GrantReadResponse>, Status> {
+        let caller = caller_of(&request)?;
+        let response = read::grant_read(&self.pipeline, &caller, request.get_ref())?;
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(name = "GrantWrite", skip_all, fields(caller, bucket = ?request.get_ref().bucket))]
+    async fn grant_write(
+        &self,
+        request: Request<proto::GrantWriteRequest>,
+    ) -> Result<Response<proto::GrantWriteResponse>, Status> {
+        let caller = caller_of(&request)?;
+        let response = write::grant_write(&self.pipeline, &caller, request.get_ref())?;
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(name = "AssumeScoped", skip_all, fields(caller, bucket = ?request.get_ref().bucket))]
+    async fn assume_scoped(
+        &self,
+        request: Request<proto::AssumeScopedRequest>,
+    ) -> Result<Response<proto::AssumeScopedResponse>, Status> {
+        let caller = caller_of(&request)?;
+        let response = assume::assume_scoped(&self.pipeline, &caller, request.get_ref()).await?;
+        Ok(Response::new(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_unset_takes_the_default() {
+        assert_eq!(parse_ttl(None), Ok(None));
+    }
+
+    #[test]
+    fn negative_or_zero_ttl_is_rejected() {
+        let d = |seconds, nanos| prost_types::Duration { seconds, nanos };
+        assert!(parse_ttl(Some(&d(-5, 0))).is_err());
+        assert!(parse_ttl(Some(&d(0, 500_000_000))).is_err());
+        assert!(parse_ttl(Some(&d(1, -1))).is_err());
+        assert!(parse_ttl(Some(&d(1, 1_000_000_000))).is_err());
+        assert_eq!(
+            parse_ttl(Some(&d(90, 0))),
+            Ok(Some(Duration::from_secs(90)))
+        );
+    }
+
+    #[test]
+    fn invalid_argument_carries_every_field_violation() {
+        let status = Status::from(grant::Error::InvalidArgument(vec![
+            grant::FieldViolation {
+                field: "key",
+                description: "must not be empty".into(),
+            },
+            grant::FieldViolation {
+                field: "ttl",
+                description: "must be positive".into(),
+            },
+        ]));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let fields: Vec<_> = details
+            .bad_request()
+            .expect("BadRequest details")
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["key", "ttl"]);
+        assert!(
+            status.message().contains("key: must not be empty"),
+            "{}",
+            status.message()
+        );
+    }
+}
