@@ -81,4 +81,4 @@ STORAGE_GRANTS_LISTEN="127.0.0.1:$GRPC_PORT" \
 STORAGE_GRANTS_STORAGE__ENDPOINT="http://127.0.0.1:$STORE_PORT" \
 STORAGE_GRANTS_STS__ENDPOINT="http://127.0.0.1:$STS_PORT" \
 STORAGE_GRANTS_STS__STORAGE_ENDPOINT="http://127.0.0.1:$STS_PORT" \
-  target/debug/storage-grants --config dev/config.toml serve
+  cargo run --quiet --locked --bin storage-grants -- --config dev/config.toml serve

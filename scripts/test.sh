@@ -8,6 +8,12 @@ source scripts/tools.sh
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# Where cargo puts what it builds: CARGO_TARGET_DIR, build.target-dir or ./target.
+cargo_target_dir() {
+  cargo metadata --format-version 1 --no-deps --locked |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
+}
+
 step "tools (installed on first run: s3s-fs ~3 min, buf, Python venv)"
 SG_S3S_FS=$(ensure_s3s_fs)
 export SG_S3S_FS
@@ -17,6 +23,9 @@ ensure_python_venv >/dev/null
 step "proto: buf lint (STANDARD) and buf format"
 node_modules/.bin/buf lint
 node_modules/.bin/buf format --diff --exit-code
+
+step "layers: no import cycle, dependencies point down"
+python3 scripts/check-layers.py src
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -31,9 +40,15 @@ else
   cargo test --locked --no-fail-fast
 fi
 
+# The integration tests above built the binary with the test build's feature set (a
+# separate `cargo build` would rebuild half the dependencies). Cargo says where its
+# target directory is, so CARGO_TARGET_DIR and build.target-dir are honoured.
+bin="$(cargo_target_dir)/debug/storage-grants"
+
 step "Python client through the proto, against the running service"
-# The integration tests above built target/debug/storage-grants with the test build's
-# feature set; a separate `cargo build` would rebuild half the dependencies.
-scripts/python-client-test.sh target/debug/storage-grants
+scripts/python-client-test.sh "$bin"
+
+step "Helm chart and container image recipe"
+scripts/helm-test.sh "$bin"
 
 step "all tests passed"
