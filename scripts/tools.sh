@@ -274,3 +274,68 @@ ensure_promtool() {
   fi
   echo "$bin"
 }
+
+# _content_hash PATH...: one SHA-256 over the names and contents of every file under
+# PATHs (files or directories), skipping build output (node_modules, dist, build,
+# src/gen, *.egg-info, __pycache__), so a stamp changes exactly when a source does.
+_content_hash() {
+  find "$@" \( -name node_modules -o -name dist -o -name build -o -path '*/src/gen' \
+    -o -name '*.egg-info' -o -name __pycache__ \) -prune -o -type f -print0 |
+    LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1
+}
+
+# Builds the Python client package (clients/python: its gRPC stubs are generated from
+# proto/ at build time) and installs it into the repo's .venv, again whenever its
+# sources, the proto or scripts/requirements.txt change; echoes the venv's python.
+ensure_python_client() {
+  local root python pkg stamp want
+  root=$(repo_root)
+  python=$(ensure_python_venv) || return
+  pkg="$root/clients/python"
+  # Inside the venv: a rebuilt venv starts without the package and without the stamp.
+  stamp="$root/.venv/.clients-python.sha256"
+  want=$(_content_hash "$pkg/pyproject.toml" "$pkg/setup.py" "$pkg/src" "$root/proto/storagegrants" \
+    "$root/scripts/requirements.txt") || return
+  if [[ ! -f $stamp || $(<"$stamp") != "$want" ]] ||
+    ! "$python" -c 'import storagegrants.v1.grants_pb2_grpc' 2>/dev/null; then
+    tools_note "building clients/python and installing it into $root/.venv"
+    # A stale build directory could carry files the sources no longer have.
+    rm -rf "$pkg/build"
+    # --no-build-isolation: built offline with the venv's pinned grpcio-tools and
+    # setuptools. --no-deps: its dependencies are pinned in scripts/requirements.txt;
+    # `pip check` then proves that those pins satisfy the package's own requirements.
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$python" -m pip install --quiet --no-build-isolation --no-deps \
+      --force-reinstall "$pkg" >&2 || tools_die "pip install $pkg failed" || return
+    rm -rf "$pkg/build"
+    if "$python" -m pip check 2>/dev/null | grep -i '^storage-grants-client ' >&2; then
+      tools_die "scripts/requirements.txt does not satisfy clients/python's dependencies" || return
+    fi
+    echo "$want" >"$stamp"
+  fi
+  echo "$python"
+}
+
+# Installs the Node client package's pinned dependencies (clients/node, `npm ci` when
+# node_modules is missing or older than its lock file), then builds it (generates
+# src/gen/ from proto/ and compiles to dist/) whenever its sources or the proto
+# change; echoes the package's directory.
+ensure_node_client() {
+  local root dir stamp built want
+  root=$(repo_root)
+  dir="$root/clients/node"
+  stamp="$dir/node_modules/.package-lock.json"
+  if [[ ! -e $stamp || $dir/package-lock.json -nt $stamp ]]; then
+    command -v npm >/dev/null || tools_die "npm is needed to install the Node client's dependencies" || return
+    tools_note "installing clients/node's dependencies (npm ci)"
+    (cd "$dir" && npm ci --no-audit --no-fund) >&2 || tools_die "npm ci in $dir failed" || return
+  fi
+  built="$dir/dist/.sources.sha256"
+  want=$(_content_hash "$dir/package-lock.json" "$dir/tsconfig.json" "$dir/buf.gen.yaml" "$dir/src" \
+    "$dir/test" "$dir/examples" "$dir/vendor" "$root/proto/storagegrants") || return
+  if [[ ! -f $built || $(<"$built") != "$want" ]]; then
+    tools_note "building clients/node (buf generate, tsc)"
+    (cd "$dir" && npm run --silent build) >&2 || tools_die "building $dir failed" || return
+    echo "$want" >"$built"
+  fi
+  echo "$dir"
+}
