@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Calls a running storage-grants server the way a Python service would.
+"""Calls a running storage-grants server the way a Python service would, through the
+installed `storage-grants-client` package (clients/python).
 
-A polyglot check of the API contract: the Python stubs are generated at run time from
-proto/storagegrants/v1/grants.proto (nothing generated is checked in), then every test
-calls the server over gRPC and, where a grant comes back, uses it over plain HTTP.
+A polyglot check of the API contract and of the package: the stubs are the ones the
+package generated from proto/storagegrants/v1/grants.proto when it was built, and every
+test calls the server over gRPC and, where a grant comes back, uses it over plain HTTP
+with the package's helpers, or with boto3 configured by `storagegrants.s3.s3_client`.
 
-Run by scripts/python-client-test.sh, which starts s3s-fs (the store presigned URLs
-point at), moto (the STS AssumeScoped calls, whose credentials work against moto's own
-S3) and the server. Environment:
+Run by scripts/clients-test.sh, which builds and installs the package, starts s3s-fs
+(the store presigned URLs point at), moto (the STS AssumeScoped calls, whose credentials
+work against moto's own S3) and the server. Environment:
   SG_TEST_ADDR   host:port of the server (plaintext gRPC)
   SG_TEST_TOKEN  a dev bearer token the server accepts
   DEMO_BUCKET           bucket of DEMO_KEY, in the presigned store and in the STS's S3
@@ -15,8 +17,6 @@ S3) and the server. Environment:
                         write, assume-read, assume-write and list under its folder
   DEMO_CONTENT          DEMO_KEY's exact content
   DENIED_KEY            a valid key in DEMO_BUCKET outside the caller's rules
-Optional:
-  SG_TEST_PROTO_DIR  proto root (default: <repo>/proto)
 
 The S3 client of the AssumeScoped test is configured from the response alone: run it
 with an empty AWS config (the script does) so no profile of the machine's can add to it.
@@ -28,35 +28,34 @@ header names only.
 
 from __future__ import annotations
 
-import atexit
 import base64
 import hashlib
-import importlib
-import importlib.resources
 import os
-import re
 import secrets
-import shutil
 import sys
-import tempfile
 import time
 import unittest
-import urllib.error
-import urllib.request
-from pathlib import Path
-from types import ModuleType
+from datetime import timedelta
 from typing import Any, Callable, Iterable, Optional
 
-import boto3
 import botocore.config
 import botocore.exceptions
 import grpc
 from google.protobuf import descriptor_pb2, duration_pb2
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
-from grpc_status import rpc_status
-from grpc_tools import protoc
+
+from storagegrants import (
+    GrantedRequestError,
+    GrantsClient,
+    HttpResponse,
+    download,
+    field_violations,
+    rich_status,
+    upload,
+)
+from storagegrants.s3 import s3_client
+from storagegrants.v1 import grants_pb2 as pb2
 
 SERVICE = "storagegrants.v1.GrantService"
 HEALTH_SERVICE = "grpc.health.v1.Health"
@@ -87,31 +86,7 @@ def read_env() -> dict[str, str]:
     return {name: os.environ[name] for name in REQUIRED_ENV}
 
 
-def generate_stubs(proto_dir: Path) -> tuple[ModuleType, ModuleType]:
-    """Compiles grants.proto with grpc_tools' bundled protoc; returns (pb2, pb2_grpc)."""
-    out = Path(tempfile.mkdtemp(prefix="storage-grants-stubs-"))
-    atexit.register(shutil.rmtree, out, ignore_errors=True)
-    # The well-known types (duration, timestamp) ship inside grpc_tools.
-    well_known = importlib.resources.files("grpc_tools") / "_proto"
-    args = [
-        "grpc_tools.protoc",
-        f"-I{proto_dir}",
-        f"-I{well_known}",
-        f"--python_out={out}",
-        f"--grpc_python_out={out}",
-        PROTO_FILE,
-    ]
-    if protoc.main(args) != 0:
-        raise RuntimeError(f"protoc failed on {proto_dir / PROTO_FILE}")
-    sys.path.insert(0, str(out))
-    pb2 = importlib.import_module("storagegrants.v1.grants_pb2")
-    pb2_grpc = importlib.import_module("storagegrants.v1.grants_pb2_grpc")
-    return pb2, pb2_grpc
-
-
 ENV = read_env()
-PROTO_DIR = Path(os.environ.get("SG_TEST_PROTO_DIR") or Path(__file__).resolve().parents[2] / "proto")
-pb2, pb2_grpc = generate_stubs(PROTO_DIR)
 
 
 def auth(token: str) -> tuple[tuple[str, str], ...]:
@@ -122,68 +97,13 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
 
-def http_get(url: str, headers: Optional[dict[str, str]] = None) -> tuple[int, dict[str, str], bytes]:
-    """GETs a presigned URL. Errors carry the status code only, never the URL."""
-    request = urllib.request.Request(url, headers=dict(headers or {}), method="GET")
+def refused(call: Callable[[], HttpResponse]) -> HttpResponse:
+    """Runs an upload or download expected to be refused; returns the store's answer.
+    A request the store accepts comes back as is, for the caller's status assertion."""
     try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
-            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
-    except urllib.error.HTTPError as err:
-        # `from None`: the chained exception would not show the URL, but be certain.
-        raise AssertionError(f"download with the granted URL failed: HTTP {err.code}") from None
-    except urllib.error.URLError as err:
-        raise AssertionError(f"download with the granted URL failed: {type(err.reason).__name__}") from None
-
-
-def s3_error_code(body: bytes) -> str:
-    """The <Code> of an S3 XML error body, the only part of it worth reporting."""
-    match = re.search(rb"<Code>([^<]{1,64})</Code>", body)
-    return match.group(1).decode("ascii", "replace") if match else "no S3 error code"
-
-
-def http_call(
-    method: str, url: str, headers: Optional[dict[str, str]] = None, body: Optional[bytes] = None
-) -> tuple[int, dict[str, str], bytes]:
-    """Sends one request to a granted URL and returns (status, lowercase headers, body)
-    whatever the status. Failures to connect carry the error type only, never the URL."""
-    request = urllib.request.Request(url, data=body, headers=dict(headers or {}), method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
-            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
-    except urllib.error.HTTPError as err:
-        with err:
-            return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
-    except urllib.error.URLError as err:
-        raise AssertionError(f"{method} with the granted URL failed: {type(err.reason).__name__}") from None
-
-
-def put_headers(granted: Any, body: bytes) -> dict[str, str]:
-    """The headers to PUT `body` with: exactly the granted ones. urllib sets
-    Content-Length from the body itself, so a pinned one is checked, not sent twice."""
-    headers = dict(granted)
-    pinned_length = headers.pop("content-length", None)
-    if pinned_length is not None and pinned_length != str(len(body)):
-        raise AssertionError(f"the grant pins Content-Length {pinned_length}, the body has {len(body)} bytes")
-    return headers
-
-
-def multipart_form(fields: dict[str, str], file_field: str, filename: str, content: bytes) -> tuple[bytes, str]:
-    """A multipart/form-data body, built by hand as a browser would send it: `fields` in
-    order, then the file last. Returns (body, Content-Type header)."""
-    boundary = f"----storage-grants-py-{secrets.token_hex(12)}"
-    parts = []
-    for name, value in fields.items():
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        )
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{filename}"\r\n'
-        f"Content-Type: application/octet-stream\r\n\r\n".encode()
-        + content
-        + b"\r\n"
-    )
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+        return call()
+    except GrantedRequestError as err:
+        return err.response
 
 
 def sha256_base64(data: bytes) -> str:
@@ -212,7 +132,8 @@ def timestamp_seconds(ts: Any) -> float:
 
 class GrantsClientTest(unittest.TestCase):
     channel: grpc.Channel
-    stub: Any
+    client: GrantsClient  # sends the test token
+    anonymous: GrantsClient  # the same channel, no token
     token: str
 
     @classmethod
@@ -222,8 +143,9 @@ class GrantsClientTest(unittest.TestCase):
             grpc.channel_ready_future(cls.channel).result(timeout=RPC_TIMEOUT_S)
         except grpc.FutureTimeoutError:
             raise AssertionError(f"no gRPC server reachable at {ENV['SG_TEST_ADDR']}") from None
-        cls.stub = pb2_grpc.GrantServiceStub(cls.channel)
         cls.token = ENV["SG_TEST_TOKEN"]
+        cls.client = GrantsClient(cls.channel, token=cls.token, timeout=RPC_TIMEOUT_S)
+        cls.anonymous = GrantsClient(cls.channel, timeout=RPC_TIMEOUT_S)
         # The server reports GrantService SERVING only once it has reached its store,
         # which may be just after its port opens: wait as a client with a readiness
         # gate would. Not reaching it is left to test_health_serving to report.
@@ -236,7 +158,8 @@ class GrantsClientTest(unittest.TestCase):
     # -- helpers ----------------------------------------------------------------------
 
     def expect_error(self, call: Callable[..., Any], request: Any, code: grpc.StatusCode, **kwargs: Any) -> grpc.RpcError:
-        """Calls and asserts the call fails with `code`; returns the error."""
+        """Calls `call` (a GrantsClient method) and asserts the call fails with `code`;
+        returns the error."""
         kwargs.setdefault("timeout", RPC_TIMEOUT_S)
         try:
             call(request, **kwargs)
@@ -248,17 +171,13 @@ class GrantsClientTest(unittest.TestCase):
     def expect_bad_request(self, request: Any, field: str, call: Optional[Callable[..., Any]] = None) -> None:
         """INVALID_ARGUMENT with a google.rpc.BadRequest field violation on `field`.
         `call` defaults to GrantRead."""
-        call = call or self.stub.GrantRead
-        err = self.expect_error(call, request, grpc.StatusCode.INVALID_ARGUMENT, metadata=auth(self.token))
+        call = call or self.client.grant_read
+        err = self.expect_error(call, request, grpc.StatusCode.INVALID_ARGUMENT)
         self.assertTrue(err.details(), "INVALID_ARGUMENT without a message")
-        status = rpc_status.from_call(err)
+        status = rich_status(err)
         self.assertIsNotNone(status, "INVALID_ARGUMENT without rich details (no grpc-status-details-bin trailer)")
-        violations = []
-        for detail in status.details:
-            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad_request = error_details_pb2.BadRequest()
-                detail.Unpack(bad_request)
-                violations.extend(bad_request.field_violations)
+        assert status is not None
+        violations = field_violations(err)
         detail_types = [d.type_url for d in status.details]
         self.assertTrue(violations, f"no google.rpc.BadRequest field violations in details {detail_types}")
         fields = [v.field for v in violations]
@@ -267,20 +186,18 @@ class GrantsClientTest(unittest.TestCase):
             if violation.field == field:
                 self.assertTrue(violation.description.strip(), f"violation on {field!r} has an empty description")
 
-    def grant_read(self, **fields: Any) -> Any:
+    def grant_read(self, **fields: Any) -> pb2.GrantReadResponse:
         fields.setdefault("bucket", ENV["DEMO_BUCKET"])
         fields.setdefault("key", ENV["DEMO_KEY"])
-        request = pb2.GrantReadRequest(**fields)
-        return self.stub.GrantRead(request, metadata=auth(self.token), timeout=RPC_TIMEOUT_S)
+        return self.client.grant_read(**fields)
 
-    def grant_write(self, key: str, **fields: Any) -> Any:
-        fields.setdefault("ttl", duration_pb2.Duration(seconds=60))
-        request = pb2.GrantWriteRequest(bucket=ENV["DEMO_BUCKET"], key=key, **fields)
-        return self.stub.GrantWrite(request, metadata=auth(self.token), timeout=RPC_TIMEOUT_S)
+    def grant_write(self, key: str, **fields: Any) -> pb2.GrantWriteResponse:
+        fields.setdefault("ttl", timedelta(seconds=60))
+        return self.client.grant_write(bucket=ENV["DEMO_BUCKET"], key=key, **fields)
 
-    def assume_scoped(self, **fields: Any) -> Any:
+    def assume_scoped(self, **fields: Any) -> pb2.AssumeScopedResponse:
         fields.setdefault("bucket", ENV["DEMO_BUCKET"])
-        return self.stub.AssumeScoped(pb2.AssumeScopedRequest(**fields), metadata=auth(self.token), timeout=RPC_TIMEOUT_S)
+        return self.client.assume_scoped(**fields)
 
     def assert_expiry(self, expires_at: Any, before: float, after: float, max_s: float, what: str) -> None:
         """`expires_at` lies after `after` and at most `max_s` (plus clock slack) after `before`."""
@@ -299,29 +216,30 @@ class GrantsClientTest(unittest.TestCase):
                 f"expected {len(expected)} (sha256 {digest(expected)})"
             )
 
-    def download(self, key: str) -> tuple[int, dict[str, str], bytes]:
-        """Reads `key` back through GrantRead and a plain GET; returns the GET's result."""
+    def download(self, key: str) -> HttpResponse:
+        """Reads `key` back through GrantRead and the package's download, whatever the
+        store answers."""
         response = self.grant_read(key=key)
-        return http_call("GET", response.url, dict(response.headers))
+        return refused(lambda: download(response, timeout=HTTP_TIMEOUT_S))
 
     def assert_downloads(self, key: str, expected: bytes) -> dict[str, str]:
         """`key` reads back through GrantRead as exactly `expected`; returns the headers."""
-        status, headers, body = self.download(key)
-        self.assertEqual(status, 200, f"reading {key} back: HTTP {status} ({s3_error_code(body)})")
-        self.assert_same_bytes(body, expected, f"reading {key} back")
-        return headers
+        got = self.download(key)
+        self.assertEqual(got.status, 200, f"reading {key} back: HTTP {got.status} ({got.s3_code})")
+        self.assert_same_bytes(got.body, expected, f"reading {key} back")
+        return got.headers
 
     def assert_absent(self, key: str) -> None:
         """`key` does not exist: a refused upload wrote nothing."""
-        status, _, body = self.download(key)
-        self.assertEqual(status, 404, f"{key} should not exist, reading it gave HTTP {status} ({s3_error_code(body)})")
+        got = self.download(key)
+        self.assertEqual(got.status, 404, f"{key} should not exist, reading it gave HTTP {got.status} ({got.s3_code})")
 
     # -- GrantRead ----------------------------------------------------------------------
 
     def test_grant_read_downloads_the_object(self) -> None:
         ttl_s = 60
         before = time.time()
-        response = self.grant_read(ttl=duration_pb2.Duration(seconds=ttl_s))
+        response = self.grant_read(ttl=timedelta(seconds=ttl_s))
         after = time.time()
 
         self.assertTrue(response.url.startswith(("http://", "https://")), "url is empty or not http(s)")
@@ -332,24 +250,24 @@ class GrantsClientTest(unittest.TestCase):
         self.assertTrue(response.HasField("expires_at"), "expires_at is unset")
         self.assert_expiry(response.expires_at, before, after, ttl_s, "GrantRead")
 
-        status, _, body = http_get(response.url, dict(response.headers))
-        self.assertEqual(status, 200)
-        self.assert_same_bytes(body, ENV["DEMO_CONTENT"].encode(), "download")
+        got = download(response, timeout=HTTP_TIMEOUT_S)
+        self.assertEqual(got.status, 200)
+        self.assert_same_bytes(got.body, ENV["DEMO_CONTENT"].encode(), "download")
 
     def test_grant_read_response_header_overrides(self) -> None:
         content_type = "text/x-storage-grants-test; charset=utf-8"
         disposition = 'attachment; filename="hello from storage-grants.txt"'
         response = self.grant_read(response_content_type=content_type, response_content_disposition=disposition)
-        _, headers, body = http_get(response.url, dict(response.headers))
-        self.assertEqual(headers.get("content-type"), content_type, "Content-Type override not applied")
-        self.assertEqual(headers.get("content-disposition"), disposition, "Content-Disposition override not applied")
-        self.assertEqual(len(body), len(ENV["DEMO_CONTENT"].encode()), "download length differs")
+        got = download(response, timeout=HTTP_TIMEOUT_S)
+        self.assertEqual(got.headers.get("content-type"), content_type, "Content-Type override not applied")
+        self.assertEqual(got.headers.get("content-disposition"), disposition, "Content-Disposition override not applied")
+        self.assertEqual(len(got.body), len(ENV["DEMO_CONTENT"].encode()), "download length differs")
 
     # -- identity and rules ---------------------------------------------------------------
 
     def test_no_credentials_is_unauthenticated(self) -> None:
         request = pb2.GrantReadRequest(bucket=ENV["DEMO_BUCKET"], key=ENV["DEMO_KEY"])
-        self.expect_error(self.stub.GrantRead, request, grpc.StatusCode.UNAUTHENTICATED)
+        self.expect_error(self.anonymous.grant_read, request, grpc.StatusCode.UNAUTHENTICATED)
 
     def test_wrong_token_is_unauthenticated(self) -> None:
         request = pb2.GrantReadRequest(bucket=ENV["DEMO_BUCKET"], key=ENV["DEMO_KEY"])
@@ -357,15 +275,15 @@ class GrantsClientTest(unittest.TestCase):
         for scheme, value in (("Bearer", f"not-{self.token}"), ("Basic", self.token)):
             with self.subTest(scheme=scheme):
                 self.expect_error(
-                    self.stub.GrantRead,
+                    self.anonymous.grant_read,
                     request,
                     grpc.StatusCode.UNAUTHENTICATED,
-                    metadata=(("authorization", f"{scheme} {value}"),),
+                    call_metadata=(("authorization", f"{scheme} {value}"),),
                 )
 
     def test_key_outside_rules_is_permission_denied(self) -> None:
         request = pb2.GrantReadRequest(bucket=ENV["DEMO_BUCKET"], key=ENV["DENIED_KEY"])
-        self.expect_error(self.stub.GrantRead, request, grpc.StatusCode.PERMISSION_DENIED, metadata=auth(self.token))
+        self.expect_error(self.client.grant_read, request, grpc.StatusCode.PERMISSION_DENIED)
 
     # -- validation ---------------------------------------------------------------------
 
@@ -488,8 +406,8 @@ class GrantsClientTest(unittest.TestCase):
             self.assertIn(name, response.headers, f"the grant's headers {names} lack {name}")
             self.assertEqual(response.headers[name], value, f"header {name}")
 
-        status, _, reply = http_call("PUT", response.url, put_headers(response.headers, body), body)
-        self.assertEqual(status, 200, f"PUT with the granted headers: HTTP {status} ({s3_error_code(reply)})")
+        put = refused(lambda: upload(response, body, timeout=HTTP_TIMEOUT_S))
+        self.assertEqual(put.status, 200, f"PUT with the granted headers: HTTP {put.status} ({put.s3_code})")
 
         headers = self.assert_downloads(key, body)
         self.assertEqual(headers.get("content-type"), "text/csv", "Content-Type of the uploaded object")
@@ -497,33 +415,31 @@ class GrantsClientTest(unittest.TestCase):
 
         # Create-only: a second grant for the same key is issued, but the store refuses it.
         again = self.grant_write(key, **self.put_pins(body))
-        status, _, reply = http_call("PUT", again.url, put_headers(again.headers, body), body)
-        self.assertEqual(status, 412, f"create-only PUT over an existing object: HTTP {status} ({s3_error_code(reply)})")
+        put = refused(lambda: upload(again, body, timeout=HTTP_TIMEOUT_S))
+        self.assertEqual(put.status, 412, f"create-only PUT over an existing object: HTTP {put.status} ({put.s3_code})")
         self.assert_downloads(key, body)
 
     def test_grant_write_put_with_another_content_type_is_refused(self) -> None:
         key = f"{self.PUT_KEY_DIR}/py-upload-wrong-type.csv"
         body = self.PUT_BODY
         response = self.grant_write(key, **self.put_pins(body))
-        headers = put_headers(response.headers, body)
-        self.assertIn("content-type", headers, f"the grant's headers {sorted(headers)} lack content-type")
-        headers["content-type"] = "application/json"
-        status, _, reply = http_call("PUT", response.url, headers, body)
-        self.assertEqual(status, 403, f"PUT with another Content-Type than pinned: HTTP {status} ({s3_error_code(reply)})")
+        self.assertIn("content-type", response.headers, f"the grant's headers {sorted(response.headers)} lack content-type")
+        tampered = pb2.GrantWriteResponse()
+        tampered.CopyFrom(response)
+        tampered.headers["content-type"] = "application/json"
+        put = refused(lambda: upload(tampered, body, timeout=HTTP_TIMEOUT_S))
+        self.assertEqual(put.status, 403, f"PUT with another Content-Type than pinned: HTTP {put.status} ({put.s3_code})")
         self.assert_absent(key)
 
     # -- GrantWrite: presigned POST form ----------------------------------------------------
 
     FORM_RANGE = (1, 100)
 
-    def grant_form(self, key: str) -> Any:
-        low, high = self.FORM_RANGE
-        return self.grant_write(key, content_length_range=pb2.SizeRange(min_bytes=low, max_bytes=high))
+    def grant_form(self, key: str) -> pb2.GrantWriteResponse:
+        return self.grant_write(key, content_length_range=self.FORM_RANGE)
 
-    def post_form(self, response: Any, filename: str, content: bytes) -> tuple[int, bytes]:
-        body, content_type = multipart_form(dict(response.form_fields), response.file_field, filename, content)
-        status, _, reply = http_call("POST", response.url, {"Content-Type": content_type}, body)
-        return status, reply
+    def post_form(self, response: pb2.GrantWriteResponse, filename: str, content: bytes) -> HttpResponse:
+        return refused(lambda: upload(response, content, filename=filename, timeout=HTTP_TIMEOUT_S))
 
     def test_grant_write_post_form_uploads_and_reads_back(self) -> None:
         key = f"{self.PUT_KEY_DIR}/py-form.csv"
@@ -545,28 +461,30 @@ class GrantsClientTest(unittest.TestCase):
         self.assertTrue(response.HasField("expires_at"), "expires_at is unset")
         self.assert_expiry(response.expires_at, before, after, 60, "GrantWrite POST")
 
-        status, reply = self.post_form(response, "py-form.csv", content)
-        self.assertIn(status, (200, 204), f"POST form upload: HTTP {status} ({s3_error_code(reply)})")
+        posted = self.post_form(response, "py-form.csv", content)
+        self.assertIn(posted.status, (200, 204), f"POST form upload: HTTP {posted.status} ({posted.s3_code})")
         self.assert_downloads(key, content)
 
     def test_grant_write_post_form_over_the_range_is_refused(self) -> None:
         key = f"{self.PUT_KEY_DIR}/py-form-too-big.csv"
         content = b"x" * (self.FORM_RANGE[1] + 1)
-        status, reply = self.post_form(self.grant_form(key), "py-form-too-big.csv", content)
-        self.assertIn(status, (400, 403), f"POST of {len(content)} bytes over a 1-100 range: HTTP {status} ({s3_error_code(reply)})")
+        posted = self.post_form(self.grant_form(key), "py-form-too-big.csv", content)
+        self.assertIn(
+            posted.status, (400, 403), f"POST of {len(content)} bytes over a 1-100 range: HTTP {posted.status} ({posted.s3_code})"
+        )
         self.assert_absent(key)
 
     # -- GrantWrite: rules and validation -----------------------------------------------------
 
     def test_grant_write_outside_rules_is_permission_denied(self) -> None:
         request = pb2.GrantWriteRequest(bucket=ENV["DEMO_BUCKET"], key=ENV["DENIED_KEY"], content_type="text/plain")
-        self.expect_error(self.stub.GrantWrite, request, grpc.StatusCode.PERMISSION_DENIED, metadata=auth(self.token))
+        self.expect_error(self.client.grant_write, request, grpc.StatusCode.PERMISSION_DENIED)
 
     def test_grant_write_bad_checksum_is_invalid_argument_with_field_violation(self) -> None:
         request = pb2.GrantWriteRequest(
             bucket=ENV["DEMO_BUCKET"], key=f"{self.PUT_KEY_DIR}/py-bad-checksum.csv", checksum_sha256="not base64 sha256"
         )
-        self.expect_bad_request(request, "checksum_sha256", call=self.stub.GrantWrite)
+        self.expect_bad_request(request, "checksum_sha256", call=self.client.grant_write)
 
     # -- AssumeScoped ------------------------------------------------------------------------
 
@@ -589,16 +507,10 @@ class GrantsClientTest(unittest.TestCase):
         self.assertTrue(response.region, "region is empty")
         self.assertTrue(response.grant_id, "grant_id is empty")
 
-        # An S3 SDK configured from the response alone.
-        s3 = boto3.session.Session().client(
-            "s3",
-            endpoint_url=response.endpoint or None,
-            region_name=response.region,
-            aws_access_key_id=credentials.access_key_id,
-            aws_secret_access_key=credentials.secret_access_key,
-            aws_session_token=credentials.session_token,
+        # An S3 SDK configured from the response alone, by the package.
+        s3 = s3_client(
+            response,
             config=botocore.config.Config(
-                s3={"addressing_style": "path" if response.force_path_style else "auto"},
                 retries={"max_attempts": 1},
                 connect_timeout=HTTP_TIMEOUT_S,
                 read_timeout=HTTP_TIMEOUT_S,
@@ -629,11 +541,12 @@ class GrantsClientTest(unittest.TestCase):
         request = pb2.AssumeScopedRequest(
             bucket=ENV["DEMO_BUCKET"], prefix=self.SCOPED_PREFIX.rstrip("/"), access=pb2.ACCESS_READ
         )
-        self.expect_bad_request(request, "prefix", call=self.stub.AssumeScoped)
+        self.expect_bad_request(request, "prefix", call=self.client.assume_scoped)
 
     def test_assume_scoped_outside_rules_is_permission_denied(self) -> None:
         request = pb2.AssumeScopedRequest(bucket=ENV["DEMO_BUCKET"], prefix=self.DENIED_PREFIX, access=pb2.ACCESS_READ)
-        self.expect_error(self.stub.AssumeScoped, request, grpc.StatusCode.PERMISSION_DENIED, metadata=auth(self.token))
+        self.expect_error(self.client.assume_scoped, request, grpc.StatusCode.PERMISSION_DENIED)
+
 
 def main() -> int:
     suite = unittest.defaultTestLoader.loadTestsFromTestCase(GrantsClientTest)
@@ -650,6 +563,7 @@ def main() -> int:
     )
     for name in not_passed:
         print(f"  not passed: {name}")
+    print(f"python: {passed} passed, {len(not_passed)} failed")
     return 0 if result.wasSuccessful() else 1
 
 
