@@ -20,26 +20,26 @@
 //!    [`telemetry`] (logging).
 #![forbid(unsafe_code)]
 
-pub mod arn;
+pub(crate) mod arn;
 pub mod aws;
-pub mod caller;
-pub mod codec;
+pub(crate) mod caller;
+pub(crate) mod codec;
 pub mod config;
-pub mod core;
+pub(crate) mod core;
 pub mod credentials;
 pub mod expiry;
-pub mod grant;
+pub(crate) mod grant;
 pub mod identity;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod policy;
-pub mod readiness;
-pub mod rules;
+pub(crate) mod readiness;
+pub(crate) mod rules;
 pub mod scope;
 pub mod secret;
 pub mod server;
-pub mod service;
+pub(crate) mod service;
 pub mod sign;
-pub mod sts;
+pub(crate) mod sts;
 pub mod telemetry;
 
 /// Generated types and services of `storagegrants.v1`.

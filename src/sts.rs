@@ -161,8 +161,6 @@ pub struct ScopedCredentials {
     pub issued_at: SystemTime,
     /// Grant id of the call that obtained them, also in the STS session name.
     pub session_grant_id: String,
-    /// STS's packed policy size, in percent of the allowed maximum.
-    pub packed_policy_percent: Option<i32>,
 }
 
 /// One request for scoped credentials.
@@ -404,7 +402,6 @@ impl Broker {
             expires_at,
             issued_at,
             session_grant_id: grant_id.to_owned(),
-            packed_policy_percent,
         })
     }
 
@@ -533,7 +530,6 @@ mod tests {
             expires_at: issued_at + life,
             issued_at,
             session_grant_id: "g".into(),
-            packed_policy_percent: None,
         })
     }
 

@@ -160,11 +160,6 @@ impl Pipeline {
         }
     }
 
-    /// The TTL a request gets when it names none.
-    pub fn default_ttl(&self) -> Duration {
-        self.limits.default_ttl
-    }
-
     /// A presigned GET for one object.
     ///
     /// # Errors

@@ -126,6 +126,42 @@ pub enum Lookup<'a> {
     NeedKid,
 }
 
+/// Why fetching a JWKS URL failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot read the token file {}: {source}", path.display())]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the token file {} is not a token", path.display())]
+    NotAToken { path: PathBuf },
+    #[error("cannot build the request: {0}")]
+    Request(#[source] http::Error),
+    /// hyper's own message says little, so the causes are spelled out.
+    #[error("{}", error_chain(.0))]
+    Connect(#[source] hyper_util::client::legacy::Error),
+    #[error("HTTP status {0}")]
+    Status(http::StatusCode),
+    #[error("reading the body: {0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// An error and its causes, `a: b: c`.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// Why a JWKS document was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -135,12 +171,18 @@ pub enum LoadError {
         #[source]
         source: io::Error,
     },
-    #[error("fetching {url}: {message}")]
-    Fetch { url: String, message: String },
+    #[error("fetching {url}: {source}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: FetchError,
+    },
     #[error("the JWKS is larger than {MAX_JWKS_BYTES} bytes")]
     TooLarge,
     #[error("not a JWKS: {0}")]
-    Syntax(String),
+    Syntax(#[source] serde_json::Error),
+    #[error("not a JWKS: no \"keys\" array")]
+    NoKeys,
     #[error("the JWKS holds no usable key (RSA ≥ 2048 bits, EC P-256 or Ed25519, for signing)")]
     NoUsableKey,
 }
@@ -156,12 +198,11 @@ impl KeySet {
         if json.len() > MAX_JWKS_BYTES {
             return Err(LoadError::TooLarge);
         }
-        let doc: Value =
-            serde_json::from_slice(json).map_err(|e| LoadError::Syntax(e.to_string()))?;
+        let doc: Value = serde_json::from_slice(json).map_err(LoadError::Syntax)?;
         let keys = doc
             .get("keys")
             .and_then(Value::as_array)
-            .ok_or_else(|| LoadError::Syntax("no \"keys\" array".into()))?;
+            .ok_or(LoadError::NoKeys)?;
         let mut set = KeySet::default();
         for jwk in keys {
             let kid = jwk.get("kid").and_then(Value::as_str);
@@ -493,7 +534,7 @@ pub(crate) mod fetch {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
-    use super::LoadError;
+    use super::{FetchError, LoadError};
 
     /// Fetches one URL.
     #[derive(Clone)]
@@ -559,60 +600,45 @@ pub(crate) mod fetch {
 
         /// GETs the URL: status 200, body at most `max_bytes`, all within the timeout.
         pub(crate) async fn get(&self, max_bytes: usize) -> Result<Vec<u8>, LoadError> {
-            let fail = |message: String| LoadError::Fetch {
+            let fail = |source: FetchError| LoadError::Fetch {
                 url: self.url(),
-                message,
+                source,
             };
             let work = async {
                 let mut request = http::Request::get(self.uri.clone())
                     .header(http::header::ACCEPT, "application/json");
                 if let Some(path) = &self.token_file {
-                    let token = tokio::fs::read_to_string(path).await.map_err(|e| {
-                        fail(format!(
-                            "cannot read the token file {}: {e}",
-                            path.display()
-                        ))
+                    let token = tokio::fs::read_to_string(path).await.map_err(|source| {
+                        FetchError::TokenFile {
+                            path: path.clone(),
+                            source,
+                        }
                     })?;
                     let mut value = http::HeaderValue::try_from(format!("Bearer {}", token.trim()))
-                        .map_err(|_| {
-                            fail(format!("the token file {} is not a token", path.display()))
-                        })?;
+                        .map_err(|_| FetchError::NotAToken { path: path.clone() })?;
                     value.set_sensitive(true);
                     request = request.header(http::header::AUTHORIZATION, value);
                 }
-                let request = request
-                    .body(Empty::new())
-                    .map_err(|e| fail(e.to_string()))?;
+                let request = request.body(Empty::new()).map_err(FetchError::Request)?;
                 let response = self
                     .client
                     .request(request)
                     .await
-                    .map_err(|e| fail(error_chain(&e)))?;
+                    .map_err(FetchError::Connect)?;
                 if response.status() != http::StatusCode::OK {
-                    return Err(fail(format!("HTTP status {}", response.status())));
+                    return Err(FetchError::Status(response.status()));
                 }
                 let body = Limited::new(response.into_body(), max_bytes)
                     .collect()
                     .await
-                    .map_err(|e| fail(format!("reading the body: {e}")))?;
+                    .map_err(FetchError::Body)?;
                 Ok(body.to_bytes().to_vec())
             };
-            tokio::time::timeout(self.timeout, work)
-                .await
-                .map_err(|_| fail(format!("no answer within {:?}", self.timeout)))?
+            match tokio::time::timeout(self.timeout, work).await {
+                Ok(result) => result.map_err(fail),
+                Err(_) => Err(fail(FetchError::Timeout(self.timeout))),
+            }
         }
-    }
-
-    /// An error and its causes, `a: b: c` (hyper's own message says little).
-    fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-        let mut text = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        text
     }
 }
 

@@ -62,12 +62,19 @@ enum Part {
 }
 
 impl RulePrefix {
-    fn parse(s: &str) -> Result<RulePrefix, String> {
+    fn parse(s: &str) -> Result<RulePrefix, RuleError> {
+        let invalid = |problem| RuleError::Prefix {
+            prefix: s.to_owned(),
+            problem,
+        };
         if !s.contains(['{', '}']) {
             return s
                 .parse()
                 .map(RulePrefix::Fixed)
-                .map_err(|e| format!("prefix '{s}' {e}"));
+                .map_err(|source| RuleError::FixedPrefix {
+                    prefix: s.to_owned(),
+                    source,
+                });
         }
         let mut parts = Vec::new();
         let mut rest = s;
@@ -75,23 +82,20 @@ impl RulePrefix {
             let (text, after) = rest.split_at(open);
             let close = after
                 .find('}')
-                .ok_or_else(|| format!("prefix '{s}': '{{' without a closing '}}'"))?;
+                .ok_or_else(|| invalid(PrefixProblem::Unclosed))?;
             let name = &after[1..close];
             if !TEMPLATE_ATTRIBUTES.contains(&name) {
-                return Err(format!(
-                    "prefix '{s}': unknown attribute '{{{name}}}'; use one of {}",
-                    TEMPLATE_ATTRIBUTES.join(", ")
-                ));
+                return Err(invalid(PrefixProblem::UnknownAttribute(name.to_owned())));
             }
             if text.contains('}') {
-                return Err(format!("prefix '{s}': '}}' without an opening '{{'"));
+                return Err(invalid(PrefixProblem::Unopened));
             }
             parts.push(Part::Text(text.to_owned()));
             parts.push(Part::Attribute(name.to_owned()));
             rest = &after[close + 1..];
         }
         if rest.contains('}') {
-            return Err(format!("prefix '{s}': '}}' without an opening '{{'"));
+            return Err(invalid(PrefixProblem::Unopened));
         }
         parts.push(Part::Text(rest.to_owned()));
         let template = RulePrefix::Template(parts);
@@ -99,7 +103,7 @@ impl RulePrefix {
         // the same rules as any prefix.
         template
             .render(|_| Some("x"))
-            .ok_or_else(|| format!("prefix '{s}' is not a valid prefix template (it must end with '/' and hold no empty, '.' or '..' segments)"))?;
+            .ok_or_else(|| invalid(PrefixProblem::InvalidTemplate))?;
         Ok(template)
     }
 
@@ -237,14 +241,86 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}:{line}: {message}")]
+    #[error("{path}: {}", .source.to_string().trim_end())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{path}:{line}: {source}")]
     Invalid {
         path: PathBuf,
         line: usize,
-        message: String,
+        #[source]
+        source: RuleError,
     },
+}
+
+/// What is wrong with one rule.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("callers: list at least one caller id or pattern")]
+    NoCallers,
+    #[error("callers: '{pattern}': {problem}")]
+    Caller {
+        pattern: String,
+        problem: PatternProblem,
+    },
+    #[error("bucket '{name}' {source}")]
+    Bucket {
+        name: String,
+        #[source]
+        source: crate::scope::Error,
+    },
+    #[error("prefix '{prefix}' {source}")]
+    FixedPrefix {
+        prefix: String,
+        #[source]
+        source: crate::scope::Error,
+    },
+    #[error("prefix '{prefix}': {problem}")]
+    Prefix {
+        prefix: String,
+        problem: PrefixProblem,
+    },
+    #[error("actions: list at least one of read, write, assume-read, assume-write, list")]
+    NoActions,
+    #[error("max_ttl: must be at least 1s")]
+    TtlTooShort,
+    #[error(
+        "max_ttl: rules with assume-read or assume-write need at least 15m, STS's \
+         shortest session; split the rule or raise max_ttl"
+    )]
+    TtlBelowSts,
+    #[error("allow_delete: only applies to rules with assume-write")]
+    DeleteWithoutWrite,
+}
+
+/// Why a caller pattern was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PatternProblem {
+    #[error("must not be empty")]
+    Empty,
+    #[error("contains a control character")]
+    ControlCharacter,
+    #[error("matches every caller; name the callers")]
+    MatchesEveryone,
+}
+
+/// Why a prefix template was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixProblem {
+    #[error("'{{' without a closing '}}'")]
+    Unclosed,
+    #[error("'}}' without an opening '{{'")]
+    Unopened,
+    #[error("unknown attribute '{{{0}}}'; use one of {attributes}", attributes = TEMPLATE_ATTRIBUTES.join(", "))]
+    UnknownAttribute(String),
+    #[error(
+        "is not a valid prefix template (it must end with '/' and hold no empty, '.' or \
+         '..' segments)"
+    )]
+    InvalidTemplate,
 }
 
 #[derive(Deserialize)]
@@ -298,19 +374,19 @@ impl Rules {
     /// # Errors
     /// As [`Rules::load`], without the read error.
     pub fn parse(text: &str, path: &Path) -> Result<Rules, Error> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| Error::Parse {
+        let raw: RawFile = toml::from_str(text).map_err(|source| Error::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            source,
         })?;
         let rules = raw
             .rules
             .into_iter()
             .map(|spanned| {
                 let line = text[..spanned.span().start].matches('\n').count() + 1;
-                Rule::from_raw(spanned.into_inner(), line).map_err(|message| Error::Invalid {
+                Rule::from_raw(spanned.into_inner(), line).map_err(|source| Error::Invalid {
                     path: path.to_owned(),
                     line,
-                    message,
+                    source,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -392,41 +468,40 @@ impl Rules {
 }
 
 impl Rule {
-    fn from_raw(raw: RawRule, line: usize) -> Result<Rule, String> {
+    fn from_raw(raw: RawRule, line: usize) -> Result<Rule, RuleError> {
         if raw.callers.is_empty() {
-            return Err("callers: list at least one caller id or pattern".into());
+            return Err(RuleError::NoCallers);
         }
         let callers = raw
             .callers
             .iter()
-            .map(|c| c.parse().map_err(|e| format!("callers: '{c}': {e}")))
+            .map(|c| {
+                c.parse().map_err(|problem| RuleError::Caller {
+                    pattern: c.clone(),
+                    problem,
+                })
+            })
             .collect::<Result<Vec<CallerPattern>, _>>()?;
-        let bucket = raw
-            .bucket
-            .parse()
-            .map_err(|e| format!("bucket '{}' {e}", raw.bucket))?;
+        let bucket = raw.bucket.parse().map_err(|source| RuleError::Bucket {
+            name: raw.bucket.clone(),
+            source,
+        })?;
         let prefix = RulePrefix::parse(&raw.prefix)?;
         if raw.actions.is_empty() {
-            return Err(
-                "actions: list at least one of read, write, assume-read, assume-write, list".into(),
-            );
+            return Err(RuleError::NoActions);
         }
         if raw.max_ttl < Duration::from_secs(1) {
-            return Err("max_ttl: must be at least 1s".into());
+            return Err(RuleError::TtlTooShort);
         }
         let assumes = raw
             .actions
             .iter()
             .any(|a| matches!(a, Action::AssumeRead | Action::AssumeWrite));
         if assumes && raw.max_ttl < crate::core::limits::STS_MIN_DURATION {
-            return Err(
-                "max_ttl: rules with assume-read or assume-write need at least 15m, STS's \
-                 shortest session; split the rule or raise max_ttl"
-                    .into(),
-            );
+            return Err(RuleError::TtlBelowSts);
         }
         if raw.allow_delete && !raw.actions.contains(&Action::AssumeWrite) {
-            return Err("allow_delete: only applies to rules with assume-write".into());
+            return Err(RuleError::DeleteWithoutWrite);
         }
         Ok(Rule {
             callers,
@@ -448,17 +523,17 @@ impl Rule {
 pub struct CallerPattern(String);
 
 impl FromStr for CallerPattern {
-    type Err = String;
+    type Err = PatternProblem;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, PatternProblem> {
         if s.is_empty() {
-            return Err("must not be empty".into());
+            return Err(PatternProblem::Empty);
         }
         if s.chars().any(char::is_control) {
-            return Err("contains a control character".into());
+            return Err(PatternProblem::ControlCharacter);
         }
         if s.chars().all(|c| c == '*' || c == '/') {
-            return Err("matches every caller; name the callers".into());
+            return Err(PatternProblem::MatchesEveryone);
         }
         Ok(Self(s.to_owned()))
     }
