@@ -45,8 +45,8 @@ fi
 # target directory is, so CARGO_TARGET_DIR and build.target-dir are honoured.
 bin="$(cargo_target_dir)/debug/storage-grants"
 
-step "Python client through the proto, against the running service"
-scripts/python-client-test.sh "$bin"
+step "contract (buf breaking) and the Node and Python client packages, against the running service"
+scripts/clients-test.sh "$bin"
 
 step "Helm chart and container image recipe"
 scripts/helm-test.sh "$bin"

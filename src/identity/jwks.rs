@@ -692,7 +692,7 @@ mod tests {
             KeySet::parse(doc.to_string().as_bytes()),
             Err(LoadError::NoUsableKey)
         ));
-        assert!(matches!(KeySet::parse(b"{}"), Err(LoadError::Syntax(_))));
+        assert!(matches!(KeySet::parse(b"{}"), Err(LoadError::NoKeys)));
         assert!(matches!(
             KeySet::parse(b"not json"),
             Err(LoadError::Syntax(_))
