@@ -339,3 +339,41 @@ ensure_node_client() {
   fi
   echo "$dir"
 }
+
+# Echoes the path of Debian's headless-capable Chromium (/usr/bin/chromium), installing
+# the `chromium` package with apt-get when it is missing (as root, or through sudo).
+# apt's package lists are refreshed only when the package is not found.
+ensure_chromium() {
+  local bin=/usr/bin/chromium
+  local -a apt=(apt-get)
+  if [[ ! -x $bin ]]; then
+    command -v apt-get >/dev/null || tools_die "apt-get is needed to install chromium (Debian package chromium)" || return
+    if ((EUID != 0)); then
+      command -v sudo >/dev/null || tools_die "installing chromium needs root or sudo" || return
+      apt=(sudo apt-get)
+    fi
+    tools_note "installing chromium (Debian package chromium, about 100 MB)"
+    if ! DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends chromium >&2; then
+      "${apt[@]}" update >&2 || tools_die "apt-get update failed" || return
+      DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends chromium >&2 ||
+        tools_die "apt-get install chromium failed" || return
+    fi
+    [[ -x $bin ]] || tools_die "the chromium package was installed but $bin is missing" || return
+  fi
+  echo "$bin"
+}
+
+# Installs the browser test's pinned packages (tests/browser: playwright-core, @uppy/core,
+# @uppy/aws-s3, esbuild) with `npm ci` when node_modules is missing or older than the
+# lock file, and echoes the package's directory.
+ensure_browser_test_deps() {
+  local dir stamp
+  dir="$(repo_root)/tests/browser"
+  stamp="$dir/node_modules/.package-lock.json"
+  if [[ ! -e $stamp || $dir/package-lock.json -nt $stamp ]]; then
+    command -v npm >/dev/null || tools_die "npm is needed to install the browser test's packages" || return
+    tools_note "installing tests/browser's packages (npm ci)"
+    (cd "$dir" && npm ci --no-audit --no-fund) >&2 || tools_die "npm ci in $dir failed" || return
+  fi
+  echo "$dir"
+}
