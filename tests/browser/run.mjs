@@ -110,6 +110,7 @@ function pageHtml() {
 const proxied = []; // what the page's origin forwarded to the gateway
 
 function startPageServer(appJs) {
+  const gw = new URL(GATEWAY_ORIGIN);
   const server = http.createServer((req, res) => {
     const path = req.url.split("?")[0];
     if (req.method === "GET" && path === "/") {
@@ -202,10 +203,19 @@ async function launch() {
 
 function watchNetwork(page, label, log) {
   page.on("requestfailed", (r) => log.push(`${label} request failed: ${r.method()} ${shortUrl(r.url())}: ${r.failure()?.errorText}`));
-  page.on("response", (r) => {
+  page.on("response", async (r) => {
     const url = r.url();
     if (url.startsWith(PAGE_ORIGIN) && !url.includes(MOUNT)) return;
-    log.push(`${label} ${r.request().method()} ${shortUrl(url)} -> ${r.status()}`);
+    const line = `${label} ${r.request().method()} ${shortUrl(url)} -> ${r.status()}`;
+    if (r.status() < 400 || !url.startsWith(`${SHIM_ORIGIN}/`)) {
+      log.push(line);
+      return;
+    }
+    // The store's error, code and message only (its other fields may echo signatures).
+    const text = await r.text().catch(() => "");
+    const code = /<Code>([^<]*)<\/Code>/.exec(text)?.[1];
+    const message = /<Message>([^<]*)<\/Message>/.exec(text)?.[1];
+    log.push(`${line} (store: ${code ?? "?"}${message ? `: ${message}` : ""})`);
   });
   page.on("console", (m) => {
     if (m.type() === "error" || m.type() === "warning") log.push(`${label} console.${m.type()}: ${redact(m.text())}`);
