@@ -109,7 +109,7 @@ fi
 # --- 2. the test identity ------------------------------------------------------------------
 
 log "step: ES256 key pair, JWKS and a JWT for caller $caller"
-node "$browser_dir/jwt.mjs" "$work/server" "$issuer" "$audience" "$caller" 3600 || exit 2
+timeout 30 node "$browser_dir/jwt.mjs" "$work/server" "$issuer" "$audience" "$caller" 3600 || exit 2
 
 # --- 3. the service -------------------------------------------------------------------------
 
@@ -203,7 +203,7 @@ log "step: the store path without a browser (gRPC grants used through the shim)"
 rc=0
 BUF="$buf" SG_GRPC="127.0.0.1:$grpc_port" SG_TOKEN_FILE="$work/server/session.jwt" \
   SHIM_ORIGIN="$shim_origin" PAGE_ORIGIN="$page_origin" BUCKET="$bucket" PREFIX="$prefix" \
-  node "$browser_dir/store-check.mjs" || rc=$?
+  timeout 120 node "$browser_dir/store-check.mjs" || rc=$?
 verdict "store path through the CORS shim" "$rc"
 
 # --- 4. the browser --------------------------------------------------------------------------
@@ -216,7 +216,7 @@ browser_env=(
 rc=0
 if $store_only; then
   log "step: the page bundle in Chromium (no gateway: --store-only)"
-  (cd "$browser_dir" && "${browser_env[@]}" node run.mjs smoke) || rc=$?
+  (cd "$browser_dir" && "${browser_env[@]}" timeout 180 node run.mjs smoke) || rc=$?
   verdict "page bundle loads in Chromium" "$rc"
 else
   if ! wait_for_port 127.0.0.1 "$http_port" 10 "$server_pid"; then
@@ -225,7 +225,7 @@ else
     exit 1
   fi
   log "step: the browser checks against the gateway on $gateway_origin"
-  (cd "$browser_dir" && "${browser_env[@]}" node run.mjs full) || rc=$?
+  (cd "$browser_dir" && "${browser_env[@]}" timeout 420 node run.mjs full) || rc=$?
   verdict "browser: Uppy uploads, click-time links, login redirect, expiry" "$rc"
 fi
 
