@@ -21,7 +21,7 @@ LAYERS = [
     ("domain", {"scope", "expiry", "arn", "policy", "caller", "rules", "metrics"}),
     ("adapters", {"sign", "sts", "credentials", "identity", "readiness", "aws", "codec"}),
     ("pipeline", {"grant"}),
-    ("front doors", {"service"}),
+    ("front doors", {"service", "gateway"}),
     ("wiring", {"config", "telemetry", "server"}),
 ]
 RANK = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}

@@ -37,6 +37,12 @@ impl RoleArn {
     pub fn partition(&self) -> Partition {
         self.partition
     }
+
+    /// The 12-digit account the role belongs to.
+    pub fn account(&self) -> &str {
+        // Checked when parsed: `arn:P:iam::ACCOUNT:role/NAME`.
+        self.text.split(':').nth(4).unwrap_or_default()
+    }
 }
 
 impl FromStr for RoleArn {
@@ -80,6 +86,7 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(arn.partition(), Partition::AwsCn);
+        assert_eq!(arn.account(), "123456789012");
         assert_eq!(
             arn.to_string(),
             "arn:aws-cn:iam::123456789012:role/path/r+=,.@_-"

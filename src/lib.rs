@@ -15,7 +15,8 @@
 //!    calling), [`readiness`], [`aws`] (the SDK's HTTPS client), [`codec`];
 //! 4. [`grant`]: the one pipeline every front door calls (authorize → clamp → sign or
 //!    assume → audit);
-//! 5. front doors: [`service`] (gRPC, and the one place errors become statuses);
+//! 5. front doors: [`service`] (gRPC, and the one place errors become statuses),
+//!    [`gateway`] (HTTP, for browsers and AWS SDKs; errors as problem details);
 //! 6. wiring: [`config`] (settings parsed once), [`server`] (layers, tasks, shutdown),
 //!    [`telemetry`] (logging).
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ pub mod config;
 pub(crate) mod core;
 pub mod credentials;
 pub mod expiry;
+pub mod gateway;
 pub(crate) mod grant;
 pub mod identity;
 pub(crate) mod metrics;

@@ -33,6 +33,8 @@ pub enum Error {
     TooLong { len: usize, max: usize },
     #[error("contains a control character at byte {position}; remove it")]
     ControlCharacter { position: usize },
+    #[error("contains an invisible format character (U+{code:04X}) at byte {position}; remove it")]
+    FormatCharacter { position: usize, code: u32 },
     #[error("contains an empty path segment ('//', or a leading or trailing '/'); remove it")]
     EmptySegment,
     #[error("contains a '{segment}' path segment; name the object by its plain path")]
@@ -75,6 +77,32 @@ fn check_no_control(s: &str) -> Result<(), Error> {
         Some((position, _)) => Err(Error::ControlCharacter { position }),
         None => Ok(()),
     }
+}
+
+/// Rejects Unicode format characters (category Cf): a bidi override makes
+/// `tenant-a/\u{202E}gnp.exe` display as `tenant-a/exe.png`, and zero-width characters
+/// make two different keys print alike.
+fn check_no_format(s: &str) -> Result<(), Error> {
+    match s.char_indices().find(|(_, c)| is_format(*c)) {
+        Some((position, c)) => Err(Error::FormatCharacter {
+            position,
+            code: u32::from(c),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Whether `c` is a Unicode format character (category Cf) that can reorder, join or
+/// hide text: soft hyphen, bidi marks, embeddings, overrides and isolates, zero-width
+/// characters, invisible operators, the BOM, interlinear annotation, tags.
+pub fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}'
+        | '\u{0890}'..='\u{0891}' | '\u{08E2}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}'
+        | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
 }
 
 /// Checks the `/`-separated segments of a key or prefix body (a prefix's body is the
@@ -176,6 +204,7 @@ impl FromStr for ObjectKey {
             });
         }
         check_no_control(s)?;
+        check_no_format(s)?;
         check_segments(s)?;
         Ok(Self(s.to_owned()))
     }
@@ -225,6 +254,7 @@ impl FromStr for Prefix {
             });
         }
         check_no_control(s)?;
+        check_no_format(s)?;
         if let Some(character) = s.chars().find(|c| POLICY_METACHARACTERS.contains(c)) {
             return Err(Error::PolicyMetacharacter { character });
         }
@@ -639,6 +669,41 @@ mod tests {
             );
         }
         assert_eq!(key("ab\ncd"), Err(Error::ControlCharacter { position: 2 }));
+    }
+
+    #[test]
+    fn format_characters_are_rejected_in_keys_and_prefixes() {
+        assert_eq!(
+            key("tenant-a/\u{202E}gnp.exe"),
+            Err(Error::FormatCharacter {
+                position: 9,
+                code: 0x202E
+            })
+        );
+        for c in [
+            '\u{200B}',
+            '\u{200D}',
+            '\u{2066}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{E0041}',
+        ] {
+            assert!(
+                matches!(key(&format!("a/b{c}c")), Err(Error::FormatCharacter { .. })),
+                "U+{:04X}",
+                u32::from(c)
+            );
+            assert!(
+                matches!(
+                    format!("a{c}/").parse::<Prefix>(),
+                    Err(Error::FormatCharacter { .. })
+                ),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+        // Letters of other scripts, and combining marks, are fine.
+        assert!(key("dossiers/résumé/日本語/e\u{0301}.txt").is_ok());
     }
 
     #[test]

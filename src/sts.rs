@@ -174,6 +174,9 @@ pub struct Request<'a> {
     pub duration: Duration,
     /// Longest life a reused credential may have left (the rule's max TTL).
     pub max_life: Duration,
+    /// Least life a reused credential must have left, beyond `sts.reuse_min_remaining`
+    /// (a front door whose clients refresh early asks for more).
+    pub min_left: Duration,
     /// Grant id of this call, put in the session name when a new session is made.
     pub grant_id: &'a str,
 }
@@ -256,7 +259,9 @@ impl Broker {
         let mut rx = {
             let mut cache = self.lock();
             match cache.get(request.scope) {
-                Some(Entry::Ready(c)) if self.reusable(c, request.max_life, SystemTime::now()) => {
+                Some(Entry::Ready(c))
+                    if self.reusable(c, request.max_life, request.min_left, SystemTime::now()) =>
+                {
                     crate::metrics::sts_cache(true);
                     return Ok(c.clone());
                 }
@@ -406,13 +411,19 @@ impl Broker {
     }
 
     /// Whether cached credentials may be handed out at `now`.
-    fn reusable(&self, c: &ScopedCredentials, max_life: Duration, now: SystemTime) -> bool {
+    fn reusable(
+        &self,
+        c: &ScopedCredentials,
+        max_life: Duration,
+        min_left: Duration,
+        now: SystemTime,
+    ) -> bool {
         let config = &self.inner.config;
         let Ok(left) = c.expires_at.duration_since(now) else {
             return false;
         };
         let life = c.expires_at.duration_since(c.issued_at).unwrap_or_default();
-        left > config.reuse_min_remaining
+        left > config.reuse_min_remaining.max(min_left)
             && left > life.mul_f64(config.reuse_fraction)
             && left <= max_life
     }
@@ -552,10 +563,10 @@ mod tests {
         let b = broker(Settings::default());
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let c = credentials(t0, HOUR);
-        assert!(b.reusable(&c, HOUR, t0 + Duration::from_secs(60)));
-        assert!(b.reusable(&c, HOUR, t0 + Duration::from_secs(1799)));
-        assert!(!b.reusable(&c, HOUR, t0 + Duration::from_secs(1801)));
-        assert!(!b.reusable(&c, HOUR, t0 + HOUR));
+        assert!(b.reusable(&c, HOUR, Duration::ZERO, t0 + Duration::from_secs(60)));
+        assert!(b.reusable(&c, HOUR, Duration::ZERO, t0 + Duration::from_secs(1799)));
+        assert!(!b.reusable(&c, HOUR, Duration::ZERO, t0 + Duration::from_secs(1801)));
+        assert!(!b.reusable(&c, HOUR, Duration::ZERO, t0 + HOUR));
     }
 
     #[test]
@@ -566,9 +577,9 @@ mod tests {
         });
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let c = credentials(t0, Duration::from_secs(900));
-        assert!(b.reusable(&c, HOUR, t0 + Duration::from_secs(500)));
+        assert!(b.reusable(&c, HOUR, Duration::ZERO, t0 + Duration::from_secs(500)));
         // 5 minutes or less left: a new session, even though the fraction allows it.
-        assert!(!b.reusable(&c, HOUR, t0 + Duration::from_secs(600)));
+        assert!(!b.reusable(&c, HOUR, Duration::ZERO, t0 + Duration::from_secs(600)));
     }
 
     #[test]
@@ -577,7 +588,22 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let c = credentials(t0, HOUR);
         // The rule was cut to 30 minutes (a reload): 50 minutes left is too much.
-        assert!(!b.reusable(&c, Duration::from_secs(1800), t0 + Duration::from_secs(600)));
+        assert!(!b.reusable(
+            &c,
+            Duration::from_secs(1800),
+            Duration::ZERO,
+            t0 + Duration::from_secs(600)
+        ));
+    }
+
+    #[test]
+    fn a_door_can_ask_for_more_life_left_than_the_default() {
+        let b = broker(Settings::default());
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let c = credentials(t0, HOUR);
+        let now = t0 + Duration::from_secs(1500); // 35 minutes left
+        assert!(b.reusable(&c, HOUR, Duration::ZERO, now));
+        assert!(!b.reusable(&c, HOUR, Duration::from_secs(40 * 60), now));
     }
 
     #[tokio::test]
@@ -602,6 +628,7 @@ mod tests {
             policy: &policy,
             duration: STS_MIN_DURATION,
             max_life: HOUR,
+            min_left: Duration::ZERO,
             grant_id: "g",
         };
         // A new call is made (this client has no HTTP client or credentials, so it

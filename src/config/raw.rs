@@ -28,6 +28,38 @@ pub struct RawConfig {
     pub sts: StsConfig,
     /// The Prometheus metrics endpoint.
     pub metrics: MetricsConfig,
+    /// The HTTP gateway for browsers and AWS SDKs.
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the HTTP gateway, off unless `listen` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP listener, e.g. `127.0.0.1:8080`. Unset: no HTTP door.
+    pub listen: Option<SocketAddr>,
+    /// Origins whose pages may call the gateway with the session cookie, exactly as
+    /// browsers send them (`https://app.example.com`).
+    pub allowed_origins: Vec<String>,
+    /// Name of the cookie that carries the caller's JWT.
+    pub session_cookie: String,
+    /// Login page a browser without identity is sent to (`?return_to=` is added).
+    pub login_url: Option<String>,
+    /// Lifetime asked for a click-time link's target; the rule's `max_ttl` cuts it.
+    #[serde(with = "crate::core::duration")]
+    pub link_ttl: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            allowed_origins: Vec::new(),
+            session_cookie: "sg_session".into(),
+            login_url: None,
+            link_ttl: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Where Prometheus metrics are served.
@@ -177,6 +209,7 @@ impl Default for RawConfig {
             server: ServerConfig::default(),
             sts: StsConfig::default(),
             metrics: MetricsConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }

@@ -73,6 +73,8 @@ pub struct Settings {
     pub sts: Option<StsSettings>,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// The HTTP gateway, when `http.listen` is set.
+    pub http: Option<crate::gateway::Settings>,
 }
 
 /// `[storage]`, validated.
@@ -163,6 +165,7 @@ impl Settings {
         }
         let storage = storage(&raw)?;
         let sts = sts(&raw, &storage)?;
+        let http = http(&raw)?;
         Ok(Settings {
             listen: raw.listen,
             log_format: raw.log_format,
@@ -179,8 +182,63 @@ impl Settings {
             server: raw.server,
             sts,
             metrics: raw.metrics,
+            http,
         })
     }
+}
+
+fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
+    let h = &raw.http;
+    let Some(listen) = h.listen else {
+        return Ok(None);
+    };
+    for origin in &h.allowed_origins {
+        let valid = origin.split_once("://").is_some_and(|(scheme, host)| {
+            matches!(scheme, "http" | "https")
+                && !host.is_empty()
+                && !host.contains(['/', '?', '#', '@', '*', ' '])
+        });
+        if !valid {
+            return Err((
+                "http.allowed_origins",
+                Problem::Mismatch(format!(
+                    "'{origin}' is not an origin; write scheme://host[:port] as browsers send \
+                     it, e.g. https://app.example.com (no path, no wildcard)"
+                )),
+            ));
+        }
+    }
+    let cookie = &h.session_cookie;
+    // RFC 6265's cookie-name is an RFC 7230 token.
+    if cookie.is_empty()
+        || !cookie
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
+        return out_of_range(
+            "http.session_cookie",
+            "must be a cookie name: letters, digits and !#$%&'*+-.^_`|~",
+        );
+    }
+    if let Some(login) = &h.login_url {
+        let absolute = login.starts_with("https://") || login.starts_with("http://");
+        if !(absolute || login.starts_with('/')) || login.contains(['#', ' ']) {
+            return out_of_range(
+                "http.login_url",
+                "must be an http(s) URL or an absolute path, without a fragment",
+            );
+        }
+    }
+    if h.link_ttl < Duration::from_secs(1) || h.link_ttl > raw.grants.max_ttl {
+        return out_of_range("http.link_ttl", "must be between 1s and grants.max_ttl");
+    }
+    Ok(Some(crate::gateway::Settings {
+        listen,
+        allowed_origins: h.allowed_origins.clone(),
+        session_cookie: cookie.clone(),
+        login_url: h.login_url.clone(),
+        link_ttl: h.link_ttl,
+    }))
 }
 
 fn storage(raw: &RawConfig) -> Result<StorageSettings, Refusal> {

@@ -91,6 +91,8 @@ pub struct Scoped {
     pub endpoint: String,
     /// Whether clients must use path-style addressing.
     pub force_path_style: bool,
+    /// The AWS account the credentials belong to (the role's).
+    pub account_id: String,
 }
 
 /// A presigned request or form: what the uploader or downloader must send.
@@ -127,6 +129,8 @@ pub struct ScopedGrant {
     pub endpoint: String,
     /// Whether the client must use path-style addressing.
     pub force_path_style: bool,
+    /// The AWS account the credentials belong to.
+    pub account_id: String,
     /// Joins the response to the audit event.
     pub grant_id: String,
 }
@@ -373,6 +377,7 @@ impl Pipeline {
                 policy: &policy,
                 duration,
                 max_life: rule_max,
+                min_left: request.min_left,
                 grant_id: &grant_id,
             })
             .await?;
@@ -398,6 +403,7 @@ impl Pipeline {
             region: scoped.region.clone(),
             endpoint: scoped.endpoint.clone(),
             force_path_style: scoped.force_path_style,
+            account_id: scoped.account_id.clone(),
             grant_id,
         })
     }

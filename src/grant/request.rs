@@ -306,6 +306,9 @@ pub struct AssumeRequest {
     pub access: Access,
     /// Requested session length; `None` takes `sts.default_duration`.
     pub duration: Option<Duration>,
+    /// Least life cached credentials must have left to be handed out again: a door
+    /// whose clients refresh well before expiry asks for more than the default.
+    pub min_left: Duration,
 }
 
 impl AssumeRequest {
@@ -328,6 +331,7 @@ impl AssumeRequest {
             prefix: prefix?,
             access: access?,
             duration: duration?,
+            min_left: Duration::ZERO,
         })
     }
 }

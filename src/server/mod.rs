@@ -63,6 +63,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The HTTP port cannot be bound.
+    #[error("http.listen: cannot listen on {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The reflection service could not be built.
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -217,6 +226,7 @@ pub async fn run(
                 .or_else(|| endpoint_url.clone())
                 .unwrap_or_default(),
             force_path_style: storage.force_path_style,
+            account_id: sts.role_arn.account().to_owned(),
         })
     });
     if scoped.is_none() {
@@ -237,6 +247,21 @@ pub async fn run(
             .map_err(|source| Error::Metrics { addr, source })?;
         tracing::info!(addr = ?metrics_listener.local_addr().ok(), "metrics at GET /metrics");
         tasks.spawn(metrics_http::serve(metrics_listener, stop.clone().begun()));
+    }
+
+    if let Some(http) = settings.http.clone() {
+        let addr = http.listen;
+        let http_listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Http { addr, source })?;
+        tracing::info!(addr = ?http_listener.local_addr().ok(), "HTTP gateway listening");
+        let router = crate::gateway::router(pipeline.clone(), authenticator.clone(), http);
+        let stopped = stop.clone().begun();
+        tasks.spawn(async move {
+            if let Err(e) = crate::gateway::serve(http_listener, router, stopped).await {
+                tracing::error!(error = %e, "HTTP gateway stopped");
+            }
+        });
     }
 
     let router = layers::transport(&settings)

@@ -68,6 +68,12 @@ pub enum Error {
     },
 }
 
+/// `time` in RFC 3339 / ISO 8601 UTC (`2026-01-02T03:04:05.000Z`, whole seconds), as
+/// JSON answers carry it.
+pub fn rfc3339(time: std::time::SystemTime) -> String {
+    String::from_utf8_lossy(&amz_date::AmzDate::new(time).iso8601_millis()).into_owned()
+}
+
 /// Credentials, times and signers shared by the signer's unit tests.
 #[cfg(test)]
 pub(crate) mod test_fixtures {

@@ -8,6 +8,7 @@ mod support;
 mod assume_scoped;
 mod authorization_matrix;
 mod cli;
+mod gateway;
 mod grant_read;
 mod grant_write;
 mod identity_mtls;

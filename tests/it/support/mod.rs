@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod jwt;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;

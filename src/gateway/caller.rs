@@ -1,0 +1,140 @@
+//! Who is calling over HTTP: a bearer token in `Authorization` (a JWT, or a development
+//! token in dev mode) or, for browsers, a JWT in the session cookie. Both go through
+//! the same authenticator as gRPC. A state-changing request authenticated by cookie
+//! must come from an allowed origin (a cross-site page could otherwise make the
+//! browser send the cookie with a request it forged).
+
+use http::{HeaderMap, Method, header};
+
+use crate::caller::Caller;
+use crate::identity;
+
+use super::App;
+use super::problem::Problem;
+
+/// How the caller presented its identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// `Authorization` header: sent deliberately by code, never by a browser on its
+    /// own, so no cross-site check is needed.
+    Header,
+    /// The session cookie: the browser attaches it to any request to the gateway.
+    Cookie,
+}
+
+/// How an `Authorization` value without a scheme is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RawToken {
+    /// Refused: browsers and apps send `Bearer <token>`.
+    Refuse,
+    /// Taken as the token: the AWS SDKs' container-credentials provider sends the
+    /// token as the whole value.
+    Accept,
+}
+
+/// The caller of a request, or why it has none.
+pub(crate) fn identify(
+    app: &App,
+    method: &Method,
+    headers: &HeaderMap,
+    raw: RawToken,
+) -> Result<(Caller, Via), Problem> {
+    let (token, via) = match presented(app, headers, raw)? {
+        Some(found) => found,
+        None => {
+            return Err(identity::Error::NoCredentials(
+                "send 'Authorization: Bearer <token>' or sign in for the session cookie".into(),
+            )
+            .into());
+        }
+    };
+    let caller = app.authenticator.authenticate_token(token)?;
+    if via == Via::Cookie && !matches!(*method, Method::GET | Method::HEAD) {
+        check_origin(app, headers)?;
+    }
+    Ok((caller, via))
+}
+
+fn presented<'h>(
+    app: &App,
+    headers: &'h HeaderMap,
+    raw: RawToken,
+) -> Result<Option<(&'h str, Via)>, Problem> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    if let Some(value) = values.next() {
+        if values.next().is_some() {
+            return Err(identity::Error::Malformed.into());
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| identity::Error::Malformed)?
+            .trim();
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            Some(_) => return Err(identity::Error::Malformed.into()),
+            None if raw == RawToken::Accept => value,
+            None => return Err(identity::Error::Malformed.into()),
+        };
+        if token.is_empty() {
+            return Err(identity::Error::Malformed.into());
+        }
+        return Ok(Some((token, Via::Header)));
+    }
+    Ok(cookie(headers, &app.settings.session_cookie).map(|token| (token, Via::Cookie)))
+}
+
+/// The value of cookie `name`, from every `Cookie` header (RFC 6265: `a=b; c=d`).
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim().trim_matches('"'))
+        .filter(|v| !v.is_empty())
+}
+
+/// A cookie-authenticated change must name an allowed origin. A request without
+/// `Origin` is refused too: every browser sends it on a cross-origin or non-GET
+/// request, so its absence means a client that should use a bearer token.
+fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), Problem> {
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    match origin {
+        Some(origin) if app.settings.allowed_origins.iter().any(|o| o == origin) => Ok(()),
+        Some(_) => Err(Problem::cross_site(
+            "this origin may not make changes with the session cookie; add it to \
+             http.allowed_origins, or send a bearer token",
+        )),
+        None => Err(Problem::cross_site(
+            "a change authenticated by the session cookie needs an Origin header; \
+             send a bearer token instead",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn cookie_is_found_among_others_and_across_headers() {
+        let h = headers(&[("cookie", "a=1; sg=tok"), ("cookie", "b=2")]);
+        assert_eq!(cookie(&h, "sg"), Some("tok"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "s"), None);
+        assert_eq!(cookie(&headers(&[("cookie", "sg=")]), "sg"), None);
+    }
+}

@@ -1,0 +1,118 @@
+//! The AWS container-credentials endpoint: `GET /v1/credentials/{bucket}/{prefix…}`
+//! answers the JSON every AWS SDK's container provider reads
+//! (`AWS_CONTAINER_CREDENTIALS_FULL_URI` + `AWS_CONTAINER_AUTHORIZATION_TOKEN[_FILE]`),
+//! so a program gets prefix-scoped credentials, and new ones before they expire, by
+//! configuration alone. The credentials are AssumeScoped's: same rules, same cache.
+//!
+//! # Refresh
+//! The SDKs fetch again when the credentials they hold are close to expiry:
+//! botocore 15 minutes before (`RefreshableCredentials`' advisory window; 10 minutes
+//! is mandatory), the JavaScript SDK v3 5 minutes before, the Rust SDK's identity
+//! cache 10 seconds (plus jitter) before. Cached credentials are therefore handed out
+//! here only with more than [`MIN_LEFT`] to live, so a refresh always gets credentials
+//! that sit outside every SDK's window, never the ones it is replacing.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method};
+use serde::{Deserialize, Serialize};
+
+use crate::grant::{Access, AssumeRequest, Violations};
+
+use super::App;
+use super::caller::{RawToken, identify};
+use super::problem::Problem;
+
+/// Least life left on credentials handed out again: botocore's 15-minute advisory
+/// window, the widest of the SDKs', plus 5 minutes of margin.
+pub(crate) const MIN_LEFT: Duration = Duration::from_secs(20 * 60);
+
+/// `?access=read|write|read-write&list=true`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CredentialsQuery {
+    access: Option<String>,
+    #[serde(default)]
+    list: bool,
+}
+
+/// The container provider's JSON.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ContainerCredentials {
+    access_key_id: String,
+    secret_access_key: String,
+    token: String,
+    expiration: String,
+    account_id: String,
+}
+
+/// The route.
+pub(crate) async fn credentials(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<CredentialsQuery>, QueryRejection>,
+) -> Response {
+    let (caller, _) = match identify(&app, &method, &headers, RawToken::Accept) {
+        Ok(found) => found,
+        Err(problem) => return problem.into_response(),
+    };
+    let Ok(Path((bucket, prefix))) = path else {
+        return Problem::bad_request("the path is not valid UTF-8 after percent-decoding")
+            .into_response();
+    };
+    let Ok(Query(query)) = query else {
+        return Problem::bad_request(
+            "query parameters: access=read|write|read-write (required), list=true|false",
+        )
+        .into_response();
+    };
+    let mut v = Violations::default();
+    let request = AssumeRequest::parse(
+        &mut v,
+        &bucket,
+        &prefix,
+        |v| access(v, query.access.as_deref(), query.list),
+        |_| Some(None),
+    )
+    .map(|request| AssumeRequest {
+        min_left: MIN_LEFT,
+        ..request
+    });
+    let request = match v.finish(request) {
+        Ok(request) => request,
+        Err(e) => return Problem::from(e).into_response(),
+    };
+    match app.pipeline.assume(&caller, &request).await {
+        Ok(grant) => {
+            let c = &grant.credentials;
+            super::no_store(Json(ContainerCredentials {
+                access_key_id: c.access_key_id.clone(),
+                secret_access_key: c.secret_access_key.expose().clone(),
+                token: c.session_token.expose().clone(),
+                expiration: crate::sign::rfc3339(c.expires_at),
+                account_id: grant.account_id,
+            }))
+        }
+        Err(e) => Problem::from(e).into_response(),
+    }
+}
+
+fn access(v: &mut Violations, access: Option<&str>, list: bool) -> Option<Access> {
+    let (read, write) = match access {
+        Some("read") => (true, false),
+        Some("write") => (false, true),
+        Some("read-write") => (true, true),
+        _ => {
+            v.add("access", "must be read, write or read-write");
+            return None;
+        }
+    };
+    Some(Access { read, write, list })
+}

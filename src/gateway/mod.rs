@@ -1,0 +1,193 @@
+//! The HTTP front door, for browsers and AWS SDKs, on its own listener
+//! (`[http] listen`, off unless configured). Every route identifies its caller with
+//! the same authenticator as gRPC and calls the one grant pipeline; this module only
+//! reads its wire format and writes its answers.
+//!
+//! Routes:
+//! - `GET|HEAD /v1/objects/{bucket}/{key…}`: the click-time download link (`objects`);
+//! - `POST /v1/uploads`: upload signing as JSON (`uploads`);
+//! - `GET /v1/credentials/{bucket}/{prefix…}`: AWS container credentials
+//!   (`credentials`);
+//! - `GET /healthz`: the listener is up (no identity, no grant).
+//!
+//! Errors are RFC 9457 problem details (`problem`), the only place an error becomes an
+//! HTTP status here. CORS admits exactly the configured origins, with credentials.
+
+mod caller;
+mod credentials;
+mod disposition;
+mod objects;
+mod problem;
+mod uploads;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderValue, Method, header};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::grant::{Pipeline, Violations};
+use crate::identity::Authenticator;
+
+/// `[http]`, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address of the HTTP listener.
+    pub listen: std::net::SocketAddr,
+    /// Origins (`scheme://host[:port]`) whose pages may call the gateway with the
+    /// session cookie; matched exactly.
+    pub allowed_origins: Vec<String>,
+    /// Name of the cookie that carries the caller's JWT.
+    pub session_cookie: String,
+    /// Where a browser without identity is sent, with `return_to`; unset: 401.
+    pub login_url: Option<String>,
+    /// Lifetime asked for a click-time link's target (cut by the rule).
+    pub link_ttl: Duration,
+}
+
+/// What every route needs.
+#[derive(Clone)]
+pub(crate) struct App {
+    pipeline: Pipeline,
+    authenticator: Authenticator,
+    settings: Arc<Settings>,
+}
+
+/// The gateway's routes and layers.
+pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settings) -> Router {
+    let cors = cors(&settings);
+    let app = App {
+        pipeline,
+        authenticator,
+        settings: Arc::new(settings),
+    };
+    Router::new()
+        .route("/v1/objects/{bucket}/{*key}", get(objects::link))
+        .route("/v1/objects/{bucket}", get(objects::no_key))
+        .route("/v1/objects/{bucket}/", get(objects::no_key))
+        .route("/v1/uploads", post(uploads::sign))
+        .route(
+            "/v1/credentials/{bucket}/{*prefix}",
+            get(credentials::credentials),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { problem::Problem::not_found() })
+        .with_state(app)
+        .layer(cors)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets in-flight
+/// requests finish.
+///
+/// # Errors
+/// The listener failing.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Exact origins, with credentials (so never `*`); preflight admits only the methods
+/// and headers the routes use, and is cached for ten minutes.
+fn cors(settings: &Settings) -> CorsLayer {
+    let origins: Vec<HeaderValue> = settings
+        .allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
+}
+
+/// A TTL in JSON: protobuf JSON's `"300s"`, or a number of seconds.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum JsonTtl {
+    /// `300`
+    Secs(u64),
+    /// `"300s"`, `"1.5s"`
+    Text(String),
+}
+
+/// Reads a requested lifetime into `v`: `Some(None)` when unset, `None` when bad.
+pub(crate) fn ttl(v: &mut Violations, ttl: Option<&JsonTtl>) -> Option<Option<Duration>> {
+    let parsed = match ttl {
+        None => Ok(None),
+        Some(JsonTtl::Secs(0)) => Err("must be at least 1 second; omit it to get the default"),
+        Some(JsonTtl::Secs(n)) => Ok(Some(Duration::from_secs(*n))),
+        Some(JsonTtl::Text(text)) => text
+            .strip_suffix('s')
+            .and_then(|n| n.parse::<f64>().ok())
+            .filter(|n| n.is_finite() && *n >= 1.0 && *n <= u32::MAX as f64)
+            .map(|n| Some(Duration::from_secs_f64(n)))
+            .ok_or("must be a duration such as \"300s\", of at least 1 second"),
+    };
+    v.check("ttl", parsed)
+}
+
+/// A JSON answer that carries a credential: no cache may keep it.
+pub(crate) fn no_store(body: impl IntoResponse) -> Response {
+    let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub(crate) fn percent_encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_ttls_read_like_protobuf_json() {
+        let mut v = Violations::default();
+        assert_eq!(ttl(&mut v, None), Some(None));
+        assert_eq!(
+            ttl(&mut v, Some(&JsonTtl::Text("90s".into()))),
+            Some(Some(Duration::from_secs(90)))
+        );
+        assert_eq!(
+            ttl(&mut v, Some(&JsonTtl::Secs(30))),
+            Some(Some(Duration::from_secs(30)))
+        );
+        assert_eq!(ttl(&mut v, Some(&JsonTtl::Text("90".into()))), None);
+        assert_eq!(ttl(&mut v, Some(&JsonTtl::Text("0.5s".into()))), None);
+        assert_eq!(ttl(&mut v, Some(&JsonTtl::Secs(0))), None);
+    }
+
+    #[test]
+    fn components_are_encoded_with_only_unreserved_left() {
+        assert_eq!(
+            percent_encode_component("/a b?c=é"),
+            "%2Fa%20b%3Fc%3D%C3%A9"
+        );
+        assert_eq!(percent_encode_component("A-z_0.~"), "A-z_0.~");
+    }
+}

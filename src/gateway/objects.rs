@@ -1,0 +1,109 @@
+//! The click-time download link: `GET /v1/objects/{bucket}/{key…}` (and HEAD) answers
+//! `302 Found` to a freshly presigned GET that lives for `http.link_ttl` (cut by the
+//! rule). The link itself is harmless to share: without the caller's identity it
+//! leads to the login page; the target URL expires within the minute.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, HeaderValue, Method, Uri, header};
+use serde::Deserialize;
+
+use crate::grant::{RawRead, ReadRequest, Violations};
+
+use super::caller::{RawToken, identify};
+use super::problem::Problem;
+use super::{App, disposition};
+
+/// `?download=<filename>`: answer with an `attachment` disposition.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LinkQuery {
+    download: Option<String>,
+}
+
+/// The route.
+pub(crate) async fn link(
+    State(app): State<App>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<LinkQuery>, QueryRejection>,
+) -> Response {
+    // The path was percent-decoded once, by the router; the key is validated as is.
+    let Ok(Path((bucket, key))) = path else {
+        return Problem::bad_request("the path is not valid UTF-8 after percent-decoding")
+            .into_response();
+    };
+    let Ok(Query(query)) = query else {
+        return Problem::bad_request("the only query parameter is download=<filename>")
+            .into_response();
+    };
+    let caller = match identify(&app, &method, &headers, RawToken::Refuse) {
+        Ok((caller, _)) => caller,
+        Err(problem) => return unauthenticated(&app, &headers, &uri, problem),
+    };
+    let mut v = Violations::default();
+    let attachment = query
+        .download
+        .as_deref()
+        .and_then(|name| v.check("download", disposition::attachment(name)));
+    let request = ReadRequest::parse(
+        &mut v,
+        RawRead {
+            bucket: &bucket,
+            key: &key,
+            response_content_disposition: attachment.as_deref().unwrap_or_default(),
+            ..RawRead::default()
+        },
+        |_| Some(Some(app.settings.link_ttl)),
+    );
+    let grant = match v
+        .finish(request)
+        .and_then(|request| app.pipeline.read(&caller, &request))
+    {
+        Ok(grant) => grant,
+        Err(e) => return Problem::from(e).into_response(),
+    };
+    let mut response = Redirect::to(grant.url.expose()).into_response();
+    // `Redirect::to` answers 303; a link answers 302, which keeps HEAD a HEAD.
+    *response.status_mut() = http::StatusCode::FOUND;
+    let h = response.headers_mut();
+    // The target is a bearer credential: no cache may keep it, and the store must
+    // not learn the page the link was on.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    response
+}
+
+/// A browser navigating without identity goes to the login page, with the way back;
+/// any other client gets the 401.
+fn unauthenticated(app: &App, headers: &HeaderMap, uri: &Uri, problem: Problem) -> Response {
+    let navigating = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    match &app.settings.login_url {
+        Some(login) if navigating && problem.status() == http::StatusCode::UNAUTHORIZED => {
+            let back = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+            let separator = if login.contains('?') { '&' } else { '?' };
+            let target = format!(
+                "{login}{separator}return_to={}",
+                super::percent_encode_component(back)
+            );
+            let mut response = Redirect::to(&target).into_response();
+            *response.status_mut() = http::StatusCode::FOUND;
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        _ => problem.into_response(),
+    }
+}
+
+/// `GET /v1/objects/{bucket}` or `/v1/objects/{bucket}/`: no key.
+pub(crate) async fn no_key() -> Response {
+    Problem::bad_request("name an object: /v1/objects/{bucket}/{key}").into_response()
+}

@@ -1,0 +1,215 @@
+//! RFC 9457 problem details: the one place the HTTP door turns an error into a status
+//! and a JSON body. Each status means what the gRPC code of the same failure means,
+//! and the body never carries a secret (no token, URL, signature or key material).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+use crate::grant;
+use crate::identity;
+
+/// A refusal, as the HTTP door answers it.
+#[derive(Debug)]
+pub(crate) struct Problem {
+    status: StatusCode,
+    /// The gRPC code name of the same failure (`INVALID_ARGUMENT`, …).
+    code: &'static str,
+    title: &'static str,
+    detail: String,
+    violations: Vec<Violation>,
+    retry_after: Option<Duration>,
+    /// Add `WWW-Authenticate: Bearer` (a 401).
+    challenge: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Violation {
+    field: &'static str,
+    description: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    r#type: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: &'a str,
+    /// The gRPC code name, so a client can treat both doors alike; also what the AWS
+    /// SDKs' container-credentials provider reads.
+    code: &'static str,
+    /// `detail` again, under the name the AWS SDKs read.
+    message: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    violations: &'a [Violation],
+}
+
+/// How long a caller should wait before retrying after STS was unavailable.
+const STS_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+impl Problem {
+    fn new(status: StatusCode, code: &'static str, title: &'static str, detail: String) -> Self {
+        Self {
+            status,
+            code,
+            title,
+            detail,
+            violations: Vec::new(),
+            retry_after: None,
+            challenge: false,
+        }
+    }
+
+    /// 400: a request the door could not read (its own wire format).
+    pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "Invalid request",
+            detail.into(),
+        )
+    }
+
+    /// 403: a cookie-authenticated change from an origin that is not allowed.
+    pub(crate) fn cross_site(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "Cross-site request refused",
+            detail.into(),
+        )
+    }
+
+    /// 404: no such route.
+    pub(crate) fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "Not found",
+            "no such route; see the service's README for the HTTP routes".into(),
+        )
+    }
+
+    /// 501: a route whose part of the service is not configured.
+    pub(crate) fn not_configured(detail: &'static str) -> Self {
+        Self::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "FAILED_PRECONDITION",
+            "Not configured",
+            detail.into(),
+        )
+    }
+
+    /// The HTTP status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<identity::Error> for Problem {
+    fn from(e: identity::Error) -> Self {
+        let mut p = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Unauthenticated",
+            e.to_string(),
+        );
+        p.challenge = true;
+        p
+    }
+}
+
+impl From<grant::Error> for Problem {
+    fn from(e: grant::Error) -> Self {
+        match e {
+            grant::Error::InvalidArgument(violations) => {
+                let detail = grant::Error::InvalidArgument(violations.clone()).to_string();
+                let mut p = Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_ARGUMENT",
+                    "Invalid request",
+                    detail,
+                );
+                p.violations = violations
+                    .into_iter()
+                    .map(|v| Violation {
+                        field: v.field,
+                        description: v.description,
+                    })
+                    .collect();
+                p
+            }
+            grant::Error::Denied(_) => Self::new(
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                "Not allowed",
+                e.to_string(),
+            ),
+            grant::Error::Credentials(_) | grant::Error::Expiry(_) => {
+                tracing::error!(error = %e, "cannot sign: service credentials unavailable");
+                let mut p = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "Unavailable",
+                    format!("{e}; retry later"),
+                );
+                p.retry_after = Some(STS_RETRY_AFTER);
+                p
+            }
+            grant::Error::NotConfigured(what) => Self::not_configured(what),
+            grant::Error::Sts(sts) if sts.is_transient() => {
+                tracing::warn!(error = %sts, "STS unavailable");
+                let mut p = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "Unavailable",
+                    format!("{sts}; retry in a few seconds"),
+                );
+                p.retry_after = Some(STS_RETRY_AFTER);
+                p
+            }
+            grant::Error::Sts(sts) => {
+                // STS's code and message are for the operator, not for the caller.
+                tracing::error!(error = %sts, "STS refused AssumeRole");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    "Internal error",
+                    "the service could not obtain scoped credentials; its operator's logs say why"
+                        .into(),
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = Body {
+            r#type: "about:blank",
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+            message: &self.detail,
+            violations: &self.violations,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(after) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs()));
+        }
+        if self.challenge {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,126 @@
+//! Upload signing as JSON: `POST /v1/uploads` with GrantWrite's fields answers the
+//! presigned PUT (`{method, url, headers}`) or POST form (`{method, url, fields}`)
+//! for the browser to send the file straight to the store.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method};
+use serde::{Deserialize, Serialize};
+
+use crate::grant::{Presigned, RawSize, RawWrite, Violations, WriteRequest};
+
+use super::caller::{RawToken, identify};
+use super::problem::Problem;
+use super::{App, JsonTtl};
+
+/// The body: GrantWrite's fields, by their proto JSON names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UploadRequest {
+    bucket: String,
+    key: String,
+    #[serde(default)]
+    content_type: String,
+    content_length: Option<u64>,
+    content_length_range: Option<Range>,
+    #[serde(default)]
+    checksum_sha256: String,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    create_only: bool,
+    ttl: Option<JsonTtl>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Range {
+    min_bytes: u64,
+    max_bytes: u64,
+}
+
+/// What the uploader sends.
+#[derive(Debug, Serialize)]
+pub(crate) struct UploadGrant {
+    method: &'static str,
+    url: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    headers: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    fields: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    file_field: &'static str,
+    expires_at: String,
+    grant_id: String,
+}
+
+impl From<Presigned> for UploadGrant {
+    fn from(grant: Presigned) -> Self {
+        UploadGrant {
+            method: grant.method,
+            url: grant.url.expose().clone(),
+            headers: grant.headers.into_iter().collect(),
+            fields: grant.form_fields.into_iter().collect(),
+            file_field: grant.file_field,
+            expires_at: crate::sign::rfc3339(grant.expires_at),
+            grant_id: grant.grant_id,
+        }
+    }
+}
+
+/// The route.
+pub(crate) async fn sign(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Json<UploadRequest>, JsonRejection>,
+) -> Response {
+    let (caller, _) = match identify(&app, &method, &headers, RawToken::Refuse) {
+        Ok(found) => found,
+        Err(problem) => return problem.into_response(),
+    };
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(e) => return Problem::bad_request(e.body_text()).into_response(),
+    };
+    let mut v = Violations::default();
+    let size = match (body.content_length, &body.content_length_range) {
+        (None, None) => RawSize::Any,
+        (Some(n), None) => RawSize::Exact(n),
+        (None, Some(r)) => RawSize::Range {
+            min: r.min_bytes,
+            max: r.max_bytes,
+        },
+        (Some(_), Some(_)) => {
+            v.add(
+                "content_length_range",
+                "send content_length or content_length_range, not both",
+            );
+            RawSize::Any
+        }
+    };
+    let request = WriteRequest::parse(
+        &mut v,
+        RawWrite {
+            bucket: &body.bucket,
+            key: &body.key,
+            content_type: &body.content_type,
+            checksum_sha256: &body.checksum_sha256,
+            metadata: body.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            size,
+            create_only: body.create_only,
+        },
+        |v| super::ttl(v, body.ttl.as_ref()),
+    );
+    match v
+        .finish(request)
+        .and_then(|request| app.pipeline.write(&caller, &request))
+    {
+        Ok(grant) => super::no_store(Json(UploadGrant::from(grant))),
+        Err(e) => Problem::from(e).into_response(),
+    }
+}

@@ -1,0 +1,473 @@
+//! The HTTP gateway at the HTTP level, without a browser: click-time links, upload
+//! signing, identity by bearer token and by session cookie, the cross-site check,
+//! CORS and problem details, against the running service and a real s3s-fs. Every
+//! grant is proven by using it over plain HTTP.
+
+use crate::support;
+
+use std::time::Duration;
+
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use support::jwt::Issuer;
+use support::{OTHER_TOKEN, Service, Setup, Store, TOKEN, demo_store, free_port, http_get};
+
+const PAGE: &str = "http://127.0.0.1:9999";
+const LOGIN: &str = "http://127.0.0.1:9999/login";
+
+struct Gateway {
+    base: String,
+    http: reqwest::Client,
+    _service: Service,
+    store: Store,
+}
+
+impl Gateway {
+    async fn start() -> Gateway {
+        Self::start_with(Setup::new()).await
+    }
+
+    async fn start_with(mut setup: Setup) -> Gateway {
+        let store = demo_store().await;
+        let port = free_port();
+        setup.extra_config.push_str(&format!(
+            "\n[http]\nlisten = \"127.0.0.1:{port}\"\nallowed_origins = [\"{PAGE}\"]\n\
+             login_url = \"{LOGIN}\"\n"
+        ));
+        let service = Service::start(&store, setup).await;
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        // The listener is bound before `run` serves; wait for it to answer.
+        for _ in 0..100 {
+            if http.get(format!("{base}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Gateway {
+            base,
+            http,
+            _service: service,
+            store,
+        }
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    async fn link(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self.request(Method::GET, path);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        request.send().await.expect("gateway answers")
+    }
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(header::LOCATION)
+        .expect("a Location header")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn problem(response: reqwest::Response) -> Value {
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    let status = response.status().as_u16();
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(body["status"], status, "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+#[tokio::test]
+async fn link_redirects_to_a_fresh_presigned_get_that_downloads() {
+    let gw = Gateway::start().await;
+    let response = gw
+        .link(
+            "/v1/objects/demo/public/hello.txt",
+            &[("authorization", &bearer(TOKEN))],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    assert_eq!(response.headers()["referrer-policy"], "no-referrer");
+    let target = location(&response);
+    assert!(target.contains("X-Amz-Expires=60&"), "{target}");
+    let object = http_get(&target).await;
+    assert_eq!(object.status(), StatusCode::OK);
+    assert_eq!(object.text().await.unwrap(), "hello, storage-grants\n");
+}
+
+#[tokio::test]
+async fn the_session_cookie_identifies_a_browser_and_head_answers_the_same() {
+    let gw = Gateway::start().await;
+    for method in [Method::GET, Method::HEAD] {
+        let response = gw
+            .request(method.clone(), "/v1/objects/demo/public/hello.txt")
+            .header(header::COOKIE, format!("theme=dark; sg_session={TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FOUND, "{method}");
+        let object = http_get(&location(&response)).await;
+        assert_eq!(object.text().await.unwrap(), "hello, storage-grants\n");
+    }
+}
+
+#[tokio::test]
+async fn a_jwt_in_the_cookie_is_verified_like_a_bearer_jwt() {
+    let issuer = Issuer::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new();
+    setup.extra_config = issuer.config(&dir.path().join("jwks.json"));
+    setup.rules.push_str(
+        "\n[[rules]]\ncallers = [\"system:serviceaccount:team-a:web\"]\nbucket = \"demo\"\n\
+         prefix = \"public/\"\nactions = [\"read\"]\n",
+    );
+    let gw = Gateway::start_with(setup).await;
+    let token = issuer.token("team-a", "web");
+    let ok = gw
+        .link(
+            "/v1/objects/demo/public/hello.txt",
+            &[("cookie", &format!("sg_session={token}"))],
+        )
+        .await;
+    assert_eq!(ok.status(), StatusCode::FOUND);
+    // One byte of the signature changed: refused, and the browser goes to the login.
+    let mut forged = token.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let refused = gw
+        .link(
+            "/v1/objects/demo/public/hello.txt",
+            &[
+                ("cookie", &format!("sg_session={forged}")),
+                ("accept", "text/html"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::FOUND);
+    assert!(
+        location(&refused).starts_with(LOGIN),
+        "{}",
+        location(&refused)
+    );
+}
+
+#[tokio::test]
+async fn without_identity_a_browser_goes_to_the_login_and_a_client_gets_401() {
+    let gw = Gateway::start().await;
+    let browser = gw
+        .link(
+            "/v1/objects/demo/public/hello.txt?download=a.txt",
+            &[("accept", "text/html,application/xhtml+xml")],
+        )
+        .await;
+    assert_eq!(browser.status(), StatusCode::FOUND);
+    assert_eq!(
+        location(&browser),
+        format!("{LOGIN}?return_to=%2Fv1%2Fobjects%2Fdemo%2Fpublic%2Fhello.txt%3Fdownload%3Da.txt")
+    );
+    let client = gw.link("/v1/objects/demo/public/hello.txt", &[]).await;
+    assert_eq!(client.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(client.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    let body = problem(client).await;
+    assert_eq!(body["code"], "UNAUTHENTICATED");
+    let unknown = gw
+        .link(
+            "/v1/objects/demo/public/hello.txt",
+            &[("authorization", "Bearer not-a-known-token-0123")],
+        )
+        .await;
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn outside_the_rules_is_403_and_a_bad_key_is_400() {
+    let gw = Gateway::start().await;
+    let auth = [("authorization", bearer(OTHER_TOKEN))];
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let denied = gw.link("/v1/objects/demo/public/hello.txt", &auth).await;
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    assert_eq!(problem(denied).await["code"], "PERMISSION_DENIED");
+    for path in [
+        "/v1/objects/demo/public/..%2F..%2Fprivate/secret.txt",
+        "/v1/objects/demo/public/x%2F%2E%2E%2Fy",
+        "/v1/objects/demo/public/%E2%80%AEgnp.exe",
+        "/v1/objects/demo/public/a%00b",
+        "/v1/objects/demo/",
+        "/v1/objects/Not_A_Bucket/public/hello.txt",
+    ] {
+        let bad = gw.link(path, &[("authorization", &bearer(TOKEN))]).await;
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(problem(bad).await["code"], "INVALID_ARGUMENT", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn the_key_is_percent_decoded_exactly_once() {
+    let gw = Gateway::start().await;
+    gw.store
+        .put("demo", "public/a b é.txt", b"spaces and unicode\n")
+        .await;
+    gw.store
+        .put("demo", "public/%2e%2e", b"a literal percent\n")
+        .await;
+    for (path, body) in [
+        (
+            "/v1/objects/demo/public%2Fhello.txt",
+            "hello, storage-grants\n",
+        ),
+        (
+            "/v1/objects/demo/public/a%20b%20%C3%A9.txt",
+            "spaces and unicode\n",
+        ),
+        // %252e is a literal "%2e" after one decoding, never "."
+        ("/v1/objects/demo/public/%252e%252e", "a literal percent\n"),
+    ] {
+        let response = gw.link(path, &[("authorization", &bearer(TOKEN))]).await;
+        assert_eq!(response.status(), StatusCode::FOUND, "{path}");
+        let object = http_get(&location(&response)).await;
+        assert_eq!(object.status(), StatusCode::OK, "{path}");
+        assert_eq!(object.text().await.unwrap(), body, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn download_asks_the_store_for_an_attachment() {
+    let gw = Gateway::start().await;
+    let response = gw
+        .link(
+            "/v1/objects/demo/public/hello.txt?download=r%C3%A9sum%C3%A9%20%22v2%22.txt",
+            &[("authorization", &bearer(TOKEN))],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let target = location(&response);
+    assert!(
+        target.contains(
+            "response-content-disposition=attachment%3B%20filename%3D%22r_sum_%20_v2_.txt%22"
+        ),
+        "{target}"
+    );
+    let object = http_get(&target).await;
+    assert_eq!(object.status(), StatusCode::OK);
+    let bad = gw
+        .link(
+            "/v1/objects/demo/public/hello.txt?download=..%2Fx",
+            &[("authorization", &bearer(TOKEN))],
+        )
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let body = problem(bad).await;
+    assert_eq!(body["violations"][0]["field"], "download", "{body}");
+}
+
+#[tokio::test]
+async fn upload_signing_answers_a_put_the_store_accepts() {
+    let gw = Gateway::start().await;
+    let response = gw
+        .request(Method::POST, "/v1/uploads")
+        .header(header::AUTHORIZATION, bearer(TOKEN))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(
+            r#"{"bucket": "demo", "key": "public/up.txt", "content_type": "text/plain",
+                "content_length": 6, "ttl": "120s"}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    let grant: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(grant["method"], "PUT");
+    let mut headers = HeaderMap::new();
+    for (k, v) in grant["headers"].as_object().unwrap() {
+        headers.insert(
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.as_str().unwrap().parse().unwrap(),
+        );
+    }
+    let put = reqwest::Client::new()
+        .put(grant["url"].as_str().unwrap())
+        .headers(headers)
+        .body("abcdef")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        put.status(),
+        StatusCode::OK,
+        "{}",
+        put.text().await.unwrap()
+    );
+    let link = gw
+        .link(
+            "/v1/objects/demo/public/up.txt",
+            &[("authorization", &bearer(TOKEN))],
+        )
+        .await;
+    assert_eq!(
+        http_get(&location(&link)).await.text().await.unwrap(),
+        "abcdef"
+    );
+}
+
+#[tokio::test]
+async fn upload_signing_answers_a_post_form_for_a_size_range() {
+    let gw = Gateway::start().await;
+    let response = gw
+        .request(Method::POST, "/v1/uploads")
+        .header(header::AUTHORIZATION, bearer(TOKEN))
+        .json_body(r#"{"bucket": "demo", "key": "public/form.bin", "content_length_range": {"min_bytes": 1, "max_bytes": 10}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let grant: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(grant["method"], "POST");
+    assert_eq!(grant["file_field"], "file");
+    let fields = grant["fields"].as_object().unwrap();
+    assert!(fields.contains_key("policy") && fields.contains_key("x-amz-signature"));
+    assert!(grant.get("headers").is_none(), "{grant}");
+}
+
+#[tokio::test]
+async fn bad_upload_requests_are_400_with_every_field_named() {
+    let gw = Gateway::start().await;
+    for (body, expect) in [
+        ("not json", None),
+        (
+            r#"{"bucket": "demo", "key": "public/x", "colour": "red"}"#,
+            None,
+        ),
+        (
+            r#"{"bucket": "", "key": "a/../b", "ttl": "0s", "content_length": 1,
+                "content_length_range": {"min_bytes": 1, "max_bytes": 2}}"#,
+            Some(vec!["content_length_range", "bucket", "key", "ttl"]),
+        ),
+    ] {
+        let response = gw
+            .request(Method::POST, "/v1/uploads")
+            .header(header::AUTHORIZATION, bearer(TOKEN))
+            .json_body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let problem = problem(response).await;
+        assert_eq!(problem["code"], "INVALID_ARGUMENT");
+        if let Some(fields) = expect {
+            let named: Vec<&str> = problem["violations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["field"].as_str().unwrap())
+                .collect();
+            assert_eq!(named, fields, "{problem}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_authenticated_change_needs_an_allowed_origin() {
+    let gw = Gateway::start().await;
+    let body = r#"{"bucket": "demo", "key": "public/csrf.txt"}"#;
+    let send = |origin: Option<&'static str>| {
+        let mut request = gw
+            .request(Method::POST, "/v1/uploads")
+            .header(header::COOKIE, format!("sg_session={TOKEN}"))
+            .json_body(body);
+        if let Some(origin) = origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        request.send()
+    };
+    for origin in [
+        None,
+        Some("https://evil.example"),
+        Some("http://127.0.0.1:9998"),
+    ] {
+        let refused = send(origin).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{origin:?}");
+        assert_eq!(problem(refused).await["code"], "PERMISSION_DENIED");
+    }
+    let allowed = send(Some(PAGE)).await.unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    assert_eq!(allowed.headers()["access-control-allow-origin"], PAGE);
+}
+
+#[tokio::test]
+async fn cors_admits_exactly_the_configured_origins() {
+    let gw = Gateway::start().await;
+    let preflight = |origin: &'static str| {
+        gw.request(Method::OPTIONS, "/v1/uploads")
+            .header(header::ORIGIN, origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let allowed = preflight(PAGE).await.unwrap();
+    assert!(allowed.status().is_success());
+    let h = allowed.headers();
+    assert_eq!(h["access-control-allow-origin"], PAGE);
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    let methods = h["access-control-allow-methods"].to_str().unwrap();
+    assert!(
+        methods.contains("POST") && !methods.contains("PUT"),
+        "{methods}"
+    );
+    assert!(
+        h.get_all(header::VARY).iter().any(|v| v
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("origin"))
+    );
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_problems() {
+    let gw = Gateway::start().await;
+    let response = gw.link("/v2/nothing", &[]).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(problem(response).await["code"], "NOT_FOUND");
+}
+
+/// JSON bodies as text, so malformed ones can be sent too.
+trait JsonBody {
+    fn json_body(self, body: &str) -> Self;
+}
+
+impl JsonBody for reqwest::RequestBuilder {
+    fn json_body(self, body: &str) -> Self {
+        self.header(header::CONTENT_TYPE, "application/json")
+            .body(body.to_owned())
+    }
+}
