@@ -14,10 +14,13 @@
 #    form, GET, a tampered signature refused, CORS through the shim);
 # 4. headless Chromium (Debian's chromium, playwright-core) on a test page from its own
 #    origin that bundles @uppy/core and @uppy/aws-s3 (esbuild) (tests/browser/run.mjs):
-#    a small file (POST form) and a 6 MiB file (multipart, two parts) go straight to the
-#    store; click-time links read back the exact bytes (SHA-256); a context without the
-#    cookie is sent to the login URL; the presigned target URL is refused by the store
-#    after its expiry (the read rule's max_ttl is 3 s).
+#    click-time links to stored objects read back the exact bytes (SHA-256), also for a
+#    key that needs percent-encoding; a context without the cookie is sent to the login
+#    URL, a client without identity gets 401 JSON; a small file (POST form) and a 6 MiB
+#    file (multipart, two parts) go straight to the store through Uppy and links read
+#    them back; the app's own JS signs an upload with POST /v1/uploads (cross-origin,
+#    with the cookie); the presigned target URL is refused by the store after its
+#    expiry (the read rule's max_ttl is 3 s).
 #
 # Usage: scripts/browser-test.sh [--store-only] [SERVER_BINARY]
 #   SERVER_BINARY  an already-built server (default: target/debug/storage-grants);
@@ -95,6 +98,15 @@ log "step: s3s-fs with per-run keys, bucket $bucket"
 access_key="SGTEST$(random_hex 6)"
 secret_key=$(random_hex 20)
 mkdir -p "$work/s3/$bucket"
+# Objects for the link checks, as plain files (s3s-fs serves ROOT/BUCKET/KEY): one
+# plain key, one that needs percent-encoding in a URL path.
+fixture_plain="${prefix}fixture/welcome.txt"
+fixture_tricky="${prefix}fixture/Grüße a+b 100%.txt"
+mkdir -p "$work/s3/$bucket/${prefix}fixture"
+printf 'welcome, browser test %s\n' "$(random_hex 8)" >"$work/s3/$bucket/$fixture_plain"
+printf 'a key that needs encoding %s\n' "$(random_hex 8)" >"$work/s3/$bucket/$fixture_tricky"
+python3 -c 'import json, sys; b = sys.argv[1]; print(json.dumps([{"key": k, "file": b + "/" + k} for k in sys.argv[2:]]))' \
+  "$work/s3/$bucket" "$fixture_plain" "$fixture_tricky" >"$work/fixtures.json"
 s3_pid=$(start_s3s_fs "$work/s3" "$s3_port" "$access_key" "$secret_key" "$work/s3s-fs.log") || exit 2
 log "s3s-fs on 127.0.0.1:$s3_port (pid $s3_pid)"
 
@@ -211,7 +223,7 @@ verdict "store path through the CORS shim" "$rc"
 browser_env=(
   env CHROMIUM="$chromium_bin" PAGE_PORT="$page_port" GATEWAY_ORIGIN="$gateway_origin"
   SHIM_ORIGIN="$shim_origin" BUCKET="$bucket" PREFIX="$prefix" TOKEN_FILE="$work/server/session.jwt"
-  COOKIE_NAME="$cookie" LOGIN_URL="$login_url"
+  COOKIE_NAME="$cookie" LOGIN_URL="$login_url" FIXTURES_FILE="$work/fixtures.json"
 )
 rc=0
 if $store_only; then

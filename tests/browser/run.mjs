@@ -7,7 +7,8 @@
 //   smoke: bundle the page, serve it, launch Chromium, load the page (no gateway needed)
 //   full:  every browser check against the running gateway
 // Environment: CHROMIUM, PAGE_PORT, GATEWAY_ORIGIN, SHIM_ORIGIN, BUCKET, PREFIX,
-//   TOKEN_FILE, COOKIE_NAME, LOGIN_URL. Exit 0 when every check passed, 1 otherwise.
+//   TOKEN_FILE, COOKIE_NAME, LOGIN_URL, FIXTURES_FILE (full: JSON [{key, file}] of objects
+//   already in the store). Exit 0 when every check passed, 1 otherwise.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import http from "node:http";
@@ -302,6 +303,17 @@ async function runFull() {
   const run = randomBytes(4).toString("hex");
   const small = { name: `hello-${run}.txt`, mimeType: "text/plain", buffer: Buffer.from(`hello from the browser test ${run}\n`) };
   const big = { name: `big-${run}.bin`, mimeType: "application/octet-stream", buffer: randomBytes(6 * 1024 * 1024 + 12345) };
+  // Objects the script put into the store before the service started, so the link
+  // checks do not depend on the upload checks.
+  const fixtures = JSON.parse(readFileSync(env("FIXTURES_FILE"), "utf8")).map((f) => ({
+    ...f,
+    buffer: readFileSync(f.file),
+  }));
+  const plain = fixtures[0];
+  const tricky = fixtures[1];
+  const linkTo = (key, download) =>
+    `${GATEWAY_ORIGIN}/v1/objects/${encodeURIComponent(BUCKET)}/${key.split("/").map(encodeURIComponent).join("/")}` +
+    (download ? `?download=${encodeURIComponent(download)}` : "");
 
   const context = await browser.newContext({ acceptDownloads: true });
   // The session cookie the app's login would set, for the gateway's origin. (Cookies
@@ -313,9 +325,59 @@ async function runFull() {
   const ready = await page.waitForFunction(() => window.pageReady, null, { timeout: 10_000 }).then((h) => h.jsonValue());
   say(`page ready: @uppy/core ${ready.uppyCore}, @uppy/aws-s3 ${ready.awsS3}`);
 
+  // Renders one link on the page and clicks it.
+  const click = async (id, key, download) => {
+    await page.goto(`${PAGE_ORIGIN}/`);
+    await page.evaluate((links) => window.renderLinks(links), [{ id, key, download }]);
+    return follow(page, `#${id}`);
+  };
+
+  let target = null; // the presigned URL a click led to
+  await check("a click-time link to a stored object: 302 to the store, exact bytes", async () => {
+    const got = await click("plain", plain.key);
+    say(`  followed via ${got.how}: gateway ${got.hop ? got.hop.status() : "?"} -> ${shortUrl(got.url)} -> ${got.status}`);
+    if (got.hop) {
+      const h = await got.hop.allHeaders();
+      say(`  gateway redirect headers: cache-control=${h["cache-control"]}, referrer-policy=${h["referrer-policy"]}`);
+    }
+    expect(new URL(got.url).origin === SHIM_ORIGIN, `the link led to ${new URL(got.url).origin}, not the store`);
+    expect(sha256(got.body) === sha256(plain.buffer), `SHA-256 differs (got ${got.body.length} bytes, stored ${plain.buffer.length})`);
+    target = got.url;
+  });
+
+  await check("a click-time link to a key with a space, '+', '%' and non-ASCII characters", async () => {
+    say(`  key ${JSON.stringify(tricky.key)} -> ${linkTo(tricky.key).slice(GATEWAY_ORIGIN.length)}`);
+    const got = await click("tricky", tricky.key);
+    expect(sha256(got.body) === sha256(tricky.buffer), `SHA-256 differs (got ${got.body.length} bytes, stored ${tricky.buffer.length})`);
+  });
+
+  await check("without the cookie, the same link sends a browser to the login URL", async () => {
+    const other = await browser.newContext();
+    const p2 = await other.newPage();
+    watchNetwork(p2, "no-cookie", netlog);
+    try {
+      await p2.goto(linkTo(plain.key), { timeout: 15_000 });
+      const landed = new URL(p2.url());
+      const login = new URL(LOGIN_URL);
+      say(`  landed on ${landed.origin}${landed.pathname}${landed.search}`);
+      expect(landed.origin === login.origin && landed.pathname === login.pathname, `landed on ${landed.origin}${landed.pathname}, not ${LOGIN_URL}`);
+    } finally {
+      await other.close();
+    }
+  });
+
+  await check("without identity, a non-browser client gets 401 JSON", async () => {
+    const res = await fetch(linkTo(plain.key), { redirect: "manual", headers: { Accept: "application/json" } });
+    const body = await res.text();
+    say(`  ${res.status} ${res.headers.get("content-type")}: ${redact(body.slice(0, 300))}`);
+    expect(res.status === 401, `answered ${res.status}`);
+    expect(/json/i.test(res.headers.get("content-type") ?? ""), "not JSON");
+  });
+
   let uploads = null;
   const mark = proxied.length;
   await check("Uppy uploads a small file (one POST form) and a 6 MiB file (multipart, 2 parts) to the store", async () => {
+    await page.goto(`${PAGE_ORIGIN}/`);
     await page.setInputFiles("#files", [small, big]);
     const out = await page.evaluate(() => window.uploadWithUppy());
     uploads = out;
@@ -329,79 +391,41 @@ async function runFull() {
     }
     const parts = out.events.filter((e) => e.event === "s3-multipart:part-uploaded" && e.file === big.name);
     expect(parts.length === 2, `the 6 MiB file went up in ${parts.length} parts, expected 2`);
-    const store = proxied.slice(mark).map((e) => `${e.method} ${e.path.split("?")[0]}`);
-    expect(store.some((s) => s.startsWith("GET /s3/params")), "no GET /s3/params was made");
-    expect(store.some((s) => s === "POST /s3/multipart"), "no POST /s3/multipart was made");
+    const calls = proxied.slice(mark).map((e) => `${e.method} ${e.path.split("?")[0]}`);
+    expect(calls.some((c) => c.startsWith("GET /s3/params")), "no GET /s3/params was made");
+    expect(calls.some((c) => c === "POST /s3/multipart"), "no POST /s3/multipart was made");
   });
   const keyOf = (name) => uploads?.files.find((f) => f.name === name && f.ok)?.key;
 
-  let target = null; // the presigned URL a click led to
-  await check("a click-time link reads back the small file's exact bytes", async () => {
+  await check("a click-time link reads back the small Uppy upload's exact bytes", async () => {
     const key = keyOf(small.name);
     expect(key, "no uploaded key for the small file");
-    await page.goto(`${PAGE_ORIGIN}/`);
-    await page.evaluate((links) => window.renderLinks(links), [{ id: "small", key }]);
-    const got = await follow(page, "#small");
-    say(`  followed via ${got.how}: gateway ${got.hop ? got.hop.status() : "?"} -> ${shortUrl(got.url)} -> ${got.status}`);
-    if (got.hop) {
-      const h = await got.hop.allHeaders();
-      say(`  gateway redirect headers: cache-control=${h["cache-control"]}, referrer-policy=${h["referrer-policy"]}`);
-    }
-    expect(new URL(got.url).origin === SHIM_ORIGIN, `the link led to ${new URL(got.url).origin}, not the store`);
+    const got = await click("small", key);
+    say(`  followed via ${got.how}: ${shortUrl(got.url)}`);
     expect(sha256(got.body) === sha256(small.buffer), `SHA-256 differs (got ${got.body.length} bytes, sent ${small.buffer.length})`);
-    target = got.url;
   });
 
-  await check("a click-time download link (?download=) reads back the multipart file's exact bytes", async () => {
+  await check("a click-time download link (?download=) reads back the multipart upload's exact bytes", async () => {
     const key = keyOf(big.name);
     expect(key, "no uploaded key for the multipart file");
-    await page.goto(`${PAGE_ORIGIN}/`);
-    await page.evaluate((links) => window.renderLinks(links), [{ id: "big", key, download: big.name }]);
-    const got = await follow(page, "#big");
+    const got = await click("big", key, big.name);
     say(`  followed via ${got.how}: ${shortUrl(got.url)}`);
     expect(sha256(got.body) === sha256(big.buffer), `SHA-256 differs (got ${got.body.length} bytes, sent ${big.buffer.length})`);
   });
 
-  await check("the app's JS signs an upload with POST /v1/uploads (cross-origin, cookie) and uploads it; the link reads it back", async () => {
+  await check("the app's JS signs an upload with POST /v1/uploads (cross-origin, cookie) and uploads it; a link reads it back", async () => {
     await page.goto(`${PAGE_ORIGIN}/`);
     const key = `${PREFIX}direct-${run}/note.txt`;
     const text = `direct upload ${run}\n`;
     const out = await page.evaluate(([k, t]) => window.directUpload(k, t, "text/plain"), [key, text]);
     say(`  direct upload: ${redact(JSON.stringify(out))}`);
     expect(out.ok, `direct upload failed at ${out.step}: ${out.status} ${redact(out.body ?? "")}`);
-    await page.evaluate((links) => window.renderLinks(links), [{ id: "direct", key }]);
-    const got = await follow(page, "#direct");
+    const got = await click("direct", key);
     expect(sha256(got.body) === sha256(Buffer.from(text)), "read-back bytes differ");
   });
 
-  await check("without the cookie, the same link sends a browser to the login URL", async () => {
-    const key = keyOf(small.name);
-    expect(key, "no uploaded key for the small file");
-    const other = await browser.newContext();
-    const p2 = await other.newPage();
-    watchNetwork(p2, "no-cookie", netlog);
-    const link = `${GATEWAY_ORIGIN}/v1/objects/${encodeURIComponent(BUCKET)}/${key.split("/").map(encodeURIComponent).join("/")}`;
-    await p2.goto(link, { timeout: 15_000 });
-    const landed = new URL(p2.url());
-    const login = new URL(LOGIN_URL);
-    say(`  landed on ${landed.origin}${landed.pathname}${landed.search}`);
-    await other.close();
-    expect(landed.origin === login.origin && landed.pathname === login.pathname, `landed on ${landed.origin}${landed.pathname}, not ${LOGIN_URL}`);
-  });
-
-  await check("without identity, a non-browser client gets 401 JSON", async () => {
-    const key = keyOf(small.name);
-    expect(key, "no uploaded key for the small file");
-    const link = `${GATEWAY_ORIGIN}/v1/objects/${encodeURIComponent(BUCKET)}/${key.split("/").map(encodeURIComponent).join("/")}`;
-    const res = await fetch(link, { redirect: "manual", headers: { Accept: "application/json" } });
-    const body = await res.text();
-    say(`  ${res.status} ${res.headers.get("content-type")}: ${redact(body.slice(0, 300))}`);
-    expect(res.status === 401, `answered ${res.status}`);
-    expect(/json/i.test(res.headers.get("content-type") ?? ""), "not JSON");
-  });
-
   await check("the presigned target URL, fetched again after its expiry, is refused by the store", async () => {
-    expect(target, "no target URL from the click-time link step");
+    expect(target, "no target URL from the first click-time link");
     const u = new URL(target);
     const date = u.searchParams.get("X-Amz-Date");
     const expires = Number(u.searchParams.get("X-Amz-Expires"));
@@ -410,7 +434,7 @@ async function runFull() {
     expect(m, `unexpected X-Amz-Date ${date}`);
     const expiry = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6]) + expires * 1000;
     const wait = expiry + 1500 - Date.now();
-    say(`  the URL lives ${expires}s; waiting ${Math.max(0, Math.ceil(wait / 1000))}s for it to expire`);
+    say(`  the URL lives ${expires}s; waiting ${Math.max(0, Math.ceil(wait / 1000))}s more for it to expire`);
     expect(wait <= 60_000, `the URL lives ${expires}s: the read rule's short max_ttl was not applied`);
     if (wait > 0) await sleep(wait);
     const res = await fetch(target);

@@ -62,7 +62,8 @@ window.directUpload = async (key, text, contentType) => {
     method: "POST",
     credentials: "include",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ bucket: config.bucket, key, contentType, contentLength: String(body.length) }),
+    // GrantWrite's fields by their proto JSON names, as in the README's gRPC examples
+    body: JSON.stringify({ bucket: config.bucket, key, contentType, contentLength: body.length }),
   });
   const signText = await signRes.text();
   if (!signRes.ok) return { ok: false, step: "sign", status: signRes.status, body: signText.slice(0, 500) };
