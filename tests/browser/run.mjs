@@ -132,7 +132,12 @@ function startPageServer(appJs) {
         headers.push(req.rawHeaders[i], req.rawHeaders[i + 1]);
       }
       headers.push("Host", gw.host);
-      const entry = { method: req.method, path: req.url.slice(MOUNT.length) };
+      const entry = {
+        method: req.method,
+        path: req.url.slice(MOUNT.length),
+        origin: req.headers.origin ?? "none",
+        cookie: new RegExp(`(^|;\\s*)${COOKIE_NAME}=`).test(req.headers.cookie ?? "") ? "yes" : "no",
+      };
       const reqChunks = [];
       req.on("data", (c) => reqChunks.push(c));
       const up = http.request(
@@ -173,7 +178,7 @@ function startPageServer(appJs) {
 
 function printProxied(from = 0) {
   for (const e of proxied.slice(from)) {
-    say(`  page origin -> gateway: ${e.method} ${redact(e.path)} -> ${e.status}` +
+    say(`  page origin -> gateway: ${e.method} ${redact(e.path)} (Origin: ${e.origin}, session cookie: ${e.cookie}) -> ${e.status}` +
       (e.requestBody ? `\n      request body: ${redact(e.requestBody)}` : "") +
       `\n      response (${e.contentType ?? "-"}): ${redact(e.responseBody)}`);
   }
