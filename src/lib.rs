@@ -7,11 +7,13 @@
 //! 1. vocabulary, importing nothing from the crate:
 //!    [`core`] (actions, AWS limits, durations), [`secret`], [`proto`];
 //! 2. domain, pure and most tested: [`scope`] (bucket, key and prefix validation, the
-//!    security core), [`expiry`], [`arn`], [`policy`] (the STS session policy),
+//!    security core), [`upload`] (multipart values and the upload token), [`expiry`],
+//!    [`arn`], [`policy`] (the STS session policy),
 //!    [`caller`], [`rules`] (who may be granted what, and their reload), [`metrics`]
 //!    (counters);
 //! 3. adapters to the outside: [`sign`] (our SigV4 presigner), [`sts`] (scoped
-//!    credentials, cached), [`credentials`] (the service's own), [`identity`] (who is
+//!    credentials, cached), [`store`] (multipart calls to the store), [`credentials`]
+//!    (the service's own), [`identity`] (who is
 //!    calling), [`readiness`], [`aws`] (the SDK's HTTPS client), [`codec`];
 //! 4. [`grant`]: the one pipeline every front door calls (authorize → clamp → sign or
 //!    assume → audit);
@@ -41,8 +43,10 @@ pub mod secret;
 pub mod server;
 pub(crate) mod service;
 pub mod sign;
+pub(crate) mod store;
 pub(crate) mod sts;
 pub mod telemetry;
+pub mod upload;
 
 /// Generated types and services of `storagegrants.v1`.
 pub mod proto {

@@ -132,6 +132,11 @@ impl Settings {
             raw.grants.rules_file = base_dir.join(&raw.grants.rules_file);
         }
         raw.identity.resolve_paths(base_dir);
+        for file in &mut raw.uploads.token_key_files {
+            if file.is_relative() {
+                *file = base_dir.join(&*file);
+            }
+        }
         Settings::from_raw(raw).map_err(|(field, source)| Error::Invalid {
             path: origin.to_owned(),
             field,

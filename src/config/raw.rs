@@ -30,6 +30,22 @@ pub struct RawConfig {
     pub metrics: MetricsConfig,
     /// The HTTP gateway for browsers and AWS SDKs.
     pub http: HttpConfig,
+    /// Multipart uploads.
+    pub uploads: UploadsConfig,
+}
+
+/// `[uploads]`: the keys of the upload tokens that bind a multipart upload to its
+/// caller. Each key is base64 of at least 32 random bytes (`head -c 32 /dev/urandom |
+/// base64`); the first signs, all verify (rotation: put the new key first, keep the old
+/// one until the longest upload TTL has passed). Unset: a random key per process, so
+/// tokens work only on the replica that made them and until it restarts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadsConfig {
+    /// Keys given inline (for `STORAGE_GRANTS_UPLOADS__TOKEN_KEYS`, from a secret).
+    pub token_keys: Vec<crate::secret::Secret<String>>,
+    /// Files holding one key each (a mounted Secret); relative to the config file.
+    pub token_key_files: Vec<PathBuf>,
 }
 
 /// `[http]`: the HTTP gateway, off unless `listen` is set.
@@ -210,6 +226,7 @@ impl Default for RawConfig {
             sts: StsConfig::default(),
             metrics: MetricsConfig::default(),
             http: HttpConfig::default(),
+            uploads: UploadsConfig::default(),
         }
     }
 }

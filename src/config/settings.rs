@@ -13,6 +13,7 @@ use crate::grant::Limits;
 use crate::identity::IdentityConfig;
 use crate::policy::{KmsKeyArn, Partition};
 use crate::scope::BucketName;
+use crate::secret::Secret;
 use crate::sign::Endpoint;
 use crate::telemetry::LogFormat;
 
@@ -52,10 +53,19 @@ pub enum Problem {
     /// An identity setting (`[identity]`).
     #[error("{0}")]
     Identity(String),
+    /// A file the setting names cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Settings {
     /// Address the gRPC server listens on.
     pub listen: SocketAddr,
@@ -75,6 +85,8 @@ pub struct Settings {
     pub metrics: MetricsConfig,
     /// The HTTP gateway, when `http.listen` is set.
     pub http: Option<crate::gateway::Settings>,
+    /// Upload-token keys, signing key first; `None` when none is configured.
+    pub upload_keys: Option<crate::upload::TokenKeys>,
 }
 
 /// `[storage]`, validated.
@@ -166,6 +178,7 @@ impl Settings {
         let storage = storage(&raw)?;
         let sts = sts(&raw, &storage)?;
         let http = http(&raw)?;
+        let upload_keys = upload_keys(&raw)?;
         Ok(Settings {
             listen: raw.listen,
             log_format: raw.log_format,
@@ -183,8 +196,50 @@ impl Settings {
             sts,
             metrics: raw.metrics,
             http,
+            upload_keys,
         })
     }
+}
+
+fn upload_keys(raw: &RawConfig) -> Result<Option<crate::upload::TokenKeys>, Refusal> {
+    use base64::Engine;
+    let u = &raw.uploads;
+    let decode = |field: &'static str, text: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .ok()
+            .filter(|k| k.len() >= crate::upload::MIN_KEY_BYTES)
+            .map(Secret::new)
+            .ok_or((
+                field,
+                Problem::OutOfRange(
+                    "each key must be base64 of at least 32 random bytes \
+                     (head -c 32 /dev/urandom | base64)",
+                ),
+            ))
+    };
+    let mut keys = Vec::new();
+    for key in &u.token_keys {
+        keys.push(decode("uploads.token_keys", key.expose())?);
+    }
+    for file in &u.token_key_files {
+        let text = std::fs::read_to_string(file).map_err(|source| {
+            (
+                "uploads.token_key_files",
+                Problem::File {
+                    path: file.clone(),
+                    source: std::sync::Arc::new(source),
+                },
+            )
+        })?;
+        keys.push(decode("uploads.token_key_files", &text)?);
+    }
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    crate::upload::TokenKeys::new(keys)
+        .map(Some)
+        .map_err(|message| ("uploads", Problem::OutOfRange(message)))
 }
 
 fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {

@@ -160,6 +160,44 @@ impl From<grant::Error> for Problem {
                 p
             }
             grant::Error::NotConfigured(what) => Self::not_configured(what),
+            grant::Error::FailedPrecondition(_) => Self::new(
+                StatusCode::CONFLICT,
+                "FAILED_PRECONDITION",
+                "Conflict",
+                e.to_string(),
+            ),
+            grant::Error::AlreadyExists(_) => Self::new(
+                StatusCode::PRECONDITION_FAILED,
+                "ALREADY_EXISTS",
+                "Already exists",
+                e.to_string(),
+            ),
+            grant::Error::OtherCaller => Self::new(
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                "Not allowed",
+                e.to_string(),
+            ),
+            grant::Error::Store(crate::store::Error::Unreachable(_)) => {
+                tracing::warn!(error = %e, "store unavailable");
+                let mut p = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "Unavailable",
+                    format!("{e}; retry later"),
+                );
+                p.retry_after = Some(STS_RETRY_AFTER);
+                p
+            }
+            grant::Error::Store(_) => {
+                tracing::error!(error = ?e, "the store refused a multipart call");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    "Internal error",
+                    "the store refused the request; the service's operator's logs say why".into(),
+                )
+            }
             grant::Error::Sts(sts) if sts.is_transient() => {
                 tracing::warn!(error = %sts, "STS unavailable");
                 let mut p = Self::new(

@@ -11,6 +11,7 @@
 //! to the doors, and the signature and the STS call to `sign` and `sts`.
 
 pub mod audit;
+mod multipart;
 mod request;
 
 use std::sync::Arc;
@@ -28,6 +29,9 @@ use crate::secret::Secret;
 use crate::sign::{GetObject, PostObject, PresignedRequest, PutObject, Signer};
 use crate::sts;
 
+pub use multipart::{
+    CompleteRequest, PartsRequest, RawCompletedPart, RawPart, RawStart, StartRequest, Uploads,
+};
 pub use request::{
     Access, AssumeRequest, FieldViolation, RawRead, RawSize, RawWrite, ReadRequest, Upload,
     Violations, WriteRequest,
@@ -55,6 +59,19 @@ pub enum Error {
     /// STS failed.
     #[error(transparent)]
     Sts(#[from] sts::Error),
+    /// An upload token presented by a caller other than the one that started it.
+    #[error("this upload was started by another caller")]
+    OtherCaller,
+    /// The request cannot be carried out in the state things are in (a part not
+    /// uploaded, an upload that no longer exists, a size over the rule's limit).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A create-only upload whose key exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The store failed (multipart calls).
+    #[error(transparent)]
+    Store(crate::store::Error),
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -144,6 +161,7 @@ pub struct Pipeline {
     credentials: Arc<CredentialSource>,
     limits: Limits,
     scoped: Option<Arc<Scoped>>,
+    uploads: Option<Arc<Uploads>>,
 }
 
 impl Pipeline {
@@ -161,7 +179,14 @@ impl Pipeline {
             credentials,
             limits,
             scoped,
+            uploads: None,
         }
+    }
+
+    /// This pipeline, with multipart uploads through `uploads`.
+    pub fn with_uploads(mut self, uploads: Uploads) -> Self {
+        self.uploads = Some(Arc::new(uploads));
+        self
     }
 
     /// A presigned GET for one object.

@@ -81,6 +81,15 @@ impl Violations {
     }
 }
 
+/// What is wrong with user metadata, naming the entry.
+pub(super) fn describe_metadata(e: MetadataError) -> String {
+    match e {
+        MetadataError::Name { name, error } => format!("name '{name}' {error}"),
+        MetadataError::Value { name, error } => format!("value of '{name}' {error}"),
+        MetadataError::Total(error) => error.to_string(),
+    }
+}
+
 // === read ===
 
 /// A GrantRead as the door received it; empty strings mean "not set".
@@ -226,18 +235,7 @@ impl WriteRequest {
         let content_type = v.optional("content_type", raw.content_type);
         let checksum = v.optional("checksum_sha256", raw.checksum_sha256);
         let metadata = Metadata::new(raw.metadata)
-            .map_err(|e| {
-                v.add(
-                    "metadata",
-                    match e {
-                        MetadataError::Name { name, error } => format!("name '{name}' {error}"),
-                        MetadataError::Value { name, error } => {
-                            format!("value of '{name}' {error}")
-                        }
-                        MetadataError::Total(error) => error.to_string(),
-                    },
-                );
-            })
+            .map_err(|e| v.add("metadata", describe_metadata(e)))
             .ok();
         let upload = match raw.size {
             RawSize::Any => Some(Upload::Put(None)),

@@ -144,10 +144,16 @@ pub struct Rule {
     actions: Vec<Action>,
     max_ttl: Duration,
     allow_delete: bool,
+    max_object_size: Option<u64>,
     line: usize,
 }
 
 impl Rule {
+    /// The largest object a multipart upload under this rule may complete, if bounded.
+    pub fn max_object_size(&self) -> Option<u64> {
+        self.max_object_size
+    }
+
     /// Longest TTL this rule grants.
     pub fn max_ttl(&self) -> Duration {
         self.max_ttl
@@ -294,6 +300,10 @@ pub enum RuleError {
     TtlBelowSts,
     #[error("allow_delete: only applies to rules with assume-write")]
     DeleteWithoutWrite,
+    #[error("max_object_size: only applies to rules with write")]
+    SizeWithoutWrite,
+    #[error("max_object_size: must be at least 1 byte")]
+    ZeroSize,
 }
 
 /// Why a caller pattern was refused.
@@ -342,6 +352,9 @@ struct RawRule {
     /// Scoped write credentials may also delete (s3:DeleteObject).
     #[serde(default)]
     allow_delete: bool,
+    /// Largest object a multipart upload may complete, in bytes.
+    #[serde(default)]
+    max_object_size: Option<u64>,
     /// Free text for the operator; not interpreted.
     #[serde(default)]
     #[allow(dead_code)]
@@ -444,6 +457,16 @@ impl Rules {
             .ok_or_else(|| self.denied(caller, action, bucket))
     }
 
+    /// Where `caller` may write in `bucket` when it does not pick the key itself
+    /// (browser uploads): the prefix of the first rule in the file that allows it
+    /// `write` there.
+    pub fn write_prefix(&self, caller: &Caller, bucket: &BucketName) -> Option<Prefix> {
+        self.rules
+            .iter()
+            .filter(|r| r.applies_to(caller, Action::Write, bucket))
+            .find_map(|r| r.prefix_for(caller))
+    }
+
     fn denied(&self, caller: &Caller, action: Action, bucket: &BucketName) -> Denied {
         let mut allowed_prefixes: Vec<String> = self
             .rules
@@ -503,6 +526,12 @@ impl Rule {
         if raw.allow_delete && !raw.actions.contains(&Action::AssumeWrite) {
             return Err(RuleError::DeleteWithoutWrite);
         }
+        if raw.max_object_size.is_some() && !raw.actions.contains(&Action::Write) {
+            return Err(RuleError::SizeWithoutWrite);
+        }
+        if raw.max_object_size == Some(0) {
+            return Err(RuleError::ZeroSize);
+        }
         Ok(Rule {
             callers,
             bucket,
@@ -510,6 +539,7 @@ impl Rule {
             actions: raw.actions,
             max_ttl: raw.max_ttl,
             allow_delete: raw.allow_delete,
+            max_object_size: raw.max_object_size,
             line,
         })
     }

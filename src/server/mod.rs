@@ -21,7 +21,7 @@ use tonic_health::ServingStatus;
 
 use crate::config::Settings;
 use crate::credentials::CredentialSource;
-use crate::grant::{Pipeline, Scoped};
+use crate::grant::{Pipeline, Scoped, Uploads};
 use crate::identity::Authenticator;
 use crate::identity::mtls::TlsIncoming;
 use crate::readiness::{GRANT_SERVICE, Readiness};
@@ -29,7 +29,9 @@ use crate::rules::Rules;
 use crate::rules::reload::RulesHandle;
 use crate::service::GrantService;
 use crate::sign::{Endpoint, Signer};
+use crate::store::Store;
 use crate::sts::Broker;
+use crate::upload::TokenKeys;
 
 use shutdown::Shutdown;
 
@@ -147,7 +149,7 @@ pub fn region(settings: &Settings, aws: &SdkConfig) -> String {
 /// # Errors
 /// A bad rules or TLS file before serving; a transport failure while serving.
 pub async fn run(
-    settings: Settings,
+    mut settings: Settings,
     aws: SdkConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -198,16 +200,13 @@ pub async fn run(
         .check_buckets
         .clone()
         .unwrap_or_else(|| rules.buckets());
-    let readiness = Readiness::new(
-        s3_client(
-            &aws,
-            &region,
-            endpoint_url.as_deref(),
-            storage.force_path_style,
-        ),
-        buckets,
-        storage.call_timeout,
+    let s3 = s3_client(
+        &aws,
+        &region,
+        endpoint_url.as_deref(),
+        storage.force_path_style,
     );
+    let readiness = Readiness::new(s3.clone(), buckets, storage.call_timeout);
     tasks.spawn(readiness.watch(reporter.clone(), storage.check_interval));
 
     let scoped = settings.sts.as_ref().map(|sts| {
@@ -237,7 +236,18 @@ pub async fn run(
         settings.grants.rules_reload_interval,
         crate::rules::reload::hangup_signal(),
     ));
-    let pipeline = Pipeline::new(rules, signer, credentials, settings.grants.limits, scoped);
+    let token_keys = settings.upload_keys.take().unwrap_or_else(|| {
+        tracing::warn!(
+            "uploads.token_keys unset: multipart upload tokens use a random key, valid only on \
+             this replica and until it restarts; configure shared keys for several replicas"
+        );
+        TokenKeys::random()
+    });
+    let pipeline = Pipeline::new(rules, signer, credentials, settings.grants.limits, scoped)
+        .with_uploads(Uploads {
+            store: Store::new(s3, settings.storage.call_timeout),
+            keys: token_keys,
+        });
 
     let (stop, trigger) = Shutdown::start(shutdown, reporter);
     tasks.spawn(trigger);
@@ -326,8 +336,8 @@ fn reflection_v1alpha() -> Result<
         .build_v1alpha()?)
 }
 
-/// An S3 client for the store at `endpoint_url` (AWS's own when `None`), used only for
-/// the readiness check.
+/// An S3 client for the store at `endpoint_url` (AWS's own when `None`), for the
+/// readiness check and the multipart calls.
 fn s3_client(
     aws: &SdkConfig,
     region: &str,

@@ -8,6 +8,7 @@
 //! transport concerns live in `server`.
 
 mod assume;
+mod multipart;
 mod read;
 mod write;
 
@@ -52,7 +53,21 @@ impl From<Error> for Status {
                 tracing::error!(error = %grant, "cannot sign: service credentials unavailable");
                 Status::unavailable(format!("{grant}; retry later"))
             }
-            grant::Error::NotConfigured(_) => Status::failed_precondition(grant.to_string()),
+            grant::Error::NotConfigured(_) | grant::Error::FailedPrecondition(_) => {
+                Status::failed_precondition(grant.to_string())
+            }
+            grant::Error::OtherCaller => Status::permission_denied(grant.to_string()),
+            grant::Error::AlreadyExists(_) => Status::already_exists(grant.to_string()),
+            grant::Error::Store(e @ crate::store::Error::Unreachable(_)) => {
+                tracing::warn!(error = %e, "store unavailable");
+                Status::unavailable(format!("{e}; retry later"))
+            }
+            grant::Error::Store(e) => {
+                tracing::error!(error = ?e, "the store refused a multipart call");
+                Status::internal(
+                    "the store refused the request; the service's operator's logs say why",
+                )
+            }
             grant::Error::Sts(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "STS unavailable");
                 let details = ErrorDetails::with_retry_info(Some(STS_RETRY_AFTER));
@@ -172,6 +187,56 @@ impl proto::grant_service_server::GrantService for GrantService {
     ) -> Result<Response<proto::AssumeScopedResponse>, Status> {
         let caller = caller_of(&request)?;
         let response = assume::assume_scoped(&self.pipeline, &caller, request.get_ref()).await?;
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(name = "StartMultipartUpload", skip_all, fields(caller, bucket = ?request.get_ref().bucket))]
+    async fn start_multipart_upload(
+        &self,
+        request: Request<proto::StartMultipartUploadRequest>,
+    ) -> Result<Response<proto::StartMultipartUploadResponse>, Status> {
+        let caller = caller_of(&request)?;
+        let response = multipart::start(&self.pipeline, &caller, request.get_ref()).await?;
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(name = "GrantUploadParts", skip_all, fields(caller))]
+    async fn grant_upload_parts(
+        &self,
+        request: Request<proto::GrantUploadPartsRequest>,
+    ) -> Result<Response<proto::GrantUploadPartsResponse>, Status> {
+        let caller = caller_of(&request)?;
+        let response = multipart::grant_parts(&self.pipeline, &caller, request.get_ref())?;
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(name = "ListUploadedParts", skip_all, fields(caller))]
+    async fn list_uploaded_parts(
+        &self,
+        request: Request<proto::ListUploadedPartsRequest>,
+    ) -> Result<Response<proto::ListUploadedPartsResponse>, Status> {
+        let caller = caller_of(&request)?;
+        let response = multipart::list(&self.pipeline, &caller, request.get_ref()).await?;
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(name = "CompleteMultipartUpload", skip_all, fields(caller))]
+    async fn complete_multipart_upload(
+        &self,
+        request: Request<proto::CompleteMultipartUploadRequest>,
+    ) -> Result<Response<proto::CompleteMultipartUploadResponse>, Status> {
+        let caller = caller_of(&request)?;
+        let response = multipart::complete(&self.pipeline, &caller, request.get_ref()).await?;
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(name = "AbortMultipartUpload", skip_all, fields(caller))]
+    async fn abort_multipart_upload(
+        &self,
+        request: Request<proto::AbortMultipartUploadRequest>,
+    ) -> Result<Response<proto::AbortMultipartUploadResponse>, Status> {
+        let caller = caller_of(&request)?;
+        let response = multipart::abort(&self.pipeline, &caller, request.get_ref()).await?;
         Ok(Response::new(response))
     }
 }

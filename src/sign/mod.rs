@@ -26,7 +26,7 @@ mod presign;
 
 pub use endpoint::{Endpoint, check_region};
 pub use post::{PostObject, PresignedPost};
-pub use presign::{GetObject, PresignedRequest, PutObject, Signer};
+pub use presign::{GetObject, PresignedRequest, PutObject, Signer, UploadPart};
 
 /// Why a signer could not be configured. Signing itself cannot fail: its inputs are
 /// validated types. Messages say what to change and never echo the URL, which might

@@ -14,6 +14,7 @@ mod grant_write;
 mod identity_mtls;
 mod identity_server;
 mod metrics;
+mod multipart;
 mod policy_meaning;
 mod presign_oracle;
 mod rules_reload;

@@ -20,7 +20,8 @@ use storage_grants::scope::{
     BucketName, ChecksumSha256, HeaderText, Metadata, ObjectKey, VersionId,
 };
 use storage_grants::secret::Secret;
-use storage_grants::sign::{Endpoint, GetObject, PutObject, Signer};
+use storage_grants::sign::{Endpoint, GetObject, PutObject, Signer, UploadPart};
+use storage_grants::upload::{PartNumber, UploadId};
 
 const AKID: &str = "AKIAIOSFODNN7EXAMPLE";
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
@@ -690,6 +691,90 @@ fn presigned_put_urls_match_the_sdk() {
         checked
     });
     assert_eq!(checked, TARGETS.len() * 2 * (KEYS.len() + PINS.len()));
+}
+
+#[test]
+fn presigned_upload_part_urls_match_the_sdk() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime");
+    let upload_ids = [
+        "abc-123",
+        "VXBsb2FkIElEIGZvciA2aWWpbnZ8a3I5Ng--+/=",
+        "2~kPl0v1jH8n3zIWTSqUaUq7YZQp7MGHkQ",
+    ];
+    let checksum = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=";
+    let checked = for_each_target(|t, target, signer, client, token| {
+        let mut checked = 0;
+        for (k, key) in KEYS.iter().enumerate() {
+            let n = t + k;
+            let upload_id = upload_ids[n % upload_ids.len()];
+            let part_number: u16 = [1, 2, 10_000][n % 3];
+            let length = [None, Some(5_242_880_u64)][n % 2];
+            let sum = [None, Some(checksum)][(n / 2) % 2];
+            let time = times()[n % 4];
+            let ttl_secs = TTLS[(n / 2) % TTLS.len()];
+
+            let mut request = client
+                .upload_part()
+                .bucket(target.bucket)
+                .key(*key)
+                .upload_id(upload_id)
+                .part_number(i32::from(part_number));
+            if let Some(v) = length {
+                request = request.content_length(i64::try_from(v).unwrap());
+            }
+            if let Some(v) = sum {
+                request = request.checksum_sha256(v);
+            }
+            let config = PresigningConfig::builder()
+                .start_time(time)
+                .expires_in(Duration::from_secs(ttl_secs))
+                .build()
+                .unwrap();
+            let sdk = rt
+                .block_on(request.presigned(config))
+                .expect("the SDK presigns");
+            let mut sdk_headers: Vec<(String, String)> = sdk
+                .headers()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()))
+                .collect();
+            sdk_headers.sort();
+
+            let bucket: BucketName = target.bucket.parse().unwrap();
+            let object_key: ObjectKey = key.parse().unwrap();
+            let upload: UploadId = upload_id.parse().unwrap();
+            let pinned: Option<ChecksumSha256> = sum.map(|v| v.parse().unwrap());
+            let ttl = Ttl::clamp(&[Duration::from_secs(ttl_secs)], time, None).unwrap();
+            let ours = signer.presign_upload_part(
+                &creds(token),
+                &UploadPart {
+                    bucket: &bucket,
+                    key: &object_key,
+                    upload_id: &upload,
+                    part_number: PartNumber::try_from(u64::from(part_number)).unwrap(),
+                    content_length: length,
+                    checksum_sha256: pinned.as_ref(),
+                },
+                time,
+                ttl,
+            );
+            let context = format!(
+                "target {target:?}, token {}, key {key:?}, upload {upload_id}, part {part_number}\n  sdk:  {} {sdk_headers:?}\n  ours: {} {:?}",
+                token.is_some(),
+                sdk.uri(),
+                ours.url.expose(),
+                ours.headers,
+            );
+            assert_eq!(sdk.method(), ours.method, "{context}");
+            assert_eq!(ours.headers, sdk_headers, "headers differ: {context}");
+            assert_same_url(ours.url.expose(), sdk.uri(), target, &context);
+            checked += 1;
+        }
+        checked
+    });
+    assert_eq!(checked, TARGETS.len() * 2 * KEYS.len());
 }
 
 #[test]

@@ -1,0 +1,802 @@
+//! Multipart uploads through the pipeline: start, grant parts, list, complete, abort.
+//!
+//! `write` on the key allows all of it. Every step after the start takes the upload
+//! token (see `upload`), which must verify for the calling caller before anything
+//! else happens, and asks the rules again: a rule removed mid-upload stops the upload
+//! at its next step. Part URLs are presigned UploadPart PUTs whose part number and
+//! upload id are signed, clamped like every grant and never beyond the token.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use crate::caller::Caller;
+use crate::core::Action;
+use crate::expiry::Ttl;
+use crate::rules::Target;
+use crate::scope::{BucketName, ChecksumSha256, HeaderText, Metadata, ObjectKey};
+use crate::sign::UploadPart;
+use crate::store::{self, PartToComplete, Store, StoredPart};
+use crate::upload::{
+    self, Claims, MAX_PART_BYTES, MAX_PARTS_PER_CALL, MIN_PART_BYTES, PartNumber, TokenError,
+    TokenKeys, UploadId,
+};
+
+use super::request::describe_metadata;
+use super::{Error, FieldViolation, Pipeline, Violations, audit, authorize, whole_seconds};
+
+/// What multipart uploads need: the store's own API and the token keys.
+#[derive(Debug)]
+pub struct Uploads {
+    /// Create, list, complete, abort.
+    pub store: Store,
+    /// Sign and verify upload tokens.
+    pub keys: TokenKeys,
+}
+
+// === requests ===
+
+/// `StartMultipartUpload` as a door received it; empty strings mean "not set".
+#[derive(Debug, Clone, Copy)]
+pub struct RawStart<'a, M> {
+    /// Bucket name.
+    pub bucket: &'a str,
+    /// Object key.
+    pub key: &'a str,
+    /// Content type the object gets.
+    pub content_type: &'a str,
+    /// User metadata the object gets.
+    pub metadata: M,
+    /// Parts must pin a SHA-256 checksum.
+    pub checksum_sha256: bool,
+    /// Complete with `If-None-Match: *`.
+    pub create_only: bool,
+    /// The size the completed object must have.
+    pub expected_size: Option<u64>,
+}
+
+/// A validated start.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    bucket: BucketName,
+    key: ObjectKey,
+    content_type: Option<HeaderText>,
+    metadata: Metadata,
+    checksum_sha256: bool,
+    create_only: bool,
+    expected_size: Option<u64>,
+    ttl: Option<Duration>,
+}
+
+impl StartRequest {
+    /// Validates `raw`, adding violations to `v`; `ttl` as in
+    /// [`super::ReadRequest::parse`].
+    pub fn parse<'a, M>(
+        v: &mut Violations,
+        raw: RawStart<'a, M>,
+        ttl: impl FnOnce(&mut Violations) -> Option<Option<Duration>>,
+    ) -> Option<Self>
+    where
+        M: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        let bucket = v.required("bucket", raw.bucket);
+        let key = v.required("key", raw.key);
+        let content_type = v.optional("content_type", raw.content_type);
+        let metadata = Metadata::new(raw.metadata)
+            .map_err(|e| v.add("metadata", describe_metadata(e)))
+            .ok();
+        if raw.expected_size == Some(0) {
+            v.add(
+                "expected_size",
+                "must be at least 1 byte; omit it when the size is not known",
+            );
+        }
+        let ttl = ttl(v);
+        Some(StartRequest {
+            bucket: bucket?,
+            key: key?,
+            content_type: content_type?,
+            metadata: metadata?,
+            checksum_sha256: raw.checksum_sha256,
+            create_only: raw.create_only,
+            expected_size: raw.expected_size,
+            ttl: ttl?,
+        })
+    }
+}
+
+/// A part's optional checksum pin: `Ok(None)` when empty, `Err` (recorded in `v`)
+/// when malformed.
+fn part_checksum(
+    v: &mut Violations,
+    field: &'static str,
+    number: PartNumber,
+    text: &str,
+) -> Result<Option<ChecksumSha256>, ()> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|e| v.add(field, format!("part {number}: checksum_sha256 {e}")))
+}
+
+/// One part a door asks a URL for, with its optional pins.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawPart<'a> {
+    /// Part number.
+    pub part_number: u64,
+    /// `Content-Length` pin.
+    pub content_length: Option<u64>,
+    /// `x-amz-checksum-sha256` pin; empty for none.
+    pub checksum_sha256: &'a str,
+}
+
+/// A validated part to sign.
+#[derive(Debug, Clone)]
+struct PartPin {
+    number: PartNumber,
+    content_length: Option<u64>,
+    checksum_sha256: Option<ChecksumSha256>,
+}
+
+/// Validated parts to sign.
+#[derive(Debug, Clone)]
+pub struct PartsRequest {
+    parts: Vec<PartPin>,
+    ttl: Option<Duration>,
+}
+
+impl PartsRequest {
+    /// Validates the parts (numbers 1..=10,000, each once, at most
+    /// [`MAX_PARTS_PER_CALL`]; length pins of 1 byte to 5 GiB, and at least 5 MiB but
+    /// for the highest part asked), adding violations to `v` under `field`.
+    pub fn parse<'a>(
+        v: &mut Violations,
+        field: &'static str,
+        raw: impl ExactSizeIterator<Item = RawPart<'a>>,
+        ttl: impl FnOnce(&mut Violations) -> Option<Option<Duration>>,
+    ) -> Option<Self> {
+        let count = raw.len();
+        let mut parts = Vec::with_capacity(count.min(MAX_PARTS_PER_CALL));
+        let mut bad = false;
+        if count == 0 {
+            v.add(field, "name at least one part");
+            bad = true;
+        }
+        if count > MAX_PARTS_PER_CALL {
+            v.add(
+                field,
+                format!(
+                    "asks for {count} parts; at most {MAX_PARTS_PER_CALL} in one call, so ask \
+                     in batches"
+                ),
+            );
+            bad = true;
+        }
+        for raw in raw.take(MAX_PARTS_PER_CALL) {
+            let Some(number) = v.check(field, PartNumber::try_from(raw.part_number)) else {
+                bad = true;
+                continue;
+            };
+            if let Some(n) = raw.content_length
+                && !(1..=MAX_PART_BYTES).contains(&n)
+            {
+                v.add(
+                    field,
+                    format!("part {number}: content_length {n} is outside 1 byte to 5 GiB"),
+                );
+                bad = true;
+            }
+            let Ok(checksum) = part_checksum(v, field, number, raw.checksum_sha256) else {
+                bad = true;
+                continue;
+            };
+            parts.push(PartPin {
+                number,
+                content_length: raw.content_length,
+                checksum_sha256: checksum,
+            });
+        }
+        let mut numbers: Vec<PartNumber> = parts.iter().map(|p| p.number).collect();
+        numbers.sort_unstable();
+        if let Some(w) = numbers.windows(2).find(|w| w[0] == w[1]) {
+            v.add(field, format!("part {} is named twice", w[0]));
+            bad = true;
+        }
+        let highest = numbers.last().copied();
+        for p in &parts {
+            if let Some(n) = p.content_length
+                && n < MIN_PART_BYTES
+                && Some(p.number) != highest
+            {
+                v.add(
+                    field,
+                    format!(
+                        "part {}: content_length {n} is under S3's 5 MiB minimum, which only \
+                         the last part may be",
+                        p.number
+                    ),
+                );
+                bad = true;
+            }
+        }
+        let ttl = ttl(v);
+        (!bad).then_some(())?;
+        Some(PartsRequest { parts, ttl: ttl? })
+    }
+}
+
+/// A part as the caller saw it uploaded.
+#[derive(Debug, Clone, Copy)]
+pub struct RawCompletedPart<'a> {
+    /// Part number.
+    pub part_number: u64,
+    /// The ETag the store answered for it (quotes optional).
+    pub etag: &'a str,
+    /// Its SHA-256 checksum in base64, when the upload pins checksums.
+    pub checksum_sha256: &'a str,
+}
+
+/// The parts to complete with, validated.
+#[derive(Debug, Clone)]
+pub struct CompleteRequest {
+    parts: Vec<PartToComplete>,
+}
+
+impl CompleteRequest {
+    /// Validates the parts (at least one; numbers 1..=10,000 in ascending order,
+    /// each once; an ETag each), adding violations to `v` under `field`.
+    pub fn parse<'a>(
+        v: &mut Violations,
+        field: &'static str,
+        raw: impl Iterator<Item = RawCompletedPart<'a>>,
+    ) -> Option<Self> {
+        let mut parts: Vec<PartToComplete> = Vec::new();
+        let mut bad = false;
+        for raw in raw.take(usize::from(upload::MAX_PARTS) + 1) {
+            let Some(number) = v.check(field, PartNumber::try_from(raw.part_number)) else {
+                bad = true;
+                continue;
+            };
+            if let Some(previous) = parts.last()
+                && previous.part_number >= number
+            {
+                v.add(
+                    field,
+                    format!(
+                        "part {number} follows part {}; list each part once, in ascending order",
+                        previous.part_number
+                    ),
+                );
+                bad = true;
+            }
+            let etag = raw.etag.trim().trim_matches('"');
+            if etag.is_empty() || etag.len() > 1024 || !etag.bytes().all(|b| b.is_ascii_graphic()) {
+                v.add(
+                    field,
+                    format!("part {number}: etag must be the ETag the store answered for it"),
+                );
+                bad = true;
+            }
+            let Ok(checksum) = part_checksum(v, field, number, raw.checksum_sha256) else {
+                bad = true;
+                continue;
+            };
+            parts.push(PartToComplete {
+                part_number: number,
+                etag: etag.to_owned(),
+                checksum_sha256: checksum.map(|c| c.as_str().to_owned()),
+            });
+        }
+        if parts.is_empty() && !bad {
+            v.add(field, "name every uploaded part, at least one");
+            bad = true;
+        }
+        (!bad).then_some(CompleteRequest { parts })
+    }
+}
+
+// === answers ===
+
+/// A started upload.
+#[derive(Debug)]
+pub struct Started {
+    /// The upload token for the later steps.
+    pub upload: String,
+    /// The store's upload id.
+    pub upload_id: String,
+    /// The bucket.
+    pub bucket: BucketName,
+    /// The key.
+    pub key: ObjectKey,
+    /// When the token stops working.
+    pub expires_at: SystemTime,
+    /// Joins the response to the audit event.
+    pub grant_id: String,
+}
+
+/// A presigned part.
+#[derive(Debug)]
+pub struct SignedPart {
+    /// Its number.
+    pub part_number: u16,
+    /// The presigned PUT.
+    pub request: crate::sign::PresignedRequest,
+}
+
+/// Presigned parts.
+#[derive(Debug)]
+pub struct SignedParts {
+    /// One per part asked, in the order asked.
+    pub parts: Vec<SignedPart>,
+    /// When every URL stops working.
+    pub expires_at: SystemTime,
+    /// Joins the response to the audit event.
+    pub grant_id: String,
+}
+
+/// A completed upload.
+#[derive(Debug)]
+pub struct Completed {
+    /// The object's ETag.
+    pub etag: String,
+    /// The object's size in bytes.
+    pub size: u64,
+    /// The bucket.
+    pub bucket: BucketName,
+    /// The key.
+    pub key: ObjectKey,
+    /// Joins the response to the audit event.
+    pub grant_id: String,
+}
+
+// === the steps ===
+
+impl Pipeline {
+    fn uploads(&self) -> Result<&Uploads, Error> {
+        self.uploads.as_deref().ok_or(Error::NotConfigured(
+            "multipart uploads are not configured on this service",
+        ))
+    }
+
+    /// The claims of `token` for `caller`, or why not; no store call happens before.
+    fn claims(&self, caller: &Caller, token: &str) -> Result<Claims, Error> {
+        self.uploads()?
+            .keys
+            .verify(token, caller.id(), SystemTime::now())
+            .map_err(|e| match e {
+                TokenError::OtherCaller => Error::OtherCaller,
+                e @ (TokenError::Invalid | TokenError::Expired) => {
+                    Error::InvalidArgument(vec![FieldViolation {
+                        field: "upload",
+                        description: e.to_string(),
+                    }])
+                }
+            })
+    }
+
+    /// Starts a multipart upload of one object: the rule allows `write` on the key;
+    /// the service creates the upload at the store with the pinned content type,
+    /// metadata and checksum algorithm, and answers a token bound to the caller.
+    ///
+    /// # Errors
+    /// `Denied`; `InvalidArgument` when `expected_size` exceeds the rule's
+    /// `max_object_size`; `Store` when the store fails.
+    pub async fn start_multipart(
+        &self,
+        caller: &Caller,
+        request: &StartRequest,
+    ) -> Result<Started, Error> {
+        let uploads = self.uploads()?;
+        let (max_ttl, max_size, rule_line) = {
+            let rules = self.rules.current();
+            let rule = authorize(
+                &rules,
+                caller,
+                Action::Write,
+                &request.bucket,
+                Target::Key(&request.key),
+            )?;
+            (rule.max_ttl(), rule.max_object_size(), rule.line())
+        };
+        if let (Some(expected), Some(max)) = (request.expected_size, max_size)
+            && expected > max
+        {
+            return Err(Error::InvalidArgument(vec![FieldViolation {
+                field: "expected_size",
+                description: format!("is {expected} bytes; the rule allows at most {max}"),
+            }]));
+        }
+        let now = whole_seconds(SystemTime::now());
+        let requested = request.ttl.unwrap_or(self.limits.default_ttl);
+        let ttl = Ttl::clamp(&[requested, max_ttl, self.limits.max_ttl], now, None)?;
+        let upload_id = uploads
+            .store
+            .create(
+                &request.bucket,
+                &request.key,
+                request.content_type.as_ref(),
+                &request.metadata,
+                request.checksum_sha256,
+            )
+            .await
+            .map_err(Error::Store)?;
+        let expires_at = now + ttl.as_duration();
+        let token = uploads.keys.mint(&Claims {
+            bucket: request.bucket.clone(),
+            key: request.key.clone(),
+            upload_id: upload_id.clone(),
+            caller: caller.id().to_owned(),
+            expires_at,
+            create_only: request.create_only,
+            expected_size: request.expected_size,
+            checksum_sha256: request.checksum_sha256,
+        });
+        let grant_id = audit::new_grant_id();
+        audit::issued(&audit::Issued {
+            grant_id: &grant_id,
+            caller,
+            actions: &[Action::Write],
+            bucket: request.bucket.as_str(),
+            target: request.key.as_str(),
+            ttl_secs: ttl.as_duration().as_secs(),
+            expires_at,
+            rule_line,
+            session_grant_id: None,
+        });
+        Ok(Started {
+            upload: token,
+            upload_id: upload_id.as_str().to_owned(),
+            bucket: request.bucket.clone(),
+            key: request.key.clone(),
+            expires_at,
+            grant_id,
+        })
+    }
+
+    /// Presigned UploadPart PUTs for the asked parts of the upload `token` names.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad or expired token, or a part without the checksum
+    /// the upload pins; `OtherCaller`; `Denied`; `Credentials`/`Expiry`.
+    pub fn grant_parts(
+        &self,
+        caller: &Caller,
+        token: &str,
+        request: &PartsRequest,
+    ) -> Result<SignedParts, Error> {
+        let claims = self.claims(caller, token)?;
+        if claims.checksum_sha256
+            && let Some(p) = request.parts.iter().find(|p| p.checksum_sha256.is_none())
+        {
+            return Err(Error::InvalidArgument(vec![FieldViolation {
+                field: "parts",
+                description: format!(
+                    "part {}: this upload was started with checksum_algorithm SHA256, so every \
+                     part must pin checksum_sha256",
+                    p.number
+                ),
+            }]));
+        }
+        let rules = self.rules.current();
+        let rule = authorize(
+            &rules,
+            caller,
+            Action::Write,
+            &claims.bucket,
+            Target::Key(&claims.key),
+        )?;
+        let credentials = self.credentials.current()?;
+        let now = whole_seconds(SystemTime::now());
+        let requested = request.ttl.unwrap_or(self.limits.default_ttl);
+        let token_left = claims.expires_at.duration_since(now).unwrap_or_default();
+        let ttl = Ttl::clamp(
+            &[requested, rule.max_ttl(), self.limits.max_ttl, token_left],
+            now,
+            credentials.expires_at,
+        )?;
+        let parts = request
+            .parts
+            .iter()
+            .map(|p| SignedPart {
+                part_number: p.number.get(),
+                request: self.signer.presign_upload_part(
+                    &credentials,
+                    &UploadPart {
+                        bucket: &claims.bucket,
+                        key: &claims.key,
+                        upload_id: &claims.upload_id,
+                        part_number: p.number,
+                        content_length: p.content_length,
+                        checksum_sha256: p.checksum_sha256.as_ref(),
+                    },
+                    now,
+                    ttl,
+                ),
+            })
+            .collect();
+        let expires_at = now + ttl.as_duration();
+        let grant_id = audit::new_grant_id();
+        audit::issued(&audit::Issued {
+            grant_id: &grant_id,
+            caller,
+            actions: &[Action::Write],
+            bucket: claims.bucket.as_str(),
+            target: claims.key.as_str(),
+            ttl_secs: ttl.as_duration().as_secs(),
+            expires_at,
+            rule_line: rule.line(),
+            session_grant_id: None,
+        });
+        Ok(SignedParts {
+            parts,
+            expires_at,
+            grant_id,
+        })
+    }
+
+    /// The parts uploaded so far, for resuming.
+    ///
+    /// # Errors
+    /// As [`Pipeline::grant_parts`], and `Store`.
+    pub async fn list_parts(&self, caller: &Caller, token: &str) -> Result<Vec<StoredPart>, Error> {
+        let claims = self.claims(caller, token)?;
+        self.authorize_upload(caller, &claims)?;
+        self.uploads()?
+            .store
+            .list_parts(&claims.bucket, &claims.key, &claims.upload_id)
+            .await
+            .map_err(store_error)
+    }
+
+    /// Completes the upload with `request`'s parts, after checking them against what
+    /// the store holds: every part uploaded, with the ETag the store lists for it, the total within the rule's
+    /// `max_object_size` and equal to `expected_size` when `Start` named one. The
+    /// checks come first, so an oversized object never exists.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` for an unknown part or ETag, a size over the limit or off
+    /// the expected size, a part under 5 MiB that is not the last, an upload that no
+    /// longer exists; `AlreadyExists` for a create-only upload whose key exists; as
+    /// [`Pipeline::grant_parts`].
+    pub async fn complete_multipart(
+        &self,
+        caller: &Caller,
+        token: &str,
+        request: &CompleteRequest,
+    ) -> Result<Completed, Error> {
+        let claims = self.claims(caller, token)?;
+        let (rule_line, max_size) = self.authorize_upload(caller, &claims)?;
+        let store = &self.uploads()?.store;
+        let stored: HashMap<u16, StoredPart> = store
+            .list_parts(&claims.bucket, &claims.key, &claims.upload_id)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(|p| (p.part_number, p))
+            .collect();
+        let size = check_parts(&request.parts, &stored, max_size, claims.expected_size)?;
+        let etag = store
+            .complete(
+                &claims.bucket,
+                &claims.key,
+                &claims.upload_id,
+                &request.parts,
+                claims.create_only,
+            )
+            .await
+            .map_err(store_error)?;
+        let grant_id = audit::new_grant_id();
+        audit::issued(&audit::Issued {
+            grant_id: &grant_id,
+            caller,
+            actions: &[Action::Write],
+            bucket: claims.bucket.as_str(),
+            target: claims.key.as_str(),
+            ttl_secs: 0,
+            expires_at: SystemTime::now(),
+            rule_line,
+            session_grant_id: None,
+        });
+        Ok(Completed {
+            etag,
+            size,
+            bucket: claims.bucket,
+            key: claims.key,
+            grant_id,
+        })
+    }
+
+    /// Aborts the upload; aborting one that is already gone succeeds.
+    ///
+    /// # Errors
+    /// As [`Pipeline::grant_parts`], and `Store`.
+    pub async fn abort_multipart(&self, caller: &Caller, token: &str) -> Result<(), Error> {
+        let claims = self.claims(caller, token)?;
+        self.authorize_upload(caller, &claims)?;
+        match self
+            .uploads()?
+            .store
+            .abort(&claims.bucket, &claims.key, &claims.upload_id)
+            .await
+        {
+            Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+            other => other.map_err(store_error),
+        }
+    }
+
+    /// The rules still allow `write` on the upload's key; answers the rule's line and
+    /// `max_object_size`.
+    fn authorize_upload(
+        &self,
+        caller: &Caller,
+        claims: &Claims,
+    ) -> Result<(usize, Option<u64>), Error> {
+        let rules = self.rules.current();
+        let rule = authorize(
+            &rules,
+            caller,
+            Action::Write,
+            &claims.bucket,
+            Target::Key(&claims.key),
+        )?;
+        Ok((rule.line(), rule.max_object_size()))
+    }
+
+    /// The upload id a token names, for a door that must show it.
+    pub fn upload_id_of(&self, caller: &Caller, token: &str) -> Result<UploadId, Error> {
+        Ok(self.claims(caller, token)?.upload_id)
+    }
+}
+
+/// The parts to complete with, checked against what the store holds: each uploaded,
+/// with the ETag the store lists for it (stores that list none, such as s3s-fs, leave
+/// that to their Complete), the total within `max_size` and equal to `expected`.
+/// Answers the total.
+fn check_parts(
+    parts: &[PartToComplete],
+    stored: &HashMap<u16, StoredPart>,
+    max_size: Option<u64>,
+    expected: Option<u64>,
+) -> Result<u64, Error> {
+    let mut size: u64 = 0;
+    for part in parts {
+        let n = part.part_number.get();
+        let Some(held) = stored.get(&n) else {
+            return Err(Error::FailedPrecondition(format!(
+                "part {n} was not uploaded; upload it, or complete without it"
+            )));
+        };
+        if !held.etag.is_empty() && held.etag != part.etag {
+            return Err(Error::FailedPrecondition(format!(
+                "part {n}: the store holds another ETag for it; list the uploaded parts and \
+                 complete with their ETags"
+            )));
+        }
+        size = size.saturating_add(held.size);
+    }
+    if let Some(max) = max_size
+        && size > max
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "the parts add up to {size} bytes; the rule allows objects of at most {max} \
+             (abort the upload, or complete with fewer parts)"
+        )));
+    }
+    if let Some(expected) = expected
+        && size != expected
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "the parts add up to {size} bytes; the upload was started for {expected}"
+        )));
+    }
+    Ok(size)
+}
+
+/// What the store's refusals mean to the caller.
+fn store_error(e: store::Error) -> Error {
+    match e.code() {
+        Some("PreconditionFailed") => Error::AlreadyExists(
+            "an object with this key exists, and the upload was started create_only".into(),
+        ),
+        Some("NoSuchUpload") => Error::FailedPrecondition(
+            "the upload no longer exists (it was completed or aborted); start a new one".into(),
+        ),
+        Some("EntityTooSmall") => Error::FailedPrecondition(
+            "a part other than the last is under 5 MiB; re-upload it larger".into(),
+        ),
+        Some("InvalidPart" | "InvalidPartOrder") => Error::FailedPrecondition(
+            "the store does not hold these parts as named; list the uploaded parts and \
+             complete with their numbers and ETags"
+                .into(),
+        ),
+        _ => Error::Store(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(parts: &[(u16, u64, &str)]) -> HashMap<u16, StoredPart> {
+        parts
+            .iter()
+            .map(|&(n, size, etag)| {
+                (
+                    n,
+                    StoredPart {
+                        part_number: n,
+                        size,
+                        etag: etag.into(),
+                        checksum_sha256: None,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn asked(parts: &[(u64, &str)]) -> Vec<PartToComplete> {
+        parts
+            .iter()
+            .map(|&(n, etag)| PartToComplete {
+                part_number: PartNumber::try_from(n).unwrap(),
+                etag: etag.into(),
+                checksum_sha256: None,
+            })
+            .collect()
+    }
+
+    fn refusal(result: Result<u64, Error>) -> String {
+        match result {
+            Err(Error::FailedPrecondition(message)) => message,
+            other => panic!("expected FailedPrecondition, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn known_parts_add_up() {
+        let held = stored(&[(1, 10, "a"), (2, 5, "b"), (3, 1, "c")]);
+        assert_eq!(
+            check_parts(&asked(&[(1, "a"), (2, "b")]), &held, None, None).ok(),
+            Some(15)
+        );
+        assert_eq!(
+            check_parts(&asked(&[(1, "a"), (3, "c")]), &held, Some(11), Some(11)).ok(),
+            Some(11)
+        );
+    }
+
+    #[test]
+    fn an_unknown_etag_names_its_part() {
+        let held = stored(&[(1, 10, "a"), (2, 5, "b")]);
+        let message = refusal(check_parts(
+            &asked(&[(1, "a"), (2, "zzz")]),
+            &held,
+            None,
+            None,
+        ));
+        assert!(
+            message.starts_with("part 2: the store holds another ETag"),
+            "{message}"
+        );
+        let message = refusal(check_parts(&asked(&[(3, "c")]), &held, None, None));
+        assert!(message.starts_with("part 3 was not uploaded"), "{message}");
+    }
+
+    #[test]
+    fn a_store_that_lists_no_etag_leaves_the_check_to_its_complete() {
+        let held = stored(&[(1, 10, "")]);
+        assert_eq!(
+            check_parts(&asked(&[(1, "anything")]), &held, None, None).ok(),
+            Some(10)
+        );
+    }
+
+    #[test]
+    fn sizes_over_the_limit_or_off_the_expected_size_are_refused() {
+        let held = stored(&[(1, 10, "a"), (2, 5, "b")]);
+        let both = asked(&[(1, "a"), (2, "b")]);
+        assert!(refusal(check_parts(&both, &held, Some(14), None)).contains("at most 14"));
+        assert!(refusal(check_parts(&both, &held, None, Some(16))).contains("started for 16"));
+    }
+}

@@ -1,0 +1,191 @@
+//! The multipart RPCs: proto ⇄ pipeline.
+
+use crate::caller::Caller;
+use crate::grant::{
+    CompleteRequest, PartsRequest, Pipeline, RawCompletedPart, RawPart, RawStart, StartRequest,
+    Violations,
+};
+use crate::proto;
+
+use super::{Error, requested_ttl, timestamp};
+
+/// `StartMultipartUpload`.
+pub(super) async fn start(
+    pipeline: &Pipeline,
+    caller: &Caller,
+    request: &proto::StartMultipartUploadRequest,
+) -> Result<proto::StartMultipartUploadResponse, Error> {
+    let mut v = Violations::default();
+    let checksum_sha256 = match proto::ChecksumAlgorithm::try_from(request.checksum_algorithm) {
+        Ok(proto::ChecksumAlgorithm::Unspecified) => false,
+        Ok(proto::ChecksumAlgorithm::Sha256) => true,
+        Err(_) => {
+            v.add(
+                "checksum_algorithm",
+                "must be CHECKSUM_ALGORITHM_SHA256 or unset",
+            );
+            false
+        }
+    };
+    let parsed = StartRequest::parse(
+        &mut v,
+        RawStart {
+            bucket: &request.bucket,
+            key: &request.key,
+            content_type: &request.content_type,
+            metadata: request
+                .metadata
+                .iter()
+                .map(|(k, value)| (k.as_str(), value.as_str())),
+            checksum_sha256,
+            create_only: request.create_only,
+            expected_size: request.expected_size,
+        },
+        |v| requested_ttl(v, "ttl", request.ttl.as_ref()),
+    );
+    let parsed = v.finish(parsed)?;
+    let started = pipeline.start_multipart(caller, &parsed).await?;
+    Ok(proto::StartMultipartUploadResponse {
+        upload: started.upload,
+        upload_id: started.upload_id,
+        expires_at: Some(timestamp(started.expires_at)),
+        grant_id: started.grant_id,
+    })
+}
+
+/// `GrantUploadParts`.
+pub(super) fn grant_parts(
+    pipeline: &Pipeline,
+    caller: &Caller,
+    request: &proto::GrantUploadPartsRequest,
+) -> Result<proto::GrantUploadPartsResponse, Error> {
+    let mut v = Violations::default();
+    let range: Vec<RawPart<'_>>;
+    let parts: Vec<RawPart<'_>> = match (&request.part_range, request.parts.is_empty()) {
+        (Some(r), true) => {
+            // Bounded before it is expanded: a range of 4 billion parts is one violation,
+            // not 4 billion values.
+            let count = u64::from(r.last).saturating_sub(u64::from(r.first)) + 1;
+            if r.first == 0 || r.first > r.last || count > crate::upload::MAX_PARTS_PER_CALL as u64
+            {
+                v.add(
+                    "part_range",
+                    format!(
+                        "must be first..=last within 1..=10000, first <= last, at most {} parts",
+                        crate::upload::MAX_PARTS_PER_CALL
+                    ),
+                );
+                Vec::new()
+            } else {
+                range = (r.first..=r.last)
+                    .map(|n| RawPart {
+                        part_number: u64::from(n),
+                        ..RawPart::default()
+                    })
+                    .collect();
+                range
+            }
+        }
+        (None, false) => request
+            .parts
+            .iter()
+            .map(|p| RawPart {
+                part_number: u64::from(p.part_number),
+                content_length: p.content_length,
+                checksum_sha256: &p.checksum_sha256,
+            })
+            .collect(),
+        _ => {
+            v.add("parts", "send exactly one of parts and part_range");
+            Vec::new()
+        }
+    };
+    let field = if request.part_range.is_some() {
+        "part_range"
+    } else {
+        "parts"
+    };
+    let parsed = if parts.is_empty() {
+        let _ = requested_ttl(&mut v, "ttl", request.ttl.as_ref());
+        None
+    } else {
+        PartsRequest::parse(&mut v, field, parts.into_iter(), |v| {
+            requested_ttl(v, "ttl", request.ttl.as_ref())
+        })
+    };
+    let parsed = v.finish(parsed)?;
+    let signed = pipeline.grant_parts(caller, &request.upload, &parsed)?;
+    Ok(proto::GrantUploadPartsResponse {
+        parts: signed
+            .parts
+            .into_iter()
+            .map(|p| proto::UploadPartGrant {
+                part_number: u32::from(p.part_number),
+                url: p.request.url.expose().clone(),
+                method: p.request.method.to_owned(),
+                headers: p.request.headers.into_iter().collect(),
+            })
+            .collect(),
+        expires_at: Some(timestamp(signed.expires_at)),
+        grant_id: signed.grant_id,
+    })
+}
+
+/// `ListUploadedParts`.
+pub(super) async fn list(
+    pipeline: &Pipeline,
+    caller: &Caller,
+    request: &proto::ListUploadedPartsRequest,
+) -> Result<proto::ListUploadedPartsResponse, Error> {
+    let parts = pipeline.list_parts(caller, &request.upload).await?;
+    Ok(proto::ListUploadedPartsResponse {
+        parts: parts
+            .into_iter()
+            .map(|p| proto::UploadedPart {
+                part_number: u32::from(p.part_number),
+                size: p.size,
+                etag: p.etag,
+                checksum_sha256: p.checksum_sha256.unwrap_or_default(),
+            })
+            .collect(),
+    })
+}
+
+/// `CompleteMultipartUpload`.
+pub(super) async fn complete(
+    pipeline: &Pipeline,
+    caller: &Caller,
+    request: &proto::CompleteMultipartUploadRequest,
+) -> Result<proto::CompleteMultipartUploadResponse, Error> {
+    let mut v = Violations::default();
+    let parsed = CompleteRequest::parse(
+        &mut v,
+        "parts",
+        request.parts.iter().map(|p| RawCompletedPart {
+            part_number: u64::from(p.part_number),
+            etag: &p.etag,
+            checksum_sha256: &p.checksum_sha256,
+        }),
+    );
+    let parsed = v.finish(parsed)?;
+    let done = pipeline
+        .complete_multipart(caller, &request.upload, &parsed)
+        .await?;
+    Ok(proto::CompleteMultipartUploadResponse {
+        etag: done.etag,
+        size: done.size,
+        bucket: done.bucket.to_string(),
+        key: done.key.as_str().to_owned(),
+        grant_id: done.grant_id,
+    })
+}
+
+/// `AbortMultipartUpload`.
+pub(super) async fn abort(
+    pipeline: &Pipeline,
+    caller: &Caller,
+    request: &proto::AbortMultipartUploadRequest,
+) -> Result<proto::AbortMultipartUploadResponse, Error> {
+    pipeline.abort_multipart(caller, &request.upload).await?;
+    Ok(proto::AbortMultipartUploadResponse {})
+}

@@ -1,0 +1,266 @@
+//! The calls this service makes to the store itself, for multipart uploads: create,
+//! list parts, complete, abort. Presigning needs no call; these do, because only the
+//! key holder can start and finish an upload for a caller without handing it
+//! credentials. Each call has its own timeout (`storage.call_timeout`).
+//!
+//! IAM permissions the service's own role needs for them: `s3:PutObject` (create,
+//! complete), `s3:ListMultipartUploadParts` (list), `s3:AbortMultipartUpload` (abort).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+
+use crate::scope::{BucketName, HeaderText, Metadata, ObjectKey};
+use crate::upload::{PartNumber, UploadId};
+
+/// Why a store call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The store answered with an error code; `message` is for the operator.
+    #[error("the store refused the request ({code})")]
+    Refused {
+        /// S3's error code (`NoSuchUpload`, `InvalidPart`, `PreconditionFailed`, …).
+        code: String,
+        /// Status, code and message, without the response body.
+        message: String,
+    },
+    /// No answer: connection, timeout, malformed response.
+    #[error("the store could not be reached: {0}")]
+    Unreachable(String),
+    /// An answer without a field it must carry.
+    #[error("the store answered without {0}")]
+    Incomplete(&'static str),
+}
+
+impl Error {
+    /// S3's error code, when the store answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+fn classify<E: ProvideErrorMetadata>(error: SdkError<E, HttpResponse>) -> Error {
+    let message = crate::aws::describe_error(&error);
+    match &error {
+        SdkError::ServiceError(_) => Error::Refused {
+            code: error.code().unwrap_or("Unknown").to_owned(),
+            message,
+        },
+        _ => Error::Unreachable(message),
+    }
+}
+
+/// A part as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPart {
+    /// Its number.
+    pub part_number: u16,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its ETag, without quotes.
+    pub etag: String,
+    /// Its SHA-256 checksum in base64, when the store keeps one.
+    pub checksum_sha256: Option<String>,
+}
+
+/// A part to complete the upload with.
+#[derive(Debug, Clone)]
+pub struct PartToComplete {
+    /// Its number.
+    pub part_number: PartNumber,
+    /// Its ETag, as the store gave it.
+    pub etag: String,
+    /// Its SHA-256 checksum, when the upload pins checksums.
+    pub checksum_sha256: Option<String>,
+}
+
+/// The multipart calls, on one S3 client.
+#[derive(Debug, Clone)]
+pub struct Store {
+    client: aws_sdk_s3::Client,
+    timeout: Duration,
+}
+
+impl Store {
+    /// Calls through `client`, each bounded by `timeout`.
+    pub fn new(client: aws_sdk_s3::Client, timeout: Duration) -> Self {
+        Self { client, timeout }
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Unreachable(format!(
+                    "no answer within {:?}",
+                    self.timeout
+                )))
+            })
+    }
+
+    /// CreateMultipartUpload with the pinned content type, metadata and checksum
+    /// algorithm.
+    ///
+    /// # Errors
+    /// [`Error`].
+    pub async fn create(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        content_type: Option<&HeaderText>,
+        metadata: &Metadata,
+        checksum_sha256: bool,
+    ) -> Result<UploadId, Error> {
+        // Repeated names become one header with the values joined by `,`, as a
+        // presigned PUT sends them.
+        let mut joined: HashMap<String, String> = HashMap::new();
+        for (name, value) in metadata.entries() {
+            joined
+                .entry(name.clone())
+                .and_modify(|v| {
+                    v.push(',');
+                    v.push_str(value);
+                })
+                .or_insert_with(|| value.clone());
+        }
+        let metadata = joined;
+        let call = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket.as_str())
+            .key(key.as_str())
+            .set_content_type(content_type.map(|c| c.as_str().to_owned()))
+            .set_metadata((!metadata.is_empty()).then_some(metadata))
+            .set_checksum_algorithm(checksum_sha256.then_some(ChecksumAlgorithm::Sha256));
+        self.bounded(async {
+            let out = call.send().await.map_err(classify)?;
+            out.upload_id()
+                .ok_or(Error::Incomplete("an upload id"))?
+                .parse()
+                .map_err(|_| Error::Incomplete("a well-formed upload id"))
+        })
+        .await
+    }
+
+    /// Every part uploaded so far, in part-number order (all pages).
+    ///
+    /// # Errors
+    /// [`Error`].
+    pub async fn list_parts(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        upload_id: &UploadId,
+    ) -> Result<Vec<StoredPart>, Error> {
+        self.bounded(async {
+            let mut parts = Vec::new();
+            let mut marker: Option<String> = None;
+            // Bounded: 10,000 parts at 1,000 a page.
+            for _ in 0..11 {
+                let out = self
+                    .client
+                    .list_parts()
+                    .bucket(bucket.as_str())
+                    .key(key.as_str())
+                    .upload_id(upload_id.as_str())
+                    .set_part_number_marker(marker.take())
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                for p in out.parts() {
+                    parts.push(StoredPart {
+                        part_number: p
+                            .part_number()
+                            .and_then(|n| u16::try_from(n).ok())
+                            .ok_or(Error::Incomplete("a part number"))?,
+                        size: p.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                        etag: p.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+                        checksum_sha256: p.checksum_sha256().map(str::to_owned),
+                    });
+                }
+                match (out.is_truncated(), out.next_part_number_marker()) {
+                    (Some(true), Some(next)) => marker = Some(next.to_owned()),
+                    _ => break,
+                }
+            }
+            parts.sort_by_key(|p| p.part_number);
+            Ok(parts)
+        })
+        .await
+    }
+
+    /// CompleteMultipartUpload with `parts`, `If-None-Match: *` when `create_only`;
+    /// answers the object's ETag.
+    ///
+    /// # Errors
+    /// [`Error`]; a create-only complete over an existing object is `Refused` with
+    /// `PreconditionFailed`.
+    pub async fn complete(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        upload_id: &UploadId,
+        parts: &[PartToComplete],
+        create_only: bool,
+    ) -> Result<String, Error> {
+        let parts = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(i32::from(p.part_number.get()))
+                    .e_tag(format!("\"{}\"", p.etag))
+                    .set_checksum_sha256(p.checksum_sha256.clone())
+                    .build()
+            })
+            .collect();
+        let call = self
+            .client
+            .complete_multipart_upload()
+            .bucket(bucket.as_str())
+            .key(key.as_str())
+            .upload_id(upload_id.as_str())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .set_if_none_match(create_only.then(|| "*".to_owned()));
+        self.bounded(async {
+            let out = call.send().await.map_err(classify)?;
+            Ok(out.e_tag().unwrap_or_default().trim_matches('"').to_owned())
+        })
+        .await
+    }
+
+    /// AbortMultipartUpload.
+    ///
+    /// # Errors
+    /// [`Error`].
+    pub async fn abort(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        upload_id: &UploadId,
+    ) -> Result<(), Error> {
+        let call = self
+            .client
+            .abort_multipart_upload()
+            .bucket(bucket.as_str())
+            .key(key.as_str())
+            .upload_id(upload_id.as_str());
+        self.bounded(async {
+            call.send().await.map_err(classify)?;
+            Ok(())
+        })
+        .await
+    }
+}
