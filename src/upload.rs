@@ -106,6 +106,36 @@ impl FromStr for UploadId {
     }
 }
 
+// === browser file names ===
+
+/// Longest file name kept in a browser upload's key, in bytes.
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// A browser's file name made safe to end a key the service chooses: only its last
+/// path component; letters, digits and ` ._-()+,=@` kept, anything else (controls,
+/// format characters, `$`, `{`, `%`, quotes, …) replaced by `_`; no leading dot (so
+/// never `.` or `..`); at most 255 bytes; `file` when nothing is left. The browser
+/// never chooses the prefix: this is only the last segment.
+pub fn sanitize_file_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let mut out = String::with_capacity(last.len().min(MAX_FILE_NAME_BYTES));
+    for c in last.chars() {
+        let keep = c.is_alphanumeric() && !c.is_control() && !crate::scope::is_format(c)
+            || " ._-()+,=@".contains(c);
+        let c = if keep { c } else { '_' };
+        if out.len() + c.len_utf8() > MAX_FILE_NAME_BYTES {
+            break;
+        }
+        out.push(c);
+    }
+    let trimmed = out.trim_start_matches(['.', ' ']).trim_end_matches(' ');
+    if trimmed.is_empty() {
+        "file".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
 // === the token ===
 
 /// What a token says about its upload.
@@ -364,6 +394,22 @@ mod tests {
     fn short_keys_are_refused() {
         assert!(TokenKeys::new(vec![Secret::new(vec![0; 31])]).is_err());
         assert!(TokenKeys::new(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn file_names_keep_their_last_segment_and_safe_characters() {
+        assert_eq!(sanitize_file_name("report (1).pdf"), "report (1).pdf");
+        assert_eq!(sanitize_file_name("../../etc/passwd"), "passwd");
+        assert_eq!(sanitize_file_name("C:\\Users\\a\\photo.jpg"), "photo.jpg");
+        assert_eq!(sanitize_file_name(".."), "file");
+        assert_eq!(sanitize_file_name(".bashrc"), "bashrc");
+        assert_eq!(sanitize_file_name("a${filename}b"), "a__filename_b");
+        assert_eq!(sanitize_file_name("gnp.\u{202E}exe"), "gnp._exe");
+        assert_eq!(sanitize_file_name("tab\there"), "tab_here");
+        assert_eq!(sanitize_file_name("résumé 日本.txt"), "résumé 日本.txt");
+        assert_eq!(sanitize_file_name(""), "file");
+        let long = sanitize_file_name(&"é".repeat(200));
+        assert!(long.len() <= MAX_FILE_NAME_BYTES && long.chars().all(|c| c == 'é'));
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct HttpConfig {
     /// Lifetime asked for a click-time link's target; the rule's `max_ttl` cuts it.
     #[serde(with = "crate::core::duration")]
     pub link_ttl: Duration,
+    /// Bucket that browser uploads through the Uppy routes go to, under the caller's
+    /// `write` rule prefix there.
+    pub upload_bucket: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -74,6 +77,7 @@ impl Default for HttpConfig {
             session_cookie: "sg_session".into(),
             login_url: None,
             link_ttl: Duration::from_secs(60),
+            upload_bucket: None,
         }
     }
 }

@@ -287,12 +287,28 @@ fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
     if h.link_ttl < Duration::from_secs(1) || h.link_ttl > raw.grants.max_ttl {
         return out_of_range("http.link_ttl", "must be between 1s and grants.max_ttl");
     }
+    let upload_bucket = h
+        .upload_bucket
+        .as_ref()
+        .map(|name| {
+            name.parse().map_err(|source| {
+                (
+                    "http.upload_bucket",
+                    Problem::Bucket {
+                        name: name.clone(),
+                        source,
+                    },
+                )
+            })
+        })
+        .transpose()?;
     Ok(Some(crate::gateway::Settings {
         listen,
         allowed_origins: h.allowed_origins.clone(),
         session_cookie: cookie.clone(),
         login_url: h.login_url.clone(),
         link_ttl: h.link_ttl,
+        upload_bucket,
     }))
 }
 

@@ -8,6 +8,7 @@
 //! - `POST /v1/uploads`: upload signing as JSON (`uploads`);
 //! - `GET /v1/credentials/{bucket}/{prefix…}`: AWS container credentials
 //!   (`credentials`);
+//! - `/s3/params`, `/s3/multipart…`: the routes of `@uppy/aws-s3` (`uppy`);
 //! - `GET /healthz`: the listener is up (no identity, no grant).
 //!
 //! Errors are RFC 9457 problem details (`problem`), the only place an error becomes an
@@ -19,6 +20,7 @@ mod disposition;
 mod objects;
 mod problem;
 mod uploads;
+mod uppy;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,6 +51,9 @@ pub struct Settings {
     pub login_url: Option<String>,
     /// Lifetime asked for a click-time link's target (cut by the rule).
     pub link_ttl: Duration,
+    /// The bucket browser uploads through the Uppy routes go to; unset: those routes
+    /// answer 501.
+    pub upload_bucket: Option<crate::scope::BucketName>,
 }
 
 /// What every route needs.
@@ -76,6 +81,14 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
             "/v1/credentials/{bucket}/{*prefix}",
             get(credentials::credentials),
         )
+        .route("/s3/params", get(uppy::params))
+        .route("/s3/multipart", post(uppy::create))
+        .route(
+            "/s3/multipart/{upload}",
+            get(uppy::list).delete(uppy::abort),
+        )
+        .route("/s3/multipart/{upload}/complete", post(uppy::complete))
+        .route("/s3/multipart/{upload}/{part}", get(uppy::sign_part))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { problem::Problem::not_found() })
         .with_state(app)

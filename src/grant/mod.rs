@@ -189,6 +189,39 @@ impl Pipeline {
         self
     }
 
+    /// The key a browser upload of `file_name` gets in `bucket`: under the prefix of
+    /// the caller's first `write` rule there, a random segment (two uploads of one
+    /// name never collide), then the sanitised name. The browser never picks the
+    /// prefix. Also answers that rule's `max_object_size`.
+    ///
+    /// # Errors
+    /// `Denied` when no rule lets the caller write in `bucket`.
+    pub fn browser_upload_key(
+        &self,
+        caller: &Caller,
+        bucket: &BucketName,
+        file_name: &str,
+    ) -> Result<(ObjectKey, Option<u64>), Error> {
+        let rules = self.rules.current();
+        let Some(prefix) = rules.write_prefix(caller, bucket) else {
+            audit::denied(caller, Action::Write, bucket.as_str(), "");
+            return Err(Error::Denied(rules.denied_write(caller, bucket)));
+        };
+        let key = format!(
+            "{prefix}{}/{}",
+            audit::new_grant_id(),
+            crate::upload::sanitize_file_name(file_name)
+        );
+        let key: ObjectKey = key.parse().map_err(|e: crate::scope::Error| {
+            Error::InvalidArgument(vec![FieldViolation {
+                field: "filename",
+                description: e.to_string(),
+            }])
+        })?;
+        let rule = authorize(&rules, caller, Action::Write, bucket, Target::Key(&key))?;
+        Ok((key, rule.max_object_size()))
+    }
+
     /// A presigned GET for one object.
     ///
     /// # Errors

@@ -18,7 +18,7 @@ use crate::sign::UploadPart;
 use crate::store::{self, PartToComplete, Store, StoredPart};
 use crate::upload::{
     self, Claims, MAX_PART_BYTES, MAX_PARTS_PER_CALL, MIN_PART_BYTES, PartNumber, TokenError,
-    TokenKeys, UploadId,
+    TokenKeys,
 };
 
 use super::request::describe_metadata;
@@ -643,9 +643,13 @@ impl Pipeline {
         Ok((rule.line(), rule.max_object_size()))
     }
 
-    /// The upload id a token names, for a door that must show it.
-    pub fn upload_id_of(&self, caller: &Caller, token: &str) -> Result<UploadId, Error> {
-        Ok(self.claims(caller, token)?.upload_id)
+    /// The key of the upload `token` names, when it is `caller`'s, for a door whose
+    /// client repeats the key.
+    ///
+    /// # Errors
+    /// As the token checks of [`Pipeline::grant_parts`].
+    pub fn upload_key_of(&self, caller: &Caller, token: &str) -> Result<ObjectKey, Error> {
+        Ok(self.claims(caller, token)?.key)
     }
 }
 

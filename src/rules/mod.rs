@@ -467,6 +467,11 @@ impl Rules {
             .find_map(|r| r.prefix_for(caller))
     }
 
+    /// The refusal for a caller with no `write` rule in `bucket`.
+    pub fn denied_write(&self, caller: &Caller, bucket: &BucketName) -> Denied {
+        self.denied(caller, Action::Write, bucket)
+    }
+
     fn denied(&self, caller: &Caller, action: Action, bucket: &BucketName) -> Denied {
         let mut allowed_prefixes: Vec<String> = self
             .rules

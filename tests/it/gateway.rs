@@ -5,6 +5,7 @@
 
 use crate::support;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use reqwest::header::{self, HeaderMap};
@@ -33,7 +34,7 @@ impl Gateway {
         let port = free_port();
         setup.extra_config.push_str(&format!(
             "\n[http]\nlisten = \"127.0.0.1:{port}\"\nallowed_origins = [\"{PAGE}\"]\n\
-             login_url = \"{LOGIN}\"\n"
+             login_url = \"{LOGIN}\"\nupload_bucket = \"demo\"\n"
         ));
         let service = Service::start(&store, setup).await;
         let base = format!("http://127.0.0.1:{port}");
@@ -458,6 +459,221 @@ async fn unknown_routes_are_404_problems() {
     let response = gw.link("/v2/nothing", &[]).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(problem(response).await["code"], "NOT_FOUND");
+}
+
+async fn json(response: reqwest::Response) -> Value {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(status.is_success(), "{status}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn uppy_single_upload_gets_a_post_form_under_the_callers_prefix() {
+    let gw = Gateway::start().await;
+    let params = json(
+        gw.request(
+            Method::GET,
+            "/s3/params?filename=..%2F..%2Fevil+%E2%80%AEgnp.csv&type=text%2Fcsv&metadata%5Bname%5D=x",
+        )
+        .header(header::COOKIE, format!("sg_session={TOKEN}"))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(params["method"], "POST");
+    let fields: HashMap<String, String> = serde_json::from_value(params["fields"].clone()).unwrap();
+    let key = &fields["key"];
+    // The rule's prefix, a random segment, the sanitised last segment of the name.
+    let (prefix, rest) = key.split_at("public/".len());
+    assert_eq!(prefix, "public/");
+    let (id, name) = rest.split_once('/').unwrap();
+    assert_eq!(id.len(), 32, "{key}");
+    assert_eq!(name, "evil _gnp.csv");
+    assert_eq!(fields["Content-Type"], "text/csv");
+    assert!(
+        !fields.keys().any(|k| k.starts_with("x-amz-meta-")),
+        "{fields:?}"
+    );
+    let status = support::post_form(
+        params["url"].as_str().unwrap(),
+        &fields,
+        "file",
+        b"a,b\n1,2\n",
+    )
+    .await;
+    assert_eq!(status, 204);
+    let link = gw
+        .link(
+            &format!("/v1/objects/demo/{}", key.replace(' ', "%20")),
+            &[("authorization", &bearer(TOKEN))],
+        )
+        .await;
+    assert_eq!(
+        http_get(&location(&link)).await.text().await.unwrap(),
+        "a,b\n1,2\n"
+    );
+    // A caller without a write rule in the upload bucket gets no form.
+    let denied = gw
+        .request(Method::GET, "/s3/params?filename=a.txt&type=text%2Fplain")
+        .header(header::AUTHORIZATION, bearer(OTHER_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn uppy_multipart_routes_upload_two_parts_and_bind_the_upload_to_its_caller() {
+    let gw = Gateway::start().await;
+    let cookie = format!("sg_session={TOKEN}");
+    let created = json(
+        gw.request(Method::POST, "/s3/multipart")
+            .header(header::COOKIE, &cookie)
+            .header(header::ORIGIN, PAGE)
+            .json_body(r#"{"filename": "big.bin", "type": "application/octet-stream", "metadata": {"name": "big.bin"}}"#)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    let upload = created["uploadId"].as_str().unwrap().to_owned();
+    assert!(
+        key.starts_with("public/") && key.ends_with("/big.bin"),
+        "{key}"
+    );
+    let base = format!("/s3/multipart/{}", enc(&upload));
+    let q = format!("key={}", enc(&key));
+    let sizes = [5 * 1024 * 1024, 1024 * 1024];
+    let mut whole = Vec::new();
+    let mut parts = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let signed = json(
+            gw.request(Method::GET, &format!("{base}/{}?{q}", i + 1))
+                .header(header::COOKIE, &cookie)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let data: Vec<u8> = (0..*size).map(|n| (n % 251) as u8 + i as u8).collect();
+        whole.extend_from_slice(&data);
+        let put = reqwest::Client::new()
+            .put(signed["url"].as_str().unwrap())
+            .body(data)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), StatusCode::OK);
+        let etag = put.headers()["etag"]
+            .to_str()
+            .unwrap()
+            .trim_matches('"')
+            .to_owned();
+        parts.push(serde_json::json!({"PartNumber": i + 1, "ETag": etag}));
+    }
+    let listed = json(
+        gw.request(Method::GET, &format!("{base}?{q}"))
+            .header(header::COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed[1]["PartNumber"], 2);
+    assert_eq!(listed[1]["Size"], 1024 * 1024);
+    // Another caller, or the right caller with another key, gets nowhere.
+    let other = gw
+        .request(Method::POST, &format!("{base}/complete?{q}"))
+        .header(header::AUTHORIZATION, bearer(OTHER_TOKEN))
+        .json_body(&serde_json::json!({"parts": parts}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    let wrong_key = gw
+        .request(Method::GET, &format!("{base}/1?key=public%2Fother.bin"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_key.status(), StatusCode::BAD_REQUEST);
+    let done = json(
+        gw.request(Method::POST, &format!("{base}/complete?{q}"))
+            .header(header::COOKIE, &cookie)
+            .header(header::ORIGIN, PAGE)
+            .json_body(&serde_json::json!({"parts": parts}).to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(done["key"], key.as_str());
+    let target = done["location"].as_str().unwrap();
+    assert!(target.starts_with("/v1/objects/demo/public/"), "{target}");
+    let link = gw.link(target, &[("authorization", &bearer(TOKEN))]).await;
+    let got = http_get(&location(&link)).await.bytes().await.unwrap();
+    assert!(
+        got.as_ref() == whole.as_slice(),
+        "the object is the two parts"
+    );
+}
+
+#[tokio::test]
+async fn uppy_abort_discards_the_upload() {
+    let gw = Gateway::start().await;
+    let created = json(
+        gw.request(Method::POST, "/s3/multipart")
+            .header(header::AUTHORIZATION, bearer(TOKEN))
+            .json_body(r#"{"filename": "x.bin", "type": "application/octet-stream"}"#)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let base = format!(
+        "/s3/multipart/{}",
+        enc(created["uploadId"].as_str().unwrap())
+    );
+    let q = format!("key={}", enc(created["key"].as_str().unwrap()));
+    let signed = json(
+        gw.request(Method::GET, &format!("{base}/1?{q}"))
+            .header(header::AUTHORIZATION, bearer(TOKEN))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let aborted = gw
+        .request(Method::DELETE, &format!("{base}?{q}"))
+        .header(header::AUTHORIZATION, bearer(TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(aborted.status(), StatusCode::NO_CONTENT);
+    let put = reqwest::Client::new()
+        .put(signed["url"].as_str().unwrap())
+        .body(vec![0u8; 16])
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_client_error(), "{}", put.status());
+}
+
+/// Percent-encodes a path segment or query value as `encodeURIComponent` does.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// JSON bodies as text, so malformed ones can be sent too.

@@ -66,40 +66,9 @@ async fn put(url: &str, headers: &HashMap<String, String>, body: &[u8]) -> u16 {
     request.send().await.expect("PUT").status().as_u16()
 }
 
-/// A multipart/form-data POST with `fields`, then the file as `file_field`.
+/// A multipart/form-data POST of the grant's form, then `body` as its file.
 async fn post(grant: &GrantWriteResponse, fields: &HashMap<String, String>, body: &[u8]) -> u16 {
-    let boundary = "----storage-grants-test-boundary";
-    let mut form = Vec::new();
-    for (name, value) in fields {
-        form.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-            )
-            .as_bytes(),
-        );
-    }
-    form.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"upload.csv\"\r\n\
-             Content-Type: text/csv\r\n\r\n",
-            grant.file_field
-        )
-        .as_bytes(),
-    );
-    form.extend_from_slice(body);
-    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    reqwest::Client::new()
-        .post(&grant.url)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(form)
-        .send()
-        .await
-        .expect("POST")
-        .status()
-        .as_u16()
+    support::post_form(&grant.url, fields, &grant.file_field, body).await
 }
 
 async fn stored(

@@ -315,6 +315,47 @@ pub async fn http_get(url: &str) -> reqwest::Response {
         .expect("HTTP request")
 }
 
+/// A multipart/form-data POST of `fields`, then `body` as the file part
+/// `file_field`, as a browser sends a POST policy form; answers the status.
+pub async fn post_form<'a>(
+    url: &str,
+    fields: impl IntoIterator<Item = (&'a String, &'a String)>,
+    file_field: &str,
+    body: &[u8],
+) -> u16 {
+    let boundary = "----storage-grants-test-boundary";
+    let mut form = Vec::new();
+    for (name, value) in fields {
+        form.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    form.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{file_field}\"; filename=\"upload.csv\"\r\n\
+             Content-Type: text/csv\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    form.extend_from_slice(body);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    reqwest::Client::new()
+        .post(url)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(form)
+        .send()
+        .await
+        .expect("POST")
+        .status()
+        .as_u16()
+}
+
 /// A running moto server (local STS, IAM and S3) on loopback, stopped on drop.
 pub struct Moto {
     child: Option<Child>,

@@ -1,0 +1,415 @@
+//! The routes `@uppy/aws-s3` 6.x calls in its `companionEndpoint` mode, so that Uppy
+//! uploads straight to the store with only that option pointing at the gateway. Paths
+//! and JSON shapes follow `@uppy/aws-s3` 6.3.1 (`src/s3-client/CompanionS3.ts`):
+//!
+//! - `GET /s3/params?filename=&type=&metadata[…]=`: a single upload, always a
+//!   presigned POST form (`{method, url, fields}`; Uppy reads `url` and `fields`);
+//! - `POST /s3/multipart` `{filename, type, metadata}` → `{key, uploadId}`;
+//! - `GET /s3/multipart/{uploadId}/{partNumber}?key=` → `{url}`;
+//! - `GET /s3/multipart/{uploadId}?key=` → `[{PartNumber, ETag, Size}]`;
+//! - `POST /s3/multipart/{uploadId}/complete?key=` `{parts: [{PartNumber, ETag}]}` →
+//!   `{location, key}`;
+//! - `DELETE /s3/multipart/{uploadId}?key=` → 204.
+//!
+//! The browser never chooses where its file goes: the key is `{the caller's write rule
+//! prefix in http.upload_bucket}{random id}/{sanitised file name}`. Uppy's `uploadId`
+//! is the multipart upload token, so every later step is bound to the caller that
+//! started the upload; `key` must match the token's. Uppy's metadata is not signed
+//! into the object (any page could otherwise set arbitrary `x-amz-meta-*`).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::caller::Caller;
+use crate::grant::{
+    CompleteRequest, PartsRequest, RawCompletedPart, RawPart, RawSize, RawStart, RawWrite,
+    StartRequest, Violations, WriteRequest,
+};
+use crate::scope::{BucketName, MAX_UPLOAD_BYTES};
+
+use super::caller::{RawToken, identify};
+use super::problem::Problem;
+use super::{App, no_store};
+
+/// The caller and the upload bucket, or the refusal.
+fn caller_and_bucket(
+    app: &App,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(Caller, BucketName), Problem> {
+    let bucket = app
+        .settings
+        .upload_bucket
+        .clone()
+        .ok_or_else(|| Problem::not_configured("browser uploads need http.upload_bucket"))?;
+    let (caller, _) = identify(app, method, headers, RawToken::Refuse)?;
+    Ok((caller, bucket))
+}
+
+fn content_type(text: Option<&str>) -> &str {
+    match text {
+        Some(t)
+            if !t.is_empty()
+                && t.len() <= 255
+                && t.bytes().all(|b| b.is_ascii_graphic() || b == b' ') =>
+        {
+            t
+        }
+        _ => "application/octet-stream",
+    }
+}
+
+/// `GET /s3/params`.
+pub(crate) async fn params(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let (caller, bucket) = match caller_and_bucket(&app, &method, &headers) {
+        Ok(found) => found,
+        Err(problem) => return problem.into_response(),
+    };
+    let Ok(Query(query)) = query else {
+        return Problem::bad_request("query: filename=<name>&type=<content type>").into_response();
+    };
+    let filename = query
+        .get("filename")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let (key, max_size) = match app.pipeline.browser_upload_key(&caller, &bucket, filename) {
+        Ok(found) => found,
+        Err(e) => return Problem::from(e).into_response(),
+    };
+    let mut v = Violations::default();
+    let request = WriteRequest::parse(
+        &mut v,
+        RawWrite {
+            bucket: bucket.as_str(),
+            key: key.as_str(),
+            content_type: content_type(query.get("type").map(String::as_str)),
+            checksum_sha256: "",
+            metadata: std::iter::empty(),
+            size: RawSize::Range {
+                min: 0,
+                max: max_size.unwrap_or(MAX_UPLOAD_BYTES).min(MAX_UPLOAD_BYTES),
+            },
+            create_only: false,
+        },
+        |_| Some(None),
+    );
+    match v
+        .finish(request)
+        .and_then(|request| app.pipeline.write(&caller, &request))
+    {
+        Ok(grant) => no_store(Json(super::uploads::UploadGrant::from(grant))),
+        Err(e) => Problem::from(e).into_response(),
+    }
+}
+
+/// `POST /s3/multipart` body.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CreateBody {
+    #[serde(default)]
+    filename: String,
+    #[serde(default, rename = "type")]
+    content_type: Option<String>,
+    /// Read and ignored: not signed into the object.
+    #[serde(default)]
+    #[allow(dead_code)]
+    metadata: serde_json::Value,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Created {
+    key: String,
+    upload_id: String,
+    bucket: String,
+}
+
+/// `POST /s3/multipart`.
+pub(crate) async fn create(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Json<CreateBody>, JsonRejection>,
+) -> Response {
+    let (caller, bucket) = match caller_and_bucket(&app, &method, &headers) {
+        Ok(found) => found,
+        Err(problem) => return problem.into_response(),
+    };
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(e) => return Problem::bad_request(e.body_text()).into_response(),
+    };
+    let key = match app
+        .pipeline
+        .browser_upload_key(&caller, &bucket, &body.filename)
+    {
+        Ok((key, _)) => key,
+        Err(e) => return Problem::from(e).into_response(),
+    };
+    let mut v = Violations::default();
+    let request = StartRequest::parse(
+        &mut v,
+        RawStart {
+            bucket: bucket.as_str(),
+            key: key.as_str(),
+            content_type: content_type(body.content_type.as_deref()),
+            metadata: std::iter::empty(),
+            checksum_sha256: false,
+            create_only: false,
+            expected_size: None,
+        },
+        |_| Some(None),
+    );
+    let request = match v.finish(request) {
+        Ok(request) => request,
+        Err(e) => return Problem::from(e).into_response(),
+    };
+    match app.pipeline.start_multipart(&caller, &request).await {
+        Ok(started) => no_store(Json(Created {
+            key: started.key.as_str().to_owned(),
+            upload_id: started.upload,
+            bucket: started.bucket.to_string(),
+        })),
+        Err(e) => Problem::from(e).into_response(),
+    }
+}
+
+/// `?key=`: the key Uppy believes the upload has; it must be the token's.
+#[derive(Debug, Deserialize)]
+pub(crate) struct KeyQuery {
+    key: String,
+}
+
+/// The caller, after checking that `key` is the key the upload token names.
+async fn continuing(
+    app: &App,
+    method: &Method,
+    headers: &HeaderMap,
+    token: &str,
+    key: &str,
+) -> Result<Caller, Problem> {
+    let (caller, _) = identify(app, method, headers, RawToken::Refuse)?;
+    let claimed = app.pipeline.upload_key_of(&caller, token)?;
+    if claimed.as_str() != key {
+        return Err(Problem::bad_request(
+            "key is not the key of this upload; send the key POST /s3/multipart answered",
+        ));
+    }
+    Ok(caller)
+}
+
+macro_rules! extract {
+    ($result:expr, $message:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(_) => return Problem::bad_request($message).into_response(),
+        }
+    };
+}
+
+#[derive(Debug, Serialize)]
+struct SignedPart {
+    url: String,
+    headers: std::collections::BTreeMap<String, String>,
+    expires: u64,
+}
+
+/// `GET /s3/multipart/{uploadId}/{partNumber}`.
+pub(crate) async fn sign_part(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    path: Result<Path<(String, u64)>, PathRejection>,
+    query: Result<Query<KeyQuery>, QueryRejection>,
+) -> Response {
+    let Path((token, number)) = extract!(path, "path: /s3/multipart/{uploadId}/{partNumber}");
+    let Query(query) = extract!(query, "query: key=<the upload's key>");
+    let caller = match continuing(&app, &method, &headers, &token, &query.key).await {
+        Ok(caller) => caller,
+        Err(problem) => return problem.into_response(),
+    };
+    let mut v = Violations::default();
+    let request = PartsRequest::parse(
+        &mut v,
+        "partNumber",
+        std::iter::once(RawPart {
+            part_number: number,
+            ..RawPart::default()
+        }),
+        |_| Some(None),
+    );
+    let signed = v
+        .finish(request)
+        .and_then(|request| app.pipeline.grant_parts(&caller, &token, &request));
+    match signed {
+        Ok(mut signed) => {
+            let part = signed.parts.remove(0);
+            let expires = signed
+                .expires_at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+                .as_secs();
+            no_store(Json(SignedPart {
+                url: part.request.url.expose().clone(),
+                headers: part.request.headers.into_iter().collect(),
+                expires,
+            }))
+        }
+        Err(e) => Problem::from(e).into_response(),
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListedPart {
+    part_number: u16,
+    size: u64,
+    #[serde(rename = "ETag")]
+    etag: String,
+}
+
+/// `GET /s3/multipart/{uploadId}`.
+pub(crate) async fn list(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<KeyQuery>, QueryRejection>,
+) -> Response {
+    let Path(token) = extract!(path, "path: /s3/multipart/{uploadId}");
+    let Query(query) = extract!(query, "query: key=<the upload's key>");
+    let caller = match continuing(&app, &method, &headers, &token, &query.key).await {
+        Ok(caller) => caller,
+        Err(problem) => return problem.into_response(),
+    };
+    match app.pipeline.list_parts(&caller, &token).await {
+        Ok(parts) => Json(
+            parts
+                .into_iter()
+                .map(|p| ListedPart {
+                    part_number: p.part_number,
+                    size: p.size,
+                    etag: p.etag,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => Problem::from(e).into_response(),
+    }
+}
+
+/// `POST …/complete` body.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CompleteBody {
+    parts: Vec<CompletePart>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CompletePart {
+    #[serde(rename = "PartNumber")]
+    part_number: serde_json::Value,
+    #[serde(rename = "ETag")]
+    etag: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Done {
+    location: String,
+    key: String,
+    bucket: String,
+}
+
+/// `POST /s3/multipart/{uploadId}/complete`.
+pub(crate) async fn complete(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<KeyQuery>, QueryRejection>,
+    body: Result<Json<CompleteBody>, JsonRejection>,
+) -> Response {
+    let Path(token) = extract!(path, "path: /s3/multipart/{uploadId}/complete");
+    let Query(query) = extract!(query, "query: key=<the upload's key>");
+    let caller = match continuing(&app, &method, &headers, &token, &query.key).await {
+        Ok(caller) => caller,
+        Err(problem) => return problem.into_response(),
+    };
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(e) => return Problem::bad_request(e.body_text()).into_response(),
+    };
+    let mut v = Violations::default();
+    let request = CompleteRequest::parse(
+        &mut v,
+        "parts",
+        body.parts.iter().map(|p| RawCompletedPart {
+            // Uppy sends numbers; older clients strings. Anything else is part 0,
+            // which the parser refuses.
+            part_number: match &p.part_number {
+                serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
+                serde_json::Value::String(s) => s.parse().unwrap_or(0),
+                _ => 0,
+            },
+            etag: &p.etag,
+            checksum_sha256: "",
+        }),
+    );
+    let done = match v.finish(request) {
+        Ok(request) => {
+            app.pipeline
+                .complete_multipart(&caller, &token, &request)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match done {
+        Ok(done) => Json(Done {
+            // The click-time link: a stable address that answers a fresh presigned
+            // GET, never a presigned URL that Uppy would keep and show.
+            location: format!(
+                "/v1/objects/{}/{}",
+                done.bucket,
+                done.key
+                    .as_str()
+                    .split('/')
+                    .map(super::percent_encode_component)
+                    .collect::<Vec<_>>()
+                    .join("/")
+            ),
+            key: done.key.as_str().to_owned(),
+            bucket: done.bucket.to_string(),
+        })
+        .into_response(),
+        Err(e) => Problem::from(e).into_response(),
+    }
+}
+
+/// `DELETE /s3/multipart/{uploadId}`.
+pub(crate) async fn abort(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<KeyQuery>, QueryRejection>,
+) -> Response {
+    let Path(token) = extract!(path, "path: /s3/multipart/{uploadId}");
+    let Query(query) = extract!(query, "query: key=<the upload's key>");
+    let caller = match continuing(&app, &method, &headers, &token, &query.key).await {
+        Ok(caller) => caller,
+        Err(problem) => return problem.into_response(),
+    };
+    match app.pipeline.abort_multipart(&caller, &token).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => Problem::from(e).into_response(),
+    }
+}
