@@ -190,17 +190,21 @@ pub(crate) struct KeyQuery {
     key: String,
 }
 
-/// The caller, after checking that `key` is the key the upload token names.
-async fn continuing(
+/// The caller continuing upload `token`, after checking that `key` (from the query)
+/// is the key the token names; or the refusal to answer.
+fn continuing(
     app: &App,
     method: &Method,
     headers: &HeaderMap,
     token: &str,
-    key: &str,
+    query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Result<Caller, Problem> {
+    let Ok(Query(query)) = query else {
+        return Err(Problem::bad_request("query: key=<the upload's key>"));
+    };
     let (caller, _) = identify(app, method, headers, RawToken::Refuse)?;
     let claimed = app.pipeline.upload_key_of(&caller, token)?;
-    if claimed.as_str() != key {
+    if claimed.as_str() != query.key {
         return Err(Problem::bad_request(
             "key is not the key of this upload; send the key POST /s3/multipart answered",
         ));
@@ -208,13 +212,10 @@ async fn continuing(
     Ok(caller)
 }
 
-macro_rules! extract {
-    ($result:expr, $message:expr) => {
-        match $result {
-            Ok(value) => value,
-            Err(_) => return Problem::bad_request($message).into_response(),
-        }
-    };
+/// The upload token from the path.
+fn token(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
+    path.map(|Path(token)| token)
+        .map_err(|_| Problem::bad_request("path: /s3/multipart/{uploadId}[/complete]"))
 }
 
 #[derive(Debug, Serialize)]
@@ -232,9 +233,10 @@ pub(crate) async fn sign_part(
     path: Result<Path<(String, u64)>, PathRejection>,
     query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Response {
-    let Path((token, number)) = extract!(path, "path: /s3/multipart/{uploadId}/{partNumber}");
-    let Query(query) = extract!(query, "query: key=<the upload's key>");
-    let caller = match continuing(&app, &method, &headers, &token, &query.key).await {
+    let Ok(Path((token, number))) = path else {
+        return Problem::bad_request("path: /s3/multipart/{uploadId}/{partNumber}").into_response();
+    };
+    let caller = match continuing(&app, &method, &headers, &token, query) {
         Ok(caller) => caller,
         Err(problem) => return problem.into_response(),
     };
@@ -286,10 +288,10 @@ pub(crate) async fn list(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Response {
-    let Path(token) = extract!(path, "path: /s3/multipart/{uploadId}");
-    let Query(query) = extract!(query, "query: key=<the upload's key>");
-    let caller = match continuing(&app, &method, &headers, &token, &query.key).await {
-        Ok(caller) => caller,
+    let (caller, token) = match token(path)
+        .and_then(|token| Ok((continuing(&app, &method, &headers, &token, query)?, token)))
+    {
+        Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
     match app.pipeline.list_parts(&caller, &token).await {
@@ -338,10 +340,10 @@ pub(crate) async fn complete(
     query: Result<Query<KeyQuery>, QueryRejection>,
     body: Result<Json<CompleteBody>, JsonRejection>,
 ) -> Response {
-    let Path(token) = extract!(path, "path: /s3/multipart/{uploadId}/complete");
-    let Query(query) = extract!(query, "query: key=<the upload's key>");
-    let caller = match continuing(&app, &method, &headers, &token, &query.key).await {
-        Ok(caller) => caller,
+    let (caller, token) = match token(path)
+        .and_then(|token| Ok((continuing(&app, &method, &headers, &token, query)?, token)))
+    {
+        Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
     let body = match body {
@@ -402,10 +404,10 @@ pub(crate) async fn abort(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Response {
-    let Path(token) = extract!(path, "path: /s3/multipart/{uploadId}");
-    let Query(query) = extract!(query, "query: key=<the upload's key>");
-    let caller = match continuing(&app, &method, &headers, &token, &query.key).await {
-        Ok(caller) => caller,
+    let (caller, token) = match token(path)
+        .and_then(|token| Ok((continuing(&app, &method, &headers, &token, query)?, token)))
+    {
+        Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
     match app.pipeline.abort_multipart(&caller, &token).await {
