@@ -9,7 +9,9 @@
 // - every other request is forwarded to the store unchanged: same method, the request
 //   target exactly as received, the same headers in the same order with the same
 //   case (Host included, so the store verifies the SigV4 signature that was made for
-//   this address), the same body bytes. The store's answer comes back unchanged, plus
+//   this address), the same body bytes with the same framing (Content-Length, chunked,
+//   or none). Only the hop-by-hop `Connection: close` is added when the client sent no
+//   Connection header (one connection per request to the store). The store's answer comes back unchanged, plus
 //   the CORS headers S3 adds when the request's Origin matches the rule.
 //
 // Usage: node cors-shim.mjs LISTEN_PORT UPSTREAM_PORT ALLOWED_ORIGIN...
@@ -65,15 +67,29 @@ function preflight(req, res) {
   log("OPTIONS", pathOnly(req.url), 200, `preflight ${method} [${requested ?? ""}]`);
 }
 
+// The request's headers as sent (rawHeaders: order, case, Host), repeated names kept
+// as repeated lines. An object, not the raw array: with an array Node writes the head at
+// once, before it can be told that a request without Content-Length has no body.
+function sentHeaders(req) {
+  const headers = {};
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i];
+    const value = req.rawHeaders[i + 1];
+    const same = Object.keys(headers).find((k) => k.toLowerCase() === name.toLowerCase());
+    if (same === undefined) headers[name] = value;
+    else headers[same] = [].concat(headers[same], value);
+  }
+  return headers;
+}
+
 function forward(req, res) {
-  // rawHeaders keeps every header as sent: order, case, duplicates, Host.
   const upstream = http.request(
     {
       host: "127.0.0.1",
       port: Number(upstreamPort),
       method: req.method,
       path: req.url,
-      headers: req.rawHeaders,
+      headers: sentHeaders(req),
       setHost: false,
       agent: false,
     },
@@ -100,9 +116,16 @@ function forward(req, res) {
       }
       res.writeHead(up.statusCode, up.statusMessage, headers);
       up.pipe(res);
-      log(req.method, pathOnly(req.url), up.statusCode, origin ? `origin ${origin}` : "");
+      // How the body was framed: what a store's "MissingContentLength" is about.
+      const framing = `content-length ${req.headers["content-length"] ?? "none"}, transfer-encoding ${req.headers["transfer-encoding"] ?? "none"}`;
+      log(req.method, pathOnly(req.url), up.statusCode, framing, origin ? `origin ${origin}` : "");
     },
   );
+  // A request without Content-Length or Transfer-Encoding has no body: forward it so,
+  // not with the `Transfer-Encoding: chunked` Node would add to a POST or PUT.
+  if (req.headers["content-length"] === undefined && req.headers["transfer-encoding"] === undefined) {
+    upstream.useChunkedEncodingByDefault = false;
+  }
   upstream.on("error", (err) => {
     log(req.method, pathOnly(req.url), 502, `upstream error: ${err.message}`);
     if (!res.headersSent) res.writeHead(502, { "Content-Type": "text/plain" });
