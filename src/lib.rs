@@ -20,12 +20,14 @@
 //! 5. front doors: [`service`] (gRPC, and the one place errors become statuses),
 //!    [`gateway`] (HTTP, for browsers and AWS SDKs; errors as problem details);
 //! 6. wiring: [`config`] (settings parsed once), [`server`] (layers, tasks, shutdown),
-//!    [`telemetry`] (logging).
+//!    [`telemetry`] (logging), [`cli`] (the client modes: credential-process, the
+//!    credentials proxy).
 #![forbid(unsafe_code)]
 
 pub(crate) mod arn;
 pub mod aws;
 pub(crate) mod caller;
+pub mod cli;
 pub(crate) mod codec;
 pub mod config;
 pub(crate) mod core;

@@ -13,6 +13,10 @@ storage-grants: short-lived, narrowly scoped access to object storage, over gRPC
 USAGE:
     storage-grants [serve] [--config FILE] [--listen ADDR]
     storage-grants --check-config [--config FILE]
+    storage-grants credential-process --endpoint URL --bucket B --prefix P --access A [--list]
+                                      [--token-file FILE] [--ca-file FILE]
+    storage-grants credentials-proxy --endpoint URL [--listen 127.0.0.1:PORT]
+                                     [--token-file FILE] [--ca-file FILE]
 
 OPTIONS:
     --config FILE     TOML config file (or STORAGE_GRANTS_CONFIG); defaults apply without one
@@ -20,6 +24,16 @@ OPTIONS:
     --check-config    validate the config and rules files, print what is wrong, and exit
     -h, --help        print this help
     -V, --version     print the version
+
+CLIENT MODES (scoped credentials from a running service, over gRPC):
+    credential-process  print credential_process JSON (Version 1) for ~/.aws/config
+    credentials-proxy   serve the AWS container-credentials endpoint on loopback, for
+                        AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:PORT/v1/credentials/BUCKET/PREFIX?access=read
+    --endpoint URL      the service's gRPC address (https://..., or http:// on loopback)
+    --token-file FILE   the caller's token (e.g. a projected service-account token),
+                        read on every call; else STORAGE_GRANTS_TOKEN
+    --ca-file FILE      PEM CA of the service's certificate (default: system roots)
+    --access A          read, write or read-write; --list adds listing the prefix
 
 ENVIRONMENT:
     STORAGE_GRANTS_<SECTION>__<KEY>   overrides a config key, e.g. STORAGE_GRANTS_STORAGE__ENDPOINT
@@ -61,6 +75,10 @@ fn parse_args() -> Result<Option<Args>, String> {
 }
 
 fn main() -> ExitCode {
+    let mode = std::env::args().nth(1);
+    if let Some(mode @ ("credential-process" | "credentials-proxy")) = mode.as_deref() {
+        return client_mode(mode);
+    }
     let args = match parse_args() {
         Ok(Some(args)) => args,
         Ok(None) => return ExitCode::SUCCESS,
@@ -146,5 +164,83 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// `credential-process` and `credentials-proxy`.
+fn client_mode(mode: &str) -> ExitCode {
+    use storage_grants::cli::{self, UpstreamOptions};
+
+    let mut options = UpstreamOptions {
+        token: std::env::var("STORAGE_GRANTS_TOKEN")
+            .ok()
+            .map(storage_grants::secret::Secret::new),
+        ..UpstreamOptions::default()
+    };
+    let (mut bucket, mut prefix, mut access, mut list) = (None, None, None, false);
+    let mut listen = String::from("127.0.0.1:9911");
+    let mut it = std::env::args().skip(2);
+    let mut bad = None;
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let result = match arg.as_str() {
+            "--endpoint" => value("--endpoint").map(|v| options.endpoint = v),
+            "--token-file" => value("--token-file").map(|v| options.token_file = Some(v.into())),
+            "--ca-file" => value("--ca-file").map(|v| options.ca_file = Some(v.into())),
+            "--bucket" => value("--bucket").map(|v| bucket = Some(v)),
+            "--prefix" => value("--prefix").map(|v| prefix = Some(v)),
+            "--access" => value("--access").map(|v| access = Some(v)),
+            "--listen" => value("--listen").map(|v| listen = v),
+            "--list" => {
+                list = true;
+                Ok(())
+            }
+            other => Err(format!("unknown argument '{other}'")),
+        };
+        if let Err(e) = result {
+            bad = Some(e);
+            break;
+        }
+    }
+    if options.endpoint.is_empty() {
+        bad.get_or_insert_with(|| "--endpoint URL is required".into());
+    }
+    if let Some(e) = bad {
+        eprintln!("error: {e}\n\n{USAGE}");
+        return ExitCode::from(2);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts on any supported platform");
+    let result = runtime.block_on(async {
+        let upstream = cli::Upstream::new(options)?;
+        if mode == "credentials-proxy" {
+            telemetry::init(Default::default());
+            let addr = listen
+                .parse()
+                .map_err(|_| cli::Error::Usage(format!("--listen '{listen}' is not an address")))?;
+            cli::proxy::serve(addr, upstream, shutdown_signal()).await?;
+            return Ok(());
+        }
+        let ask = cli::credential_process::Ask {
+            bucket: bucket.ok_or_else(|| cli::Error::Usage("--bucket is required".into()))?,
+            prefix: prefix.ok_or_else(|| cli::Error::Usage("--prefix is required".into()))?,
+            access: cli::upstream_access(access.as_deref().unwrap_or("read"))?,
+            list,
+        };
+        println!("{}", cli::credential_process::run(&upstream, &ask).await?);
+        Ok::<(), cli::Error>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(cli::Error::Usage(e)) => {
+            eprintln!("error: {e}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

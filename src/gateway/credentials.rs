@@ -29,7 +29,7 @@ use super::problem::Problem;
 
 /// Least life left on credentials handed out again: botocore's 15-minute advisory
 /// window, the widest of the SDKs', plus 5 minutes of margin.
-pub(crate) const MIN_LEFT: Duration = Duration::from_secs(20 * 60);
+pub const MIN_LEFT: Duration = Duration::from_secs(20 * 60);
 
 /// `?access=read|write|read-write&list=true`.
 #[derive(Debug, Deserialize)]
@@ -43,12 +43,30 @@ pub(crate) struct CredentialsQuery {
 /// The container provider's JSON.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub(crate) struct ContainerCredentials {
+pub struct ContainerCredentials {
     access_key_id: String,
     secret_access_key: String,
     token: String,
     expiration: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     account_id: String,
+}
+
+impl ContainerCredentials {
+    /// The JSON for an `AssumeScoped` answer (no account id: the answer has none).
+    pub fn from_proto(answer: crate::proto::AssumeScopedResponse) -> Option<Self> {
+        let c = answer.credentials?;
+        let expires = c.expires_at?;
+        Some(Self {
+            access_key_id: c.access_key_id,
+            secret_access_key: c.secret_access_key,
+            token: c.session_token,
+            expiration: crate::sign::rfc3339(
+                std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(expires.seconds).ok()?),
+            ),
+            account_id: String::new(),
+        })
+    }
 }
 
 /// The route.

@@ -35,7 +35,10 @@ use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::grant::{Pipeline, Violations};
+
 use crate::identity::Authenticator;
+pub use credentials::{ContainerCredentials, MIN_LEFT as CREDENTIALS_MIN_LEFT};
+pub use problem::Problem;
 
 /// `[http]`, validated.
 #[derive(Debug, Clone)]
@@ -153,7 +156,7 @@ pub(crate) fn ttl(v: &mut Violations, ttl: Option<&JsonTtl>) -> Option<Option<Du
 }
 
 /// A JSON answer that carries a credential: no cache may keep it.
-pub(crate) fn no_store(body: impl IntoResponse) -> Response {
+pub fn no_store(body: impl IntoResponse) -> Response {
     let mut response = body.into_response();
     response
         .headers_mut()

@@ -14,7 +14,7 @@ use crate::identity;
 
 /// A refusal, as the HTTP door answers it.
 #[derive(Debug)]
-pub(crate) struct Problem {
+pub struct Problem {
     status: StatusCode,
     /// The gRPC code name of the same failure (`INVALID_ARGUMENT`, …).
     code: &'static str,
@@ -64,7 +64,7 @@ impl Problem {
     }
 
     /// 400: a request the door could not read (its own wire format).
-    pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
+    pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "INVALID_ARGUMENT",
@@ -101,6 +101,48 @@ impl Problem {
             "Not configured",
             detail.into(),
         )
+    }
+
+    /// The answer for a gRPC status from the service (the credentials proxy), with
+    /// the HTTP status that means the same.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        use tonic::Code;
+        let (http, code, title) = match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => (
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                "Invalid request",
+            ),
+            Code::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "Unauthenticated",
+            ),
+            Code::PermissionDenied => (StatusCode::FORBIDDEN, "PERMISSION_DENIED", "Not allowed"),
+            Code::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND", "Not found"),
+            Code::FailedPrecondition => (StatusCode::CONFLICT, "FAILED_PRECONDITION", "Conflict"),
+            Code::ResourceExhausted => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "RESOURCE_EXHAUSTED",
+                "Too many requests",
+            ),
+            Code::Unavailable | Code::DeadlineExceeded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "Unavailable",
+            ),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "Internal error",
+            ),
+        };
+        let mut p = Self::new(http, code, title, status.message().to_owned());
+        if http == StatusCode::SERVICE_UNAVAILABLE {
+            p.retry_after = Some(STS_RETRY_AFTER);
+        }
+        p.challenge = http == StatusCode::UNAUTHORIZED;
+        p
     }
 
     /// The HTTP status.

@@ -6,6 +6,10 @@ use crate::proto;
 
 use super::{Error, requested_ttl, timestamp};
 
+/// Longest `min_remaining` a caller may ask: asking more than any session can have
+/// would make every call a new STS session.
+const MAX_MIN_REMAINING: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Parses the request, runs the pipeline, and builds the response.
 pub(super) async fn assume_scoped(
     pipeline: &Pipeline,
@@ -20,6 +24,17 @@ pub(super) async fn assume_scoped(
         |v| access(v, request),
         |v| requested_ttl(v, "duration", request.duration.as_ref()),
     );
+    let min_left = requested_ttl(&mut v, "min_remaining", request.min_remaining.as_ref())
+        .map(Option::unwrap_or_default);
+    if min_left.is_some_and(|m| m > MAX_MIN_REMAINING) {
+        v.add("min_remaining", "must be at most 1 hour");
+    }
+    let parsed = parsed
+        .zip(min_left)
+        .map(|(request, min_left)| AssumeRequest {
+            min_left,
+            ..request
+        });
     let parsed = v.finish(parsed)?;
     let grant = pipeline.assume(caller, &parsed).await?;
     let credentials = &grant.credentials;

@@ -125,6 +125,7 @@ fn request(prefix: &str, access: ProtoAccess, list: bool) -> AssumeScopedRequest
         access: access as i32,
         list,
         duration: None,
+        ..Default::default()
     }
 }
 

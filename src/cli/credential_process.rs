@@ -1,0 +1,66 @@
+//! `storage-grants credential-process`: prints the JSON the AWS CLI and SDKs read from
+//! a `credential_process` in `~/.aws/config`:
+//!
+//! ```ini
+//! [profile tenant-a]
+//! credential_process = storage-grants credential-process --endpoint https://sg:50051 --token-file /var/run/secrets/tokens/sg --bucket data --prefix tenants/a/ --access read-write --list
+//! ```
+
+use serde::Serialize;
+
+use super::{Error, Upstream};
+use crate::proto;
+
+/// What to ask for.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    /// Bucket.
+    pub bucket: String,
+    /// Prefix, ending in `/`.
+    pub prefix: String,
+    /// Access.
+    pub access: proto::Access,
+    /// Also list the prefix.
+    pub list: bool,
+}
+
+/// `credential_process` output, version 1.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Output {
+    version: u8,
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: String,
+    expiration: String,
+}
+
+/// The JSON to print.
+///
+/// # Errors
+/// As [`Upstream::assume`].
+pub async fn run(upstream: &Upstream, ask: &Ask) -> Result<String, Error> {
+    let answer = upstream
+        .assume(&ask.bucket, &ask.prefix, ask.access, ask.list)
+        .await?;
+    let credentials = answer
+        .credentials
+        .ok_or_else(|| Error::Usage("the service answered without credentials".into()))?;
+    let expiration = credentials
+        .expires_at
+        .map(|t| {
+            crate::sign::rfc3339(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(u64::try_from(t.seconds).unwrap_or(0)),
+            )
+        })
+        .unwrap_or_default();
+    let output = Output {
+        version: 1,
+        access_key_id: credentials.access_key_id,
+        secret_access_key: credentials.secret_access_key,
+        session_token: credentials.session_token,
+        expiration,
+    };
+    Ok(serde_json::to_string(&output).expect("strings serialise"))
+}

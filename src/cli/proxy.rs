@@ -1,0 +1,87 @@
+//! `storage-grants credentials-proxy`: the container-credentials endpoint on loopback,
+//! as a sidecar in the caller's pod. An SDK configured with
+//! `AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:PORT/v1/credentials/{bucket}/{prefix}?access=read`
+//! fetches (and refreshes) credentials from it; the proxy asks the service over gRPC
+//! with the pod's token, which never leaves the sidecar. The SDKs accept `http://`
+//! only on loopback, which is why this listens there and nowhere else.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::{Error, Upstream, upstream};
+use crate::gateway::{ContainerCredentials, Problem};
+
+/// `?access=read|write|read-write&list=true`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AskQuery {
+    access: Option<String>,
+    #[serde(default)]
+    list: bool,
+}
+
+async fn credentials(
+    State(upstream): State<Upstream>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    query: Result<Query<AskQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let (Ok(Path((bucket, prefix))), Ok(Query(query))) = (path, query) else {
+        return Problem::bad_request(
+            "GET /v1/credentials/{bucket}/{prefix}?access=read|write|read-write[&list=true]",
+        )
+        .into_response();
+    };
+    let access = match upstream::access(query.access.as_deref().unwrap_or_default()) {
+        Ok(access) => access,
+        Err(e) => return Problem::bad_request(e.to_string()).into_response(),
+    };
+    match upstream.assume(&bucket, &prefix, access, query.list).await {
+        Ok(answer) => match ContainerCredentials::from_proto(answer) {
+            Some(body) => crate::gateway::no_store(Json(body)),
+            None => Problem::from_status(&tonic::Status::internal(
+                "the service answered without credentials",
+            ))
+            .into_response(),
+        },
+        Err(Error::Refused(status)) => Problem::from_status(&status).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "credentials proxy: upstream failed");
+            Problem::from_status(&tonic::Status::unavailable(e.to_string())).into_response()
+        }
+    }
+}
+
+/// Serves on `addr` (loopback only) until `shutdown` completes.
+///
+/// # Errors
+/// A non-loopback address; the listener.
+pub async fn serve(
+    addr: SocketAddr,
+    upstream: Upstream,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    if !addr.ip().is_loopback() {
+        return Err(Error::Usage(format!(
+            "--listen {addr}: the proxy listens on loopback only (the SDKs accept http:// \
+             only there); use 127.0.0.1"
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })?;
+    tracing::info!(addr = ?listener.local_addr().ok(), "credentials proxy listening");
+    let router = Router::new()
+        .route("/v1/credentials/{bucket}/{*prefix}", get(credentials))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(upstream);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| Error::Listen { addr, source })
+}
