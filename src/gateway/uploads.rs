@@ -17,21 +17,24 @@ use super::caller::{RawToken, identify};
 use super::problem::Problem;
 use super::{App, JsonTtl};
 
-/// The body: GrantWrite's fields, by their proto JSON names.
+/// The body: GrantWrite's fields, by their proto field names or, as protobuf's JSON
+/// mapping also accepts, their lowerCamelCase JSON names.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UploadRequest {
     bucket: String,
     key: String,
-    #[serde(default)]
+    #[serde(default, alias = "contentType")]
     content_type: String,
+    #[serde(alias = "contentLength")]
     content_length: Option<u64>,
+    #[serde(alias = "contentLengthRange")]
     content_length_range: Option<Range>,
-    #[serde(default)]
+    #[serde(default, alias = "checksumSha256")]
     checksum_sha256: String,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, alias = "createOnly")]
     create_only: bool,
     ttl: Option<JsonTtl>,
 }
@@ -39,7 +42,9 @@ pub(crate) struct UploadRequest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Range {
+    #[serde(alias = "minBytes")]
     min_bytes: u64,
+    #[serde(alias = "maxBytes")]
     max_bytes: u64,
 }
 

@@ -339,7 +339,8 @@ async fn upload_signing_answers_a_post_form_for_a_size_range() {
     let response = gw
         .request(Method::POST, "/v1/uploads")
         .header(header::AUTHORIZATION, bearer(TOKEN))
-        .json_body(r#"{"bucket": "demo", "key": "public/form.bin", "content_length_range": {"min_bytes": 1, "max_bytes": 10}}"#)
+        // Protobuf JSON's lowerCamelCase names are accepted as well.
+        .json_body(r#"{"bucket": "demo", "key": "public/form.bin", "contentLengthRange": {"minBytes": 1, "maxBytes": 10}}"#)
         .send()
         .await
         .unwrap();
