@@ -8,6 +8,7 @@ mod support;
 mod assume_scoped;
 mod authorization_matrix;
 mod cli;
+mod credentials;
 mod gateway;
 mod grant_read;
 mod grant_write;

@@ -1,0 +1,486 @@
+//! Scoped credentials that AWS SDKs fetch and refresh by themselves: the Rust SDK's
+//! default chain configured by environment only (the container provider), against the
+//! gateway's endpoint and against the loopback proxy; `credential-process` from the
+//! binary; and every refusal at the endpoint. STS and S3 are moto's.
+//!
+//! The SDK runs in a child process (this test binary, re-run for one test with
+//! `SG_SDK_CHILD` set), because the container provider reads only the process
+//! environment.
+
+use crate::support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::{Moto, OTHER_TOKEN, Service, Setup, TOKEN, free_port};
+
+const RULES: &str = r#"
+[[rules]]
+callers = ["dev:demo"]
+bucket = "demo"
+prefix = "tenants/a/"
+actions = ["assume-read", "assume-write", "list"]
+max_ttl = "30m"
+
+[[rules]]
+callers = ["dev:other"]
+bucket = "demo"
+prefix = "tenants/b/"
+actions = ["assume-read"]
+max_ttl = "30m"
+"#;
+
+struct World {
+    moto: Moto,
+    service: Service,
+    gateway: String,
+    metrics: String,
+    _dir: tempfile::TempDir,
+    token_file: std::path::PathBuf,
+}
+
+async fn world() -> World {
+    let moto = Moto::start();
+    let (key, secret) = moto.service_identity().await;
+    let role_arn = moto
+        .create_role(
+            "sdk-test",
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#,
+        )
+        .await;
+    let credentials = Credentials::new(key, secret, None, None, "moto");
+    admin(&moto.endpoint, credentials.clone())
+        .create_bucket()
+        .bucket("demo")
+        .send()
+        .await
+        .expect("create bucket");
+    let (http, metrics) = (free_port(), free_port());
+    let mut setup = Setup::new();
+    setup.rules = RULES.into();
+    setup.credentials = credentials;
+    setup.extra_config = format!(
+        r#"
+[sts]
+role_arn = "{role_arn}"
+endpoint = "{endpoint}"
+call_timeout = "2s"
+max_attempts = 1
+role_chaining = false
+
+[http]
+listen = "127.0.0.1:{http}"
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+"#,
+        endpoint = moto.endpoint
+    );
+    let service = Service::start_at(&moto.endpoint, setup).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let world = World {
+        gateway: format!("http://127.0.0.1:{http}"),
+        metrics: format!("http://127.0.0.1:{metrics}/metrics"),
+        moto,
+        service,
+        _dir: dir,
+        token_file,
+    };
+    wait_for(&format!("{}/healthz", world.gateway)).await;
+    world
+}
+
+async fn wait_for(url: &str) {
+    for _ in 0..100 {
+        if reqwest::get(url).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never answered");
+}
+
+fn admin(endpoint: &str, credentials: Credentials) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .credentials_provider(credentials)
+            .http_client(storage_grants::aws::http_client())
+            .build(),
+    )
+}
+
+/// Scoped credentials granted so far, as the service counts them.
+async fn granted(world: &World) -> u64 {
+    let text = reqwest::get(&world.metrics)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| {
+            l.starts_with("storage_grants_grants_total{")
+                && l.contains("action=\"assume-read\"")
+                && l.contains("outcome=\"granted\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .map(|n| n as u64)
+        .unwrap_or(0)
+}
+
+/// Runs `test` again in a child process with the SDK's environment: the container
+/// provider's URI and token file, and nothing else that could give credentials.
+async fn run_sdk_child(test: &str, world: &World, uri: &str) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("SG_SDK_CHILD", "1")
+        .env("SG_MOTO_ENDPOINT", &world.moto.endpoint)
+        .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri)
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &world.token_file)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/nonexistent/config")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let output = run(command).await;
+    assert!(
+        output.status.success(),
+        "the SDK child failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Runs `command` off the runtime, which keeps serving the in-process service.
+async fn run(mut command: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().expect("the command runs"))
+        .await
+        .unwrap()
+}
+
+/// A clock the test moves forward; the SDK signs and caches by it.
+#[derive(Debug, Clone, Default)]
+struct Clock(Arc<AtomicU64>);
+
+impl aws_smithy_async::time::TimeSource for Clock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + Duration::from_secs(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// In the child: the default chain finds the container provider from the environment;
+/// put, get and list inside the prefix; then, 29 min 55 s later by the SDK's clock
+/// (inside the identity cache's 10 s refresh buffer of 30-minute credentials), the
+/// SDK fetches new credentials by itself and the next calls still work.
+async fn sdk_child() {
+    let clock = Clock::default();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(storage_grants::aws::http_client())
+        .time_source(clock.clone())
+        .load()
+        .await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .endpoint_url(std::env::var("SG_MOTO_ENDPOINT").unwrap())
+            .force_path_style(true)
+            .build(),
+    );
+    let put = |key: &'static str| {
+        s3.put_object()
+            .bucket("demo")
+            .key(key)
+            .body(b"from the Rust SDK".to_vec().into())
+            .send()
+    };
+    put("tenants/a/rust.txt")
+        .await
+        .expect("put with fetched credentials");
+    let body = s3
+        .get_object()
+        .bucket("demo")
+        .key("tenants/a/rust.txt")
+        .send()
+        .await
+        .expect("get")
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert_eq!(body.as_ref(), b"from the Rust SDK");
+    let listed = s3
+        .list_objects_v2()
+        .bucket("demo")
+        .prefix("tenants/a/")
+        .send()
+        .await
+        .expect("list");
+    assert!(
+        listed
+            .contents()
+            .iter()
+            .any(|o| o.key() == Some("tenants/a/rust.txt"))
+    );
+    clock.0.store(29 * 60 + 55, Ordering::Relaxed);
+    put("tenants/a/rust-after-refresh.txt")
+        .await
+        .expect("put after the SDK refreshed its credentials");
+}
+
+#[tokio::test]
+async fn the_rust_sdk_fetches_and_refreshes_from_the_container_endpoint() {
+    if std::env::var_os("SG_SDK_CHILD").is_some() {
+        return sdk_child().await;
+    }
+    let world = world().await;
+    let before = granted(&world).await;
+    run_sdk_child(
+        "credentials::the_rust_sdk_fetches_and_refreshes_from_the_container_endpoint",
+        &world,
+        &format!(
+            "{}/v1/credentials/demo/tenants/a/?access=read-write&list=true",
+            world.gateway
+        ),
+    )
+    .await;
+    let fetches = granted(&world).await - before;
+    assert!(
+        fetches >= 2,
+        "the SDK fetched {fetches} time(s); a refresh needs 2"
+    );
+}
+
+#[tokio::test]
+async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
+    if std::env::var_os("SG_SDK_CHILD").is_some() {
+        return sdk_child().await;
+    }
+    let world = world().await;
+    let port = free_port();
+    let upstream = storage_grants::cli::Upstream::new(storage_grants::cli::UpstreamOptions {
+        endpoint: format!("http://{}", world.service.addr),
+        token_file: Some(world.token_file.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let proxy = tokio::spawn(storage_grants::cli::proxy::serve(
+        ([127, 0, 0, 1], port).into(),
+        upstream,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    wait_for(&format!("http://127.0.0.1:{port}/healthz")).await;
+    let before = granted(&world).await;
+    run_sdk_child(
+        "credentials::the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy",
+        &world,
+        &format!(
+            "http://127.0.0.1:{port}/v1/credentials/demo/tenants/a/?access=read-write&list=true"
+        ),
+    )
+    .await;
+    let fetches = granted(&world).await - before;
+    assert!(
+        fetches >= 2,
+        "the SDK fetched {fetches} time(s) through the proxy"
+    );
+    let _ = stop.send(());
+    proxy.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_proxy_listens_on_loopback_only() {
+    let upstream = storage_grants::cli::Upstream::new(storage_grants::cli::UpstreamOptions {
+        endpoint: "http://127.0.0.1:1".into(),
+        token: Some(storage_grants::secret::Secret::new("t".into())),
+        ..Default::default()
+    })
+    .unwrap();
+    let err = storage_grants::cli::proxy::serve(([0, 0, 0, 0], 0).into(), upstream, async {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("loopback"), "{err}");
+}
+
+#[tokio::test]
+async fn credential_process_prints_json_whose_credentials_work() {
+    let world = world().await;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_storage-grants"));
+    command
+        .args([
+            "credential-process",
+            "--endpoint",
+            &format!("http://{}", world.service.addr),
+            "--bucket",
+            "demo",
+            "--prefix",
+            "tenants/a/",
+            "--access",
+            "read-write",
+            "--list",
+            "--token-file",
+        ])
+        .arg(&world.token_file);
+    let output = run(command).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["Version"], 1);
+    let expiration = json["Expiration"].as_str().unwrap();
+    assert!(
+        expiration.ends_with('Z') && expiration.len() == 24,
+        "{expiration}"
+    );
+    let s3 = admin(
+        &world.moto.endpoint,
+        Credentials::new(
+            json["AccessKeyId"].as_str().unwrap(),
+            json["SecretAccessKey"].as_str().unwrap(),
+            Some(json["SessionToken"].as_str().unwrap().to_owned()),
+            None,
+            "credential-process",
+        ),
+    );
+    s3.put_object()
+        .bucket("demo")
+        .key("tenants/a/cp.txt")
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .expect("put with credential_process credentials");
+    // A refusal is a message on stderr and a failing exit, never a token.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_storage-grants"));
+    command
+        .args([
+            "credential-process",
+            "--endpoint",
+            &format!("http://{}", world.service.addr),
+            "--bucket",
+            "demo",
+            "--prefix",
+            "tenants/b/",
+            "--access",
+            "read",
+        ])
+        .env("STORAGE_GRANTS_TOKEN", TOKEN);
+    let output = run(command).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("PermissionDenied") || stderr.contains("permission"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TOKEN), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_endpoint_refuses_with_the_status_an_sdk_understands() {
+    let mut world = world().await;
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = reqwest::Client::new().get(format!("{}{path}", world.gateway));
+        if let Some(token) = token {
+            request = request.header("authorization", token);
+        }
+        request.send()
+    };
+    let ok = get("/v1/credentials/demo/tenants/a/?access=read", Some(TOKEN))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.headers()["cache-control"], "no-store");
+    let body: Value = ok.json_value().await;
+    for field in [
+        "AccessKeyId",
+        "SecretAccessKey",
+        "Token",
+        "Expiration",
+        "AccountId",
+    ] {
+        assert!(
+            body[field].as_str().is_some_and(|v| !v.is_empty()),
+            "{field}: {body}"
+        );
+    }
+    assert_eq!(body["AccountId"], "123456789012");
+    for (path, token, status, code) in [
+        (
+            "/v1/credentials/demo/tenants/a/?access=read",
+            None,
+            401,
+            "UNAUTHENTICATED",
+        ),
+        (
+            "/v1/credentials/demo/tenants/a/?access=read",
+            Some(OTHER_TOKEN),
+            403,
+            "PERMISSION_DENIED",
+        ),
+        (
+            "/v1/credentials/demo/other/?access=read",
+            Some(TOKEN),
+            403,
+            "PERMISSION_DENIED",
+        ),
+        (
+            "/v1/credentials/demo/tenants/a?access=read",
+            Some(TOKEN),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "/v1/credentials/demo/tenants/a/?access=all",
+            Some(TOKEN),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "/v1/credentials/demo/tenants/a/",
+            Some(TOKEN),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+    ] {
+        let response = get(path, token).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path} {token:?}");
+        let body: Value = response.json_value().await;
+        assert_eq!(body["code"], code, "{path}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // STS unreachable (a scope not cached yet): 503 with Retry-After.
+    world.moto.stop();
+    let down = get("/v1/credentials/demo/tenants/a/?access=write", Some(TOKEN))
+        .await
+        .unwrap();
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(down.headers().contains_key("retry-after"));
+    assert_eq!(down.json_value().await["code"], "UNAVAILABLE");
+}
+
+trait JsonValue {
+    async fn json_value(self) -> Value;
+}
+
+impl JsonValue for reqwest::Response {
+    async fn json_value(self) -> Value {
+        serde_json::from_str(&self.text().await.unwrap()).unwrap()
+    }
+}
