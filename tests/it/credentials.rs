@@ -318,25 +318,28 @@ async fn the_proxy_listens_on_loopback_only() {
     assert!(err.to_string().contains("loopback"), "{err}");
 }
 
+/// `storage-grants credential-process` for `prefix` of bucket demo.
+fn credential_process(world: &World, prefix: &str, access: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_storage-grants"));
+    command.args([
+        "credential-process",
+        "--endpoint",
+        &format!("http://{}", world.service.addr),
+        "--bucket",
+        "demo",
+        "--prefix",
+        prefix,
+        "--access",
+        access,
+    ]);
+    command
+}
+
 #[tokio::test]
 async fn credential_process_prints_json_whose_credentials_work() {
     let world = world().await;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_storage-grants"));
-    command
-        .args([
-            "credential-process",
-            "--endpoint",
-            &format!("http://{}", world.service.addr),
-            "--bucket",
-            "demo",
-            "--prefix",
-            "tenants/a/",
-            "--access",
-            "read-write",
-            "--list",
-            "--token-file",
-        ])
-        .arg(&world.token_file);
+    let mut command = credential_process(&world, "tenants/a/", "read-write");
+    command.arg("--list").arg("--token-file").arg(&world.token_file);
     let output = run(command).await;
     assert!(
         output.status.success(),
@@ -368,20 +371,8 @@ async fn credential_process_prints_json_whose_credentials_work() {
         .await
         .expect("put with credential_process credentials");
     // A refusal is a message on stderr and a failing exit, never a token.
-    let mut command = Command::new(env!("CARGO_BIN_EXE_storage-grants"));
-    command
-        .args([
-            "credential-process",
-            "--endpoint",
-            &format!("http://{}", world.service.addr),
-            "--bucket",
-            "demo",
-            "--prefix",
-            "tenants/b/",
-            "--access",
-            "read",
-        ])
-        .env("STORAGE_GRANTS_TOKEN", TOKEN);
+    let mut command = credential_process(&world, "tenants/b/", "read");
+    command.env("STORAGE_GRANTS_TOKEN", TOKEN);
     let output = run(command).await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
