@@ -44,7 +44,8 @@ use storage_grants::scope::{
     BucketName, ChecksumSha256, HeaderText, Metadata, ObjectKey, SizeRange,
 };
 use storage_grants::secret::Secret;
-use storage_grants::sign::{Endpoint, GetObject, PostObject, PutObject, Signer};
+use storage_grants::sign::{Endpoint, GetObject, PostObject, PutObject, Signer, UploadPart};
+use storage_grants::upload::{PartNumber, UploadId};
 
 // === counting allocator ===
 
@@ -590,6 +591,64 @@ fn print_summary(rows: &[Row], run_started: SystemTime) {
     println!("(estimates read from {})", home.join(GROUP).display());
 }
 
+/// GrantUploadParts' signing for 100 parts (each with a length pin), to compare the
+/// cost per part with one GrantWrite PUT.
+fn bench_upload_parts(c: &mut Criterion) {
+    let bucket: BucketName = BUCKET.parse().expect("valid bucket");
+    let key: ObjectKey = UPLOAD_KEY.parse().expect("valid key");
+    let upload_id: UploadId = "VXBsb2FkIElEIGZvciBlbHZpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA"
+        .parse()
+        .expect("valid upload id");
+    let creds = credentials(None);
+    let time = signing_time();
+    let ttl = Ttl::clamp(&[Duration::from_secs(TTL_SECS)], time, None).expect("valid ttl");
+    let signer = Signer::new(
+        Endpoint::new(None, REGION, false).expect("valid endpoint"),
+        REGION,
+    );
+    let parts: Vec<PartNumber> = (1..=100u64)
+        .map(|n| PartNumber::try_from(n).expect("1..=100"))
+        .collect();
+    let mut group = c.benchmark_group(GROUP);
+    group.bench_function(UPLOAD_PARTS_100, |b| {
+        b.iter(|| {
+            for &part_number in &parts {
+                black_box(signer.presign_upload_part(
+                    black_box(&creds),
+                    &UploadPart {
+                        bucket: &bucket,
+                        key: &key,
+                        upload_id: &upload_id,
+                        part_number,
+                        content_length: Some(UPLOAD_LENGTH),
+                        checksum_sha256: None,
+                    },
+                    time,
+                    ttl,
+                ));
+            }
+        })
+    });
+    group.finish();
+}
+
+/// Criterion's name for the 100-part bench.
+const UPLOAD_PARTS_100: &str = "storage_grants_presign_100_upload_parts";
+
+fn print_upload_parts(run_started: SystemTime) {
+    let home = criterion_home();
+    let parts = mean_ns(&home, UPLOAD_PARTS_100, run_started);
+    let put = mean_ns(&home, "storage_grants_presign_put_all_pins", run_started);
+    if let (Some(parts), Some(put)) = (parts, put) {
+        println!(
+            "- GrantUploadParts, 100 parts: {:.0} ns per part = {:.2}x one GrantWrite PUT \
+             with all pins ({put:.0} ns)",
+            parts / 100.0,
+            parts / 100.0 / put
+        );
+    }
+}
+
 fn main() {
     let run_started = SystemTime::now();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -642,6 +701,8 @@ fn main() {
     bench_inputs(&mut criterion, &rt, Some(&token), &mut rows[1]);
     bench_put(&mut criterion, &rt, &mut rows[2]);
     bench_post(&mut criterion, &mut rows[3]);
+    bench_upload_parts(&mut criterion);
     criterion.final_summary();
     print_summary(&rows, run_started);
+    print_upload_parts(run_started);
 }
