@@ -54,6 +54,7 @@ from storagegrants import (
     rich_status,
     upload,
 )
+from storagegrants.http import send
 from storagegrants.s3 import s3_client
 from storagegrants.v1 import grants_pb2 as pb2
 
@@ -536,6 +537,62 @@ class GrantsClientTest(unittest.TestCase):
         keys = [item["Key"] for item in listed.get("Contents", [])]
         self.assertIn(key, keys, f"list_objects_v2(Prefix={prefix!r}) lists {len(keys)} keys, not the new one")
         self.assertTrue(all(k.startswith(prefix) for k in keys), "list_objects_v2 listed keys outside the prefix")
+
+    # -- multipart ----------------------------------------------------------------------
+
+    def test_multipart_upload_through_the_generated_stubs(self) -> None:
+        """StartMultipartUpload, GrantUploadParts, plain-HTTP part PUTs, ListUploadedParts,
+        CompleteMultipartUpload, then the object reads back whole."""
+        stub = self.client.stub
+        metadata = self.client.request_metadata()
+        key = f"{self.PUT_KEY_DIR}/py-multipart-{secrets.token_hex(4)}.bin"
+        first, last = os.urandom(5 * 1024 * 1024), os.urandom(1024)
+        started = stub.StartMultipartUpload(
+            pb2.StartMultipartUploadRequest(bucket=ENV["DEMO_BUCKET"], key=key, content_type="application/octet-stream"),
+            timeout=RPC_TIMEOUT_S,
+            metadata=metadata,
+        )
+        self.assertTrue(started.upload and started.upload_id, "StartMultipartUpload answered no token or upload id")
+        granted = stub.GrantUploadParts(
+            pb2.GrantUploadPartsRequest(
+                upload=started.upload,
+                parts=[
+                    pb2.UploadPartRequest(part_number=1, content_length=len(first)),
+                    pb2.UploadPartRequest(part_number=2, content_length=len(last)),
+                ],
+            ),
+            timeout=RPC_TIMEOUT_S,
+            metadata=metadata,
+        )
+        self.assertEqual([p.part_number for p in granted.parts], [1, 2])
+        etags = []
+        for part, body in zip(granted.parts, (first, last)):
+            self.assertEqual(part.method, "PUT")
+            headers = {k: v for k, v in part.headers.items() if k != "content-length"}
+            put = send("PUT", part.url, headers, body, timeout=HTTP_TIMEOUT_S)
+            self.assertEqual(put.status, 200, f"part {part.part_number}: HTTP {put.status} ({put.s3_code})")
+            etags.append(put.headers["etag"].strip('"'))
+        listed = stub.ListUploadedParts(
+            pb2.ListUploadedPartsRequest(upload=started.upload), timeout=RPC_TIMEOUT_S, metadata=metadata
+        )
+        self.assertEqual([(p.part_number, p.size) for p in listed.parts], [(1, len(first)), (2, len(last))])
+        done = stub.CompleteMultipartUpload(
+            pb2.CompleteMultipartUploadRequest(
+                upload=started.upload,
+                parts=[pb2.CompletedPart(part_number=n + 1, etag=e) for n, e in enumerate(etags)],
+            ),
+            timeout=RPC_TIMEOUT_S,
+            metadata=metadata,
+        )
+        self.assertEqual(done.size, len(first) + len(last))
+        self.assertEqual(done.key, key)
+        self.assert_downloads(key, first + last)
+        # The token is the caller's: a call without identity is refused before the store.
+        self.expect_error(
+            self.anonymous.stub.AbortMultipartUpload,
+            pb2.AbortMultipartUploadRequest(upload=started.upload),
+            grpc.StatusCode.UNAUTHENTICATED,
+        )
 
     def test_assume_scoped_prefix_without_slash_is_invalid_argument(self) -> None:
         request = pb2.AssumeScopedRequest(
