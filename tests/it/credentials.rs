@@ -339,7 +339,10 @@ fn credential_process(world: &World, prefix: &str, access: &str) -> Command {
 async fn credential_process_prints_json_whose_credentials_work() {
     let world = world().await;
     let mut command = credential_process(&world, "tenants/a/", "read-write");
-    command.arg("--list").arg("--token-file").arg(&world.token_file);
+    command
+        .arg("--list")
+        .arg("--token-file")
+        .arg(&world.token_file);
     let output = run(command).await;
     assert!(
         output.status.success(),
