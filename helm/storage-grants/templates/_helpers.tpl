@@ -274,6 +274,17 @@ listen = {{ include "storage-grants.listenAddr" (dict "root" . "port" .Values.ht
 {{- if and $v.autoscaling.enabled (gt (int64 $v.autoscaling.minReplicas) (int64 $v.autoscaling.maxReplicas)) -}}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" -}}
 {{- end -}}
+{{- if $v.credentialsProxy.enabled -}}
+{{- if not $id.jwt -}}
+{{- fail "credentialsProxy.enabled needs config.identity.jwt: the sidecar identifies the app's pod with its projected service-account token (audience credentialsProxy.tokenAudience), a JWT the service must verify" -}}
+{{- end -}}
+{{- if ($id.mtls | default dict).required -}}
+{{- fail "credentialsProxy.enabled with config.identity.mtls.required: the sidecar presents no client certificate, so the service would refuse its connection; set mtls.required=false (the sidecar then identifies with its JWT)" -}}
+{{- end -}}
+{{- if not (has $v.credentialsProxy.tokenAudience ($id.jwt.audiences | default list)) -}}
+{{- fail "credentialsProxy.tokenAudience must be one of config.identity.jwt.audiences, or the service refuses the sidecar's token" -}}
+{{- end -}}
+{{- end -}}
 {{- $ports := list (int64 $v.service.grpcPort) -}}
 {{- if $v.metrics.enabled -}}{{- $ports = append $ports (int64 $v.metrics.port) -}}{{- end -}}
 {{- if $v.http.enabled -}}{{- $ports = append $ports (int64 $v.http.port) -}}{{- end -}}
@@ -301,4 +312,86 @@ exec:
     - {{ replace "{service}" $.service . | quote }}
     {{- end }}
 {{- end -}}
+{{- end -}}
+
+{{/* ===== the credentials proxy, as a sidecar of the apps' pods ===== */}}
+
+{{/* The loopback URL an app's AWS SDK fetches from (AWS_CONTAINER_CREDENTIALS_FULL_URI). */}}
+{{- define "storage-grants.credentialsProxy.uri" -}}
+{{- $p := .Values.credentialsProxy -}}
+{{- printf "http://127.0.0.1:%d/v1/credentials/%s/%s?access=%s" (int64 $p.port) $p.bucket $p.prefix $p.access -}}
+{{- if $p.list -}}&list=true{{- end -}}
+{{- end -}}
+
+{{/* The service's gRPC address as seen from another namespace's pod. */}}
+{{- define "storage-grants.credentialsProxy.endpoint" -}}
+{{- printf "%s://%s.%s.svc.cluster.local:%d" (ternary "https" "http" (eq (include "storage-grants.grpcTls" .) "true")) (include "storage-grants.fullname" .) .Release.Namespace (int64 .Values.service.grpcPort) -}}
+{{- end -}}
+
+{{/* A pod-spec fragment for an app's pod template: the proxy as a native sidecar
+(an init container that keeps running), the projected token it sends, and the one
+environment variable the app's SDK needs. Rendered into ConfigMap
+NAME-credentials-proxy for app teams to copy. */}}
+{{- define "storage-grants.credentialsProxy.podSpecSnippet" -}}
+{{- $p := .Values.credentialsProxy -}}
+# Merge into spec.template.spec of your app's Deployment, StatefulSet or Job
+# (Kubernetes 1.29 or later: a native sidecar, started before your containers).
+# Your pod's service account is the caller the rules name:
+# system:serviceaccount:NAMESPACE:NAME. Change the bucket, prefix and access in the
+# URL to a scope your rules allow; one sidecar serves any number of scopes.
+initContainers:
+  - name: storage-grants-credentials-proxy
+    image: {{ include "storage-grants.image" . }}
+    imagePullPolicy: {{ .Values.image.pullPolicy }}
+    # Keeps running beside your containers, and does not hold up a Job's completion.
+    restartPolicy: Always
+    args:
+      - credentials-proxy
+      - --endpoint
+      - {{ include "storage-grants.credentialsProxy.endpoint" . }}
+      - --listen
+      - 127.0.0.1:{{ $p.port }}
+      - --token-file
+      - /var/run/secrets/storage-grants/token
+      {{- if and (eq (include "storage-grants.grpcTls" .) "true") $p.caConfigMap }}
+      # The service's certificate is checked against this CA (default: system roots).
+      - --ca-file
+      - /var/run/secrets/storage-grants-ca/ca.crt
+      {{- end }}
+    resources:
+      {{- toYaml $p.resources | nindent 6 }}
+    securityContext:
+      {{- toYaml .Values.securityContext | nindent 6 }}
+      runAsUser: {{ .Values.podSecurityContext.runAsUser | default 65532 }}
+      runAsGroup: {{ .Values.podSecurityContext.runAsGroup | default 65532 }}
+    volumeMounts:
+      - name: storage-grants-token
+        mountPath: /var/run/secrets/storage-grants
+        readOnly: true
+      {{- if and (eq (include "storage-grants.grpcTls" .) "true") $p.caConfigMap }}
+      - name: storage-grants-ca
+        mountPath: /var/run/secrets/storage-grants-ca
+        readOnly: true
+      {{- end }}
+containers:
+  - name: app  # your container: add this variable to its env
+    env:
+      - name: AWS_CONTAINER_CREDENTIALS_FULL_URI
+        value: {{ include "storage-grants.credentialsProxy.uri" . | quote }}
+volumes:
+  # The pod's identity for storage-grants: a service-account token for its audience
+  # only, rotated by the kubelet (the proxy reads it again for every fetch).
+  - name: storage-grants-token
+    projected:
+      sources:
+        - serviceAccountToken:
+            path: token
+            audience: {{ $p.tokenAudience }}
+            expirationSeconds: {{ $p.tokenExpirationSeconds }}
+  {{- if and (eq (include "storage-grants.grpcTls" .) "true") $p.caConfigMap }}
+  # The CA of the service's certificate, in the app's namespace (key ca.crt).
+  - name: storage-grants-ca
+    configMap:
+      name: {{ $p.caConfigMap }}
+  {{- end }}
 {{- end -}}

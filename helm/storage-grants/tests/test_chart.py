@@ -444,6 +444,75 @@ def irsa_jwt_and_network_policy_of_the_full_install():
 
 
 @test
+def credentials_proxy_snippet_is_a_valid_pod_spec_for_apps():
+    """credentialsProxy.enabled renders, for the apps' pods, a pod-spec snippet: a valid
+    Pod once an app container is filled in, the sidecar's arguments are ones the binary
+    accepts, and the token reaches the sidecar only."""
+    name = f"{FULLNAME}-credentials-proxy"
+    check(name not in " ".join(object_list(helm_template(FULL_VALUES)[0])), "rendered while disabled")
+    on = {"credentialsProxy": {"enabled": True, "port": 9911, "bucket": "uploads", "prefix": "tenants/etl/",
+                               "access": "read-write", "list": True}}
+    objs = helm_template(FULL_VALUES, on)[0]
+    cm = find(objs, "ConfigMap", name)
+    uri = cm["data"]["AWS_CONTAINER_CREDENTIALS_FULL_URI"]
+    check(uri == "http://127.0.0.1:9911/v1/credentials/uploads/tenants/etl/?access=read-write&list=true", uri)
+    spec = yaml.safe_load(cm["data"]["pod-spec-snippet.yaml"])
+    sidecar = spec["initContainers"][0]
+    check(sidecar["restartPolicy"] == "Always", "not a native sidecar")
+    args = sidecar["args"]
+    check(args[:3] == ["credentials-proxy", "--endpoint", f"http://{FULLNAME}.{NAMESPACE}.svc.cluster.local:50051"],
+          f"sidecar args {args}")
+    env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
+    check(env == {"AWS_CONTAINER_CREDENTIALS_FULL_URI": uri}, f"app env {env}")
+    token = spec["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]
+    check(token["audience"] in full_values()["config"]["identity"]["jwt"]["audiences"], f"audience {token}")
+    check("volumeMounts" not in spec["containers"][0], "the app container mounts the token")
+    # A Pod made of the snippet and an app container passes the strict schemas.
+    spec["containers"][0]["image"] = "registry.example.com/app:1"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app", "namespace": "apps"}, "spec": spec}
+    path = WORK / "app-pod.yaml"
+    path.write_text(yaml.safe_dump(pod))
+    p = run([ARGS.validator, "--strict", "-k", KUBE_VERSION, str(path)])
+    check(p.returncode == 0, f"kubernetes-validate refused the app pod:\n{p.stdout}{p.stderr}")
+    # The binary accepts the rendered arguments (endpoint, port and token file moved to
+    # this machine): it listens on loopback and answers its health route.
+    port = free_port()
+    token_file = WORK / "proxy-token"
+    token_file.write_text("not-a-real-token")
+    local = dict(zip(args[1::2], args[2::2]))
+    local.update({"--endpoint": "http://127.0.0.1:9", "--listen": f"127.0.0.1:{port}",
+                  "--token-file": str(token_file)})
+    cmd = [ARGS.server, args[0]] + [x for kv in local.items() for x in kv]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())
+    try:
+        deadline = time.monotonic() + 10
+        answer = None
+        while time.monotonic() < deadline and proc.poll() is None and answer is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                    c.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                    answer = c.recv(4096).decode(errors="replace")
+            except OSError:
+                time.sleep(0.1)
+        check(answer is not None and " 200 " in answer.splitlines()[0],
+              f"credentials-proxy with the rendered args did not answer /healthz: {answer!r}")
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+    check("not-a-real-token" not in out, "the proxy logged its token")
+    # Without a JWT source the sidecar's token could not be verified: refused.
+    err = helm_template({"credentialsProxy": {"enabled": True}}, ok=False)
+    check("config.identity.jwt" in err, err)
+    err = helm_template(FULL_VALUES, {"credentialsProxy": {"enabled": True, "tokenAudience": "other"}}, ok=False)
+    check("tokenAudience" in err, err)
+    mtls = {"config": {"identity": {"mtls": {"trust_domains": ["prod.example"], "required": True}}},
+            "tls": {"existingSecret": "sg-tls"}, "probes": {"type": "tcpSocket"}}
+    err = helm_template(FULL_VALUES, mtls, {"credentialsProxy": {"enabled": True}}, ok=False)
+    check("client certificate" in err, err)
+    print(f"    snippet: {len(spec['initContainers'])} sidecar, {len(spec['volumes'])} volume; {uri}")
+
+
+@test
 def alert_rules_pass_promtool():
     objs = helm_template(FULL_VALUES)[0]
     rule = find(objs, "PrometheusRule", FULLNAME)
