@@ -48,6 +48,9 @@ bin="$(cargo_target_dir)/debug/storage-grants"
 step "contract (buf breaking) and the Node and Python client packages, against the running service"
 scripts/clients-test.sh "$bin"
 
+step "AWS SDKs (boto3, JavaScript v3, AWS CLI) fetch and refresh scoped credentials by themselves"
+scripts/sdk-credentials-test.sh "$bin"
+
 step "the HTTP gateway in headless Chromium (Uppy uploads, click-time links), against the running service"
 scripts/browser-test.sh "$bin"
 

@@ -214,6 +214,9 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight calls to finish.
     #[serde(with = "crate::core::duration")]
     pub shutdown_grace: Duration,
+    /// Serve gRPC-Web (HTTP/1.1 and browsers' fetch) on the gRPC port too, with CORS
+    /// for `http.allowed_origins`.
+    pub grpc_web: bool,
 }
 
 // === defaults ===
@@ -265,6 +268,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(10),
             concurrency_limit_per_connection: 256,
             shutdown_grace: Duration::from_secs(20),
+            grpc_web: false,
         }
     }
 }

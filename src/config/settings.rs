@@ -85,6 +85,9 @@ pub struct Settings {
     pub metrics: MetricsConfig,
     /// The HTTP gateway, when `http.listen` is set.
     pub http: Option<crate::gateway::Settings>,
+    /// Origins allowed to call from a browser (`http.allowed_origins`), for the
+    /// gateway's and gRPC-Web's CORS.
+    pub allowed_origins: Vec<String>,
     /// Upload-token keys, signing key first; `None` when none is configured.
     pub upload_keys: Option<crate::upload::TokenKeys>,
 }
@@ -179,6 +182,7 @@ impl Settings {
         let sts = sts(&raw, &storage)?;
         let http = http(&raw)?;
         let upload_keys = upload_keys(&raw)?;
+        let allowed_origins = origins(&raw)?;
         Ok(Settings {
             listen: raw.listen,
             log_format: raw.log_format,
@@ -196,6 +200,7 @@ impl Settings {
             sts,
             metrics: raw.metrics,
             http,
+            allowed_origins,
             upload_keys,
         })
     }
@@ -242,12 +247,10 @@ fn upload_keys(raw: &RawConfig) -> Result<Option<crate::upload::TokenKeys>, Refu
         .map_err(|message| ("uploads", Problem::OutOfRange(message)))
 }
 
-fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
-    let h = &raw.http;
-    let Some(listen) = h.listen else {
-        return Ok(None);
-    };
-    for origin in &h.allowed_origins {
+/// `http.allowed_origins`, checked: exact origins as browsers send them. Used by the
+/// gateway and by gRPC-Web.
+fn origins(raw: &RawConfig) -> Result<Vec<String>, Refusal> {
+    for origin in &raw.http.allowed_origins {
         let valid = origin.split_once("://").is_some_and(|(scheme, host)| {
             matches!(scheme, "http" | "https")
                 && !host.is_empty()
@@ -263,6 +266,14 @@ fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
             ));
         }
     }
+    Ok(raw.http.allowed_origins.clone())
+}
+
+fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
+    let h = &raw.http;
+    let Some(listen) = h.listen else {
+        return Ok(None);
+    };
     let cookie = &h.session_cookie;
     // RFC 6265's cookie-name is an RFC 7230 token.
     if cookie.is_empty()
@@ -304,7 +315,7 @@ fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
         .transpose()?;
     Ok(Some(crate::gateway::Settings {
         listen,
-        allowed_origins: h.allowed_origins.clone(),
+        allowed_origins: origins(raw)?,
         session_cookie: cookie.clone(),
         login_url: h.login_url.clone(),
         link_ttl: h.link_ttl,

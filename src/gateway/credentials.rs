@@ -7,8 +7,10 @@
 //! # Refresh
 //! The SDKs fetch again when the credentials they hold are close to expiry:
 //! botocore 15 minutes before (`RefreshableCredentials`' advisory window; 10 minutes
-//! is mandatory), the JavaScript SDK v3 5 minutes before, the Rust SDK's identity
-//! cache 10 seconds (plus jitter) before. Cached credentials are therefore handed out
+//! is mandatory; `botocore/credentials.py`), the JavaScript SDK v3 5 minutes before
+//! (`@smithy/core`'s `EXPIRATION_MS`), the Rust SDK's identity cache 5 to 10 seconds
+//! before (a 10 s buffer less up to half of it as jitter; `aws-smithy-runtime`'s
+//! `identity/cache/lazy.rs`). Cached credentials are therefore handed out
 //! here only with more than [`MIN_LEFT`] to live, so a refresh always gets credentials
 //! that sit outside every SDK's window, never the ones it is replacing.
 

@@ -12,6 +12,7 @@ mod credentials;
 mod gateway;
 mod grant_read;
 mod grant_write;
+mod grpc_web;
 mod identity_mtls;
 mod identity_server;
 mod metrics;
