@@ -116,17 +116,22 @@ pub async fn serve(
 /// Exact origins, with credentials (so never `*`); preflight admits only the methods
 /// and headers the routes use, and is cached for ten minutes.
 fn cors(settings: &Settings) -> CorsLayer {
-    let origins: Vec<HeaderValue> = settings
-        .allowed_origins
+    exact_origins(&settings.allowed_origins)
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
+}
+
+/// CORS for exactly `origins` (validated when the settings loaded), with credentials,
+/// so never `*`: the base of every browser-facing CORS policy of the service.
+pub fn exact_origins(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
         .iter()
         .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_credentials(true)
-        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .max_age(Duration::from_secs(600))
 }
 
 /// A TTL in JSON: protobuf JSON's `"300s"`, or a number of seconds.

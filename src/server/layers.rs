@@ -13,7 +13,7 @@
 //! Steps 1 to 4 are tonic's own server layers, configured here and nowhere else. With
 //! `server.grpc_web`, CORS and the gRPC-Web translation sit in front of step 5.
 
-use http::{HeaderName, HeaderValue, Method, header};
+use http::{HeaderName, Method, header};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -22,7 +22,7 @@ use tonic_web::GrpcWebLayer;
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 use tower::util::Either;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::CorsLayer;
 
 use crate::caller::Caller;
 use crate::config::Settings;
@@ -57,13 +57,7 @@ pub(super) fn transport(settings: &Settings) -> Server<Browser> {
 
 /// Exact origins with credentials; the headers a gRPC-Web client sends and reads.
 fn grpc_web_cors(origins: &[String]) -> CorsLayer {
-    let origins: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_credentials(true)
+    crate::gateway::exact_origins(origins)
         .allow_methods([Method::POST])
         .allow_headers([
             header::AUTHORIZATION,
