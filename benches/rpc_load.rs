@@ -65,7 +65,7 @@ async fn one(channel: &Channel, call: Call) -> bool {
                     key: "public/hello.txt".into(),
                     ..Default::default()
                 },
-                TOKEN,
+                &TOKEN,
             ))
             .await
             .is_ok(),
@@ -77,7 +77,7 @@ async fn one(channel: &Channel, call: Call) -> bool {
                     access: Access::Read as i32,
                     ..Default::default()
                 },
-                TOKEN,
+                &TOKEN,
             ))
             .await
             .is_ok(),

@@ -101,6 +101,7 @@ impl CredentialSource {
                     expires_at: c.expiry(),
                 };
                 let wait = next_refresh(snapshot.expires_at, SystemTime::now());
+                crate::metrics::signing_credentials_expire_at(snapshot.expires_at);
                 tracing::info!(
                     access_key_id = %snapshot.access_key_id,
                     temporary = snapshot.session_token.is_some(),

@@ -39,6 +39,8 @@ ENVIRONMENT:
     STORAGE_GRANTS_<SECTION>__<KEY>   overrides a config key, e.g. STORAGE_GRANTS_STORAGE__ENDPOINT
     AWS_*                             the service's own storage credentials (standard AWS chain)
     RUST_LOG                          log level (default info)
+    OTEL_EXPORTER_OTLP_ENDPOINT       export traces over OTLP/gRPC there (and the other
+                                      standard OTEL_* variables); unset: no export
 ";
 
 struct Args {
@@ -106,16 +108,30 @@ fn main() -> ExitCode {
     if args.check_config {
         return runtime.block_on(check_config(&settings));
     }
-    telemetry::init(settings.log_format);
+    // Inside the runtime: the OTLP exporter's connection runs on it.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        telemetry::init(settings.log_format, settings.audit.file.as_deref())
+    };
+    let telemetry = match telemetry {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     tracing::info!(settings = ?settings, "configuration loaded");
-    match runtime.block_on(serve(settings)) {
+    let code = match runtime.block_on(serve(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "storage-grants failed");
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The last spans (the drain's) are exported while the runtime still runs.
+    telemetry.shutdown();
+    code
 }
 
 async fn check_config(settings: &Settings) -> ExitCode {
@@ -216,7 +232,9 @@ fn client_mode(mode: &str) -> ExitCode {
     let result = runtime.block_on(async {
         let upstream = cli::Upstream::new(options)?;
         if mode == "credentials-proxy" {
-            telemetry::init(Default::default());
+            if let Err(e) = telemetry::init_log_only(Default::default()) {
+                eprintln!("warning: {e}");
+            }
             let addr = listen
                 .parse()
                 .map_err(|_| cli::Error::Usage(format!("--listen '{listen}' is not an address")))?;

@@ -1,208 +1,447 @@
-//! Prometheus metrics: process-wide counters and one histogram, rendered as text
+//! Prometheus metrics, kept in one process-wide registry of the Prometheus project's
+//! own client (`prometheus-client`) and rendered in the text exposition format
 //! (`server` serves them on their own port, `metrics.listen`).
 //!
-//! Labels are closed sets (actions, outcomes, results): nothing a caller sends ever
+//! Labels are closed sets (RPC names from a fixed list, gRPC codes, actions, outcomes,
+//! results), and every series exists from the start: nothing a caller sends ever
 //! becomes a label, so a caller cannot blow up the series count, and no key, prefix,
 //! URL or credential can reach a metric.
+//!
+//! The names are a contract with dashboards and with the Helm chart's alert rules
+//! (`helm/storage-grants/templates/prometheusrule.yaml`): rename one only together
+//! with them.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::core::Action;
 
-const ACTIONS: [Action; 5] = Action::ALL;
+/// The `Content-Type` of [`render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// A counter.
-struct Counter(AtomicU64);
+/// Names of the RPCs this server answers, as `(service, method)`: the only values the
+/// `method` label takes besides `"other"`.
+pub const RPCS: [(&str, &str); 12] = [
+    ("storagegrants.v1.GrantService", "GrantRead"),
+    ("storagegrants.v1.GrantService", "GrantWrite"),
+    ("storagegrants.v1.GrantService", "AssumeScoped"),
+    ("storagegrants.v1.GrantService", "StartMultipartUpload"),
+    ("storagegrants.v1.GrantService", "GrantUploadParts"),
+    ("storagegrants.v1.GrantService", "ListUploadedParts"),
+    ("storagegrants.v1.GrantService", "CompleteMultipartUpload"),
+    ("storagegrants.v1.GrantService", "AbortMultipartUpload"),
+    ("grpc.health.v1.Health", "Check"),
+    ("grpc.health.v1.Health", "Watch"),
+    (
+        "grpc.reflection.v1.ServerReflection",
+        "ServerReflectionInfo",
+    ),
+    (
+        "grpc.reflection.v1alpha.ServerReflection",
+        "ServerReflectionInfo",
+    ),
+];
 
-impl Counter {
-    const fn new() -> Self {
-        Counter(AtomicU64::new(0))
+/// The gRPC status codes by name, in code order: the values of the `code` label.
+pub const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+type Labels<const N: usize> = [(&'static str, &'static str); N];
+type Histograms<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
+
+/// Upper bounds of a whole call, in seconds: a grant takes well under a millisecond of
+/// CPU; the tail is STS and deadlines.
+fn rpc_buckets() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+/// Upper bounds of one AssumeRole, in seconds.
+fn sts_buckets() -> Histogram {
+    Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+}
+
+/// Every metric, and the registry that renders them.
+struct Metrics {
+    registry: Registry,
+    rpc_duration: Histograms<2>,
+    rpc_in_flight: Gauge,
+    load_shed: Counter,
+    grants: Family<Labels<2>, Counter>,
+    unauthenticated: Counter,
+    sts_calls: Family<Labels<1>, Counter>,
+    sts_duration: Histograms<1>,
+    sts_cache: Family<Labels<1>, Counter>,
+    sts_cache_evictions: Counter,
+    packed_policy: Histogram,
+    jwks_refreshes: Family<Labels<1>, Counter>,
+    rules_reloads: Family<Labels<1>, Counter>,
+    signing_expiry: &'static SigningExpiry,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("storage_grants");
+        let rpc_duration = Histograms::<2>::new_with_constructor(rpc_buckets as fn() -> _);
+        registry.register(
+            "rpc_duration_seconds",
+            "gRPC calls by method and status code, and how long they took",
+            rpc_duration.clone(),
+        );
+        let rpc_in_flight = Gauge::default();
+        registry.register(
+            "rpc_in_flight",
+            "gRPC calls being answered now",
+            rpc_in_flight.clone(),
+        );
+        let load_shed = Counter::default();
+        registry.register(
+            "rpc_load_shed",
+            "gRPC calls refused at once (RESOURCE_EXHAUSTED) because their connection had \
+             server.concurrency_limit_per_connection calls in flight",
+            load_shed.clone(),
+        );
+        let grants = Family::<Labels<2>, Counter>::default();
+        registry.register(
+            "grants",
+            "Grant decisions by action and outcome",
+            grants.clone(),
+        );
+        let unauthenticated = Counter::default();
+        registry.register(
+            "unauthenticated",
+            "Calls refused for want of a verifiable identity",
+            unauthenticated.clone(),
+        );
+        let sts_calls = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "sts_assume_role",
+            "AssumeRole calls by result",
+            sts_calls.clone(),
+        );
+        let sts_duration = Histograms::<1>::new_with_constructor(sts_buckets as fn() -> _);
+        registry.register(
+            "sts_assume_role_duration_seconds",
+            "How long AssumeRole calls took, by result",
+            sts_duration.clone(),
+        );
+        let sts_cache = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "sts_cache",
+            "Scoped credential requests by cache outcome",
+            sts_cache.clone(),
+        );
+        let sts_cache_evictions = Counter::default();
+        registry.register(
+            "sts_cache_evictions",
+            "Cached scoped credentials dropped to keep the cache within sts.cache_max_entries",
+            sts_cache_evictions.clone(),
+        );
+        let packed_policy = Histogram::new([10.0, 25.0, 50.0, 80.0, 90.0, 100.0]);
+        registry.register(
+            "sts_packed_policy_percent",
+            "STS packed policy size of issued sessions, percent of its limit",
+            packed_policy.clone(),
+        );
+        let jwks_refreshes = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "jwks_refreshes",
+            "JWKS loads by result",
+            jwks_refreshes.clone(),
+        );
+        let rules_reloads = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "rules_reloads",
+            "Rules reloads, applied or refused",
+            rules_reloads.clone(),
+        );
+        let build_info = Family::<Labels<1>, Gauge>::default();
+        build_info
+            .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the version of this build is a label",
+            build_info,
+        );
+        let signing_expiry: &'static SigningExpiry = Box::leak(Box::default());
+        registry.register_collector(Box::new(signing_expiry));
+
+        let metrics = Self {
+            registry,
+            rpc_duration,
+            rpc_in_flight,
+            load_shed,
+            grants,
+            unauthenticated,
+            sts_calls,
+            sts_duration,
+            sts_cache,
+            sts_cache_evictions,
+            packed_policy,
+            jwks_refreshes,
+            rules_reloads,
+            signing_expiry,
+        };
+        metrics.create_every_series();
+        metrics
     }
 
-    fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+    /// Creates every series of the closed label sets at zero, so that a rate or an
+    /// alert sees a series before its first event.
+    fn create_every_series(&self) {
+        for (service, method) in RPCS {
+            let _ = service;
+            for code in [
+                "OK",
+                "INVALID_ARGUMENT",
+                "PERMISSION_DENIED",
+                "UNAUTHENTICATED",
+            ] {
+                let _ = self.rpc_duration.get_or_create(&rpc_labels(method, code));
+            }
+        }
+        for action in Action::ALL {
+            for outcome in ["granted", "denied"] {
+                let _ = self
+                    .grants
+                    .get_or_create(&[("action", action.as_str()), ("outcome", outcome)]);
+            }
+        }
+        for result in StsResult::ALL {
+            let _ = self.sts_calls.get_or_create(&[("result", result.as_str())]);
+        }
+        for outcome in ["hit", "miss"] {
+            let _ = self.sts_cache.get_or_create(&[("outcome", outcome)]);
+        }
+        for result in ["loaded", "failed"] {
+            let _ = self.jwks_refreshes.get_or_create(&[("result", result)]);
+        }
+        for result in ["applied", "refused"] {
+            let _ = self.rules_reloads.get_or_create(&[("result", result)]);
+        }
     }
 }
 
-/// Upper bounds of the packed policy size buckets, in percent of STS's limit.
-const PACKED_BUCKETS: [i32; 6] = [10, 25, 50, 80, 90, 100];
+fn rpc_labels(method: &'static str, code: &'static str) -> Labels<2> {
+    [("method", method), ("code", code)]
+}
 
-static GRANTED: [Counter; 5] = [const { Counter::new() }; 5];
-static DENIED: [Counter; 5] = [const { Counter::new() }; 5];
-static UNAUTHENTICATED: Counter = Counter::new();
-static STS_CALLS: [Counter; 4] = [const { Counter::new() }; 4];
-static STS_CACHE: [Counter; 2] = [const { Counter::new() }; 2];
-static PACKED: [Counter; 7] = [const { Counter::new() }; 7];
-static PACKED_SUM: Counter = Counter::new();
-static RELOADS: [Counter; 2] = [const { Counter::new() }; 2];
+// === recording ===
 
-fn action_index(action: Action) -> usize {
-    ACTIONS
-        .iter()
-        .position(|a| *a == action)
-        .expect("ACTIONS lists every action")
+/// A gRPC call that ended with `code` (a name from [`GRPC_CODES`]) after `elapsed`;
+/// `method` is a method name from [`RPCS`] or `"other"`.
+pub fn rpc(method: &'static str, code: &'static str, elapsed: Duration) {
+    METRICS
+        .rpc_duration
+        .get_or_create(&rpc_labels(method, code))
+        .observe(elapsed.as_secs_f64());
+}
+
+/// A call began (`true`) or ended (`false`).
+pub fn rpc_in_flight(started: bool) {
+    if started {
+        METRICS.rpc_in_flight.inc();
+    } else {
+        METRICS.rpc_in_flight.dec();
+    }
+}
+
+/// A call refused by load shedding.
+pub fn load_shed() {
+    METRICS.load_shed.inc();
 }
 
 /// A grant decision for `action`.
 pub fn grant(action: Action, granted: bool) {
-    let counters = if granted { &GRANTED } else { &DENIED };
-    counters[action_index(action)].inc();
+    let outcome = if granted { "granted" } else { "denied" };
+    METRICS
+        .grants
+        .get_or_create(&[("action", action.as_str()), ("outcome", outcome)])
+        .inc();
 }
 
 /// A call refused for want of a verifiable identity.
 pub fn unauthenticated() {
-    UNAUTHENTICATED.inc();
+    METRICS.unauthenticated.inc();
 }
 
 /// How an AssumeRole ended.
 #[derive(Debug, Clone, Copy)]
 pub enum StsResult {
     /// Credentials issued.
-    Issued = 0,
+    Issued,
     /// STS throttled.
-    Throttled = 1,
+    Throttled,
     /// STS unreachable or timed out.
-    Unreachable = 2,
+    Unreachable,
     /// STS refused (permissions, trust policy, malformed input).
-    Refused = 3,
+    Refused,
 }
 
-const STS_RESULTS: [&str; 4] = ["issued", "throttled", "unreachable", "refused"];
+impl StsResult {
+    const ALL: [StsResult; 4] = [
+        Self::Issued,
+        Self::Throttled,
+        Self::Unreachable,
+        Self::Refused,
+    ];
 
-/// An AssumeRole call and its result.
-pub fn sts_call(result: StsResult) {
-    STS_CALLS[result as usize].inc();
+    /// The `result` label's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Issued => "issued",
+            Self::Throttled => "throttled",
+            Self::Unreachable => "unreachable",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// An AssumeRole call, its result and how long it took.
+pub fn sts_call(result: StsResult, elapsed: Duration) {
+    let labels = [("result", result.as_str())];
+    METRICS.sts_calls.get_or_create(&labels).inc();
+    METRICS
+        .sts_duration
+        .get_or_create(&labels)
+        .observe(elapsed.as_secs_f64());
 }
 
 /// A credential request answered from the cache (`true`: reused or shared with a
 /// concurrent caller) or by a new AssumeRole (`false`).
 pub fn sts_cache(hit: bool) {
-    STS_CACHE[usize::from(hit)].inc();
+    let outcome = if hit { "hit" } else { "miss" };
+    METRICS
+        .sts_cache
+        .get_or_create(&[("outcome", outcome)])
+        .inc();
+}
+
+/// `count` cached credential sets dropped to make room.
+pub fn sts_cache_evictions(count: u64) {
+    METRICS.sts_cache_evictions.inc_by(count);
 }
 
 /// STS's packed policy size of an issued session, in percent of the limit.
 pub fn packed_policy_percent(percent: i32) {
-    let bucket = PACKED_BUCKETS
-        .iter()
-        .position(|b| percent <= *b)
-        .unwrap_or(PACKED_BUCKETS.len());
-    PACKED[bucket].inc();
-    PACKED_SUM.0.fetch_add(
-        u64::try_from(percent.max(0)).unwrap_or(0),
-        Ordering::Relaxed,
-    );
+    METRICS.packed_policy.observe(f64::from(percent));
+}
+
+/// A JWKS load (URL or file), successful or not.
+pub fn jwks_refresh(loaded: bool) {
+    let result = if loaded { "loaded" } else { "failed" };
+    METRICS
+        .jwks_refreshes
+        .get_or_create(&[("result", result)])
+        .inc();
 }
 
 /// A rules reload, applied (`true`) or refused.
 pub fn rules_reload(applied: bool) {
-    RELOADS[usize::from(!applied)].inc();
+    let result = if applied { "applied" } else { "refused" };
+    METRICS
+        .rules_reloads
+        .get_or_create(&[("result", result)])
+        .inc();
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// When the credentials the service signs with expire; `None` for credentials that do
+/// not (static keys), which leaves the remaining-life gauge out of the scrape.
+pub fn signing_credentials_expire_at(expires_at: Option<SystemTime>) {
+    let unix = expires_at.map_or(NO_EXPIRY, |t| match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    });
+    METRICS.signing_expiry.0.store(unix, Ordering::Relaxed);
 }
 
-/// All metrics in Prometheus' text exposition format.
+/// All metrics in Prometheus' text exposition format (version 0.0.4).
 pub fn render() -> String {
-    let mut out = String::with_capacity(4096);
-    header(
-        &mut out,
-        "storage_grants_grants_total",
-        "counter",
-        "Grant decisions by action and outcome.",
-    );
-    for (i, action) in ACTIONS.iter().enumerate() {
-        for (outcome, counters) in [("granted", &GRANTED), ("denied", &DENIED)] {
-            let _ = writeln!(
-                out,
-                "storage_grants_grants_total{{action=\"{action}\",outcome=\"{outcome}\"}} {}",
-                counters[i].get()
-            );
-        }
-    }
-    header(
-        &mut out,
-        "storage_grants_unauthenticated_total",
-        "counter",
-        "Calls refused for want of a verifiable identity.",
-    );
-    let _ = writeln!(
-        out,
-        "storage_grants_unauthenticated_total {}",
-        UNAUTHENTICATED.get()
-    );
-    header(
-        &mut out,
-        "storage_grants_sts_assume_role_total",
-        "counter",
-        "AssumeRole calls by result.",
-    );
-    for (i, result) in STS_RESULTS.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "storage_grants_sts_assume_role_total{{result=\"{result}\"}} {}",
-            STS_CALLS[i].get()
-        );
-    }
-    header(
-        &mut out,
-        "storage_grants_sts_cache_total",
-        "counter",
-        "Scoped credential requests by cache outcome.",
-    );
-    for (i, outcome) in ["miss", "hit"].iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "storage_grants_sts_cache_total{{outcome=\"{outcome}\"}} {}",
-            STS_CACHE[i].get()
-        );
-    }
-    header(
-        &mut out,
-        "storage_grants_sts_packed_policy_percent",
-        "histogram",
-        "STS packed policy size, percent of its limit.",
-    );
-    let mut cumulative = 0;
-    for (i, bound) in PACKED_BUCKETS.iter().enumerate() {
-        cumulative += PACKED[i].get();
-        let _ = writeln!(
-            out,
-            "storage_grants_sts_packed_policy_percent_bucket{{le=\"{bound}\"}} {cumulative}"
-        );
-    }
-    cumulative += PACKED[PACKED_BUCKETS.len()].get();
-    let _ = writeln!(
-        out,
-        "storage_grants_sts_packed_policy_percent_bucket{{le=\"+Inf\"}} {cumulative}\n\
-         storage_grants_sts_packed_policy_percent_sum {}\n\
-         storage_grants_sts_packed_policy_percent_count {cumulative}",
-        PACKED_SUM.get()
-    );
-    header(
-        &mut out,
-        "storage_grants_rules_reloads_total",
-        "counter",
-        "Rules reloads, applied or refused.",
-    );
-    for (i, result) in ["applied", "refused"].iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "storage_grants_rules_reloads_total{{result=\"{result}\"}} {}",
-            RELOADS[i].get()
-        );
-    }
+    let mut out = String::with_capacity(8192);
+    // Writing into a String cannot fail.
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &METRICS.registry)
+        .expect("encoding into a String cannot fail");
     out
+}
+
+// === impl SigningExpiry ===
+
+const NO_EXPIRY: i64 = i64::MIN;
+
+/// The signing credentials' expiry (Unix seconds, or [`NO_EXPIRY`]), turned into
+/// seconds left at each scrape: the value falls between refreshes, which is what an
+/// alert on a stuck refresh needs.
+#[derive(Debug)]
+struct SigningExpiry(AtomicI64);
+
+impl Default for SigningExpiry {
+    fn default() -> Self {
+        Self(AtomicI64::new(NO_EXPIRY))
+    }
+}
+
+impl Collector for &'static SigningExpiry {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let expires = self.0.load(Ordering::Relaxed);
+        if expires == NO_EXPIRY {
+            return Ok(());
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let gauge = ConstGauge::new(expires.saturating_sub(now).max(0));
+        let metric = encoder.encode_descriptor(
+            "signing_credentials_remaining_seconds",
+            "Seconds of life left on the credentials this service signs with",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+            .parse()
+            .unwrap()
+    }
 
     #[test]
     fn render_counts_every_family() {
@@ -214,16 +453,27 @@ mod tests {
         assert!(text.contains("storage_grants_grants_total{action=\"read\",outcome=\"granted\"}"));
         assert!(text.contains("storage_grants_grants_total{action=\"list\",outcome=\"denied\"}"));
         // 30 falls in le=50 and above; 95 only in le=100 and +Inf.
-        let bucket = |le: &str| -> u64 {
-            let prefix = format!("storage_grants_sts_packed_policy_percent_bucket{{le=\"{le}\"}} ");
-            text.lines()
-                .find_map(|l| l.strip_prefix(prefix.as_str()))
-                .unwrap()
-                .parse()
-                .unwrap()
+        let bucket = |le: &str| {
+            sample(
+                &text,
+                &format!("storage_grants_sts_packed_policy_percent_bucket{{le=\"{le}\"}}"),
+            )
         };
         assert!(bucket("25") < bucket("50"));
         assert!(bucket("90") < bucket("100"));
         assert_eq!(bucket("100"), bucket("+Inf"));
+        assert!(text.contains("storage_grants_build_info{version=\""));
+    }
+
+    #[test]
+    fn remaining_life_is_computed_at_scrape_time() {
+        signing_credentials_expire_at(Some(SystemTime::now() + Duration::from_secs(3600)));
+        let left = sample(
+            &render(),
+            "storage_grants_signing_credentials_remaining_seconds",
+        );
+        assert!((3500.0..=3600.0).contains(&left), "{left}");
+        signing_credentials_expire_at(None);
+        assert!(!render().contains("signing_credentials_remaining_seconds"));
     }
 }

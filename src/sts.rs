@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::arn::RoleArn;
 use crate::core::limits::{STS_MIN_DURATION, STS_ROLE_CHAINING_MAX};
@@ -283,7 +284,20 @@ impl Broker {
                         request.grant_id.to_owned(),
                         tx,
                     );
-                    tokio::spawn(fetch);
+                    // A child of the call that caused it, though it runs in its own
+                    // task. Its fields: what was asked and how it ended, never the
+                    // policy's credentials or the response's.
+                    let span = tracing::info_span!(
+                        "sts.AssumeRole",
+                        otel.kind = "client",
+                        rpc.system = "aws-api",
+                        rpc.service = "STS",
+                        rpc.method = "AssumeRole",
+                        grant_id = request.grant_id,
+                        duration_secs = request.duration.as_secs(),
+                        result = tracing::field::Empty,
+                    );
+                    tokio::spawn(fetch.instrument(span));
                     rx
                 }
             }
@@ -305,16 +319,19 @@ impl Broker {
         grant_id: String,
         tx: watch::Sender<Outcome>,
     ) {
+        let started = std::time::Instant::now();
         let result = self
             .assume_role(&scope, policy, duration, &grant_id)
             .await
             .map(Arc::new);
-        crate::metrics::sts_call(match &result {
+        let outcome = match &result {
             Ok(_) => crate::metrics::StsResult::Issued,
             Err(Error::Throttled) => crate::metrics::StsResult::Throttled,
             Err(Error::Unreachable(_) | Error::Abandoned) => crate::metrics::StsResult::Unreachable,
             Err(Error::Refused { .. } | Error::NoCredentials) => crate::metrics::StsResult::Refused,
-        });
+        };
+        tracing::Span::current().record("result", outcome.as_str());
+        crate::metrics::sts_call(outcome, started.elapsed());
         {
             let mut cache = self.lock();
             match &result {
@@ -437,10 +454,12 @@ impl Broker {
             return;
         }
         let now = SystemTime::now();
+        let before = cache.len();
         cache.retain(|_, e| match e {
             Entry::Ready(c) => c.expires_at > now,
             Entry::Pending(_) => true,
         });
+        let mut evicted = before - cache.len();
         while cache.len() >= max {
             let oldest = cache
                 .iter()
@@ -453,10 +472,12 @@ impl Broker {
             match oldest {
                 Some(k) => {
                     cache.remove(&k);
+                    evicted += 1;
                 }
                 None => break,
             }
         }
+        crate::metrics::sts_cache_evictions(u64::try_from(evicted).unwrap_or(u64::MAX));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Scope, Entry>> {

@@ -1,11 +1,35 @@
-//! Logging: `tracing` events to stderr, as text for people or JSON for collectors.
+//! Logging and traces.
 //!
-//! The level comes from `RUST_LOG` (default `info`). Audit events use the `audit`
-//! target, so a collector can route them apart.
+//! - **Logging**: `tracing` events to stderr, as text for people or JSON for collectors.
+//!   The level comes from `RUST_LOG` (default `info`). Audit events use the `audit`
+//!   target, so a collector can route them apart (or `audit.file` sends them to a file
+//!   of their own).
+//! - **Traces**: the same `tracing` spans, exported over OTLP/gRPC through
+//!   `tracing-opentelemetry`, configured only by the standard `OTEL_*` variables
+//!   (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+//!   `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]`,
+//!   `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`). Without an endpoint,
+//!   or with `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`, nothing is
+//!   exported and no exporter runs.
+//!
+//! [`continue_trace`] makes an RPC's span a child of the caller's span named in a W3C
+//! `traceparent` header. What goes into span fields is decided where each span is made
+//! (`server::layers`, `grant::audit`, `sts`): never a key, token, signature or URL.
 
+use std::fs::File;
 use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Mutex;
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, Registry};
 
 /// Output format of the log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
@@ -18,16 +42,248 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Call once, early in `main`.
-pub fn init(format: LogFormat) {
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The exporter could not be built from the `OTEL_*` variables.
+    #[error("OTLP trace exporter: {0}")]
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+    /// An `OTEL_*` protocol this build does not speak.
+    #[error("{var}={value}: only OTLP over gRPC (\"grpc\") is supported")]
+    Protocol {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The audit file cannot be opened for appending.
+    #[error("audit.file: cannot open {path}: {source}")]
+    AuditFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A global subscriber was already installed.
+    #[error("logging was already initialised: {0}")]
+    Init(#[source] tracing_subscriber::util::TryInitError),
+}
+
+/// The running telemetry; [`Telemetry::shutdown`] flushes the spans not yet exported.
+#[must_use = "call shutdown() before exiting, or the last spans are lost"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports the spans still buffered and stops the exporter. Blocks; call it
+    /// outside async code, while the runtime that started telemetry still exists (the
+    /// exporter's connection lives on it).
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("warning: flushing traces failed: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber: the log on stderr, the audit events also in
+/// `audit_file` when given, and the OTLP exporter when the environment configures
+/// one. Call once, early in `main`, inside the Tokio runtime (the gRPC exporter's
+/// connection runs on it).
+///
+/// # Errors
+/// [`Error`] for an exporter the `OTEL_*` variables describe badly, an audit file
+/// that cannot be opened, or a second call.
+pub fn init(format: LogFormat, audit_file: Option<&Path>) -> Result<Telemetry, Error> {
+    init_from(format, audit_file, |var| std::env::var(var).ok())
+}
+
+/// Installs the log on stderr only, without traces: for the command-line tools, which
+/// run next to a caller rather than as the service.
+///
+/// # Errors
+/// [`Error::Init`] on a second call.
+pub fn init_log_only(format: LogFormat) -> Result<(), Error> {
+    init_from(format, None, |_| None).map(|_no_exporter| ())
+}
+
+fn init_from(
+    format: LogFormat,
+    audit_file: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Telemetry, Error> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colour only for a terminal: redirected logs stay plain text.
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let log = match format {
+        LogFormat::Text => stderr.boxed(),
+        LogFormat::Json => stderr.json().flatten_event(true).boxed(),
+    }
+    .with_filter(filter);
+
+    let audit = audit_file
+        .map(|path| {
+            let file = File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| Error::AuditFile {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            // One JSON object per line and per decision, whatever the log's format.
+            Ok::<_, Error>(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_writer(Mutex::new(file))
+                    .with_filter(Targets::new().with_target("audit", tracing::Level::INFO)),
+            )
+        })
+        .transpose()?;
+
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let provider = tracer_provider(&env)?;
+    // Spans are exported at info and above whatever RUST_LOG says: the log's level
+    // is for people reading stderr, the traces' for the tracing backend.
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("storage-grants"))
+            .with_filter(Targets::new().with_default(tracing::Level::INFO))
+    });
+    Registry::default()
+        .with(log)
+        .with(audit)
+        .with(otel)
+        .try_init()
+        .map_err(Error::Init)?;
+    if provider.is_some() {
+        tracing::info!("exporting traces over OTLP/gRPC (OTEL_* environment)");
+    }
+    Ok(Telemetry { provider })
+}
+
+/// The tracer provider the `OTEL_*` variables in `env` ask for; `None` when they ask
+/// for no export.
+fn tracer_provider(
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<SdkTracerProvider>, Error> {
+    let set = |var: &str| env(var).filter(|v| !v.trim().is_empty());
+    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
+    {
+        return Ok(None);
+    }
+    if set("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+        && set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
+    {
+        return Ok(None);
+    }
+    for var in [
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    ] {
+        if let Some(value) = set(var).filter(|v| v != "grpc") {
+            return Err(Error::Protocol { var, value });
+        }
+    }
+    // The exporter reads the endpoint, headers and timeout from the environment
+    // itself; the SDK reads the sampler and the resource attributes.
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+        .map_err(Error::Exporter)?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    let named = set("OTEL_SERVICE_NAME").is_some()
+        || set("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.contains("service.name="));
+    if !named {
+        resource = resource.with_service_name("storage-grants");
+    }
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build(),
+    ))
+}
+
+/// Makes `span` a child of the remote span a W3C `traceparent` (and `tracestate`) in
+/// `headers` names, so the caller's trace continues here. Without one, or with a
+/// malformed one, `span` stays a root.
+pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent = TraceContextPropagator::new().extract(&Headers(headers));
+    // Fails only when the span is disabled, e.g. traces are not exported.
+    let _ = span.set_parent(parent);
+}
+
+/// gRPC metadata as the propagator reads it.
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(vars: &[(&str, &str)]) -> Result<Option<SdkTracerProvider>, Error> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tracer_provider(&|var: &str| vars.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn no_endpoint_exports_nothing() {
+        assert!(provider(&[]).unwrap().is_none());
+        assert!(provider(&[("OTEL_SERVICE_NAME", "x")]).unwrap().is_none());
+    }
+
+    #[test]
+    fn disabled_sdk_or_none_exporter_exports_nothing() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317");
+        assert!(
+            provider(&[endpoint, ("OTEL_SDK_DISABLED", "true")])
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            provider(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")])
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn http_protocol_is_refused_with_its_variable() {
+        let err = provider(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ])
+        .expect_err("http/protobuf is not spoken");
+        assert!(
+            err.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL"),
+            "{err}"
+        );
     }
 }

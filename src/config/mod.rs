@@ -137,6 +137,7 @@ impl Settings {
                 *file = base_dir.join(&*file);
             }
         }
+        raw.resolve_paths(base_dir);
         Settings::from_raw(raw).map_err(|(field, source)| Error::Invalid {
             path: origin.to_owned(),
             field,
@@ -232,6 +233,15 @@ mod tests {
         let printed = format!("{:?}", load(text, &[]).unwrap());
         assert!(!printed.contains("supersecret"), "{printed}");
         assert!(printed.contains("[redacted]"), "{printed}");
+    }
+
+    #[test]
+    fn audit_file_is_relative_to_the_config() {
+        let c = load("[audit]\nfile = \"audit.jsonl\"\n", &[]).unwrap();
+        assert_eq!(
+            c.audit.file.as_deref(),
+            Some(Path::new("/etc/sg/audit.jsonl"))
+        );
     }
 
     #[test]

@@ -32,6 +32,17 @@ pub struct RawConfig {
     pub http: HttpConfig,
     /// Multipart uploads.
     pub uploads: UploadsConfig,
+    /// Where audit events go besides the log.
+    pub audit: AuditConfig,
+}
+
+/// The audit trail: one JSON object per grant decision, on the `audit` log target.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// A file that also receives every audit event, one JSON object per line
+    /// (appended; relative to the config file's directory). Unset: the log only.
+    pub file: Option<PathBuf>,
 }
 
 /// `[uploads]`: the keys of the upload tokens that bind a multipart upload to its
@@ -219,6 +230,18 @@ pub struct ServerConfig {
     pub grpc_web: bool,
 }
 
+impl RawConfig {
+    /// Makes the relative path of `[audit]` relative to `base_dir`, the config file's
+    /// directory.
+    pub(super) fn resolve_paths(&mut self, base_dir: &std::path::Path) {
+        if let Some(file) = &mut self.audit.file
+            && file.is_relative()
+        {
+            *file = base_dir.join(&*file);
+        }
+    }
+}
+
 // === defaults ===
 
 impl Default for RawConfig {
@@ -234,6 +257,7 @@ impl Default for RawConfig {
             metrics: MetricsConfig::default(),
             http: HttpConfig::default(),
             uploads: UploadsConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{MetricsConfig, RawConfig, ServerConfig};
+use super::raw::{AuditConfig, MetricsConfig, RawConfig, ServerConfig};
 use crate::arn::RoleArn;
 use crate::core::limits::{IAM_ROLE_MAX_DURATION, SIGV4_MAX, STS_MIN_DURATION};
 use crate::grant::Limits;
@@ -90,6 +90,8 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// Upload-token keys, signing key first; `None` when none is configured.
     pub upload_keys: Option<crate::upload::TokenKeys>,
+    /// The audit file, if any.
+    pub audit: AuditConfig,
 }
 
 /// `[storage]`, validated.
@@ -202,6 +204,7 @@ impl Settings {
             http,
             allowed_origins,
             upload_keys,
+            audit: raw.audit,
         })
     }
 }

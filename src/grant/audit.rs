@@ -1,8 +1,12 @@
-//! One structured audit event per grant decision, on the `audit` tracing target.
+//! One structured audit event per grant decision, on the `audit` tracing target (the
+//! README documents its fields, "Audit"; `audit.file` also writes them to a file of
+//! their own), and the decision on the call's span.
 //!
 //! An event records who got what and until when (caller, action, bucket, key or
 //! prefix, TTL, grant id, the rule that allowed it), never the grant itself: no URL,
-//! signature, token or secret is ever a field here.
+//! signature, token or secret is ever a field here. The span gets the decision, the
+//! bucket and the grant id, so one id joins the response, the audit event, the trace
+//! and (for STS) the session name.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -54,6 +58,10 @@ pub fn issued(event: &Issued<'_>) {
     for &action in event.actions {
         crate::metrics::grant(action, true);
     }
+    let span = tracing::Span::current();
+    span.record("decision", "granted");
+    span.record("bucket", event.bucket);
+    span.record("grant_id", event.grant_id);
     tracing::info!(
         target: "audit",
         outcome = "granted",
@@ -62,7 +70,7 @@ pub fn issued(event: &Issued<'_>) {
         identity_source = ?event.caller.source(),
         action = %join(event.actions),
         bucket = event.bucket,
-        target = event.target,
+        scope = event.target,
         ttl_secs = event.ttl_secs,
         expires_at_unix = unix_secs(event.expires_at),
         rule_line = event.rule_line,
@@ -82,13 +90,17 @@ fn join(actions: &[Action]) -> String {
 /// Records a refused request from an identified caller.
 pub fn denied(caller: &Caller, action: Action, bucket: &str, target: &str) {
     crate::metrics::grant(action, false);
+    let span = tracing::Span::current();
+    span.record("decision", "denied");
+    span.record("bucket", bucket);
     tracing::info!(
         target: "audit",
         outcome = "denied",
         caller = caller.id(),
+        identity_source = ?caller.source(),
         action = %action,
         bucket,
-        target,
+        scope = target,
         "grant denied"
     );
 }

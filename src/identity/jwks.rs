@@ -480,7 +480,21 @@ impl KeyStore {
     /// [`LoadError`] when the source cannot be read or holds no usable key.
     pub(crate) async fn refresh(&self) -> Result<(), LoadError> {
         self.loads.fetch_add(1, Ordering::Relaxed);
-        let keys = self.source.load().await?;
+        // Its own trace (refreshes run in the background); the source's kind only:
+        // a JWKS URL may carry credentials in its query.
+        let span = tracing::info_span!(
+            "jwks.fetch",
+            otel.kind = "client",
+            source = match self.source {
+                KeySource::File(_) => "file",
+                KeySource::Url(_) => "url",
+            },
+            result = tracing::field::Empty,
+        );
+        let keys = tracing::Instrument::instrument(self.source.load(), span.clone()).await;
+        span.record("result", if keys.is_ok() { "loaded" } else { "failed" });
+        crate::metrics::jwks_refresh(keys.is_ok());
+        let keys = keys?;
         tracing::debug!(keys = keys.len(), from = %self.source.describe(), "JWKS loaded");
         self.set(keys);
         Ok(())

@@ -1,32 +1,50 @@
 //! The transport stack in front of the handlers, in the order a call meets it:
 //!
-//! 1. **trace**: one span per call, named by its gRPC path (never its payload);
+//! 1. **trace**: one span per call ([`rpc_span`]), named by its RPC from a fixed list
+//!    (never by its payload), continuing the caller's trace when a W3C `traceparent`
+//!    came with it; the handler and the pipeline fill in caller, bucket, decision and
+//!    grant id, [`Observe`] the status code;
 //! 2. **timeout**: `server.request_timeout`, or the client's shorter `grpc-timeout`;
-//! 3. **concurrency**: at most `server.concurrency_limit_per_connection` calls in
-//!    flight per connection;
-//! 4. **load shed**: past that limit a call is refused at once (RESOURCE_EXHAUSTED
-//!    in tonic's mapping of `Overloaded`) instead of queueing;
-//! 5. **authenticate**: only in front of the grant service (health and reflection
+//! 3. **observe, concurrency and load shed** ([`Observe`]): at most
+//!    `server.concurrency_limit_per_connection` calls in flight per connection; past
+//!    that a call is refused at once (RESOURCE_EXHAUSTED) instead of queueing, and
+//!    counted; every call is timed and counted by method and status code;
+//! 4. **authenticate**: only in front of the grant service (health and reflection
 //!    stay open to probes); a call without a verifiable identity is refused here, and
 //!    the handler finds the [`Caller`] in the request's extensions.
 //!
-//! Steps 1 to 4 are tonic's own server layers, configured here and nowhere else. With
-//! `server.grpc_web`, CORS and the gRPC-Web translation sit in front of step 5.
+//! Steps 1 and 2 are tonic's own server layers, configured here and nowhere else. Step
+//! 3 is ours because tonic's load shedding happens where no layer of ours can see it;
+//! its per-connection limit comes with each connection ([`Conn`]). With
+//! `server.grpc_web`, CORS and the gRPC-Web translation sit in front of everything.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use http::{HeaderName, Method, header};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Semaphore;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
-use tonic::{Request, Status};
+use tonic::transport::server::Connected;
+use tonic::{Code, Request, Status};
 use tonic_web::GrpcWebLayer;
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 use tower::util::Either;
 use tower_http::cors::CorsLayer;
+use tracing::field::Empty;
 
 use crate::caller::Caller;
 use crate::config::Settings;
 use crate::identity::Authenticator;
+use crate::identity::mtls::PeerAddr;
+use crate::metrics::{GRPC_CODES, RPCS};
 use crate::proto::grant_service_server::GrantServiceServer;
 use crate::service::{self, GrantService};
 
@@ -38,21 +56,20 @@ pub(super) type Browser = Stack<
     Identity,
 >;
 
-/// The server builder with layers 1–4, and the browser layers when enabled.
-pub(super) fn transport(settings: &Settings) -> Server<Browser> {
+/// The server builder with layers 1–3, behind the browser layers when enabled.
+pub(super) fn transport(settings: &Settings) -> Server<Stack<ObserveLayer, Browser>> {
     let web = settings.server.grpc_web;
     let browser = ServiceBuilder::new()
         .option_layer(web.then(|| grpc_web_cors(&settings.allowed_origins)))
         .option_layer(web.then(GrpcWebLayer::new))
         .into_inner();
     Server::builder()
-        .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .trace_fn(rpc_span)
         .timeout(settings.server.request_timeout)
-        .concurrency_limit_per_connection(settings.server.concurrency_limit_per_connection)
-        .load_shed(true)
         // gRPC-Web comes over HTTP/1.1 as well as HTTP/2.
         .accept_http1(web)
         .layer(browser)
+        .layer(ObserveLayer)
 }
 
 /// Exact origins with credentials; the headers a gRPC-Web client sends and reads.
@@ -74,7 +91,284 @@ fn grpc_web_cors(origins: &[String]) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-/// Layer 5: finds the caller of each grant call, or refuses the call.
+// === trace ===
+
+/// The RPC a request path names, as `(service, method)` from [`RPCS`]; anything else
+/// is `("other", "other")`, so that no caller-chosen path becomes a span name or a
+/// metric label.
+fn rpc_name(path: &str) -> (&'static str, &'static str) {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (service, method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    RPCS.iter()
+        .find(|(s, m)| *s == service && *m == method)
+        .copied()
+        .unwrap_or(("other", "other"))
+}
+
+/// Layer 1: the call's span, with OpenTelemetry's RPC attributes and the fields the
+/// rest of the call records (`Empty` until then). None of them is ever a token, key,
+/// signature or URL: `caller` is an identity, `bucket` a validated bucket name,
+/// `grant_id` a random id.
+fn rpc_span(request: &http::Request<()>) -> tracing::Span {
+    let (service, method) = rpc_name(request.uri().path());
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = %format_args!("{service}/{method}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = Empty,
+        caller = Empty,
+        bucket = Empty,
+        decision = Empty,
+        grant_id = Empty,
+    );
+    crate::telemetry::continue_trace(&span, request.headers());
+    span
+}
+
+/// The code of a gRPC response: in the headers when the call failed before a message
+/// (tonic sends every error of a unary call that way, "trailers-only"); otherwise the
+/// handler answered and the trailers carry OK.
+fn response_code(headers: &http::HeaderMap) -> Code {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(Code::Ok, Code::from_i32)
+}
+
+fn code_name(code: Code) -> &'static str {
+    GRPC_CODES
+        .get(usize::try_from(code as i32).unwrap_or(usize::MAX))
+        .copied()
+        .unwrap_or("UNKNOWN")
+}
+
+/// Records how a call ended on its span (layer 1's) and in the metrics.
+fn finish(method: &'static str, code: Code, started: Instant) {
+    let span = tracing::Span::current();
+    span.record("rpc.grpc.status_code", code as i32);
+    // OpenTelemetry's convention for servers: these codes are the server's failures;
+    // the others are the caller's.
+    if matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    ) {
+        span.record("otel.status_code", "ERROR");
+    }
+    crate::metrics::rpc(method, code_name(code), started.elapsed());
+}
+
+// === observe, concurrency and load shed ===
+
+/// Layer 3 (see the module doc).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ObserveLayer;
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe { inner }
+    }
+}
+
+/// Layer 3's service.
+#[derive(Debug, Clone)]
+pub(super) struct Observe<S> {
+    inner: S,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for Observe<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let method = rpc_name(request.uri().path()).1;
+        let conn = request.extensions_mut().remove::<ConnInfo>();
+        let permit = match &conn {
+            Some(conn) => {
+                (conn.restore)(request.extensions_mut());
+                match conn.slots.clone().try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => {
+                        crate::metrics::load_shed();
+                        let status = Status::resource_exhausted(
+                            "too many calls in flight on this connection; retry, or spread \
+                             calls over more connections",
+                        );
+                        // Recorded when polled: only then is the call's span current.
+                        return Box::pin(async move {
+                            finish(method, Code::ResourceExhausted, started);
+                            Ok(status.into_http())
+                        });
+                    }
+                }
+            }
+            // Not from our listener (in-process callers): no per-connection limit.
+            None => None,
+        };
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            crate::metrics::rpc_in_flight(true);
+            let mut guard = InFlight {
+                method,
+                started,
+                done: false,
+                _permit: permit,
+            };
+            let response = call.await;
+            let code = match &response {
+                Ok(response) => response_code(response.headers()),
+                Err(_) => Code::Unknown,
+            };
+            guard.done = true;
+            finish(method, code, started);
+            response
+        })
+    }
+}
+
+/// One call in flight: counted while it lives, holding its connection's slot; a call
+/// dropped before it answered (timeout, or the client went away) ends as CANCELLED,
+/// which is what tonic answers on a timeout.
+struct InFlight {
+    method: &'static str,
+    started: Instant,
+    done: bool,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        crate::metrics::rpc_in_flight(false);
+        if !self.done {
+            finish(self.method, Code::Cancelled, self.started);
+        }
+    }
+}
+
+/// What each connection hands to each of its calls (through tonic's connect info):
+/// its slots, and how to put back the connect info tonic's own accessors read
+/// (`remote_addr`, `peer_certs`).
+#[derive(Clone)]
+pub(super) struct ConnInfo {
+    slots: Arc<Semaphore>,
+    restore: Arc<dyn Fn(&mut http::Extensions) + Send + Sync>,
+}
+
+/// An accepted connection with its own call limit.
+pub(super) struct Conn<IO> {
+    io: IO,
+    slots: Arc<Semaphore>,
+}
+
+impl<IO> Conn<IO> {
+    /// `io`, allowing `limit` calls in flight at once.
+    pub(super) fn new(io: IO, limit: usize) -> Self {
+        Self {
+            io,
+            slots: Arc::new(Semaphore::new(limit)),
+        }
+    }
+}
+
+/// The connections of `incoming`, each allowing `limit` calls in flight.
+pub(super) fn limited<IO>(
+    incoming: impl tokio_stream::Stream<Item = io::Result<IO>>,
+    limit: usize,
+) -> impl tokio_stream::Stream<Item = io::Result<Conn<IO>>> {
+    tokio_stream::StreamExt::map(incoming, move |accepted| {
+        accepted.map(|io| Conn::new(io, limit))
+    })
+}
+
+impl<IO> Connected for Conn<IO>
+where
+    IO: Connected,
+{
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        let inner = self.io.connect_info();
+        ConnInfo {
+            slots: self.slots.clone(),
+            restore: Arc::new(move |extensions| {
+                extensions.insert(inner.clone());
+            }),
+        }
+    }
+}
+
+impl<IO: PeerAddr> PeerAddr for Conn<IO> {
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.io.peer()
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+// === authenticate ===
+
+/// Layer 4: finds the caller of each grant call, or refuses the call.
 #[derive(Clone)]
 pub(super) struct Authenticate(Authenticator);
 
@@ -83,6 +377,7 @@ impl Interceptor for Authenticate {
         // The identity module logs which check failed; the caller gets the message.
         let caller: Caller = self.0.authenticate(&request).map_err(|e| {
             crate::metrics::unauthenticated();
+            tracing::Span::current().record("decision", "unauthenticated");
             Status::from(service::Error::from(e))
         })?;
         request.extensions_mut().insert(caller);
@@ -90,10 +385,42 @@ impl Interceptor for Authenticate {
     }
 }
 
-/// The grant service behind layer 5.
+/// The grant service behind layer 4.
 pub(super) fn authenticated(
     grants: GrantService,
     authenticator: Authenticator,
 ) -> InterceptedService<GrantServiceServer<GrantService>, Authenticate> {
     GrantServiceServer::with_interceptor(grants, Authenticate(authenticator))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_rpcs_are_named() {
+        assert_eq!(
+            rpc_name("/storagegrants.v1.GrantService/GrantRead"),
+            ("storagegrants.v1.GrantService", "GrantRead")
+        );
+        assert_eq!(rpc_name("/grpc.health.v1.Health/Check").1, "Check");
+        for path in ["/evil/../x", "/storagegrants.v1.GrantService/Nope", "", "/"] {
+            assert_eq!(rpc_name(path), ("other", "other"), "{path}");
+        }
+    }
+
+    #[test]
+    fn code_names_follow_the_grpc_numbering() {
+        assert_eq!(code_name(Code::Ok), "OK");
+        assert_eq!(code_name(Code::PermissionDenied), "PERMISSION_DENIED");
+        assert_eq!(code_name(Code::Unauthenticated), "UNAUTHENTICATED");
+    }
+
+    #[test]
+    fn response_code_reads_trailers_only_errors() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(response_code(&headers), Code::Ok);
+        headers.insert("grpc-status", http::HeaderValue::from_static("7"));
+        assert_eq!(response_code(&headers), Code::PermissionDenied);
+    }
 }

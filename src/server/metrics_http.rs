@@ -53,7 +53,7 @@ async fn respond(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, In
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => (
             StatusCode::OK,
-            "text/plain; version=0.0.4",
+            crate::metrics::CONTENT_TYPE,
             crate::metrics::render(),
         ),
         (_, "/metrics") => (

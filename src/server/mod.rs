@@ -286,6 +286,8 @@ pub async fn run(
     // No Nagle: a grant is one small response, and waiting to coalesce it with the
     // next write adds the peer's delayed-ACK time (~40 ms) to the call.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Each connection, after its TLS handshake if any, carries its own call limit.
+    let limit = settings.server.concurrency_limit_per_connection;
     let drained = stop.clone().begun();
     // With mTLS, this service terminates TLS itself so that the client certificate
     // (the caller's SPIFFE ID) reaches the interceptor.
@@ -293,9 +295,13 @@ pub async fn run(
         match (&settings.identity.mtls, tls) {
             (Some(mtls), Some(tls)) => {
                 let incoming = TlsIncoming::new(incoming, tls, mtls.handshake_timeout);
+                let incoming = layers::limited(incoming, limit);
                 router.serve_with_incoming_shutdown(incoming, drained).await
             }
-            _ => router.serve_with_incoming_shutdown(incoming, drained).await,
+            _ => {
+                let incoming = layers::limited(incoming, limit);
+                router.serve_with_incoming_shutdown(incoming, drained).await
+            }
         }
     };
     // Serve until the signal; after it, give in-flight calls at most the grace.

@@ -134,7 +134,8 @@ fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     }
 }
 
-/// The caller the interceptor identified, also recorded on the RPC's span.
+/// The caller the interceptor identified, also recorded on the call's span (made by
+/// `server`'s trace layer, current while the handler runs).
 fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
     let caller = request
         .extensions()
@@ -160,7 +161,6 @@ impl GrantService {
 
 #[tonic::async_trait]
 impl proto::grant_service_server::GrantService for GrantService {
-    #[tracing::instrument(name = "GrantRead", skip_all, fields(caller, bucket = ?request.get_ref().bucket))]
     async fn grant_read(
         &self,
         request: Request<proto::GrantReadRequest>,
@@ -170,7 +170,6 @@ impl proto::grant_service_server::GrantService for GrantService {
         Ok(Response::new(response))
     }
 
-    #[tracing::instrument(name = "GrantWrite", skip_all, fields(caller, bucket = ?request.get_ref().bucket))]
     async fn grant_write(
         &self,
         request: Request<proto::GrantWriteRequest>,
@@ -180,7 +179,6 @@ impl proto::grant_service_server::GrantService for GrantService {
         Ok(Response::new(response))
     }
 
-    #[tracing::instrument(name = "AssumeScoped", skip_all, fields(caller, bucket = ?request.get_ref().bucket))]
     async fn assume_scoped(
         &self,
         request: Request<proto::AssumeScopedRequest>,
@@ -190,7 +188,6 @@ impl proto::grant_service_server::GrantService for GrantService {
         Ok(Response::new(response))
     }
 
-    #[tracing::instrument(name = "StartMultipartUpload", skip_all, fields(caller, bucket = ?request.get_ref().bucket))]
     async fn start_multipart_upload(
         &self,
         request: Request<proto::StartMultipartUploadRequest>,
@@ -200,7 +197,6 @@ impl proto::grant_service_server::GrantService for GrantService {
         Ok(Response::new(response))
     }
 
-    #[tracing::instrument(name = "GrantUploadParts", skip_all, fields(caller))]
     async fn grant_upload_parts(
         &self,
         request: Request<proto::GrantUploadPartsRequest>,
@@ -210,7 +206,6 @@ impl proto::grant_service_server::GrantService for GrantService {
         Ok(Response::new(response))
     }
 
-    #[tracing::instrument(name = "ListUploadedParts", skip_all, fields(caller))]
     async fn list_uploaded_parts(
         &self,
         request: Request<proto::ListUploadedPartsRequest>,
@@ -220,7 +215,6 @@ impl proto::grant_service_server::GrantService for GrantService {
         Ok(Response::new(response))
     }
 
-    #[tracing::instrument(name = "CompleteMultipartUpload", skip_all, fields(caller))]
     async fn complete_multipart_upload(
         &self,
         request: Request<proto::CompleteMultipartUploadRequest>,
@@ -230,7 +224,6 @@ impl proto::grant_service_server::GrantService for GrantService {
         Ok(Response::new(response))
     }
 
-    #[tracing::instrument(name = "AbortMultipartUpload", skip_all, fields(caller))]
     async fn abort_multipart_upload(
         &self,
         request: Request<proto::AbortMultipartUploadRequest>,

@@ -171,7 +171,7 @@ async fn credentials_work_inside_the_prefix_and_nowhere_else() {
         .await
         .assume_scoped(authed(
             request("tenants/a/", ProtoAccess::ReadWrite, true),
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .expect("assume scoped")
@@ -269,7 +269,7 @@ async fn sts_receives_exactly_the_built_policy_and_session_names() {
         .await
         .assume_scoped(authed(
             request("tenants/a/", ProtoAccess::ReadWrite, true),
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap()
@@ -297,7 +297,7 @@ async fn sts_receives_exactly_the_built_policy_and_session_names() {
         .await
         .assume_scoped(authed(
             request("tenants/a/jobs/", ProtoAccess::Read, false),
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap()
@@ -335,7 +335,7 @@ async fn concurrent_misses_make_one_sts_call_and_later_calls_hit_the_cache() {
             client
                 .assume_scoped(authed(
                     request("tenants/a/", ProtoAccess::Read, false),
-                    TOKEN,
+                    &TOKEN,
                 ))
                 .await
                 .map(|r| r.into_inner())
@@ -360,7 +360,7 @@ async fn concurrent_misses_make_one_sts_call_and_later_calls_hit_the_cache() {
         .await
         .assume_scoped(authed(
             request("tenants/a/", ProtoAccess::Read, false),
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap()
@@ -374,7 +374,7 @@ async fn concurrent_misses_make_one_sts_call_and_later_calls_hit_the_cache() {
         .await
         .assume_scoped(authed(
             request("tenants/a/", ProtoAccess::Write, false),
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap();
@@ -383,7 +383,7 @@ async fn concurrent_misses_make_one_sts_call_and_later_calls_hit_the_cache() {
         .await
         .assume_scoped(authed(
             request("tenants/b/", ProtoAccess::Read, false),
-            OTHER_TOKEN,
+            &OTHER_TOKEN,
         ))
         .await
         .unwrap();
@@ -400,7 +400,7 @@ async fn sts_down_is_unavailable_with_a_retry_hint_and_recovers() {
     let status = client
         .assume_scoped(authed(
             request("tenants/a/", ProtoAccess::Read, false),
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap_err();
@@ -423,7 +423,7 @@ async fn sts_down_is_unavailable_with_a_retry_hint_and_recovers() {
     let response = client
         .assume_scoped(authed(
             request("tenants/a/", ProtoAccess::Read, false),
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .expect("recovers when STS is back")
@@ -447,7 +447,7 @@ async fn expiration_is_the_real_one_and_bounded_by_the_rule() {
                 }),
                 ..request("tenants/a/", ProtoAccess::Read, false)
             },
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap()
@@ -468,15 +468,15 @@ async fn requests_outside_the_rules_or_malformed_are_refused() {
     let service = Service::start_at(&moto.endpoint, setup).await;
     let mut client = service.client().await;
     let denied = [
-        (request("tenants/b/", ProtoAccess::Read, false), TOKEN),
-        (request("tenants/", ProtoAccess::Read, false), TOKEN),
-        (request("tenants/a2/", ProtoAccess::Read, false), TOKEN),
+        (request("tenants/b/", ProtoAccess::Read, false), &TOKEN),
+        (request("tenants/", ProtoAccess::Read, false), &TOKEN),
+        (request("tenants/a2/", ProtoAccess::Read, false), &TOKEN),
         // dev:other may read its prefix but not write or list it.
         (
             request("tenants/b/", ProtoAccess::Write, false),
-            OTHER_TOKEN,
+            &OTHER_TOKEN,
         ),
-        (request("tenants/b/", ProtoAccess::Read, true), OTHER_TOKEN),
+        (request("tenants/b/", ProtoAccess::Read, true), &OTHER_TOKEN),
     ];
     for (req, token) in denied {
         let prefix = req.prefix.clone();
@@ -526,7 +526,7 @@ async fn requests_outside_the_rules_or_malformed_are_refused() {
         ),
     ];
     for (req, field) in invalid {
-        let status = client.assume_scoped(authed(req, TOKEN)).await.unwrap_err();
+        let status = client.assume_scoped(authed(req, &TOKEN)).await.unwrap_err();
         assert_eq!(
             status.code(),
             Code::InvalidArgument,
@@ -556,7 +556,7 @@ async fn without_a_role_assume_scoped_is_failed_precondition() {
         .await
         .assume_scoped(authed(
             request("tenants/a/", ProtoAccess::Read, false),
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap_err();
@@ -582,7 +582,7 @@ async fn a_cancelled_caller_does_not_leave_the_others_hanging() {
         Duration::from_millis(1),
         leader.assume_scoped(authed(
             request("tenants/a/", ProtoAccess::Read, false),
-            TOKEN,
+            &TOKEN,
         )),
     )
     .await;
@@ -594,7 +594,7 @@ async fn a_cancelled_caller_does_not_leave_the_others_hanging() {
             tokio::spawn(async move {
                 c.assume_scoped(authed(
                     request("tenants/a/", ProtoAccess::Read, false),
-                    TOKEN,
+                    &TOKEN,
                 ))
                 .await
                 .map(|r| r.into_inner().credentials.unwrap().access_key_id)

@@ -52,13 +52,7 @@ enum Rpc {
 async fn every_identity_gets_exactly_its_own_cells() {
     let issuer = Issuer::new();
     let moto = Moto::start();
-    let (key, secret) = moto.service_identity().await;
-    let role_arn = moto
-        .create_role(
-            "matrix",
-            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#,
-        )
-        .await;
+    let (key, secret, role_arn) = moto.service_with_s3_role("matrix").await;
     let jwks_dir = tempfile::tempdir().unwrap();
     let jwks_file = jwks_dir.path().join("jwks.json");
     std::fs::write(&jwks_file, issuer.jwks()).unwrap();
@@ -88,7 +82,7 @@ role_chaining = false
         ("a-etl", issuer.token("team-a", "etl")),
         ("b-etl", issuer.token("team-b", "etl")),
         ("a-web", issuer.token("team-a", "web")),
-        ("dev", TOKEN.to_owned()),
+        ("dev", TOKEN.to_string()),
     ];
     let targets = [
         "tenants/team-a/",

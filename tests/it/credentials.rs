@@ -84,7 +84,7 @@ listen = "127.0.0.1:{metrics}"
     let service = Service::start_at(&moto.endpoint, setup).await;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
+    std::fs::write(&token_file, TOKEN.as_str()).unwrap();
     let world = World {
         gateway: format!("http://127.0.0.1:{http}"),
         metrics: format!("http://127.0.0.1:{metrics}/metrics"),
@@ -375,7 +375,7 @@ async fn credential_process_prints_json_whose_credentials_work() {
         .expect("put with credential_process credentials");
     // A refusal is a message on stderr and a failing exit, never a token.
     let mut command = credential_process(&world, "tenants/b/", "read");
-    command.env("STORAGE_GRANTS_TOKEN", TOKEN);
+    command.env("STORAGE_GRANTS_TOKEN", TOKEN.as_str());
     let output = run(command).await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -383,7 +383,7 @@ async fn credential_process_prints_json_whose_credentials_work() {
         stderr.contains("PermissionDenied") || stderr.contains("permission"),
         "{stderr}"
     );
-    assert!(!stderr.contains(TOKEN), "{stderr}");
+    assert!(!stderr.contains(TOKEN.as_str()), "{stderr}");
 }
 
 #[tokio::test]
@@ -396,7 +396,7 @@ async fn the_endpoint_refuses_with_the_status_an_sdk_understands() {
         }
         request.send()
     };
-    let ok = get("/v1/credentials/demo/tenants/a/?access=read", Some(TOKEN))
+    let ok = get("/v1/credentials/demo/tenants/a/?access=read", Some(&TOKEN))
         .await
         .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
@@ -424,31 +424,31 @@ async fn the_endpoint_refuses_with_the_status_an_sdk_understands() {
         ),
         (
             "/v1/credentials/demo/tenants/a/?access=read",
-            Some(OTHER_TOKEN),
+            Some(OTHER_TOKEN.as_str()),
             403,
             "PERMISSION_DENIED",
         ),
         (
             "/v1/credentials/demo/other/?access=read",
-            Some(TOKEN),
+            Some(TOKEN.as_str()),
             403,
             "PERMISSION_DENIED",
         ),
         (
             "/v1/credentials/demo/tenants/a?access=read",
-            Some(TOKEN),
+            Some(TOKEN.as_str()),
             400,
             "INVALID_ARGUMENT",
         ),
         (
             "/v1/credentials/demo/tenants/a/?access=all",
-            Some(TOKEN),
+            Some(TOKEN.as_str()),
             400,
             "INVALID_ARGUMENT",
         ),
         (
             "/v1/credentials/demo/tenants/a/",
-            Some(TOKEN),
+            Some(TOKEN.as_str()),
             400,
             "INVALID_ARGUMENT",
         ),
@@ -461,7 +461,7 @@ async fn the_endpoint_refuses_with_the_status_an_sdk_understands() {
     }
     // STS unreachable (a scope not cached yet): 503 with Retry-After.
     world.moto.stop();
-    let down = get("/v1/credentials/demo/tenants/a/?access=write", Some(TOKEN))
+    let down = get("/v1/credentials/demo/tenants/a/?access=write", Some(&TOKEN))
         .await
         .unwrap();
     assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -105,7 +105,7 @@ async fn link_redirects_to_a_fresh_presigned_get_that_downloads() {
     let response = gw
         .link(
             "/v1/objects/demo/public/hello.txt",
-            &[("authorization", &bearer(TOKEN))],
+            &[("authorization", &bearer(&TOKEN))],
         )
         .await;
     assert_eq!(response.status(), StatusCode::FOUND);
@@ -124,7 +124,7 @@ async fn the_session_cookie_identifies_a_browser_and_head_answers_the_same() {
     for method in [Method::GET, Method::HEAD] {
         let response = gw
             .request(method.clone(), "/v1/objects/demo/public/hello.txt")
-            .header(header::COOKIE, format!("theme=dark; sg_session={TOKEN}"))
+            .header(header::COOKIE, format!("theme=dark; sg_session={}", *TOKEN))
             .send()
             .await
             .unwrap();
@@ -205,7 +205,7 @@ async fn without_identity_a_browser_goes_to_the_login_and_a_client_gets_401() {
 #[tokio::test]
 async fn outside_the_rules_is_403_and_a_bad_key_is_400() {
     let gw = Gateway::start().await;
-    let auth = [("authorization", bearer(OTHER_TOKEN))];
+    let auth = [("authorization", bearer(&OTHER_TOKEN))];
     let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let denied = gw.link("/v1/objects/demo/public/hello.txt", &auth).await;
     assert_eq!(denied.status(), StatusCode::FORBIDDEN);
@@ -218,7 +218,7 @@ async fn outside_the_rules_is_403_and_a_bad_key_is_400() {
         "/v1/objects/demo/",
         "/v1/objects/Not_A_Bucket/public/hello.txt",
     ] {
-        let bad = gw.link(path, &[("authorization", &bearer(TOKEN))]).await;
+        let bad = gw.link(path, &[("authorization", &bearer(&TOKEN))]).await;
         assert_eq!(bad.status(), StatusCode::BAD_REQUEST, "{path}");
         assert_eq!(problem(bad).await["code"], "INVALID_ARGUMENT", "{path}");
     }
@@ -245,7 +245,7 @@ async fn the_key_is_percent_decoded_exactly_once() {
         // %252e is a literal "%2e" after one decoding, never "."
         ("/v1/objects/demo/public/%252e%252e", "a literal percent\n"),
     ] {
-        let response = gw.link(path, &[("authorization", &bearer(TOKEN))]).await;
+        let response = gw.link(path, &[("authorization", &bearer(&TOKEN))]).await;
         assert_eq!(response.status(), StatusCode::FOUND, "{path}");
         let object = http_get(&location(&response)).await;
         assert_eq!(object.status(), StatusCode::OK, "{path}");
@@ -259,7 +259,7 @@ async fn download_asks_the_store_for_an_attachment() {
     let response = gw
         .link(
             "/v1/objects/demo/public/hello.txt?download=r%C3%A9sum%C3%A9%20%22v2%22.txt",
-            &[("authorization", &bearer(TOKEN))],
+            &[("authorization", &bearer(&TOKEN))],
         )
         .await;
     assert_eq!(response.status(), StatusCode::FOUND);
@@ -275,7 +275,7 @@ async fn download_asks_the_store_for_an_attachment() {
     let bad = gw
         .link(
             "/v1/objects/demo/public/hello.txt?download=..%2Fx",
-            &[("authorization", &bearer(TOKEN))],
+            &[("authorization", &bearer(&TOKEN))],
         )
         .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
@@ -288,7 +288,7 @@ async fn upload_signing_answers_a_put_the_store_accepts() {
     let gw = Gateway::start().await;
     let response = gw
         .request(Method::POST, "/v1/uploads")
-        .header(header::AUTHORIZATION, bearer(TOKEN))
+        .header(header::AUTHORIZATION, bearer(&TOKEN))
         .header(header::CONTENT_TYPE, "application/json")
         .body(
             r#"{"bucket": "demo", "key": "public/up.txt", "content_type": "text/plain",
@@ -324,7 +324,7 @@ async fn upload_signing_answers_a_put_the_store_accepts() {
     let link = gw
         .link(
             "/v1/objects/demo/public/up.txt",
-            &[("authorization", &bearer(TOKEN))],
+            &[("authorization", &bearer(&TOKEN))],
         )
         .await;
     assert_eq!(
@@ -338,7 +338,7 @@ async fn upload_signing_answers_a_post_form_for_a_size_range() {
     let gw = Gateway::start().await;
     let response = gw
         .request(Method::POST, "/v1/uploads")
-        .header(header::AUTHORIZATION, bearer(TOKEN))
+        .header(header::AUTHORIZATION, bearer(&TOKEN))
         // Protobuf JSON's lowerCamelCase names are accepted as well.
         .json_body(r#"{"bucket": "demo", "key": "public/form.bin", "contentLengthRange": {"minBytes": 1, "maxBytes": 10}}"#)
         .send()
@@ -370,7 +370,7 @@ async fn bad_upload_requests_are_400_with_every_field_named() {
     ] {
         let response = gw
             .request(Method::POST, "/v1/uploads")
-            .header(header::AUTHORIZATION, bearer(TOKEN))
+            .header(header::AUTHORIZATION, bearer(&TOKEN))
             .json_body(body)
             .send()
             .await
@@ -397,7 +397,7 @@ async fn a_cookie_authenticated_change_needs_an_allowed_origin() {
     let send = |origin: Option<&'static str>| {
         let mut request = gw
             .request(Method::POST, "/v1/uploads")
-            .header(header::COOKIE, format!("sg_session={TOKEN}"))
+            .header(header::COOKIE, format!("sg_session={}", *TOKEN))
             .json_body(body);
         if let Some(origin) = origin {
             request = request.header(header::ORIGIN, origin);
@@ -477,7 +477,7 @@ async fn uppy_single_upload_gets_a_post_form_under_the_callers_prefix() {
             Method::GET,
             "/s3/params?filename=..%2F..%2Fevil+%E2%80%AEgnp.csv&type=text%2Fcsv&metadata%5Bname%5D=x",
         )
-        .header(header::COOKIE, format!("sg_session={TOKEN}"))
+        .header(header::COOKIE, format!("sg_session={}", *TOKEN))
         .send()
         .await
         .unwrap(),
@@ -508,7 +508,7 @@ async fn uppy_single_upload_gets_a_post_form_under_the_callers_prefix() {
     let link = gw
         .link(
             &format!("/v1/objects/demo/{}", key.replace(' ', "%20")),
-            &[("authorization", &bearer(TOKEN))],
+            &[("authorization", &bearer(&TOKEN))],
         )
         .await;
     assert_eq!(
@@ -518,7 +518,7 @@ async fn uppy_single_upload_gets_a_post_form_under_the_callers_prefix() {
     // A caller without a write rule in the upload bucket gets no form.
     let denied = gw
         .request(Method::GET, "/s3/params?filename=a.txt&type=text%2Fplain")
-        .header(header::AUTHORIZATION, bearer(OTHER_TOKEN))
+        .header(header::AUTHORIZATION, bearer(&OTHER_TOKEN))
         .send()
         .await
         .unwrap();
@@ -528,7 +528,7 @@ async fn uppy_single_upload_gets_a_post_form_under_the_callers_prefix() {
 #[tokio::test]
 async fn uppy_multipart_routes_upload_two_parts_and_bind_the_upload_to_its_caller() {
     let gw = Gateway::start().await;
-    let cookie = format!("sg_session={TOKEN}");
+    let cookie = format!("sg_session={}", *TOKEN);
     let created = json(
         gw.request(Method::POST, "/s3/multipart")
             .header(header::COOKIE, &cookie)
@@ -589,7 +589,7 @@ async fn uppy_multipart_routes_upload_two_parts_and_bind_the_upload_to_its_calle
     // Another caller, or the right caller with another key, gets nowhere.
     let other = gw
         .request(Method::POST, &format!("{base}/complete?{q}"))
-        .header(header::AUTHORIZATION, bearer(OTHER_TOKEN))
+        .header(header::AUTHORIZATION, bearer(&OTHER_TOKEN))
         .json_body(&serde_json::json!({"parts": parts}).to_string())
         .send()
         .await
@@ -615,7 +615,7 @@ async fn uppy_multipart_routes_upload_two_parts_and_bind_the_upload_to_its_calle
     assert_eq!(done["key"], key.as_str());
     let target = done["location"].as_str().unwrap();
     assert!(target.starts_with("/v1/objects/demo/public/"), "{target}");
-    let link = gw.link(target, &[("authorization", &bearer(TOKEN))]).await;
+    let link = gw.link(target, &[("authorization", &bearer(&TOKEN))]).await;
     let got = http_get(&location(&link)).await.bytes().await.unwrap();
     assert!(
         got.as_ref() == whole.as_slice(),
@@ -628,7 +628,7 @@ async fn uppy_abort_discards_the_upload() {
     let gw = Gateway::start().await;
     let created = json(
         gw.request(Method::POST, "/s3/multipart")
-            .header(header::AUTHORIZATION, bearer(TOKEN))
+            .header(header::AUTHORIZATION, bearer(&TOKEN))
             .json_body(r#"{"filename": "x.bin", "type": "application/octet-stream"}"#)
             .send()
             .await
@@ -642,7 +642,7 @@ async fn uppy_abort_discards_the_upload() {
     let q = format!("key={}", enc(created["key"].as_str().unwrap()));
     let signed = json(
         gw.request(Method::GET, &format!("{base}/1?{q}"))
-            .header(header::AUTHORIZATION, bearer(TOKEN))
+            .header(header::AUTHORIZATION, bearer(&TOKEN))
             .send()
             .await
             .unwrap(),
@@ -650,7 +650,7 @@ async fn uppy_abort_discards_the_upload() {
     .await;
     let aborted = gw
         .request(Method::DELETE, &format!("{base}?{q}"))
-        .header(header::AUTHORIZATION, bearer(TOKEN))
+        .header(header::AUTHORIZATION, bearer(&TOKEN))
         .send()
         .await
         .unwrap();

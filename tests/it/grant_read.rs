@@ -59,7 +59,7 @@ async fn url_downloads_the_object_over_plain_http() {
     let mut client = service.client().await;
     let before = now_secs();
     let grant = client
-        .grant_read(authed(read("public/hello.txt"), TOKEN))
+        .grant_read(authed(read("public/hello.txt"), &TOKEN))
         .await
         .expect("grant")
         .into_inner();
@@ -86,7 +86,7 @@ async fn tampered_signature_is_refused_by_the_store() {
     let grant = service
         .client()
         .await
-        .grant_read(authed(read("public/hello.txt"), TOKEN))
+        .grant_read(authed(read("public/hello.txt"), &TOKEN))
         .await
         .unwrap()
         .into_inner();
@@ -114,7 +114,7 @@ async fn tampered_key_is_refused_by_the_store() {
     let grant = service
         .client()
         .await
-        .grant_read(authed(read("public/hello.txt"), TOKEN))
+        .grant_read(authed(read("public/hello.txt"), &TOKEN))
         .await
         .unwrap()
         .into_inner();
@@ -136,7 +136,7 @@ async fn tampered_expiry_is_refused_by_the_store() {
     let grant = service
         .client()
         .await
-        .grant_read(authed(read("public/hello.txt"), TOKEN))
+        .grant_read(authed(read("public/hello.txt"), &TOKEN))
         .await
         .unwrap()
         .into_inner();
@@ -159,7 +159,7 @@ async fn url_signed_with_a_wrong_secret_is_refused_by_the_store() {
     let grant = service
         .client()
         .await
-        .grant_read(authed(read("public/hello.txt"), TOKEN))
+        .grant_read(authed(read("public/hello.txt"), &TOKEN))
         .await
         .unwrap()
         .into_inner();
@@ -178,7 +178,7 @@ async fn expired_url_is_refused_by_the_store() {
                 ttl: ttl(1),
                 ..read("public/hello.txt")
             },
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap()
@@ -204,7 +204,7 @@ async fn response_overrides_come_back_as_headers() {
     let grant = service
         .client()
         .await
-        .grant_read(authed(request, TOKEN))
+        .grant_read(authed(request, &TOKEN))
         .await
         .unwrap()
         .into_inner();
@@ -238,7 +238,7 @@ async fn keys_with_spaces_and_unicode_download() {
     let grant = service
         .client()
         .await
-        .grant_read(authed(read(key), TOKEN))
+        .grant_read(authed(read(key), &TOKEN))
         .await
         .unwrap()
         .into_inner();
@@ -254,7 +254,7 @@ async fn key_outside_the_callers_rules_is_not_signed() {
     let mut client = service.client().await;
     for key in ["private/secret.txt", "public2/x", "other/x"] {
         let status = client
-            .grant_read(authed(read(key), TOKEN))
+            .grant_read(authed(read(key), &TOKEN))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied, "{key}");
@@ -272,7 +272,7 @@ async fn key_outside_the_callers_rules_is_not_signed() {
                 bucket: "elsewhere".into(),
                 ..read("x")
             },
-            OTHER_TOKEN,
+            &OTHER_TOKEN,
         ))
         .await
         .unwrap_err();
@@ -314,9 +314,10 @@ async fn missing_or_wrong_token_is_unauthenticated() {
     );
 
     let mut request = tonic::Request::new(read("public/hello.txt"));
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Basic {TOKEN}").parse().unwrap());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Basic {}", *TOKEN).parse().unwrap(),
+    );
     let status = client.grant_read(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("Bearer"), "{}", status.message());
@@ -370,7 +371,10 @@ async fn bad_fields_are_invalid_argument_with_field_violations() {
         ),
     ];
     for (request, field) in cases {
-        let status = client.grant_read(authed(request, TOKEN)).await.unwrap_err();
+        let status = client
+            .grant_read(authed(request, &TOKEN))
+            .await
+            .unwrap_err();
         assert_eq!(
             status.code(),
             Code::InvalidArgument,
@@ -395,7 +399,7 @@ async fn bad_fields_are_invalid_argument_with_field_violations() {
                 ttl: ttl(-1),
                 ..Default::default()
             },
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap_err();
@@ -423,7 +427,7 @@ async fn ttl_is_cut_to_the_rule_and_reported_honestly() {
                 ttl: ttl(86_400),
                 ..read("public/hello.txt")
             },
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap()
@@ -441,7 +445,7 @@ async fn temporary_signing_credentials_cap_the_url_lifetime() {
     let creds_expire = SystemTime::now() + Duration::from_secs(120);
     setup.credentials = aws_credential_types::Credentials::new(
         support::ACCESS_KEY,
-        support::SECRET_KEY,
+        support::SECRET_KEY.as_str(),
         Some("session-token-value".into()),
         Some(creds_expire),
         "test",
@@ -455,7 +459,7 @@ async fn temporary_signing_credentials_cap_the_url_lifetime() {
                 ttl: ttl(900),
                 ..read("public/hello.txt")
             },
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap()
@@ -497,7 +501,7 @@ async fn key_that_is_not_utf8_is_invalid_argument() {
             bucket: "demo".into(),
             key: b"public/\xff\xfe.txt".to_vec(),
         },
-        TOKEN,
+        &TOKEN,
     );
     let status = grpc
         .unary::<_, storage_grants::proto::GrantReadResponse, _>(

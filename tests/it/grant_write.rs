@@ -48,7 +48,7 @@ async fn grant(service: &Service, request: GrantWriteRequest) -> GrantWriteRespo
     service
         .client()
         .await
-        .grant_write(authed(request, TOKEN))
+        .grant_write(authed(request, &TOKEN))
         .await
         .expect("write grant")
         .into_inner()
@@ -468,7 +468,7 @@ async fn bad_pins_are_invalid_argument_naming_the_field() {
     ];
     for (request, field) in cases {
         let status = client
-            .grant_write(authed(request, TOKEN))
+            .grant_write(authed(request, &TOKEN))
             .await
             .unwrap_err();
         assert_eq!(
@@ -491,9 +491,9 @@ async fn write_outside_the_callers_rules_is_not_signed() {
     let mut client = service.client().await;
     // dev:demo writes only under public/; dev:other may only read under other/.
     for (key, token) in [
-        ("private/x.csv", TOKEN),
-        ("public2/x.csv", TOKEN),
-        ("other/x.csv", OTHER_TOKEN),
+        ("private/x.csv", &TOKEN),
+        ("public2/x.csv", &TOKEN),
+        ("other/x.csv", &OTHER_TOKEN),
     ] {
         let status = client
             .grant_write(authed(write(key), token))

@@ -21,3 +21,4 @@ mod policy_meaning;
 mod presign_oracle;
 mod rules_reload;
 mod server;
+mod telemetry;

@@ -34,15 +34,15 @@ async fn grant_decisions_are_counted_and_served_on_the_metrics_port() {
     let service = Service::start(&store, setup).await;
     let mut client = service.client().await;
     client
-        .grant_read(authed(read("public/hello.txt"), TOKEN))
+        .grant_read(authed(read("public/hello.txt"), &TOKEN))
         .await
         .unwrap();
     client
-        .grant_read(authed(read("public/hello.txt"), TOKEN))
+        .grant_read(authed(read("public/hello.txt"), &TOKEN))
         .await
         .unwrap();
     client
-        .grant_read(authed(read("private/secret.txt"), TOKEN))
+        .grant_read(authed(read("private/secret.txt"), &TOKEN))
         .await
         .unwrap_err();
     client
@@ -87,7 +87,8 @@ async fn grant_decisions_are_counted_and_served_on_the_metrics_port() {
         1
     );
     assert_eq!(value(&text, "storage_grants_unauthenticated_total"), 1);
-    for secret in ["public/", "private/", "X-Amz", TOKEN, "dev:demo"] {
+    support::keep_artifact("scrape", &text);
+    for secret in ["public/", "private/", "X-Amz", TOKEN.as_str(), "dev:demo"] {
         assert!(!text.contains(secret), "{secret} reached the metrics");
     }
     let other = http
@@ -96,4 +97,93 @@ async fn grant_decisions_are_counted_and_served_on_the_metrics_port() {
         .await
         .unwrap();
     assert_eq!(other.status(), 404);
+}
+
+/// A connection with `concurrency_limit_per_connection` calls in flight gets
+/// RESOURCE_EXHAUSTED at once for the next one, and the shed call is counted. The
+/// call that holds the slot waits on an STS that accepts connections and never
+/// answers.
+#[tokio::test]
+async fn a_call_past_the_connection_limit_is_shed_and_counted() {
+    let store = demo_store().await;
+    let silent_sts = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_port = free_port();
+    let mut setup = Setup::new();
+    setup.rules = r#"
+[[rules]]
+callers = ["dev:demo"]
+bucket = "demo"
+prefix = "public/"
+actions = ["read", "assume-read"]
+"#
+    .into();
+    setup.extra_config = format!(
+        "[server]\nconcurrency_limit_per_connection = 1\n\
+         [sts]\nrole_arn = \"arn:aws:iam::123456789012:role/scoped\"\n\
+         endpoint = \"http://{}\"\ncall_timeout = \"5s\"\nmax_attempts = 1\nrole_chaining = false\n\
+         [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+        silent_sts.local_addr().unwrap()
+    );
+    let service = Service::start(&store, setup).await;
+    let client = service.client().await;
+    let mut holder = client.clone();
+    let held = tokio::spawn(async move {
+        holder
+            .assume_scoped(authed(
+                storage_grants::proto::AssumeScopedRequest {
+                    bucket: "demo".into(),
+                    prefix: "public/".into(),
+                    access: storage_grants::proto::Access::Read as i32,
+                    ..Default::default()
+                },
+                &TOKEN,
+            ))
+            .await
+    });
+    let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let scrape = || async {
+        match reqwest::get(&url).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            // Not listening yet: the service is still starting.
+            Err(_) => String::new(),
+        }
+    };
+    let in_flight = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("storage_grants_rpc_in_flight "))
+            .map_or(0, |v| v.parse::<u64>().unwrap())
+    };
+    // The slot is taken once the first call is in flight.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while in_flight(&scrape().await) < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first call never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let shed = client
+        .clone()
+        .grant_read(authed(read("public/hello.txt"), &TOKEN))
+        .await
+        .expect_err("past the limit");
+    assert_eq!(shed.code(), tonic::Code::ResourceExhausted);
+    let text = scrape().await;
+    assert_eq!(value(&text, "storage_grants_rpc_load_shed_total"), 1);
+    assert_eq!(
+        value(
+            &text,
+            "storage_grants_rpc_duration_seconds_count{method=\"GrantRead\",code=\"RESOURCE_EXHAUSTED\"}"
+        ),
+        1
+    );
+    support::keep_artifact("scrape", &text);
+    // The held call ends when STS times out; the slot is free again.
+    let held = held.await.unwrap().expect_err("STS never answers");
+    assert_eq!(held.code(), tonic::Code::Unavailable);
+    client
+        .clone()
+        .grant_read(authed(read("public/hello.txt"), &TOKEN))
+        .await
+        .expect("the slot is free again");
 }

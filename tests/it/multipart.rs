@@ -78,7 +78,7 @@ async fn start(h: &mut Harness, key: &str, create_only: bool) -> String {
                 create_only,
                 ..Default::default()
             },
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .expect("start")
@@ -101,7 +101,7 @@ async fn grant(h: &mut Harness, upload: &str, parts: &[(u32, usize)]) -> Vec<Upl
                     .collect(),
                 ..Default::default()
             },
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .expect("grant parts")
@@ -166,7 +166,7 @@ async fn download(h: &mut Harness, key: &str) -> reqwest::Response {
                 key: key.into(),
                 ..Default::default()
             },
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .expect("grant read")
@@ -204,7 +204,7 @@ async fn three_5_mib_parts_and_a_1_mib_part_upload_list_complete_and_download() 
             ListUploadedPartsRequest {
                 upload: upload.clone(),
             },
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap()
@@ -219,7 +219,7 @@ async fn three_5_mib_parts_and_a_1_mib_part_upload_list_complete_and_download() 
         .enumerate()
         .map(|(i, e)| (i as u32 + 1, e.as_str()))
         .collect();
-    let done = complete(&mut h, TOKEN, &upload, &named).await.unwrap();
+    let done = complete(&mut h, &TOKEN, &upload, &named).await.unwrap();
     assert_eq!(done.size, 16 * MIB as u64);
     assert_eq!(done.key, "public/big.bin");
     assert!(!done.etag.is_empty());
@@ -266,7 +266,7 @@ async fn a_checksum_pin_is_signed_so_the_part_must_carry_it() {
                 checksum_algorithm: ChecksumAlgorithm::Sha256.into(),
                 ..Default::default()
             },
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap()
@@ -281,7 +281,7 @@ async fn a_checksum_pin_is_signed_so_the_part_must_carry_it() {
                 part_range: Some(PartRange { first: 1, last: 1 }),
                 ..Default::default()
             },
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap_err();
@@ -304,7 +304,7 @@ async fn a_checksum_pin_is_signed_so_the_part_must_carry_it() {
                 }],
                 ..Default::default()
             },
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap()
@@ -335,7 +335,7 @@ async fn another_caller_cannot_continue_list_complete_or_abort_an_upload() {
                     part_range: Some(PartRange { first: 2, last: 2 }),
                     ..Default::default()
                 },
-                OTHER_TOKEN,
+                &OTHER_TOKEN,
             ))
             .await
             .map(|_| ())
@@ -345,12 +345,12 @@ async fn another_caller_cannot_continue_list_complete_or_abort_an_upload() {
                 ListUploadedPartsRequest {
                     upload: other(&upload),
                 },
-                OTHER_TOKEN,
+                &OTHER_TOKEN,
             ))
             .await
             .map(|_| ())
             .unwrap_err(),
-        complete(&mut h, OTHER_TOKEN, &upload, &[(1, &etag)])
+        complete(&mut h, &OTHER_TOKEN, &upload, &[(1, &etag)])
             .await
             .map(|_| ())
             .unwrap_err(),
@@ -359,7 +359,7 @@ async fn another_caller_cannot_continue_list_complete_or_abort_an_upload() {
                 AbortMultipartUploadRequest {
                     upload: other(&upload),
                 },
-                OTHER_TOKEN,
+                &OTHER_TOKEN,
             ))
             .await
             .map(|_| ())
@@ -369,7 +369,7 @@ async fn another_caller_cannot_continue_list_complete_or_abort_an_upload() {
         assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     }
     // The upload is untouched: its owner completes it.
-    let done = complete(&mut h, TOKEN, &upload, &[(1, &etag)])
+    let done = complete(&mut h, &TOKEN, &upload, &[(1, &etag)])
         .await
         .unwrap();
     assert_eq!(done.size, MIB as u64);
@@ -389,7 +389,7 @@ async fn a_tampered_or_expired_token_is_invalid_argument() {
                 ListUploadedPartsRequest {
                     upload: token.into(),
                 },
-                TOKEN,
+                &TOKEN,
             ))
             .await
             .unwrap_err();
@@ -412,7 +412,7 @@ async fn a_tampered_or_expired_token_is_invalid_argument() {
                 }),
                 ..Default::default()
             },
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap()
@@ -421,7 +421,7 @@ async fn a_tampered_or_expired_token_is_invalid_argument() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let status = h
         .client
-        .list_uploaded_parts(authed(ListUploadedPartsRequest { upload: short }, TOKEN))
+        .list_uploaded_parts(authed(ListUploadedPartsRequest { upload: short }, &TOKEN))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -438,14 +438,14 @@ async fn after_an_abort_the_store_refuses_parts() {
             AbortMultipartUploadRequest {
                 upload: upload.clone(),
             },
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap();
     let (status, _) = put_part(&part, body(MIB, 1)).await;
     assert!((400..500).contains(&status), "{status}");
     // Completing names an upload that is gone.
-    let status = complete(&mut h, TOKEN, &upload, &[(1, "abc")])
+    let status = complete(&mut h, &TOKEN, &upload, &[(1, "abc")])
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
@@ -457,7 +457,7 @@ async fn a_create_only_complete_over_an_existing_object_is_refused_and_keeps_it(
     let upload = start(&mut h, "public/hello.txt", true).await;
     let part = grant(&mut h, &upload, &[(1, MIB)]).await.remove(0);
     let (_, etag) = put_part(&part, body(MIB, 9)).await;
-    let status = complete(&mut h, TOKEN, &upload, &[(1, &etag)])
+    let status = complete(&mut h, &TOKEN, &upload, &[(1, &etag)])
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
@@ -474,7 +474,7 @@ async fn a_part_never_uploaded_is_failed_precondition_naming_it() {
     let upload = start(&mut h, "public/etag.bin", false).await;
     let part = grant(&mut h, &upload, &[(1, MIB)]).await.remove(0);
     let (_, etag) = put_part(&part, body(MIB, 2)).await;
-    let status = complete(&mut h, TOKEN, &upload, &[(1, &etag), (2, "abc")])
+    let status = complete(&mut h, &TOKEN, &upload, &[(1, &etag), (2, "abc")])
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
@@ -483,7 +483,7 @@ async fn a_part_never_uploaded_is_failed_precondition_naming_it() {
         "{}",
         status.message()
     );
-    let done = complete(&mut h, TOKEN, &upload, &[(1, &etag)])
+    let done = complete(&mut h, &TOKEN, &upload, &[(1, &etag)])
         .await
         .unwrap();
     assert_eq!(done.size, MIB as u64);
@@ -501,7 +501,7 @@ async fn an_object_over_the_rules_max_size_is_refused_before_it_exists() {
         named.push((i as u32 + 1, etag));
     }
     let refs: Vec<(u32, &str)> = named.iter().map(|(n, e)| (*n, e.as_str())).collect();
-    let status = complete(&mut h, TOKEN, &upload, &refs).await.unwrap_err();
+    let status = complete(&mut h, &TOKEN, &upload, &refs).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(
         status.message().contains("at most 6291456"),
@@ -520,7 +520,7 @@ async fn an_object_over_the_rules_max_size_is_refused_before_it_exists() {
                 expected_size: Some(7 * MIB as u64),
                 ..Default::default()
             },
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap_err();
@@ -577,7 +577,7 @@ async fn bad_part_requests_name_the_field() {
     for (request, field) in cases {
         let status = h
             .client
-            .grant_upload_parts(authed(request, TOKEN))
+            .grant_upload_parts(authed(request, &TOKEN))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
@@ -600,7 +600,7 @@ async fn bad_part_requests_name_the_field() {
                     last: 1000,
                 }),
             ),
-            TOKEN,
+            &TOKEN,
         ))
         .await
         .unwrap()
@@ -610,7 +610,7 @@ async fn bad_part_requests_name_the_field() {
     assert_eq!(parts[999].part_number, 1000);
     // Completing with parts out of order, or twice, is refused before the store.
     for parts in [vec![(2, "a"), (1, "b")], vec![(1, "a"), (1, "a")], vec![]] {
-        let status = complete(&mut h, TOKEN, &upload, &parts).await.unwrap_err();
+        let status = complete(&mut h, &TOKEN, &upload, &parts).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{parts:?}");
     }
 }

@@ -22,7 +22,7 @@ async fn wait_for(service: &Service, key: &str, want: Code) {
     let mut client = service.client().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let got = match client.grant_read(authed(read(key), TOKEN)).await {
+        let got = match client.grant_read(authed(read(key), &TOKEN)).await {
             Ok(_) => Code::Ok,
             Err(status) => status.code(),
         };

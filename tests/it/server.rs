@@ -164,7 +164,7 @@ actions = ["assume-read"]
                     access: Access::Read as i32,
                     ..Default::default()
                 },
-                support::TOKEN,
+                &support::TOKEN,
             ))
             .await
     });

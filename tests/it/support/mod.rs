@@ -8,6 +8,7 @@ pub mod jwt;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
@@ -17,10 +18,45 @@ use storage_grants::proto::grant_service_client::GrantServiceClient;
 use tonic::transport::Channel;
 
 pub const ACCESS_KEY: &str = "sgtestaccesskey";
-pub const SECRET_KEY: &str = "sgtestsecretkey0123456789";
-pub const TOKEN: &str = "dev-token-for-tests-0123456789";
-pub const OTHER_TOKEN: &str = "dev-token-for-other-caller-0123";
 pub const REGION: &str = "us-east-1";
+
+/// This run's canary: `SG_CANARY` (scripts/test.sh sets one per run, and scans
+/// everything the run wrote for it at the end), else random per test process. Every
+/// secret the tests hand the service contains it, so a leak anywhere is found by one
+/// search.
+pub static CANARY: LazyLock<String> = LazyLock::new(|| {
+    std::env::var("SG_CANARY")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| {
+            let mut bytes = [0u8; 8];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+                .expect("the system random generator is available");
+            format!("canary{}", hex::encode(bytes))
+        })
+});
+/// The store's secret key (s3s-fs's, and the service's signing key).
+pub static SECRET_KEY: LazyLock<String> = LazyLock::new(|| format!("sgsecret-{}", *CANARY));
+/// The dev token of caller `dev:demo`.
+pub static TOKEN: LazyLock<String> = LazyLock::new(|| format!("dev-token-{}", *CANARY));
+/// The dev token of caller `dev:other`.
+pub static OTHER_TOKEN: LazyLock<String> = LazyLock::new(|| format!("dev-token-other-{}", *CANARY));
+
+/// Where the tests leave what the service wrote (logs, exported spans, metrics
+/// scrapes) for the run's final canary scan: `SG_TEST_ARTIFACTS`, else nowhere.
+pub fn artifacts_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("SG_TEST_ARTIFACTS")?);
+    std::fs::create_dir_all(&dir).expect("create SG_TEST_ARTIFACTS");
+    Some(dir)
+}
+
+/// Keeps `text` (a metrics scrape, a log) as `NAME-PID` in [`artifacts_dir`].
+pub fn keep_artifact(name: &str, text: &str) {
+    if let Some(dir) = artifacts_dir() {
+        let path = dir.join(format!("{name}-{}", std::process::id()));
+        std::fs::write(path, text).expect("write test artifact");
+    }
+}
 
 /// The s3s-fs binary installed by `scripts/tools.sh`.
 fn s3s_fs_binary() -> PathBuf {
@@ -73,7 +109,7 @@ impl Store {
         let port = free_port();
         let child = Command::new(s3s_fs_binary())
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", &SECRET_KEY])
             .arg(root.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -95,7 +131,13 @@ impl Store {
             .region(aws_sdk_s3::config::Region::new(REGION))
             .endpoint_url(&self.endpoint)
             .force_path_style(true)
-            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+            .credentials_provider(Credentials::new(
+                ACCESS_KEY,
+                SECRET_KEY.as_str(),
+                None,
+                None,
+                "test",
+            ))
             .http_client(storage_grants::aws::http_client())
             .build();
         aws_sdk_s3::Client::from_conf(config)
@@ -163,7 +205,7 @@ max_ttl = "15m"
 "#
             .into(),
             extra_config: String::new(),
-            credentials: Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"),
+            credentials: Credentials::new(ACCESS_KEY, SECRET_KEY.as_str(), None, None, "test"),
             rules_reload_interval: "200ms",
         }
     }
@@ -184,11 +226,8 @@ impl Service {
 
     /// The service against the S3 endpoint `endpoint`.
     pub async fn start_at(endpoint: &str, setup: Setup) -> Service {
-        // The service's log, shown for failing tests.
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter("info")
-            .try_init();
+        // The service's log, shown for failing tests, and kept for the canary scan.
+        init_log();
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("rules.toml"), &setup.rules).expect("write rules");
         let text = format!(
@@ -216,6 +255,8 @@ caller = "dev:other"
 "#,
             extra = setup.extra_config,
             reload = setup.rules_reload_interval,
+            TOKEN = *TOKEN,
+            OTHER_TOKEN = *OTHER_TOKEN,
         );
         let config = Settings::from_toml(&text, &dir.path().join("config.toml"), dir.path(), [])
             .expect("valid test config");
@@ -277,6 +318,25 @@ impl Drop for Service {
             let _ = tx.send(());
         }
     }
+}
+
+/// The in-process service's log: the test's output (shown when it fails), and a file
+/// in [`artifacts_dir`] for the canary scan.
+fn init_log() {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    let builder = tracing_subscriber::fmt().with_env_filter("info");
+    let _ = match artifacts_dir() {
+        Some(dir) => {
+            let file = std::fs::File::create(dir.join(format!("log-{}", std::process::id())))
+                .expect("create the test log file");
+            builder
+                .with_writer(
+                    tracing_subscriber::fmt::TestWriter::new().and(std::sync::Mutex::new(file)),
+                )
+                .try_init()
+        }
+        None => builder.with_test_writer().try_init(),
+    };
 }
 
 /// A request with the caller's bearer token.
@@ -477,6 +537,19 @@ impl Moto {
             xml_value(&body, "AccessKeyId"),
             xml_value(&body, "SecretAccessKey"),
         )
+    }
+
+    /// The service's IAM user and role `name` allowed all of S3 (the session policy
+    /// narrows it); returns (key id, secret, role ARN).
+    pub async fn service_with_s3_role(&self, name: &str) -> (String, String, String) {
+        let (key, secret) = self.service_identity().await;
+        let role_arn = self
+            .create_role(
+                name,
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#,
+            )
+            .await;
+        (key, secret, role_arn)
     }
 
     /// Creates role `name` with `policy` as its inline permissions; returns its ARN.

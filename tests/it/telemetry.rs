@@ -1,0 +1,433 @@
+//! The binary as an operator runs it with an OpenTelemetry collector and Prometheus:
+//! spans exported over OTLP/gRPC to a real receiver on loopback (built on the
+//! protocol's official Python bindings, `scripts/otlp-receiver.py`) continue the
+//! caller's W3C trace and carry the RPC's attributes; one grant id joins the
+//! response, the audit file, the span and the STS session name; the metrics scrape
+//! passes `promtool check metrics`; and no secret of the run reaches the log, the
+//! audit file, a span or the scrape.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use storage_grants::proto::grant_service_client::GrantServiceClient;
+use storage_grants::proto::{Access, AssumeScopedRequest, GrantReadRequest};
+use tonic::transport::Channel;
+
+use crate::support::{self, Moto, TOKEN, free_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_storage-grants");
+
+const RULES: &str = r#"
+[[rules]]
+callers = ["dev:demo"]
+bucket = "demo"
+prefix = "public/"
+actions = ["read", "assume-read"]
+max_ttl = "30m"
+"#;
+
+/// A child process stopped (SIGTERM, then kill) on drop.
+struct Process(Child);
+
+impl Process {
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.0.try_wait().expect("wait for the child") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the child did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The OTLP receiver, once it accepts calls.
+fn start_receiver(port: u16, out: &Path) -> Process {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "no {}; run ./scripts/test.sh, which installs scripts/requirements.txt",
+        python.display()
+    );
+    let mut child = Command::new(python)
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/otlp-receiver.py"))
+        .arg(port.to_string())
+        .arg(out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the OTLP receiver");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("read the receiver's first line");
+    assert!(line.starts_with("listening"), "receiver said {line:?}");
+    Process(child)
+}
+
+/// promtool, from `SG_PROMTOOL` (scripts/test.sh), the tools directory or the PATH.
+fn promtool() -> PathBuf {
+    if let Some(p) = std::env::var_os("SG_PROMTOOL") {
+        return p.into();
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let tools = std::env::var_os("SG_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cache/storage-grants"));
+    let unpacked = tools.join("prometheus-deb/usr/bin/promtool");
+    if unpacked.exists() {
+        return unpacked;
+    }
+    PathBuf::from("promtool")
+}
+
+async fn connect(port: u16) -> GrantServiceClient<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("valid uri")
+            .connect()
+            .await
+        {
+            Ok(channel) => return GrantServiceClient::new(channel),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the service did not start: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// A request with the dev token and a W3C `traceparent` naming the caller's span.
+fn traced<T>(message: T, trace_id: &str, span_id: &str) -> tonic::Request<T> {
+    let mut request = support::authed(message, &TOKEN);
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{span_id}-01").parse().unwrap(),
+    );
+    request
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut buf).unwrap();
+    hex::encode(buf)
+}
+
+fn spans(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON span"))
+        .collect()
+}
+
+fn find<'a>(spans: &'a [Value], trace_id: &str, name: &str) -> &'a Value {
+    spans
+        .iter()
+        .find(|s| s["trace_id"] == trace_id && s["name"] == name)
+        .unwrap_or_else(|| panic!("no span {name} in trace {trace_id}: {spans:#?}"))
+}
+
+#[tokio::test]
+async fn spans_audit_and_metrics_join_on_the_grant_id_and_hold_no_secret() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let moto = Moto::start();
+    let (key_id, secret, role_arn) = moto.service_with_s3_role("telemetry").await;
+
+    let spans_file = dir.join("spans.jsonl");
+    let receiver_port = free_port();
+    let _receiver = start_receiver(receiver_port, &spans_file);
+
+    let (port, metrics_port) = (free_port(), free_port());
+    std::fs::write(dir.join("rules.toml"), RULES).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        format!(
+            r#"
+listen = "127.0.0.1:{port}"
+log_format = "json"
+[storage]
+region = "us-east-1"
+endpoint = "{endpoint}"
+force_path_style = true
+check_buckets = []
+[grants]
+rules_file = "rules.toml"
+[identity]
+dev_mode = true
+[[identity.dev_tokens]]
+token = "{token}"
+caller = "dev:demo"
+[sts]
+role_arn = "{role_arn}"
+endpoint = "{endpoint}"
+role_chaining = false
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+[audit]
+file = "audit.jsonl"
+"#,
+            endpoint = moto.endpoint,
+            token = *TOKEN,
+        ),
+    )
+    .unwrap();
+    let log_file = dir.join("service.log");
+    let service = Process(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{receiver_port}"),
+            )
+            .env("OTEL_SERVICE_NAME", "storage-grants-test")
+            .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+            .env("AWS_ACCESS_KEY_ID", &key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_file).unwrap())
+            .spawn()
+            .expect("start storage-grants"),
+    );
+    let mut client = connect(port).await;
+
+    // A presigned GET, an AssumeScoped and a refusal, each in a caller's trace.
+    let (read_trace, read_parent) = (random_hex(16), random_hex(8));
+    let read = client
+        .grant_read(traced(
+            GrantReadRequest {
+                bucket: "demo".into(),
+                key: "public/report.csv".into(),
+                ..Default::default()
+            },
+            &read_trace,
+            &read_parent,
+        ))
+        .await
+        .expect("GrantRead")
+        .into_inner();
+    let (assume_trace, assume_parent) = (random_hex(16), random_hex(8));
+    let assumed = client
+        .assume_scoped(traced(
+            AssumeScopedRequest {
+                bucket: "demo".into(),
+                prefix: "public/".into(),
+                access: Access::Read as i32,
+                ..Default::default()
+            },
+            &assume_trace,
+            &assume_parent,
+        ))
+        .await
+        .expect("AssumeScoped")
+        .into_inner();
+    let (deny_trace, deny_parent) = (random_hex(16), random_hex(8));
+    let denied = client
+        .grant_read(traced(
+            GrantReadRequest {
+                bucket: "demo".into(),
+                key: "private/payroll.csv".into(),
+                ..Default::default()
+            },
+            &deny_trace,
+            &deny_parent,
+        ))
+        .await
+        .expect_err("outside the rules");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+
+    let scrape = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .unwrap();
+    let scrape_file = dir.join("scrape.txt");
+    std::fs::write(&scrape_file, &scrape).unwrap();
+    let promtool = promtool();
+    let checked = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&scrape_file).unwrap())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "run {}: {e}; ./scripts/test.sh installs promtool",
+                promtool.display()
+            )
+        });
+    assert!(
+        checked.status.success(),
+        "promtool check metrics:\n{}{}\n{scrape}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    for series in [
+        "storage_grants_rpc_duration_seconds_count{method=\"GrantRead\",code=\"OK\"} 1",
+        "storage_grants_rpc_duration_seconds_count{method=\"GrantRead\",code=\"PERMISSION_DENIED\"} 1",
+        "storage_grants_rpc_duration_seconds_count{method=\"AssumeScoped\",code=\"OK\"} 1",
+        "storage_grants_sts_assume_role_total{result=\"issued\"} 1",
+        "storage_grants_sts_cache_total{outcome=\"miss\"} 1",
+        "storage_grants_rpc_in_flight 0",
+    ] {
+        assert!(scrape.contains(series), "no {series} in:\n{scrape}");
+    }
+
+    // SIGTERM: the service drains, flushes its last spans and exits 0. The wait runs
+    // off this runtime, which must go on to close the dropped client's connection.
+    drop(client);
+    let status = tokio::task::spawn_blocking(move || service.terminate())
+        .await
+        .expect("the waiting thread");
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(status.success(), "exit {status}:\n{log}");
+    let spans = spans(&spans_file);
+
+    // GrantRead: the caller's trace continues, with the RPC's attributes.
+    let span = find(
+        &spans,
+        &read_trace,
+        "storagegrants.v1.GrantService/GrantRead",
+    );
+    eprintln!(
+        "GrantRead span as the receiver saw it:\n{}",
+        serde_json::to_string_pretty(span).unwrap()
+    );
+    assert_eq!(span["parent_span_id"], read_parent.as_str());
+    assert_eq!(span["kind"], 2, "SPAN_KIND_SERVER");
+    let attrs = &span["attributes"];
+    for (key, want) in [
+        ("rpc.system", Value::from("grpc")),
+        ("rpc.service", Value::from("storagegrants.v1.GrantService")),
+        ("rpc.method", Value::from("GrantRead")),
+        // OTLP's JSON mapping writes 64-bit integers as strings.
+        ("rpc.grpc.status_code", Value::from("0")),
+        ("caller", Value::from("dev:demo")),
+        ("bucket", Value::from("demo")),
+        ("decision", Value::from("granted")),
+        ("grant_id", Value::from(read.grant_id.as_str())),
+    ] {
+        assert_eq!(attrs[key], want, "{key} in {span:#}");
+    }
+    assert_eq!(span["resource"]["service.name"], "storage-grants-test");
+    assert_eq!(span["resource"]["deployment.environment"], "test");
+
+    // The refusal: its code and decision, no grant id.
+    let span = find(
+        &spans,
+        &deny_trace,
+        "storagegrants.v1.GrantService/GrantRead",
+    );
+    assert_eq!(span["attributes"]["rpc.grpc.status_code"], "7");
+    assert_eq!(span["attributes"]["decision"], "denied");
+    assert!(span["attributes"].get("grant_id").is_none(), "{span:#}");
+
+    // AssumeScoped: one grant id in the response, the span, its STS child span, the
+    // audit file and the STS session name.
+    let grant_id = assumed.grant_id.as_str();
+    let rpc = find(
+        &spans,
+        &assume_trace,
+        "storagegrants.v1.GrantService/AssumeScoped",
+    );
+    assert_eq!(rpc["parent_span_id"], assume_parent.as_str());
+    assert_eq!(rpc["attributes"]["grant_id"], grant_id);
+    let sts = find(&spans, &assume_trace, "sts.AssumeRole");
+    assert_eq!(sts["parent_span_id"], rpc["span_id"]);
+    assert_eq!(sts["attributes"]["grant_id"], grant_id);
+    assert_eq!(sts["attributes"]["result"], "issued");
+    let audit = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap();
+    let events: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(events.len(), 3, "one event per decision:\n{audit}");
+    let event = events
+        .iter()
+        .find(|e| e["grant_id"] == grant_id)
+        .unwrap_or_else(|| panic!("no audit event for {grant_id}:\n{audit}"));
+    assert_eq!(event["outcome"], "granted");
+    assert_eq!(event["caller"], "dev:demo");
+    assert_eq!(event["action"], "assume-read");
+    assert_eq!(event["scope"], "public/");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["grant_id"] == read.grant_id.as_str())
+    );
+    assert!(events.iter().any(|e| e["outcome"] == "denied"));
+    let sessions = moto.assumed_roles().await;
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s["session_name"].as_str().unwrap_or("").contains(grant_id)),
+        "no STS session named after {grant_id}: {sessions:?}"
+    );
+
+    // No secret of this run anywhere the service wrote.
+    let credentials = assumed.credentials.expect("credentials");
+    let signature = read
+        .url
+        .split("X-Amz-Signature=")
+        .nth(1)
+        .expect("a signed URL")
+        .to_owned();
+    let exported = std::fs::read_to_string(&spans_file).unwrap();
+    let secrets = [
+        ("the dev token", TOKEN.as_str()),
+        ("the service's secret key", secret.as_str()),
+        (
+            "the scoped secret key",
+            credentials.secret_access_key.as_str(),
+        ),
+        (
+            "the scoped session token",
+            credentials.session_token.as_str(),
+        ),
+        ("the URL's signature", signature.as_str()),
+        ("the presigned URL", read.url.as_str()),
+    ];
+    for (what, text) in [
+        ("the log", &log),
+        ("the audit file", &audit),
+        ("the exported spans", &exported),
+        ("the metrics scrape", &scrape),
+    ] {
+        for (secret_name, secret) in secrets {
+            assert!(!text.contains(secret), "{secret_name} is in {what}");
+        }
+    }
+    for (name, text) in [
+        ("otlp-spans", &exported),
+        ("binary-log", &log),
+        ("audit", &audit),
+        ("scrape", &scrape),
+    ] {
+        support::keep_artifact(name, text);
+    }
+}
