@@ -236,6 +236,51 @@ mod tests {
     }
 
     #[test]
+    fn network_listener_without_tls_is_refused_unless_plaintext_is_allowed() {
+        let err = load("listen = \"0.0.0.0:50051\"\n", &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("server.allow_plaintext") && msg.contains("[server.tls]"),
+            "{msg}"
+        );
+        let allowed = load(
+            "listen = \"0.0.0.0:50051\"\n[server]\nallow_plaintext = true\n",
+            &[],
+        )
+        .unwrap();
+        assert!(
+            allowed.transport_security().contains("allow_plaintext"),
+            "{}",
+            allowed.transport_security()
+        );
+        let tls = load(
+            "listen = \"[::]:50051\"\n[server.tls]\ncert_file = \"tls.crt\"\nkey_file = \"tls.key\"\n",
+            &[],
+        )
+        .unwrap();
+        let files = tls.server.tls.as_ref().expect("server.tls");
+        assert_eq!(files.cert_file, Path::new("/etc/sg/tls.crt"));
+        assert!(tls.transport_security().contains("server.tls"));
+        assert!(
+            load("", &[])
+                .unwrap()
+                .transport_security()
+                .contains("loopback")
+        );
+        // The environment can open the listener too, and is checked the same way.
+        assert!(load("", &[("STORAGE_GRANTS_LISTEN", "10.0.0.1:50051")]).is_err());
+    }
+
+    #[test]
+    fn server_tls_and_mtls_cannot_both_own_the_port() {
+        let text = "[server.tls]\ncert_file = \"a\"\nkey_file = \"b\"\n\
+                    [identity.mtls]\nca_file = \"c\"\ncert_file = \"a\"\nkey_file = \"b\"\n\
+                    trust_domains = [\"example.org\"]\n";
+        let err = load(text, &[]).unwrap_err();
+        assert!(err.to_string().contains("identity.mtls"), "{err}");
+    }
+
+    #[test]
     fn audit_file_is_relative_to_the_config() {
         let c = load("[audit]\nfile = \"audit.jsonl\"\n", &[]).unwrap();
         assert_eq!(

@@ -228,16 +228,58 @@ pub struct ServerConfig {
     /// Serve gRPC-Web (HTTP/1.1 and browsers' fetch) on the gRPC port too, with CORS
     /// for `http.allowed_origins`.
     pub grpc_web: bool,
+    /// TLS terminated by this service, without client certificates (`[server.tls]`).
+    /// For client certificates use `[identity.mtls]` instead.
+    pub tls: Option<ServerTlsConfig>,
+    /// Serve plaintext gRPC on a non-loopback `listen` address, for a service mesh
+    /// whose sidecar terminates TLS in front of this one. Without it, such a listener
+    /// needs `[server.tls]` or `[identity.mtls]`, or the service refuses to start.
+    pub allow_plaintext: bool,
+}
+
+/// `[server.tls]`: the certificate this server presents. Both files are watched and
+/// read again when they change (a renewed certificate needs no restart).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// How often the files are checked for changes.
+    #[serde(
+        default = "default_tls_reload_interval",
+        with = "crate::core::duration"
+    )]
+    pub reload_interval: Duration,
+    /// Longest a TLS handshake may take before the connection is dropped.
+    #[serde(default = "default_handshake_timeout", with = "crate::core::duration")]
+    pub handshake_timeout: Duration,
+}
+
+fn default_tls_reload_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl RawConfig {
-    /// Makes the relative path of `[audit]` relative to `base_dir`, the config file's
-    /// directory.
+    /// Makes the relative paths of `[server.tls]` and `[audit]` relative to
+    /// `base_dir`, the config file's directory.
     pub(super) fn resolve_paths(&mut self, base_dir: &std::path::Path) {
-        if let Some(file) = &mut self.audit.file
-            && file.is_relative()
-        {
-            *file = base_dir.join(&*file);
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base_dir.join(&*p);
+            }
+        };
+        if let Some(tls) = &mut self.server.tls {
+            resolve(&mut tls.cert_file);
+            resolve(&mut tls.key_file);
+        }
+        if let Some(file) = &mut self.audit.file {
+            resolve(file);
         }
     }
 }
@@ -293,6 +335,8 @@ impl Default for ServerConfig {
             concurrency_limit_per_connection: 256,
             shutdown_grace: Duration::from_secs(20),
             grpc_web: false,
+            tls: None,
+            allow_plaintext: false,
         }
     }
 }

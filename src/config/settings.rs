@@ -180,6 +180,7 @@ impl Settings {
                 "must be at least 1",
             );
         }
+        transport_security(&raw)?;
         let storage = storage(&raw)?;
         let sts = sts(&raw, &storage)?;
         let http = http(&raw)?;
@@ -207,6 +208,59 @@ impl Settings {
             audit: raw.audit,
         })
     }
+
+    /// How the gRPC port is protected, for the start-up log.
+    pub fn transport_security(&self) -> &'static str {
+        if self.identity.mtls.is_some() {
+            "mTLS terminated by this service (identity.mtls)"
+        } else if self.server.tls.is_some() {
+            "TLS terminated by this service (server.tls)"
+        } else if self.listen.ip().is_loopback() {
+            "plaintext, on a loopback address only"
+        } else {
+            "plaintext on a network address, allowed by server.allow_plaintext: TLS must \
+             be terminated in front of this service (e.g. by a mesh sidecar)"
+        }
+    }
+}
+
+/// JWTs, presigned URLs and credentials cross the gRPC port: a listener that other
+/// hosts can reach speaks TLS, unless the operator says something else in front of it
+/// does (a mesh sidecar), and only one of the two TLS set-ups owns the port.
+fn transport_security(raw: &RawConfig) -> Result<(), Refusal> {
+    let mtls = raw.identity.mtls.is_some();
+    let tls = raw.server.tls.is_some();
+    if mtls && tls {
+        return Err((
+            "server.tls",
+            Problem::Mismatch(
+                "and identity.mtls both configure TLS on the gRPC port; identity.mtls \
+                 already serves TLS (with client certificates): keep only one"
+                    .into(),
+            ),
+        ));
+    }
+    if let Some(t) = &raw.server.tls
+        && (t.reload_interval.is_zero() || t.handshake_timeout.is_zero())
+    {
+        return out_of_range(
+            "server.tls",
+            "reload_interval and handshake_timeout must be more than 0s",
+        );
+    }
+    if !mtls && !tls && !raw.listen.ip().is_loopback() && !raw.server.allow_plaintext {
+        return Err((
+            "listen",
+            Problem::Mismatch(format!(
+                "{} is not a loopback address and no TLS is configured: bearer tokens, \
+                 presigned URLs and credentials would cross the network in clear text. \
+                 Configure [server.tls] (or [identity.mtls]), or set \
+                 server.allow_plaintext = true where a mesh sidecar terminates TLS",
+                raw.listen
+            )),
+        ));
+    }
+    Ok(())
 }
 
 fn upload_keys(raw: &RawConfig) -> Result<Option<crate::upload::TokenKeys>, Refusal> {

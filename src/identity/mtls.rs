@@ -78,14 +78,14 @@ fn default_handshake_timeout() -> Duration {
 /// Why the TLS set-up could not be built at start.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("identity.mtls.{field}: cannot read {}: {source}", path.display())]
+    #[error("{field}: cannot read {}: {source}", path.display())]
     Read {
         field: &'static str,
         path: PathBuf,
         #[source]
         source: rustls::pki_types::pem::Error,
     },
-    #[error("identity.mtls.{field}: {} holds no certificate", path.display())]
+    #[error("{field}: {} holds no certificate", path.display())]
     NoCertificate { field: &'static str, path: PathBuf },
     #[error("identity.mtls.ca_file: no certificate in {} is a usable CA", path.display())]
     NoUsableCa { path: PathBuf },
@@ -93,6 +93,84 @@ pub enum SetupError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
     #[error("identity.mtls: the server certificate and key do not fit: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("server.tls: the certificate and key do not fit: {0}")]
+    ServerKey(#[source] rustls::Error),
+}
+
+/// Where a server certificate and its key are read from, named as in the config (for
+/// the errors).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyPairFiles<'a> {
+    /// The PEM chain, leaf first.
+    pub cert_file: &'a Path,
+    /// Its config key, e.g. `server.tls.cert_file`.
+    pub cert_field: &'static str,
+    /// The PEM private key.
+    pub key_file: &'a Path,
+    /// Its config key.
+    pub key_field: &'static str,
+}
+
+impl KeyPairFiles<'_> {
+    /// Reads the chain and the key.
+    ///
+    /// # Errors
+    /// [`SetupError::Read`] or [`SetupError::NoCertificate`].
+    pub fn read(
+        &self,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), SetupError> {
+        let chain = read_certs(self.cert_field, self.cert_file)?;
+        let key =
+            PrivateKeyDer::from_pem_file(self.key_file).map_err(|source| SetupError::Read {
+                field: self.key_field,
+                path: self.key_file.to_owned(),
+                source,
+            })?;
+        Ok((chain, key))
+    }
+}
+
+/// The configuration every TLS listener of this service shares: TLS 1.2 and 1.3 on
+/// the ring provider, ALPN `h2` (gRPC), client certificates as `verifier` says, the
+/// server certificate from `certs`.
+fn tls_server_config(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    certs: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut tls = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(certs);
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(tls))
+}
+
+/// A TLS server configuration without client certificates, presenting whatever
+/// `certs` resolves (`[server.tls]`, whose resolver reloads renewed files).
+///
+/// # Errors
+/// [`SetupError::ServerKey`] when the provider supports no protocol version.
+pub fn server_only_tls_config(
+    certs: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> Result<Arc<ServerConfig>, SetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(rustls::server::NoClientAuth);
+    tls_server_config(provider, verifier, certs).map_err(SetupError::ServerKey)
+}
+
+/// The certified key of `files`, checked: the key must be the certificate's.
+///
+/// # Errors
+/// As [`KeyPairFiles::read`]; [`SetupError::ServerKey`] when they do not fit.
+pub fn certified_key(
+    files: &KeyPairFiles<'_>,
+) -> Result<Arc<rustls::sign::CertifiedKey>, SetupError> {
+    let (chain, key) = files.read()?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+        .map_err(SetupError::ServerKey)?;
+    Ok(Arc::new(certified))
 }
 
 /// Builds the rustls server configuration of `config`: server certificate and key,
@@ -107,7 +185,7 @@ pub enum SetupError {
 /// key does not match the certificate.
 pub fn server_tls_config(config: &MtlsConfig) -> Result<Arc<ServerConfig>, SetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let ca = read_certs("ca_file", &config.ca_file)?;
+    let ca = read_certs("identity.mtls.ca_file", &config.ca_file)?;
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(ca);
     if added == 0 {
@@ -121,19 +199,16 @@ pub fn server_tls_config(config: &MtlsConfig) -> Result<Arc<ServerConfig>, Setup
     } else {
         builder.allow_unauthenticated().build()?
     };
-    let chain = read_certs("cert_file", &config.cert_file)?;
-    let key =
-        PrivateKeyDer::from_pem_file(&config.key_file).map_err(|source| SetupError::Read {
-            field: "key_file",
-            path: config.key_file.clone(),
-            source,
-        })?;
-    let mut tls = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(tls))
+    let (chain, key) = KeyPairFiles {
+        cert_file: &config.cert_file,
+        cert_field: "identity.mtls.cert_file",
+        key_file: &config.key_file,
+        key_field: "identity.mtls.key_file",
+    }
+    .read()?;
+    let certified = rustls::sign::CertifiedKey::from_der(chain, key, provider.as_ref())?;
+    let certs = Arc::new(rustls::sign::SingleCertAndKey::from(certified));
+    Ok(tls_server_config(provider, verifier, certs)?)
 }
 
 fn read_certs(

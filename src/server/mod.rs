@@ -9,6 +9,7 @@
 mod layers;
 mod metrics_http;
 mod shutdown;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,8 +54,8 @@ pub enum Error {
     /// The JWKS file cannot be read or holds no usable key.
     #[error("identity.jwt.jwks_file: {0}")]
     Jwks(#[source] crate::identity::jwks::LoadError),
-    /// The mTLS files are unusable.
-    #[error("identity.mtls: {0}")]
+    /// The TLS files (`identity.mtls` or `server.tls`) are unusable.
+    #[error(transparent)]
     Tls(#[from] crate::identity::mtls::SetupError),
     /// The metrics port cannot be bound.
     #[error("metrics.listen: cannot listen on {addr}: {source}")]
@@ -87,7 +88,10 @@ pub enum Error {
 pub struct Checked {
     /// The rules in force at start.
     pub rules: Rules,
+    /// The TLS configuration of the gRPC port (mTLS or server TLS), if it speaks TLS.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The `[server.tls]` certificate, which a watcher replaces when its files change.
+    server_cert: Option<Arc<tls::ReloadingCert>>,
 }
 
 /// Reads and validates the files the settings name: the rules and the TLS files.
@@ -96,13 +100,17 @@ pub struct Checked {
 /// The first problem found, with file and line where there is one.
 pub async fn check(settings: &Settings) -> Result<Checked, Error> {
     let rules = Rules::load(&settings.grants.rules_file).await?;
-    let tls = settings
-        .identity
-        .mtls
-        .as_ref()
-        .map(crate::identity::mtls::server_tls_config)
-        .transpose()?;
-    Ok(Checked { rules, tls })
+    let server_cert = settings.server.tls.as_ref().map(tls::load).transpose()?;
+    let tls = match (&settings.identity.mtls, &server_cert) {
+        (Some(mtls), _) => Some(crate::identity::mtls::server_tls_config(mtls)?),
+        (None, Some(cert)) => Some(tls::server_config(cert.clone())?),
+        (None, None) => None,
+    };
+    Ok(Checked {
+        rules,
+        tls,
+        server_cert,
+    })
 }
 
 /// What `--check-config` validates: the settings were loaded; here [`check`], and a
@@ -156,7 +164,11 @@ pub async fn run(
 ) -> Result<(), Error> {
     // The file's version before it is read: a change from here on triggers a reload.
     let rules_version = crate::rules::reload::file_version(&settings.grants.rules_file).await;
-    let Checked { rules, tls } = check(&settings).await?;
+    let Checked {
+        rules,
+        tls,
+        server_cert,
+    } = check(&settings).await?;
     let region = region(&settings, &aws);
     let storage = &settings.storage;
     let endpoint = match &storage.endpoint {
@@ -189,6 +201,9 @@ pub async fn run(
     }
 
     let mut tasks = JoinSet::new();
+    if let (Some(cert), Some(config)) = (server_cert, &settings.server.tls) {
+        tasks.spawn(tls::watch(cert, config.clone()));
+    }
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", ServingStatus::Serving)
@@ -282,7 +297,11 @@ pub async fn run(
             GrantService::new(pipeline),
             authenticator,
         ));
-    tracing::info!(addr = ?listener.local_addr().ok(), "storage-grants listening");
+    tracing::info!(
+        addr = ?listener.local_addr().ok(),
+        transport = settings.transport_security(),
+        "storage-grants listening"
+    );
     // No Nagle: a grant is one small response, and waiting to coalesce it with the
     // next write adds the peer's delayed-ACK time (~40 ms) to the call.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -290,15 +309,21 @@ pub async fn run(
     let limit = settings.server.concurrency_limit_per_connection;
     let drained = stop.clone().begun();
     // With mTLS, this service terminates TLS itself so that the client certificate
-    // (the caller's SPIFFE ID) reaches the interceptor.
+    // (the caller's SPIFFE ID) reaches the interceptor; with server TLS, so that no
+    // token or grant crosses the network in clear text.
+    let handshake_timeout = match (&settings.identity.mtls, &settings.server.tls) {
+        (Some(mtls), _) => mtls.handshake_timeout,
+        (None, Some(server)) => server.handshake_timeout,
+        (None, None) => std::time::Duration::ZERO,
+    };
     let serve = async {
-        match (&settings.identity.mtls, tls) {
-            (Some(mtls), Some(tls)) => {
-                let incoming = TlsIncoming::new(incoming, tls, mtls.handshake_timeout);
+        match tls {
+            Some(tls) => {
+                let incoming = TlsIncoming::new(incoming, tls, handshake_timeout);
                 let incoming = layers::limited(incoming, limit);
                 router.serve_with_incoming_shutdown(incoming, drained).await
             }
-            _ => {
+            None => {
                 let incoming = layers::limited(incoming, limit);
                 router.serve_with_incoming_shutdown(incoming, drained).await
             }

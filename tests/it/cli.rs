@@ -126,3 +126,28 @@ fn check_config_refuses_a_jwks_file_without_usable_keys() {
         "{err}"
     );
 }
+
+#[test]
+fn a_network_listener_without_tls_is_refused_unless_plaintext_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        "listen = \"0.0.0.0:0\"\n",
+        GOOD_RULES,
+        &["serve"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("server.allow_plaintext") && err.contains("[server.tls]"),
+        "{err}"
+    );
+    assert!(!err.contains("listening"), "it started serving: {err}");
+    let out = run(
+        dir.path(),
+        "listen = \"0.0.0.0:0\"\n[server]\nallow_plaintext = true\n",
+        GOOD_RULES,
+        &["--check-config"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}

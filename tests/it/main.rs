@@ -21,4 +21,5 @@ mod policy_meaning;
 mod presign_oracle;
 mod rules_reload;
 mod server;
+mod server_tls;
 mod telemetry;

@@ -1,0 +1,125 @@
+//! `[server.tls]`: TLS terminated by this service for deployments without client
+//! certificates (callers identify with JWTs), so that bearer tokens, presigned URLs
+//! and credentials never cross a network in clear text.
+//!
+//! The handshake machinery is mTLS's (`identity::mtls`: the rustls configuration and
+//! the accept loop that bounds and logs handshakes); what is added here is a
+//! certificate that follows its files: they are polled, and a renewed pair (e.g. from
+//! cert-manager) is served to new connections without a restart. A pair that does not
+//! load keeps the previous one in force and says why.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::config::raw::ServerTlsConfig;
+use crate::identity::mtls::{self, KeyPairFiles, SetupError};
+use crate::rules::reload::{Version, file_version};
+
+/// The certificate in force, replaced when its files change.
+pub(super) struct ReloadingCert {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl fmt::Debug for ReloadingCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadingCert").finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl ReloadingCert {
+    fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, key: Arc<CertifiedKey>) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = key;
+    }
+}
+
+fn files(config: &ServerTlsConfig) -> KeyPairFiles<'_> {
+    KeyPairFiles {
+        cert_file: &config.cert_file,
+        cert_field: "server.tls.cert_file",
+        key_file: &config.key_file,
+        key_field: "server.tls.key_file",
+    }
+}
+
+/// Both files' versions: a change of either means a reload.
+async fn versions(config: &ServerTlsConfig) -> (Version, Version) {
+    (
+        file_version(&config.cert_file).await,
+        file_version(&config.key_file).await,
+    )
+}
+
+/// Reads the certificate and key of `config` once (at start, and for
+/// `--check-config`).
+///
+/// # Errors
+/// A file that cannot be read, holds no certificate or key, or a key that is not the
+/// certificate's.
+pub(super) fn load(config: &ServerTlsConfig) -> Result<Arc<ReloadingCert>, SetupError> {
+    let key = mtls::certified_key(&files(config))?;
+    Ok(Arc::new(ReloadingCert {
+        current: RwLock::new(key),
+    }))
+}
+
+/// The rustls configuration presenting `cert`.
+///
+/// # Errors
+/// As [`mtls::server_only_tls_config`].
+pub(super) fn server_config(
+    cert: Arc<ReloadingCert>,
+) -> Result<Arc<rustls::ServerConfig>, SetupError> {
+    mtls::server_only_tls_config(cert)
+}
+
+/// Polls the files every `config.reload_interval`; when either changed, loads the pair
+/// and puts it in force, or keeps the previous one and logs why. Runs until aborted.
+pub(super) async fn watch(cert: Arc<ReloadingCert>, config: ServerTlsConfig) {
+    let mut seen = versions(&config).await;
+    let mut ticks = tokio::time::interval(config.reload_interval.max(Duration::from_millis(10)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let now = versions(&config).await;
+        if now == seen {
+            continue;
+        }
+        // A renewal writes two files; one poll may see only the first. A failed load
+        // is retried at the next change of either file.
+        seen = now;
+        match mtls::certified_key(&files(&config)) {
+            Ok(key) => {
+                cert.set(key);
+                tracing::info!(
+                    cert_file = %config.cert_file.display(),
+                    "server.tls: certificate reloaded; new connections use it"
+                );
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "server.tls: certificate reload refused; the previous one stays in force"
+            ),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! `[server.tls]`: the service terminates TLS without client certificates, callers
+//! identify with a bearer token over it, plaintext is not spoken on that port, and a
+//! renewed certificate written over the files is served to new connections without a
+//! restart. Every certificate is generated here.
+
+use std::time::{Duration, Instant};
+
+use storage_grants::proto::GrantReadRequest;
+use storage_grants::proto::grant_service_client::GrantServiceClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::support::certs::{Ca, server_cert};
+use crate::support::{Service, Setup, TOKEN, authed, demo_store};
+
+/// A client trusting only `ca`.
+async fn connect(service: &Service, ca: &Ca) -> Result<GrantServiceClient<Channel>, String> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca.pem))
+        .domain_name("localhost");
+    let channel = Endpoint::from_shared(format!("https://{}", service.addr))
+        .expect("valid uri")
+        .tls_config(tls)
+        .expect("valid TLS config")
+        .connect()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(GrantServiceClient::new(channel))
+}
+
+fn read() -> GrantReadRequest {
+    GrantReadRequest {
+        bucket: "demo".into(),
+        key: "public/hello.txt".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn grants_are_served_over_tls_and_a_renewed_certificate_is_picked_up() {
+    let store = demo_store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let first_ca = Ca::new("first CA");
+    let first = server_cert(&first_ca);
+    std::fs::write(&cert_file, &first.cert).unwrap();
+    std::fs::write(&key_file, &first.key).unwrap();
+    let mut setup = Setup::new();
+    setup.extra_config = format!(
+        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nreload_interval = \"100ms\"\n",
+        cert_file, key_file
+    );
+    let service = Service::start(&store, setup).await;
+
+    let mut client = connect(&service, &first_ca).await.expect("TLS connection");
+    let grant = client
+        .grant_read(authed(read(), &TOKEN))
+        .await
+        .expect("a grant over TLS")
+        .into_inner();
+    assert!(grant.url.contains("public/hello.txt"));
+    // The port speaks only TLS: a plaintext call fails.
+    let plaintext = service
+        .client()
+        .await
+        .grant_read(authed(read(), &TOKEN))
+        .await;
+    assert!(plaintext.is_err(), "plaintext gRPC was answered");
+
+    // A renewal writes both files; new connections get the new certificate.
+    let second_ca = Ca::new("second CA");
+    let second = server_cert(&second_ca);
+    std::fs::write(&key_file, &second.key).unwrap();
+    std::fs::write(&cert_file, &second.cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut renewed = loop {
+        match connect(&service, &second_ca).await {
+            Ok(client) => break client,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "renewed certificate never served: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    renewed
+        .grant_read(authed(read(), &TOKEN))
+        .await
+        .expect("a grant over the renewed certificate");
+    assert!(
+        connect(&service, &first_ca).await.is_err(),
+        "new connections still get the old certificate"
+    );
+    // Connections made before the renewal keep working.
+    client
+        .grant_read(authed(read(), &TOKEN))
+        .await
+        .expect("the first connection still serves");
+}
