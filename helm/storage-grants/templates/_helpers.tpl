@@ -63,6 +63,15 @@ app.kubernetes.io/part-of: storage-grants
 {{- if or .Values.config.identity.mtls .Values.tls.server.enabled -}}true{{- end -}}
 {{- end -}}
 
+{{/* "true" when the gRPC listener is reachable from the network but speaks plaintext:
+no TLS on the port and a listen host other than loopback. The service refuses that
+unless told TLS is terminated in front of it (server.allow_plaintext): in a cluster,
+a mesh sidecar. */}}
+{{- define "storage-grants.grpcPlaintextOnNetwork" -}}
+{{- $host := .Values.service.listenHost | default "0.0.0.0" -}}
+{{- if and (not (include "storage-grants.grpcTls" .)) (not (has $host (list "127.0.0.1" "::1" "localhost"))) -}}true{{- end -}}
+{{- end -}}
+
 {{/* "true" when the pod needs its own API token: the JWT source reads the API
 server's JWKS with it (jwks_token_file / jwks_ca_file under the service-account
 mount), or the operator asked for it. */}}
@@ -196,6 +205,12 @@ key_file = {{ printf "%s/%s" (include "storage-grants.tlsDir" $) $.Values.tls.ke
 
 [server]
 {{- include "storage-grants.tomlKeys" ($c.server | default dict) }}
+{{- if include "storage-grants.grpcPlaintextOnNetwork" . }}
+# No TLS on the gRPC port ({{ .Values.service.listenHost }}): tokens, URLs and credentials
+# cross the pod network in clear text unless a mesh sidecar encrypts it. Set
+# tls.server.enabled (or config.identity.mtls) to have the service terminate TLS.
+allow_plaintext = true
+{{- end }}
 {{- if .Values.tls.server.enabled }}
 
 [server.tls]

@@ -387,6 +387,25 @@ def planned_listeners_stay_out_of_the_config_until_enabled():
 
 
 @test
+def plaintext_only_where_no_tls_and_the_service_accepts_each():
+    # Default: 0.0.0.0 without TLS, which the service refuses unless told a mesh
+    # terminates TLS in front of it.
+    default = config_toml(helm_template()[0])
+    check("\nallow_plaintext = true\n" in default, f"no allow_plaintext in:\n{default}")
+    loopback = config_toml(helm_template({"service": {"listenHost": "127.0.0.1"}})[0])
+    check("allow_plaintext" not in loopback, f"allow_plaintext on loopback:\n{loopback}")
+    tls = helm_template({"tls": {"existingSecret": "sg-tls", "server": {"enabled": True}},
+                         "probes": {"type": "tcpSocket"}})[0]
+    text = config_toml(tls)
+    check("allow_plaintext" not in text and "[server.tls]" in text, text)
+    print("    server tls config:", check_config(tls, "server-tls"))
+    # Both are the chart's to set: the schema refuses them in config.server.
+    for key in ("allow_plaintext", "tls"):
+        err = helm_template({"config": {"server": {key: True}}}, ok=False)
+        check(f"Additional property {key} is not allowed" in err, err)
+
+
+@test
 def tls_on_the_grpc_port_rules_out_native_grpc_probes():
     mtls = {"config": {"identity": {"mtls": {"trust_domains": ["prod.example"], "required": True}}}}
     err = helm_template(mtls, ok=False)
