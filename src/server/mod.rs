@@ -8,6 +8,7 @@
 
 mod layers;
 mod metrics_http;
+mod reflection;
 mod shutdown;
 mod tls;
 
@@ -77,7 +78,7 @@ pub enum Error {
     },
     /// The reflection service could not be built.
     #[error("reflection service: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    Reflection(#[from] reflection::Error),
     /// The transport failed while serving.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -289,10 +290,16 @@ pub async fn run(
         });
     }
 
+    let reflection = reflection::Reflection::new(&[
+        crate::proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])?;
     let router = layers::transport(&settings)
         .add_service(health)
-        .add_service(reflection_v1()?)
-        .add_service(reflection_v1alpha()?)
+        .add_service(reflection.v1())
+        .add_service(reflection.v1alpha())
         .add_service(layers::authenticated(
             GrantService::new(pipeline),
             authenticator,
@@ -343,32 +350,10 @@ pub async fn run(
     Ok(result?)
 }
 
-fn reflection_v1() -> Result<
-    tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
-    >,
-    Error,
-> {
-    Ok(tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?)
-}
-
-fn reflection_v1alpha() -> Result<
-    tonic_reflection::server::v1alpha::ServerReflectionServer<
-        impl tonic_reflection::server::v1alpha::ServerReflection,
-    >,
-    Error,
-> {
-    Ok(tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?)
-}
-
 /// An S3 client for the store at `endpoint_url` (AWS's own when `None`), for the
 /// readiness check and the multipart calls.
+/// An S3 client for the store at `endpoint_url` (AWS's own when `None`), used only for
+/// the readiness check.
 fn s3_client(
     aws: &SdkConfig,
     region: &str,

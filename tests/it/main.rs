@@ -19,6 +19,7 @@ mod metrics;
 mod multipart;
 mod policy_meaning;
 mod presign_oracle;
+mod reflection;
 mod rules_reload;
 mod server;
 mod server_tls;
