@@ -33,12 +33,24 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
-step "cargo nextest (unit, property and integration tests)"
+step "cargo nextest (unit, property and integration tests), with this run's secret canary"
+# Every secret the integration tests hand the service carries this run's canary; the
+# tests leave what the service wrote (logs, audit, exported spans, metrics scrapes) in
+# SG_TEST_ARTIFACTS, scanned for it below. promtool checks a real scrape.
+SG_CANARY="canary$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+SG_TEST_ARTIFACTS="$(cargo_target_dir)/test-artifacts"
+SG_PROMTOOL=$(ensure_promtool)
+export SG_CANARY SG_TEST_ARTIFACTS SG_PROMTOOL
+rm -rf "$SG_TEST_ARTIFACTS"
+mkdir -p "$SG_TEST_ARTIFACTS"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast
 else
   cargo test --locked --no-fail-fast
 fi
+
+step "secret canary: no secret of this run in any log, span, audit event or scrape"
+scripts/canary-check.sh "$SG_TEST_ARTIFACTS" "$SG_CANARY"
 
 # The integration tests above built the binary with the test build's feature set (a
 # separate `cargo build` would rebuild half the dependencies). Cargo says where its
