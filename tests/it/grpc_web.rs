@@ -70,7 +70,7 @@ async fn a_browser_fetch_over_http1_gets_a_grant_that_downloads() {
     setup.extra_config =
         format!("[server]\ngrpc_web = true\n[http]\nallowed_origins = [\"{PAGE}\"]\n");
     let service = Service::start(&store, setup).await;
-    let response = call(&service, TOKEN, &read()).await;
+    let response = call(&service, &TOKEN, &read()).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["access-control-allow-origin"], PAGE);
     assert!(
