@@ -20,7 +20,7 @@ def count(log_path, caller, prefix):
             if (
                 "grant issued" in line
                 and f'caller="{caller}"' in line
-                and f'target="{prefix}"' in line
+                and f'scope="{prefix}"' in line
                 and "action=assume-" in line
             ):
                 fetches += 1

@@ -45,7 +45,7 @@ const fetches = () =>
       (line) =>
         line.includes("grant issued") &&
         line.includes(`caller="${caller}"`) &&
-        line.includes(`target="${prefix}"`) &&
+        line.includes(`scope="${prefix}"`) &&
         line.includes("action=assume-"),
     ).length;
 
