@@ -9,6 +9,7 @@ source scripts/tools.sh
 GRPC_PORT=${GRPC_PORT:-50051}
 STORE_PORT=${STORE_PORT:-9014}
 STS_PORT=${STS_PORT:-9015}
+HTTP_PORT=${HTTP_PORT:-8080}
 DATA_DIR=${DATA_DIR:-$PWD/.local/store}
 # The local store's own key pair. It exists only on this machine's loopback store.
 export AWS_ACCESS_KEY_ID=local-dev-access-key
@@ -20,9 +21,9 @@ ensure_s3s_fs >/dev/null
 ensure_node_tools >/dev/null
 python=$(ensure_python_venv)
 
-for port in "$GRPC_PORT" "$STORE_PORT" "$STS_PORT"; do
+for port in "$GRPC_PORT" "$HTTP_PORT" "$STORE_PORT" "$STS_PORT"; do
   if port_open 127.0.0.1 "$port"; then
-    echo "port $port is in use; set GRPC_PORT / STORE_PORT / STS_PORT to free ports" >&2
+    echo "port $port is in use; set GRPC_PORT / HTTP_PORT / STORE_PORT / STS_PORT to free ports" >&2
     exit 1
   fi
 done
@@ -53,6 +54,7 @@ cat <<MSG
 
   storage-grants (development mode)
     gRPC address   127.0.0.1:$GRPC_PORT   (health, reflection, storagegrants.v1.GrantService)
+    HTTP gateway   http://127.0.0.1:$HTTP_PORT   (click-time links, upload signing, SDK credentials)
     dev token      $TOKEN   (caller dev:demo; may read and write under demo/public/)
     local store    http://127.0.0.1:$STORE_PORT   (s3s-fs, data in $DATA_DIR)
     local STS      http://127.0.0.1:$STS_PORT   (moto; AssumeScoped credentials work against its S3)
@@ -73,11 +75,16 @@ cat <<MSG
       -d '{"bucket": "demo", "prefix": "public/", "access": "ACCESS_READ", "list": true}' \\
       http://127.0.0.1:$GRPC_PORT/storagegrants.v1.GrantService/AssumeScoped
 
+  A click-time link through the HTTP gateway (302 to a fresh presigned GET):
+
+    curl -L -H 'authorization: Bearer $TOKEN' http://127.0.0.1:$HTTP_PORT/v1/objects/demo/public/hello.txt
+
   Ctrl-C stops the service and the store.
 
 MSG
 
 STORAGE_GRANTS_LISTEN="127.0.0.1:$GRPC_PORT" \
+STORAGE_GRANTS_HTTP__LISTEN="127.0.0.1:$HTTP_PORT" \
 STORAGE_GRANTS_STORAGE__ENDPOINT="http://127.0.0.1:$STORE_PORT" \
 STORAGE_GRANTS_STS__ENDPOINT="http://127.0.0.1:$STS_PORT" \
 STORAGE_GRANTS_STS__STORAGE_ENDPOINT="http://127.0.0.1:$STS_PORT" \
