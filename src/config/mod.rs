@@ -314,6 +314,28 @@ mod tests {
     }
 
     #[test]
+    fn a_gateway_off_loopback_needs_tls_or_an_explicit_plaintext() {
+        let err = load("[http]\nlisten = \"0.0.0.0:8080\"\n", &[]).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::Invalid {
+                    field: "http.listen",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("server.tls"), "{err}");
+        let ok = load(
+            "listen = \"127.0.0.1:50051\"\n[server]\nallow_plaintext = true\n[http]\nlisten = \"0.0.0.0:8080\"\n",
+            &[],
+        );
+        assert!(ok.is_ok(), "{:?}", ok.err());
+        assert!(load("[http]\nlisten = \"127.0.0.1:8080\"\n", &[]).is_ok());
+    }
+
+    #[test]
     fn each_bad_string_names_its_setting() {
         for (text, field) in [
             ("[storage]\nendpoint = \"ftp://x\"\n", "storage.endpoint"),

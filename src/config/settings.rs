@@ -331,6 +331,19 @@ fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
     let Some(listen) = h.listen else {
         return Ok(None);
     };
+    // The gateway carries the same bearer tokens, links and credentials as the gRPC
+    // port: off loopback it speaks TLS ([server.tls]) unless something in front does.
+    if !listen.ip().is_loopback() && raw.server.tls.is_none() && !raw.server.allow_plaintext {
+        return Err((
+            "http.listen",
+            Problem::Mismatch(format!(
+                "{listen} is not a loopback address and [server.tls] is not configured: \
+                 cookies, tokens and presigned URLs would cross the network in clear text. \
+                 Configure [server.tls] (the gateway presents its certificate), or set \
+                 server.allow_plaintext = true where a proxy in front terminates TLS"
+            )),
+        ));
+    }
     let cookie = &h.session_cookie;
     // RFC 6265's cookie-name is an RFC 7230 token.
     if cookie.is_empty()

@@ -202,6 +202,7 @@ pub async fn run(
     }
 
     let mut tasks = JoinSet::new();
+    let gateway_tls = server_cert.clone().map(tls::server_config).transpose()?;
     if let (Some(cert), Some(config)) = (server_cert, &settings.server.tls) {
         tasks.spawn(tls::watch(cert, config.clone()));
     }
@@ -280,14 +281,31 @@ pub async fn run(
         let http_listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Http { addr, source })?;
-        tracing::info!(addr = ?http_listener.local_addr().ok(), "HTTP gateway listening");
         let router = crate::gateway::router(pipeline.clone(), authenticator.clone(), http);
         let stopped = stop.clone().begun();
-        tasks.spawn(async move {
-            if let Err(e) = crate::gateway::serve(http_listener, router, stopped).await {
-                tracing::error!(error = %e, "HTTP gateway stopped");
+        // With [server.tls], the gateway presents the same certificate (and follows its
+        // renewals); client certificates are the gRPC port's business only.
+        match (&gateway_tls, &settings.server.tls) {
+            (Some(config), Some(server)) => {
+                let listener =
+                    tls::GatewayTls::new(http_listener, config.clone(), server.handshake_timeout)
+                        .map_err(|source| Error::Http { addr, source })?;
+                tracing::info!(addr = ?listener.local(), "HTTP gateway listening (TLS)");
+                tasks.spawn(async move {
+                    if let Err(e) = crate::gateway::serve(listener, router, stopped).await {
+                        tracing::error!(error = %e, "HTTP gateway stopped");
+                    }
+                });
             }
-        });
+            _ => {
+                tracing::info!(addr = ?http_listener.local_addr().ok(), "HTTP gateway listening");
+                tasks.spawn(async move {
+                    if let Err(e) = crate::gateway::serve(http_listener, router, stopped).await {
+                        tracing::error!(error = %e, "HTTP gateway stopped");
+                    }
+                });
+            }
+        }
     }
 
     let reflection = reflection::Reflection::new(&[

@@ -123,3 +123,61 @@ pub(super) async fn watch(cert: Arc<ReloadingCert>, config: ServerTlsConfig) {
         }
     }
 }
+
+/// The HTTP gateway's listener with `[server.tls]`: the gRPC port's certificate and
+/// handshake machinery (bounded, logged, concurrent handshakes), as an axum listener.
+pub(super) struct GatewayTls {
+    incoming: mtls::TlsIncoming<tonic::transport::server::TcpIncoming, tokio::net::TcpStream>,
+    local: std::net::SocketAddr,
+}
+
+impl GatewayTls {
+    /// TLS with `config` on `listener`.
+    pub(super) fn new(
+        listener: tokio::net::TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        handshake_timeout: Duration,
+    ) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let tcp = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        Ok(Self {
+            incoming: mtls::TlsIncoming::new(tcp, config, handshake_timeout),
+            local,
+        })
+    }
+}
+
+impl GatewayTls {
+    /// The bound address.
+    pub(super) fn local(&self) -> std::net::SocketAddr {
+        self.local
+    }
+}
+
+impl axum::serve::Listener for GatewayTls {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        use tokio_stream::StreamExt;
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(stream)) => {
+                    let peer = stream
+                        .get_ref()
+                        .0
+                        .peer_addr()
+                        .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+                    return (stream, peer);
+                }
+                // A failed handshake was logged by the incoming stream; keep serving.
+                Some(Err(_)) => continue,
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}

@@ -688,3 +688,79 @@ impl JsonBody for reqwest::RequestBuilder {
             .body(body.to_owned())
     }
 }
+
+/// A GET over TLS trusting only `ca`, with `token`; answers the status and Location.
+async fn tls_get(url: &str, ca: &support::certs::Ca, token: &str) -> (u16, Option<String>) {
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: Client<_, Empty<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let request = http::Request::get(url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Empty::new())
+        .unwrap();
+    let response = client.request(request).await.expect("a TLS answer");
+    let location = response
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned());
+    (response.status().as_u16(), location)
+}
+
+#[tokio::test]
+async fn with_server_tls_the_gateway_presents_the_certificate() {
+    let ca = support::certs::Ca::new("gateway CA");
+    let leaf = support::certs::server_cert(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_file, &leaf.cert).unwrap();
+    std::fs::write(&key_file, &leaf.key).unwrap();
+    let store = demo_store().await;
+    let port = free_port();
+    let mut setup = Setup::new();
+    setup.extra_config = format!(
+        "[server.tls]\ncert_file = {cert_file:?}\nkey_file = {key_file:?}\n\
+         [http]\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let _service = Service::start(&store, setup).await;
+    let url = format!("https://localhost:{port}/v1/objects/demo/public/hello.txt");
+    let mut answer = None;
+    for _ in 0..100 {
+        if port_open(port) {
+            answer = Some(tls_get(&url, &ca, &TOKEN).await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, location) = answer.expect("the gateway listens");
+    assert_eq!(status, 302);
+    let object = http_get(&location.unwrap()).await;
+    assert_eq!(object.text().await.unwrap(), "hello, storage-grants\n");
+    // Plain HTTP is not spoken there.
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
