@@ -158,10 +158,9 @@ impl PartsRequest {
     ) -> Option<Self> {
         let count = raw.len();
         let mut parts = Vec::with_capacity(count.min(MAX_PARTS_PER_CALL));
-        let mut bad = false;
+        let before = v.len();
         if count == 0 {
             v.add(field, "name at least one part");
-            bad = true;
         }
         if count > MAX_PARTS_PER_CALL {
             v.add(
@@ -171,11 +170,9 @@ impl PartsRequest {
                      in batches"
                 ),
             );
-            bad = true;
         }
         for raw in raw.take(MAX_PARTS_PER_CALL) {
             let Some(number) = v.check(field, PartNumber::try_from(raw.part_number)) else {
-                bad = true;
                 continue;
             };
             if let Some(n) = raw.content_length
@@ -185,10 +182,8 @@ impl PartsRequest {
                     field,
                     format!("part {number}: content_length {n} is outside 1 byte to 5 GiB"),
                 );
-                bad = true;
             }
             let Ok(checksum) = part_checksum(v, field, number, raw.checksum_sha256) else {
-                bad = true;
                 continue;
             };
             parts.push(PartPin {
@@ -201,7 +196,6 @@ impl PartsRequest {
         numbers.sort_unstable();
         if let Some(w) = numbers.windows(2).find(|w| w[0] == w[1]) {
             v.add(field, format!("part {} is named twice", w[0]));
-            bad = true;
         }
         let highest = numbers.last().copied();
         for p in &parts {
@@ -217,11 +211,10 @@ impl PartsRequest {
                         p.number
                     ),
                 );
-                bad = true;
             }
         }
         let ttl = ttl(v);
-        (!bad).then_some(())?;
+        (v.len() == before).then_some(())?;
         Some(PartsRequest { parts, ttl: ttl? })
     }
 }
@@ -252,10 +245,9 @@ impl CompleteRequest {
         raw: impl Iterator<Item = RawCompletedPart<'a>>,
     ) -> Option<Self> {
         let mut parts: Vec<PartToComplete> = Vec::new();
-        let mut bad = false;
+        let before = v.len();
         for raw in raw.take(usize::from(upload::MAX_PARTS) + 1) {
             let Some(number) = v.check(field, PartNumber::try_from(raw.part_number)) else {
-                bad = true;
                 continue;
             };
             if let Some(previous) = parts.last()
@@ -268,7 +260,6 @@ impl CompleteRequest {
                         previous.part_number
                     ),
                 );
-                bad = true;
             }
             let etag = raw.etag.trim().trim_matches('"');
             if etag.is_empty() || etag.len() > 1024 || !etag.bytes().all(|b| b.is_ascii_graphic()) {
@@ -276,10 +267,8 @@ impl CompleteRequest {
                     field,
                     format!("part {number}: etag must be the ETag the store answered for it"),
                 );
-                bad = true;
             }
             let Ok(checksum) = part_checksum(v, field, number, raw.checksum_sha256) else {
-                bad = true;
                 continue;
             };
             parts.push(PartToComplete {
@@ -288,11 +277,10 @@ impl CompleteRequest {
                 checksum_sha256: checksum.map(|c| c.as_str().to_owned()),
             });
         }
-        if parts.is_empty() && !bad {
+        if parts.is_empty() && v.len() == before {
             v.add(field, "name every uploaded part, at least one");
-            bad = true;
         }
-        (!bad).then_some(CompleteRequest { parts })
+        (v.len() == before).then_some(CompleteRequest { parts })
     }
 }
 

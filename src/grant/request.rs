@@ -60,6 +60,16 @@ impl Violations {
         result.map_err(|e| self.add(field, e.to_string())).ok()
     }
 
+    /// How many violations were recorded so far.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Records that `field` is bad.
     pub fn add(&mut self, field: &'static str, description: impl Into<String>) {
         self.0.push(FieldViolation {
