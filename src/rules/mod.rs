@@ -17,6 +17,12 @@
 //!
 //! The file is validated as a whole when loaded: a malformed rule stops start-up with
 //! the file, the line and what to change.
+//!
+//! Decisions, and the attack each one answers:
+//! - **Caller patterns match in linear time.** A caller picks its own id (a JWT `sub`,
+//!   a certificate SAN); a backtracking glob with several `*` in one segment takes
+//!   exponential time on a crafted id and stalls a worker per request. The matcher
+//!   works segment by segment with a leftmost search, linear in pattern and id.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -577,23 +583,55 @@ impl FromStr for CallerPattern {
 impl CallerPattern {
     /// Whether `id` matches the pattern.
     pub fn matches(&self, id: &str) -> bool {
-        glob_match(self.0.as_bytes(), id.as_bytes())
+        glob_match(&self.0, id)
     }
 }
 
 /// `*` matches any run of bytes other than `/`; everything else matches itself.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => {
-            // Try every split of the text within the current segment.
-            let segment_end = text.iter().position(|&b| b == b'/').unwrap_or(text.len());
-            (0..=segment_end).any(|i| glob_match(rest, &text[i..]))
+///
+/// Linear in the pattern and the id: a backtracking matcher tries every way to split
+/// a segment among its stars (`*-*-*:*-reader` against a long id of dashes takes
+/// hours), and the caller id is chosen by whoever presents the identity. Since `*`
+/// never crosses `/`, pattern and id are matched segment by segment (same count of
+/// segments); within one, the text before the first star must begin it, the text
+/// after the last star must end it, and each piece between stars is found at its
+/// leftmost place after the previous one. Leftmost is always right for `*`-only
+/// patterns: an earlier match leaves more room for the pieces after it.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut pattern_segments = pattern.split('/');
+    let mut text_segments = text.split('/');
+    loop {
+        match (pattern_segments.next(), text_segments.next()) {
+            (None, None) => return true,
+            (Some(p), Some(t)) if segment_match(p, t) => {}
+            _ => return false,
         }
-        Some((&p, rest)) => text
-            .split_first()
-            .is_some_and(|(&t, tail)| t == p && glob_match(rest, tail)),
     }
+}
+
+/// One segment (no `/` in either): see [`glob_match`].
+fn segment_match(pattern: &str, text: &str) -> bool {
+    let mut pieces = pattern.split('*');
+    let first = pieces.next().unwrap_or_default();
+    let Some(rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let mut middle: Vec<&str> = pieces.collect();
+    let Some(last) = middle.pop() else {
+        // No star: the whole segment is literal.
+        return rest.is_empty();
+    };
+    let Some(mut rest) = rest.strip_suffix(last) else {
+        return false;
+    };
+    for piece in middle {
+        // `str::find` is the Two-Way algorithm: linear, even on ids such as `aaaa…ab`.
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -932,6 +970,48 @@ actions = ["read"]
     fn match_everything_pattern_is_refused() {
         assert!("*".parse::<CallerPattern>().is_err());
         assert!("*/*".parse::<CallerPattern>().is_err());
+    }
+
+    #[test]
+    fn many_stars_against_a_long_id_match_in_linear_time() {
+        // Backtracking tries every way to split the id among the stars: for five
+        // stars and a 400-character segment that is about 10^11 attempts (hours).
+        // A linear matcher answers at once; the bound is generous, not a benchmark.
+        let p: CallerPattern = "system:serviceaccount:*-*-*-*-*:*-reader".parse().unwrap();
+        let id = format!("system:serviceaccount:{}:x-writer", "-".repeat(400));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(p.matches(&id));
+        });
+        let matched = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the match must finish, not backtrack for hours");
+        assert!(!matched);
+    }
+
+    #[test]
+    fn linear_matcher_agrees_with_the_segment_rules() {
+        for (pattern, id, want) in [
+            ("a*b*c", "abc", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("a*b*c", "acb", false),
+            ("*-reader", "x-reader", true),
+            ("*-reader", "-reader-reader", true),
+            ("*-reader", "x-reade", false),
+            ("ns/*/sa/*", "ns/a/sa/b", true),
+            ("ns/*/sa/*", "ns/a/b/sa/c", false),
+            ("ns/*/sa/*", "ns//sa/", true),
+            ("a**b", "aXYb", true),
+            ("a*a", "a", false),
+            ("a*a", "aa", true),
+            ("x*", "x/y", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+        ] {
+            let p: CallerPattern = pattern.parse().unwrap();
+            assert_eq!(p.matches(id), want, "{pattern} vs {id}");
+        }
     }
 
     #[test]
