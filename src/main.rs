@@ -137,6 +137,9 @@ fn main() -> ExitCode {
 async fn check_config(settings: &Settings) -> ExitCode {
     match server::check_config(settings).await {
         Ok(checked) => {
+            for collision in checked.rules.collisions() {
+                eprintln!("warning: {collision}");
+            }
             println!(
                 "config OK: listen {}, {} rule(s) from {}",
                 settings.listen,

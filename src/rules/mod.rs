@@ -23,6 +23,13 @@
 //!   a certificate SAN); a backtracking glob with several `*` in one segment takes
 //!   exponential time on a crafted id and stalls a worker per request. The matcher
 //!   works segment by segment with a leftmost search, linear in pattern and id.
+//! - **Each template attribute fills a whole segment.** `{namespace}-{service_account}`
+//!   renders one prefix for `team` + `a-etl` and for `team-a` + `etl`: one tenant
+//!   would read another's folder. Refused at load.
+//! - **Templates that reach a fixed prefix are reported.** A namespace named `shared`
+//!   against `tenants/{namespace}/` gets a fixed `tenants/shared/` folder. Whether
+//!   such a namespace can exist only the operator knows, so it is a warning at load,
+//!   on reload and in `--check-config`, not a refusal.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -65,6 +72,46 @@ enum RulePrefix {
 enum Part {
     Text(String),
     Attribute(String),
+}
+
+/// One `/`-separated segment of a rule's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment<'a> {
+    Literal(&'a str),
+    Attribute(&'a str),
+}
+
+impl std::fmt::Display for RulePrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RulePrefix::Fixed(p) => write!(f, "{p}"),
+            RulePrefix::Template(parts) => parts.iter().try_for_each(|part| match part {
+                Part::Text(t) => f.write_str(t),
+                Part::Attribute(name) => write!(f, "{{{name}}}"),
+            }),
+        }
+    }
+}
+
+/// A template rule that renders, for a caller with the right attribute values, a
+/// prefix holding another rule's fixed prefix in the same bucket: a namespace named
+/// `shared` against `tenants/{namespace}/` gets `tenants/shared/`. Reported at load
+/// and by `--check-config`, not refused: the fixed folder may belong to that tenant,
+/// which only the operator knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{file}:{template_line}: prefix '{template}' renders '{rendered}' for a caller with {values}, \
+     which holds '{fixed}', the fixed prefix of the rule at line {fixed_line}; make sure no \
+     such caller can exist, or move one of the prefixes"
+)]
+pub struct Collision {
+    file: String,
+    template_line: usize,
+    template: String,
+    rendered: String,
+    values: String,
+    fixed: String,
+    fixed_line: usize,
 }
 
 impl RulePrefix {
@@ -110,7 +157,50 @@ impl RulePrefix {
         template
             .render(|_| Some("x"))
             .ok_or_else(|| invalid(PrefixProblem::InvalidTemplate))?;
+        // Each attribute fills one whole segment: `{namespace}-{service_account}`
+        // renders `team-a-etl` for `team` + `a-etl` and for `team-a` + `etl`, two
+        // callers sharing one prefix. Parts alternate text, attribute, text, ….
+        if let RulePrefix::Template(parts) = &template {
+            for (i, part) in parts.iter().enumerate() {
+                let Part::Attribute(name) = part else {
+                    continue;
+                };
+                let text = |j: usize| match parts.get(j) {
+                    Some(Part::Text(t)) => t.as_str(),
+                    _ => "",
+                };
+                let starts_segment = text(i - 1).ends_with('/') || i == 1 && text(0).is_empty();
+                if !starts_segment || !text(i + 1).starts_with('/') {
+                    return Err(invalid(PrefixProblem::PartialSegment(name.clone())));
+                }
+            }
+        }
         Ok(template)
+    }
+
+    /// The segments of the prefix: literal text, or an attribute filling the whole
+    /// segment (as [`RulePrefix::parse`] guarantees).
+    fn segments(&self) -> Vec<Segment<'_>> {
+        match self {
+            RulePrefix::Fixed(p) => p
+                .as_str()
+                .trim_end_matches('/')
+                .split('/')
+                .map(Segment::Literal)
+                .collect(),
+            RulePrefix::Template(parts) => {
+                let mut out = Vec::new();
+                for part in parts {
+                    match part {
+                        Part::Attribute(name) => out.push(Segment::Attribute(name)),
+                        Part::Text(t) => {
+                            out.extend(t.split('/').filter(|s| !s.is_empty()).map(Segment::Literal))
+                        }
+                    }
+                }
+                out
+            }
+        }
     }
 
     /// The prefix for a caller whose attributes `attribute` looks up; `None` when an
@@ -337,6 +427,11 @@ pub enum PrefixProblem {
          '..' segments)"
     )]
     InvalidTemplate,
+    #[error(
+        "'{{{0}}}' must fill a whole segment, as in 'tenants/{{{0}}}/': next to other text, \
+         two callers' values can render the same prefix"
+    )]
+    PartialSegment(String),
 }
 
 #[derive(Deserialize)]
@@ -413,6 +508,55 @@ impl Rules {
             rules,
             source: path.to_owned(),
         })
+    }
+
+    /// Every template rule that can render a prefix holding another rule's fixed
+    /// prefix in the same bucket (see [`Collision`]).
+    pub fn collisions(&self) -> Vec<Collision> {
+        let mut out = Vec::new();
+        for template in &self.rules {
+            if !matches!(template.prefix, RulePrefix::Template(_)) {
+                continue;
+            }
+            let t = template.prefix.segments();
+            for fixed in &self.rules {
+                let RulePrefix::Fixed(fixed_prefix) = &fixed.prefix else {
+                    continue;
+                };
+                let f = fixed.prefix.segments();
+                if fixed.bucket != template.bucket || t.len() > f.len() {
+                    continue;
+                }
+                let mut values = Vec::new();
+                let reaches = t.iter().zip(&f).all(|(t, f)| match (t, f) {
+                    (Segment::Attribute(name), Segment::Literal(value)) => {
+                        values.push(format!("{name} '{value}'"));
+                        true
+                    }
+                    (t, f) => t == f,
+                });
+                // Without an attribute in play the template holds the fixed prefix for
+                // every caller (an operator's broad rule), which is no accident.
+                if reaches && !values.is_empty() {
+                    let rendered: Vec<String> = f[..t.len()]
+                        .iter()
+                        .map(|s| match s {
+                            Segment::Literal(v) | Segment::Attribute(v) => format!("{v}/"),
+                        })
+                        .collect();
+                    out.push(Collision {
+                        file: self.file_name(),
+                        template_line: template.line,
+                        template: template.prefix.to_string(),
+                        rendered: rendered.concat(),
+                        values: values.join(" and "),
+                        fixed: fixed_prefix.to_string(),
+                        fixed_line: fixed.line,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// Number of rules.
@@ -492,12 +636,16 @@ impl Rules {
             action,
             bucket: bucket.to_string(),
             allowed_prefixes,
-            rules_file: self
-                .source
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "the rules file".into()),
+            rules_file: self.file_name(),
         }
+    }
+
+    /// The rules file's name, for messages (never the directory).
+    fn file_name(&self) -> String {
+        self.source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "the rules file".into())
     }
 }
 
@@ -964,6 +1112,74 @@ actions = ["read"]
                 .to_string();
             assert!(err.contains(want), "{prefix}: {err}");
         }
+    }
+
+    #[test]
+    fn attribute_must_fill_a_whole_segment() {
+        // `team` + `a-etl` and `team-a` + `etl` would both render `tenants/team-a-etl/`.
+        for prefix in [
+            "tenants/{namespace}-{service_account}/",
+            "tenants/x{namespace}/",
+            "tenants/{namespace}x/",
+            "{namespace}{service_account}/",
+        ] {
+            let text = TEMPLATED.replace("tenants/{namespace}/{service_account}/", prefix);
+            let err = Rules::parse(&text, Path::new("rules.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("whole segment"), "{prefix}: {err}");
+        }
+        for prefix in ["{namespace}/", "tenants/{namespace}/{service_account}/x/"] {
+            let text = TEMPLATED.replace("tenants/{namespace}/{service_account}/", prefix);
+            assert!(
+                Rules::parse(&text, Path::new("rules.toml")).is_ok(),
+                "{prefix}"
+            );
+        }
+    }
+
+    #[test]
+    fn template_that_can_render_another_rules_fixed_prefix_is_reported() {
+        let text = format!(
+            "{TEMPLATED}
+[[rules]]
+callers = [\"svc:shared\"]
+bucket = \"data\"
+prefix = \"tenants/shared/etl/\"
+actions = [\"read\"]
+
+[[rules]]
+callers = [\"svc:other-bucket\"]
+bucket = \"other\"
+prefix = \"tenants/shared/etl/\"
+actions = [\"read\"]
+
+[[rules]]
+callers = [\"svc:admin\"]
+bucket = \"data\"
+prefix = \"tenants/\"
+actions = [\"read\"]
+"
+        );
+        let r = Rules::parse(&text, Path::new("rules.toml")).unwrap();
+        let reports: Vec<String> = r.collisions().iter().map(ToString::to_string).collect();
+        // Only the fixed prefix in the same bucket that a namespace `shared` with a
+        // service account `etl` would render; not the other bucket, and not `tenants/`,
+        // which holds every rendering whatever the caller.
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        let report = &reports[0];
+        assert!(
+            report.contains("rules.toml:2")
+                && report.contains("line 8")
+                && report.contains("'tenants/shared/etl/'"),
+            "{report}"
+        );
+        assert!(
+            Rules::parse(TEMPLATED, Path::new("rules.toml"))
+                .unwrap()
+                .collisions()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@ impl RulesHandle {
     /// Starts with `rules`, read from `path` when the file was at `version` (taken
     /// with [`file_version`] before reading it).
     pub fn new(rules: Rules, path: PathBuf, version: Version) -> Arc<Self> {
+        report_collisions(&rules);
         Arc::new(Self {
             path,
             loaded_version: version,
@@ -57,6 +58,7 @@ impl RulesHandle {
     pub async fn reload(&self) -> Result<(), rules::Error> {
         match Rules::load(&self.path).await {
             Ok(rules) => {
+                report_collisions(&rules);
                 let count = rules.len();
                 *self
                     .current
@@ -101,6 +103,14 @@ impl RulesHandle {
                 }
             }
         }
+    }
+}
+
+/// Logs every template that can render another rule's fixed prefix: worth an
+/// operator's look each time the rules are put in force.
+fn report_collisions(rules: &Rules) {
+    for collision in rules.collisions() {
+        tracing::warn!(%collision, "rule prefixes may collide");
     }
 }
 

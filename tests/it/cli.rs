@@ -151,3 +151,32 @@ fn a_network_listener_without_tls_is_refused_unless_plaintext_is_allowed() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn check_config_reports_a_template_that_can_render_a_fixed_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = r#"
+[[rules]]
+callers = ["system:serviceaccount:*:etl"]
+bucket = "demo"
+prefix = "tenants/{namespace}/"
+actions = ["read"]
+
+[[rules]]
+callers = ["svc:shared"]
+bucket = "demo"
+prefix = "tenants/shared/"
+actions = ["read"]
+"#;
+    let out = run(dir.path(), "", rules, &["--check-config"]);
+    // A warning, not a refusal: the fixed folder may well belong to that tenant.
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning")
+            && err.contains("rules.toml:2")
+            && err.contains("'tenants/shared/'")
+            && err.contains("line 8"),
+        "{err}"
+    );
+}
