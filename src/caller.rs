@@ -77,6 +77,14 @@ impl Caller {
     }
 }
 
+/// Whether `id` reads as a SPIFFE ID, a name only a certificate may carry (the URI
+/// scheme is case-insensitive).
+pub fn has_spiffe_form(id: &str) -> bool {
+    id.trim_start()
+        .get(..9)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("spiffe://"))
+}
+
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.id)

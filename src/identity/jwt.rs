@@ -12,7 +12,10 @@
 //!   `x5u`, `x5c` headers are ignored); a `crit` header is refused (RFC 7515 §4.1.11);
 //! - claims are type-checked strictly: a `exp` that is a string is refused, not
 //!   treated as absent; `exp`, `iss`, `aud` and the caller claim are required;
-//!   `nbf` and `iat` are checked when present; all times with `leeway`.
+//!   `nbf` and `iat` are checked when present; all times with `leeway`;
+//! - a caller claim in the form of a SPIFFE ID (`spiffe://…`, any case) is refused:
+//!   anyone the issuer signs tokens for (any pod, with a `email` or custom claim)
+//!   could otherwise name a workload and match rules written for its certificate.
 //!
 //! The caller id is the `caller_claim` (default `sub`). Attributes: `issuer`,
 //! `subject`, and for Kubernetes tokens `namespace` and `service_account`, from the
@@ -130,6 +133,12 @@ pub enum Error {
     MissingClaim(String),
     #[error("the JWT's '{0}' claim has the wrong type or an invalid value")]
     InvalidClaim(String),
+    #[error(
+        "the JWT's '{0}' claim has the form of a SPIFFE ID, which only a client certificate \
+         may carry; use the workload's certificate, or a token whose caller claim is not a \
+         spiffe:// URI"
+    )]
+    ForeignIdForm(String),
 }
 
 impl Error {
@@ -151,6 +160,7 @@ impl Error {
             Error::IssuedInFuture => "iat",
             Error::MissingClaim(_) => "missing_claim",
             Error::InvalidClaim(_) => "invalid_claim",
+            Error::ForeignIdForm(_) => "foreign_id_form",
         }
     }
 }
@@ -308,6 +318,12 @@ impl JwtVerifier {
         }
 
         let id = match claims.get(&self.caller_claim) {
+            // A SPIFFE ID is a certificate's name; a token naming one would match rules
+            // written for that workload (rules also bind `spiffe://` patterns to
+            // certificate sources; this refuses it at the door as well).
+            Some(Value::String(id)) if crate::caller::has_spiffe_form(id) => {
+                return Err(Error::ForeignIdForm(self.caller_claim.clone()));
+            }
             Some(Value::String(id)) if is_clean(id) => id.clone(),
             Some(_) => return Err(Error::InvalidClaim(self.caller_claim.clone())),
             None => return Err(Error::MissingClaim(self.caller_claim.clone())),
@@ -872,6 +888,22 @@ pub(crate) mod tests {
             v.verify_at(&t, NOW).unwrap_err().error,
             Error::MissingClaim("email".into())
         );
+    }
+
+    #[test]
+    fn caller_claim_in_the_form_of_a_spiffe_id_is_refused() {
+        // Only a verified certificate may name a SPIFFE ID; a token that claims one
+        // would otherwise match rules written for that workload.
+        for id in [
+            "spiffe://prod.example/ns/finance/sa/reporting",
+            "SPIFFE://prod.example/ns/finance/sa/reporting",
+        ] {
+            let claims = json!({
+                "iss": ISSUER, "aud": AUDIENCE, "exp": NOW as i64 + 60, "sub": id
+            });
+            let t = token(Signer::ed(), &header(Signer::ed(), "ed-1"), &claims);
+            assert_eq!(verify(&t), Err(Error::ForeignIdForm("sub".into())), "{id}");
+        }
     }
 
     #[test]

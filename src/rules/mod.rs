@@ -30,6 +30,10 @@
 //!   against `tenants/{namespace}/` gets a fixed `tenants/shared/` folder. Whether
 //!   such a namespace can exist only the operator knows, so it is a warning at load,
 //!   on reload and in `--check-config`, not a refusal.
+//! - **The identity source is part of the match.** A `spiffe://` pattern matches only
+//!   callers a certificate identified (mTLS, forwarded certificate): a JWT whose claim
+//!   reads `spiffe://…` is not that workload. A rule may also pin `sources` and
+//!   `trust_domains`, so one issuer or one trust domain cannot stand in for another.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -37,7 +41,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::caller::Caller;
+use crate::caller::{Caller, Source, attr};
 pub use crate::core::Action;
 use crate::scope::{BucketName, ObjectKey, Prefix};
 
@@ -241,6 +245,10 @@ pub struct Rule {
     max_ttl: Duration,
     allow_delete: bool,
     max_object_size: Option<u64>,
+    /// Identity sources the rule accepts; empty: any.
+    sources: Vec<Source>,
+    /// SPIFFE trust domains the rule accepts; empty: any.
+    trust_domains: Vec<String>,
     line: usize,
 }
 
@@ -274,7 +282,12 @@ impl Rule {
     fn applies_to(&self, caller: &Caller, action: Action, bucket: &BucketName) -> bool {
         self.bucket == *bucket
             && self.actions.contains(&action)
-            && self.callers.iter().any(|p| p.matches(caller.id()))
+            && (self.sources.is_empty() || self.sources.contains(&caller.source()))
+            && (self.trust_domains.is_empty()
+                || caller
+                    .attribute(attr::TRUST_DOMAIN)
+                    .is_some_and(|d| self.trust_domains.iter().any(|t| t == d)))
+            && self.callers.iter().any(|p| p.matches(caller))
     }
 
     fn covers(prefix: &Prefix, target: Target<'_>) -> bool {
@@ -400,6 +413,21 @@ pub enum RuleError {
     SizeWithoutWrite,
     #[error("max_object_size: must be at least 1 byte")]
     ZeroSize,
+    #[error("sources: unknown source '{0}'; use mtls, jwt, xfcc or dev_token")]
+    UnknownSource(String),
+    #[error("trust_domains: a trust domain must not be empty")]
+    EmptyTrustDomain,
+}
+
+/// An identity source as a rule names it (the names of `identity.order`).
+fn parse_source(name: &str) -> Option<Source> {
+    match name {
+        "mtls" => Some(Source::Mtls),
+        "jwt" => Some(Source::Jwt),
+        "xfcc" => Some(Source::ForwardedCert),
+        "dev_token" => Some(Source::DevToken),
+        _ => None,
+    }
 }
 
 /// Why a caller pattern was refused.
@@ -456,6 +484,12 @@ struct RawRule {
     /// Largest object a multipart upload may complete, in bytes.
     #[serde(default)]
     max_object_size: Option<u64>,
+    /// Identity sources the rule accepts (`mtls`, `jwt`, `xfcc`, `dev_token`).
+    #[serde(default)]
+    sources: Vec<String>,
+    /// SPIFFE trust domains the rule accepts.
+    #[serde(default)]
+    trust_domains: Vec<String>,
     /// Free text for the operator; not interpreted.
     #[serde(default)]
     #[allow(dead_code)]
@@ -691,7 +725,17 @@ impl Rule {
         if raw.max_object_size == Some(0) {
             return Err(RuleError::ZeroSize);
         }
+        let sources = raw
+            .sources
+            .iter()
+            .map(|name| parse_source(name).ok_or_else(|| RuleError::UnknownSource(name.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        if raw.trust_domains.iter().any(String::is_empty) {
+            return Err(RuleError::EmptyTrustDomain);
+        }
         Ok(Rule {
+            sources,
+            trust_domains: raw.trust_domains,
             callers,
             bucket,
             prefix,
@@ -729,9 +773,25 @@ impl FromStr for CallerPattern {
 }
 
 impl CallerPattern {
-    /// Whether `id` matches the pattern.
-    pub fn matches(&self, id: &str) -> bool {
+    /// Whether `caller` matches the pattern. A `spiffe://` pattern names a workload
+    /// by its certificate, so it matches only callers a certificate identified (mTLS
+    /// or a forwarded certificate), never a token whose claim reads the same.
+    pub fn matches(&self, caller: &Caller) -> bool {
+        if self.names_a_certificate()
+            && !matches!(caller.source(), Source::Mtls | Source::ForwardedCert)
+        {
+            return false;
+        }
+        self.matches_id(caller.id())
+    }
+
+    /// Whether `id` matches the pattern, whoever vouched for it.
+    fn matches_id(&self, id: &str) -> bool {
         glob_match(&self.0, id)
+    }
+
+    fn names_a_certificate(&self) -> bool {
+        crate::caller::has_spiffe_form(&self.0)
     }
 }
 
@@ -813,8 +873,14 @@ actions = ["read"]
         Rules::parse(FILE, Path::new("/etc/sg/rules.toml")).unwrap()
     }
 
+    /// A caller as its id's form says: a certificate for a SPIFFE ID, else a token.
     fn caller(id: &str) -> Caller {
-        Caller::new(id, Source::DevToken)
+        let source = if id.starts_with("spiffe://") {
+            Source::Mtls
+        } else {
+            Source::DevToken
+        };
+        Caller::new(id, source)
     }
 
     fn key(s: &str) -> ObjectKey {
@@ -1027,7 +1093,7 @@ actions = ["read"]
 "#;
 
     fn workload(namespace: &str, sa: &str) -> Caller {
-        Caller::new("spiffe://prod.example/ns/x/sa/y", Source::DevToken)
+        Caller::new("spiffe://prod.example/ns/x/sa/y", Source::Mtls)
             .with_attribute("namespace", namespace)
             .with_attribute("service_account", sa)
     }
@@ -1090,7 +1156,7 @@ actions = ["read"]
             assert!(p.is_none(), "{ns:?}/{sa:?} rendered {p:?}");
         }
         // A caller without the attributes matches nothing.
-        let bare = Caller::new("spiffe://prod.example/ns/x/sa/y", Source::DevToken);
+        let bare = Caller::new("spiffe://prod.example/ns/x/sa/y", Source::Mtls);
         assert!(
             r.authorize(&bare, Action::Read, &b, Target::Key(&k))
                 .is_err()
@@ -1183,6 +1249,80 @@ actions = [\"read\"]
     }
 
     #[test]
+    fn spiffe_pattern_matches_only_certificate_callers() {
+        let r = rules();
+        let k = key("monthly/x.csv");
+        let b = bucket("reports");
+        let id = "spiffe://prod.example/ns/finance/sa/reporting";
+        for source in [Source::Mtls, Source::ForwardedCert] {
+            let c = Caller::new(id, source);
+            assert!(r.authorize(&c, Action::Read, &b, Target::Key(&k)).is_ok());
+        }
+        // A token whose claim merely reads like a SPIFFE ID is not that workload.
+        for source in [Source::Jwt, Source::DevToken] {
+            let c = Caller::new(id, source);
+            assert!(
+                r.authorize(&c, Action::Read, &b, Target::Key(&k)).is_err(),
+                "{source:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rule_may_pin_sources_and_trust_domains() {
+        let text = r#"
+[[rules]]
+callers = ["system:serviceaccount:*:etl"]
+sources = ["jwt"]
+bucket = "data"
+prefix = "etl/"
+actions = ["read"]
+
+[[rules]]
+callers = ["spiffe://*/ns/*/sa/etl"]
+sources = ["mtls"]
+trust_domains = ["prod.example"]
+bucket = "data"
+prefix = "etl/"
+actions = ["read"]
+"#;
+        let r = Rules::parse(text, Path::new("rules.toml")).unwrap();
+        let k = key("etl/x");
+        let b = bucket("data");
+        let allowed = |c: &Caller| r.authorize(c, Action::Read, &b, Target::Key(&k)).is_ok();
+        let td = |c: Caller, domain: &str| c.with_attribute("trust_domain", domain);
+        assert!(allowed(&Caller::new(
+            "system:serviceaccount:a:etl",
+            Source::Jwt
+        )));
+        assert!(!allowed(&Caller::new(
+            "system:serviceaccount:a:etl",
+            Source::DevToken
+        )));
+        assert!(allowed(&td(
+            Caller::new("spiffe://prod.example/ns/a/sa/etl", Source::Mtls),
+            "prod.example"
+        )));
+        assert!(!allowed(&td(
+            Caller::new("spiffe://test.example/ns/a/sa/etl", Source::Mtls),
+            "test.example"
+        )));
+        // Not in `sources`, though its form and trust domain fit.
+        assert!(!allowed(&td(
+            Caller::new("spiffe://prod.example/ns/a/sa/etl", Source::ForwardedCert),
+            "prod.example"
+        )));
+        let bad = text.replace("[\"jwt\"]", "[\"jwt\", \"kerberos\"]");
+        let err = Rules::parse(&bad, Path::new("rules.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kerberos") && err.contains("dev_token"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn match_everything_pattern_is_refused() {
         assert!("*".parse::<CallerPattern>().is_err());
         assert!("*/*".parse::<CallerPattern>().is_err());
@@ -1197,7 +1337,7 @@ actions = [\"read\"]
         let id = format!("system:serviceaccount:{}:x-writer", "-".repeat(400));
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(p.matches(&id));
+            let _ = tx.send(p.matches_id(&id));
         });
         let matched = rx
             .recv_timeout(std::time::Duration::from_secs(5))
@@ -1226,16 +1366,16 @@ actions = [\"read\"]
             ("exact", "exactly", false),
         ] {
             let p: CallerPattern = pattern.parse().unwrap();
-            assert_eq!(p.matches(id), want, "{pattern} vs {id}");
+            assert_eq!(p.matches_id(id), want, "{pattern} vs {id}");
         }
     }
 
     #[test]
     fn glob_star_stays_within_a_segment() {
         let p: CallerPattern = "team-*".parse().unwrap();
-        assert!(p.matches("team-a"));
-        assert!(p.matches("team-"));
-        assert!(!p.matches("team-a/b"));
-        assert!(!p.matches("xteam-a"));
+        assert!(p.matches_id("team-a"));
+        assert!(p.matches_id("team-"));
+        assert!(!p.matches_id("team-a/b"));
+        assert!(!p.matches_id("xteam-a"));
     }
 }
