@@ -42,6 +42,8 @@ pub enum Error {
 #[derive(Debug)]
 pub struct CredentialSource {
     current: RwLock<Option<Arc<SigningCredentials>>>,
+    /// Expiry of temporary credentials whose provider reports none.
+    env_expiration: Option<SystemTime>,
 }
 
 /// Refresh again after this long when the credentials do not expire (profile files
@@ -55,6 +57,7 @@ impl CredentialSource {
     pub fn fixed(credentials: SigningCredentials) -> Arc<Self> {
         Arc::new(Self {
             current: RwLock::new(Some(Arc::new(credentials))),
+            env_expiration: None,
         })
     }
 
@@ -62,9 +65,17 @@ impl CredentialSource {
     /// refreshing them in a background task for as long as the source lives. A failed
     /// first fetch is logged and retried in the background; grants fail with
     /// UNAVAILABLE until it succeeds.
-    pub async fn start(provider: SharedCredentialsProvider, timeout: Duration) -> Arc<Self> {
+    ///
+    /// `env_expiration` is `AWS_CREDENTIAL_EXPIRATION`: the expiry of temporary
+    /// credentials whose provider reports none (the environment variables).
+    pub async fn start(
+        provider: SharedCredentialsProvider,
+        timeout: Duration,
+        env_expiration: Option<SystemTime>,
+    ) -> Arc<Self> {
         let source = Arc::new(Self {
             current: RwLock::new(None),
+            env_expiration,
         });
         let first = source.refresh(&provider, timeout).await;
         let weak = Arc::downgrade(&source);
@@ -94,12 +105,7 @@ impl CredentialSource {
     async fn refresh(&self, provider: &SharedCredentialsProvider, timeout: Duration) -> Duration {
         match tokio::time::timeout(timeout, provider.provide_credentials()).await {
             Ok(Ok(c)) => {
-                let snapshot = SigningCredentials {
-                    access_key_id: c.access_key_id().to_owned(),
-                    secret_access_key: Secret::new(c.secret_access_key().to_owned()),
-                    session_token: c.session_token().map(|t| Secret::new(t.to_owned())),
-                    expires_at: c.expiry(),
-                };
+                let snapshot = snapshot(&c, self.env_expiration);
                 let wait = next_refresh(snapshot.expires_at, SystemTime::now());
                 crate::metrics::signing_credentials_expire_at(snapshot.expires_at);
                 tracing::info!(
@@ -127,6 +133,21 @@ impl CredentialSource {
                 RETRY
             }
         }
+    }
+}
+
+/// A snapshot of `c`. Temporary credentials (a session token) whose provider reports
+/// no expiry take `env_expiration`; without it the grant pipeline caps TTLs instead.
+fn snapshot(
+    c: &aws_credential_types::Credentials,
+    env_expiration: Option<SystemTime>,
+) -> SigningCredentials {
+    let expires_at = c.expiry().or_else(|| c.session_token().and(env_expiration));
+    SigningCredentials {
+        access_key_id: c.access_key_id().to_owned(),
+        secret_access_key: Secret::new(c.secret_access_key().to_owned()),
+        session_token: c.session_token().map(|t| Secret::new(t.to_owned())),
+        expires_at,
     }
 }
 
@@ -160,6 +181,7 @@ fn next_refresh(expires_at: Option<SystemTime>, now: SystemTime) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_credential_types::Credentials;
 
     #[test]
     fn temporary_credentials_refresh_halfway() {
@@ -170,6 +192,21 @@ mod tests {
         );
         assert_eq!(next_refresh(Some(now), now), Duration::from_secs(10));
         assert_eq!(next_refresh(None, now), STATIC_REFRESH);
+    }
+
+    #[test]
+    fn session_token_without_expiry_takes_the_environments_expiration() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let later = at + Duration::from_secs(60);
+        let temporary = Credentials::new("AKID", "s", Some("t".into()), None, "env");
+        assert_eq!(snapshot(&temporary, Some(at)).expires_at, Some(at));
+        assert_eq!(snapshot(&temporary, None).expires_at, None);
+        // The provider's own expiry wins; long-lived keys have none whatever the
+        // environment says.
+        let dated = Credentials::new("AKID", "s", Some("t".into()), Some(later), "sts");
+        assert_eq!(snapshot(&dated, Some(at)).expires_at, Some(later));
+        let static_keys = Credentials::new("AKID", "s", None, None, "env");
+        assert_eq!(snapshot(&static_keys, Some(at)).expires_at, None);
     }
 
     #[test]

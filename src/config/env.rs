@@ -44,3 +44,15 @@ pub(super) fn apply(table: &mut toml::Table, var: &str, value: &str) -> Result<(
     node.insert(last.clone(), parsed);
     Ok(())
 }
+
+/// An RFC 3339 time such as `2030-01-02T03:04:05Z`, as the AWS tools write
+/// `AWS_CREDENTIAL_EXPIRATION`.
+pub(super) fn rfc3339(value: &str) -> Result<std::time::SystemTime, String> {
+    aws_smithy_types::DateTime::from_str(
+        value.trim(),
+        aws_smithy_types::date_time::Format::DateTime,
+    )
+    .ok()
+    .and_then(|t| std::time::SystemTime::try_from(t).ok())
+    .ok_or_else(|| "is not an RFC 3339 time; write e.g. 2030-01-02T03:04:05Z".to_owned())
+}

@@ -24,6 +24,9 @@ pub use settings::{GrantsSettings, Problem, Settings, StorageSettings, StsSettin
 
 use raw::RawConfig;
 
+/// The AWS tools' variable for the expiry of credentials given in the environment.
+const CREDENTIAL_EXPIRATION: &str = "AWS_CREDENTIAL_EXPIRATION";
+
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -109,6 +112,16 @@ impl Settings {
             path: origin.to_owned(),
             source,
         };
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let credential_expiration = env
+            .iter()
+            .find(|(k, _)| k == CREDENTIAL_EXPIRATION)
+            .map(|(_, v)| env::rfc3339(v))
+            .transpose()
+            .map_err(|message| Error::Env {
+                var: CREDENTIAL_EXPIRATION.into(),
+                message,
+            })?;
         // Parsing the file on its own first gives errors with the file's line numbers.
         let _: RawConfig = toml::from_str(text).map_err(parse_err)?;
         let mut table: toml::Table = toml::from_str(text).map_err(parse_err)?;
@@ -138,11 +151,13 @@ impl Settings {
             }
         }
         raw.resolve_paths(base_dir);
-        Settings::from_raw(raw).map_err(|(field, source)| Error::Invalid {
+        let mut settings = Settings::from_raw(raw).map_err(|(field, source)| Error::Invalid {
             path: origin.to_owned(),
             field,
             source,
-        })
+        })?;
+        settings.storage.credential_expiration = credential_expiration;
+        Ok(settings)
     }
 }
 
@@ -294,6 +309,52 @@ mod tests {
         assert!(load("[grants]\nmax_ttl = \"8d\"\n", &[]).is_err());
         assert!(load("[grants]\ndefault_ttl = \"2h\"\nmax_ttl = \"1h\"\n", &[]).is_err());
         assert!(load("[grants]\ndefault_ttl = 60\nmax_ttl = \"1h\"\n", &[]).is_ok());
+    }
+
+    #[test]
+    fn assume_scoped_needs_a_grants_ceiling_of_at_least_15m() {
+        // AssumeScoped is clamped to grants.max_ttl, and STS gives nothing shorter
+        // than 15 minutes: a lower ceiling could only be exceeded.
+        let sts = "[sts]\nrole_arn = \"arn:aws:iam::123456789012:role/r\"\n";
+        let text = format!("[grants]\ndefault_ttl = \"1m\"\nmax_ttl = \"10m\"\n{sts}");
+        let err = load(&text, &[]).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::Invalid {
+                    field: "grants.max_ttl",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("15m"), "{err}");
+        // Without STS a short ceiling is fine.
+        assert!(load("[grants]\ndefault_ttl = \"1m\"\nmax_ttl = \"10m\"\n", &[]).is_ok());
+    }
+
+    #[test]
+    fn aws_credential_expiration_is_read_once() {
+        let c = load("", &[("AWS_CREDENTIAL_EXPIRATION", "2030-01-02T03:04:05Z")]).unwrap();
+        assert_eq!(
+            c.storage.credential_expiration,
+            Some(std::time::UNIX_EPOCH + Duration::from_secs(1_893_553_445))
+        );
+        assert_eq!(load("", &[]).unwrap().storage.credential_expiration, None);
+        let err = load("", &[("AWS_CREDENTIAL_EXPIRATION", "tomorrow")]).unwrap_err();
+        assert!(
+            err.to_string().contains("AWS_CREDENTIAL_EXPIRATION"),
+            "{err}"
+        );
+        let c = load("[grants]\nmax_ttl_without_expiry = \"2m\"\n", &[]).unwrap();
+        assert_eq!(
+            c.grants.limits.max_ttl_without_expiry,
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            load("", &[]).unwrap().grants.limits.max_ttl_without_expiry,
+            Duration::from_secs(15 * 60)
+        );
     }
 
     #[test]

@@ -135,6 +135,10 @@ pub struct GrantsConfig {
     /// Ceiling on any grant's TTL, whatever the rules say.
     #[serde(with = "crate::core::duration")]
     pub max_ttl: Duration,
+    /// Ceiling on presigned TTLs while the signing credentials carry a session token
+    /// but no expiry (environment variables without `AWS_CREDENTIAL_EXPIRATION`).
+    #[serde(with = "crate::core::duration")]
+    pub max_ttl_without_expiry: Duration,
     /// The rules file; a relative path is relative to the config file's directory.
     pub rules_file: PathBuf,
     /// How often the rules file is checked for changes (it also reloads on SIGHUP).
@@ -322,6 +326,7 @@ impl Default for GrantsConfig {
         Self {
             default_ttl: Duration::from_secs(5 * 60),
             max_ttl: Duration::from_secs(3600),
+            max_ttl_without_expiry: Duration::from_secs(15 * 60),
             rules_file: PathBuf::from("rules.toml"),
             rules_reload_interval: Duration::from_secs(5),
         }

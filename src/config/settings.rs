@@ -104,6 +104,9 @@ pub struct StorageSettings {
     pub endpoint: Option<Endpoint>,
     /// Path-style addressing.
     pub force_path_style: bool,
+    /// `AWS_CREDENTIAL_EXPIRATION`: when credentials taken from the environment with a
+    /// session token expire (the AWS chain itself does not read it).
+    pub credential_expiration: Option<std::time::SystemTime>,
     /// Buckets the readiness check heads; `None`: every bucket the rules name.
     pub check_buckets: Option<Vec<BucketName>>,
     /// How often the readiness check runs.
@@ -168,6 +171,9 @@ impl Settings {
         raw.identity
             .validate()
             .map_err(|e| (e.field, Problem::Identity(e.message)))?;
+        if g.max_ttl_without_expiry < Duration::from_secs(1) {
+            return out_of_range("grants.max_ttl_without_expiry", "must be at least 1s");
+        }
         if g.rules_reload_interval.is_zero() {
             return out_of_range("grants.rules_reload_interval", "must be more than 0s");
         }
@@ -194,6 +200,7 @@ impl Settings {
                 limits: Limits {
                     default_ttl: raw.grants.default_ttl,
                     max_ttl: raw.grants.max_ttl,
+                    max_ttl_without_expiry: raw.grants.max_ttl_without_expiry,
                 },
                 rules_file: raw.grants.rules_file,
                 rules_reload_interval: raw.grants.rules_reload_interval,
@@ -431,6 +438,8 @@ fn storage(raw: &RawConfig) -> Result<StorageSettings, Refusal> {
         region: s.region.clone(),
         endpoint,
         force_path_style: s.force_path_style,
+        // From the environment, not the file: set by `Settings::from_toml`.
+        credential_expiration: None,
         check_buckets,
         check_interval: s.check_interval,
         call_timeout: s.call_timeout,
@@ -473,6 +482,13 @@ fn sts(raw: &RawConfig, storage: &StorageSettings) -> Result<Option<StsSettings>
     let Some(role_arn) = &s.role_arn else {
         return Ok(None);
     };
+    if raw.grants.max_ttl < STS_MIN_DURATION {
+        return out_of_range(
+            "grants.max_ttl",
+            "must be at least 15m while sts.role_arn turns AssumeScoped on: scoped \
+             credentials are clamped to it and STS gives no session under 15m",
+        );
+    }
     let role_arn: RoleArn = role_arn.parse().map_err(|source| {
         (
             "sts.role_arn",

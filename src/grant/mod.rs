@@ -89,6 +89,26 @@ pub struct Limits {
     pub default_ttl: Duration,
     /// Ceiling on any grant's TTL, whatever the rules say.
     pub max_ttl: Duration,
+    /// Ceiling on a presigned grant's TTL while the signing credentials are temporary
+    /// (a session token) but say nothing of when they expire.
+    pub max_ttl_without_expiry: Duration,
+}
+
+impl Limits {
+    /// Until when credentials may sign: their expiry; for temporary credentials of
+    /// unknown expiry, `max_ttl_without_expiry` from `now` (they may die at any
+    /// moment, and a URL must not claim to outlive them); none for long-lived keys.
+    pub fn signing_deadline(
+        &self,
+        credentials: &SigningCredentials,
+        now: SystemTime,
+    ) -> Option<SystemTime> {
+        match (credentials.expires_at, &credentials.session_token) {
+            (Some(at), _) => Some(at),
+            (None, Some(_)) => Some(now + self.max_ttl_without_expiry),
+            (None, None) => None,
+        }
+    }
 }
 
 /// What AssumeScoped needs; absent when no STS role is configured.
@@ -326,7 +346,7 @@ impl Pipeline {
         let ttl = Ttl::clamp(
             &[requested, rule.max_ttl(), self.limits.max_ttl],
             signing_time,
-            credentials.expires_at,
+            self.limits.signing_deadline(&credentials, signing_time),
         )?;
         let signed = sign(&self.signer, &credentials, signing_time, ttl);
         let expires_at = signing_time + ttl.as_duration();
@@ -377,7 +397,9 @@ impl Pipeline {
         .into_iter()
         .filter_map(|(wanted, action)| wanted.then_some(action))
         .collect();
-        let mut rule_max = Duration::MAX;
+        // The service-wide ceiling bounds scoped credentials as it bounds URLs (settings
+        // refuse a ceiling under STS's 15 minutes while AssumeScoped is on).
+        let mut rule_max = self.limits.max_ttl;
         let mut delete = false;
         let mut rule_line = 0;
         let rules = self.rules.current();

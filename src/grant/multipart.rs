@@ -481,7 +481,7 @@ impl Pipeline {
         let ttl = Ttl::clamp(
             &[requested, rule.max_ttl(), self.limits.max_ttl, token_left],
             now,
-            credentials.expires_at,
+            self.limits.signing_deadline(&credentials, now),
         )?;
         let parts = request
             .parts

@@ -403,7 +403,7 @@ pub enum RuleError {
     #[error("max_ttl: must be at least 1s")]
     TtlTooShort,
     #[error(
-        "max_ttl: rules with assume-read or assume-write need at least 15m, STS's \
+        "max_ttl: rules with assume-read, assume-write or list need at least 15m, STS's \
          shortest session; split the rule or raise max_ttl"
     )]
     TtlBelowSts,
@@ -709,10 +709,11 @@ impl Rule {
         if raw.max_ttl < Duration::from_secs(1) {
             return Err(RuleError::TtlTooShort);
         }
+        // `list` is granted only inside scoped credentials, so it shares their floor.
         let assumes = raw
             .actions
             .iter()
-            .any(|a| matches!(a, Action::AssumeRead | Action::AssumeWrite));
+            .any(|a| matches!(a, Action::AssumeRead | Action::AssumeWrite | Action::List));
         if assumes && raw.max_ttl < crate::core::limits::STS_MIN_DURATION {
             return Err(RuleError::TtlBelowSts);
         }
@@ -1071,6 +1072,18 @@ actions = ["read"]
     #[test]
     fn assume_rules_need_sts_minimum_ttl() {
         let text = "[[rules]]\ncallers = [\"a\"]\nbucket = \"demo\"\nprefix = \"x/\"\nactions = [\"assume-read\"]\nmax_ttl = \"5m\"\n";
+        let err = Rules::parse(text, Path::new("rules.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("15m"), "{err}");
+        assert!(Rules::parse(&text.replace("5m", "15m"), Path::new("rules.toml")).is_ok());
+    }
+
+    #[test]
+    fn list_rules_need_sts_minimum_ttl() {
+        // `list` is only ever granted inside scoped credentials, which live at least
+        // STS's 15 minutes: a shorter max_ttl would be silently exceeded.
+        let text = "[[rules]]\ncallers = [\"a\"]\nbucket = \"demo\"\nprefix = \"x/\"\nactions = [\"list\"]\nmax_ttl = \"5m\"\n";
         let err = Rules::parse(text, Path::new("rules.toml"))
             .unwrap_err()
             .to_string();

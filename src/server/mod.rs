@@ -183,7 +183,12 @@ pub async fn run(
     let provider = aws.credentials_provider().unwrap_or_else(|| {
         aws_credential_types::provider::SharedCredentialsProvider::new(NoCredentials)
     });
-    let credentials = CredentialSource::start(provider, storage.call_timeout).await;
+    let credentials = CredentialSource::start(
+        provider,
+        storage.call_timeout,
+        storage.credential_expiration,
+    )
+    .await;
 
     let authenticator = Authenticator::start(&settings.identity).await?;
     if authenticator.dev_tokens_enabled() {

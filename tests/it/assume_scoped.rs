@@ -431,10 +431,9 @@ async fn sts_down_is_unavailable_with_a_retry_hint_and_recovers() {
     assert!(response.credentials.is_some());
 }
 
-#[tokio::test]
-async fn expiration_is_the_real_one_and_bounded_by_the_rule() {
-    let (moto, setup) = moto(&tenant_a_policy()).await;
-    let service = Service::start_at(&moto.endpoint, setup).await;
+/// Asks for a 2-hour session of tenant a's read access and asserts the credentials
+/// expire `want_secs` from now (within the time the call took).
+async fn assert_two_hours_become(service: &Service, want_secs: i64) {
     let before = now_secs();
     let response = service
         .client()
@@ -453,13 +452,34 @@ async fn expiration_is_the_real_one_and_bounded_by_the_rule() {
         .unwrap()
         .into_inner();
     let expires = response.credentials.unwrap().expires_at.unwrap().seconds;
-    // The rule allows 30 minutes; moto honours DurationSeconds.
+    // moto honours DurationSeconds.
     assert!(
-        (before + 1800 - 2..=now_secs() + 1800 + 2).contains(&expires),
-        "{expires}"
+        (before + want_secs - 2..=now_secs() + want_secs + 2).contains(&expires),
+        "expires {}s from now, want {want_secs}s",
+        expires - before
     );
+}
+
+#[tokio::test]
+async fn expiration_is_the_real_one_and_bounded_by_the_rule() {
+    let (moto, setup) = moto(&tenant_a_policy()).await;
+    let service = Service::start_at(&moto.endpoint, setup).await;
+    // The rule allows 30 minutes.
+    assert_two_hours_become(&service, 1800).await;
     let roles = moto.assumed_roles().await;
     assert_eq!(roles.len(), 1);
+}
+
+#[tokio::test]
+async fn session_length_is_bounded_by_the_grants_ceiling() {
+    // grants.max_ttl is 1h in the test config; the rule and the role allow 2h.
+    let (moto, mut setup) = moto(&tenant_a_policy()).await;
+    setup.rules = setup
+        .rules
+        .replacen("max_ttl = \"30m\"", "max_ttl = \"2h\"", 1);
+    setup.extra_config.push_str("role_max_duration = \"12h\"\n");
+    let service = Service::start_at(&moto.endpoint, setup).await;
+    assert_two_hours_become(&service, 3600).await;
 }
 
 #[tokio::test]

@@ -516,3 +516,44 @@ async fn key_that_is_not_utf8_is_invalid_argument() {
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
     assert!(status.message().contains("UTF-8"), "{}", status.message());
 }
+
+#[tokio::test]
+async fn temporary_credentials_of_unknown_expiry_cap_the_ttl() {
+    // A session token without an expiry (environment variables without
+    // AWS_CREDENTIAL_EXPIRATION): the credentials may die at any time, so a URL must
+    // not claim the rule's hour; grants.max_ttl_without_expiry (15m) bounds it.
+    let store = demo_store().await;
+    let mut setup = Setup::new();
+    setup.rules = setup
+        .rules
+        .replacen("max_ttl = \"15m\"", "max_ttl = \"1h\"", 1);
+    setup.credentials = aws_credential_types::Credentials::new(
+        support::ACCESS_KEY,
+        support::SECRET_KEY.as_str(),
+        Some("session-token".into()),
+        None,
+        "env",
+    );
+    let service = Service::start(&store, setup).await;
+    let before = now_secs();
+    let response = service
+        .client()
+        .await
+        .grant_read(authed(
+            GrantReadRequest {
+                ttl: ttl(3600),
+                ..read("public/hello.txt")
+            },
+            &TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let expires = response.expires_at.unwrap().seconds;
+    assert!(
+        (before + 900 - 2..=now_secs() + 900 + 2).contains(&expires),
+        "expires {expires}s, {}s from now",
+        expires - before
+    );
+    assert_eq!(param(&response.url, "X-Amz-Expires"), "900");
+}
