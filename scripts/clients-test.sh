@@ -190,6 +190,8 @@ bucket = "$bucket"
 prefix = "public/"
 actions = ["read", "write", "assume-read", "assume-write", "list"]
 max_ttl = "15m"
+# The clients' tests check that the store applies a content-type override.
+allow_response_overrides = true
 EOF
 
 # The service signs with the same key pair s3s-fs checks, from the standard AWS env

@@ -184,7 +184,7 @@ impl From<grant::Error> for Problem {
                     .collect();
                 p
             }
-            grant::Error::Denied(_) => Self::new(
+            grant::Error::Denied(_) | grant::Error::OverridesNotAllowed { .. } => Self::new(
                 StatusCode::FORBIDDEN,
                 "PERMISSION_DENIED",
                 "Not allowed",

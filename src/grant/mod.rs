@@ -59,6 +59,16 @@ pub enum Error {
     /// STS failed.
     #[error(transparent)]
     Sts(#[from] sts::Error),
+    /// Response overrides the rule does not allow.
+    #[error(
+        "response_content_type, and a response_content_disposition other than \
+         'attachment', need a rule with allow_response_overrides = true (rule at line \
+         {rule_line} does not set it); drop them, or download as an attachment"
+    )]
+    OverridesNotAllowed {
+        /// The rule that allowed the read.
+        rule_line: usize,
+    },
     /// An upload token presented by a caller other than the one that started it.
     #[error("this upload was started by another caller")]
     OtherCaller,
@@ -252,7 +262,10 @@ impl Pipeline {
             Action::Read,
             &request.bucket,
             &request.key,
-            request.ttl,
+            Ask {
+                ttl: request.ttl,
+                overrides_rendering: request.overrides_rendering(),
+            },
             |signer, credentials, at, ttl| {
                 let signed = signer.presign_get(
                     credentials,
@@ -281,7 +294,10 @@ impl Pipeline {
             Action::Write,
             &request.bucket,
             &request.key,
-            request.ttl,
+            Ask {
+                ttl: request.ttl,
+                overrides_rendering: false,
+            },
             |signer, credentials, at, ttl| match request.upload {
                 Upload::Put(content_length) => {
                     let signed = signer.presign_put(
@@ -335,14 +351,20 @@ impl Pipeline {
         action: Action,
         bucket: &BucketName,
         key: &ObjectKey,
-        requested: Option<Duration>,
+        ask: Ask,
         sign: impl FnOnce(&Signer, &SigningCredentials, SystemTime, Ttl) -> Signed,
     ) -> Result<Presigned, Error> {
         let rules = self.rules.current();
         let rule = authorize(&rules, caller, action, bucket, Target::Key(key))?;
+        if ask.overrides_rendering && !rule.allow_response_overrides() {
+            audit::denied(caller, action, bucket.as_str(), key.as_str());
+            return Err(Error::OverridesNotAllowed {
+                rule_line: rule.line(),
+            });
+        }
         let credentials = self.credentials.current()?;
         let signing_time = whole_seconds(SystemTime::now());
-        let requested = requested.unwrap_or(self.limits.default_ttl);
+        let requested = ask.ttl.unwrap_or(self.limits.default_ttl);
         let ttl = Ttl::clamp(
             &[requested, rule.max_ttl(), self.limits.max_ttl],
             signing_time,
@@ -487,6 +509,15 @@ impl Pipeline {
             grant_id,
         })
     }
+}
+
+/// What a presigned grant asks beyond its object.
+struct Ask {
+    /// Requested lifetime; `None`: the default.
+    ttl: Option<Duration>,
+    /// Whether it changes how a browser treats the object (see
+    /// [`ReadRequest::overrides_rendering`]).
+    overrides_rendering: bool,
 }
 
 /// What a signer produced, before the pipeline adds expiry and grant id.

@@ -163,6 +163,22 @@ impl ReadRequest {
     }
 }
 
+impl ReadRequest {
+    /// Whether the request changes how a browser would treat the object: any content
+    /// type, or a disposition other than `attachment` (which only ever downloads).
+    pub fn overrides_rendering(&self) -> bool {
+        let attachment = |d: &HeaderText| {
+            let kind = d.as_str().split(';').next().unwrap_or_default().trim();
+            kind.eq_ignore_ascii_case("attachment")
+        };
+        self.response_content_type.is_some()
+            || self
+                .response_content_disposition
+                .as_ref()
+                .is_some_and(|d| !attachment(d))
+    }
+}
+
 // === write ===
 
 /// The size an uploader asked to pin.

@@ -30,6 +30,11 @@
 //!   against `tenants/{namespace}/` gets a fixed `tenants/shared/` folder. Whether
 //!   such a namespace can exist only the operator knows, so it is a warning at load,
 //!   on reload and in `--check-config`, not a refusal.
+//! - **Response overrides are off unless a rule allows them.** A `response-content-type`
+//!   of `text/html` (or an `inline` disposition) makes a stored file render as a page
+//!   from the store's origin, shared by every bucket under path-style addressing: a
+//!   script uploaded by one tenant runs with the origin of all. `attachment` stays
+//!   allowed: a download never renders.
 //! - **The identity source is part of the match.** A `spiffe://` pattern matches only
 //!   callers a certificate identified (mTLS, forwarded certificate): a JWT whose claim
 //!   reads `spiffe://…` is not that workload. A rule may also pin `sources` and
@@ -245,6 +250,7 @@ pub struct Rule {
     max_ttl: Duration,
     allow_delete: bool,
     max_object_size: Option<u64>,
+    allow_response_overrides: bool,
     /// Identity sources the rule accepts; empty: any.
     sources: Vec<Source>,
     /// SPIFFE trust domains the rule accepts; empty: any.
@@ -267,6 +273,12 @@ impl Rule {
     pub fn prefix_for(&self, caller: &Caller) -> Option<Prefix> {
         self.prefix
             .render(|name| caller.attributes().get(name).map(String::as_str))
+    }
+
+    /// Whether read grants under this rule may set a response content type or a
+    /// disposition other than `attachment`.
+    pub fn allow_response_overrides(&self) -> bool {
+        self.allow_response_overrides
     }
 
     /// Whether scoped write credentials under this rule may also delete objects.
@@ -413,6 +425,8 @@ pub enum RuleError {
     SizeWithoutWrite,
     #[error("max_object_size: must be at least 1 byte")]
     ZeroSize,
+    #[error("allow_response_overrides: only applies to rules with read")]
+    OverridesWithoutRead,
     #[error("sources: unknown source '{0}'; use mtls, jwt, xfcc or dev_token")]
     UnknownSource(String),
     #[error("trust_domains: a trust domain must not be empty")]
@@ -484,6 +498,9 @@ struct RawRule {
     /// Largest object a multipart upload may complete, in bytes.
     #[serde(default)]
     max_object_size: Option<u64>,
+    /// Read grants may override the response's content type and disposition.
+    #[serde(default)]
+    allow_response_overrides: bool,
     /// Identity sources the rule accepts (`mtls`, `jwt`, `xfcc`, `dev_token`).
     #[serde(default)]
     sources: Vec<String>,
@@ -734,7 +751,11 @@ impl Rule {
         if raw.trust_domains.iter().any(String::is_empty) {
             return Err(RuleError::EmptyTrustDomain);
         }
+        if raw.allow_response_overrides && !raw.actions.contains(&Action::Read) {
+            return Err(RuleError::OverridesWithoutRead);
+        }
         Ok(Rule {
+            allow_response_overrides: raw.allow_response_overrides,
             sources,
             trust_domains: raw.trust_domains,
             callers,

@@ -56,7 +56,9 @@ impl From<Error> for Status {
             grant::Error::NotConfigured(_) | grant::Error::FailedPrecondition(_) => {
                 Status::failed_precondition(grant.to_string())
             }
-            grant::Error::OtherCaller => Status::permission_denied(grant.to_string()),
+            grant::Error::OtherCaller | grant::Error::OverridesNotAllowed { .. } => {
+                Status::permission_denied(grant.to_string())
+            }
             grant::Error::AlreadyExists(_) => Status::already_exists(grant.to_string()),
             grant::Error::Store(e @ crate::store::Error::Unreachable(_)) => {
                 tracing::warn!(error = %e, "store unavailable");

@@ -195,7 +195,13 @@ async fn expired_url_is_refused_by_the_store() {
 #[tokio::test]
 async fn response_overrides_come_back_as_headers() {
     let store = demo_store().await;
-    let service = Service::start(&store, Setup::new()).await;
+    let mut setup = Setup::new();
+    setup.rules = setup.rules.replacen(
+        "max_ttl = \"15m\"",
+        "max_ttl = \"15m\"\nallow_response_overrides = true",
+        1,
+    );
+    let service = Service::start(&store, setup).await;
     let request = GrantReadRequest {
         response_content_type: "application/x-report; charset=utf-8".into(),
         response_content_disposition: "attachment; filename=\"hello world.txt\"".into(),
@@ -227,6 +233,58 @@ async fn response_overrides_come_back_as_headers() {
         header("content-disposition"),
         "attachment; filename=\"hello world.txt\""
     );
+}
+
+#[tokio::test]
+async fn response_overrides_need_the_rule_to_allow_them() {
+    // An override can make a stored file render as HTML from the store's origin (one
+    // origin for every bucket under path-style addressing): refused unless the rule
+    // says allow_response_overrides, except a download as an attachment.
+    let store = demo_store().await;
+    let service = Service::start(&store, Setup::new()).await;
+    let mut client = service.client().await;
+    for (content_type, disposition) in [
+        ("text/html", ""),
+        ("", "inline"),
+        ("", "inline; filename=\"a.html\""),
+        ("text/html", "attachment"),
+        ("", "attachmentx"),
+    ] {
+        let request = GrantReadRequest {
+            response_content_type: content_type.into(),
+            response_content_disposition: disposition.into(),
+            ..read("public/hello.txt")
+        };
+        let status = client.grant_read(authed(request, &TOKEN)).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{content_type:?} {disposition:?}: {}",
+            status.message()
+        );
+        assert!(
+            status.message().contains("allow_response_overrides"),
+            "{}",
+            status.message()
+        );
+    }
+    for disposition in ["attachment", "Attachment; filename=\"a.txt\""] {
+        let request = GrantReadRequest {
+            response_content_disposition: disposition.into(),
+            ..read("public/hello.txt")
+        };
+        let grant = client
+            .grant_read(authed(request, &TOKEN))
+            .await
+            .unwrap_or_else(|s| panic!("{disposition}: {s:?}"))
+            .into_inner();
+        let response = http_get(&grant.url).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers().get("content-disposition").unwrap(),
+            disposition
+        );
+    }
 }
 
 #[tokio::test]
