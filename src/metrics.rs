@@ -103,6 +103,7 @@ struct Metrics {
     packed_policy: Histogram,
     jwks_refreshes: Family<Labels<1>, Counter>,
     rules_reloads: Family<Labels<1>, Counter>,
+    rules_stale: Gauge,
     signing_expiry: &'static SigningExpiry,
 }
 
@@ -184,6 +185,13 @@ impl Metrics {
             "Rules reloads, applied or refused",
             rules_reloads.clone(),
         );
+        let rules_stale = Gauge::default();
+        registry.register(
+            "rules_stale",
+            "1 while the last rules reload was refused (file missing, unreadable or \
+             invalid) and the previous rules stay in force",
+            rules_stale.clone(),
+        );
         let build_info = Family::<Labels<1>, Gauge>::default();
         build_info
             .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
@@ -210,6 +218,7 @@ impl Metrics {
             packed_policy,
             jwks_refreshes,
             rules_reloads,
+            rules_stale,
             signing_expiry,
         };
         metrics.create_every_series();
@@ -373,6 +382,7 @@ pub fn rules_reload(applied: bool) {
         .rules_reloads
         .get_or_create(&[("result", result)])
         .inc();
+    METRICS.rules_stale.set(i64::from(!applied));
 }
 
 /// When the credentials the service signs with expire; `None` for credentials that do

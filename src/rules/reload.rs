@@ -3,6 +3,13 @@
 //!
 //! A reload is all or nothing: the new file is parsed and validated in full first; a
 //! bad one keeps the rules in force, logs why (file and line) and counts the failure.
+//!
+//! A missing or unreadable file keeps the last good rules too, and is retried (and
+//! logged at error level, and counted) on every poll until it can be read: a deleted
+//! ConfigMap key or a failed mount must not revoke every grant in the fleet, nor
+//! fail quietly. An empty file is a valid rule set with no rules: the way to revoke
+//! everything on purpose. `storage_grants_rules_stale` is 1 while the rules in force
+//! are not the file's, for an alert to watch.
 //! Requests read an `Arc<Rules>` snapshot, so a reload never changes the rules under a
 //! request in flight.
 
@@ -83,6 +90,9 @@ impl RulesHandle {
     /// signal `hangup` delivers ([`hangup_signal`]). Runs until the task is dropped.
     pub async fn watch(self: Arc<Self>, interval: Duration, mut hangup: Hangup) {
         let mut seen = self.loaded_version;
+        // Whether the last attempt could not read the file: then every poll retries,
+        // whether or not the file seems to have changed.
+        let mut unreadable = false;
         // The first poll is one interval from now: anything changed since the load is
         // caught by comparing with the loaded version then.
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -91,15 +101,15 @@ impl RulesHandle {
             tokio::select! {
                 _ = tick.tick() => {
                     let now = file_version(&self.path).await;
-                    if now != seen {
+                    if now != seen || now.is_none() || unreadable {
                         seen = now;
-                        let _ = self.reload().await;
+                        unreadable = matches!(self.reload().await, Err(rules::Error::Read { .. }));
                     }
                 }
                 Some(()) = next(&mut hangup) => {
                     tracing::info!("SIGHUP: reloading rules");
                     seen = file_version(&self.path).await;
-                    let _ = self.reload().await;
+                    unreadable = matches!(self.reload().await, Err(rules::Error::Read { .. }));
                 }
             }
         }

@@ -6,7 +6,7 @@ use crate::support;
 use std::time::{Duration, Instant};
 
 use storage_grants::proto::GrantReadRequest;
-use support::{Service, Setup, TOKEN, authed, demo_store};
+use support::{Service, Setup, TOKEN, authed, demo_store, free_port, metric, metrics_when};
 use tonic::Code;
 
 fn read(key: &str) -> GrantReadRequest {
@@ -99,4 +99,43 @@ async fn sighup_reloads_the_rules() {
         .expect("kill -HUP");
     assert!(status.success());
     wait_for(&service, "private/secret.txt", Code::Ok).await;
+}
+
+#[tokio::test]
+async fn removed_rules_file_keeps_the_last_good_rules_and_says_so() {
+    // A file deleted or made unreadable (a bad ConfigMap rollout, a failed mount) is
+    // not an order to revoke everything: the last good rules stay, every poll tries
+    // again and is refused (and logged), and a gauge says the rules are stale.
+    let store = demo_store().await;
+    let port = free_port();
+    let mut setup = Setup::new();
+    setup.extra_config = format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let service = Service::start(&store, setup).await;
+    std::fs::write(service.rules_path(), PRIVATE_TOO).unwrap();
+    wait_for(&service, "private/secret.txt", Code::Ok).await;
+    let stale = "storage_grants_rules_stale";
+    let refused = "storage_grants_rules_reloads_total{result=\"refused\"}";
+    let before = metric(&metrics_when(port, stale, |v| v == 0).await, refused);
+
+    std::fs::remove_file(service.rules_path()).unwrap();
+    // Every poll (200 ms) retries: several refusals, not one.
+    let text = metrics_when(port, refused, |n| n >= before + 3).await;
+    assert_eq!(metric(&text, stale), 1);
+    wait_for(&service, "private/secret.txt", Code::Ok).await;
+    wait_for(&service, "public/hello.txt", Code::Ok).await;
+
+    // The file back: in force again, and no longer stale.
+    std::fs::write(service.rules_path(), Setup::new().rules).unwrap();
+    wait_for(&service, "private/secret.txt", Code::PermissionDenied).await;
+    metrics_when(port, stale, |v| v == 0).await;
+}
+
+#[tokio::test]
+async fn empty_rules_file_revokes_everything() {
+    // An empty file is a valid rule set of no rules: the way to revoke every grant.
+    let store = demo_store().await;
+    let service = Service::start(&store, Setup::new()).await;
+    wait_for(&service, "public/hello.txt", Code::Ok).await;
+    std::fs::write(service.rules_path(), "").unwrap();
+    wait_for(&service, "public/hello.txt", Code::PermissionDenied).await;
 }

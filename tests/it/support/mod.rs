@@ -633,3 +633,36 @@ fn xml_value(body: &str, tag: &str) -> String {
     let end = body[start..].find('<').expect("closing tag") + start;
     body[start..end].to_owned()
 }
+
+/// The value of `series` (name and labels, exactly as rendered) in a metrics page.
+pub fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// Polls the metrics page on `port` until `series` satisfies `want`, for at most 10
+/// seconds, and returns that page.
+pub async fn metrics_when(port: u16, series: &str, want: impl Fn(u64) -> bool) -> String {
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let response = http.get(&url).send().await.expect("metrics endpoint");
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        if want(metric(&text, series)) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} never reached the wanted value:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
