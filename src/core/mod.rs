@@ -1,11 +1,13 @@
 //! The shared vocabulary: words every layer uses and that depend on nothing in this
 //! crate. What a grant can allow ([`Action`]), the limits AWS sets ([`limits`]) and
-//! how durations are written in config and rules files ([`duration`]).
+//! how durations are written in config and rules files ([`duration`]), and how much
+//! of a caller's input a message may quote ([`text`]).
 //!
 //! Nothing here imports another module of the crate; everything else may import it.
 
 mod action;
 pub mod duration;
 pub mod limits;
+pub mod text;
 
 pub use action::Action;

@@ -52,6 +52,11 @@ const STS_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 impl Problem {
     fn new(status: StatusCode, code: &'static str, title: &'static str, detail: String) -> Self {
+        // Bounded as gRPC messages are: a detail may quote what the caller sent.
+        let detail = match crate::core::text::bounded(&detail, crate::core::text::MAX_MESSAGE) {
+            std::borrow::Cow::Borrowed(_) => detail,
+            std::borrow::Cow::Owned(cut) => cut,
+        };
         Self {
             status,
             code,

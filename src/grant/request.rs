@@ -13,6 +13,11 @@ use crate::scope::{
 };
 
 use super::Error;
+use crate::core::text::echo;
+
+/// Most violations a refusal lists; the rest are counted. A request with a thousand
+/// bad parts would otherwise make a status far over the 16 KiB trailers allow.
+const MAX_VIOLATIONS: usize = 20;
 
 /// One bad field and what to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +31,11 @@ pub struct FieldViolation {
 /// Collects field violations while a request is parsed, so that a caller learns
 /// about every bad field at once.
 #[derive(Debug, Default)]
-pub struct Violations(Vec<FieldViolation>);
+pub struct Violations {
+    listed: Vec<FieldViolation>,
+    /// Violations past [`MAX_VIOLATIONS`]: counted, not listed.
+    more: usize,
+}
 
 impl Violations {
     /// Parses a required field.
@@ -62,20 +71,24 @@ impl Violations {
 
     /// How many violations were recorded so far.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.listed.len() + self.more
     }
 
     /// Whether none was recorded.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.listed.is_empty()
     }
 
     /// Records that `field` is bad.
     pub fn add(&mut self, field: &'static str, description: impl Into<String>) {
-        self.0.push(FieldViolation {
-            field,
-            description: description.into(),
-        });
+        if self.listed.len() < MAX_VIOLATIONS {
+            self.listed.push(FieldViolation {
+                field,
+                description: description.into(),
+            });
+        } else {
+            self.more += 1;
+        }
     }
 
     /// The request when no field was bad.
@@ -84,9 +97,23 @@ impl Violations {
     /// [`Error::InvalidArgument`] with every violation recorded.
     pub fn finish<T>(self, request: Option<T>) -> Result<T, Error> {
         match request {
-            Some(request) if self.0.is_empty() => Ok(request),
+            Some(request) if self.listed.is_empty() => Ok(request),
             // `request` is `None` only when a field failed, and that recorded a violation.
-            _ => Err(Error::InvalidArgument(self.0)),
+            _ => {
+                let mut listed = self.listed;
+                if let Some(last) = listed.last().map(|v| v.field)
+                    && self.more > 0
+                {
+                    listed.push(FieldViolation {
+                        field: last,
+                        description: format!(
+                            "and {} more problems not listed; fix the ones above first",
+                            self.more
+                        ),
+                    });
+                }
+                Err(Error::InvalidArgument(listed))
+            }
         }
     }
 }
@@ -94,8 +121,10 @@ impl Violations {
 /// What is wrong with user metadata, naming the entry.
 pub(super) fn describe_metadata(e: MetadataError) -> String {
     match e {
-        MetadataError::Name { name, error } => format!("name '{name}' {error}"),
-        MetadataError::Value { name, error } => format!("value of '{name}' {error}"),
+        MetadataError::Name { name, error } => format!("name '{}' {error}", echo(&name)),
+        MetadataError::Value { name, error } => {
+            format!("value of '{}' {error}", echo(&name))
+        }
         MetadataError::Total(error) => error.to_string(),
     }
 }

@@ -683,7 +683,7 @@ impl Rules {
             .collect();
         allowed_prefixes.dedup();
         Denied {
-            caller: caller.id().to_owned(),
+            caller: crate::core::text::echo(caller.id()).into_owned(),
             action,
             bucket: bucket.to_string(),
             allowed_prefixes,

@@ -18,6 +18,7 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::caller::Caller;
+use crate::core::text;
 use crate::grant::{self, Pipeline, Violations};
 use crate::identity;
 use crate::proto;
@@ -35,58 +36,72 @@ pub enum Error {
 }
 
 impl From<Error> for Status {
+    /// Every message is bounded ([`text::MAX_MESSAGE`]): a status travels in trailers,
+    /// which break the stream past 16 KiB.
     fn from(error: Error) -> Status {
-        let grant = match error {
-            Error::Unauthenticated(e) => return Status::unauthenticated(e.to_string()),
-            Error::Grant(e) => e,
-        };
-        match &grant {
-            grant::Error::InvalidArgument(violations) => {
-                let mut details = ErrorDetails::new();
-                for v in violations {
-                    details.add_bad_request_violation(v.field, v.description.clone());
-                }
-                Status::with_error_details(Code::InvalidArgument, grant.to_string(), details)
+        let status = status_of(error);
+        let message = text::bounded(status.message(), text::MAX_MESSAGE);
+        if message.len() == status.message().len() {
+            return status;
+        }
+        Status::with_details(
+            status.code(),
+            message.into_owned(),
+            status.details().to_vec().into(),
+        )
+    }
+}
+
+/// The status for `error`, before its message is bounded.
+fn status_of(error: Error) -> Status {
+    let grant = match error {
+        Error::Unauthenticated(e) => return Status::unauthenticated(e.to_string()),
+        Error::Grant(e) => e,
+    };
+    match &grant {
+        grant::Error::InvalidArgument(violations) => {
+            let mut details = ErrorDetails::new();
+            for v in violations {
+                details.add_bad_request_violation(v.field, v.description.clone());
             }
-            grant::Error::Denied(_) => Status::permission_denied(grant.to_string()),
-            grant::Error::Credentials(_) | grant::Error::Expiry(_) => {
-                tracing::error!(error = %grant, "cannot sign: service credentials unavailable");
-                Status::unavailable(format!("{grant}; retry later"))
-            }
-            grant::Error::NotConfigured(_) | grant::Error::FailedPrecondition(_) => {
-                Status::failed_precondition(grant.to_string())
-            }
-            grant::Error::OtherCaller | grant::Error::OverridesNotAllowed { .. } => {
-                Status::permission_denied(grant.to_string())
-            }
-            grant::Error::AlreadyExists(_) => Status::already_exists(grant.to_string()),
-            grant::Error::Store(e @ crate::store::Error::Unreachable(_)) => {
-                tracing::warn!(error = %e, "store unavailable");
-                Status::unavailable(format!("{e}; retry later"))
-            }
-            grant::Error::Store(e) => {
-                tracing::error!(error = ?e, "the store refused a multipart call");
-                Status::internal(
-                    "the store refused the request; the service's operator's logs say why",
-                )
-            }
-            grant::Error::Sts(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "STS unavailable");
-                let details = ErrorDetails::with_retry_info(Some(STS_RETRY_AFTER));
-                Status::with_error_details(
-                    Code::Unavailable,
-                    format!("{e}; retry in a few seconds"),
-                    details,
-                )
-            }
-            grant::Error::Sts(e) => {
-                // The code and message from STS are for the operator (a trust policy,
-                // a missing permission), not for the caller.
-                tracing::error!(error = %e, "STS refused AssumeRole");
-                Status::internal(
-                    "the service could not obtain scoped credentials; its operator's logs say why",
-                )
-            }
+            Status::with_error_details(Code::InvalidArgument, grant.to_string(), details)
+        }
+        grant::Error::Denied(_) => Status::permission_denied(grant.to_string()),
+        grant::Error::Credentials(_) | grant::Error::Expiry(_) => {
+            tracing::error!(error = %grant, "cannot sign: service credentials unavailable");
+            Status::unavailable(format!("{grant}; retry later"))
+        }
+        grant::Error::NotConfigured(_) | grant::Error::FailedPrecondition(_) => {
+            Status::failed_precondition(grant.to_string())
+        }
+        grant::Error::OtherCaller | grant::Error::OverridesNotAllowed { .. } => {
+            Status::permission_denied(grant.to_string())
+        }
+        grant::Error::AlreadyExists(_) => Status::already_exists(grant.to_string()),
+        grant::Error::Store(e @ crate::store::Error::Unreachable(_)) => {
+            tracing::warn!(error = %e, "store unavailable");
+            Status::unavailable(format!("{e}; retry later"))
+        }
+        grant::Error::Store(e) => {
+            tracing::error!(error = ?e, "the store refused a multipart call");
+            Status::internal("the store refused the request; the service's operator's logs say why")
+        }
+        grant::Error::Sts(e) if e.is_transient() => {
+            tracing::warn!(error = %e, "STS unavailable");
+            let details = ErrorDetails::with_retry_info(Some(STS_RETRY_AFTER));
+            Status::with_error_details(
+                Code::Unavailable,
+                format!("{e}; retry in a few seconds"),
+                details,
+            )
+        }
+        grant::Error::Sts(e) => {
+            // The code and message from STS are for the operator (a trust policy,
+            // a missing permission), not for the caller.
+            tracing::error!(error = %e, "STS refused AssumeRole");
+            Status::internal(
+                "the service could not obtain scoped credentials; its operator's logs say why",
+            )
         }
     }
 }

@@ -614,3 +614,39 @@ async fn bad_part_requests_name_the_field() {
         assert_eq!(status.code(), Code::InvalidArgument, "{parts:?}");
     }
 }
+
+#[tokio::test]
+async fn a_thousand_bad_parts_make_a_bounded_status() {
+    // One violation per bad part would make a status of ~100 KB: over the 16 KiB
+    // trailers many proxies and clients accept. The first few are listed, then a count.
+    let mut h = harness().await;
+    let upload = start(&mut h, "public/many.bin", false).await;
+    let request = GrantUploadPartsRequest {
+        upload: upload.clone(),
+        parts: (1..=1000)
+            .map(|n| UploadPartRequest {
+                part_number: n,
+                checksum_sha256: "not-a-checksum".into(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let status = h
+        .client
+        .grant_upload_parts(authed(request, &TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let details = status.get_error_details();
+    let violations = &details.bad_request().unwrap().field_violations;
+    let size: usize = status.message().len()
+        + violations
+            .iter()
+            .map(|v| v.field.len() + v.description.len())
+            .sum::<usize>();
+    assert!(size < 8 * 1024, "status of {size} bytes");
+    assert!(violations.len() < 1000);
+    let last = &violations.last().unwrap().description;
+    assert!(last.contains("more"), "{last}");
+}
