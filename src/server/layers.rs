@@ -8,7 +8,8 @@
 //! 3. **observe, concurrency and load shed** ([`Observe`]): at most
 //!    `server.concurrency_limit_per_connection` calls in flight per connection; past
 //!    that a call is refused at once (RESOURCE_EXHAUSTED) instead of queueing, and
-//!    counted; every call is timed and counted by method and status code;
+//!    counted; every call is timed and counted by method and status code; a request
+//!    over the message size limit answers RESOURCE_EXHAUSTED, as gRPC specifies;
 //! 4. **authenticate**: only in front of the grant service (health and reflection
 //!    stay open to probes); a call without a verifiable identity is refused here, and
 //!    the handler finds the [`Caller`] in the request's extensions.
@@ -237,7 +238,7 @@ where
                 done: false,
                 _permit: permit,
             };
-            let response = call.await;
+            let response = call.await.map(oversized_is_resource_exhausted);
             let code = match &response {
                 Ok(response) => response_code(response.headers()),
                 Err(_) => Code::Unknown,
@@ -247,6 +248,27 @@ where
             response
         })
     }
+}
+
+/// A request message over the size limit answers RESOURCE_EXHAUSTED, as gRPC's
+/// status codes document ("a message larger than the receiver accepts"), so clients
+/// that treat OUT_OF_RANGE as a bad field value know to send less. tonic refuses it
+/// before any handler runs, with OUT_OF_RANGE in a trailers-only response; only that
+/// status is rewritten.
+fn oversized_is_resource_exhausted(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    if status.code() == Code::OutOfRange && status.message().contains("message length too large")
+    {
+        let replaced = Status::resource_exhausted(status.message().to_owned());
+        if replaced.add_header(response.headers_mut()).is_err() {
+            tracing::warn!("could not rewrite an oversized request's status");
+        }
+    }
+    response
 }
 
 /// One call in flight: counted while it lives, holding its connection's slot; a call

@@ -186,3 +186,33 @@ actions = ["assume-read"]
         "drain was not bounded"
     );
 }
+
+#[tokio::test]
+async fn oversized_request_is_resource_exhausted() {
+    // gRPC's status codes document: a message larger than the receiver accepts is
+    // RESOURCE_EXHAUSTED (tonic answers OUT_OF_RANGE by itself).
+    let store = demo_store().await;
+    let service = Service::start(&store, Setup::new()).await;
+    let request = storage_grants::proto::GrantReadRequest {
+        bucket: "demo".into(),
+        key: "k".repeat(5 << 20),
+        ..Default::default()
+    };
+    let status = service
+        .client()
+        .await
+        .grant_read(support::authed(request, &support::TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        tonic::Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("too large"),
+        "{}",
+        status.message()
+    );
+}
