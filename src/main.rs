@@ -120,6 +120,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Logged only now that every value is validated (a refused one never reaches a
+    // log), and through redacting `Debug`s: tokens, and URLs' user info and queries.
     tracing::info!(settings = ?settings, "configuration loaded");
     let code = match runtime.block_on(serve(settings)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -358,6 +358,59 @@ mod tests {
     }
 
     #[test]
+    fn urls_are_redacted_in_the_printed_config_and_in_errors() {
+        let jwt = |url: &str| {
+            format!(
+                "[identity]\norder = [\"jwt\"]\n[identity.jwt]\nissuer = \"https://i.example\"\n\
+                 audiences = [\"sg\"]\njwks_url = \"{url}\"\n"
+            )
+        };
+        let printed = format!(
+            "{:?}",
+            load(&jwt("https://user:s3cret@i.example/jwks?token=tok3n"), &[]).unwrap()
+        );
+        assert!(
+            !printed.contains("s3cret") && !printed.contains("tok3n"),
+            "{printed}"
+        );
+        assert!(printed.contains("i.example/jwks"), "{printed}");
+        let err = load(&jwt("http://user:s3cret@i.example/jwks?token=tok3n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("jwks_url"), "{err}");
+        assert!(!err.contains("s3cret") && !err.contains("tok3n"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_sts_endpoint_off_loopback_is_refused() {
+        // STS answers with credentials: over plain http anyone on the path reads them.
+        let sts = |endpoint: &str| {
+            format!(
+                "[sts]\nrole_arn = \"arn:aws:iam::123456789012:role/r\"\nendpoint = \"{endpoint}\"\n"
+            )
+        };
+        let err = load(&sts("http://sts.internal:8080"), &[]).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::Invalid {
+                    field: "sts.endpoint",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("https"), "{err}");
+        for ok in [
+            "http://127.0.0.1:5000",
+            "http://localhost:5000",
+            "https://sts.internal",
+        ] {
+            assert!(load(&sts(ok), &[]).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
     fn strings_are_parsed_into_their_types_once() {
         let c = load(
             "[storage]\nregion = \"eu-west-1\"\nendpoint = \"HTTP://LocalHost:9000/\"\n\

@@ -446,6 +446,14 @@ fn storage(raw: &RawConfig) -> Result<StorageSettings, Refusal> {
     })
 }
 
+/// The host of `host[:port]` (an IPv6 host keeps its brackets).
+fn host_of(authority: &str) -> &str {
+    match authority.rfind(':') {
+        Some(at) if !authority[at..].contains(']') => &authority[..at],
+        _ => authority,
+    }
+}
+
 fn sts(raw: &RawConfig, storage: &StorageSettings) -> Result<Option<StsSettings>, Refusal> {
     let s = &raw.sts;
     if s.role_max_duration < STS_MIN_DURATION || s.role_max_duration > IAM_ROLE_MAX_DURATION {
@@ -479,6 +487,17 @@ fn sts(raw: &RawConfig, storage: &StorageSettings) -> Result<Option<StsSettings>
         .map(|url| Endpoint::custom(url, false).map(|e| e.url()))
         .transpose()
         .map_err(|e| ("sts.endpoint", e.into()))?;
+    // STS answers with credentials: over plain http anyone on the path reads them (a
+    // local emulator on loopback is the one exception).
+    if let Some(url) = &endpoint
+        && let Some(authority) = url.strip_prefix("http://")
+        && !crate::core::text::is_loopback_host(host_of(authority))
+    {
+        return out_of_range(
+            "sts.endpoint",
+            "use https: STS answers with credentials (plain http only to a loopback address)",
+        );
+    }
     let Some(role_arn) = &s.role_arn else {
         return Ok(None);
     };

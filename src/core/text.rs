@@ -4,6 +4,9 @@
 //! a 1 MB field makes a 1 MB status message: gRPC carries it in trailers, and trailers
 //! over 16 KiB break the stream in common proxies and clients, and fill logs. Every
 //! quote goes through [`echo`]; every message and violation list has a ceiling.
+//!
+//! URLs from the configuration are printed only through [`redact_url`]: user info and
+//! query strings carry credentials.
 
 use std::borrow::Cow;
 
@@ -30,6 +33,71 @@ pub fn bounded(message: &str, max: usize) -> Cow<'_, str> {
     Cow::Owned(format!("{}… (cut)", cut(message, max)))
 }
 
+/// `url` with its user info and its query (and fragment) replaced by `[redacted]`,
+/// for logs and messages: a JWKS or endpoint URL may carry a password before the host
+/// or a token in its query.
+pub fn redact_url(url: &str) -> String {
+    let (url, query) = match url.find(['?', '#']) {
+        Some(at) => (&url[..at], "?[redacted]"),
+        None => (url, ""),
+    };
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => format!("[redacted]@{}", &authority[at + 1..]),
+        None => authority.to_owned(),
+    };
+    let scheme = if url.contains("://") {
+        format!("{scheme}://")
+    } else {
+        String::new()
+    };
+    format!("{scheme}{authority}{path}{query}")
+}
+
+/// A URL from the configuration that may hold credentials (user info, a token in the
+/// query): `Debug` and `Display` print it through [`redact_url`]; the whole value
+/// comes out only through [`SecretUrl::expose`], where the request is made.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// The URL as written, for the one place that requests it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+/// Whether `host` (as in a URL, IPv6 in brackets or not) is this machine.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
 fn cut(s: &str, max: usize) -> &str {
     let mut end = max.min(s.len());
@@ -46,6 +114,27 @@ mod tests {
     #[test]
     fn short_values_are_quoted_whole() {
         assert_eq!(echo("owner"), "owner");
+    }
+
+    #[test]
+    fn urls_lose_user_info_and_query_when_printed() {
+        for (url, want) in [
+            (
+                "https://user:s3cret@issuer.example/jwks?token=tok3n#x",
+                "https://[redacted]@issuer.example/jwks?[redacted]",
+            ),
+            ("https://issuer.example/jwks", "https://issuer.example/jwks"),
+            ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+            ("https://h/p/a@b", "https://h/p/a@b"),
+            ("not a url?k=v", "not a url?[redacted]"),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+        let printed = format!("{:?}", SecretUrl::from("https://u:p@h/?t=1".to_owned()));
+        assert!(
+            !printed.contains("u:p") && !printed.contains("t=1"),
+            "{printed}"
+        );
     }
 
     #[test]

@@ -607,9 +607,10 @@ pub(crate) mod fetch {
             })
         }
 
-        /// The URL, for logs.
+        /// The URL, for logs and errors: without user info or query, which may hold
+        /// credentials.
         pub(crate) fn url(&self) -> String {
-            self.uri.to_string()
+            crate::core::text::redact_url(&self.uri.to_string())
         }
 
         /// GETs the URL: status 200, body at most `max_bytes`, all within the timeout.

@@ -51,7 +51,7 @@ pub struct JwtConfig {
     /// Exactly one of `jwks_file` and `jwks_url`.
     pub jwks_file: Option<PathBuf>,
     /// A JWKS URL: `https://…`, or `http://` on loopback only.
-    pub jwks_url: Option<String>,
+    pub jwks_url: Option<crate::core::text::SecretUrl>,
     /// PEM CA bundle for `jwks_url`'s server; unset: the system's roots. In a pod,
     /// `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt` for the API server.
     pub jwks_ca_file: Option<PathBuf>,

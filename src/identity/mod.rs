@@ -27,6 +27,7 @@ pub mod mtls;
 pub mod spiffe;
 pub mod xfcc;
 
+use crate::core::text::SecretUrl;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -354,15 +355,14 @@ fn validate_jwt(j: &JwtConfig) -> Result<(), ConfigError> {
 }
 
 /// A JWKS URL: `https://…`, or `http://` to a loopback host (a local agent or test).
-fn jwks_uri(url: &str) -> Result<http::Uri, String> {
-    let uri: http::Uri = url.parse().map_err(|_| format!("'{url}' is not a URL"))?;
+/// Its errors quote the URL without user info or query ([`SecretUrl`]'s `Display`).
+fn jwks_uri(url: &SecretUrl) -> Result<http::Uri, String> {
+    let uri: http::Uri = url
+        .expose()
+        .parse()
+        .map_err(|_| format!("'{url}' is not a URL"))?;
     let host = uri.host().unwrap_or("");
-    let loopback = host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+    let loopback = crate::core::text::is_loopback_host(host);
     match uri.scheme_str() {
         Some("https") if !host.is_empty() => Ok(uri),
         Some("http") if loopback => Ok(uri),

@@ -261,8 +261,7 @@ fn oversized_is_resource_exhausted(
     let Some(status) = Status::from_header_map(response.headers()) else {
         return response;
     };
-    if status.code() == Code::OutOfRange && status.message().contains("message length too large")
-    {
+    if status.code() == Code::OutOfRange && status.message().contains("message length too large") {
         let replaced = Status::resource_exhausted(status.message().to_owned());
         if replaced.add_header(response.headers_mut()).is_err() {
             tracing::warn!("could not rewrite an oversized request's status");

@@ -255,7 +255,10 @@ async fn response_overrides_need_the_rule_to_allow_them() {
             response_content_disposition: disposition.into(),
             ..read("public/hello.txt")
         };
-        let status = client.grant_read(authed(request, &TOKEN)).await.unwrap_err();
+        let status = client
+            .grant_read(authed(request, &TOKEN))
+            .await
+            .unwrap_err();
         assert_eq!(
             status.code(),
             Code::PermissionDenied,
