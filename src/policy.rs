@@ -50,6 +50,14 @@
 //!   The key must be a key ARN: IAM does not resolve an alias ARN in `Resource` to its
 //!   key (<https://docs.aws.amazon.com/kms/latest/developerguide/cmks-in-iam-policies.html>),
 //!   so an alias would yield a grant that silently does not work.
+//!   The KMS statement holds only as S3 uses the key for this prefix:
+//!   `kms:ViaService` = `s3.{key's region}.amazonaws.com` (without it the credentials
+//!   could call KMS directly and decrypt any data key of the key, whoever's object it
+//!   protects), and `kms:EncryptionContext:aws:s3:arn` `StringLike`
+//!   `arn:{partition}:s3:::{bucket}/{prefix}*` (without it they could have S3 decrypt
+//!   another tenant's objects under the same key). Consequence: buckets with S3
+//!   Bucket Keys, whose encryption context is the bucket's ARN, do not work with these
+//!   grants. Both conditions count against the 2,048-character limit, as everything.
 //!
 //! # How the text is built
 //!
@@ -231,6 +239,11 @@ impl KmsKeyArn {
     pub fn partition(&self) -> Partition {
         self.partition
     }
+
+    /// The region the key lives in (the ARN's fourth field, checked when parsed).
+    pub fn region(&self) -> &str {
+        self.arn.split(':').nth(3).unwrap_or_default()
+    }
 }
 
 /// Longer than any real key ARN; bounds the work done on hostile input.
@@ -371,6 +384,18 @@ pub fn session_policy(
     }
 
     let mut statements = Vec::with_capacity(3);
+    // arn:{partition}:s3:::{bucket}/{prefix}*: every object under the prefix.
+    let objects = || {
+        Pattern::literal(&[
+            "arn:",
+            partition.as_str(),
+            ":s3:::",
+            bucket.as_str(),
+            "/",
+            prefix.as_str(),
+        ])
+        .then_anything()
+    };
 
     let mut object_actions = Vec::new();
     if access.read {
@@ -389,20 +414,12 @@ pub fn session_policy(
     if !object_actions.is_empty() {
         // arn:{partition}:s3:::{bucket}/{prefix}* — the prefix ends with '/', so the
         // trailing wildcard reaches only keys under it.
-        let objects = Pattern::literal(&[
-            "arn:",
-            partition.as_str(),
-            ":s3:::",
-            bucket.as_str(),
-            "/",
-            prefix.as_str(),
-        ])
-        .then_anything();
+        let objects = objects();
         statements.push(Statement {
             sid: "ObjectAccess",
             actions: object_actions,
             resources: vec![objects],
-            condition: None,
+            conditions: Vec::new(),
         });
     }
 
@@ -415,11 +432,11 @@ pub fn session_policy(
             sid: "ListUnderPrefix",
             actions: vec!["s3:ListBucket"],
             resources: vec![bucket_arn],
-            condition: Some(Condition {
+            conditions: vec![Condition {
                 operator: "StringLike",
                 key: "s3:prefix",
                 values: vec![Pattern::literal(&[prefix.as_str()]).then_anything()],
-            }),
+            }],
         });
     }
 
@@ -432,11 +449,28 @@ pub fn session_policy(
             kms_actions.push("kms:GenerateDataKey");
         }
         if !kms_actions.is_empty() {
+            // Only as S3 uses the key, in its region, for objects under the prefix:
+            // S3 sets the encryption context `aws:s3:arn` to the object's ARN.
+            let via = match partition {
+                Partition::AwsCn => "amazonaws.com.cn",
+                _ => "amazonaws.com",
+            };
             statements.push(Statement {
                 sid: "KmsForObjects",
                 actions: kms_actions,
                 resources: vec![Pattern::literal(&[key.as_str()])],
-                condition: None,
+                conditions: vec![
+                    Condition {
+                        operator: "StringEquals",
+                        key: "kms:ViaService",
+                        values: vec![Pattern::literal(&["s3.", key.region(), ".", via])],
+                    },
+                    Condition {
+                        operator: "StringLike",
+                        key: "kms:EncryptionContext:aws:s3:arn",
+                        values: vec![objects()],
+                    },
+                ],
             });
         }
     }
@@ -459,10 +493,12 @@ struct Statement {
     sid: &'static str,
     actions: Vec<&'static str>,
     resources: Vec<Pattern>,
-    condition: Option<Condition>,
+    /// All must hold; each names one operator and one key.
+    conditions: Vec<Condition>,
 }
 
-/// A single-operator, single-key condition, e.g. `{"StringLike":{"s3:prefix":[…]}}`.
+/// A single-operator, single-key condition, e.g. `{"StringLike":{"s3:prefix":[…]}}`;
+/// several in one statement are rendered grouped by operator.
 struct Condition {
     operator: &'static str,
     key: &'static str,
@@ -522,14 +558,37 @@ fn render(statements: &[Statement]) -> String {
         push_json_array(&mut out, statement.actions.iter().copied());
         out.push_str(",\"Resource\":");
         push_json_array(&mut out, statement.resources.iter().map(|p| p.0.as_str()));
-        if let Some(condition) = &statement.condition {
+        if !statement.conditions.is_empty() {
             out.push_str(",\"Condition\":{");
-            push_json_string(&mut out, condition.operator);
-            out.push_str(":{");
-            push_json_string(&mut out, condition.key);
-            out.push(':');
-            push_json_array(&mut out, condition.values.iter().map(|p| p.0.as_str()));
-            out.push_str("}}");
+            // Grouped by operator, in order of first appearance: JSON objects must
+            // not repeat a key.
+            let mut operators: Vec<&str> = Vec::new();
+            for c in &statement.conditions {
+                if !operators.contains(&c.operator) {
+                    operators.push(c.operator);
+                }
+            }
+            for (i, operator) in operators.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_string(&mut out, operator);
+                out.push_str(":{");
+                let keys = statement
+                    .conditions
+                    .iter()
+                    .filter(|c| c.operator == *operator);
+                for (j, condition) in keys.enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    push_json_string(&mut out, condition.key);
+                    out.push(':');
+                    push_json_array(&mut out, condition.values.iter().map(|p| p.0.as_str()));
+                }
+                out.push('}');
+            }
+            out.push('}');
         }
         out.push('}');
     }
@@ -657,7 +716,9 @@ mod tests {
                 r#""Resource":["arn:aws:s3:::demo/tenants/a/*"]},"#,
                 r#"{"Sid":"KmsForObjects","Effect":"Allow","#,
                 r#""Action":["kms:Decrypt","kms:GenerateDataKey"],"#,
-                r#""Resource":["arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"]}"#,
+                r#""Resource":["arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"],"#,
+                r#""Condition":{"StringEquals":{"kms:ViaService":["s3.eu-west-1.amazonaws.com"]},"#,
+                r#""StringLike":{"kms:EncryptionContext:aws:s3:arn":["arn:aws:s3:::demo/tenants/a/*"]}}}"#,
                 r#"]}"#,
             )
         );

@@ -437,23 +437,49 @@ proptest! {
     }
 
     /// A KMS statement only when a key is given (and there is something to encrypt or
-    /// decrypt), for that key only.
+    /// decrypt), for that key only, and only as S3 uses it for objects under the
+    /// prefix: through S3 in the key's region (`kms:ViaService`), with the encryption
+    /// context S3 sets to the object's ARN. The credentials cannot call KMS directly
+    /// to decrypt data keys, nor decrypt another tenant's objects through S3.
     #[test]
     fn kms_only_when_a_key_is_given(
-        prefix in prefix(), access in access(), with_key in any::<bool>(),
+        prefix in prefix(), rest in rest(), access in access(), with_key in any::<bool>(),
     ) {
         let key: KmsKeyArn = KEY_ARN.parse().unwrap();
         let policy = build(&prefix, access, with_key.then_some(&key));
         let uses_data = access.read || access.write;
         prop_assert_eq!(policy.contains("kms:"), with_key && uses_data);
+        let inside = object_arn(BUCKET, &format!("{prefix}{rest}"));
+        let (parent, last) = parent_and_last(&prefix);
+        let sibling = object_arn(BUCKET, &format!("{parent}{last}x/{rest}"));
+        let via_s3 = |object: &str| -> HashMap<&'static str, String> {
+            HashMap::from([
+                ("kms:ViaService", "s3.eu-west-1.amazonaws.com".to_owned()),
+                ("kms:EncryptionContext:aws:s3:arn", object.to_owned()),
+            ])
+        };
+        let kms = |action: &str, context: &HashMap<&'static str, String>| {
+            let context: HashMap<&str, &str> =
+                context.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            allows(&policy, action, KEY_ARN, &context)
+        };
+        prop_assert_eq!(kms("kms:Decrypt", &via_s3(&inside)), with_key && uses_data);
         prop_assert_eq!(
-            allows(&policy, "kms:Decrypt", KEY_ARN, &no_context()),
-            with_key && uses_data
-        );
-        prop_assert_eq!(
-            allows(&policy, "kms:GenerateDataKey", KEY_ARN, &no_context()),
+            kms("kms:GenerateDataKey", &via_s3(&inside)),
             with_key && access.write
         );
+        // Not for an object outside the prefix, not outside S3, not through another
+        // region's S3, and not without the context.
+        prop_assert!(!kms("kms:Decrypt", &via_s3(&sibling)));
+        let mut direct = via_s3(&inside);
+        direct.remove("kms:ViaService");
+        prop_assert!(!kms("kms:Decrypt", &direct));
+        let mut elsewhere = via_s3(&inside);
+        elsewhere.insert("kms:ViaService", "s3.us-east-1.amazonaws.com".to_owned());
+        prop_assert!(!kms("kms:Decrypt", &elsewhere));
+        let mut no_context = via_s3(&inside);
+        no_context.remove("kms:EncryptionContext:aws:s3:arn");
+        prop_assert!(!kms("kms:Decrypt", &no_context));
         let never = [
             "kms:Encrypt",
             "kms:ReEncryptFrom",
@@ -461,10 +487,15 @@ proptest! {
             "kms:ScheduleKeyDeletion",
         ];
         for action in never {
-            prop_assert!(!allows(&policy, action, KEY_ARN, &no_context()), "{}", action);
+            prop_assert!(!kms(action, &via_s3(&inside)), "{}", action);
         }
         for resource in [OTHER_KEY_ARN, "arn:aws:kms:eu-west-1:111122223333:alias/x", "*"] {
-            prop_assert!(!allows(&policy, "kms:Decrypt", resource, &no_context()), "{}", resource);
+            let context: HashMap<&str, &str> = [
+                ("kms:ViaService", "s3.eu-west-1.amazonaws.com"),
+                ("kms:EncryptionContext:aws:s3:arn", inside.as_str()),
+            ]
+            .into();
+            prop_assert!(!allows(&policy, "kms:Decrypt", resource, &context), "{}", resource);
         }
     }
 
