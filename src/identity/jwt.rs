@@ -14,7 +14,7 @@
 //!   treated as absent; `exp`, `iss`, `aud` and the caller claim are required;
 //!   `nbf` and `iat` are checked when present; all times with `leeway`;
 //! - a caller claim in the form of a SPIFFE ID (`spiffe://…`, any case) is refused:
-//!   anyone the issuer signs tokens for (any pod, with a `email` or custom claim)
+//!   anyone the issuer signs tokens for (any pod, with an `email` or custom claim)
 //!   could otherwise name a workload and match rules written for its certificate.
 //!
 //! The caller id is the `caller_claim` (default `sub`). Attributes: `issuer`,
