@@ -7,7 +7,7 @@
 //! 1. vocabulary, importing nothing from the crate:
 //!    [`core`] (actions, AWS limits, durations), [`secret`], [`proto`];
 //! 2. domain, pure and most tested: [`scope`] (bucket, key and prefix validation, the
-//!    security core), [`upload`] (multipart values and the upload token), [`expiry`],
+//!    security core), [`budget`] (per-caller limits), [`upload`] (multipart values and the upload token), [`expiry`],
 //!    [`arn`], [`policy`] (the STS session policy),
 //!    [`caller`], [`rules`] (who may be granted what, and their reload), [`metrics`]
 //!    (counters);
@@ -26,6 +26,7 @@
 
 pub(crate) mod arn;
 pub mod aws;
+pub(crate) mod budget;
 pub(crate) mod caller;
 pub mod cli;
 pub(crate) mod codec;

@@ -96,6 +96,7 @@ struct Metrics {
     load_shed: Counter,
     grants: Family<Labels<2>, Counter>,
     unauthenticated: Counter,
+    over_budget: Counter,
     sts_calls: Family<Labels<1>, Counter>,
     sts_duration: Histograms<1>,
     sts_cache: Family<Labels<1>, Counter>,
@@ -142,6 +143,12 @@ impl Metrics {
             "unauthenticated",
             "Calls refused for want of a verifiable identity",
             unauthenticated.clone(),
+        );
+        let over_budget = Counter::default();
+        registry.register(
+            "over_budget",
+            "Calls refused because the caller used up its budget of grants or new STS sessions",
+            over_budget.clone(),
         );
         let sts_calls = Family::<Labels<1>, Counter>::default();
         registry.register(
@@ -211,6 +218,7 @@ impl Metrics {
             load_shed,
             grants,
             unauthenticated,
+            over_budget,
             sts_calls,
             sts_duration,
             sts_cache,
@@ -302,6 +310,11 @@ pub fn grant(action: Action, granted: bool) {
 /// A call refused for want of a verifiable identity.
 pub fn unauthenticated() {
     METRICS.unauthenticated.inc();
+}
+
+/// A call refused over a caller's budget.
+pub fn over_budget() {
+    METRICS.over_budget.inc();
 }
 
 /// How an AssumeRole ended.

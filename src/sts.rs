@@ -52,6 +52,10 @@ pub struct Settings {
     pub source_identity: bool,
     /// Adds session tags `caller` and `grant`.
     pub session_tags: bool,
+    /// Each caller's budget of cache misses (new STS sessions).
+    pub miss_rate: crate::budget::Rate,
+    /// Most AssumeRole calls in flight at once, for all callers.
+    pub max_pending: usize,
 }
 
 impl Default for Settings {
@@ -65,6 +69,11 @@ impl Default for Settings {
             max_attempts: 3,
             source_identity: true,
             session_tags: false,
+            miss_rate: crate::budget::Rate {
+                per_second: 1.0,
+                burst: 60.0,
+            },
+            max_pending: 64,
         }
     }
 }
@@ -122,6 +131,12 @@ pub enum Error {
     NoCredentials,
     #[error("the STS call ended without a result")]
     Abandoned,
+    /// The caller used up its budget of new STS sessions.
+    #[error("this caller asked for too many new credential sets; retry in {0:?}")]
+    OverBudget(Duration),
+    /// Too many STS calls are already in flight.
+    #[error("too many STS calls are in flight; retry shortly")]
+    Busy,
 }
 
 impl Error {
@@ -193,8 +208,13 @@ struct Inner {
     client: aws_sdk_sts::Client,
     role_arn: RoleArn,
     config: Settings,
+    /// Each caller's budget of cache misses.
+    misses: crate::budget::Budgets,
     cache: Mutex<HashMap<Scope, Entry>>,
 }
+
+/// Callers whose miss budgets are tracked at once (bounded memory).
+const MAX_BUDGETED_CALLERS: usize = 100_000;
 
 /// Issues and caches scoped credentials.
 #[derive(Clone)]
@@ -217,6 +237,7 @@ impl Broker {
             inner: Arc::new(Inner {
                 client,
                 role_arn,
+                misses: crate::budget::Budgets::new(config.miss_rate, MAX_BUDGETED_CALLERS),
                 config,
                 cache: Mutex::new(HashMap::new()),
             }),
@@ -274,7 +295,21 @@ impl Broker {
                 }
                 _ => {
                     crate::metrics::sts_cache(false);
-                    self.make_room(&mut cache);
+                    // A miss costs an AssumeRole from the account's shared quota:
+                    // bounded in flight for everyone, and budgeted per caller, so that
+                    // one caller asking for ever new prefixes cannot use it up.
+                    let pending = cache
+                        .values()
+                        .filter(|e| matches!(e, Entry::Pending(_)))
+                        .count();
+                    if pending >= self.inner.config.max_pending {
+                        return Err(Error::Busy);
+                    }
+                    self.inner
+                        .misses
+                        .take(&request.scope.caller, std::time::Instant::now())
+                        .map_err(Error::OverBudget)?;
+                    self.make_room(&mut cache, &request.scope.caller);
                     let (tx, rx) = watch::channel(None);
                     cache.insert(request.scope.clone(), Entry::Pending(rx.clone()));
                     let fetch = self.clone().fetch(
@@ -329,6 +364,8 @@ impl Broker {
             Err(Error::Throttled) => crate::metrics::StsResult::Throttled,
             Err(Error::Unreachable(_) | Error::Abandoned) => crate::metrics::StsResult::Unreachable,
             Err(Error::Refused { .. } | Error::NoCredentials) => crate::metrics::StsResult::Refused,
+            // Refused before any call; a fetch never ends this way.
+            Err(Error::OverBudget(_) | Error::Busy) => crate::metrics::StsResult::Refused,
         };
         tracing::Span::current().record("result", outcome.as_str());
         crate::metrics::sts_call(outcome, started.elapsed());
@@ -448,7 +485,7 @@ impl Broker {
     /// Keeps the cache within `cache_max_entries`: drops expired entries, then the
     /// ready entries that expire first. Entries in flight are never dropped (their
     /// waiters hold the only way to their result).
-    fn make_room(&self, cache: &mut HashMap<Scope, Entry>) {
+    fn make_room(&self, cache: &mut HashMap<Scope, Entry>, caller: &str) {
         let max = self.inner.config.cache_max_entries;
         if cache.len() < max {
             return;
@@ -461,14 +498,20 @@ impl Broker {
         });
         let mut evicted = before - cache.len();
         while cache.len() >= max {
-            let oldest = cache
-                .iter()
-                .filter_map(|(k, e)| match e {
-                    Entry::Ready(c) => Some((k, c.expires_at)),
-                    Entry::Pending(_) => None,
-                })
-                .min_by_key(|(_, at)| *at)
-                .map(|(k, _)| k.clone());
+            // Fair eviction: the caller that needs room gives up its own oldest entry
+            // first; only a caller with none in the cache displaces another's.
+            let oldest = |own: bool| {
+                cache
+                    .iter()
+                    .filter(|(k, _)| !own || k.caller == caller)
+                    .filter_map(|(k, e)| match e {
+                        Entry::Ready(c) => Some((k, c.expires_at)),
+                        Entry::Pending(_) => None,
+                    })
+                    .min_by_key(|(_, at)| *at)
+                    .map(|(k, _)| k.clone())
+            };
+            let oldest = oldest(true).or_else(|| oldest(false));
             match oldest {
                 Some(k) => {
                     cache.remove(&k);
@@ -627,6 +670,32 @@ mod tests {
         assert!(!b.reusable(&c, HOUR, Duration::from_secs(40 * 60), now));
     }
 
+    #[test]
+    fn a_caller_making_room_gives_up_its_own_entries_first() {
+        let b = broker(Settings {
+            cache_max_entries: 2,
+            ..Settings::default()
+        });
+        let now = SystemTime::now();
+        let mut cache = HashMap::new();
+        let other = Scope {
+            caller: "dev:other".into(),
+            ..scope("b/")
+        };
+        // The other caller's entry expires first, but the greedy caller pays.
+        cache.insert(
+            other.clone(),
+            Entry::Ready(credentials(now, Duration::from_secs(600))),
+        );
+        cache.insert(scope("a1/"), Entry::Ready(credentials(now, HOUR)));
+        b.make_room(&mut cache, "dev:demo");
+        assert!(
+            cache.contains_key(&other),
+            "another caller's entry was evicted"
+        );
+        assert!(!cache.contains_key(&scope("a1/")));
+    }
+
     #[tokio::test]
     async fn a_call_that_died_without_an_answer_is_not_joined() {
         let b = broker(Settings::default());
@@ -705,12 +774,12 @@ mod tests {
             Entry::Ready(credentials(now, Duration::from_secs(60))),
         );
         cache.insert(scope("pending/"), Entry::Pending(rx));
-        b.make_room(&mut cache);
+        b.make_room(&mut cache, "dev:demo");
         assert_eq!(cache.len(), 2, "the expired entry makes room");
         assert!(!cache.contains_key(&scope("expired/")));
 
         cache.insert(scope("later/"), Entry::Ready(credentials(now, HOUR)));
-        b.make_room(&mut cache);
+        b.make_room(&mut cache, "dev:demo");
         assert_eq!(cache.len(), 2);
         assert!(
             !cache.contains_key(&scope("soon/")),

@@ -32,6 +32,8 @@ pub struct RawConfig {
     pub http: HttpConfig,
     /// Multipart uploads.
     pub uploads: UploadsConfig,
+    /// Per-caller budgets.
+    pub limits: LimitsConfig,
     /// Where audit events go besides the log.
     pub audit: AuditConfig,
 }
@@ -43,6 +45,36 @@ pub struct AuditConfig {
     /// A file that also receives every audit event, one JSON object per line
     /// (appended; relative to the config file's directory). Unset: the log only.
     pub file: Option<PathBuf>,
+}
+
+/// `[limits]`: what one caller may take of what all callers share. Over a budget a
+/// call answers RESOURCE_EXHAUSTED with a retry delay (HTTP 429 with Retry-After).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Grants per second each caller may be issued, sustained.
+    pub grants_per_second: f64,
+    /// Grants a caller may be issued in a burst.
+    pub grants_burst: f64,
+    /// New STS sessions (cache misses) per minute each caller may cause, sustained:
+    /// AssumeRole is rate-limited per AWS account, for every tenant at once.
+    pub sts_misses_per_minute: f64,
+    /// New STS sessions a caller may cause in a burst.
+    pub sts_misses_burst: f64,
+    /// AssumeRole calls in flight at once, for all callers.
+    pub sts_max_pending: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            grants_per_second: 200.0,
+            grants_burst: 400.0,
+            sts_misses_per_minute: 60.0,
+            sts_misses_burst: 30.0,
+            sts_max_pending: 64,
+        }
+    }
 }
 
 /// `[uploads]`: the keys of the upload tokens that bind a multipart upload to its
@@ -303,6 +335,7 @@ impl Default for RawConfig {
             metrics: MetricsConfig::default(),
             http: HttpConfig::default(),
             uploads: UploadsConfig::default(),
+            limits: LimitsConfig::default(),
             audit: AuditConfig::default(),
         }
     }

@@ -88,6 +88,8 @@ pub struct Settings {
     /// Origins allowed to call from a browser (`http.allowed_origins`), for the
     /// gateway's and gRPC-Web's CORS.
     pub allowed_origins: Vec<String>,
+    /// Each caller's budget of grants.
+    pub grant_rate: crate::budget::Rate,
     /// Upload-token keys, signing key first; `None` when none is configured.
     pub upload_keys: Option<crate::upload::TokenKeys>,
     /// The audit file, if any.
@@ -192,6 +194,7 @@ impl Settings {
         let http = http(&raw)?;
         let upload_keys = upload_keys(&raw)?;
         let allowed_origins = origins(&raw)?;
+        let grant_rate = limits(&raw)?;
         Ok(Settings {
             listen: raw.listen,
             log_format: raw.log_format,
@@ -211,6 +214,7 @@ impl Settings {
             metrics: raw.metrics,
             http,
             allowed_origins,
+            grant_rate,
             upload_keys,
             audit: raw.audit,
         })
@@ -268,6 +272,33 @@ fn transport_security(raw: &RawConfig) -> Result<(), Refusal> {
         ));
     }
     Ok(())
+}
+
+fn limits(raw: &RawConfig) -> Result<crate::budget::Rate, Refusal> {
+    let l = &raw.limits;
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !(positive(l.grants_per_second) && l.grants_burst.is_finite() && l.grants_burst >= 1.0) {
+        return out_of_range(
+            "limits.grants_per_second",
+            "grants_per_second must be more than 0 and grants_burst at least 1",
+        );
+    }
+    if !(positive(l.sts_misses_per_minute)
+        && l.sts_misses_burst.is_finite()
+        && l.sts_misses_burst >= 1.0)
+    {
+        return out_of_range(
+            "limits.sts_misses_per_minute",
+            "sts_misses_per_minute must be more than 0 and sts_misses_burst at least 1",
+        );
+    }
+    if l.sts_max_pending == 0 {
+        return out_of_range("limits.sts_max_pending", "must be at least 1");
+    }
+    Ok(crate::budget::Rate {
+        per_second: l.grants_per_second,
+        burst: l.grants_burst,
+    })
 }
 
 fn upload_keys(raw: &RawConfig) -> Result<Option<crate::upload::TokenKeys>, Refusal> {
@@ -563,6 +594,11 @@ fn sts(raw: &RawConfig, storage: &StorageSettings) -> Result<Option<StsSettings>
             max_attempts: s.max_attempts,
             source_identity: s.source_identity,
             session_tags: s.session_tags,
+            miss_rate: crate::budget::Rate {
+                per_second: raw.limits.sts_misses_per_minute / 60.0,
+                burst: raw.limits.sts_misses_burst,
+            },
+            max_pending: raw.limits.sts_max_pending,
         },
         durations: crate::sts::Durations {
             default: s.default_duration,

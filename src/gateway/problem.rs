@@ -245,6 +245,28 @@ impl From<grant::Error> for Problem {
                     "the store refused the request; the service's operator's logs say why".into(),
                 )
             }
+            grant::Error::OverBudget(after)
+            | grant::Error::Sts(crate::sts::Error::OverBudget(after)) => {
+                crate::metrics::over_budget();
+                let mut p = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RESOURCE_EXHAUSTED",
+                    "Too many requests",
+                    e.to_string(),
+                );
+                p.retry_after = Some(after.max(Duration::from_secs(1)));
+                p
+            }
+            grant::Error::Sts(crate::sts::Error::Busy) => {
+                let mut p = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RESOURCE_EXHAUSTED",
+                    "Too many requests",
+                    e.to_string(),
+                );
+                p.retry_after = Some(STS_RETRY_AFTER);
+                p
+            }
             grant::Error::Sts(sts) if sts.is_transient() => {
                 tracing::warn!(error = %sts, "STS unavailable");
                 let mut p = Self::new(

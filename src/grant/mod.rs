@@ -82,6 +82,9 @@ pub enum Error {
     /// The store failed (multipart calls).
     #[error(transparent)]
     Store(crate::store::Error),
+    /// The caller used up its budget of grants.
+    #[error("this caller asked for too many grants; retry in {0:?}")]
+    OverBudget(Duration),
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -192,7 +195,12 @@ pub struct Pipeline {
     limits: Limits,
     scoped: Option<Arc<Scoped>>,
     uploads: Option<Arc<Uploads>>,
+    /// Each caller's budget of grants; `None`: unlimited.
+    budgets: Option<Arc<crate::budget::Budgets>>,
 }
+
+/// Callers whose grant budgets are tracked at once (bounded memory).
+const MAX_BUDGETED_CALLERS: usize = 100_000;
 
 impl Pipeline {
     /// A pipeline granting under `rules`, signing with `signer` and `credentials`.
@@ -210,6 +218,26 @@ impl Pipeline {
             limits,
             scoped,
             uploads: None,
+            budgets: None,
+        }
+    }
+
+    /// This pipeline, with each caller's grants limited to `rate`.
+    pub fn with_grant_rate(mut self, rate: crate::budget::Rate) -> Self {
+        self.budgets = Some(Arc::new(crate::budget::Budgets::new(
+            rate,
+            MAX_BUDGETED_CALLERS,
+        )));
+        self
+    }
+
+    /// Takes one grant from `caller`'s budget.
+    fn spend(&self, caller: &Caller) -> Result<(), Error> {
+        match &self.budgets {
+            Some(budgets) => budgets
+                .take(caller.id(), std::time::Instant::now())
+                .map_err(Error::OverBudget),
+            None => Ok(()),
         }
     }
 
@@ -354,6 +382,7 @@ impl Pipeline {
         ask: Ask,
         sign: impl FnOnce(&Signer, &SigningCredentials, SystemTime, Ttl) -> Signed,
     ) -> Result<Presigned, Error> {
+        self.spend(caller)?;
         let rules = self.rules.current();
         let rule = authorize(&rules, caller, action, bucket, Target::Key(key))?;
         if ask.overrides_rendering && !rule.allow_response_overrides() {
@@ -410,6 +439,7 @@ impl Pipeline {
         let scoped = self.scoped.as_ref().ok_or(Error::NotConfigured(
             "AssumeScoped is not configured on this service (no sts.role_arn)",
         ))?;
+        self.spend(caller)?;
         let asked = request.access;
         let actions: Vec<Action> = [
             (asked.read, Action::AssumeRead),

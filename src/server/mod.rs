@@ -266,6 +266,7 @@ pub async fn run(
         TokenKeys::random()
     });
     let pipeline = Pipeline::new(rules, signer, credentials, settings.grants.limits, scoped)
+        .with_grant_rate(settings.grant_rate)
         .with_uploads(Uploads {
             store: Store::new(s3, settings.storage.call_timeout),
             keys: token_keys,

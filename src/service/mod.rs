@@ -86,6 +86,20 @@ fn status_of(error: Error) -> Status {
             tracing::error!(error = ?e, "the store refused a multipart call");
             Status::internal("the store refused the request; the service's operator's logs say why")
         }
+        grant::Error::OverBudget(after)
+        | grant::Error::Sts(crate::sts::Error::OverBudget(after)) => {
+            crate::metrics::over_budget();
+            Status::with_error_details(
+                Code::ResourceExhausted,
+                grant.to_string(),
+                ErrorDetails::with_retry_info(Some(*after)),
+            )
+        }
+        grant::Error::Sts(crate::sts::Error::Busy) => Status::with_error_details(
+            Code::ResourceExhausted,
+            grant.to_string(),
+            ErrorDetails::with_retry_info(Some(STS_RETRY_AFTER)),
+        ),
         grant::Error::Sts(e) if e.is_transient() => {
             tracing::warn!(error = %e, "STS unavailable");
             let details = ErrorDetails::with_retry_info(Some(STS_RETRY_AFTER));

@@ -634,3 +634,74 @@ async fn a_cancelled_caller_does_not_leave_the_others_hanging() {
     assert_eq!(ids.len(), 1);
     assert_eq!(moto.assumed_roles().await.len(), 1);
 }
+
+/// One caller asking for ever new sub-prefixes spends its own budget of new STS
+/// sessions and then gets RESOURCE_EXHAUSTED with a retry delay; STS sees no more
+/// AssumeRole calls than the budget, and another caller's cached credentials are still
+/// served from the cache.
+#[tokio::test]
+async fn a_caller_cannot_use_up_sts_for_the_others() {
+    let (moto, mut setup) = moto(&tenant_a_policy()).await;
+    setup.extra_config.push_str(
+        "\n[limits]\nsts_misses_per_minute = 1\nsts_misses_burst = 5\n\
+         grants_per_second = 100000\ngrants_burst = 100000\n",
+    );
+    let service = Service::start_at(&moto.endpoint, setup).await;
+    let mut client = service.client().await;
+    let other = client
+        .assume_scoped(authed(
+            request("tenants/b/", ProtoAccess::Read, false),
+            &OTHER_TOKEN,
+        ))
+        .await
+        .expect("the other caller's first credentials")
+        .into_inner()
+        .credentials
+        .unwrap()
+        .access_key_id;
+    let sessions_before = moto.assumed_roles().await.len();
+
+    let (mut issued, mut refused) = (0, 0);
+    for n in 0..10_000 {
+        let answer = client
+            .assume_scoped(authed(
+                request(&format!("tenants/a/{n}/"), ProtoAccess::Read, false),
+                &TOKEN,
+            ))
+            .await;
+        match answer {
+            Ok(_) => issued += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                let retry = status
+                    .get_error_details()
+                    .retry_info()
+                    .and_then(|r| r.retry_delay)
+                    .expect("a retry delay");
+                assert!(retry > Duration::ZERO, "{retry:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(issued, 5, "the burst of new sessions");
+    assert_eq!(refused, 9_995);
+    assert_eq!(
+        moto.assumed_roles().await.len() - sessions_before,
+        5,
+        "STS saw no more calls than the budget"
+    );
+    // The other caller is untouched: its credentials come from the cache.
+    let again = client
+        .assume_scoped(authed(
+            request("tenants/b/", ProtoAccess::Read, false),
+            &OTHER_TOKEN,
+        ))
+        .await
+        .expect("the other caller is not over any budget")
+        .into_inner()
+        .credentials
+        .unwrap()
+        .access_key_id;
+    assert_eq!(again, other);
+    assert_eq!(moto.assumed_roles().await.len() - sessions_before, 5);
+}

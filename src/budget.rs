@@ -1,0 +1,146 @@
+//! Per-caller budgets: token buckets keyed by caller id, so that one caller's burst
+//! cannot use up what every caller shares (the grant path, STS's account-wide quota).
+//!
+//! Decisions:
+//! - **Per caller, not global.** A global limit lets one caller starve the others;
+//!   a bucket per caller id bounds each one on its own.
+//! - **Bounded memory.** At most `max_callers` buckets are kept; when full, the buckets
+//!   that have refilled completely (callers idle long enough to be back at their burst)
+//!   are dropped first, which loses nothing, and otherwise the stalest one.
+//! - **A refusal says when to retry**: the time until one token is back.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How fast a budget refills and how much it holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Tokens added per second.
+    pub per_second: f64,
+    /// Most tokens a bucket holds (the burst).
+    pub burst: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Token buckets, one per caller.
+#[derive(Debug)]
+pub struct Budgets {
+    rate: Rate,
+    max_callers: usize,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl Budgets {
+    /// Budgets refilling at `rate`, for at most `max_callers` callers at once.
+    pub fn new(rate: Rate, max_callers: usize) -> Self {
+        Self {
+            rate,
+            max_callers: max_callers.max(1),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token from `caller`'s bucket at `now`.
+    ///
+    /// # Errors
+    /// The time until a token is back, when the bucket is empty.
+    pub fn take(&self, caller: &str, now: Instant) -> Result<(), Duration> {
+        let rate = self.rate;
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !buckets.contains_key(caller) && buckets.len() >= self.max_callers {
+            Self::make_room(&mut buckets, rate, now);
+        }
+        let bucket = buckets.entry(caller.to_owned()).or_insert(Bucket {
+            tokens: rate.burst,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate.per_second).min(rate.burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let missing = 1.0 - bucket.tokens;
+            Err(
+                Duration::from_secs_f64(missing / rate.per_second.max(f64::MIN_POSITIVE))
+                    .max(Duration::from_millis(1)),
+            )
+        }
+    }
+
+    fn make_room(buckets: &mut HashMap<String, Bucket>, rate: Rate, now: Instant) {
+        let full = |b: &Bucket| {
+            b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate.per_second
+                >= rate.burst
+        };
+        let before = buckets.len();
+        buckets.retain(|_, b| !full(b));
+        if buckets.len() == before
+            && let Some(stalest) = buckets
+                .iter()
+                .min_by_key(|(_, b)| b.at)
+                .map(|(k, _)| k.clone())
+        {
+            buckets.remove(&stalest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: Rate = Rate {
+        per_second: 2.0,
+        burst: 3.0,
+    };
+
+    #[test]
+    fn a_caller_gets_its_burst_then_waits_for_the_refill() {
+        let b = Budgets::new(RATE, 10);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(b.take("a", t0), Ok(()));
+        }
+        let wait = b.take("a", t0).unwrap_err();
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        assert_eq!(b.take("a", t0 + Duration::from_millis(500)), Ok(()));
+    }
+
+    #[test]
+    fn one_callers_burst_leaves_the_others_untouched() {
+        let b = Budgets::new(RATE, 10);
+        let t0 = Instant::now();
+        while b.take("greedy", t0).is_ok() {}
+        assert_eq!(b.take("other", t0), Ok(()));
+    }
+
+    #[test]
+    fn memory_is_bounded_and_idle_callers_go_first() {
+        let b = Budgets::new(RATE, 2);
+        let t0 = Instant::now();
+        b.take("idle", t0).unwrap();
+        for _ in 0..3 {
+            b.take("busy", t0).unwrap();
+        }
+        // Later, "idle" has refilled: it is dropped to make room, "busy" is kept.
+        let t1 = t0 + Duration::from_secs(1);
+        b.take("new", t1).unwrap();
+        let buckets = b.buckets.lock().unwrap();
+        assert_eq!(buckets.len(), 2);
+        assert!(buckets.contains_key("busy") && buckets.contains_key("new"));
+    }
+}
