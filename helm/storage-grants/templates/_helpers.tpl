@@ -51,6 +51,7 @@ app.kubernetes.io/part-of: storage-grants
 {{- define "storage-grants.configDir" -}}/etc/storage-grants/config{{- end -}}
 {{- define "storage-grants.rulesDir" -}}/etc/storage-grants/rules{{- end -}}
 {{- define "storage-grants.tlsDir" -}}/etc/storage-grants/tls{{- end -}}
+{{- define "storage-grants.uploadKeysDir" -}}/etc/storage-grants/upload-keys{{- end -}}
 
 {{- define "storage-grants.rulesConfigMap" -}}
 {{- .Values.rules.existingConfigMap | default (printf "%s-rules" (include "storage-grants.fullname" .)) -}}
@@ -220,6 +221,22 @@ key_file = {{ printf "%s/%s" (include "storage-grants.tlsDir" .) .Values.tls.key
 
 [sts]
 {{- include "storage-grants.tomlKeys" ($c.sts | default dict) }}
+{{- with $c.limits }}
+
+[limits]
+{{- include "storage-grants.tomlKeys" . }}
+{{- end }}
+{{- if .Values.uploads.tokenKeys.existingSecret }}
+
+[uploads]
+# Keys of the multipart upload tokens, from the Secret {{ .Values.uploads.tokenKeys.existingSecret }}
+# (one file per key, never in this file). The first signs, all verify.
+{{- $files := list -}}
+{{- range .Values.uploads.tokenKeys.keys -}}
+{{- $files = append $files (printf "%s/%s" (include "storage-grants.uploadKeysDir" $) .) -}}
+{{- end }}
+token_key_files = {{ include "storage-grants.tomlValue" $files }}
+{{- end }}
 {{- if .Values.metrics.enabled }}
 
 [metrics]
@@ -258,6 +275,12 @@ listen = {{ include "storage-grants.listenAddr" (dict "root" . "port" .Values.ht
 {{- end -}}
 {{- if or (hasKey $id "dev_tokens") (hasKey $id "dev_mode") -}}
 {{- fail "config.identity.dev_tokens / dev_mode: development tokens can never be rendered into a ConfigMap; use devMode.enabled with devMode.existingSecret" -}}
+{{- end -}}
+{{- if hasKey $v.config "uploads" -}}
+{{- fail "config.uploads: the upload token keys are never written into a ConfigMap; put them in a Secret and set uploads.tokenKeys.existingSecret (and uploads.tokenKeys.keys)" -}}
+{{- end -}}
+{{- if and $v.uploads.tokenKeys.existingSecret (not $v.uploads.tokenKeys.keys) -}}
+{{- fail "uploads.tokenKeys.existingSecret needs uploads.tokenKeys.keys: the Secret's keys that hold one token key each, e.g. [current] or [current, previous]" -}}
 {{- end -}}
 {{- if hasKey $v.config "listen" -}}{{- fail "config.listen is set by the chart from service.grpcPort" -}}{{- end -}}
 {{- if hasKey $v.config "metrics" -}}{{- fail "config.metrics is set by the chart from metrics.enabled and metrics.port" -}}{{- end -}}
