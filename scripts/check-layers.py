@@ -18,7 +18,7 @@ from pathlib import Path
 # Lowest first. A module may depend on modules of its own layer or of a lower one.
 LAYERS = [
     ("vocabulary", {"core", "secret", "proto"}),
-    ("domain", {"scope", "upload", "expiry", "arn", "policy", "caller", "rules", "metrics"}),
+    ("domain", {"scope", "budget", "upload", "expiry", "arn", "policy", "caller", "rules", "metrics"}),
     ("adapters", {"sign", "store", "sts", "credentials", "identity", "readiness", "aws", "codec"}),
     ("pipeline", {"grant"}),
     ("front doors", {"service", "gateway"}),

@@ -16,9 +16,10 @@
 //! already-encrypted streams through [`TlsIncoming`]; tonic's `Request::peer_certs()`
 //! and `remote_addr()` work on them unchanged.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -40,9 +41,19 @@ use x509_cert::der::Decode;
 use super::spiffe::TrustDomains;
 use super::{Caller, SanError, Source};
 
-/// How many handshakes may run at once before the accept loop stops taking new
-/// connections (backpressure against a flood of slow handshakes).
-const MAX_CONCURRENT_HANDSHAKES: usize = 1024;
+/// How many handshakes may run at once, for all peers. Past it a new connection is
+/// closed at once: the accept loop never stops taking connections, so a flood of slow
+/// handshakes cannot keep everyone else out for a handshake timeout.
+const MAX_CONCURRENT_HANDSHAKES: usize = 16_384;
+
+/// How many handshakes one peer address (IP) may have running at once: a client opens
+/// one or a few; an address holding more is flooding, and its further connections
+/// are closed at once, leaving the slots to everyone else.
+const MAX_HANDSHAKES_PER_PEER: usize = 64;
+
+/// How long a connection may stay silent before its ClientHello: a real client sends
+/// it at once; an idle connection holds a slot for nothing.
+const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `[identity.mtls]`: TLS with client certificates, terminated by this service.
 #[derive(Debug, Clone, Deserialize)]
@@ -426,18 +437,28 @@ pub struct TlsIncoming<S, IO> {
     tcp_done: bool,
     acceptor: TlsAcceptor,
     timeout: Duration,
-    handshakes: JoinSet<Option<TlsStream<IO>>>,
+    handshakes: JoinSet<(Option<IpAddr>, Option<TlsStream<IO>>)>,
+    /// Handshakes running per peer address.
+    per_peer: HashMap<IpAddr, usize>,
 }
 
-/// An I/O stream that may know its peer's address (for the handshake log line).
+/// An I/O stream that may know its peer's address (for the per-peer handshake slots
+/// and the handshake log line).
 pub trait PeerAddr {
     /// The peer's address, if known.
     fn peer(&self) -> Option<SocketAddr>;
+
+    /// Completes when the peer has sent something (its ClientHello).
+    fn first_bytes(&self) -> impl std::future::Future<Output = io::Result<()>> + Send + '_;
 }
 
 impl PeerAddr for tokio::net::TcpStream {
     fn peer(&self) -> Option<SocketAddr> {
         self.peer_addr().ok()
+    }
+
+    fn first_bytes(&self) -> impl std::future::Future<Output = io::Result<()>> + Send + '_ {
+        self.readable()
     }
 }
 
@@ -450,6 +471,7 @@ impl<S, IO> TlsIncoming<S, IO> {
             acceptor: TlsAcceptor::from(config),
             timeout: handshake_timeout,
             handshakes: JoinSet::new(),
+            per_peer: HashMap::new(),
         }
     }
 }
@@ -464,20 +486,41 @@ where
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            // Take every connection that is ready, up to the handshake limit. TCP
+            // Take every connection that is ready, always: a connection over the
+            // limits is closed at once rather than left waiting in the backlog. TCP
             // accept errors go to tonic, which decides whether they are fatal.
-            while !this.tcp_done && this.handshakes.len() < MAX_CONCURRENT_HANDSHAKES {
+            while !this.tcp_done {
                 match this.tcp.as_mut().poll_next(cx) {
                     Poll::Ready(Some(Ok(io))) => {
+                        let peer = io.peer();
+                        let ip = peer.map(|p| p.ip());
+                        let held = ip.map_or(0, |ip| this.per_peer.get(&ip).copied().unwrap_or(0));
+                        if this.handshakes.len() >= MAX_CONCURRENT_HANDSHAKES
+                            || held >= MAX_HANDSHAKES_PER_PEER
+                        {
+                            tracing::debug!(peer = ?peer, "TLS handshake slots full; connection closed");
+                            drop(io);
+                            continue;
+                        }
+                        if let Some(ip) = ip {
+                            *this.per_peer.entry(ip).or_insert(0) += 1;
+                        }
                         let acceptor = this.acceptor.clone();
                         let timeout = this.timeout;
                         this.handshakes.spawn(async move {
-                            let peer = io.peer();
+                            let hello = timeout.min(CLIENT_HELLO_TIMEOUT);
+                            if !matches!(
+                                tokio::time::timeout(hello, io.first_bytes()).await,
+                                Ok(Ok(()))
+                            ) {
+                                tracing::debug!(peer = ?peer, "no ClientHello in time; connection closed");
+                                return (ip, None);
+                            }
                             match accept(&acceptor, io, timeout).await {
-                                Ok(tls) => Some(tls),
+                                Ok(tls) => (ip, Some(tls)),
                                 Err(e) => {
                                     log_handshake_failure(&e, peer);
-                                    None
+                                    (ip, None)
                                 }
                             }
                         });
@@ -488,13 +531,26 @@ where
                 }
             }
             match this.handshakes.poll_join_next(cx) {
-                Poll::Ready(Some(Ok(Some(tls)))) => return Poll::Ready(Some(Ok(tls))),
-                // Failed (already logged) or the task panicked: a slot is free again,
-                // so take new connections before waiting.
-                Poll::Ready(Some(Ok(None) | Err(_))) => continue,
+                Poll::Ready(Some(Ok((ip, result)))) => {
+                    if let Some(ip) = ip
+                        && let Some(n) = this.per_peer.get_mut(&ip)
+                    {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            this.per_peer.remove(&ip);
+                        }
+                    }
+                    match result {
+                        Some(tls) => return Poll::Ready(Some(Ok(tls))),
+                        // Failed (already logged): take new connections before waiting.
+                        None => continue,
+                    }
+                }
+                // A task panicked: its peer's count stays (bounded by the cap), the
+                // global slot is free again.
+                Poll::Ready(Some(Err(_))) => continue,
                 Poll::Ready(None) if this.tcp_done => return Poll::Ready(None),
-                // No handshake running, and the TCP stream (polled above with free
-                // slots) has registered the waker.
+                // No handshake running, and the TCP stream has registered the waker.
                 Poll::Ready(None) | Poll::Pending => return Poll::Pending,
             }
         }

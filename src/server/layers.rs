@@ -345,6 +345,10 @@ impl<IO: PeerAddr> PeerAddr for Conn<IO> {
     fn peer(&self) -> Option<std::net::SocketAddr> {
         self.io.peer()
     }
+
+    fn first_bytes(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        self.io.first_bytes()
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {

@@ -315,3 +315,39 @@ async fn failed_handshakes_do_not_stop_the_server() {
     let good = client_cert(&f.ca, &[REPORTER], Validity::Now);
     call(addr, &f.ca, Some(&good)).await.unwrap();
 }
+
+/// 1,100 connections from one address that never send a ClientHello do not keep
+/// another client out: that address gets a bounded number of handshake slots, the
+/// accept loop keeps taking connections, and a valid mTLS call from elsewhere is
+/// answered at once (the bound below is generous; before the fix the call waited for
+/// the handshake timeout of the idle connections).
+#[tokio::test]
+async fn idle_connections_from_one_peer_do_not_keep_others_out() {
+    let f = Fixture::new(true);
+    let (addr, _) = f.serve().await;
+    let mut idle = Vec::with_capacity(1_100);
+    for _ in 0..1_100 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(stream) = socket.connect(addr).await {
+            idle.push(stream);
+        }
+    }
+    assert!(
+        idle.len() > 1_024,
+        "only {} idle connections were opened",
+        idle.len()
+    );
+    let good = client_cert(&f.ca, &[REPORTER], Validity::Now);
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(2), call(addr, &f.ca, Some(&good)))
+        .await
+        .expect("the call was answered while the idle connections were open");
+    answer.expect("a valid mTLS call succeeds");
+    eprintln!(
+        "answered in {:?} beside {} idle connections",
+        started.elapsed(),
+        idle.len()
+    );
+    drop(idle);
+}
