@@ -377,3 +377,38 @@ ensure_browser_test_deps() {
   fi
   echo "$dir"
 }
+
+# _ensure_apt_tool BINARY PACKAGE: echoes BINARY's path, installing Debian's PACKAGE with
+# apt-get (as root, or through sudo) when it is missing. apt's package lists are
+# refreshed only when the package is not found.
+_ensure_apt_tool() {
+  local bin=$1 package=$2 path
+  local -a apt=(apt-get)
+  if ! path=$(command -v "$bin"); then
+    command -v apt-get >/dev/null || tools_die "apt-get is needed to install $bin (Debian package $package)" || return
+    if ((EUID != 0)); then
+      command -v sudo >/dev/null || tools_die "installing $package needs root or sudo" || return
+      apt=(sudo apt-get)
+    fi
+    tools_note "installing $bin (Debian package $package)"
+    if ! DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends "$package" >&2; then
+      "${apt[@]}" update >&2 || tools_die "apt-get update failed" || return
+      DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends "$package" >&2 ||
+        tools_die "apt-get install $package failed" || return
+    fi
+    path=$(command -v "$bin") || tools_die "the $package package was installed but $bin is missing" || return
+  fi
+  echo "$path"
+}
+
+# Echoes the path of h2load, the HTTP/2 load generator of nghttp2 (Debian package
+# nghttp2-client), installing it when missing. scripts/bench.sh drives the service with it.
+ensure_h2load() {
+  _ensure_apt_tool h2load nghttp2-client
+}
+
+# Echoes the path of gnuplot (Debian package gnuplot-nox: no X11), installing it when
+# missing. scripts/bench.sh plots the soak's memory with it.
+ensure_gnuplot() {
+  _ensure_apt_tool gnuplot gnuplot-nox
+}

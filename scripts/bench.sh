@@ -1,0 +1,557 @@
+#!/usr/bin/env bash
+# Load benchmarks of the release binary with an independent HTTP/2 load tool (h2load,
+# Debian nghttp2-client), against a real store (s3s-fs) and a real STS (moto), all on
+# 127.0.0.1. Not part of the test command: it reports figures and asserts none of them.
+#
+# 1. throughput: every gRPC call below runs with the same h2load parameters (one
+#    thread, CONNECTIONS x STREAMS, a warm-up, then DURATION seconds), and each is
+#    reported as calls/s and as a ratio to the gRPC health check measured on the same
+#    server in the same run:
+#      grpc.health.v1.Health/Check (baseline), GrantRead (audit log on: the default
+#      level), GrantWrite PUT with every pin, AssumeScoped (cache hit, warmed first),
+#      and, on a server restarted with RUST_LOG=warn, the baseline and GrantRead again;
+#    the HTTP gateway: the click-time link GET /v1/objects/demo/public/hello.txt (302)
+#    against GET /healthz on the same listener, HTTP/1.1 (h2load --h1, 64 connections,
+#    one request in flight each: the same 64 in flight as the gRPC runs).
+#    Every run must answer only successes: h2load's status counts (2xx, or 3xx for the
+#    link), no failed/errored requests, and for gRPC the server's own
+#    storage_grants_rpc_duration_seconds counts (metrics port) must show only code OK
+#    for that method (h2load cannot see grpc-status, which travels in trailers). Before
+#    the runs each request body is sent once with curl and must answer grpc-status 0,
+#    and GrantRead once more with buf curl through server reflection.
+# 2. latency: GrantRead at half its measured maximum rate (h2load --rps), p50/p90/p99
+#    from h2load's per-request log.
+# 3. memory: the server's VmRSS (/proc/PID/status) is sampled every second during all
+#    runs (peak per server). A soak on a fresh server then cycles SCOPES distinct
+#    AssumeScoped scopes through the STS cache (moto behind it): first every scope once
+#    (cache fill, one STS call each), then SOAK seconds at half the measured maximum
+#    rate over the same scopes. The scopes are carried in the request path, so the
+#    soak drives the gateway's container-credentials endpoint
+#    (GET /v1/credentials/demo/public/soak/NNNNN/?access=read), which is AssumeScoped
+#    through the same pipeline and the same cache (h2load sends one fixed body, so a
+#    gRPC run cannot vary the scope). RSS is written as CSV and plotted as PNG.
+# 4. The tables (Markdown) go to stdout and to OUT/results.md.
+#
+# Usage: scripts/bench.sh [--duration S] [--warmup S] [--rounds N] [--soak S]
+#                         [--scopes N] [--out DIR] [--no-build] [--perf]
+#   --duration S  about how long each measured throughput run lasts (default 10): a
+#                 fixed request count, the warm-up's rate times S
+#   --warmup S    h2load warm-up seconds before each run (default 2)
+#   --rounds N    rounds of the throughput runs, interleaved (default 3); the table
+#                 shows the median and the range of the per-round ratios
+#   --soak S      soak seconds after the cache fill (default 60; the report used 300)
+#   --scopes N    distinct AssumeScoped scopes in the soak (default 10000)
+#   --out DIR     where results.md, rss.csv, soak.png and the logs go
+#                 (default target/bench/)
+#   --no-build    use target/release/storage-grants as it is
+#   --perf        also record one GrantRead run with `perf record -g` (OUT/perf.data,
+#                 OUT/perf-report.txt)
+# Exit code: 0 when every run answered successes only, 1 when some run had failures
+# (the tables still print), 2 when the setup failed.
+set -euo pipefail
+
+# shellcheck source=scripts/tools.sh
+source "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
+
+log() { echo "bench: $*" >&2; }
+random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+duration=10 warmup=2 rounds=3 soak=60 scopes=10000 out="" build=1 perf=0
+while (($#)); do
+  case $1 in
+  --duration) duration=$2; shift 2 ;;
+  --warmup) warmup=$2; shift 2 ;;
+  --rounds) rounds=$2; shift 2 ;;
+  --soak) soak=$2; shift 2 ;;
+  --scopes) scopes=$2; shift 2 ;;
+  --out) out=$2; shift 2 ;;
+  --no-build) build=0; shift ;;
+  --perf) perf=1; shift ;;
+  -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) log "unknown argument $1 (see --help)"; exit 2 ;;
+  esac
+done
+for n in "$duration" "$warmup" "$rounds" "$soak" "$scopes"; do
+  [[ $n =~ ^[0-9]+$ ]] || { log "durations and counts are whole numbers, not '$n'"; exit 2; }
+done
+((duration > 0 && warmup > 0 && rounds > 0 && soak > 0 && scopes > 0)) || { log "the durations and counts must be positive"; exit 2; }
+
+# Every h2load run: one thread, 4 connections x 16 concurrent streams.
+CONNECTIONS=4 STREAMS=16
+
+root=$(repo_root)
+out=${out:-$root/target/bench}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+server_bin=$root/target/release/storage-grants
+
+# --- tools ------------------------------------------------------------------------------
+
+h2load=$(ensure_h2load)
+gnuplot=$(ensure_gnuplot)
+ensure_s3s_fs >/dev/null
+buf=$(ensure_node_tools)
+python=$(ensure_python_venv)
+if ((build)); then
+  log "building the release binary (nice -n 10 cargo build --release --bin storage-grants)"
+  (cd "$root" && nice -n 10 cargo build --release --locked --bin storage-grants) >&2
+fi
+[[ -x $server_bin ]] || { log "$server_bin is missing; run without --no-build"; exit 2; }
+
+work="" s3_pid="" moto_pid="" server_pid="" sampler_pid=""
+cleanup() {
+  local rc=$?
+  [[ -z $work ]] || rm -f "$work/sampling"
+  stop_process "$sampler_pid" 3
+  stop_process "$server_pid"
+  stop_process "$moto_pid"
+  stop_process "$s3_pid"
+  [[ -z $work ]] || rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/storage-grants-bench.XXXXXX")
+logs=$out/logs
+rm -rf "$logs"
+mkdir -p "$logs"
+
+# --- store, STS, request bodies ------------------------------------------------------------
+
+access_key="SGBENCH$(random_hex 6)"
+secret_key=$(random_hex 20)
+token="dev-$(random_hex 12)"
+bucket=demo
+mkdir -p "$work/s3/$bucket/public"
+printf 'hello from storage-grants\n' >"$work/s3/$bucket/public/hello.txt"
+s3_port=$(free_port)
+s3_pid=$(start_s3s_fs "$work/s3" "$s3_port" "$access_key" "$secret_key" "$logs/s3s-fs.log")
+moto_port=$(free_port)
+moto_pid=$(start_moto "$moto_port" "$logs/moto.log")
+log "s3s-fs on 127.0.0.1:$s3_port, moto on 127.0.0.1:$moto_port"
+
+frames=$work/frames
+"$python" "$root/benches/load/frames.py" "$root" "$frames" "$bucket" >&2
+
+# Soak URIs: SCOPES distinct prefixes, one AssumeScoped scope each.
+grpc_port=$(free_port)
+http_port=$(free_port)
+metrics_port=$(free_port)
+for ((i = 0; i < scopes; i++)); do
+  printf 'http://127.0.0.1:%s/v1/credentials/%s/public/soak/%05d/?access=read\n' "$http_port" "$bucket" "$i"
+done >"$work/soak-uris.txt"
+
+mkdir -p "$work/server"
+cat >"$work/server/config.toml" <<EOF
+listen = "127.0.0.1:$grpc_port"
+
+[storage]
+region = "us-east-1"
+endpoint = "http://127.0.0.1:$s3_port"
+force_path_style = true
+
+[grants]
+default_ttl = "5m"
+max_ttl = "1h"
+rules_file = "rules.toml"
+
+[identity]
+dev_mode = true
+
+[[identity.dev_tokens]]
+token = "$token"
+caller = "dev:bench"
+
+[sts]
+role_arn = "arn:aws:iam::123456789012:role/storage-grants-bench"
+endpoint = "http://127.0.0.1:$moto_port"
+storage_endpoint = "http://127.0.0.1:$moto_port"
+role_chaining = false
+
+[metrics]
+listen = "127.0.0.1:$metrics_port"
+
+[http]
+listen = "127.0.0.1:$http_port"
+allowed_origins = ["http://127.0.0.1:$http_port"]
+upload_bucket = "$bucket"
+EOF
+cat >"$work/server/rules.toml" <<EOF
+[[rules]]
+callers = ["dev:bench"]
+bucket = "$bucket"
+prefix = "public/"
+actions = ["read", "write", "assume-read", "assume-write", "list"]
+max_ttl = "1h"
+EOF
+: >"$work/aws-config"
+: >"$work/aws-credentials"
+server_env=(env)
+while IFS= read -r name; do server_env+=(-u "$name"); done < <(compgen -e | grep -E '^(STORAGE_GRANTS_|OTEL_|RUST_LOG$)' || true)
+server_env+=(
+  -u AWS_SESSION_TOKEN -u AWS_PROFILE -u AWS_DEFAULT_PROFILE -u AWS_ENDPOINT_URL
+  AWS_ACCESS_KEY_ID="$access_key" AWS_SECRET_ACCESS_KEY="$secret_key" AWS_REGION=us-east-1
+  AWS_CONFIG_FILE="$work/aws-config" AWS_SHARED_CREDENTIALS_FILE="$work/aws-credentials"
+  AWS_EC2_METADATA_DISABLED=true
+)
+config=$work/server/config.toml
+if ! "${server_env[@]}" "$server_bin" --config "$config" --check-config >"$logs/check-config.log" 2>&1; then
+  log "the server rejected the bench config:"
+  log_tail "$logs/check-config.log"
+  exit 2
+fi
+
+# --- server and RSS sampling ----------------------------------------------------------------
+
+# The sampler follows whichever server runs now (its PID in $work/server.pid) and tags
+# each sample with the current phase ($work/phase): seconds since start, VmRSS (KiB), phase.
+echo "t_seconds,rss_kib,phase" >"$out/rss.csv"
+echo setup >"$work/phase"
+: >"$work/server.pid"
+touch "$work/sampling"
+(
+  start=$(date +%s.%N)
+  while [[ -e $work/sampling ]]; do
+    pid=$(<"$work/server.pid")
+    if [[ -n $pid ]]; then
+      rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+      [[ -z $rss ]] || printf '%.1f,%s,%s\n' "$(echo "$(date +%s.%N) - $start" | bc)" "$rss" "$(<"$work/phase")" >>"$out/rss.csv"
+    fi
+    sleep 1
+  done
+) &
+sampler_pid=$!
+
+# start_server NAME [ENV...]: a fresh server with the bench config; its log goes to
+# $logs/server-NAME.log (appended, so it can be truncated between runs).
+server_log="" server_name=""
+start_server() {
+  local name=$1
+  shift
+  server_name=$name
+  stop_process "$server_pid"
+  : >"$work/server.pid"
+  server_log=$logs/server-$name.log
+  : >"$server_log"
+  "${server_env[@]}" "$@" "$server_bin" --config "$config" serve </dev/null >>"$server_log" 2>&1 &
+  server_pid=$!
+  for port in "$grpc_port" "$http_port" "$metrics_port"; do
+    if ! wait_for_port 127.0.0.1 "$port" 20 "$server_pid"; then
+      log_tail "$server_log"
+      log "storage-grants did not come up"
+      exit 2
+    fi
+  done
+  echo "$server_pid" >"$work/server.pid"
+  log "server '$name' up (pid $server_pid): gRPC :$grpc_port, HTTP :$http_port, metrics :$metrics_port"
+}
+
+# --- checks of the request bodies -----------------------------------------------------------
+
+grpc_url() { echo "http://127.0.0.1:$grpc_port/$1"; }
+declare -A path_of=(
+  [health]=grpc.health.v1.Health/Check
+  [grant_read]=storagegrants.v1.GrantService/GrantRead
+  [grant_write_put]=storagegrants.v1.GrantService/GrantWrite
+  [assume_scoped]=storagegrants.v1.GrantService/AssumeScoped
+)
+declare -A method_of=([health]=Check [grant_read]=GrantRead [grant_write_put]=GrantWrite [assume_scoped]=AssumeScoped)
+
+failures=0
+fail() { log "FAILED: $*"; failures=$((failures + 1)); }
+
+# check_frame NAME: sends the exact body h2load will send, once, with curl over h2c,
+# and requires HTTP 200 and grpc-status 0 (curl writes the trailers with the headers).
+check_frame() {
+  local name=$1 headers=$work/curl-$1.headers
+  curl -sS --http2-prior-knowledge -o /dev/null -D "$headers" --max-time 10 \
+    -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $token" \
+    --data-binary "@$frames/$name.bin" "$(grpc_url "${path_of[$name]}")" || true
+  if grep -qi '^grpc-status: *0' "$headers" && head -n1 "$headers" | grep -q ' 200'; then
+    log "request body $name.bin: grpc-status 0"
+  else
+    fail "request body $name.bin did not answer grpc-status 0: $(tr -d '\r' <"$headers" | grep -i '^grpc-\|^HTTP' | tr '\n' ' ' | redact_secrets)"
+  fi
+}
+
+# --- h2load runs ---------------------------------------------------------------------------
+
+# Each run is a warm-up (h2load for WARMUP seconds, which also estimates the rate) and
+# then a measured run of a fixed request count, about DURATION seconds at that rate. A
+# fixed count lets every request finish, so the server's own counts must match exactly.
+# Rows of results: ROUND|GROUP|LABEL|rate|checks|server log bytes per call
+declare -A rate=()
+peak_kib() { # PHASE-PREFIX: peak VmRSS (KiB) sampled in phases starting with it
+  awk -F, -v p="$1" 'NR > 1 && index($3, p) == 1 && $2 > m {m = $2} END {print m + 0}' "$out/rss.csv"
+}
+metrics_snapshot() {
+  "$python" "$root/benches/load/report.py" metrics "http://127.0.0.1:$metrics_port/metrics" >"$1"
+}
+h2() { "$python" "$root/benches/load/report.py" h2load "$1"; }
+# count_for LOG: the request count for DURATION seconds at the warm-up's rate (whole
+# multiples of the connections, at least 1000).
+count_for() {
+  local rps=0 total succeeded failed errored timeout s2xx s3xx s4xx s5xx
+  eval "$(h2 "$1")"
+  local n=$((rps * duration))
+  ((n >= 1000)) || n=1000
+  echo $((n / (CONNECTIONS * STREAMS) * CONNECTIONS * STREAMS))
+}
+
+# grpc_run ROUND GROUP LABEL NAME: warm-up and measured run of request body NAME.
+grpc_run() {
+  local round=$1 group=$2 label=$3 name=$4
+  local slug=${label//[^A-Za-z0-9]/_}-r$round
+  local -a args=(-t 1 -c "$CONNECTIONS" -m "$STREAMS"
+    -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $token"
+    -d "$frames/$name.bin" "$(grpc_url "${path_of[$name]}")")
+  echo "$server_name/$slug" >"$work/phase"
+  "$h2load" -D "$warmup" "${args[@]}" >"$logs/h2load-$slug-warmup.txt" 2>&1 || true
+  local count
+  count=$(count_for "$logs/h2load-$slug-warmup.txt")
+  sleep 0.2
+  metrics_snapshot "$work/before"
+  : >"$server_log"
+  "$h2load" -n "$count" "${args[@]}" >"$logs/h2load-$slug.txt" 2>&1 || true
+  metrics_snapshot "$work/after"
+  local rps total succeeded failed errored timeout s2xx s3xx s4xx s5xx ok cancelled not_ok codes
+  eval "$(h2 "$logs/h2load-$slug.txt")"
+  eval "$("$python" "$root/benches/load/report.py" delta "$work/before" "$work/after" "${method_of[$name]}")"
+  local verdict="$s2xx/$count 2xx, server: $ok OK"
+  if ((succeeded != count || s2xx != count || failed + errored + timeout > 0 || ok != count ||
+    cancelled + not_ok > 0)); then
+    fail "$label (round $round): $succeeded of $count succeeded, $failed failed, $errored errored, $timeout timeout, status 2xx/3xx/4xx/5xx $s2xx/$s3xx/$s4xx/$s5xx, server codes: $ok OK, $cancelled CANCELLED, others $codes (see $logs/h2load-$slug.txt)"
+    verdict="FAILED: $verdict, $cancelled CANCELLED, others $codes"
+  fi
+  rate["$label"]=$rps
+  local log_bytes
+  log_bytes=$(stat -c %s "$server_log")
+  printf '%s|%s|%s|%s|%s|%s\n' "$round" "$group" "$label" "$rps" "$verdict" "$((log_bytes / (total > 0 ? total : 1)))" >>"$work/rows"
+  log "round $round: $label: $rps calls/s ($verdict)"
+}
+
+# http_run ROUND LABEL PATH STATUS: h2load --h1 against the gateway; STATUS is 2xx or 3xx.
+http_run() {
+  local round=$1 label=$2 path=$3 want=$4
+  local slug=${label//[^A-Za-z0-9]/_}-r$round
+  local -a args=(--h1 -t 1 -c $((CONNECTIONS * STREAMS)) -m 1 -H "authorization: Bearer $token"
+    "http://127.0.0.1:$http_port$path")
+  echo "$server_name/$slug" >"$work/phase"
+  "$h2load" -D "$warmup" "${args[@]}" >"$logs/h2load-$slug-warmup.txt" 2>&1 || true
+  local count
+  count=$(count_for "$logs/h2load-$slug-warmup.txt")
+  : >"$server_log"
+  "$h2load" -n "$count" "${args[@]}" >"$logs/h2load-$slug.txt" 2>&1 || true
+  local rps total succeeded failed errored timeout s2xx s3xx s4xx s5xx
+  eval "$(h2 "$logs/h2load-$slug.txt")"
+  local good
+  if [[ $want == 2xx ]]; then good=$s2xx; else good=$s3xx; fi
+  local verdict="$good/$count $want"
+  if ((good != count || failed + errored + timeout > 0)); then
+    fail "$label (round $round): $good of $count $want, status 2xx/3xx/4xx/5xx $s2xx/$s3xx/$s4xx/$s5xx, $failed failed, $errored errored, $timeout timeout (see $logs/h2load-$slug.txt)"
+    verdict="FAILED: $verdict"
+  fi
+  rate["$label"]=$rps
+  local log_bytes
+  log_bytes=$(stat -c %s "$server_log")
+  printf '%s|%s|%s|%s|%s|%s\n' "$round" http "$label" "$rps" "$verdict" "$((log_bytes / (total > 0 ? total : 1)))" >>"$work/rows"
+  log "round $round: $label: $rps requests/s ($verdict)"
+}
+: >"$work/rows"
+
+# --- 1. throughput, audit log on (default level) ------------------------------------------
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+start_server default
+for name in health grant_read grant_write_put assume_scoped; do check_frame "$name"; done
+# One call through reflection with buf curl: the service answers a client that has no .proto.
+answer=$("$buf" curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer $token" \
+  -d "{\"bucket\": \"$bucket\", \"key\": \"public/hello.txt\"}" \
+  "$(grpc_url storagegrants.v1.GrantService/GrantRead)" 2>&1) || true
+if "$python" -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["url"].startswith("http") and d["method"] == "GET"' "$answer" 2>/dev/null; then
+  log "buf curl GrantRead through reflection: a GET URL"
+else
+  fail "buf curl GrantRead through reflection did not return a GET URL"
+fi
+# The presigned URL from that call really downloads from the store.
+url=$("$python" -c 'import json,sys; print(json.loads(sys.argv[1]).get("url",""))' "$answer" 2>/dev/null || true)
+if [[ -n $url ]] && [[ $(curl -sS --max-time 10 "$url" 2>/dev/null) == "hello from storage-grants" ]]; then
+  log "the granted URL downloads the object from s3s-fs"
+else
+  fail "the URL GrantRead granted did not download the object"
+fi
+
+# Warm: the scope's credentials are fetched from moto once, then every call is a hit.
+check_frame assume_scoped
+# Rounds, interleaved: each ratio is taken against the baseline of its own round, so a
+# machine whose speed drifts (other work on it) moves both alike.
+for ((round = 1; round <= rounds; round++)); do
+  grpc_run "$round" grpc "health check (baseline)" health
+  grpc_run "$round" grpc "GrantRead, audit log on" grant_read
+  grpc_run "$round" grpc "GrantWrite PUT, all pins" grant_write_put
+  grpc_run "$round" grpc "AssumeScoped, cache hit" assume_scoped
+  http_run "$round" "gateway GET /healthz (baseline)" /healthz 2xx
+  http_run "$round" "gateway click-time link (302)" "/v1/objects/$bucket/public/hello.txt" 3xx
+done
+
+# --- 2. latency at half the maximum rate -----------------------------------------------------
+
+max_read=$(awk -F'|' '$3 == "GrantRead, audit log on" {print $4}' "$work/rows" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')
+per_client=$(((max_read / 2 + CONNECTIONS - 1) / CONNECTIONS))
+((per_client > 0)) || per_client=1
+half_rate=$((per_client * CONNECTIONS))
+echo "default/latency" >"$work/phase"
+rm -f "$work/latency.log"
+: >"$server_log"
+"$h2load" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -D "$duration" --warm-up-time "$warmup" --rps "$per_client" \
+  --log-file "$work/latency.log" \
+  -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $token" \
+  -d "$frames/grant_read.bin" "$(grpc_url "${path_of[grant_read]}")" >"$logs/h2load-latency.txt" 2>&1 || true
+eval "$("$python" "$root/benches/load/report.py" latency "$work/latency.log" | tr ' ' '\n' | sed 's/^/l_/')"
+eval "$("$python" "$root/benches/load/report.py" h2load "$logs/h2load-latency.txt" | sed 's/^/lat_/')"
+if ((lat_failed + lat_errored + lat_timeout > 0 || lat_succeeded == 0)); then
+  fail "latency run: $lat_succeeded succeeded, $lat_failed failed, $lat_errored errored"
+fi
+log "GrantRead at $half_rate calls/s target: p50 ${l_p50} µs, p99 ${l_p99} µs (achieved $l_achieved_rps calls/s)"
+peak_default=$(peak_kib default/)
+
+if ((perf)); then
+  if command -v perf >/dev/null; then
+    echo "default/perf" >"$work/phase"
+    : >"$server_log"
+    log "perf record -g on GrantRead for ${duration}s"
+    perf record -g -o "$out/perf.data" -p "$server_pid" -- sleep "$((duration + warmup))" >"$logs/perf-record.txt" 2>&1 &
+    perf_pid=$!
+    "$h2load" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -D "$duration" --warm-up-time "$warmup" \
+      -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $token" \
+      -d "$frames/grant_read.bin" "$(grpc_url "${path_of[grant_read]}")" >"$logs/h2load-perf.txt" 2>&1 || true
+    wait "$perf_pid" || true
+    # Self time by symbol (perf pads its columns to the longest Rust symbol: trimmed),
+    # the same grouped by component, and time including callees.
+    perf report -i "$out/perf.data" --no-children --stdio --sort dso,symbol -g none 2>/dev/null |
+      grep -v '^#' | grep -v '^$' | sed -E 's/[ -]+$//' >"$out/perf-report.txt" || true
+    "$python" "$root/benches/load/report.py" perfgroups "$out/perf-report.txt" >"$out/perf-groups.md" || true
+    perf report -i "$out/perf.data" --children --percent-limit 1 --stdio --sort symbol -g none 2>/dev/null |
+      grep -v '^#' | grep -v '^$' | sed -E 's/[ -]+$//' | cut -c1-220 >"$out/perf-report-children.txt" || true
+    log "perf reports in $out/perf-report.txt, perf-groups.md, perf-report-children.txt"
+  else
+    log "perf is not installed (Debian linux-perf); skipping --perf"
+  fi
+fi
+
+# --- 1b. the same with RUST_LOG=warn (no audit lines, no info logs) --------------------------
+
+start_server warn RUST_LOG=warn
+for ((round = 1; round <= rounds; round++)); do
+  grpc_run "$round" warn "health check (baseline), RUST_LOG=warn" health
+  grpc_run "$round" warn "GrantRead, RUST_LOG=warn" grant_read
+done
+peak_warn=$(peak_kib warn/)
+
+# --- 3. soak: SCOPES distinct AssumeScoped scopes through the STS cache -------------------------
+
+start_server soak
+echo soak/fill >"$work/phase"
+fill_started=$SECONDS
+# One connection, 64 streams: every scope once, in order (h2load gives each client the
+# URI list from its start, so more clients would repeat the first scopes).
+"$h2load" -t 1 -c 1 -m $((CONNECTIONS * STREAMS)) -n "$scopes" -i "$work/soak-uris.txt" \
+  -H "authorization: Bearer $token" >"$logs/h2load-soak-fill.txt" 2>&1 || true
+fill_seconds=$((SECONDS - fill_started))
+eval "$("$python" "$root/benches/load/report.py" h2load "$logs/h2load-soak-fill.txt" | sed 's/^/fill_/')"
+if ((fill_s2xx != scopes)); then
+  fail "soak fill: $fill_s2xx of $scopes scopes answered 2xx (see $logs/h2load-soak-fill.txt)"
+fi
+log "soak fill: $fill_s2xx of $scopes scopes fetched from moto in ${fill_seconds}s"
+# The maximum rate of this mix (all hits now), to take half of it.
+echo soak/max >"$work/phase"
+"$h2load" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -D "$duration" --warm-up-time "$warmup" -i "$work/soak-uris.txt" \
+  -H "authorization: Bearer $token" >"$logs/h2load-soak-max.txt" 2>&1 || true
+eval "$("$python" "$root/benches/load/report.py" h2load "$logs/h2load-soak-max.txt" | sed 's/^/smax_/')"
+soak_per_client=$(((smax_rps / 2 + CONNECTIONS - 1) / CONNECTIONS))
+((soak_per_client > 0)) || soak_per_client=1
+echo soak/soak >"$work/phase"
+: >"$server_log"
+log "soak: ${soak}s at $((soak_per_client * CONNECTIONS)) requests/s (half of $smax_rps) over $scopes scopes"
+"$h2load" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -D "$soak" --rps "$soak_per_client" -i "$work/soak-uris.txt" \
+  -H "authorization: Bearer $token" >"$logs/h2load-soak.txt" 2>&1 || true
+echo soak/done >"$work/phase"
+eval "$("$python" "$root/benches/load/report.py" h2load "$logs/h2load-soak.txt" | sed 's/^/soak_/')"
+if ((soak_failed + soak_errored + soak_timeout + soak_s3xx + soak_s4xx + soak_s5xx > 0 || soak_succeeded == 0)); then
+  fail "soak: $soak_succeeded succeeded, $soak_failed failed, $soak_errored errored, 3xx/4xx/5xx $soak_s3xx/$soak_s4xx/$soak_s5xx"
+fi
+curl -sS --max-time 5 "http://127.0.0.1:$metrics_port/metrics" >"$logs/metrics-soak.txt" 2>/dev/null || true
+sts_misses=$(awk '/^storage_grants_sts_assume_role_total/ {s += $NF} END {print s + 0}' "$logs/metrics-soak.txt")
+rm -f "$work/sampling"
+stop_process "$sampler_pid" 3
+sampler_pid=""
+eval "$("$python" "$root/benches/load/report.py" soak "$out/rss.csv" soak/fill soak/soak | tr ' ' '\n' | sed 's/^/rss_/')"
+peak_soak=$(peak_kib soak/)
+
+# The plot: RSS over the soak server's life (fill, max-rate probe, soak).
+# Times from the soak server's first sample.
+awk -F, 'NR == 1 {print; next} $3 ~ /^soak\// {if (t0 == "") t0 = $1; printf "%.1f,%s,%s\n", $1 - t0, $2, $3}' \
+  "$out/rss.csv" >"$out/soak-rss.csv"
+"$gnuplot" <<EOF 2>"$logs/gnuplot.log" || log "gnuplot failed (see $logs/gnuplot.log)"
+set terminal pngcairo size 1000,500 font ",10"
+set output "$out/soak.png"
+set datafile separator ","
+set title "storage-grants VmRSS: $scopes AssumeScoped scopes (cache fill, max-rate probe, ${soak}s soak at $((soak_per_client * CONNECTIONS)) req/s)"
+set xlabel "seconds since the soak server started"
+set ylabel "VmRSS (MiB)"
+set yrange [0:72]
+set grid
+set key bottom right
+set arrow from graph 0, first 64 to graph 1, first 64 nohead dashtype 2 linecolor rgb "red"
+set label "64 MiB target" at graph 0.01, first 66 textcolor rgb "red"
+plot "$out/soak-rss.csv" using 1:(stringcolumn(3) eq "soak/fill" ? \$2/1024 : 1/0) with linespoints pt 7 ps 0.4 title "cache fill", \
+     "" using 1:(stringcolumn(3) eq "soak/max" ? \$2/1024 : 1/0) with linespoints pt 7 ps 0.4 title "max-rate probe", \
+     "" using 1:(stringcolumn(3) eq "soak/soak" ? \$2/1024 : 1/0) with linespoints pt 7 ps 0.4 title "soak at half load"
+EOF
+
+# --- 4. tables ---------------------------------------------------------------------------------
+
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2fx", a / b; else print "n/a"}'; }
+{
+  echo "## storage-grants load benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
+  echo
+  echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) CPUs; $(uname -sr); load average at the start $load_before, at the end $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "h2load $("$h2load" --version | awk '{print $NF}'), one thread, $CONNECTIONS connections × $STREAMS streams (gateway: --h1, $((CONNECTIONS * STREAMS)) connections × 1); each run: ${warmup}s warm-up, then a fixed count of about ${duration}s of requests; $rounds rounds; release binary; everything on 127.0.0.1."
+  echo
+  echo "### Throughput (gRPC, h2c)"
+  echo
+  "$python" "$root/benches/load/report.py" table "$work/rows"
+  echo
+  echo "### Latency: GrantRead at half its maximum rate"
+  echo
+  echo "| target rate | achieved | p50 | p90 | p99 | max | requests |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| $half_rate/s | $l_achieved_rps/s | ${l_p50} µs | ${l_p90} µs | ${l_p99} µs | ${l_max} µs | $l_n |"
+  echo
+  echo "### Memory (VmRSS)"
+  echo
+  echo "| server | peak |"
+  echo "|---|---:|"
+  echo "| throughput + latency runs (audit log on) | $(mib "$peak_default") MiB |"
+  echo "| RUST_LOG=warn runs | $(mib "$peak_warn") MiB |"
+  echo "| soak server (fill, probe, soak) | $(mib "$peak_soak") MiB |"
+  echo
+  echo "Soak: $scopes distinct AssumeScoped scopes (gateway container-credentials endpoint, same pipeline and STS cache)."
+  echo "Cache fill: $fill_s2xx scopes in ${fill_seconds}s ($sts_misses AssumeRole calls to moto in the server's metrics); max rate over the filled cache $smax_rps req/s;"
+  echo "soak ${soak}s at $((soak_per_client * CONNECTIONS)) req/s target ($soak_rps achieved, $soak_succeeded requests, $soak_failed failed)."
+  echo
+  echo "| RSS after fill | soak start | soak end | soak min | soak max | spread (max-min)/min | samples |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| $rss_fill_end MiB | $rss_start MiB | $rss_end MiB | $rss_min MiB | $rss_max MiB | $rss_spread_pct % | $rss_samples |"
+  echo
+  echo "Plot: soak.png; samples: rss.csv (every run) and soak-rss.csv."
+  if ((failures > 0)); then
+    echo
+    echo "**$failures check(s) FAILED**: see the log above and $logs."
+  fi
+} | tee "$out/results.md"
+log "results in $out/results.md, plot $out/soak.png"
+((failures == 0)) || exit 1
