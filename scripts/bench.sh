@@ -54,7 +54,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
 
 log() { echo "bench: $*" >&2; }
-random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 duration=10 warmup=2 rounds=3 soak=60 scopes=10000 out="" build=1 perf=0
 while (($#)); do

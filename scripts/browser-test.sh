@@ -35,20 +35,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
 
 log() { echo "browser-test: $*" >&2; }
 
-random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-
 store_only=false
 if [[ ${1:-} == --store-only ]]; then
   store_only=true
   shift
 fi
 root=$(repo_root)
-server_bin=${1:-$root/target/debug/storage-grants}
-[[ $server_bin == /* ]] || server_bin="$PWD/$server_bin"
-if [[ ! -x $server_bin ]]; then
-  log "server binary $server_bin not found or not executable; build it first: cargo build"
-  exit 2
-fi
+server_bin=$(server_binary "${1:-}") || exit 2
 command -v node >/dev/null || { log "node (20 or later) is needed"; exit 2; }
 
 work="" s3_pid="" shim_pid="" server_pid=""

@@ -28,16 +28,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
 
 log() { echo "clients-test: $*" >&2; }
 
-# Random per-run secrets: nothing real, and nothing another run could reuse.
-random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 root=$(repo_root)
-server_bin=${1:-$root/target/debug/storage-grants}
-[[ $server_bin == /* ]] || server_bin="$PWD/$server_bin"
-if [[ ! -x $server_bin ]]; then
-  log "server binary $server_bin not found or not executable; build it first: cargo build"
-  exit 2
-fi
+server_bin=$(server_binary "${1:-}") || exit 2
 
 work="" s3_pid="" moto_pid="" server_pid=""
 cleanup() {

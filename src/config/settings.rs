@@ -235,6 +235,13 @@ impl Settings {
     }
 }
 
+/// Whether a listener on `addr` may speak clear text: on loopback, or where the
+/// operator says TLS is terminated in front of the service. The one rule for both
+/// listeners.
+fn clear_text_allowed(addr: SocketAddr, raw: &RawConfig) -> bool {
+    addr.ip().is_loopback() || raw.server.allow_plaintext
+}
+
 /// JWTs, presigned URLs and credentials cross the gRPC port: a listener that other
 /// hosts can reach speaks TLS, unless the operator says something else in front of it
 /// does (a mesh sidecar), and only one of the two TLS set-ups owns the port.
@@ -259,7 +266,7 @@ fn transport_security(raw: &RawConfig) -> Result<(), Refusal> {
             "reload_interval and handshake_timeout must be more than 0s",
         );
     }
-    if !mtls && !tls && !raw.listen.ip().is_loopback() && !raw.server.allow_plaintext {
+    if !mtls && !tls && !clear_text_allowed(raw.listen, raw) {
         return Err((
             "listen",
             Problem::Mismatch(format!(
@@ -371,7 +378,7 @@ fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
     };
     // The gateway carries the same bearer tokens, links and credentials as the gRPC
     // port: off loopback it speaks TLS ([server.tls]) unless something in front does.
-    if !listen.ip().is_loopback() && raw.server.tls.is_none() && !raw.server.allow_plaintext {
+    if raw.server.tls.is_none() && !clear_text_allowed(listen, raw) {
         return Err((
             "http.listen",
             Problem::Mismatch(format!(

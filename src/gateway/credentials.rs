@@ -43,7 +43,9 @@ pub(crate) struct CredentialsQuery {
 }
 
 /// The container provider's JSON.
-#[derive(Debug, Serialize)]
+// No `Debug`: it carries a credential (a presigned URL or keys) that must never
+// be printed.
+#[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerCredentials {
     access_key_id: String,

@@ -172,16 +172,11 @@ pub fn no_store(body: impl IntoResponse) -> Response {
     response
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
+/// Percent-encodes everything but RFC 3986's unreserved characters: the signer's own
+/// query encoding, which is exactly that.
 pub(crate) fn percent_encode_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
+    crate::sign::encode_query(&mut out, s);
     out
 }
 

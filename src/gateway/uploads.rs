@@ -49,7 +49,9 @@ struct Range {
 }
 
 /// What the uploader sends.
-#[derive(Debug, Serialize)]
+// No `Debug`: it carries a credential (a presigned URL or keys) that must never
+// be printed.
+#[derive(Serialize)]
 pub(crate) struct UploadGrant {
     method: &'static str,
     url: String,

@@ -218,7 +218,9 @@ fn token(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
         .map_err(|_| Problem::bad_request("path: /s3/multipart/{uploadId}[/complete]"))
 }
 
-#[derive(Debug, Serialize)]
+// No `Debug`: it carries a credential (a presigned URL or keys) that must never
+// be printed.
+#[derive(Serialize)]
 struct SignedPart {
     url: String,
     headers: std::collections::BTreeMap<String, String>,

@@ -24,6 +24,7 @@ mod key_cache;
 mod post;
 mod presign;
 
+pub(crate) use encode::encode_query;
 pub use endpoint::{Endpoint, check_region};
 pub use post::{PostObject, PresignedPost};
 pub use presign::{GetObject, PresignedRequest, PutObject, Signer, UploadPart};
