@@ -237,13 +237,16 @@ fn client_mode(mode: &str) -> ExitCode {
     let result = runtime.block_on(async {
         let upstream = cli::Upstream::new(options)?;
         if mode == "credentials-proxy" {
-            if let Err(e) = telemetry::init_log_only(Default::default()) {
-                eprintln!("warning: {e}");
-            }
+            let telemetry = telemetry::init_log_only(Default::default())
+                .inspect_err(|e| eprintln!("warning: {e}"))
+                .ok();
             let addr = listen
                 .parse()
                 .map_err(|_| cli::Error::Usage(format!("--listen '{listen}' is not an address")))?;
-            cli::proxy::serve(addr, upstream, shutdown_signal()).await?;
+            let served = cli::proxy::serve(addr, upstream, shutdown_signal()).await;
+            // Its log lines are written before the process exits.
+            drop(telemetry);
+            served?;
             return Ok(());
         }
         let ask = cli::credential_process::Ask {

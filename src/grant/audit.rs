@@ -15,19 +15,15 @@ use crate::core::Action;
 
 /// A new random grant id: 128 bits, hex. It joins the audit log to the caller's
 /// response (and, for STS, to the session name in the store's own trail).
+///
+/// From the thread's CSPRNG (ChaCha, seeded and reseeded from the operating system):
+/// a `getrandom(2)` per grant cost more than signing the URL.
 pub fn new_grant_id() -> String {
-    use ring::rand::SecureRandom;
+    use rand::RngCore;
     let mut bytes = [0u8; 16];
-    // The operating system's generator fails only when the kernel has none, and then
-    // nothing in this service (TLS included) could work.
-    GENERATOR
-        .fill(&mut bytes)
-        .expect("the system random generator is available");
+    rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
 }
-
-static GENERATOR: std::sync::LazyLock<ring::rand::SystemRandom> =
-    std::sync::LazyLock::new(ring::rand::SystemRandom::new);
 
 /// A grant that was issued.
 #[derive(Debug)]

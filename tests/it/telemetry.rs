@@ -148,25 +148,14 @@ fn find<'a>(spans: &'a [Value], trace_id: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no span {name} in trace {trace_id}: {spans:#?}"))
 }
 
-#[tokio::test]
-async fn spans_audit_and_metrics_join_on_the_grant_id_and_hold_no_secret() {
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path();
-    let moto = Moto::start();
-    let (key_id, secret, role_arn) = moto.service_with_s3_role("telemetry").await;
-
-    let spans_file = dir.join("spans.jsonl");
-    let receiver_port = free_port();
-    let _receiver = start_receiver(receiver_port, &spans_file);
-
-    let (port, metrics_port) = (free_port(), free_port());
+/// The config both tests share (the service on `port` logging in `log_format`, the
+/// store or STS at `endpoint`, caller `dev:demo` with the run's token), then `extra`.
+fn write_config(dir: &Path, port: u16, log_format: &str, endpoint: &str, extra: &str) {
     std::fs::write(dir.join("rules.toml"), RULES).unwrap();
-    std::fs::write(
-        dir.join("config.toml"),
-        format!(
-            r#"
+    let config = format!(
+        r#"
 listen = "127.0.0.1:{port}"
-log_format = "json"
+log_format = "{log_format}"
 [storage]
 region = "us-east-1"
 endpoint = "{endpoint}"
@@ -179,6 +168,51 @@ dev_mode = true
 [[identity.dev_tokens]]
 token = "{token}"
 caller = "dev:demo"
+{extra}
+"#,
+        token = *TOKEN,
+    );
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+}
+
+/// The binary with `dir`'s config, `env` and nothing else of this environment; its
+/// stderr goes to `dir/service.log`, returned.
+fn spawn_service(dir: &Path, env: &[(&str, &str)]) -> (Process, PathBuf) {
+    let log_file = dir.join("service.log");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_file).unwrap())
+        .spawn()
+        .expect("start storage-grants");
+    (Process(child), log_file)
+}
+
+#[tokio::test]
+async fn spans_audit_and_metrics_join_on_the_grant_id_and_hold_no_secret() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let moto = Moto::start();
+    let (key_id, secret, role_arn) = moto.service_with_s3_role("telemetry").await;
+
+    let spans_file = dir.join("spans.jsonl");
+    let receiver_port = free_port();
+    let _receiver = start_receiver(receiver_port, &spans_file);
+
+    let (port, metrics_port) = (free_port(), free_port());
+    write_config(
+        dir,
+        port,
+        "json",
+        &moto.endpoint,
+        &format!(
+            r#"
 [sts]
 role_arn = "{role_arn}"
 endpoint = "{endpoint}"
@@ -189,31 +223,18 @@ listen = "127.0.0.1:{metrics_port}"
 file = "audit.jsonl"
 "#,
             endpoint = moto.endpoint,
-            token = *TOKEN,
         ),
-    )
-    .unwrap();
-    let log_file = dir.join("service.log");
-    let service = Process(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .env(
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                format!("http://127.0.0.1:{receiver_port}"),
-            )
-            .env("OTEL_SERVICE_NAME", "storage-grants-test")
-            .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
-            .env("AWS_ACCESS_KEY_ID", &key_id)
-            .env("AWS_SECRET_ACCESS_KEY", &secret)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_file).unwrap())
-            .spawn()
-            .expect("start storage-grants"),
+    );
+    let otlp = format!("http://127.0.0.1:{receiver_port}");
+    let (service, log_file) = spawn_service(
+        dir,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+            ("OTEL_SERVICE_NAME", "storage-grants-test"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+            ("AWS_ACCESS_KEY_ID", key_id.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ],
     );
     let mut client = connect(port).await;
 
@@ -430,4 +451,109 @@ file = "audit.jsonl"
     ] {
         support::keep_artifact(name, text);
     }
+}
+
+/// Audit events are written by a thread of their own, off the call's path: under a
+/// burst of grants none is lost, each appears once in the audit file and once in the
+/// log, and those still queued when SIGTERM arrives are written before the exit. The
+/// audit "file" is a FIFO nobody reads until SIGTERM, so that the events are still
+/// queued in the service when it is told to stop.
+#[tokio::test]
+async fn every_audit_event_of_a_burst_is_written_before_exit() {
+    const CALLS: usize = 4_000;
+    const IN_FLIGHT: usize = 64;
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let port = free_port();
+    write_config(
+        dir,
+        port,
+        "text",
+        "http://127.0.0.1:9",
+        r#"
+[limits]
+grants_per_second = 1000000
+grants_burst = 1000000
+[audit]
+file = "audit.jsonl"
+"#,
+    );
+    let fifo = dir.join("audit.jsonl");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        // Opening blocks until the service opens its end; reading waits for SIGTERM.
+        let mut file = std::fs::File::open(&fifo).expect("open the FIFO");
+        wait_for_go.recv().expect("the test says when to read");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).expect("read the FIFO");
+        text
+    });
+    let (service, log_file) = spawn_service(
+        dir,
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIAAUDITBURST"),
+            ("AWS_SECRET_ACCESS_KEY", "audit-burst-secret"),
+        ],
+    );
+    let client = connect(port).await;
+
+    let mut ids = std::collections::HashSet::new();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..CALLS {
+        if calls.len() == IN_FLIGHT {
+            ids.insert(calls.join_next().await.unwrap().unwrap());
+        }
+        let mut client = client.clone();
+        calls.spawn(async move {
+            client
+                .grant_read(support::authed(
+                    GrantReadRequest {
+                        bucket: "demo".into(),
+                        key: format!("public/burst/{i}.csv"),
+                        ..Default::default()
+                    },
+                    &TOKEN,
+                ))
+                .await
+                .expect("GrantRead")
+                .into_inner()
+                .grant_id
+        });
+    }
+    while let Some(id) = calls.join_next().await {
+        ids.insert(id.unwrap());
+    }
+    assert_eq!(ids.len(), CALLS, "one distinct grant id per call");
+
+    // Whatever is still queued must reach the FIFO before the exit.
+    drop(client);
+    go.send(()).unwrap();
+    let status = tokio::task::spawn_blocking(move || service.terminate())
+        .await
+        .expect("the waiting thread");
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(status.success(), "exit {status}");
+
+    let audit = reader.join().expect("the FIFO reader");
+    let mut written = std::collections::HashSet::new();
+    for line in audit.lines() {
+        let event: Value = serde_json::from_str(line).expect("one whole JSON object per line");
+        assert_eq!(event["outcome"], "granted", "{line}");
+        let id = event["grant_id"].as_str().expect("a grant id").to_owned();
+        assert!(written.insert(id), "an event written twice: {line}");
+    }
+    let missing = ids.difference(&written).count();
+    let unknown = written.difference(&ids).count();
+    assert_eq!(
+        (missing, unknown),
+        (0, 0),
+        "audit events missing for {missing} of {CALLS} grants; {unknown} events for no grant"
+    );
+    let logged = log.lines().filter(|l| l.contains("grant issued")).count();
+    assert_eq!(logged, CALLS, "one log line per grant");
 }
