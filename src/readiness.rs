@@ -1,5 +1,8 @@
-//! Readiness: can the service reach its store with its own credentials?
+//! Readiness: can the service sign grants, and reach its store with its own
+//! credentials?
 //!
+//! The signing credentials must be loaded and unexpired (a refresh that keeps failing
+//! until they expire turns the service not ready, while grants answer UNAVAILABLE).
 //! HeadBucket on each configured bucket, at start and then periodically, drives the
 //! health status of `storagegrants.v1.GrantService`, so that a wrong endpoint, a
 //! missing bucket or a bad credential shows up in the readiness probe before the first
@@ -11,6 +14,9 @@ use std::time::Duration;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use std::sync::Arc;
+
+use crate::credentials::{self, CredentialSource};
 use crate::scope::BucketName;
 
 /// Health service name of the grant API, as generated from the proto.
@@ -19,6 +25,8 @@ pub const GRANT_SERVICE: &str = crate::proto::grant_service_server::SERVICE_NAME
 /// Why the store is not ready.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(transparent)]
+    Credentials(#[from] credentials::Error),
     #[error("HeadBucket '{bucket}' failed: {reason}")]
     Bucket { bucket: String, reason: String },
     #[error("HeadBucket '{bucket}' timed out after {timeout:?}")]
@@ -28,26 +36,36 @@ pub enum Error {
 /// The readiness check.
 #[derive(Debug, Clone)]
 pub struct Readiness {
+    credentials: Arc<CredentialSource>,
     client: aws_sdk_s3::Client,
     buckets: Vec<BucketName>,
     timeout: Duration,
 }
 
 impl Readiness {
-    /// A check of `buckets` through `client`, each call bounded by `timeout`.
-    pub fn new(client: aws_sdk_s3::Client, buckets: Vec<BucketName>, timeout: Duration) -> Self {
+    /// A check of the signing `credentials`, and of `buckets` through `client`, each
+    /// call bounded by `timeout`.
+    pub fn new(
+        credentials: Arc<CredentialSource>,
+        client: aws_sdk_s3::Client,
+        buckets: Vec<BucketName>,
+        timeout: Duration,
+    ) -> Self {
         Self {
+            credentials,
             client,
             buckets,
             timeout,
         }
     }
 
-    /// Runs HeadBucket on every bucket.
+    /// Checks the signing credentials, then runs HeadBucket on every bucket.
     ///
     /// # Errors
-    /// The first bucket that could not be reached, and why.
+    /// Credentials that are not loaded or have expired; else the first bucket that
+    /// could not be reached, and why.
     pub async fn check(&self) -> Result<(), Error> {
+        self.credentials.current()?;
         for bucket in &self.buckets {
             let call = self.client.head_bucket().bucket(bucket.as_str()).send();
             match tokio::time::timeout(self.timeout, call).await {
@@ -79,9 +97,12 @@ impl Readiness {
             if last_ok != Some(ok) {
                 match &result {
                     Ok(()) => {
-                        tracing::info!(buckets = ?self.bucket_names(), "store reachable: ready")
+                        tracing::info!(
+                            buckets = ?self.bucket_names(),
+                            "signing credentials loaded, store reachable: ready"
+                        )
                     }
-                    Err(e) => tracing::warn!(error = %e, "store not reachable: not ready"),
+                    Err(e) => tracing::warn!(error = %e, "not ready"),
                 }
                 let status = if ok {
                     ServingStatus::Serving

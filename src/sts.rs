@@ -125,6 +125,9 @@ pub enum Error {
     Throttled,
     #[error("STS could not be reached: {0}")]
     Unreachable(String),
+    /// STS answered with a server error (5xx): its side failed, a retry may not.
+    #[error("STS failed (HTTP {0})")]
+    Failed(u16),
     #[error("STS refused the request ({code}): {message}")]
     Refused { code: String, message: String },
     #[error("STS answered without credentials")]
@@ -144,7 +147,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Throttled | Error::Unreachable(_) | Error::Abandoned
+            Error::Throttled | Error::Unreachable(_) | Error::Failed(_) | Error::Abandoned
         )
     }
 }
@@ -362,7 +365,9 @@ impl Broker {
         let outcome = match &result {
             Ok(_) => crate::metrics::StsResult::Issued,
             Err(Error::Throttled) => crate::metrics::StsResult::Throttled,
-            Err(Error::Unreachable(_) | Error::Abandoned) => crate::metrics::StsResult::Unreachable,
+            Err(Error::Unreachable(_) | Error::Failed(_) | Error::Abandoned) => {
+                crate::metrics::StsResult::Unreachable
+            }
             Err(Error::Refused { .. } | Error::NoCredentials) => crate::metrics::StsResult::Refused,
             // Refused before any call; a fetch never ends this way.
             Err(Error::OverBudget(_) | Error::Busy) => crate::metrics::StsResult::Refused,
@@ -542,6 +547,14 @@ fn classify(
         }
         _ => match error.code() {
             Some("Throttling" | "ThrottlingException" | "RequestLimitExceeded") => Error::Throttled,
+            // A server error is STS's failure, whatever its body says (often nothing
+            // parseable): transient, never reported as a refusal of our request.
+            _ if error
+                .raw_response()
+                .is_some_and(|r| r.status().is_server_error()) =>
+            {
+                Error::Failed(error.raw_response().map_or(500, |r| r.status().as_u16()))
+            }
             code => Error::Refused {
                 code: code.unwrap_or("Unknown").to_owned(),
                 message: described,
@@ -754,6 +767,15 @@ mod tests {
         );
         assert!(!e.is_transient());
         assert!(e.to_string().contains("HTTP 403"), "{e}");
+    }
+
+    #[test]
+    fn server_errors_are_transient_whatever_their_body_says() {
+        for (status, code) in [(500, "InternalFailure"), (503, "Unknown"), (502, "")] {
+            let e = service_error(status, code);
+            assert!(matches!(e, Error::Failed(s) if s == status), "{e:?}");
+            assert!(e.is_transient(), "{status}");
+        }
     }
 
     #[test]

@@ -228,7 +228,12 @@ pub async fn run(
         endpoint_url.as_deref(),
         storage.force_path_style,
     );
-    let readiness = Readiness::new(s3.clone(), buckets, storage.call_timeout);
+    let readiness = Readiness::new(
+        credentials.clone(),
+        s3.clone(),
+        buckets,
+        storage.call_timeout,
+    );
     tasks.spawn(readiness.watch(reporter.clone(), storage.check_interval));
 
     let scoped = settings.sts.as_ref().map(|sts| {
@@ -325,7 +330,7 @@ pub async fn run(
         .add_service(reflection.v1())
         .add_service(reflection.v1alpha())
         .add_service(layers::authenticated(
-            GrantService::new(pipeline),
+            GrantService::new(pipeline, settings.server.request_timeout),
             authenticator,
         ));
     tracing::info!(

@@ -1,8 +1,9 @@
 //! `AssumeScoped`: proto ⇄ pipeline.
 
 use crate::caller::Caller;
-use crate::grant::{Access, AssumeRequest, Pipeline, Violations};
+use crate::grant::{self, Access, AssumeRequest, Pipeline, Violations};
 use crate::proto;
+use crate::sts;
 
 use super::{Error, requested_ttl, timestamp};
 
@@ -10,11 +11,14 @@ use super::{Error, requested_ttl, timestamp};
 /// would make every call a new STS session.
 const MAX_MIN_REMAINING: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Parses the request, runs the pipeline, and builds the response.
+/// Parses the request, runs the pipeline, and builds the response. Past `wait`, the
+/// call answers that STS did not answer in time; the STS call itself goes on in its
+/// own task, and fills the cache for the retry.
 pub(super) async fn assume_scoped(
     pipeline: &Pipeline,
     caller: &Caller,
     request: &proto::AssumeScopedRequest,
+    wait: std::time::Duration,
 ) -> Result<proto::AssumeScopedResponse, Error> {
     let mut v = Violations::default();
     let parsed = AssumeRequest::parse(
@@ -36,7 +40,13 @@ pub(super) async fn assume_scoped(
             ..request
         });
     let parsed = v.finish(parsed)?;
-    let grant = pipeline.assume(caller, &parsed).await?;
+    let grant = tokio::time::timeout(wait, pipeline.assume(caller, &parsed))
+        .await
+        .map_err(|_| {
+            grant::Error::Sts(sts::Error::Unreachable(format!(
+                "no answer within the call's deadline ({wait:?})"
+            )))
+        })??;
     let credentials = &grant.credentials;
     Ok(proto::AssumeScopedResponse {
         credentials: Some(proto::TemporaryCredentials {

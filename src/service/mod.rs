@@ -181,13 +181,50 @@ fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
 #[derive(Debug, Clone)]
 pub struct GrantService {
     pipeline: Pipeline,
+    /// `server.request_timeout`: the deadline of a call that names none.
+    request_timeout: Duration,
 }
 
 impl GrantService {
-    /// The service over `pipeline`.
-    pub fn new(pipeline: Pipeline) -> Self {
-        Self { pipeline }
+    /// The service over `pipeline`, whose calls last at most `request_timeout`.
+    pub fn new(pipeline: Pipeline, request_timeout: Duration) -> Self {
+        Self {
+            pipeline,
+            request_timeout,
+        }
     }
+}
+
+/// How long a call may wait on STS: until just before its deadline (the caller's
+/// `grpc-timeout`, or `request_timeout`), so that a slow STS answers UNAVAILABLE with
+/// a retry hint rather than a bare DEADLINE_EXCEEDED.
+fn sts_wait(metadata: &tonic::metadata::MetadataMap, request_timeout: Duration) -> Duration {
+    let deadline = metadata
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map_or(request_timeout, |t| t.min(request_timeout));
+    // Room to encode and send the answer before the caller gives up.
+    deadline.saturating_sub((deadline / 10).min(Duration::from_millis(100)))
+}
+
+/// A `grpc-timeout` header: at most 8 digits and a unit (H, M, S, m, u, n), as the
+/// gRPC over HTTP/2 protocol defines it; `None` when malformed.
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[tonic::async_trait]
@@ -215,7 +252,9 @@ impl proto::grant_service_server::GrantService for GrantService {
         request: Request<proto::AssumeScopedRequest>,
     ) -> Result<Response<proto::AssumeScopedResponse>, Status> {
         let caller = caller_of(&request)?;
-        let response = assume::assume_scoped(&self.pipeline, &caller, request.get_ref()).await?;
+        let wait = sts_wait(request.metadata(), self.request_timeout);
+        let response =
+            assume::assume_scoped(&self.pipeline, &caller, request.get_ref(), wait).await?;
         Ok(Response::new(response))
     }
 
@@ -268,6 +307,41 @@ impl proto::grant_service_server::GrantService for GrantService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeouts_in_every_unit() {
+        for (header, want) in [
+            ("1H", Duration::from_secs(3600)),
+            ("2M", Duration::from_secs(120)),
+            ("30S", Duration::from_secs(30)),
+            ("700m", Duration::from_millis(700)),
+            ("250u", Duration::from_micros(250)),
+            ("99999999n", Duration::from_nanos(99_999_999)),
+        ] {
+            assert_eq!(parse_grpc_timeout(header), Some(want), "{header}");
+        }
+        for bad in ["", "S", "5", "123456789S", "-1S", "1.5S", "5s", "5 S", "é"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sts_waits_until_just_before_the_calls_deadline() {
+        let wait = |request_timeout: u64, header: Option<&str>| {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            if let Some(t) = header {
+                metadata.insert("grpc-timeout", t.parse().unwrap());
+            }
+            sts_wait(&metadata, Duration::from_secs(request_timeout))
+        };
+        // The caller's deadline, less 10 % (at most 100 ms) to send the answer.
+        assert_eq!(wait(30, Some("700m")), Duration::from_millis(630));
+        assert_eq!(wait(30, Some("5S")), Duration::from_millis(4900));
+        // No deadline, or a longer one than the server allows: the server's.
+        assert_eq!(wait(10, None), Duration::from_millis(9900));
+        assert_eq!(wait(10, Some("1H")), Duration::from_millis(9900));
+        assert_eq!(wait(10, Some("garbage")), Duration::from_millis(9900));
+    }
 
     #[test]
     fn ttl_unset_takes_the_default() {

@@ -9,6 +9,7 @@ mod assume_scoped;
 mod authorization_matrix;
 mod cli;
 mod credentials;
+mod faults;
 mod gateway;
 mod grant_read;
 mod grant_write;

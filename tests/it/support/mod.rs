@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod faults;
 pub mod jwt;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -179,6 +180,8 @@ pub struct Setup {
     pub extra_config: String,
     /// Credentials the service signs with.
     pub credentials: Credentials,
+    /// Where the service gets its credentials instead, when set (a chain that fails).
+    pub credentials_provider: Option<SharedCredentialsProvider>,
     /// How often the service checks its rules file for changes.
     pub rules_reload_interval: &'static str,
 }
@@ -206,6 +209,7 @@ max_ttl = "15m"
             .into(),
             extra_config: String::new(),
             credentials: Credentials::new(ACCESS_KEY, SECRET_KEY.as_str(), None, None, "test"),
+            credentials_provider: None,
             rules_reload_interval: "200ms",
         }
     }
@@ -263,7 +267,11 @@ caller = "dev:other"
         let aws = aws_config::SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(REGION))
-            .credentials_provider(SharedCredentialsProvider::new(setup.credentials))
+            .credentials_provider(
+                setup
+                    .credentials_provider
+                    .unwrap_or_else(|| SharedCredentialsProvider::new(setup.credentials)),
+            )
             .http_client(storage_grants::aws::http_client())
             .build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

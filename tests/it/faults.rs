@@ -1,0 +1,331 @@
+//! Faults in what the service depends on, injected by a proxy on loopback
+//! (`support::faults`): STS (moto behind the proxy) answering late, failing, throttling
+//! or down; the JWKS endpoint down; the service's own credential chain failing. Each
+//! test checks what a caller sees during the fault and after it heals.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{
+    ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future,
+};
+use storage_grants::proto::{Access, AssumeScopedRequest, GrantReadRequest};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt;
+
+use crate::support::faults::{Fault, FaultProxy, Upstream};
+use crate::support::jwt::Issuer;
+use crate::support::{self, Moto, Service, Setup, TOKEN, authed, demo_store, http_get};
+
+const ROLE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
+"Action":"s3:*","Resource":["arn:aws:s3:::demo","arn:aws:s3:::demo/*"]}]}"#;
+
+fn assume() -> AssumeScopedRequest {
+    AssumeScopedRequest {
+        bucket: "demo".into(),
+        prefix: "tenants/a/".into(),
+        access: Access::Read as i32,
+        ..Default::default()
+    }
+}
+
+/// An AssumeScoped call of `dev:demo` that gives up after `deadline`.
+fn assume_within(deadline: Duration) -> tonic::Request<AssumeScopedRequest> {
+    let mut request = authed(assume(), &TOKEN);
+    request.set_timeout(deadline);
+    request
+}
+
+#[tokio::test]
+async fn sts_faults_answer_unavailable_with_a_retry_hint_and_heal_within_a_second() {
+    let moto = Moto::start();
+    let (key, secret) = moto.service_identity().await;
+    let role_arn = moto.create_role("faults", ROLE_POLICY).await;
+    let proxy = FaultProxy::start(Upstream::Url(moto.endpoint.clone())).await;
+    let mut setup = Setup::new();
+    setup.rules = r#"
+[[rules]]
+callers = ["dev:demo"]
+bucket = "demo"
+prefix = "tenants/a/"
+actions = ["assume-read"]
+max_ttl = "1h"
+"#
+    .into();
+    setup.credentials = Credentials::new(key, secret, None, None, "moto");
+    setup.extra_config = format!(
+        r#"
+[sts]
+role_arn = "{role_arn}"
+endpoint = "{proxy}"
+call_timeout = "1s"
+max_attempts = 2
+role_chaining = false
+"#,
+        proxy = proxy.endpoint
+    );
+    let service = Service::start_at(&moto.endpoint, setup).await;
+    let mut client = service.client().await;
+
+    // A caller whose deadline comes before the STS call's own bound: answered before
+    // its deadline, UNAVAILABLE with a retry hint, not a bare DEADLINE_EXCEEDED.
+    proxy.set(Fault::Delay(Duration::from_secs(3)));
+    let started = Instant::now();
+    let status = client
+        .assume_scoped(assume_within(Duration::from_millis(700)))
+        .await
+        .expect_err("STS answers too late");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.get_details_retry_info().is_some(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_millis(700));
+    // The abandoned STS call ends by its own bound (1 s) before the next fault.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let deadline = Duration::from_secs(3);
+    for fault in [
+        Fault::Delay(Duration::from_secs(3)),
+        Fault::Status(503),
+        Fault::Status(500),
+        Fault::Throttle,
+        Fault::Down,
+    ] {
+        proxy.set(fault);
+        let before = proxy.requests();
+        let started = Instant::now();
+        let status = client
+            .assume_scoped(assume_within(deadline))
+            .await
+            .expect_err(&format!("{fault:?}: STS fails"));
+        let took = started.elapsed();
+        assert_eq!(status.code(), Code::Unavailable, "{fault:?}: {status:?}");
+        let retry = status
+            .get_details_retry_info()
+            .unwrap_or_else(|| panic!("{fault:?}: no RetryInfo in {status:?}"));
+        assert!(retry.retry_delay.is_some(), "{fault:?}");
+        assert!(took < deadline, "{fault:?}: answered after {took:?}");
+        assert!(
+            !status.message().contains("InvalidClientTokenId")
+                && !status.message().contains(TOKEN.as_str()),
+            "{status:?}"
+        );
+        if fault != Fault::Down {
+            // Never an error from the cache: every failed call asked STS again.
+            assert!(proxy.requests() > before, "{fault:?}: STS was not asked");
+        }
+    }
+
+    // Healed: the very next call gets credentials (no error was cached, no breaker
+    // holds calls back), well within a second.
+    proxy.set(Fault::None);
+    let healed = Instant::now();
+    let first = loop {
+        match client.assume_scoped(assume_within(deadline)).await {
+            Ok(response) => break response.into_inner(),
+            Err(status) => {
+                assert!(
+                    healed.elapsed() < Duration::from_secs(1),
+                    "still failing {:?} after the heal: {status:?}",
+                    healed.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(healed.elapsed() < Duration::from_secs(1));
+    let credentials = first.credentials.expect("credentials");
+    assert!(!credentials.session_token.is_empty());
+    // And then they are cached: STS is not asked again.
+    let asked = proxy.requests();
+    let again = client
+        .assume_scoped(assume_within(deadline))
+        .await
+        .expect("from the cache")
+        .into_inner();
+    assert_eq!(
+        again.credentials.expect("credentials").access_key_id,
+        credentials.access_key_id
+    );
+    assert_eq!(proxy.requests(), asked);
+}
+
+#[tokio::test]
+async fn fetched_jwks_keys_keep_working_while_the_jwks_endpoint_is_down() {
+    let store = demo_store().await;
+    let issuer = Issuer::new();
+    let proxy = FaultProxy::start(Upstream::Json(issuer.jwks())).await;
+    let mut setup = Setup::new();
+    setup.extra_config = format!(
+        "[identity.jwt]\nissuer = \"{}\"\naudiences = [\"{}\"]\njwks_url = \"{}/jwks.json\"\n\
+         refresh_interval = \"1s\"\nmin_refresh_interval = \"1s\"\n",
+        support::jwt::ISSUER,
+        support::jwt::AUDIENCE,
+        proxy.endpoint,
+    );
+    setup.rules.push_str(
+        "\n[[rules]]\ncallers = [\"system:serviceaccount:team-a:web\"]\nbucket = \"demo\"\n\
+         prefix = \"public/\"\nactions = [\"read\"]\n",
+    );
+    let service = Service::start(&store, setup).await;
+    let mut client = service.client().await;
+    let read = |token: &str| {
+        authed(
+            GrantReadRequest {
+                bucket: "demo".into(),
+                key: "public/hello.txt".into(),
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    let token = issuer.token("team-a", "web");
+    client.grant_read(read(&token)).await.expect("keys fetched");
+
+    // The endpoint fails every refresh from now on.
+    proxy.set(Fault::Status(503));
+    let failing_since = proxy.requests();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while proxy.requests() < failing_since + 2 {
+        assert!(Instant::now() < deadline, "the service stopped refreshing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Tokens signed by the fetched keys, old and new, still verify, and the grant works.
+    for token in [token, issuer.token("team-a", "web")] {
+        let grant = client
+            .grant_read(read(&token))
+            .await
+            .expect("the fetched keys still verify")
+            .into_inner();
+        let object = http_get(&grant.url).await;
+        assert_eq!(object.status(), 200);
+    }
+    // A key the service never fetched is still refused.
+    let stranger = Issuer::new().token("team-a", "web");
+    let refused = client.grant_read(read(&stranger)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+
+    // Down altogether (connections refused): the same.
+    proxy.set(Fault::Down);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    client
+        .grant_read(read(&issuer.token("team-a", "web")))
+        .await
+        .expect("the fetched keys still verify");
+}
+
+/// The service's credential chain: good credentials ending at `expires_at` until
+/// `fail` is set, then only errors.
+#[derive(Debug)]
+struct FailingChain {
+    expires_at: SystemTime,
+    fail: Arc<AtomicBool>,
+    failures: Arc<AtomicUsize>,
+}
+
+impl ProvideCredentials for FailingChain {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        if self.fail.load(Ordering::SeqCst) {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            return future::ProvideCredentials::ready(Err(CredentialsError::provider_error(
+                "injected: the credential endpoint is down",
+            )));
+        }
+        future::ProvideCredentials::ready(Ok(Credentials::new(
+            support::ACCESS_KEY,
+            support::SECRET_KEY.as_str(),
+            None,
+            Some(self.expires_at),
+            "failing-chain",
+        )))
+    }
+}
+
+#[tokio::test]
+async fn failing_credential_refresh_serves_until_expiry_then_unavailable_and_not_ready() {
+    let store = demo_store().await;
+    // Refreshed halfway through their life, at the earliest after 10 s: the refresh
+    // at 10 s fails, and they expire at 14 s.
+    let life = Duration::from_secs(14);
+    let expires_at = SystemTime::now() + life;
+    let started = Instant::now();
+    let fail = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let mut setup = Setup::new();
+    setup.credentials_provider = Some(SharedCredentialsProvider::new(FailingChain {
+        expires_at,
+        fail: fail.clone(),
+        failures: failures.clone(),
+    }));
+    let service = Service::start(&store, setup).await;
+    let mut client = service.client().await;
+    let read = || {
+        authed(
+            GrantReadRequest {
+                bucket: "demo".into(),
+                key: "public/hello.txt".into(),
+                ..Default::default()
+            },
+            &TOKEN,
+        )
+    };
+    client.grant_read(read()).await.expect("credentials loaded");
+    fail.store(true, Ordering::SeqCst);
+
+    // After the failed refresh, while the credentials have life left: grants work,
+    // and claim no more than that life.
+    tokio::time::sleep(
+        (started + Duration::from_secs(11)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    assert!(
+        failures.load(Ordering::SeqCst) > 0,
+        "the chain was asked again"
+    );
+    let grant = client
+        .grant_read(read())
+        .await
+        .expect("the current credentials still have life")
+        .into_inner();
+    let until = expires_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(grant.expires_at.unwrap().seconds <= until);
+    assert_eq!(http_get(&grant.url).await.status(), 200);
+
+    // Expired: UNAVAILABLE, saying why, and the grant service turns not ready.
+    tokio::time::sleep(
+        (started + life + Duration::from_millis(500)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    let status = client.grant_read(read()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("credentials"), "{status:?}");
+    let mut health = HealthClient::new(service.channel().await);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = health
+            .check(HealthCheckRequest {
+                service: "storagegrants.v1.GrantService".into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status;
+        if status == ServingStatus::NotServing as i32 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready with expired credentials"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,190 @@
+//! A fault proxy for tests: an HTTP/1.1 server on loopback in front of a real
+//! upstream (moto's STS) or serving a fixed document (a JWKS), that can be told to
+//! answer late, to fail with a status, to answer as a throttled STS, or to refuse
+//! connections, and to heal again. It counts the requests it receives.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// What the proxy does with the next requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Passes requests through.
+    None,
+    /// Waits this long, then passes the request through.
+    Delay(Duration),
+    /// Answers this status with a short body, without asking upstream.
+    Status(u16),
+    /// Answers as STS does when it throttles (400, `Throttling`).
+    Throttle,
+    /// Closes every new connection at once (the endpoint is down).
+    Down,
+}
+
+/// Where answers come from when there is no fault.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// Forwarded to this base URL.
+    Url(String),
+    /// This JSON document, for any path.
+    Json(String),
+}
+
+#[derive(Clone)]
+struct Shared {
+    fault: Arc<Mutex<Fault>>,
+    requests: Arc<AtomicUsize>,
+    upstream: Upstream,
+    client: reqwest::Client,
+}
+
+/// The running proxy; stopped on drop.
+pub struct FaultProxy {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    shared: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// A proxy in front of `upstream`, passing everything through until told
+    /// otherwise.
+    pub async fn start(upstream: Upstream) -> FaultProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fault proxy");
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let shared = Shared {
+            fault: Arc::new(Mutex::new(Fault::None)),
+            requests: Arc::new(AtomicUsize::new(0)),
+            upstream,
+            client: reqwest::Client::new(),
+        };
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
+        let fault = shared.fault.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                if *fault.lock().unwrap() == Fault::Down {
+                    drop(stream);
+                    continue;
+                }
+                let (app, fault) = (app.clone(), fault.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let (app, fault) = (app.clone(), fault.clone());
+                        async move {
+                            // Down: kept-alive connections break too, without an answer.
+                            if *fault.lock().unwrap() == Fault::Down {
+                                return Err(std::io::Error::other("endpoint down"));
+                            }
+                            tower::ServiceExt::oneshot(app, request)
+                                .await
+                                .map_err(|never| match never {})
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FaultProxy {
+            endpoint: format!("http://{addr}"),
+            shared,
+            task,
+        }
+    }
+
+    /// Makes the next requests meet `fault` (`Fault::None` heals).
+    pub fn set(&self, fault: Fault) {
+        *self.shared.fault.lock().unwrap() = fault;
+    }
+
+    /// Requests received so far (refused connections are not requests).
+    pub fn requests(&self) -> usize {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(State(shared): State<Shared>, request: Request) -> Response {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let fault = *shared.fault.lock().unwrap();
+    match fault {
+        Fault::None | Fault::Down => {}
+        Fault::Delay(d) => tokio::time::sleep(d).await,
+        Fault::Status(code) => {
+            let status = StatusCode::from_u16(code).expect("a valid status");
+            return (status, "injected fault").into_response();
+        }
+        Fault::Throttle => {
+            // STS's own answer when an account's AssumeRole rate is exceeded.
+            let body = "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+                <Error><Type>Sender</Type><Code>Throttling</Code>\
+                <Message>Rate exceeded</Message></Error>\
+                <RequestId>00000000-0000-4000-8000-000000000000</RequestId></ErrorResponse>";
+            return (
+                StatusCode::BAD_REQUEST,
+                [("content-type", "text/xml")],
+                body,
+            )
+                .into_response();
+        }
+    }
+    match &shared.upstream {
+        Upstream::Json(document) => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            document.clone(),
+        )
+            .into_response(),
+        Upstream::Url(base) => forward(&shared.client, base, request).await,
+    }
+}
+
+/// `request` sent on to `base`, and its answer brought back.
+async fn forward(client: &reqwest::Client, base: &str, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body: Bytes = axum::body::to_bytes(body, 16 * 1024 * 1024)
+        .await
+        .expect("read the request body");
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut headers = HeaderMap::new();
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let answer = client
+        .request(parts.method, format!("{base}{path}"))
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .expect("the upstream answers");
+    let mut response = Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        if name != "content-length" && name != "transfer-encoding" {
+            response = response.header(name, value);
+        }
+    }
+    let bytes = answer.bytes().await.expect("the upstream's body");
+    response.body(Body::from(bytes)).unwrap()
+}
