@@ -26,6 +26,8 @@ pub struct Rate {
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// The rate this bucket refills at (a key's rate may differ from the default).
+    rate: Rate,
 }
 
 /// Token buckets, one per caller.
@@ -46,23 +48,34 @@ impl Budgets {
         }
     }
 
-    /// Takes one token from `caller`'s bucket at `now`.
+    /// Takes one token from `caller`'s bucket at `now`, at the default rate.
     ///
     /// # Errors
     /// The time until a token is back, when the bucket is empty.
     pub fn take(&self, caller: &str, now: Instant) -> Result<(), Duration> {
-        let rate = self.rate;
+        self.take_at(caller, self.rate, now)
+    }
+
+    /// Takes one token from the bucket of `key` (a caller, or a caller under a rule
+    /// of its own rate), which refills at `rate`.
+    ///
+    /// # Errors
+    /// The time until a token is back, when the bucket is empty.
+    pub fn take_at(&self, key: &str, rate: Rate, now: Instant) -> Result<(), Duration> {
         let mut buckets = self
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !buckets.contains_key(caller) && buckets.len() >= self.max_callers {
-            Self::make_room(&mut buckets, rate, now);
+        if !buckets.contains_key(key) && buckets.len() >= self.max_callers {
+            Self::make_room(&mut buckets, now);
         }
-        let bucket = buckets.entry(caller.to_owned()).or_insert(Bucket {
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
             tokens: rate.burst,
             at: now,
+            rate,
         });
+        // A rules reload may have changed the rate of this key.
+        bucket.rate = rate;
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate.per_second).min(rate.burst);
         bucket.at = now;
@@ -78,10 +91,10 @@ impl Budgets {
         }
     }
 
-    fn make_room(buckets: &mut HashMap<String, Bucket>, rate: Rate, now: Instant) {
+    fn make_room(buckets: &mut HashMap<String, Bucket>, now: Instant) {
         let full = |b: &Bucket| {
-            b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate.per_second
-                >= rate.burst
+            b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * b.rate.per_second
+                >= b.rate.burst
         };
         let before = buckets.len();
         buckets.retain(|_, b| !full(b));
@@ -126,6 +139,26 @@ mod tests {
         let t0 = Instant::now();
         while b.take("greedy", t0).is_ok() {}
         assert_eq!(b.take("other", t0), Ok(()));
+    }
+
+    #[test]
+    fn a_key_refills_at_its_own_rate() {
+        let b = Budgets::new(RATE, 10);
+        let t0 = Instant::now();
+        let fast = Rate {
+            per_second: 100.0,
+            burst: 10.0,
+        };
+        for _ in 0..10 {
+            assert_eq!(b.take_at("batch", fast, t0), Ok(()));
+        }
+        let wait = b.take_at("batch", fast, t0).unwrap_err();
+        assert!(wait <= Duration::from_millis(10), "{wait:?}");
+        // The default-rate bucket of another key is untouched and slower.
+        for _ in 0..3 {
+            assert_eq!(b.take("batch-default", t0), Ok(()));
+        }
+        assert!(b.take("batch-default", t0).unwrap_err() > Duration::from_millis(400));
     }
 
     #[test]

@@ -231,13 +231,42 @@ impl Pipeline {
         self
     }
 
-    /// Takes one grant from `caller`'s budget.
-    fn spend(&self, caller: &Caller) -> Result<(), Error> {
-        match &self.budgets {
-            Some(budgets) => budgets
-                .take(caller.id(), std::time::Instant::now())
-                .map_err(Error::OverBudget),
-            None => Ok(()),
+    /// Takes one grant from `caller`'s budget: the allowing `rule`'s own, when it
+    /// sets one (a bucket per caller and rule), else `[limits]`'s.
+    fn spend(&self, caller: &Caller, rule: Option<&Rule>) -> Result<(), Error> {
+        let Some(budgets) = &self.budgets else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        match rule.and_then(|r| Some((r.line(), r.grant_rate()?))) {
+            Some((line, rate)) => {
+                // '\n' cannot occur in a caller id: no caller can name this bucket.
+                budgets.take_at(&format!("{}\nrule {line}", caller.id()), rate, now)
+            }
+            None => budgets.take(caller.id(), now),
+        }
+        .map_err(Error::OverBudget)
+    }
+
+    /// Authorizes one action and spends one grant of the caller's budget for it. A
+    /// refusal is spent from `[limits]`'s budget: refusals are not free to hammer.
+    fn authorize_and_spend<'r>(
+        &self,
+        rules: &'r rules::Rules,
+        caller: &Caller,
+        action: Action,
+        bucket: &BucketName,
+        target: Target<'_>,
+    ) -> Result<&'r Rule, Error> {
+        match authorize(rules, caller, action, bucket, target) {
+            Ok(rule) => {
+                self.spend(caller, Some(rule))?;
+                Ok(rule)
+            }
+            Err(denied) => {
+                self.spend(caller, None)?;
+                Err(denied)
+            }
         }
     }
 
@@ -382,9 +411,8 @@ impl Pipeline {
         ask: Ask,
         sign: impl FnOnce(&Signer, &SigningCredentials, SystemTime, Ttl) -> Signed,
     ) -> Result<Presigned, Error> {
-        self.spend(caller)?;
         let rules = self.rules.current();
-        let rule = authorize(&rules, caller, action, bucket, Target::Key(key))?;
+        let rule = self.authorize_and_spend(&rules, caller, action, bucket, Target::Key(key))?;
         if ask.overrides_rendering && !rule.allow_response_overrides() {
             audit::denied(caller, action, bucket.as_str(), key.as_str());
             return Err(Error::OverridesNotAllowed {
@@ -439,7 +467,6 @@ impl Pipeline {
         let scoped = self.scoped.as_ref().ok_or(Error::NotConfigured(
             "AssumeScoped is not configured on this service (no sts.role_arn)",
         ))?;
-        self.spend(caller)?;
         let asked = request.access;
         let actions: Vec<Action> = [
             (asked.read, Action::AssumeRead),
@@ -455,14 +482,14 @@ impl Pipeline {
         let mut delete = false;
         let mut rule_line = 0;
         let rules = self.rules.current();
-        for &action in &actions {
-            let rule = authorize(
-                &rules,
-                caller,
-                action,
-                &request.bucket,
-                Target::Prefix(&request.prefix),
-            )?;
+        for (i, &action) in actions.iter().enumerate() {
+            let target = Target::Prefix(&request.prefix);
+            // One grant spent per call, under the rule of its first action.
+            let rule = if i == 0 {
+                self.authorize_and_spend(&rules, caller, action, &request.bucket, target)?
+            } else {
+                authorize(&rules, caller, action, &request.bucket, target)?
+            };
             rule_max = rule_max.min(rule.max_ttl());
             rule_line = rule.line();
             if action == Action::AssumeWrite {

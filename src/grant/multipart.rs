@@ -376,10 +376,9 @@ impl Pipeline {
         request: &StartRequest,
     ) -> Result<Started, Error> {
         let uploads = self.uploads()?;
-        self.spend(caller)?;
         let (max_ttl, max_size, rule_line) = {
             let rules = self.rules.current();
-            let rule = authorize(
+            let rule = self.authorize_and_spend(
                 &rules,
                 caller,
                 Action::Write,
@@ -455,7 +454,6 @@ impl Pipeline {
         request: &PartsRequest,
     ) -> Result<SignedParts, Error> {
         let claims = self.claims(caller, token)?;
-        self.spend(caller)?;
         if claims.checksum_sha256
             && let Some(p) = request.parts.iter().find(|p| p.checksum_sha256.is_none())
         {
@@ -469,7 +467,7 @@ impl Pipeline {
             }]));
         }
         let rules = self.rules.current();
-        let rule = authorize(
+        let rule = self.authorize_and_spend(
             &rules,
             caller,
             Action::Write,

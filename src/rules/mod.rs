@@ -255,6 +255,8 @@ pub struct Rule {
     sources: Vec<Source>,
     /// SPIFFE trust domains the rule accepts; empty: any.
     trust_domains: Vec<String>,
+    /// Each caller's budget of grants under this rule, instead of `[limits]`'s.
+    grant_rate: Option<crate::budget::Rate>,
     line: usize,
 }
 
@@ -289,6 +291,12 @@ impl Rule {
     /// Line of the rule in its file, for logs and audit.
     pub fn line(&self) -> usize {
         self.line
+    }
+
+    /// Each caller's budget of grants under this rule, when the rule sets its own
+    /// (`grants_per_second`, `grants_burst`); `None`: `[limits]` applies.
+    pub fn grant_rate(&self) -> Option<crate::budget::Rate> {
+        self.grant_rate
     }
 
     fn applies_to(&self, caller: &Caller, action: Action, bucket: &BucketName) -> bool {
@@ -431,6 +439,12 @@ pub enum RuleError {
     UnknownSource(String),
     #[error("trust_domains: a trust domain must not be empty")]
     EmptyTrustDomain,
+    #[error("grants_per_second: must be a number above 0 (and at most 1000000)")]
+    BadGrantRate,
+    #[error("grants_burst: must be at least 1 (and at most 1000000)")]
+    BadGrantBurst,
+    #[error("grants_burst: only applies with grants_per_second")]
+    BurstWithoutRate,
 }
 
 /// An identity source as a rule names it (the names of `identity.order`).
@@ -507,6 +521,12 @@ struct RawRule {
     /// SPIFFE trust domains the rule accepts.
     #[serde(default)]
     trust_domains: Vec<String>,
+    /// Grants each caller may be issued under this rule, per second, sustained.
+    #[serde(default)]
+    grants_per_second: Option<f64>,
+    /// Most grants in a burst under this rule (default: twice `grants_per_second`).
+    #[serde(default)]
+    grants_burst: Option<f64>,
     /// Free text for the operator; not interpreted.
     #[serde(default)]
     #[allow(dead_code)]
@@ -754,7 +774,9 @@ impl Rule {
         if raw.allow_response_overrides && !raw.actions.contains(&Action::Read) {
             return Err(RuleError::OverridesWithoutRead);
         }
+        let grant_rate = grant_rate(raw.grants_per_second, raw.grants_burst)?;
         Ok(Rule {
+            grant_rate,
             allow_response_overrides: raw.allow_response_overrides,
             sources,
             trust_domains: raw.trust_domains,
@@ -768,6 +790,31 @@ impl Rule {
             line,
         })
     }
+}
+
+/// Largest grant rate or burst a rule may set: beyond it a budget means nothing.
+const MAX_GRANT_RATE: f64 = 1_000_000.0;
+
+/// A rule's own grant budget from `grants_per_second` and `grants_burst`.
+fn grant_rate(
+    per_second: Option<f64>,
+    burst: Option<f64>,
+) -> Result<Option<crate::budget::Rate>, RuleError> {
+    let Some(per_second) = per_second else {
+        return match burst {
+            Some(_) => Err(RuleError::BurstWithoutRate),
+            None => Ok(None),
+        };
+    };
+    // `!(x > 0)` also refuses NaN.
+    if !(per_second > 0.0 && per_second <= MAX_GRANT_RATE) {
+        return Err(RuleError::BadGrantRate);
+    }
+    let burst = burst.unwrap_or((per_second * 2.0).max(1.0));
+    if !(1.0..=MAX_GRANT_RATE).contains(&burst) {
+        return Err(RuleError::BadGrantBurst);
+    }
+    Ok(Some(crate::budget::Rate { per_second, burst }))
 }
 
 // === impl CallerPattern ===
@@ -1088,6 +1135,45 @@ actions = ["read"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 5") && err.contains("reed"), "{err}");
+    }
+
+    #[test]
+    fn a_rule_may_set_its_own_grant_budget() {
+        let base = "[[rules]]\ncallers = [\"a\"]\nbucket = \"demo\"\nprefix = \"x/\"\nactions = [\"read\"]\n";
+        let parse = |extra: &str| Rules::parse(&format!("{base}{extra}"), Path::new("rules.toml"));
+        let rate = |extra: &str| parse(extra).unwrap().rules[0].grant_rate();
+        assert_eq!(rate(""), None);
+        assert_eq!(
+            rate("grants_per_second = 5000\n"),
+            Some(crate::budget::Rate {
+                per_second: 5000.0,
+                burst: 10000.0
+            })
+        );
+        assert_eq!(
+            rate("grants_per_second = 0.5\ngrants_burst = 3\n"),
+            Some(crate::budget::Rate {
+                per_second: 0.5,
+                burst: 3.0
+            })
+        );
+        for (extra, says) in [
+            ("grants_per_second = 0\n", "grants_per_second"),
+            ("grants_per_second = -1\n", "grants_per_second"),
+            ("grants_per_second = nan\n", "grants_per_second"),
+            ("grants_per_second = inf\n", "grants_per_second"),
+            (
+                "grants_per_second = 10\ngrants_burst = 0.5\n",
+                "grants_burst",
+            ),
+            ("grants_burst = 10\n", "only applies with grants_per_second"),
+        ] {
+            let err = parse(extra).unwrap_err().to_string();
+            assert!(
+                err.starts_with("rules.toml:1:") && err.contains(says),
+                "{extra}: {err}"
+            );
+        }
     }
 
     #[test]

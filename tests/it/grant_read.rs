@@ -618,3 +618,59 @@ async fn temporary_credentials_of_unknown_expiry_cap_the_ttl() {
     );
     assert_eq!(param(&response.url, "X-Amz-Expires"), "900");
 }
+
+/// Each caller has its own budget of grants (`[limits]`), a rule may give its callers
+/// another (`grants_per_second`, `grants_burst`), and refusals are spent from the
+/// default budget: past it, RESOURCE_EXHAUSTED with a retry delay.
+#[tokio::test]
+async fn grant_budgets_are_per_caller_and_a_rule_may_set_its_own() {
+    let store = demo_store().await;
+    let mut setup = Setup::new();
+    setup.rules.push_str(
+        "\n[[rules]]\ncallers = [\"dev:demo\"]\nbucket = \"demo\"\nprefix = \"batch/\"\n\
+         actions = [\"read\"]\ngrants_per_second = 0.01\ngrants_burst = 20\n",
+    );
+    setup.extra_config = "[limits]\ngrants_per_second = 0.01\ngrants_burst = 3\n".into();
+    let service = Service::start(&store, setup).await;
+    let client = service.client().await;
+    let outcome = |token: &'static str, key: &str| {
+        let mut client = client.clone();
+        let request = authed(read(key), token);
+        async move { client.grant_read(request).await.map(|_| ()) }
+    };
+    let exhausted = |result: Result<(), tonic::Status>| {
+        let status = result.expect_err("over budget");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        let retry = status.get_details_retry_info().expect("a retry delay");
+        assert!(
+            retry
+                .retry_delay
+                .is_some_and(|d| d > Duration::from_secs(1))
+        );
+    };
+
+    // dev:demo: three grants under the default budget, then none.
+    for _ in 0..3 {
+        outcome(&TOKEN, "public/hello.txt")
+            .await
+            .expect("within budget");
+    }
+    exhausted(outcome(&TOKEN, "public/hello.txt").await);
+    // Under the rule with its own budget: twenty more, then none.
+    for i in 0..20 {
+        let grant = outcome(&TOKEN, &format!("batch/{i}.csv")).await;
+        assert!(grant.is_ok(), "grant {i} under the batch rule: {grant:?}");
+    }
+    exhausted(outcome(&TOKEN, "batch/20.csv").await);
+
+    // dev:other's budget is its own; its refusals spend it too.
+    outcome(&OTHER_TOKEN, "other/a.txt")
+        .await
+        .expect("its own budget");
+    for _ in 0..2 {
+        let denied = outcome(&OTHER_TOKEN, "public/hello.txt").await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    }
+    exhausted(outcome(&OTHER_TOKEN, "public/hello.txt").await);
+    exhausted(outcome(&OTHER_TOKEN, "other/a.txt").await);
+}
