@@ -29,9 +29,13 @@ use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::field::{Field, Visit};
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{EnvFilter, FilterExt, Targets, filter_fn};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
@@ -146,12 +150,12 @@ fn init_from(
     audit_file: Option<&Path>,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Telemetry, Error> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let mut writers = Vec::new();
     let (stderr_writer, guard) = writer_thread("log-writer", std::io::stderr());
     writers.push(guard);
     let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(stderr_writer)
+        .with_writer(stderr_writer.clone())
         // Colour only for a terminal: redirected logs stay plain text.
         .with_ansi(std::io::stderr().is_terminal());
     let log = match format {
@@ -159,10 +163,13 @@ fn init_from(
         LogFormat::Json => stderr.json().flatten_event(true).boxed(),
     }
     // Events only: formatting every call's span for the log cost more than the grant
-    // itself; without an exporter no layer wants spans, and none is made.
-    .with_filter(filter.and(filter_fn(|metadata| metadata.is_event())));
+    // itself; without an exporter no layer wants spans, and none is made. Audit events
+    // have a layer of their own.
+    .with_filter(filter().and(filter_fn(|m| m.is_event() && m.target() != AUDIT)));
+    let audit_log = AuditJson(stderr_writer)
+        .with_filter(filter().and(Targets::new().with_target(AUDIT, tracing::Level::INFO)));
 
-    let audit = audit_file
+    let audit_file = audit_file
         .map(|path| {
             let file = File::options()
                 .create(true)
@@ -174,19 +181,9 @@ fn init_from(
                 })?;
             let (file_writer, guard) = writer_thread("audit-writer", file);
             writers.push(guard);
-            // One JSON object per line and per decision, whatever the log's format.
             Ok::<_, Error>(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(false)
-                    .with_writer(file_writer)
-                    .with_filter(
-                        Targets::new()
-                            .with_target("audit", tracing::Level::INFO)
-                            .and(filter_fn(|metadata| metadata.is_event())),
-                    ),
+                AuditJson(file_writer)
+                    .with_filter(Targets::new().with_target(AUDIT, tracing::Level::INFO)),
             )
         })
         .transpose()?;
@@ -202,8 +199,9 @@ fn init_from(
     });
     // Only the layers in use: an absent (`None`) layer would declare interest in
     // every span, and each call would then make one that nobody reads.
-    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![log.boxed()];
-    layers.extend(audit.map(Layer::boxed));
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> =
+        vec![log.boxed(), audit_log.boxed()];
+    layers.extend(audit_file.map(Layer::boxed));
     layers.extend(otel.map(Layer::boxed));
     Registry::default()
         .with(layers)
@@ -259,6 +257,80 @@ fn tracer_provider(
     ))
 }
 
+/// The tracing target of audit events (`grant::audit`).
+const AUDIT: &str = "audit";
+
+/// Audit events as one JSON object per line, whatever the log's format: the fields of
+/// the event, with `timestamp`, `level` and `target` as the log's JSON has them. A
+/// record for machines, formatted by a fixed, cheap path (the general formatter cost
+/// more than signing the grant), then queued to a writer thread.
+struct AuditJson(NonBlocking);
+
+impl<S: tracing::Subscriber> Layer<S> for AuditJson {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let mut line = Vec::with_capacity(512);
+        let mut timestamp = String::with_capacity(32);
+        let _ = tracing_subscriber::fmt::time::SystemTime.format_time(
+            &mut tracing_subscriber::fmt::format::Writer::new(&mut timestamp),
+        );
+        line.extend_from_slice(b"{\"timestamp\":");
+        json_string(&mut line, &timestamp);
+        line.extend_from_slice(b",\"level\":");
+        json_string(&mut line, event.metadata().level().as_str());
+        event.record(&mut JsonFields(&mut line));
+        line.extend_from_slice(b",\"target\":");
+        json_string(&mut line, event.metadata().target());
+        line.extend_from_slice(b"}\n");
+        // One write per line: the writer thread never sees half an event.
+        let _ = self.0.make_writer().write_all(&line);
+    }
+}
+
+/// An event's fields as JSON members, each after a comma.
+struct JsonFields<'a>(&'a mut Vec<u8>);
+
+impl JsonFields<'_> {
+    fn key(&mut self, field: &Field) {
+        self.0.push(b',');
+        json_string(self.0, field.name());
+        self.0.push(b':');
+    }
+}
+
+impl Visit for JsonFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.key(field);
+        json_string(self.0, value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.key(field);
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.key(field);
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field);
+        self.0
+            .extend_from_slice(if value { b"true" } else { b"false" });
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.key(field);
+        json_string(self.0, &format!("{value:?}"));
+    }
+}
+
+/// `text` as a JSON string.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a string to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
 /// Makes `span` a child of the remote span a W3C `traceparent` (and `tracestate`) in
 /// `headers` names, so the caller's trace continues here. Without one, or with a
 /// malformed one, `span` stays a root.
@@ -294,6 +366,66 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         tracer_provider(&|var: &str| vars.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone()))
+    }
+
+    /// A destination the test can read back.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn audit_events_are_one_json_object_per_line_whatever_their_values() {
+        let captured = Captured::default();
+        let (writer, guard) = writer_thread("test-audit", captured.clone());
+        let subscriber = Registry::default().with(
+            AuditJson(writer).with_filter(Targets::new().with_target(AUDIT, tracing::Level::INFO)),
+        );
+        let hostile = "tenant-a/\u{202e}gnp.exe \"quoted\"\n{\"forged\":1}\\ \u{1}";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                target: "audit",
+                outcome = "granted",
+                caller = hostile,
+                identity_source = ?crate::core::Action::Read,
+                action = %crate::core::Action::AssumeRead,
+                ttl_secs = 300u64,
+                rule_line = 2usize,
+                absent = Option::<&str>::None,
+                "grant issued"
+            );
+            tracing::info!(target: "storage_grants::other", "not an audit event");
+        });
+        drop(guard);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let event: serde_json::Value = serde_json::from_str(lines[0]).expect("valid JSON");
+        assert_eq!(event["message"], "grant issued");
+        assert_eq!(event["outcome"], "granted");
+        assert_eq!(event["caller"], hostile);
+        assert_eq!(event["identity_source"], "Read");
+        assert_eq!(event["action"], "assume-read");
+        assert_eq!(event["ttl_secs"], 300);
+        assert_eq!(event["rule_line"], 2);
+        assert!(event.get("absent").is_none());
+        assert!(event.get("forged").is_none());
+        assert_eq!(event["level"], "INFO");
+        assert_eq!(event["target"], "audit");
+        let timestamp = event["timestamp"].as_str().unwrap();
+        assert!(
+            timestamp.len() >= 20 && timestamp.ends_with('Z'),
+            "{timestamp}"
+        );
     }
 
     #[test]
