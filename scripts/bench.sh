@@ -33,7 +33,8 @@
 # 4. The tables (Markdown) go to stdout and to OUT/results.md.
 #
 # Usage: scripts/bench.sh [--duration S] [--warmup S] [--rounds N] [--soak S]
-#                         [--scopes N] [--out DIR] [--no-build] [--perf]
+#                         [--scopes N] [--out DIR] [--no-build] [--binary PATH]
+#                         [--perf] [--instructions N]
 #   --duration S  about how long each measured throughput run lasts (default 10): a
 #                 fixed request count, the warm-up's rate times S
 #   --warmup S    h2load warm-up seconds before each run (default 2)
@@ -44,8 +45,18 @@
 #   --out DIR     where results.md, rss.csv, soak.png and the logs go
 #                 (default target/bench/)
 #   --no-build    use target/release/storage-grants as it is
+#   --binary PATH measure this build of storage-grants instead (implies --no-build), e.g.
+#                 an older commit's, to compare with --instructions
 #   --perf        also record one GrantRead run with `perf record -g` (OUT/perf.data,
 #                 OUT/perf-report.txt)
+#   --instructions N
+#                 instead of everything above: the server under valgrind's callgrind,
+#                 N calls of each RPC (and of each gateway route), and the server's
+#                 instructions per call (all its threads, user space) as a ratio to the
+#                 health check's, in OUT/instructions.md. Instruction counts do not
+#                 depend on what else the machine runs, so fixes can be compared across
+#                 runs; they leave out the kernel's share, and under valgrind sha2 takes
+#                 its portable code (no SHA extensions), so signing counts high.
 # Exit code: 0 when every run answered successes only, 1 when some run had failures
 # (the tables still print), 2 when the setup failed.
 set -euo pipefail
@@ -55,7 +66,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
 
 log() { echo "bench: $*" >&2; }
 
-duration=10 warmup=2 rounds=3 soak=60 scopes=10000 out="" build=1 perf=0
+duration=10 warmup=2 rounds=3 soak=60 scopes=10000 out="" build=1 perf=0 instructions=0 binary=""
 while (($#)); do
   case $1 in
   --duration) duration=$2; shift 2 ;;
@@ -65,12 +76,14 @@ while (($#)); do
   --scopes) scopes=$2; shift 2 ;;
   --out) out=$2; shift 2 ;;
   --no-build) build=0; shift ;;
+  --binary) binary=$2; build=0; shift 2 ;;
   --perf) perf=1; shift ;;
+  --instructions) instructions=$2; shift 2 ;;
   -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) log "unknown argument $1 (see --help)"; exit 2 ;;
   esac
 done
-for n in "$duration" "$warmup" "$rounds" "$soak" "$scopes"; do
+for n in "$duration" "$warmup" "$rounds" "$soak" "$scopes" "$instructions"; do
   [[ $n =~ ^[0-9]+$ ]] || { log "durations and counts are whole numbers, not '$n'"; exit 2; }
 done
 ((duration > 0 && warmup > 0 && rounds > 0 && soak > 0 && scopes > 0)) || { log "the durations and counts must be positive"; exit 2; }
@@ -82,7 +95,7 @@ root=$(repo_root)
 out=${out:-$root/target/bench}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-server_bin=$root/target/release/storage-grants
+server_bin=${binary:-$root/target/release/storage-grants}
 
 # --- tools ------------------------------------------------------------------------------
 
@@ -231,6 +244,7 @@ touch "$work/sampling"
 ) &
 sampler_pid=$!
 
+server_wrapper=()
 # start_server NAME [ENV...]: a fresh server with the bench config; its log goes to
 # $logs/server-NAME.log (appended, so it can be truncated between runs).
 server_log="" server_name=""
@@ -242,10 +256,10 @@ start_server() {
   : >"$work/server.pid"
   server_log=$logs/server-$name.log
   : >"$server_log"
-  "${server_env[@]}" "$@" "$server_bin" --config "$config" serve </dev/null >>"$server_log" 2>&1 &
+  "${server_env[@]}" "$@" "${server_wrapper[@]}" "$server_bin" --config "$config" serve </dev/null >>"$server_log" 2>&1 &
   server_pid=$!
   for port in "$grpc_port" "$http_port" "$metrics_port"; do
-    if ! wait_for_port 127.0.0.1 "$port" 20 "$server_pid"; then
+    if ! wait_for_port 127.0.0.1 "$port" "$(((${#server_wrapper[@]} > 0) ? 180 : 20))" "$server_pid"; then
       log_tail "$server_log"
       log "storage-grants did not come up"
       exit 2
@@ -367,6 +381,60 @@ http_run() {
   log "round $round: $label: $rps requests/s ($verdict)"
 }
 : >"$work/rows"
+
+# --- instructions per call (--instructions N): callgrind, then stop ------------------------
+
+if ((instructions > 0)); then
+  ensure_valgrind >/dev/null
+  dumps=$work/callgrind
+  mkdir -p "$dumps"
+  server_wrapper=(valgrind --tool=callgrind --dump-instr=no "--callgrind-out-file=$dumps/out.%p")
+  start_server callgrind
+  for name in health grant_read grant_write_put assume_scoped; do check_frame "$name"; done
+  callgrind_control -z "$server_pid" >/dev/null
+  declare -a labels=()
+  count_run() { # LABEL NAME-OR-PATH KIND
+    local label=$1 what=$2 kind=$3 out=$logs/h2load-instructions-${#labels[@]}.txt
+    if [[ $kind == grpc ]]; then
+      "$h2load" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -n "$instructions" \
+        -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $token" \
+        -d "$frames/$what.bin" "$(grpc_url "${path_of[$what]}")" >"$out" 2>&1 || true
+    else
+      "$h2load" --h1 -t 1 -c 64 -n "$instructions" -H "authorization: Bearer $token" \
+        "http://127.0.0.1:$http_port$what" >"$out" 2>&1 || true
+    fi
+    grep -q "^requests: $instructions total, $instructions started, $instructions done, $instructions succeeded" "$out" ||
+      fail "$label: not every call succeeded ($(grep '^requests:' "$out"))"
+    callgrind_control -d "run${#labels[@]}" "$server_pid" >/dev/null
+    labels+=("$label")
+  }
+  count_run "health check (baseline)" health grpc
+  count_run "GrantRead, audit log on" grant_read grpc
+  count_run "GrantWrite PUT, all pins" grant_write_put grpc
+  count_run "AssumeScoped, cache hit" assume_scoped grpc
+  count_run "gateway GET /healthz (baseline)" /healthz http
+  count_run "gateway click-time link (302)" "/v1/objects/$bucket/public/hello.txt" http
+  stop_process "$server_pid"
+  server_pid=""
+  {
+    echo "## storage-grants: server instructions per call ($(date -u +%Y-%m-%dT%H:%MZ))"
+    echo
+    echo "valgrind $(valgrind --version | sed 's/valgrind-//'), callgrind; $instructions calls of each; release binary at $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown); h2load as in the throughput runs."
+    echo
+    echo "| calls | instructions per call | vs its baseline |"
+    echo "|---|---:|---:|"
+    base=0
+    for i in "${!labels[@]}"; do
+      file=$(grep -lx "desc: Trigger: dump run$i" "$dumps"/out.* 2>/dev/null | head -1 || true)
+      total=$([[ -n $file ]] && awk '/^summary:/ {print $2}' "$file" || echo 0)
+      per=$((total / instructions))
+      [[ ${labels[$i]} == *baseline* ]] && base=$per
+      echo "| ${labels[$i]} | $per | $(awk -v p="$per" -v b="$base" 'BEGIN {if (b > 0) printf "%.2fx", p / b; else print "-"}') |"
+    done
+  } | tee "$out/instructions.md"
+  ((failures == 0)) || exit 1
+  exit 0
+fi
 
 # --- 1. throughput, audit log on (default level) ------------------------------------------
 

@@ -413,6 +413,12 @@ ensure_gnuplot() {
   _ensure_apt_tool gnuplot gnuplot-nox
 }
 
+# Echoes the path of valgrind (Debian package valgrind), installing it when missing.
+# scripts/bench.sh --instructions counts the server's instructions per call with it.
+ensure_valgrind() {
+  _ensure_apt_tool valgrind valgrind
+}
+
 # Echoes the absolute path of the server binary a test script was given (its first
 # argument; default: target/debug/storage-grants), or fails saying how to build it.
 # The scripts do not build it: the test command passes the one its tests built.
