@@ -37,16 +37,28 @@ const check = (condition, message) => {
   return condition;
 };
 
-// Same count as tests/sdk/fetches.py: one `grant issued` audit line per answer.
+// Same count as tests/sdk/fetches.py: one `grant issued` audit event (a JSON object on
+// its own line) per answer.
+const auditEvent = (line) => {
+  if (!line.startsWith("{")) return null;
+  try {
+    return JSON.parse(line);
+  } catch {
+    return null;
+  }
+};
 const fetches = () =>
   readFileSync(auditLog, "utf8")
     .split("\n")
+    .map(auditEvent)
     .filter(
-      (line) =>
-        line.includes("grant issued") &&
-        line.includes(`caller="${caller}"`) &&
-        line.includes(`scope="${prefix}"`) &&
-        line.includes("action=assume-"),
+      (event) =>
+        event !== null &&
+        event.target === "audit" &&
+        event.message === "grant issued" &&
+        event.caller === caller &&
+        event.scope === prefix &&
+        String(event.action ?? "").startsWith("assume-"),
     ).length;
 
 const s3 = new S3Client({});
