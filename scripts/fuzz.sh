@@ -55,6 +55,7 @@ fi
 [[ $seconds =~ ^[0-9]+$ ]] || tools_die "SECONDS must be a number, or a file to replay"
 
 mkdir -p fuzz/work
+failed=()
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/work/$t"
   log="fuzz/work/$t.log"
@@ -62,11 +63,14 @@ for t in "${targets[@]}"; do
   # -jobs/-workers unset: one process, one core. The work directory comes first, so
   # libFuzzer writes new inputs there and only reads the seeds.
   # shellcheck disable=SC2086 # FUZZ_ARGS is a list of options
-  fuzz run "$t" "fuzz/work/$t" "fuzz/corpus/$t" -- \
-    -max_total_time="$seconds" -print_final_stats=1 ${FUZZ_ARGS:-} 2>&1 | tee "$log" >&2
+  if ! fuzz run "$t" "fuzz/work/$t" "fuzz/corpus/$t" -- \
+    -max_total_time="$seconds" -print_final_stats=1 ${FUZZ_ARGS:-} 2>&1 | tee "$log" >&2; then
+    failed+=("$t")
+  fi
   {
     echo "## $t ($(date -u +%Y-%m-%dT%H:%M:%SZ), ${seconds}s)"
-    grep -E '^(#[0-9]+[[:space:]]+DONE|Done [0-9]+ runs|stat::)' "$log" || true
+    grep -E '^(#[0-9]+[[:space:]]+DONE|Done [0-9]+ runs|stat::|==[0-9]+==ERROR|SUMMARY|.*panicked at)' "$log" || true
     echo "corpus: $(find "fuzz/work/$t" -type f | wc -l) files in fuzz/work/$t"
   } >>fuzz/work/stats.txt
 done
+((${#failed[@]} == 0)) || tools_die "failed: ${failed[*]}; the inputs are in fuzz/artifacts/"

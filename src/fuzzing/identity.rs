@@ -222,9 +222,9 @@ pub fn jwks(data: &[u8]) {
 /// Parses the input as an `x-forwarded-client-cert` value, identifies its caller as
 /// a trusting service would, and parses each line as a CIDR block.
 ///
-/// Invariants: a parsed value has at least one element, and parses the
-/// same with a trailing separator; an element put in front (anyone can send one)
-/// changes neither the elements after it nor the caller; the caller is the last
+/// Invariants: a parsed value has at least one element, and parses the same with a
+/// trailing separator (when it has none); an element put in front (anyone can send
+/// one) changes neither the elements after it nor the caller; the caller is the last
 /// element's single URI, a SPIFFE ID in the trusted domain, with plain namespace and
 /// service account; a CIDR block prints back to itself and holds its own address.
 pub fn xfcc(data: &[u8]) {
@@ -234,11 +234,14 @@ pub fn xfcc(data: &[u8]) {
     if let Ok(elements) = xfcc::parse(&text) {
         assert!(!elements.is_empty());
         if text.len() < 60_000 {
-            assert_eq!(
-                xfcc::parse(&format!("{text},")).as_ref(),
-                Ok(&elements),
-                "a trailing separator is tolerated"
-            );
+            // One trailing separator is tolerated (a second is an empty pair).
+            if !text.ends_with([',', ';']) {
+                assert_eq!(
+                    xfcc::parse(&format!("{text},")).as_ref(),
+                    Ok(&elements),
+                    "a trailing separator is tolerated"
+                );
+            }
             let forged = format!(
                 "By=spiffe://{TRUST_DOMAIN}/ns/a/sa/b;URI=spiffe://{TRUST_DOMAIN}/ns/admin/sa/root,{text}"
             );
