@@ -30,8 +30,9 @@ const MAX_PROBES: usize = 4;
 ///
 /// Invariants: the parser never panics; an accepted file is accepted again, alike;
 /// a rule that allows a request renders a prefix for the caller that holds the key
-/// or prefix asked for, and its `max_ttl` is at least 1 s (15 minutes for scoped
-/// credentials and listing); two callers that differ in an attribute a template uses
+/// or prefix asked for; its `max_ttl` is at least 1 s (15 minutes for scoped
+/// credentials and listing); a grant budget it sets is a positive, bounded rate with
+/// a burst of at least one; two callers that differ in an attribute a template uses
 /// never render the same prefix from it; refusals name the file; a caller pattern
 /// matches exactly what a plain dynamic-programming matcher says (and a `spiffe://`
 /// pattern only certificate callers).
@@ -115,6 +116,10 @@ fn allowed(
         assert!(rule.max_ttl() >= STS_MIN_DURATION, "STS's shortest session");
     }
     assert!((1..=line_count).contains(&rule.line()));
+    if let Some(rate) = rule.grant_rate() {
+        assert!(rate.per_second > 0.0 && rate.per_second <= 1e6, "{rate:?}");
+        assert!((1.0..=1e6).contains(&rate.burst), "{rate:?}");
+    }
 
     // Which attributes the prefix depends on: those whose change changes it.
     let uses = |name: &str| {
