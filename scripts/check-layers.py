@@ -22,7 +22,7 @@ LAYERS = [
     ("adapters", {"sign", "store", "sts", "credentials", "identity", "readiness", "aws", "codec"}),
     ("pipeline", {"grant"}),
     ("front doors", {"service", "gateway"}),
-    ("wiring", {"config", "telemetry", "server", "cli"}),
+    ("wiring", {"config", "telemetry", "server", "cli", "fuzzing"}),
 ]
 RANK = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}
 

@@ -34,6 +34,8 @@ pub mod config;
 pub(crate) mod core;
 pub mod credentials;
 pub mod expiry;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod gateway;
 pub(crate) mod grant;
 pub mod identity;

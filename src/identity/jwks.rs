@@ -438,8 +438,8 @@ impl KeyStore {
         }
     }
 
-    /// A store that already holds `keys` and never refreshes (tests).
-    #[cfg(test)]
+    /// A store that already holds `keys` and never refreshes (tests, fuzzing).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn fixed(keys: KeySet) -> Self {
         let store = Self::new(
             KeySource::File(PathBuf::from("/nonexistent")),

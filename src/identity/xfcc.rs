@@ -67,6 +67,10 @@ pub enum CidrError {
     Everything(String),
     #[error("'{0}' has host bits set; did you mean {1}?")]
     HostBits(String, String),
+    #[error(
+        "'{0}' is an IPv4-mapped block, which no peer matches (peers count as IPv4); write {1}"
+    )]
+    Mapped(String, String),
 }
 
 impl Cidr {
@@ -133,6 +137,17 @@ impl FromStr for Cidr {
             return Err(CidrError::HostBits(
                 s.to_owned(),
                 format!("{masked}/{prefix}"),
+            ));
+        }
+        // `contains` compares a mapped peer (`::ffff:10.0.0.1`) as IPv4, so a mapped
+        // block would silently trust no one. With its host bits clear, its prefix is
+        // at least 96.
+        if let IpAddr::V6(v6) = addr
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            return Err(CidrError::Mapped(
+                s.to_owned(),
+                format!("{v4}/{}", prefix - 96),
             ));
         }
         Ok(Cidr {
@@ -400,6 +415,22 @@ mod tests {
             ))
         );
         assert_eq!(cidr("10.0.0.0/8").to_string(), "10.0.0.0/8");
+    }
+
+    #[test]
+    fn ipv4_mapped_cidr_is_refused_with_the_ipv4_block() {
+        // Peers are compared by their IPv4 form, so this block would hold no peer.
+        assert_eq!(
+            "::ffff:10.0.0.0/104".parse::<Cidr>(),
+            Err(CidrError::Mapped(
+                "::ffff:10.0.0.0/104".into(),
+                "10.0.0.0/8".into()
+            ))
+        );
+        assert!(matches!(
+            "::ffff:127.0.0.1/128".parse::<Cidr>(),
+            Err(CidrError::Mapped(_, fix)) if fix == "127.0.0.1/32"
+        ));
     }
 
     // Examples from Envoy's documentation (HTTP header manipulation,

@@ -11,15 +11,8 @@ use super::{Error, requested_ttl, timestamp};
 /// would make every call a new STS session.
 const MAX_MIN_REMAINING: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Parses the request, runs the pipeline, and builds the response. Past `wait`, the
-/// call answers that STS did not answer in time; the STS call itself goes on in its
-/// own task, and fills the cache for the retry.
-pub(super) async fn assume_scoped(
-    pipeline: &Pipeline,
-    caller: &Caller,
-    request: &proto::AssumeScopedRequest,
-    wait: std::time::Duration,
-) -> Result<proto::AssumeScopedResponse, Error> {
+/// The validated request, or every bad field at once.
+pub(crate) fn parse(request: &proto::AssumeScopedRequest) -> Result<AssumeRequest, Error> {
     let mut v = Violations::default();
     let parsed = AssumeRequest::parse(
         &mut v,
@@ -39,7 +32,19 @@ pub(super) async fn assume_scoped(
             min_left,
             ..request
         });
-    let parsed = v.finish(parsed)?;
+    Ok(v.finish(parsed)?)
+}
+
+/// Parses the request, runs the pipeline, and builds the response. Past `wait`, the
+/// call answers that STS did not answer in time; the STS call itself goes on in its
+/// own task, and fills the cache for the retry.
+pub(super) async fn assume_scoped(
+    pipeline: &Pipeline,
+    caller: &Caller,
+    request: &proto::AssumeScopedRequest,
+    wait: std::time::Duration,
+) -> Result<proto::AssumeScopedResponse, Error> {
+    let parsed = parse(request)?;
     let grant = tokio::time::timeout(wait, pipeline.assume(caller, &parsed))
         .await
         .map_err(|_| {

@@ -7,10 +7,10 @@
 //! before (the interceptor in `server` puts a [`Caller`] in the request extensions);
 //! transport concerns live in `server`.
 
-mod assume;
-mod multipart;
-mod read;
-mod write;
+pub(crate) mod assume;
+pub(crate) mod multipart;
+pub(crate) mod read;
+pub(crate) mod write;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

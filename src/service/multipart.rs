@@ -9,12 +9,10 @@ use crate::proto;
 
 use super::{Error, requested_ttl, timestamp};
 
-/// `StartMultipartUpload`.
-pub(super) async fn start(
-    pipeline: &Pipeline,
-    caller: &Caller,
+/// `StartMultipartUpload`, validated, or every bad field at once.
+pub(crate) fn parse_start(
     request: &proto::StartMultipartUploadRequest,
-) -> Result<proto::StartMultipartUploadResponse, Error> {
+) -> Result<StartRequest, Error> {
     let mut v = Violations::default();
     let checksum_sha256 = match proto::ChecksumAlgorithm::try_from(request.checksum_algorithm) {
         Ok(proto::ChecksumAlgorithm::Unspecified) => false,
@@ -43,7 +41,16 @@ pub(super) async fn start(
         },
         |v| requested_ttl(v, "ttl", request.ttl.as_ref()),
     );
-    let parsed = v.finish(parsed)?;
+    Ok(v.finish(parsed)?)
+}
+
+/// `StartMultipartUpload`.
+pub(super) async fn start(
+    pipeline: &Pipeline,
+    caller: &Caller,
+    request: &proto::StartMultipartUploadRequest,
+) -> Result<proto::StartMultipartUploadResponse, Error> {
+    let parsed = parse_start(request)?;
     let started = pipeline.start_multipart(caller, &parsed).await?;
     Ok(proto::StartMultipartUploadResponse {
         upload: started.upload,
@@ -53,12 +60,8 @@ pub(super) async fn start(
     })
 }
 
-/// `GrantUploadParts`.
-pub(super) fn grant_parts(
-    pipeline: &Pipeline,
-    caller: &Caller,
-    request: &proto::GrantUploadPartsRequest,
-) -> Result<proto::GrantUploadPartsResponse, Error> {
+/// `GrantUploadParts`, validated, or every bad field at once.
+pub(crate) fn parse_parts(request: &proto::GrantUploadPartsRequest) -> Result<PartsRequest, Error> {
     let mut v = Violations::default();
     let range: Vec<RawPart<'_>>;
     let parts: Vec<RawPart<'_>> = match (&request.part_range, request.parts.is_empty()) {
@@ -113,7 +116,16 @@ pub(super) fn grant_parts(
             requested_ttl(v, "ttl", request.ttl.as_ref())
         })
     };
-    let parsed = v.finish(parsed)?;
+    Ok(v.finish(parsed)?)
+}
+
+/// `GrantUploadParts`.
+pub(super) fn grant_parts(
+    pipeline: &Pipeline,
+    caller: &Caller,
+    request: &proto::GrantUploadPartsRequest,
+) -> Result<proto::GrantUploadPartsResponse, Error> {
+    let parsed = parse_parts(request)?;
     let signed = pipeline.grant_parts(caller, &request.upload, &parsed)?;
     Ok(proto::GrantUploadPartsResponse {
         parts: signed
@@ -151,12 +163,10 @@ pub(super) async fn list(
     })
 }
 
-/// `CompleteMultipartUpload`.
-pub(super) async fn complete(
-    pipeline: &Pipeline,
-    caller: &Caller,
+/// `CompleteMultipartUpload`, validated, or every bad field at once.
+pub(crate) fn parse_complete(
     request: &proto::CompleteMultipartUploadRequest,
-) -> Result<proto::CompleteMultipartUploadResponse, Error> {
+) -> Result<CompleteRequest, Error> {
     let mut v = Violations::default();
     let parsed = CompleteRequest::parse(
         &mut v,
@@ -167,7 +177,16 @@ pub(super) async fn complete(
             checksum_sha256: &p.checksum_sha256,
         }),
     );
-    let parsed = v.finish(parsed)?;
+    Ok(v.finish(parsed)?)
+}
+
+/// `CompleteMultipartUpload`.
+pub(super) async fn complete(
+    pipeline: &Pipeline,
+    caller: &Caller,
+    request: &proto::CompleteMultipartUploadRequest,
+) -> Result<proto::CompleteMultipartUploadResponse, Error> {
+    let parsed = parse_complete(request)?;
     let done = pipeline
         .complete_multipart(caller, &request.upload, &parsed)
         .await?;

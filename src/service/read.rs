@@ -6,12 +6,8 @@ use crate::proto;
 
 use super::{Error, requested_ttl, timestamp};
 
-/// Parses the request, runs the pipeline, and builds the response.
-pub(super) fn grant_read(
-    pipeline: &Pipeline,
-    caller: &Caller,
-    request: &proto::GrantReadRequest,
-) -> Result<proto::GrantReadResponse, Error> {
+/// The validated request, or every bad field at once.
+pub(crate) fn parse(request: &proto::GrantReadRequest) -> Result<ReadRequest, Error> {
     let mut v = Violations::default();
     let parsed = ReadRequest::parse(
         &mut v,
@@ -24,7 +20,16 @@ pub(super) fn grant_read(
         },
         |v| requested_ttl(v, "ttl", request.ttl.as_ref()),
     );
-    let parsed = v.finish(parsed)?;
+    Ok(v.finish(parsed)?)
+}
+
+/// Parses the request, runs the pipeline, and builds the response.
+pub(super) fn grant_read(
+    pipeline: &Pipeline,
+    caller: &Caller,
+    request: &proto::GrantReadRequest,
+) -> Result<proto::GrantReadResponse, Error> {
+    let parsed = parse(request)?;
     let grant = pipeline.read(caller, &parsed)?;
     Ok(proto::GrantReadResponse {
         url: grant.url.expose().clone(),

@@ -7,12 +7,8 @@ use crate::proto::grant_write_request::Size;
 
 use super::{Error, requested_ttl, timestamp};
 
-/// Parses the request, runs the pipeline, and builds the response.
-pub(super) fn grant_write(
-    pipeline: &Pipeline,
-    caller: &Caller,
-    request: &proto::GrantWriteRequest,
-) -> Result<proto::GrantWriteResponse, Error> {
+/// The validated request, or every bad field at once.
+pub(crate) fn parse(request: &proto::GrantWriteRequest) -> Result<WriteRequest, Error> {
     let mut v = Violations::default();
     let size = match &request.size {
         None => RawSize::Any,
@@ -38,7 +34,16 @@ pub(super) fn grant_write(
         },
         |v| requested_ttl(v, "ttl", request.ttl.as_ref()),
     );
-    let parsed = v.finish(parsed)?;
+    Ok(v.finish(parsed)?)
+}
+
+/// Parses the request, runs the pipeline, and builds the response.
+pub(super) fn grant_write(
+    pipeline: &Pipeline,
+    caller: &Caller,
+    request: &proto::GrantWriteRequest,
+) -> Result<proto::GrantWriteResponse, Error> {
+    let parsed = parse(request)?;
     let grant = pipeline.write(caller, &parsed)?;
     Ok(proto::GrantWriteResponse {
         url: grant.url.expose().clone(),
