@@ -549,11 +549,12 @@ fn classify(
             Some("Throttling" | "ThrottlingException" | "RequestLimitExceeded") => Error::Throttled,
             // A server error is STS's failure, whatever its body says (often nothing
             // parseable): transient, never reported as a refusal of our request.
-            _ if error
+            _ if let Some(status) = error
                 .raw_response()
-                .is_some_and(|r| r.status().is_server_error()) =>
+                .map(|r| r.status())
+                .filter(|s| s.is_server_error()) =>
             {
-                Error::Failed(error.raw_response().map_or(500, |r| r.status().as_u16()))
+                Error::Failed(status.as_u16())
             }
             code => Error::Refused {
                 code: code.unwrap_or("Unknown").to_owned(),

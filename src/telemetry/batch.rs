@@ -111,7 +111,7 @@ fn write_batches(shared: &Shared, mut destination: impl Write) {
 
 impl Batched {
     /// Appends `bytes` (whole lines) to the buffer, waiting for room past the limit.
-    fn append(&self, bytes: &[u8]) {
+    pub(super) fn append(&self, bytes: &[u8]) {
         let shared = &self.0;
         let mut state = shared.lock();
         while state.buffer.len() >= shared.max_buffered && !state.closed {

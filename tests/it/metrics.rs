@@ -14,17 +14,6 @@ fn read(key: &str) -> GrantReadRequest {
     }
 }
 
-fn value(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn grant_decisions_are_counted_and_served_on_the_metrics_port() {
     let store = demo_store().await;
@@ -59,7 +48,7 @@ async fn grant_decisions_are_counted_and_served_on_the_metrics_port() {
         assert_eq!(response.status(), 200);
         let text = response.text().await.unwrap();
         // The broken rules file is refused by the watcher within a few polls.
-        if value(
+        if support::metric(
             &text,
             "storage_grants_rules_reloads_total{result=\"refused\"}",
         ) > 0
@@ -73,20 +62,23 @@ async fn grant_decisions_are_counted_and_served_on_the_metrics_port() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert_eq!(
-        value(
+        support::metric(
             &text,
             "storage_grants_grants_total{action=\"read\",outcome=\"granted\"}"
         ),
         2
     );
     assert_eq!(
-        value(
+        support::metric(
             &text,
             "storage_grants_grants_total{action=\"read\",outcome=\"denied\"}"
         ),
         1
     );
-    assert_eq!(value(&text, "storage_grants_unauthenticated_total"), 1);
+    assert_eq!(
+        support::metric(&text, "storage_grants_unauthenticated_total"),
+        1
+    );
     support::keep_artifact("scrape", &text);
     for secret in ["public/", "private/", "X-Amz", TOKEN.as_str(), "dev:demo"] {
         assert!(!text.contains(secret), "{secret} reached the metrics");
@@ -169,9 +161,12 @@ actions = ["read", "assume-read"]
         .expect_err("past the limit");
     assert_eq!(shed.code(), tonic::Code::ResourceExhausted);
     let text = scrape().await;
-    assert_eq!(value(&text, "storage_grants_rpc_load_shed_total"), 1);
     assert_eq!(
-        value(
+        support::metric(&text, "storage_grants_rpc_load_shed_total"),
+        1
+    );
+    assert_eq!(
+        support::metric(
             &text,
             "storage_grants_rpc_duration_seconds_count{method=\"GrantRead\",code=\"RESOURCE_EXHAUSTED\"}"
         ),
