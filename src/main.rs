@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use storage_grants::config::Settings;
 use storage_grants::{server, telemetry};
 
+/// mimalloc rather than the system allocator: under load, tasks on one worker thread
+/// free what another allocated, and glibc then takes the owning arena's lock (threads
+/// waited on it in `free`); mimalloc hands such frees back without a lock.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 storage-grants: short-lived, narrowly scoped access to object storage, over gRPC
 
