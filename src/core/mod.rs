@@ -1,7 +1,7 @@
 //! The shared vocabulary: words every layer uses and that depend on nothing in this
 //! crate. What a grant can allow ([`Action`]), the limits AWS sets ([`limits`]) and
-//! how durations are written in config and rules files ([`duration`]), and how much
-//! of a caller's input a message may quote ([`text`]).
+//! how durations are written in config and rules files ([`duration`]), how much of a
+//! caller's input a message may quote ([`text`]), and calendar time in UTC ([`utc`]).
 //!
 //! Nothing here imports another module of the crate; everything else may import it.
 
@@ -9,5 +9,6 @@ mod action;
 pub mod duration;
 pub mod limits;
 pub mod text;
+pub mod utc;
 
 pub use action::Action;

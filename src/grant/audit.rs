@@ -20,9 +20,15 @@ use crate::core::Action;
 /// a `getrandom(2)` per grant cost more than signing the URL.
 pub fn new_grant_id() -> String {
     use rand::RngCore;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    let mut id = String::with_capacity(32);
+    for b in bytes {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    id
 }
 
 /// A grant that was issued.
@@ -63,8 +69,8 @@ pub fn issued(event: &Issued<'_>) {
         outcome = "granted",
         grant_id = event.grant_id,
         caller = event.caller.id(),
-        identity_source = ?event.caller.source(),
-        action = %join(event.actions),
+        identity_source = event.caller.source().as_str(),
+        action = &*join(event.actions),
         bucket = event.bucket,
         scope = event.target,
         ttl_secs = event.ttl_secs,
@@ -75,12 +81,17 @@ pub fn issued(event: &Issued<'_>) {
     );
 }
 
-fn join(actions: &[Action]) -> String {
-    actions
-        .iter()
-        .map(Action::to_string)
-        .collect::<Vec<_>>()
-        .join("+")
+/// The actions as the audit log writes them, `read` or `read+write`.
+fn join(actions: &[Action]) -> std::borrow::Cow<'static, str> {
+    match actions {
+        [one] => one.as_str().into(),
+        many => many
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join("+")
+            .into(),
+    }
 }
 
 /// Records a refused request from an identified caller.
@@ -93,8 +104,8 @@ pub fn denied(caller: &Caller, action: Action, bucket: &str, target: &str) {
         target: "audit",
         outcome = "denied",
         caller = caller.id(),
-        identity_source = ?caller.source(),
-        action = %action,
+        identity_source = caller.source().as_str(),
+        action = action.as_str(),
         bucket,
         scope = target,
         "grant denied"
@@ -105,4 +116,35 @@ fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grant_ids_are_128_random_bits_in_lowercase_hex() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_grant_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{id}"
+            );
+        }
+        // Every hex digit turns up in every position of some id.
+        for position in 0..32 {
+            let digits: std::collections::HashSet<u8> =
+                ids.iter().map(|id| id.as_bytes()[position]).collect();
+            assert_eq!(digits.len(), 16, "position {position}");
+        }
+    }
+
+    #[test]
+    fn actions_are_joined_with_plus() {
+        assert_eq!(join(&[Action::Read]), "read");
+        assert_eq!(join(&[Action::Read, Action::Write]), "read+write");
+    }
 }

@@ -1,17 +1,18 @@
 //! SigV4's two time formats, `X-Amz-Date` (`YYYYMMDD'T'HHMMSS'Z'`, UTC) and the scope
-//! date (`YYYYMMDD`), computed from Unix seconds with the civil-from-days algorithm,
-//! so the signer needs no date library and formats without allocating.
+//! date (`YYYYMMDD`), computed from Unix seconds ([`crate::core::utc`]), so the signer
+//! needs no date library and formats without allocating.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// 9999-12-31T23:59:59Z, the last second a four-digit year can write.
-const MAX_UNIX_SECS: u64 = 253_402_300_799;
+use crate::core::utc::UtcSecond;
 
 /// A signing time, truncated to whole seconds, in both SigV4 formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AmzDate {
     /// `YYYYMMDD'T'HHMMSS'Z'`: the `X-Amz-Date` value.
     date_time: [u8; 16],
+    /// The same second, for the other formats.
+    utc: UtcSecond,
 }
 
 impl AmzDate {
@@ -22,27 +23,13 @@ impl AmzDate {
     /// signed with a clock that wrong fails verification anyway, and signing stays
     /// infallible for typed input.
     pub(crate) fn new(time: SystemTime) -> AmzDate {
-        let secs = time
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            .min(MAX_UNIX_SECS);
-        AmzDate::from_unix_secs(secs)
-    }
-
-    fn from_unix_secs(secs: u64) -> AmzDate {
-        let days = secs / 86_400;
-        let rem = secs % 86_400;
-        let (year, month, day) = civil_from_days(days);
-        let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
-
+        let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let utc = UtcSecond::from_unix_secs(secs);
+        let d = utc.digits();
         let mut date_time = *b"00000000T000000Z";
-        write_digits(&mut date_time[0..4], year);
-        write_digits(&mut date_time[4..6], month);
-        write_digits(&mut date_time[6..8], day);
-        write_digits(&mut date_time[9..11], hour);
-        write_digits(&mut date_time[11..13], minute);
-        write_digits(&mut date_time[13..15], second);
-        AmzDate { date_time }
+        date_time[0..8].copy_from_slice(&d[0..8]);
+        date_time[9..15].copy_from_slice(&d[8..14]);
+        AmzDate { date_time, utc }
     }
 
     /// `YYYYMMDD'T'HHMMSS'Z'`.
@@ -59,14 +46,8 @@ impl AmzDate {
     /// POST policy's `expiration` in the AWS docs. The milliseconds are always zero,
     /// since the time was truncated to whole seconds.
     pub(crate) fn iso8601_millis(&self) -> [u8; 24] {
-        let d = &self.date_time;
         let mut out = *b"0000-00-00T00:00:00.000Z";
-        out[0..4].copy_from_slice(&d[0..4]);
-        out[5..7].copy_from_slice(&d[4..6]);
-        out[8..10].copy_from_slice(&d[6..8]);
-        out[11..13].copy_from_slice(&d[9..11]);
-        out[14..16].copy_from_slice(&d[11..13]);
-        out[17..19].copy_from_slice(&d[13..15]);
+        out[..19].copy_from_slice(&self.utc.rfc3339_seconds());
         out
     }
 
@@ -78,34 +59,10 @@ impl AmzDate {
     }
 }
 
-/// Writes `value` as exactly `out.len()` decimal digits, zero-padded.
-fn write_digits(out: &mut [u8], mut value: u64) {
-    for slot in out.iter_mut().rev() {
-        *slot = b'0' + u8::try_from(value % 10).expect("a decimal digit fits in u8");
-        value /= 10;
-    }
-}
-
-/// Howard Hinnant's `civil_from_days`: (year, month, day) of the proleptic Gregorian
-/// calendar for days since 1970-01-01. Restricted to non-negative days, which is all
-/// `AmzDate` feeds it, so it needs no signed arithmetic.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Shift the epoch to 0000-03-01, so that leap days fall at the end of a year.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097; // day of era, [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year from March 1st
-    let mp = (5 * doy + 2) / 153; // month from March, [0, 11]
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::utc::MAX_UNIX_SECS;
     use std::time::Duration;
 
     fn at(secs: u64) -> String {
