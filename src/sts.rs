@@ -272,6 +272,26 @@ impl Broker {
         aws_sdk_sts::Client::from_conf(builder.build())
     }
 
+    /// Credentials for `scope` from the cache, when they have the life a call asks for
+    /// left: what [`Broker::credentials`] answers first, asked without its request, so
+    /// that a hit (the common call) builds no session policy. A scope is cached only
+    /// after its policy was built and accepted, and the policy depends on nothing
+    /// else that can change, so a hit needs none.
+    pub fn cached(
+        &self,
+        scope: &Scope,
+        max_life: Duration,
+        min_left: Duration,
+    ) -> Option<Arc<ScopedCredentials>> {
+        match self.lock().get(scope) {
+            Some(Entry::Ready(c)) if self.reusable(c, max_life, min_left, SystemTime::now()) => {
+                crate::metrics::sts_cache(true);
+                Some(c.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// Credentials for `request.scope`: from the cache while they have enough life
     /// left, else from one AssumeRole shared by every concurrent caller of the scope.
     ///

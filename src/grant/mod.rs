@@ -502,26 +502,6 @@ impl Pipeline {
             list: asked.list,
             delete,
         };
-        let policy = policy::session_policy(
-            scoped.partition,
-            &request.bucket,
-            &request.prefix,
-            &access,
-            scoped.kms_key.as_ref(),
-        )
-        .map_err(|e| {
-            Error::InvalidArgument(vec![FieldViolation {
-                field: "prefix",
-                description: e.to_string(),
-            }])
-        })?;
-
-        let role_chaining = match scoped.durations.role_chaining {
-            Some(chaining) => chaining,
-            None => self.credentials.current()?.session_token.is_some(),
-        };
-        let requested = request.duration.unwrap_or(scoped.durations.default);
-        let duration = scoped.durations.session(requested, rule_max, role_chaining);
         let grant_id = audit::new_grant_id();
         let scope = sts::Scope {
             caller: caller.id().to_owned(),
@@ -529,17 +509,41 @@ impl Pipeline {
             prefix: request.prefix.clone(),
             access,
         };
-        let credentials = scoped
-            .broker
-            .credentials(&sts::Request {
-                scope: &scope,
-                policy: &policy,
-                duration,
-                max_life: rule_max,
-                min_left: request.min_left,
-                grant_id: &grant_id,
-            })
-            .await?;
+        let credentials = match scoped.broker.cached(&scope, rule_max, request.min_left) {
+            Some(hit) => hit,
+            None => {
+                let policy = policy::session_policy(
+                    scoped.partition,
+                    &request.bucket,
+                    &request.prefix,
+                    &access,
+                    scoped.kms_key.as_ref(),
+                )
+                .map_err(|e| {
+                    Error::InvalidArgument(vec![FieldViolation {
+                        field: "prefix",
+                        description: e.to_string(),
+                    }])
+                })?;
+                let role_chaining = match scoped.durations.role_chaining {
+                    Some(chaining) => chaining,
+                    None => self.credentials.current()?.session_token.is_some(),
+                };
+                let requested = request.duration.unwrap_or(scoped.durations.default);
+                let duration = scoped.durations.session(requested, rule_max, role_chaining);
+                scoped
+                    .broker
+                    .credentials(&sts::Request {
+                        scope: &scope,
+                        policy: &policy,
+                        duration,
+                        max_life: rule_max,
+                        min_left: request.min_left,
+                        grant_id: &grant_id,
+                    })
+                    .await?
+            }
+        };
         let left = credentials
             .expires_at
             .duration_since(SystemTime::now())
