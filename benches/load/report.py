@@ -191,8 +191,10 @@ def table(path: str) -> None:
 # code is for. First match wins; the patterns are substrings of the symbol or the DSO.
 PERF_GROUPS = [
     ("kernel: TCP/loopback send+receive, syscalls, scheduling", ["[kernel.kallsyms]"]),
-    ("malloc/free (glibc)", ["malloc", "_int_free", "cfree", "unlink_chunk", "realloc",
-                             "calloc", "tcache"]),
+    ("allocator: mimalloc, glibc malloc/free", ["malloc", "_int_free", "cfree", "unlink_chunk",
+                                                "realloc", "calloc", "tcache", " mi_", " _mi_",
+                                                "__rust_alloc", "__rust_dealloc",
+                                                "__rust_realloc", "__rdl_"]),
     ("memmove/memcpy/memcmp/memset (glibc)", ["__mem"]),
     ("other glibc (write, syscall wrappers, locks)", ["libc.so"]),
     ("logging: tracing-subscriber, fmt, sharded-slab", ["tracing_subscriber", "tracing_core",
