@@ -382,10 +382,10 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
     /// grant response) into its write buffer, and the responses of many calls leave
     /// in one `send(2)`. When the socket says it writes vectors, h2 keeps each payload
     /// of 256 bytes or more apart and must flush its buffer before it takes the next
-    /// frame: one or two writes per grant. Measured (`scripts/bench.sh`, h2load, 64
-    /// calls in flight): GrantRead went from 1.38 `writev(2)` per call to 0.6, and
-    /// from 0.62x to 0.72x the health check's calls/s; the health check's small
-    /// payloads were copied either way.
+    /// frame: one or two writes per grant. Measured with h2load driving 64 calls in
+    /// flight as `scripts/bench.sh` does, and `perf stat` on the server: GrantRead went
+    /// from 1.38 `writev(2)` per call to 0.6, and from 0.62x to 0.72x the health
+    /// check's calls/s; the health check's small payloads were copied either way.
     fn is_write_vectored(&self) -> bool {
         false
     }
