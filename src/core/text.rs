@@ -37,23 +37,30 @@ pub fn bounded(message: &str, max: usize) -> Cow<'_, str> {
 /// for logs and messages: a JWKS or endpoint URL may carry a password before the host
 /// or a token in its query.
 pub fn redact_url(url: &str) -> String {
-    let (url, query) = match url.find(['?', '#']) {
-        Some(at) => (&url[..at], "?[redacted]"),
-        None => (url, ""),
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (&url[..scheme.len() + 3], rest),
+        None => ("", url),
     };
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let authority = match authority.rfind('@') {
-        Some(at) => format!("[redacted]@{}", &authority[at + 1..]),
-        None => authority.to_owned(),
+    // User info ends at the last `@` before the path. A password written with an
+    // unescaped `/`, `?` or `#` moves that boundary, and such a malformed URL is just
+    // the one that ends up in an error message; so when the text before the first of
+    // those holds a `:` (user:pass) and an `@` comes later, everything up to the last
+    // `@` is taken for user info: hiding part of a path beats printing a password.
+    let delimiter = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let user_info_end = match rest[..delimiter].rfind('@') {
+        Some(at) => Some(at),
+        None if rest[..delimiter].contains(':') => rest.rfind('@'),
+        None => None,
     };
-    let scheme = if url.contains("://") {
-        format!("{scheme}://")
-    } else {
-        String::new()
+    let (user_info, rest) = match user_info_end {
+        Some(at) => ("[redacted]@", &rest[at + 1..]),
+        None => ("", rest),
     };
-    format!("{scheme}{authority}{path}{query}")
+    let (rest, query) = match rest.find(['?', '#']) {
+        Some(at) => (&rest[..at], "?[redacted]"),
+        None => (rest, ""),
+    };
+    format!("{scheme}{user_info}{rest}{query}")
 }
 
 /// A URL from the configuration that may hold credentials (user info, a token in the
@@ -116,6 +123,16 @@ mod tests {
         assert_eq!(echo("owner"), "owner");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn no_part_of_a_password_is_printed(password in "[a-z0-9/?#@:%]{0,20}") {
+            // The marker starts the password; whatever follows it, it must not survive.
+            let url = format!("https://user:Zq{password}@host.example/jwks?t=1");
+            let printed = redact_url(&url);
+            proptest::prop_assert!(!printed.contains("Zq"), "{url} -> {printed}");
+        }
+    }
+
     #[test]
     fn urls_lose_user_info_and_query_when_printed() {
         for (url, want) in [
@@ -127,6 +144,24 @@ mod tests {
             ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
             ("https://h/p/a@b", "https://h/p/a@b"),
             ("not a url?k=v", "not a url?[redacted]"),
+            ("https://u@h/p", "https://[redacted]@h/p"),
+            // Passwords with characters that should have been escaped.
+            (
+                "https://user:pa/ss@host:9000/",
+                "https://[redacted]@host:9000/",
+            ),
+            (
+                "https://user:p#ss@host/jwks",
+                "https://[redacted]@host/jwks",
+            ),
+            (
+                "https://user:p?ss@host/?t=1",
+                "https://[redacted]@host/?[redacted]",
+            ),
+            ("https://user:p@ss@host/", "https://[redacted]@host/"),
+            ("user:pa/ss@host", "[redacted]@host"),
+            // A port and an `@` in the path: hidden too (the rule cannot tell).
+            ("https://host:9000/a@b", "https://[redacted]@b"),
         ] {
             assert_eq!(redact_url(url), want, "{url}");
         }
