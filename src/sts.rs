@@ -283,7 +283,18 @@ impl Broker {
         max_life: Duration,
         min_left: Duration,
     ) -> Option<Arc<ScopedCredentials>> {
-        match self.lock().get(scope) {
+        self.ready(self.lock().get(scope), max_life, min_left)
+    }
+
+    /// The credentials of a cache entry that are ready and have the life asked for
+    /// left, counted as a hit.
+    fn ready(
+        &self,
+        entry: Option<&Entry>,
+        max_life: Duration,
+        min_left: Duration,
+    ) -> Option<Arc<ScopedCredentials>> {
+        match entry {
             Some(Entry::Ready(c)) if self.reusable(c, max_life, min_left, SystemTime::now()) => {
                 crate::metrics::sts_cache(true);
                 Some(c.clone())
@@ -303,13 +314,11 @@ impl Broker {
     ) -> Result<Arc<ScopedCredentials>, Error> {
         let mut rx = {
             let mut cache = self.lock();
-            match cache.get(request.scope) {
-                Some(Entry::Ready(c))
-                    if self.reusable(c, request.max_life, request.min_left, SystemTime::now()) =>
-                {
-                    crate::metrics::sts_cache(true);
-                    return Ok(c.clone());
-                }
+            let entry = cache.get(request.scope);
+            if let Some(c) = self.ready(entry, request.max_life, request.min_left) {
+                return Ok(c);
+            }
+            match entry {
                 // A call whose task died without an answer (its sender is gone) is
                 // not joined: it would fail every caller of the scope for good.
                 Some(Entry::Pending(rx)) if rx.has_changed().is_ok() => {

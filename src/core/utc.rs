@@ -41,19 +41,6 @@ impl UtcSecond {
         }
     }
 
-    /// `YYYY-MM-DD'T'HH:MM:SS`, the start of an RFC 3339 time.
-    pub fn rfc3339_seconds(&self) -> [u8; 19] {
-        let d = self.digits();
-        let mut out = *b"0000-00-00T00:00:00";
-        out[0..4].copy_from_slice(&d[0..4]);
-        out[5..7].copy_from_slice(&d[4..6]);
-        out[8..10].copy_from_slice(&d[6..8]);
-        out[11..13].copy_from_slice(&d[8..10]);
-        out[14..16].copy_from_slice(&d[10..12]);
-        out[17..19].copy_from_slice(&d[12..14]);
-        out
-    }
-
     /// `YYYYMMDDHHMMSS`, the digits every format here is made of.
     pub fn digits(&self) -> [u8; 14] {
         let mut out = [0u8; 14];
@@ -67,6 +54,19 @@ impl UtcSecond {
     }
 }
 
+/// `YYYY-MM-DD'T'HH:MM:SS`, the start of an RFC 3339 time, from the digits of
+/// [`UtcSecond::digits`].
+pub fn rfc3339_seconds(d: &[u8; 14]) -> [u8; 19] {
+    let mut out = *b"0000-00-00T00:00:00";
+    out[0..4].copy_from_slice(&d[0..4]);
+    out[5..7].copy_from_slice(&d[4..6]);
+    out[8..10].copy_from_slice(&d[6..8]);
+    out[11..13].copy_from_slice(&d[8..10]);
+    out[14..16].copy_from_slice(&d[10..12]);
+    out[17..19].copy_from_slice(&d[12..14]);
+    out
+}
+
 /// Seconds and microseconds since the epoch; 0 for a time before it.
 fn unix_micros(time: SystemTime) -> (u64, u32) {
     time.duration_since(UNIX_EPOCH)
@@ -78,7 +78,7 @@ fn unix_micros(time: SystemTime) -> (u64, u32) {
 pub fn rfc3339_micros(time: SystemTime) -> [u8; 27] {
     let (secs, micros) = unix_micros(time);
     let mut out = *b"0000-00-00T00:00:00.000000Z";
-    out[..19].copy_from_slice(&UtcSecond::from_unix_secs(secs).rfc3339_seconds());
+    out[..19].copy_from_slice(&rfc3339_seconds(&UtcSecond::from_unix_secs(secs).digits()));
     write_digits(&mut out[20..26], u64::from(micros));
     out
 }

@@ -4,15 +4,13 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::core::utc::UtcSecond;
+use crate::core::utc::{self, UtcSecond};
 
 /// A signing time, truncated to whole seconds, in both SigV4 formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AmzDate {
     /// `YYYYMMDD'T'HHMMSS'Z'`: the `X-Amz-Date` value.
     date_time: [u8; 16],
-    /// The same second, for the other formats.
-    utc: UtcSecond,
 }
 
 impl AmzDate {
@@ -24,12 +22,11 @@ impl AmzDate {
     /// infallible for typed input.
     pub(crate) fn new(time: SystemTime) -> AmzDate {
         let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let utc = UtcSecond::from_unix_secs(secs);
-        let d = utc.digits();
+        let d = UtcSecond::from_unix_secs(secs).digits();
         let mut date_time = *b"00000000T000000Z";
         date_time[0..8].copy_from_slice(&d[0..8]);
         date_time[9..15].copy_from_slice(&d[8..14]);
-        AmzDate { date_time, utc }
+        AmzDate { date_time }
     }
 
     /// `YYYYMMDD'T'HHMMSS'Z'`.
@@ -46,8 +43,11 @@ impl AmzDate {
     /// POST policy's `expiration` in the AWS docs. The milliseconds are always zero,
     /// since the time was truncated to whole seconds.
     pub(crate) fn iso8601_millis(&self) -> [u8; 24] {
+        let mut digits = [0u8; 14];
+        digits[..8].copy_from_slice(&self.date_time[0..8]);
+        digits[8..].copy_from_slice(&self.date_time[9..15]);
         let mut out = *b"0000-00-00T00:00:00.000Z";
-        out[..19].copy_from_slice(&self.utc.rfc3339_seconds());
+        out[..19].copy_from_slice(&utc::rfc3339_seconds(&digits));
         out
     }
 

@@ -158,31 +158,41 @@ impl Drop for Flusher {
     }
 }
 
+/// A destination tests read back, optionally slow.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(super) struct Captured {
+    pub(super) bytes: Arc<Mutex<Vec<u8>>>,
+    pub(super) writes: Arc<Mutex<usize>>,
+    pub(super) delay: Duration,
+}
+
+#[cfg(test)]
+impl Captured {
+    /// Everything written so far, as text.
+    pub(super) fn text(&self) -> String {
+        String::from_utf8(self.bytes.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[cfg(test)]
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::thread::sleep(self.delay);
+        self.bytes.lock().unwrap().extend_from_slice(buf);
+        *self.writes.lock().unwrap() += 1;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Instant;
-
-    /// A destination the test reads back, optionally slow.
-    #[derive(Clone, Default)]
-    struct Captured {
-        bytes: Arc<Mutex<Vec<u8>>>,
-        writes: Arc<Mutex<usize>>,
-        delay: Duration,
-    }
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            std::thread::sleep(self.delay);
-            self.bytes.lock().unwrap().extend_from_slice(buf);
-            *self.writes.lock().unwrap() += 1;
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn every_line_of_every_thread_arrives_whole_in_few_writes() {
@@ -204,7 +214,7 @@ mod tests {
             t.join().unwrap();
         }
         drop(flusher);
-        let text = String::from_utf8(captured.bytes.lock().unwrap().clone()).unwrap();
+        let text = captured.text();
         let mut lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 20_000);
         lines.sort_unstable();
@@ -233,7 +243,7 @@ mod tests {
             "callers did not wait for room"
         );
         drop(flusher);
-        let text = String::from_utf8(captured.bytes.lock().unwrap().clone()).unwrap();
+        let text = captured.text();
         let want: String = (0..100).map(|i| format!("line {i:03}\n")).collect();
         assert_eq!(text, want);
     }

@@ -386,24 +386,9 @@ mod tests {
         tracer_provider(&|var: &str| vars.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone()))
     }
 
-    /// A destination the test can read back.
-    #[derive(Clone, Default)]
-    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn audit_events_are_one_json_object_per_line_whatever_their_values() {
-        let captured = Captured::default();
+        let captured = batch::Captured::default();
         let (writer, guard) = writer_thread("test-audit", captured.clone());
         let subscriber = Registry::default().with(
             AuditJson(writer).with_filter(Targets::new().with_target(AUDIT, tracing::Level::INFO)),
@@ -424,7 +409,7 @@ mod tests {
             tracing::info!(target: "storage_grants::other", "not an audit event");
         });
         drop(guard);
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let text = captured.text();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1, "{text}");
         let event: serde_json::Value = serde_json::from_str(lines[0]).expect("valid JSON");
