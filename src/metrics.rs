@@ -11,8 +11,8 @@
 //! (`helm/storage-grants/templates/prometheusrule.yaml`): rename one only together
 //! with them.
 
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
@@ -72,6 +72,43 @@ pub const GRPC_CODES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
+/// One of [`RPCS`], by its position, or any other path (`"other"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rpc(usize);
+
+impl Rpc {
+    /// The RPC a request path (`/service/method`) names; anything else is "other", so
+    /// that no caller-chosen path becomes a span name or a metric label.
+    pub fn of_path(path: &str) -> Self {
+        let mut parts = path.trim_start_matches('/').splitn(2, '/');
+        let (service, method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        Self(
+            RPCS.iter()
+                .position(|(s, m)| *s == service && *m == method)
+                .unwrap_or(RPCS.len()),
+        )
+    }
+
+    /// The service's full name, or `"other"`.
+    pub fn service(self) -> &'static str {
+        RPCS.get(self.0).map_or("other", |(service, _)| service)
+    }
+
+    /// The method's name, or `"other"`.
+    pub fn method(self) -> &'static str {
+        RPCS.get(self.0).map_or("other", |(_, method)| method)
+    }
+}
+
+/// The position in [`GRPC_CODES`] of status code `code`; `UNKNOWN`'s for a number gRPC
+/// does not define.
+fn grpc_code_index(code: i32) -> usize {
+    usize::try_from(code)
+        .ok()
+        .filter(|&i| i < GRPC_CODES.len())
+        .unwrap_or(2)
+}
+
 type Labels<const N: usize> = [(&'static str, &'static str); N];
 type Histograms<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
 
@@ -92,14 +129,20 @@ fn sts_buckets() -> Histogram {
 struct Metrics {
     registry: Registry,
     rpc_duration: Histograms<2>,
+    /// `rpc_duration`'s series by RPC ([`Rpc`], "other" last) and code, each looked up
+    /// in the family once: a family hashes its labels and takes its lock on every
+    /// lookup, which every call would pay.
+    rpc_series: Box<[[OnceLock<Histogram>; GRPC_CODES.len()]]>,
     rpc_in_flight: Gauge,
     load_shed: Counter,
-    grants: Family<Labels<2>, Counter>,
+    /// `grants`' series by action ([`Action::ALL`] order), granted then denied.
+    grant_series: [[Counter; 2]; Action::ALL.len()],
     unauthenticated: Counter,
     over_budget: Counter,
     sts_calls: Family<Labels<1>, Counter>,
     sts_duration: Histograms<1>,
-    sts_cache: Family<Labels<1>, Counter>,
+    /// `sts_cache`'s series: hit, miss.
+    sts_cache_series: [Counter; 2],
     sts_cache_evictions: Counter,
     packed_policy: Histogram,
     jwks_refreshes: Family<Labels<1>, Counter>,
@@ -211,17 +254,30 @@ impl Metrics {
         let signing_expiry: &'static SigningExpiry = Box::leak(Box::default());
         registry.register_collector(Box::new(signing_expiry));
 
+        let rpc_series = (0..=RPCS.len())
+            .map(|_| std::array::from_fn(|_| OnceLock::new()))
+            .collect();
+        let grant_series = Action::ALL.map(|action| {
+            ["granted", "denied"].map(|outcome| {
+                grants
+                    .get_or_create(&[("action", action.as_str()), ("outcome", outcome)])
+                    .clone()
+            })
+        });
+        let sts_cache_series =
+            ["hit", "miss"].map(|outcome| sts_cache.get_or_create(&[("outcome", outcome)]).clone());
         let metrics = Self {
             registry,
             rpc_duration,
+            rpc_series,
             rpc_in_flight,
             load_shed,
-            grants,
+            grant_series,
             unauthenticated,
             over_budget,
             sts_calls,
             sts_duration,
-            sts_cache,
+            sts_cache_series,
             sts_cache_evictions,
             packed_policy,
             jwks_refreshes,
@@ -235,30 +291,16 @@ impl Metrics {
 
     /// Creates every series of the closed label sets at zero, so that a rate or an
     /// alert sees a series before its first event.
+    /// (`grants` and `sts_cache` were created with their series handles.)
     fn create_every_series(&self) {
-        for (service, method) in RPCS {
-            let _ = service;
-            for code in [
-                "OK",
-                "INVALID_ARGUMENT",
-                "PERMISSION_DENIED",
-                "UNAUTHENTICATED",
-            ] {
-                let _ = self.rpc_duration.get_or_create(&rpc_labels(method, code));
-            }
-        }
-        for action in Action::ALL {
-            for outcome in ["granted", "denied"] {
-                let _ = self
-                    .grants
-                    .get_or_create(&[("action", action.as_str()), ("outcome", outcome)]);
+        for index in 0..RPCS.len() {
+            // OK, INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED
+            for code in [0, 3, 7, 16] {
+                let _ = self.rpc_histogram(Rpc(index), code);
             }
         }
         for result in StsResult::ALL {
             let _ = self.sts_calls.get_or_create(&[("result", result.as_str())]);
-        }
-        for outcome in ["hit", "miss"] {
-            let _ = self.sts_cache.get_or_create(&[("outcome", outcome)]);
         }
         for result in ["loaded", "failed"] {
             let _ = self.jwks_refreshes.get_or_create(&[("result", result)]);
@@ -267,20 +309,24 @@ impl Metrics {
             let _ = self.rules_reloads.get_or_create(&[("result", result)]);
         }
     }
-}
 
-fn rpc_labels(method: &'static str, code: &'static str) -> Labels<2> {
-    [("method", method), ("code", code)]
+    /// The `rpc_duration` series of `rpc` ending with `code`.
+    fn rpc_histogram(&self, rpc: Rpc, code: i32) -> &Histogram {
+        let code = grpc_code_index(code);
+        self.rpc_series[rpc.0][code].get_or_init(|| {
+            self.rpc_duration
+                .get_or_create(&[("method", rpc.method()), ("code", GRPC_CODES[code])])
+                .clone()
+        })
+    }
 }
 
 // === recording ===
 
-/// A gRPC call that ended with `code` (a name from [`GRPC_CODES`]) after `elapsed`;
-/// `method` is a method name from [`RPCS`] or `"other"`.
-pub fn rpc(method: &'static str, code: &'static str, elapsed: Duration) {
+/// A call of `rpc` that ended with gRPC status `code` after `elapsed`.
+pub fn rpc(rpc: Rpc, code: i32, elapsed: Duration) {
     METRICS
-        .rpc_duration
-        .get_or_create(&rpc_labels(method, code))
+        .rpc_histogram(rpc, code)
         .observe(elapsed.as_secs_f64());
 }
 
@@ -300,11 +346,7 @@ pub fn load_shed() {
 
 /// A grant decision for `action`.
 pub fn grant(action: Action, granted: bool) {
-    let outcome = if granted { "granted" } else { "denied" };
-    METRICS
-        .grants
-        .get_or_create(&[("action", action.as_str()), ("outcome", outcome)])
-        .inc();
+    METRICS.grant_series[action as usize][usize::from(!granted)].inc();
 }
 
 /// A call refused for want of a verifiable identity.
@@ -362,11 +404,7 @@ pub fn sts_call(result: StsResult, elapsed: Duration) {
 /// A credential request answered from the cache (`true`: reused or shared with a
 /// concurrent caller) or by a new AssumeRole (`false`).
 pub fn sts_cache(hit: bool) {
-    let outcome = if hit { "hit" } else { "miss" };
-    METRICS
-        .sts_cache
-        .get_or_create(&[("outcome", outcome)])
-        .inc();
+    METRICS.sts_cache_series[usize::from(!hit)].inc();
 }
 
 /// `count` cached credential sets dropped to make room.
@@ -486,6 +524,105 @@ mod tests {
         assert!(bucket("90") < bucket("100"));
         assert_eq!(bucket("100"), bucket("+Inf"));
         assert!(text.contains("storage_grants_build_info{version=\""));
+    }
+
+    #[test]
+    fn only_listed_rpcs_are_named() {
+        let read = Rpc::of_path("/storagegrants.v1.GrantService/GrantRead");
+        assert_eq!(
+            (read.service(), read.method()),
+            ("storagegrants.v1.GrantService", "GrantRead")
+        );
+        assert_eq!(
+            Rpc::of_path("/grpc.health.v1.Health/Check").method(),
+            "Check"
+        );
+        for path in ["/evil/../x", "/storagegrants.v1.GrantService/Nope", "", "/"] {
+            let rpc = Rpc::of_path(path);
+            assert_eq!((rpc.service(), rpc.method()), ("other", "other"), "{path}");
+        }
+    }
+
+    #[test]
+    fn code_names_follow_the_grpc_numbering() {
+        let name = |code| GRPC_CODES[grpc_code_index(code)];
+        assert_eq!(name(0), "OK");
+        assert_eq!(name(7), "PERMISSION_DENIED");
+        assert_eq!(name(16), "UNAUTHENTICATED");
+        for undefined in [-1, 17, i32::MAX] {
+            assert_eq!(name(undefined), "UNKNOWN");
+        }
+    }
+
+    /// Every recorded event lands in its own labelled series and in no other.
+    #[test]
+    fn each_event_counts_in_its_own_series() {
+        let count = |text: &str, series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .map_or(0.0, |v| v.parse::<f64>().unwrap())
+        };
+        let mut series = Vec::new();
+        for action in Action::ALL {
+            for outcome in ["granted", "denied"] {
+                series.push(format!(
+                    "storage_grants_grants_total{{action=\"{}\",outcome=\"{outcome}\"}}",
+                    action.as_str()
+                ));
+            }
+        }
+        for outcome in ["hit", "miss"] {
+            series.push(format!(
+                "storage_grants_sts_cache_total{{outcome=\"{outcome}\"}}"
+            ));
+        }
+        let rpc_count = |method: &str, code: &str| {
+            format!(
+                "storage_grants_rpc_duration_seconds_count{{method=\"{method}\",code=\"{code}\"}}"
+            )
+        };
+        series.push(rpc_count("GrantWrite", "PERMISSION_DENIED"));
+        series.push(rpc_count("GrantWrite", "OK"));
+        series.push(rpc_count("other", "UNKNOWN"));
+        let events: Vec<Box<dyn Fn()>> = Action::ALL
+            .into_iter()
+            .flat_map(|action| {
+                [true, false]
+                    .map(|granted| Box::new(move || grant(action, granted)) as Box<dyn Fn()>)
+            })
+            .chain([true, false].map(|hit| Box::new(move || sts_cache(hit)) as Box<dyn Fn()>))
+            .chain([
+                Box::new(|| {
+                    rpc(
+                        Rpc::of_path("/storagegrants.v1.GrantService/GrantWrite"),
+                        7,
+                        Duration::from_millis(1),
+                    );
+                }) as Box<dyn Fn()>,
+                Box::new(|| {
+                    rpc(
+                        Rpc::of_path("/storagegrants.v1.GrantService/GrantWrite"),
+                        0,
+                        Duration::from_millis(1),
+                    );
+                }),
+                Box::new(|| rpc(Rpc::of_path("/x/y"), 99, Duration::from_millis(1))),
+            ])
+            .collect();
+        assert_eq!(events.len(), series.len());
+        for (i, event) in events.iter().enumerate() {
+            let before = render();
+            event();
+            let after = render();
+            for (j, name) in series.iter().enumerate() {
+                let delta = count(&after, name) - count(&before, name);
+                assert_eq!(
+                    delta,
+                    if i == j { 1.0 } else { 0.0 },
+                    "event {i}, series {name}"
+                );
+            }
+        }
     }
 
     #[test]

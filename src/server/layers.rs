@@ -45,7 +45,7 @@ use crate::caller::Caller;
 use crate::config::Settings;
 use crate::identity::Authenticator;
 use crate::identity::mtls::PeerAddr;
-use crate::metrics::{GRPC_CODES, RPCS};
+use crate::metrics::Rpc;
 use crate::proto::grant_service_server::GrantServiceServer;
 use crate::service::{self, GrantService};
 
@@ -94,24 +94,13 @@ fn grpc_web_cors(origins: &[String]) -> CorsLayer {
 
 // === trace ===
 
-/// The RPC a request path names, as `(service, method)` from [`RPCS`]; anything else
-/// is `("other", "other")`, so that no caller-chosen path becomes a span name or a
-/// metric label.
-fn rpc_name(path: &str) -> (&'static str, &'static str) {
-    let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    let (service, method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    RPCS.iter()
-        .find(|(s, m)| *s == service && *m == method)
-        .copied()
-        .unwrap_or(("other", "other"))
-}
-
 /// Layer 1: the call's span, with OpenTelemetry's RPC attributes and the fields the
 /// rest of the call records (`Empty` until then). None of them is ever a token, key,
 /// signature or URL: `caller` is an identity, `bucket` a validated bucket name,
 /// `grant_id` a random id.
 fn rpc_span(request: &http::Request<()>) -> tracing::Span {
-    let (service, method) = rpc_name(request.uri().path());
+    let rpc = Rpc::of_path(request.uri().path());
+    let (service, method) = (rpc.service(), rpc.method());
     let span = tracing::info_span!(
         "rpc",
         otel.name = %format_args!("{service}/{method}"),
@@ -141,15 +130,8 @@ fn response_code(headers: &http::HeaderMap) -> Code {
         .map_or(Code::Ok, Code::from_i32)
 }
 
-fn code_name(code: Code) -> &'static str {
-    GRPC_CODES
-        .get(usize::try_from(code as i32).unwrap_or(usize::MAX))
-        .copied()
-        .unwrap_or("UNKNOWN")
-}
-
 /// Records how a call ended on its span (layer 1's) and in the metrics.
-fn finish(method: &'static str, code: Code, started: Instant) {
+fn finish(rpc: Rpc, code: Code, started: Instant) {
     let span = tracing::Span::current();
     span.record("rpc.grpc.status_code", code as i32);
     // OpenTelemetry's convention for servers: these codes are the server's failures;
@@ -165,7 +147,7 @@ fn finish(method: &'static str, code: Code, started: Instant) {
     ) {
         span.record("otel.status_code", "ERROR");
     }
-    crate::metrics::rpc(method, code_name(code), started.elapsed());
+    crate::metrics::rpc(rpc, code as i32, started.elapsed());
 }
 
 // === observe, concurrency and load shed ===
@@ -205,7 +187,7 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
-        let method = rpc_name(request.uri().path()).1;
+        let rpc = Rpc::of_path(request.uri().path());
         let conn = request.extensions_mut().remove::<ConnInfo>();
         let permit = match &conn {
             Some(conn) => {
@@ -220,7 +202,7 @@ where
                         );
                         // Recorded when polled: only then is the call's span current.
                         return Box::pin(async move {
-                            finish(method, Code::ResourceExhausted, started);
+                            finish(rpc, Code::ResourceExhausted, started);
                             Ok(status.into_http())
                         });
                     }
@@ -233,7 +215,7 @@ where
         Box::pin(async move {
             crate::metrics::rpc_in_flight(true);
             let mut guard = InFlight {
-                method,
+                rpc,
                 started,
                 done: false,
                 _permit: permit,
@@ -244,7 +226,7 @@ where
                 Err(_) => Code::Unknown,
             };
             guard.done = true;
-            finish(method, code, started);
+            finish(rpc, code, started);
             response
         })
     }
@@ -274,7 +256,7 @@ fn oversized_is_resource_exhausted(
 /// dropped before it answered (timeout, or the client went away) ends as CANCELLED,
 /// which is what tonic answers on a timeout.
 struct InFlight {
-    method: &'static str,
+    rpc: Rpc,
     started: Instant,
     done: bool,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -284,7 +266,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         crate::metrics::rpc_in_flight(false);
         if !self.done {
-            finish(self.method, Code::Cancelled, self.started);
+            finish(self.rpc, Code::Cancelled, self.started);
         }
     }
 }
@@ -429,25 +411,6 @@ pub(super) fn authenticated(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_known_rpcs_are_named() {
-        assert_eq!(
-            rpc_name("/storagegrants.v1.GrantService/GrantRead"),
-            ("storagegrants.v1.GrantService", "GrantRead")
-        );
-        assert_eq!(rpc_name("/grpc.health.v1.Health/Check").1, "Check");
-        for path in ["/evil/../x", "/storagegrants.v1.GrantService/Nope", "", "/"] {
-            assert_eq!(rpc_name(path), ("other", "other"), "{path}");
-        }
-    }
-
-    #[test]
-    fn code_names_follow_the_grpc_numbering() {
-        assert_eq!(code_name(Code::Ok), "OK");
-        assert_eq!(code_name(Code::PermissionDenied), "PERMISSION_DENIED");
-        assert_eq!(code_name(Code::Unauthenticated), "UNAUTHENTICATED");
-    }
 
     #[test]
     fn response_code_reads_trailers_only_errors() {
