@@ -33,6 +33,8 @@ pub enum Error {
     TooLong { len: usize, max: usize },
     #[error("contains a control character at byte {position}; remove it")]
     ControlCharacter { position: usize },
+    #[error("contains a line or paragraph separator (U+{code:04X}) at byte {position}; remove it")]
+    LineSeparator { position: usize, code: u32 },
     #[error("contains an invisible format character (U+{code:04X}) at byte {position}; remove it")]
     FormatCharacter { position: usize, code: u32 },
     #[error("contains an empty path segment ('//', or a leading or trailing '/'); remove it")]
@@ -70,13 +72,24 @@ pub enum Error {
     TooLargeUpload { value: u64, max: u64 },
 }
 
-/// Rejects control characters (C0, DEL and C1): they inject headers and log lines and
-/// make two different keys print alike.
+/// Rejects control characters (C0, DEL and C1) and Unicode's line and paragraph
+/// separators: they inject headers and log lines (a log viewer or a JavaScript string
+/// breaks the line at U+2028 as at a newline) and make two different keys print alike.
 fn check_no_control(s: &str) -> Result<(), Error> {
-    match s.char_indices().find(|(_, c)| c.is_control()) {
-        Some((position, _)) => Err(Error::ControlCharacter { position }),
+    match s.char_indices().find(|(_, c)| breaks_lines(*c)) {
+        Some((position, c)) if c.is_control() => Err(Error::ControlCharacter { position }),
+        Some((position, c)) => Err(Error::LineSeparator {
+            position,
+            code: u32::from(c),
+        }),
         None => Ok(()),
     }
+}
+
+/// Whether `c` is a control character or a line or paragraph separator (U+2028,
+/// U+2029): anything that can end a line of a header or a log.
+pub fn breaks_lines(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 /// Rejects Unicode format characters (category Cf): a bidi override makes
@@ -669,6 +682,33 @@ mod tests {
             );
         }
         assert_eq!(key("ab\ncd"), Err(Error::ControlCharacter { position: 2 }));
+    }
+
+    #[test]
+    fn line_and_paragraph_separators_are_rejected_in_keys_and_prefixes() {
+        for (c, code) in [('\u{2028}', 0x2028), ('\u{2029}', 0x2029)] {
+            assert_eq!(
+                key(&format!("logs/a{c}b")),
+                Err(Error::LineSeparator { position: 6, code })
+            );
+            assert_eq!(
+                format!("tenant{c}/").parse::<Prefix>(),
+                Err(Error::LineSeparator { position: 6, code })
+            );
+        }
+        // A control character before a separator is reported as what it is.
+        assert_eq!(
+            key("a\nb\u{2028}"),
+            Err(Error::ControlCharacter { position: 1 })
+        );
+        assert!(
+            Error::LineSeparator {
+                position: 3,
+                code: 0x2028
+            }
+            .to_string()
+            .contains("U+2028")
+        );
     }
 
     #[test]

@@ -90,8 +90,10 @@ fn assert_plain_path(path: &str) {
         "{path:?} has an empty or dot segment"
     );
     assert!(
-        !path.chars().any(|c| c.is_control() || scope::is_format(c)),
-        "{path:?} has a control or format character"
+        !path
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || scope::is_format(c)),
+        "{path:?} has a control, line separator or format character"
     );
 }
 

@@ -15,7 +15,7 @@ pub(crate) enum Error {
     #[error("must be at most 255 bytes")]
     TooLong,
     /// A control or format character (which could disguise the name).
-    #[error("must not contain control or format characters")]
+    #[error("must not contain control characters, line separators or format characters")]
     Control,
     /// A path separator.
     #[error("must be a file name, without '/' or '\\'")]
@@ -32,7 +32,7 @@ pub(crate) fn attachment(name: &str) -> Result<String, Error> {
     }
     if name
         .chars()
-        .any(|c| c.is_control() || crate::scope::is_format(c))
+        .any(|c| crate::scope::breaks_lines(c) || crate::scope::is_format(c))
     {
         return Err(Error::Control);
     }
@@ -86,6 +86,8 @@ mod tests {
         assert_eq!(attachment("a/b"), Err(Error::Separator));
         assert_eq!(attachment("a\r\nb"), Err(Error::Control));
         assert_eq!(attachment("gnp.\u{202E}exe"), Err(Error::Control));
+        assert_eq!(attachment("a\u{2028}b.txt"), Err(Error::Control));
+        assert_eq!(attachment("a\u{2029}b.txt"), Err(Error::Control));
         assert_eq!(attachment(&"x".repeat(256)), Err(Error::TooLong));
     }
 }
