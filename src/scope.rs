@@ -76,6 +76,9 @@ pub enum Error {
 /// separators: they inject headers and log lines (a log viewer or a JavaScript string
 /// breaks the line at U+2028 as at a newline) and make two different keys print alike.
 fn check_no_control(s: &str) -> Result<(), Error> {
+    if printable_ascii(s) {
+        return Ok(());
+    }
     match s.char_indices().find(|(_, c)| breaks_lines(*c)) {
         Some((position, c)) if c.is_control() => Err(Error::ControlCharacter { position }),
         Some((position, c)) => Err(Error::LineSeparator {
@@ -84,6 +87,13 @@ fn check_no_control(s: &str) -> Result<(), Error> {
         }),
         None => Ok(()),
     }
+}
+
+/// Whether `s` is printable ASCII only (space to `~`), which holds no character the
+/// checks here refuse: most keys and values are, and a scan without an early exit
+/// runs many bytes at a time where decoding characters runs one.
+fn printable_ascii(s: &str) -> bool {
+    s.bytes().fold(true, |ok, b| ok & (0x20..0x7f).contains(&b))
 }
 
 /// Whether `c` is a control character or a line or paragraph separator (U+2028,
@@ -96,6 +106,10 @@ pub fn breaks_lines(c: char) -> bool {
 /// `tenant-a/\u{202E}gnp.exe` display as `tenant-a/exe.png`, and zero-width characters
 /// make two different keys print alike.
 fn check_no_format(s: &str) -> Result<(), Error> {
+    // Every format character is outside ASCII.
+    if s.is_ascii() {
+        return Ok(());
+    }
     match s.char_indices().find(|(_, c)| is_format(*c)) {
         Some((position, c)) => Err(Error::FormatCharacter {
             position,
@@ -856,7 +870,39 @@ mod tests {
         ]
     }
 
+    /// The character checks one character at a time, with no shortcut for ASCII.
+    fn checked_per_character(s: &str) -> Result<(), Error> {
+        for (position, c) in s.char_indices() {
+            if c.is_control() {
+                return Err(Error::ControlCharacter { position });
+            }
+            if matches!(c, '\u{2028}' | '\u{2029}') {
+                return Err(Error::LineSeparator {
+                    position,
+                    code: u32::from(c),
+                });
+            }
+        }
+        match s.char_indices().find(|(_, c)| is_format(*c)) {
+            Some((position, c)) => Err(Error::FormatCharacter {
+                position,
+                code: u32::from(c),
+            }),
+            None => Ok(()),
+        }
+    }
+
     proptest! {
+        #[test]
+        fn character_checks_agree_with_a_per_character_scan(
+            s in "[ -~\u{0}-\u{1f}\u{7f}\u{85}\u{a0}\u{ad}\u{2028}\u{2029}\u{202e}\u{200b}é€𝄞]{0,40}"
+        ) {
+            prop_assert_eq!(
+                check_no_control(&s).and_then(|()| check_no_format(&s)),
+                checked_per_character(&s)
+            );
+        }
+
         #[test]
         fn accepted_keys_have_no_dot_or_empty_segments_or_controls(s in candidate()) {
             if let Ok(k) = s.parse::<ObjectKey>() {
