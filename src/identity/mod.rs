@@ -507,12 +507,41 @@ impl fmt::Debug for Authenticator {
 
 /// What a request presents to the identity sources.
 pub struct Presented<'a> {
-    /// The request metadata (`authorization`, `x-forwarded-client-cert`).
+    /// The request metadata (`x-forwarded-client-cert`).
     pub metadata: &'a MetadataMap,
+    /// The bearer token (from `authorization`, read once for every source).
+    pub bearer: Bearer<'a>,
     /// The TLS peer's verified certificate chain, leaf first (mTLS only).
     pub peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
     /// The TCP peer's address (for `identity.xfcc.trusted_peers`).
     pub remote_addr: Option<SocketAddr>,
+}
+
+impl<'a> Presented<'a> {
+    /// What `metadata` (its `authorization` included) and the connection present.
+    pub fn new(
+        metadata: &'a MetadataMap,
+        peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+        remote_addr: Option<SocketAddr>,
+    ) -> Self {
+        Self {
+            metadata,
+            bearer: bearer(metadata),
+            peer_certs,
+            remote_addr,
+        }
+    }
+}
+
+/// The bearer token a request presents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bearer<'a> {
+    /// None: no `authorization`.
+    Absent,
+    /// An `authorization` that is not exactly one `Bearer <token>` of visible ASCII.
+    Malformed,
+    /// The token.
+    Token(&'a str),
 }
 
 /// Something the authenticator can read credentials from: a whole
@@ -525,21 +554,13 @@ pub trait Credentials {
 
 impl<T> Credentials for tonic::Request<T> {
     fn presented(&self) -> Presented<'_> {
-        Presented {
-            metadata: self.metadata(),
-            peer_certs: self.peer_certs(),
-            remote_addr: self.remote_addr(),
-        }
+        Presented::new(self.metadata(), self.peer_certs(), self.remote_addr())
     }
 }
 
 impl Credentials for MetadataMap {
     fn presented(&self) -> Presented<'_> {
-        Presented {
-            metadata: self,
-            peer_certs: None,
-            remote_addr: None,
-        }
+        Presented::new(self, None, None)
     }
 }
 
@@ -675,12 +696,15 @@ impl Authenticator {
     /// # Errors
     /// As [`Authenticator::authenticate`].
     pub fn authenticate_token(&self, token: &str) -> Result<Caller, Error> {
-        let mut metadata = MetadataMap::new();
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Error::Malformed)?;
-        metadata.insert("authorization", value);
-        self.identify(&metadata.presented())
+        // What `authorization: Bearer <token>` would present; an empty map allocates
+        // nothing.
+        let no_metadata = MetadataMap::new();
+        self.identify(&Presented {
+            metadata: &no_metadata,
+            bearer: token_text(token).map_or(Bearer::Malformed, Bearer::Token),
+            peer_certs: None,
+            remote_addr: None,
+        })
     }
 
     pub(crate) fn identify(&self, p: &Presented<'_>) -> Result<Caller, Error> {
@@ -722,9 +746,10 @@ impl Authenticator {
 
     fn try_jwt(&self, p: &Presented<'_>) -> Option<Result<Caller, Error>> {
         let verifier = self.inner.jwt.as_ref()?;
-        let token = match bearer(p.metadata)? {
-            Ok(token) => token,
-            Err(e) => return Some(Err(refused_bearer("jwt", e))),
+        let token = match p.bearer {
+            Bearer::Absent => return None,
+            Bearer::Malformed => return Some(Err(refused_bearer("jwt", Error::Malformed))),
+            Bearer::Token(token) => token,
         };
         if self.dev_tokens_enabled() && !is_jwt_shaped(token) {
             return None;
@@ -785,9 +810,12 @@ impl Authenticator {
         if !self.dev_tokens_enabled() {
             return None;
         }
-        let token = match bearer(p.metadata)? {
-            Ok(token) => token,
-            Err(e) => return Some(Err(refused_bearer("dev_token", e))),
+        let token = match p.bearer {
+            Bearer::Absent => return None,
+            Bearer::Malformed => {
+                return Some(Err(refused_bearer("dev_token", Error::Malformed)));
+            }
+            Bearer::Token(token) => token,
         };
         if self.inner.jwt.is_some() && is_jwt_shaped(token) {
             return None;
@@ -810,26 +838,38 @@ fn refused_bearer(source: &'static str, e: Error) -> Error {
 
 /// The bearer token of the request: `None` without `authorization` metadata,
 /// `Some(Err(Malformed))` when it is not exactly one `Bearer <token>`.
-fn bearer(metadata: &MetadataMap) -> Option<Result<&str, Error>> {
+fn bearer(metadata: &MetadataMap) -> Bearer<'_> {
     let mut values = metadata.get_all("authorization").iter();
-    let value = values.next()?;
+    let Some(value) = values.next() else {
+        return Bearer::Absent;
+    };
     if values.next().is_some() {
-        return Some(Err(Error::Malformed));
+        return Bearer::Malformed;
     }
-    Some(
-        value
-            .to_str()
-            .ok()
-            .and_then(bearer_token)
-            .ok_or(Error::Malformed),
-    )
+    value
+        .to_str()
+        .ok()
+        .and_then(bearer_token)
+        .map_or(Bearer::Malformed, Bearer::Token)
 }
 
 /// The token of an `authorization: Bearer <token>` value (scheme case-insensitive).
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token_text(token))
+        .flatten()
+}
+
+/// `token` as the token of `authorization: Bearer <token>`: trimmed, not empty, and
+/// what a header value's text may hold (visible ASCII, spaces and tabs).
+fn token_text(token: &str) -> Option<&str> {
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    let text = token
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
+    (!token.is_empty() && text).then_some(token)
 }
 
 /// Whether a bearer token looks like a compact JWS (`header.payload.signature`).

@@ -115,11 +115,11 @@ impl Req {
         self
     }
     fn identify(&self, a: &Authenticator) -> Result<Caller, Error> {
-        a.identify(&Presented {
-            metadata: &self.metadata,
-            peer_certs: self.certs.clone(),
-            remote_addr: self.peer,
-        })
+        a.identify(&Presented::new(
+            &self.metadata,
+            self.certs.clone(),
+            self.peer,
+        ))
     }
 }
 
@@ -329,6 +329,36 @@ fn malformed_or_repeated_authorization_is_refused() {
         .bearer("dev-token-0123456789")
         .bearer(&valid_jwt());
     assert_eq!(twice.identify(&a), Err(Error::Malformed));
+}
+
+/// A bare token (the HTTP gateway's) is read exactly as the same token in
+/// `authorization: Bearer <token>`.
+#[test]
+fn a_bare_token_reads_as_its_authorization_header() {
+    let a = authenticator(&format!("{DEV}{JWT}"));
+    let jwt = valid_jwt();
+    for token in [
+        "dev-token-0123456789",
+        "  dev-token-0123456789 ",
+        "dev-token-wrong-0123",
+        jwt.as_str(),
+        "x.y.z",
+        "",
+        "   ",
+        "dev-token-01234\u{1}56789",
+        "dev-token-é123456789",
+        "dev token",
+    ] {
+        let as_header = match http::HeaderValue::from_str(&format!("Bearer {token}")) {
+            Ok(value) => {
+                let mut headers = http::HeaderMap::new();
+                headers.insert(http::header::AUTHORIZATION, value);
+                a.authenticate(&MetadataMap::from_headers(headers))
+            }
+            Err(_) => Err(Error::Malformed),
+        };
+        assert_eq!(a.authenticate_token(token), as_header, "{token:?}");
+    }
 }
 
 #[test]
