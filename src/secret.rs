@@ -19,6 +19,12 @@ impl<T> Secret<T> {
     pub fn expose(&self) -> &T {
         &self.0
     }
+
+    /// The secret value, moved out, for the one place that hands it over (a response
+    /// field): no copy of it is left behind.
+    pub fn into_exposed(self) -> T {
+        self.0
+    }
 }
 
 impl<T> fmt::Debug for Secret<T> {

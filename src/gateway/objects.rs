@@ -4,9 +4,9 @@
 //! leads to the login page; the target URL expires within the minute.
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use http::{HeaderMap, HeaderValue, Method, Uri, header};
+use http::{HeaderMap, HeaderValue, Uri, header};
 use serde::Deserialize;
 
 use crate::grant::{RawRead, ReadRequest, Violations};
@@ -22,15 +22,15 @@ pub(crate) struct LinkQuery {
     download: Option<String>,
 }
 
-/// The route.
+/// The route. The request is taken whole (last) so that its headers are read where
+/// they are, not copied.
 pub(crate) async fn link(
     State(app): State<App>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<LinkQuery>, QueryRejection>,
+    request: Request,
 ) -> Response {
+    let (method, uri, headers) = (request.method(), request.uri(), request.headers());
     // The path was percent-decoded once, by the router; the key is validated as is.
     let Ok(Path((bucket, key))) = path else {
         return Problem::bad_request("the path is not valid UTF-8 after percent-decoding")
@@ -40,9 +40,9 @@ pub(crate) async fn link(
         return Problem::bad_request("the only query parameter is download=<filename>")
             .into_response();
     };
-    let caller = match identify(&app, &method, &headers, RawToken::Refuse) {
+    let caller = match identify(&app, method, headers, RawToken::Refuse) {
         Ok((caller, _)) => caller,
-        Err(problem) => return unauthenticated(&app, &headers, &uri, problem),
+        Err(problem) => return unauthenticated(&app, headers, uri, problem),
     };
     let mut v = Violations::default();
     let attachment = query
@@ -66,15 +66,29 @@ pub(crate) async fn link(
         Ok(grant) => grant,
         Err(e) => return Problem::from(e).into_response(),
     };
-    let mut response = Redirect::to(grant.url.expose()).into_response();
-    // `Redirect::to` answers 303; a link answers 302, which keeps HEAD a HEAD.
-    *response.status_mut() = http::StatusCode::FOUND;
-    let h = response.headers_mut();
-    // The target is a bearer credential: no cache may keep it, and the store must
-    // not learn the page the link was on.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    response
+    // The URL moves into the header, not copied. It is percent-encoded ASCII, so it
+    // is always a valid header value.
+    let Ok(location) = HeaderValue::try_from(grant.url.into_exposed()) else {
+        return Problem::from_status(&tonic::Status::internal(
+            "the signed URL is not a valid Location header",
+        ))
+        .into_response();
+    };
+    // 302, not `Redirect::to`'s 303: a HEAD stays a HEAD. The target is a bearer
+    // credential: no cache may keep it, and the store must not learn the page the
+    // link was on.
+    (
+        http::StatusCode::FOUND,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
+        ],
+    )
+        .into_response()
 }
 
 /// A browser navigating without identity goes to the login page, with the way back;

@@ -69,7 +69,7 @@ impl From<Presigned> for UploadGrant {
     fn from(grant: Presigned) -> Self {
         UploadGrant {
             method: grant.method,
-            url: grant.url.expose().clone(),
+            url: grant.url.into_exposed(),
             headers: grant.headers.into_iter().collect(),
             fields: grant.form_fields.into_iter().collect(),
             file_field: grant.file_field,

@@ -264,7 +264,7 @@ pub(crate) async fn sign_part(
                 .unwrap_or_default()
                 .as_secs();
             no_store(Json(SignedPart {
-                url: part.request.url.expose().clone(),
+                url: part.request.url.into_exposed(),
                 headers: part.request.headers.into_iter().collect(),
                 expires,
             }))

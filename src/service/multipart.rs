@@ -133,7 +133,7 @@ pub(super) fn grant_parts(
             .into_iter()
             .map(|p| proto::UploadPartGrant {
                 part_number: u32::from(p.part_number),
-                url: p.request.url.expose().clone(),
+                url: p.request.url.into_exposed(),
                 method: p.request.method.to_owned(),
                 headers: p.request.headers.into_iter().collect(),
             })

@@ -32,7 +32,7 @@ pub(super) fn grant_read(
     let parsed = parse(request)?;
     let grant = pipeline.read(caller, &parsed)?;
     Ok(proto::GrantReadResponse {
-        url: grant.url.expose().clone(),
+        url: grant.url.into_exposed(),
         method: grant.method.to_owned(),
         headers: grant.headers.into_iter().collect(),
         expires_at: Some(timestamp(grant.expires_at)),

@@ -46,7 +46,7 @@ pub(super) fn grant_write(
     let parsed = parse(request)?;
     let grant = pipeline.write(caller, &parsed)?;
     Ok(proto::GrantWriteResponse {
-        url: grant.url.expose().clone(),
+        url: grant.url.into_exposed(),
         method: grant.method.to_owned(),
         headers: grant.headers.into_iter().collect(),
         form_fields: grant.form_fields.into_iter().collect(),
