@@ -14,6 +14,7 @@
 //! here only with more than [`MIN_LEFT`] to live, so a refresh always gets credentials
 //! that sit outside every SDK's window, never the ones it is replacing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -75,7 +76,7 @@ impl ContainerCredentials {
 
 /// The route.
 pub(crate) async fn credentials(
-    State(app): State<App>,
+    State(app): State<Arc<App>>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,

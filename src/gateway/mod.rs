@@ -58,22 +58,23 @@ pub struct Settings {
     pub upload_bucket: Option<crate::scope::BucketName>,
 }
 
-/// What every route needs.
-#[derive(Clone)]
+/// What every route needs; shared behind one `Arc`, because axum hands every request
+/// its own clone of the state, and a clone of the parts was eight reference counts
+/// that both cores update.
 pub(crate) struct App {
     pipeline: Pipeline,
     authenticator: Authenticator,
-    settings: Arc<Settings>,
+    settings: Settings,
 }
 
 /// The gateway's routes and layers.
 pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settings) -> Router {
     let cors = cors(&settings);
-    let app = App {
+    let app = Arc::new(App {
         pipeline,
         authenticator,
-        settings: Arc::new(settings),
-    };
+        settings,
+    });
     Router::new()
         .route("/v1/objects/{bucket}/{*key}", get(objects::link))
         .route("/v1/objects/{bucket}", get(objects::no_key))

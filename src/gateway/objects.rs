@@ -3,6 +3,8 @@
 //! rule). The link itself is harmless to share: without the caller's identity it
 //! leads to the login page; the target URL expires within the minute.
 
+use std::sync::Arc;
+
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -25,7 +27,7 @@ pub(crate) struct LinkQuery {
 /// The route. The request is taken whole (last) so that its headers are read where
 /// they are, not copied.
 pub(crate) async fn link(
-    State(app): State<App>,
+    State(app): State<Arc<App>>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<LinkQuery>, QueryRejection>,
     request: Request,

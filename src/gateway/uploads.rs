@@ -3,6 +3,7 @@
 //! for the browser to send the file straight to the store.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
@@ -81,7 +82,7 @@ impl From<Presigned> for UploadGrant {
 
 /// The route.
 pub(crate) async fn sign(
-    State(app): State<App>,
+    State(app): State<Arc<App>>,
     method: Method,
     headers: HeaderMap,
     body: Result<Json<UploadRequest>, JsonRejection>,

@@ -18,6 +18,7 @@
 //! into the object (any page could otherwise set arbitrary `x-amz-meta-*`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -67,7 +68,7 @@ fn content_type(text: Option<&str>) -> &str {
 
 /// `GET /s3/params`.
 pub(crate) async fn params(
-    State(app): State<App>,
+    State(app): State<Arc<App>>,
     method: Method,
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -136,7 +137,7 @@ struct Created {
 
 /// `POST /s3/multipart`.
 pub(crate) async fn create(
-    State(app): State<App>,
+    State(app): State<Arc<App>>,
     method: Method,
     headers: HeaderMap,
     body: Result<Json<CreateBody>, JsonRejection>,
@@ -229,7 +230,7 @@ struct SignedPart {
 
 /// `GET /s3/multipart/{uploadId}/{partNumber}`.
 pub(crate) async fn sign_part(
-    State(app): State<App>,
+    State(app): State<Arc<App>>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<(String, u64)>, PathRejection>,
@@ -284,7 +285,7 @@ struct ListedPart {
 
 /// `GET /s3/multipart/{uploadId}`.
 pub(crate) async fn list(
-    State(app): State<App>,
+    State(app): State<Arc<App>>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
@@ -335,7 +336,7 @@ struct Done {
 
 /// `POST /s3/multipart/{uploadId}/complete`.
 pub(crate) async fn complete(
-    State(app): State<App>,
+    State(app): State<Arc<App>>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
@@ -400,7 +401,7 @@ pub(crate) async fn complete(
 
 /// `DELETE /s3/multipart/{uploadId}`.
 pub(crate) async fn abort(
-    State(app): State<App>,
+    State(app): State<Arc<App>>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
