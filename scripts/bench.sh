@@ -37,7 +37,7 @@
 #
 # Usage: scripts/bench.sh [--duration S] [--warmup S] [--rounds N] [--soak S]
 #                         [--scopes N] [--out DIR] [--no-build] [--binary PATH]
-#                         [--perf] [--instructions N]
+#                         [--perf] [--pin] [--instructions N]
 #   --duration S  about how long each measured throughput run lasts (default 10): a
 #                 fixed request count, the warm-up's rate times S
 #   --warmup S    h2load warm-up seconds before each run (default 2)
@@ -52,6 +52,12 @@
 #                 an older commit's, to compare with --instructions
 #   --perf        also record one GrantRead run with `perf record -g` (OUT/perf.data,
 #                 OUT/perf-report.txt)
+#   --pin         the service on CPU 0 and every h2load on CPU 1 (taskset): the
+#                 service is then the bottleneck, and the ratios are those of its own
+#                 cost per call, steady to about 2 % between runs. Unpinned, the load
+#                 tool and the service share both CPUs, the ratios include the load
+#                 tool's cost per call, and a run can move 10 % with where the
+#                 scheduler puts the threads. Needs 2 CPUs or more.
 #   --instructions N
 #                 instead of everything above: the server under valgrind's callgrind,
 #                 N calls of each RPC (and of each gateway route), and the server's
@@ -69,7 +75,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
 
 log() { echo "bench: $*" >&2; }
 
-duration=10 warmup=2 rounds=3 soak=60 scopes=10000 out="" build=1 perf=0 instructions=0 binary=""
+duration=10 warmup=2 rounds=3 soak=60 scopes=10000 out="" build=1 perf=0 pin=0 instructions=0 binary=""
 while (($#)); do
   case $1 in
   --duration) duration=$2; shift 2 ;;
@@ -81,6 +87,7 @@ while (($#)); do
   --no-build) build=0; shift ;;
   --binary) binary=$2; build=0; shift 2 ;;
   --perf) perf=1; shift ;;
+  --pin) pin=1; shift ;;
   --instructions) instructions=$2; shift 2 ;;
   -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) log "unknown argument $1 (see --help)"; exit 2 ;;
@@ -103,6 +110,12 @@ server_bin=${binary:-$root/target/release/storage-grants}
 # --- tools ------------------------------------------------------------------------------
 
 h2load=$(ensure_h2load)
+# How every load run starts h2load (pinned to CPU 1 with --pin).
+load=("$h2load")
+if ((pin)); then
+  (($(nproc) >= 2)) || { log "--pin needs 2 CPUs or more"; exit 2; }
+  load=(taskset -c 1 "$h2load")
+fi
 gnuplot=$(ensure_gnuplot)
 ensure_s3s_fs >/dev/null
 buf=$(ensure_node_tools)
@@ -248,6 +261,7 @@ touch "$work/sampling"
 sampler_pid=$!
 
 server_wrapper=()
+((pin)) && server_wrapper=(taskset -c 0)
 # start_server NAME [ENV...]: a fresh server with the bench config; its log goes to
 # $logs/server-NAME.log (appended, so it can be truncated between runs).
 server_log="" server_name=""
@@ -332,13 +346,13 @@ grpc_run() {
     -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $token"
     -d "$frames/$name.bin" "$(grpc_url "${path_of[$name]}")")
   echo "$server_name/$slug" >"$work/phase"
-  "$h2load" -D "$warmup" "${args[@]}" >"$logs/h2load-$slug-warmup.txt" 2>&1 || true
+  "${load[@]}" -D "$warmup" "${args[@]}" >"$logs/h2load-$slug-warmup.txt" 2>&1 || true
   local count
   count=$(count_for "$logs/h2load-$slug-warmup.txt")
   sleep 0.2
   metrics_snapshot "$work/before"
   : >"$server_log"
-  "$h2load" -n "$count" "${args[@]}" >"$logs/h2load-$slug.txt" 2>&1 || true
+  "${load[@]}" -n "$count" "${args[@]}" >"$logs/h2load-$slug.txt" 2>&1 || true
   metrics_snapshot "$work/after"
   local rps total succeeded failed errored timeout s2xx s3xx s4xx s5xx ok cancelled not_ok codes
   eval "$(h2 "$logs/h2load-$slug.txt")"
@@ -363,11 +377,11 @@ http_run() {
   local -a args=(--h1 -t 1 -c $((CONNECTIONS * STREAMS)) -m 1 -H "authorization: Bearer $token"
     "http://127.0.0.1:$http_port$path")
   echo "$server_name/$slug" >"$work/phase"
-  "$h2load" -D "$warmup" "${args[@]}" >"$logs/h2load-$slug-warmup.txt" 2>&1 || true
+  "${load[@]}" -D "$warmup" "${args[@]}" >"$logs/h2load-$slug-warmup.txt" 2>&1 || true
   local count
   count=$(count_for "$logs/h2load-$slug-warmup.txt")
   : >"$server_log"
-  "$h2load" -n "$count" "${args[@]}" >"$logs/h2load-$slug.txt" 2>&1 || true
+  "${load[@]}" -n "$count" "${args[@]}" >"$logs/h2load-$slug.txt" 2>&1 || true
   local rps total succeeded failed errored timeout s2xx s3xx s4xx s5xx
   eval "$(h2 "$logs/h2load-$slug.txt")"
   local good
@@ -399,11 +413,11 @@ if ((instructions > 0)); then
   count_run() { # LABEL NAME-OR-PATH KIND
     local label=$1 what=$2 kind=$3 out=$logs/h2load-instructions-${#labels[@]}.txt
     if [[ $kind == grpc ]]; then
-      "$h2load" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -n "$instructions" \
+      "${load[@]}" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -n "$instructions" \
         -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $token" \
         -d "$frames/$what.bin" "$(grpc_url "${path_of[$what]}")" >"$out" 2>&1 || true
     else
-      "$h2load" --h1 -t 1 -c 64 -n "$instructions" -H "authorization: Bearer $token" \
+      "${load[@]}" --h1 -t 1 -c 64 -n "$instructions" -H "authorization: Bearer $token" \
         "http://127.0.0.1:$http_port$what" >"$out" 2>&1 || true
     fi
     grep -q "^requests: $instructions total, $instructions started, $instructions done, $instructions succeeded" "$out" ||
@@ -488,7 +502,7 @@ latency_run() {
   shift 2
   rm -f "$work/latency.log"
   : >"$server_log"
-  "$h2load" -t 1 -c "$CONNECTIONS" -D "$duration" --warm-up-time "$warmup" "$@" \
+  "${load[@]}" -t 1 -c "$CONNECTIONS" -D "$duration" --warm-up-time "$warmup" "$@" \
     --log-file "$work/latency.log" \
     -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $token" \
     -d "$frames/$frame.bin" "$(grpc_url "${path_of[$frame]}")" >"$logs/h2load-latency-$prefix-$frame.txt" 2>&1 || true
@@ -538,7 +552,7 @@ if ((perf)); then
     log "perf record -g on GrantRead for ${duration}s"
     perf record -g -o "$out/perf.data" -p "$server_pid" -- sleep "$((duration + warmup))" >"$logs/perf-record.txt" 2>&1 &
     perf_pid=$!
-    "$h2load" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -D "$duration" --warm-up-time "$warmup" \
+    "${load[@]}" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -D "$duration" --warm-up-time "$warmup" \
       -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $token" \
       -d "$frames/grant_read.bin" "$(grpc_url "${path_of[grant_read]}")" >"$logs/h2load-perf.txt" 2>&1 || true
     wait "$perf_pid" || true
@@ -571,7 +585,7 @@ echo soak/fill >"$work/phase"
 fill_started=$SECONDS
 # One connection, 64 streams: every scope once, in order (h2load gives each client the
 # URI list from its start, so more clients would repeat the first scopes).
-"$h2load" -t 1 -c 1 -m $((CONNECTIONS * STREAMS)) -n "$scopes" -i "$work/soak-uris.txt" \
+"${load[@]}" -t 1 -c 1 -m $((CONNECTIONS * STREAMS)) -n "$scopes" -i "$work/soak-uris.txt" \
   -H "authorization: Bearer $token" >"$logs/h2load-soak-fill.txt" 2>&1 || true
 fill_seconds=$((SECONDS - fill_started))
 eval "$("$python" "$root/benches/load/report.py" h2load "$logs/h2load-soak-fill.txt" | sed 's/^/fill_/')"
@@ -581,7 +595,7 @@ fi
 log "soak fill: $fill_s2xx of $scopes scopes fetched from moto in ${fill_seconds}s"
 # The maximum rate of this mix (all hits now), to take half of it.
 echo soak/max >"$work/phase"
-"$h2load" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -D "$duration" --warm-up-time "$warmup" -i "$work/soak-uris.txt" \
+"${load[@]}" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -D "$duration" --warm-up-time "$warmup" -i "$work/soak-uris.txt" \
   -H "authorization: Bearer $token" >"$logs/h2load-soak-max.txt" 2>&1 || true
 eval "$("$python" "$root/benches/load/report.py" h2load "$logs/h2load-soak-max.txt" | sed 's/^/smax_/')"
 soak_per_client=$(((smax_rps / 2 + CONNECTIONS - 1) / CONNECTIONS))
@@ -589,7 +603,7 @@ soak_per_client=$(((smax_rps / 2 + CONNECTIONS - 1) / CONNECTIONS))
 echo soak/soak >"$work/phase"
 : >"$server_log"
 log "soak: ${soak}s at $((soak_per_client * CONNECTIONS)) requests/s (half of $smax_rps) over $scopes scopes"
-"$h2load" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -D "$soak" --rps "$soak_per_client" -i "$work/soak-uris.txt" \
+"${load[@]}" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -D "$soak" --rps "$soak_per_client" -i "$work/soak-uris.txt" \
   -H "authorization: Bearer $token" >"$logs/h2load-soak.txt" 2>&1 || true
 echo soak/done >"$work/phase"
 eval "$("$python" "$root/benches/load/report.py" h2load "$logs/h2load-soak.txt" | sed 's/^/soak_/')"
@@ -633,7 +647,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2fx", a / b; else
   echo "## storage-grants load benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
   echo
   echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) CPUs; $(uname -sr); load average at the start $load_before, at the end $(cut -d' ' -f1-3 /proc/loadavg)."
-  echo "h2load $("$h2load" --version | awk '{print $NF}'), one thread, $CONNECTIONS connections × $STREAMS streams (gateway: --h1, $((CONNECTIONS * STREAMS)) connections × 1); each run: ${warmup}s warm-up, then a fixed count of about ${duration}s of requests; $rounds rounds; release binary; everything on 127.0.0.1."
+  echo "h2load $("$h2load" --version | awk '{print $NF}'), one thread$( ((pin)) && echo ", on CPU 1 (the service on CPU 0: --pin)"), $CONNECTIONS connections × $STREAMS streams (gateway: --h1, $((CONNECTIONS * STREAMS)) connections × 1); each run: ${warmup}s warm-up, then a fixed count of about ${duration}s of requests; $rounds rounds; release binary; everything on 127.0.0.1."
   echo
   echo "### Throughput (gRPC, h2c)"
   echo
