@@ -454,6 +454,12 @@ impl KeyStore {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Puts `keys` in force, as a reload would.
+    #[cfg(test)]
+    pub(crate) fn replace(&self, keys: KeySet) {
+        self.set(keys);
+    }
+
     fn set(&self, keys: KeySet) {
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(keys));
     }

@@ -32,6 +32,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::jwks::{Algorithm, KeyStore, Lookup};
+use super::verified::{Times, VerifiedTokens};
 use super::{Caller, Source, attr};
 
 /// Longest bearer JWT accepted; Kubernetes tokens are about 1 KiB.
@@ -189,6 +190,8 @@ pub(crate) struct JwtVerifier {
     leeway: f64,
     caller_claim: String,
     keys: Arc<KeyStore>,
+    /// Tokens that passed every check ([`super::verified`]).
+    verified: Arc<VerifiedTokens>,
 }
 
 impl JwtVerifier {
@@ -199,6 +202,7 @@ impl JwtVerifier {
             leeway: config.leeway.as_secs_f64(),
             caller_claim: config.caller_claim.clone(),
             keys,
+            verified: Arc::default(),
         }
     }
 
@@ -215,6 +219,15 @@ impl JwtVerifier {
     pub(crate) fn verify_at(&self, token: &str, now: f64) -> Result<Caller, Refusal> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(Error::Malformed("longer than 16 KiB").into());
+        }
+        // A token verified before, with the key set still in force, whose time claims
+        // still hold: nothing else about it can have changed.
+        let digest = VerifiedTokens::digest(token);
+        if let Some(keys) = self.keys.current()
+            && let Some((caller, times)) = self.verified.get(&digest, &keys)
+            && self.check_times(&times, now).is_ok()
+        {
+            return Ok(caller);
         }
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
@@ -265,13 +278,38 @@ impl JwtVerifier {
         // The signature holds: from here on the claims are the issuer's word.
         let claims = decode_object(payload_b64, "payload")?;
         let subject = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
-        self.check_claims(&claims, now).map_err(|error| Refusal {
+        let (caller, times) = self.check_claims(&claims, now).map_err(|error| Refusal {
             error,
             subject: subject.clone(),
-        })
+        })?;
+        self.verified.insert(digest, &caller, &keys, times);
+        Ok(caller)
     }
 
-    fn check_claims(&self, claims: &Map<String, Value>, now: f64) -> Result<Caller, Error> {
+    /// The time claims' rule: `exp` not passed, `nbf` reached, `iat` not in the future,
+    /// each with `leeway`.
+    fn check_times(&self, times: &Times, now: f64) -> Result<(), Error> {
+        if now >= times.exp + self.leeway {
+            return Err(Error::Expired);
+        }
+        if let Some(nbf) = times.nbf
+            && now + self.leeway < nbf
+        {
+            return Err(Error::NotYetValid);
+        }
+        if let Some(iat) = times.iat
+            && iat > now + self.leeway
+        {
+            return Err(Error::IssuedInFuture);
+        }
+        Ok(())
+    }
+
+    fn check_claims(
+        &self,
+        claims: &Map<String, Value>,
+        now: f64,
+    ) -> Result<(Caller, Times), Error> {
         // iss: required, exact.
         match claims.get("iss") {
             Some(Value::String(iss)) if *iss == self.issuer => {}
@@ -302,20 +340,12 @@ impl JwtVerifier {
             ));
         }
         // exp: required. nbf, iat: checked when present. All strictly numeric.
-        let exp = numeric_date(claims, "exp")?.ok_or(Error::MissingClaim("exp".into()))?;
-        if now >= exp + self.leeway {
-            return Err(Error::Expired);
-        }
-        if let Some(nbf) = numeric_date(claims, "nbf")?
-            && now + self.leeway < nbf
-        {
-            return Err(Error::NotYetValid);
-        }
-        if let Some(iat) = numeric_date(claims, "iat")?
-            && iat > now + self.leeway
-        {
-            return Err(Error::IssuedInFuture);
-        }
+        let times = Times {
+            exp: numeric_date(claims, "exp")?.ok_or(Error::MissingClaim("exp".into()))?,
+            nbf: numeric_date(claims, "nbf")?,
+            iat: numeric_date(claims, "iat")?,
+        };
+        self.check_times(&times, now)?;
 
         let id = match claims.get(&self.caller_claim) {
             // A SPIFFE ID is a certificate's name; a token naming one would match rules
@@ -340,7 +370,7 @@ impl JwtVerifier {
                 .with_attribute(attr::NAMESPACE, namespace)
                 .with_attribute(attr::SERVICE_ACCOUNT, service_account);
         }
-        Ok(caller)
+        Ok((caller, times))
     }
 }
 
@@ -712,6 +742,48 @@ pub(crate) mod tests {
         });
         let t = token(Signer::ec(), &header(Signer::ec(), "ec-1"), &claims);
         assert_eq!(verify(&t), Err(Error::IssuedInFuture));
+    }
+
+    /// A token that passed is remembered; a refused one is not; a remembered token
+    /// still expires, still waits for `nbf`, and is checked again against a reloaded
+    /// key set (which here no longer holds its key).
+    #[test]
+    fn a_remembered_token_is_checked_again_when_its_time_or_the_keys_change() {
+        let v = verifier();
+        let claims = k8s_claims();
+        let t = token(Signer::ec(), &header(Signer::ec(), "ec-1"), &claims);
+        let forged = format!("{}x", &t[..t.len() - 1]);
+        assert!(v.verify_at(&forged, NOW).is_err());
+        assert_eq!(v.verified.len(), 0);
+
+        let first = v.verify_at(&t, NOW).unwrap();
+        assert_eq!(v.verified.len(), 1);
+        assert_eq!(v.verify_at(&t, NOW + 60.0).unwrap(), first);
+        assert_eq!(v.verified.len(), 1);
+
+        // exp is NOW + 3600, leeway 30 s; nbf is NOW - 60.
+        assert_eq!(
+            v.verify_at(&t, NOW + 3630.0).map_err(|r| r.error),
+            Err(Error::Expired)
+        );
+        assert_eq!(
+            v.verify_at(&t, NOW - 91.0).map_err(|r| r.error),
+            Err(Error::NotYetValid)
+        );
+        assert_eq!(v.verify_at(&t, NOW).unwrap(), first);
+
+        v.keys.replace(
+            KeySet::parse(
+                json!({"keys": [Signer::rsa().jwk("rsa-1")]})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            v.verify_at(&t, NOW).map_err(|r| r.error),
+            Err(Error::UnknownKey)
+        );
     }
 
     #[test]

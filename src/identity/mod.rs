@@ -25,6 +25,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod mtls;
 pub mod spiffe;
+mod verified;
 pub mod xfcc;
 
 use crate::core::text::SecretUrl;
