@@ -8,7 +8,8 @@
 #    reported as calls/s and as a ratio to the gRPC health check measured on the same
 #    server in the same run:
 #      grpc.health.v1.Health/Check (baseline), GrantRead (audit log on: the default
-#      level), GrantWrite PUT with every pin, AssumeScoped (cache hit, warmed first),
+#      level), GrantRead again as a caller with an ES256 JWT (signed for this run; the
+#      other rows use a dev token), GrantWrite PUT with every pin, AssumeScoped (cache hit, warmed first),
 #      and, on a server restarted with RUST_LOG=warn, the baseline and GrantRead again;
 #    the HTTP gateway: the click-time link GET /v1/objects/demo/public/hello.txt (302)
 #    against GET /healthz on the same listener, HTTP/1.1 (h2load --h1, 64 connections,
@@ -172,6 +173,12 @@ for ((i = 0; i < scopes; i++)); do
 done >"$work/soak-uris.txt"
 
 mkdir -p "$work/server"
+# A second caller with a JWT (ES256, from a key pair made for this run), as production
+# callers present: the dev token's check is a hash lookup, a JWT's a signature check.
+jwt_issuer=https://issuer.bench.invalid jwt_audience=storage-grants-bench jwt_caller=user:bench-jwt
+node "$root/tests/browser/jwt.mjs" "$work/server" "$jwt_issuer" "$jwt_audience" "$jwt_caller" 86400 ||
+  { log "could not make the bench's JWT"; exit 2; }
+jwt=$(<"$work/server/session.jwt")
 cat >"$work/server/config.toml" <<EOF
 listen = "127.0.0.1:$grpc_port"
 
@@ -192,6 +199,11 @@ dev_mode = true
 token = "$token"
 caller = "dev:bench"
 
+[identity.jwt]
+issuer = "$jwt_issuer"
+audiences = ["$jwt_audience"]
+jwks_file = "$work/server/jwks.json"
+
 [sts]
 role_arn = "arn:aws:iam::123456789012:role/storage-grants-bench"
 endpoint = "http://127.0.0.1:$moto_port"
@@ -201,7 +213,7 @@ role_chaining = false
 [metrics]
 listen = "127.0.0.1:$metrics_port"
 
-# One caller drives all the load here: its per-caller budgets are lifted so that every
+# One caller drives all the load here (two for the JWT row): per-caller budgets are lifted so that every
 # call is served (the budget checks themselves still run on every call).
 [limits]
 grants_per_second = 10000000
@@ -216,7 +228,7 @@ upload_bucket = "$bucket"
 EOF
 cat >"$work/server/rules.toml" <<EOF
 [[rules]]
-callers = ["dev:bench"]
+callers = ["dev:bench", "$jwt_caller"]
 bucket = "$bucket"
 prefix = "public/"
 actions = ["read", "write", "assume-read", "assume-write", "list"]
@@ -338,12 +350,13 @@ count_for() {
   echo $((n / (CONNECTIONS * STREAMS) * CONNECTIONS * STREAMS))
 }
 
-# grpc_run ROUND GROUP LABEL NAME: warm-up and measured run of request body NAME.
+# grpc_run ROUND GROUP LABEL NAME [TOKEN]: warm-up and measured run of request body NAME
+# (as the dev token's caller, or with bearer TOKEN).
 grpc_run() {
-  local round=$1 group=$2 label=$3 name=$4
+  local round=$1 group=$2 label=$3 name=$4 bearer=${5:-$token}
   local slug=${label//[^A-Za-z0-9]/_}-r$round
   local -a args=(-t 1 -c "$CONNECTIONS" -m "$STREAMS"
-    -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $token"
+    -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $bearer"
     -d "$frames/$name.bin" "$(grpc_url "${path_of[$name]}")")
   echo "$server_name/$slug" >"$work/phase"
   "${load[@]}" -D "$warmup" "${args[@]}" >"$logs/h2load-$slug-warmup.txt" 2>&1 || true
@@ -410,11 +423,11 @@ if ((instructions > 0)); then
   for name in health grant_read grant_write_put assume_scoped; do check_frame "$name"; done
   callgrind_control -z "$server_pid" >/dev/null
   declare -a labels=()
-  count_run() { # LABEL NAME-OR-PATH KIND
-    local label=$1 what=$2 kind=$3 out=$logs/h2load-instructions-${#labels[@]}.txt
+  count_run() { # LABEL NAME-OR-PATH KIND [TOKEN]
+    local label=$1 what=$2 kind=$3 bearer=${4:-$token} out=$logs/h2load-instructions-${#labels[@]}.txt
     if [[ $kind == grpc ]]; then
       "${load[@]}" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -n "$instructions" \
-        -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $token" \
+        -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $bearer" \
         -d "$frames/$what.bin" "$(grpc_url "${path_of[$what]}")" >"$out" 2>&1 || true
     else
       "${load[@]}" --h1 -t 1 -c 64 -n "$instructions" -H "authorization: Bearer $token" \
@@ -427,6 +440,7 @@ if ((instructions > 0)); then
   }
   count_run "health check (baseline)" health grpc
   count_run "GrantRead, audit log on" grant_read grpc
+  count_run "GrantRead, JWT caller (ES256)" grant_read grpc "$jwt"
   count_run "GrantWrite PUT, all pins" grant_write_put grpc
   count_run "AssumeScoped, cache hit" assume_scoped grpc
   count_run "gateway GET /healthz (baseline)" /healthz http
@@ -482,6 +496,7 @@ check_frame assume_scoped
 for ((round = 1; round <= rounds; round++)); do
   grpc_run "$round" grpc "health check (baseline)" health
   grpc_run "$round" grpc "GrantRead, audit log on" grant_read
+  grpc_run "$round" grpc "GrantRead, JWT caller (ES256)" grant_read "$jwt"
   grpc_run "$round" grpc "GrantWrite PUT, all pins" grant_write_put
   grpc_run "$round" grpc "AssumeScoped, cache hit" assume_scoped
   http_run "$round" "gateway GET /healthz (baseline)" /healthz 2xx
