@@ -255,7 +255,11 @@ fi
 
 # The sampler follows whichever server runs now (its PID in $work/server.pid) and tags
 # each sample with the current phase ($work/phase): seconds since start, VmRSS (KiB), phase.
-echo "t_seconds,rss_kib,phase" >"$out/rss.csv"
+# Under --instructions the server runs in valgrind: its RSS means nothing, and must not
+# replace a recorded run's samples in OUT.
+rss_csv=$out/rss.csv
+((instructions == 0)) || rss_csv=$work/rss.csv
+echo "t_seconds,rss_kib,phase" >"$rss_csv"
 echo setup >"$work/phase"
 : >"$work/server.pid"
 touch "$work/sampling"
@@ -265,7 +269,7 @@ touch "$work/sampling"
     pid=$(<"$work/server.pid")
     if [[ -n $pid ]]; then
       rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-      [[ -z $rss ]] || printf '%.1f,%s,%s\n' "$(echo "$(date +%s.%N) - $start" | bc)" "$rss" "$(<"$work/phase")" >>"$out/rss.csv"
+      [[ -z $rss ]] || printf '%.1f,%s,%s\n' "$(echo "$(date +%s.%N) - $start" | bc)" "$rss" "$(<"$work/phase")" >>"$rss_csv"
     fi
     sleep 1
   done
@@ -334,7 +338,7 @@ check_frame() {
 # Rows of results: ROUND|GROUP|LABEL|rate|checks|server log bytes per call
 declare -A rate=()
 peak_kib() { # PHASE-PREFIX: peak VmRSS (KiB) sampled in phases starting with it
-  awk -F, -v p="$1" 'NR > 1 && index($3, p) == 1 && $2 > m {m = $2} END {print m + 0}' "$out/rss.csv"
+  awk -F, -v p="$1" 'NR > 1 && index($3, p) == 1 && $2 > m {m = $2} END {print m + 0}' "$rss_csv"
 }
 metrics_snapshot() {
   "$python" "$root/benches/load/report.py" metrics "http://127.0.0.1:$metrics_port/metrics" >"$1"
@@ -630,13 +634,13 @@ sts_misses=$(awk '/^storage_grants_sts_assume_role_total/ {s += $NF} END {print 
 rm -f "$work/sampling"
 stop_process "$sampler_pid" 3
 sampler_pid=""
-eval "$("$python" "$root/benches/load/report.py" soak "$out/rss.csv" soak/fill soak/soak | tr ' ' '\n' | sed 's/^/rss_/')"
+eval "$("$python" "$root/benches/load/report.py" soak "$rss_csv" soak/fill soak/soak | tr ' ' '\n' | sed 's/^/rss_/')"
 peak_soak=$(peak_kib soak/)
 
 # The plot: RSS over the soak server's life (fill, max-rate probe, soak).
 # Times from the soak server's first sample.
 awk -F, 'NR == 1 {print; next} $3 ~ /^soak\// {if (t0 == "") t0 = $1; printf "%.1f,%s,%s\n", $1 - t0, $2, $3}' \
-  "$out/rss.csv" >"$out/soak-rss.csv"
+  "$rss_csv" >"$out/soak-rss.csv"
 "$gnuplot" <<EOF 2>"$logs/gnuplot.log" || log "gnuplot failed (see $logs/gnuplot.log)"
 set terminal pngcairo size 1000,500 font ",10"
 set output "$out/soak.png"
