@@ -304,6 +304,8 @@ start_server() {
 
 # --- checks of the request bodies -----------------------------------------------------------
 
+# What every gRPC request carries besides its bearer token.
+grpc_headers=(-H 'content-type: application/grpc' -H 'te: trailers')
 grpc_url() { echo "http://127.0.0.1:$grpc_port/$1"; }
 declare -A path_of=(
   [health]=grpc.health.v1.Health/Check
@@ -321,7 +323,7 @@ fail() { log "FAILED: $*"; failures=$((failures + 1)); }
 check_frame() {
   local name=$1 headers=$work/curl-$1.headers
   curl -sS --http2-prior-knowledge -o /dev/null -D "$headers" --max-time 10 \
-    -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $token" \
+    "${grpc_headers[@]}" -H "authorization: Bearer $token" \
     --data-binary "@$frames/$name.bin" "$(grpc_url "${path_of[$name]}")" || true
   if grep -qi '^grpc-status: *0' "$headers" && head -n1 "$headers" | grep -q ' 200'; then
     log "request body $name.bin: grpc-status 0"
@@ -360,7 +362,7 @@ grpc_run() {
   local round=$1 group=$2 label=$3 name=$4 bearer=${5:-$token}
   local slug=${label//[^A-Za-z0-9]/_}-r$round
   local -a args=(-t 1 -c "$CONNECTIONS" -m "$STREAMS"
-    -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $bearer"
+    "${grpc_headers[@]}" -H "authorization: Bearer $bearer"
     -d "$frames/$name.bin" "$(grpc_url "${path_of[$name]}")")
   echo "$server_name/$slug" >"$work/phase"
   "${load[@]}" -D "$warmup" "${args[@]}" >"$logs/h2load-$slug-warmup.txt" 2>&1 || true
@@ -431,7 +433,7 @@ if ((instructions > 0)); then
     local label=$1 what=$2 kind=$3 bearer=${4:-$token} out=$logs/h2load-instructions-${#labels[@]}.txt
     if [[ $kind == grpc ]]; then
       "${load[@]}" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -n "$instructions" \
-        -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $bearer" \
+        "${grpc_headers[@]}" -H "authorization: Bearer $bearer" \
         -d "$frames/$what.bin" "$(grpc_url "${path_of[$what]}")" >"$out" 2>&1 || true
     else
       "${load[@]}" --h1 -t 1 -c 64 -n "$instructions" -H "authorization: Bearer $token" \
@@ -523,7 +525,7 @@ latency_run() {
   : >"$server_log"
   "${load[@]}" -t 1 -c "$CONNECTIONS" -D "$duration" --warm-up-time "$warmup" "$@" \
     --log-file "$work/latency.log" \
-    -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $token" \
+    "${grpc_headers[@]}" -H "authorization: Bearer $token" \
     -d "$frames/$frame.bin" "$(grpc_url "${path_of[$frame]}")" >"$logs/h2load-latency-$prefix-$frame.txt" 2>&1 || true
   eval "$("$python" "$root/benches/load/report.py" latency "$work/latency.log" | tr ' ' '\n' | sed "s/^/${prefix}_/")"
   eval "$("$python" "$root/benches/load/report.py" h2load "$logs/h2load-latency-$prefix-$frame.txt" | sed 's/^/lat_/')"
@@ -572,7 +574,7 @@ if ((perf)); then
     perf record -g -o "$out/perf.data" -p "$server_pid" -- sleep "$((duration + warmup))" >"$logs/perf-record.txt" 2>&1 &
     perf_pid=$!
     "${load[@]}" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -D "$duration" --warm-up-time "$warmup" \
-      -H 'content-type: application/grpc' -H 'te: trailers' -H "authorization: Bearer $token" \
+      "${grpc_headers[@]}" -H "authorization: Bearer $token" \
       -d "$frames/grant_read.bin" "$(grpc_url "${path_of[grant_read]}")" >"$logs/h2load-perf.txt" 2>&1 || true
     wait "$perf_pid" || true
     # Self time by symbol (perf pads its columns to the longest Rust symbol: trimmed),

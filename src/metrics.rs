@@ -100,13 +100,16 @@ impl Rpc {
     }
 }
 
+/// `UNKNOWN`'s position in [`GRPC_CODES`] (its gRPC code).
+const UNKNOWN: usize = 2;
+
 /// The position in [`GRPC_CODES`] of status code `code`; `UNKNOWN`'s for a number gRPC
 /// does not define.
 fn grpc_code_index(code: i32) -> usize {
     usize::try_from(code)
         .ok()
         .filter(|&i| i < GRPC_CODES.len())
-        .unwrap_or(2)
+        .unwrap_or(UNKNOWN)
 }
 
 type Labels<const N: usize> = [(&'static str, &'static str); N];

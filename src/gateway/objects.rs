@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Uri, header};
 use serde::Deserialize;
 
@@ -68,26 +68,30 @@ pub(crate) async fn link(
         Ok(grant) => grant,
         Err(e) => return Problem::from(e).into_response(),
     };
-    // The URL moves into the header, not copied. It is percent-encoded ASCII, so it
-    // is always a valid header value.
-    let Ok(location) = HeaderValue::try_from(grant.url.into_exposed()) else {
-        return Problem::from_status(&tonic::Status::internal(
-            "the signed URL is not a valid Location header",
-        ))
-        .into_response();
+    // The target is a bearer credential: the store must not learn the page the link
+    // was on (and `found` keeps caches from keeping it).
+    let mut response = found(grant.url.into_exposed());
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// `302 Found` to `location`, which no cache may keep: 302 and not `Redirect::to`'s
+/// 303, so that a HEAD stays a HEAD. The location moves into the header, not copied;
+/// a signed URL or a login URL with a percent-encoded way back is always a valid
+/// header value, and anything else is an internal error, not a panic.
+fn found(location: String) -> Response {
+    let Ok(location) = HeaderValue::try_from(location) else {
+        return Problem::internal("the redirect target is not a valid Location header")
+            .into_response();
     };
-    // 302, not `Redirect::to`'s 303: a HEAD stays a HEAD. The target is a bearer
-    // credential: no cache may keep it, and the store must not learn the page the
-    // link was on.
     (
         http::StatusCode::FOUND,
         [
             (header::LOCATION, location),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ),
         ],
     )
         .into_response()
@@ -108,12 +112,7 @@ fn unauthenticated(app: &App, headers: &HeaderMap, uri: &Uri, problem: Problem) 
                 "{login}{separator}return_to={}",
                 super::percent_encode_component(back)
             );
-            let mut response = Redirect::to(&target).into_response();
-            *response.status_mut() = http::StatusCode::FOUND;
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
+            found(target)
         }
         _ => problem.into_response(),
     }

@@ -88,6 +88,17 @@ impl Problem {
         )
     }
 
+    /// 500: the service failed; `detail` tells the caller where the reason is (the
+    /// operator's logs), never the reason's secrets.
+    pub(crate) fn internal(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "Internal error",
+            detail.into(),
+        )
+    }
+
     /// 404: no such route.
     pub(crate) fn not_found() -> Self {
         Self::new(
@@ -238,11 +249,8 @@ impl From<grant::Error> for Problem {
             }
             grant::Error::Store(_) => {
                 tracing::error!(error = ?e, "the store refused a multipart call");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL",
-                    "Internal error",
-                    "the store refused the request; the service's operator's logs say why".into(),
+                Self::internal(
+                    "the store refused the request; the service's operator's logs say why",
                 )
             }
             grant::Error::OverBudget(after)
@@ -281,12 +289,8 @@ impl From<grant::Error> for Problem {
             grant::Error::Sts(sts) => {
                 // STS's code and message are for the operator, not for the caller.
                 tracing::error!(error = %sts, "STS refused AssumeRole");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL",
-                    "Internal error",
-                    "the service could not obtain scoped credentials; its operator's logs say why"
-                        .into(),
+                Self::internal(
+                    "the service could not obtain scoped credentials; its operator's logs say why",
                 )
             }
         }

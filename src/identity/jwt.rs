@@ -221,10 +221,12 @@ impl JwtVerifier {
             return Err(Error::Malformed("longer than 16 KiB").into());
         }
         // A token verified before, with the key set still in force, whose time claims
-        // still hold: nothing else about it can have changed.
+        // still hold: nothing else about it can have changed. The key set is read once,
+        // for this and for a full verification.
         let digest = VerifiedTokens::digest(token);
-        if let Some(keys) = self.keys.current()
-            && let Some((caller, times)) = self.verified.get(&digest, &keys)
+        let current = self.keys.current();
+        if let Some(keys) = &current
+            && let Some((caller, times)) = self.verified.get(&digest, keys)
             && self.check_times(&times, now).is_ok()
         {
             return Ok(caller);
@@ -253,7 +255,7 @@ impl JwtVerifier {
             Some(_) => return Err(Error::Malformed("'kid' is not a string").into()),
         };
 
-        let Some(keys) = self.keys.current() else {
+        let Some(keys) = current else {
             self.keys.request_refresh();
             return Err(Error::KeysUnavailable.into());
         };

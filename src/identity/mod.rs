@@ -545,6 +545,22 @@ pub enum Bearer<'a> {
     Token(&'a str),
 }
 
+impl<'a> Bearer<'a> {
+    /// The token for bearer source `source`: `None` without one (the source does not
+    /// apply), a refusal logged for `source` when it is malformed.
+    fn token_for(self, source: &'static str) -> Option<Result<&'a str, Error>> {
+        match self {
+            Bearer::Absent => None,
+            Bearer::Malformed => {
+                let e = Error::Malformed;
+                tracing::info!(source, check = "authorization", reason = %e, "caller refused");
+                Some(Err(e))
+            }
+            Bearer::Token(token) => Some(Ok(token)),
+        }
+    }
+}
+
 /// Something the authenticator can read credentials from: a whole
 /// `tonic::Request` (everything), or bare metadata (bearer tokens only: no peer
 /// certificate, no peer address, so mTLS and XFCC never apply; fails closed).
@@ -747,10 +763,9 @@ impl Authenticator {
 
     fn try_jwt(&self, p: &Presented<'_>) -> Option<Result<Caller, Error>> {
         let verifier = self.inner.jwt.as_ref()?;
-        let token = match p.bearer {
-            Bearer::Absent => return None,
-            Bearer::Malformed => return Some(Err(refused_bearer("jwt", Error::Malformed))),
-            Bearer::Token(token) => token,
+        let token = match p.bearer.token_for("jwt")? {
+            Ok(token) => token,
+            Err(e) => return Some(Err(e)),
         };
         if self.dev_tokens_enabled() && !is_jwt_shaped(token) {
             return None;
@@ -811,12 +826,9 @@ impl Authenticator {
         if !self.dev_tokens_enabled() {
             return None;
         }
-        let token = match p.bearer {
-            Bearer::Absent => return None,
-            Bearer::Malformed => {
-                return Some(Err(refused_bearer("dev_token", Error::Malformed)));
-            }
-            Bearer::Token(token) => token,
+        let token = match p.bearer.token_for("dev_token")? {
+            Ok(token) => token,
+            Err(e) => return Some(Err(e)),
         };
         if self.inner.jwt.is_some() && is_jwt_shaped(token) {
             return None;
@@ -832,13 +844,8 @@ impl Authenticator {
     }
 }
 
-fn refused_bearer(source: &'static str, e: Error) -> Error {
-    tracing::info!(source, check = "authorization", reason = %e, "caller refused");
-    e
-}
-
-/// The bearer token of the request: `None` without `authorization` metadata,
-/// `Some(Err(Malformed))` when it is not exactly one `Bearer <token>`.
+/// The bearer token of the request's `authorization` metadata: malformed unless it is
+/// exactly one `Bearer <token>`.
 fn bearer(metadata: &MetadataMap) -> Bearer<'_> {
     let mut values = metadata.get_all("authorization").iter();
     let Some(value) = values.next() else {
