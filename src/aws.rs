@@ -2,6 +2,9 @@
 //! with rustls on ring, the only TLS stack in the build) and the standard credential
 //! chain (environment, profile, web identity / IRSA, container and instance metadata).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use aws_config::SdkConfig;
 use aws_sdk_s3::config::SharedHttpClient;
 use aws_sdk_s3::config::http::HttpResponse;
@@ -25,27 +28,183 @@ pub async fn load_from_env() -> SdkConfig {
 }
 
 /// A one-line description of an SDK failure for the operator's log: the HTTP status,
-/// the service's error code and message, or what failed on the way.
+/// the service's error code and message, or what failed on the way and why.
 ///
 /// Deliberately not the SDK's full error display, which can carry the raw response
 /// body: S3's SignatureDoesNotMatch body includes the request's signature and string
 /// to sign, and signatures never go to logs.
-pub fn describe_error<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> String {
-    match error {
-        SdkError::TimeoutError(_) => "timed out".into(),
-        SdkError::DispatchFailure(e) if e.is_timeout() => "timed out".into(),
-        SdkError::DispatchFailure(_) => "connection failed".into(),
-        SdkError::ConstructionFailure(_) => "the request could not be built".into(),
-        SdkError::ResponseError(e) => format!("HTTP {}: malformed response", e.raw().status()),
-        SdkError::ServiceError(e) => format!(
-            "HTTP {}: {}{}",
-            e.raw().status(),
-            error.code().unwrap_or("no error code"),
-            error
-                .message()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default(),
-        ),
-        _ => "unknown failure".into(),
+pub fn describe_error<E>(error: SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match Unanswered::from_sdk(error) {
+        Ok(unanswered) => Chain(&unanswered).to_string(),
+        Err(answer) => describe_answer(&answer),
+    }
+}
+
+/// The status, error code and message of an error the service answered with.
+pub fn describe_answer<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> String {
+    format!(
+        "HTTP {}: {}{}",
+        error.raw_response().map_or(0, |r| r.status().as_u16()),
+        error.code().unwrap_or("no error code"),
+        error
+            .message()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default(),
+    )
+}
+
+/// Why a call to an AWS API got no answer to act on: anything but an error response
+/// of the service itself. Its text names the kind of failure only, fit for a caller's
+/// message; a failed connection keeps its cause (the connector's error, down to the
+/// operating system's) as its `source`, for the operator's log ([`Chain`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unanswered {
+    /// Nothing came back within the bound this service put on the call.
+    #[error("no answer within {0:?}")]
+    Deadline(Duration),
+    /// The SDK's own timeout (connect, read or the whole operation) ran out.
+    #[error("timed out")]
+    TimedOut,
+    /// No connection, or a broken one: refused, name not resolved, TLS, reset.
+    #[error("connection failed")]
+    Connection(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// An answer that could not be read. Its cause is not kept: a parse error can
+    /// quote the body, and a body can quote the request's signature.
+    #[error("HTTP {0}: malformed response")]
+    Malformed(u16),
+    /// The SDK could not build the request (its cause can name the request's
+    /// fields, so it is not kept either).
+    #[error("the request could not be built")]
+    Construction,
+    /// A failure the SDK does not classify.
+    #[error("unknown failure")]
+    Unknown,
+}
+
+impl Unanswered {
+    /// The failure of `error`; an error response of the service is given back as
+    /// it is (it is an answer: its code says what to do).
+    ///
+    /// # Errors
+    /// `error` itself when it is the service's error response.
+    pub fn from_sdk<E>(
+        error: SdkError<E, HttpResponse>,
+    ) -> Result<Self, Box<SdkError<E, HttpResponse>>>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Ok(match error {
+            SdkError::ServiceError(_) => return Err(Box::new(error)),
+            SdkError::TimeoutError(_) => Unanswered::TimedOut,
+            SdkError::DispatchFailure(ref e) if e.is_timeout() => Unanswered::TimedOut,
+            SdkError::DispatchFailure(_) => match error.into_source() {
+                Ok(cause) => Unanswered::Connection(Arc::from(cause)),
+                Err(_) => Unanswered::Unknown,
+            },
+            SdkError::ResponseError(ref e) => Unanswered::Malformed(e.raw().status().as_u16()),
+            SdkError::ConstructionFailure(_) => Unanswered::Construction,
+            _ => Unanswered::Unknown,
+        })
+    }
+}
+
+/// An error with its causes, `error: cause: cause`, for an operator's log line
+/// (the log's JSON format writes an error's own text only). A cause whose text the
+/// line already ends with (an error that quotes its source) is not repeated.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let part = cause.to_string();
+            if !text.ends_with(&part) {
+                text.push_str(": ");
+                text.push_str(&part);
+            }
+            source = cause.source();
+        }
+        f.write_str(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a fixed text and an optional cause.
+    #[derive(Debug)]
+    struct Link(&'static str, Option<Box<Link>>);
+
+    impl std::fmt::Display for Link {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Link {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    fn chain(links: &[&'static str]) -> Link {
+        links
+            .iter()
+            .rev()
+            .fold(None, |cause, text| Some(Link(text, cause.map(Box::new))))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_chain_lists_every_cause_in_order_once() {
+        let error = chain(&["connection failed", "io error", "Connection refused"]);
+        assert_eq!(
+            Chain(&error).to_string(),
+            "connection failed: io error: Connection refused"
+        );
+        assert_eq!(Chain(&chain(&["alone"])).to_string(), "alone");
+        // An error that quotes its cause (thiserror's `{0}` with `#[source]`) does
+        // not say it twice.
+        let quoting = chain(&[
+            "STS could not be reached: connection failed",
+            "connection failed",
+            "tcp connect error",
+        ]);
+        assert_eq!(
+            Chain(&quoting).to_string(),
+            "STS could not be reached: connection failed: tcp connect error"
+        );
+    }
+
+    #[test]
+    fn only_a_failed_connection_keeps_its_cause() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused here");
+        let connection = Unanswered::Connection(Arc::new(refused));
+        assert_eq!(connection.to_string(), "connection failed");
+        assert_eq!(
+            Chain(&connection).to_string(),
+            "connection failed: refused here"
+        );
+        for causeless in [
+            Unanswered::Deadline(Duration::from_millis(1500)),
+            Unanswered::TimedOut,
+            Unanswered::Malformed(502),
+            Unanswered::Construction,
+            Unanswered::Unknown,
+        ] {
+            assert!(
+                std::error::Error::source(&causeless).is_none(),
+                "{causeless:?}"
+            );
+        }
+        assert_eq!(
+            Unanswered::Deadline(Duration::from_millis(1500)).to_string(),
+            "no answer within 1.5s"
+        );
     }
 }

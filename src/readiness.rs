@@ -73,7 +73,7 @@ impl Readiness {
                 Ok(Err(e)) => {
                     return Err(Error::Bucket {
                         bucket: bucket.to_string(),
-                        reason: crate::aws::describe_error(&e),
+                        reason: crate::aws::describe_error(e),
                     });
                 }
                 Err(_) => {

@@ -27,9 +27,10 @@ pub enum Error {
         /// Status, code and message, without the response body.
         message: String,
     },
-    /// No answer: connection, timeout, malformed response.
+    /// No answer to act on: connection, timeout, malformed response; the cause of a
+    /// failed connection is its `source`.
     #[error("the store could not be reached: {0}")]
-    Unreachable(String),
+    Unreachable(#[source] crate::aws::Unanswered),
     /// An answer without a field it must carry.
     #[error("the store answered without {0}")]
     Incomplete(&'static str),
@@ -45,14 +46,16 @@ impl Error {
     }
 }
 
-fn classify<E: ProvideErrorMetadata>(error: SdkError<E, HttpResponse>) -> Error {
-    let message = crate::aws::describe_error(&error);
-    match &error {
-        SdkError::ServiceError(_) => Error::Refused {
-            code: error.code().unwrap_or("Unknown").to_owned(),
-            message,
+fn classify<E>(error: SdkError<E, HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match crate::aws::Unanswered::from_sdk(error) {
+        Ok(unanswered) => Error::Unreachable(unanswered),
+        Err(answer) => Error::Refused {
+            code: answer.code().unwrap_or("Unknown").to_owned(),
+            message: crate::aws::describe_answer(&answer),
         },
-        _ => Error::Unreachable(message),
     }
 }
 
@@ -100,9 +103,8 @@ impl Store {
         tokio::time::timeout(self.timeout, call)
             .await
             .unwrap_or_else(|_| {
-                Err(Error::Unreachable(format!(
-                    "no answer within {:?}",
-                    self.timeout
+                Err(Error::Unreachable(crate::aws::Unanswered::Deadline(
+                    self.timeout,
                 )))
             })
     }

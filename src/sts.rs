@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use crate::arn::RoleArn;
+use crate::aws::Unanswered;
 use crate::core::limits::{STS_MIN_DURATION, STS_ROLE_CHAINING_MAX};
 use crate::policy::{Access, SessionPolicy};
 use crate::scope::{BucketName, Prefix};
@@ -123,8 +124,9 @@ impl Durations {
 pub enum Error {
     #[error("STS is throttling requests")]
     Throttled,
+    /// No answer to act on; the cause of a failed connection is its `source`.
     #[error("STS could not be reached: {0}")]
-    Unreachable(String),
+    Unreachable(#[source] crate::aws::Unanswered),
     /// STS answered with a server error (5xx): its side failed, a retry may not.
     #[error("STS failed (HTTP {0})")]
     Failed(u16),
@@ -462,7 +464,7 @@ impl Broker {
             call.send(),
         )
         .await
-        .map_err(|_| Error::Unreachable(format!("no answer within {:?}", config.call_timeout)))?
+        .map_err(|_| Error::Unreachable(Unanswered::Deadline(config.call_timeout)))?
         .map_err(classify)?;
         let credentials = response.credentials().ok_or(Error::NoCredentials)?;
         let expires_at =
@@ -569,26 +571,36 @@ impl Broker {
 fn classify(
     error: SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError, HttpResponse>,
 ) -> Error {
-    let described = crate::aws::describe_error(&error);
-    match &error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Error::Unreachable(described)
+    let answer = match Unanswered::from_sdk(error) {
+        Ok(
+            unanswered @ (Unanswered::TimedOut
+            | Unanswered::Connection(_)
+            | Unanswered::Malformed(_)
+            | Unanswered::Deadline(_)),
+        ) => return Error::Unreachable(unanswered),
+        // Not sent at all: no retry will build it either.
+        Ok(unsent @ (Unanswered::Construction | Unanswered::Unknown)) => {
+            return Error::Refused {
+                code: "Unknown".into(),
+                message: unsent.to_string(),
+            };
         }
-        _ => match error.code() {
-            Some("Throttling" | "ThrottlingException" | "RequestLimitExceeded") => Error::Throttled,
-            // A server error is STS's failure, whatever its body says (often nothing
-            // parseable): transient, never reported as a refusal of our request.
-            _ if let Some(status) = error
-                .raw_response()
-                .map(|r| r.status())
-                .filter(|s| s.is_server_error()) =>
-            {
-                Error::Failed(status.as_u16())
-            }
-            code => Error::Refused {
-                code: code.unwrap_or("Unknown").to_owned(),
-                message: described,
-            },
+        Err(answer) => answer,
+    };
+    match answer.code() {
+        Some("Throttling" | "ThrottlingException" | "RequestLimitExceeded") => Error::Throttled,
+        // A server error is STS's failure, whatever its body says (often nothing
+        // parseable): transient, never reported as a refusal of our request.
+        _ if let Some(status) = answer
+            .raw_response()
+            .map(|r| r.status())
+            .filter(|s| s.is_server_error()) =>
+        {
+            Error::Failed(status.as_u16())
+        }
+        code => Error::Refused {
+            code: code.unwrap_or("Unknown").to_owned(),
+            message: crate::aws::describe_answer(&answer),
         },
     }
 }

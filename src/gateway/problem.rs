@@ -237,7 +237,7 @@ impl From<grant::Error> for Problem {
                 e.to_string(),
             ),
             grant::Error::Store(crate::store::Error::Unreachable(_)) => {
-                tracing::warn!(error = %e, "store unavailable");
+                tracing::warn!(error = %crate::aws::Chain(&e), "store unavailable");
                 let mut p = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "UNAVAILABLE",
@@ -276,7 +276,7 @@ impl From<grant::Error> for Problem {
                 p
             }
             grant::Error::Sts(sts) if sts.is_transient() => {
-                tracing::warn!(error = %sts, "STS unavailable");
+                tracing::warn!(error = %crate::aws::Chain(&sts), "STS unavailable");
                 let mut p = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "UNAVAILABLE",

@@ -1,5 +1,6 @@
 //! `AssumeScoped`: proto ⇄ pipeline.
 
+use crate::aws::Unanswered;
 use crate::caller::Caller;
 use crate::grant::{self, Access, AssumeRequest, Pipeline, Violations};
 use crate::proto;
@@ -47,11 +48,7 @@ pub(super) async fn assume_scoped(
     let parsed = parse(request)?;
     let grant = tokio::time::timeout(wait, pipeline.assume(caller, &parsed))
         .await
-        .map_err(|_| {
-            grant::Error::Sts(sts::Error::Unreachable(format!(
-                "no answer within the call's deadline ({wait:?})"
-            )))
-        })??;
+        .map_err(|_| grant::Error::Sts(sts::Error::Unreachable(Unanswered::Deadline(wait))))??;
     let credentials = &grant.credentials;
     Ok(proto::AssumeScopedResponse {
         credentials: Some(proto::TemporaryCredentials {

@@ -29,6 +29,16 @@ actions = ["read", "assume-read"]
 max_ttl = "30m"
 "#;
 
+/// AssumeScoped for reading `demo/public/`, which [`RULES`] allow `dev:demo`.
+fn read_public() -> AssumeScopedRequest {
+    AssumeScopedRequest {
+        bucket: "demo".into(),
+        prefix: "public/".into(),
+        access: Access::Read as i32,
+        ..Default::default()
+    }
+}
+
 /// A child process stopped (SIGTERM, then kill) on drop.
 struct Process(Child);
 
@@ -255,16 +265,7 @@ file = "audit.jsonl"
         .into_inner();
     let (assume_trace, assume_parent) = (random_hex(16), random_hex(8));
     let assumed = client
-        .assume_scoped(traced(
-            AssumeScopedRequest {
-                bucket: "demo".into(),
-                prefix: "public/".into(),
-                access: Access::Read as i32,
-                ..Default::default()
-            },
-            &assume_trace,
-            &assume_parent,
-        ))
+        .assume_scoped(traced(read_public(), &assume_trace, &assume_parent))
         .await
         .expect("AssumeScoped")
         .into_inner();
@@ -556,4 +557,81 @@ file = "audit.jsonl"
     );
     let logged = log.lines().filter(|l| l.contains("grant issued")).count();
     assert_eq!(logged, CALLS, "one log line per grant");
+}
+
+/// A dependency that cannot be reached: the caller hears which one and that it may
+/// retry, in the service's own words; the operator's log says why, down to the
+/// operating system's error, in either log format.
+#[tokio::test]
+async fn an_unreachable_sts_is_unavailable_to_the_caller_and_explained_in_the_log() {
+    for format in ["text", "json"] {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path();
+        let port = free_port();
+        // Nothing listens there: every connection is refused.
+        let closed = free_port();
+        write_config(
+            dir,
+            port,
+            format,
+            "http://127.0.0.1:9",
+            &format!(
+                r#"
+[sts]
+role_arn = "arn:aws:iam::123456789012:role/unreachable"
+endpoint = "http://127.0.0.1:{closed}"
+role_chaining = false
+call_timeout = "3s"
+max_attempts = 1
+"#
+            ),
+        );
+        let (service, log_file) = spawn_service(
+            dir,
+            &[
+                ("AWS_ACCESS_KEY_ID", "AKIAUNREACHABLE"),
+                ("AWS_SECRET_ACCESS_KEY", "unreachable-secret"),
+            ],
+        );
+        let mut client = connect(port).await;
+        let status = client
+            .assume_scoped(support::authed(read_public(), &TOKEN))
+            .await
+            .expect_err("STS is down");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(
+            status
+                .message()
+                .starts_with("STS could not be reached: connection failed"),
+            "{status:?}"
+        );
+        // The cause is the operator's, not the caller's.
+        assert!(!status.message().contains("os error"), "{status:?}");
+
+        drop(client);
+        let exit = tokio::task::spawn_blocking(move || service.terminate())
+            .await
+            .expect("the waiting thread");
+        assert!(exit.success(), "{format}: exit {exit}");
+        let log = std::fs::read_to_string(&log_file).unwrap();
+        let line = log
+            .lines()
+            .find(|l| l.contains("STS unavailable"))
+            .unwrap_or_else(|| panic!("{format}: no warning in the log:\n{log}"));
+        assert!(
+            line.contains("STS could not be reached: connection failed: ")
+                && line.contains("Connection refused"),
+            "{format}: {line}"
+        );
+        assert!(!log.contains("unreachable-secret"), "{format}: {log}");
+        if format == "json" {
+            let event: Value = serde_json::from_str(line).expect("a JSON log line");
+            assert!(
+                event["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("Connection refused")),
+                "{event}"
+            );
+        }
+    }
 }
