@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, Method, header};
@@ -67,6 +68,10 @@ pub(crate) struct App {
     settings: Settings,
 }
 
+/// Largest request body read, in bytes: the largest is a multipart complete listing
+/// 10,000 parts (about 600 KiB).
+pub(crate) const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// The gateway's routes and layers.
 pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settings) -> Router {
     let cors = cors(&settings);
@@ -93,7 +98,12 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
         .route("/s3/multipart/{upload}/complete", post(uppy::complete))
         .route("/s3/multipart/{upload}/{part}", get(uppy::sign_part))
         .route("/healthz", get(|| async { "ok\n" }))
+        // After every route: it applies to the routes registered before it.
+        .method_not_allowed_fallback(|method: Method| async move {
+            problem::Problem::method_not_allowed(&method)
+        })
         .fallback(|| async { problem::Problem::not_found() })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)
         .layer(cors)
 }

@@ -109,6 +109,20 @@ impl Problem {
         )
     }
 
+    /// 405: a route that does not answer `method` (axum adds the `Allow` header
+    /// listing the methods it does). `UNIMPLEMENTED`, as gRPC answers a method it
+    /// does not serve.
+    pub(crate) fn method_not_allowed(method: &http::Method) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNIMPLEMENTED",
+            "Method not allowed",
+            format!(
+                "this route does not answer {method}; its Allow header lists the methods it does"
+            ),
+        )
+    }
+
     /// 501: a route whose part of the service is not configured.
     pub(crate) fn not_configured(detail: &'static str) -> Self {
         Self::new(
@@ -164,6 +178,33 @@ impl Problem {
     /// The HTTP status.
     pub(crate) fn status(&self) -> StatusCode {
         self.status
+    }
+}
+
+/// A JSON body that could not be read, with the status that says why: 415 without
+/// `Content-Type: application/json`, 413 past the body limit (`RESOURCE_EXHAUSTED`,
+/// as gRPC answers an oversized message), else 400.
+impl From<axum::extract::rejection::JsonRejection> for Problem {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        let detail = rejection.body_text();
+        match rejection.status() {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "INVALID_ARGUMENT",
+                "Unsupported media type",
+                detail,
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RESOURCE_EXHAUSTED",
+                "Request too large",
+                format!(
+                    "{detail}; send a body of at most {} MiB",
+                    super::BODY_LIMIT / (1024 * 1024)
+                ),
+            ),
+            _ => Self::bad_request(detail),
+        }
     }
 }
 

@@ -93,7 +93,7 @@ pub(crate) async fn sign(
     };
     let body = match body {
         Ok(Json(body)) => body,
-        Err(e) => return Problem::bad_request(e.body_text()).into_response(),
+        Err(e) => return Problem::from(e).into_response(),
     };
     let mut v = Violations::default();
     let size = match (body.content_length, &body.content_length_range) {

@@ -148,7 +148,7 @@ pub(crate) async fn create(
     };
     let body = match body {
         Ok(Json(body)) => body,
-        Err(e) => return Problem::bad_request(e.body_text()).into_response(),
+        Err(e) => return Problem::from(e).into_response(),
     };
     let key = match app
         .pipeline
@@ -351,7 +351,7 @@ pub(crate) async fn complete(
     };
     let body = match body {
         Ok(Json(body)) => body,
-        Err(e) => return Problem::bad_request(e.body_text()).into_response(),
+        Err(e) => return Problem::from(e).into_response(),
     };
     let mut v = Violations::default();
     let request = CompleteRequest::parse(

@@ -390,6 +390,59 @@ async fn bad_upload_requests_are_400_with_every_field_named() {
     }
 }
 
+/// A body the gateway cannot read gets the status that says why, on every JSON route.
+#[tokio::test]
+async fn unreadable_bodies_are_415_413_or_400_problems() {
+    let gw = Gateway::start().await;
+    let oversized = format!(
+        r#"{{"bucket": "demo", "key": "public/x", "pad": "{}"}}"#,
+        "a".repeat(3 << 20)
+    );
+    for path in ["/v1/uploads", "/s3/multipart"] {
+        let send = |content_type: &'static str, body: String| {
+            gw.request(Method::POST, path)
+                .header(header::AUTHORIZATION, bearer(&TOKEN))
+                .header(header::CONTENT_TYPE, content_type)
+                .body(body)
+                .send()
+        };
+        for (content_type, body, status, code) in [
+            (
+                "text/plain",
+                "{}".to_owned(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "INVALID_ARGUMENT",
+            ),
+            (
+                "application/json",
+                oversized.clone(),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RESOURCE_EXHAUSTED",
+            ),
+            (
+                "application/json",
+                "{not json".to_owned(),
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+            ),
+        ] {
+            let response = send(content_type, body).await.unwrap();
+            assert_eq!(response.status(), status, "{path} {content_type}");
+            let problem = problem(response).await;
+            assert_eq!(problem["code"], code, "{path}: {problem}");
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                assert!(
+                    problem["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains("at most 2 MiB"),
+                    "{problem}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_cookie_authenticated_change_needs_an_allowed_origin() {
     let gw = Gateway::start().await;
@@ -460,6 +513,49 @@ async fn unknown_routes_are_404_problems() {
     let response = gw.link("/v2/nothing", &[]).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(problem(response).await["code"], "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_method_a_route_does_not_answer_is_a_405_problem_with_allow() {
+    let gw = Gateway::start().await;
+    for (method, path, allow) in [
+        (
+            Method::POST,
+            "/v1/objects/demo/public/hello.txt",
+            "GET,HEAD",
+        ),
+        (
+            Method::DELETE,
+            "/v1/objects/demo/public/hello.txt",
+            "GET,HEAD",
+        ),
+        (Method::PUT, "/healthz", "GET,HEAD"),
+        (Method::GET, "/v1/uploads", "POST"),
+        (
+            Method::PATCH,
+            "/s3/multipart/some-upload",
+            "GET,HEAD,DELETE",
+        ),
+    ] {
+        let response = gw
+            .request(method.clone(), path)
+            .header(header::AUTHORIZATION, bearer(&TOKEN))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(response.headers()[header::ALLOW], allow, "{method} {path}");
+        let body = problem(response).await;
+        assert_eq!(body["code"], "UNIMPLEMENTED", "{method} {path}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(method.as_str()),
+            "{body}"
+        );
+    }
 }
 
 async fn json(response: reqwest::Response) -> Value {
