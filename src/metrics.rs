@@ -89,6 +89,11 @@ impl Rpc {
         )
     }
 
+    /// Whether the path named one of [`RPCS`].
+    pub fn is_known(self) -> bool {
+        self.0 < RPCS.len()
+    }
+
     /// The service's full name, or `"other"`.
     pub fn service(self) -> &'static str {
         RPCS.get(self.0).map_or("other", |(service, _)| service)

@@ -188,6 +188,14 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
         let rpc = Rpc::of_path(request.uri().path());
+        if !rpc.is_known() {
+            // tonic's answer has no message; this one says what is served.
+            let status = Status::unimplemented(unknown_method(request.uri().path()));
+            return Box::pin(async move {
+                finish(rpc, Code::Unimplemented, started);
+                Ok(status.into_http())
+            });
+        }
         let conn = request.extensions_mut().remove::<ConnInfo>();
         let permit = match &conn {
             Some(conn) => {
@@ -230,6 +238,25 @@ where
             response
         })
     }
+}
+
+/// What UNIMPLEMENTED says for `path`: the methods this service does serve.
+fn unknown_method(path: &str) -> String {
+    let mut served: Vec<String> = Vec::new();
+    for (service, method) in crate::metrics::RPCS {
+        match served.last_mut() {
+            Some(last) if last.starts_with(&format!("{service}/")) => {
+                last.pop();
+                last.push_str(&format!(", {method}}}"));
+            }
+            _ => served.push(format!("{service}/{{{method}}}")),
+        }
+    }
+    format!(
+        "no method {}; this server serves {}",
+        crate::core::text::echo(path),
+        served.join(", ")
+    )
 }
 
 /// A request message over the size limit answers RESOURCE_EXHAUSTED, as gRPC's

@@ -216,3 +216,42 @@ async fn oversized_request_is_resource_exhausted() {
         status.message()
     );
 }
+
+#[tokio::test]
+async fn an_unknown_method_is_unimplemented_and_names_what_is_served() {
+    let store = demo_store().await;
+    let service = Service::start(&store, Setup::new()).await;
+    let mut grpc = tonic::client::Grpc::new(service.channel().await);
+    for path in [
+        "/storagegrants.v1.GrantService/GrantDelete",
+        "/storagegrants.v2.GrantService/GrantRead",
+        "/grpc.health.v1.Health/Nope",
+        "/nothing",
+    ] {
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary::<(), (), _>(
+                support::authed((), &support::TOKEN),
+                path.parse().unwrap(),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unimplemented,
+            "{path}: {status:?}"
+        );
+        let message = status.message();
+        assert!(message.contains(path), "{message}");
+        assert!(
+            message.contains(
+                "storagegrants.v1.GrantService/{GrantRead, GrantWrite, AssumeScoped, \
+                 StartMultipartUpload"
+            ) && message.contains("grpc.health.v1.Health/{Check, Watch}"),
+            "{message}"
+        );
+    }
+    // A served method still answers (`health` fails the test on any error).
+    health(&service, "").await;
+}
