@@ -50,14 +50,18 @@ pub enum Error {
          starting and ending with a letter or digit)"
     )]
     InvalidBucket { reason: &'static str },
-    #[error("contains '{character}'; use visible ASCII characters only")]
+    // Characters are quoted escaped: a control or format character never reaches a
+    // message or a log line as itself.
+    #[error("contains '{}'; use visible ASCII characters only", .character.escape_debug())]
     InvalidVersionId { character: char },
     #[error(
-        "contains '{character}'; metadata names may hold lowercase letters, digits, '-' and '_'"
+        "contains '{}'; metadata names may hold lowercase letters, digits, '-' and '_'",
+        .character.escape_debug()
     )]
     InvalidMetadataName { character: char },
     #[error(
-        "contains '{character}'; metadata values must be printable ASCII (S3 sends them as HTTP headers)"
+        "contains '{}'; metadata values must be printable ASCII (S3 sends them as HTTP headers)",
+        .character.escape_debug()
     )]
     InvalidMetadataValue { character: char },
     #[error("has leading or trailing spaces, which HTTP drops; remove them")]
@@ -532,6 +536,30 @@ pub fn upload_length(value: u64) -> Result<u64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_characters_are_quoted_escaped() {
+        for (character, quoted) in [
+            ('\n', "'\\n'"),
+            ('\u{0}', "'\\0'"),
+            ('\u{202e}', "'\\u{202e}'"),
+            ('\u{1b}', "'\\u{1b}'"),
+            ('é', "'é'"),
+        ] {
+            for error in [
+                Error::InvalidMetadataValue { character },
+                Error::InvalidMetadataName { character },
+                Error::InvalidVersionId { character },
+            ] {
+                let text = error.to_string();
+                assert!(text.contains(quoted), "{character:?}: {text}");
+                assert!(
+                    !text.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                    "{text:?}"
+                );
+            }
+        }
+    }
     use proptest::prelude::*;
 
     #[test]
