@@ -33,6 +33,8 @@ use crate::secret::Secret;
 pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
 /// S3's largest part.
 pub const MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's largest object, which a multipart upload may reach (5 TiB).
+pub const MAX_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 /// S3's highest part number.
 pub const MAX_PARTS: u16 = 10_000;
 /// Most parts one `GrantUploadParts` signs: a response of 1,000 URLs is about 1 MB,

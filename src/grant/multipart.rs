@@ -84,11 +84,19 @@ impl StartRequest {
         let metadata = Metadata::new(raw.metadata)
             .map_err(|e| v.add("metadata", describe_metadata(e)))
             .ok();
-        if raw.expected_size == Some(0) {
-            v.add(
+        match raw.expected_size {
+            Some(0) => v.add(
                 "expected_size",
                 "must be at least 1 byte; omit it when the size is not known",
-            );
+            ),
+            Some(size) if size > crate::upload::MAX_OBJECT_BYTES => v.add(
+                "expected_size",
+                format!(
+                    "{size} bytes is over S3's {}-byte (5 TiB) limit for an object",
+                    crate::upload::MAX_OBJECT_BYTES
+                ),
+            ),
+            _ => {}
         }
         let ttl = ttl(v);
         Some(StartRequest {
@@ -709,6 +717,41 @@ fn store_error(e: store::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expected_size_is_one_byte_to_s3s_largest_object() {
+        let parse = |expected_size| {
+            let mut v = Violations::default();
+            let parsed = StartRequest::parse(
+                &mut v,
+                RawStart {
+                    bucket: "demo",
+                    key: "public/big.bin",
+                    content_type: "",
+                    metadata: std::iter::empty(),
+                    checksum_sha256: false,
+                    create_only: false,
+                    expected_size,
+                },
+                |_| Some(None),
+            );
+            v.finish(parsed)
+        };
+        for fine in [None, Some(1), Some(crate::upload::MAX_OBJECT_BYTES)] {
+            assert!(parse(fine).is_ok(), "{fine:?}");
+        }
+        for (refused, says) in [
+            (0, "at least 1 byte"),
+            (crate::upload::MAX_OBJECT_BYTES + 1, "5 TiB"),
+            (u64::MAX, "5 TiB"),
+        ] {
+            let error = parse(Some(refused)).expect_err("refused").to_string();
+            assert!(
+                error.contains("expected_size") && error.contains(says),
+                "{refused}: {error}"
+            );
+        }
+    }
 
     fn stored(parts: &[(u16, u64, &str)]) -> HashMap<u16, StoredPart> {
         parts
