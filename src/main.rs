@@ -222,6 +222,10 @@ fn client_mode(mode: &str) -> ExitCode {
                 list = true;
                 Ok(())
             }
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
             other => Err(format!("unknown argument '{other}'")),
         };
         if let Err(e) = result {

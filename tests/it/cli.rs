@@ -110,6 +110,31 @@ fn unknown_argument_prints_usage() {
 }
 
 #[test]
+fn help_prints_usage_and_succeeds_in_every_mode() {
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["credential-process", "--help"],
+        &["credentials-proxy", "-h"],
+    ] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let usage = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            usage.contains("USAGE:") && usage.contains("credential-process --endpoint URL"),
+            "{args:?}: {usage}"
+        );
+    }
+    // A real mistake still fails, after the help's point.
+    let out = Command::new(BIN)
+        .args(["credential-process", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown argument '--bogus'"));
+}
+
+#[test]
 fn check_config_refuses_a_jwks_file_without_usable_keys() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
