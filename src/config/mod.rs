@@ -450,6 +450,36 @@ mod tests {
     }
 
     #[test]
+    fn the_gateways_header_timeout_defaults_to_10s_and_stays_within_1s_to_5m() {
+        let http = |extra: &str| {
+            load(
+                &format!("[http]\nlisten = \"127.0.0.1:8080\"\n{extra}"),
+                &[],
+            )
+        };
+        let default = http("").unwrap().http.expect("a gateway");
+        assert_eq!(default.header_read_timeout, Duration::from_secs(10));
+        let set = http("header_read_timeout = \"30s\"\n")
+            .unwrap()
+            .http
+            .unwrap();
+        assert_eq!(set.header_read_timeout, Duration::from_secs(30));
+        for bad in ["500ms", "6m"] {
+            let err = http(&format!("header_read_timeout = \"{bad}\"\n")).unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    Error::Invalid {
+                        field: "http.header_read_timeout",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn each_bad_string_names_its_setting() {
         for (text, field) in [
             ("[storage]\nendpoint = \"ftp://x\"\n", "storage.endpoint"),

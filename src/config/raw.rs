@@ -107,6 +107,10 @@ pub struct HttpConfig {
     /// Lifetime asked for a click-time link's target; the rule's `max_ttl` cuts it.
     #[serde(with = "crate::core::duration")]
     pub link_ttl: Duration,
+    /// How long a client may take to send a request's headers (and how long a
+    /// kept-alive connection may sit idle); past it the connection is closed.
+    #[serde(with = "crate::core::duration")]
+    pub header_read_timeout: Duration,
     /// Bucket that browser uploads through the Uppy routes go to, under the caller's
     /// `write` rule prefix there.
     pub upload_bucket: Option<String>,
@@ -120,6 +124,7 @@ impl Default for HttpConfig {
             session_cookie: "sg_session".into(),
             login_url: None,
             link_ttl: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
             upload_bucket: None,
         }
     }

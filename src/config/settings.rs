@@ -413,6 +413,11 @@ fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
     if h.link_ttl < Duration::from_secs(1) || h.link_ttl > raw.grants.max_ttl {
         return out_of_range("http.link_ttl", "must be between 1s and grants.max_ttl");
     }
+    if h.header_read_timeout < Duration::from_secs(1)
+        || h.header_read_timeout > Duration::from_secs(300)
+    {
+        return out_of_range("http.header_read_timeout", "must be between 1s and 5m");
+    }
     let upload_bucket = h
         .upload_bucket
         .as_ref()
@@ -434,6 +439,7 @@ fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
         session_cookie: cookie.clone(),
         login_url: h.login_url.clone(),
         link_ttl: h.link_ttl,
+        header_read_timeout: h.header_read_timeout,
         upload_bucket,
     }))
 }

@@ -54,6 +54,11 @@ pub struct Settings {
     pub login_url: Option<String>,
     /// Lifetime asked for a click-time link's target (cut by the rule).
     pub link_ttl: Duration,
+    /// How long a client may take to send a request's headers, counted from when
+    /// the connection is ready for its next request (so it also bounds a kept-alive
+    /// connection left idle). Without it, clients that trickle headers a byte at a
+    /// time hold connections open for good.
+    pub header_read_timeout: Duration,
     /// The bucket browser uploads through the Uppy routes go to; unset: those routes
     /// answer 501.
     pub upload_bucket: Option<crate::scope::BucketName>,
@@ -108,23 +113,52 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
         .layer(cors)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets in-flight
-/// requests finish.
+/// Serves `router` on `listener` (HTTP/1.1, closing a connection that takes longer than
+/// `header_read_timeout` to send a request's headers) until `shutdown` completes, then
+/// lets in-flight requests finish and closes idle connections.
+///
+/// hyper's connection builder directly rather than `axum::serve`, which gives hyper
+/// no timer, and so no header timeout.
 ///
 /// # Errors
-/// The listener failing.
+/// None so far: a failed accept is retried by the listener; the signature keeps room
+/// for listeners that can fail.
 pub async fn serve<L>(
-    listener: L,
+    mut listener: L,
     router: Router,
+    header_read_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, _peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone().map_request(
+            |request: http::Request<hyper::body::Incoming>| request.map(axum::body::Body::new),
+        ));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+        tokio::spawn(async move {
+            // A connection's error (a reset, a header timeout) ends that connection only.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Exact origins, with credentials (so never `*`); preflight admits only the methods

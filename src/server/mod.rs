@@ -292,6 +292,7 @@ pub async fn run(
         let http_listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Http { addr, source })?;
+        let header_read_timeout = http.header_read_timeout;
         let router = crate::gateway::router(pipeline.clone(), authenticator.clone(), http);
         let stopped = stop.clone().begun();
         // With [server.tls], the gateway presents the same certificate (and follows its
@@ -303,7 +304,9 @@ pub async fn run(
                         .map_err(|source| Error::Http { addr, source })?;
                 tracing::info!(addr = ?listener.local(), "HTTP gateway listening (TLS)");
                 tasks.spawn(async move {
-                    if let Err(e) = crate::gateway::serve(listener, router, stopped).await {
+                    if let Err(e) =
+                        crate::gateway::serve(listener, router, header_read_timeout, stopped).await
+                    {
                         tracing::error!(error = %e, "HTTP gateway stopped");
                     }
                 });
@@ -311,7 +314,10 @@ pub async fn run(
             _ => {
                 tracing::info!(addr = ?http_listener.local_addr().ok(), "HTTP gateway listening");
                 tasks.spawn(async move {
-                    if let Err(e) = crate::gateway::serve(http_listener, router, stopped).await {
+                    if let Err(e) =
+                        crate::gateway::serve(http_listener, router, header_read_timeout, stopped)
+                            .await
+                    {
                         tracing::error!(error = %e, "HTTP gateway stopped");
                     }
                 });

@@ -29,12 +29,17 @@ impl Gateway {
         Self::start_with(Setup::new()).await
     }
 
-    async fn start_with(mut setup: Setup) -> Gateway {
+    async fn start_with(setup: Setup) -> Gateway {
+        Self::start_http(setup, "").await
+    }
+
+    /// With `http` added to the `[http]` section.
+    async fn start_http(mut setup: Setup, http: &str) -> Gateway {
         let store = demo_store().await;
         let port = free_port();
         setup.extra_config.push_str(&format!(
             "\n[http]\nlisten = \"127.0.0.1:{port}\"\nallowed_origins = [\"{PAGE}\"]\n\
-             login_url = \"{LOGIN}\"\nupload_bucket = \"demo\"\n"
+             login_url = \"{LOGIN}\"\nupload_bucket = \"demo\"\n{http}\n"
         ));
         let service = Service::start(&store, setup).await;
         let base = format!("http://127.0.0.1:{port}");
@@ -505,6 +510,45 @@ async fn cors_admits_exactly_the_configured_origins() {
             .get("access-control-allow-origin")
             .is_none()
     );
+}
+
+/// A client that trickles its headers, or leaves a kept-alive connection idle, is
+/// cut off after `http.header_read_timeout`; one that sends in time is served.
+#[tokio::test]
+async fn slow_or_idle_connections_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start_http(Setup::new(), "header_read_timeout = \"1s\"").await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let closed_within = |mut stream: tokio::net::TcpStream| async move {
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+            .await
+            .expect("closed within 5 s")
+            .ok();
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&rest).into_owned(),
+        )
+    };
+
+    // Half a request, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let (took, answer) = closed_within(slow).await;
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    assert!(!answer.contains("200 OK"), "{answer}");
+
+    // A whole request is answered; then the idle connection is closed in its turn.
+    let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (took, answer) = closed_within(kept).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
 }
 
 #[tokio::test]
