@@ -113,9 +113,10 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
         .layer(cors)
 }
 
-/// Serves `router` on `listener` (HTTP/1.1, closing a connection that takes longer than
-/// `header_read_timeout` to send a request's headers) until `shutdown` completes, then
-/// lets in-flight requests finish and closes idle connections.
+/// Serves `router` on `listener`, HTTP/1.1 and HTTP/2 (by ALPN over TLS, by prior
+/// knowledge without), closing an HTTP/1.1 connection that takes longer than
+/// `header_read_timeout` to send a request's headers, until `shutdown` completes;
+/// then lets in-flight requests finish and closes idle connections.
 ///
 /// hyper's connection builder directly rather than `axum::serve`, which gives hyper
 /// no timer, and so no header timeout.
@@ -133,13 +134,15 @@ where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceExt as _;
 
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
+    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
+    http.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -150,7 +153,10 @@ where
         let service = TowerToHyperService::new(router.clone().map_request(
             |request: http::Request<hyper::body::Incoming>| request.map(axum::body::Body::new),
         ));
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+        let connection = http
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // A connection's error (a reset, a header timeout) ends that connection only.
             let _ = connection.await;

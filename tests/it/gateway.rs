@@ -551,6 +551,32 @@ async fn slow_or_idle_connections_are_closed_after_the_header_timeout() {
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");
 }
 
+/// HTTP/2 is served beside HTTP/1.1: by prior knowledge here, by ALPN over TLS (which
+/// browsers choose when the certificate's listener offers `h2`).
+#[tokio::test]
+async fn the_gateway_speaks_http2_too() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let gw = Gateway::start().await;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Empty<bytes::Bytes>>();
+    let request = http::Request::get(format!("{}/v1/objects/demo/public/hello.txt", gw.base))
+        .header(header::AUTHORIZATION, bearer(&TOKEN))
+        .body(Empty::new())
+        .unwrap();
+    let response = client.request(request).await.expect("an HTTP/2 answer");
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let target = response.headers()[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = response.into_body().collect().await;
+    assert!(target.contains("X-Amz-Signature="), "{target}");
+}
+
 #[tokio::test]
 async fn unknown_routes_are_404_problems() {
     let gw = Gateway::start().await;
