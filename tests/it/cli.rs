@@ -47,6 +47,25 @@ fn check_config_accepts_a_good_config() {
         stdout.contains("config OK") && stdout.contains("1 rule"),
         "{stdout}"
     );
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_config_warns_that_an_empty_rules_file_refuses_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        "listen = \"127.0.0.1:0\"\n",
+        "",
+        &["--check-config"],
+    );
+    // Valid (a chart may ship its rules later), but said out loud.
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: the rules file holds no rule: every grant will be refused"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
