@@ -148,9 +148,8 @@ async fn check_config(settings: &Settings) -> ExitCode {
             for collision in checked.rules.collisions() {
                 eprintln!("warning: {collision}");
             }
-            if checked.rules.is_empty() {
-                // As the server warns at start: valid, but nothing can be granted.
-                eprintln!("warning: the rules file holds no rule: every grant will be refused");
+            if let Some(warning) = checked.rules.empty_warning() {
+                eprintln!("warning: {warning}");
             }
             println!(
                 "config OK: listen {}, {} rule(s) from {}",

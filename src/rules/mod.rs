@@ -635,6 +635,13 @@ impl Rules {
         self.rules.len()
     }
 
+    /// The warning the server at start and `--check-config` give for a rules file with
+    /// no rule (valid, but nothing can be granted), or `None`.
+    pub fn empty_warning(&self) -> Option<&'static str> {
+        self.is_empty()
+            .then_some("the rules file holds no rule: every grant will be refused")
+    }
+
     /// Whether the file holds no rule (then nothing is ever granted).
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()

@@ -202,8 +202,8 @@ pub async fn run(
         file = %settings.grants.rules_file.display(),
         "rules loaded"
     );
-    if rules.is_empty() {
-        tracing::warn!("the rules file holds no rule: every grant will be refused");
+    if let Some(warning) = rules.empty_warning() {
+        tracing::warn!("{warning}");
     }
 
     let mut tasks = JoinSet::new();
