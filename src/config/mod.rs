@@ -480,6 +480,30 @@ mod tests {
     }
 
     #[test]
+    fn the_connection_timeout_defaults_to_10s_and_stays_within_1s_to_5m() {
+        assert_eq!(
+            load("", &[]).unwrap().server.connection_timeout,
+            Duration::from_secs(10)
+        );
+        let set = load("[server]\nconnection_timeout = \"30s\"\n", &[]).unwrap();
+        assert_eq!(set.server.connection_timeout, Duration::from_secs(30));
+        for bad in ["0s", "6m"] {
+            let err =
+                load(&format!("[server]\nconnection_timeout = \"{bad}\"\n"), &[]).unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    Error::Invalid {
+                        field: "server.connection_timeout",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn each_bad_string_names_its_setting() {
         for (text, field) in [
             ("[storage]\nendpoint = \"ftp://x\"\n", "storage.endpoint"),

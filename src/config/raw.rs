@@ -263,6 +263,11 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// In-flight calls per connection before new ones are shed (RESOURCE_EXHAUSTED).
     pub concurrency_limit_per_connection: usize,
+    /// How long a new connection (after its TLS handshake, if any) may take to send the
+    /// start of its protocol: HTTP/2's client preface and first frame header, or an
+    /// HTTP/1.1 request line. Past it, the connection is closed.
+    #[serde(with = "crate::core::duration")]
+    pub connection_timeout: Duration,
     /// How long shutdown waits for in-flight calls to finish.
     #[serde(with = "crate::core::duration")]
     pub shutdown_grace: Duration,
@@ -376,6 +381,7 @@ impl Default for ServerConfig {
         Self {
             request_timeout: Duration::from_secs(10),
             concurrency_limit_per_connection: 256,
+            connection_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(20),
             grpc_web: false,
             tls: None,

@@ -188,6 +188,11 @@ impl Settings {
                 "must be at least 1",
             );
         }
+        if raw.server.connection_timeout < Duration::from_secs(1)
+            || raw.server.connection_timeout > Duration::from_secs(300)
+        {
+            return out_of_range("server.connection_timeout", "must be between 1s and 5m");
+        }
         transport_security(&raw)?;
         let storage = storage(&raw)?;
         let sts = sts(&raw, &storage)?;

@@ -307,29 +307,41 @@ pub(super) struct ConnInfo {
     restore: Arc<dyn Fn(&mut http::Extensions) + Send + Sync>,
 }
 
-/// An accepted connection with its own call limit.
+/// An accepted connection with its own call limit, closed if it does not start its
+/// protocol in time.
 pub(super) struct Conn<IO> {
     io: IO,
     slots: Arc<Semaphore>,
+    /// Until the connection has sent [`OPENING_BYTES`]: how many are still awaited, and
+    /// by when. hyper waits for an HTTP/2 client preface for ever; without this, a
+    /// client that sends half of one (or nothing) holds its connection for good.
+    opening: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
 }
 
+/// HTTP/2's client preface (24 bytes) and the header of its first frame (9); an
+/// HTTP/1.1 (gRPC-Web) request line is as long.
+const OPENING_BYTES: usize = 24 + 9;
+
 impl<IO> Conn<IO> {
-    /// `io`, allowing `limit` calls in flight at once.
-    pub(super) fn new(io: IO, limit: usize) -> Self {
+    /// `io`, allowing `limit` calls in flight at once, and `timeout` to open.
+    pub(super) fn new(io: IO, limit: usize, timeout: std::time::Duration) -> Self {
         Self {
             io,
             slots: Arc::new(Semaphore::new(limit)),
+            opening: Some((OPENING_BYTES, Box::pin(tokio::time::sleep(timeout)))),
         }
     }
 }
 
-/// The connections of `incoming`, each allowing `limit` calls in flight.
+/// The connections of `incoming`, each allowing `limit` calls in flight and `timeout`
+/// to open (`server.connection_timeout`).
 pub(super) fn limited<IO>(
     incoming: impl tokio_stream::Stream<Item = io::Result<IO>>,
     limit: usize,
+    timeout: std::time::Duration,
 ) -> impl tokio_stream::Stream<Item = io::Result<Conn<IO>>> {
     tokio_stream::StreamExt::map(incoming, move |accepted| {
-        accepted.map(|io| Conn::new(io, limit))
+        accepted.map(|io| Conn::new(io, limit, timeout))
     })
 }
 
@@ -366,7 +378,26 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = &mut *self;
+        let Some((awaited, deadline)) = &mut this.opening else {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        };
+        // Polled first, so that the deadline wakes this connection when it passes.
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection did not start HTTP/2 (or HTTP/1.1) within server.connection_timeout",
+            )));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if read.is_ready() {
+            *awaited = awaited.saturating_sub(buf.filled().len() - before);
+            if *awaited == 0 {
+                this.opening = None;
+            }
+        }
+        read
     }
 }
 

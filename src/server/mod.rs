@@ -349,6 +349,7 @@ pub async fn run(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     // Each connection, after its TLS handshake if any, carries its own call limit.
     let limit = settings.server.concurrency_limit_per_connection;
+    let connection_timeout = settings.server.connection_timeout;
     let drained = stop.clone().begun();
     // With mTLS, this service terminates TLS itself so that the client certificate
     // (the caller's SPIFFE ID) reaches the interceptor; with server TLS, so that no
@@ -362,11 +363,11 @@ pub async fn run(
         match tls {
             Some(tls) => {
                 let incoming = TlsIncoming::new(incoming, tls, handshake_timeout);
-                let incoming = layers::limited(incoming, limit);
+                let incoming = layers::limited(incoming, limit, connection_timeout);
                 router.serve_with_incoming_shutdown(incoming, drained).await
             }
             None => {
-                let incoming = layers::limited(incoming, limit);
+                let incoming = layers::limited(incoming, limit, connection_timeout);
                 router.serve_with_incoming_shutdown(incoming, drained).await
             }
         }

@@ -255,3 +255,47 @@ async fn an_unknown_method_is_unimplemented_and_names_what_is_served() {
     // A served method still answers (`health` fails the test on any error).
     health(&service, "").await;
 }
+
+/// A connection that does not start HTTP/2 within `server.connection_timeout` (here,
+/// half a client preface and then nothing) is closed; one that does is served, and
+/// stays served past the timeout.
+#[tokio::test]
+async fn a_connection_that_does_not_start_http2_in_time_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = demo_store().await;
+    let mut setup = Setup::new();
+    setup.extra_config = "[server]\nconnection_timeout = \"1s\"\n".into();
+    let service = Service::start(&store, setup).await;
+
+    let mut stalled = tokio::net::TcpStream::connect(service.addr).await.unwrap();
+    stalled.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut rest))
+        .await
+        .expect("closed within 5 s")
+        .ok();
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed after {:?}",
+        started.elapsed()
+    );
+
+    let mut client = service.client().await;
+    let read = || {
+        support::authed(
+            storage_grants::proto::GrantReadRequest {
+                bucket: "demo".into(),
+                key: "public/hello.txt".into(),
+                ..Default::default()
+            },
+            &support::TOKEN,
+        )
+    };
+    client.grant_read(read()).await.expect("served");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client
+        .grant_read(read())
+        .await
+        .expect("still served on the same connection after the timeout");
+}
