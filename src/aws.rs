@@ -38,7 +38,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match Unanswered::from_sdk(error) {
-        Ok(unanswered) => Chain(&unanswered).to_string(),
+        Ok(unanswered) => crate::core::text::Chain(&unanswered).to_string(),
         Err(answer) => describe_answer(&answer),
     }
 }
@@ -59,7 +59,8 @@ pub fn describe_answer<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse
 /// Why a call to an AWS API got no answer to act on: anything but an error response
 /// of the service itself. Its text names the kind of failure only, fit for a caller's
 /// message; a failed connection keeps its cause (the connector's error, down to the
-/// operating system's) as its `source`, for the operator's log ([`Chain`]).
+/// operating system's) as its `source`, for the operator's log
+/// ([`crate::core::text::Chain`]).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Unanswered {
     /// Nothing came back within the bound this service put on the call.
@@ -111,75 +112,11 @@ impl Unanswered {
     }
 }
 
-/// An error with its causes, `error: cause: cause`, for an operator's log line
-/// (the log's JSON format writes an error's own text only). A cause whose text the
-/// line already ends with (an error that quotes its source) is not repeated.
-pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = self.0.to_string();
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            let part = cause.to_string();
-            if !text.ends_with(&part) {
-                text.push_str(": ");
-                text.push_str(&part);
-            }
-            source = cause.source();
-        }
-        f.write_str(&text)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// An error with a fixed text and an optional cause.
-    #[derive(Debug)]
-    struct Link(&'static str, Option<Box<Link>>);
-
-    impl std::fmt::Display for Link {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(self.0)
-        }
-    }
-
-    impl std::error::Error for Link {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            self.1.as_deref().map(|l| l as _)
-        }
-    }
-
-    fn chain(links: &[&'static str]) -> Link {
-        links
-            .iter()
-            .rev()
-            .fold(None, |cause, text| Some(Link(text, cause.map(Box::new))))
-            .unwrap()
-    }
-
-    #[test]
-    fn a_chain_lists_every_cause_in_order_once() {
-        let error = chain(&["connection failed", "io error", "Connection refused"]);
-        assert_eq!(
-            Chain(&error).to_string(),
-            "connection failed: io error: Connection refused"
-        );
-        assert_eq!(Chain(&chain(&["alone"])).to_string(), "alone");
-        // An error that quotes its cause (thiserror's `{0}` with `#[source]`) does
-        // not say it twice.
-        let quoting = chain(&[
-            "STS could not be reached: connection failed",
-            "connection failed",
-            "tcp connect error",
-        ]);
-        assert_eq!(
-            Chain(&quoting).to_string(),
-            "STS could not be reached: connection failed: tcp connect error"
-        );
-    }
+    use crate::core::text::Chain;
 
     #[test]
     fn only_a_failed_connection_keeps_its_cause() {

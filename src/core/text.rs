@@ -6,7 +6,8 @@
 //! quote goes through [`echo`]; every message and violation list has a ceiling.
 //!
 //! URLs from the configuration are printed only through [`redact_url`]: user info and
-//! query strings carry credentials.
+//! query strings carry credentials. An error goes into a log line with its causes
+//! through [`Chain`].
 
 use std::borrow::Cow;
 
@@ -114,9 +115,75 @@ fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// An error with its causes, `error: cause: cause`, for an operator's log line
+/// (the log's JSON format writes an error's own text only). A cause whose text the
+/// line already ends with (an error that quotes its source) is not repeated.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let part = cause.to_string();
+            if !text.ends_with(&part) {
+                text.push_str(": ");
+                text.push_str(&part);
+            }
+            source = cause.source();
+        }
+        f.write_str(&text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error with a fixed text and an optional cause.
+    #[derive(Debug)]
+    struct Link(&'static str, Option<Box<Link>>);
+
+    impl std::fmt::Display for Link {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Link {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    fn chain(links: &[&'static str]) -> Link {
+        links
+            .iter()
+            .rev()
+            .fold(None, |cause, text| Some(Link(text, cause.map(Box::new))))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_chain_lists_every_cause_in_order_once() {
+        let error = chain(&["connection failed", "io error", "Connection refused"]);
+        assert_eq!(
+            Chain(&error).to_string(),
+            "connection failed: io error: Connection refused"
+        );
+        assert_eq!(Chain(&chain(&["alone"])).to_string(), "alone");
+        // An error that quotes its cause (thiserror's `{0}` with `#[source]`) does
+        // not say it twice.
+        let quoting = chain(&[
+            "STS could not be reached: connection failed",
+            "connection failed",
+            "tcp connect error",
+        ]);
+        assert_eq!(
+            Chain(&quoting).to_string(),
+            "STS could not be reached: connection failed: tcp connect error"
+        );
+    }
 
     #[test]
     fn short_values_are_quoted_whole() {

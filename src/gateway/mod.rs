@@ -120,17 +120,14 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
 ///
 /// hyper's connection builder directly rather than `axum::serve`, which gives hyper
 /// no timer, and so no header timeout.
-///
-/// # Errors
-/// None so far: a failed accept is retried by the listener; the signature keeps room
-/// for listeners that can fail.
+/// A failed accept is the listener's to retry (axum's `Listener` yields only accepted
+/// connections), so serving ends only at `shutdown`.
 pub async fn serve<L>(
     mut listener: L,
     router: Router,
     header_read_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
+) where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
@@ -164,7 +161,6 @@ where
     }
     drop(listener);
     graceful.shutdown().await;
-    Ok(())
 }
 
 /// Exact origins, with credentials (so never `*`); preflight admits only the methods

@@ -278,7 +278,7 @@ impl From<grant::Error> for Problem {
                 e.to_string(),
             ),
             grant::Error::Store(crate::store::Error::Unreachable(_)) => {
-                tracing::warn!(error = %crate::aws::Chain(&e), "store unavailable");
+                tracing::warn!(error = %crate::core::text::Chain(&e), "store unavailable");
                 let mut p = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "UNAVAILABLE",
@@ -317,7 +317,7 @@ impl From<grant::Error> for Problem {
                 p
             }
             grant::Error::Sts(sts) if sts.is_transient() => {
-                tracing::warn!(error = %crate::aws::Chain(&sts), "STS unavailable");
+                tracing::warn!(error = %crate::core::text::Chain(&sts), "STS unavailable");
                 let mut p = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "UNAVAILABLE",

@@ -140,7 +140,7 @@ pub enum FetchError {
     #[error("cannot build the request: {0}")]
     Request(#[source] http::Error),
     /// hyper's own message says little, so the causes are spelled out.
-    #[error("{}", error_chain(.0))]
+    #[error("{}", crate::core::text::Chain(.0))]
     Connect(#[source] hyper_util::client::legacy::Error),
     #[error("HTTP status {0}")]
     Status(http::StatusCode),
@@ -148,18 +148,6 @@ pub enum FetchError {
     Body(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-}
-
-/// An error and its causes, `a: b: c`.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Why a JWKS document was refused.

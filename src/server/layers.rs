@@ -471,6 +471,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_served_method_is_known_here() {
+        use prost::Message as _;
+        let mut methods = 0;
+        for encoded in super::super::SERVED_DESCRIPTORS {
+            let set = prost_types::FileDescriptorSet::decode(encoded).unwrap();
+            for file in set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        let path =
+                            format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                        assert!(
+                            Rpc::of_path(&path).is_known(),
+                            "{path} would be UNIMPLEMENTED"
+                        );
+                        methods += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(methods, crate::metrics::RPCS.len());
+    }
+
+    #[test]
     fn response_code_reads_trailers_only_errors() {
         let mut headers = http::HeaderMap::new();
         assert_eq!(response_code(&headers), Code::Ok);

@@ -150,6 +150,17 @@ pub fn region(settings: &Settings, aws: &SdkConfig) -> String {
         .unwrap_or_else(|| FALLBACK_REGION.to_owned())
 }
 
+/// The encoded descriptors of every service the gRPC port serves: the grant service,
+/// health and both reflection versions. Reflection answers from them; every method in
+/// them must be one the observe layer knows (`metrics::RPCS`), or it answers
+/// UNIMPLEMENTED.
+const SERVED_DESCRIPTORS: [&[u8]; 4] = [
+    crate::proto::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
 /// Serves on `listener` until `shutdown` completes, then drains.
 ///
 /// `aws` supplies the service's own credentials (normally the default AWS chain)
@@ -303,34 +314,26 @@ pub async fn run(
                     tls::GatewayTls::new(http_listener, config.clone(), server.handshake_timeout)
                         .map_err(|source| Error::Http { addr, source })?;
                 tracing::info!(addr = ?listener.local(), "HTTP gateway listening (TLS)");
-                tasks.spawn(async move {
-                    if let Err(e) =
-                        crate::gateway::serve(listener, router, header_read_timeout, stopped).await
-                    {
-                        tracing::error!(error = %e, "HTTP gateway stopped");
-                    }
-                });
+                tasks.spawn(crate::gateway::serve(
+                    listener,
+                    router,
+                    header_read_timeout,
+                    stopped,
+                ));
             }
             _ => {
                 tracing::info!(addr = ?http_listener.local_addr().ok(), "HTTP gateway listening");
-                tasks.spawn(async move {
-                    if let Err(e) =
-                        crate::gateway::serve(http_listener, router, header_read_timeout, stopped)
-                            .await
-                    {
-                        tracing::error!(error = %e, "HTTP gateway stopped");
-                    }
-                });
+                tasks.spawn(crate::gateway::serve(
+                    http_listener,
+                    router,
+                    header_read_timeout,
+                    stopped,
+                ));
             }
         }
     }
 
-    let reflection = reflection::Reflection::new(&[
-        crate::proto::FILE_DESCRIPTOR_SET,
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-    ])?;
+    let reflection = reflection::Reflection::new(&SERVED_DESCRIPTORS)?;
     let router = layers::transport(&settings)
         .add_service(health)
         .add_service(reflection.v1())

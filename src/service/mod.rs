@@ -79,7 +79,7 @@ fn status_of(error: Error) -> Status {
         }
         grant::Error::AlreadyExists(_) => Status::already_exists(grant.to_string()),
         grant::Error::Store(e @ crate::store::Error::Unreachable(_)) => {
-            tracing::warn!(error = %crate::aws::Chain(e), "store unavailable");
+            tracing::warn!(error = %crate::core::text::Chain(e), "store unavailable");
             Status::unavailable(format!("{e}; retry later"))
         }
         grant::Error::Store(e) => {
@@ -101,7 +101,7 @@ fn status_of(error: Error) -> Status {
             ErrorDetails::with_retry_info(Some(STS_RETRY_AFTER)),
         ),
         grant::Error::Sts(e) if e.is_transient() => {
-            tracing::warn!(error = %crate::aws::Chain(e), "STS unavailable");
+            tracing::warn!(error = %crate::core::text::Chain(e), "STS unavailable");
             let details = ErrorDetails::with_retry_info(Some(STS_RETRY_AFTER));
             Status::with_error_details(
                 Code::Unavailable,
