@@ -29,6 +29,7 @@ use std::time::Instant;
 use http::{HeaderName, Method, header};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
+use tonic::codec::CompressionEncoding;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -458,12 +459,25 @@ impl Interceptor for Authenticate {
     }
 }
 
+/// Request encodings every service decompresses, besides none: what clients send when
+/// their channel compresses (grpc-java and grpc-go offer gzip, C-core deflate too).
+/// Without them such a client gets UNIMPLEMENTED on every call. A compressed message is
+/// held to the same 4 MiB decoded limit as any other (RESOURCE_EXHAUSTED past it).
+/// Responses stay uncompressed: they are a few hundred bytes.
+pub(super) const ACCEPTED_ENCODINGS: [CompressionEncoding; 2] =
+    [CompressionEncoding::Gzip, CompressionEncoding::Deflate];
+
 /// The grant service behind layer 4.
 pub(super) fn authenticated(
     grants: GrantService,
     authenticator: Authenticator,
 ) -> InterceptedService<GrantServiceServer<GrantService>, Authenticate> {
-    GrantServiceServer::with_interceptor(grants, Authenticate(authenticator))
+    let server = ACCEPTED_ENCODINGS
+        .into_iter()
+        .fold(GrantServiceServer::new(grants), |s, e| {
+            s.accept_compressed(e)
+        });
+    InterceptedService::new(server, Authenticate(authenticator))
 }
 
 #[cfg(test)]
