@@ -504,6 +504,32 @@ mod tests {
     }
 
     #[test]
+    fn keepalive_defaults_to_a_ping_after_60s_answered_within_20s() {
+        let server = load("", &[]).unwrap().server;
+        assert_eq!(server.keepalive_interval, Duration::from_secs(60));
+        assert_eq!(server.keepalive_timeout, Duration::from_secs(20));
+        let set = load(
+            "[server]\nkeepalive_interval = \"2h\"\nkeepalive_timeout = \"1s\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(set.server.keepalive_interval, Duration::from_secs(7200));
+        assert_eq!(set.server.keepalive_timeout, Duration::from_secs(1));
+        for (text, field) in [
+            ("keepalive_interval = \"0s\"", "server.keepalive_interval"),
+            ("keepalive_interval = \"3h\"", "server.keepalive_interval"),
+            ("keepalive_timeout = \"500ms\"", "server.keepalive_timeout"),
+            ("keepalive_timeout = \"6m\"", "server.keepalive_timeout"),
+        ] {
+            let err = load(&format!("[server]\n{text}\n"), &[]).unwrap_err();
+            assert!(
+                matches!(&err, Error::Invalid { field: f, .. } if *f == field),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn each_bad_string_names_its_setting() {
         for (text, field) in [
             ("[storage]\nendpoint = \"ftp://x\"\n", "storage.endpoint"),

@@ -268,6 +268,15 @@ pub struct ServerConfig {
     /// HTTP/1.1 request line. Past it, the connection is closed.
     #[serde(with = "crate::core::duration")]
     pub connection_timeout: Duration,
+    /// After this long without a frame from the client, the server PINGs it; a client
+    /// that does not answer within `keepalive_timeout` is gone (its host vanished
+    /// without closing, a NAT forgot it) and the connection is closed. The PINGs also
+    /// keep idle channels alive through load balancers that cut silent connections.
+    #[serde(with = "crate::core::duration")]
+    pub keepalive_interval: Duration,
+    /// How long a PING may go unanswered before the connection is closed.
+    #[serde(with = "crate::core::duration")]
+    pub keepalive_timeout: Duration,
     /// How long shutdown waits for in-flight calls to finish.
     #[serde(with = "crate::core::duration")]
     pub shutdown_grace: Duration,
@@ -382,6 +391,9 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(10),
             concurrency_limit_per_connection: 256,
             connection_timeout: Duration::from_secs(10),
+            // Under the common idle cuts of cloud load balancers (AWS NLB: 350 s).
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(20),
             grpc_web: false,
             tls: None,

@@ -193,6 +193,16 @@ impl Settings {
         {
             return out_of_range("server.connection_timeout", "must be between 1s and 5m");
         }
+        if raw.server.keepalive_interval < Duration::from_secs(1)
+            || raw.server.keepalive_interval > Duration::from_secs(2 * 3600)
+        {
+            return out_of_range("server.keepalive_interval", "must be between 1s and 2h");
+        }
+        if raw.server.keepalive_timeout < Duration::from_secs(1)
+            || raw.server.keepalive_timeout > Duration::from_secs(300)
+        {
+            return out_of_range("server.keepalive_timeout", "must be between 1s and 5m");
+        }
         transport_security(&raw)?;
         let storage = storage(&raw)?;
         let sts = sts(&raw, &storage)?;

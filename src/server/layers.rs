@@ -68,6 +68,8 @@ pub(super) fn transport(settings: &Settings) -> Server<Stack<ObserveLayer, Brows
     Server::builder()
         .trace_fn(rpc_span)
         .timeout(settings.server.request_timeout)
+        .http2_keepalive_interval(Some(settings.server.keepalive_interval))
+        .http2_keepalive_timeout(Some(settings.server.keepalive_timeout))
         // gRPC-Web comes over HTTP/1.1 as well as HTTP/2.
         .accept_http1(web)
         .layer(browser)

@@ -261,7 +261,7 @@ async fn an_unknown_method_is_unimplemented_and_names_what_is_served() {
 /// stays served past the timeout.
 #[tokio::test]
 async fn a_connection_that_does_not_start_http2_in_time_is_closed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let store = demo_store().await;
     let mut setup = Setup::new();
     setup.extra_config = "[server]\nconnection_timeout = \"1s\"\n".into();
@@ -269,17 +269,8 @@ async fn a_connection_that_does_not_start_http2_in_time_is_closed() {
 
     let mut stalled = tokio::net::TcpStream::connect(service.addr).await.unwrap();
     stalled.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
-    let started = Instant::now();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut rest))
-        .await
-        .expect("closed within 5 s")
-        .ok();
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "closed after {:?}",
-        started.elapsed()
-    );
+    let (took, _) = closed_within(stalled, Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
 
     let mut client = service.client().await;
     let read = || {
@@ -407,4 +398,112 @@ async fn raw_grpc(
         text("grpc-message"),
         text("grpc-accept-encoding"),
     )
+}
+
+/// A client that stops answering (its host vanished without closing) is PINGed after
+/// `server.keepalive_interval` of silence and cut off `keepalive_timeout` later; a
+/// client that answers the PINGs keeps its idle connection.
+#[tokio::test]
+async fn a_client_that_stops_answering_pings_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = demo_store().await;
+    let mut setup = Setup::new();
+    setup.extra_config =
+        "[server]\nkeepalive_interval = \"1s\"\nkeepalive_timeout = \"1s\"\n".into();
+    let service = Service::start(&store, setup).await;
+
+    /// Client preface and an empty SETTINGS frame: an HTTP/2 connection that then
+    /// sends nothing of its own.
+    async fn open(service: &Service) -> tokio::net::TcpStream {
+        let mut stream = tokio::net::TcpStream::connect(service.addr).await.unwrap();
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        stream
+    }
+
+    // Silent: reads what the server sends (so nothing backs up) but answers nothing.
+    let (took, sink) = closed_within(open(&service).await, Duration::from_secs(6)).await;
+    assert!(took >= Duration::from_millis(1800), "closed after {took:?}");
+    // A PING (type 6) was sent before the close.
+    assert!(frame_types(&sink).contains(&6), "no PING in {sink:?}");
+
+    // Answering: ACKs every SETTINGS and PING; still connected after 4 s (four PINGs).
+    let mut answering = open(&service).await;
+    let mut pings = 0;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        let mut head = [0u8; 9];
+        match tokio::time::timeout_at(deadline.into(), answering.read_exact(&mut head)).await {
+            Err(_) => break,
+            Ok(read) => {
+                read.expect("the answering client stays connected");
+            }
+        }
+        let mut payload = vec![0u8; frame_len(&head)];
+        answering.read_exact(&mut payload).await.unwrap();
+        let (kind, ack) = (head[3], head[4] & 1 == 1);
+        if kind == 4 && !ack {
+            answering
+                .write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0])
+                .await
+                .unwrap();
+        }
+        if kind == 6 && !ack {
+            pings += 1;
+            answering
+                .write_all(&[0, 0, 8, 6, 1, 0, 0, 0, 0])
+                .await
+                .unwrap();
+            answering.write_all(&payload).await.unwrap();
+        }
+    }
+    assert!(pings >= 2, "{pings} PINGs in 4 s");
+    // And it is still served: one more frame exchange works (a PING of its own).
+    answering
+        .write_all(&[0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8])
+        .await
+        .unwrap();
+    let mut rest = [0u8; 9];
+    loop {
+        tokio::time::timeout(Duration::from_secs(2), answering.read_exact(&mut rest))
+            .await
+            .expect("an answer within 2 s")
+            .expect("still connected");
+        let mut payload = vec![0u8; frame_len(&rest)];
+        answering.read_exact(&mut payload).await.unwrap();
+        if rest[3] == 6 && rest[4] & 1 == 1 && payload == [1, 2, 3, 4, 5, 6, 7, 8] {
+            break;
+        }
+    }
+}
+
+/// The frame types in a captured server byte stream (after nothing: the server sends
+/// no preface of its own besides its SETTINGS frame).
+fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 9 {
+        types.push(bytes[3]);
+        bytes = &bytes[(9 + frame_len(bytes)).min(bytes.len())..];
+    }
+    types
+}
+
+/// The payload length an HTTP/2 frame header starts with (24 bits).
+fn frame_len(head: &[u8]) -> usize {
+    usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2])
+}
+
+/// Reads `stream` until the server closes it, which must happen within `limit`: how
+/// long that took, and what the server sent.
+async fn closed_within(mut stream: tokio::net::TcpStream, limit: Duration) -> (Duration, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut sent = Vec::new();
+    tokio::time::timeout(limit, stream.read_to_end(&mut sent))
+        .await
+        .unwrap_or_else(|_| panic!("closed within {limit:?}"))
+        .ok();
+    (started.elapsed(), sent)
 }
