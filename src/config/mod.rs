@@ -440,7 +440,18 @@ mod tests {
             ),
             "{err}"
         );
-        assert!(err.to_string().contains("server.tls"), "{err}");
+        assert!(
+            err.to_string().contains("server.tls") && err.to_string().contains("identity.mtls"),
+            "{err}"
+        );
+        // mTLS owns the gRPC port's TLS; the gateway presents its server certificate.
+        let mtls = load(
+            "listen = \"0.0.0.0:50051\"\n[identity.mtls]\nca_file = \"/ca.crt\"\n\
+             cert_file = \"/tls.crt\"\nkey_file = \"/tls.key\"\ntrust_domains = [\"example.org\"]\n\
+             [http]\nlisten = \"0.0.0.0:8080\"\n",
+            &[],
+        );
+        assert!(mtls.is_ok(), "{:?}", mtls.err());
         let ok = load(
             "listen = \"127.0.0.1:50051\"\n[server]\nallow_plaintext = true\n[http]\nlisten = \"0.0.0.0:8080\"\n",
             &[],

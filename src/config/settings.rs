@@ -392,15 +392,17 @@ fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
         return Ok(None);
     };
     // The gateway carries the same bearer tokens, links and credentials as the gRPC
-    // port: off loopback it speaks TLS ([server.tls]) unless something in front does.
-    if raw.server.tls.is_none() && !clear_text_allowed(listen, raw) {
+    // port: off loopback it speaks TLS (with the gRPC port's server certificate, from
+    // [server.tls] or [identity.mtls]) unless something in front does.
+    if raw.server.tls.is_none() && raw.identity.mtls.is_none() && !clear_text_allowed(listen, raw) {
         return Err((
             "http.listen",
             Problem::Mismatch(format!(
-                "{listen} is not a loopback address and [server.tls] is not configured: \
+                "{listen} is not a loopback address and no TLS is configured: \
                  cookies, tokens and presigned URLs would cross the network in clear text. \
-                 Configure [server.tls] (the gateway presents its certificate), or set \
-                 server.allow_plaintext = true where a proxy in front terminates TLS"
+                 Configure [server.tls] or [identity.mtls] (the gateway presents their \
+                 server certificate), or set server.allow_plaintext = true where a proxy \
+                 in front terminates TLS"
             )),
         ));
     }

@@ -93,6 +93,9 @@ pub struct Checked {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The `[server.tls]` certificate, which a watcher replaces when its files change.
     server_cert: Option<Arc<tls::ReloadingCert>>,
+    /// What the HTTP gateway presents: the gRPC port's server certificate, without
+    /// asking for a client's; `None` when the gRPC port has no TLS either.
+    gateway_tls: Option<tls::GatewayTlsConfig>,
 }
 
 /// Reads and validates the files the settings name: the rules and the TLS files.
@@ -107,10 +110,12 @@ pub async fn check(settings: &Settings) -> Result<Checked, Error> {
         (None, Some(cert)) => Some(tls::server_config(cert.clone())?),
         (None, None) => None,
     };
+    let gateway_tls = tls::gateway(settings, server_cert.as_ref())?;
     Ok(Checked {
         rules,
         tls,
         server_cert,
+        gateway_tls,
     })
 }
 
@@ -180,6 +185,7 @@ pub async fn run(
         rules,
         tls,
         server_cert,
+        gateway_tls,
     } = check(&settings).await?;
     let region = region(&settings, &aws);
     let storage = &settings.storage;
@@ -218,7 +224,6 @@ pub async fn run(
     }
 
     let mut tasks = JoinSet::new();
-    let gateway_tls = server_cert.clone().map(tls::server_config).transpose()?;
     if let (Some(cert), Some(config)) = (server_cert, &settings.server.tls) {
         tasks.spawn(tls::watch(cert, config.clone()));
     }
@@ -306,13 +311,17 @@ pub async fn run(
         let header_read_timeout = http.header_read_timeout;
         let router = crate::gateway::router(pipeline.clone(), authenticator.clone(), http);
         let stopped = stop.clone().begun();
-        // With [server.tls], the gateway presents the same certificate (and follows its
-        // renewals); client certificates are the gRPC port's business only.
-        match (&gateway_tls, &settings.server.tls) {
-            (Some(config), Some(server)) => {
-                let listener =
-                    tls::GatewayTls::new(http_listener, config.clone(), server.handshake_timeout)
-                        .map_err(|source| Error::Http { addr, source })?;
+        // The gateway presents the gRPC port's server certificate ([server.tls], whose
+        // renewals it follows, or [identity.mtls]'s); client certificates are the gRPC
+        // port's business only.
+        match &gateway_tls {
+            Some(gateway) => {
+                let listener = tls::GatewayTls::new(
+                    http_listener,
+                    gateway.config.clone(),
+                    gateway.handshake_timeout,
+                )
+                .map_err(|source| Error::Http { addr, source })?;
                 tracing::info!(addr = ?listener.local(), "HTTP gateway listening (TLS)");
                 tasks.spawn(crate::gateway::serve(
                     listener,

@@ -92,6 +92,47 @@ pub(super) fn server_config(
     mtls::server_only_tls_config(cert)
 }
 
+/// The HTTP gateway's TLS: the rustls configuration and how long a handshake may take.
+#[derive(Debug)]
+pub(super) struct GatewayTlsConfig {
+    pub(super) config: Arc<rustls::ServerConfig>,
+    pub(super) handshake_timeout: Duration,
+}
+
+/// What the gateway presents: `[server.tls]`'s certificate (`server_cert`, which
+/// follows its files), or `[identity.mtls]`'s server certificate (read once, as the
+/// gRPC port reads it), never asking for a client certificate: browsers and AWS SDKs
+/// have none. `None` when the gRPC port speaks no TLS.
+///
+/// # Errors
+/// As [`mtls::certified_key`] for the mTLS files; as [`server_config`].
+pub(super) fn gateway(
+    settings: &crate::config::Settings,
+    server_cert: Option<&Arc<ReloadingCert>>,
+) -> Result<Option<GatewayTlsConfig>, SetupError> {
+    if let (Some(cert), Some(server)) = (server_cert, &settings.server.tls) {
+        return Ok(Some(GatewayTlsConfig {
+            config: server_config(cert.clone())?,
+            handshake_timeout: server.handshake_timeout,
+        }));
+    }
+    let Some(m) = &settings.identity.mtls else {
+        return Ok(None);
+    };
+    let key = mtls::certified_key(&KeyPairFiles {
+        cert_file: &m.cert_file,
+        cert_field: "identity.mtls.cert_file",
+        key_file: &m.key_file,
+        key_field: "identity.mtls.key_file",
+    })?;
+    Ok(Some(GatewayTlsConfig {
+        config: mtls::server_only_tls_config(Arc::new(rustls::sign::SingleCertAndKey::from(
+            Arc::unwrap_or_clone(key),
+        )))?,
+        handshake_timeout: m.handshake_timeout,
+    }))
+}
+
 /// Polls the files every `config.reload_interval`; when either changed, loads the pair
 /// and puts it in force, or keeps the previous one and logs why. Runs until aborted.
 pub(super) async fn watch(cert: Arc<ReloadingCert>, config: ServerTlsConfig) {

@@ -895,18 +895,48 @@ async fn tls_get(url: &str, ca: &support::certs::Ca, token: &str) -> (u16, Optio
 
 #[tokio::test]
 async fn with_server_tls_the_gateway_presents_the_certificate() {
+    gateway_presents(|cert, key, _| {
+        format!("[server.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n")
+    })
+    .await;
+}
+
+/// With mTLS on the gRPC port, the gateway presents the same server certificate and
+/// asks for no client certificate (browsers and SDKs have none; they send tokens).
+#[tokio::test]
+async fn with_mtls_the_gateway_presents_the_server_certificate_without_asking_for_one() {
+    gateway_presents(|cert, key, ca| {
+        format!(
+            "[identity.mtls]\nca_file = {ca:?}\ncert_file = {cert:?}\nkey_file = {key:?}\n\
+             trust_domains = [\"example.org\"]\nrequired = true\n"
+        )
+    })
+    .await;
+}
+
+/// Starts the service with the TLS section `tls(cert_file, key_file, ca_file)` and the
+/// gateway on loopback; a click over TLS, trusting only the CA, gets a link that
+/// works, and plain HTTP gets nothing there.
+async fn gateway_presents(
+    tls: impl Fn(&std::path::Path, &std::path::Path, &std::path::Path) -> String,
+) {
     let ca = support::certs::Ca::new("gateway CA");
     let leaf = support::certs::server_cert(&ca);
     let dir = tempfile::tempdir().unwrap();
-    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let (cert_file, key_file, ca_file) = (
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+        dir.path().join("ca.crt"),
+    );
     std::fs::write(&cert_file, &leaf.cert).unwrap();
     std::fs::write(&key_file, &leaf.key).unwrap();
+    std::fs::write(&ca_file, &ca.pem).unwrap();
     let store = demo_store().await;
     let port = free_port();
     let mut setup = Setup::new();
     setup.extra_config = format!(
-        "[server.tls]\ncert_file = {cert_file:?}\nkey_file = {key_file:?}\n\
-         [http]\nlisten = \"127.0.0.1:{port}\"\n"
+        "{}[http]\nlisten = \"127.0.0.1:{port}\"\n",
+        tls(&cert_file, &key_file, &ca_file)
     );
     let _service = Service::start(&store, setup).await;
     let url = format!("https://localhost:{port}/v1/objects/demo/public/hello.txt");
