@@ -242,10 +242,23 @@ token_key_files = {{ include "storage-grants.tomlValue" $files }}
 [metrics]
 listen = {{ include "storage-grants.listenAddr" (dict "root" . "port" .Values.metrics.port) | toJson }}
 {{- end }}
+{{- $http := $c.http | default dict }}
 {{- if .Values.http.enabled }}
 
 [http]
 listen = {{ include "storage-grants.listenAddr" (dict "root" . "port" .Values.http.port) | toJson }}
+{{- include "storage-grants.tomlKeys" $http }}
+{{- else if and ($c.server | default dict).grpc_web $http.allowed_origins }}
+
+[http]
+# No listen: the HTTP gateway stays off (http.enabled). gRPC-Web's CORS on the gRPC
+# port takes its origins from here.
+allowed_origins = {{ include "storage-grants.tomlValue" $http.allowed_origins }}
+{{- end }}
+{{- with $c.audit }}
+
+[audit]
+{{- include "storage-grants.tomlKeys" . }}
 {{- end }}
 {{ end -}}
 
@@ -284,7 +297,17 @@ listen = {{ include "storage-grants.listenAddr" (dict "root" . "port" .Values.ht
 {{- end -}}
 {{- if hasKey $v.config "listen" -}}{{- fail "config.listen is set by the chart from service.grpcPort" -}}{{- end -}}
 {{- if hasKey $v.config "metrics" -}}{{- fail "config.metrics is set by the chart from metrics.enabled and metrics.port" -}}{{- end -}}
-{{- if hasKey $v.config "http" -}}{{- fail "config.http is set by the chart from http.enabled and http.port" -}}{{- end -}}
+{{- $http := $v.config.http | default dict -}}
+{{- if hasKey $http "listen" -}}{{- fail "config.http.listen is set by the chart from http.port (with http.enabled=true): set http.port instead" -}}{{- end -}}
+{{- if not $v.http.enabled -}}
+{{- /* Without the gateway nothing reads these keys, and a setting silently ignored
+is worse than a refusal; allowed_origins alone is also read by gRPC-Web's CORS. */ -}}
+{{- $unread := keys $http | sortAlpha -}}
+{{- if ($v.config.server | default dict).grpc_web -}}{{- $unread = without $unread "allowed_origins" -}}{{- end -}}
+{{- with $unread -}}
+{{- fail (printf "config.http.%s: read by the HTTP gateway, which is off: set http.enabled=true to serve it (or remove these keys). config.http.allowed_origins alone is also read by gRPC-Web, with config.server.grpc_web=true" (join ", config.http." .)) -}}
+{{- end -}}
+{{- end -}}
 {{- if hasKey ($v.config.grants | default dict) "rules_file" -}}{{- fail "config.grants.rules_file is set by the chart: put rules in rules.items or rules.existingConfigMap" -}}{{- end -}}
 {{- with $id.mtls -}}
 {{- if or (hasKey . "ca_file") (hasKey . "cert_file") (hasKey . "key_file") -}}

@@ -298,7 +298,12 @@ def pods_run_locked_down():
         check(spec["terminationGracePeriodSeconds"] > sleep + grace,
               f"{name}: terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']} "
               f"<= preStop {sleep} + shutdown_grace {grace}")
+        # The chart's own mounts; extraVolumeMounts are the operator's (the audit file
+        # needs a writable one).
+        extra = {m["name"] for m in (full_values() if name == "full" else {}).get("extraVolumeMounts", [])}
         for m in c["volumeMounts"]:
+            if m["name"] in extra:
+                continue
             check(m.get("readOnly") is True and "subPath" not in m,
                   f"{name}: mount {m} (read-only directory mounts, so rules reload in place)")
     # A too short explicit grace period is refused.
@@ -385,8 +390,9 @@ def schema_refuses_wrong_types_and_unknown_keys():
 def planned_listeners_stay_out_of_the_config_until_enabled():
     default = config_toml(helm_template()[0])
     full = config_toml(helm_template(FULL_VALUES)[0])
-    for text in (default, full):
-        check("[http]" not in text and "[server.tls]" not in text, f"planned keys rendered:\n{text}")
+    check("[http]" not in default and "[server.tls]" not in default, f"planned keys rendered:\n{default}")
+    # The full install enables the gateway, never server TLS.
+    check("[http]\nlisten = " in full and "[server.tls]" not in full, full)
     objs = helm_template({"http": {"enabled": True, "port": 8080}})[0]
     check('[http]\nlisten = "0.0.0.0:8080"' in config_toml(objs), config_toml(objs))
     ports = {p["name"]: p["port"] for p in find(objs, "Service", FULLNAME)["spec"]["ports"]}
@@ -436,6 +442,27 @@ def tls_on_the_grpc_port_rules_out_native_grpc_probes():
 
 
 @test
+def the_gateway_speaks_tls_whenever_the_grpc_port_does():
+    def http_port(objs):
+        return next(p for p in find(objs, "Service", FULLNAME)["spec"]["ports"] if p["name"] == "http")
+    plain = helm_template({"http": {"enabled": True}})[0]
+    check(http_port(plain)["appProtocol"] == "http", f"{http_port(plain)}")
+    # Beside mTLS the gateway presents the mTLS server certificate: the service accepts
+    # a gateway on the pod network without allow_plaintext.
+    mtls = helm_template({"config": {"identity": {"mtls": {"trust_domains": ["prod.example"]}}},
+                          "tls": {"existingSecret": "sg-tls"}, "probes": {"type": "tcpSocket"},
+                          "http": {"enabled": True}})[0]
+    check(http_port(mtls)["appProtocol"] == "https", f"{http_port(mtls)}")
+    text = config_toml(mtls)
+    check("allow_plaintext" not in text and 'listen = "0.0.0.0:8080"' in text, text)
+    print("    mtls + gateway:", check_config(mtls, "mtls-gateway"))
+    server_tls = helm_template({"tls": {"existingSecret": "sg-tls", "server": {"enabled": True}},
+                                "probes": {"type": "tcpSocket"}, "http": {"enabled": True}})[0]
+    check(http_port(server_tls)["appProtocol"] == "https", f"{http_port(server_tls)}")
+    print("    server tls + gateway:", check_config(server_tls, "server-tls-gateway"))
+
+
+@test
 def service_accepts_the_rendered_configs():
     for name, values in (("default", ()), ("full", (FULL_VALUES,))):
         print(f"    {name}:", check_config(helm_template(*values)[0], name))
@@ -444,6 +471,139 @@ def service_accepts_the_rendered_configs():
     # What the Secret's dev_tokens key holds, as the pod gets it.
     tokens = '[{ token = "dev-' + os.urandom(8).hex() + '", caller = "dev:demo" }]'
     print("    dev:", check_config(dev, "dev", {"STORAGE_GRANTS_IDENTITY__DEV_TOKENS": tokens}))
+
+
+def http_table(text: str) -> str:
+    """The [http] table of a rendered config.toml, header included."""
+    table = text.split("\n[http]\n", 1)
+    check(len(table) == 2, f"no [http] table in:\n{text}")
+    return "[http]\n" + table[1].split("\n[", 1)[0].strip() + "\n"
+
+
+GATEWAY = {
+    "allowed_origins": ["https://app.example.com", "http://localhost:3000"],
+    "session_cookie": "app_session",
+    "login_url": "https://app.example.com/login",
+    "link_ttl": "2m",
+    "header_read_timeout": "15s",
+    "upload_bucket": "uploads",
+}
+
+
+@test
+def http_gateway_keys_render_after_listen_while_enabled():
+    objs = helm_template({"http": {"enabled": True, "port": 8081}, "config": {"http": GATEWAY}})[0]
+    want = ('[http]\n'
+            'listen = "0.0.0.0:8081"\n'
+            'allowed_origins = ["https://app.example.com", "http://localhost:3000"]\n'
+            'header_read_timeout = "15s"\n'
+            'link_ttl = "2m"\n'
+            'login_url = "https://app.example.com/login"\n'
+            'session_cookie = "app_session"\n'
+            'upload_bucket = "uploads"\n')
+    check(http_table(config_toml(objs)) == want, http_table(config_toml(objs)))
+    print("    gateway:", check_config(objs, "gateway"))
+    # The full install sets every key: each is rendered as written.
+    full = http_table(config_toml(helm_template(FULL_VALUES)[0]))
+    check(full.startswith('[http]\nlisten = "0.0.0.0:8080"\n'), full)
+    for key, value in full_values()["config"]["http"].items():
+        line = f"{key} = {json.dumps(value, separators=(', ', ': '))}\n"
+        check(line in full, f"config.http.{key}: no {line!r} in:\n{full}")
+
+
+@test
+def http_gateway_keys_are_refused_while_the_gateway_is_off():
+    # Nothing would read them: an error instead of a setting silently ignored.
+    for key in GATEWAY:
+        err = helm_template({"config": {"http": {key: GATEWAY[key]}}}, ok=False)
+        check(f"config.http.{key}" in err and "http.enabled=true" in err, f"{key}: {err}")
+    err = helm_template({"http": {"enabled": False}, "config": {"http": GATEWAY}}, ok=False)
+    check("config.http.allowed_origins, config.http.header_read_timeout" in err, err)
+    # listen is the chart's, from http.port, whether the gateway is on or off.
+    for enabled in (True, False):
+        err = helm_template({"http": {"enabled": enabled}, "config": {"http": {"listen": "0.0.0.0:9000"}}},
+                            ok=False)
+        check("config.http.listen" in err and "http.port" in err, err)
+    # gRPC-Web reads allowed_origins for its CORS without the gateway: kept, and the
+    # gateway stays off (no listen).
+    web = {"config": {"server": {"grpc_web": True}, "http": {"allowed_origins": ["https://app.example.com"]}}}
+    objs = helm_template(web)[0]
+    table = http_table(config_toml(objs))
+    check("listen" not in table.replace("# No listen", "")
+          and 'allowed_origins = ["https://app.example.com"]\n' in table, table)
+    check(all(p["name"] != "http" for p in container(objs)["ports"]), "an http port while the gateway is off")
+    print("    grpc-web only:", check_config(objs, "grpc-web-only"))
+    err = helm_template(web, {"config": {"http": {"login_url": "/login"}}}, ok=False)
+    check("error calling fail: config.http.login_url: read by the HTTP gateway" in err, err)
+
+
+@test
+def schema_checks_http_origins_as_the_service_does():
+    """The schema and the service agree on every origin: what one refuses, so does the
+    other (the service's verdict from --check-config on the rendered config)."""
+    objs = helm_template({"http": {"enabled": True}, "config": {"http": {"allowed_origins": ["https://x.example"]}}})[0]
+    origins = {
+        "https://app.example.com": True,
+        "http://localhost:3000": True,
+        "https://[::1]:8443": True,
+        "https://app.example.com/": False,
+        "https://app.example.com/app": False,
+        "https://app.example.com?x=1": False,
+        "https://*.example.com": False,
+        "https://user@app.example.com": False,
+        "app.example.com": False,
+        "ftp://app.example.com": False,
+        "HTTPS://app.example.com": False,
+        "https://": False,
+    }
+    for origin, valid in origins.items():
+        values = {"http": {"enabled": True}, "config": {"http": {"allowed_origins": [origin]}}}
+        if valid:
+            helm_template(values)
+        else:
+            err = helm_template(values, ok=False)
+            check("config.http.allowed_origins.0: Does not match pattern" in err, f"{origin}: {err}")
+        root = WORK / f"origin-{hashlib.sha256(origin.encode()).hexdigest()[:12]}"
+        config = pod_files(objs, root)
+        config.write_text(config.read_text().replace('"https://x.example"', json.dumps(origin)))
+        p = run([ARGS.server, "--check-config", "--config", str(config)], env=clean_env())
+        check((p.returncode == 0) == valid,
+              f"{origin}: the schema says {'valid' if valid else 'invalid'}, the service exits "
+              f"{p.returncode}:\n{p.stderr}")
+    cases = [
+        ({"origins": ["https://app.example.com"]}, "Additional property origins is not allowed"),
+        ({"allowed_origins": ["https://a.example", "https://a.example"]}, "allowed_origins"),
+        ({"allowed_origins": "https://a.example"}, "allowed_origins"),
+        ({"session_cookie": "my session"}, "session_cookie"),
+        ({"login_url": "login.html"}, "login_url"),
+        ({"link_ttl": "a minute"}, "link_ttl"),
+        ({"header_read_timeout": "10 seconds"}, "header_read_timeout"),
+        ({"upload_bucket": "Uploads_2026"}, "upload_bucket"),
+    ]
+    for http, word in cases:
+        err = helm_template({"http": {"enabled": True}, "config": {"http": http}}, ok=False)
+        check(word in err and "config.http" in err, f"{http}: refusal does not name {word}: {err}")
+
+
+@test
+def grpc_web_and_the_audit_file_render():
+    text = config_toml(helm_template({"config": {"server": {"grpc_web": True},
+                                                 "audit": {"file": "/var/log/storage-grants/audit.jsonl"}}})[0])
+    server = text.split("\n[server]\n", 1)[1].split("\n[", 1)[0]
+    check("\ngrpc_web = true\n" in f"\n{server}", f"grpc_web not in [server]:\n{text}")
+    check('\n[audit]\nfile = "/var/log/storage-grants/audit.jsonl"\n' in text, f"no [audit] in:\n{text}")
+    check("[audit]" not in config_toml(helm_template()[0]), "[audit] rendered though unset")
+    # The full install writes its audit file on a writable volume of its own.
+    objs = helm_template(FULL_VALUES)[0]
+    audit = full_values()["config"]["audit"]["file"]
+    check(f'file = "{audit}"' in config_toml(objs), config_toml(objs))
+    mounts = [m for m in container(objs)["volumeMounts"] if audit.startswith(m["mountPath"].rstrip("/") + "/")]
+    check(len(mounts) == 1 and not mounts[0].get("readOnly"), f"no writable mount for {audit}: {mounts}")
+    for values, word in (({"config": {"server": {"grpc_web": "yes"}}}, "grpc_web"),
+                         ({"config": {"audit": {"file": "audit.jsonl"}}}, "file"),
+                         ({"config": {"audit": {"path": "/var/log/a.jsonl"}}}, "Additional property path")):
+        err = helm_template(values, ok=False)
+        check(word in err, f"{values}: {err}")
 
 
 def notes(*values: dict | Path) -> str:
