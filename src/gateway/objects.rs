@@ -1,6 +1,6 @@
-//! The click-time download link: `GET /v1/objects/{bucket}/{key…}` (and HEAD) answers
-//! `302 Found` to a freshly presigned GET that lives for `http.link_ttl` (cut by the
-//! rule). The link itself is harmless to share: without the caller's identity it
+//! The click-time download link: `GET /v1/objects/{bucket}/{key…}` answers `302 Found`
+//! to a freshly presigned GET that lives for `http.link_ttl` (cut by the rule), and a
+//! HEAD to a presigned HEAD (S3 signs the method: a GET URL refuses a HEAD). The link itself is harmless to share: without the caller's identity it
 //! leads to the login page; the target URL expires within the minute.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Uri, header};
 use serde::Deserialize;
 
-use crate::grant::{RawRead, ReadRequest, Violations};
+use crate::grant::{RawRead, ReadMethod, ReadRequest, Violations};
 
 use super::caller::{RawToken, identify};
 use super::problem::Problem;
@@ -61,8 +61,17 @@ pub(crate) async fn link(
         },
         |_| Some(Some(app.settings.link_ttl)),
     );
+    let read_method = if method == http::Method::HEAD {
+        ReadMethod::Head
+    } else {
+        ReadMethod::Get
+    };
     let grant = match v
         .finish(request)
+        .map(|request| ReadRequest {
+            method: read_method,
+            ..request
+        })
         .and_then(|request| app.pipeline.read(&caller, &request))
     {
         Ok(grant) => grant,

@@ -33,8 +33,8 @@ pub use multipart::{
     CompleteRequest, PartsRequest, RawCompletedPart, RawPart, RawStart, StartRequest, Uploads,
 };
 pub use request::{
-    Access, AssumeRequest, FieldViolation, RawRead, RawSize, RawWrite, ReadRequest, Upload,
-    Violations, WriteRequest,
+    Access, AssumeRequest, FieldViolation, RawRead, RawSize, RawWrite, ReadMethod, ReadRequest,
+    Upload, Violations, WriteRequest,
 };
 
 /// Why a grant was refused. Each front door maps these to its own status, in one
@@ -324,18 +324,17 @@ impl Pipeline {
                 overrides_rendering: request.overrides_rendering(),
             },
             |signer, credentials, at, ttl| {
-                let signed = signer.presign_get(
-                    credentials,
-                    &GetObject {
-                        bucket: &request.bucket,
-                        key: &request.key,
-                        version_id: request.version_id.as_ref(),
-                        response_content_type: request.response_content_type.as_ref(),
-                        response_content_disposition: request.response_content_disposition.as_ref(),
-                    },
-                    at,
-                    ttl,
-                );
+                let object = GetObject {
+                    bucket: &request.bucket,
+                    key: &request.key,
+                    version_id: request.version_id.as_ref(),
+                    response_content_type: request.response_content_type.as_ref(),
+                    response_content_disposition: request.response_content_disposition.as_ref(),
+                };
+                let signed = match request.method {
+                    ReadMethod::Get => signer.presign_get(credentials, &object, at, ttl),
+                    ReadMethod::Head => signer.presign_head(credentials, &object, at, ttl),
+                };
                 Signed::from(signed)
             },
         )

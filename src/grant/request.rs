@@ -161,6 +161,17 @@ pub struct ReadRequest {
     pub response_content_disposition: Option<HeaderText>,
     /// Requested lifetime; `None` takes the configured default.
     pub ttl: Option<Duration>,
+    /// The method the URL is signed for: S3 signs it, so a HEAD needs its own URL.
+    pub method: ReadMethod,
+}
+
+/// The request a presigned read URL is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMethod {
+    /// The object (GrantRead; a click-time link followed by a browser).
+    Get,
+    /// The object's headers only (a click-time link asked with HEAD).
+    Head,
 }
 
 impl ReadRequest {
@@ -188,6 +199,7 @@ impl ReadRequest {
             response_content_type: content_type?,
             response_content_disposition: disposition?,
             ttl: ttl?,
+            method: ReadMethod::Get,
         })
     }
 }

@@ -164,6 +164,34 @@ impl Signer {
         signing_time: SystemTime,
         ttl: Ttl,
     ) -> PresignedRequest {
+        self.presign_read("GET", Some("GetObject"), creds, object, signing_time, ttl)
+    }
+
+    /// A presigned HEAD of `object`: its headers (size, type, ETag) without its body.
+    /// S3 signs the method, so a GET URL answers a HEAD with 403; a client that asks
+    /// with HEAD (a link checker, `curl -I`) needs this one. As [`Signer::presign_get`]
+    /// otherwise, and as aws-sdk-s3's `presigned()` HeadObject, which carries no
+    /// `x-id`.
+    pub fn presign_head(
+        &self,
+        creds: &SigningCredentials,
+        object: &GetObject<'_>,
+        signing_time: SystemTime,
+        ttl: Ttl,
+    ) -> PresignedRequest {
+        self.presign_read("HEAD", None, creds, object, signing_time, ttl)
+    }
+
+    /// GET or HEAD of `object`, with the SDK's operation marker `x_id` if any.
+    fn presign_read(
+        &self,
+        method: &'static str,
+        x_id: Option<&'static str>,
+        creds: &SigningCredentials,
+        object: &GetObject<'_>,
+        signing_time: SystemTime,
+        ttl: Ttl,
+    ) -> PresignedRequest {
         // Sorted by name, as `Request::query` requires; all names sort after the
         // `X-Amz-*` ones, but `presign` merges rather than relying on that.
         let mut query = [QueryParam::text("", ""); 4];
@@ -178,7 +206,7 @@ impl Signer {
                 object.response_content_type.map(HeaderText::as_str),
             ),
             ("versionId", object.version_id.map(VersionId::as_str)),
-            ("x-id", Some("GetObject")),
+            ("x-id", x_id),
         ];
         for (name, value) in optional {
             if let Some(value) = value {
@@ -187,7 +215,7 @@ impl Signer {
             }
         }
         let request = Request {
-            method: "GET",
+            method,
             bucket: object.bucket,
             key: object.key,
             query: &query[..n],

@@ -960,3 +960,38 @@ async fn gateway_presents(
 fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
+
+/// A HEAD of the link (a link checker, `curl -IL`, a download manager sizing the file)
+/// leads to a URL signed for HEAD: the store answers the object's headers. S3 signs
+/// the method, so the GET URL would answer 403, and this one downloads nothing.
+#[tokio::test]
+async fn a_head_of_the_link_leads_to_the_objects_headers() {
+    let gw = Gateway::start().await;
+    let response = gw
+        .request(Method::HEAD, "/v1/objects/demo/public/hello.txt")
+        .header(header::AUTHORIZATION, bearer(&TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let target = location(&response);
+    let store = reqwest::Client::new();
+    let head = store.head(&target).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK, "{:?}", head.headers());
+    assert_eq!(head.headers()[header::CONTENT_LENGTH], "22");
+    let get = store.get(&target).send().await.unwrap();
+    assert_eq!(
+        get.status(),
+        StatusCode::FORBIDDEN,
+        "a HEAD URL must not download"
+    );
+    // GET still leads to the body.
+    let clicked = gw
+        .link(
+            "/v1/objects/demo/public/hello.txt",
+            &[("authorization", &bearer(&TOKEN))],
+        )
+        .await;
+    let body = http_get(&location(&clicked)).await;
+    assert_eq!(body.text().await.unwrap(), "hello, storage-grants\n");
+}

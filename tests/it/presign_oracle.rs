@@ -304,6 +304,24 @@ struct Case<'a> {
     ttl: u64,
 }
 
+/// `request` (a GetObject or HeadObject builder: the same setters, no common trait)
+/// with the case's extras.
+macro_rules! with_extras {
+    ($request:expr, $extras:expr) => {{
+        let mut request = $request;
+        if let Some(v) = $extras.version_id {
+            request = request.version_id(v);
+        }
+        if let Some(v) = $extras.content_type {
+            request = request.response_content_type(v);
+        }
+        if let Some(v) = $extras.disposition {
+            request = request.response_content_disposition(v);
+        }
+        request
+    }};
+}
+
 fn check(
     rt: &tokio::runtime::Runtime,
     client: &aws_sdk_s3::Client,
@@ -319,23 +337,14 @@ fn check(
         ttl,
     } = *case;
 
-    let mut request = client.get_object().bucket(target.bucket).key(key);
-    if let Some(v) = extras.version_id {
-        request = request.version_id(v);
-    }
-    if let Some(v) = extras.content_type {
-        request = request.response_content_type(v);
-    }
-    if let Some(v) = extras.disposition {
-        request = request.response_content_disposition(v);
-    }
+    let request = with_extras!(client.get_object().bucket(target.bucket).key(key), extras);
     let config = PresigningConfig::builder()
         .start_time(time)
         .expires_in(Duration::from_secs(ttl))
         .build()
         .expect("valid presigning config");
     let sdk = rt
-        .block_on(request.presigned(config))
+        .block_on(request.presigned(config.clone()))
         .expect("the SDK presigns");
     let sdk_headers: Vec<(&str, &str)> = sdk.headers().collect();
 
@@ -368,6 +377,22 @@ fn check(
     );
     assert!(ours.headers.is_empty(), "{context}");
 
+    assert_same_url(ours.url.expose(), sdk.uri(), target, &context);
+
+    // The same object's HEAD (what a click-time link answers a HEAD with).
+    let request = with_extras!(client.head_object().bucket(target.bucket).key(key), extras);
+    let sdk = rt
+        .block_on(request.presigned(config))
+        .expect("the SDK presigns a HEAD");
+    let ours = signer.presign_head(&creds(token), &object, time, ttl);
+    let context = format!(
+        "HEAD, {context}\n  sdk HEAD:  {}\n  ours HEAD: {}",
+        sdk.uri(),
+        ours.url.expose()
+    );
+    assert_eq!((sdk.method(), ours.method), ("HEAD", "HEAD"), "{context}");
+    assert_eq!(sdk.headers().count(), 0, "{context}");
+    assert!(ours.headers.is_empty(), "{context}");
     assert_same_url(ours.url.expose(), sdk.uri(), target, &context);
 }
 
