@@ -9,7 +9,8 @@
 //!    `server.concurrency_limit_per_connection` calls in flight per connection; past
 //!    that a call is refused at once (RESOURCE_EXHAUSTED) instead of queueing, and
 //!    counted; every call is timed and counted by method and status code; a request
-//!    over the message size limit answers RESOURCE_EXHAUSTED, as gRPC specifies;
+//!    over the message size limit, or with more than [`METADATA_LIMIT`] of metadata,
+//!    answers RESOURCE_EXHAUSTED, as gRPC specifies;
 //! 4. **authenticate**: only in front of the grant service (health and reflection
 //!    stay open to probes); a call without a verifiable identity is refused here, and
 //!    the handler finds the [`Caller`] in the request's extensions.
@@ -70,6 +71,11 @@ pub(super) fn transport(settings: &Settings) -> Server<Stack<ObserveLayer, Brows
         .timeout(settings.server.request_timeout)
         .http2_keepalive_interval(Some(settings.server.keepalive_interval))
         .http2_keepalive_timeout(Some(settings.server.keepalive_timeout))
+        // HTTP/2 refuses a header list over its limit with status 431, which clients
+        // report as UNKNOWN, or past a multiple of it with a GOAWAY that fails every
+        // call on the connection; under this transport limit the observe layer answers
+        // an oversized one with RESOURCE_EXHAUSTED and the size instead.
+        .http2_max_header_list_size(Some(METADATA_TRANSPORT_LIMIT))
         // gRPC-Web comes over HTTP/1.1 as well as HTTP/2.
         .accept_http1(web)
         .layer(browser)
@@ -199,6 +205,16 @@ where
                 Ok(status.into_http())
             });
         }
+        if let Some(size) = oversized_metadata(request.headers()) {
+            let status = Status::resource_exhausted(format!(
+                "the call's metadata is {size} bytes (as HTTP/2 counts a header list); this \
+                 server takes at most {METADATA_LIMIT}: send a shorter token or fewer entries"
+            ));
+            return Box::pin(async move {
+                finish(rpc, Code::ResourceExhausted, started);
+                Ok(status.into_http())
+            });
+        }
         let conn = request.extensions_mut().remove::<ConnInfo>();
         let permit = match &conn {
             Some(conn) => {
@@ -241,6 +257,25 @@ where
             response
         })
     }
+}
+
+/// Most metadata a call may carry, counted as HTTP/2 counts a header list (each entry's
+/// name and value, and 32 bytes): gRPC's common default (C-core servers refuse more),
+/// room for any JWT a cluster issues.
+pub const METADATA_LIMIT: usize = 16 << 10;
+
+/// What the transport decodes before the observe layer can answer (above it: HTTP 431,
+/// or a GOAWAY, from hyper): four times [`METADATA_LIMIT`], so that an oversized call
+/// gets a status that says why.
+const METADATA_TRANSPORT_LIMIT: u32 = 64 << 10;
+
+/// The header list's size when it is over [`METADATA_LIMIT`].
+fn oversized_metadata(headers: &http::HeaderMap) -> Option<usize> {
+    let size: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    (size > METADATA_LIMIT).then_some(size)
 }
 
 /// What UNIMPLEMENTED says for `path`: the methods this service does serve.

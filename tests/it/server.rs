@@ -507,3 +507,53 @@ async fn closed_within(mut stream: tokio::net::TcpStream, limit: Duration) -> (D
         .ok();
     (started.elapsed(), sent)
 }
+
+/// Metadata over 16 KiB (a bloated token, say) answers RESOURCE_EXHAUSTED with the
+/// size and the limit, not the transport's bare HTTP 431 (UNKNOWN to clients); under
+/// it, the call is served.
+#[tokio::test]
+async fn oversized_metadata_is_resource_exhausted_and_says_so() {
+    use storage_grants::proto::GrantReadRequest;
+    let store = demo_store().await;
+    let service = Service::start(&store, Setup::new()).await;
+    let mut client = service.client().await;
+    let call = |extra: usize| {
+        let mut request = support::authed(
+            GrantReadRequest {
+                bucket: "demo".into(),
+                key: "public/hello.txt".into(),
+                ..Default::default()
+            },
+            &support::TOKEN,
+        );
+        request
+            .metadata_mut()
+            .insert("x-extra", "a".repeat(extra).parse().unwrap());
+        request
+    };
+    client
+        .grant_read(call(15_000))
+        .await
+        .expect("15 kB of metadata is served");
+    for extra in [17_000, 40_000] {
+        let status = client.grant_read(call(extra)).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::ResourceExhausted,
+            "{extra}: {status:?}"
+        );
+        assert!(
+            status.message().contains("16384") && status.message().contains(" bytes"),
+            "{}",
+            status.message()
+        );
+    }
+    // Health too: the check is the transport's, before any service.
+    let mut health = HealthClient::new(service.channel().await);
+    let mut request = tonic::Request::new(HealthCheckRequest::default());
+    request
+        .metadata_mut()
+        .insert("x-extra", "a".repeat(20_000).parse().unwrap());
+    let status = health.check(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+}
