@@ -134,8 +134,17 @@ async fn the_session_cookie_identifies_a_browser_and_head_answers_the_same() {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::FOUND, "{method}");
-        let object = http_get(&location(&response)).await;
-        assert_eq!(object.text().await.unwrap(), "hello, storage-grants\n");
+        // The target is signed for the same method: a HEAD gets the object's headers.
+        let object = reqwest::Client::new()
+            .request(method.clone(), location(&response))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(object.status(), StatusCode::OK, "{method}");
+        assert_eq!(object.headers()[header::CONTENT_LENGTH], "22", "{method}");
+        if method == Method::GET {
+            assert_eq!(object.text().await.unwrap(), "hello, storage-grants\n");
+        }
     }
 }
 
