@@ -78,6 +78,18 @@ pub struct MtlsConfig {
     pub handshake_timeout: Duration,
 }
 
+impl MtlsConfig {
+    /// The certificate and key this server presents, named by their config keys.
+    pub fn server_key_pair(&self) -> KeyPairFiles<'_> {
+        KeyPairFiles {
+            cert_file: &self.cert_file,
+            cert_field: "identity.mtls.cert_file",
+            key_file: &self.key_file,
+            key_field: "identity.mtls.key_file",
+        }
+    }
+}
+
 fn default_required() -> bool {
     true
 }
@@ -210,13 +222,7 @@ pub fn server_tls_config(config: &MtlsConfig) -> Result<Arc<ServerConfig>, Setup
     } else {
         builder.allow_unauthenticated().build()?
     };
-    let (chain, key) = KeyPairFiles {
-        cert_file: &config.cert_file,
-        cert_field: "identity.mtls.cert_file",
-        key_file: &config.key_file,
-        key_field: "identity.mtls.key_file",
-    }
-    .read()?;
+    let (chain, key) = config.server_key_pair().read()?;
     let certified = rustls::sign::CertifiedKey::from_der(chain, key, provider.as_ref())?;
     let certs = Arc::new(rustls::sign::SingleCertAndKey::from(certified));
     Ok(tls_server_config(provider, verifier, certs)?)

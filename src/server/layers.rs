@@ -504,17 +504,28 @@ impl Interceptor for Authenticate {
 pub(super) const ACCEPTED_ENCODINGS: [CompressionEncoding; 2] =
     [CompressionEncoding::Gzip, CompressionEncoding::Deflate];
 
+/// `$server`, any generated gRPC server (they share `accept_compressed` but no
+/// trait), decompressing every one of [`ACCEPTED_ENCODINGS`].
+macro_rules! decompressing {
+    ($server:expr) => {
+        $crate::server::layers::ACCEPTED_ENCODINGS
+            .into_iter()
+            .fold($server, |server, encoding| {
+                server.accept_compressed(encoding)
+            })
+    };
+}
+pub(super) use decompressing;
+
 /// The grant service behind layer 4.
 pub(super) fn authenticated(
     grants: GrantService,
     authenticator: Authenticator,
 ) -> InterceptedService<GrantServiceServer<GrantService>, Authenticate> {
-    let server = ACCEPTED_ENCODINGS
-        .into_iter()
-        .fold(GrantServiceServer::new(grants), |s, e| {
-            s.accept_compressed(e)
-        });
-    InterceptedService::new(server, Authenticate(authenticator))
+    InterceptedService::new(
+        decompressing!(GrantServiceServer::new(grants)),
+        Authenticate(authenticator),
+    )
 }
 
 #[cfg(test)]

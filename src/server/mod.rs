@@ -343,23 +343,10 @@ pub async fn run(
     }
 
     let reflection = reflection::Reflection::new(&SERVED_DESCRIPTORS)?;
-    let accept = layers::ACCEPTED_ENCODINGS;
     let router = layers::transport(&settings)
-        .add_service(
-            accept
-                .into_iter()
-                .fold(health, |s, e| s.accept_compressed(e)),
-        )
-        .add_service(
-            accept
-                .into_iter()
-                .fold(reflection.v1(), |s, e| s.accept_compressed(e)),
-        )
-        .add_service(
-            accept
-                .into_iter()
-                .fold(reflection.v1alpha(), |s, e| s.accept_compressed(e)),
-        )
+        .add_service(layers::decompressing!(health))
+        .add_service(layers::decompressing!(reflection.v1()))
+        .add_service(layers::decompressing!(reflection.v1alpha()))
         .add_service(layers::authenticated(
             GrantService::new(pipeline, settings.server.request_timeout),
             authenticator,

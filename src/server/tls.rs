@@ -119,12 +119,7 @@ pub(super) fn gateway(
     let Some(m) = &settings.identity.mtls else {
         return Ok(None);
     };
-    let key = mtls::certified_key(&KeyPairFiles {
-        cert_file: &m.cert_file,
-        cert_field: "identity.mtls.cert_file",
-        key_file: &m.key_file,
-        key_field: "identity.mtls.key_file",
-    })?;
+    let key = mtls::certified_key(&m.server_key_pair())?;
     Ok(Some(GatewayTlsConfig {
         config: mtls::server_only_tls_config(Arc::new(rustls::sign::SingleCertAndKey::from(
             Arc::unwrap_or_clone(key),
