@@ -515,7 +515,7 @@ mod tests {
     }
 
     #[test]
-    fn keepalive_defaults_to_a_ping_after_60s_answered_within_20s() {
+    fn keepalive_defaults_to_probes_after_60s_answered_within_20s() {
         let server = load("", &[]).unwrap().server;
         assert_eq!(server.keepalive_interval, Duration::from_secs(60));
         assert_eq!(server.keepalive_timeout, Duration::from_secs(20));

@@ -268,13 +268,14 @@ pub struct ServerConfig {
     /// HTTP/1.1 request line. Past it, the connection is closed.
     #[serde(with = "crate::core::duration")]
     pub connection_timeout: Duration,
-    /// After this long without a frame from the client, the server PINGs it; a client
-    /// that does not answer within `keepalive_timeout` is gone (its host vanished
-    /// without closing, a NAT forgot it) and the connection is closed. The PINGs also
-    /// keep idle channels alive through load balancers that cut silent connections.
+    /// After this long without a packet from the client, the server probes it (TCP
+    /// keepalive); a client whose host does not answer within `keepalive_timeout` is
+    /// gone (it vanished without closing, a NAT forgot it) and the connection is
+    /// closed. The probes also keep idle channels alive through load balancers that
+    /// cut silent connections (an AWS NLB counts them as traffic).
     #[serde(with = "crate::core::duration")]
     pub keepalive_interval: Duration,
-    /// How long a PING may go unanswered before the connection is closed.
+    /// About how long the probes may go unanswered before the connection is closed.
     #[serde(with = "crate::core::duration")]
     pub keepalive_timeout: Duration,
     /// How long shutdown waits for in-flight calls to finish.

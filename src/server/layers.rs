@@ -69,8 +69,6 @@ pub(super) fn transport(settings: &Settings) -> Server<Stack<ObserveLayer, Brows
     Server::builder()
         .trace_fn(rpc_span)
         .timeout(settings.server.request_timeout)
-        .http2_keepalive_interval(Some(settings.server.keepalive_interval))
-        .http2_keepalive_timeout(Some(settings.server.keepalive_timeout))
         // HTTP/2 refuses a header list over its limit with status 431, which clients
         // report as UNKNOWN, or past a multiple of it with a GOAWAY that fails every
         // call on the connection; under this transport limit the observe layer answers
