@@ -269,7 +269,8 @@ pub struct ServerConfig {
     #[serde(with = "crate::core::duration")]
     pub connection_timeout: Duration,
     /// After this long without a packet from the client, the server probes it (TCP
-    /// keepalive); a client whose host does not answer within `keepalive_timeout` is
+    /// keepalive, on the gRPC port and the gateway alike); a client whose host does
+    /// not answer within `keepalive_timeout` is
     /// gone (it vanished without closing, a NAT forgot it) and the connection is
     /// closed. The probes also keep idle channels alive through load balancers that
     /// cut silent connections (an AWS NLB counts them as traffic).

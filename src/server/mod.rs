@@ -10,6 +10,7 @@ mod layers;
 mod metrics_http;
 mod reflection;
 mod shutdown;
+mod socket;
 mod tls;
 
 use std::future::Future;
@@ -18,7 +19,6 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::config::Settings;
@@ -303,6 +303,7 @@ pub async fn run(
         tasks.spawn(metrics_http::serve(metrics_listener, stop.clone().begun()));
     }
 
+    let accepted = socket::Accepted::new(&settings.server);
     if let Some(http) = settings.http.clone() {
         let addr = http.listen;
         let http_listener = TcpListener::bind(addr)
@@ -317,7 +318,7 @@ pub async fn run(
         match &gateway_tls {
             Some(gateway) => {
                 let listener = tls::GatewayTls::new(
-                    http_listener,
+                    accepted.incoming(http_listener),
                     gateway.config.clone(),
                     gateway.handshake_timeout,
                 )
@@ -331,9 +332,10 @@ pub async fn run(
                 ));
             }
             _ => {
+                use axum::serve::ListenerExt as _;
                 tracing::info!(addr = ?http_listener.local_addr().ok(), "HTTP gateway listening");
                 tasks.spawn(crate::gateway::serve(
-                    http_listener,
+                    http_listener.tap_io(move |tcp| accepted.apply(tcp)),
                     router,
                     header_read_timeout,
                     stopped,
@@ -356,18 +358,7 @@ pub async fn run(
         transport = settings.transport_security(),
         "storage-grants listening"
     );
-    // No Nagle: a grant is one small response, and waiting to coalesce it with the
-    // next write adds the peer's delayed-ACK time (~40 ms) to the call.
-    // Gone clients and idle cuts: TCP keepalive, which the kernel runs. HTTP/2 PINGs
-    // would also catch a peer whose process hangs, but hyper's keepalive takes a lock
-    // shared by the connection's tasks on every frame received, and cost GrantWrite
-    // about 5 % of its calls/s (BENCHMARKS.md).
-    let (probe_every, probes) = keepalive_probes(settings.server.keepalive_timeout);
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(settings.server.keepalive_interval))
-        .with_keepalive_interval(Some(probe_every))
-        .with_keepalive_retries(Some(probes));
+    let incoming = accepted.incoming(listener);
     // Each connection, after its TLS handshake if any, carries its own call limit.
     let limit = settings.server.concurrency_limit_per_connection;
     let connection_timeout = settings.server.connection_timeout;
@@ -443,40 +434,5 @@ impl aws_credential_types::provider::ProvideCredentials for NoCredentials {
                 "no credentials provider is configured",
             ),
         ))
-    }
-}
-
-/// TCP keepalive probes that together take about `timeout`: every quarter of it (in
-/// whole seconds, as the socket option counts them, at least one), as many as fit. A
-/// peer that answers none within that is gone, and its connection is reset.
-fn keepalive_probes(timeout: std::time::Duration) -> (std::time::Duration, u32) {
-    let total = timeout.as_secs().max(1);
-    let every = (total / 4).max(1);
-    let probes = u32::try_from(total.div_ceil(every)).unwrap_or(u32::MAX);
-    (std::time::Duration::from_secs(every), probes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::keepalive_probes;
-    use std::time::Duration;
-
-    #[test]
-    fn keepalive_probes_take_about_the_timeout() {
-        let secs = |s| Duration::from_secs(s);
-        assert_eq!(keepalive_probes(secs(20)), (secs(5), 4));
-        assert_eq!(keepalive_probes(secs(1)), (secs(1), 1));
-        assert_eq!(keepalive_probes(secs(30)), (secs(7), 5));
-        assert_eq!(keepalive_probes(secs(300)), (secs(75), 4));
-        // Under a second still probes once a second, once.
-        assert_eq!(keepalive_probes(Duration::from_millis(500)), (secs(1), 1));
-        for s in 1..=300 {
-            let (every, probes) = keepalive_probes(secs(s));
-            let total = every.as_secs() * u64::from(probes);
-            assert!(
-                total >= s && total < s + every.as_secs(),
-                "{s}: {every:?} x {probes}"
-            );
-        }
     }
 }

@@ -168,14 +168,13 @@ pub(super) struct GatewayTls {
 }
 
 impl GatewayTls {
-    /// TLS with `config` on `listener`.
+    /// TLS with `config` on the connections of `tcp`.
     pub(super) fn new(
-        listener: tokio::net::TcpListener,
+        tcp: tonic::transport::server::TcpIncoming,
         config: Arc<rustls::ServerConfig>,
         handshake_timeout: Duration,
     ) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
-        let tcp = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let local = tcp.local_addr()?;
         Ok(Self {
             incoming: mtls::TlsIncoming::new(tcp, config, handshake_timeout),
             local,

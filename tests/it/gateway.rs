@@ -964,6 +964,44 @@ async fn gateway_presents(
     // Plain HTTP is not spoken there.
     let plain = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
     assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+    // Its connections carry TCP keepalive from the moment they are accepted.
+    assert_keepalive(port, Duration::from_secs(60)).await;
+}
+
+/// A new connection to `port` gets TCP keepalive after `idle` of silence: the server's
+/// side of the socket carries the kernel's keepalive timer.
+async fn assert_keepalive(port: u16, idle: Duration) {
+    let client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let peer = client.local_addr().unwrap().port();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let when = loop {
+        if let Some(when) = support::keepalive_timer(port, peer) {
+            break when;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no keepalive timer on the gateway's socket"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        when <= idle && when > idle / 2,
+        "keepalive due in {when:?}, configured {idle:?}"
+    );
+}
+
+/// The gateway's plain connections get the gRPC port's TCP keepalive
+/// (`server.keepalive_interval`): a client gone without closing is found, an idle one
+/// kept through load balancers.
+#[tokio::test]
+async fn gateway_connections_carry_tcp_keepalive() {
+    let mut setup = Setup::new();
+    setup.extra_config = "[server]\nkeepalive_interval = \"3s\"\n".into();
+    let gw = Gateway::start_with(setup).await;
+    let port: u16 = gw.base.rsplit(':').next().unwrap().parse().unwrap();
+    assert_keepalive(port, Duration::from_secs(3)).await;
 }
 
 fn port_open(port: u16) -> bool {

@@ -428,7 +428,7 @@ async fn idle_connections_carry_tcp_keepalive_at_the_configured_interval() {
         // The timer shows once nothing is in flight; /proc counts it in 1/100 s.
         let deadline = Instant::now() + Duration::from_secs(5);
         let when = loop {
-            if let Some(when) = keepalive_timer(service.addr.port(), peer) {
+            if let Some(when) = support::keepalive_timer(service.addr.port(), peer) {
                 break when;
             }
             assert!(
@@ -463,23 +463,6 @@ async fn idle_connections_carry_tcp_keepalive_at_the_configured_interval() {
             }
         }
     }
-}
-
-/// When the keepalive timer of the server's socket from `local` to the client's
-/// `peer` port (IPv4 loopback) fires, if that timer is the one pending
-/// (`/proc/net/tcp`'s `tr` 2).
-fn keepalive_timer(local: u16, peer: u16) -> Option<Duration> {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if port(fields[1])? != local || port(fields[2])? != peer {
-            return None;
-        }
-        let (kind, when) = fields[5].split_once(':')?;
-        (kind == "02")
-            .then(|| Duration::from_millis(u64::from_str_radix(when, 16).unwrap_or(0) * 10))
-    })
 }
 
 /// The payload length an HTTP/2 frame header starts with (24 bits).

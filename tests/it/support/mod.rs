@@ -674,3 +674,20 @@ pub async fn metrics_when(port: u16, series: &str, want: impl Fn(u64) -> bool) -
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// When the keepalive timer of the server's socket from `local` to the client's
+/// `peer` port (IPv4 loopback) fires, if that timer is the one pending
+/// (`/proc/net/tcp`'s `tr` 2).
+pub fn keepalive_timer(local: u16, peer: u16) -> Option<Duration> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if port(fields[1])? != local || port(fields[2])? != peer {
+            return None;
+        }
+        let (kind, when) = fields[5].split_once(':')?;
+        (kind == "02")
+            .then(|| Duration::from_millis(u64::from_str_radix(when, 16).unwrap_or(0) * 10))
+    })
+}
