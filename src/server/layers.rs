@@ -502,6 +502,12 @@ impl Interceptor for Authenticate {
 pub(super) const ACCEPTED_ENCODINGS: [CompressionEncoding; 2] =
     [CompressionEncoding::Gzip, CompressionEncoding::Deflate];
 
+/// Largest decoded message of the services anyone may call without identity (health,
+/// reflection): theirs are a service or symbol name. A compressed message of a few KiB
+/// can decode to the 4 MiB every other call may send, which would let an anonymous
+/// caller spend milliseconds of CPU for each few KiB it sends.
+pub(super) const OPEN_MESSAGE_LIMIT: usize = 64 << 10;
+
 /// `$server`, any generated gRPC server (they share `accept_compressed` but no
 /// trait), decompressing every one of [`ACCEPTED_ENCODINGS`].
 macro_rules! decompressing {

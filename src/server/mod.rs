@@ -346,9 +346,17 @@ pub async fn run(
 
     let reflection = reflection::Reflection::new(&SERVED_DESCRIPTORS)?;
     let router = layers::transport(&settings)
-        .add_service(layers::decompressing!(health))
-        .add_service(layers::decompressing!(reflection.v1()))
-        .add_service(layers::decompressing!(reflection.v1alpha()))
+        .add_service(
+            layers::decompressing!(health).max_decoding_message_size(layers::OPEN_MESSAGE_LIMIT),
+        )
+        .add_service(
+            layers::decompressing!(reflection.v1())
+                .max_decoding_message_size(layers::OPEN_MESSAGE_LIMIT),
+        )
+        .add_service(
+            layers::decompressing!(reflection.v1alpha())
+                .max_decoding_message_size(layers::OPEN_MESSAGE_LIMIT),
+        )
         .add_service(layers::authenticated(
             GrantService::new(pipeline, settings.server.request_timeout),
             authenticator,

@@ -331,7 +331,7 @@ async fn compressed_requests_are_served_and_bad_ones_refused() {
     }
 
     // A message flagged compressed that is not gzip: INTERNAL, as grpc-go answers it.
-    let garbage = raw_grpc(&service, "gzip", 1, b"not gzip at all".to_vec()).await;
+    let garbage = raw_grpc(&service, GRANT_READ, "gzip", 1, b"not gzip at all".to_vec()).await;
     assert_eq!(garbage.0, tonic::Code::Internal as i32, "{garbage:?}");
     assert!(garbage.1.contains("decompress"), "{garbage:?}");
     // 8 MiB of zeros gzip to 8 KiB: decoding stops at the 4 MiB message limit.
@@ -342,22 +342,47 @@ async fn compressed_requests_are_served_and_bad_ones_refused() {
         encoder.finish().unwrap()
     };
     assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
-    let refused = raw_grpc(&service, "gzip", 1, bomb).await;
+    let refused = raw_grpc(&service, GRANT_READ, "gzip", 1, bomb).await;
     assert_eq!(
         refused.0,
         tonic::Code::ResourceExhausted as i32,
         "{refused:?}"
     );
+    // Health answers anyone: what it decodes stops at 64 KiB, so a few KiB of gzip
+    // cannot make it decode megabytes.
+    for (encoding, flag, message) in [
+        ("gzip", 1, gzip(&vec![0u8; 1 << 20])),
+        ("identity", 0, vec![0u8; 100 << 10]),
+    ] {
+        let refused = raw_grpc(&service, HEALTH_CHECK, encoding, flag, message).await;
+        assert_eq!(
+            refused.0,
+            tonic::Code::ResourceExhausted as i32,
+            "{encoding}: {refused:?}"
+        );
+    }
     // An encoding no one decodes here: UNIMPLEMENTED, naming what is accepted.
-    let unknown = raw_grpc(&service, "br", 1, b"whatever".to_vec()).await;
+    let unknown = raw_grpc(&service, GRANT_READ, "br", 1, b"whatever".to_vec()).await;
     assert_eq!(unknown.0, tonic::Code::Unimplemented as i32, "{unknown:?}");
     assert!(unknown.2.contains("gzip"), "{unknown:?}");
 }
 
-/// One GrantRead as raw HTTP/2 with `grpc-encoding: encoding` and a message with the
+const GRANT_READ: &str = "/storagegrants.v1.GrantService/GrantRead";
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// `data`, gzipped.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// One call of `path` as raw HTTP/2 with `grpc-encoding: encoding` and a message with the
 /// compressed `flag`: (grpc-status, grpc-message, grpc-accept-encoding).
 async fn raw_grpc(
     service: &Service,
+    path: &str,
     encoding: &str,
     flag: u8,
     message: Vec<u8>,
@@ -371,16 +396,13 @@ async fn raw_grpc(
     let client = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<bytes::Bytes>>();
-    let request = http::Request::post(format!(
-        "http://{}/storagegrants.v1.GrantService/GrantRead",
-        service.addr
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .header("grpc-encoding", encoding)
-    .header("authorization", format!("Bearer {}", *support::TOKEN))
-    .body(Full::new(bytes::Bytes::from(frame)))
-    .unwrap();
+    let request = http::Request::post(format!("http://{}{path}", service.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-encoding", encoding)
+        .header("authorization", format!("Bearer {}", *support::TOKEN))
+        .body(Full::new(bytes::Bytes::from(frame)))
+        .unwrap();
     let response = client.request(request).await.expect("an HTTP/2 answer");
     let mut headers = response.headers().clone();
     let collected = response.into_body().collect().await.expect("a body");
