@@ -442,6 +442,20 @@ def tls_on_the_grpc_port_rules_out_native_grpc_probes():
 
 
 @test
+def notes_name_the_gateway_and_warn_without_allowed_origins():
+    check("HTTP gateway" not in notes(), "a gateway line while http.enabled is off")
+    bare = notes({"http": {"enabled": True}})
+    check(f"HTTP gateway: http://{FULLNAME}.{NAMESPACE}.svc:8080" in bare, bare)
+    check("No config.http.allowed_origins" in bare, bare)
+    set_ = notes({"http": {"enabled": True},
+                  "config": {"http": {"allowed_origins": ["https://app.example.com"]}}})
+    check("HTTP gateway: http://" in set_ and "No config.http.allowed_origins" not in set_, set_)
+    tls = notes({"http": {"enabled": True}, "tls": {"existingSecret": "sg-tls", "server": {"enabled": True}},
+                 "probes": {"type": "tcpSocket"}})
+    check(f"HTTP gateway: https://{FULLNAME}." in tls, tls)
+
+
+@test
 def the_gateway_speaks_tls_whenever_the_grpc_port_does():
     def http_port(objs):
         return next(p for p in find(objs, "Service", FULLNAME)["spec"]["ports"] if p["name"] == "http")
