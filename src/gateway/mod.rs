@@ -92,16 +92,19 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
         .route("/v1/uploads", post(uploads::sign))
         .route(
             "/v1/credentials/{bucket}/{*prefix}",
-            get(credentials::credentials),
+            get_issuing(credentials::credentials),
         )
-        .route("/s3/params", get(uppy::params))
+        .route("/s3/params", get_issuing(uppy::params))
         .route("/s3/multipart", post(uppy::create))
         .route(
             "/s3/multipart/{upload}",
             get(uppy::list).delete(uppy::abort),
         )
         .route("/s3/multipart/{upload}/complete", post(uppy::complete))
-        .route("/s3/multipart/{upload}/{part}", get(uppy::sign_part))
+        .route(
+            "/s3/multipart/{upload}/{part}",
+            get_issuing(uppy::sign_part),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         // After every route: it applies to the routes registered before it.
         .method_not_allowed_fallback(|method: Method| async move {
@@ -161,6 +164,23 @@ pub async fn serve<L>(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// GET, and HEAD refused (405, `Allow: GET`): on these routes a GET issues something
+/// (credentials, a signature), so a HEAD would issue it and throw it away, spending
+/// the caller's budget, an STS call and an audit event for nothing. (The click-time
+/// link answers HEAD with a URL signed for HEAD instead.)
+fn get_issuing<H, T>(handler: H) -> axum::routing::MethodRouter<Arc<App>>
+where
+    H: axum::handler::Handler<T, Arc<App>>,
+    T: 'static,
+{
+    get(handler).head(|| async {
+        (
+            [(header::ALLOW, HeaderValue::from_static("GET"))],
+            problem::Problem::method_not_allowed(&Method::HEAD),
+        )
+    })
 }
 
 /// Exact origins, with credentials (so never `*`); preflight admits only the methods

@@ -1042,3 +1042,38 @@ async fn a_head_of_the_link_leads_to_the_objects_headers() {
     let body = http_get(&location(&clicked)).await;
     assert_eq!(body.text().await.unwrap(), "hello, storage-grants\n");
 }
+
+/// On routes whose GET issues something (credentials, an upload signature), HEAD is
+/// refused before any handler runs (405, `Allow: GET`, even without identity): it
+/// would issue the thing and throw it away.
+#[tokio::test]
+async fn head_is_refused_where_a_get_issues_credentials_or_signatures() {
+    let gw = Gateway::start().await;
+    for path in [
+        "/v1/credentials/demo/public/?access=read",
+        "/s3/params?filename=a.txt&type=text%2Fplain",
+        "/s3/multipart/some-upload/1",
+    ] {
+        for auth in [Some(bearer(&TOKEN)), None] {
+            let mut request = gw.request(Method::HEAD, path);
+            if let Some(auth) = &auth {
+                request = request.header(header::AUTHORIZATION, auth);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{path} {auth:?}"
+            );
+            assert_eq!(response.headers()[header::ALLOW], "GET", "{path}");
+        }
+    }
+    // GET still signs.
+    let params = gw
+        .request(Method::GET, "/s3/params?filename=a.txt&type=text%2Fplain")
+        .header(header::AUTHORIZATION, bearer(&TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(params.status(), StatusCode::OK);
+}
