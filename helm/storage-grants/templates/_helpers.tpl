@@ -289,6 +289,18 @@ allowed_origins = {{ include "storage-grants.tomlValue" $http.allowed_origins }}
 {{- if or (hasKey $id "dev_tokens") (hasKey $id "dev_mode") -}}
 {{- fail "config.identity.dev_tokens / dev_mode: development tokens can never be rendered into a ConfigMap; use devMode.enabled with devMode.existingSecret" -}}
 {{- end -}}
+{{- /* The root filesystem is read-only: an audit file off a writable mount would stop
+the service at start (it opens the file), so the render says so first. */ -}}
+{{- with ($v.config.audit | default dict).file -}}
+{{- $file := . -}}
+{{- $writable := false -}}
+{{- range $v.extraVolumeMounts -}}
+{{- if and (hasPrefix (printf "%s/" (trimSuffix "/" .mountPath)) $file) (not .readOnly) -}}{{- $writable = true -}}{{- end -}}
+{{- end -}}
+{{- if not $writable -}}
+{{- fail (printf "config.audit.file %s is not on a writable volume: the pod's root filesystem is read-only. Mount one at its directory (or above) with extraVolumes and extraVolumeMounts, without readOnly" $file) -}}
+{{- end -}}
+{{- end -}}
 {{- if hasKey $v.config "uploads" -}}
 {{- fail "config.uploads: the upload token keys are never written into a ConfigMap; put them in a Secret and set uploads.tokenKeys.existingSecret (and uploads.tokenKeys.keys)" -}}
 {{- end -}}

@@ -601,8 +601,11 @@ def schema_checks_http_origins_as_the_service_does():
 
 @test
 def grpc_web_and_the_audit_file_render():
+    volume = {"extraVolumes": [{"name": "audit", "emptyDir": {}}],
+              "extraVolumeMounts": [{"name": "audit", "mountPath": "/var/log/storage-grants/"}]}
     text = config_toml(helm_template({"config": {"server": {"grpc_web": True},
-                                                 "audit": {"file": "/var/log/storage-grants/audit.jsonl"}}})[0])
+                                                 "audit": {"file": "/var/log/storage-grants/audit.jsonl"}},
+                                      **volume})[0])
     server = text.split("\n[server]\n", 1)[1].split("\n[", 1)[0]
     check("\ngrpc_web = true\n" in f"\n{server}", f"grpc_web not in [server]:\n{text}")
     check('\n[audit]\nfile = "/var/log/storage-grants/audit.jsonl"\n' in text, f"no [audit] in:\n{text}")
@@ -613,6 +616,13 @@ def grpc_web_and_the_audit_file_render():
     check(f'file = "{audit}"' in config_toml(objs), config_toml(objs))
     mounts = [m for m in container(objs)["volumeMounts"] if audit.startswith(m["mountPath"].rstrip("/") + "/")]
     check(len(mounts) == 1 and not mounts[0].get("readOnly"), f"no writable mount for {audit}: {mounts}")
+    # Off a writable mount the service could not open it at start: the render says so.
+    audit_only = {"config": {"audit": {"file": "/var/log/storage-grants/audit.jsonl"}}}
+    read_only = {**volume, "extraVolumeMounts": [{**volume["extraVolumeMounts"][0], "readOnly": True}]}
+    sibling = {**volume, "extraVolumeMounts": [{"name": "audit", "mountPath": "/var/log/storage"}]}
+    for values in ({}, read_only, sibling):
+        err = helm_template(audit_only, values, ok=False)
+        check("config.audit.file" in err and "extraVolumeMounts" in err, f"{values}: {err}")
     for values, word in (({"config": {"server": {"grpc_web": "yes"}}}, "grpc_web"),
                          ({"config": {"audit": {"file": "audit.jsonl"}}}, "file"),
                          ({"config": {"audit": {"path": "/var/log/a.jsonl"}}}, "Additional property path")):
