@@ -537,6 +537,8 @@ pub fn upload_length(value: u64) -> Result<u64, Error> {
 mod tests {
     use super::*;
 
+    use proptest::prelude::*;
+
     #[test]
     fn refused_characters_are_quoted_escaped() {
         for (character, quoted) in [
@@ -560,7 +562,6 @@ mod tests {
             }
         }
     }
-    use proptest::prelude::*;
 
     #[test]
     fn metadata_names_and_values_are_checked() {

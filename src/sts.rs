@@ -572,12 +572,6 @@ fn classify(
     error: SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError, HttpResponse>,
 ) -> Error {
     let answer = match Unanswered::from_sdk(error) {
-        Ok(
-            unanswered @ (Unanswered::TimedOut
-            | Unanswered::Connection(_)
-            | Unanswered::Malformed(_)
-            | Unanswered::Deadline(_)),
-        ) => return Error::Unreachable(unanswered),
         // Not sent at all: no retry will build it either.
         Ok(unsent @ (Unanswered::Construction | Unanswered::Unknown)) => {
             return Error::Refused {
@@ -585,6 +579,7 @@ fn classify(
                 message: unsent.to_string(),
             };
         }
+        Ok(unanswered) => return Error::Unreachable(unanswered),
         Err(answer) => answer,
     };
     match answer.code() {

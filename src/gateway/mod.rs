@@ -142,7 +142,6 @@ pub async fn serve<L>(
     http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
-    http.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

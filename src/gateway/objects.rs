@@ -1,7 +1,8 @@
 //! The click-time download link: `GET /v1/objects/{bucket}/{key…}` answers `302 Found`
 //! to a freshly presigned GET that lives for `http.link_ttl` (cut by the rule), and a
-//! HEAD to a presigned HEAD (S3 signs the method: a GET URL refuses a HEAD). The link itself is harmless to share: without the caller's identity it
-//! leads to the login page; the target URL expires within the minute.
+//! HEAD to a presigned HEAD (S3 signs the method: a GET URL refuses a HEAD). The link
+//! itself is harmless to share: without the caller's identity it leads to the login
+//! page; the target URL expires within the minute.
 
 use std::sync::Arc;
 

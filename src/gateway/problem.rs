@@ -109,9 +109,9 @@ impl Problem {
         )
     }
 
-    /// 405: a route that does not answer `method` (axum adds the `Allow` header
-    /// listing the methods it does). `UNIMPLEMENTED`, as gRPC answers a method it
-    /// does not serve.
+    /// 405: a route that does not answer `method`; the `Allow` header lists the
+    /// methods it does (axum's fallback adds it, `get_issuing` writes its own).
+    /// `UNIMPLEMENTED`, as gRPC answers a method it does not serve.
     pub(crate) fn method_not_allowed(method: &http::Method) -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,

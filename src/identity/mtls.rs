@@ -207,6 +207,17 @@ pub fn certified_key(
 /// [`SetupError`] when a file cannot be read or holds no certificate/key, or when the
 /// key does not match the certificate.
 pub fn server_tls_config(config: &MtlsConfig) -> Result<Arc<ServerConfig>, SetupError> {
+    server_tls(config).map(|(tls, _)| tls)
+}
+
+/// [`server_tls_config`], and the server certificate it presents (which the HTTP
+/// gateway presents too), from one read of the files.
+///
+/// # Errors
+/// As [`server_tls_config`].
+pub fn server_tls(
+    config: &MtlsConfig,
+) -> Result<(Arc<ServerConfig>, rustls::sign::CertifiedKey), SetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let ca = read_certs("identity.mtls.ca_file", &config.ca_file)?;
     let mut roots = RootCertStore::empty();
@@ -224,8 +235,8 @@ pub fn server_tls_config(config: &MtlsConfig) -> Result<Arc<ServerConfig>, Setup
     };
     let (chain, key) = config.server_key_pair().read()?;
     let certified = rustls::sign::CertifiedKey::from_der(chain, key, provider.as_ref())?;
-    let certs = Arc::new(rustls::sign::SingleCertAndKey::from(certified));
-    Ok(tls_server_config(provider, verifier, certs)?)
+    let certs = Arc::new(rustls::sign::SingleCertAndKey::from(certified.clone()));
+    Ok((tls_server_config(provider, verifier, certs)?, certified))
 }
 
 fn read_certs(

@@ -521,6 +521,16 @@ macro_rules! decompressing {
 }
 pub(super) use decompressing;
 
+/// `$server`, a generated gRPC server anyone may call without identity (health,
+/// reflection): [`decompressing!`], and held to [`OPEN_MESSAGE_LIMIT`].
+macro_rules! open_to_anyone {
+    ($server:expr) => {
+        $crate::server::layers::decompressing!($server)
+            .max_decoding_message_size($crate::server::layers::OPEN_MESSAGE_LIMIT)
+    };
+}
+pub(super) use open_to_anyone;
+
 /// The grant service behind layer 4.
 pub(super) fn authenticated(
     grants: GrantService,

@@ -105,12 +105,20 @@ pub struct Checked {
 pub async fn check(settings: &Settings) -> Result<Checked, Error> {
     let rules = Rules::load(&settings.grants.rules_file).await?;
     let server_cert = settings.server.tls.as_ref().map(tls::load).transpose()?;
-    let tls = match (&settings.identity.mtls, &server_cert) {
-        (Some(mtls), _) => Some(crate::identity::mtls::server_tls_config(mtls)?),
-        (None, Some(cert)) => Some(tls::server_config(cert.clone())?),
-        (None, None) => None,
+    // The gateway presents the gRPC port's server certificate: the mTLS one is read
+    // once, for both.
+    let (tls, mtls_cert) = match (&settings.identity.mtls, &server_cert) {
+        (Some(mtls), _) => {
+            let (tls, cert) = crate::identity::mtls::server_tls(mtls)?;
+            (Some(tls), Some(cert))
+        }
+        (None, Some(cert)) => (Some(tls::server_config(cert.clone())?), None),
+        (None, None) => (None, None),
     };
-    let gateway_tls = tls::gateway(settings, server_cert.as_ref())?;
+    let gateway_tls = match &settings.http {
+        Some(_) => tls::gateway(settings, server_cert.as_ref(), mtls_cert)?,
+        None => None,
+    };
     Ok(Checked {
         rules,
         tls,
@@ -346,17 +354,9 @@ pub async fn run(
 
     let reflection = reflection::Reflection::new(&SERVED_DESCRIPTORS)?;
     let router = layers::transport(&settings)
-        .add_service(
-            layers::decompressing!(health).max_decoding_message_size(layers::OPEN_MESSAGE_LIMIT),
-        )
-        .add_service(
-            layers::decompressing!(reflection.v1())
-                .max_decoding_message_size(layers::OPEN_MESSAGE_LIMIT),
-        )
-        .add_service(
-            layers::decompressing!(reflection.v1alpha())
-                .max_decoding_message_size(layers::OPEN_MESSAGE_LIMIT),
-        )
+        .add_service(layers::open_to_anyone!(health))
+        .add_service(layers::open_to_anyone!(reflection.v1()))
+        .add_service(layers::open_to_anyone!(reflection.v1alpha()))
         .add_service(layers::authenticated(
             GrantService::new(pipeline, settings.server.request_timeout),
             authenticator,

@@ -100,15 +100,16 @@ pub(super) struct GatewayTlsConfig {
 }
 
 /// What the gateway presents: `[server.tls]`'s certificate (`server_cert`, which
-/// follows its files), or `[identity.mtls]`'s server certificate (read once, as the
-/// gRPC port reads it), never asking for a client certificate: browsers and AWS SDKs
+/// follows its files), or `[identity.mtls]`'s server certificate (`mtls_cert`, as the
+/// gRPC port read it), never asking for a client certificate: browsers and AWS SDKs
 /// have none. `None` when the gRPC port speaks no TLS.
 ///
 /// # Errors
-/// As [`mtls::certified_key`] for the mTLS files; as [`server_config`].
+/// As [`server_config`].
 pub(super) fn gateway(
     settings: &crate::config::Settings,
     server_cert: Option<&Arc<ReloadingCert>>,
+    mtls_cert: Option<rustls::sign::CertifiedKey>,
 ) -> Result<Option<GatewayTlsConfig>, SetupError> {
     if let (Some(cert), Some(server)) = (server_cert, &settings.server.tls) {
         return Ok(Some(GatewayTlsConfig {
@@ -116,14 +117,11 @@ pub(super) fn gateway(
             handshake_timeout: server.handshake_timeout,
         }));
     }
-    let Some(m) = &settings.identity.mtls else {
+    let (Some(m), Some(cert)) = (&settings.identity.mtls, mtls_cert) else {
         return Ok(None);
     };
-    let key = mtls::certified_key(&m.server_key_pair())?;
     Ok(Some(GatewayTlsConfig {
-        config: mtls::server_only_tls_config(Arc::new(rustls::sign::SingleCertAndKey::from(
-            Arc::unwrap_or_clone(key),
-        )))?,
+        config: mtls::server_only_tls_config(Arc::new(rustls::sign::SingleCertAndKey::from(cert)))?,
         handshake_timeout: m.handshake_timeout,
     }))
 }
