@@ -1,12 +1,12 @@
 //! Logging and traces.
 //!
 //! - **Logging**: `tracing` events to stderr, as text for people or JSON for collectors.
-//!   The level comes from `RUST_LOG` (default `info`). Audit events use the `audit`
-//!   target, so a collector can route them apart (or `audit.file` sends them to a file
-//!   of their own). Lines are formatted by the caller and written by a writer thread
-//!   per destination, in batches ([`batch`]): no call waits on a `write(2)`. Lossless:
-//!   when a destination cannot keep up (a stalled pipe), callers wait for room
-//!   (backpressure) rather than drop an audit event. The log carries events only: a
+//!   The level comes from `RUST_LOG` (default `info`). Audit events (`grant::audit`
+//!   writes them as JSON lines, target `audit`) go among them unless `RUST_LOG` turns
+//!   that target off, and to `audit.file` when one is set. Lines are formatted by the
+//!   caller and written by a writer thread per destination, in batches ([`batch`]): no
+//!   call waits on a `write(2)`. Lossless: when a destination cannot keep up (a stalled
+//!   pipe), callers wait for room (backpressure) rather than drop an audit event. The log carries events only: a
 //!   call's context (method, caller, grant id) is in its audit event and its span, and
 //!   spans exist only when traces are exported.
 //! - **Traces**: the same `tracing` spans, exported over OTLP/gRPC through
@@ -32,10 +32,8 @@ use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing::field::{Field, Visit};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{EnvFilter, FilterExt, Targets, filter_fn};
-use tracing_subscriber::layer::Context;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
@@ -154,30 +152,29 @@ fn init_from(
         LogFormat::Json => stderr.json().flatten_event(true).boxed(),
     }
     // Events only: formatting every call's span for the log cost more than the grant
-    // itself; without an exporter no layer wants spans, and none is made. Audit events
-    // have a layer of their own.
+    // itself; without an exporter no layer wants spans, and none is made. Audit lines
+    // are not formatted here (below).
     .with_filter(filter().and(filter_fn(|m| m.is_event() && m.target() != AUDIT)));
-    let audit_log = AuditJson(stderr_writer)
-        .with_filter(filter().and(Targets::new().with_target(AUDIT, tracing::Level::INFO)));
-
-    let audit_file = audit_file
-        .map(|path| {
-            let file = File::options()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| Error::AuditFile {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            let (file_writer, guard) = writer_thread("audit-writer", file);
-            writers.push(guard);
-            Ok::<_, Error>(
-                AuditJson(file_writer)
-                    .with_filter(Targets::new().with_target(AUDIT, tracing::Level::INFO)),
-            )
-        })
-        .transpose()?;
+    // Audit lines are written by `grant::audit` itself and appended to these
+    // writers; `RUST_LOG` decides once whether stderr gets them, as it decides for the
+    // log's other targets (`RUST_LOG=info,audit=off`).
+    let mut audit: Vec<Box<dyn crate::grant::audit::Destination>> = Vec::new();
+    if log_shows_audit(filter()) {
+        audit.push(Box::new(stderr_writer));
+    }
+    if let Some(path) = audit_file {
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| Error::AuditFile {
+                path: path.to_owned(),
+                source,
+            })?;
+        let (file_writer, guard) = writer_thread("audit-writer", file);
+        writers.push(guard);
+        audit.push(Box::new(file_writer));
+    }
 
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = tracer_provider(&env)?;
@@ -190,14 +187,14 @@ fn init_from(
     });
     // Only the layers in use: an absent (`None`) layer would declare interest in
     // every span, and each call would then make one that nobody reads.
-    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> =
-        vec![log.boxed(), audit_log.boxed()];
-    layers.extend(audit_file.map(Layer::boxed));
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![log.boxed()];
     layers.extend(otel.map(Layer::boxed));
     Registry::default()
         .with(layers)
         .try_init()
         .map_err(Error::Init)?;
+    // After the subscriber: a second `init` has failed above and installs nothing.
+    crate::grant::audit::install(audit);
     if provider.is_some() {
         tracing::info!("exporting traces over OTLP/gRPC (OTEL_* environment)");
     }
@@ -251,89 +248,18 @@ fn tracer_provider(
 /// The tracing target of audit events (`grant::audit`).
 const AUDIT: &str = "audit";
 
-/// Audit events as one JSON object per line, whatever the log's format: the fields of
-/// the event, with `timestamp`, `level` and `target` as the log's JSON has them. A
-/// record for machines, formatted by a fixed, cheap path (the general formatter cost
-/// more than signing the grant), then handed to a writer thread.
-struct AuditJson(Batched);
-
-impl<S: tracing::Subscriber> Layer<S> for AuditJson {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        let mut line = Vec::with_capacity(512);
-        line.extend_from_slice(b"{\"timestamp\":\"");
-        line.extend_from_slice(&crate::core::utc::rfc3339_micros(
-            std::time::SystemTime::now(),
-        ));
-        line.extend_from_slice(b"\",\"level\":");
-        json_string(&mut line, event.metadata().level().as_str());
-        event.record(&mut JsonFields(&mut line));
-        line.extend_from_slice(b",\"target\":");
-        json_string(&mut line, event.metadata().target());
-        line.extend_from_slice(b"}\n");
-        // One write per line: the writer thread never sees half an event.
-        self.0.append(&line);
-    }
+/// Whether `filter` (the log's `RUST_LOG`) lets audit events through.
+fn log_shows_audit(filter: EnvFilter) -> bool {
+    let probe = Registry::default().with(filter);
+    tracing::subscriber::with_default(
+        probe,
+        || tracing::enabled!(target: "audit", tracing::Level::INFO),
+    )
 }
 
-/// An event's fields as JSON members, each after a comma.
-struct JsonFields<'a>(&'a mut Vec<u8>);
-
-impl JsonFields<'_> {
-    fn key(&mut self, field: &Field) {
-        self.0.push(b',');
-        json_string(self.0, field.name());
-        self.0.push(b':');
-    }
-}
-
-impl Visit for JsonFields<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.key(field);
-        json_string(self.0, value);
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.key(field);
-        self.0
-            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.key(field);
-        self.0
-            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.key(field);
-        self.0
-            .extend_from_slice(if value { b"true" } else { b"false" });
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.key(field);
-        json_string(self.0, &format!("{value:?}"));
-    }
-}
-
-/// `text` as a JSON string, as serde_json writes it. Audit values rarely hold a byte
-/// JSON escapes (`"`, a backslash, control characters), so such a value is copied whole;
-/// serde_json's escaping, a formatter call per run of bytes, cost more per audit line
-/// than the rest of the line together.
-fn json_string(out: &mut Vec<u8>, text: &str) {
-    // The scan has no early exit, so the compiler does it many bytes at a time; it
-    // was the largest cost of the audit line byte by byte.
-    let plain = text.bytes().fold(true, |plain, b| {
-        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
-    });
-    if plain {
-        out.reserve(text.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-    } else {
-        // Writing a string to a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, text);
+impl crate::grant::audit::Destination for Batched {
+    fn append(&self, line: &[u8]) {
+        Batched::append(self, line);
     }
 }
 
@@ -365,23 +291,6 @@ impl Extractor for Headers<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn json_strings_are_written_as_serde_json_writes_them(text in any::<String>()) {
-            let mut ours = Vec::new();
-            json_string(&mut ours, &text);
-            prop_assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&text).unwrap());
-        }
-
-        #[test]
-        fn json_strings_with_escapes_too(text in "[a-z\"\\\\\\x00-\\x1f\\x7f\\u{2028}é]{0,40}") {
-            let mut ours = Vec::new();
-            json_string(&mut ours, &text);
-            prop_assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&text).unwrap());
-        }
-    }
 
     fn provider(vars: &[(&str, &str)]) -> Result<Option<SdkTracerProvider>, Error> {
         let vars: Vec<(String, String)> = vars
@@ -392,48 +301,21 @@ mod tests {
     }
 
     #[test]
-    fn audit_events_are_one_json_object_per_line_whatever_their_values() {
-        let captured = batch::Captured::default();
-        let (writer, guard) = writer_thread("test-audit", captured.clone());
-        let subscriber = Registry::default().with(
-            AuditJson(writer).with_filter(Targets::new().with_target(AUDIT, tracing::Level::INFO)),
-        );
-        let hostile = "tenant-a/\u{202e}gnp.exe \"quoted\"\n{\"forged\":1}\\ \u{1}";
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(
-                target: "audit",
-                outcome = "granted",
-                caller = hostile,
-                identity_source = ?crate::core::Action::Read,
-                action = %crate::core::Action::AssumeRead,
-                ttl_secs = 300u64,
-                rule_line = 2usize,
-                absent = Option::<&str>::None,
-                "grant issued"
+    fn rust_log_decides_whether_stderr_gets_audit_events() {
+        for (directives, shown) in [
+            ("info", true),
+            ("debug", true),
+            ("warn", false),
+            ("info,audit=off", false),
+            ("error,audit=info", true),
+            ("storage_grants=debug", false),
+        ] {
+            assert_eq!(
+                log_shows_audit(EnvFilter::new(directives)),
+                shown,
+                "RUST_LOG={directives}"
             );
-            tracing::info!(target: "storage_grants::other", "not an audit event");
-        });
-        drop(guard);
-        let text = captured.text();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 1, "{text}");
-        let event: serde_json::Value = serde_json::from_str(lines[0]).expect("valid JSON");
-        assert_eq!(event["message"], "grant issued");
-        assert_eq!(event["outcome"], "granted");
-        assert_eq!(event["caller"], hostile);
-        assert_eq!(event["identity_source"], "Read");
-        assert_eq!(event["action"], "assume-read");
-        assert_eq!(event["ttl_secs"], 300);
-        assert_eq!(event["rule_line"], 2);
-        assert!(event.get("absent").is_none());
-        assert!(event.get("forged").is_none());
-        assert_eq!(event["level"], "INFO");
-        assert_eq!(event["target"], "audit");
-        let timestamp = event["timestamp"].as_str().unwrap();
-        assert!(
-            timestamp.len() >= 20 && timestamp.ends_with('Z'),
-            "{timestamp}"
-        );
+        }
     }
 
     #[test]

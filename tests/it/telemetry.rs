@@ -356,6 +356,15 @@ file = "audit.jsonl"
     ] {
         assert_eq!(attrs[key], want, "{key} in {span:#}");
     }
+    // Its audit event is a span event, with the audit line's fields.
+    let events = span["events"].as_array().expect("span events");
+    let issued = events
+        .iter()
+        .find(|e| e["name"] == "grant issued")
+        .unwrap_or_else(|| panic!("no audit event on the span: {span:#}"));
+    assert_eq!(issued["attributes"]["grant_id"], read.grant_id.as_str());
+    assert_eq!(issued["attributes"]["outcome"], "granted");
+    assert_eq!(issued["attributes"]["action"], "read");
     assert_eq!(span["resource"]["service.name"], "storage-grants-test");
     assert_eq!(span["resource"]["deployment.environment"], "test");
 
@@ -368,6 +377,12 @@ file = "audit.jsonl"
     assert_eq!(span["attributes"]["rpc.grpc.status_code"], "7");
     assert_eq!(span["attributes"]["decision"], "denied");
     assert!(span["attributes"].get("grant_id").is_none(), "{span:#}");
+    assert!(
+        span["events"].as_array().is_some_and(|events| events
+            .iter()
+            .any(|e| e["name"] == "grant denied" && e["attributes"]["outcome"] == "denied")),
+        "no denial event on the span: {span:#}"
+    );
 
     // AssumeScoped: one grant id in the response, the span, its STS child span, the
     // audit file and the STS session name.
