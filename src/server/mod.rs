@@ -340,10 +340,9 @@ pub async fn run(
                 ));
             }
             _ => {
-                use axum::serve::ListenerExt as _;
                 tracing::info!(addr = ?http_listener.local_addr().ok(), "HTTP gateway listening");
                 tasks.spawn(crate::gateway::serve(
-                    http_listener.tap_io(move |tcp| accepted.apply(tcp)),
+                    accepted.incoming(http_listener),
                     router,
                     header_read_timeout,
                     stopped,

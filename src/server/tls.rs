@@ -14,10 +14,13 @@ use std::time::Duration;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::raw::ServerTlsConfig;
 use crate::identity::mtls::{self, KeyPairFiles, SetupError};
 use crate::rules::reload::{Version, file_version};
+
+use super::socket::Paced;
 
 /// The certificate in force, replaced when its files change.
 pub(super) struct ReloadingCert {
@@ -161,18 +164,18 @@ pub(super) async fn watch(cert: Arc<ReloadingCert>, config: ServerTlsConfig) {
 /// The HTTP gateway's listener with `[server.tls]`: the gRPC port's certificate and
 /// handshake machinery (bounded, logged, concurrent handshakes), as an axum listener.
 pub(super) struct GatewayTls {
-    incoming: mtls::TlsIncoming<tonic::transport::server::TcpIncoming, tokio::net::TcpStream>,
+    incoming: mtls::TlsIncoming<Paced<TcpIncoming>, tokio::net::TcpStream>,
     local: std::net::SocketAddr,
 }
 
 impl GatewayTls {
     /// TLS with `config` on the connections of `tcp`.
     pub(super) fn new(
-        tcp: tonic::transport::server::TcpIncoming,
+        tcp: Paced<TcpIncoming>,
         config: Arc<rustls::ServerConfig>,
         handshake_timeout: Duration,
     ) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
+        let local = axum::serve::Listener::local_addr(&tcp)?;
         Ok(Self {
             incoming: mtls::TlsIncoming::new(tcp, config, handshake_timeout),
             local,

@@ -554,3 +554,123 @@ async fn oversized_metadata_is_resource_exhausted_and_says_so() {
     let status = health.check(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
 }
+
+/// CPU time the process `pid` has used, from `/proc` (in 1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process runs");
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Whether a new connection to `addr` gets the server's HTTP/2 SETTINGS within 2 s.
+async fn answers_a_new_connection(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut client = tokio::net::TcpStream::connect(addr).await.ok()?;
+        client
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .ok()?;
+        let mut head = [0u8; 9];
+        client.read_exact(&mut head).await.ok()?;
+        Some(head[3] == 4)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), attempt).await,
+        Ok(Some(true))
+    )
+}
+
+/// With its file descriptors used up by connections, the service keeps accepting
+/// at a pace instead of retrying at once: a failed accept leaves the connection in the
+/// backlog, so an immediate retry fails again, and the accept loop spun a worker at
+/// full CPU for as long as the descriptors stayed used up. The operator is told (once
+/// a minute at most); once connections close the service accepts again.
+#[tokio::test]
+async fn used_up_file_descriptors_pause_accepting_instead_of_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    // The held connections stay open for the whole test.
+    crate::telemetry::write_config(
+        dir.path(),
+        port,
+        "text",
+        "http://127.0.0.1:9",
+        "[server]\nconnection_timeout = \"5m\"\n",
+    );
+    let log = dir.path().join("service.log");
+    // 64 descriptors: the service starts with about 20 and takes the rest as
+    // connections.
+    let mut child = std::process::Command::new("bash")
+        .args(["-c", r#"ulimit -n 64 && exec "$0" --config "$1""#])
+        .arg(env!("CARGO_BIN_EXE_storage-grants"))
+        .arg(dir.path().join("config.toml"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start storage-grants");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !answers_a_new_connection(addr).await {
+        assert!(
+            Instant::now() < deadline,
+            "the service did not start:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // More connections than descriptors: the last ones wait in the backlog.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("cannot accept connections")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no warning about accepting:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = cpu_ticks(child.id());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = cpu_ticks(child.id()) - before;
+    assert!(
+        spent < 40,
+        "the service used {spent}/100 s of CPU in 2 s while it could not accept"
+    );
+    assert!(
+        !answers_a_new_connection(addr).await,
+        "a descriptor was free"
+    );
+
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !answers_a_new_connection(addr).await {
+        assert!(
+            Instant::now() < deadline,
+            "the service did not accept again:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("cannot accept connections").count(),
+        1,
+        "warned more than once within a minute:\n{text}"
+    );
+}

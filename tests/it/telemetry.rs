@@ -160,7 +160,7 @@ fn find<'a>(spans: &'a [Value], trace_id: &str, name: &str) -> &'a Value {
 
 /// The config both tests share (the service on `port` logging in `log_format`, the
 /// store or STS at `endpoint`, caller `dev:demo` with the run's token), then `extra`.
-fn write_config(dir: &Path, port: u16, log_format: &str, endpoint: &str, extra: &str) {
+pub(crate) fn write_config(dir: &Path, port: u16, log_format: &str, endpoint: &str, extra: &str) {
     std::fs::write(dir.join("rules.toml"), RULES).unwrap();
     let config = format!(
         r#"
