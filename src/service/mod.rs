@@ -167,11 +167,11 @@ fn timestamp(t: SystemTime) -> prost_types::Timestamp {
 
 /// The caller the interceptor identified, also recorded on the call's span (made by
 /// `server`'s trace layer, current while the handler runs).
-fn caller_of<T>(request: &Request<T>) -> Result<Caller, Status> {
+fn caller_of<T>(request: &mut Request<T>) -> Result<Caller, Status> {
+    // Taken, not cloned: the handler is its only reader.
     let caller = request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
+        .extensions_mut()
+        .remove::<Caller>()
         .ok_or_else(|| Status::from(Error::Unauthenticated(identity::Error::Missing)))?;
     tracing::Span::current().record("caller", caller.id());
     Ok(caller)
@@ -231,27 +231,27 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 impl proto::grant_service_server::GrantService for GrantService {
     async fn grant_read(
         &self,
-        request: Request<proto::GrantReadRequest>,
+        mut request: Request<proto::GrantReadRequest>,
     ) -> Result<Response<proto::GrantReadResponse>, Status> {
-        let caller = caller_of(&request)?;
+        let caller = caller_of(&mut request)?;
         let response = read::grant_read(&self.pipeline, &caller, request.get_ref())?;
         Ok(Response::new(response))
     }
 
     async fn grant_write(
         &self,
-        request: Request<proto::GrantWriteRequest>,
+        mut request: Request<proto::GrantWriteRequest>,
     ) -> Result<Response<proto::GrantWriteResponse>, Status> {
-        let caller = caller_of(&request)?;
+        let caller = caller_of(&mut request)?;
         let response = write::grant_write(&self.pipeline, &caller, request.get_ref())?;
         Ok(Response::new(response))
     }
 
     async fn assume_scoped(
         &self,
-        request: Request<proto::AssumeScopedRequest>,
+        mut request: Request<proto::AssumeScopedRequest>,
     ) -> Result<Response<proto::AssumeScopedResponse>, Status> {
-        let caller = caller_of(&request)?;
+        let caller = caller_of(&mut request)?;
         let wait = sts_wait(request.metadata(), self.request_timeout);
         let response =
             assume::assume_scoped(&self.pipeline, &caller, request.get_ref(), wait).await?;
@@ -260,45 +260,45 @@ impl proto::grant_service_server::GrantService for GrantService {
 
     async fn start_multipart_upload(
         &self,
-        request: Request<proto::StartMultipartUploadRequest>,
+        mut request: Request<proto::StartMultipartUploadRequest>,
     ) -> Result<Response<proto::StartMultipartUploadResponse>, Status> {
-        let caller = caller_of(&request)?;
+        let caller = caller_of(&mut request)?;
         let response = multipart::start(&self.pipeline, &caller, request.get_ref()).await?;
         Ok(Response::new(response))
     }
 
     async fn grant_upload_parts(
         &self,
-        request: Request<proto::GrantUploadPartsRequest>,
+        mut request: Request<proto::GrantUploadPartsRequest>,
     ) -> Result<Response<proto::GrantUploadPartsResponse>, Status> {
-        let caller = caller_of(&request)?;
+        let caller = caller_of(&mut request)?;
         let response = multipart::grant_parts(&self.pipeline, &caller, request.get_ref())?;
         Ok(Response::new(response))
     }
 
     async fn list_uploaded_parts(
         &self,
-        request: Request<proto::ListUploadedPartsRequest>,
+        mut request: Request<proto::ListUploadedPartsRequest>,
     ) -> Result<Response<proto::ListUploadedPartsResponse>, Status> {
-        let caller = caller_of(&request)?;
+        let caller = caller_of(&mut request)?;
         let response = multipart::list(&self.pipeline, &caller, request.get_ref()).await?;
         Ok(Response::new(response))
     }
 
     async fn complete_multipart_upload(
         &self,
-        request: Request<proto::CompleteMultipartUploadRequest>,
+        mut request: Request<proto::CompleteMultipartUploadRequest>,
     ) -> Result<Response<proto::CompleteMultipartUploadResponse>, Status> {
-        let caller = caller_of(&request)?;
+        let caller = caller_of(&mut request)?;
         let response = multipart::complete(&self.pipeline, &caller, request.get_ref()).await?;
         Ok(Response::new(response))
     }
 
     async fn abort_multipart_upload(
         &self,
-        request: Request<proto::AbortMultipartUploadRequest>,
+        mut request: Request<proto::AbortMultipartUploadRequest>,
     ) -> Result<Response<proto::AbortMultipartUploadResponse>, Status> {
-        let caller = caller_of(&request)?;
+        let caller = caller_of(&mut request)?;
         let response = multipart::abort(&self.pipeline, &caller, request.get_ref()).await?;
         Ok(Response::new(response))
     }
