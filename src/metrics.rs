@@ -143,6 +143,8 @@ struct Metrics {
     rpc_series: Box<[[OnceLock<Histogram>; GRPC_CODES.len()]]>,
     rpc_in_flight: Gauge,
     load_shed: Counter,
+    connections_open: Gauge,
+    connections_refused: Counter,
     /// `grants`' series by action ([`Action::ALL`] order), granted then denied.
     grant_series: [[Counter; 2]; Action::ALL.len()],
     unauthenticated: Counter,
@@ -182,6 +184,19 @@ impl Metrics {
             "gRPC calls refused at once (RESOURCE_EXHAUSTED) because their connection had \
              server.concurrency_limit_per_connection calls in flight",
             load_shed.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Connections open now, on the gRPC port and the gateway together",
+            connections_open.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed as soon as they were accepted because \
+             server.max_connections were open",
+            connections_refused.clone(),
         );
         let grants = Family::<Labels<2>, Counter>::default();
         registry.register(
@@ -280,6 +295,8 @@ impl Metrics {
             rpc_series,
             rpc_in_flight,
             load_shed,
+            connections_open,
+            connections_refused,
             grant_series,
             unauthenticated,
             over_budget,
@@ -350,6 +367,20 @@ pub fn rpc_in_flight(started: bool) {
 /// A call refused by load shedding.
 pub fn load_shed() {
     METRICS.load_shed.inc();
+}
+
+/// A connection was accepted (`true`) or closed (`false`).
+pub fn connection_open(opened: bool) {
+    if opened {
+        METRICS.connections_open.inc();
+    } else {
+        METRICS.connections_open.dec();
+    }
+}
+
+/// A connection closed at once: `server.max_connections` were open.
+pub fn connection_refused() {
+    METRICS.connections_refused.inc();
 }
 
 /// A grant decision for `action`.

@@ -541,6 +541,29 @@ mod tests {
     }
 
     #[test]
+    fn max_connections_defaults_to_4096_and_takes_1_to_a_million() {
+        assert_eq!(load("", &[]).unwrap().server.max_connections, 4096);
+        for ok in [1, 1_000_000] {
+            let text = format!("[server]\nmax_connections = {ok}\n");
+            assert_eq!(load(&text, &[]).unwrap().server.max_connections, ok);
+        }
+        for bad in ["0", "1000001"] {
+            let err = load(&format!("[server]\nmax_connections = {bad}\n"), &[]).unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    Error::Invalid {
+                        field: "server.max_connections",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains("between 1 and 1000000"), "{err}");
+        }
+    }
+
+    #[test]
     fn each_bad_string_names_its_setting() {
         for (text, field) in [
             ("[storage]\nendpoint = \"ftp://x\"\n", "storage.endpoint"),

@@ -263,6 +263,12 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// In-flight calls per connection before new ones are shed (RESOURCE_EXHAUSTED).
     pub concurrency_limit_per_connection: usize,
+    /// Connections open at once, on the gRPC port and the gateway together; one more
+    /// is closed as soon as it is accepted. An idle HTTP/2 connection holds about
+    /// 32 KiB, so the default (4,096, about 130 MiB) fits the chart's 256 MiB limit with
+    /// room for the calls; without a cap a flood of connections gets the process
+    /// killed for memory, dropping every call in flight.
+    pub max_connections: usize,
     /// How long a new connection (after its TLS handshake, if any) may take to send the
     /// start of its protocol: HTTP/2's client preface and first frame header, or an
     /// HTTP/1.1 request line. Past it, the connection is closed.
@@ -392,6 +398,7 @@ impl Default for ServerConfig {
         Self {
             request_timeout: Duration::from_secs(10),
             concurrency_limit_per_connection: 256,
+            max_connections: 4096,
             connection_timeout: Duration::from_secs(10),
             // Under the common idle cuts of cloud load balancers (AWS NLB: 350 s).
             keepalive_interval: Duration::from_secs(60),

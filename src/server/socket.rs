@@ -16,20 +16,30 @@
 //! connection waits in the backlog, so an immediate retry fails again, and tonic's
 //! accept loop (which skips failed accepts) would spin a worker at full CPU for as
 //! long as the descriptors stay used up, starving the calls in flight.
+//!
+//! At most `server.max_connections` connections are open at once, on every listener
+//! together: one more is closed as soon as it is accepted (before any TLS handshake),
+//! so a flood of connections costs a refusal each rather than memory until the process
+//! is killed. Its client sees the connection close and retries, elsewhere behind a
+//! load balancer.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Connected, TcpIncoming};
 
 use crate::config::raw::ServerConfig;
+use crate::identity::mtls::PeerAddr;
 
-/// The socket options of accepted connections, from `[server]`.
-#[derive(Debug, Clone, Copy)]
+/// The socket options and the connection cap of accepted connections, from `[server]`.
+#[derive(Debug, Clone)]
 pub(super) struct Accepted {
     /// Silence before the first probe (`server.keepalive_interval`).
     idle: Duration,
@@ -37,6 +47,10 @@ pub(super) struct Accepted {
     every: Duration,
     /// Unanswered probes before the connection is reset.
     probes: u32,
+    /// Connections that may still open, shared by every listener.
+    slots: Arc<Semaphore>,
+    /// `server.max_connections`, for the warning.
+    max: usize,
 }
 
 impl Accepted {
@@ -46,19 +60,107 @@ impl Accepted {
             idle: server.keepalive_interval,
             every,
             probes,
+            slots: Arc::new(Semaphore::new(server.max_connections)),
+            max: server.max_connections,
         }
     }
 
-    /// `listener`'s connections with these options, accepting at a pace when a
-    /// resource runs out: for the gRPC port and the gateway alike.
-    pub(super) fn incoming(self, listener: TcpListener) -> Paced<TcpIncoming> {
+    /// `listener`'s connections with these options, within the cap, accepting at a
+    /// pace when a resource runs out: for the gRPC port and the gateway alike.
+    pub(super) fn incoming(&self, listener: TcpListener) -> Paced<TcpIncoming> {
         Paced::new(
             TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
                 .with_keepalive(Some(self.idle))
                 .with_keepalive_interval(Some(self.every))
                 .with_keepalive_retries(Some(self.probes)),
+            self.slots.clone(),
+            self.max,
         )
+    }
+}
+
+/// An accepted connection holding one of the `server.max_connections` slots until it
+/// is dropped (closed).
+#[derive(Debug)]
+pub(super) struct Counted<T> {
+    io: T,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl<T> Counted<T> {
+    fn new(io: T, slot: OwnedSemaphorePermit) -> Self {
+        crate::metrics::connection_open(true);
+        Self { io, _slot: slot }
+    }
+
+    /// The connection itself.
+    pub(super) fn get_ref(&self) -> &T {
+        &self.io
+    }
+}
+
+impl<T> Drop for Counted<T> {
+    fn drop(&mut self) {
+        crate::metrics::connection_open(false);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl<T: Connected> Connected for Counted<T> {
+    type ConnectInfo = T::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+impl<T: PeerAddr + Sync> PeerAddr for Counted<T> {
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.io.peer()
+    }
+
+    fn first_bytes(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        self.io.first_bytes()
     }
 }
 
@@ -67,37 +169,63 @@ impl Accepted {
 /// accept costs one system call, so four a second cost nothing.
 pub(super) const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 
-/// Accepted connections from `inner`, pausing [`ACCEPT_PAUSE`] after an accept that
-/// failed for want of a resource. Such failures are logged as a warning at most once
-/// per [`WARN_EVERY`], with how many there were since the last one: at the edge of the
-/// limit every freed descriptor lets one connection in before accepts fail again.
-/// Failures of one connection (reset or aborted before it was accepted) pass through
-/// at once, as do the connections.
+/// Accepted connections from `inner`, each holding a slot of the cap; one accepted
+/// while every slot is taken is closed at once. After an accept that failed for want
+/// of a resource, accepting pauses [`ACCEPT_PAUSE`]. Both are logged as warnings at
+/// most once per [`WARN_EVERY`] each, with how many there were since the last one (at
+/// the edge of a limit, every freed descriptor or slot lets one connection in before
+/// the next fails). Failures of one connection (reset or aborted before it was
+/// accepted) pass through at once.
 pub(super) struct Paced<S> {
     inner: S,
+    slots: Arc<Semaphore>,
+    max: usize,
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// When the last warning was logged, and the failures since.
-    warned: Option<Instant>,
-    failures: u64,
+    failed: Throttled,
+    refused: Throttled,
 }
 
-/// At most one warning about failing accepts this often.
+/// At most one warning about failing accepts, and one about refused connections, this
+/// often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
+/// Events to warn about at most once per [`WARN_EVERY`].
+#[derive(Default)]
+struct Throttled {
+    /// When the last warning was logged.
+    warned: Option<Instant>,
+    /// Events since.
+    count: u64,
+}
+
+impl Throttled {
+    /// Counts one event; the count to warn with, when a warning is due.
+    fn note(&mut self) -> Option<u64> {
+        self.count += 1;
+        if self.warned.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+            return None;
+        }
+        self.warned = Some(Instant::now());
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
 impl<S> Paced<S> {
-    pub(super) fn new(inner: S) -> Self {
+    pub(super) fn new(inner: S, slots: Arc<Semaphore>, max: usize) -> Self {
         Self {
             inner,
+            slots,
+            max,
             pause: None,
-            warned: None,
-            failures: 0,
+            failed: Throttled::default(),
+            refused: Throttled::default(),
         }
     }
 }
 
 /// The gateway's listener without TLS (with TLS, `tls::GatewayTls` takes the stream).
 impl axum::serve::Listener for Paced<TcpIncoming> {
-    type Io = TcpStream;
+    type Io = Counted<TcpStream>;
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -106,6 +234,7 @@ impl axum::serve::Listener for Paced<TcpIncoming> {
             match self.next().await {
                 Some(Ok(stream)) => {
                     let peer = stream
+                        .io
                         .peer_addr()
                         .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
                     return (stream, peer);
@@ -137,7 +266,7 @@ impl<S, IO> Stream for Paced<S>
 where
     S: Stream<Item = io::Result<IO>> + Unpin,
 {
-    type Item = io::Result<IO>;
+    type Item = io::Result<Counted<IO>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -147,22 +276,37 @@ where
                 this.pause = None;
             }
             match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+                Some(Ok(io)) => match this.slots.clone().try_acquire_owned() {
+                    Ok(slot) => return Poll::Ready(Some(Ok(Counted::new(io, slot)))),
+                    Err(_) => {
+                        // Closed before anything is read or written.
+                        drop(io);
+                        crate::metrics::connection_refused();
+                        if let Some(refused) = this.refused.note() {
+                            tracing::warn!(
+                                max_connections = this.max,
+                                refused,
+                                "connection limit reached: closing new connections until \
+                                 some close (raise server.max_connections with the memory \
+                                 limit, or add replicas)"
+                            );
+                        }
+                    }
+                },
                 Some(Err(e)) if !one_connection(&e) => {
-                    this.failures += 1;
-                    if this.warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                    if let Some(failed) = this.failed.note() {
                         tracing::warn!(
                             error = %e,
-                            failed_accepts = this.failures,
+                            failed_accepts = failed,
                             pause_ms = ACCEPT_PAUSE.as_millis(),
                             "cannot accept connections; retrying at a pace (for EMFILE, \
                              raise the file descriptor limit or lower the number of clients)"
                         );
-                        this.warned = Some(Instant::now());
-                        this.failures = 0;
                     }
                     this.pause = Some(Box::pin(tokio::time::sleep(ACCEPT_PAUSE)));
                 }
-                other => return Poll::Ready(other),
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => return Poll::Ready(None),
             }
         }
     }
@@ -180,36 +324,72 @@ fn keepalive_probes(timeout: Duration) -> (Duration, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::{ACCEPT_PAUSE, Paced, keepalive_probes};
-    use std::io;
-    use std::time::{Duration, Instant};
+    use super::*;
     use tokio_stream::StreamExt;
+
+    fn paced(
+        accepts: Vec<io::Result<u32>>,
+        max: usize,
+    ) -> Paced<impl Stream<Item = io::Result<u32>> + Unpin> {
+        Paced::new(
+            tokio_stream::iter(accepts),
+            Arc::new(Semaphore::new(max)),
+            max,
+        )
+    }
 
     #[tokio::test]
     async fn accepting_pauses_after_a_resource_error_and_not_after_a_connections_own() {
         let emfile = || Err(io::Error::from_raw_os_error(24));
         let reset = || Err(io::Error::from(io::ErrorKind::ConnectionReset));
-        let accepts: Vec<io::Result<u32>> = vec![Ok(1), emfile(), emfile(), Ok(2), reset(), Ok(3)];
-        let mut paced = Paced::new(tokio_stream::iter(accepts));
+        let mut paced = paced(vec![Ok(1), emfile(), emfile(), Ok(2), reset(), Ok(3)], 10);
         let started = Instant::now();
-        assert_eq!(paced.next().await.unwrap().unwrap(), 1);
-        assert!(paced.pause.is_none() && paced.warned.is_none());
+        assert_eq!(paced.next().await.unwrap().unwrap().io, 1);
+        assert!(paced.pause.is_none() && paced.failed.warned.is_none());
         // Two failed accepts: two pauses before the next connection, one warning.
-        assert_eq!(paced.next().await.unwrap().unwrap(), 2);
+        assert_eq!(paced.next().await.unwrap().unwrap().io, 2);
         assert!(
             started.elapsed() >= 2 * ACCEPT_PAUSE,
             "{:?}",
             started.elapsed()
         );
-        assert!(paced.warned.is_some());
-        assert_eq!(paced.failures, 1, "one failure since the warning");
+        assert!(paced.failed.warned.is_some());
+        assert_eq!(paced.failed.count, 1, "one failure since the warning");
         // A connection's own failure passes through (tonic skips it) without a pause.
         let failed = paced.next().await.unwrap().unwrap_err();
         assert_eq!(failed.kind(), io::ErrorKind::ConnectionReset);
         assert!(paced.pause.is_none());
-        assert_eq!(paced.failures, 1);
-        assert_eq!(paced.next().await.unwrap().unwrap(), 3);
+        assert_eq!(paced.failed.count, 1);
+        assert_eq!(paced.next().await.unwrap().unwrap().io, 3);
         assert!(paced.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn past_the_cap_a_connection_is_closed_until_one_is_dropped() {
+        let mut paced = paced((1..=6).map(Ok).collect(), 2);
+        let first = paced.next().await.unwrap().unwrap();
+        let second = paced.next().await.unwrap().unwrap();
+        assert_eq!((first.io, second.io), (1, 2));
+        drop(first);
+        // 3 takes the freed slot; 4, 5 and 6 find none and are closed.
+        let third = paced.next().await.unwrap().unwrap();
+        assert_eq!(third.io, 3);
+        assert!(paced.next().await.is_none());
+        assert!(paced.refused.warned.is_some());
+        assert_eq!(paced.refused.count, 2, "one warning, two refusals since");
+        assert_eq!(paced.slots.available_permits(), 0);
+        drop((second, third));
+        assert_eq!(paced.slots.available_permits(), 2);
+    }
+
+    #[test]
+    fn warnings_are_throttled_and_count_what_they_summarise() {
+        let mut throttled = Throttled::default();
+        assert_eq!(throttled.note(), Some(1));
+        assert_eq!(throttled.note(), None);
+        assert_eq!(throttled.note(), None);
+        throttled.warned = Some(Instant::now() - WARN_EVERY);
+        assert_eq!(throttled.note(), Some(3), "the two held back, and this one");
     }
 
     #[test]

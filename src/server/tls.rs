@@ -20,7 +20,7 @@ use crate::config::raw::ServerTlsConfig;
 use crate::identity::mtls::{self, KeyPairFiles, SetupError};
 use crate::rules::reload::{Version, file_version};
 
-use super::socket::Paced;
+use super::socket::{Counted, Paced};
 
 /// The certificate in force, replaced when its files change.
 pub(super) struct ReloadingCert {
@@ -164,7 +164,7 @@ pub(super) async fn watch(cert: Arc<ReloadingCert>, config: ServerTlsConfig) {
 /// The HTTP gateway's listener with `[server.tls]`: the gRPC port's certificate and
 /// handshake machinery (bounded, logged, concurrent handshakes), as an axum listener.
 pub(super) struct GatewayTls {
-    incoming: mtls::TlsIncoming<Paced<TcpIncoming>, tokio::net::TcpStream>,
+    incoming: mtls::TlsIncoming<Paced<TcpIncoming>, Counted<tokio::net::TcpStream>>,
     local: std::net::SocketAddr,
 }
 
@@ -191,7 +191,7 @@ impl GatewayTls {
 }
 
 impl axum::serve::Listener for GatewayTls {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Io = tokio_rustls::server::TlsStream<Counted<tokio::net::TcpStream>>;
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -202,6 +202,7 @@ impl axum::serve::Listener for GatewayTls {
                     let peer = stream
                         .get_ref()
                         .0
+                        .get_ref()
                         .peer_addr()
                         .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
                     return (stream, peer);

@@ -563,8 +563,9 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// Whether a new connection to `addr` gets the server's HTTP/2 SETTINGS within 2 s.
-async fn answers_a_new_connection(addr: std::net::SocketAddr) -> bool {
+/// A new HTTP/2 connection to `addr`, once the server's SETTINGS came (within 2 s);
+/// `None` when the server closed it or said nothing.
+async fn http2_connection(addr: std::net::SocketAddr) -> Option<tokio::net::TcpStream> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
         let mut client = tokio::net::TcpStream::connect(addr).await.ok()?;
@@ -574,12 +575,78 @@ async fn answers_a_new_connection(addr: std::net::SocketAddr) -> bool {
             .ok()?;
         let mut head = [0u8; 9];
         client.read_exact(&mut head).await.ok()?;
-        Some(head[3] == 4)
+        (head[3] == 4).then_some(client)
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), attempt).await,
-        Ok(Some(true))
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Whether a new connection to `addr` gets the server's HTTP/2 SETTINGS within 2 s.
+async fn answers_a_new_connection(addr: std::net::SocketAddr) -> bool {
+    http2_connection(addr).await.is_some()
+}
+
+/// `server.max_connections` caps the connections open on the gRPC port and the
+/// gateway together: one more is closed at once (its client sees the close at once,
+/// not a silence), counted, and the operator warned; a slot freed by a closing
+/// connection takes the next. The metrics port is outside the cap, so the flood can
+/// be seen.
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_at_once_and_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = demo_store().await;
+    let (metrics_port, http_port) = (support::free_port(), support::free_port());
+    let mut setup = Setup::new();
+    setup.extra_config = format!(
+        "[server]\nmax_connections = 2\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
+         [http]\nlisten = \"127.0.0.1:{http_port}\"\n"
+    );
+    let service = Service::start(&store, setup).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        if let Some(connection) = http2_connection(service.addr).await {
+            break connection;
+        }
+        assert!(Instant::now() < deadline, "the service did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let second = http2_connection(service.addr)
+        .await
+        .expect("a second connection, within the cap");
+    support::metrics_when(metrics_port, "storage_grants_connections_open", |n| n == 2).await;
+
+    // A third is closed before it gets anything: EOF, not a wait.
+    let mut third = tokio::net::TcpStream::connect(service.addr).await.unwrap();
+    let _ = third
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), third.read(&mut byte))
+        .await
+        .expect("closed at once, not left waiting");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // The gateway shares the cap.
+    let refused = reqwest::get(format!("http://127.0.0.1:{http_port}/healthz")).await;
+    assert!(refused.is_err(), "{refused:?}");
+    let text = support::metrics_when(
+        metrics_port,
+        "storage_grants_connections_refused_total",
+        |n| n == 2,
     )
+    .await;
+    assert_eq!(support::metric(&text, "storage_grants_connections_open"), 2);
+
+    // A closed connection frees its slot for the next client, on either listener.
+    drop(first);
+    support::metrics_when(metrics_port, "storage_grants_connections_open", |n| n == 1).await;
+    let healthz = reqwest::get(format!("http://127.0.0.1:{http_port}/healthz"))
+        .await
+        .expect("a freed slot");
+    assert_eq!(healthz.status(), 200);
+    drop(second);
+    assert!(answers_a_new_connection(service.addr).await);
 }
 
 /// With its file descriptors used up by connections, the service keeps accepting
