@@ -67,8 +67,8 @@ impl Accepted {
 
     /// `listener`'s connections with these options, within the cap, accepting at a
     /// pace when a resource runs out: for the gRPC port and the gateway alike.
-    pub(super) fn incoming(&self, listener: TcpListener) -> Paced<TcpIncoming> {
-        Paced::new(
+    pub(super) fn incoming(&self, listener: TcpListener) -> Admitted<TcpIncoming> {
+        Admitted::new(
             TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
                 .with_keepalive(Some(self.idle))
@@ -169,14 +169,14 @@ impl<T: PeerAddr + Sync> PeerAddr for Counted<T> {
 /// accept costs one system call, so four a second cost nothing.
 pub(super) const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 
-/// Accepted connections from `inner`, each holding a slot of the cap; one accepted
+/// The connections of `inner` that are let in: each holds a slot of the cap; one accepted
 /// while every slot is taken is closed at once. After an accept that failed for want
 /// of a resource, accepting pauses [`ACCEPT_PAUSE`]. Both are logged as warnings at
 /// most once per [`WARN_EVERY`] each, with how many there were since the last one (at
 /// the edge of a limit, every freed descriptor or slot lets one connection in before
 /// the next fails). Failures of one connection (reset or aborted before it was
 /// accepted) pass through at once.
-pub(super) struct Paced<S> {
+pub(super) struct Admitted<S> {
     inner: S,
     slots: Arc<Semaphore>,
     max: usize,
@@ -210,7 +210,7 @@ impl Throttled {
     }
 }
 
-impl<S> Paced<S> {
+impl<S> Admitted<S> {
     pub(super) fn new(inner: S, slots: Arc<Semaphore>, max: usize) -> Self {
         Self {
             inner,
@@ -224,7 +224,7 @@ impl<S> Paced<S> {
 }
 
 /// The gateway's listener without TLS (with TLS, `tls::GatewayTls` takes the stream).
-impl axum::serve::Listener for Paced<TcpIncoming> {
+impl axum::serve::Listener for Admitted<TcpIncoming> {
     type Io = Counted<TcpStream>;
     type Addr = std::net::SocketAddr;
 
@@ -262,7 +262,7 @@ fn one_connection(e: &io::Error) -> bool {
     )
 }
 
-impl<S, IO> Stream for Paced<S>
+impl<S, IO> Stream for Admitted<S>
 where
     S: Stream<Item = io::Result<IO>> + Unpin,
 {
@@ -327,11 +327,11 @@ mod tests {
     use super::*;
     use tokio_stream::StreamExt;
 
-    fn paced(
+    fn admitted(
         accepts: Vec<io::Result<u32>>,
         max: usize,
-    ) -> Paced<impl Stream<Item = io::Result<u32>> + Unpin> {
-        Paced::new(
+    ) -> Admitted<impl Stream<Item = io::Result<u32>> + Unpin> {
+        Admitted::new(
             tokio_stream::iter(accepts),
             Arc::new(Semaphore::new(max)),
             max,
@@ -342,44 +342,44 @@ mod tests {
     async fn accepting_pauses_after_a_resource_error_and_not_after_a_connections_own() {
         let emfile = || Err(io::Error::from_raw_os_error(24));
         let reset = || Err(io::Error::from(io::ErrorKind::ConnectionReset));
-        let mut paced = paced(vec![Ok(1), emfile(), emfile(), Ok(2), reset(), Ok(3)], 10);
+        let mut admitted = admitted(vec![Ok(1), emfile(), emfile(), Ok(2), reset(), Ok(3)], 10);
         let started = Instant::now();
-        assert_eq!(paced.next().await.unwrap().unwrap().io, 1);
-        assert!(paced.pause.is_none() && paced.failed.warned.is_none());
+        assert_eq!(admitted.next().await.unwrap().unwrap().io, 1);
+        assert!(admitted.pause.is_none() && admitted.failed.warned.is_none());
         // Two failed accepts: two pauses before the next connection, one warning.
-        assert_eq!(paced.next().await.unwrap().unwrap().io, 2);
+        assert_eq!(admitted.next().await.unwrap().unwrap().io, 2);
         assert!(
             started.elapsed() >= 2 * ACCEPT_PAUSE,
             "{:?}",
             started.elapsed()
         );
-        assert!(paced.failed.warned.is_some());
-        assert_eq!(paced.failed.count, 1, "one failure since the warning");
+        assert!(admitted.failed.warned.is_some());
+        assert_eq!(admitted.failed.count, 1, "one failure since the warning");
         // A connection's own failure passes through (tonic skips it) without a pause.
-        let failed = paced.next().await.unwrap().unwrap_err();
+        let failed = admitted.next().await.unwrap().unwrap_err();
         assert_eq!(failed.kind(), io::ErrorKind::ConnectionReset);
-        assert!(paced.pause.is_none());
-        assert_eq!(paced.failed.count, 1);
-        assert_eq!(paced.next().await.unwrap().unwrap().io, 3);
-        assert!(paced.next().await.is_none());
+        assert!(admitted.pause.is_none());
+        assert_eq!(admitted.failed.count, 1);
+        assert_eq!(admitted.next().await.unwrap().unwrap().io, 3);
+        assert!(admitted.next().await.is_none());
     }
 
     #[tokio::test]
     async fn past_the_cap_a_connection_is_closed_until_one_is_dropped() {
-        let mut paced = paced((1..=6).map(Ok).collect(), 2);
-        let first = paced.next().await.unwrap().unwrap();
-        let second = paced.next().await.unwrap().unwrap();
+        let mut admitted = admitted((1..=6).map(Ok).collect(), 2);
+        let first = admitted.next().await.unwrap().unwrap();
+        let second = admitted.next().await.unwrap().unwrap();
         assert_eq!((first.io, second.io), (1, 2));
         drop(first);
         // 3 takes the freed slot; 4, 5 and 6 find none and are closed.
-        let third = paced.next().await.unwrap().unwrap();
+        let third = admitted.next().await.unwrap().unwrap();
         assert_eq!(third.io, 3);
-        assert!(paced.next().await.is_none());
-        assert!(paced.refused.warned.is_some());
-        assert_eq!(paced.refused.count, 2, "one warning, two refusals since");
-        assert_eq!(paced.slots.available_permits(), 0);
+        assert!(admitted.next().await.is_none());
+        assert!(admitted.refused.warned.is_some());
+        assert_eq!(admitted.refused.count, 2, "one warning, two refusals since");
+        assert_eq!(admitted.slots.available_permits(), 0);
         drop((second, third));
-        assert_eq!(paced.slots.available_permits(), 2);
+        assert_eq!(admitted.slots.available_permits(), 2);
     }
 
     #[test]

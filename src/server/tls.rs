@@ -20,7 +20,7 @@ use crate::config::raw::ServerTlsConfig;
 use crate::identity::mtls::{self, KeyPairFiles, SetupError};
 use crate::rules::reload::{Version, file_version};
 
-use super::socket::{Counted, Paced};
+use super::socket::{Admitted, Counted};
 
 /// The certificate in force, replaced when its files change.
 pub(super) struct ReloadingCert {
@@ -164,14 +164,14 @@ pub(super) async fn watch(cert: Arc<ReloadingCert>, config: ServerTlsConfig) {
 /// The HTTP gateway's listener with `[server.tls]`: the gRPC port's certificate and
 /// handshake machinery (bounded, logged, concurrent handshakes), as an axum listener.
 pub(super) struct GatewayTls {
-    incoming: mtls::TlsIncoming<Paced<TcpIncoming>, Counted<tokio::net::TcpStream>>,
+    incoming: mtls::TlsIncoming<Admitted<TcpIncoming>, Counted<tokio::net::TcpStream>>,
     local: std::net::SocketAddr,
 }
 
 impl GatewayTls {
     /// TLS with `config` on the connections of `tcp`.
     pub(super) fn new(
-        tcp: Paced<TcpIncoming>,
+        tcp: Admitted<TcpIncoming>,
         config: Arc<rustls::ServerConfig>,
         handshake_timeout: Duration,
     ) -> std::io::Result<Self> {
