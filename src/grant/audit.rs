@@ -63,6 +63,10 @@ pub struct Issued<'a> {
     pub session_grant_id: Option<&'a str>,
 }
 
+/// The target of audit events, in their lines and for `tracing` (which `RUST_LOG`
+/// filters by, e.g. `audit=off`).
+pub const TARGET: &str = "audit";
+
 /// Where audit lines go: a writer that takes whole lines and never blocks the
 /// caller for long (`telemetry` installs its batch writers).
 pub trait Destination: Send + Sync {
@@ -102,7 +106,7 @@ pub fn issued(event: &Issued<'_>) {
     // The span event, when a layer wants it (traces exported); otherwise the
     // callsite is disabled once and this costs a load.
     tracing::info!(
-        target: "audit",
+        target: TARGET,
         outcome = "granted",
         grant_id = event.grant_id,
         caller = event.caller.id(),
@@ -156,7 +160,7 @@ pub fn denied(caller: &Caller, action: Action, bucket: &str, target: &str) {
     span.record("bucket", bucket);
     deliver(|| denied_line(caller, action, bucket, target, SystemTime::now()));
     tracing::info!(
-        target: "audit",
+        target: TARGET,
         outcome = "denied",
         caller = caller.id(),
         identity_source = caller.source().as_str(),
@@ -219,7 +223,7 @@ impl Line {
     }
 
     fn end(mut self) -> Vec<u8> {
-        self.text("target", "audit");
+        self.text("target", TARGET);
         self.0.extend_from_slice(b"}\n");
         self.0
     }

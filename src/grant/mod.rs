@@ -331,11 +331,7 @@ impl Pipeline {
                     response_content_type: request.response_content_type.as_ref(),
                     response_content_disposition: request.response_content_disposition.as_ref(),
                 };
-                let signed = match request.method {
-                    ReadMethod::Get => signer.presign_get(credentials, &object, at, ttl),
-                    ReadMethod::Head => signer.presign_head(credentials, &object, at, ttl),
-                };
-                Signed::from(signed)
+                Signed::from(signer.presign_read(request.method, credentials, &object, at, ttl))
             },
         )
     }

@@ -15,6 +15,9 @@ use crate::scope::{
 use super::Error;
 use crate::core::text::echo;
 
+/// The method a read URL is signed for (the signer's; the pipeline carries it).
+pub use crate::sign::ReadMethod;
+
 /// Most violations a refusal lists; the rest are counted. A request with a thousand
 /// bad parts would otherwise make a status far over the 16 KiB trailers allow.
 const MAX_VIOLATIONS: usize = 20;
@@ -163,15 +166,6 @@ pub struct ReadRequest {
     pub ttl: Option<Duration>,
     /// The method the URL is signed for: S3 signs it, so a HEAD needs its own URL.
     pub method: ReadMethod,
-}
-
-/// The request a presigned read URL is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadMethod {
-    /// The object (GrantRead; a click-time link followed by a browser).
-    Get,
-    /// The object's headers only (a click-time link asked with HEAD).
-    Head,
 }
 
 impl ReadRequest {

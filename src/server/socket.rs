@@ -93,11 +93,6 @@ impl<T> Counted<T> {
         crate::metrics::connection_open(true);
         Self { io, _slot: slot }
     }
-
-    /// The connection itself.
-    pub(super) fn get_ref(&self) -> &T {
-        &self.io
-    }
 }
 
 impl<T> Drop for Counted<T> {
@@ -229,25 +224,35 @@ impl axum::serve::Listener for Admitted<TcpIncoming> {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        use tokio_stream::StreamExt as _;
-        loop {
-            match self.next().await {
-                Some(Ok(stream)) => {
-                    let peer = stream
-                        .io
-                        .peer_addr()
-                        .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-                    return (stream, peer);
-                }
-                // One connection's failure (reset before it was accepted).
-                Some(Err(_)) => continue,
-                None => std::future::pending::<()>().await,
-            }
-        }
+        next_connection(self, |stream: &Counted<TcpStream>| stream.peer()).await
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.inner.local_addr()
+    }
+}
+
+/// The next connection of `incoming` and its peer's address (unspecified when the
+/// socket no longer knows it), as an axum listener answers: a failed accept or
+/// handshake (one connection's, or already logged) is skipped, and an ended stream
+/// waits for ever, since serving stops at shutdown, not when a listener ends.
+pub(super) async fn next_connection<S, IO>(
+    incoming: &mut S,
+    peer: impl Fn(&IO) -> Option<std::net::SocketAddr>,
+) -> (IO, std::net::SocketAddr)
+where
+    S: Stream<Item = io::Result<IO>> + Unpin,
+{
+    use tokio_stream::StreamExt as _;
+    loop {
+        match incoming.next().await {
+            Some(Ok(stream)) => {
+                let addr = peer(&stream).unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
+                return (stream, addr);
+            }
+            Some(Err(_)) => continue,
+            None => std::future::pending::<()>().await,
+        }
     }
 }
 

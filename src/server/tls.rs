@@ -17,10 +17,10 @@ use rustls::sign::CertifiedKey;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::raw::ServerTlsConfig;
-use crate::identity::mtls::{self, KeyPairFiles, SetupError};
+use crate::identity::mtls::{self, KeyPairFiles, PeerAddr, SetupError};
 use crate::rules::reload::{Version, file_version};
 
-use super::socket::{Admitted, Counted};
+use super::socket::{Admitted, Counted, next_connection};
 
 /// The certificate in force, replaced when its files change.
 pub(super) struct ReloadingCert {
@@ -161,8 +161,9 @@ pub(super) async fn watch(cert: Arc<ReloadingCert>, config: ServerTlsConfig) {
     }
 }
 
-/// The HTTP gateway's listener with `[server.tls]`: the gRPC port's certificate and
-/// handshake machinery (bounded, logged, concurrent handshakes), as an axum listener.
+/// The HTTP gateway's listener with TLS (`[server.tls]` or `[identity.mtls]`): the gRPC
+/// port's server certificate and handshake machinery (bounded, logged, concurrent
+/// handshakes), as an axum listener.
 pub(super) struct GatewayTls {
     incoming: mtls::TlsIncoming<Admitted<TcpIncoming>, Counted<tokio::net::TcpStream>>,
     local: std::net::SocketAddr,
@@ -195,23 +196,11 @@ impl axum::serve::Listener for GatewayTls {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        use tokio_stream::StreamExt;
-        loop {
-            match self.incoming.next().await {
-                Some(Ok(stream)) => {
-                    let peer = stream
-                        .get_ref()
-                        .0
-                        .get_ref()
-                        .peer_addr()
-                        .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-                    return (stream, peer);
-                }
-                // A failed handshake was logged by the incoming stream; keep serving.
-                Some(Err(_)) => continue,
-                None => std::future::pending::<()>().await,
-            }
-        }
+        // A failed handshake was logged by the incoming stream.
+        next_connection(&mut self.incoming, |stream: &Self::Io| {
+            stream.get_ref().0.peer()
+        })
+        .await
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {

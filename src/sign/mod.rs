@@ -27,7 +27,7 @@ mod presign;
 pub(crate) use encode::encode_query;
 pub use endpoint::{Endpoint, check_region};
 pub use post::{PostObject, PresignedPost};
-pub use presign::{GetObject, PresignedRequest, PutObject, Signer, UploadPart};
+pub use presign::{GetObject, PresignedRequest, PutObject, ReadMethod, Signer, UploadPart};
 
 /// Why a signer could not be configured. Signing itself cannot fail: its inputs are
 /// validated types. Messages say what to change and never echo the URL, which might

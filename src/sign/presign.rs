@@ -43,6 +43,15 @@ pub(super) const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// time (a PUT that pins a checksum signs `x-amz-checksum-sha256` instead).
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
+/// The request a presigned read URL is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMethod {
+    /// The object (GrantRead; a click-time link followed by a browser).
+    Get,
+    /// The object's headers only (a click-time link asked with HEAD).
+    Head,
+}
+
 /// The object a presigned GET reads, and how S3 should label the response.
 #[derive(Debug, Clone, Copy)]
 pub struct GetObject<'a> {
@@ -164,34 +173,27 @@ impl Signer {
         signing_time: SystemTime,
         ttl: Ttl,
     ) -> PresignedRequest {
-        self.presign_read("GET", Some("GetObject"), creds, object, signing_time, ttl)
+        self.presign_read(ReadMethod::Get, creds, object, signing_time, ttl)
     }
 
-    /// A presigned HEAD of `object`: its headers (size, type, ETag) without its body.
-    /// S3 signs the method, so a GET URL answers a HEAD with 403; a client that asks
-    /// with HEAD (a link checker, `curl -I`) needs this one. As [`Signer::presign_get`]
-    /// otherwise, and as aws-sdk-s3's `presigned()` HeadObject, which carries no
-    /// `x-id`.
-    pub fn presign_head(
+    /// A presigned GET or HEAD of `object`. A HEAD gets its headers (size, type, ETag)
+    /// without its body: S3 signs the method, so a GET URL answers a HEAD with 403, and
+    /// a client that asks with HEAD (a link checker, `curl -I`) needs its own URL. As
+    /// [`Signer::presign_get`] otherwise; a HEAD agrees with aws-sdk-s3's `presigned()`
+    /// HeadObject, which carries no `x-id`.
+    pub fn presign_read(
         &self,
+        method: ReadMethod,
         creds: &SigningCredentials,
         object: &GetObject<'_>,
         signing_time: SystemTime,
         ttl: Ttl,
     ) -> PresignedRequest {
-        self.presign_read("HEAD", None, creds, object, signing_time, ttl)
-    }
-
-    /// GET or HEAD of `object`, with the SDK's operation marker `x_id` if any.
-    fn presign_read(
-        &self,
-        method: &'static str,
-        x_id: Option<&'static str>,
-        creds: &SigningCredentials,
-        object: &GetObject<'_>,
-        signing_time: SystemTime,
-        ttl: Ttl,
-    ) -> PresignedRequest {
+        // The SDK's operation marker, which the oracle holds us to.
+        let (method, x_id) = match method {
+            ReadMethod::Get => ("GET", Some("GetObject")),
+            ReadMethod::Head => ("HEAD", None),
+        };
         // Sorted by name, as `Request::query` requires; all names sort after the
         // `X-Amz-*` ones, but `presign` merges rather than relying on that.
         let mut query = [QueryParam::text("", ""); 4];

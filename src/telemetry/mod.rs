@@ -38,6 +38,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
+use crate::grant::audit::TARGET as AUDIT;
+
 /// Output format of the log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -245,15 +247,12 @@ fn tracer_provider(
     ))
 }
 
-/// The tracing target of audit events (`grant::audit`).
-const AUDIT: &str = "audit";
-
 /// Whether `filter` (the log's `RUST_LOG`) lets audit events through.
 fn log_shows_audit(filter: EnvFilter) -> bool {
     let probe = Registry::default().with(filter);
     tracing::subscriber::with_default(
         probe,
-        || tracing::enabled!(target: "audit", tracing::Level::INFO),
+        || tracing::enabled!(target: AUDIT, tracing::Level::INFO),
     )
 }
 

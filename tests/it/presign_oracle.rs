@@ -20,7 +20,7 @@ use storage_grants::scope::{
     BucketName, ChecksumSha256, HeaderText, Metadata, ObjectKey, VersionId,
 };
 use storage_grants::secret::Secret;
-use storage_grants::sign::{Endpoint, GetObject, PutObject, Signer, UploadPart};
+use storage_grants::sign::{Endpoint, GetObject, PutObject, ReadMethod, Signer, UploadPart};
 use storage_grants::upload::{PartNumber, UploadId};
 
 const AKID: &str = "AKIAIOSFODNN7EXAMPLE";
@@ -384,7 +384,7 @@ fn check(
     let sdk = rt
         .block_on(request.presigned(config))
         .expect("the SDK presigns a HEAD");
-    let ours = signer.presign_head(&creds(token), &object, time, ttl);
+    let ours = signer.presign_read(ReadMethod::Head, &creds(token), &object, time, ttl);
     let context = format!(
         "HEAD, {context}\n  sdk HEAD:  {}\n  ours HEAD: {}",
         sdk.uri(),

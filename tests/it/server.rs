@@ -442,10 +442,7 @@ async fn idle_connections_carry_tcp_keepalive_at_the_configured_interval() {
         setup.extra_config = config.into();
         let service = Service::start(&store, setup).await;
         let mut client = tokio::net::TcpStream::connect(service.addr).await.unwrap();
-        client
-            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-            .await
-            .unwrap();
+        client.write_all(PREFACE).await.unwrap();
         let peer = client.local_addr().unwrap().port();
         // The timer shows once nothing is in flight; /proc counts it in 1/100 s.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -563,16 +560,29 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
+/// HTTP/2's client preface and an empty SETTINGS frame: how a client opens.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// Polls `done` every 50 ms until it holds; fails with `what()` after `within`.
+async fn eventually<F: Future<Output = bool>>(
+    within: Duration,
+    mut done: impl FnMut() -> F,
+    what: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + within;
+    while !done().await {
+        assert!(Instant::now() < deadline, "{}", what());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A new HTTP/2 connection to `addr`, once the server's SETTINGS came (within 2 s);
 /// `None` when the server closed it or said nothing.
 async fn http2_connection(addr: std::net::SocketAddr) -> Option<tokio::net::TcpStream> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
         let mut client = tokio::net::TcpStream::connect(addr).await.ok()?;
-        client
-            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-            .await
-            .ok()?;
+        client.write_all(PREFACE).await.ok()?;
         let mut head = [0u8; 9];
         client.read_exact(&mut head).await.ok()?;
         (head[3] == 4).then_some(client)
@@ -604,14 +614,15 @@ async fn connections_past_the_cap_are_closed_at_once_and_counted() {
          [http]\nlisten = \"127.0.0.1:{http_port}\"\n"
     );
     let service = Service::start(&store, setup).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let first = loop {
-        if let Some(connection) = http2_connection(service.addr).await {
-            break connection;
-        }
-        assert!(Instant::now() < deadline, "the service did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    eventually(
+        Duration::from_secs(10),
+        || answers_a_new_connection(service.addr),
+        || "the service did not start".into(),
+    )
+    .await;
+    let first = http2_connection(service.addr)
+        .await
+        .expect("a first connection");
     let second = http2_connection(service.addr)
         .await
         .expect("a second connection, within the cap");
@@ -619,9 +630,7 @@ async fn connections_past_the_cap_are_closed_at_once_and_counted() {
 
     // A third is closed before it gets anything: EOF, not a wait.
     let mut third = tokio::net::TcpStream::connect(service.addr).await.unwrap();
-    let _ = third
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await;
+    let _ = third.write_all(PREFACE).await;
     let mut byte = [0u8; 1];
     let read = tokio::time::timeout(Duration::from_secs(2), third.read(&mut byte))
         .await
@@ -669,7 +678,7 @@ async fn used_up_file_descriptors_pause_accepting_instead_of_spinning() {
     let log = dir.path().join("service.log");
     // 64 descriptors: the service starts with about 20 and takes the rest as
     // connections.
-    let mut child = std::process::Command::new("bash")
+    let child = std::process::Command::new("bash")
         .args(["-c", r#"ulimit -n 64 && exec "$0" --config "$1""#])
         .arg(env!("CARGO_BIN_EXE_storage-grants"))
         .arg(dir.path().join("config.toml"))
@@ -682,37 +691,31 @@ async fn used_up_file_descriptors_pause_accepting_instead_of_spinning() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("start storage-grants");
+    // Killed on drop, a failed assertion included.
+    let service = crate::telemetry::Process(child);
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !answers_a_new_connection(addr).await {
-        assert!(
-            Instant::now() < deadline,
-            "the service did not start:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually(
+        Duration::from_secs(30),
+        || answers_a_new_connection(addr),
+        || format!("the service did not start:\n{}", log_text()),
+    )
+    .await;
 
     // More connections than descriptors: the last ones wait in the backlog.
     let mut held = Vec::new();
     for _ in 0..100 {
         held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log)
-        .unwrap()
-        .contains("cannot accept connections")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no warning about accepting:\n{}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let before = cpu_ticks(child.id());
+    eventually(
+        Duration::from_secs(10),
+        || std::future::ready(log_text().contains("cannot accept connections")),
+        || format!("no warning about accepting:\n{}", log_text()),
+    )
+    .await;
+    let before = cpu_ticks(service.0.id());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let spent = cpu_ticks(child.id()) - before;
+    let spent = cpu_ticks(service.0.id()) - before;
     assert!(
         spent < 40,
         "the service used {spent}/100 s of CPU in 2 s while it could not accept"
@@ -723,18 +726,14 @@ async fn used_up_file_descriptors_pause_accepting_instead_of_spinning() {
     );
 
     drop(held);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !answers_a_new_connection(addr).await {
-        assert!(
-            Instant::now() < deadline,
-            "the service did not accept again:\n{}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let text = std::fs::read_to_string(&log).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        || answers_a_new_connection(addr),
+        || format!("the service did not accept again:\n{}", log_text()),
+    )
+    .await;
+    drop(service);
+    let text = log_text();
     assert_eq!(
         text.matches("cannot accept connections").count(),
         1,

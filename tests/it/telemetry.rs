@@ -40,7 +40,7 @@ fn read_public() -> AssumeScopedRequest {
 }
 
 /// A child process stopped (SIGTERM, then kill) on drop.
-struct Process(Child);
+pub(crate) struct Process(pub(crate) Child);
 
 impl Process {
     fn terminate(mut self) -> std::process::ExitStatus {
