@@ -25,10 +25,14 @@ compile_error!(
 /// CPU that took a health check from 68,000 to 126,000 calls/s and GrantRead from 49,000
 /// to 92,000, and lowered GrantRead's p99 at a fixed rate (BENCHMARKS.md).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .disable_lifo_slot()
-        .build()
+    runtime_builder().build()
+}
+
+/// [`runtime`]'s settings, before the worker count (which tests set).
+fn runtime_builder() -> tokio::runtime::Builder {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().disable_lifo_slot();
+    builder
 }
 
 /// mimalloc rather than the system allocator: under load, tasks on one worker thread
@@ -308,5 +312,51 @@ fn client_mode(mode: &str) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// What the service's throughput rests on: a task woken by the running one (a call
+    /// waking its connection's task) runs after the tasks already ready (the other
+    /// calls), not before them. With tokio's default LIFO slot it would run first.
+    #[test]
+    fn a_woken_task_runs_after_the_tasks_already_ready() {
+        let runtime = super::runtime_builder()
+            .worker_threads(1)
+            .build()
+            .expect("runtime");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (wake, woken) = tokio::sync::oneshot::channel::<()>();
+        runtime.block_on(async {
+            let log = order.clone();
+            let waiter = tokio::spawn(async move {
+                woken.await.expect("sender kept");
+                log.lock().expect("lock").push("woken");
+            });
+            // Let the waiter park on its channel.
+            tokio::task::yield_now().await;
+            let log = order.clone();
+            tokio::spawn(async move {
+                let ready: Vec<_> = (0..3)
+                    .map(|i| {
+                        let log = log.clone();
+                        tokio::spawn(
+                            async move { log.lock().expect("lock").push(["a", "b", "c"][i]) },
+                        )
+                    })
+                    .collect();
+                wake.send(()).expect("waiter alive");
+                drop(ready);
+            })
+            .await
+            .expect("spawner");
+            waiter.await.expect("waiter");
+        });
+        let order = order.lock().expect("lock").clone();
+        assert_eq!(order.last(), Some(&"woken"), "order: {order:?}");
+        assert_eq!(order.len(), 4, "order: {order:?}");
     }
 }
