@@ -336,8 +336,8 @@ mod tests {
                 woken.await.expect("sender kept");
                 log.lock().expect("lock").push("woken");
             });
-            // Let the waiter park on its channel.
-            tokio::task::yield_now().await;
+            // Queued before the task below, so the one worker polls it first and it
+            // parks on its channel.
             let log = order.clone();
             tokio::spawn(async move {
                 let ready: Vec<_> = (0..3)
