@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use storage_grants::config::Settings;
 use storage_grants::{server, telemetry};
 
-// `runtime` needs one of tokio's settings kept behind this flag; without it the build
+// `runtime_builder` needs one of tokio's settings kept behind this flag; without it the build
 // would fail on a missing method, which says nothing of the cause.
 #[cfg(not(tokio_unstable))]
 compile_error!(
@@ -23,12 +23,8 @@ compile_error!(
 /// Without it, the connection's task queues behind the calls already ready and writes
 /// their responses in one `send` (about 16 per `send` with 64 calls in flight). On one
 /// CPU that took a health check from 68,000 to 126,000 calls/s and GrantRead from 49,000
-/// to 92,000, and lowered GrantRead's p99 at a fixed rate (BENCHMARKS.md).
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    runtime_builder().build()
-}
-
-/// [`runtime`]'s settings, before the worker count (which tests set).
+/// to 92,000, and lowered GrantRead's p99 at a fixed rate (BENCHMARKS.md). Tests set
+/// the worker count.
 fn runtime_builder() -> tokio::runtime::Builder {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().disable_lifo_slot();
@@ -135,7 +131,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match runtime() {
+    let runtime = match runtime_builder().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

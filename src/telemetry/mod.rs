@@ -6,9 +6,9 @@
 //!   that target off, and to `audit.file` when one is set. Lines are formatted by the
 //!   caller and written by a writer thread per destination, in batches ([`batch`]): no
 //!   call waits on a `write(2)`. Lossless: when a destination cannot keep up (a stalled
-//!   pipe), callers wait for room (backpressure) rather than drop an audit event. The log carries events only: a
-//!   call's context (method, caller, grant id) is in its audit event and its span, and
-//!   spans exist only when traces are exported.
+//!   pipe), callers wait for room (backpressure) rather than drop an audit event. The
+//!   log carries events only: a call's context (method, caller, grant id) is in its
+//!   audit event and its span, and spans exist only when traces are exported.
 //! - **Traces**: the same `tracing` spans, exported over OTLP/gRPC through
 //!   `tracing-opentelemetry`, configured only by the standard `OTEL_*` variables
 //!   (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
