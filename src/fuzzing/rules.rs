@@ -124,9 +124,9 @@ fn allowed(
     // Which attributes the prefix depends on: those whose change changes it.
     let uses = |name: &str| {
         let changed = caller.clone().with_attribute(name, "zz-probe-value");
-        rule.prefix_for(&changed).as_ref() != Some(&prefix)
+        rule.prefix_for(&changed).as_deref() != Some(&*prefix)
     };
-    if rule.prefix_for(other).as_ref() == Some(&prefix) {
+    if rule.prefix_for(other).as_deref() == Some(&*prefix) {
         for name in TEMPLATE_ATTRIBUTES {
             assert!(
                 !uses(name) || caller.attribute(name) == other.attribute(name),

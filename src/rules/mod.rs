@@ -40,6 +40,7 @@
 //!   reads `spiffe://…` is not that workload. A rule may also pin `sources` and
 //!   `trust_domains`, so one issuer or one trust domain cannot stand in for another.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -214,9 +215,11 @@ impl RulePrefix {
 
     /// The prefix for a caller whose attributes `attribute` looks up; `None` when an
     /// attribute is missing or is not a plain single segment.
-    fn render<'a>(&self, attribute: impl Fn(&str) -> Option<&'a str>) -> Option<Prefix> {
+    fn render<'a>(&self, attribute: impl Fn(&str) -> Option<&'a str>) -> Option<Cow<'_, Prefix>> {
         match self {
-            RulePrefix::Fixed(p) => Some(p.clone()),
+            // Borrowed: a fixed prefix is rendered on every grant, and copying it
+            // would be an allocation per call for nothing.
+            RulePrefix::Fixed(p) => Some(Cow::Borrowed(p)),
             RulePrefix::Template(parts) => {
                 let mut out = String::new();
                 for part in parts {
@@ -234,7 +237,7 @@ impl RulePrefix {
                         }
                     }
                 }
-                out.parse().ok()
+                out.parse().ok().map(Cow::Owned)
             }
         }
     }
@@ -272,7 +275,7 @@ impl Rule {
     }
 
     /// The prefix the rule covers for `caller`, if it covers any.
-    pub fn prefix_for(&self, caller: &Caller) -> Option<Prefix> {
+    pub fn prefix_for(&self, caller: &Caller) -> Option<Cow<'_, Prefix>> {
         self.prefix
             .render(|name| caller.attributes().get(name).map(String::as_str))
     }
@@ -693,6 +696,7 @@ impl Rules {
             .iter()
             .filter(|r| r.applies_to(caller, Action::Write, bucket))
             .find_map(|r| r.prefix_for(caller))
+            .map(Cow::into_owned)
     }
 
     /// The refusal for a caller with no `write` rule in `bucket`.
