@@ -6,7 +6,9 @@
 # 1. throughput: every gRPC call below runs with the same h2load parameters (one
 #    thread, CONNECTIONS x STREAMS, a warm-up, then DURATION seconds), and each is
 #    reported as calls/s and as a ratio to the gRPC health check measured on the same
-#    server in the same run:
+#    server in the same round, which runs before every call and once more at the end of
+#    the round: each ratio is against the mean of the two baseline runs around the call
+#    (drift of the machine's speed during a round cancels out):
 #      grpc.health.v1.Health/Check (baseline), GrantRead (audit log on: the default
 #      level), GrantRead again as a caller with an ES256 JWT (signed for this run; the
 #      other rows use a dev token), GrantWrite PUT with every pin, AssumeScoped (cache hit, warmed first),
@@ -42,8 +44,8 @@
 #   --duration S  about how long each measured throughput run lasts (default 10): a
 #                 fixed request count, the warm-up's rate times S
 #   --warmup S    h2load warm-up seconds before each run (default 2)
-#   --rounds N    rounds of the throughput runs, interleaved (default 3); the table
-#                 shows the median and the range of the per-round ratios
+#   --rounds N    rounds of the throughput runs (default 3); the table shows the
+#                 median and the range of the per-round ratios
 #   --soak S      soak seconds after the cache fill (default 60; the report used 300)
 #   --scopes N    distinct AssumeScoped scopes in the soak (default 10000)
 #   --out DIR     where results.md, rss.csv, soak.png and the logs go
@@ -360,7 +362,7 @@ count_for() {
 # (as the dev token's caller, or with bearer TOKEN).
 grpc_run() {
   local round=$1 group=$2 label=$3 name=$4 bearer=${5:-$token}
-  local slug=${label//[^A-Za-z0-9]/_}-r$round
+  local slug=${label//[^A-Za-z0-9]/_}-r$round-$(wc -l <"$work/rows")
   local -a args=(-t 1 -c "$CONNECTIONS" -m "$STREAMS"
     "${grpc_headers[@]}" -H "authorization: Bearer $bearer"
     -d "$frames/$name.bin" "$(grpc_url "${path_of[$name]}")")
@@ -392,7 +394,7 @@ grpc_run() {
 # http_run ROUND LABEL PATH STATUS: h2load --h1 against the gateway; STATUS is 2xx or 3xx.
 http_run() {
   local round=$1 label=$2 path=$3 want=$4
-  local slug=${label//[^A-Za-z0-9]/_}-r$round
+  local slug=${label//[^A-Za-z0-9]/_}-r$round-$(wc -l <"$work/rows")
   local -a args=(--h1 -t 1 -c $((CONNECTIONS * STREAMS)) -m 1 -H "authorization: Bearer $token"
     "http://127.0.0.1:$http_port$path")
   echo "$server_name/$slug" >"$work/phase"
@@ -497,16 +499,24 @@ fi
 
 # Warm: the scope's credentials are fetched from moto once, then every call is a hit.
 check_frame assume_scoped
-# Rounds, interleaved: each ratio is taken against the baseline of its own round, so a
-# machine whose speed drifts (other work on it) moves both alike.
+# Rounds. In each, the baseline runs before every call and once more at the end, and a
+# call's ratio is taken against the mean of the two baseline runs around it
+# (report.py): a machine whose speed drifts (other work on it) moves both alike.
+grpc_base() { grpc_run "$1" grpc "health check (baseline)" health; }
+http_base() { http_run "$1" "gateway GET /healthz (baseline)" /healthz 2xx; }
 for ((round = 1; round <= rounds; round++)); do
-  grpc_run "$round" grpc "health check (baseline)" health
+  grpc_base "$round"
   grpc_run "$round" grpc "GrantRead, audit log on" grant_read
+  grpc_base "$round"
   grpc_run "$round" grpc "GrantRead, JWT caller (ES256)" grant_read "$jwt"
+  grpc_base "$round"
   grpc_run "$round" grpc "GrantWrite PUT, all pins" grant_write_put
+  grpc_base "$round"
   grpc_run "$round" grpc "AssumeScoped, cache hit" assume_scoped
-  http_run "$round" "gateway GET /healthz (baseline)" /healthz 2xx
+  grpc_base "$round"
+  http_base "$round"
   http_run "$round" "gateway click-time link (302)" "/v1/objects/$bucket/public/hello.txt" 3xx
+  http_base "$round"
 done
 
 # --- 2. latency at half the maximum rate -----------------------------------------------------
@@ -596,6 +606,7 @@ start_server warn RUST_LOG=warn
 for ((round = 1; round <= rounds; round++)); do
   grpc_run "$round" warn "health check (baseline), RUST_LOG=warn" health
   grpc_run "$round" warn "GrantRead, RUST_LOG=warn" grant_read
+  grpc_run "$round" warn "health check (baseline), RUST_LOG=warn" health
 done
 peak_warn=$(peak_kib warn/)
 

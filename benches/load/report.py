@@ -138,24 +138,50 @@ def _median(values):
 
 
 def table(path: str) -> None:
-    """The throughput tables from bench.sh's rows: ROUND|GROUP|LABEL|rate|checks|bytes."""
+    """The throughput tables from bench.sh's rows: ROUND|GROUP|LABEL|rate|checks|bytes,
+    in the order they ran. Each round runs its baseline before every other call and once
+    more at its end, so each call's ratio is taken against the mean of the baseline runs
+    just before and just after it: a machine whose speed drifts during a round (other
+    work on it, the CPUs' clocks) moves the call and its reference alike."""
     rows = []
     for line in open(path, encoding="utf-8"):
         parts = line.rstrip("\n").split("|")
         if len(parts) == 6:
-            rows.append({"round": int(parts[0]), "group": parts[1], "label": parts[2],
-                         "rate": float(parts[3]), "checks": parts[4], "bytes": int(parts[5])})
+            rows.append({"seq": len(rows), "round": int(parts[0]), "group": parts[1],
+                         "label": parts[2], "rate": float(parts[3]), "checks": parts[4],
+                         "bytes": int(parts[5])})
     baselines = {"grpc": "health check (baseline)",
                  "warn": "health check (baseline), RUST_LOG=warn",
                  "http": "gateway GET /healthz (baseline)"}
-    base = {(r["group"], r["round"]): r["rate"] for r in rows if baselines[r["group"]] == r["label"]}
+    is_base = {r["seq"]: baselines[r["group"]] == r["label"] for r in rows}
     rounds = sorted({r["round"] for r in rows})
+
+    def round_base(group, round_):
+        runs = [r["rate"] for r in rows
+                if r["group"] == group and r["round"] == round_ and is_base[r["seq"]]]
+        return sum(runs) / len(runs) if runs else None
+
+    def bracket(row):
+        """Mean of the baseline runs of the row's own group and round next to it."""
+        same = [r for r in rows if r["group"] == row["group"] and r["round"] == row["round"]
+                and is_base[r["seq"]]]
+        before = [r["rate"] for r in same if r["seq"] < row["seq"]][-1:]
+        after = [r["rate"] for r in same if r["seq"] > row["seq"]][:1]
+        near = before + after
+        return sum(near) / len(near) if near else None
 
     def summary(group, label, ref_group):
         mine = [r for r in rows if r["group"] == group and r["label"] == label]
-        rates = [r["rate"] for r in mine]
-        ratios = [r["rate"] / base[(ref_group, r["round"])] for r in mine
-                  if base.get((ref_group, r["round"]))]
+        if is_base[mine[0]["seq"]]:
+            # One figure per round for the baseline: the mean of its runs.
+            rates = [round_base(group, n) for n in rounds if round_base(group, n)]
+            ratios = ([r / round_base(ref_group, n) for r, n in zip(rates, rounds)
+                       if round_base(ref_group, n)])
+        else:
+            rates = [r["rate"] for r in mine]
+            refs = [bracket(r) if ref_group == group else round_base(ref_group, r["round"])
+                    for r in mine]
+            ratios = [r["rate"] / ref for r, ref in zip(mine, refs) if ref]
         failed = [r for r in mine if r["checks"].startswith("FAILED")]
         checks = ("all successes (" + "; ".join(r["checks"] for r in mine[:1]) + ", …)"
                   if not failed else "; ".join(f"round {r['round']}: {r['checks']}" for r in failed))
@@ -163,8 +189,10 @@ def table(path: str) -> None:
         per_round = " / ".join(f"{x:.0f}" for x in rates)
         return mine, rates, ratio, per_round, checks
 
-    print(f"Median of {len(rounds)} interleaved rounds; each ratio is taken against the baseline "
-          "of its own round (range in brackets).")
+    print(f"Median of {len(rounds)} rounds; each ratio is taken against the mean of the baseline "
+          "runs just before and just after the call, in the same round (range in brackets); "
+          "a baseline's rate per round is the mean of its runs in that round. Across the two "
+          "servers (RUST_LOG=warn), against the other server's mean baseline of the round.")
     print()
     print("| RPC | calls/s (median) | per round | vs health check | server log bytes/call | checks |")
     print("|---|---:|---|---:|---:|---|")
