@@ -603,10 +603,11 @@ fi
 # --- 1b. the same with RUST_LOG=warn (no audit lines, no info logs) --------------------------
 
 start_server warn RUST_LOG=warn
+warn_base() { grpc_run "$1" warn "health check (baseline), RUST_LOG=warn" health; }
 for ((round = 1; round <= rounds; round++)); do
-  grpc_run "$round" warn "health check (baseline), RUST_LOG=warn" health
+  warn_base "$round"
   grpc_run "$round" warn "GrantRead, RUST_LOG=warn" grant_read
-  grpc_run "$round" warn "health check (baseline), RUST_LOG=warn" health
+  warn_base "$round"
 done
 peak_warn=$(peak_kib warn/)
 

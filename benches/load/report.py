@@ -153,33 +153,34 @@ def table(path: str) -> None:
     baselines = {"grpc": "health check (baseline)",
                  "warn": "health check (baseline), RUST_LOG=warn",
                  "http": "gateway GET /healthz (baseline)"}
-    is_base = {r["seq"]: baselines[r["group"]] == r["label"] for r in rows}
+    for r in rows:
+        r["base"] = baselines[r["group"]] == r["label"]
     rounds = sorted({r["round"] for r in rows})
-
-    def round_base(group, round_):
-        runs = [r["rate"] for r in rows
-                if r["group"] == group and r["round"] == round_ and is_base[r["seq"]]]
-        return sum(runs) / len(runs) if runs else None
+    # Each group's baseline runs of each round, in the order they ran, and their mean.
+    base_runs = {}
+    for r in rows:
+        if r["base"]:
+            base_runs.setdefault((r["group"], r["round"]), []).append(r)
+    base_mean = {k: sum(r["rate"] for r in runs) / len(runs) for k, runs in base_runs.items()}
 
     def bracket(row):
         """Mean of the baseline runs of the row's own group and round next to it."""
-        same = [r for r in rows if r["group"] == row["group"] and r["round"] == row["round"]
-                and is_base[r["seq"]]]
-        before = [r["rate"] for r in same if r["seq"] < row["seq"]][-1:]
-        after = [r["rate"] for r in same if r["seq"] > row["seq"]][:1]
-        near = before + after
+        same = base_runs.get((row["group"], row["round"]), [])
+        near = ([r["rate"] for r in same if r["seq"] < row["seq"]][-1:]
+                + [r["rate"] for r in same if r["seq"] > row["seq"]][:1])
         return sum(near) / len(near) if near else None
 
     def summary(group, label, ref_group):
         mine = [r for r in rows if r["group"] == group and r["label"] == label]
-        if is_base[mine[0]["seq"]]:
+        if mine[0]["base"]:
             # One figure per round for the baseline: the mean of its runs.
-            rates = [round_base(group, n) for n in rounds if round_base(group, n)]
-            ratios = ([r / round_base(ref_group, n) for r, n in zip(rates, rounds)
-                       if round_base(ref_group, n)])
+            mine_rounds = [n for n in rounds if (group, n) in base_mean]
+            rates = [base_mean[(group, n)] for n in mine_rounds]
+            ratios = [base_mean[(group, n)] / base_mean[(ref_group, n)] for n in mine_rounds
+                      if (ref_group, n) in base_mean]
         else:
             rates = [r["rate"] for r in mine]
-            refs = [bracket(r) if ref_group == group else round_base(ref_group, r["round"])
+            refs = [bracket(r) if ref_group == group else base_mean.get((ref_group, r["round"]))
                     for r in mine]
             ratios = [r["rate"] / ref for r, ref in zip(mine, refs) if ref]
         failed = [r for r in mine if r["checks"].startswith("FAILED")]
