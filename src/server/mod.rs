@@ -407,8 +407,6 @@ pub async fn run(
 
 /// An S3 client for the store at `endpoint_url` (AWS's own when `None`), for the
 /// readiness check and the multipart calls.
-/// An S3 client for the store at `endpoint_url` (AWS's own when `None`), used only for
-/// the readiness check.
 fn s3_client(
     aws: &SdkConfig,
     region: &str,

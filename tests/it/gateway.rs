@@ -236,6 +236,24 @@ async fn outside_the_rules_is_403_and_a_bad_key_is_400() {
         assert_eq!(bad.status(), StatusCode::BAD_REQUEST, "{path}");
         assert_eq!(problem(bad).await["code"], "INVALID_ARGUMENT", "{path}");
     }
+    // A key that is no text once decoded is refused before any grant, on the link and
+    // on the credentials route, which read their path the same way.
+    for path in [
+        "/v1/objects/demo/public/%FF.txt",
+        "/v1/credentials/demo/public/%C3%28/?access=read",
+    ] {
+        let bad = gw.link(path, &[("authorization", &bearer(&TOKEN))]).await;
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST, "{path}");
+        let body = problem(bad).await;
+        assert_eq!(body["code"], "INVALID_ARGUMENT", "{path}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not valid UTF-8"),
+            "{path}: {body}"
+        );
+    }
 }
 
 #[tokio::test]
