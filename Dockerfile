@@ -12,8 +12,6 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 # build.rs compiles the proto in pure Rust (protox): no protoc needed.
 COPY Cargo.toml Cargo.lock build.rs ./
-# The build's flags (`--cfg tokio_unstable`, see src/main.rs).
-COPY .cargo ./.cargo
 COPY proto ./proto
 COPY src ./src
 COPY benches ./benches

@@ -7,27 +7,12 @@ use std::process::ExitCode;
 use storage_grants::config::Settings;
 use storage_grants::{server, telemetry};
 
-// `runtime_builder` needs one of tokio's settings kept behind this flag; without it the build
-// would fail on a missing method, which says nothing of the cause.
-#[cfg(not(tokio_unstable))]
-compile_error!(
-    "storage-grants builds with `--cfg tokio_unstable`, set in .cargo/config.toml; a \
-     RUSTFLAGS variable replaces that setting: add `--cfg tokio_unstable` to it"
-);
-
-/// The service's runtime: one worker per CPU, without tokio's LIFO slot.
-///
-/// With the slot, a task woken by the running one runs next on the same worker. Every
-/// finished call wakes its connection's task, which then writes and flushes that one
-/// response before the next call runs: one `send` per call, each waking the client.
-/// Without it, the connection's task queues behind the calls already ready and writes
-/// their responses in one `send` (about 16 per `send` with 64 calls in flight). On one
-/// CPU that took a health check from 68,000 to 126,000 calls/s and GrantRead from 49,000
-/// to 92,000, and lowered GrantRead's p99 at a fixed rate (BENCHMARKS.md). Tests set
-/// the worker count.
+/// The runtime that loads the settings, accepts connections and runs the background
+/// tasks: one worker. Calls are served on threads of their own, one per CPU, each with
+/// a single-threaded runtime (`server::cores`).
 fn runtime_builder() -> tokio::runtime::Builder {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all().disable_lifo_slot();
+    builder.enable_all().worker_threads(1);
     builder
 }
 
@@ -308,51 +293,5 @@ fn client_mode(mode: &str) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-
-    /// What the service's throughput rests on: a task woken by the running one (a call
-    /// waking its connection's task) runs after the tasks already ready (the other
-    /// calls), not before them. With tokio's default LIFO slot it would run first.
-    #[test]
-    fn a_woken_task_runs_after_the_tasks_already_ready() {
-        let runtime = super::runtime_builder()
-            .worker_threads(1)
-            .build()
-            .expect("runtime");
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let (wake, woken) = tokio::sync::oneshot::channel::<()>();
-        runtime.block_on(async {
-            let log = order.clone();
-            let waiter = tokio::spawn(async move {
-                woken.await.expect("sender kept");
-                log.lock().expect("lock").push("woken");
-            });
-            // Queued before the task below, so the one worker polls it first and it
-            // parks on its channel.
-            let log = order.clone();
-            tokio::spawn(async move {
-                let ready: Vec<_> = (0..3)
-                    .map(|i| {
-                        let log = log.clone();
-                        tokio::spawn(
-                            async move { log.lock().expect("lock").push(["a", "b", "c"][i]) },
-                        )
-                    })
-                    .collect();
-                wake.send(()).expect("waiter alive");
-                drop(ready);
-            })
-            .await
-            .expect("spawner");
-            waiter.await.expect("waiter");
-        });
-        let order = order.lock().expect("lock").clone();
-        assert_eq!(order.last(), Some(&"woken"), "order: {order:?}");
-        assert_eq!(order.len(), 4, "order: {order:?}");
     }
 }

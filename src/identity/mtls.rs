@@ -41,12 +41,15 @@ use x509_cert::der::Decode;
 use super::spiffe::TrustDomains;
 use super::{Caller, SanError, Source};
 
-/// How many handshakes may run at once, for all peers. Past it a new connection is
+/// How many handshakes may run at once, for all peers, in one stream of connections
+/// (the server runs one per serving thread and listener). Past it a new connection is
 /// closed at once: the accept loop never stops taking connections, so a flood of slow
 /// handshakes cannot keep everyone else out for a handshake timeout.
 const MAX_CONCURRENT_HANDSHAKES: usize = 16_384;
 
-/// How many handshakes one peer address (IP) may have running at once: a client opens
+/// How many handshakes one peer address (IP) may have running at once in one stream
+/// of connections (as above; connections are dealt to the threads in turn, so a peer
+/// gets this many on each): a client opens
 /// one or a few; an address holding more is flooding, and its further connections
 /// are closed at once, leaving the slots to everyone else.
 const MAX_HANDSHAKES_PER_PEER: usize = 64;

@@ -59,8 +59,11 @@ pub(super) type Browser = Stack<
     Identity,
 >;
 
+/// The layers [`transport`] puts around every service.
+pub(super) type Transport = Stack<ObserveLayer, Browser>;
+
 /// The server builder with layers 1–3, behind the browser layers when enabled.
-pub(super) fn transport(settings: &Settings) -> Server<Stack<ObserveLayer, Browser>> {
+pub(super) fn transport(settings: &Settings) -> Server<Transport> {
     let web = settings.server.grpc_web;
     let browser = ServiceBuilder::new()
         .option_layer(web.then(|| grpc_web_cors(&settings.allowed_origins)))

@@ -3,9 +3,12 @@
 //! the metrics endpoint (`metrics_http`), the background tasks, and graceful shutdown
 //! (`shutdown`).
 //!
-//! The server owns every task it spawns, in one `JoinSet`, and stops all of them
-//! before [`run`] returns.
+//! Calls are served on one thread per CPU, to which every listener's connections are
+//! dealt in turn (`cores`); the calling runtime accepts connections and runs the
+//! background tasks. The server owns every task it spawns, in one `JoinSet`, and every
+//! serving thread, and stops all of them before [`run`] returns.
 
+mod cores;
 mod layers;
 mod metrics_http;
 mod reflection;
@@ -82,6 +85,9 @@ pub enum Error {
     /// The transport failed while serving.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A serving thread could not start or stopped unexpectedly.
+    #[error(transparent)]
+    Cores(#[from] cores::Error),
 }
 
 /// What the settings alone do not hold and serving needs: the rules file and the TLS
@@ -311,45 +317,42 @@ pub async fn run(
         tasks.spawn(metrics_http::serve(metrics_listener, stop.clone().begun()));
     }
 
+    // Every listener's connections are dealt to the serving threads, one per CPU
+    // (`cores`); this runtime only accepts them.
+    let cores = cores::count();
     let accepted = socket::Accepted::new(&settings.server);
-    if let Some(http) = settings.http.clone() {
-        let addr = http.listen;
-        let http_listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Http { addr, source })?;
-        let header_read_timeout = http.header_read_timeout;
-        let router = crate::gateway::router(pipeline.clone(), authenticator.clone(), http);
-        let stopped = stop.clone().begun();
-        // The gateway presents the gRPC port's server certificate ([server.tls], whose
-        // renewals it follows, or [identity.mtls]'s); client certificates are the gRPC
-        // port's business only.
-        match &gateway_tls {
-            Some(gateway) => {
-                let listener = tls::GatewayTls::new(
-                    accepted.incoming(http_listener),
-                    gateway.config.clone(),
-                    gateway.handshake_timeout,
-                )
+    let gateway = match settings.http.clone() {
+        Some(http) => {
+            let addr = http.listen;
+            let http_listener = TcpListener::bind(addr)
+                .await
                 .map_err(|source| Error::Http { addr, source })?;
-                tracing::info!(addr = ?listener.local(), "HTTP gateway listening (TLS)");
-                tasks.spawn(crate::gateway::serve(
-                    listener,
-                    router,
-                    header_read_timeout,
-                    stopped,
-                ));
+            let local = http_listener
+                .local_addr()
+                .map_err(|source| Error::Http { addr, source })?;
+            let header_read_timeout = http.header_read_timeout;
+            let router = crate::gateway::router(pipeline.clone(), authenticator.clone(), http);
+            let (dealer, inboxes) = cores::deal(cores);
+            tasks.spawn(dealer.run(accepted.incoming(http_listener), stop.clone().begun()));
+            // The gateway presents the gRPC port's server certificate ([server.tls], whose
+            // renewals it follows, or [identity.mtls]'s); client certificates are the
+            // gRPC port's business only.
+            match &gateway_tls {
+                Some(_) => tracing::info!(addr = ?local, "HTTP gateway listening (TLS)"),
+                None => tracing::info!(addr = ?local, "HTTP gateway listening"),
             }
-            _ => {
-                tracing::info!(addr = ?http_listener.local_addr().ok(), "HTTP gateway listening");
-                tasks.spawn(crate::gateway::serve(
-                    accepted.incoming(http_listener),
+            Some((
+                Gateway {
                     router,
+                    local,
                     header_read_timeout,
-                    stopped,
-                ));
-            }
+                    tls: gateway_tls,
+                },
+                inboxes,
+            ))
         }
-    }
+        None => None,
+    };
 
     let reflection = reflection::Reflection::new(&SERVED_DESCRIPTORS)?;
     let router = layers::transport(&settings)
@@ -363,13 +366,11 @@ pub async fn run(
     tracing::info!(
         addr = ?listener.local_addr().ok(),
         transport = settings.transport_security(),
+        cores,
         "storage-grants listening"
     );
-    let incoming = accepted.incoming(listener);
-    // Each connection, after its TLS handshake if any, carries its own call limit.
-    let limit = settings.server.concurrency_limit_per_connection;
-    let connection_timeout = settings.server.connection_timeout;
-    let drained = stop.clone().begun();
+    let (dealer, grpc_inboxes) = cores::deal(cores);
+    tasks.spawn(dealer.run(accepted.incoming(listener), stop.clone().begun()));
     // With mTLS, this service terminates TLS itself so that the client certificate
     // (the caller's SPIFFE ID) reaches the interceptor; with server TLS, so that no
     // token or grant crosses the network in clear text.
@@ -378,31 +379,134 @@ pub async fn run(
         (None, Some(server)) => server.handshake_timeout,
         (None, None) => std::time::Duration::ZERO,
     };
-    let serve = async {
+    let grpc = Grpc {
+        router,
+        tls,
+        handshake_timeout,
+        // Each connection, after its TLS handshake if any, carries its own call limit.
+        limit: settings.server.concurrency_limit_per_connection,
+        connection_timeout: settings.server.connection_timeout,
+    };
+    let (gateway, http_inboxes) = match gateway {
+        Some((gateway, inboxes)) => (
+            Some(gateway),
+            inboxes.into_iter().map(Some).collect::<Vec<_>>(),
+        ),
+        None => (None, (0..cores).map(|_| None).collect()),
+    };
+    let inboxes: Vec<_> = grpc_inboxes.into_iter().zip(http_inboxes).collect();
+    let grace = settings.server.shutdown_grace;
+    let serving = cores::start(inboxes, move |(grpc_inbox, http_inbox)| {
+        serve_core(
+            grpc.clone(),
+            grpc_inbox,
+            gateway.clone().zip(http_inbox),
+            stop.clone(),
+            grace,
+        )
+    })?;
+    let result = serving.finished().await;
+    let result = result
+        .map_err(Error::from)
+        .and_then(|served| served.map_err(Error::from));
+    tasks.shutdown().await;
+    tracing::info!("storage-grants stopped");
+    result
+}
+
+/// What each core needs to serve the gRPC port.
+#[derive(Clone)]
+struct Grpc<L> {
+    router: tonic::transport::server::Router<L>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handshake_timeout: std::time::Duration,
+    limit: usize,
+    connection_timeout: std::time::Duration,
+}
+
+/// What each core needs to serve the HTTP gateway.
+#[derive(Clone)]
+struct Gateway {
+    router: axum::Router,
+    local: std::net::SocketAddr,
+    header_read_timeout: std::time::Duration,
+    tls: Option<tls::GatewayTlsConfig>,
+}
+
+impl Gateway {
+    /// Serves the gateway on `listener` until `stopped`, then drains.
+    async fn serve_on<L>(self, listener: L, stopped: impl Future<Output = ()> + Send + 'static)
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
+        crate::gateway::serve(listener, self.router, self.header_read_timeout, stopped).await;
+    }
+}
+
+/// One core's share: its gRPC connections and its gateway connections, served until
+/// shutdown has begun and they have drained, or the grace is over (then the calls
+/// still running are cut off when the core's runtime stops).
+async fn serve_core(
+    grpc: Grpc<layers::Transport>,
+    grpc_inbox: cores::Inbox,
+    gateway: Option<(Gateway, cores::Inbox)>,
+    stop: Shutdown,
+    grace: std::time::Duration,
+) -> Result<(), tonic::transport::Error> {
+    let Grpc {
+        router,
+        tls,
+        handshake_timeout,
+        limit,
+        connection_timeout,
+    } = grpc;
+    let drained = stop.clone().begun();
+    let gateway_stop = stop.clone();
+    let grpc = async {
         match tls {
             Some(tls) => {
-                let incoming = TlsIncoming::new(incoming, tls, handshake_timeout);
+                let incoming = TlsIncoming::new(grpc_inbox, tls, handshake_timeout);
                 let incoming = layers::limited(incoming, limit, connection_timeout);
                 router.serve_with_incoming_shutdown(incoming, drained).await
             }
             None => {
-                let incoming = layers::limited(incoming, limit, connection_timeout);
+                let incoming = layers::limited(grpc_inbox, limit, connection_timeout);
                 router.serve_with_incoming_shutdown(incoming, drained).await
             }
         }
     };
-    // Serve until the signal; after it, give in-flight calls at most the grace.
-    let grace = settings.server.shutdown_grace;
-    let result = tokio::select! {
-        result = serve => result,
+    let http = async move {
+        let Some((gateway, inbox)) = gateway else {
+            return;
+        };
+        let stopped = gateway_stop.begun();
+        match gateway.tls.clone() {
+            Some(tls) => {
+                let listener =
+                    tls::GatewayTls::new(inbox, gateway.local, tls.config, tls.handshake_timeout);
+                gateway.serve_on(listener, stopped).await;
+            }
+            None => {
+                let listener = socket::Listening {
+                    incoming: inbox,
+                    local: gateway.local,
+                };
+                gateway.serve_on(listener, stopped).await;
+            }
+        }
+    };
+    let served = async {
+        let (grpc, ()) = tokio::join!(grpc, http);
+        grpc
+    };
+    tokio::select! {
+        result = served => result,
         () = stop.grace_over(grace) => {
             tracing::warn!(grace_secs = grace.as_secs(), "drain took too long; closing remaining calls");
             Ok(())
         }
-    };
-    tasks.shutdown().await;
-    tracing::info!("storage-grants stopped");
-    Ok(result?)
+    }
 }
 
 /// An S3 client for the store at `endpoint_url` (AWS's own when `None`), for the

@@ -85,19 +85,41 @@ impl Accepted {
 #[derive(Debug)]
 pub(super) struct Counted<T> {
     io: T,
-    _slot: OwnedSemaphorePermit,
+    slot: Slot,
 }
 
-impl<T> Counted<T> {
-    fn new(io: T, slot: OwnedSemaphorePermit) -> Self {
-        crate::metrics::connection_open(true);
-        Self { io, _slot: slot }
+/// One slot of the cap, counted in the open-connections gauge while held.
+#[derive(Debug)]
+struct Slot(#[allow(dead_code, reason = "held for its drop")] OwnedSemaphorePermit);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        crate::metrics::connection_open(false);
     }
 }
 
-impl<T> Drop for Counted<T> {
-    fn drop(&mut self) {
-        crate::metrics::connection_open(false);
+impl<T> Counted<T> {
+    pub(super) fn new(io: T, slot: OwnedSemaphorePermit) -> Self {
+        crate::metrics::connection_open(true);
+        Self {
+            io,
+            slot: Slot(slot),
+        }
+    }
+
+    /// The same connection, its socket converted by `f` (handed from one runtime to
+    /// another), keeping its slot; if `f` fails, the slot is given back.
+    pub(super) fn try_map<U>(self, f: impl FnOnce(T) -> io::Result<U>) -> io::Result<Counted<U>> {
+        Ok(Counted {
+            io: f(self.io)?,
+            slot: self.slot,
+        })
+    }
+
+    /// The socket.
+    #[cfg(test)]
+    pub(super) fn get(&self) -> &T {
+        &self.io
     }
 }
 
@@ -218,17 +240,29 @@ impl<S> Admitted<S> {
     }
 }
 
-/// The gateway's listener without TLS (with TLS, `tls::GatewayTls` takes the stream).
-impl axum::serve::Listener for Admitted<TcpIncoming> {
+/// The gateway's listener without TLS (with TLS, `tls::GatewayTls` takes the stream):
+/// the connections of `incoming`, accepted by a listener bound to `local`.
+pub(super) struct Listening<S> {
+    pub(super) incoming: S,
+    pub(super) local: std::net::SocketAddr,
+}
+
+impl<S> axum::serve::Listener for Listening<S>
+where
+    S: Stream<Item = io::Result<Counted<TcpStream>>> + Unpin + Send + 'static,
+{
     type Io = Counted<TcpStream>;
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        next_connection(self, |stream: &Counted<TcpStream>| stream.peer()).await
+        next_connection(&mut self.incoming, |stream: &Counted<TcpStream>| {
+            stream.peer()
+        })
+        .await
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+        Ok(self.local)
     }
 }
 

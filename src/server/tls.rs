@@ -14,13 +14,12 @@ use std::time::Duration;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::raw::ServerTlsConfig;
 use crate::identity::mtls::{self, KeyPairFiles, PeerAddr, SetupError};
 use crate::rules::reload::{Version, file_version};
 
-use super::socket::{Admitted, Counted, next_connection};
+use super::socket::{Counted, next_connection};
 
 /// The certificate in force, replaced when its files change.
 pub(super) struct ReloadingCert {
@@ -96,7 +95,7 @@ pub(super) fn server_config(
 }
 
 /// The HTTP gateway's TLS: the rustls configuration and how long a handshake may take.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct GatewayTlsConfig {
     pub(super) config: Arc<rustls::ServerConfig>,
     pub(super) handshake_timeout: Duration,
@@ -164,34 +163,33 @@ pub(super) async fn watch(cert: Arc<ReloadingCert>, config: ServerTlsConfig) {
 /// The HTTP gateway's listener with TLS (`[server.tls]` or `[identity.mtls]`): the gRPC
 /// port's server certificate and handshake machinery (bounded, logged, concurrent
 /// handshakes), as an axum listener.
-pub(super) struct GatewayTls {
-    incoming: mtls::TlsIncoming<Admitted<TcpIncoming>, Counted<tokio::net::TcpStream>>,
+pub(super) struct GatewayTls<S> {
+    incoming: mtls::TlsIncoming<S, Counted<tokio::net::TcpStream>>,
     local: std::net::SocketAddr,
 }
 
-impl GatewayTls {
-    /// TLS with `config` on the connections of `tcp`.
+impl<S> GatewayTls<S> {
+    /// TLS with `config` on the connections of `tcp`, which a listener bound to `local`
+    /// accepted.
     pub(super) fn new(
-        tcp: Admitted<TcpIncoming>,
+        tcp: S,
+        local: std::net::SocketAddr,
         config: Arc<rustls::ServerConfig>,
         handshake_timeout: Duration,
-    ) -> std::io::Result<Self> {
-        let local = axum::serve::Listener::local_addr(&tcp)?;
-        Ok(Self {
+    ) -> Self {
+        Self {
             incoming: mtls::TlsIncoming::new(tcp, config, handshake_timeout),
             local,
-        })
+        }
     }
 }
 
-impl GatewayTls {
-    /// The bound address.
-    pub(super) fn local(&self) -> std::net::SocketAddr {
-        self.local
-    }
-}
-
-impl axum::serve::Listener for GatewayTls {
+impl<S> axum::serve::Listener for GatewayTls<S>
+where
+    S: tokio_stream::Stream<Item = std::io::Result<Counted<tokio::net::TcpStream>>>
+        + Send
+        + 'static,
+{
     type Io = tokio_rustls::server::TlsStream<Counted<tokio::net::TcpStream>>;
     type Addr = std::net::SocketAddr;
 

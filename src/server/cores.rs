@@ -1,0 +1,289 @@
+//! One thread per CPU, each with its own single-threaded runtime, and the connections
+//! of every listener dealt to them in turn: a connection, its calls and everything
+//! they allocate stay on one thread.
+//!
+//! Why not one multi-threaded runtime for everything: its idle worker steals the
+//! busy one's tasks, and a stolen call then works on its connection's state (the
+//! HTTP/2 stream store, the write buffer, memory the other core allocated) from the
+//! other core. Whether that happens depended on how a run's connections happened to
+//! land on the workers; when it did, a call cost about 40 % more CPU (GrantWrite
+//! 18.5 µs against 13.1 µs per call, BENCHMARKS.md). Dealing connections in turn gives
+//! each core the same share from the start.
+//!
+//! What it gives up: one connection's calls no longer spread over several cores. That
+//! was measured to buy little (one HTTP/2 connection with 64 calls in flight: about
+//! 52,000 GrantRead calls/s with two workers, about 50,000 with one), because the
+//! connection's own task (reading and writing every frame) is the serial part.
+//!
+//! Listeners, background tasks, the metrics endpoint and the exporters stay on the
+//! runtime that called [`crate::server::run`]; it only accepts connections and hands
+//! them over.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::{Stream, StreamExt as _};
+
+use super::socket::Counted;
+
+/// Why serving on a core stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The core's thread or runtime could not start.
+    #[error("cannot start serving thread {index}: {source}")]
+    Start {
+        /// Which core.
+        index: usize,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The core's thread ended without reporting (it panicked).
+    #[error("serving thread {index} stopped unexpectedly")]
+    Lost {
+        /// Which core.
+        index: usize,
+    },
+}
+
+/// How many serving threads: `TOKIO_WORKER_THREADS` when set (as for tokio's own
+/// runtimes), else the CPUs this process may use (its affinity and cgroup quota).
+pub(super) fn count() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+}
+
+/// A connection between the listener and its core: the socket is taken off the
+/// accepting runtime's reactor so that the core's runtime can register it.
+pub(super) type Handed = Counted<std::net::TcpStream>;
+
+/// Hands accepted connections to the cores in turn.
+pub(super) struct Dealer {
+    cores: Vec<mpsc::UnboundedSender<Handed>>,
+    next: usize,
+}
+
+/// One core's share of a listener's connections: a stream of them, registered with
+/// the runtime that polls it. It ends when the dealer is gone.
+pub(super) struct Inbox {
+    rx: mpsc::UnboundedReceiver<Handed>,
+}
+
+/// A dealer for `n` cores and each core's inbox.
+pub(super) fn deal(n: usize) -> (Dealer, Vec<Inbox>) {
+    let (cores, inboxes) = (0..n.max(1))
+        .map(|_| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (tx, Inbox { rx })
+        })
+        .unzip();
+    (Dealer { cores, next: 0 }, inboxes)
+}
+
+impl Dealer {
+    /// Gives `connection` to the next core. A core that has stopped (shutdown) closes
+    /// it, by dropping it.
+    fn hand(&mut self, connection: Handed) {
+        let core = self.next % self.cores.len();
+        self.next = self.next.wrapping_add(1);
+        let _ = self.cores[core].send(connection);
+    }
+
+    /// Deals the connections of `incoming` until `stop` completes or `incoming` ends.
+    /// A failed accept was logged and paced by the listener; a connection whose
+    /// socket cannot leave this runtime is closed.
+    pub(super) async fn run<S>(mut self, incoming: S, stop: impl Future<Output = ()>)
+    where
+        S: Stream<Item = io::Result<Counted<tokio::net::TcpStream>>>,
+    {
+        let mut incoming = std::pin::pin!(incoming);
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let next = tokio::select! {
+                next = incoming.next() => next,
+                () = &mut stop => return,
+            };
+            match next {
+                Some(Ok(connection)) => {
+                    if let Ok(handed) = connection.try_map(tokio::net::TcpStream::into_std) {
+                        self.hand(handed);
+                    }
+                }
+                Some(Err(_)) => {}
+                None => return,
+            }
+        }
+    }
+}
+
+impl Stream for Inbox {
+    type Item = io::Result<Counted<tokio::net::TcpStream>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|handed| handed.map(|h| h.try_map(tokio::net::TcpStream::from_std)))
+    }
+}
+
+/// The serving threads, started by [`start`].
+pub(super) struct Cores<E> {
+    done: Vec<oneshot::Receiver<Result<(), E>>>,
+}
+
+/// Starts one thread per item of `inboxes`, each with a single-threaded runtime that
+/// runs `serve(its item)` to completion. `serve` builds its future on the core's own
+/// thread, so that everything it spawns stays there.
+///
+/// # Errors
+/// A thread or runtime that cannot start; the threads already started then stop
+/// when their inboxes close.
+pub(super) fn start<I, F, Fut, E>(inboxes: Vec<I>, serve: F) -> Result<Cores<E>, Error>
+where
+    I: Send + 'static,
+    F: Fn(I) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = Result<(), E>> + 'static,
+    E: Send + 'static,
+{
+    let mut done = Vec::with_capacity(inboxes.len());
+    for (index, inbox) in inboxes.into_iter().enumerate() {
+        let runtime = runtime().map_err(|source| Error::Start { index, source })?;
+        let (tx, rx) = oneshot::channel();
+        let serve = serve.clone();
+        std::thread::Builder::new()
+            .name(format!("storage-grants-core-{index}"))
+            .spawn(move || {
+                let result = runtime.block_on(serve(inbox));
+                // Dropping the runtime stops whatever the calls left running, before
+                // the server reports that it has stopped.
+                drop(runtime);
+                let _ = tx.send(result);
+            })
+            .map_err(|source| Error::Start { index, source })?;
+        done.push(rx);
+    }
+    Ok(Cores { done })
+}
+
+impl<E> Cores<E> {
+    /// Completes when every core has finished serving.
+    ///
+    /// # Errors
+    /// The first core's error, or a core whose thread ended without finishing (a
+    /// panic).
+    pub(super) async fn finished(self) -> Result<Result<(), E>, Error> {
+        let mut result = Ok(Ok(()));
+        for (index, done) in self.done.into_iter().enumerate() {
+            let outcome = done.await.map_err(|_| Error::Lost { index });
+            if matches!(result, Ok(Ok(()))) {
+                result = outcome;
+            }
+        }
+        result
+    }
+}
+
+/// A core's runtime: single-threaded, so a task woken by the running one runs after
+/// the tasks already ready (its queue is first in, first out), which lets a
+/// connection's task write the answers of every call that finished in one `send`
+/// (BENCHMARKS.md).
+pub(crate) fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::Semaphore;
+
+    async fn pair(listener: &TcpListener, slots: &std::sync::Arc<Semaphore>) -> Handed {
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        // The client end is leaked on purpose: the test reads only the server's ends.
+        std::mem::forget(client.expect("connect"));
+        let (server, _) = accepted.expect("accept");
+        let slot = slots.clone().try_acquire_owned().expect("slot");
+        Counted::new(server, slot)
+            .try_map(TcpStream::into_std)
+            .expect("into_std")
+    }
+
+    #[tokio::test]
+    async fn connections_are_dealt_to_the_cores_in_turn() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let slots = std::sync::Arc::new(Semaphore::new(16));
+        let (mut dealer, mut inboxes) = deal(3);
+        let mut sent = Vec::new();
+        for _ in 0..7 {
+            let handed = pair(&listener, &slots).await;
+            sent.push(handed.get().peer_addr().expect("peer").port());
+            dealer.hand(handed);
+        }
+        assert_eq!(slots.available_permits(), 16 - 7);
+        drop(dealer);
+        let mut received = Vec::new();
+        for inbox in &mut inboxes {
+            let mut got = Vec::new();
+            while let Some(connection) = inbox.next().await {
+                let connection = connection.expect("registered on this runtime");
+                got.push(connection.get().peer_addr().expect("peer").port());
+            }
+            received.push(got);
+        }
+        // In turn: the first, fourth and seventh to the first core, and so on.
+        let expected: Vec<Vec<u16>> = (0..3)
+            .map(|core| sent.iter().copied().skip(core).step_by(3).collect())
+            .collect();
+        assert_eq!(received, expected);
+        // Each connection kept its slot of the cap until it was dropped here.
+        assert_eq!(slots.available_permits(), 16);
+    }
+
+    /// What the service's throughput rests on: a task woken by the running one (a call
+    /// waking its connection's task) runs after the tasks already ready (the other
+    /// calls), not before them, as with a multi-threaded runtime's LIFO slot.
+    #[test]
+    fn a_woken_task_runs_after_the_tasks_already_ready() {
+        use std::sync::{Arc, Mutex};
+        let runtime = runtime().expect("runtime");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (wake, woken) = oneshot::channel::<()>();
+        runtime.block_on(async {
+            let log = order.clone();
+            let waiter = tokio::spawn(async move {
+                woken.await.expect("sender kept");
+                log.lock().expect("lock").push("woken");
+            });
+            // Queued before the task below, so it runs first and parks on its channel.
+            let log = order.clone();
+            tokio::spawn(async move {
+                let ready: Vec<_> = (0..3)
+                    .map(|i| {
+                        let log = log.clone();
+                        tokio::spawn(
+                            async move { log.lock().expect("lock").push(["a", "b", "c"][i]) },
+                        )
+                    })
+                    .collect();
+                wake.send(()).expect("waiter alive");
+                drop(ready);
+            })
+            .await
+            .expect("spawner");
+            waiter.await.expect("waiter");
+        });
+        let order = order.lock().expect("lock").clone();
+        assert_eq!(order.last(), Some(&"woken"), "order: {order:?}");
+        assert_eq!(order.len(), 4, "order: {order:?}");
+    }
+}
