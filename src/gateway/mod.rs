@@ -112,8 +112,51 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
         })
         .fallback(|| async { problem::Problem::not_found() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(refuse_oversized))
         .with_state(app)
         .layer(cors)
+}
+
+/// Up to how many bytes of a body declared past [`BODY_LIMIT`] are read and thrown
+/// away before the 413 goes out, and for how long at most.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// A body whose `Content-Length` is past [`BODY_LIMIT`] gets the 413 problem at once,
+/// before any route reads it, once what the client sends has been read (up to
+/// [`DRAIN_LIMIT`], for at most [`DRAIN_TIME`]). A connection closed with the client's
+/// bytes still unread is reset by the kernel, and a client still sending then often
+/// sees the reset instead of the answer; reading them first lets it read the 413.
+/// Bodies past the drain limit are not read: the connection closes after the answer.
+async fn refuse_oversized(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(length) = declared.filter(|&n| n > BODY_LIMIT as u64) else {
+        return next.run(request).await;
+    };
+    if length <= DRAIN_LIMIT as u64 {
+        let _ = tokio::time::timeout(DRAIN_TIME, discard(request.into_body())).await;
+    }
+    problem::Problem::too_large(&format!("the body is {length} bytes")).into_response()
+}
+
+/// Reads `body` to its end, up to [`DRAIN_LIMIT`] bytes, keeping none of it.
+async fn discard(body: axum::body::Body) {
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut read = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, |data| data.len());
+        if read > DRAIN_LIMIT {
+            return;
+        }
+    }
 }
 
 /// Serves `router` on `listener`, HTTP/1.1 and HTTP/2 (by ALPN over TLS, by prior

@@ -90,6 +90,19 @@ impl Problem {
 
     /// 500: the service failed; `detail` tells the caller where the reason is (the
     /// operator's logs), never the reason's secrets.
+    /// 413: the body is past the gateway's limit, `detail` saying how it was found.
+    pub(crate) fn too_large(detail: &str) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RESOURCE_EXHAUSTED",
+            "Request too large",
+            format!(
+                "{detail}; send a body of at most {} MiB",
+                super::BODY_LIMIT / (1024 * 1024)
+            ),
+        )
+    }
+
     pub(crate) fn internal(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -194,15 +207,7 @@ impl From<axum::extract::rejection::JsonRejection> for Problem {
                 "Unsupported media type",
                 detail,
             ),
-            StatusCode::PAYLOAD_TOO_LARGE => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "RESOURCE_EXHAUSTED",
-                "Request too large",
-                format!(
-                    "{detail}; send a body of at most {} MiB",
-                    super::BODY_LIMIT / (1024 * 1024)
-                ),
-            ),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::too_large(&detail),
             _ => Self::bad_request(detail),
         }
     }
