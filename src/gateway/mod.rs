@@ -89,18 +89,18 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
         .route("/v1/objects/{bucket}/{*key}", get(objects::link))
         .route("/v1/objects/{bucket}", get(objects::no_key))
         .route("/v1/objects/{bucket}/", get(objects::no_key))
-        .route("/v1/uploads", post(uploads::sign))
+        .route("/v1/uploads", post_json(uploads::sign))
         .route(
             "/v1/credentials/{bucket}/{*prefix}",
             get_issuing(credentials::credentials),
         )
         .route("/s3/params", get_issuing(uppy::params))
-        .route("/s3/multipart", post(uppy::create))
+        .route("/s3/multipart", post_json(uppy::create))
         .route(
             "/s3/multipart/{upload}",
             get(uppy::list).delete(uppy::abort),
         )
-        .route("/s3/multipart/{upload}/complete", post(uppy::complete))
+        .route("/s3/multipart/{upload}/complete", post_json(uppy::complete))
         .route(
             "/s3/multipart/{upload}/{part}",
             get_issuing(uppy::sign_part),
@@ -112,15 +112,25 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
         })
         .fallback(|| async { problem::Problem::not_found() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(refuse_oversized))
         .with_state(app)
         .layer(cors)
 }
 
 /// Up to how many bytes of a body declared past [`BODY_LIMIT`] are read and thrown
-/// away before the 413 goes out, and for how long at most.
+/// away before the 413 goes out.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+/// How long at most that reading may take.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// POST of a JSON body, behind [`refuse_oversized`]: only the routes that read a body
+/// pay for the check, not the click-time link or the other GETs.
+fn post_json<H, T>(handler: H) -> axum::routing::MethodRouter<Arc<App>>
+where
+    H: axum::handler::Handler<T, Arc<App>>,
+    T: 'static,
+{
+    post(handler).layer(axum::middleware::from_fn(refuse_oversized))
+}
 
 /// A body whose `Content-Length` is past [`BODY_LIMIT`] gets the 413 problem at once,
 /// before any route reads it, once what the client sends has been read (up to
@@ -147,9 +157,8 @@ async fn refuse_oversized(
 }
 
 /// Reads `body` to its end, up to [`DRAIN_LIMIT`] bytes, keeping none of it.
-async fn discard(body: axum::body::Body) {
+async fn discard(mut body: axum::body::Body) {
     use http_body_util::BodyExt as _;
-    let mut body = body;
     let mut read = 0;
     while let Some(Ok(frame)) = body.frame().await {
         read += frame.data_ref().map_or(0, |data| data.len());

@@ -88,8 +88,6 @@ impl Problem {
         )
     }
 
-    /// 500: the service failed; `detail` tells the caller where the reason is (the
-    /// operator's logs), never the reason's secrets.
     /// 413: the body is past the gateway's limit, `detail` saying how it was found.
     pub(crate) fn too_large(detail: &str) -> Self {
         Self::new(
@@ -103,6 +101,8 @@ impl Problem {
         )
     }
 
+    /// 500: the service failed; `detail` tells the caller where the reason is (the
+    /// operator's logs), never the reason's secrets.
     pub(crate) fn internal(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

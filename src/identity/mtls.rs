@@ -49,9 +49,9 @@ const MAX_CONCURRENT_HANDSHAKES: usize = 16_384;
 
 /// How many handshakes one peer address (IP) may have running at once in one stream
 /// of connections (as above; connections are dealt to the threads in turn, so a peer
-/// gets this many on each): a client opens
-/// one or a few; an address holding more is flooding, and its further connections
-/// are closed at once, leaving the slots to everyone else.
+/// gets this many on each): a client opens one or a few; an address holding more is
+/// flooding, and its further connections are closed at once, leaving the slots to
+/// everyone else.
 const MAX_HANDSHAKES_PER_PEER: usize = 64;
 
 /// How long a connection may stay silent before its ClientHello: a real client sends

@@ -172,17 +172,17 @@ where
     Ok(Cores { done })
 }
 
-impl<E> Cores<E> {
+impl<E: From<Error>> Cores<E> {
     /// Completes when every core has finished serving.
     ///
     /// # Errors
     /// The first core's error, or a core whose thread ended without finishing (a
     /// panic).
-    pub(super) async fn finished(self) -> Result<Result<(), E>, Error> {
-        let mut result = Ok(Ok(()));
+    pub(super) async fn finished(self) -> Result<(), E> {
+        let mut result = Ok(());
         for (index, done) in self.done.into_iter().enumerate() {
-            let outcome = done.await.map_err(|_| Error::Lost { index });
-            if matches!(result, Ok(Ok(()))) {
+            let outcome = done.await.unwrap_or(Err(E::from(Error::Lost { index })));
+            if result.is_ok() {
                 result = outcome;
             }
         }

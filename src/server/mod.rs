@@ -387,14 +387,12 @@ pub async fn run(
         limit: settings.server.concurrency_limit_per_connection,
         connection_timeout: settings.server.connection_timeout,
     };
-    let (gateway, http_inboxes) = match gateway {
-        Some((gateway, inboxes)) => (
-            Some(gateway),
-            inboxes.into_iter().map(Some).collect::<Vec<_>>(),
-        ),
-        None => (None, (0..cores).map(|_| None).collect()),
-    };
-    let inboxes: Vec<_> = grpc_inboxes.into_iter().zip(http_inboxes).collect();
+    let (gateway, http_inboxes) = gateway.unzip();
+    let mut http_inboxes = http_inboxes.map(Vec::into_iter);
+    let inboxes: Vec<_> = grpc_inboxes
+        .into_iter()
+        .map(|grpc| (grpc, http_inboxes.as_mut().and_then(Iterator::next)))
+        .collect();
     let grace = settings.server.shutdown_grace;
     let serving = cores::start(inboxes, move |(grpc_inbox, http_inbox)| {
         serve_core(
@@ -406,9 +404,6 @@ pub async fn run(
         )
     })?;
     let result = serving.finished().await;
-    let result = result
-        .map_err(Error::from)
-        .and_then(|served| served.map_err(Error::from));
     tasks.shutdown().await;
     tracing::info!("storage-grants stopped");
     result
@@ -453,7 +448,7 @@ async fn serve_core(
     gateway: Option<(Gateway, cores::Inbox)>,
     stop: Shutdown,
     grace: std::time::Duration,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), Error> {
     let Grpc {
         router,
         tls,
@@ -501,7 +496,7 @@ async fn serve_core(
         grpc
     };
     tokio::select! {
-        result = served => result,
+        result = served => Ok(result?),
         () = stop.grace_over(grace) => {
             tracing::warn!(grace_secs = grace.as_secs(), "drain took too long; closing remaining calls");
             Ok(())
