@@ -4,7 +4,7 @@
 
 use crate::support;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -35,7 +35,7 @@ fn all_pins(key: &str) -> GrantWriteRequest {
         content_type: "text/csv".into(),
         size: Some(Size::ContentLength(BODY.len() as u64)),
         checksum_sha256: checksum(BODY),
-        metadata: HashMap::from([
+        metadata: BTreeMap::from([
             ("owner".into(), "team-a".into()),
             ("batch".into(), "7".into()),
         ]),
@@ -55,7 +55,7 @@ async fn grant(service: &Service, request: GrantWriteRequest) -> GrantWriteRespo
 }
 
 /// PUT `body` with `headers`, as any HTTP client would.
-async fn put(url: &str, headers: &HashMap<String, String>, body: &[u8]) -> u16 {
+async fn put(url: &str, headers: &BTreeMap<String, String>, body: &[u8]) -> u16 {
     let mut request = reqwest::Client::new().put(url).body(body.to_vec());
     for (name, value) in headers {
         // The client sets Content-Length from the body; the grant pins it.
@@ -67,7 +67,7 @@ async fn put(url: &str, headers: &HashMap<String, String>, body: &[u8]) -> u16 {
 }
 
 /// A multipart/form-data POST of the grant's form, then `body` as its file.
-async fn post(grant: &GrantWriteResponse, fields: &HashMap<String, String>, body: &[u8]) -> u16 {
+async fn post(grant: &GrantWriteResponse, fields: &BTreeMap<String, String>, body: &[u8]) -> u16 {
     support::post_form(&grant.url, fields, &grant.file_field, body).await
 }
 
@@ -133,7 +133,7 @@ async fn changing_any_pinned_header_is_refused_by_the_store() {
     let store = demo_store().await;
     let service = Service::start(&store, Setup::new()).await;
     let g = grant(&service, all_pins("public/pinned.csv")).await;
-    type Change = Box<dyn Fn(&mut HashMap<String, String>)>;
+    type Change = Box<dyn Fn(&mut BTreeMap<String, String>)>;
     let cases: Vec<(&str, Change)> = vec![
         (
             "another content type",
@@ -259,7 +259,7 @@ async fn put_without_pins_needs_no_headers() {
     let service = Service::start(&store, Setup::new()).await;
     let g = grant(&service, write("public/free.bin")).await;
     assert!(g.headers.is_empty(), "{:?}", g.headers.keys());
-    assert_eq!(put(&g.url, &HashMap::new(), b"anything").await, 200);
+    assert_eq!(put(&g.url, &BTreeMap::new(), b"anything").await, 200);
     assert!(stored(&store, "public/free.bin").await.is_some());
 }
 
@@ -270,7 +270,7 @@ fn ranged(key: &str, min: u64, max: u64) -> GrantWriteRequest {
             min_bytes: min,
             max_bytes: max,
         })),
-        metadata: HashMap::from([("owner".into(), "team-a".into())]),
+        metadata: BTreeMap::from([("owner".into(), "team-a".into())]),
         ..write(key)
     }
 }
@@ -430,14 +430,14 @@ async fn bad_pins_are_invalid_argument_naming_the_field() {
         ),
         (
             GrantWriteRequest {
-                metadata: HashMap::from([("Bad Key".into(), "v".into())]),
+                metadata: BTreeMap::from([("Bad Key".into(), "v".into())]),
                 ..write("public/x")
             },
             "metadata",
         ),
         (
             GrantWriteRequest {
-                metadata: HashMap::from([("a".into(), big.clone()), ("b".into(), big.clone())]),
+                metadata: BTreeMap::from([("a".into(), big.clone()), ("b".into(), big.clone())]),
                 ..write("public/x")
             },
             "metadata",
@@ -516,7 +516,7 @@ async fn a_huge_bad_field_is_not_echoed_in_full() {
     let service = Service::start(&store, Setup::new()).await;
     let huge = "N".repeat(1 << 20);
     let request = GrantWriteRequest {
-        metadata: HashMap::from([(huge.clone(), "v".to_owned())]),
+        metadata: BTreeMap::from([(huge.clone(), "v".to_owned())]),
         ..write("public/echo.csv")
     };
     let status = service

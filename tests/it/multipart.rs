@@ -4,7 +4,7 @@
 
 use crate::support;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine;
@@ -116,7 +116,7 @@ async fn put_part(part: &UploadPartGrant, data: Vec<u8>) -> (u16, String) {
     put(&part.url, &part.headers, data).await
 }
 
-async fn put(url: &str, headers: &HashMap<String, String>, data: Vec<u8>) -> (u16, String) {
+async fn put(url: &str, headers: &BTreeMap<String, String>, data: Vec<u8>) -> (u16, String) {
     let mut request = reqwest::Client::new().put(url);
     for (k, v) in headers {
         request = request.header(k, v);
@@ -321,7 +321,7 @@ async fn a_checksum_pin_is_signed_so_the_part_must_carry_it() {
     let mut other = part.headers.clone();
     other.insert("x-amz-checksum-sha256".into(), sha256_b64(b"other"));
     assert_eq!(put(&part.url, &other, data.clone()).await.0, 403);
-    assert_eq!(put(&part.url, &HashMap::new(), data.clone()).await.0, 403);
+    assert_eq!(put(&part.url, &BTreeMap::new(), data.clone()).await.0, 403);
     assert_eq!(put_part(&part, data).await.0, 200);
 }
 
