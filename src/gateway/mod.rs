@@ -116,50 +116,99 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
         .layer(cors)
 }
 
-/// Up to how many bytes of a body declared past [`BODY_LIMIT`] are read and thrown
-/// away before the 413 goes out.
+/// Up to how many bytes of a body past [`BODY_LIMIT`] are read and thrown away before
+/// the 413 goes out.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 /// How long at most that reading may take.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 
-/// POST of a JSON body, behind [`refuse_oversized`]: only the routes that read a body
-/// pay for the check, not the click-time link or the other GETs.
+/// POST of a JSON body, behind [`limit_body`]: only the routes that read a body pay
+/// for the check, not the click-time link or the other GETs.
 fn post_json<H, T>(handler: H) -> axum::routing::MethodRouter<Arc<App>>
 where
     H: axum::handler::Handler<T, Arc<App>>,
     T: 'static,
 {
-    post(handler).layer(axum::middleware::from_fn(refuse_oversized))
+    post(handler).layer(axum::middleware::from_fn(limit_body))
 }
 
-/// A body whose `Content-Length` is past [`BODY_LIMIT`] gets the 413 problem at once,
-/// before any route reads it, once what the client sends has been read (up to
+/// The one place a body's size is checked: a body past [`BODY_LIMIT`], whether its
+/// `Content-Length` says so or its chunks add up to it, gets the 413 problem before
+/// any route reads it, once what the client sends has been read (up to
 /// [`DRAIN_LIMIT`], for at most [`DRAIN_TIME`]). A connection closed with the client's
 /// bytes still unread is reset by the kernel, and a client still sending then often
 /// sees the reset instead of the answer; reading them first lets it read the 413.
-/// Bodies past the drain limit are not read: the connection closes after the answer.
-async fn refuse_oversized(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
+/// Bodies past the drain limit are not read to the end: the connection closes after
+/// the answer.
+///
+/// A body without a length (chunked) is read here, up to the limit, and handed on
+/// whole; a declared one within the limit is left to the route's extractor.
+async fn limit_body(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let Some(length) = declared.filter(|&n| n > BODY_LIMIT as u64) else {
-        return next.run(request).await;
-    };
-    if length <= DRAIN_LIMIT as u64 {
-        let _ = tokio::time::timeout(DRAIN_TIME, discard(request.into_body())).await;
+    match declared {
+        Some(length) if length > BODY_LIMIT as u64 => {
+            if length <= DRAIN_LIMIT as u64 {
+                let _ = tokio::time::timeout(DRAIN_TIME, discard(request.into_body(), 0)).await;
+            }
+            problem::Problem::too_large(&format!("the body is {length} bytes")).into_response()
+        }
+        Some(_) => next.run(request).await,
+        None => {
+            let (parts, body) = request.into_parts();
+            match read_within_limit(body).await {
+                Ok(whole) => {
+                    let request = axum::extract::Request::from_parts(parts, whole.into());
+                    next.run(request).await
+                }
+                Err(BodyError::TooLarge(rest, read)) => {
+                    let _ = tokio::time::timeout(DRAIN_TIME, discard(rest, read)).await;
+                    problem::Problem::too_large(&format!(
+                        "the body, sent without a Content-Length, passed {BODY_LIMIT} bytes"
+                    ))
+                    .into_response()
+                }
+                Err(BodyError::Unreadable(e)) => {
+                    problem::Problem::bad_request(format!("the body could not be read: {e}"))
+                        .into_response()
+                }
+            }
+        }
     }
-    problem::Problem::too_large(&format!("the body is {length} bytes")).into_response()
 }
 
-/// Reads `body` to its end, up to [`DRAIN_LIMIT`] bytes, keeping none of it.
-async fn discard(mut body: axum::body::Body) {
+/// Why a body without a declared length was not handed on.
+enum BodyError {
+    /// Past [`BODY_LIMIT`]: the rest of the body, and how many bytes were read.
+    TooLarge(axum::body::Body, usize),
+    /// The connection failed while it was read.
+    Unreadable(axum::Error),
+}
+
+/// The whole of `body`, if it ends within [`BODY_LIMIT`].
+async fn read_within_limit(mut body: axum::body::Body) -> Result<bytes::Bytes, BodyError> {
     use http_body_util::BodyExt as _;
-    let mut read = 0;
+    let mut whole = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Unreadable)?;
+        if let Some(data) = frame.data_ref() {
+            if whole.len() + data.len() > BODY_LIMIT {
+                let read = whole.len() + data.len();
+                return Err(BodyError::TooLarge(body, read));
+            }
+            whole.extend_from_slice(data);
+        }
+    }
+    Ok(whole.freeze())
+}
+
+/// Reads `body` to its end, until [`DRAIN_LIMIT`] bytes in all (`read` of them
+/// already), keeping none of it.
+async fn discard(mut body: axum::body::Body, mut read: usize) {
+    use http_body_util::BodyExt as _;
     while let Some(Ok(frame)) = body.frame().await {
         read += frame.data_ref().map_or(0, |data| data.len());
         if read > DRAIN_LIMIT {
