@@ -206,16 +206,19 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
     use tokio::sync::Semaphore;
 
-    async fn pair(listener: &TcpListener, slots: &std::sync::Arc<Semaphore>) -> Handed {
+    /// A connection's client end, and its server end as the dealer is handed it.
+    async fn pair(
+        listener: &TcpListener,
+        slots: &std::sync::Arc<Semaphore>,
+    ) -> (TcpStream, Handed) {
         let addr = listener.local_addr().expect("addr");
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        // The client end is leaked on purpose: the test reads only the server's ends.
-        std::mem::forget(client.expect("connect"));
         let (server, _) = accepted.expect("accept");
         let slot = slots.clone().try_acquire_owned().expect("slot");
-        Counted::new(server, slot)
+        let handed = Counted::new(server, slot)
             .try_map(TcpStream::into_std)
-            .expect("into_std")
+            .expect("into_std");
+        (client.expect("connect"), handed)
     }
 
     #[tokio::test]
@@ -224,9 +227,12 @@ mod tests {
         let slots = std::sync::Arc::new(Semaphore::new(16));
         let (mut dealer, mut inboxes) = deal(3);
         let mut sent = Vec::new();
+        // Kept open to the end, so that every server end still has its peer.
+        let mut clients = Vec::new();
         for _ in 0..7 {
-            let handed = pair(&listener, &slots).await;
+            let (client, handed) = pair(&listener, &slots).await;
             sent.push(handed.get().peer_addr().expect("peer").port());
+            clients.push(client);
             dealer.hand(handed);
         }
         assert_eq!(slots.available_permits(), 16 - 7);
