@@ -11,7 +11,9 @@
 #    (drift of the machine's speed during a round cancels out):
 #      grpc.health.v1.Health/Check (baseline), GrantRead (audit log on: the default
 #      level), GrantRead again as a caller with an ES256 JWT (signed for this run; the
-#      other rows use a dev token), GrantWrite PUT with every pin, AssumeScoped (cache hit, warmed first),
+#      other rows use a dev token), GrantWrite PUT with every pin (type, length, checksum,
+#      two metadata entries, create-only), GrantWrite PUT with the type and length only
+#      (what a browser upload pins), AssumeScoped (cache hit, warmed first),
 #      and, on a server restarted with RUST_LOG=warn, the baseline and GrantRead again;
 #    the HTTP gateway: the click-time link GET /v1/objects/demo/public/hello.txt (302)
 #    against GET /healthz on the same listener, HTTP/1.1 (h2load --h1, 64 connections,
@@ -313,9 +315,11 @@ declare -A path_of=(
   [health]=grpc.health.v1.Health/Check
   [grant_read]=storagegrants.v1.GrantService/GrantRead
   [grant_write_put]=storagegrants.v1.GrantService/GrantWrite
+  [grant_write_put_type_length]=storagegrants.v1.GrantService/GrantWrite
   [assume_scoped]=storagegrants.v1.GrantService/AssumeScoped
 )
-declare -A method_of=([health]=Check [grant_read]=GrantRead [grant_write_put]=GrantWrite [assume_scoped]=AssumeScoped)
+declare -A method_of=([health]=Check [grant_read]=GrantRead [grant_write_put]=GrantWrite
+  [grant_write_put_type_length]=GrantWrite [assume_scoped]=AssumeScoped)
 
 failures=0
 fail() { log "FAILED: $*"; failures=$((failures + 1)); }
@@ -428,7 +432,7 @@ if ((instructions > 0)); then
   mkdir -p "$dumps"
   server_wrapper=(valgrind --tool=callgrind --dump-instr=no "--callgrind-out-file=$dumps/out.%p")
   start_server callgrind
-  for name in health grant_read grant_write_put assume_scoped; do check_frame "$name"; done
+  for name in health grant_read grant_write_put grant_write_put_type_length assume_scoped; do check_frame "$name"; done
   callgrind_control -z "$server_pid" >/dev/null
   declare -a labels=()
   count_run() { # LABEL NAME-OR-PATH KIND [TOKEN]
@@ -450,6 +454,7 @@ if ((instructions > 0)); then
   count_run "GrantRead, audit log on" grant_read grpc
   count_run "GrantRead, JWT caller (ES256)" grant_read grpc "$jwt"
   count_run "GrantWrite PUT, all pins" grant_write_put grpc
+  count_run "GrantWrite PUT, type and length pinned" grant_write_put_type_length grpc
   count_run "AssumeScoped, cache hit" assume_scoped grpc
   count_run "gateway GET /healthz (baseline)" /healthz http
   count_run "gateway click-time link (302)" "/v1/objects/$bucket/public/hello.txt" http
@@ -479,7 +484,7 @@ fi
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 start_server default
-for name in health grant_read grant_write_put assume_scoped; do check_frame "$name"; done
+for name in health grant_read grant_write_put grant_write_put_type_length assume_scoped; do check_frame "$name"; done
 # One call through reflection with buf curl: the service answers a client that has no .proto.
 answer=$("$buf" curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer $token" \
   -d "{\"bucket\": \"$bucket\", \"key\": \"public/hello.txt\"}" \
@@ -511,6 +516,8 @@ for ((round = 1; round <= rounds; round++)); do
   grpc_run "$round" grpc "GrantRead, JWT caller (ES256)" grant_read "$jwt"
   grpc_base "$round"
   grpc_run "$round" grpc "GrantWrite PUT, all pins" grant_write_put
+  grpc_base "$round"
+  grpc_run "$round" grpc "GrantWrite PUT, type and length pinned" grant_write_put_type_length
   grpc_base "$round"
   grpc_run "$round" grpc "AssumeScoped, cache hit" assume_scoped
   grpc_base "$round"

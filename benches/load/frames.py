@@ -7,7 +7,8 @@ compiled at run time with grpcio-tools (no generated code is kept), and
 grpc.health.v1's HealthCheckRequest from grpcio-health-checking.
 
 Usage: python frames.py REPO_ROOT OUT_DIR BUCKET
-Writes OUT_DIR/{health,grant_read,grant_write_put,assume_scoped}.bin and prints
+Writes OUT_DIR/{health,grant_read,grant_write_put,grant_write_put_type_length,
+assume_scoped}.bin and prints
 each file's name and size.
 """
 
@@ -65,6 +66,13 @@ def main() -> None:
                 checksum_sha256=base64.b64encode(hashlib.sha256(body).digest()).decode(),
                 metadata={"owner": "bench", "purpose": "load"},
                 create_only=True,
+            ),
+            # The pins a browser upload usually carries: its type and exact length.
+            "grant_write_put_type_length": pb.GrantWriteRequest(
+                bucket=bucket,
+                key="public/uploads/bench.bin",
+                content_type="application/octet-stream",
+                content_length=len(body),
             ),
             "assume_scoped": pb.AssumeScopedRequest(
                 bucket=bucket, prefix="public/", access=pb.ACCESS_READ
