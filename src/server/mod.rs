@@ -411,8 +411,8 @@ pub async fn run(
 
 /// What each core needs to serve the gRPC port.
 #[derive(Clone)]
-struct Grpc<L> {
-    router: tonic::transport::server::Router<L>,
+struct Grpc {
+    router: tonic::transport::server::Router<layers::Transport>,
     tls: Option<Arc<rustls::ServerConfig>>,
     handshake_timeout: std::time::Duration,
     limit: usize,
@@ -443,7 +443,7 @@ impl Gateway {
 /// shutdown has begun and they have drained, or the grace is over (then the calls
 /// still running are cut off when the core's runtime stops).
 async fn serve_core(
-    grpc: Grpc<layers::Transport>,
+    grpc: Grpc,
     grpc_inbox: cores::Inbox,
     gateway: Option<(Gateway, cores::Inbox)>,
     stop: Shutdown,
