@@ -172,18 +172,33 @@ where
     Ok(Cores { done })
 }
 
-impl<E: From<Error>> Cores<E> {
+impl<E: From<Error> + Send + 'static> Cores<E> {
     /// Completes when every core has finished serving.
+    ///
+    /// The first core to fail (its serving ended with an error, or its thread
+    /// panicked) calls `on_failure` at once, which is to stop the others: a core that
+    /// no longer serves leaves every n-th connection unanswered, so the process must
+    /// not go on serving with it gone. The others then drain as at any shutdown, and
+    /// this completes when they have.
     ///
     /// # Errors
     /// The first core's error, or a core whose thread ended without finishing (a
     /// panic).
-    pub(super) async fn finished(self) -> Result<(), E> {
-        let mut result = Ok(());
+    pub(super) async fn finished(self, on_failure: impl FnOnce()) -> Result<(), E> {
+        let mut cores = tokio::task::JoinSet::new();
         for (index, done) in self.done.into_iter().enumerate() {
-            let outcome = done.await.unwrap_or(Err(E::from(Error::Lost { index })));
+            cores.spawn(async move { done.await.unwrap_or(Err(E::from(Error::Lost { index }))) });
+        }
+        let mut on_failure = Some(on_failure);
+        let mut result = Ok(());
+        while let Some(outcome) = cores.join_next().await {
+            // The waiting tasks neither panic nor are aborted.
+            let Ok(Err(error)) = outcome else { continue };
+            if let Some(stop_the_others) = on_failure.take() {
+                stop_the_others();
+            }
             if result.is_ok() {
-                result = outcome;
+                result = Err(error);
             }
         }
         result
@@ -253,6 +268,64 @@ mod tests {
         assert_eq!(received, expected);
         // Each connection kept its slot of the cap until it was dropped here.
         assert_eq!(slots.available_permits(), 16);
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Failed {
+        Serving(usize),
+        Core(String),
+    }
+
+    impl From<Error> for Failed {
+        fn from(error: Error) -> Self {
+            Failed::Core(error.to_string())
+        }
+    }
+
+    /// One core failing while the others serve on stops them at once, and its error
+    /// is the one reported; a core whose thread panics counts as failed too.
+    #[tokio::test]
+    async fn the_first_core_to_fail_stops_the_others() {
+        for failing in [1, 2] {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let cores = start(vec![0usize, 1, 2], move |index| {
+                let mut stopped = stopped.clone();
+                async move {
+                    match (index, failing) {
+                        (1, 1) => return Err(Failed::Serving(1)),
+                        (2, 2) => panic!("core 2 panics (expected in this test)"),
+                        _ => {}
+                    }
+                    // Serving until told to stop, like a core before shutdown.
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                    Ok(())
+                }
+            })
+            .expect("start");
+            let result = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                cores.finished(move || {
+                    let _ = stop.send(true);
+                }),
+            )
+            .await
+            .expect("the failure stopped the cores still serving");
+            let want = match failing {
+                1 => Failed::Serving(1),
+                _ => Failed::Core("serving thread 2 stopped unexpectedly".into()),
+            };
+            assert_eq!(result, Err(want));
+        }
+    }
+
+    /// Cores that all finish (at shutdown) finish without calling the failure path.
+    #[tokio::test]
+    async fn cores_that_finish_report_success() {
+        let cores = start(vec![0usize, 1], |_| async { Ok::<(), Failed>(()) }).expect("start");
+        let mut called = false;
+        let result = cores.finished(|| called = true).await;
+        assert_eq!(result, Ok(()));
+        assert!(!called);
     }
 
     /// What the service's throughput rests on: a task woken by the running one (a call

@@ -307,7 +307,15 @@ pub async fn run(
             keys: token_keys,
         });
 
-    let (stop, trigger) = Shutdown::start(shutdown, reporter);
+    // Shutdown begins at the caller's signal, or when a serving thread fails (below).
+    let (core_failed, failure) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        tokio::select! {
+            () = shutdown => {}
+            Ok(()) = failure => {}
+        }
+    };
+    let (stop, trigger) = Shutdown::start(signal, reporter);
     tasks.spawn(trigger);
     if let Some(addr) = settings.metrics.listen {
         let metrics_listener = TcpListener::bind(addr)
@@ -403,7 +411,13 @@ pub async fn run(
             grace,
         )
     })?;
-    let result = serving.finished().await;
+    // A core that fails takes the process down, through the same drain as a shutdown.
+    let result = serving
+        .finished(move || {
+            tracing::error!("a serving thread failed; shutting down");
+            let _ = core_failed.send(());
+        })
+        .await;
     tasks.shutdown().await;
     tracing::info!("storage-grants stopped");
     result
@@ -491,10 +505,13 @@ async fn serve_core(
             }
         }
     };
-    let served = async {
-        let (grpc, ()) = tokio::join!(grpc, http);
-        grpc
+    // A gRPC transport failure ends the core at once, its gateway share with it:
+    // waiting for the gateway, which serves until shutdown, would hide the failure.
+    let http = async {
+        http.await;
+        Ok(())
     };
+    let served = async { tokio::try_join!(grpc, http).map(|((), ())| ()) };
     tokio::select! {
         result = served => Ok(result?),
         () = stop.grace_over(grace) => {
