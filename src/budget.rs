@@ -66,7 +66,12 @@ impl Budgets {
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !buckets.contains_key(key) && buckets.len() >= self.max_callers {
+        // A known key is looked up without building an owned key: this runs on every
+        // grant, under a lock that every core takes.
+        if let Some(bucket) = buckets.get_mut(key) {
+            return Self::spend(bucket, rate, now);
+        }
+        if buckets.len() >= self.max_callers {
             Self::make_room(&mut buckets, now);
         }
         let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
@@ -74,6 +79,11 @@ impl Budgets {
             at: now,
             rate,
         });
+        Self::spend(bucket, rate, now)
+    }
+
+    /// Refills `bucket` for the time since it was last used and takes one token.
+    fn spend(bucket: &mut Bucket, rate: Rate, now: Instant) -> Result<(), Duration> {
         // A rules reload may have changed the rate of this key.
         bucket.rate = rate;
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
