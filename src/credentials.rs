@@ -23,7 +23,9 @@ pub struct SigningCredentials {
     pub expires_at: Option<SystemTime>,
 }
 
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -41,9 +43,25 @@ pub enum Error {
 /// background.
 #[derive(Debug)]
 pub struct CredentialSource {
-    current: RwLock<Option<Arc<SigningCredentials>>>,
+    /// Read on every grant, replaced by a refresh: no lock and no shared reference
+    /// count on the read path, so calls on several cores do not contend for it.
+    current: ArcSwapOption<SigningCredentials>,
     /// Expiry of temporary credentials whose provider reports none.
     env_expiration: Option<SystemTime>,
+}
+
+/// The credentials in force, held for one grant (a refresh meanwhile does not change
+/// them); see [`CredentialSource::current`]. Meant to be held briefly.
+pub struct Current(arc_swap::Guard<Option<Arc<SigningCredentials>>>);
+
+impl std::ops::Deref for Current {
+    type Target = SigningCredentials;
+
+    fn deref(&self) -> &SigningCredentials {
+        self.0
+            .as_deref()
+            .expect("a Current is only made from a loaded snapshot")
+    }
 }
 
 /// Refresh again after this long when the credentials do not expire (profile files
@@ -56,7 +74,7 @@ impl CredentialSource {
     /// A source holding fixed credentials; for tests and tools.
     pub fn fixed(credentials: SigningCredentials) -> Arc<Self> {
         Arc::new(Self {
-            current: RwLock::new(Some(Arc::new(credentials))),
+            current: ArcSwapOption::from_pointee(credentials),
             env_expiration: None,
         })
     }
@@ -74,7 +92,7 @@ impl CredentialSource {
         env_expiration: Option<SystemTime>,
     ) -> Arc<Self> {
         let source = Arc::new(Self {
-            current: RwLock::new(None),
+            current: ArcSwapOption::empty(),
             env_expiration,
         });
         let first = source.refresh(&provider, timeout).await;
@@ -88,16 +106,18 @@ impl CredentialSource {
     /// # Errors
     /// [`Error::NotLoaded`] before the first successful fetch; [`Error::Expired`] when
     /// the last snapshot has expired and no refresh has succeeded since.
-    pub fn current(&self) -> Result<Arc<SigningCredentials>, Error> {
-        let snapshot = self
-            .current
-            .read()
-            .expect("credential lock is never held across a panic")
-            .clone()
-            .ok_or(Error::NotLoaded)?;
-        match snapshot.expires_at {
-            Some(at) if at <= SystemTime::now() => Err(Error::Expired),
-            _ => Ok(snapshot),
+    pub fn current(&self) -> Result<Current, Error> {
+        let snapshot = self.current.load();
+        match snapshot.as_deref() {
+            None => Err(Error::NotLoaded),
+            Some(credentials)
+                if credentials
+                    .expires_at
+                    .is_some_and(|at| at <= SystemTime::now()) =>
+            {
+                Err(Error::Expired)
+            }
+            Some(_) => Ok(Current(snapshot)),
         }
     }
 
@@ -114,11 +134,7 @@ impl CredentialSource {
                     refresh_in_secs = wait.as_secs(),
                     "storage credentials loaded"
                 );
-                *self
-                    .current
-                    .write()
-                    .expect("credential lock is never held across a panic") =
-                    Some(Arc::new(snapshot));
+                self.current.store(Some(Arc::new(snapshot)));
                 wait
             }
             Ok(Err(e)) => {

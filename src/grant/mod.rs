@@ -491,6 +491,8 @@ impl Pipeline {
                 delete = rule.allow_delete();
             }
         }
+        // The rules snapshot is a borrowed read, not held across the call to STS.
+        drop(rules);
         let access = policy::Access {
             read: asked.read,
             write: asked.write,

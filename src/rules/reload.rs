@@ -10,11 +10,14 @@
 //! fail quietly. An empty file is a valid rule set with no rules: the way to revoke
 //! everything on purpose. `storage_grants_rules_stale` is 1 while the rules in force
 //! are not the file's, for an alert to watch.
-//! Requests read an `Arc<Rules>` snapshot, so a reload never changes the rules under a
-//! request in flight.
+//! Requests read a snapshot (`arc_swap`: no lock, no shared reference count, so calls
+//! on several cores do not contend for it), so a reload never changes the rules under
+//! a request in flight.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, SystemTime};
 
 use super::{self as rules, Rules};
@@ -23,7 +26,7 @@ use super::{self as rules, Rules};
 #[derive(Debug)]
 pub struct RulesHandle {
     path: PathBuf,
-    current: RwLock<Arc<Rules>>,
+    current: ArcSwap<Rules>,
     /// The file's version when the rules in force were read, so that a change made
     /// at any time after that, even before the watcher starts, is noticed.
     loaded_version: Version,
@@ -46,16 +49,14 @@ impl RulesHandle {
         Arc::new(Self {
             path,
             loaded_version: version,
-            current: RwLock::new(Arc::new(rules)),
+            current: ArcSwap::from_pointee(rules),
         })
     }
 
-    /// The rules in force now.
-    pub fn current(&self) -> Arc<Rules> {
-        self.current
-            .read()
-            .expect("the rules lock is never held across a panic")
-            .clone()
+    /// The rules in force now, for one request: a reload meanwhile does not change
+    /// them. Meant to be held briefly (not across a wait on the network).
+    pub fn current(&self) -> arc_swap::Guard<Arc<Rules>> {
+        self.current.load()
     }
 
     /// Loads the file again and puts it in force if it is valid.
@@ -67,10 +68,7 @@ impl RulesHandle {
             Ok(rules) => {
                 report_collisions(&rules);
                 let count = rules.len();
-                *self
-                    .current
-                    .write()
-                    .expect("the rules lock is never held across a panic") = Arc::new(rules);
+                self.current.store(Arc::new(rules));
                 crate::metrics::rules_reload(true);
                 tracing::info!(file = %self.path.display(), rules = count, "rules reloaded");
                 Ok(())

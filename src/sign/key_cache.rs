@@ -14,8 +14,10 @@
 //! under the same access key id (or any other credentials) can never be signed for
 //! with a stale key, nor a URL carry another snapshot's token.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
+
+use arc_swap::ArcSwapOption;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -182,11 +184,11 @@ impl Entry {
 /// misses once a day and once per credential refresh. Should two credential sets
 /// ever alternate, each miss costs one derivation (about 1 µs), never a wrong key.
 ///
-/// A hit runs the caller's signing under a read lock: readers never wait for each
-/// other, and the only writer is a miss. A miss computes outside any lock, signs,
-/// then replaces the entry.
+/// A hit reads the entry without a lock or a shared reference count (`arc_swap`), so
+/// signatures on several cores at once do not contend for it; a miss computes, signs,
+/// then replaces the entry whole.
 pub(crate) struct KeyCache {
-    slot: RwLock<Option<Entry>>,
+    slot: ArcSwapOption<Entry>,
     /// How many keys were derived; tests use it to tell a hit from a miss.
     derivations: AtomicU64,
 }
@@ -195,7 +197,7 @@ impl KeyCache {
     /// An empty cache.
     pub(crate) fn new() -> KeyCache {
         KeyCache {
-            slot: RwLock::new(None),
+            slot: ArcSwapOption::empty(),
             derivations: AtomicU64::new(0),
         }
     }
@@ -212,10 +214,8 @@ impl KeyCache {
     ) -> R {
         let scope_date = date.date_bytes();
         {
-            // A poisoned lock still holds a whole entry (entries are only ever
-            // replaced whole), so its content is as good as before the panic.
-            let slot = self.slot.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(entry) = slot.as_ref()
+            let slot = self.slot.load();
+            if let Some(entry) = slot.as_deref()
                 && entry.matches(creds, &scope_date, region)
             {
                 return sign(&entry.prepared);
@@ -233,7 +233,7 @@ impl KeyCache {
             session_token: creds.session_token.clone(),
             prepared,
         };
-        *self.slot.write().unwrap_or_else(PoisonError::into_inner) = Some(entry);
+        self.slot.store(Some(Arc::new(entry)));
         result
     }
 
