@@ -24,10 +24,9 @@ pub struct SigningCredentials {
 }
 
 use std::sync::{Arc, Weak};
-
-use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 
 /// Why no signing credentials are available right now.

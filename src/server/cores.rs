@@ -176,7 +176,7 @@ impl<E: From<Error> + Send + 'static> Cores<E> {
     /// Completes when every core has finished serving.
     ///
     /// The first core to fail (its serving ended with an error, or its thread
-    /// panicked) calls `on_failure` at once, which is to stop the others: a core that
+    /// panicked) calls `on_failure` with its error at once, which is to stop the others: a core that
     /// no longer serves leaves every n-th connection unanswered, so the process must
     /// not go on serving with it gone. The others then drain as at any shutdown, and
     /// this completes when they have.
@@ -184,7 +184,7 @@ impl<E: From<Error> + Send + 'static> Cores<E> {
     /// # Errors
     /// The first core's error, or a core whose thread ended without finishing (a
     /// panic).
-    pub(super) async fn finished(self, on_failure: impl FnOnce()) -> Result<(), E> {
+    pub(super) async fn finished(self, on_failure: impl FnOnce(&E)) -> Result<(), E> {
         let mut cores = tokio::task::JoinSet::new();
         for (index, done) in self.done.into_iter().enumerate() {
             cores.spawn(async move { done.await.unwrap_or(Err(E::from(Error::Lost { index }))) });
@@ -195,7 +195,7 @@ impl<E: From<Error> + Send + 'static> Cores<E> {
             // The waiting tasks neither panic nor are aborted.
             let Ok(Err(error)) = outcome else { continue };
             if let Some(stop_the_others) = on_failure.take() {
-                stop_the_others();
+                stop_the_others(&error);
             }
             if result.is_ok() {
                 result = Err(error);
@@ -304,7 +304,7 @@ mod tests {
             .expect("start");
             let result = tokio::time::timeout(
                 std::time::Duration::from_secs(10),
-                cores.finished(move || {
+                cores.finished(move |_| {
                     let _ = stop.send(true);
                 }),
             )
@@ -323,7 +323,7 @@ mod tests {
     async fn cores_that_finish_report_success() {
         let cores = start(vec![0usize, 1], |_| async { Ok::<(), Failed>(()) }).expect("start");
         let mut called = false;
-        let result = cores.finished(|| called = true).await;
+        let result = cores.finished(|_| called = true).await;
         assert_eq!(result, Ok(()));
         assert!(!called);
     }

@@ -413,8 +413,8 @@ pub async fn run(
     })?;
     // A core that fails takes the process down, through the same drain as a shutdown.
     let result = serving
-        .finished(move || {
-            tracing::error!("a serving thread failed; shutting down");
+        .finished(move |error| {
+            tracing::error!(%error, "a serving thread failed; shutting down");
             let _ = core_failed.send(());
         })
         .await;
