@@ -270,22 +270,43 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
         return sdk_child().await;
     }
     let world = world().await;
-    let port = free_port();
-    let upstream = storage_grants::cli::Upstream::new(storage_grants::cli::UpstreamOptions {
-        endpoint: format!("http://{}", world.service.addr),
-        token_file: Some(world.token_file.clone()),
-        ..Default::default()
-    })
-    .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let proxy = tokio::spawn(storage_grants::cli::proxy::serve(
-        ([127, 0, 0, 1], port).into(),
-        upstream,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    wait_for(&format!("http://127.0.0.1:{port}/healthz")).await;
+    // The proxy binds the port itself, so another test may take it between
+    // `free_port` and the bind: then it is started again on another.
+    let (port, proxy, stop) = loop {
+        let port = free_port();
+        let upstream = storage_grants::cli::Upstream::new(storage_grants::cli::UpstreamOptions {
+            endpoint: format!("http://{}", world.service.addr),
+            token_file: Some(world.token_file.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let proxy = tokio::spawn(storage_grants::cli::proxy::serve(
+            ([127, 0, 0, 1], port).into(),
+            upstream,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let healthz = format!("http://127.0.0.1:{port}/healthz");
+        let probe = reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        while !proxy.is_finished() {
+            if probe.get(&healthz).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !proxy.is_finished() {
+            break (port, proxy, stop);
+        }
+        match proxy.await.unwrap() {
+            Err(storage_grants::cli::Error::Listen { .. }) => continue,
+            other => panic!("the proxy stopped before serving: {other:?}"),
+        }
+    };
     let before = granted(&world).await;
     run_sdk_child(
         "credentials::the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy",
