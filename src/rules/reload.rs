@@ -16,9 +16,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use std::time::{Duration, SystemTime};
 
 use super::{self as rules, Rules};
 

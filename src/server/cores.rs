@@ -176,10 +176,10 @@ impl<E: From<Error> + Send + 'static> Cores<E> {
     /// Completes when every core has finished serving.
     ///
     /// The first core to fail (its serving ended with an error, or its thread
-    /// panicked) calls `on_failure` with its error at once, which is to stop the others: a core that
-    /// no longer serves leaves every n-th connection unanswered, so the process must
-    /// not go on serving with it gone. The others then drain as at any shutdown, and
-    /// this completes when they have.
+    /// panicked) calls `on_failure` with its error at once, which is to stop the
+    /// others: a core that no longer serves leaves every n-th connection unanswered,
+    /// so the process must not go on serving with it gone. The others then drain as
+    /// at any shutdown, and this completes when they have.
     ///
     /// # Errors
     /// The first core's error, or a core whose thread ended without finishing (a

@@ -98,13 +98,27 @@ listen = "127.0.0.1:{metrics}"
 }
 
 async fn wait_for(url: &str) {
+    assert!(answers(url, || false).await, "{url} never answered");
+}
+
+/// Polls `url` for about 5 s until it answers (true), or until `stopped()` says the
+/// server behind it is gone (false). Each try gives up after 1 s, so that a listener
+/// that accepts and never answers cannot hold it.
+async fn answers(url: &str, stopped: impl Fn() -> bool) -> bool {
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     for _ in 0..100 {
-        if reqwest::get(url).await.is_ok() {
-            return;
+        if stopped() {
+            return false;
+        }
+        if probe.get(url).send().await.is_ok() {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{url} never answered");
+    false
 }
 
 fn admin(endpoint: &str, credentials: Credentials) -> aws_sdk_s3::Client {
@@ -289,17 +303,9 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
             },
         ));
         let healthz = format!("http://127.0.0.1:{port}/healthz");
-        let probe = reqwest::Client::builder()
-            .timeout(Duration::from_secs(1))
-            .build()
-            .unwrap();
-        while !proxy.is_finished() {
-            if probe.get(&healthz).send().await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let up = answers(&healthz, || proxy.is_finished()).await;
         if !proxy.is_finished() {
+            assert!(up, "{healthz} never answered");
             break (port, proxy, stop);
         }
         match proxy.await.unwrap() {
