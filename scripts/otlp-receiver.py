@@ -5,7 +5,8 @@ opentelemetry.proto.collector.trace.v1.TraceService/Export on 127.0.0.1:PORT and
 appends every span it receives to OUT_FILE, one JSON object per line, with the
 resource's attributes and the span's ids in hex, as a collector would see them.
 
-Prints "listening on 127.0.0.1:PORT" once it accepts calls; stops on SIGTERM/SIGINT.
+Prints "listening on 127.0.0.1:PORT" once it accepts calls (PORT 0 picks a free port,
+and the line names it); stops on SIGTERM/SIGINT.
 
 Usage: scripts/otlp-receiver.py PORT OUT_FILE
 """
@@ -67,11 +68,11 @@ def main():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(path), server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
-    if bound != port:
+    if bound == 0 or (port != 0 and bound != port):
         print(f"cannot listen on 127.0.0.1:{port}", file=sys.stderr)
         return 1
     server.start()
-    print(f"listening on 127.0.0.1:{port}", flush=True)
+    print(f"listening on 127.0.0.1:{bound}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

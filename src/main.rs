@@ -180,10 +180,8 @@ async fn check_config(settings: &Settings) -> ExitCode {
 
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let aws = storage_grants::aws::load_from_env().await;
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-    server::run(settings, aws, listener, shutdown_signal()).await?;
+    let listeners = server::Listeners::bind(&settings).await?;
+    server::run(settings, aws, listeners, shutdown_signal()).await?;
     Ok(())
 }
 

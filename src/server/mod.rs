@@ -10,6 +10,7 @@
 
 mod cores;
 mod layers;
+mod listeners;
 mod metrics_http;
 mod reflection;
 mod shutdown;
@@ -20,7 +21,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tonic_health::ServingStatus;
 
@@ -38,6 +38,7 @@ use crate::store::Store;
 use crate::sts::Broker;
 use crate::upload::TokenKeys;
 
+pub use listeners::Listeners;
 use shutdown::Shutdown;
 
 /// Region used when neither the config nor the AWS chain names one.
@@ -61,18 +62,11 @@ pub enum Error {
     /// The TLS files (`identity.mtls` or `server.tls`) are unusable.
     #[error(transparent)]
     Tls(#[from] crate::identity::mtls::SetupError),
-    /// The metrics port cannot be bound.
-    #[error("metrics.listen: cannot listen on {addr}: {source}")]
-    Metrics {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The HTTP port cannot be bound.
-    #[error("http.listen: cannot listen on {addr}: {source}")]
-    Http {
+    /// A configured address cannot be listened on.
+    #[error("{setting}: cannot listen on {addr}: {source}")]
+    Listen {
+        /// The setting that names the address, e.g. `http.listen`.
+        setting: &'static str,
         /// The address.
         addr: std::net::SocketAddr,
         /// Why.
@@ -180,7 +174,8 @@ const SERVED_DESCRIPTORS: [&[u8]; 4] = [
     tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
 ];
 
-/// Serves on `listener` until `shutdown` completes, then drains.
+/// Serves on `listeners` (bound from the same `settings`) until `shutdown` completes,
+/// then drains.
 ///
 /// `aws` supplies the service's own credentials (normally the default AWS chain)
 /// and HTTP client; the store's endpoint and addressing come from `settings`.
@@ -190,7 +185,7 @@ const SERVED_DESCRIPTORS: [&[u8]; 4] = [
 pub async fn run(
     mut settings: Settings,
     aws: SdkConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     // The file's version before it is read: a change from here on triggers a reload.
@@ -317,10 +312,12 @@ pub async fn run(
     };
     let (stop, trigger) = Shutdown::start(signal, reporter);
     tasks.spawn(trigger);
-    if let Some(addr) = settings.metrics.listen {
-        let metrics_listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Metrics { addr, source })?;
+    let Listeners {
+        grpc: listener,
+        http: http_listener,
+        metrics: metrics_listener,
+    } = listeners;
+    if let Some(metrics_listener) = metrics_listener {
         tracing::info!(addr = ?metrics_listener.local_addr().ok(), "metrics at GET /metrics");
         tasks.spawn(metrics_http::serve(metrics_listener, stop.clone().begun()));
     }
@@ -329,15 +326,14 @@ pub async fn run(
     // (`cores`); this runtime only accepts them.
     let cores = cores::count();
     let accepted = socket::Accepted::new(&settings.server);
-    let gateway = match settings.http.clone() {
-        Some(http) => {
+    let gateway = match settings.http.clone().zip(http_listener) {
+        Some((http, http_listener)) => {
             let addr = http.listen;
-            let http_listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::Http { addr, source })?;
-            let local = http_listener
-                .local_addr()
-                .map_err(|source| Error::Http { addr, source })?;
+            let local = http_listener.local_addr().map_err(|source| Error::Listen {
+                setting: "http.listen",
+                addr,
+                source,
+            })?;
             let header_read_timeout = http.header_read_timeout;
             let router = crate::gateway::router(pipeline.clone(), authenticator.clone(), http);
             let (dealer, inboxes) = cores::deal(cores);

@@ -60,7 +60,6 @@ async fn world() -> World {
         .send()
         .await
         .expect("create bucket");
-    let (http, metrics) = (free_port(), free_port());
     let mut setup = Setup::new();
     setup.rules = RULES.into();
     setup.credentials = credentials;
@@ -74,10 +73,10 @@ max_attempts = 1
 role_chaining = false
 
 [http]
-listen = "127.0.0.1:{http}"
+listen = "127.0.0.1:0"
 
 [metrics]
-listen = "127.0.0.1:{metrics}"
+listen = "127.0.0.1:0"
 "#,
         endpoint = moto.endpoint
     );
@@ -86,8 +85,8 @@ listen = "127.0.0.1:{metrics}"
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, TOKEN.as_str()).unwrap();
     let world = World {
-        gateway: format!("http://127.0.0.1:{http}"),
-        metrics: format!("http://127.0.0.1:{metrics}/metrics"),
+        gateway: format!("http://127.0.0.1:{}", service.http_port()),
+        metrics: format!("http://127.0.0.1:{}/metrics", service.metrics_port()),
         moto,
         service,
         _dir: dir,

@@ -12,7 +12,7 @@ use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use support::jwt::Issuer;
-use support::{OTHER_TOKEN, Service, Setup, Store, TOKEN, demo_store, free_port, http_get};
+use support::{OTHER_TOKEN, Service, Setup, Store, TOKEN, demo_store, http_get};
 
 const PAGE: &str = "http://127.0.0.1:9999";
 const LOGIN: &str = "http://127.0.0.1:9999/login";
@@ -36,13 +36,12 @@ impl Gateway {
     /// With `http` added to the `[http]` section.
     async fn start_http(mut setup: Setup, http: &str) -> Gateway {
         let store = demo_store().await;
-        let port = free_port();
         setup.extra_config.push_str(&format!(
-            "\n[http]\nlisten = \"127.0.0.1:{port}\"\nallowed_origins = [\"{PAGE}\"]\n\
+            "\n[http]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{PAGE}\"]\n\
              login_url = \"{LOGIN}\"\nupload_bucket = \"demo\"\n{http}\n"
         ));
         let service = Service::start(&store, setup).await;
-        let base = format!("http://127.0.0.1:{port}");
+        let base = format!("http://127.0.0.1:{}", service.http_port());
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -1017,13 +1016,13 @@ async fn gateway_presents(
     std::fs::write(&key_file, &leaf.key).unwrap();
     std::fs::write(&ca_file, &ca.pem).unwrap();
     let store = demo_store().await;
-    let port = free_port();
     let mut setup = Setup::new();
     setup.extra_config = format!(
-        "{}[http]\nlisten = \"127.0.0.1:{port}\"\n",
+        "{}[http]\nlisten = \"127.0.0.1:0\"\n",
         tls(&cert_file, &key_file, &ca_file)
     );
-    let _service = Service::start(&store, setup).await;
+    let service = Service::start(&store, setup).await;
+    let port = service.http_port();
     let url = format!("https://localhost:{port}/v1/objects/demo/public/hello.txt");
     let mut answer = None;
     for _ in 0..100 {

@@ -4,7 +4,7 @@
 use crate::support;
 
 use storage_grants::proto::GrantReadRequest;
-use support::{Service, Setup, TOKEN, authed, demo_store, free_port};
+use support::{Service, Setup, TOKEN, authed, demo_store};
 
 fn read(key: &str) -> GrantReadRequest {
     GrantReadRequest {
@@ -17,10 +17,10 @@ fn read(key: &str) -> GrantReadRequest {
 #[tokio::test]
 async fn grant_decisions_are_counted_and_served_on_the_metrics_port() {
     let store = demo_store().await;
-    let port = free_port();
     let mut setup = Setup::new();
-    setup.extra_config = format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    setup.extra_config = "[metrics]\nlisten = \"127.0.0.1:0\"\n".into();
     let service = Service::start(&store, setup).await;
+    let port = service.metrics_port();
     let mut client = service.client().await;
     client
         .grant_read(authed(read("public/hello.txt"), &TOKEN))
@@ -99,7 +99,6 @@ async fn grant_decisions_are_counted_and_served_on_the_metrics_port() {
 async fn a_call_past_the_connection_limit_is_shed_and_counted() {
     let store = demo_store().await;
     let silent_sts = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let metrics_port = free_port();
     let mut setup = Setup::new();
     setup.rules = r#"
 [[rules]]
@@ -113,10 +112,11 @@ actions = ["read", "assume-read"]
         "[server]\nconcurrency_limit_per_connection = 1\n\
          [sts]\nrole_arn = \"arn:aws:iam::123456789012:role/scoped\"\n\
          endpoint = \"http://{}\"\ncall_timeout = \"5s\"\nmax_attempts = 1\nrole_chaining = false\n\
-         [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+         [metrics]\nlisten = \"127.0.0.1:0\"\n",
         silent_sts.local_addr().unwrap()
     );
     let service = Service::start(&store, setup).await;
+    let metrics_port = service.metrics_port();
     let client = service.client().await;
     let mut holder = client.clone();
     let held = tokio::spawn(async move {

@@ -6,7 +6,7 @@ use crate::support;
 use std::time::{Duration, Instant};
 
 use storage_grants::proto::GrantReadRequest;
-use support::{Service, Setup, TOKEN, authed, demo_store, free_port, metric, metrics_when};
+use support::{Service, Setup, TOKEN, authed, demo_store, metric, metrics_when};
 use tonic::Code;
 
 fn read(key: &str) -> GrantReadRequest {
@@ -107,10 +107,10 @@ async fn removed_rules_file_keeps_the_last_good_rules_and_says_so() {
     // not an order to revoke everything: the last good rules stay, every poll tries
     // again and is refused (and logged), and a gauge says the rules are stale.
     let store = demo_store().await;
-    let port = free_port();
     let mut setup = Setup::new();
-    setup.extra_config = format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    setup.extra_config = "[metrics]\nlisten = \"127.0.0.1:0\"\n".into();
     let service = Service::start(&store, setup).await;
+    let port = service.metrics_port();
     std::fs::write(service.rules_path(), PRIVATE_TOO).unwrap();
     wait_for(&service, "private/secret.txt", Code::Ok).await;
     let stale = "storage_grants_rules_stale";

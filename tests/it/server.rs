@@ -607,13 +607,12 @@ async fn answers_a_new_connection(addr: std::net::SocketAddr) -> bool {
 async fn connections_past_the_cap_are_closed_at_once_and_counted() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let store = demo_store().await;
-    let (metrics_port, http_port) = (support::free_port(), support::free_port());
     let mut setup = Setup::new();
-    setup.extra_config = format!(
-        "[server]\nmax_connections = 2\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
-         [http]\nlisten = \"127.0.0.1:{http_port}\"\n"
-    );
+    setup.extra_config = "[server]\nmax_connections = 2\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n"
+        .into();
     let service = Service::start(&store, setup).await;
+    let (metrics_port, http_port) = (service.metrics_port(), service.http_port());
     eventually(
         Duration::from_secs(10),
         || answers_a_new_connection(service.addr),
@@ -672,11 +671,9 @@ async fn connections_past_the_cap_are_closed_at_once_and_counted() {
 #[tokio::test]
 async fn used_up_file_descriptors_pause_accepting_instead_of_spinning() {
     let dir = tempfile::tempdir().unwrap();
-    let port = support::free_port();
     // The held connections stay open for the whole test.
     crate::telemetry::write_config(
         dir.path(),
-        port,
         "text",
         "http://127.0.0.1:9",
         "[server]\nconnection_timeout = \"5m\"\n",
@@ -699,6 +696,7 @@ async fn used_up_file_descriptors_pause_accepting_instead_of_spinning() {
         .expect("start storage-grants");
     // Killed on drop, a failed assertion included.
     let service = crate::telemetry::Process(child);
+    let port = crate::telemetry::logged_port(&log, "storage-grants listening").await;
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     eventually(

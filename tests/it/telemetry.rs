@@ -68,8 +68,8 @@ impl Drop for Process {
     }
 }
 
-/// The OTLP receiver, once it accepts calls.
-fn start_receiver(port: u16, out: &Path) -> Process {
+/// The OTLP receiver, once it accepts calls, and its port (the system's pick).
+fn start_receiver(out: &Path) -> (Process, u16) {
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     assert!(
         python.exists(),
@@ -78,7 +78,7 @@ fn start_receiver(port: u16, out: &Path) -> Process {
     );
     let mut child = Command::new(python)
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/otlp-receiver.py"))
-        .arg(port.to_string())
+        .arg("0")
         .arg(out)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -88,8 +88,12 @@ fn start_receiver(port: u16, out: &Path) -> Process {
     BufReader::new(child.stdout.take().expect("piped stdout"))
         .read_line(&mut line)
         .expect("read the receiver's first line");
-    assert!(line.starts_with("listening"), "receiver said {line:?}");
-    Process(child)
+    let port = line
+        .trim()
+        .strip_prefix("listening on 127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("receiver said {line:?}"));
+    (Process(child), port)
 }
 
 /// promtool, from `SG_PROMTOOL` (scripts/test.sh), the tools directory or the PATH.
@@ -110,7 +114,34 @@ fn promtool() -> PathBuf {
     PathBuf::from("promtool")
 }
 
-async fn connect(port: u16) -> GrantServiceClient<Channel> {
+/// The port the service logged with `message` once it bound it (the config asks for
+/// port 0, so that no other test can take the port first).
+pub(crate) async fn logged_port(log_file: &Path, message: &str) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(log_file).unwrap_or_default();
+        let port = log
+            .lines()
+            .find(|l| l.contains(message))
+            .and_then(|l| l.split("127.0.0.1:").nth(1))
+            .and_then(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            });
+        if let Some(port) = port {
+            return port;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service did not log {message:?}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client of the service that logs to `log_file`, once it listens.
+async fn connect(log_file: &Path) -> GrantServiceClient<Channel> {
+    let port = logged_port(log_file, "storage-grants listening").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match Channel::from_shared(format!("http://127.0.0.1:{port}"))
@@ -158,13 +189,14 @@ fn find<'a>(spans: &'a [Value], trace_id: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no span {name} in trace {trace_id}: {spans:#?}"))
 }
 
-/// The config both tests share (the service on `port` logging in `log_format`, the
+/// The config both tests share (the service on a port of the system's choosing, which
+/// it logs, logging in `log_format`, the
 /// store or STS at `endpoint`, caller `dev:demo` with the run's token), then `extra`.
-pub(crate) fn write_config(dir: &Path, port: u16, log_format: &str, endpoint: &str, extra: &str) {
+pub(crate) fn write_config(dir: &Path, log_format: &str, endpoint: &str, extra: &str) {
     std::fs::write(dir.join("rules.toml"), RULES).unwrap();
     let config = format!(
         r#"
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 log_format = "{log_format}"
 [storage]
 region = "us-east-1"
@@ -212,13 +244,10 @@ async fn spans_audit_and_metrics_join_on_the_grant_id_and_hold_no_secret() {
     let (key_id, secret, role_arn) = moto.service_with_s3_role("telemetry").await;
 
     let spans_file = dir.join("spans.jsonl");
-    let receiver_port = free_port();
-    let _receiver = start_receiver(receiver_port, &spans_file);
+    let (_receiver, receiver_port) = start_receiver(&spans_file);
 
-    let (port, metrics_port) = (free_port(), free_port());
     write_config(
         dir,
-        port,
         "json",
         &moto.endpoint,
         &format!(
@@ -228,7 +257,7 @@ role_arn = "{role_arn}"
 endpoint = "{endpoint}"
 role_chaining = false
 [metrics]
-listen = "127.0.0.1:{metrics_port}"
+listen = "127.0.0.1:0"
 [audit]
 file = "audit.jsonl"
 "#,
@@ -246,7 +275,7 @@ file = "audit.jsonl"
             ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
         ],
     );
-    let mut client = connect(port).await;
+    let mut client = connect(&log_file).await;
 
     // A presigned GET, an AssumeScoped and a refusal, each in a caller's trace.
     let (read_trace, read_parent) = (random_hex(16), random_hex(8));
@@ -284,6 +313,7 @@ file = "audit.jsonl"
         .expect_err("outside the rules");
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
 
+    let metrics_port = logged_port(&log_file, "metrics at GET /metrics").await;
     let scrape = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .await
         .expect("scrape")
@@ -480,10 +510,8 @@ async fn every_audit_event_of_a_burst_is_written_before_exit() {
     const IN_FLIGHT: usize = 64;
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    let port = free_port();
     write_config(
         dir,
-        port,
         "text",
         "http://127.0.0.1:9",
         r#"
@@ -516,7 +544,7 @@ file = "audit.jsonl"
             ("AWS_SECRET_ACCESS_KEY", "audit-burst-secret"),
         ],
     );
-    let client = connect(port).await;
+    let client = connect(&log_file).await;
 
     let mut ids = std::collections::HashSet::new();
     let mut calls = tokio::task::JoinSet::new();
@@ -582,12 +610,10 @@ async fn an_unreachable_sts_is_unavailable_to_the_caller_and_explained_in_the_lo
     for format in ["text", "json"] {
         let work = tempfile::tempdir().unwrap();
         let dir = work.path();
-        let port = free_port();
         // Nothing listens there: every connection is refused.
         let closed = free_port();
         write_config(
             dir,
-            port,
             format,
             "http://127.0.0.1:9",
             &format!(
@@ -608,7 +634,7 @@ max_attempts = 1
                 ("AWS_SECRET_ACCESS_KEY", "unreachable-secret"),
             ],
         );
-        let mut client = connect(port).await;
+        let mut client = connect(&log_file).await;
         let status = client
             .assume_scoped(support::authed(read_public(), &TOKEN))
             .await

@@ -218,6 +218,10 @@ max_ttl = "15m"
 /// The service running in-process on a loopback port.
 pub struct Service {
     pub addr: SocketAddr,
+    /// The HTTP gateway's address, when `[http]` is configured (give it port 0).
+    pub http: Option<SocketAddr>,
+    /// The metrics address, when `[metrics]` is configured (give it port 0).
+    pub metrics: Option<SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), storage_grants::server::Error>>>,
     _dir: tempfile::TempDir,
@@ -274,16 +278,20 @@ caller = "dev:other"
             )
             .http_client(storage_grants::aws::http_client())
             .build();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        // Bound here, so that the ports the system picked are known before serving.
+        let listeners = storage_grants::server::Listeners::bind(&config)
             .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("local addr");
+            .expect("bind the configured addresses");
+        let addr = listeners.grpc_addr().expect("gRPC address");
+        let (http, metrics) = (listeners.http_addr(), listeners.metrics_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(storage_grants::server::run(config, aws, listener, async {
+        let task = tokio::spawn(storage_grants::server::run(config, aws, listeners, async {
             let _ = rx.await;
         }));
         Service {
             addr,
+            http,
+            metrics,
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
@@ -301,6 +309,16 @@ caller = "dev:other"
             .connect()
             .await
             .expect("connect to the service")
+    }
+
+    /// The HTTP gateway's port; the test configured `[http]`.
+    pub fn http_port(&self) -> u16 {
+        self.http.expect("[http] is configured").port()
+    }
+
+    /// The metrics port; the test configured `[metrics]`.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics.expect("[metrics] is configured").port()
     }
 
     pub async fn client(&self) -> GrantServiceClient<Channel> {
