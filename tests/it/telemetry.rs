@@ -123,11 +123,7 @@ pub(crate) async fn logged_port(log_file: &Path, message: &str) -> u16 {
         let port = log
             .lines()
             .find(|l| l.contains(message))
-            .and_then(|l| l.split("127.0.0.1:").nth(1))
-            .and_then(|rest| {
-                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                digits.parse().ok()
-            });
+            .and_then(support::loopback_port);
         if let Some(port) = port {
             return port;
         }

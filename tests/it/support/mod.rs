@@ -89,6 +89,65 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The port of the first `127.0.0.1:PORT` in `line`.
+pub fn loopback_port(line: &str) -> Option<u16> {
+    let rest = line.split("127.0.0.1:").nth(1)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Which output of a child names its port.
+#[derive(Clone, Copy)]
+enum Output {
+    Stdout,
+    Stderr,
+}
+
+/// Starts `command` (asked to listen on port 0, with `output` piped) and returns the
+/// child with the loopback port named on its first line containing `marker`. The rest
+/// of that output is drained, so the child never blocks on a full pipe.
+fn spawn_on_reported_port(mut command: Command, output: Output, marker: &str) -> (Child, u16) {
+    use std::io::BufRead;
+    let program = format!("{:?}", command.get_program());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    let stream: Box<dyn std::io::Read + Send> = match output {
+        Output::Stdout => Box::new(child.stdout.take().expect("stdout is piped")),
+        Output::Stderr => Box::new(child.stderr.take().expect("stderr is piped")),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = marker.to_owned();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut lines = std::io::BufReader::new(stream).lines();
+        let found = lines.by_ref().map_while(Result::ok).find_map(|line| {
+            let port = line
+                .contains(&marker)
+                .then(|| loopback_port(&line))
+                .flatten();
+            if port.is_none() {
+                seen.push(line);
+            }
+            port
+        });
+        let _ = tx.send(found.ok_or_else(|| seen.join("\n")));
+        // Drained until the child exits.
+        for _ in lines {}
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(Ok(port)) => (child, port),
+        Ok(Err(said)) => {
+            let _ = child.kill();
+            panic!("{program} exited without naming its port; it said:\n{said}")
+        }
+        Err(_) => {
+            let _ = child.kill();
+            panic!("{program} did not name its port within 20 s")
+        }
+    }
+}
+
 fn wait_for_port(addr: SocketAddr, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(addr).is_err() {
@@ -107,15 +166,17 @@ pub struct Store {
 impl Store {
     pub fn start() -> Store {
         let root = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let child = Command::new(s3s_fs_binary())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        // Port 0 and the port read back from s3s-fs's start-up line: a port picked here
+        // could be taken by a parallel test before s3s-fs bound it.
+        let mut command = Command::new(s3s_fs_binary());
+        command
+            .args(["--host", "127.0.0.1", "--port", "0"])
             .args(["--access-key", ACCESS_KEY, "--secret-key", &SECRET_KEY])
             .arg(root.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start s3s-fs");
+            .env("RUST_LOG", "s3s_fs=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let (child, port) = spawn_on_reported_port(command, Output::Stdout, "server is running at");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         wait_for_port(addr, "s3s-fs");
         Store {
@@ -473,17 +534,20 @@ fn moto_route(service: &str) -> String {
 }
 
 impl Moto {
+    /// Moto on a port of the system's choosing.
     pub fn start() -> Moto {
-        Moto::start_on(free_port())
+        Moto::start_on(0)
     }
 
+    /// Moto on `port` (0: the system picks, and moto names it), e.g. again on the
+    /// port of one that was stopped.
     pub fn start_on(port: u16) -> Moto {
-        let child = Command::new(moto_binary())
+        let mut command = Command::new(moto_binary());
+        command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
+            .stderr(Stdio::piped());
+        let (child, port) = spawn_on_reported_port(command, Output::Stderr, "Running on");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         wait_for_port(addr, "moto_server");
         Moto {
