@@ -266,7 +266,10 @@ fn client_mode(mode: &str) -> ExitCode {
             let addr = listen
                 .parse()
                 .map_err(|_| cli::Error::Usage(format!("--listen '{listen}' is not an address")))?;
-            let served = cli::proxy::serve(addr, upstream, shutdown_signal()).await;
+            let served = match cli::proxy::bind(addr).await {
+                Ok(listener) => cli::proxy::serve(listener, upstream, shutdown_signal()).await,
+                Err(e) => Err(e),
+            };
             // Its log lines are written before the process exits.
             drop(telemetry);
             served?;

@@ -13,6 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
+use tokio::net::TcpListener;
 
 use super::{Error, Upstream, upstream};
 use crate::gateway::{ContainerCredentials, Problem};
@@ -57,25 +58,36 @@ async fn credentials(
     }
 }
 
-/// Serves on `addr` (loopback only) until `shutdown` completes.
+/// Binds `addr`, which must be on loopback (port 0: the system picks; the listener
+/// says which).
 ///
 /// # Errors
-/// A non-loopback address; the listener.
-pub async fn serve(
-    addr: SocketAddr,
-    upstream: Upstream,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
+/// A non-loopback address; an address that cannot be bound.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     if !addr.ip().is_loopback() {
         return Err(Error::Usage(format!(
             "--listen {addr}: the proxy listens on loopback only (the SDKs accept http:// \
              only there); use 127.0.0.1"
         )));
     }
-    let listener = tokio::net::TcpListener::bind(addr)
+    TcpListener::bind(addr)
         .await
-        .map_err(|source| Error::Listen { addr, source })?;
-    tracing::info!(addr = ?listener.local_addr().ok(), "credentials proxy listening");
+        .map_err(|source| Error::Listen { addr, source })
+}
+
+/// Serves on `listener` (from [`bind`]) until `shutdown` completes.
+///
+/// # Errors
+/// The listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    upstream: Upstream,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    tracing::info!(%addr, "credentials proxy listening");
     let router = Router::new()
         .route("/v1/credentials/{bucket}/{*prefix}", get(credentials))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use aws_credential_types::Credentials;
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{Moto, OTHER_TOKEN, Service, Setup, TOKEN, free_port};
+use support::{Moto, OTHER_TOKEN, Service, Setup, TOKEN};
 
 const RULES: &str = r#"
 [[rules]]
@@ -96,28 +96,20 @@ listen = "127.0.0.1:0"
     world
 }
 
+/// Polls `url` for about 5 s until it answers. Each try gives up after 1 s, so that a
+/// listener that accepts and never answers cannot hold it.
 async fn wait_for(url: &str) {
-    assert!(answers(url, || false).await, "{url} never answered");
-}
-
-/// Polls `url` for about 5 s until it answers (true), or until `stopped()` says the
-/// server behind it is gone (false). Each try gives up after 1 s, so that a listener
-/// that accepts and never answers cannot hold it.
-async fn answers(url: &str, stopped: impl Fn() -> bool) -> bool {
     let probe = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
         .build()
         .unwrap();
     for _ in 0..100 {
-        if stopped() {
-            return false;
-        }
         if probe.get(url).send().await.is_ok() {
-            return true;
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    false
+    panic!("{url} never answered");
 }
 
 fn admin(endpoint: &str, credentials: Credentials) -> aws_sdk_s3::Client {
@@ -283,35 +275,24 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
         return sdk_child().await;
     }
     let world = world().await;
-    // The proxy binds the port itself, so another test may take it between
-    // `free_port` and the bind: then it is started again on another.
-    let (port, proxy, stop) = loop {
-        let port = free_port();
-        let upstream = storage_grants::cli::Upstream::new(storage_grants::cli::UpstreamOptions {
-            endpoint: format!("http://{}", world.service.addr),
-            token_file: Some(world.token_file.clone()),
-            ..Default::default()
-        })
-        .unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let proxy = tokio::spawn(storage_grants::cli::proxy::serve(
-            ([127, 0, 0, 1], port).into(),
-            upstream,
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        let healthz = format!("http://127.0.0.1:{port}/healthz");
-        let up = answers(&healthz, || proxy.is_finished()).await;
-        if !proxy.is_finished() {
-            assert!(up, "{healthz} never answered");
-            break (port, proxy, stop);
-        }
-        match proxy.await.unwrap() {
-            Err(storage_grants::cli::Error::Listen { .. }) => continue,
-            other => panic!("the proxy stopped before serving: {other:?}"),
-        }
-    };
+    let listener = storage_grants::cli::proxy::bind(([127, 0, 0, 1], 0).into())
+        .await
+        .expect("bind the proxy");
+    let port = listener.local_addr().unwrap().port();
+    let upstream = storage_grants::cli::Upstream::new(storage_grants::cli::UpstreamOptions {
+        endpoint: format!("http://{}", world.service.addr),
+        token_file: Some(world.token_file.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let proxy = tokio::spawn(storage_grants::cli::proxy::serve(
+        listener,
+        upstream,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let before = granted(&world).await;
     run_sdk_child(
         "credentials::the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy",
@@ -332,13 +313,7 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
 
 #[tokio::test]
 async fn the_proxy_listens_on_loopback_only() {
-    let upstream = storage_grants::cli::Upstream::new(storage_grants::cli::UpstreamOptions {
-        endpoint: "http://127.0.0.1:1".into(),
-        token: Some(storage_grants::secret::Secret::new("t".into())),
-        ..Default::default()
-    })
-    .unwrap();
-    let err = storage_grants::cli::proxy::serve(([0, 0, 0, 0], 0).into(), upstream, async {})
+    let err = storage_grants::cli::proxy::bind(([0, 0, 0, 0], 0).into())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("loopback"), "{err}");
