@@ -515,6 +515,42 @@ mod tests {
     }
 
     #[test]
+    fn connections_have_no_age_limit_unless_one_within_1s_to_7d_is_set() {
+        assert_eq!(load("", &[]).unwrap().server.max_connection_age, None);
+        let set = load("[server]\nmax_connection_age = \"30m\"\n", &[]).unwrap();
+        assert_eq!(
+            set.server.max_connection_age,
+            Some(Duration::from_secs(1800))
+        );
+        let env = load(
+            "",
+            &[("STORAGE_GRANTS_SERVER__MAX_CONNECTION_AGE", "\"5m\"")],
+        )
+        .unwrap();
+        assert_eq!(
+            env.server.max_connection_age,
+            Some(Duration::from_secs(300))
+        );
+        for bad in ["0s", "8d"] {
+            let err =
+                load(&format!("[server]\nmax_connection_age = \"{bad}\"\n"), &[]).unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    Error::Invalid {
+                        field: "server.max_connection_age",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains("between 1s and 7d"), "{err}");
+        }
+        let err = load("[server]\nmax_connection_age = \"soon\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("not a duration"), "{err}");
+    }
+
+    #[test]
     fn keepalive_defaults_to_probes_after_60s_answered_within_20s() {
         let server = load("", &[]).unwrap().server;
         assert_eq!(server.keepalive_interval, Duration::from_secs(60));

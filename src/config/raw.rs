@@ -288,6 +288,13 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight calls to finish.
     #[serde(with = "crate::core::duration")]
     pub shutdown_grace: Duration,
+    /// When set, a gRPC connection this old is asked to close (HTTP/2 GOAWAY): its
+    /// calls in flight finish (for at most `request_timeout`), and the client opens a
+    /// new one, through the load balancer or DNS again, so that clients spread onto
+    /// pods added since they connected. Unset: connections live as long as clients
+    /// keep them.
+    #[serde(default, deserialize_with = "crate::core::duration::optional")]
+    pub max_connection_age: Option<Duration>,
     /// Serve gRPC-Web (HTTP/1.1 and browsers' fetch) on the gRPC port too, with CORS
     /// for `http.allowed_origins`.
     pub grpc_web: bool,
@@ -404,6 +411,7 @@ impl Default for ServerConfig {
             keepalive_interval: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(20),
+            max_connection_age: None,
             grpc_web: false,
             tls: None,
             allow_plaintext: false,

@@ -206,6 +206,11 @@ impl Settings {
         {
             return out_of_range("server.keepalive_timeout", "must be between 1s and 5m");
         }
+        if let Some(age) = raw.server.max_connection_age
+            && (age < Duration::from_secs(1) || age > Duration::from_secs(7 * 86_400))
+        {
+            return out_of_range("server.max_connection_age", "must be between 1s and 7d");
+        }
         transport_security(&raw)?;
         let storage = storage(&raw)?;
         let sts = sts(&raw, &storage)?;

@@ -53,6 +53,16 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     }
 }
 
+/// Serde adapter for an optional duration
+/// (`#[serde(default, deserialize_with = "crate::core::duration::optional")]`): unset
+/// is `None`.
+///
+/// # Errors
+/// As [`deserialize`].
+pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    deserialize(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,7 +69,16 @@ pub(super) fn transport(settings: &Settings) -> Server<Transport> {
         .option_layer(web.then(|| grpc_web_cors(&settings.allowed_origins)))
         .option_layer(web.then(GrpcWebLayer::new))
         .into_inner();
-    Server::builder()
+    let server = Server::builder();
+    // No `max_connection_age_grace`: with it, tonic 0.14 skips the GOAWAY at the age
+    // and cuts the connection at age + grace, calls in flight included. Without it,
+    // the aged connection closes once its calls are done, which `request_timeout`
+    // bounds.
+    let server = match settings.server.max_connection_age {
+        Some(age) => server.max_connection_age(age),
+        None => server,
+    };
+    server
         .trace_fn(rpc_span)
         .timeout(settings.server.request_timeout)
         // HTTP/2 refuses a header list over its limit with status 431, which clients

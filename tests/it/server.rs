@@ -744,3 +744,83 @@ async fn used_up_file_descriptors_pause_accepting_instead_of_spinning() {
         "warned more than once within a minute:\n{text}"
     );
 }
+
+/// With `server.max_connection_age`, a connection that old is asked to go (GOAWAY,
+/// then closed once it is idle), and a client's channel carries on over a new one
+/// without a failed call: that is how clients spread onto pods added since.
+#[tokio::test]
+async fn aged_connections_are_sent_away_and_clients_carry_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = demo_store().await;
+    let mut setup = Setup::new();
+    setup.extra_config = "[server]\nmax_connection_age = \"1s\"\n".into();
+    let service = Service::start(&store, setup).await;
+    let mut client = service.client().await;
+
+    let mut raw = tokio::net::TcpStream::connect(service.addr).await.unwrap();
+    raw.write_all(PREFACE).await.unwrap();
+    let opened = Instant::now();
+    // Read frames until the server closes, answering its PINGs as a client does.
+    let frames = async {
+        let mut goaway = None;
+        loop {
+            let mut head = [0u8; 9];
+            if raw.read_exact(&mut head).await.is_err() {
+                return (goaway, opened.elapsed());
+            }
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0u8; len];
+            if raw.read_exact(&mut payload).await.is_err() {
+                return (goaway, opened.elapsed());
+            }
+            match (head[3], head[4]) {
+                // GOAWAY: its error code is the last four bytes.
+                (7, _) => goaway = Some(u32::from_be_bytes(payload[4..8].try_into().unwrap())),
+                // PING without ACK: answer it.
+                (6, 0) => {
+                    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                    ack.extend_from_slice(&payload);
+                    let _ = raw.write_all(&ack).await;
+                }
+                // SETTINGS without ACK: acknowledge it.
+                (4, 0) => {
+                    let _ = raw.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
+                }
+                _ => {}
+            }
+        }
+    };
+    // Meanwhile, a client calls every 100 ms across the age of its connection.
+    let calls = async {
+        let mut served = 0;
+        while opened.elapsed() < Duration::from_millis(2500) {
+            client
+                .grant_read(support::authed(
+                    storage_grants::proto::GrantReadRequest {
+                        bucket: "demo".into(),
+                        key: "public/hello.txt".into(),
+                        ..Default::default()
+                    },
+                    &support::TOKEN,
+                ))
+                .await
+                .expect("no call fails when a connection ages out");
+            served += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        served
+    };
+    let (goaway, served) =
+        tokio::join!(tokio::time::timeout(Duration::from_secs(10), frames), calls);
+    let (goaway, closed_after) = goaway.expect("the aged connection was closed within 10 s");
+    assert_eq!(goaway, Some(0), "closed with GOAWAY NO_ERROR");
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "closed after {closed_after:?}, before its age"
+    );
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "closed after {closed_after:?}"
+    );
+    assert!(served >= 10, "{served} calls");
+}

@@ -600,6 +600,21 @@ def schema_checks_http_origins_as_the_service_does():
 
 
 @test
+def connections_are_sent_away_at_an_age_unless_turned_off():
+    def server_table(objs) -> str:
+        return config_toml(objs).split("\n[server]\n", 1)[1].split("\n[", 1)[0]
+    default = server_table(helm_template()[0])
+    check('\nmax_connection_age = "10m"\n' in f"\n{default}\n", f"no max_connection_age in [server]:\n{default}")
+    off = server_table(helm_template({"config": {"server": {"max_connection_age": None}}})[0])
+    check("max_connection_age" not in off, f"max_connection_age rendered though null:\n{off}")
+    set_ = helm_template({"config": {"server": {"max_connection_age": "30m"}}})[0]
+    check('max_connection_age = "30m"' in server_table(set_), server_table(set_))
+    check_config(set_, "max_connection_age 30m")
+    err = helm_template({"config": {"server": {"max_connection_age": "soon"}}}, ok=False)
+    check("max_connection_age" in err, err)
+
+
+@test
 def grpc_web_and_the_audit_file_render():
     volume = {"extraVolumes": [{"name": "audit", "emptyDir": {}}],
               "extraVolumeMounts": [{"name": "audit", "mountPath": "/var/log/storage-grants/"}]}
