@@ -155,6 +155,47 @@ role_chaining = false
     assert_eq!(proxy.requests(), asked);
 }
 
+/// A call still running when its connection reaches `server.max_connection_age` (STS
+/// answering slowly) finishes and is answered: the connection is sent away, not cut.
+#[tokio::test]
+async fn a_call_in_flight_when_its_connection_ages_out_is_answered() {
+    let moto = Moto::start();
+    let (key, secret) = moto.service_identity().await;
+    let role_arn = moto.create_role("aging", ROLE_POLICY).await;
+    let proxy = FaultProxy::start(Upstream::Url(moto.endpoint.clone())).await;
+    let mut setup = Setup::new();
+    setup.rules = r#"
+[[rules]]
+callers = ["dev:demo"]
+bucket = "demo"
+prefix = "tenants/a/"
+actions = ["assume-read"]
+"#
+    .into();
+    setup.credentials = Credentials::new(key, secret, None, None, "moto");
+    setup.extra_config = format!(
+        "[server]\nmax_connection_age = \"1s\"\n\
+         [sts]\nrole_arn = \"{role_arn}\"\nendpoint = \"{}\"\ncall_timeout = \"5s\"\n\
+         max_attempts = 1\nrole_chaining = false\n",
+        proxy.endpoint
+    );
+    let service = Service::start_at(&moto.endpoint, setup).await;
+    let mut client = service.client().await;
+    let connected = Instant::now();
+    // STS answers after 2 s: the call spans the connection's age (1 s).
+    proxy.set(Fault::Delay(Duration::from_secs(2)));
+    let answer = client
+        .assume_scoped(assume_within(Duration::from_secs(8)))
+        .await
+        .expect("the call in flight finishes on its aged connection");
+    assert!(
+        connected.elapsed() > Duration::from_secs(2),
+        "answered after {:?}, before STS did",
+        connected.elapsed()
+    );
+    assert!(answer.into_inner().credentials.is_some());
+}
+
 #[tokio::test]
 async fn fetched_jwks_keys_keep_working_while_the_jwks_endpoint_is_down() {
     let store = demo_store().await;
