@@ -41,11 +41,13 @@ fn assume_within(deadline: Duration) -> tonic::Request<AssumeScopedRequest> {
     request
 }
 
-#[tokio::test]
-async fn sts_faults_answer_unavailable_with_a_retry_hint_and_heal_within_a_second() {
+/// Moto with a role `role` (its ARN returned), a fault proxy in front of it for STS,
+/// and a set-up with the service's identity in moto and `dev:demo` allowed to assume
+/// read access to `tenants/a/` of `demo` (the test adds the `[sts]` config).
+async fn sts_behind_a_proxy(role: &str) -> (Moto, FaultProxy, String, Setup) {
     let moto = Moto::start();
     let (key, secret) = moto.service_identity().await;
-    let role_arn = moto.create_role("faults", ROLE_POLICY).await;
+    let role_arn = moto.create_role(role, ROLE_POLICY).await;
     let proxy = FaultProxy::start(Upstream::Url(moto.endpoint.clone())).await;
     let mut setup = Setup::new();
     setup.rules = r#"
@@ -58,6 +60,12 @@ max_ttl = "1h"
 "#
     .into();
     setup.credentials = Credentials::new(key, secret, None, None, "moto");
+    (moto, proxy, role_arn, setup)
+}
+
+#[tokio::test]
+async fn sts_faults_answer_unavailable_with_a_retry_hint_and_heal_within_a_second() {
+    let (moto, proxy, role_arn, mut setup) = sts_behind_a_proxy("faults").await;
     setup.extra_config = format!(
         r#"
 [sts]
@@ -159,20 +167,7 @@ role_chaining = false
 /// answering slowly) finishes and is answered: the connection is sent away, not cut.
 #[tokio::test]
 async fn a_call_in_flight_when_its_connection_ages_out_is_answered() {
-    let moto = Moto::start();
-    let (key, secret) = moto.service_identity().await;
-    let role_arn = moto.create_role("aging", ROLE_POLICY).await;
-    let proxy = FaultProxy::start(Upstream::Url(moto.endpoint.clone())).await;
-    let mut setup = Setup::new();
-    setup.rules = r#"
-[[rules]]
-callers = ["dev:demo"]
-bucket = "demo"
-prefix = "tenants/a/"
-actions = ["assume-read"]
-"#
-    .into();
-    setup.credentials = Credentials::new(key, secret, None, None, "moto");
+    let (moto, proxy, role_arn, mut setup) = sts_behind_a_proxy("aging").await;
     setup.extra_config = format!(
         "[server]\nmax_connection_age = \"1s\"\n\
          [sts]\nrole_arn = \"{role_arn}\"\nendpoint = \"{}\"\ncall_timeout = \"5s\"\n\
