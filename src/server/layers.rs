@@ -355,8 +355,38 @@ pub(super) struct ConnInfo {
     restore: Arc<dyn Fn(&mut http::Extensions) + Send + Sync>,
 }
 
+/// What every gRPC connection is held to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ConnLimits {
+    /// Calls in flight at once (`server.concurrency_limit_per_connection`).
+    pub(super) calls: usize,
+    /// Time to start the protocol (`server.connection_timeout`).
+    pub(super) open_within: std::time::Duration,
+    /// When the connection is closed whatever it is doing: the transport sends it away
+    /// at `server.max_connection_age`, but waits for ever on a client that does not
+    /// acknowledge the GOAWAY's PING. Unset: never.
+    pub(super) retire_after: Option<std::time::Duration>,
+}
+
+impl ConnLimits {
+    /// The limits `server` sets. An aged connection is closed once its calls have had
+    /// `request_timeout` to finish, and its client [`RETIRE_SLACK`] to answer.
+    pub(super) fn new(server: &crate::config::raw::ServerConfig) -> Self {
+        Self {
+            calls: server.concurrency_limit_per_connection,
+            open_within: server.connection_timeout,
+            retire_after: server
+                .max_connection_age
+                .map(|age| age + server.request_timeout + RETIRE_SLACK),
+        }
+    }
+}
+
+/// Past an aged connection's last call, how long its client has to leave.
+const RETIRE_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// An accepted connection with its own call limit, closed if it does not start its
-/// protocol in time.
+/// protocol in time, or when it is due to retire.
 pub(super) struct Conn<IO> {
     io: IO,
     slots: Arc<Semaphore>,
@@ -364,6 +394,8 @@ pub(super) struct Conn<IO> {
     /// by when. hyper waits for an HTTP/2 client preface for ever; without this, a
     /// client that sends half of one (or nothing) holds its connection for good.
     opening: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
+    /// When the connection is closed, if ever ([`ConnLimits::retire_after`]).
+    retire: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// HTTP/2's client preface (24 bytes) and the header of its first frame (9); an
@@ -371,25 +403,29 @@ pub(super) struct Conn<IO> {
 const OPENING_BYTES: usize = 24 + 9;
 
 impl<IO> Conn<IO> {
-    /// `io`, allowing `limit` calls in flight at once, and `timeout` to open.
-    pub(super) fn new(io: IO, limit: usize, timeout: std::time::Duration) -> Self {
+    /// `io`, held to `limits` from now.
+    pub(super) fn new(io: IO, limits: ConnLimits) -> Self {
         Self {
             io,
-            slots: Arc::new(Semaphore::new(limit)),
-            opening: Some((OPENING_BYTES, Box::pin(tokio::time::sleep(timeout)))),
+            slots: Arc::new(Semaphore::new(limits.calls)),
+            opening: Some((
+                OPENING_BYTES,
+                Box::pin(tokio::time::sleep(limits.open_within)),
+            )),
+            retire: limits
+                .retire_after
+                .map(|after| Box::pin(tokio::time::sleep(after))),
         }
     }
 }
 
-/// The connections of `incoming`, each allowing `limit` calls in flight and `timeout`
-/// to open (`server.connection_timeout`).
+/// The connections of `incoming`, each held to `limits`.
 pub(super) fn limited<IO>(
     incoming: impl tokio_stream::Stream<Item = io::Result<IO>>,
-    limit: usize,
-    timeout: std::time::Duration,
+    limits: ConnLimits,
 ) -> impl tokio_stream::Stream<Item = io::Result<Conn<IO>>> {
     tokio_stream::StreamExt::map(incoming, move |accepted| {
-        accepted.map(|io| Conn::new(io, limit, timeout))
+        accepted.map(|io| Conn::new(io, limits))
     })
 }
 
@@ -427,6 +463,16 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        // HTTP/2 always has a read pending, so this wakes the connection when it is due.
+        if let Some(retire) = &mut this.retire
+            && retire.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection outlived server.max_connection_age and the time its calls \
+                 had to finish",
+            )));
+        }
         let Some((awaited, deadline)) = &mut this.opening else {
             return Pin::new(&mut this.io).poll_read(cx, buf);
         };

@@ -387,9 +387,8 @@ pub async fn run(
         router,
         tls,
         handshake_timeout,
-        // Each connection, after its TLS handshake if any, carries its own call limit.
-        limit: settings.server.concurrency_limit_per_connection,
-        connection_timeout: settings.server.connection_timeout,
+        // Each connection, after its TLS handshake if any, carries its own limits.
+        limits: layers::ConnLimits::new(&settings.server),
     };
     let (gateway, http_inboxes) = gateway.unzip();
     let mut http_inboxes = http_inboxes.map(Vec::into_iter);
@@ -425,8 +424,7 @@ struct Grpc {
     router: tonic::transport::server::Router<layers::Transport>,
     tls: Option<Arc<rustls::ServerConfig>>,
     handshake_timeout: std::time::Duration,
-    limit: usize,
-    connection_timeout: std::time::Duration,
+    limits: layers::ConnLimits,
 }
 
 /// What each core needs to serve the HTTP gateway.
@@ -463,8 +461,7 @@ async fn serve_core(
         router,
         tls,
         handshake_timeout,
-        limit,
-        connection_timeout,
+        limits,
     } = grpc;
     let drained = stop.clone().begun();
     let gateway_stop = stop.clone();
@@ -472,11 +469,11 @@ async fn serve_core(
         match tls {
             Some(tls) => {
                 let incoming = TlsIncoming::new(grpc_inbox, tls, handshake_timeout);
-                let incoming = layers::limited(incoming, limit, connection_timeout);
+                let incoming = layers::limited(incoming, limits);
                 router.serve_with_incoming_shutdown(incoming, drained).await
             }
             None => {
-                let incoming = layers::limited(grpc_inbox, limit, connection_timeout);
+                let incoming = layers::limited(grpc_inbox, limits);
                 router.serve_with_incoming_shutdown(incoming, drained).await
             }
         }

@@ -745,51 +745,63 @@ async fn used_up_file_descriptors_pause_accepting_instead_of_spinning() {
     );
 }
 
+/// Reads an HTTP/2 connection's frames until the server closes it, acknowledging its
+/// SETTINGS, and its PINGs when `answer_pings`; returns the error code of the last
+/// GOAWAY, if one came, and when the connection closed (since `opened`).
+async fn frames_until_closed(
+    raw: &mut tokio::net::TcpStream,
+    answer_pings: bool,
+    opened: Instant,
+) -> (Option<u32>, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut goaway = None;
+    loop {
+        let mut head = [0u8; 9];
+        if raw.read_exact(&mut head).await.is_err() {
+            return (goaway, opened.elapsed());
+        }
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        if raw.read_exact(&mut payload).await.is_err() {
+            return (goaway, opened.elapsed());
+        }
+        match (head[3], head[4]) {
+            // GOAWAY: its error code is the last four bytes.
+            (7, _) => goaway = Some(u32::from_be_bytes(payload[4..8].try_into().unwrap())),
+            // PING without ACK.
+            (6, 0) if answer_pings => {
+                let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                ack.extend_from_slice(&payload);
+                let _ = raw.write_all(&ack).await;
+            }
+            // SETTINGS without ACK.
+            (4, 0) => {
+                let _ = raw.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// With `server.max_connection_age`, a connection that old is asked to go (GOAWAY,
 /// then closed once it is idle), and a client's channel carries on over a new one
-/// without a failed call: that is how clients spread onto pods added since.
+/// without a failed call: that is how clients spread onto pods added since. A client
+/// that ignores the request (never acknowledges the GOAWAY's PING) is cut off once the
+/// calls have had `request_timeout` to finish, and a second more.
 #[tokio::test]
 async fn aged_connections_are_sent_away_and_clients_carry_on() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let store = demo_store().await;
     let mut setup = Setup::new();
-    setup.extra_config = "[server]\nmax_connection_age = \"1s\"\n".into();
+    setup.extra_config = "[server]\nmax_connection_age = \"1s\"\nrequest_timeout = \"1s\"\n".into();
     let service = Service::start(&store, setup).await;
     let mut client = service.client().await;
 
-    let mut raw = tokio::net::TcpStream::connect(service.addr).await.unwrap();
-    raw.write_all(PREFACE).await.unwrap();
+    let mut polite = tokio::net::TcpStream::connect(service.addr).await.unwrap();
+    let mut deaf = tokio::net::TcpStream::connect(service.addr).await.unwrap();
+    polite.write_all(PREFACE).await.unwrap();
+    deaf.write_all(PREFACE).await.unwrap();
     let opened = Instant::now();
-    // Read frames until the server closes, answering its PINGs as a client does.
-    let frames = async {
-        let mut goaway = None;
-        loop {
-            let mut head = [0u8; 9];
-            if raw.read_exact(&mut head).await.is_err() {
-                return (goaway, opened.elapsed());
-            }
-            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
-            let mut payload = vec![0u8; len];
-            if raw.read_exact(&mut payload).await.is_err() {
-                return (goaway, opened.elapsed());
-            }
-            match (head[3], head[4]) {
-                // GOAWAY: its error code is the last four bytes.
-                (7, _) => goaway = Some(u32::from_be_bytes(payload[4..8].try_into().unwrap())),
-                // PING without ACK: answer it.
-                (6, 0) => {
-                    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
-                    ack.extend_from_slice(&payload);
-                    let _ = raw.write_all(&ack).await;
-                }
-                // SETTINGS without ACK: acknowledge it.
-                (4, 0) => {
-                    let _ = raw.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
-                }
-                _ => {}
-            }
-        }
-    };
     // Meanwhile, a client calls every 100 ms across the age of its connection.
     let calls = async {
         let mut served = 0;
@@ -810,16 +822,23 @@ async fn aged_connections_are_sent_away_and_clients_carry_on() {
         }
         served
     };
-    let (goaway, served) =
-        tokio::join!(tokio::time::timeout(Duration::from_secs(10), frames), calls);
-    let (goaway, closed_after) = goaway.expect("the aged connection was closed within 10 s");
+    let within = Duration::from_secs(10);
+    let (polite, deaf, served) = tokio::join!(
+        tokio::time::timeout(within, frames_until_closed(&mut polite, true, opened)),
+        tokio::time::timeout(within, frames_until_closed(&mut deaf, false, opened)),
+        calls
+    );
+    let (goaway, closed_after) = polite.expect("the aged connection was closed within 10 s");
     assert_eq!(goaway, Some(0), "closed with GOAWAY NO_ERROR");
     assert!(
-        closed_after >= Duration::from_millis(900),
-        "closed after {closed_after:?}, before its age"
+        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_millis(2500),
+        "closed after {closed_after:?}"
     );
+    let (goaway, closed_after) = deaf.expect("the deaf connection was closed within 10 s");
+    assert!(goaway.is_some(), "asked to go first");
+    // Age 1 s + request_timeout 1 s + 1 s.
     assert!(
-        closed_after < Duration::from_secs(5),
+        closed_after >= Duration::from_millis(2900) && closed_after < Duration::from_secs(5),
         "closed after {closed_after:?}"
     );
     assert!(served >= 10, "{served} calls");
