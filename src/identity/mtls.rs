@@ -156,33 +156,57 @@ impl KeyPairFiles<'_> {
     }
 }
 
+/// The protocols a TLS listener offers in the handshake (ALPN). A client that offers
+/// protocols and none of these is refused by the handshake itself
+/// (`no_application_protocol`), so a listener offers every protocol it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    /// HTTP/2 only: gRPC.
+    Http2,
+    /// HTTP/2 and HTTP/1.1: the HTTP gateway (browsers, SDKs, load balancers that
+    /// speak HTTP/1.1 and say so), and the gRPC port when it serves gRPC-Web.
+    Http2AndHttp1,
+}
+
+impl Protocols {
+    fn alpn(self) -> Vec<Vec<u8>> {
+        match self {
+            Self::Http2 => vec![b"h2".to_vec()],
+            Self::Http2AndHttp1 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        }
+    }
+}
+
 /// The configuration every TLS listener of this service shares: TLS 1.2 and 1.3 on
-/// the ring provider, ALPN `h2` (gRPC), client certificates as `verifier` says, the
+/// the ring provider, ALPN `protocols`, client certificates as `verifier` says, the
 /// server certificate from `certs`.
 fn tls_server_config(
     provider: Arc<rustls::crypto::CryptoProvider>,
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     certs: Arc<dyn rustls::server::ResolvesServerCert>,
+    protocols: Protocols,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut tls = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(certs);
-    tls.alpn_protocols = vec![b"h2".to_vec()];
+    tls.alpn_protocols = protocols.alpn();
     Ok(Arc::new(tls))
 }
 
-/// A TLS server configuration without client certificates, presenting whatever
-/// `certs` resolves (`[server.tls]`, whose resolver reloads renewed files).
+/// A TLS server configuration without client certificates, offering `protocols`,
+/// presenting whatever `certs` resolves (`[server.tls]`, whose resolver reloads
+/// renewed files).
 ///
 /// # Errors
 /// [`SetupError::ServerKey`] when the provider supports no protocol version.
 pub fn server_only_tls_config(
     certs: Arc<dyn rustls::server::ResolvesServerCert>,
+    protocols: Protocols,
 ) -> Result<Arc<ServerConfig>, SetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(rustls::server::NoClientAuth);
-    tls_server_config(provider, verifier, certs).map_err(SetupError::ServerKey)
+    tls_server_config(provider, verifier, certs, protocols).map_err(SetupError::ServerKey)
 }
 
 /// The certified key of `files`, checked: the key must be the certificate's.
@@ -200,8 +224,9 @@ pub fn certified_key(
 }
 
 /// Builds the rustls server configuration of `config`: server certificate and key,
-/// client certificates verified against `ca_file` (required or optional), ALPN `h2`,
-/// TLS 1.2 and 1.3 on the ring provider. Reads the files once (call it at start-up).
+/// client certificates verified against `ca_file` (required or optional), ALPN `h2`
+/// (gRPC), TLS 1.2 and 1.3 on the ring provider. Reads the files once (call it at
+/// start-up).
 ///
 /// Plug it into tonic with [`TlsIncoming`]:
 /// `Server::builder()….serve_with_incoming_shutdown(TlsIncoming::new(TcpIncoming::from(listener), tls, config.handshake_timeout), signal)`.
@@ -210,16 +235,17 @@ pub fn certified_key(
 /// [`SetupError`] when a file cannot be read or holds no certificate/key, or when the
 /// key does not match the certificate.
 pub fn server_tls_config(config: &MtlsConfig) -> Result<Arc<ServerConfig>, SetupError> {
-    server_tls(config).map(|(tls, _)| tls)
+    server_tls(config, Protocols::Http2).map(|(tls, _)| tls)
 }
 
-/// [`server_tls_config`], and the server certificate it presents (which the HTTP
-/// gateway presents too), from one read of the files.
+/// [`server_tls_config`] offering `protocols`, and the server certificate it presents
+/// (which the HTTP gateway presents too), from one read of the files.
 ///
 /// # Errors
 /// As [`server_tls_config`].
 pub fn server_tls(
     config: &MtlsConfig,
+    protocols: Protocols,
 ) -> Result<(Arc<ServerConfig>, rustls::sign::CertifiedKey), SetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let ca = read_certs("identity.mtls.ca_file", &config.ca_file)?;
@@ -239,7 +265,10 @@ pub fn server_tls(
     let (chain, key) = config.server_key_pair().read()?;
     let certified = rustls::sign::CertifiedKey::from_der(chain, key, provider.as_ref())?;
     let certs = Arc::new(rustls::sign::SingleCertAndKey::from(certified.clone()));
-    Ok((tls_server_config(provider, verifier, certs)?, certified))
+    Ok((
+        tls_server_config(provider, verifier, certs, protocols)?,
+        certified,
+    ))
 }
 
 fn read_certs(

@@ -28,7 +28,7 @@ use crate::config::Settings;
 use crate::credentials::CredentialSource;
 use crate::grant::{Pipeline, Scoped, Uploads};
 use crate::identity::Authenticator;
-use crate::identity::mtls::TlsIncoming;
+use crate::identity::mtls::{Protocols, TlsIncoming};
 use crate::readiness::{GRANT_SERVICE, Readiness};
 use crate::rules::Rules;
 use crate::rules::reload::RulesHandle;
@@ -105,14 +105,20 @@ pub struct Checked {
 pub async fn check(settings: &Settings) -> Result<Checked, Error> {
     let rules = Rules::load(&settings.grants.rules_file).await?;
     let server_cert = settings.server.tls.as_ref().map(tls::load).transpose()?;
+    // The gRPC port offers HTTP/1.1 too when it serves gRPC-Web over it.
+    let protocols = if settings.server.grpc_web {
+        Protocols::Http2AndHttp1
+    } else {
+        Protocols::Http2
+    };
     // The gateway presents the gRPC port's server certificate: the mTLS one is read
     // once, for both.
     let (tls, mtls_cert) = match (&settings.identity.mtls, &server_cert) {
         (Some(mtls), _) => {
-            let (tls, cert) = crate::identity::mtls::server_tls(mtls)?;
+            let (tls, cert) = crate::identity::mtls::server_tls(mtls, protocols)?;
             (Some(tls), Some(cert))
         }
-        (None, Some(cert)) => (Some(tls::server_config(cert.clone())?), None),
+        (None, Some(cert)) => (Some(tls::server_config(cert.clone(), protocols)?), None),
         (None, None) => (None, None),
     };
     let gateway_tls = match &settings.http {

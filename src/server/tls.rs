@@ -84,14 +84,15 @@ pub(super) fn load(config: &ServerTlsConfig) -> Result<Arc<ReloadingCert>, Setup
     }))
 }
 
-/// The rustls configuration presenting `cert`.
+/// The rustls configuration presenting `cert`, offering `protocols`.
 ///
 /// # Errors
 /// As [`mtls::server_only_tls_config`].
 pub(super) fn server_config(
     cert: Arc<ReloadingCert>,
+    protocols: mtls::Protocols,
 ) -> Result<Arc<rustls::ServerConfig>, SetupError> {
-    mtls::server_only_tls_config(cert)
+    mtls::server_only_tls_config(cert, protocols)
 }
 
 /// The HTTP gateway's TLS: the rustls configuration and how long a handshake may take.
@@ -104,7 +105,8 @@ pub(super) struct GatewayTlsConfig {
 /// What the gateway presents: `[server.tls]`'s certificate (`server_cert`, which
 /// follows its files), or `[identity.mtls]`'s server certificate (`mtls_cert`, as the
 /// gRPC port read it), never asking for a client certificate: browsers and AWS SDKs
-/// have none. `None` when the gRPC port speaks no TLS.
+/// have none; offering HTTP/2 and HTTP/1.1, both of which it serves. `None` when the
+/// gRPC port speaks no TLS.
 ///
 /// # Errors
 /// As [`server_config`].
@@ -115,7 +117,7 @@ pub(super) fn gateway(
 ) -> Result<Option<GatewayTlsConfig>, SetupError> {
     if let (Some(cert), Some(server)) = (server_cert, &settings.server.tls) {
         return Ok(Some(GatewayTlsConfig {
-            config: server_config(cert.clone())?,
+            config: server_config(cert.clone(), mtls::Protocols::Http2AndHttp1)?,
             handshake_timeout: server.handshake_timeout,
         }));
     }
@@ -123,7 +125,10 @@ pub(super) fn gateway(
         return Ok(None);
     };
     Ok(Some(GatewayTlsConfig {
-        config: mtls::server_only_tls_config(Arc::new(rustls::sign::SingleCertAndKey::from(cert)))?,
+        config: mtls::server_only_tls_config(
+            Arc::new(rustls::sign::SingleCertAndKey::from(cert)),
+            mtls::Protocols::Http2AndHttp1,
+        )?,
         handshake_timeout: m.handshake_timeout,
     }))
 }

@@ -1036,6 +1036,13 @@ async fn gateway_presents(
     assert_eq!(status, 302);
     let object = http_get(&location.unwrap()).await;
     assert_eq!(object.text().await.unwrap(), "hello, storage-grants\n");
+    // A client that offers only HTTP/1.1 in the handshake (Python's urllib3, so boto3
+    // and the AWS CLI; load balancers' HTTP/1.1 target groups) is served HTTP/1.1.
+    let (protocol, head) = support::http1_only_get(port, &ca)
+        .await
+        .expect("a handshake offering only http/1.1");
+    assert_eq!(protocol.as_deref(), Some(&b"http/1.1"[..]), "{head}");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     // Plain HTTP is not spoken there.
     let plain = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
     assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));

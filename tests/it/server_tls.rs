@@ -98,3 +98,40 @@ async fn grants_are_served_over_tls_and_a_renewed_certificate_is_picked_up() {
         .await
         .expect("the first connection still serves");
 }
+
+/// The gRPC port offers HTTP/1.1 in the TLS handshake only when it serves gRPC-Web over
+/// it: a client offering only `http/1.1` is then served; otherwise the handshake
+/// refuses it (gRPC itself is HTTP/2 only).
+#[tokio::test]
+async fn http1_is_offered_on_the_grpc_port_exactly_when_grpc_web_is_on() {
+    let store = demo_store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let ca = Ca::new("grpc-web CA");
+    let leaf = server_cert(&ca);
+    std::fs::write(&cert_file, &leaf.cert).unwrap();
+    std::fs::write(&key_file, &leaf.key).unwrap();
+    for grpc_web in [true, false] {
+        let mut setup = Setup::new();
+        setup.extra_config = format!(
+            "[server]\ngrpc_web = {grpc_web}\n[server.tls]\ncert_file = {cert_file:?}\n\
+             key_file = {key_file:?}\n"
+        );
+        let service = Service::start(&store, setup).await;
+        let answer = crate::support::http1_only_get(service.addr.port(), &ca).await;
+        if grpc_web {
+            let (protocol, head) = answer.expect("HTTP/1.1 is offered with gRPC-Web");
+            assert_eq!(protocol.as_deref(), Some(&b"http/1.1"[..]), "{head}");
+            assert!(head.starts_with("HTTP/1.1 "), "{head}");
+        } else {
+            let refused = answer.expect_err("HTTP/2 only without gRPC-Web");
+            assert!(refused.contains("NoApplicationProtocol"), "{refused}");
+        }
+        // gRPC clients are served either way.
+        let mut client = connect(&service, &ca).await.expect("TLS connection");
+        client
+            .grant_read(authed(read(), &TOKEN))
+            .await
+            .expect("a grant over TLS");
+    }
+}

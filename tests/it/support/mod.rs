@@ -773,3 +773,43 @@ pub fn keepalive_timer(local: u16, peer: u16) -> Option<Duration> {
             .then(|| Duration::from_millis(u64::from_str_radix(when, 16).unwrap_or(0) * 10))
     })
 }
+
+/// `GET /healthz` over TLS to `port` (trusting `ca`), offering only `http/1.1` in
+/// ALPN: the protocol the handshake agreed, and the head of the answer; or why the
+/// handshake failed.
+pub async fn http1_only_get(
+    port: u16,
+    ca: &certs::Ca,
+) -> Result<(Option<Vec<u8>>, String), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let protocol = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    Ok((protocol, text.lines().next().unwrap_or_default().to_owned()))
+}
