@@ -266,10 +266,11 @@ fn client_mode(mode: &str) -> ExitCode {
             let addr = listen
                 .parse()
                 .map_err(|_| cli::Error::Usage(format!("--listen '{listen}' is not an address")))?;
-            let served = match cli::proxy::bind(addr).await {
-                Ok(listener) => cli::proxy::serve(listener, upstream, shutdown_signal()).await,
-                Err(e) => Err(e),
-            };
+            let served = async {
+                let listener = cli::proxy::bind(addr).await?;
+                cli::proxy::serve(listener, upstream, shutdown_signal()).await
+            }
+            .await;
             // Its log lines are written before the process exits.
             drop(telemetry);
             served?;

@@ -6,7 +6,6 @@
 //! passes `promtool check metrics`; and no secret of the run reaches the log, the
 //! audit file, a span or the scrape.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -76,23 +75,15 @@ fn start_receiver(out: &Path) -> (Process, u16) {
         "no {}; run ./scripts/test.sh, which installs scripts/requirements.txt",
         python.display()
     );
-    let mut child = Command::new(python)
+    let mut command = Command::new(python);
+    command
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/otlp-receiver.py"))
         .arg("0")
         .arg(out)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the OTLP receiver");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped stdout"))
-        .read_line(&mut line)
-        .expect("read the receiver's first line");
-    let port = line
-        .trim()
-        .strip_prefix("listening on 127.0.0.1:")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("receiver said {line:?}"));
+        .stderr(Stdio::inherit());
+    let (child, port) =
+        support::spawn_on_reported_port(command, support::Output::Stdout, "listening on");
     (Process(child), port)
 }
 
@@ -186,8 +177,8 @@ fn find<'a>(spans: &'a [Value], trace_id: &str, name: &str) -> &'a Value {
 }
 
 /// The config both tests share (the service on a port of the system's choosing, which
-/// it logs, logging in `log_format`, the
-/// store or STS at `endpoint`, caller `dev:demo` with the run's token), then `extra`.
+/// it logs; logging in `log_format`; the store or STS at `endpoint`; caller `dev:demo`
+/// with the run's token), then `extra`.
 pub(crate) fn write_config(dir: &Path, log_format: &str, endpoint: &str, extra: &str) {
     std::fs::write(dir.join("rules.toml"), RULES).unwrap();
     let config = format!(

@@ -27,6 +27,23 @@ impl Ca {
             issuer: Issuer::new(params, key),
         }
     }
+
+    /// A TLS client configuration trusting only this CA, without a client certificate.
+    pub fn client_config(&self) -> rustls::ClientConfig {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    }
 }
 
 /// A leaf certificate and key, PEM.

@@ -98,7 +98,7 @@ pub fn loopback_port(line: &str) -> Option<u16> {
 
 /// Which output of a child names its port.
 #[derive(Clone, Copy)]
-enum Output {
+pub enum Output {
     Stdout,
     Stderr,
 }
@@ -106,7 +106,7 @@ enum Output {
 /// Starts `command` (asked to listen on port 0, with `output` piped) and returns the
 /// child with the loopback port named on its first line containing `marker`. The rest
 /// of that output is drained, so the child never blocks on a full pipe.
-fn spawn_on_reported_port(mut command: Command, output: Output, marker: &str) -> (Child, u16) {
+pub fn spawn_on_reported_port(mut command: Command, output: Output, marker: &str) -> (Child, u16) {
     use std::io::BufRead;
     let program = format!("{:?}", command.get_program());
     let mut child = command
@@ -781,21 +781,10 @@ pub async fn http1_only_get(
     port: u16,
     ca: &certs::Ca,
 ) -> Result<(Option<Vec<u8>>, String), String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::pki_types::ServerName;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = ca.client_config();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
