@@ -42,7 +42,7 @@
 #
 # Usage: scripts/bench.sh [--duration S] [--warmup S] [--rounds N] [--soak S]
 #                         [--scopes N] [--out DIR] [--no-build] [--binary PATH]
-#                         [--perf] [--pin] [--instructions N]
+#                         [--perf] [--pin] [--instructions N] [--serve]
 #   --duration S  about how long each measured throughput run lasts (default 10): a
 #                 fixed request count, the warm-up's rate times S
 #   --warmup S    h2load warm-up seconds before each run (default 2)
@@ -71,6 +71,11 @@
 #                 depend on what else the machine runs, so fixes can be compared across
 #                 runs; they leave out the kernel's share, and under valgrind sha2 takes
 #                 its portable code (no SHA extensions), so signing counts high.
+#   --serve       instead of any run: set everything up as for the runs (store, STS,
+#                 service with the bench's config, request bodies checked), print the
+#                 h2load command of every row (also in OUT/serve.txt; the bodies in
+#                 OUT/frames) and keep serving until interrupted (Ctrl-C), to drive
+#                 the service with a load tool and parameters of one's own.
 # Exit code: 0 when every run answered successes only, 1 when some run had failures
 # (the tables still print), 2 when the setup failed.
 set -euo pipefail
@@ -80,7 +85,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
 
 log() { echo "bench: $*" >&2; }
 
-duration=10 warmup=2 rounds=3 soak=60 scopes=10000 out="" build=1 perf=0 pin=0 instructions=0 binary=""
+duration=10 warmup=2 rounds=3 soak=60 scopes=10000 out="" build=1 perf=0 pin=0 instructions=0 binary="" serve=0
 while (($#)); do
   case $1 in
   --duration) duration=$2; shift 2 ;;
@@ -94,6 +99,7 @@ while (($#)); do
   --perf) perf=1; shift ;;
   --pin) pin=1; shift ;;
   --instructions) instructions=$2; shift 2 ;;
+  --serve) serve=1; shift ;;
   -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) log "unknown argument $1 (see --help)"; exit 2 ;;
   esac
@@ -102,6 +108,7 @@ for n in "$duration" "$warmup" "$rounds" "$soak" "$scopes" "$instructions"; do
   [[ $n =~ ^[0-9]+$ ]] || { log "durations and counts are whole numbers, not '$n'"; exit 2; }
 done
 ((duration > 0 && warmup > 0 && rounds > 0 && soak > 0 && scopes > 0)) || { log "the durations and counts must be positive"; exit 2; }
+((!serve || instructions == 0)) || { log "--serve and --instructions are two different modes: choose one"; exit 2; }
 
 # Every h2load run: one thread, 4 connections x 16 concurrent streams.
 CONNECTIONS=4 STREAMS=16
@@ -504,6 +511,59 @@ fi
 
 # Warm: the scope's credentials are fetched from moto once, then every call is a hit.
 check_frame assume_scoped
+
+# --- --serve: the same setup, driven by someone else's load ---------------------------------
+
+if ((serve)); then
+  ((failures == 0)) || { log "the setup's checks failed (above); not serving"; exit 1; }
+  rm -rf "$out/frames"
+  cp -r "$frames" "$out/frames"
+  (umask 077 && printf '%s' "$jwt" >"$out/frames/caller.jwt")
+  n=$((CONNECTIONS * STREAMS * 3000))
+  # A command line that can be pasted into a shell: words quoted only where they must be.
+  shell_words() {
+    local word sep=""
+    for word; do
+      if [[ $word =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then printf '%s%s' "$sep" "$word"; else printf "%s'%s'" "$sep" "${word//\'/\'\\\'\'}"; fi
+      sep=" "
+    done
+  }
+  {
+    echo "# storage-grants, set up as scripts/bench.sh runs it; serving until interrupted."
+    echo "# gRPC (h2c) 127.0.0.1:$grpc_port; HTTP gateway 127.0.0.1:$http_port; metrics http://127.0.0.1:$metrics_port/metrics"
+    echo "# Callers: the dev token below (dev:bench) and an ES256 JWT ($jwt_caller); per-caller limits lifted."
+    echo "# h2load counts HTTP statuses only: a gRPC error is an HTTP 200 whose grpc-status trailer is not 0."
+    echo "# Count the service's answers by code with:"
+    echo "curl -s http://127.0.0.1:$metrics_port/metrics | grep '^storage_grants_rpc_duration_seconds_count' | grep -v ' 0\$'"
+    echo
+    for row in "health check (baseline):health" "GrantRead:grant_read" "GrantWrite PUT, all pins:grant_write_put" \
+      "GrantWrite PUT, type and length pinned:grant_write_put_type_length" "AssumeScoped, cache hit:assume_scoped"; do
+      name=${row##*:}
+      echo "# ${row%:*}"
+      shell_words h2load -t 1 -c "$CONNECTIONS" -m "$STREAMS" -n "$n" "${grpc_headers[@]}" \
+        -H "authorization: Bearer $token" -d "$out/frames/$name.bin" "$(grpc_url "${path_of[$name]}")"
+      echo
+    done
+    echo "# GrantRead as the JWT caller (the token is in a file, not on this screen)"
+    shell_words h2load -t 1 -c "$CONNECTIONS" -m "$STREAMS" -n "$n" "${grpc_headers[@]}"
+    printf ' -H "authorization: Bearer $(cat %s)" ' "$(shell_words "$out/frames/caller.jwt")"
+    shell_words -d "$out/frames/grant_read.bin" "$(grpc_url "${path_of[grant_read]}")"
+    echo
+    for row in "gateway GET /healthz (baseline):/healthz" "gateway click-time link (302):/v1/objects/$bucket/public/hello.txt"; do
+      echo "# ${row%%:*}"
+      shell_words h2load --h1 -t 1 -c $((CONNECTIONS * STREAMS)) -n "$n" -H "authorization: Bearer $token" \
+        "http://127.0.0.1:$http_port${row#*:}"
+      echo
+    done
+  } | tee "$out/serve.txt"
+  log "serving (pid $server_pid) until interrupted; the commands above are in $out/serve.txt"
+  echo serve >"$work/phase"
+  if wait "$server_pid"; then rc=0; else rc=$?; fi
+  server_pid=""
+  log "storage-grants stopped by itself (exit $rc)"
+  log_tail "$server_log"
+  exit 1
+fi
 # Rounds. In each, the baseline runs before every call and once more at the end, and a
 # call's ratio is taken against the mean of the two baseline runs around it
 # (report.py): a machine whose speed drifts (other work on it) moves both alike.
