@@ -15,9 +15,16 @@ use super::Error;
 /// Made only by [`Listeners::bind`], so the sockets always match the settings they
 /// were bound from.
 pub struct Listeners {
-    pub(super) grpc: TcpListener,
-    pub(super) http: Option<TcpListener>,
-    pub(super) metrics: Option<TcpListener>,
+    pub(super) grpc: Bound,
+    pub(super) http: Option<Bound>,
+    pub(super) metrics: Option<Bound>,
+}
+
+/// A listening socket and the address it listens on (for a configured port 0, the
+/// port the system picked), read once when it was bound.
+pub(super) struct Bound {
+    pub(super) listener: TcpListener,
+    pub(super) addr: SocketAddr,
 }
 
 impl Listeners {
@@ -44,32 +51,33 @@ impl Listeners {
 
     /// Where gRPC calls are accepted.
     #[must_use]
-    pub fn grpc_addr(&self) -> Option<SocketAddr> {
-        self.grpc.local_addr().ok()
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.addr
     }
 
     /// Where the HTTP gateway is served, when it is on.
     #[must_use]
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().and_then(|l| l.local_addr().ok())
+        self.http.as_ref().map(|b| b.addr)
     }
 
     /// Where `GET /metrics` is served, when it is on.
     #[must_use]
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+        self.metrics.as_ref().map(|b| b.addr)
     }
 }
 
 /// Binds `addr`, the value of `setting`.
-async fn bind_one(setting: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen {
-            setting,
-            addr,
-            source,
-        })
+async fn bind_one(setting: &'static str, addr: SocketAddr) -> Result<Bound, Error> {
+    let listen = |source| Error::Listen {
+        setting,
+        addr,
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(listen)?;
+    let addr = listener.local_addr().map_err(listen)?;
+    Ok(Bound { listener, addr })
 }
 
 #[cfg(test)]
@@ -92,7 +100,7 @@ mod tests {
         .await
         .expect("bound");
         let ports = [
-            listeners.grpc_addr().unwrap().port(),
+            listeners.grpc_addr().port(),
             listeners.http_addr().unwrap().port(),
             listeners.metrics_addr().unwrap().port(),
         ];
@@ -109,7 +117,7 @@ mod tests {
         let listeners = Listeners::bind(&settings("listen = \"127.0.0.1:0\"\n"))
             .await
             .expect("bound");
-        assert!(listeners.grpc_addr().is_some());
+        assert_ne!(listeners.grpc_addr().port(), 0);
         assert_eq!(listeners.http_addr(), None);
         assert_eq!(listeners.metrics_addr(), None);
     }

@@ -319,37 +319,32 @@ pub async fn run(
     let (stop, trigger) = Shutdown::start(signal, reporter);
     tasks.spawn(trigger);
     let Listeners {
-        grpc: listener,
-        http: http_listener,
-        metrics: metrics_listener,
+        grpc,
+        http: http_bound,
+        metrics: metrics_bound,
     } = listeners;
-    if let Some(metrics_listener) = metrics_listener {
-        tracing::info!(addr = ?metrics_listener.local_addr().ok(), "metrics at GET /metrics");
-        tasks.spawn(metrics_http::serve(metrics_listener, stop.clone().begun()));
+    if let Some(metrics) = metrics_bound {
+        tracing::info!(addr = %metrics.addr, "metrics at GET /metrics");
+        tasks.spawn(metrics_http::serve(metrics.listener, stop.clone().begun()));
     }
 
     // Every listener's connections are dealt to the serving threads, one per CPU
     // (`cores`); this runtime only accepts them.
     let cores = cores::count();
     let accepted = socket::Accepted::new(&settings.server);
-    let gateway = match settings.http.clone().zip(http_listener) {
-        Some((http, http_listener)) => {
-            let addr = http.listen;
-            let local = http_listener.local_addr().map_err(|source| Error::Listen {
-                setting: "http.listen",
-                addr,
-                source,
-            })?;
+    let gateway = match settings.http.clone().zip(http_bound) {
+        Some((http, bound)) => {
+            let local = bound.addr;
             let header_read_timeout = http.header_read_timeout;
             let router = crate::gateway::router(pipeline.clone(), authenticator.clone(), http);
             let (dealer, inboxes) = cores::deal(cores);
-            tasks.spawn(dealer.run(accepted.incoming(http_listener), stop.clone().begun()));
+            tasks.spawn(dealer.run(accepted.incoming(bound.listener), stop.clone().begun()));
             // The gateway presents the gRPC port's server certificate ([server.tls], whose
             // renewals it follows, or [identity.mtls]'s); client certificates are the
             // gRPC port's business only.
             match &gateway_tls {
-                Some(_) => tracing::info!(addr = ?local, "HTTP gateway listening (TLS)"),
-                None => tracing::info!(addr = ?local, "HTTP gateway listening"),
+                Some(_) => tracing::info!(addr = %local, "HTTP gateway listening (TLS)"),
+                None => tracing::info!(addr = %local, "HTTP gateway listening"),
             }
             Some((
                 Gateway {
@@ -374,13 +369,13 @@ pub async fn run(
             authenticator,
         ));
     tracing::info!(
-        addr = ?listener.local_addr().ok(),
+        addr = %grpc.addr,
         transport = settings.transport_security(),
         cores,
         "storage-grants listening"
     );
     let (dealer, grpc_inboxes) = cores::deal(cores);
-    tasks.spawn(dealer.run(accepted.incoming(listener), stop.clone().begun()));
+    tasks.spawn(dealer.run(accepted.incoming(grpc.listener), stop.clone().begun()));
     // With mTLS, this service terminates TLS itself so that the client certificate
     // (the caller's SPIFFE ID) reaches the interceptor; with server TLS, so that no
     // token or grant crosses the network in clear text.

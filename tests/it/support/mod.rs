@@ -343,7 +343,7 @@ caller = "dev:other"
         let listeners = storage_grants::server::Listeners::bind(&config)
             .await
             .expect("bind the configured addresses");
-        let addr = listeners.grpc_addr().expect("gRPC address");
+        let addr = listeners.grpc_addr();
         let (http, metrics) = (listeners.http_addr(), listeners.metrics_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(storage_grants::server::run(config, aws, listeners, async {
