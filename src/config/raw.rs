@@ -288,7 +288,8 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight calls to finish.
     #[serde(with = "crate::core::duration")]
     pub shutdown_grace: Duration,
-    /// When set, a gRPC connection this old is asked to close (HTTP/2 GOAWAY): its
+    /// When set, a gRPC connection about this old (each draws its own age, within
+    /// 10 % of it) is asked to close (HTTP/2 GOAWAY): its
     /// calls in flight finish (for at most `request_timeout`), and the client opens a
     /// new one, through the load balancer or DNS again, so that clients spread onto
     /// pods added since they connected. Unset: connections live as long as clients

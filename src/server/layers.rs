@@ -25,7 +25,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderName, Method, header};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -69,16 +69,10 @@ pub(super) fn transport(settings: &Settings) -> Server<Transport> {
         .option_layer(web.then(|| grpc_web_cors(&settings.allowed_origins)))
         .option_layer(web.then(GrpcWebLayer::new))
         .into_inner();
-    let server = Server::builder();
-    // No `max_connection_age_grace`: with it, tonic 0.14 skips the GOAWAY at the age
-    // and cuts the connection at age + grace, calls in flight included. Without it,
-    // the aged connection closes once its calls are done, which `request_timeout`
-    // bounds.
-    let server = match settings.server.max_connection_age {
-        Some(age) => server.max_connection_age(age),
-        None => server,
-    };
-    server
+    // No `max_connection_age`: tonic gives every connection the same one, so
+    // connections opened together would be sent away together; each connection is
+    // sent away at an age of its own instead (`Conn::send_away_at`, `connections`).
+    Server::builder()
         .trace_fn(rpc_span)
         .timeout(settings.server.request_timeout)
         // HTTP/2 refuses a header list over its limit with status 431, which clients
@@ -361,11 +355,14 @@ pub(super) struct ConnLimits {
     /// Calls in flight at once (`server.concurrency_limit_per_connection`).
     pub(super) calls: usize,
     /// Time to start the protocol (`server.connection_timeout`).
-    pub(super) open_within: std::time::Duration,
-    /// When the connection is closed whatever it is doing: the transport sends it away
-    /// at `server.max_connection_age`, but waits for ever on a client that does not
-    /// acknowledge the GOAWAY's PING. Unset: never.
-    pub(super) retire_after: Option<std::time::Duration>,
+    pub(super) open_within: Duration,
+    /// `server.max_connection_age`: about when a connection is sent away (each draws
+    /// its own, [`spread_age`]). Unset: never.
+    pub(super) age: Option<Duration>,
+    /// Past its age, how long a connection has before it is closed whatever it is
+    /// doing: HTTP/2's graceful close waits for ever on a client that does not
+    /// acknowledge the GOAWAY's PING.
+    pub(super) drain: Duration,
 }
 
 impl ConnLimits {
@@ -375,15 +372,31 @@ impl ConnLimits {
         Self {
             calls: server.concurrency_limit_per_connection,
             open_within: server.connection_timeout,
-            retire_after: server
-                .max_connection_age
-                .map(|age| age + server.request_timeout + RETIRE_SLACK),
+            age: server.max_connection_age,
+            drain: server.request_timeout + RETIRE_SLACK,
         }
     }
 }
 
 /// Past an aged connection's last call, how long its client has to leave.
-const RETIRE_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+const RETIRE_SLACK: Duration = Duration::from_secs(1);
+
+/// How far a connection's age strays from `server.max_connection_age`, either way.
+const AGE_SPREAD: f64 = 0.1;
+
+/// `age` moved by `AGE_SPREAD` of itself at most, by `unit` (in `[0, 1]`: 0 the
+/// shortest, 1 the longest). Connections that opened together (a rollout, a client
+/// fleet started at once) would otherwise all be sent away together, and all their
+/// clients reconnect at once, at every age; gRPC's own servers spread theirs the same
+/// way.
+fn spread_age(age: Duration, unit: f64) -> Duration {
+    let unit = if unit.is_nan() {
+        0.5
+    } else {
+        unit.clamp(0.0, 1.0)
+    };
+    age.mul_f64(1.0 - AGE_SPREAD + 2.0 * AGE_SPREAD * unit)
+}
 
 /// An accepted connection with its own call limit, closed if it does not start its
 /// protocol in time, or when it is due to retire.
@@ -394,8 +407,13 @@ pub(super) struct Conn<IO> {
     /// by when. hyper waits for an HTTP/2 client preface for ever; without this, a
     /// client that sends half of one (or nothing) holds its connection for good.
     opening: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
-    /// When the connection is closed, if ever ([`ConnLimits::retire_after`]).
+    /// When the connection is sent away (HTTP/2 GOAWAY), if ever.
+    send_away_at: Option<tokio::time::Instant>,
+    /// When the connection is closed, if ever: [`ConnLimits::drain`] after it was sent
+    /// away.
     retire: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Dropped with the connection, which tells [`Conn::closed`]'s receiver.
+    closing: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// HTTP/2's client preface (24 bytes) and the header of its first frame (9); an
@@ -405,6 +423,10 @@ const OPENING_BYTES: usize = 24 + 9;
 impl<IO> Conn<IO> {
     /// `io`, held to `limits` from now.
     pub(super) fn new(io: IO, limits: ConnLimits) -> Self {
+        let now = tokio::time::Instant::now();
+        let send_away_at = limits
+            .age
+            .map(|age| now + spread_age(age, rand::random::<f64>()));
         Self {
             io,
             slots: Arc::new(Semaphore::new(limits.calls)),
@@ -412,10 +434,25 @@ impl<IO> Conn<IO> {
                 OPENING_BYTES,
                 Box::pin(tokio::time::sleep(limits.open_within)),
             )),
-            retire: limits
-                .retire_after
-                .map(|after| Box::pin(tokio::time::sleep(after))),
+            send_away_at,
+            retire: send_away_at.map(|at| Box::pin(tokio::time::sleep_until(at + limits.drain))),
+            closing: None,
         }
+    }
+
+    /// Completes once this connection is dropped (closed), whoever drops it. For one
+    /// watcher: calling it again ends the wait of the one before.
+    pub(super) fn closed(&mut self) -> impl Future<Output = ()> + Send + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.closing = Some(tx);
+        async move {
+            let _ = rx.await;
+        }
+    }
+
+    /// When this connection is due to be sent away, if ever.
+    pub(super) fn send_away_at(&self) -> Option<tokio::time::Instant> {
+        self.send_away_at
     }
 }
 
@@ -603,6 +640,55 @@ pub(super) fn authenticated(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connections_age_is_within_a_tenth_of_the_setting_either_way() {
+        let age = Duration::from_secs(600);
+        assert_eq!(spread_age(age, 0.0), Duration::from_secs(540));
+        assert_eq!(spread_age(age, 0.5), age);
+        assert_eq!(spread_age(age, 1.0), Duration::from_secs(660));
+        // Out of range draws are held to the range.
+        assert_eq!(spread_age(age, -3.0), Duration::from_secs(540));
+        assert_eq!(spread_age(age, 7.0), Duration::from_secs(660));
+        assert_eq!(spread_age(age, f64::NAN), age);
+    }
+
+    #[tokio::test]
+    async fn each_connection_draws_its_own_age_and_is_closed_its_drain_after_it() {
+        let limits = ConnLimits {
+            calls: 1,
+            open_within: Duration::from_secs(1),
+            age: Some(Duration::from_secs(100)),
+            drain: Duration::from_secs(7),
+        };
+        let before = tokio::time::Instant::now();
+        let ages: Vec<Duration> = (0..50)
+            .map(|_| Conn::new((), limits).send_away_at().unwrap() - before)
+            .collect();
+        assert!(
+            ages.iter()
+                .all(|a| *a >= Duration::from_secs(90) && *a <= Duration::from_secs(111)),
+            "{ages:?}"
+        );
+        let (low, high) = (ages.iter().min().unwrap(), ages.iter().max().unwrap());
+        assert!(*high - *low >= Duration::from_secs(5), "{ages:?}");
+        // The close follows the send-away by the drain.
+        let conn = Conn::new((), limits);
+        let retire = conn.retire.as_ref().unwrap().deadline();
+        assert_eq!(
+            retire - conn.send_away_at().unwrap(),
+            Duration::from_secs(7)
+        );
+        // Without an age, never.
+        let never = Conn::new(
+            (),
+            ConnLimits {
+                age: None,
+                ..limits
+            },
+        );
+        assert!(never.send_away_at().is_none() && never.retire.is_none());
+    }
 
     #[test]
     fn every_served_method_is_known_here() {

@@ -8,6 +8,7 @@
 //! background tasks. The server owns every task it spawns, in one `JoinSet`, and every
 //! serving thread, and stops all of them before [`run`] returns.
 
+mod connections;
 mod cores;
 mod layers;
 mod listeners;
@@ -464,18 +465,18 @@ async fn serve_core(
         handshake_timeout,
         limits,
     } = grpc;
-    let drained = stop.clone().begun();
     let gateway_stop = stop.clone();
-    let grpc = async {
+    let grpc_stop = stop.clone();
+    let grpc = async move {
         match tls {
             Some(tls) => {
                 let incoming = TlsIncoming::new(grpc_inbox, tls, handshake_timeout);
                 let incoming = layers::limited(incoming, limits);
-                router.serve_with_incoming_shutdown(incoming, drained).await
+                connections::serve(router, incoming, grpc_stop).await
             }
             None => {
                 let incoming = layers::limited(grpc_inbox, limits);
-                router.serve_with_incoming_shutdown(incoming, drained).await
+                connections::serve(router, incoming, grpc_stop).await
             }
         }
     };
@@ -507,7 +508,7 @@ async fn serve_core(
     };
     let served = async { tokio::try_join!(grpc, http).map(|((), ())| ()) };
     tokio::select! {
-        result = served => Ok(result?),
+        result = served => result,
         () = stop.grace_over(grace) => {
             tracing::warn!(grace_secs = grace.as_secs(), "drain took too long; closing remaining calls");
             Ok(())

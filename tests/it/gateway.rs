@@ -1003,12 +1003,14 @@ async fn gateway_presents(
     std::fs::write(&key_file, &leaf.key).unwrap();
     std::fs::write(&ca_file, &ca.pem).unwrap();
     let store = demo_store().await;
-    let mut setup = Setup::new();
-    setup.extra_config = format!(
-        "{}[http]\nlisten = \"127.0.0.1:0\"\n",
-        tls(&cert_file, &key_file, &ca_file)
-    );
-    let service = Service::start(&store, setup).await;
+    let service = Service::start(
+        &store,
+        Setup::with_config(format!(
+            "{}[http]\nlisten = \"127.0.0.1:0\"\n",
+            tls(&cert_file, &key_file, &ca_file)
+        )),
+    )
+    .await;
     let port = service.http_port();
     let url = format!("https://localhost:{port}/v1/objects/demo/public/hello.txt");
     let mut answer = None;

@@ -17,9 +17,11 @@ fn read(key: &str) -> GrantReadRequest {
 #[tokio::test]
 async fn grant_decisions_are_counted_and_served_on_the_metrics_port() {
     let store = demo_store().await;
-    let mut setup = Setup::new();
-    setup.extra_config = "[metrics]\nlisten = \"127.0.0.1:0\"\n".into();
-    let service = Service::start(&store, setup).await;
+    let service = Service::start(
+        &store,
+        Setup::with_config("[metrics]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .await;
     let port = service.metrics_port();
     let mut client = service.client().await;
     client

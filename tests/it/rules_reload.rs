@@ -107,9 +107,11 @@ async fn removed_rules_file_keeps_the_last_good_rules_and_says_so() {
     // not an order to revoke everything: the last good rules stay, every poll tries
     // again and is refused (and logged), and a gauge says the rules are stale.
     let store = demo_store().await;
-    let mut setup = Setup::new();
-    setup.extra_config = "[metrics]\nlisten = \"127.0.0.1:0\"\n".into();
-    let service = Service::start(&store, setup).await;
+    let service = Service::start(
+        &store,
+        Setup::with_config("[metrics]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .await;
     let port = service.metrics_port();
     std::fs::write(service.rules_path(), PRIVATE_TOO).unwrap();
     wait_for(&service, "private/secret.txt", Code::Ok).await;

@@ -263,9 +263,11 @@ async fn an_unknown_method_is_unimplemented_and_names_what_is_served() {
 async fn a_connection_that_does_not_start_http2_in_time_is_closed() {
     use tokio::io::AsyncWriteExt;
     let store = demo_store().await;
-    let mut setup = Setup::new();
-    setup.extra_config = "[server]\nconnection_timeout = \"1s\"\n".into();
-    let service = Service::start(&store, setup).await;
+    let service = Service::start(
+        &store,
+        Setup::with_config("[server]\nconnection_timeout = \"1s\"\n"),
+    )
+    .await;
 
     let mut stalled = tokio::net::TcpStream::connect(service.addr).await.unwrap();
     stalled.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
@@ -792,9 +794,11 @@ async fn frames_until_closed(
 async fn aged_connections_are_sent_away_and_clients_carry_on() {
     use tokio::io::AsyncWriteExt;
     let store = demo_store().await;
-    let mut setup = Setup::new();
-    setup.extra_config = "[server]\nmax_connection_age = \"1s\"\nrequest_timeout = \"1s\"\n".into();
-    let service = Service::start(&store, setup).await;
+    let service = Service::start(
+        &store,
+        Setup::with_config("[server]\nmax_connection_age = \"1s\"\nrequest_timeout = \"1s\"\n"),
+    )
+    .await;
     let mut client = service.client().await;
 
     let mut polite = tokio::net::TcpStream::connect(service.addr).await.unwrap();
@@ -830,16 +834,74 @@ async fn aged_connections_are_sent_away_and_clients_carry_on() {
     );
     let (goaway, closed_after) = polite.expect("the aged connection was closed within 10 s");
     assert_eq!(goaway, Some(0), "closed with GOAWAY NO_ERROR");
+    // Each connection's age is within 10 % of the setting: 0.9 to 1.1 s.
     assert!(
-        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_millis(2500),
+        closed_after >= Duration::from_millis(850) && closed_after < Duration::from_millis(2500),
         "closed after {closed_after:?}"
     );
     let (goaway, closed_after) = deaf.expect("the deaf connection was closed within 10 s");
     assert!(goaway.is_some(), "asked to go first");
-    // Age 1 s + request_timeout 1 s + 1 s.
+    // Its age (0.9 to 1.1 s) + request_timeout 1 s + 1 s.
     assert!(
-        closed_after >= Duration::from_millis(2900) && closed_after < Duration::from_secs(5),
+        closed_after >= Duration::from_millis(2850) && closed_after < Duration::from_secs(5),
         "closed after {closed_after:?}"
     );
     assert!(served >= 10, "{served} calls");
+}
+
+/// Connections opened together are not sent away together: each draws its own age
+/// within 10 % of `server.max_connection_age`, so the clients of a fleet that started
+/// at once (or moved at once, in a rollout) do not all reconnect at once, at every age.
+#[tokio::test]
+async fn connections_opened_together_are_sent_away_at_ages_of_their_own() {
+    use tokio::io::AsyncWriteExt;
+    let store = demo_store().await;
+    let service = Service::start(
+        &store,
+        Setup::with_config("[server]\nmax_connection_age = \"2s\"\nrequest_timeout = \"1s\"\n"),
+    )
+    .await;
+
+    let mut connections = Vec::new();
+    for _ in 0..12 {
+        let mut raw = tokio::net::TcpStream::connect(service.addr).await.unwrap();
+        raw.write_all(PREFACE).await.unwrap();
+        connections.push(raw);
+    }
+    let opened = Instant::now();
+    let mut closes = tokio::task::JoinSet::new();
+    for mut raw in connections {
+        closes.spawn(async move {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                frames_until_closed(&mut raw, true, opened),
+            )
+            .await
+        });
+    }
+    let mut ages = Vec::new();
+    while let Some(close) = closes.join_next().await {
+        let (goaway, closed_after) = close
+            .unwrap()
+            .expect("every aged connection is closed within 10 s");
+        assert_eq!(goaway, Some(0), "closed with GOAWAY NO_ERROR");
+        // 1.8 to 2.2 s, give or take the time to open twelve connections.
+        assert!(
+            closed_after >= Duration::from_millis(1700)
+                && closed_after < Duration::from_millis(2700),
+            "closed after {closed_after:?}"
+        );
+        ages.push(closed_after);
+    }
+    let spread = ages
+        .iter()
+        .max()
+        .unwrap()
+        .saturating_sub(*ages.iter().min().unwrap());
+    // Twelve ages drawn evenly over 400 ms fall within 100 ms of each other about
+    // three times in a million; one age for all would close them within a few ms.
+    assert!(
+        spread >= Duration::from_millis(100),
+        "all closed within {spread:?}: {ages:?}"
+    );
 }

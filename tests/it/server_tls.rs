@@ -44,12 +44,14 @@ async fn grants_are_served_over_tls_and_a_renewed_certificate_is_picked_up() {
     let first = server_cert(&first_ca);
     std::fs::write(&cert_file, &first.cert).unwrap();
     std::fs::write(&key_file, &first.key).unwrap();
-    let mut setup = Setup::new();
-    setup.extra_config = format!(
-        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nreload_interval = \"100ms\"\n",
-        cert_file, key_file
-    );
-    let service = Service::start(&store, setup).await;
+    let service = Service::start(
+        &store,
+        Setup::with_config(format!(
+            "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nreload_interval = \"100ms\"\n",
+            cert_file, key_file
+        )),
+    )
+    .await;
 
     let mut client = connect(&service, &first_ca).await.expect("TLS connection");
     let grant = client
@@ -112,12 +114,14 @@ async fn http1_is_offered_on_the_grpc_port_exactly_when_grpc_web_is_on() {
     std::fs::write(&cert_file, &leaf.cert).unwrap();
     std::fs::write(&key_file, &leaf.key).unwrap();
     for grpc_web in [true, false] {
-        let mut setup = Setup::new();
-        setup.extra_config = format!(
-            "[server]\ngrpc_web = {grpc_web}\n[server.tls]\ncert_file = {cert_file:?}\n\
+        let service = Service::start(
+            &store,
+            Setup::with_config(format!(
+                "[server]\ngrpc_web = {grpc_web}\n[server.tls]\ncert_file = {cert_file:?}\n\
              key_file = {key_file:?}\n"
-        );
-        let service = Service::start(&store, setup).await;
+            )),
+        )
+        .await;
         let answer = crate::support::http1_only_get(service.addr.port(), &ca).await;
         if grpc_web {
             let (protocol, head) = answer.expect("HTTP/1.1 is offered with gRPC-Web");

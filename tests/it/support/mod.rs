@@ -274,6 +274,14 @@ max_ttl = "15m"
             rules_reload_interval: "200ms",
         }
     }
+
+    /// The usual set-up with `extra` added to the service's configuration.
+    pub fn with_config(extra: impl Into<String>) -> Setup {
+        Setup {
+            extra_config: extra.into(),
+            ..Setup::new()
+        }
+    }
 }
 
 /// The service running in-process on a loopback port.
