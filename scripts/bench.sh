@@ -778,7 +778,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2fx", a / b; else
   echo
   echo "| RSS after fill | soak start | soak end | soak min | soak max | spread (max-min)/min | samples |"
   echo "|---:|---:|---:|---:|---:|---:|---:|"
-  echo "| $rss_fill_end MiB | $rss_start MiB | $rss_end MiB | $rss_min MiB | $rss_max MiB | $rss_spread_pct % | $rss_samples |"
+  echo "| $([[ $rss_fill_end == none ]] && echo "no sample (the fill took under 1 s)" || echo "$rss_fill_end MiB") | $rss_start MiB | $rss_end MiB | $rss_min MiB | $rss_max MiB | $rss_spread_pct % | $rss_samples |"
   echo
   echo "Plot: soak.png; samples: rss.csv (every run) and soak-rss.csv."
   if ((failures > 0)); then

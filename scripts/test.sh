@@ -66,6 +66,10 @@ scripts/sdk-credentials-test.sh "$bin"
 step "the HTTP gateway in headless Chromium (Uppy uploads, click-time links), against the running service"
 scripts/browser-test.sh "$bin"
 
+step "load bench, every row briefly (each run must answer only successes; no figure is asserted)"
+scripts/bench.sh --binary "$bin" --duration 1 --warmup 1 --rounds 1 --soak 2 --scopes 20 \
+  --out "$(cargo_target_dir)/bench-smoke"
+
 step "Helm chart and container image recipe"
 scripts/helm-test.sh "$bin"
 

@@ -13,7 +13,7 @@
   report.py perfgroups REPORT     perf's self-cost report grouped by component (Markdown)
   report.py soak CSV FILL_PHASE SOAK_PHASE
                                   RSS figures of the soak: start= end= min= max= peak=
-                                  (MiB, over SOAK_PHASE) fill_end= spread_pct=
+                                  (MiB, over SOAK_PHASE) fill_end= (none: no sample) spread_pct=
 """
 
 import re
@@ -126,7 +126,7 @@ def soak(path: str, fill: str, phase: str) -> None:
     lo, hi = min(values), max(values)
     print(
         f"samples={len(values)} start={values[0]:.1f} end={values[-1]:.1f} min={lo:.1f} "
-        f"max={hi:.1f} fill_end={(fill_rows[-1][1] if fill_rows else 0):.1f} "
+        f"max={hi:.1f} fill_end={(f'{fill_rows[-1][1]:.1f}' if fill_rows else 'none')} "
         f"spread_pct={(hi - lo) / lo * 100:.1f}"
     )
 
