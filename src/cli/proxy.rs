@@ -58,35 +58,50 @@ async fn credentials(
     }
 }
 
-/// Binds `addr`, which must be on loopback (port 0: the system picks; the listener
-/// says which).
+/// The proxy's listening socket and the address it listens on (for port 0, the
+/// system's pick), read once when it was bound.
+#[derive(Debug)]
+pub struct Listening {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Listening {
+    /// Where the proxy listens.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Binds `addr`, which must be on loopback (port 0: the system picks;
+/// [`Listening::addr`] says which).
 ///
 /// # Errors
 /// A non-loopback address; an address that cannot be bound.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+pub async fn bind(addr: SocketAddr) -> Result<Listening, Error> {
     if !addr.ip().is_loopback() {
         return Err(Error::Usage(format!(
             "--listen {addr}: the proxy listens on loopback only (the SDKs accept http:// \
              only there); use 127.0.0.1"
         )));
     }
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })
+    let listen = |source| Error::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(listen)?;
+    let addr = listener.local_addr().map_err(listen)?;
+    Ok(Listening { listener, addr })
 }
 
-/// Serves on `listener` (from [`bind`]) until `shutdown` completes.
+/// Serves on `listening` (from [`bind`]) until `shutdown` completes.
 ///
 /// # Errors
 /// The listener fails.
 pub async fn serve(
-    listener: TcpListener,
+    listening: Listening,
     upstream: Upstream,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let Listening { listener, addr } = listening;
     tracing::info!(%addr, "credentials proxy listening");
     let router = Router::new()
         .route("/v1/credentials/{bucket}/{*prefix}", get(credentials))

@@ -176,6 +176,16 @@ mod tests {
         )
     }
 
+    /// Loads `text`, which must be refused as an invalid `field`; the refusal.
+    fn refused(text: &str, field: &str) -> Error {
+        let err = load(text, &[]).unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid { field: f, .. } if *f == field),
+            "{text}: {err}"
+        );
+        err
+    }
+
     #[test]
     fn empty_file_gives_safe_defaults() {
         let c = load("", &[]).unwrap();
@@ -499,17 +509,9 @@ mod tests {
         let set = load("[server]\nconnection_timeout = \"30s\"\n", &[]).unwrap();
         assert_eq!(set.server.connection_timeout, Duration::from_secs(30));
         for bad in ["0s", "6m"] {
-            let err =
-                load(&format!("[server]\nconnection_timeout = \"{bad}\"\n"), &[]).unwrap_err();
-            assert!(
-                matches!(
-                    &err,
-                    Error::Invalid {
-                        field: "server.connection_timeout",
-                        ..
-                    }
-                ),
-                "{bad}: {err}"
+            refused(
+                &format!("[server]\nconnection_timeout = \"{bad}\"\n"),
+                "server.connection_timeout",
             );
         }
     }
@@ -532,17 +534,9 @@ mod tests {
             Some(Duration::from_secs(300))
         );
         for bad in ["0s", "8d"] {
-            let err =
-                load(&format!("[server]\nmax_connection_age = \"{bad}\"\n"), &[]).unwrap_err();
-            assert!(
-                matches!(
-                    &err,
-                    Error::Invalid {
-                        field: "server.max_connection_age",
-                        ..
-                    }
-                ),
-                "{bad}: {err}"
+            let err = refused(
+                &format!("[server]\nmax_connection_age = \"{bad}\"\n"),
+                "server.max_connection_age",
             );
             assert!(err.to_string().contains("between 1s and 7d"), "{err}");
         }
@@ -568,11 +562,7 @@ mod tests {
             ("keepalive_timeout = \"500ms\"", "server.keepalive_timeout"),
             ("keepalive_timeout = \"6m\"", "server.keepalive_timeout"),
         ] {
-            let err = load(&format!("[server]\n{text}\n"), &[]).unwrap_err();
-            assert!(
-                matches!(&err, Error::Invalid { field: f, .. } if *f == field),
-                "{text}: {err}"
-            );
+            refused(&format!("[server]\n{text}\n"), field);
         }
     }
 
@@ -584,16 +574,9 @@ mod tests {
             assert_eq!(load(&text, &[]).unwrap().server.max_connections, ok);
         }
         for bad in ["0", "1000001"] {
-            let err = load(&format!("[server]\nmax_connections = {bad}\n"), &[]).unwrap_err();
-            assert!(
-                matches!(
-                    &err,
-                    Error::Invalid {
-                        field: "server.max_connections",
-                        ..
-                    }
-                ),
-                "{bad}: {err}"
+            let err = refused(
+                &format!("[server]\nmax_connections = {bad}\n"),
+                "server.max_connections",
             );
             assert!(err.to_string().contains("between 1 and 1000000"), "{err}");
         }
@@ -622,11 +605,7 @@ mod tests {
                 "sts.kms_key_arn",
             ),
         ] {
-            let err = load(text, &[]).unwrap_err();
-            assert!(
-                matches!(&err, Error::Invalid { field: f, .. } if *f == field),
-                "{text}: {err}"
-            );
+            let err = refused(text, field);
             assert!(err.to_string().contains(field), "{err}");
         }
     }

@@ -99,21 +99,14 @@ fn finished(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
     use super::super::layers::{self, ConnLimits};
+    use super::super::test_settings;
     use super::*;
-    use crate::config::Settings;
 
     fn router() -> Router<Transport> {
-        let settings = Settings::from_toml(
-            "listen = \"127.0.0.1:0\"\n",
-            Path::new("test.toml"),
-            Path::new("/etc/sg"),
-            [],
-        )
-        .expect("valid settings");
+        let settings = test_settings("listen = \"127.0.0.1:0\"\n");
         let (_, health) = tonic_health::server::health_reporter();
         layers::transport(&settings).add_service(health)
     }

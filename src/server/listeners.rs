@@ -82,14 +82,8 @@ async fn bind_one(setting: &'static str, addr: SocketAddr) -> Result<Bound, Erro
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
+    use super::super::test_settings as settings;
     use super::*;
-
-    fn settings(text: &str) -> Settings {
-        Settings::from_toml(text, Path::new("test.toml"), Path::new("/etc/sg"), [])
-            .expect("valid settings")
-    }
 
     #[tokio::test]
     async fn port_zero_binds_a_port_of_the_systems_choosing_and_says_which() {

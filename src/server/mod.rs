@@ -552,3 +552,15 @@ impl aws_credential_types::provider::ProvideCredentials for NoCredentials {
         ))
     }
 }
+
+/// Settings from `text` (a config file's TOML), for the server's unit tests.
+#[cfg(test)]
+fn test_settings(text: &str) -> Settings {
+    Settings::from_toml(
+        text,
+        std::path::Path::new("test.toml"),
+        std::path::Path::new("/etc/sg"),
+        [],
+    )
+    .expect("valid settings")
+}

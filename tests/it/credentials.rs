@@ -275,10 +275,10 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
         return sdk_child().await;
     }
     let world = world().await;
-    let listener = storage_grants::cli::proxy::bind(([127, 0, 0, 1], 0).into())
+    let listening = storage_grants::cli::proxy::bind(([127, 0, 0, 1], 0).into())
         .await
         .expect("bind the proxy");
-    let port = listener.local_addr().unwrap().port();
+    let port = listening.addr().port();
     let upstream = storage_grants::cli::Upstream::new(storage_grants::cli::UpstreamOptions {
         endpoint: format!("http://{}", world.service.addr),
         token_file: Some(world.token_file.clone()),
@@ -287,7 +287,7 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
     .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let proxy = tokio::spawn(storage_grants::cli::proxy::serve(
-        listener,
+        listening,
         upstream,
         async {
             let _ = stopped.await;

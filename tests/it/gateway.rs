@@ -992,15 +992,9 @@ async fn gateway_presents(
     tls: impl Fn(&std::path::Path, &std::path::Path, &std::path::Path) -> String,
 ) {
     let ca = support::certs::Ca::new("gateway CA");
-    let leaf = support::certs::server_cert(&ca);
     let dir = tempfile::tempdir().unwrap();
-    let (cert_file, key_file, ca_file) = (
-        dir.path().join("tls.crt"),
-        dir.path().join("tls.key"),
-        dir.path().join("ca.crt"),
-    );
-    std::fs::write(&cert_file, &leaf.cert).unwrap();
-    std::fs::write(&key_file, &leaf.key).unwrap();
+    let (cert_file, key_file) = support::certs::server_cert(&ca).write_to(dir.path());
+    let ca_file = dir.path().join("ca.crt");
     std::fs::write(&ca_file, &ca.pem).unwrap();
     let store = demo_store().await;
     let service = Service::start(

@@ -39,11 +39,8 @@ fn read() -> GrantReadRequest {
 async fn grants_are_served_over_tls_and_a_renewed_certificate_is_picked_up() {
     let store = demo_store().await;
     let dir = tempfile::tempdir().unwrap();
-    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let first_ca = Ca::new("first CA");
-    let first = server_cert(&first_ca);
-    std::fs::write(&cert_file, &first.cert).unwrap();
-    std::fs::write(&key_file, &first.key).unwrap();
+    let (cert_file, key_file) = server_cert(&first_ca).write_to(dir.path());
     let service = Service::start(
         &store,
         Setup::with_config(format!(
@@ -70,9 +67,7 @@ async fn grants_are_served_over_tls_and_a_renewed_certificate_is_picked_up() {
 
     // A renewal writes both files; new connections get the new certificate.
     let second_ca = Ca::new("second CA");
-    let second = server_cert(&second_ca);
-    std::fs::write(&key_file, &second.key).unwrap();
-    std::fs::write(&cert_file, &second.cert).unwrap();
+    server_cert(&second_ca).write_to(dir.path());
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut renewed = loop {
         match connect(&service, &second_ca).await {
@@ -108,11 +103,8 @@ async fn grants_are_served_over_tls_and_a_renewed_certificate_is_picked_up() {
 async fn http1_is_offered_on_the_grpc_port_exactly_when_grpc_web_is_on() {
     let store = demo_store().await;
     let dir = tempfile::tempdir().unwrap();
-    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let ca = Ca::new("grpc-web CA");
-    let leaf = server_cert(&ca);
-    std::fs::write(&cert_file, &leaf.cert).unwrap();
-    std::fs::write(&key_file, &leaf.key).unwrap();
+    let (cert_file, key_file) = server_cert(&ca).write_to(dir.path());
     for grpc_web in [true, false] {
         let service = Service::start(
             &store,

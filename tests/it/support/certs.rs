@@ -54,6 +54,17 @@ pub struct Leaf {
     pub key: String,
 }
 
+impl Leaf {
+    /// Writes the key, then the certificate (a renewal's order), as `tls.key` and
+    /// `tls.crt` in `dir`; their paths, certificate first.
+    pub fn write_to(&self, dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&key_file, &self.key).unwrap();
+        std::fs::write(&cert_file, &self.cert).unwrap();
+        (cert_file, key_file)
+    }
+}
+
 /// Whether a certificate is valid now.
 pub enum Validity {
     Now,
