@@ -34,6 +34,22 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// `d` as [`parse`] reads it, in the largest unit that writes it exactly: `25m`,
+/// `1h`, `90s`, `1500ms`. For messages that tell an operator what to write.
+pub fn display(d: Duration) -> String {
+    if d.subsec_nanos() != 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let secs = d.as_secs();
+    match [(86_400, "d"), (3600, "h"), (60, "m")]
+        .into_iter()
+        .find(|(unit, _)| secs != 0 && secs.is_multiple_of(*unit))
+    {
+        Some((unit, name)) => format!("{}{name}", secs / unit),
+        None => format!("{secs}s"),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Raw {
@@ -78,5 +94,21 @@ mod tests {
         assert!(parse("1w").is_err());
         assert!(parse("soon").is_err());
         assert!(parse("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn durations_display_in_the_largest_exact_unit_and_parse_back() {
+        for (d, text) in [
+            (Duration::from_secs(1500), "25m"),
+            (Duration::from_secs(3600), "1h"),
+            (Duration::from_secs(5400), "90m"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(2 * 86_400), "2d"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(display(d), text);
+            assert_eq!(parse(text), Ok(d));
+        }
     }
 }

@@ -95,6 +95,42 @@ fn describe(violations: &[FieldViolation]) -> String {
         .join("; ")
 }
 
+/// Refuses a `min_left` that no session for this scope can have: handing out
+/// credentials with less would break the request's promise, and none cached would
+/// ever do, so every call would be a new STS session.
+///
+/// Role chaining (sessions of at most an hour) is left out: both doors cap
+/// `min_left` at an hour, which chaining allows.
+fn check_min_left(
+    scoped: &Scoped,
+    min_left: Duration,
+    rule_max: Duration,
+    shortest_rule: Option<usize>,
+) -> Result<(), Error> {
+    let longest = scoped
+        .durations
+        .session(Duration::MAX, rule_max, false)
+        .min(rule_max);
+    if min_left <= longest {
+        return Ok(());
+    }
+    let bound = if longest < rule_max {
+        "sts.role_max_duration".to_owned()
+    } else if let Some(line) = shortest_rule {
+        format!("the max_ttl of the rule at line {line}")
+    } else {
+        "grants.max_ttl".to_owned()
+    };
+    Err(Error::FailedPrecondition(format!(
+        "credentials with {} of life left were asked for (min_remaining; the SDK \
+         credential endpoints ask for 20m, beyond the AWS SDKs' refresh windows), but \
+         sessions for this scope last at most {} ({bound}); ask for at most that, or \
+         raise {bound}",
+        crate::core::duration::display(min_left),
+        crate::core::duration::display(longest),
+    )))
+}
+
 /// Lifetimes that apply to every presigned grant (`[grants]`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -474,6 +510,8 @@ impl Pipeline {
         // The service-wide ceiling bounds scoped credentials as it bounds URLs (settings
         // refuse a ceiling under STS's 15 minutes while AssumeScoped is on).
         let mut rule_max = self.limits.max_ttl;
+        // The rule whose max_ttl is `rule_max`; none while it is the service's.
+        let mut shortest_rule = None;
         let mut delete = false;
         let mut rule_line = 0;
         let rules = self.rules.current();
@@ -485,7 +523,10 @@ impl Pipeline {
             } else {
                 authorize(&rules, caller, action, &request.bucket, target)?
             };
-            rule_max = rule_max.min(rule.max_ttl());
+            if rule.max_ttl() < rule_max {
+                rule_max = rule.max_ttl();
+                shortest_rule = Some(rule.line());
+            }
             rule_line = rule.line();
             if action == Action::AssumeWrite {
                 delete = rule.allow_delete();
@@ -493,6 +534,7 @@ impl Pipeline {
         }
         // The rules snapshot is a borrowed read, not held across the call to STS.
         drop(rules);
+        check_min_left(scoped, request.min_left, rule_max, shortest_rule)?;
         let access = policy::Access {
             read: asked.read,
             write: asked.write,

@@ -482,6 +482,59 @@ async fn session_length_is_bounded_by_the_grants_ceiling() {
     assert_two_hours_become(&service, 3600).await;
 }
 
+fn with_min_remaining(prefix: &str, seconds: i64) -> AssumeScopedRequest {
+    AssumeScopedRequest {
+        min_remaining: Some(prost_types::Duration { seconds, nanos: 0 }),
+        ..request(prefix, ProtoAccess::Read, false)
+    }
+}
+
+#[tokio::test]
+async fn min_remaining_is_kept_or_refused_when_no_session_can_have_it() {
+    let (moto, setup) = moto(&tenant_a_policy()).await;
+    let service = Service::start_at(&moto.endpoint, setup).await;
+    let mut client = service.client().await;
+    // The rule allows 30 minutes: 31 cannot be had, by a new session or a cached one.
+    let status = client
+        .assume_scoped(authed(with_min_remaining("tenants/a/", 31 * 60), &TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "{}",
+        status.message()
+    );
+    for part in ["31m", "at most 30m", "max_ttl of the rule at line 2"] {
+        assert!(
+            status.message().contains(part),
+            "{part}: {}",
+            status.message()
+        );
+    }
+    assert!(moto.assumed_roles().await.is_empty(), "refused before STS");
+
+    // 25 minutes can: handed out with at least that, then again from the cache.
+    let before = now_secs();
+    let first = client
+        .assume_scoped(authed(with_min_remaining("tenants/a/", 25 * 60), &TOKEN))
+        .await
+        .expect("a new session has 30 minutes")
+        .into_inner()
+        .credentials
+        .unwrap();
+    assert!(first.expires_at.unwrap().seconds >= before + 25 * 60);
+    let again = client
+        .assume_scoped(authed(with_min_remaining("tenants/a/", 25 * 60), &TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+        .credentials
+        .unwrap();
+    assert_eq!(again.access_key_id, first.access_key_id);
+    assert_eq!(moto.assumed_roles().await.len(), 1);
+}
+
 #[tokio::test]
 async fn requests_outside_the_rules_or_malformed_are_refused() {
     let (moto, setup) = moto(&tenant_a_policy()).await;

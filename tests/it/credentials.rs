@@ -33,6 +33,13 @@ bucket = "demo"
 prefix = "tenants/b/"
 actions = ["assume-read"]
 max_ttl = "30m"
+
+[[rules]]
+callers = ["dev:demo"]
+bucket = "demo"
+prefix = "tenants/short/"
+actions = ["assume-read"]
+max_ttl = "15m"
 "#;
 
 struct World {
@@ -452,6 +459,14 @@ async fn the_endpoint_refuses_with_the_status_an_sdk_understands() {
             Some(TOKEN.as_str()),
             400,
             "INVALID_ARGUMENT",
+        ),
+        // Sessions shorter than the SDKs' refresh windows would be fetched again on
+        // every call: the rule that makes them so is named.
+        (
+            "/v1/credentials/demo/tenants/short/?access=read",
+            Some(TOKEN.as_str()),
+            409,
+            "FAILED_PRECONDITION",
         ),
     ] {
         let response = get(path, token).await.unwrap();
