@@ -405,6 +405,17 @@ impl Broker {
         };
         tracing::Span::current().record("result", outcome.as_str());
         crate::metrics::sts_call(outcome, started.elapsed());
+        // Logged here, once per STS call, whether or not any caller still waits for it
+        // (callers whose deadline came first have been answered already).
+        match &result {
+            Ok(_) => {}
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %crate::core::text::Chain(e), "STS unavailable");
+            }
+            // STS's code and message are for the operator (a trust policy, a missing
+            // permission).
+            Err(e) => tracing::error!(error = %e, "STS refused AssumeRole"),
+        }
         {
             let mut cache = self.lock();
             match &result {

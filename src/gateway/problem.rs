@@ -321,8 +321,8 @@ impl From<grant::Error> for Problem {
                 p.retry_after = Some(STS_RETRY_AFTER);
                 p
             }
+            // STS's failures are logged by the STS call, once (`sts::Broker`).
             grant::Error::Sts(sts) if sts.is_transient() => {
-                tracing::warn!(error = %crate::core::text::Chain(&sts), "STS unavailable");
                 let mut p = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "UNAVAILABLE",
@@ -332,9 +332,9 @@ impl From<grant::Error> for Problem {
                 p.retry_after = Some(STS_RETRY_AFTER);
                 p
             }
-            grant::Error::Sts(sts) => {
-                // STS's code and message are for the operator, not for the caller.
-                tracing::error!(error = %sts, "STS refused AssumeRole");
+            grant::Error::Sts(_) => {
+                // STS's code and message are for the operator, in the log; not for
+                // the caller.
                 Self::internal(
                     "the service could not obtain scoped credentials; its operator's logs say why",
                 )

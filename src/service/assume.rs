@@ -1,10 +1,8 @@
 //! `AssumeScoped`: proto ⇄ pipeline.
 
-use crate::aws::Unanswered;
 use crate::caller::Caller;
-use crate::grant::{self, Access, AssumeRequest, Pipeline, Violations};
+use crate::grant::{Access, AssumeRequest, Pipeline, Violations};
 use crate::proto;
-use crate::sts;
 
 use super::{Error, requested_ttl, timestamp};
 
@@ -48,7 +46,7 @@ pub(super) async fn assume_scoped(
     let parsed = parse(request)?;
     let grant = tokio::time::timeout(wait, pipeline.assume(caller, &parsed))
         .await
-        .map_err(|_| grant::Error::Sts(sts::Error::Unreachable(Unanswered::Deadline(wait))))??;
+        .map_err(|_| Error::StsPending(wait))??;
     let credentials = &grant.credentials;
     Ok(proto::AssumeScopedResponse {
         credentials: Some(proto::TemporaryCredentials {

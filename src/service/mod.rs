@@ -33,6 +33,14 @@ pub enum Error {
     /// The pipeline refused the grant.
     #[error(transparent)]
     Grant(#[from] grant::Error),
+    /// The call had to answer (its deadline was near) before STS did. The STS call
+    /// goes on in its own task and fills the cache for the retry; whether STS then
+    /// fails is its own event, logged once, not once per caller that gave up.
+    #[error(
+        "STS had not answered after {0:?}, and this call must answer before its \
+         deadline; the credentials are still being made: retry in a few seconds"
+    )]
+    StsPending(Duration),
 }
 
 impl From<Error> for Status {
@@ -56,6 +64,13 @@ impl From<Error> for Status {
 fn status_of(error: Error) -> Status {
     let grant = match error {
         Error::Unauthenticated(e) => return Status::unauthenticated(e.to_string()),
+        Error::StsPending(_) => {
+            return Status::with_error_details(
+                Code::Unavailable,
+                error.to_string(),
+                ErrorDetails::with_retry_info(Some(STS_RETRY_AFTER)),
+            );
+        }
         Error::Grant(e) => e,
     };
     match &grant {
@@ -100,8 +115,8 @@ fn status_of(error: Error) -> Status {
             grant.to_string(),
             ErrorDetails::with_retry_info(Some(STS_RETRY_AFTER)),
         ),
+        // STS's failures are logged by the STS call, once (`sts::Broker`).
         grant::Error::Sts(e) if e.is_transient() => {
-            tracing::warn!(error = %crate::core::text::Chain(e), "STS unavailable");
             let details = ErrorDetails::with_retry_info(Some(STS_RETRY_AFTER));
             Status::with_error_details(
                 Code::Unavailable,
@@ -109,10 +124,9 @@ fn status_of(error: Error) -> Status {
                 details,
             )
         }
-        grant::Error::Sts(e) => {
+        grant::Error::Sts(_) => {
             // The code and message from STS are for the operator (a trust policy,
-            // a missing permission), not for the caller.
-            tracing::error!(error = %e, "STS refused AssumeRole");
+            // a missing permission), in the log; not for the caller.
             Status::internal(
                 "the service could not obtain scoped credentials; its operator's logs say why",
             )
@@ -197,7 +211,8 @@ impl GrantService {
 
 /// How long a call may wait on STS: until just before its deadline (the caller's
 /// `grpc-timeout`, or `request_timeout`), so that a slow STS answers UNAVAILABLE with
-/// a retry hint rather than a bare DEADLINE_EXCEEDED.
+/// a retry hint rather than a bare DEADLINE_EXCEEDED: retry policies retry
+/// UNAVAILABLE, and the retry gets the session the STS call goes on to make.
 fn sts_wait(metadata: &tonic::metadata::MetadataMap, request_timeout: Duration) -> Duration {
     let deadline = metadata
         .get("grpc-timeout")

@@ -93,6 +93,7 @@ role_chaining = false
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.get_details_retry_info().is_some(), "{status:?}");
     assert!(started.elapsed() < Duration::from_millis(900));
+    assert!(status.message().contains("still being made"), "{status:?}");
     // The abandoned STS call ends by its own bound (1 s) before the next fault.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -161,6 +162,48 @@ role_chaining = false
         credentials.access_key_id
     );
     assert_eq!(proxy.requests(), asked);
+}
+
+/// A healthy STS slower than a caller's deadline: the caller is told to retry and
+/// that the credentials are still being made (not that STS is unreachable), and the
+/// retry gets them from the cache, from the one STS call.
+#[tokio::test]
+async fn a_deadline_shorter_than_sts_is_answered_retry_and_the_retry_is_served() {
+    let (moto, proxy, role_arn, mut setup) = sts_behind_a_proxy("short-deadline").await;
+    setup.extra_config = format!(
+        r#"
+[sts]
+role_arn = "{role_arn}"
+endpoint = "{proxy}"
+call_timeout = "5s"
+max_attempts = 1
+role_chaining = false
+"#,
+        proxy = proxy.endpoint
+    );
+    let service = Service::start_at(&moto.endpoint, setup).await;
+    let mut client = service.client().await;
+    proxy.set(Fault::Delay(Duration::from_millis(600)));
+    let status = client
+        .assume_scoped(assume_within(Duration::from_millis(200)))
+        .await
+        .expect_err("STS answers after the deadline");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.get_details_retry_info().is_some(), "{status:?}");
+    let message = status.message();
+    assert!(
+        message.contains("still being made") && !message.contains("could not be reached"),
+        "{message}"
+    );
+    // The STS call went on without its caller; the retry finds its result.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let response = client
+        .assume_scoped(assume_within(Duration::from_millis(200)))
+        .await
+        .expect("the session the first call started")
+        .into_inner();
+    assert!(response.credentials.is_some());
+    assert_eq!(proxy.requests(), 1, "one STS call for both");
 }
 
 /// A call still running when its connection reaches `server.max_connection_age` (STS
