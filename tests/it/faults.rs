@@ -41,10 +41,15 @@ fn assume_within(deadline: Duration) -> tonic::Request<AssumeScopedRequest> {
     request
 }
 
-/// Moto with a role `role` (its ARN returned), a fault proxy in front of it for STS,
-/// and a set-up with the service's identity in moto and `dev:demo` allowed to assume
-/// read access to `tenants/a/` of `demo` (the test adds the `[sts]` config).
-async fn sts_behind_a_proxy(role: &str) -> (Moto, FaultProxy, String, Setup) {
+/// Moto with a role `role`, a fault proxy in front of it for STS, and a set-up with
+/// the service's identity in moto, `dev:demo` allowed to assume read access to
+/// `tenants/a/` of `demo`, and `[sts]` through the proxy with `call_timeout` and
+/// `max_attempts`.
+async fn sts_behind_a_proxy(
+    role: &str,
+    call_timeout: &str,
+    max_attempts: u32,
+) -> (Moto, FaultProxy, Setup) {
     let moto = Moto::start();
     let (key, secret) = moto.service_identity().await;
     let role_arn = moto.create_role(role, ROLE_POLICY).await;
@@ -60,23 +65,23 @@ max_ttl = "1h"
 "#
     .into();
     setup.credentials = Credentials::new(key, secret, None, None, "moto");
-    (moto, proxy, role_arn, setup)
-}
-
-#[tokio::test]
-async fn sts_faults_answer_unavailable_with_a_retry_hint_and_heal_within_a_second() {
-    let (moto, proxy, role_arn, mut setup) = sts_behind_a_proxy("faults").await;
     setup.extra_config = format!(
         r#"
 [sts]
 role_arn = "{role_arn}"
 endpoint = "{proxy}"
-call_timeout = "1s"
-max_attempts = 2
+call_timeout = "{call_timeout}"
+max_attempts = {max_attempts}
 role_chaining = false
 "#,
         proxy = proxy.endpoint
     );
+    (moto, proxy, setup)
+}
+
+#[tokio::test]
+async fn sts_faults_answer_unavailable_with_a_retry_hint_and_heal_within_a_second() {
+    let (moto, proxy, setup) = sts_behind_a_proxy("faults", "1s", 2).await;
     let service = Service::start_at(&moto.endpoint, setup).await;
     let mut client = service.client().await;
 
@@ -169,18 +174,7 @@ role_chaining = false
 /// retry gets them from the cache, from the one STS call.
 #[tokio::test]
 async fn a_deadline_shorter_than_sts_is_answered_retry_and_the_retry_is_served() {
-    let (moto, proxy, role_arn, mut setup) = sts_behind_a_proxy("short-deadline").await;
-    setup.extra_config = format!(
-        r#"
-[sts]
-role_arn = "{role_arn}"
-endpoint = "{proxy}"
-call_timeout = "5s"
-max_attempts = 1
-role_chaining = false
-"#,
-        proxy = proxy.endpoint
-    );
+    let (moto, proxy, setup) = sts_behind_a_proxy("short-deadline", "5s", 1).await;
     let service = Service::start_at(&moto.endpoint, setup).await;
     let mut client = service.client().await;
     proxy.set(Fault::Delay(Duration::from_millis(600)));
@@ -210,13 +204,10 @@ role_chaining = false
 /// answering slowly) finishes and is answered: the connection is sent away, not cut.
 #[tokio::test]
 async fn a_call_in_flight_when_its_connection_ages_out_is_answered() {
-    let (moto, proxy, role_arn, mut setup) = sts_behind_a_proxy("aging").await;
-    setup.extra_config = format!(
-        "[server]\nmax_connection_age = \"1s\"\n\
-         [sts]\nrole_arn = \"{role_arn}\"\nendpoint = \"{}\"\ncall_timeout = \"5s\"\n\
-         max_attempts = 1\nrole_chaining = false\n",
-        proxy.endpoint
-    );
+    let (moto, proxy, mut setup) = sts_behind_a_proxy("aging", "5s", 1).await;
+    setup
+        .extra_config
+        .push_str("[server]\nmax_connection_age = \"1s\"\n");
     let service = Service::start_at(&moto.endpoint, setup).await;
     let mut client = service.client().await;
     let connected = Instant::now();
