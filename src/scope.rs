@@ -39,7 +39,10 @@ pub enum Error {
     FormatCharacter { position: usize, code: u32 },
     #[error("contains an empty path segment ('//', or a leading or trailing '/'); remove it")]
     EmptySegment,
-    #[error("contains a '{segment}' path segment; name the object by its plain path")]
+    #[error(
+        "contains a '{segment}' path segment, which S3 keeps as it is (it is not resolved \
+         as in a file path); remove it"
+    )]
     DotSegment { segment: &'static str },
     #[error("must end with '/' so that it cannot also match sibling names")]
     PrefixWithoutSlash,
@@ -185,8 +188,11 @@ impl FromStr for BucketName {
         if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
             return invalid("it does not start and end with a letter or digit");
         }
-        if s.contains("..") || s.contains(".-") || s.contains("-.") {
-            return invalid("it has adjacent '.' and '-' characters");
+        if s.contains("..") {
+            return invalid("it has two '.' in a row");
+        }
+        if s.contains(".-") || s.contains("-.") {
+            return invalid("it has a '.' next to a '-'");
         }
         if s.parse::<std::net::Ipv4Addr>().is_ok() {
             return invalid("it is formatted as an IP address");
@@ -859,6 +865,15 @@ mod tests {
             );
         }
         assert_eq!("".parse::<BucketName>(), Err(Error::Empty));
+        // The reason says which rule the name breaks.
+        for (bad, reason) in [
+            ("de..mo", "two '.' in a row"),
+            ("de.-mo", "a '.' next to a '-'"),
+            ("de-.mo", "a '.' next to a '-'"),
+        ] {
+            let message = bad.parse::<BucketName>().unwrap_err().to_string();
+            assert!(message.contains(reason), "{bad}: {message}");
+        }
     }
 
     #[test]

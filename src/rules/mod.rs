@@ -364,7 +364,7 @@ impl Denied {
                 .join(", ");
             format!(
                 "caller '{caller}' may {action} in bucket '{bucket}' only under {list} \
-                 (rules in {rules_file}); choose a key under one of them"
+                 (rules in {rules_file}); ask for a key or prefix under one of them"
             )
         }
     }
