@@ -201,6 +201,12 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
         let rpc = Rpc::of_path(request.uri().path());
+        if let Some(refusal) = unsupported_content_type(request.headers()) {
+            return Box::pin(async move {
+                finish(rpc, refusal.code, started);
+                Ok(refusal.into_http())
+            });
+        }
         if !rpc.is_known() {
             // tonic's answer has no message; this one says what is served.
             let status = Status::unimplemented(unknown_method(request.uri().path()));
@@ -261,6 +267,73 @@ where
             response
         })
     }
+}
+
+/// Why a request's `content-type` is not served, and how it is answered.
+#[derive(Debug, PartialEq)]
+struct Unsupported {
+    code: Code,
+    /// HTTP 415 for a request that is not gRPC at all; 200 (a gRPC status) otherwise.
+    http_status: http::StatusCode,
+    message: String,
+}
+
+impl Unsupported {
+    fn into_http(self) -> http::Response<tonic::body::Body> {
+        let mut response = Status::new(self.code, self.message).into_http();
+        *response.status_mut() = self.http_status;
+        response
+    }
+}
+
+/// A request whose `content-type` is not gRPC with protobuf messages: gRPC's HTTP/2
+/// protocol asks for HTTP 415 when it does not begin with `application/grpc`, so that
+/// an HTTP client does not take the answer (status 200) for a success; another codec
+/// (`application/grpc+json`) gets a gRPC status, since tonic would decode its JSON as
+/// protobuf. gRPC-Web was translated to `application/grpc` before this layer.
+fn unsupported_content_type(headers: &http::HeaderMap) -> Option<Unsupported> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    let media = value
+        .as_deref()
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim();
+    let grpc = "application/grpc";
+    let is_grpc = media
+        .get(..grpc.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(grpc));
+    let subtype = media.get(grpc.len()..).unwrap_or("");
+    if is_grpc && (subtype.is_empty() || subtype.eq_ignore_ascii_case("+proto")) {
+        return None;
+    }
+    let sent = match &value {
+        Some(v) => format!(
+            "content-type '{}'",
+            crate::core::text::echo(v).escape_debug()
+        ),
+        None => "no content-type".to_owned(),
+    };
+    Some(if is_grpc && subtype.starts_with('+') {
+        Unsupported {
+            code: Code::Unimplemented,
+            http_status: http::StatusCode::OK,
+            message: format!(
+                "this server's messages are protobuf only: send content-type \
+                 application/grpc (or application/grpc+proto), not {sent}"
+            ),
+        }
+    } else {
+        Unsupported {
+            code: Code::InvalidArgument,
+            http_status: http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!(
+                "this port speaks gRPC: send content-type application/grpc, not {sent} \
+                 (plain HTTP goes to the gateway, http.listen)"
+            ),
+        }
+    })
 }
 
 /// Most metadata a call may carry, counted as HTTP/2 counts a header list (each entry's
@@ -640,6 +713,55 @@ pub(super) fn authenticated(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_grpc_with_protobuf_messages_is_served() {
+        let refusal = |content_type: Option<&str>| {
+            let mut headers = http::HeaderMap::new();
+            if let Some(v) = content_type {
+                headers.insert(header::CONTENT_TYPE, v.parse().unwrap());
+            }
+            unsupported_content_type(&headers).map(|u| (u.code, u.http_status.as_u16()))
+        };
+        for served in [
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/GRPC",
+            "application/grpc; charset=utf-8",
+            "application/grpc+PROTO;x=1",
+        ] {
+            assert_eq!(refusal(Some(served)), None, "{served}");
+        }
+        for not_grpc in [
+            None,
+            Some(""),
+            Some("application/json"),
+            Some("text/html"),
+            Some("application/grpcx"),
+            Some("application/grpc-web"),
+        ] {
+            assert_eq!(
+                refusal(not_grpc),
+                Some((Code::InvalidArgument, 415)),
+                "{not_grpc:?}"
+            );
+        }
+        assert_eq!(
+            refusal(Some("application/grpc+json")),
+            Some((Code::Unimplemented, 200))
+        );
+        // What was sent is quoted escaped, never as raw control characters.
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_bytes(b"text/\tx").unwrap(),
+        );
+        let message = unsupported_content_type(&headers).unwrap().message;
+        assert!(
+            !message.contains('\t') && message.contains("text/\\tx"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn a_connections_age_is_within_a_tenth_of_the_setting_either_way() {

@@ -3,6 +3,7 @@
 
 use crate::support;
 
+use prost::Message as _;
 use std::time::{Duration, Instant};
 
 use support::{Service, Setup, Store, demo_store};
@@ -380,6 +381,52 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap()
 }
 
+/// `message` in a gRPC frame whose compressed flag is `flag`.
+fn grpc_frame(flag: u8, message: &[u8]) -> Vec<u8> {
+    let mut frame = vec![flag];
+    frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(message);
+    frame
+}
+
+/// One POST of `body` to `path` as raw HTTP/2 with `headers` and the caller's token:
+/// the HTTP status, and the headers and trailers together.
+async fn raw_post(
+    service: &Service,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (http::StatusCode, http::HeaderMap) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<bytes::Bytes>>();
+    let mut request = http::Request::post(format!("http://{}{path}", service.addr))
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {}", *support::TOKEN));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(bytes::Bytes::from(body))).unwrap();
+    let response = client.request(request).await.expect("an HTTP/2 answer");
+    let status = response.status();
+    let mut headers = response.headers().clone();
+    let collected = response.into_body().collect().await.expect("a body");
+    if let Some(trailers) = collected.trailers() {
+        headers.extend(trailers.clone());
+    }
+    (status, headers)
+}
+
+fn header_text(headers: &http::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
 /// One call of `path` as raw HTTP/2 with `grpc-encoding: encoding` and a message with the
 /// compressed `flag`: (grpc-status, grpc-message, grpc-accept-encoding).
 async fn raw_grpc(
@@ -389,39 +436,84 @@ async fn raw_grpc(
     flag: u8,
     message: Vec<u8>,
 ) -> (i32, String, String) {
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-    let mut frame = vec![flag];
-    frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
-    frame.extend_from_slice(&message);
-    let client = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<bytes::Bytes>>();
-    let request = http::Request::post(format!("http://{}{path}", service.addr))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-encoding", encoding)
-        .header("authorization", format!("Bearer {}", *support::TOKEN))
-        .body(Full::new(bytes::Bytes::from(frame)))
-        .unwrap();
-    let response = client.request(request).await.expect("an HTTP/2 answer");
-    let mut headers = response.headers().clone();
-    let collected = response.into_body().collect().await.expect("a body");
-    if let Some(trailers) = collected.trailers() {
-        headers.extend(trailers.clone());
-    }
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    };
-    (
-        text("grpc-status").parse().expect("a grpc-status"),
-        text("grpc-message"),
-        text("grpc-accept-encoding"),
+    let (_, headers) = raw_post(
+        service,
+        path,
+        &[
+            ("content-type", "application/grpc"),
+            ("grpc-encoding", encoding),
+        ],
+        grpc_frame(flag, &message),
     )
+    .await;
+    (
+        header_text(&headers, "grpc-status")
+            .parse()
+            .expect("a grpc-status"),
+        header_text(&headers, "grpc-message"),
+        header_text(&headers, "grpc-accept-encoding"),
+    )
+}
+
+/// gRPC's HTTP/2 protocol: a request that is not gRPC gets HTTP 415, so that no HTTP
+/// client takes the answer for a success; gRPC with another codec than protobuf gets
+/// UNIMPLEMENTED, not its JSON decoded as protobuf; protobuf, spelled any way the
+/// protocol allows, is served.
+#[tokio::test]
+async fn requests_that_are_not_grpc_with_protobuf_are_refused_as_the_protocol_says() {
+    let store = demo_store().await;
+    let service = Service::start(&store, Setup::new()).await;
+    let message = storage_grants::proto::GrantReadRequest {
+        bucket: "demo".into(),
+        key: "public/hello.txt".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let call = |content_type: Option<&'static str>| {
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|ct| vec![("content-type", ct)])
+            .unwrap_or_default();
+        let body = grpc_frame(0, &message);
+        let service = &service;
+        async move { raw_post(service, GRANT_READ, &headers, body).await }
+    };
+    for served in [
+        "application/grpc",
+        "application/grpc+proto",
+        "Application/gRPC; x=1",
+    ] {
+        let (status, headers) = call(Some(served)).await;
+        assert_eq!(status, 200, "{served}");
+        assert_eq!(
+            header_text(&headers, "grpc-status"),
+            "0",
+            "{served}: {headers:?}"
+        );
+    }
+    for not_grpc in [Some("application/json"), Some("text/plain"), None] {
+        let (status, headers) = call(not_grpc).await;
+        assert_eq!(status, 415, "{not_grpc:?}");
+        assert_eq!(header_text(&headers, "grpc-status"), "3", "{not_grpc:?}");
+        assert!(
+            header_text(&headers, "grpc-message").contains("send%20content-type%20application/grpc"),
+            "{headers:?}"
+        );
+    }
+    let (status, headers) = call(Some("application/grpc+json")).await;
+    assert_eq!(status, 200);
+    assert_eq!(header_text(&headers, "grpc-status"), "12", "{headers:?}");
+    // The probes of Kubernetes and load balancers send gRPC: still served.
+    let (status, headers) = raw_post(
+        &service,
+        HEALTH_CHECK,
+        &[("content-type", "application/grpc")],
+        grpc_frame(0, &[]),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), header_text(&headers, "grpc-status")),
+        (200, "0".into())
+    );
 }
 
 /// Every accepted connection has TCP keepalive armed with `server.keepalive_interval`
