@@ -1,6 +1,9 @@
 /**
  * The gRPC client: a typed `GrantService` client over HTTP/2 (gRPC protocol), with
- * the caller's bearer token sent on every call.
+ * the caller's bearer token sent on every call. One method per RPC: `grantRead`,
+ * `grantWrite`, `assumeScoped`, and the multipart upload of one large object,
+ * `startMultipartUpload`, `grantUploadParts`, `listUploadedParts`,
+ * `completeMultipartUpload`, `abortMultipartUpload`.
  *
  * Requests are plain objects checked by TypeScript against the generated message
  * types, for example `client.grantRead({ bucket: "demo", key: "public/a.txt",
@@ -15,12 +18,21 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 
 import {
   GrantService,
+  type AbortMultipartUploadRequestSchema,
   type AssumeScopedRequestSchema,
+  type CompleteMultipartUploadRequestSchema,
   type GrantReadRequestSchema,
+  type GrantUploadPartsRequestSchema,
   type GrantWriteRequestSchema,
+  type ListUploadedPartsRequestSchema,
+  type StartMultipartUploadRequestSchema,
 } from "./gen/storagegrants/v1/grants_pb.js";
 
-/** A `GrantService` client: `grantRead`, `grantWrite`, `assumeScoped`. */
+/**
+ * A `GrantService` client: `grantRead`, `grantWrite`, `assumeScoped`,
+ * `startMultipartUpload`, `grantUploadParts`, `listUploadedParts`,
+ * `completeMultipartUpload`, `abortMultipartUpload`.
+ */
 export type GrantsClient = Client<typeof GrantService>;
 
 /** What `grantRead` accepts: a plain object with the request's fields, all optional. */
@@ -29,6 +41,16 @@ export type GrantReadInit = MessageInitShape<typeof GrantReadRequestSchema>;
 export type GrantWriteInit = MessageInitShape<typeof GrantWriteRequestSchema>;
 /** What `assumeScoped` accepts. */
 export type AssumeScopedInit = MessageInitShape<typeof AssumeScopedRequestSchema>;
+/** What `startMultipartUpload` accepts. */
+export type StartMultipartUploadInit = MessageInitShape<typeof StartMultipartUploadRequestSchema>;
+/** What `grantUploadParts` accepts: `parts: [{ partNumber: 1, contentLength: 5_242_880n }]` or `partRange: { first, last }`. */
+export type GrantUploadPartsInit = MessageInitShape<typeof GrantUploadPartsRequestSchema>;
+/** What `listUploadedParts` accepts. */
+export type ListUploadedPartsInit = MessageInitShape<typeof ListUploadedPartsRequestSchema>;
+/** What `completeMultipartUpload` accepts: `parts: [{ partNumber: 1, etag }]`. */
+export type CompleteMultipartUploadInit = MessageInitShape<typeof CompleteMultipartUploadRequestSchema>;
+/** What `abortMultipartUpload` accepts. */
+export type AbortMultipartUploadInit = MessageInitShape<typeof AbortMultipartUploadRequestSchema>;
 
 /**
  * The caller's credential: a fixed bearer token, or a function that returns the

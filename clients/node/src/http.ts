@@ -1,6 +1,8 @@
 /**
  * Using a grant over plain HTTP with `fetch`: download with a GrantRead answer, upload
- * with a GrantWrite answer (a PUT with its pinned headers, or a multipart POST form).
+ * with a GrantWrite answer (a PUT with its pinned headers, or a multipart POST form) or
+ * with one part of a GrantUploadParts answer (a PUT, whose `etag` response header
+ * completes the multipart upload).
  *
  * A presigned URL is a bearer credential, so nothing here ever puts one into an error
  * message: a failed request reports its HTTP status and the store's error code only.
@@ -9,6 +11,12 @@ import type { GrantReadResponse, GrantWriteResponse } from "./gen/storagegrants/
 
 /** The HTTP part of a grant: what `fetch` needs. */
 type HttpGrant = Pick<GrantReadResponse, "url" | "method" | "headers">;
+
+/**
+ * What {@link upload} takes: a GrantWrite answer, or one part (an `UploadPartGrant`) of
+ * a GrantUploadParts answer, which is always a PUT and has no form.
+ */
+export type UploadGrant = HttpGrant & Partial<Pick<GrantWriteResponse, "formFields" | "fileField">>;
 
 /** A request made with a grant that the store answered with a non-2xx status. */
 export class GrantedRequestError extends Error {
@@ -57,9 +65,10 @@ export interface UploadOptions extends GrantedRequestOptions {
 export type UploadBody = Uint8Array | ArrayBuffer | Blob | string;
 
 /**
- * Uploads `body` with a GrantWrite answer and returns the store's response; throws
- * {@link GrantedRequestError} unless the status is 2xx (412 when a create-only grant
- * meets an existing object, 403 when a pin does not match).
+ * Uploads `body` with a GrantWrite answer or one part of a GrantUploadParts answer and
+ * returns the store's response; throws {@link GrantedRequestError} unless the status
+ * is 2xx (412 when a create-only grant meets an existing object, 403 when a pin does
+ * not match). A part's response carries the `etag` header to complete the upload with.
  *
  * - PUT: sends exactly the granted headers. `content-length` is set by `fetch` from
  *   the body, so a pinned one is compared with the body's size instead of sent.
@@ -67,7 +76,7 @@ export type UploadBody = Uint8Array | ArrayBuffer | Blob | string;
  *   as `fileField`, last, as S3 requires, with its Content-Length.
  */
 export async function upload(
-  grant: GrantWriteResponse,
+  grant: UploadGrant,
   body: UploadBody,
   options: UploadOptions = {},
 ): Promise<Response> {
@@ -88,7 +97,7 @@ export async function upload(
         throw new TypeError("a POST grant without a file field");
       }
       const form = new FormData();
-      for (const [name, value] of Object.entries(grant.formFields)) {
+      for (const [name, value] of Object.entries(grant.formFields ?? {})) {
         form.append(name, value);
       }
       const filename = options.filename ?? defaultFilename(grant);
@@ -110,8 +119,8 @@ export async function upload(
   }
 }
 
-function defaultFilename(grant: GrantWriteResponse): string {
-  const key = Object.entries(grant.formFields).find(([name]) => name.toLowerCase() === "key")?.[1];
+function defaultFilename(grant: UploadGrant): string {
+  const key = Object.entries(grant.formFields ?? {}).find(([name]) => name.toLowerCase() === "key")?.[1];
   return key?.split("/").pop() || "upload";
 }
 

@@ -3,7 +3,8 @@
  * (`storagegrants.v1.GrantService`).
  *
  * - `client.ts`: {@link createGrantsClient}, the typed gRPC client, and {@link ttl};
- * - `http.ts`: {@link download} and {@link upload}, using a grant with `fetch`;
+ * - `http.ts`: {@link download} and {@link upload}, using a grant (or a multipart
+ *   part grant) with `fetch`;
  * - `errors.ts`: the gRPC code, `google.rpc.BadRequest` field violations and retry
  *   hints of a failed call;
  * - `s3.ts` (imported as `storage-grants-client/s3`): an `@aws-sdk/client-s3` client

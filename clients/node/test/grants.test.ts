@@ -1,8 +1,9 @@
 /**
  * Calls a running storage-grants service the way a Node service would, through this
  * package, and uses every grant for real: GrantRead URLs download over HTTP, GrantWrite
- * uploads land in the store (and a pin that does not match is refused by it), and
- * AssumeScoped credentials work with @aws-sdk/client-s3. Errors are checked by gRPC
+ * uploads land in the store (and a pin that does not match is refused by it), multipart
+ * uploads complete from parts uploaded with `upload()`, and AssumeScoped credentials
+ * work with @aws-sdk/client-s3. Errors are checked by gRPC
  * code and `google.rpc.BadRequest` field violations.
  *
  * Presigned URLs and credentials are bearer credentials: no assertion message here
@@ -330,6 +331,70 @@ describe("AssumeScoped", () => {
     } finally {
       s3.destroy();
     }
+  });
+});
+
+describe("multipart upload", () => {
+  const PART_BYTES = 5 * 1024 * 1024; // S3's smallest part, but for the last
+  const multipartKey = (name: string) => `${folder}/node-${name}-${randomBytes(4).toString("hex")}.bin`;
+
+  test("start, grant parts, upload each with upload(), list, complete, and read back", async () => {
+    const key = multipartKey("multipart");
+    const bodies = [randomBytes(PART_BYTES), randomBytes(1234)].map((b) => new Uint8Array(b));
+    const contentType = "application/x-storage-grants-test";
+    const started = await client.startMultipartUpload({ bucket: env.DEMO_BUCKET, key, contentType });
+    assert.ok(started.upload, "upload token is empty");
+    assert.ok(started.uploadId, "upload_id is empty");
+    try {
+      const granted = await client.grantUploadParts({
+        upload: started.upload,
+        parts: bodies.map((body, i) => ({ partNumber: i + 1, contentLength: BigInt(body.length) })),
+        ttl: ttl(120),
+      });
+      assert.deepEqual(granted.parts.map((p) => p.partNumber), [1, 2], "part grants, in the order asked");
+      const etags: string[] = [];
+      for (const [i, part] of granted.parts.entries()) {
+        assert.equal(part.method, "PUT", `part ${part.partNumber}`);
+        const response = await upload(part, bodies[i] as Uint8Array);
+        const etag = response.headers.get("etag");
+        assert.ok(etag, `part ${part.partNumber}: the store answered no ETag`);
+        etags.push(etag);
+      }
+      // s3s-fs lists parts without ETags: only numbers and sizes are compared.
+      const listed = await client.listUploadedParts({ upload: started.upload });
+      assert.deepEqual(
+        listed.parts.map((p) => [p.partNumber, p.size]),
+        bodies.map((body, i) => [i + 1, BigInt(body.length)]),
+        "ListUploadedParts (part number, size)",
+      );
+      const done = await client.completeMultipartUpload({
+        upload: started.upload,
+        parts: etags.map((etag, i) => ({ partNumber: i + 1, etag })),
+      });
+      assert.equal(done.key, key);
+      assert.equal(done.size, BigInt(bodies.reduce((sum, body) => sum + body.length, 0)));
+    } catch (error) {
+      await client.abortMultipartUpload({ upload: started.upload });
+      throw error;
+    }
+    const headers = await assertDownloads(key, Buffer.concat(bodies));
+    assert.equal(headers.get("content-type"), contentType, "Content-Type of the completed object");
+  });
+
+  test("abort discards the upload: completing it afterwards fails", async () => {
+    const key = multipartKey("multipart-aborted");
+    const body = new Uint8Array(randomBytes(1024));
+    const started = await client.startMultipartUpload({ bucket: env.DEMO_BUCKET, key, contentType: "text/plain" });
+    const granted = await client.grantUploadParts({ upload: started.upload, partRange: { first: 1, last: 1 } });
+    const [part] = granted.parts;
+    assert.ok(part && granted.parts.length === 1, `${granted.parts.length} part grants for a range of one`);
+    const etag = (await upload(part, body)).headers.get("etag") ?? "";
+    await client.abortMultipartUpload({ upload: started.upload });
+    await expectCode(
+      () => client.completeMultipartUpload({ upload: started.upload, parts: [{ partNumber: 1, etag }] }),
+      Code.FailedPrecondition,
+    );
+    await assertAbsent(key);
   });
 });
 

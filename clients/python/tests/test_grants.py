@@ -32,6 +32,7 @@ import base64
 import hashlib
 import os
 import secrets
+import subprocess
 import sys
 import time
 import unittest
@@ -538,7 +539,125 @@ class GrantsClientTest(unittest.TestCase):
         self.assertIn(key, keys, f"list_objects_v2(Prefix={prefix!r}) lists {len(keys)} keys, not the new one")
         self.assertTrue(all(k.startswith(prefix) for k in keys), "list_objects_v2 listed keys outside the prefix")
 
-    # -- multipart ----------------------------------------------------------------------
+    def test_assume_scoped_prefix_without_slash_is_invalid_argument(self) -> None:
+        request = pb2.AssumeScopedRequest(
+            bucket=ENV["DEMO_BUCKET"], prefix=self.SCOPED_PREFIX.rstrip("/"), access=pb2.ACCESS_READ
+        )
+        self.expect_bad_request(request, "prefix", call=self.client.assume_scoped)
+
+    def test_assume_scoped_outside_rules_is_permission_denied(self) -> None:
+        request = pb2.AssumeScopedRequest(bucket=ENV["DEMO_BUCKET"], prefix=self.DENIED_PREFIX, access=pb2.ACCESS_READ)
+        self.expect_error(self.client.assume_scoped, request, grpc.StatusCode.PERMISSION_DENIED)
+
+    # -- multipart upload ----------------------------------------------------------------
+
+    PART_BYTES = 5 * 1024 * 1024  # S3's smallest part, but for the last
+
+    def multipart_key(self, name: str) -> str:
+        # A fresh key per run: the rule allows `write` under the demo key's folder.
+        return f"{self.PUT_KEY_DIR}/py-{name}-{secrets.token_hex(4)}.bin"
+
+    def test_multipart_upload_with_the_client(self) -> None:
+        """GrantsClient: start with a content type, grant pinned parts, PUT each with the
+        package's `upload`, list, complete with the ETags the PUTs answered, read back."""
+        key = self.multipart_key("multipart")
+        bodies = [os.urandom(self.PART_BYTES), os.urandom(self.PART_BYTES), os.urandom(1234)]
+        content_type = "application/x-storage-grants-test"
+        before = time.time()
+        started = self.client.start_multipart_upload(
+            bucket=ENV["DEMO_BUCKET"], key=key, content_type=content_type, ttl=timedelta(minutes=10)
+        )
+        after = time.time()
+        self.assertTrue(started.upload, "upload token is empty")
+        self.assertTrue(started.upload_id, "upload_id is empty")
+        self.assertTrue(started.grant_id, "grant_id is empty")
+        self.assertTrue(started.HasField("expires_at"), "expires_at is unset")
+        self.assert_expiry(started.expires_at, before, after, 600, "StartMultipartUpload")
+
+        try:
+            granted = self.client.grant_upload_parts(
+                upload=started.upload,
+                parts=[{"part_number": n, "content_length": len(body)} for n, body in enumerate(bodies, 1)],
+                ttl=timedelta(minutes=2),
+            )
+            self.assertEqual([p.part_number for p in granted.parts], [1, 2, 3], "part grants, in the order asked")
+            self.assertTrue(granted.grant_id, "grant_id is empty")
+            self.assertTrue(granted.HasField("expires_at"), "expires_at is unset")
+            self.assertLessEqual(
+                timestamp_seconds(granted.expires_at),
+                timestamp_seconds(started.expires_at),
+                "part URLs outlive the upload token",
+            )
+
+            etags = []
+            for part, body in zip(granted.parts, bodies):
+                self.assertTrue(part.url.startswith(("http://", "https://")), f"part {part.part_number}: url is not http(s)")
+                self.assertEqual(part.method, "PUT", f"part {part.part_number}")
+                put = refused(lambda: upload(part, body, timeout=HTTP_TIMEOUT_S))
+                self.assertEqual(put.status, 200, f"part {part.part_number}: HTTP {put.status} ({put.s3_code})")
+                self.assertTrue(put.etag, f"part {part.part_number}: the store answered no ETag")
+                etags.append(put.etag)
+
+            # s3s-fs lists parts without ETags: only numbers and sizes are compared.
+            listed = self.client.list_uploaded_parts(upload=started.upload)
+            self.assertEqual(
+                [(p.part_number, p.size) for p in listed.parts],
+                [(n, len(body)) for n, body in enumerate(bodies, 1)],
+                "ListUploadedParts (part number, size)",
+            )
+
+            done = self.client.complete_multipart_upload(
+                upload=started.upload,
+                parts=[{"part_number": n, "etag": etag} for n, etag in enumerate(etags, 1)],
+            )
+        except BaseException:
+            self.client.abort_multipart_upload(upload=started.upload)
+            raise
+        self.assertEqual(done.bucket, ENV["DEMO_BUCKET"])
+        self.assertEqual(done.key, key)
+        self.assertEqual(done.size, sum(len(body) for body in bodies))
+        self.assertTrue(done.etag, "the completed object's etag is empty")
+        self.assertTrue(done.grant_id, "grant_id is empty")
+
+        headers = self.assert_downloads(key, b"".join(bodies))
+        self.assertEqual(headers.get("content-type"), content_type, "Content-Type of the completed object")
+
+    def test_multipart_abort_discards_the_upload(self) -> None:
+        key = self.multipart_key("multipart-aborted")
+        body = os.urandom(1024)
+        started = self.client.start_multipart_upload(bucket=ENV["DEMO_BUCKET"], key=key, content_type="text/plain")
+        granted = self.client.grant_upload_parts(upload=started.upload, part_range=(1, 1))
+        self.assertEqual([p.part_number for p in granted.parts], [1])
+        (part,) = granted.parts
+        put = refused(lambda: upload(part, body, timeout=HTTP_TIMEOUT_S))
+        self.assertEqual(put.status, 200, f"part 1: HTTP {put.status} ({put.s3_code})")
+        self.assertTrue(put.etag, "part 1: the store answered no ETag")
+        listed = self.client.list_uploaded_parts(upload=started.upload)
+        self.assertEqual([(p.part_number, p.size) for p in listed.parts], [(1, len(body))], "parts before the abort")
+
+        self.client.abort_multipart_upload(upload=started.upload)
+
+        # The upload is gone. S3 answers NoSuchUpload for it (FAILED_PRECONDITION from
+        # the service); s3s-fs lists an unknown upload as one without parts.
+        try:
+            listed = self.client.list_uploaded_parts(upload=started.upload)
+            self.assertEqual([p.part_number for p in listed.parts], [], "parts listed after the abort")
+        except grpc.RpcError as err:
+            self.assertEqual(err.code(), grpc.StatusCode.FAILED_PRECONDITION, f"listing after the abort: {err.details()!r}")
+        self.expect_error(
+            self.client.complete_multipart_upload,
+            pb2.CompleteMultipartUploadRequest(
+                upload=started.upload, parts=[pb2.CompletedPart(part_number=1, etag=put.etag)]
+            ),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        )
+        # The part URL no longer uploads: S3 answers 404 NoSuchUpload, s3s-fs 403.
+        again = refused(lambda: upload(part, body, timeout=HTTP_TIMEOUT_S))
+        self.assertIn(again.status, (403, 404), f"part PUT after the abort: HTTP {again.status} ({again.s3_code})")
+        # Not checked here: that aborting it again succeeds. s3s-fs answers AccessDenied,
+        # not NoSuchUpload, for an upload it no longer has, which the service reports
+        # as INTERNAL.
+        self.assert_absent(key)
 
     def test_multipart_upload_through_the_generated_stubs(self) -> None:
         """StartMultipartUpload, GrantUploadParts, plain-HTTP part PUTs, ListUploadedParts,
@@ -594,15 +713,44 @@ class GrantsClientTest(unittest.TestCase):
             grpc.StatusCode.UNAUTHENTICATED,
         )
 
-    def test_assume_scoped_prefix_without_slash_is_invalid_argument(self) -> None:
-        request = pb2.AssumeScopedRequest(
-            bucket=ENV["DEMO_BUCKET"], prefix=self.SCOPED_PREFIX.rstrip("/"), access=pb2.ACCESS_READ
-        )
-        self.expect_bad_request(request, "prefix", call=self.client.assume_scoped)
+    # -- the package ---------------------------------------------------------------------
 
-    def test_assume_scoped_outside_rules_is_permission_denied(self) -> None:
-        request = pb2.AssumeScopedRequest(bucket=ENV["DEMO_BUCKET"], prefix=self.DENIED_PREFIX, access=pb2.ACCESS_READ)
-        self.expect_error(self.client.assume_scoped, request, grpc.StatusCode.PERMISSION_DENIED)
+    def run_python(self, code: str) -> subprocess.CompletedProcess:
+        """Runs `code` in a fresh interpreter, beside this file as the test runs, so
+        `storagegrants` is the installed package and nothing is imported yet."""
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def test_import_storagegrants_exposes_s3_on_first_use(self) -> None:
+        # `import storagegrants` then `storagegrants.s3.s3_client(...)`, as the root README does.
+        got = self.run_python(
+            "import sys\n"
+            "import storagegrants\n"
+            "assert 'boto3' not in sys.modules, 'import storagegrants imported boto3'\n"
+            "assert callable(storagegrants.s3.s3_client)\n"
+        )
+        self.assertEqual(got.returncode, 0, f"storagegrants.s3 after import storagegrants:\n{got.stderr}")
+
+    def test_import_storagegrants_works_without_boto3(self) -> None:
+        # boto3 is the optional `s3` extra: without it only storagegrants.s3 fails, saying so.
+        got = self.run_python(
+            "import sys\n"
+            "sys.modules['boto3'] = None  # as if it were not installed\n"
+            "import storagegrants\n"
+            "from storagegrants import GrantsClient, upload\n"
+            "try:\n"
+            "    storagegrants.s3\n"
+            "except ModuleNotFoundError as err:\n"
+            "    assert \"storage-grants-client[s3]\" in str(err), str(err)\n"
+            "else:\n"
+            "    raise AssertionError('storagegrants.s3 imported without boto3')\n"
+        )
+        self.assertEqual(got.returncode, 0, f"import storagegrants without boto3:\n{got.stderr}")
 
 
 def main() -> int:

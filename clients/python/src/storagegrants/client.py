@@ -1,9 +1,15 @@
 """`GrantsClient`: the generated `GrantServiceStub` with what every call needs.
 
+One method per RPC of the service: `grant_read`, `grant_write`, `assume_scoped`, and
+the multipart upload of one large object, `start_multipart_upload`,
+`grant_upload_parts`, `list_uploaded_parts`, `complete_multipart_upload`,
+`abort_multipart_upload`.
+
 Each call sends the caller's bearer token (`authorization: Bearer …`, unless the
 identity is an mTLS client certificate), has a deadline, and accepts request fields as
-keyword arguments, with `datetime.timedelta` for TTLs. Extra gRPC metadata goes in
-`call_metadata` (`metadata` is a field of GrantWriteRequest):
+keyword arguments, with `datetime.timedelta` for TTLs and durations. Extra gRPC
+metadata goes in `call_metadata` (`metadata` is a field of GrantWriteRequest and
+StartMultipartUploadRequest):
 
     with GrantsClient.connect("127.0.0.1:50051", token=token) as client:
         grant = client.grant_read(bucket="demo", key="public/hello.txt", ttl=timedelta(minutes=2))
@@ -102,6 +108,10 @@ class GrantsClient:
         metadata.extend(extra)
         return metadata
 
+    def _call(self, rpc: Callable[..., Any], request: Any, timeout: Optional[float], call_metadata: Metadata) -> Any:
+        """One call of `rpc` with the client's deadline (unless `timeout`) and metadata."""
+        return rpc(request, timeout=timeout or self._timeout, metadata=self.request_metadata(call_metadata))
+
     def grant_read(
         self,
         request: Optional[grants_pb2.GrantReadRequest] = None,
@@ -114,7 +124,7 @@ class GrantsClient:
         `ttl` may be a `timedelta`."""
         if request is None:
             request = grants_pb2.GrantReadRequest(**_with_durations(fields, "ttl"))
-        return self.stub.GrantRead(request, timeout=timeout or self._timeout, metadata=self.request_metadata(call_metadata))
+        return self._call(self.stub.GrantRead, request, timeout, call_metadata)
 
     def grant_write(
         self,
@@ -133,7 +143,7 @@ class GrantsClient:
                 low, high = size_range
                 fields["content_length_range"] = grants_pb2.SizeRange(min_bytes=low, max_bytes=high)
             request = grants_pb2.GrantWriteRequest(**_with_durations(fields, "ttl"))
-        return self.stub.GrantWrite(request, timeout=timeout or self._timeout, metadata=self.request_metadata(call_metadata))
+        return self._call(self.stub.GrantWrite, request, timeout, call_metadata)
 
     def assume_scoped(
         self,
@@ -148,4 +158,99 @@ class GrantsClient:
         be a `timedelta`. `storagegrants.s3.s3_client` turns the answer into a boto3 client."""
         if request is None:
             request = grants_pb2.AssumeScopedRequest(**_with_durations(fields, "duration"))
-        return self.stub.AssumeScoped(request, timeout=timeout or self._timeout, metadata=self.request_metadata(call_metadata))
+        return self._call(self.stub.AssumeScoped, request, timeout, call_metadata)
+
+    # -- multipart upload ---------------------------------------------------------------
+
+    def start_multipart_upload(
+        self,
+        request: Optional[grants_pb2.StartMultipartUploadRequest] = None,
+        *,
+        timeout: Optional[float] = None,
+        call_metadata: Metadata = (),
+        **fields: Any,
+    ) -> grants_pb2.StartMultipartUploadResponse:
+        """Starts a multipart upload of one object. Fields as in
+        `StartMultipartUploadRequest` (`bucket`, `key`, and the pins the object gets:
+        `content_type`, `metadata`, `checksum_algorithm=grants_pb2.CHECKSUM_ALGORITHM_SHA256`,
+        `create_only`, `expected_size`); `ttl` may be a `timedelta`. The caller's rules
+        must allow `write` on the key.
+
+        The answer's `upload` is the token every later step takes; only the same caller
+        may use it. Keep it with the upload, and abort the upload if it is given up."""
+        if request is None:
+            request = grants_pb2.StartMultipartUploadRequest(**_with_durations(fields, "ttl"))
+        return self._call(self.stub.StartMultipartUpload, request, timeout, call_metadata)
+
+    def grant_upload_parts(
+        self,
+        request: Optional[grants_pb2.GrantUploadPartsRequest] = None,
+        *,
+        timeout: Optional[float] = None,
+        call_metadata: Metadata = (),
+        **fields: Any,
+    ) -> grants_pb2.GrantUploadPartsResponse:
+        """One presigned PUT per asked part of an upload (at most 1,000 a call). Fields as
+        in `GrantUploadPartsRequest`: `upload` (the token), and either `parts`
+        (`UploadPartRequest`s or dicts, with optional `content_length` and
+        `checksum_sha256` pins) or `part_range` (a `PartRange` or a `(first, last)`
+        tuple, inclusive); `ttl` may be a `timedelta`.
+
+        Each answered part uploads with `storagegrants.upload(part, body)`, whose
+        `.etag` completes the upload. Every part but the last must be at least 5 MiB."""
+        if request is None:
+            part_range = fields.get("part_range")
+            if isinstance(part_range, tuple):
+                first, last = part_range
+                fields["part_range"] = grants_pb2.PartRange(first=first, last=last)
+            request = grants_pb2.GrantUploadPartsRequest(**_with_durations(fields, "ttl"))
+        return self._call(self.stub.GrantUploadParts, request, timeout, call_metadata)
+
+    def list_uploaded_parts(
+        self,
+        request: Optional[grants_pb2.ListUploadedPartsRequest] = None,
+        *,
+        timeout: Optional[float] = None,
+        call_metadata: Metadata = (),
+        **fields: Any,
+    ) -> grants_pb2.ListUploadedPartsResponse:
+        """The parts the store holds for an upload (`upload=token`), in part-number order,
+        for resuming. Some S3-compatible stores list parts without their ETags: keep the
+        ETag each part upload answered."""
+        if request is None:
+            request = grants_pb2.ListUploadedPartsRequest(**fields)
+        return self._call(self.stub.ListUploadedParts, request, timeout, call_metadata)
+
+    def complete_multipart_upload(
+        self,
+        request: Optional[grants_pb2.CompleteMultipartUploadRequest] = None,
+        *,
+        timeout: Optional[float] = None,
+        call_metadata: Metadata = (),
+        **fields: Any,
+    ) -> grants_pb2.CompleteMultipartUploadResponse:
+        """Assembles the object. Fields as in `CompleteMultipartUploadRequest`: `upload`
+        (the token) and `parts`, every part once in ascending part-number order, as
+        `CompletedPart`s or dicts with `part_number` and the `etag` its upload answered
+        (and `checksum_sha256` when the upload pins checksums).
+
+        FAILED_PRECONDITION names what to change (a part not uploaded, another ETag, a
+        part under 5 MiB that is not the last, a size off the limits, an upload that no
+        longer exists); ALREADY_EXISTS means a `create_only` upload met an existing object."""
+        if request is None:
+            request = grants_pb2.CompleteMultipartUploadRequest(**fields)
+        return self._call(self.stub.CompleteMultipartUpload, request, timeout, call_metadata)
+
+    def abort_multipart_upload(
+        self,
+        request: Optional[grants_pb2.AbortMultipartUploadRequest] = None,
+        *,
+        timeout: Optional[float] = None,
+        call_metadata: Metadata = (),
+        **fields: Any,
+    ) -> grants_pb2.AbortMultipartUploadResponse:
+        """Discards an upload (`upload=token`) and the parts it holds. Aborting an upload
+        that no longer exists (completed or already aborted) succeeds."""
+        if request is None:
+            request = grants_pb2.AbortMultipartUploadRequest(**fields)
+        return self._call(self.stub.AbortMultipartUpload, request, timeout, call_metadata)

@@ -1,6 +1,7 @@
 """Using a grant over plain HTTP with urllib: `download` with a GrantRead answer,
 `upload` with a GrantWrite answer (a PUT with its pinned headers, or a multipart POST
-form as a browser would send it).
+form as a browser would send it) or with one part of a GrantUploadParts answer (a PUT,
+whose answer's `etag` completes the multipart upload).
 
 A presigned URL is a bearer credential: no exception raised here carries one. A
 refused request reports its HTTP status and the store's error code only.
@@ -33,6 +34,13 @@ class HttpResponse:
     def s3_code(self) -> Optional[str]:
         """The `<Code>` of an S3 XML error body, when it has one."""
         return s3_error_code(self.body)
+
+    @property
+    def etag(self) -> Optional[str]:
+        """The `ETag` the store answered, without its quotes: what
+        CompleteMultipartUpload takes for an uploaded part. None when there is none."""
+        value = self.headers.get("etag", "").strip().strip('"')
+        return value or None
 
 
 class GrantedRequestError(Exception):
@@ -91,7 +99,11 @@ def download(grant: grants_pb2.GrantReadResponse, timeout: float = DEFAULT_HTTP_
     return _ok("GET download", send(grant.method or "GET", grant.url, dict(grant.headers), timeout=timeout))
 
 
-def put_headers(grant: grants_pb2.GrantWriteResponse, body: bytes) -> dict[str, str]:
+#: What `upload` takes: a GrantWrite answer, or one part of a GrantUploadParts answer.
+UploadGrant = Union[grants_pb2.GrantWriteResponse, grants_pb2.UploadPartGrant]
+
+
+def put_headers(grant: UploadGrant, body: bytes) -> dict[str, str]:
     """The headers to PUT `body` with: exactly the granted ones. urllib sets
     Content-Length from the body itself, so a pinned one is checked, not sent twice.
     Raises `ValueError` when the body is not the pinned size."""
@@ -120,18 +132,21 @@ def multipart_form(fields: Mapping[str, str], file_field: str, filename: str, co
 
 
 def upload(
-    grant: grants_pb2.GrantWriteResponse,
+    grant: UploadGrant,
     body: Union[bytes, bytearray],
     filename: Optional[str] = None,
     timeout: float = DEFAULT_HTTP_TIMEOUT_S,
 ) -> HttpResponse:
-    """Uploads `body` with a GrantWrite answer: a PUT with exactly the granted headers,
-    or a POST form with every granted field and the file last (`filename` defaults to
-    the key's last segment). Raises `GrantedRequestError` unless the store answers 2xx."""
+    """Uploads `body` with a GrantWrite answer or one part of a GrantUploadParts answer:
+    a PUT with exactly the granted headers, or a POST form with every granted field and
+    the file last (`filename` defaults to the key's last segment). A part's answer
+    carries the `etag` to complete the upload with. Raises `GrantedRequestError` unless
+    the store answers 2xx, and `ValueError` when the body is not the pinned size."""
     body = bytes(body)
     if grant.method == "PUT":
-        return _ok("PUT upload", send("PUT", grant.url, put_headers(grant, body), body, timeout))
-    if grant.method == "POST":
+        what = "PUT part upload" if isinstance(grant, grants_pb2.UploadPartGrant) else "PUT upload"
+        return _ok(what, send("PUT", grant.url, put_headers(grant, body), body, timeout))
+    if isinstance(grant, grants_pb2.GrantWriteResponse) and grant.method == "POST":
         if not grant.file_field:
             raise ValueError("a POST grant without a file field")
         if filename is None:
