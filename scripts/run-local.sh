@@ -79,12 +79,17 @@ cat <<MSG
 
     curl -L -H 'authorization: Bearer $TOKEN' http://127.0.0.1:$HTTP_PORT/v1/objects/demo/public/hello.txt
 
-  Ctrl-C stops the service and the store.
+  Ctrl-C stops the service, the store and the local STS.
+
+  The local servers stand in for S3 and STS, with differences (README, "What the local
+  servers do not check"): moto evaluates no session policy, so scoped credentials work
+  outside their prefix here; s3s-fs keeps a PUT body it refused for a checksum.
 
 MSG
 
 STORAGE_GRANTS_LISTEN="127.0.0.1:$GRPC_PORT" \
 STORAGE_GRANTS_HTTP__LISTEN="127.0.0.1:$HTTP_PORT" \
+STORAGE_GRANTS_HTTP__ALLOWED_ORIGINS="[\"http://127.0.0.1:$HTTP_PORT\", \"http://localhost:$HTTP_PORT\"]" \
 STORAGE_GRANTS_STORAGE__ENDPOINT="http://127.0.0.1:$STORE_PORT" \
 STORAGE_GRANTS_STS__ENDPOINT="http://127.0.0.1:$STS_PORT" \
 STORAGE_GRANTS_STS__STORAGE_ENDPOINT="http://127.0.0.1:$STS_PORT" \
