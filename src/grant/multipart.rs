@@ -152,6 +152,9 @@ struct PartPin {
 pub struct PartsRequest {
     parts: Vec<PartPin>,
     ttl: Option<Duration>,
+    /// The request's field that named the parts (`parts`, `part_range`), for a
+    /// violation found later.
+    field: &'static str,
 }
 
 impl PartsRequest {
@@ -223,7 +226,11 @@ impl PartsRequest {
         }
         let ttl = ttl(v);
         (v.len() == before).then_some(())?;
-        Some(PartsRequest { parts, ttl: ttl? })
+        Some(PartsRequest {
+            parts,
+            ttl: ttl?,
+            field,
+        })
     }
 }
 
@@ -465,13 +472,20 @@ impl Pipeline {
         if claims.checksum_sha256
             && let Some(p) = request.parts.iter().find(|p| p.checksum_sha256.is_none())
         {
-            return Err(Error::InvalidArgument(vec![FieldViolation {
-                field: "parts",
-                description: format!(
+            let description = if request.field == "parts" {
+                format!(
                     "part {}: this upload was started with checksum_algorithm SHA256, so every \
                      part must pin checksum_sha256",
                     p.number
-                ),
+                )
+            } else {
+                "this upload was started with checksum_algorithm SHA256, so every part must \
+                 pin checksum_sha256: name the parts in parts, each with its checksum"
+                    .to_owned()
+            };
+            return Err(Error::InvalidArgument(vec![FieldViolation {
+                field: request.field,
+                description,
             }]));
         }
         let rules = self.rules.current();

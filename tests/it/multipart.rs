@@ -296,6 +296,14 @@ async fn a_checksum_pin_is_signed_so_the_part_must_carry_it() {
         "{}",
         status.message()
     );
+    // Under the field the caller used, saying what to send instead.
+    let details = status.get_error_details();
+    let violation = &details.bad_request().unwrap().field_violations[0];
+    assert_eq!(violation.field, "part_range");
+    assert!(
+        violation.description.contains("name the parts in parts"),
+        "{violation:?}"
+    );
     let data = body(SMALL, 7);
     let part = h
         .client
