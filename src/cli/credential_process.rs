@@ -35,6 +35,8 @@ struct Output {
     secret_access_key: String,
     session_token: String,
     expiration: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    account_id: String,
 }
 
 /// The JSON to print.
@@ -50,19 +52,16 @@ pub async fn run(upstream: &Upstream, ask: &Ask) -> Result<String, Error> {
         .ok_or_else(|| Error::Usage("the service answered without credentials".into()))?;
     let expiration = credentials
         .expires_at
-        .map(|t| {
-            crate::sign::rfc3339(
-                std::time::UNIX_EPOCH
-                    + std::time::Duration::from_secs(u64::try_from(t.seconds).unwrap_or(0)),
-            )
-        })
-        .unwrap_or_default();
+        .as_ref()
+        .and_then(crate::gateway::credentials_expiration)
+        .ok_or_else(|| Error::Usage("the service answered credentials without an expiry".into()))?;
     let output = Output {
         version: 1,
         access_key_id: credentials.access_key_id,
         secret_access_key: credentials.secret_access_key,
         session_token: credentials.session_token,
         expiration,
+        account_id: answer.account_id,
     };
     Ok(serde_json::to_string(&output).expect("strings serialise"))
 }

@@ -58,20 +58,26 @@ pub struct ContainerCredentials {
 }
 
 impl ContainerCredentials {
-    /// The JSON for an `AssumeScoped` answer (no account id: the answer has none).
+    /// The JSON for an `AssumeScoped` answer; `None` when it has no credentials or
+    /// expiry.
     pub fn from_proto(answer: crate::proto::AssumeScopedResponse) -> Option<Self> {
         let c = answer.credentials?;
-        let expires = c.expires_at?;
         Some(Self {
+            expiration: expiration(c.expires_at.as_ref()?)?,
             access_key_id: c.access_key_id,
             secret_access_key: c.secret_access_key,
             token: c.session_token,
-            expiration: crate::sign::rfc3339(
-                std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(expires.seconds).ok()?),
-            ),
-            account_id: String::new(),
+            account_id: answer.account_id,
         })
     }
+}
+
+/// An `expires_at` as the SDKs read `Expiration` (RFC 3339, UTC); `None` before 1970.
+pub fn expiration(expires_at: &prost_types::Timestamp) -> Option<String> {
+    let secs = u64::try_from(expires_at.seconds).ok()?;
+    Some(crate::sign::rfc3339(
+        std::time::UNIX_EPOCH + Duration::from_secs(secs),
+    ))
 }
 
 /// The route.

@@ -37,7 +37,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::grant::{Pipeline, Violations};
 
 use crate::identity::Authenticator;
-pub use credentials::{ContainerCredentials, MIN_LEFT as CREDENTIALS_MIN_LEFT};
+pub use credentials::{
+    ContainerCredentials, MIN_LEFT as CREDENTIALS_MIN_LEFT, expiration as credentials_expiration,
+};
 pub use problem::Problem;
 
 /// `[http]`, validated.

@@ -61,6 +61,7 @@ pub(super) async fn assume_scoped(
         endpoint: grant.endpoint,
         force_path_style: grant.force_path_style,
         grant_id: grant.grant_id,
+        account_id: grant.account_id,
     })
 }
 

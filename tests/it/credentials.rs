@@ -314,6 +314,18 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
         fetches >= 2,
         "the SDK fetched {fetches} time(s) through the proxy"
     );
+    // The proxy answers what the gateway's endpoint answers, the account included.
+    let body: Value = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{port}/v1/credentials/demo/tenants/a/?access=read"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await;
+    assert_eq!(body["AccountId"], "123456789012", "{}", body["AccountId"]);
+    assert!(body["Token"].as_str().is_some_and(|t| !t.is_empty()));
     let _ = stop.send(());
     proxy.await.unwrap().unwrap();
 }
@@ -359,6 +371,7 @@ async fn credential_process_prints_json_whose_credentials_work() {
     );
     let json: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["Version"], 1);
+    assert_eq!(json["AccountId"], "123456789012");
     let expiration = json["Expiration"].as_str().unwrap();
     assert!(
         expiration.ends_with('Z') && expiration.len() == 24,
