@@ -268,21 +268,24 @@ pub async fn serve<L>(
     graceful.shutdown().await;
 }
 
-/// GET, and HEAD refused (405, `Allow: GET`): on these routes a GET issues something
-/// (credentials, a signature), so a HEAD would issue it and throw it away, spending
-/// the caller's budget, an STS call and an audit event for nothing. (The click-time
-/// link answers HEAD with a URL signed for HEAD instead.)
+/// GET only, HEAD refused like any other method (405, `Allow: GET`): on these routes
+/// a GET issues something (credentials, a signature), so a HEAD would issue it and
+/// throw it away, spending the caller's budget, an STS call and an audit event for
+/// nothing. (The click-time link answers HEAD with a URL signed for HEAD instead.)
+/// Every refusal names GET alone, where axum's own would list the HEAD it adds to a
+/// GET route.
 fn get_issuing<H, T>(handler: H) -> axum::routing::MethodRouter<Arc<App>>
 where
     H: axum::handler::Handler<T, Arc<App>>,
     T: 'static,
 {
-    get(handler).head(|| async {
+    let refuse = |method: Method| async move {
         (
             [(header::ALLOW, HeaderValue::from_static("GET"))],
-            problem::Problem::method_not_allowed(&Method::HEAD),
+            problem::Problem::method_not_allowed(&method),
         )
-    })
+    };
+    get(handler).head(refuse).fallback(refuse)
 }
 
 /// Exact origins, with credentials (so never `*`); preflight admits only the methods

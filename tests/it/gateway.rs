@@ -1132,6 +1132,23 @@ async fn head_is_refused_where_a_get_issues_credentials_or_signatures() {
             );
             assert_eq!(response.headers()[header::ALLOW], "GET", "{path}");
         }
+        // Any other method is told the same: GET alone, not a HEAD that is refused.
+        for method in [Method::POST, Method::PUT, Method::DELETE] {
+            let response = gw
+                .request(method.clone(), path)
+                .header(header::AUTHORIZATION, bearer(&TOKEN))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            assert_eq!(response.headers()[header::ALLOW], "GET", "{method} {path}");
+            let body = problem(response).await;
+            assert_eq!(body["code"], "UNIMPLEMENTED", "{method} {path}: {body}");
+        }
     }
     // GET still signs.
     let params = gw
