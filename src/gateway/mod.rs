@@ -309,6 +309,36 @@ pub fn exact_origins(origins: &[String]) -> CorsLayer {
         .allow_credentials(true)
 }
 
+/// A uint64 in JSON: a number, or a string of digits as protobuf's JSON mapping
+/// writes 64-bit integers (`"1048576"`), so a body written for GrantWrite's JSON
+/// works here too. For `#[serde(deserialize_with = "...")]`.
+pub(crate) fn json_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("expected a whole number of bytes, e.g. 1048576 or \"1048576\"")
+    })? {
+        Raw::Number(n) => Ok(n),
+        Raw::Text(text) => text.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "'{}' is not a whole number of bytes; write e.g. 1048576 or \"1048576\"",
+                crate::core::text::echo(&text).escape_debug()
+            ))
+        }),
+    }
+}
+
+/// [`json_u64`], for an optional field.
+pub(crate) fn json_u64_optional<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u64>, D::Error> {
+    json_u64(d).map(Some)
+}
+
 /// A TTL in JSON: protobuf JSON's `"300s"`, or a number of seconds.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]

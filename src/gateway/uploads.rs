@@ -27,7 +27,11 @@ pub(crate) struct UploadRequest {
     key: String,
     #[serde(default, alias = "contentType")]
     content_type: String,
-    #[serde(alias = "contentLength")]
+    #[serde(
+        default,
+        alias = "contentLength",
+        deserialize_with = "super::json_u64_optional"
+    )]
     content_length: Option<u64>,
     #[serde(alias = "contentLengthRange")]
     content_length_range: Option<Range>,
@@ -43,9 +47,9 @@ pub(crate) struct UploadRequest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Range {
-    #[serde(alias = "minBytes")]
+    #[serde(alias = "minBytes", deserialize_with = "super::json_u64")]
     min_bytes: u64,
-    #[serde(alias = "maxBytes")]
+    #[serde(alias = "maxBytes", deserialize_with = "super::json_u64")]
     max_bytes: u64,
 }
 

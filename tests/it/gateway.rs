@@ -384,6 +384,53 @@ async fn upload_signing_answers_a_post_form_for_a_size_range() {
     assert!(grant.get("headers").is_none(), "{grant}");
 }
 
+/// A body written for GrantWrite's protobuf JSON (64-bit integers as strings) works
+/// here as it is.
+#[tokio::test]
+async fn upload_signing_takes_sizes_as_protobuf_json_writes_them() {
+    let gw = Gateway::start().await;
+    for (body, pinned) in [
+        (
+            r#"{"bucket": "demo", "key": "public/s.bin", "contentLength": "5"}"#,
+            Some("5"),
+        ),
+        (
+            r#"{"bucket": "demo", "key": "public/s.bin", "contentLengthRange": {"minBytes": "1", "maxBytes": "10"}}"#,
+            None,
+        ),
+    ] {
+        let response = gw
+            .request(Method::POST, "/v1/uploads")
+            .header(header::AUTHORIZATION, bearer(&TOKEN))
+            .json_body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{body}");
+        let grant: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        match pinned {
+            Some(length) => assert_eq!(grant["headers"]["content-length"], length, "{grant}"),
+            None => assert!(grant["fields"]["policy"].is_string(), "{grant}"),
+        }
+    }
+    let response = gw
+        .request(Method::POST, "/v1/uploads")
+        .header(header::AUTHORIZATION, bearer(&TOKEN))
+        .json_body(r#"{"bucket": "demo", "key": "public/s.bin", "contentLength": "five"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let problem = problem(response).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not a whole number of bytes"),
+        "{problem}"
+    );
+}
+
 #[tokio::test]
 async fn bad_upload_requests_are_400_with_every_field_named() {
     let gw = Gateway::start().await;
