@@ -53,6 +53,11 @@ fn caller_and_bucket(
     Ok((caller, bucket))
 }
 
+/// The type Uppy reports for the file (the browser's `File.type`), or
+/// `application/octet-stream`, S3's own default: a browser leaves the type empty for
+/// a file it cannot classify, and an upload should not fail over a type the user
+/// never chose. A type that could not be a header value falls back the same way; the
+/// grant pins what is signed, so nothing wider is ever allowed.
 fn content_type(text: Option<&str>) -> &str {
     match text {
         Some(t)
