@@ -495,7 +495,8 @@ async fn requests_that_are_not_grpc_with_protobuf_are_refused_as_the_protocol_sa
         assert_eq!(status, 415, "{not_grpc:?}");
         assert_eq!(header_text(&headers, "grpc-status"), "3", "{not_grpc:?}");
         assert!(
-            header_text(&headers, "grpc-message").contains("send%20content-type%20application/grpc"),
+            header_text(&headers, "grpc-message")
+                .contains("send%20content-type%20application/grpc"),
             "{headers:?}"
         );
     }
