@@ -326,6 +326,15 @@ is worse than a refusal; allowed_origins alone is also read by gRPC-Web's CORS. 
 {{- fail "config.identity.mtls file paths are set by the chart: name the Secret in tls.existingSecret" -}}
 {{- end -}}
 {{- end -}}
+{{- if and $id.mtls $v.tls.server.enabled -}}
+{{- fail "tls.server.enabled and config.identity.mtls both put TLS on the gRPC port, which the service refuses: mTLS already serves the certificate of tls.existingSecret. Keep config.identity.mtls for client certificates, or tls.server.enabled alone for TLS without them." -}}
+{{- end -}}
+{{- /* Plaintext beyond the cluster: a LoadBalancer or NodePort Service in front of a
+gRPC port without TLS would carry tokens, URLs and credentials in clear text over
+networks no mesh encrypts. */ -}}
+{{- if and (include "storage-grants.grpcPlaintextOnNetwork" .) (has $v.service.type (list "LoadBalancer" "NodePort")) (not $v.service.tlsTerminatedInFront) -}}
+{{- fail (printf "service.type=%s exposes the gRPC port beyond the cluster without TLS: tokens, presigned URLs and credentials would cross the network in clear text. Set tls.server.enabled (or config.identity.mtls), or, when the load balancer itself terminates TLS, service.tlsTerminatedInFront=true." $v.service.type) -}}
+{{- end -}}
 {{- if and (or $id.mtls $v.tls.server.enabled) (not $v.tls.existingSecret) -}}
 {{- fail "config.identity.mtls and tls.server.enabled need tls.existingSecret: a Secret with the server certificate, its key and (for mTLS) the client CA. TLS material is never inlined in values." -}}
 {{- end -}}
@@ -351,7 +360,8 @@ is worse than a refusal; allowed_origins alone is also read by gRPC-Web's CORS. 
 {{- if not $id.jwt -}}
 {{- fail "credentialsProxy.enabled needs config.identity.jwt: the sidecar identifies the app's pod with its projected service-account token (audience credentialsProxy.tokenAudience), a JWT the service must verify" -}}
 {{- end -}}
-{{- if ($id.mtls | default dict).required -}}
+{{- /* The service requires client certificates unless mtls.required is false. */ -}}
+{{- if ne (toString (get ($id.mtls | default (dict "required" false)) "required")) "false" -}}
 {{- fail "credentialsProxy.enabled with config.identity.mtls.required: the sidecar presents no client certificate, so the service would refuse its connection; set mtls.required=false (the sidecar then identifies with its JWT)" -}}
 {{- end -}}
 {{- if not (has $v.credentialsProxy.tokenAudience ($id.jwt.audiences | default list)) -}}
@@ -434,8 +444,8 @@ initContainers:
     resources:
       {{- toYaml $p.resources | nindent 6 }}
     securityContext:
-      {{- toYaml .Values.securityContext | nindent 6 }}
-      runAsUser: {{ .Values.podSecurityContext.runAsUser | default 65532 }}
+      {{- /* The app's pod may run as another user: the sidecar names its own, once. */}}
+      {{- toYaml (merge (dict "runAsUser" (.Values.podSecurityContext.runAsUser | default 65532)) (omit .Values.securityContext "runAsUser")) | nindent 6 }}
       runAsGroup: {{ .Values.podSecurityContext.runAsGroup | default 65532 }}
     volumeMounts:
       - name: storage-grants-token

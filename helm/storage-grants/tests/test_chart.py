@@ -275,6 +275,20 @@ def probes_ask_grpc_health_on_the_grpc_port():
 
 
 @test
+def a_service_named_like_the_overrides_does_not_stop_the_pods():
+    """Kubernetes adds STORAGE_GRANTS_SERVICE_HOST and the like to every pod when a
+    Service is named storage-grants: the pods do not ask for them, and the service does
+    not read them as config overrides."""
+    objs = helm_template()[0]
+    check(deployment(objs)["spec"]["template"]["spec"]["enableServiceLinks"] is False, "service links on")
+    links = {"STORAGE_GRANTS_SERVICE_HOST": "10.96.0.11", "STORAGE_GRANTS_SERVICE_PORT": "50051",
+             "STORAGE_GRANTS_SERVICE_PORT_GRPC": "50051", "STORAGE_GRANTS_PORT": "tcp://10.96.0.11:50051",
+             "STORAGE_GRANTS_PORT_50051_TCP_ADDR": "10.96.0.11",
+             "STORAGE_GRANTS_PROD_SERVICE_HOST": "10.96.0.12"}
+    print("    with service links:", check_config(objs, "service-links", links))
+
+
+@test
 def pods_run_locked_down():
     for name, objs in (("default", helm_template()[0]), ("full", helm_template(FULL_VALUES)[0])):
         spec = deployment(objs)["spec"]["template"]["spec"]
@@ -415,6 +429,16 @@ def plaintext_only_where_no_tls_and_the_service_accepts_each():
     text = config_toml(tls)
     check("allow_plaintext" not in text and "[server.tls]" in text, text)
     print("    server tls config:", check_config(tls, "server-tls"))
+    # Beyond the cluster (LoadBalancer, NodePort) without TLS: refused, unless the
+    # load balancer terminates TLS.
+    for kind in ("LoadBalancer", "NodePort"):
+        err = helm_template({"service": {"type": kind}}, ok=False)
+        check(f"service.type={kind}" in err and "tlsTerminatedInFront" in err, err)
+        objs = helm_template({"service": {"type": kind, "tlsTerminatedInFront": True}})[0]
+        check(find(objs, "Service", FULLNAME)["spec"]["type"] == kind, kind)
+    objs = helm_template({"service": {"type": "LoadBalancer"}, "tls": {"existingSecret": "sg-tls",
+                          "server": {"enabled": True}}, "probes": {"type": "tcpSocket"}})[0]
+    check("allow_plaintext" not in config_toml(objs), "TLS behind a LoadBalancer")
     # Both are the chart's to set: the schema refuses them in config.server.
     for key in ("allow_plaintext", "tls"):
         err = helm_template({"config": {"server": {key: True}}}, ok=False)
@@ -439,6 +463,10 @@ def tls_on_the_grpc_port_rules_out_native_grpc_probes():
     check(container(objs)["readinessProbe"]["exec"]["command"][-1] == f"-service={READINESS_SERVICE}",
           "exec readiness probe does not name the readiness service")
     print("    mtls config:", check_config(objs, "mtls"))
+    # Server TLS on top of mTLS: the service refuses both, so the chart does first.
+    err = helm_template(with_secret, {"probes": {"type": "tcpSocket"}, "tls": {"existingSecret": "sg-tls",
+                        "server": {"enabled": True}}}, ok=False)
+    check("tls.server.enabled and config.identity.mtls" in err, err)
 
 
 @test
@@ -453,6 +481,12 @@ def notes_name_the_gateway_and_warn_without_allowed_origins():
     tls = notes({"http": {"enabled": True}, "tls": {"existingSecret": "sg-tls", "server": {"enabled": True}},
                  "probes": {"type": "tcpSocket"}})
     check(f"HTTP gateway: https://{FULLNAME}." in tls, tls)
+    # The default install: no identity source, plaintext gRPC; both said.
+    default = notes()
+    check("No identity source" in default and "speaks plaintext" in default, default)
+    check("STORAGE_GRANTS_GRANTS__RULES_FILE=rules.toml" in default, default)
+    check("No identity source" not in notes(FULL_VALUES), "identity warning with a JWT source")
+    check("speaks plaintext" not in tls, tls)
 
 
 @test
@@ -824,6 +858,16 @@ def credentials_proxy_snippet_is_a_valid_pod_spec_for_apps():
             "tls": {"existingSecret": "sg-tls"}, "probes": {"type": "tcpSocket"}}
     err = helm_template(FULL_VALUES, mtls, {"credentialsProxy": {"enabled": True}}, ok=False)
     check("client certificate" in err, err)
+    # Unset, mtls.required is the service's default: true, so refused too.
+    unset = {**mtls, "config": {"identity": {"mtls": {"trust_domains": ["prod.example"]}}}}
+    err = helm_template(FULL_VALUES, unset, {"credentialsProxy": {"enabled": True}}, ok=False)
+    check("client certificate" in err, err)
+    optional = {**mtls, "config": {"identity": {"mtls": {"trust_domains": ["prod.example"], "required": False}}}}
+    helm_template(FULL_VALUES, optional, {"credentialsProxy": {"enabled": True}})
+    # An app pod's own user does not reach the sidecar twice.
+    objs = helm_template(FULL_VALUES, on, {"securityContext": {"runAsUser": 1000}})[0]
+    snippet = find(objs, "ConfigMap", name)["data"]["pod-spec-snippet.yaml"]
+    check(snippet.count("runAsUser:") == 1, snippet)
     print(f"    snippet: {len(spec['initContainers'])} sidecar, {len(spec['volumes'])} volume; {uri}")
 
 
