@@ -289,6 +289,14 @@ fn transport_security(raw: &RawConfig) -> Result<(), Refusal> {
             "reload_interval and handshake_timeout must be more than 0s",
         );
     }
+    if let Some(m) = &raw.identity.mtls
+        && (m.reload_interval.is_zero() || m.handshake_timeout.is_zero())
+    {
+        return out_of_range(
+            "identity.mtls",
+            "reload_interval and handshake_timeout must be more than 0s",
+        );
+    }
     if !mtls && !tls && !clear_text_allowed(raw.listen, raw) {
         return Err((
             "listen",

@@ -79,6 +79,10 @@ pub struct MtlsConfig {
     /// Longest a TLS handshake may take before the connection is dropped.
     #[serde(default = "default_handshake_timeout", with = "crate::core::duration")]
     pub handshake_timeout: Duration,
+    /// How often `cert_file` and `key_file` are checked for changes: a renewed pair
+    /// serves new connections without a restart.
+    #[serde(default = "default_reload_interval", with = "crate::core::duration")]
+    pub reload_interval: Duration,
 }
 
 impl MtlsConfig {
@@ -99,6 +103,10 @@ fn default_required() -> bool {
 
 fn default_handshake_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// Why the TLS set-up could not be built at start.
@@ -225,8 +233,8 @@ pub fn certified_key(
 
 /// Builds the rustls server configuration of `config`: server certificate and key,
 /// client certificates verified against `ca_file` (required or optional), ALPN `h2`
-/// (gRPC), TLS 1.2 and 1.3 on the ring provider. Reads the files once (call it at
-/// start-up).
+/// (gRPC), TLS 1.2 and 1.3 on the ring provider. Reads the files once; the service
+/// itself presents the pair through [`server_tls`] with a resolver that reloads it.
 ///
 /// Plug it into tonic with [`TlsIncoming`]:
 /// `Server::builder()….serve_with_incoming_shutdown(TlsIncoming::new(TcpIncoming::from(listener), tls, config.handshake_timeout), signal)`.
@@ -235,18 +243,23 @@ pub fn certified_key(
 /// [`SetupError`] when a file cannot be read or holds no certificate/key, or when the
 /// key does not match the certificate.
 pub fn server_tls_config(config: &MtlsConfig) -> Result<Arc<ServerConfig>, SetupError> {
-    server_tls(config, Protocols::Http2).map(|(tls, _)| tls)
+    let key = certified_key(&config.server_key_pair())?;
+    let certs = Arc::new(rustls::sign::SingleCertAndKey::from(Arc::unwrap_or_clone(
+        key,
+    )));
+    server_tls(config, certs, Protocols::Http2)
 }
 
-/// [`server_tls_config`] offering `protocols`, and the server certificate it presents
-/// (which the HTTP gateway presents too), from one read of the files.
+/// The rustls server configuration of `config`, offering `protocols` and presenting
+/// whatever `certs` resolves: client certificates verified against `ca_file`.
 ///
 /// # Errors
-/// As [`server_tls_config`].
+/// As [`server_tls_config`], for the CA.
 pub fn server_tls(
     config: &MtlsConfig,
+    certs: Arc<dyn rustls::server::ResolvesServerCert>,
     protocols: Protocols,
-) -> Result<(Arc<ServerConfig>, rustls::sign::CertifiedKey), SetupError> {
+) -> Result<Arc<ServerConfig>, SetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let ca = read_certs("identity.mtls.ca_file", &config.ca_file)?;
     let mut roots = RootCertStore::empty();
@@ -262,13 +275,7 @@ pub fn server_tls(
     } else {
         builder.allow_unauthenticated().build()?
     };
-    let (chain, key) = config.server_key_pair().read()?;
-    let certified = rustls::sign::CertifiedKey::from_der(chain, key, provider.as_ref())?;
-    let certs = Arc::new(rustls::sign::SingleCertAndKey::from(certified.clone()));
-    Ok((
-        tls_server_config(provider, verifier, certs, protocols)?,
-        certified,
-    ))
+    Ok(tls_server_config(provider, verifier, certs, protocols)?)
 }
 
 fn read_certs(

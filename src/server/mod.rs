@@ -92,8 +92,9 @@ pub struct Checked {
     pub rules: Rules,
     /// The TLS configuration of the gRPC port (mTLS or server TLS), if it speaks TLS.
     tls: Option<Arc<rustls::ServerConfig>>,
-    /// The `[server.tls]` certificate, which a watcher replaces when its files change.
-    server_cert: Option<Arc<tls::ReloadingCert>>,
+    /// The certificate the service presents (`[identity.mtls]`'s or `[server.tls]`'s)
+    /// and its files, which a watcher reads again when they change.
+    server_cert: Option<(Arc<tls::ReloadingCert>, tls::PairSource)>,
     /// What the HTTP gateway presents: the gRPC port's server certificate, without
     /// asking for a client's; `None` when the gRPC port has no TLS either.
     gateway_tls: Option<tls::GatewayTlsConfig>,
@@ -105,27 +106,36 @@ pub struct Checked {
 /// The first problem found, with file and line where there is one.
 pub async fn check(settings: &Settings) -> Result<Checked, Error> {
     let rules = Rules::load(&settings.grants.rules_file).await?;
-    let server_cert = settings.server.tls.as_ref().map(tls::load).transpose()?;
+    // One certificate for the gRPC port and the gateway, reloaded when renewed: the
+    // mTLS pair, or server TLS's (the settings refuse both).
+    let source = match (&settings.identity.mtls, &settings.server.tls) {
+        (Some(m), _) => Some((tls::PairSource::mtls(m), m.handshake_timeout)),
+        (None, Some(t)) => Some((tls::PairSource::server_tls(t), t.handshake_timeout)),
+        (None, None) => None,
+    };
+    let server_cert = source
+        .map(|(source, handshake)| tls::load(&source).map(|cert| (cert, source, handshake)))
+        .transpose()?;
     // The gRPC port offers HTTP/1.1 too when it serves gRPC-Web over it.
     let protocols = if settings.server.grpc_web {
         Protocols::Http2AndHttp1
     } else {
         Protocols::Http2
     };
-    // The gateway presents the gRPC port's server certificate: the mTLS one is read
-    // once, for both.
-    let (tls, mtls_cert) = match (&settings.identity.mtls, &server_cert) {
-        (Some(mtls), _) => {
-            let (tls, cert) = crate::identity::mtls::server_tls(mtls, protocols)?;
-            (Some(tls), Some(cert))
-        }
-        (None, Some(cert)) => (Some(tls::server_config(cert.clone(), protocols)?), None),
-        (None, None) => (None, None),
+    let tls = match (&settings.identity.mtls, &server_cert) {
+        (Some(mtls), Some((cert, ..))) => Some(crate::identity::mtls::server_tls(
+            mtls,
+            cert.clone(),
+            protocols,
+        )?),
+        (None, Some((cert, ..))) => Some(tls::server_config(cert.clone(), protocols)?),
+        (_, None) => None,
     };
-    let gateway_tls = match &settings.http {
-        Some(_) => tls::gateway(settings, server_cert.as_ref(), mtls_cert)?,
-        None => None,
+    let gateway_tls = match (&settings.http, &server_cert) {
+        (Some(_), Some((cert, _, handshake))) => Some(tls::gateway(cert, *handshake)?),
+        _ => None,
     };
+    let server_cert = server_cert.map(|(cert, source, _)| (cert, source));
     Ok(Checked {
         rules,
         tls,
@@ -240,8 +250,8 @@ pub async fn run(
     }
 
     let mut tasks = JoinSet::new();
-    if let (Some(cert), Some(config)) = (server_cert, &settings.server.tls) {
-        tasks.spawn(tls::watch(cert, config.clone()));
+    if let Some((cert, source)) = server_cert {
+        tasks.spawn(tls::watch(cert, source));
     }
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter

@@ -54,40 +54,67 @@ impl ReloadingCert {
     }
 }
 
-fn files(config: &ServerTlsConfig) -> KeyPairFiles<'_> {
-    KeyPairFiles {
-        cert_file: &config.cert_file,
-        cert_field: "server.tls.cert_file",
-        key_file: &config.key_file,
-        key_field: "server.tls.key_file",
+/// Where the key pair the service presents comes from (`[server.tls]` or
+/// `[identity.mtls]`), to read again when its files change.
+#[derive(Debug, Clone)]
+pub(super) struct PairSource {
+    section: &'static str,
+    cert_file: std::path::PathBuf,
+    cert_field: &'static str,
+    key_file: std::path::PathBuf,
+    key_field: &'static str,
+    every: Duration,
+}
+
+impl PairSource {
+    pub(super) fn server_tls(config: &ServerTlsConfig) -> Self {
+        Self {
+            section: "server.tls",
+            cert_file: config.cert_file.clone(),
+            cert_field: "server.tls.cert_file",
+            key_file: config.key_file.clone(),
+            key_field: "server.tls.key_file",
+            every: config.reload_interval,
+        }
+    }
+
+    pub(super) fn mtls(config: &mtls::MtlsConfig) -> Self {
+        let files = config.server_key_pair();
+        Self {
+            section: "identity.mtls",
+            cert_file: config.cert_file.clone(),
+            cert_field: files.cert_field,
+            key_file: config.key_file.clone(),
+            key_field: files.key_field,
+            every: config.reload_interval,
+        }
+    }
+
+    fn files(&self) -> KeyPairFiles<'_> {
+        KeyPairFiles {
+            cert_file: &self.cert_file,
+            cert_field: self.cert_field,
+            key_file: &self.key_file,
+            key_field: self.key_field,
+        }
+    }
+
+    /// Both files' versions: a change of either means a reload.
+    async fn versions(&self) -> (Version, Version) {
+        (
+            file_version(&self.cert_file).await,
+            file_version(&self.key_file).await,
+        )
     }
 }
 
-/// Both files' versions: a change of either means a reload.
-async fn versions(config: &ServerTlsConfig) -> (Version, Version) {
-    (
-        file_version(&config.cert_file).await,
-        file_version(&config.key_file).await,
-    )
-}
-
-/// Reads the certificate and key of `config` once (at start, and for
-/// `--check-config`).
-///
-/// # Errors
-/// A file that cannot be read, holds no certificate or key, or a key that is not the
-/// certificate's.
-pub(super) fn load(config: &ServerTlsConfig) -> Result<Arc<ReloadingCert>, SetupError> {
-    let key = mtls::certified_key(&files(config))?;
+pub(super) fn load(source: &PairSource) -> Result<Arc<ReloadingCert>, SetupError> {
+    let key = mtls::certified_key(&source.files())?;
     Ok(Arc::new(ReloadingCert {
         current: RwLock::new(key),
     }))
 }
 
-/// The rustls configuration presenting `cert`, offering `protocols`.
-///
-/// # Errors
-/// As [`mtls::server_only_tls_config`].
 pub(super) fn server_config(
     cert: Arc<ReloadingCert>,
     protocols: mtls::Protocols,
@@ -102,64 +129,52 @@ pub(super) struct GatewayTlsConfig {
     pub(super) handshake_timeout: Duration,
 }
 
-/// What the gateway presents: `[server.tls]`'s certificate (`server_cert`, which
-/// follows its files), or `[identity.mtls]`'s server certificate (`mtls_cert`, as the
-/// gRPC port read it), never asking for a client certificate: browsers and AWS SDKs
-/// have none; offering HTTP/2 and HTTP/1.1, both of which it serves. `None` when the
-/// gRPC port speaks no TLS.
+/// What the gateway presents: the gRPC port's certificate (`[server.tls]`'s or
+/// `[identity.mtls]`'s, following its files), never asking for a client certificate:
+/// browsers and AWS SDKs have none; offering HTTP/2 and HTTP/1.1, both of which it
+/// serves.
 ///
 /// # Errors
 /// As [`server_config`].
 pub(super) fn gateway(
-    settings: &crate::config::Settings,
-    server_cert: Option<&Arc<ReloadingCert>>,
-    mtls_cert: Option<rustls::sign::CertifiedKey>,
-) -> Result<Option<GatewayTlsConfig>, SetupError> {
-    if let (Some(cert), Some(server)) = (server_cert, &settings.server.tls) {
-        return Ok(Some(GatewayTlsConfig {
-            config: server_config(cert.clone(), mtls::Protocols::Http2AndHttp1)?,
-            handshake_timeout: server.handshake_timeout,
-        }));
-    }
-    let (Some(m), Some(cert)) = (&settings.identity.mtls, mtls_cert) else {
-        return Ok(None);
-    };
-    Ok(Some(GatewayTlsConfig {
-        config: mtls::server_only_tls_config(
-            Arc::new(rustls::sign::SingleCertAndKey::from(cert)),
-            mtls::Protocols::Http2AndHttp1,
-        )?,
-        handshake_timeout: m.handshake_timeout,
-    }))
+    cert: &Arc<ReloadingCert>,
+    handshake_timeout: Duration,
+) -> Result<GatewayTlsConfig, SetupError> {
+    Ok(GatewayTlsConfig {
+        config: server_config(cert.clone(), mtls::Protocols::Http2AndHttp1)?,
+        handshake_timeout,
+    })
 }
 
-/// Polls the files every `config.reload_interval`; when either changed, loads the pair
-/// and puts it in force, or keeps the previous one and logs why. Runs until aborted.
-pub(super) async fn watch(cert: Arc<ReloadingCert>, config: ServerTlsConfig) {
-    let mut seen = versions(&config).await;
-    let mut ticks = tokio::time::interval(config.reload_interval.max(Duration::from_millis(10)));
+/// Polls the files every `reload_interval`; when either changed, loads the pair and
+/// puts it in force, or keeps the previous one and logs why. Runs until aborted.
+pub(super) async fn watch(cert: Arc<ReloadingCert>, source: PairSource) {
+    let mut seen = source.versions().await;
+    let mut ticks = tokio::time::interval(source.every.max(Duration::from_millis(10)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        let now = versions(&config).await;
+        let now = source.versions().await;
         if now == seen {
             continue;
         }
         // A renewal writes two files; one poll may see only the first. A failed load
         // is retried at the next change of either file.
         seen = now;
-        match mtls::certified_key(&files(&config)) {
+        match mtls::certified_key(&source.files()) {
             Ok(key) => {
                 cert.set(key);
                 tracing::info!(
-                    cert_file = %config.cert_file.display(),
-                    "server.tls: certificate reloaded; new connections use it"
+                    section = source.section,
+                    cert_file = %source.cert_file.display(),
+                    "certificate reloaded; new connections use it"
                 );
             }
             Err(e) => tracing::error!(
+                section = source.section,
                 error = %e,
-                "server.tls: certificate reload refused; the previous one stays in force"
+                "certificate reload refused; the previous one stays in force"
             ),
         }
     }

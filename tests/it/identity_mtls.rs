@@ -53,6 +53,7 @@ impl Fixture {
             trust_domains: vec![TRUST_DOMAIN.into()],
             required,
             handshake_timeout: Duration::from_secs(5),
+            reload_interval: Duration::from_secs(30),
         };
         Fixture {
             ca,

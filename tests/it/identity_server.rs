@@ -53,6 +53,65 @@ async fn tls_channel(
         .map_err(|e| e.to_string())
 }
 
+/// A renewed server certificate written over `[identity.mtls]`'s files (as
+/// cert-manager renews a Secret) is presented to new connections without a restart;
+/// the gRPC port and the gateway present it alike.
+#[tokio::test]
+async fn a_renewed_mtls_server_certificate_is_served_without_a_restart() {
+    let store = demo_store().await;
+    store
+        .put("demo", "tenants/billing/q3.csv", b"billing data")
+        .await;
+    let ca = Ca::new("test mesh CA");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
+    let (cert_file, key_file) = server_cert(&ca).write_to(dir.path());
+    let mut setup = Setup::new();
+    setup.rules = RULES.into();
+    setup.extra_config = format!(
+        "[identity.mtls]\nca_file = {:?}\ncert_file = {cert_file:?}\nkey_file = {key_file:?}\n\
+         trust_domains = [\"prod.example\"]\nreload_interval = \"100ms\"\n",
+        dir.path().join("ca.pem")
+    );
+    let service = Service::start(&store, setup).await;
+    let reporter = client_cert(
+        &ca,
+        &["spiffe://prod.example/ns/billing/sa/reporter"],
+        Validity::Now,
+    );
+    tls_channel(&service, &ca, Some(&reporter))
+        .await
+        .expect("mTLS connection with the first certificate");
+
+    // The renewal: another server certificate (here from another CA, so that a client
+    // can tell which one it got); client certificates are still checked against ca.pem.
+    let renewed_ca = Ca::new("renewed server CA");
+    server_cert(&renewed_ca).write_to(dir.path());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let channel = loop {
+        match tls_channel(&service, &renewed_ca, Some(&reporter)).await {
+            Ok(channel) => break channel,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the renewed certificate was never served: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let grant = GrantServiceClient::new(channel)
+        .grant_read(read("tenants/billing/q3.csv"))
+        .await
+        .expect("a grant over the renewed certificate")
+        .into_inner();
+    assert_eq!(http_get(&grant.url).await.status(), 200);
+    assert!(
+        tls_channel(&service, &ca, Some(&reporter)).await.is_err(),
+        "new connections still get the old certificate"
+    );
+}
+
 #[tokio::test]
 async fn mtls_spiffe_id_selects_the_callers_own_prefix() {
     let store = demo_store().await;
