@@ -105,7 +105,9 @@ number of seconds) in whole seconds, rounded up. */}}
 {{- end -}}
 
 {{- define "storage-grants.shutdownGraceSeconds" -}}
-{{- include "storage-grants.seconds" (.Values.config.server.shutdown_grace | default "20s") -}}
+{{- /* Unset is the service's default, 20s; 0 is 0 (no drain), not unset. */ -}}
+{{- $grace := .Values.config.server.shutdown_grace -}}
+{{- include "storage-grants.seconds" (ternary "20s" $grace (kindIs "invalid" $grace)) -}}
 {{- end -}}
 
 {{- define "storage-grants.terminationGracePeriodSeconds" -}}

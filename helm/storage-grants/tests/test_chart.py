@@ -323,6 +323,10 @@ def pods_run_locked_down():
     # A too short explicit grace period is refused.
     err = helm_template({"drain": {"terminationGracePeriodSeconds": 20}}, ok=False)
     check("terminationGracePeriodSeconds" in err, err)
+    # shutdown_grace 0 is no drain (not the default 20s): preStop and the margin only.
+    spec = deployment(helm_template({"config": {"server": {"shutdown_grace": 0}}})[0])["spec"]["template"]["spec"]
+    sleep = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    check(spec["terminationGracePeriodSeconds"] == sleep + 5, f"grace {spec['terminationGracePeriodSeconds']}")
 
 
 @test
@@ -391,6 +395,8 @@ def schema_refuses_wrong_types_and_unknown_keys():
         ({"config": {"limits": {"sts_max_pending": 1.5}}}, "sts_max_pending"),
         ({"config": {"limits": {"grant_per_second": 10}}}, "grant_per_second"),
         ({"uploads": {"tokenKeys": {"existingSecret": "s", "keys": []}}}, "keys"),
+        # A budget of 0 % would block every node drain.
+        ({"podDisruptionBudget": {"maxUnavailable": "0%"}}, "maxUnavailable"),
     ]
     for values, word in cases:
         path = write_values(f"bad-{word}", values)
