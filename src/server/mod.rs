@@ -94,7 +94,7 @@ pub struct Checked {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The certificate the service presents (`[identity.mtls]`'s or `[server.tls]`'s)
     /// and its files, which a watcher reads again when they change.
-    server_cert: Option<(Arc<tls::ReloadingCert>, tls::PairSource)>,
+    server_cert: Option<(Arc<tls::ReloadingCert>, tls::Presented)>,
     /// What the HTTP gateway presents: the gRPC port's server certificate, without
     /// asking for a client's; `None` when the gRPC port has no TLS either.
     gateway_tls: Option<tls::GatewayTlsConfig>,
@@ -108,13 +108,13 @@ pub async fn check(settings: &Settings) -> Result<Checked, Error> {
     let rules = Rules::load(&settings.grants.rules_file).await?;
     // One certificate for the gRPC port and the gateway, reloaded when renewed: the
     // mTLS pair, or server TLS's (the settings refuse both).
-    let source = match (&settings.identity.mtls, &settings.server.tls) {
-        (Some(m), _) => Some((tls::PairSource::mtls(m), m.handshake_timeout)),
-        (None, Some(t)) => Some((tls::PairSource::server_tls(t), t.handshake_timeout)),
+    let presented = match (&settings.identity.mtls, &settings.server.tls) {
+        (Some(m), _) => Some(tls::Presented::mtls(m)),
+        (None, Some(t)) => Some(tls::Presented::server_tls(t)),
         (None, None) => None,
     };
-    let server_cert = source
-        .map(|(source, handshake)| tls::load(&source).map(|cert| (cert, source, handshake)))
+    let server_cert = presented
+        .map(|p| tls::load(&p).map(|cert| (cert, p)))
         .transpose()?;
     // The gRPC port offers HTTP/1.1 too when it serves gRPC-Web over it.
     let protocols = if settings.server.grpc_web {
@@ -123,19 +123,18 @@ pub async fn check(settings: &Settings) -> Result<Checked, Error> {
         Protocols::Http2
     };
     let tls = match (&settings.identity.mtls, &server_cert) {
-        (Some(mtls), Some((cert, ..))) => Some(crate::identity::mtls::server_tls(
+        (Some(mtls), Some((cert, _))) => Some(crate::identity::mtls::server_tls(
             mtls,
             cert.clone(),
             protocols,
         )?),
-        (None, Some((cert, ..))) => Some(tls::server_config(cert.clone(), protocols)?),
+        (None, Some((cert, _))) => Some(tls::server_config(cert.clone(), protocols)?),
         (_, None) => None,
     };
     let gateway_tls = match (&settings.http, &server_cert) {
-        (Some(_), Some((cert, _, handshake))) => Some(tls::gateway(cert, *handshake)?),
+        (Some(_), Some((cert, p))) => Some(tls::gateway(cert, p.handshake_timeout)?),
         _ => None,
     };
-    let server_cert = server_cert.map(|(cert, source, _)| (cert, source));
     Ok(Checked {
         rules,
         tls,

@@ -54,19 +54,20 @@ impl ReloadingCert {
     }
 }
 
-/// Where the key pair the service presents comes from (`[server.tls]` or
-/// `[identity.mtls]`), to read again when its files change.
+/// The key pair the service presents (`[server.tls]`'s or `[identity.mtls]`'s): its
+/// files, read again when they change, and how long a handshake may take.
 #[derive(Debug, Clone)]
-pub(super) struct PairSource {
+pub(super) struct Presented {
     section: &'static str,
     cert_file: std::path::PathBuf,
     cert_field: &'static str,
     key_file: std::path::PathBuf,
     key_field: &'static str,
     every: Duration,
+    pub(super) handshake_timeout: Duration,
 }
 
-impl PairSource {
+impl Presented {
     pub(super) fn server_tls(config: &ServerTlsConfig) -> Self {
         Self {
             section: "server.tls",
@@ -75,6 +76,7 @@ impl PairSource {
             key_file: config.key_file.clone(),
             key_field: "server.tls.key_file",
             every: config.reload_interval,
+            handshake_timeout: config.handshake_timeout,
         }
     }
 
@@ -87,6 +89,7 @@ impl PairSource {
             key_file: config.key_file.clone(),
             key_field: files.key_field,
             every: config.reload_interval,
+            handshake_timeout: config.handshake_timeout,
         }
     }
 
@@ -108,13 +111,22 @@ impl PairSource {
     }
 }
 
-pub(super) fn load(source: &PairSource) -> Result<Arc<ReloadingCert>, SetupError> {
+/// Reads the pair once (at start, and for `--check-config`).
+///
+/// # Errors
+/// A file that cannot be read, holds no certificate or key, or a key that is not the
+/// certificate's.
+pub(super) fn load(source: &Presented) -> Result<Arc<ReloadingCert>, SetupError> {
     let key = mtls::certified_key(&source.files())?;
     Ok(Arc::new(ReloadingCert {
         current: RwLock::new(key),
     }))
 }
 
+/// The rustls configuration presenting `cert`, offering `protocols`.
+///
+/// # Errors
+/// As [`mtls::server_only_tls_config`].
 pub(super) fn server_config(
     cert: Arc<ReloadingCert>,
     protocols: mtls::Protocols,
@@ -148,7 +160,7 @@ pub(super) fn gateway(
 
 /// Polls the files every `reload_interval`; when either changed, loads the pair and
 /// puts it in force, or keeps the previous one and logs why. Runs until aborted.
-pub(super) async fn watch(cert: Arc<ReloadingCert>, source: PairSource) {
+pub(super) async fn watch(cert: Arc<ReloadingCert>, source: Presented) {
     let mut seen = source.versions().await;
     let mut ticks = tokio::time::interval(source.every.max(Duration::from_millis(10)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
