@@ -39,16 +39,28 @@ pub(crate) fn identify(
     headers: &HeaderMap,
     raw: RawToken,
 ) -> Result<(Caller, Via), Problem> {
-    let (token, via) = match presented(app, headers, raw)? {
+    // Counted as the gRPC door counts its refusals; the identity module logs which
+    // check failed for a token it read.
+    let refused = |e: identity::Error| {
+        crate::metrics::unauthenticated();
+        Problem::from(e)
+    };
+    let (token, via) = match presented(app, headers, raw).map_err(|p| {
+        crate::metrics::unauthenticated();
+        p
+    })? {
         Some(found) => found,
         None => {
-            return Err(identity::Error::NoCredentials(
+            tracing::info!(reason = "no credentials", "caller refused");
+            return Err(refused(identity::Error::NoCredentials(
                 "send 'Authorization: Bearer <token>' or sign in for the session cookie".into(),
-            )
-            .into());
+            )));
         }
     };
-    let caller = app.authenticator.authenticate_token(token)?;
+    let caller = app
+        .authenticator
+        .authenticate_token(token)
+        .map_err(refused)?;
     if via == Via::Cookie && !matches!(*method, Method::GET | Method::HEAD) {
         check_origin(app, headers)?;
     }

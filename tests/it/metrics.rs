@@ -19,10 +19,24 @@ async fn grant_decisions_are_counted_and_served_on_the_metrics_port() {
     let store = demo_store().await;
     let service = Service::start(
         &store,
-        Setup::with_config("[metrics]\nlisten = \"127.0.0.1:0\"\n"),
+        Setup::with_config(
+            "[metrics]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        ),
     )
     .await;
     let port = service.metrics_port();
+    // The gateway's refusals are counted with the gRPC port's: no token, a wrong one.
+    let link = format!(
+        "http://127.0.0.1:{}/v1/objects/demo/public/hello.txt",
+        service.http_port()
+    );
+    for token in [None, Some("Bearer not-a-token-of-anyone")] {
+        let mut request = reqwest::Client::new().get(&link);
+        if let Some(token) = token {
+            request = request.header("authorization", token);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 401);
+    }
     let mut client = service.client().await;
     client
         .grant_read(authed(read("public/hello.txt"), &TOKEN))
@@ -79,7 +93,8 @@ async fn grant_decisions_are_counted_and_served_on_the_metrics_port() {
     );
     assert_eq!(
         support::metric(&text, "storage_grants_unauthenticated_total"),
-        1
+        3,
+        "one gRPC call and two gateway requests without a valid token"
     );
     support::keep_artifact("scrape", &text);
     for secret in ["public/", "private/", "X-Amz", TOKEN.as_str(), "dev:demo"] {
