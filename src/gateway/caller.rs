@@ -45,18 +45,16 @@ pub(crate) fn identify(
         crate::metrics::unauthenticated();
         Problem::from(e)
     };
-    let (token, via) = match presented(app, headers, raw).map_err(|p| {
-        crate::metrics::unauthenticated();
-        p
-    })? {
-        Some(found) => found,
-        None => {
-            tracing::info!(reason = "no credentials", "caller refused");
-            return Err(refused(identity::Error::NoCredentials(
-                "send 'Authorization: Bearer <token>' or sign in for the session cookie".into(),
-            )));
-        }
-    };
+    let (token, via) =
+        match presented(app, headers, raw).inspect_err(|_| crate::metrics::unauthenticated())? {
+            Some(found) => found,
+            None => {
+                tracing::info!(reason = "no credentials", "caller refused");
+                return Err(refused(identity::Error::NoCredentials(
+                    "send 'Authorization: Bearer <token>' or sign in for the session cookie".into(),
+                )));
+            }
+        };
     let caller = app
         .authenticator
         .authenticate_token(token)
