@@ -2,10 +2,10 @@
 //! own client (`prometheus-client`) and rendered in the text exposition format
 //! (`server` serves them on their own port, `metrics.listen`).
 //!
-//! Labels are closed sets (RPC names from a fixed list, gRPC codes, actions, outcomes,
-//! results), and every series exists from the start: nothing a caller sends ever
-//! becomes a label, so a caller cannot blow up the series count, and no key, prefix,
-//! URL or credential can reach a metric.
+//! Labels are closed sets (RPC names from a fixed list, gRPC codes, the gateway's route
+//! templates and status classes, actions, outcomes, results): nothing a caller sends
+//! ever becomes a label, so a caller cannot blow up the series count, and no key,
+//! prefix, URL or credential can reach a metric.
 //!
 //! The names are a contract with dashboards and with the Helm chart's alert rules
 //! (`helm/storage-grants/templates/prometheusrule.yaml`): rename one only together
@@ -139,6 +139,7 @@ fn sts_buckets() -> Histogram {
 struct Metrics {
     registry: Registry,
     rpc_duration: Histograms<2>,
+    http_duration: Histograms<2>,
     /// `rpc_duration`'s series by RPC ([`Rpc`], "other" last) and code, each looked up
     /// in the family once: a family hashes its labels and takes its lock on every
     /// lookup, which every call would pay.
@@ -173,6 +174,13 @@ impl Metrics {
             "rpc_duration_seconds",
             "gRPC calls by method and status code, and how long they took",
             rpc_duration.clone(),
+        );
+        let http_duration = Histograms::<2>::new_with_constructor(rpc_buckets as fn() -> _);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP gateway requests by route and status class (2xx to 5xx), and how long \
+             they took",
+            http_duration.clone(),
         );
         let rpc_in_flight = Gauge::default();
         registry.register(
@@ -294,6 +302,7 @@ impl Metrics {
         let metrics = Self {
             registry,
             rpc_duration,
+            http_duration,
             rpc_series,
             rpc_in_flight,
             load_shed,
@@ -354,6 +363,15 @@ impl Metrics {
 pub fn rpc(rpc: Rpc, code: i32, elapsed: Duration) {
     METRICS
         .rpc_histogram(rpc, code)
+        .observe(elapsed.as_secs_f64());
+}
+
+/// A gateway request to `route` (a route template, or "other") answered with a status
+/// of `class` (`2xx` to `5xx`) after `elapsed`.
+pub fn http_request(route: &'static str, class: &'static str, elapsed: Duration) {
+    METRICS
+        .http_duration
+        .get_or_create(&[("route", route), ("status", class)])
         .observe(elapsed.as_secs_f64());
 }
 

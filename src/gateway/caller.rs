@@ -59,6 +59,7 @@ pub(crate) fn identify(
         .authenticator
         .authenticate_token(token)
         .map_err(refused)?;
+    tracing::Span::current().record("caller", caller.id());
     if via == Via::Cookie && !matches!(*method, Method::GET | Method::HEAD) {
         check_origin(app, headers)?;
     }

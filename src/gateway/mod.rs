@@ -79,6 +79,34 @@ pub(crate) struct App {
 /// 10,000 parts (about 600 KiB).
 pub(crate) const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
+// The routes, as templates: also the `route` label of the gateway's metric and span
+// (`server` observes each request).
+const OBJECT: &str = "/v1/objects/{bucket}/{*key}";
+const BUCKET: &str = "/v1/objects/{bucket}";
+const BUCKET_SLASH: &str = "/v1/objects/{bucket}/";
+const UPLOADS: &str = "/v1/uploads";
+const CREDENTIALS: &str = "/v1/credentials/{bucket}/{*prefix}";
+const UPPY_PARAMS: &str = "/s3/params";
+const UPPY_MULTIPART: &str = "/s3/multipart";
+const UPPY_UPLOAD: &str = "/s3/multipart/{upload}";
+const UPPY_COMPLETE: &str = "/s3/multipart/{upload}/complete";
+const UPPY_PART: &str = "/s3/multipart/{upload}/{part}";
+pub(crate) const HEALTHZ: &str = "/healthz";
+/// Every route, for the labels.
+pub(crate) const ROUTES: [&str; 11] = [
+    OBJECT,
+    BUCKET,
+    BUCKET_SLASH,
+    UPLOADS,
+    CREDENTIALS,
+    UPPY_PARAMS,
+    UPPY_MULTIPART,
+    UPPY_UPLOAD,
+    UPPY_COMPLETE,
+    UPPY_PART,
+    HEALTHZ,
+];
+
 /// The gateway's routes and layers.
 pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settings) -> Router {
     let cors = cors(&settings);
@@ -88,26 +116,17 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
         settings,
     });
     Router::new()
-        .route("/v1/objects/{bucket}/{*key}", get(objects::link))
-        .route("/v1/objects/{bucket}", get(objects::no_key))
-        .route("/v1/objects/{bucket}/", get(objects::no_key))
-        .route("/v1/uploads", post_json(uploads::sign))
-        .route(
-            "/v1/credentials/{bucket}/{*prefix}",
-            get_issuing(credentials::credentials),
-        )
-        .route("/s3/params", get_issuing(uppy::params))
-        .route("/s3/multipart", post_json(uppy::create))
-        .route(
-            "/s3/multipart/{upload}",
-            get(uppy::list).delete(uppy::abort),
-        )
-        .route("/s3/multipart/{upload}/complete", post_json(uppy::complete))
-        .route(
-            "/s3/multipart/{upload}/{part}",
-            get_issuing(uppy::sign_part),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(OBJECT, get(objects::link))
+        .route(BUCKET, get(objects::no_key))
+        .route(BUCKET_SLASH, get(objects::no_key))
+        .route(UPLOADS, post_json(uploads::sign))
+        .route(CREDENTIALS, get_issuing(credentials::credentials))
+        .route(UPPY_PARAMS, get_issuing(uppy::params))
+        .route(UPPY_MULTIPART, post_json(uppy::create))
+        .route(UPPY_UPLOAD, get(uppy::list).delete(uppy::abort))
+        .route(UPPY_COMPLETE, post_json(uppy::complete))
+        .route(UPPY_PART, get_issuing(uppy::sign_part))
+        .route(HEALTHZ, get(|| async { "ok\n" }))
         // After every route: it applies to the routes registered before it.
         .method_not_allowed_fallback(|method: Method| async move {
             problem::Problem::method_not_allowed(&method)

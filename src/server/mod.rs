@@ -10,6 +10,7 @@
 
 mod connections;
 mod cores;
+mod gateway_observe;
 mod layers;
 mod listeners;
 mod metrics_http;
@@ -346,7 +347,8 @@ pub async fn run(
         Some((http, bound)) => {
             let local = bound.addr;
             let header_read_timeout = http.header_read_timeout;
-            let router = crate::gateway::router(pipeline.clone(), authenticator.clone(), http);
+            let router = crate::gateway::router(pipeline.clone(), authenticator.clone(), http)
+                .layer(axum::middleware::from_fn(gateway_observe::observe));
             let (dealer, inboxes) = cores::deal(cores);
             tasks.spawn(dealer.run(accepted.incoming(bound.listener), stop.clone().begun()));
             // The gateway presents the gRPC port's server certificate ([server.tls], whose

@@ -247,6 +247,8 @@ role_chaining = false
 listen = "127.0.0.1:0"
 [audit]
 file = "audit.jsonl"
+[http]
+listen = "127.0.0.1:0"
 "#,
             endpoint = moto.endpoint,
         ),
@@ -299,6 +301,22 @@ file = "audit.jsonl"
         .await
         .expect_err("outside the rules");
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    // A click-time link through the HTTP gateway, in a caller's trace too.
+    let (link_trace, link_parent) = (random_hex(16), random_hex(8));
+    let gateway_port = logged_port(&log_file, "HTTP gateway listening").await;
+    let link = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!(
+            "http://127.0.0.1:{gateway_port}/v1/objects/demo/public/report.csv"
+        ))
+        .header("authorization", format!("Bearer {}", *TOKEN))
+        .header("traceparent", format!("00-{link_trace}-{link_parent}-01"))
+        .send()
+        .await
+        .expect("the click-time link");
+    assert_eq!(link.status(), 302);
 
     let metrics_port = logged_port(&log_file, "metrics at GET /metrics").await;
     let scrape = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
@@ -333,6 +351,7 @@ file = "audit.jsonl"
         "storage_grants_sts_assume_role_total{result=\"issued\"} 1",
         "storage_grants_sts_cache_total{outcome=\"miss\"} 1",
         "storage_grants_rpc_in_flight 0",
+        "storage_grants_http_request_duration_seconds_count{route=\"/v1/objects/{bucket}/{*key}\",status=\"3xx\"} 1",
     ] {
         assert!(scrape.contains(series), "no {series} in:\n{scrape}");
     }
@@ -401,6 +420,23 @@ file = "audit.jsonl"
         "no denial event on the span: {span:#}"
     );
 
+    // The gateway's request: a server span in the caller's trace, named by its route
+    // (never by the key asked for), with the same decision attributes as a call.
+    let span = find(&spans, &link_trace, "GET /v1/objects/{bucket}/{*key}");
+    assert_eq!(span["parent_span_id"], link_parent.as_str());
+    assert_eq!(span["kind"], 2, "SPAN_KIND_SERVER");
+    for (key, want) in [
+        ("http.request.method", Value::from("GET")),
+        ("http.route", Value::from("/v1/objects/{bucket}/{*key}")),
+        ("http.response.status_code", Value::from("302")),
+        ("caller", Value::from("dev:demo")),
+        ("bucket", Value::from("demo")),
+        ("decision", Value::from("granted")),
+    ] {
+        assert_eq!(span["attributes"][key], want, "{key} in {span:#}");
+    }
+    assert!(span["attributes"]["grant_id"].is_string(), "{span:#}");
+
     // AssumeScoped: one grant id in the response, the span, its STS child span, the
     // audit file and the STS session name.
     let grant_id = assumed.grant_id.as_str();
@@ -420,7 +456,7 @@ file = "audit.jsonl"
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
-    assert_eq!(events.len(), 3, "one event per decision:\n{audit}");
+    assert_eq!(events.len(), 4, "one event per decision:\n{audit}");
     let event = events
         .iter()
         .find(|e| e["grant_id"] == grant_id)
