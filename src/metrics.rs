@@ -77,6 +77,9 @@ pub const GRPC_CODES: [&str; 17] = [
 pub struct Rpc(usize);
 
 impl Rpc {
+    /// `grpc.health.v1.Health/Check`.
+    pub const HEALTH_CHECK: Rpc = Rpc(8);
+
     /// The RPC a request path (`/service/method`) names; anything else is "other", so
     /// that no caller-chosen path becomes a span name or a metric label.
     pub fn of_path(path: &str) -> Self {
@@ -161,6 +164,7 @@ struct Metrics {
     jwks_refreshes: Family<Labels<1>, Counter>,
     rules_reloads: Family<Labels<1>, Counter>,
     rules_stale: Gauge,
+    ready: Gauge,
     signing_expiry: &'static SigningExpiry,
 }
 
@@ -275,6 +279,13 @@ impl Metrics {
              invalid) and the previous rules stay in force",
             rules_stale.clone(),
         );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while the grant service reports SERVING (signing credentials loaded, the \
+             checked buckets answer HeadBucket), 0 while it does not",
+            ready.clone(),
+        );
         let build_info = Family::<Labels<1>, Gauge>::default();
         build_info
             .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
@@ -319,6 +330,7 @@ impl Metrics {
             jwks_refreshes,
             rules_reloads,
             rules_stale,
+            ready,
             signing_expiry,
         };
         metrics.create_every_series();
@@ -364,6 +376,11 @@ pub fn rpc(rpc: Rpc, code: i32, elapsed: Duration) {
     METRICS
         .rpc_histogram(rpc, code)
         .observe(elapsed.as_secs_f64());
+}
+
+/// The grant service's readiness changed to `ready`.
+pub fn ready(ready: bool) {
+    METRICS.ready.set(i64::from(ready));
 }
 
 /// A gateway request to `route` (a route template, or "other") answered with a status
@@ -554,6 +571,15 @@ impl Collector for &'static SigningExpiry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_check_is_the_health_services_check() {
+        assert_eq!(
+            Rpc::of_path("/grpc.health.v1.Health/Check"),
+            Rpc::HEALTH_CHECK
+        );
+        assert_eq!(Rpc::HEALTH_CHECK.method(), "Check");
+    }
 
     fn sample(text: &str, series: &str) -> f64 {
         text.lines()

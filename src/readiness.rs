@@ -110,6 +110,7 @@ impl Readiness {
                     ServingStatus::NotServing
                 };
                 reporter.set_service_status(GRANT_SERVICE, status).await;
+                crate::metrics::ready(ok);
                 last_ok = Some(ok);
             }
             tokio::time::sleep(interval).await;

@@ -228,6 +228,9 @@ impl From<identity::Error> for Problem {
 
 impl From<grant::Error> for Problem {
     fn from(e: grant::Error) -> Self {
+        if let Some(decision) = e.decision() {
+            tracing::Span::current().record("decision", decision);
+        }
         match e {
             grant::Error::InvalidArgument(violations) => {
                 let detail = grant::Error::InvalidArgument(violations.clone()).to_string();

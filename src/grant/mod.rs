@@ -87,6 +87,20 @@ pub enum Error {
     OverBudget(Duration),
 }
 
+impl Error {
+    /// What a refusal the pipeline did not audit says on the call's span (`decision`),
+    /// so that a trace names the caller a refusal was for: a request to change
+    /// (`invalid`), a budget used up (`over_budget`). Denials are audited, and their
+    /// span says `denied` already.
+    pub fn decision(&self) -> Option<&'static str> {
+        match self {
+            Error::InvalidArgument(_) => Some("invalid"),
+            Error::OverBudget(_) | Error::Sts(sts::Error::OverBudget(_)) => Some("over_budget"),
+            _ => None,
+        }
+    }
+}
+
 fn describe(violations: &[FieldViolation]) -> String {
     violations
         .iter()

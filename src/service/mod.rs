@@ -73,6 +73,9 @@ fn status_of(error: Error) -> Status {
         }
         Error::Grant(e) => e,
     };
+    if let Some(decision) = grant.decision() {
+        tracing::Span::current().record("decision", decision);
+    }
     match &grant {
         grant::Error::InvalidArgument(violations) => {
             let mut details = ErrorDetails::new();

@@ -56,12 +56,29 @@ async fn health_is_serving_once_the_store_is_reachable() {
 async fn missing_bucket_keeps_the_grant_service_not_ready() {
     let store = Store::start();
     // The bucket the rules name does not exist.
-    let service = Service::start(&store, Setup::new()).await;
+    let service = Service::start(
+        &store,
+        Setup::with_config("[metrics]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         health(&service, "storagegrants.v1.GrantService").await,
         ServingStatus::NotServing
     );
+    // The metrics say so too, for alerts per pod.
+    let scrape = || async {
+        reqwest::get(format!(
+            "http://127.0.0.1:{}/metrics",
+            service.metrics_port()
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+    };
+    assert_eq!(support::metric(&scrape().await, "storage_grants_ready"), 0);
     // Once it exists, the next check turns ready without a restart.
     store.create_bucket("demo").await;
     wait_for_health(
@@ -70,6 +87,7 @@ async fn missing_bucket_keeps_the_grant_service_not_ready() {
         ServingStatus::Serving,
     )
     .await;
+    assert_eq!(support::metric(&scrape().await, "storage_grants_ready"), 1);
 }
 
 #[tokio::test]

@@ -301,6 +301,39 @@ listen = "127.0.0.1:0"
         .await
         .expect_err("outside the rules");
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    // A request to change: no audit event, but its span says so and names the caller.
+    let (invalid_trace, invalid_parent) = (random_hex(16), random_hex(8));
+    let invalid = client
+        .grant_read(traced(
+            GrantReadRequest {
+                bucket: "demo".into(),
+                key: "public//double-slash".into(),
+                ..Default::default()
+            },
+            &invalid_trace,
+            &invalid_parent,
+        ))
+        .await
+        .expect_err("an empty path segment");
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+    // A probe's health check, in a trace of its own: counted, not traced.
+    let (health_trace, health_parent) = (random_hex(16), random_hex(8));
+    let grpc_port = logged_port(&log_file, "storage-grants listening").await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let mut check = tonic::Request::new(tonic_health::pb::HealthCheckRequest::default());
+    check.metadata_mut().insert(
+        "traceparent",
+        format!("00-{health_trace}-{health_parent}-01")
+            .parse()
+            .unwrap(),
+    );
+    health.check(check).await.expect("the health check");
     // A click-time link through the HTTP gateway, in a caller's trace too.
     let (link_trace, link_parent) = (random_hex(16), random_hex(8));
     let gateway_port = logged_port(&log_file, "HTTP gateway listening").await;
@@ -418,6 +451,25 @@ listen = "127.0.0.1:0"
             .iter()
             .any(|e| e["name"] == "grant denied" && e["attributes"]["outcome"] == "denied")),
         "no denial event on the span: {span:#}"
+    );
+
+    let span = find(
+        &spans,
+        &invalid_trace,
+        "storagegrants.v1.GrantService/GrantRead",
+    );
+    assert_eq!(span["attributes"]["decision"], "invalid", "{span:#}");
+    assert_eq!(span["attributes"]["caller"], "dev:demo", "{span:#}");
+    assert_eq!(span["attributes"]["rpc.grpc.status_code"], "3");
+    // The health check is not traced (its trace has no span), yet it was counted.
+    assert!(
+        !spans.iter().any(|s| s["trace_id"] == health_trace.as_str()),
+        "a health check span was exported"
+    );
+    assert!(
+        scrape
+            .contains("storage_grants_rpc_duration_seconds_count{method=\"Check\",code=\"OK\"} 1"),
+        "{scrape}"
     );
 
     // The gateway's request: a server span in the caller's trace, named by its route
