@@ -113,11 +113,6 @@ fn grpc_web_cors(origins: &[String]) -> CorsLayer {
 /// `grant_id` a random id.
 fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     let rpc = Rpc::of_path(request.uri().path());
-    // Probes call Check every few seconds on every pod: counted in the metrics, not
-    // traced (as the gateway's /healthz).
-    if rpc == Rpc::HEALTH_CHECK {
-        return tracing::Span::none();
-    }
     let (service, method) = (rpc.service(), rpc.method());
     let span = tracing::info_span!(
         "rpc",

@@ -316,7 +316,7 @@ listen = "127.0.0.1:0"
         .await
         .expect_err("an empty path segment");
     assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
-    // A probe's health check, in a trace of its own: counted, not traced.
+    // A probe's health check, in a trace of its own.
     let (health_trace, health_parent) = (random_hex(16), random_hex(8));
     let grpc_port = logged_port(&log_file, "storage-grants listening").await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(
@@ -461,11 +461,10 @@ listen = "127.0.0.1:0"
     assert_eq!(span["attributes"]["decision"], "invalid", "{span:#}");
     assert_eq!(span["attributes"]["caller"], "dev:demo", "{span:#}");
     assert_eq!(span["attributes"]["rpc.grpc.status_code"], "3");
-    // The health check is not traced (its trace has no span), yet it was counted.
-    assert!(
-        !spans.iter().any(|s| s["trace_id"] == health_trace.as_str()),
-        "a health check span was exported"
-    );
+    // The health check: traced under its own name (what a collector filters probes
+    // by), and counted.
+    let span = find(&spans, &health_trace, "grpc.health.v1.Health/Check");
+    assert_eq!(span["parent_span_id"], health_parent.as_str());
     assert!(
         scrape
             .contains("storage_grants_rpc_duration_seconds_count{method=\"Check\",code=\"OK\"} 1"),
