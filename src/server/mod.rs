@@ -373,7 +373,10 @@ pub async fn run(
 
     let reflection = reflection::Reflection::new(&SERVED_DESCRIPTORS)?;
     let router = layers::transport(&settings)
-        .add_service(layers::open_to_anyone!(health))
+        .add_service(shutdown::EndWatches::new(
+            layers::open_to_anyone!(health),
+            stop.clone(),
+        ))
         .add_service(layers::open_to_anyone!(reflection.v1()))
         .add_service(layers::open_to_anyone!(reflection.v1alpha()))
         .add_service(layers::authenticated(

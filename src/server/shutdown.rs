@@ -51,3 +51,104 @@ impl Shutdown {
         tokio::time::sleep(grace).await;
     }
 }
+
+/// The health service, whose `Watch` streams end (UNAVAILABLE) once shutdown has begun
+/// and they have sent NOT_SERVING: a client that keeps watching would otherwise hold
+/// the drain for the whole `shutdown_grace`, as every gRPC client with client-side
+/// health checking does.
+#[derive(Clone)]
+pub(super) struct EndWatches<S> {
+    inner: S,
+    shutdown: Shutdown,
+}
+
+impl<S> EndWatches<S> {
+    pub(super) fn new(inner: S, shutdown: Shutdown) -> Self {
+        Self { inner, shutdown }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for EndWatches<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<http::Request<B>> for EndWatches<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let watch = request.uri().path().ends_with("/Watch");
+        let shutdown = self.shutdown.clone();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await?;
+            if !watch {
+                return Ok(response);
+            }
+            Ok(response.map(|body| {
+                tonic::body::Body::new(UntilShutdown {
+                    inner: body,
+                    begun: Box::pin(shutdown.begun()),
+                    stopping: false,
+                    done: false,
+                })
+            }))
+        })
+    }
+}
+
+/// A `Watch` response that ends after shutdown begins, once its pending messages
+/// (NOT_SERVING) are out.
+struct UntilShutdown {
+    inner: tonic::body::Body,
+    begun: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    stopping: bool,
+    done: bool,
+}
+
+impl http_body::Body for UntilShutdown {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if !self.stopping && self.begun.as_mut().poll(cx).is_ready() {
+            self.stopping = true;
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending if self.stopping => {
+                self.done = true;
+                let status = tonic::Status::unavailable(
+                    "the server is shutting down; watch another replica",
+                );
+                let mut trailers = http::HeaderMap::new();
+                let frame = match status.add_header(&mut trailers) {
+                    Ok(()) => http_body::Frame::trailers(trailers),
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                };
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+}

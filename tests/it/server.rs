@@ -137,6 +137,7 @@ async fn shutdown_turns_health_off_and_returns() {
         watch.message().await.unwrap().unwrap().status,
         ServingStatus::Serving as i32
     );
+    let started = Instant::now();
     let stopping = tokio::spawn(service.stop());
     // The watcher sees NOT_SERVING before the server goes away.
     let update = tokio::time::timeout(Duration::from_secs(10), watch.message())
@@ -145,10 +146,22 @@ async fn shutdown_turns_health_off_and_returns() {
         .expect("watch stream intact")
         .expect("an update");
     assert_eq!(update.status, ServingStatus::NotServing as i32);
-    // The open watch is the last in-flight call; ending it lets the drain finish.
+    // Then the server ends the watch (the client keeps it open and would otherwise
+    // hold the drain for all of shutdown_grace, 20 s here): UNAVAILABLE, to watch
+    // another replica.
+    let ended = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("the watch ends soon after NOT_SERVING")
+        .expect_err("ended by the server with a status");
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    stopping.await.unwrap().expect("clean shutdown");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?} with a watcher connected",
+        started.elapsed()
+    );
     drop(watch);
     drop(health_client);
-    stopping.await.unwrap().expect("clean shutdown");
 }
 
 #[tokio::test]
