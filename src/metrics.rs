@@ -140,6 +140,9 @@ struct Metrics {
     registry: Registry,
     rpc_duration: Histograms<2>,
     http_duration: Histograms<2>,
+    /// `http_duration`'s series by route (the caller's index, below [`HTTP_ROUTES`])
+    /// and status class, each looked up in the family once, as `rpc_series`.
+    http_series: Box<[[OnceLock<Histogram>; STATUS_CLASSES.len()]]>,
     /// `rpc_duration`'s series by RPC ([`Rpc`], "other" last) and code, each looked up
     /// in the family once: a family hashes its labels and takes its lock on every
     /// lookup, which every call would pay.
@@ -295,6 +298,9 @@ impl Metrics {
         let signing_expiry: &'static SigningExpiry = Box::leak(Box::default());
         registry.register_collector(Box::new(signing_expiry));
 
+        let http_series = (0..HTTP_ROUTES)
+            .map(|_| std::array::from_fn(|_| OnceLock::new()))
+            .collect();
         let rpc_series = (0..=RPCS.len())
             .map(|_| std::array::from_fn(|_| OnceLock::new()))
             .collect();
@@ -311,6 +317,7 @@ impl Metrics {
             registry,
             rpc_duration,
             http_duration,
+            http_series,
             rpc_series,
             rpc_in_flight,
             load_shed,
@@ -380,13 +387,34 @@ pub fn ready(ready: bool) {
     METRICS.ready.set(i64::from(ready));
 }
 
-/// A gateway request to `route` (a route template, or "other") answered with a status
-/// of `class` (`2xx` to `5xx`) after `elapsed`.
-pub fn http_request(route: &'static str, class: &'static str, elapsed: Duration) {
-    METRICS
-        .http_duration
-        .get_or_create(&[("route", route), ("status", class)])
-        .observe(elapsed.as_secs_f64());
+/// The `status` label's values: the class of an HTTP status.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// How many gateway routes `http_series` holds; a route past them is looked up in the
+/// family on each request.
+const HTTP_ROUTES: usize = 16;
+
+/// The position of `status`'s class in [`STATUS_CLASSES`].
+fn status_class(status: u16) -> usize {
+    usize::from((status / 100).clamp(1, 5) - 1)
+}
+
+/// A gateway request answered with `status` after `elapsed`, to `route`: its position
+/// in the gateway's list of routes and its template (or "other").
+pub fn http_request(route: (usize, &'static str), status: u16, elapsed: Duration) {
+    let (index, template) = route;
+    let class = status_class(status);
+    let series = || {
+        METRICS
+            .http_duration
+            .get_or_create(&[("route", template), ("status", STATUS_CLASSES[class])])
+            .clone()
+    };
+    let elapsed = elapsed.as_secs_f64();
+    match METRICS.http_series.get(index) {
+        Some(row) => row[class].get_or_init(series).observe(elapsed),
+        None => series().observe(elapsed),
+    }
 }
 
 /// A call began (`true`) or ended (`false`).
@@ -568,6 +596,19 @@ impl Collector for &'static SigningExpiry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_statuses_fall_in_their_class() {
+        for (status, class) in [
+            (101, "1xx"),
+            (200, "2xx"),
+            (302, "3xx"),
+            (404, "4xx"),
+            (503, "5xx"),
+        ] {
+            assert_eq!(STATUS_CLASSES[status_class(status)], class, "{status}");
+        }
+    }
 
     fn sample(text: &str, series: &str) -> f64 {
         text.lines()

@@ -41,29 +41,25 @@ pub(crate) fn identify(
 ) -> Result<(Caller, Via), Problem> {
     // Counted as the gRPC door counts its refusals; the identity module logs which
     // check failed for a token it read.
-    let refused = |e: identity::Error| {
-        crate::metrics::unauthenticated();
-        Problem::from(e)
-    };
-    let (token, via) =
-        match presented(app, headers, raw).inspect_err(|_| crate::metrics::unauthenticated())? {
-            Some(found) => found,
-            None => {
-                tracing::info!(reason = "no credentials", "caller refused");
-                return Err(refused(identity::Error::NoCredentials(
-                    "send 'Authorization: Bearer <token>' or sign in for the session cookie".into(),
-                )));
-            }
-        };
-    let caller = app
-        .authenticator
-        .authenticate_token(token)
-        .map_err(refused)?;
+    let (caller, via) =
+        authenticate(app, headers, raw).inspect_err(|_| crate::metrics::unauthenticated())?;
     tracing::Span::current().record("caller", caller.id());
     if via == Via::Cookie && !matches!(*method, Method::GET | Method::HEAD) {
         check_origin(app, headers)?;
     }
     Ok((caller, via))
+}
+
+/// The caller the request's token or cookie names.
+fn authenticate(app: &App, headers: &HeaderMap, raw: RawToken) -> Result<(Caller, Via), Problem> {
+    let Some((token, via)) = presented(app, headers, raw)? else {
+        tracing::info!(reason = "no credentials", "caller refused");
+        return Err(identity::Error::NoCredentials(
+            "send 'Authorization: Bearer <token>' or sign in for the session cookie".into(),
+        )
+        .into());
+    };
+    Ok((app.authenticator.authenticate_token(token)?, via))
 }
 
 fn presented<'h>(

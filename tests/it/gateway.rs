@@ -738,25 +738,32 @@ async fn a_method_a_route_does_not_answer_is_a_405_problem_with_allow() {
             "GET,HEAD,DELETE",
         ),
     ] {
-        let response = gw
-            .request(method.clone(), path)
-            .header(header::AUTHORIZATION, bearer(&TOKEN))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            response.status(),
-            StatusCode::METHOD_NOT_ALLOWED,
-            "{method} {path}"
-        );
-        assert_eq!(response.headers()[header::ALLOW], allow, "{method} {path}");
-        let body = problem(response).await;
-        assert_eq!(body["code"], "UNIMPLEMENTED", "{method} {path}: {body}");
+        let body = refused_method(&gw, &method, path, allow).await;
         assert!(
             body["detail"].as_str().unwrap().contains(method.as_str()),
             "{body}"
         );
     }
+}
+
+/// `method` on `path` with the caller's token: a 405 problem (UNIMPLEMENTED) whose
+/// `Allow` is `allow`; its body.
+async fn refused_method(gw: &Gateway, method: &Method, path: &str, allow: &str) -> Value {
+    let response = gw
+        .request(method.clone(), path)
+        .header(header::AUTHORIZATION, bearer(&TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "{method} {path}"
+    );
+    assert_eq!(response.headers()[header::ALLOW], allow, "{method} {path}");
+    let body = problem(response).await;
+    assert_eq!(body["code"], "UNIMPLEMENTED", "{method} {path}: {body}");
+    body
 }
 
 async fn json(response: reqwest::Response) -> Value {
@@ -1181,20 +1188,7 @@ async fn head_is_refused_where_a_get_issues_credentials_or_signatures() {
         }
         // Any other method is told the same: GET alone, not a HEAD that is refused.
         for method in [Method::POST, Method::PUT, Method::DELETE] {
-            let response = gw
-                .request(method.clone(), path)
-                .header(header::AUTHORIZATION, bearer(&TOKEN))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(
-                response.status(),
-                StatusCode::METHOD_NOT_ALLOWED,
-                "{method} {path}"
-            );
-            assert_eq!(response.headers()[header::ALLOW], "GET", "{method} {path}");
-            let body = problem(response).await;
-            assert_eq!(body["code"], "UNIMPLEMENTED", "{method} {path}: {body}");
+            refused_method(&gw, &method, path, "GET").await;
         }
     }
     // GET still signs.

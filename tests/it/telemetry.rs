@@ -128,6 +128,11 @@ pub(crate) async fn logged_port(log_file: &Path, message: &str) -> u16 {
 
 /// A client of the service that logs to `log_file`, once it listens.
 async fn connect(log_file: &Path) -> GrantServiceClient<Channel> {
+    GrantServiceClient::new(channel(log_file).await)
+}
+
+/// A channel to the service that logs to `log_file`, once it listens.
+async fn channel(log_file: &Path) -> Channel {
     let port = logged_port(log_file, "storage-grants listening").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -136,7 +141,7 @@ async fn connect(log_file: &Path) -> GrantServiceClient<Channel> {
             .connect()
             .await
         {
-            Ok(channel) => return GrantServiceClient::new(channel),
+            Ok(channel) => return channel,
             Err(e) => {
                 assert!(Instant::now() < deadline, "the service did not start: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -318,20 +323,11 @@ listen = "127.0.0.1:0"
     assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
     // A probe's health check, in a trace of its own.
     let (health_trace, health_parent) = (random_hex(16), random_hex(8));
-    let grpc_port = logged_port(&log_file, "storage-grants listening").await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(
-        Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
-    let mut check = tonic::Request::new(tonic_health::pb::HealthCheckRequest::default());
-    check.metadata_mut().insert(
-        "traceparent",
-        format!("00-{health_trace}-{health_parent}-01")
-            .parse()
-            .unwrap(),
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&log_file).await);
+    let check = traced(
+        tonic_health::pb::HealthCheckRequest::default(),
+        &health_trace,
+        &health_parent,
     );
     health.check(check).await.expect("the health check");
     // A click-time link through the HTTP gateway, in a caller's trace too.
