@@ -7,20 +7,68 @@
 //! health status of `storagegrants.v1.GrantService`, so that a wrong endpoint, a
 //! missing bucket or a bad credential shows up in the readiness probe before the first
 //! grant is handed out. The overall status (service "") stays SERVING while the
-//! process runs: it is the liveness signal.
+//! process runs: it is the liveness signal. Shutdown turns both NOT_SERVING for good
+//! ([`Health::stop`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-
-use std::sync::Arc;
 
 use crate::credentials::{self, CredentialSource};
 use crate::scope::BucketName;
 
 /// Health service name of the grant API, as generated from the proto.
 pub const GRANT_SERVICE: &str = crate::proto::grant_service_server::SERVICE_NAME;
+
+/// The health the service reports, and `storage_grants_ready`: the readiness check
+/// sets the grant service's, shutdown turns every status NOT_SERVING for good. One lock
+/// orders the two, so a check that ends during the drain cannot report the service
+/// ready again.
+#[derive(Clone)]
+pub struct Health(Arc<tokio::sync::Mutex<Option<HealthReporter>>>);
+
+impl Health {
+    /// Reports through `reporter`: the process SERVING, the grant service NOT_SERVING
+    /// until the first check passes.
+    pub async fn new(reporter: HealthReporter) -> Self {
+        report(&reporter, ServingStatus::Serving, ServingStatus::NotServing).await;
+        Self(Arc::new(tokio::sync::Mutex::new(Some(reporter))))
+    }
+
+    /// Reports the grant service ready or not, unless shutdown has begun.
+    async fn set_ready(&self, ready: bool) {
+        if let Some(reporter) = &*self.0.lock().await {
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status(GRANT_SERVICE, status).await;
+            crate::metrics::ready(ready);
+        }
+    }
+
+    /// Turns the process and the grant service NOT_SERVING; nothing reports after.
+    pub async fn stop(&self) {
+        if let Some(reporter) = self.0.lock().await.take() {
+            report(
+                &reporter,
+                ServingStatus::NotServing,
+                ServingStatus::NotServing,
+            )
+            .await;
+        }
+    }
+}
+
+/// Reports the process (service "") as `process` and the grant service as `grant`.
+async fn report(reporter: &HealthReporter, process: ServingStatus, grant: ServingStatus) {
+    reporter.set_service_status("", process).await;
+    reporter.set_service_status(GRANT_SERVICE, grant).await;
+    crate::metrics::ready(grant == ServingStatus::Serving);
+}
 
 /// Why the store is not ready.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +137,7 @@ impl Readiness {
 
     /// Checks now, then every `interval`, and reports the result as the health of
     /// the grant service. Logs each change of state.
-    pub async fn watch(self, reporter: HealthReporter, interval: Duration) {
+    pub async fn watch(self, health: Health, interval: Duration) {
         let mut last_ok = None;
         loop {
             let result = self.check().await;
@@ -104,13 +152,7 @@ impl Readiness {
                     }
                     Err(e) => tracing::warn!(error = %e, "not ready"),
                 }
-                let status = if ok {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                reporter.set_service_status(GRANT_SERVICE, status).await;
-                crate::metrics::ready(ok);
+                health.set_ready(ok).await;
                 last_ok = Some(ok);
             }
             tokio::time::sleep(interval).await;

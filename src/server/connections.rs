@@ -104,6 +104,7 @@ mod tests {
     use super::super::layers::{self, ConnLimits};
     use super::super::test_settings;
     use super::*;
+    use crate::readiness::Health;
 
     fn router() -> Router<Transport> {
         let settings = test_settings("listen = \"127.0.0.1:0\"\n");
@@ -121,9 +122,9 @@ mod tests {
     }
 
     /// A shutdown that has not begun, and stays so while the returned trigger lives.
-    fn not_stopping() -> (Shutdown, impl Future<Output = ()>) {
+    async fn not_stopping() -> (Shutdown, impl Future<Output = ()>) {
         let (reporter, _) = tonic_health::server::health_reporter();
-        Shutdown::start(std::future::pending(), reporter)
+        Shutdown::start(std::future::pending(), Health::new(reporter).await)
     }
 
     /// tonic's server outlives the connections it serves; each connection's server
@@ -131,7 +132,7 @@ mod tests {
     /// server behind (with no age set, for good).
     #[tokio::test]
     async fn each_connections_server_ends_with_its_connection() {
-        let (stop, _trigger) = not_stopping();
+        let (stop, _trigger) = not_stopping().await;
         let (mut clients, mut conns) = (Vec::new(), Vec::new());
         for _ in 0..20 {
             let (client, server) = tokio::io::duplex(4096);
@@ -152,7 +153,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_is_left_at_its_age_when_it_closes_or_when_shutdown_begins() {
         let soon = || Some(tokio::time::Instant::now() + Duration::from_millis(50));
-        let (stop, _trigger) = not_stopping();
+        let (stop, _trigger) = not_stopping().await;
         let mut conn = Conn::new((), limits(None));
 
         // Open, young, no shutdown: stays.
@@ -180,7 +181,7 @@ mod tests {
             async {
                 let _ = signal.await;
             },
-            reporter,
+            Health::new(reporter).await,
         );
         tokio::spawn(trigger);
         let mut open = Conn::new((), limits(None));

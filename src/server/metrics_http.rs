@@ -1,9 +1,9 @@
 //! The Prometheus endpoint: `GET /metrics` over HTTP/1.1, served by hyper on its own
 //! port, apart from the gRPC port. Every connection it accepts is its own task in a
-//! `JoinSet`, stopped with the endpoint.
+//! `JoinSet`, stopped with the endpoint. It serves until its task is stopped, which the
+//! server does after the drain, so the drain itself can be scraped.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,13 +19,11 @@ use tokio::task::JoinSet;
 /// A scraper that sends nothing is dropped after this long.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves until `shutdown` completes, then stops every connection.
-pub(super) async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) {
+/// Serves until the task is stopped; its connections stop with it.
+pub(super) async fn serve(listener: TcpListener) {
     let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let connection = http1::Builder::new()
@@ -46,7 +44,6 @@ pub(super) async fn serve(listener: TcpListener, shutdown: impl Future<Output = 
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    connections.shutdown().await;
 }
 
 async fn respond(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -24,14 +24,13 @@ use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use tokio::task::JoinSet;
-use tonic_health::ServingStatus;
 
 use crate::config::Settings;
 use crate::credentials::CredentialSource;
 use crate::grant::{Pipeline, Scoped, Uploads};
 use crate::identity::Authenticator;
 use crate::identity::mtls::{Protocols, TlsIncoming};
-use crate::readiness::{GRANT_SERVICE, Readiness};
+use crate::readiness::{Health, Readiness};
 use crate::rules::Rules;
 use crate::rules::reload::RulesHandle;
 use crate::service::GrantService;
@@ -254,12 +253,7 @@ pub async fn run(
         tasks.spawn(tls::watch(cert, source));
     }
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
-    reporter
-        .set_service_status(GRANT_SERVICE, ServingStatus::NotServing)
-        .await;
+    let reported = Health::new(reporter).await;
     let buckets = storage
         .check_buckets
         .clone()
@@ -276,7 +270,7 @@ pub async fn run(
         buckets,
         storage.call_timeout,
     );
-    tasks.spawn(readiness.watch(reporter.clone(), storage.check_interval));
+    tasks.spawn(readiness.watch(reported.clone(), storage.check_interval));
 
     let scoped = settings.sts.as_ref().map(|sts| {
         let client = Broker::client(&aws, &sts.broker, &region);
@@ -327,7 +321,7 @@ pub async fn run(
             Ok(()) = failure => {}
         }
     };
-    let (stop, trigger) = Shutdown::start(signal, reporter);
+    let (stop, trigger) = Shutdown::start(signal, reported);
     tasks.spawn(trigger);
     let Listeners {
         grpc,
@@ -336,7 +330,9 @@ pub async fn run(
     } = listeners;
     if let Some(metrics) = metrics_bound {
         tracing::info!(addr = %metrics.addr, "metrics at GET /metrics");
-        tasks.spawn(metrics_http::serve(metrics.listener, stop.clone().begun()));
+        // Served through the drain, until the tasks stop: a scrape then sees the last
+        // calls finish and the pod not ready, where a closed port would be a gap.
+        tasks.spawn(metrics_http::serve(metrics.listener));
     }
 
     // Every listener's connections are dealt to the serving threads, one per CPU

@@ -7,10 +7,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 
-use crate::readiness::GRANT_SERVICE;
+use crate::readiness::Health;
 
 /// Fans one shutdown signal out to the transport, the drain timer and the tasks.
 #[derive(Debug, Clone)]
@@ -22,18 +20,13 @@ impl Shutdown {
     /// Waits for `signal`, turns health NOT_SERVING, then tells every subscriber.
     pub(super) fn start(
         signal: impl Future<Output = ()> + Send + 'static,
-        health: HealthReporter,
+        health: Health,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = watch::channel(false);
         let trigger = async move {
             signal.await;
             tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
-            health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            health
-                .set_service_status(GRANT_SERVICE, ServingStatus::NotServing)
-                .await;
+            health.stop().await;
             // A receiver sees `true` even after the sender is gone.
             let _ = tx.send(true);
         };

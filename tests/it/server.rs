@@ -67,18 +67,11 @@ async fn missing_bucket_keeps_the_grant_service_not_ready() {
         ServingStatus::NotServing
     );
     // The metrics say so too, for alerts per pod.
-    let scrape = || async {
-        reqwest::get(format!(
-            "http://127.0.0.1:{}/metrics",
-            service.metrics_port()
-        ))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-    };
-    assert_eq!(support::metric(&scrape().await, "storage_grants_ready"), 0);
+    let port = service.metrics_port();
+    assert_eq!(
+        support::metric(&scrape(port).await, "storage_grants_ready"),
+        0
+    );
     // Once it exists, the next check turns ready without a restart.
     store.create_bucket("demo").await;
     wait_for_health(
@@ -87,7 +80,19 @@ async fn missing_bucket_keeps_the_grant_service_not_ready() {
         ServingStatus::Serving,
     )
     .await;
-    assert_eq!(support::metric(&scrape().await, "storage_grants_ready"), 1);
+    assert_eq!(
+        support::metric(&scrape(port).await, "storage_grants_ready"),
+        1
+    );
+}
+
+/// The metrics page on `port`.
+async fn scrape(port: u16) -> String {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("the metrics endpoint answers");
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
 }
 
 #[tokio::test]
@@ -164,14 +169,9 @@ async fn shutdown_turns_health_off_and_returns() {
     drop(health_client);
 }
 
-#[tokio::test]
-async fn shutdown_lets_in_flight_calls_finish() {
-    use storage_grants::proto::{Access, AssumeScopedRequest};
-
-    // An STS endpoint that accepts connections and never answers keeps an
-    // AssumeScoped call in flight for `sts.call_timeout`.
-    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let store = demo_store().await;
+/// A setup whose AssumeScoped calls wait `call_timeout` for an STS (`black_hole`) that
+/// accepts connections and never answers: a call in flight that holds the drain.
+fn held_by_sts(black_hole: &std::net::TcpListener, call_timeout: &str, extra: &str) -> Setup {
     let mut setup = Setup::new();
     setup.rules = r#"
 [[rules]]
@@ -182,12 +182,21 @@ actions = ["assume-read"]
 "#
     .into();
     setup.extra_config = format!(
-        "[sts]\nrole_arn = \"arn:aws:iam::123456789012:role/r\"\nendpoint = \"http://{}\"\ncall_timeout = \"1s\"\nmax_attempts = 1\n",
+        "[sts]\nrole_arn = \"arn:aws:iam::123456789012:role/r\"\nendpoint = \"http://{}\"\ncall_timeout = \"{call_timeout}\"\nmax_attempts = 1\n{extra}",
         black_hole.local_addr().unwrap()
     );
-    let service = Service::start(&store, setup).await;
+    setup
+}
+
+/// An AssumeScoped call on its way (see [`held_by_sts`]).
+async fn assume_in_flight(
+    service: &Service,
+) -> tokio::task::JoinHandle<
+    Result<tonic::Response<storage_grants::proto::AssumeScopedResponse>, tonic::Status>,
+> {
+    use storage_grants::proto::{Access, AssumeScopedRequest};
     let mut client = service.client().await;
-    let in_flight = tokio::spawn(async move {
+    let call = tokio::spawn(async move {
         client
             .assume_scoped(support::authed(
                 AssumeScopedRequest {
@@ -201,6 +210,15 @@ actions = ["assume-read"]
             .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
+    call
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_calls_finish() {
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let store = demo_store().await;
+    let service = Service::start(&store, held_by_sts(&black_hole, "1s", "")).await;
+    let in_flight = assume_in_flight(&service).await;
     let started = Instant::now();
     service.stop().await.expect("clean shutdown");
     // The call got the service's own answer (STS did not answer in time), not a
@@ -217,6 +235,41 @@ actions = ["assume-read"]
         started.elapsed() < Duration::from_secs(10),
         "drain was not bounded"
     );
+}
+
+#[tokio::test]
+async fn the_drain_can_be_scraped_and_reports_the_pod_not_ready() {
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // The rules' bucket does not exist yet: the pod starts not ready.
+    let store = Store::start();
+    let setup = held_by_sts(&black_hole, "4s", "[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let service = Service::start(&store, setup).await;
+    let port = service.metrics_port();
+    let in_flight = assume_in_flight(&service).await;
+    let stopping = tokio::spawn(service.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The drain is scraped like the rest of the pod's life, as not ready.
+    assert_eq!(
+        support::metric(&scrape(port).await, "storage_grants_ready"),
+        0
+    );
+    // A readiness check that passes during the drain (every 1 s here) does not report
+    // the pod ready again.
+    store.create_bucket("demo").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!stopping.is_finished(), "the call still holds the drain");
+    assert_eq!(
+        support::metric(&scrape(port).await, "storage_grants_ready"),
+        0
+    );
+    stopping.await.unwrap().expect("clean shutdown");
+    assert_eq!(
+        in_flight.await.unwrap().unwrap_err().code(),
+        tonic::Code::Unavailable
+    );
+    // Once the drain is over, the endpoint is gone with the rest.
+    let after = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await;
+    assert!(after.is_err(), "{after:?}");
 }
 
 #[tokio::test]
