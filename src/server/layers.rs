@@ -43,6 +43,7 @@ use tower::util::Either;
 use tower_http::cors::CorsLayer;
 use tracing::field::Empty;
 
+use super::socket::Opening;
 use crate::caller::Caller;
 use crate::config::Settings;
 use crate::identity::Authenticator;
@@ -476,10 +477,8 @@ fn spread_age(age: Duration, unit: f64) -> Duration {
 pub(super) struct Conn<IO> {
     io: IO,
     slots: Arc<Semaphore>,
-    /// Until the connection has sent [`OPENING_BYTES`]: how many are still awaited, and
-    /// by when. hyper waits for an HTTP/2 client preface for ever; without this, a
-    /// client that sends half of one (or nothing) holds its connection for good.
-    opening: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
+    /// Until the connection has sent [`OPENING_BYTES`].
+    opening: Option<Opening>,
     /// When the connection is sent away (HTTP/2 GOAWAY), if ever.
     send_away_at: Option<tokio::time::Instant>,
     /// When the connection is closed, if ever: [`ConnLimits::drain`] after it was sent
@@ -503,9 +502,10 @@ impl<IO> Conn<IO> {
         Self {
             io,
             slots: Arc::new(Semaphore::new(limits.calls)),
-            opening: Some((
+            opening: Some(Opening::new(
                 OPENING_BYTES,
-                Box::pin(tokio::time::sleep(limits.open_within)),
+                limits.open_within,
+                "server.connection_timeout",
             )),
             send_away_at,
             retire: send_away_at.map(|at| Box::pin(tokio::time::sleep_until(at + limits.drain))),
@@ -583,25 +583,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
                  had to finish",
             )));
         }
-        let Some((awaited, deadline)) = &mut this.opening else {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
-        };
-        // Polled first, so that the deadline wakes this connection when it passes.
-        if deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the connection did not start HTTP/2 (or HTTP/1.1) within server.connection_timeout",
-            )));
-        }
-        let before = buf.filled().len();
-        let read = Pin::new(&mut this.io).poll_read(cx, buf);
-        if read.is_ready() {
-            *awaited = awaited.saturating_sub(buf.filled().len() - before);
-            if *awaited == 0 {
-                this.opening = None;
-            }
-        }
-        read
+        Opening::poll_read(&mut this.opening, &mut this.io, cx, buf)
     }
 }
 

@@ -680,6 +680,25 @@ async fn slow_or_idle_connections_are_closed_after_the_header_timeout() {
     let (took, answer) = closed_within(kept).await;
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+
+    // Nothing at all, or half of HTTP/2's preface: hyper has not yet told HTTP/1.1
+    // from HTTP/2, and would wait for ever.
+    let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (took, _) = closed_within(silent).await;
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..12])
+        .await
+        .unwrap();
+    closed_within(half).await;
+
+    // HTTP/2 by prior knowledge, then silence: PINGs unanswered close it.
+    let mut mute = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    mute.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let (took, _) = closed_within(mute).await;
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
 }
 
 /// HTTP/2 is served beside HTTP/1.1: by prior knowledge here, by ALPN over TLS (which
