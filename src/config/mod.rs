@@ -567,18 +567,29 @@ mod tests {
     }
 
     #[test]
-    fn max_connections_defaults_to_4096_and_takes_1_to_a_million() {
-        assert_eq!(load("", &[]).unwrap().server.max_connections, 4096);
-        for ok in [1, 1_000_000] {
-            let text = format!("[server]\nmax_connections = {ok}\n");
-            assert_eq!(load(&text, &[]).unwrap().server.max_connections, ok);
-        }
-        for bad in ["0", "1000001"] {
-            let err = refused(
-                &format!("[server]\nmax_connections = {bad}\n"),
-                "server.max_connections",
-            );
-            assert!(err.to_string().contains("between 1 and 1000000"), "{err}");
+    fn connection_caps_default_to_4096_and_1024_from_one_address_and_take_1_to_a_million() {
+        let server = load("", &[]).unwrap().server;
+        assert_eq!(
+            (server.max_connections, server.max_connections_per_peer),
+            (4096, 1024)
+        );
+        for key in ["max_connections", "max_connections_per_peer"] {
+            for ok in [1, 1_000_000] {
+                let text = format!("[server]\n{key} = {ok}\n");
+                let server = load(&text, &[]).unwrap().server;
+                let got = match key {
+                    "max_connections" => server.max_connections,
+                    _ => server.max_connections_per_peer,
+                };
+                assert_eq!(got, ok, "{key}");
+            }
+            for bad in ["0", "1000001"] {
+                let err = refused(
+                    &format!("[server]\n{key} = {bad}\n"),
+                    &format!("server.{key}"),
+                );
+                assert!(err.to_string().contains("between 1 and 1000000"), "{err}");
+            }
         }
     }
 

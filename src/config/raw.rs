@@ -271,6 +271,11 @@ pub struct ServerConfig {
     /// room for the calls; without a cap a flood of connections gets the process
     /// killed for memory, dropping every call in flight.
     pub max_connections: usize,
+    /// Of those, how many may come from one address: one client (a broken one, or one
+    /// holding connections open on purpose) cannot take every slot. Behind a load
+    /// balancer or proxy that hides client addresses, every connection comes from a
+    /// few; raise it to `max_connections` there.
+    pub max_connections_per_peer: usize,
     /// How long a new connection (after its TLS handshake, if any) may take to send the
     /// start of its protocol: HTTP/2's client preface and first frame header, or an
     /// HTTP/1.1 request line. Past it, the connection is closed.
@@ -409,6 +414,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(10),
             concurrency_limit_per_connection: 256,
             max_connections: 4096,
+            max_connections_per_peer: 1024,
             connection_timeout: Duration::from_secs(10),
             // Under the common idle cuts of cloud load balancers (AWS NLB: 350 s).
             keepalive_interval: Duration::from_secs(60),

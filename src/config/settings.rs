@@ -191,6 +191,12 @@ impl Settings {
         if !(1..=1_000_000).contains(&raw.server.max_connections) {
             return out_of_range("server.max_connections", "must be between 1 and 1000000");
         }
+        if !(1..=1_000_000).contains(&raw.server.max_connections_per_peer) {
+            return out_of_range(
+                "server.max_connections_per_peer",
+                "must be between 1 and 1000000",
+            );
+        }
         if raw.server.connection_timeout < Duration::from_secs(1)
             || raw.server.connection_timeout > Duration::from_secs(300)
         {

@@ -217,20 +217,16 @@ pub(crate) fn runtime() -> io::Result<tokio::runtime::Runtime> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::socket::Cap;
     use super::*;
     use tokio::net::{TcpListener, TcpStream};
-    use tokio::sync::Semaphore;
 
     /// A connection's client end, and its server end as the dealer is handed it.
-    async fn pair(
-        listener: &TcpListener,
-        slots: &std::sync::Arc<Semaphore>,
-    ) -> (TcpStream, Handed) {
+    async fn pair(listener: &TcpListener, cap: &std::sync::Arc<Cap>) -> (TcpStream, Handed) {
         let addr = listener.local_addr().expect("addr");
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let (server, _) = accepted.expect("accept");
-        let slot = slots.clone().try_acquire_owned().expect("slot");
-        let handed = Counted::new(server, slot)
+        let handed = Counted::in_cap(server, cap)
             .try_map(TcpStream::into_std)
             .expect("into_std");
         (client.expect("connect"), handed)
@@ -239,18 +235,18 @@ mod tests {
     #[tokio::test]
     async fn connections_are_dealt_to_the_cores_in_turn() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let slots = std::sync::Arc::new(Semaphore::new(16));
+        let cap = std::sync::Arc::new(Cap::new(16, 16));
         let (mut dealer, mut inboxes) = deal(3);
         let mut sent = Vec::new();
         // Kept open to the end, so that every server end still has its peer.
         let mut clients = Vec::new();
         for _ in 0..7 {
-            let (client, handed) = pair(&listener, &slots).await;
+            let (client, handed) = pair(&listener, &cap).await;
             sent.push(handed.get().peer_addr().expect("peer").port());
             clients.push(client);
             dealer.hand(handed);
         }
-        assert_eq!(slots.available_permits(), 16 - 7);
+        assert_eq!(cap.available(), 16 - 7);
         drop(dealer);
         let mut received = Vec::new();
         for inbox in &mut inboxes {
@@ -267,7 +263,7 @@ mod tests {
             .collect();
         assert_eq!(received, expected);
         // Each connection kept its slot of the cap until it was dropped here.
-        assert_eq!(slots.available_permits(), 16);
+        assert_eq!(cap.available(), 16);
     }
 
     #[derive(Debug, PartialEq)]

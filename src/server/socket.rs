@@ -21,11 +21,15 @@
 //! together: one more is closed as soon as it is accepted (before any TLS handshake),
 //! so a flood of connections costs a refusal each rather than memory until the process
 //! is killed. Its client sees the connection close and retries, elsewhere behind a
-//! load balancer.
+//! load balancer. At most `server.max_connections_per_peer` of them come from one
+//! address, so that one client (a broken one, or one holding connections open on
+//! purpose) cannot take every slot and stop the service for all the others.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -47,10 +51,8 @@ pub(super) struct Accepted {
     every: Duration,
     /// Unanswered probes before the connection is reset.
     probes: u32,
-    /// Connections that may still open, shared by every listener.
-    slots: Arc<Semaphore>,
-    /// `server.max_connections`, for the warning.
-    max: usize,
+    /// Shared by every listener.
+    cap: Arc<Cap>,
 }
 
 impl Accepted {
@@ -60,8 +62,10 @@ impl Accepted {
             idle: server.keepalive_interval,
             every,
             probes,
-            slots: Arc::new(Semaphore::new(server.max_connections)),
-            max: server.max_connections,
+            cap: Arc::new(Cap::new(
+                server.max_connections,
+                server.max_connections_per_peer,
+            )),
         }
     }
 
@@ -74,9 +78,110 @@ impl Accepted {
                 .with_keepalive(Some(self.idle))
                 .with_keepalive_interval(Some(self.every))
                 .with_keepalive_retries(Some(self.probes)),
-            self.slots.clone(),
-            self.max,
+            self.cap.clone(),
         )
+    }
+}
+
+/// The connections that may be open: `max` in all, `per_peer` from one address.
+#[derive(Debug)]
+pub(super) struct Cap {
+    slots: Arc<Semaphore>,
+    max: usize,
+    per_peer: usize,
+    /// Open connections by the address they come from (none at zero).
+    peers: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Why a connection was not let in.
+#[derive(Debug, PartialEq)]
+enum Refusal {
+    /// `server.max_connections` are open.
+    Full,
+    /// `server.max_connections_per_peer` are open from this address.
+    Peer(IpAddr),
+}
+
+impl Cap {
+    pub(super) fn new(max: usize, per_peer: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            per_peer,
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Slots free.
+    #[cfg(test)]
+    pub(super) fn available(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A slot for a connection from `peer` (unknown: held to the total only).
+    fn admit(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<Slot, Refusal> {
+        if let Some(peer) = peer {
+            let mut peers = self.peers();
+            let open = peers.entry(peer).or_insert(0);
+            if *open >= self.per_peer {
+                return Err(Refusal::Peer(peer));
+            }
+            *open += 1;
+        }
+        // Dropped without a permit, it gives the peer's count back.
+        let mut slot = Slot {
+            peer: peer.map(|p| (self.clone(), p)),
+            permit: None,
+        };
+        let permit = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Full)?;
+        crate::metrics::connection_open(true);
+        slot.permit = Some(permit);
+        Ok(slot)
+    }
+}
+
+/// One slot of the cap (and of its peer's share), counted in the open-connections gauge
+/// while held.
+#[derive(Debug)]
+struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    peer: Option<(Arc<Cap>, IpAddr)>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.permit.take().is_some() {
+            crate::metrics::connection_open(false);
+        }
+        if let Some((cap, peer)) = self.peer.take() {
+            let mut peers = cap.peers();
+            if let Some(open) = peers.get_mut(&peer) {
+                *open -= 1;
+                if *open == 0 {
+                    peers.remove(&peer);
+                }
+            }
+        }
+    }
+}
+
+/// The address a connection comes from, for the per-peer share of the cap.
+pub(super) trait PeerIp {
+    fn peer_ip(&self) -> Option<IpAddr>;
+}
+
+impl PeerIp for TcpStream {
+    fn peer_ip(&self) -> Option<IpAddr> {
+        // An IPv4 client of a dual-stack listener is one address, however written.
+        self.peer_addr().ok().map(|a| a.ip().to_canonical())
     }
 }
 
@@ -88,25 +193,7 @@ pub(super) struct Counted<T> {
     slot: Slot,
 }
 
-/// One slot of the cap, counted in the open-connections gauge while held.
-#[derive(Debug)]
-struct Slot(#[allow(dead_code, reason = "held for its drop")] OwnedSemaphorePermit);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        crate::metrics::connection_open(false);
-    }
-}
-
 impl<T> Counted<T> {
-    pub(super) fn new(io: T, slot: OwnedSemaphorePermit) -> Self {
-        crate::metrics::connection_open(true);
-        Self {
-            io,
-            slot: Slot(slot),
-        }
-    }
-
     /// The same connection, its socket converted by `f` (handed from one runtime to
     /// another), keeping its slot; if `f` fails, the slot is given back.
     pub(super) fn try_map<U>(self, f: impl FnOnce(T) -> io::Result<U>) -> io::Result<Counted<U>> {
@@ -120,6 +207,15 @@ impl<T> Counted<T> {
     #[cfg(test)]
     pub(super) fn get(&self) -> &T {
         &self.io
+    }
+
+    /// `io` in a slot of `cap`, as a listener admits a connection from an unknown peer.
+    #[cfg(test)]
+    pub(super) fn in_cap(io: T, cap: &Arc<Cap>) -> Self {
+        Counted {
+            io,
+            slot: cap.admit(None).expect("a free slot"),
+        }
     }
 }
 
@@ -317,11 +413,11 @@ pub(super) const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 /// accepted) pass through at once.
 pub(super) struct Admitted<S> {
     inner: S,
-    slots: Arc<Semaphore>,
-    max: usize,
+    cap: Arc<Cap>,
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
     failed: Throttled,
     refused: Throttled,
+    refused_peer: Throttled,
 }
 
 /// At most one warning about failing accepts, and one about refused connections, this
@@ -350,14 +446,14 @@ impl Throttled {
 }
 
 impl<S> Admitted<S> {
-    pub(super) fn new(inner: S, slots: Arc<Semaphore>, max: usize) -> Self {
+    pub(super) fn new(inner: S, cap: Arc<Cap>) -> Self {
         Self {
             inner,
-            slots,
-            max,
+            cap,
             pause: None,
             failed: Throttled::default(),
             refused: Throttled::default(),
+            refused_peer: Throttled::default(),
         }
     }
 }
@@ -423,9 +519,41 @@ fn one_connection(e: &io::Error) -> bool {
     )
 }
 
+impl<S> Admitted<S> {
+    /// Warns of `refusal`, at most once a [`WARN_EVERY`] for each kind.
+    fn warn(&mut self, refusal: &Refusal) {
+        match refusal {
+            Refusal::Full => {
+                if let Some(refused) = self.refused.note() {
+                    tracing::warn!(
+                        max_connections = self.cap.max,
+                        refused,
+                        "connection limit reached: closing new connections until some close \
+                         (raise server.max_connections with the memory limit, or add replicas)"
+                    );
+                }
+            }
+            Refusal::Peer(peer) => {
+                if let Some(refused) = self.refused_peer.note() {
+                    tracing::warn!(
+                        max_connections_per_peer = self.cap.per_peer,
+                        %peer,
+                        refused,
+                        "one address holds server.max_connections_per_peer connections: \
+                         closing its new ones until some close (a client that opens a \
+                         connection per call should reuse one; behind a proxy that hides \
+                         client addresses, raise the setting)"
+                    );
+                }
+            }
+        }
+    }
+}
+
 impl<S, IO> Stream for Admitted<S>
 where
     S: Stream<Item = io::Result<IO>> + Unpin,
+    IO: PeerIp,
 {
     type Item = io::Result<Counted<IO>>;
 
@@ -437,21 +565,13 @@ where
                 this.pause = None;
             }
             match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
-                Some(Ok(io)) => match this.slots.clone().try_acquire_owned() {
-                    Ok(slot) => return Poll::Ready(Some(Ok(Counted::new(io, slot)))),
-                    Err(_) => {
+                Some(Ok(io)) => match this.cap.admit(io.peer_ip()) {
+                    Ok(slot) => return Poll::Ready(Some(Ok(Counted { io, slot }))),
+                    Err(refusal) => {
                         // Closed before anything is read or written.
                         drop(io);
                         crate::metrics::connection_refused();
-                        if let Some(refused) = this.refused.note() {
-                            tracing::warn!(
-                                max_connections = this.max,
-                                refused,
-                                "connection limit reached: closing new connections until \
-                                 some close (raise server.max_connections with the memory \
-                                 limit, or add replicas)"
-                            );
-                        }
+                        this.warn(&refusal);
                     }
                 },
                 Some(Err(e)) if !one_connection(&e) => {
@@ -488,15 +608,24 @@ mod tests {
     use super::*;
     use tokio_stream::StreamExt;
 
+    /// A test connection: its number, and the last byte of the 10.0.0.x address it
+    /// comes from (`None`: unknown).
+    #[derive(Debug, PartialEq)]
+    struct Client(u32, Option<u8>);
+
+    impl PeerIp for Client {
+        fn peer_ip(&self) -> Option<IpAddr> {
+            self.1.map(|b| IpAddr::from([10, 0, 0, b]))
+        }
+    }
+
+    /// `accepts` (connection numbers, from unknown peers) let in by a cap of `max`.
     fn admitted(
         accepts: Vec<io::Result<u32>>,
         max: usize,
-    ) -> Admitted<impl Stream<Item = io::Result<u32>> + Unpin> {
-        Admitted::new(
-            tokio_stream::iter(accepts),
-            Arc::new(Semaphore::new(max)),
-            max,
-        )
+    ) -> Admitted<impl Stream<Item = io::Result<Client>> + Unpin> {
+        let accepts = accepts.into_iter().map(|a| a.map(|n| Client(n, None)));
+        Admitted::new(tokio_stream::iter(accepts), Arc::new(Cap::new(max, max)))
     }
 
     #[tokio::test]
@@ -505,10 +634,10 @@ mod tests {
         let reset = || Err(io::Error::from(io::ErrorKind::ConnectionReset));
         let mut admitted = admitted(vec![Ok(1), emfile(), emfile(), Ok(2), reset(), Ok(3)], 10);
         let started = Instant::now();
-        assert_eq!(admitted.next().await.unwrap().unwrap().io, 1);
+        assert_eq!(admitted.next().await.unwrap().unwrap().io.0, 1);
         assert!(admitted.pause.is_none() && admitted.failed.warned.is_none());
         // Two failed accepts: two pauses before the next connection, one warning.
-        assert_eq!(admitted.next().await.unwrap().unwrap().io, 2);
+        assert_eq!(admitted.next().await.unwrap().unwrap().io.0, 2);
         assert!(
             started.elapsed() >= 2 * ACCEPT_PAUSE,
             "{:?}",
@@ -521,7 +650,7 @@ mod tests {
         assert_eq!(failed.kind(), io::ErrorKind::ConnectionReset);
         assert!(admitted.pause.is_none());
         assert_eq!(admitted.failed.count, 1);
-        assert_eq!(admitted.next().await.unwrap().unwrap().io, 3);
+        assert_eq!(admitted.next().await.unwrap().unwrap().io.0, 3);
         assert!(admitted.next().await.is_none());
     }
 
@@ -530,17 +659,55 @@ mod tests {
         let mut admitted = admitted((1..=6).map(Ok).collect(), 2);
         let first = admitted.next().await.unwrap().unwrap();
         let second = admitted.next().await.unwrap().unwrap();
-        assert_eq!((first.io, second.io), (1, 2));
+        assert_eq!((first.io.0, second.io.0), (1, 2));
         drop(first);
         // 3 takes the freed slot; 4, 5 and 6 find none and are closed.
         let third = admitted.next().await.unwrap().unwrap();
-        assert_eq!(third.io, 3);
+        assert_eq!(third.io.0, 3);
         assert!(admitted.next().await.is_none());
         assert!(admitted.refused.warned.is_some());
         assert_eq!(admitted.refused.count, 2, "one warning, two refusals since");
-        assert_eq!(admitted.slots.available_permits(), 0);
+        assert_eq!(admitted.cap.available(), 0);
         drop((second, third));
-        assert_eq!(admitted.slots.available_permits(), 2);
+        assert_eq!(admitted.cap.available(), 2);
+    }
+
+    #[tokio::test]
+    async fn one_address_gets_its_share_of_the_cap_and_no_more() {
+        // A cap of 4, 2 from one address: 10.0.0.1 opens 1, 2, 3 (refused), then
+        // 10.0.0.2 opens 4, 5 (its share), and 6 finds the cap full.
+        let peers = [1, 1, 1, 2, 2, 3];
+        let accepts = (1..=6).zip(peers).map(|(n, p)| Ok(Client(n, Some(p))));
+        let cap = Arc::new(Cap::new(4, 2));
+        let mut admitted = Admitted::new(tokio_stream::iter(accepts), cap.clone());
+        let mut open = Vec::new();
+        while let Some(conn) = admitted.next().await {
+            open.push(conn.unwrap());
+        }
+        let ids: Vec<u32> = open.iter().map(|c| c.io.0).collect();
+        assert_eq!(ids, [1, 2, 4, 5]);
+        assert_eq!(cap.available(), 0);
+        assert_eq!(admitted.refused_peer.count, 0, "warned of the first");
+        assert!(admitted.refused_peer.warned.is_some());
+        // The refusal of 6 was the whole cap's, not its address's (it had none open).
+        assert!(admitted.refused.warned.is_some());
+        // Closing one of 10.0.0.1's gives back its share and a slot; once all close,
+        // no address is left counted.
+        open.remove(0);
+        assert_eq!(cap.available(), 1);
+        assert_eq!(cap.peers().get(&IpAddr::from([10, 0, 0, 1])), Some(&1));
+        assert!(cap.admit(Some(IpAddr::from([10, 0, 0, 1]))).is_ok());
+        drop(open);
+        assert!(cap.peers().is_empty(), "{:?}", cap.peers());
+        assert_eq!(cap.available(), 4);
+        // An address refused by the full cap is not counted as holding a connection.
+        let full = Cap::new(0, 2);
+        let full = Arc::new(full);
+        assert_eq!(
+            full.admit(Some(IpAddr::from([10, 0, 0, 9]))).unwrap_err(),
+            Refusal::Full
+        );
+        assert!(full.peers().is_empty());
     }
 
     #[test]

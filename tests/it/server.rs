@@ -758,9 +758,19 @@ async fn eventually<F: Future<Output = bool>>(
 /// A new HTTP/2 connection to `addr`, once the server's SETTINGS came (within 2 s);
 /// `None` when the server closed it or said nothing.
 async fn http2_connection(addr: std::net::SocketAddr) -> Option<tokio::net::TcpStream> {
+    http2_connection_from([127, 0, 0, 1], addr).await
+}
+
+/// [`http2_connection`], from the loopback address `from` (all of 127/8 is loopback).
+async fn http2_connection_from(
+    from: [u8; 4],
+    addr: std::net::SocketAddr,
+) -> Option<tokio::net::TcpStream> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
-        let mut client = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind((from, 0).into()).ok()?;
+        let mut client = socket.connect(addr).await.ok()?;
         client.write_all(PREFACE).await.ok()?;
         let mut head = [0u8; 9];
         client.read_exact(&mut head).await.ok()?;
@@ -775,6 +785,18 @@ async fn http2_connection(addr: std::net::SocketAddr) -> Option<tokio::net::TcpS
 /// Whether a new connection to `addr` gets the server's HTTP/2 SETTINGS within 2 s.
 async fn answers_a_new_connection(addr: std::net::SocketAddr) -> bool {
     http2_connection(addr).await.is_some()
+}
+
+/// Once `service` answers a new connection, and the probes that found it so are
+/// closed (they hold no slot once the server has seen them close).
+async fn serving_with_no_connection_open(service: &Service, metrics_port: u16) {
+    eventually(
+        Duration::from_secs(10),
+        || answers_a_new_connection(service.addr),
+        || "the service did not start".into(),
+    )
+    .await;
+    support::metrics_when(metrics_port, "storage_grants_connections_open", |n| n == 0).await;
 }
 
 /// `server.max_connections` caps the connections open on the gRPC port and the
@@ -792,14 +814,7 @@ async fn connections_past_the_cap_are_closed_at_once_and_counted() {
         .into();
     let service = Service::start(&store, setup).await;
     let (metrics_port, http_port) = (service.metrics_port(), service.http_port());
-    eventually(
-        Duration::from_secs(10),
-        || answers_a_new_connection(service.addr),
-        || "the service did not start".into(),
-    )
-    .await;
-    // The probes above hold no slot once the server has seen them close.
-    support::metrics_when(metrics_port, "storage_grants_connections_open", |n| n == 0).await;
+    serving_with_no_connection_open(&service, metrics_port).await;
     let first = http2_connection(service.addr)
         .await
         .expect("a first connection");
@@ -840,6 +855,47 @@ async fn connections_past_the_cap_are_closed_at_once_and_counted() {
     // that is one past the cap.
     support::metrics_when(metrics_port, "storage_grants_connections_open", |n| n <= 1).await;
     assert!(answers_a_new_connection(service.addr).await);
+}
+
+/// One address gets `server.max_connections_per_peer` of the cap, no more: a client
+/// holding that many open has its next refused at once, and clients from elsewhere
+/// are still served.
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let store = demo_store().await;
+    let setup = Setup::with_config(
+        "[server]\nmax_connections = 8\nmax_connections_per_peer = 2\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let service = Service::start(&store, setup).await;
+    let metrics_port = service.metrics_port();
+    serving_with_no_connection_open(&service, metrics_port).await;
+    let mut held = vec![
+        http2_connection(service.addr).await.expect("a first"),
+        http2_connection(service.addr)
+            .await
+            .expect("a second, its share"),
+    ];
+    support::metrics_when(metrics_port, "storage_grants_connections_open", |n| n == 2).await;
+    assert!(
+        http2_connection(service.addr).await.is_none(),
+        "a third from 127.0.0.1 is closed"
+    );
+    support::metrics_when(
+        metrics_port,
+        "storage_grants_connections_refused_total",
+        |n| n == 1,
+    )
+    .await;
+    // Another address is served meanwhile, up to its own share.
+    let other = http2_connection_from([127, 0, 0, 2], service.addr)
+        .await
+        .expect("served from 127.0.0.2");
+    // A connection closed gives its address's share back.
+    held.pop();
+    support::metrics_when(metrics_port, "storage_grants_connections_open", |n| n == 2).await;
+    assert!(answers_a_new_connection(service.addr).await);
+    drop((held, other));
 }
 
 /// With its file descriptors used up by connections, the service keeps accepting
