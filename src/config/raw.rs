@@ -278,7 +278,9 @@ pub struct ServerConfig {
     pub max_connections_per_peer: usize,
     /// How long a new connection (after its TLS handshake, if any) may take to send the
     /// start of its protocol: HTTP/2's client preface and first frame header, or an
-    /// HTTP/1.1 request line. Past it, the connection is closed.
+    /// HTTP/1.1 request line. Past it, the connection is closed. A connection that has
+    /// begun no call by then is sent away (GOAWAY), and closed after the drain an aged
+    /// one gets.
     #[serde(with = "crate::core::duration")]
     pub connection_timeout: Duration,
     /// After this long without a packet from the client, the server probes it (TCP

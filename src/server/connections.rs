@@ -48,7 +48,12 @@ where
                 next = incoming.next() => match next {
                     Some(Ok(mut conn)) => {
                         // The server ends once its connection is closed, whoever closed it.
-                        let leave = leave(conn.send_away_at(), conn.closed(), stop.clone());
+                        let leave = leave(
+                            conn.send_away_at(),
+                            conn.unused(),
+                            conn.closed(),
+                            stop.clone(),
+                        );
                         // One connection, then nothing: an ended stream would stop the
                         // server, and it with the connection, at once.
                         let one = tokio_stream::once(Ok::<_, std::io::Error>(conn))
@@ -68,10 +73,16 @@ where
     Ok(())
 }
 
-/// Completes when a connection's server is to stop: at `at` (its age), when shutdown
-/// begins, or once the connection is `closed` (tonic's server outlives the connections
-/// it serves, and would otherwise wait for a signal that may never come).
-async fn leave(at: Option<tokio::time::Instant>, closed: impl Future<Output = ()>, stop: Shutdown) {
+/// Completes when a connection's server is to stop: at `at` (its age), when it has
+/// proved `unused`, when shutdown begins, or once the connection is `closed` (tonic's
+/// server outlives the connections it serves, and would otherwise wait for a signal
+/// that may never come).
+async fn leave(
+    at: Option<tokio::time::Instant>,
+    unused: impl Future<Output = ()>,
+    closed: impl Future<Output = ()>,
+    stop: Shutdown,
+) {
     let aged = async {
         match at {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -80,6 +91,7 @@ async fn leave(at: Option<tokio::time::Instant>, closed: impl Future<Output = ()
     };
     tokio::select! {
         () = aged => {}
+        () = unused => {}
         () = closed => {}
         () = stop.begun() => {}
     }
@@ -151,25 +163,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_is_left_at_its_age_when_it_closes_or_when_shutdown_begins() {
+    async fn a_connection_is_left_at_its_age_unused_when_it_closes_or_when_shutdown_begins() {
         let soon = || Some(tokio::time::Instant::now() + Duration::from_millis(50));
         let (stop, _trigger) = not_stopping().await;
         let mut conn = Conn::new((), limits(None));
 
         // Open, young, no shutdown: stays.
-        let stays = leave(None, conn.closed(), stop.clone());
+        let stays = leave(None, std::future::pending(), conn.closed(), stop.clone());
         assert!(
             tokio::time::timeout(Duration::from_millis(200), stays)
                 .await
                 .is_err()
         );
         // At its age.
-        let aged = leave(soon(), conn.closed(), stop.clone());
+        let aged = leave(soon(), std::future::pending(), conn.closed(), stop.clone());
         tokio::time::timeout(Duration::from_secs(2), aged)
             .await
             .expect("left at its age");
+        // Once it proved unused.
+        let unused = leave(None, std::future::ready(()), conn.closed(), stop.clone());
+        tokio::time::timeout(Duration::from_secs(2), unused)
+            .await
+            .expect("left unused");
         // Once it is closed.
-        let closed = leave(None, conn.closed(), stop.clone());
+        let closed = leave(None, std::future::pending(), conn.closed(), stop.clone());
         drop(conn);
         tokio::time::timeout(Duration::from_secs(2), closed)
             .await
@@ -185,7 +202,7 @@ mod tests {
         );
         tokio::spawn(trigger);
         let mut open = Conn::new((), limits(None));
-        let shut = leave(None, open.closed(), stopping);
+        let shut = leave(None, std::future::pending(), open.closed(), stopping);
         begin.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(2), shut)
             .await

@@ -24,6 +24,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -230,6 +231,7 @@ where
         let permit = match &conn {
             Some(conn) => {
                 (conn.restore)(request.extensions_mut());
+                conn.used.store(true, Ordering::Relaxed);
                 match conn.slots.clone().try_acquire_owned() {
                     Ok(permit) => Some(permit),
                     Err(_) => {
@@ -420,6 +422,8 @@ impl Drop for InFlight {
 #[derive(Clone)]
 pub(super) struct ConnInfo {
     slots: Arc<Semaphore>,
+    /// Set by the connection's first call.
+    used: Arc<AtomicBool>,
     restore: Arc<dyn Fn(&mut http::Extensions) + Send + Sync>,
 }
 
@@ -479,6 +483,13 @@ pub(super) struct Conn<IO> {
     slots: Arc<Semaphore>,
     /// Until the connection has sent [`OPENING_BYTES`].
     opening: Option<Opening>,
+    /// Set by the connection's first call; until then it is sent away at
+    /// `first_call_by`.
+    used: Arc<AtomicBool>,
+    first_call_by: tokio::time::Instant,
+    /// When an unused connection is closed whatever it is doing: [`ConnLimits::drain`]
+    /// after `first_call_by`. Dropped once the connection is used.
+    retire_unused: Option<Pin<Box<tokio::time::Sleep>>>,
     /// When the connection is sent away (HTTP/2 GOAWAY), if ever.
     send_away_at: Option<tokio::time::Instant>,
     /// When the connection is closed, if ever: [`ConnLimits::drain`] after it was sent
@@ -507,6 +518,11 @@ impl<IO> Conn<IO> {
                 limits.open_within,
                 "server.connection_timeout",
             )),
+            used: Arc::new(AtomicBool::new(false)),
+            first_call_by: now + limits.open_within,
+            retire_unused: Some(Box::pin(tokio::time::sleep_until(
+                now + limits.open_within + limits.drain,
+            ))),
             send_away_at,
             retire: send_away_at.map(|at| Box::pin(tokio::time::sleep_until(at + limits.drain))),
             closing: None,
@@ -526,6 +542,21 @@ impl<IO> Conn<IO> {
     /// When this connection is due to be sent away, if ever.
     pub(super) fn send_away_at(&self) -> Option<tokio::time::Instant> {
         self.send_away_at
+    }
+
+    /// Completes if this connection has begun no call by `server.connection_timeout`
+    /// after it opened: it is then sent away like an aged one (GOAWAY, then closed if
+    /// its client does not leave). A connection that starts HTTP/2 and then only holds
+    /// its slot of `server.max_connections` (or never answers a PING) would otherwise
+    /// keep it for as long as it likes; a client's channel connects for a call.
+    pub(super) fn unused(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (at, used) = (self.first_call_by, self.used.clone());
+        async move {
+            tokio::time::sleep_until(at).await;
+            if used.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
@@ -549,6 +580,7 @@ where
         let inner = self.io.connect_info();
         ConnInfo {
             slots: self.slots.clone(),
+            used: self.used.clone(),
             restore: Arc::new(move |extensions| {
                 extensions.insert(inner.clone());
             }),
@@ -582,6 +614,17 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
                 "the connection outlived server.max_connection_age and the time its calls \
                  had to finish",
             )));
+        }
+        if let Some(retire) = &mut this.retire_unused {
+            if this.used.load(Ordering::Relaxed) {
+                this.retire_unused = None;
+            } else if retire.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the connection began no call within server.connection_timeout, and \
+                     did not leave when sent away",
+                )));
+            }
         }
         Opening::poll_read(&mut this.opening, &mut this.io, cx, buf)
     }
@@ -755,6 +798,28 @@ mod tests {
         assert_eq!(spread_age(age, -3.0), Duration::from_secs(540));
         assert_eq!(spread_age(age, 7.0), Duration::from_secs(660));
         assert_eq!(spread_age(age, f64::NAN), age);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_begins_no_call_in_time_is_unused_and_one_that_does_is_not() {
+        let limits = ConnLimits {
+            calls: 1,
+            open_within: Duration::from_millis(50),
+            age: None,
+            drain: Duration::from_secs(7),
+        };
+        let idle = Conn::new((), limits);
+        tokio::time::timeout(Duration::from_secs(2), idle.unused())
+            .await
+            .expect("unused past connection_timeout");
+        let called = Conn::new((), limits);
+        called.used.store(true, Ordering::Relaxed);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), called.unused())
+                .await
+                .is_err(),
+            "a connection that called stays"
+        );
     }
 
     #[tokio::test]

@@ -342,15 +342,16 @@ async fn an_unknown_method_is_unimplemented_and_names_what_is_served() {
 }
 
 /// A connection that does not start HTTP/2 within `server.connection_timeout` (here,
-/// half a client preface and then nothing) is closed; one that does is served, and
-/// stays served past the timeout.
+/// half a client preface and then nothing) is closed; one that starts it but begins no
+/// call by then is sent away (GOAWAY), and closed when its client neither leaves nor
+/// answers; one that calls is served, and stays served past the timeout.
 #[tokio::test]
 async fn a_connection_that_does_not_start_http2_in_time_is_closed() {
     use tokio::io::AsyncWriteExt;
     let store = demo_store().await;
     let service = Service::start(
         &store,
-        Setup::with_config("[server]\nconnection_timeout = \"1s\"\n"),
+        Setup::with_config("[server]\nconnection_timeout = \"1s\"\nrequest_timeout = \"1s\"\n"),
     )
     .await;
 
@@ -358,6 +359,22 @@ async fn a_connection_that_does_not_start_http2_in_time_is_closed() {
     stalled.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
     let (took, _) = closed_within(stalled, Duration::from_secs(5)).await;
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+
+    // HTTP/2 started, then nothing: not a PING answered, not a call. Sent away at the
+    // timeout, closed at the drain's end (request_timeout and a second).
+    let mut idle = tokio::net::TcpStream::connect(service.addr).await.unwrap();
+    idle.write_all(PREFACE).await.unwrap();
+    let (goaway, closed_after) = tokio::time::timeout(
+        Duration::from_secs(6),
+        frames_until_closed(&mut idle, false, Instant::now()),
+    )
+    .await
+    .expect("the unused connection was closed within 6 s");
+    assert_eq!(goaway, Some(0), "sent away with GOAWAY NO_ERROR first");
+    assert!(
+        closed_after >= Duration::from_millis(2900),
+        "closed after {closed_after:?}"
+    );
 
     let mut client = service.client().await;
     let read = || {
