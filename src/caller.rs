@@ -92,9 +92,23 @@ impl Caller {
 /// Whether `id` reads as a SPIFFE ID, a name only a certificate may carry (the URI
 /// scheme is case-insensitive).
 pub fn has_spiffe_form(id: &str) -> bool {
+    starts_with_ignoring_case(id, "spiffe://")
+}
+
+/// What every development token's caller id starts with: the ids no other source may
+/// carry, so that a token from another source cannot name a development caller and
+/// borrow its rules (as a certificate's `spiffe://` ids are kept to certificates).
+pub const DEV_PREFIX: &str = "dev:";
+
+/// Whether `id` reads as a development token's caller id (`dev:…`, any case).
+pub fn has_dev_form(id: &str) -> bool {
+    starts_with_ignoring_case(id, DEV_PREFIX)
+}
+
+fn starts_with_ignoring_case(id: &str, prefix: &str) -> bool {
     id.trim_start()
-        .get(..9)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("spiffe://"))
+        .get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
 }
 
 impl fmt::Display for Caller {

@@ -15,7 +15,8 @@
 //!   `nbf` and `iat` are checked when present; all times with `leeway`;
 //! - a caller claim in the form of a SPIFFE ID (`spiffe://…`, any case) is refused:
 //!   anyone the issuer signs tokens for (any pod, with an `email` or custom claim)
-//!   could otherwise name a workload and match rules written for its certificate.
+//!   could otherwise name a workload and match rules written for its certificate; so
+//!   is one in the form of a development token's caller id (`dev:…`).
 //!
 //! The caller id is the `caller_claim` (default `sub`). Attributes: `issuer`,
 //! `subject`, and for Kubernetes tokens `namespace` and `service_account`, from the
@@ -140,6 +141,12 @@ pub enum Error {
          spiffe:// URI"
     )]
     ForeignIdForm(String),
+    #[error(
+        "the JWT's '{0}' claim has the form of a development token's caller id ('dev:…'), \
+         which only a static development token may carry; use a token whose caller claim \
+         does not start with dev:"
+    )]
+    DevIdForm(String),
 }
 
 impl Error {
@@ -161,7 +168,7 @@ impl Error {
             Error::IssuedInFuture => "iat",
             Error::MissingClaim(_) => "missing_claim",
             Error::InvalidClaim(_) => "invalid_claim",
-            Error::ForeignIdForm(_) => "foreign_id_form",
+            Error::ForeignIdForm(_) | Error::DevIdForm(_) => "foreign_id_form",
         }
     }
 }
@@ -355,6 +362,9 @@ impl JwtVerifier {
             // certificate sources; this refuses it at the door as well).
             Some(Value::String(id)) if crate::caller::has_spiffe_form(id) => {
                 return Err(Error::ForeignIdForm(self.caller_claim.clone()));
+            }
+            Some(Value::String(id)) if crate::caller::has_dev_form(id) => {
+                return Err(Error::DevIdForm(self.caller_claim.clone()));
             }
             Some(Value::String(id)) if is_clean(id) => id.clone(),
             Some(_) => return Err(Error::InvalidClaim(self.caller_claim.clone())),
@@ -978,6 +988,29 @@ pub(crate) mod tests {
             let t = token(Signer::ed(), &header(Signer::ed(), "ed-1"), &claims);
             assert_eq!(verify(&t), Err(Error::ForeignIdForm("sub".into())), "{id}");
         }
+    }
+
+    #[test]
+    fn caller_claim_in_the_form_of_a_development_id_is_refused() {
+        // Development tokens' callers are dev:…; a JWT naming one would match rules
+        // written for that development caller.
+        for id in ["dev:alice", "DEV:alice", " dev:alice"] {
+            let claims = json!({
+                "iss": ISSUER, "aud": AUDIENCE, "exp": NOW as i64 + 60, "sub": id
+            });
+            let t = token(Signer::ed(), &header(Signer::ed(), "ed-1"), &claims);
+            let err = verify(&t).unwrap_err();
+            assert!(
+                matches!(err, Error::DevIdForm(_) | Error::InvalidClaim(_)),
+                "{id}: {err:?}"
+            );
+        }
+        // A name that only contains it is anyone's.
+        let claims = json!({
+            "iss": ISSUER, "aud": AUDIENCE, "exp": NOW as i64 + 60, "sub": "team-dev:alice"
+        });
+        let t = token(Signer::ed(), &header(Signer::ed(), "ed-1"), &claims);
+        assert_eq!(verify(&t).unwrap().id(), "team-dev:alice");
     }
 
     #[test]

@@ -153,10 +153,14 @@ impl IdentityConfig {
                     "must be at least 16 characters",
                 );
             }
-            if t.caller.is_empty() || t.caller.chars().any(char::is_control) {
+            if t.caller.chars().any(char::is_control)
+                || !t.caller.starts_with(crate::caller::DEV_PREFIX)
+                || t.caller.len() == crate::caller::DEV_PREFIX.len()
+            {
                 return invalid(
                     "identity.dev_tokens.caller",
-                    "must be a non-empty caller id without control characters",
+                    "must be a caller id that starts with 'dev:' (e.g. dev:alice), without \
+                     control characters: ids of that form are kept to development tokens",
                 );
             }
         }

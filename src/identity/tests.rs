@@ -474,6 +474,28 @@ fn dev_tokens_need_dev_mode() {
 }
 
 #[test]
+fn development_callers_are_dev_ids_which_no_other_source_may_carry() {
+    for caller in [
+        "alice",
+        "system:serviceaccount:a:b",
+        "spiffe://x/y",
+        "dev:",
+        "DEV:a",
+    ] {
+        let e = invalid(&format!(
+            "dev_mode = true\n[[dev_tokens]]\ntoken = \"0123456789abcdef\"\ncaller = \"{caller}\"\n"
+        ));
+        assert_eq!(e.field, "identity.dev_tokens.caller", "{caller}");
+        assert!(e.message.contains("dev:alice"), "{e}");
+    }
+    config(
+        "dev_mode = true\n[[dev_tokens]]\ntoken = \"0123456789abcdef\"\ncaller = \"dev:alice\"\n",
+    )
+    .validate()
+    .expect("a dev: caller");
+}
+
+#[test]
 fn order_must_name_exactly_the_configured_sources() {
     let e = invalid(&format!("order = [\"jwt\", \"mtls\"]\n{JWT}"));
     assert_eq!(e.field, "identity.order");
