@@ -576,6 +576,20 @@ impl Pipeline {
         request: &CompleteRequest,
     ) -> Result<Completed, Error> {
         let claims = self.claims(caller, token)?;
+        // S3 refuses such a completion with an error of its own; this says what to send.
+        if claims.checksum_sha256
+            && let Some(p) = request.parts.iter().find(|p| p.checksum_sha256.is_none())
+        {
+            return Err(Error::InvalidArgument(vec![FieldViolation {
+                field: "parts",
+                description: format!(
+                    "part {}: this upload was started with checksum_algorithm SHA256, so \
+                     completing it names each part's checksum_sha256 (the one its URL pinned, \
+                     as ListUploadedParts answers it)",
+                    p.part_number
+                ),
+            }]));
+        }
         let (rule_line, max_size) = self.authorize_upload(caller, &claims)?;
         let store = &self.uploads()?.store;
         let stored: HashMap<u16, StoredPart> = store

@@ -330,7 +330,41 @@ async fn a_checksum_pin_is_signed_so_the_part_must_carry_it() {
     other.insert("x-amz-checksum-sha256".into(), sha256_b64(b"other"));
     assert_eq!(put(&part.url, &other, data.clone()).await.0, 403);
     assert_eq!(put(&part.url, &BTreeMap::new(), data.clone()).await.0, 403);
-    assert_eq!(put_part(&part, data).await.0, 200);
+    let (status, etag) = put_part(&part, data.clone()).await;
+    assert_eq!(status, 200);
+    // Completing names each part's checksum too (S3 refuses it otherwise), and is told
+    // so before the store is asked.
+    let refused = complete(&mut h, &TOKEN, &upload, &[(1, &etag)])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let details = refused.get_error_details();
+    let violation = &details.bad_request().unwrap().field_violations[0];
+    assert_eq!(violation.field, "parts");
+    assert!(
+        violation.description.contains("part 1")
+            && violation.description.contains("checksum_sha256"),
+        "{violation:?}"
+    );
+    let done = h
+        .client
+        .complete_multipart_upload(authed(
+            CompleteMultipartUploadRequest {
+                upload: upload.clone(),
+                parts: vec![CompletedPart {
+                    part_number: 1,
+                    etag,
+                    checksum_sha256: sha256_b64(&data),
+                }],
+            },
+            &TOKEN,
+        ))
+        .await
+        .expect("completed with the part's checksum")
+        .into_inner();
+    assert_eq!(done.size, data.len() as u64);
+    let object = download(&mut h, "public/summed.bin").await;
+    assert_eq!(object.bytes().await.unwrap(), data);
 }
 
 #[tokio::test]
