@@ -18,6 +18,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::core::text::{breaks_lines, is_format};
+
 /// S3's limit on the length of an object key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
@@ -103,12 +105,6 @@ fn printable_ascii(s: &str) -> bool {
     s.bytes().fold(true, |ok, b| ok & (0x20..0x7f).contains(&b))
 }
 
-/// Whether `c` is a control character or a line or paragraph separator (U+2028,
-/// U+2029): anything that can end a line of a header or a log.
-pub fn breaks_lines(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
-}
-
 /// Rejects Unicode format characters (category Cf): a bidi override makes
 /// `tenant-a/\u{202E}gnp.exe` display as `tenant-a/exe.png`, and zero-width characters
 /// make two different keys print alike.
@@ -124,19 +120,6 @@ fn check_no_format(s: &str) -> Result<(), Error> {
         }),
         None => Ok(()),
     }
-}
-
-/// Whether `c` is a Unicode format character (category Cf) that can reorder, join or
-/// hide text: soft hyphen, bidi marks, embeddings, overrides and isolates, zero-width
-/// characters, invisible operators, the BOM, interlinear annotation, tags.
-pub fn is_format(c: char) -> bool {
-    matches!(c,
-        '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}'
-        | '\u{0890}'..='\u{0891}' | '\u{08E2}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
-        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}'
-        | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}'
-        | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
-        | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
 }
 
 /// Checks the `/`-separated segments of a key or prefix body (a prefix's body is the
@@ -338,6 +321,8 @@ impl FromStr for HeaderText {
             });
         }
         check_no_control(s)?;
+        // A download's file name or type that displays otherwise than it is.
+        check_no_format(s)?;
         Ok(Self(s.to_owned()))
     }
 }
@@ -877,15 +862,24 @@ mod tests {
     }
 
     #[test]
-    fn header_text_refuses_line_breaks() {
-        assert!(
-            "attachment; filename=\"a.pdf\""
-                .parse::<HeaderText>()
-                .is_ok()
-        );
+    fn header_text_refuses_line_breaks_and_format_characters() {
+        for good in [
+            "attachment; filename=\"a.pdf\"",
+            "attachment; filename=\"résumé.pdf\"",
+        ] {
+            assert!(good.parse::<HeaderText>().is_ok(), "{good}");
+        }
         assert!(matches!(
             "text/plain\r\nx-evil: 1".parse::<HeaderText>(),
             Err(Error::ControlCharacter { position: 10 })
+        ));
+        // A download named "\u{202E}fdp.exe" would display as "exe.pdf".
+        assert!(matches!(
+            "attachment; filename=\"\u{202E}fdp.exe\"".parse::<HeaderText>(),
+            Err(Error::FormatCharacter {
+                position: 22,
+                code: 0x202E
+            })
         ));
     }
 

@@ -122,7 +122,7 @@ pub fn sanitize_file_name(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
     let mut out = String::with_capacity(last.len().min(MAX_FILE_NAME_BYTES));
     for c in last.chars() {
-        let keep = c.is_alphanumeric() && !c.is_control() && !crate::scope::is_format(c)
+        let keep = c.is_alphanumeric() && !c.is_control() && !crate::core::text::is_format(c)
             || " ._-()+,=@".contains(c);
         let c = if keep { c } else { '_' };
         if out.len() + c.len_utf8() > MAX_FILE_NAME_BYTES {

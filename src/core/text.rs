@@ -136,6 +136,27 @@ impl std::fmt::Display for Chain<'_> {
     }
 }
 
+// === characters that break or hide text ===
+
+/// Whether `c` is a control character or a line or paragraph separator (U+2028,
+/// U+2029): anything that can end a line of a header or a log.
+pub fn breaks_lines(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// Whether `c` is a Unicode format character (category Cf) that can reorder, join or
+/// hide text: soft hyphen, bidi marks, embeddings, overrides and isolates, zero-width
+/// characters, invisible operators, the BOM, interlinear annotation, tags.
+pub fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}'
+        | '\u{0890}'..='\u{0891}' | '\u{08E2}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}'
+        | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

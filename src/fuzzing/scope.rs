@@ -2,8 +2,8 @@
 
 use crate::core::text;
 use crate::scope::{
-    self, BucketName, ChecksumSha256, HeaderText, MAX_KEY_BYTES, MAX_METADATA_BYTES,
-    MAX_TEXT_BYTES, Metadata, ObjectKey, Prefix, VersionId,
+    BucketName, ChecksumSha256, HeaderText, MAX_KEY_BYTES, MAX_METADATA_BYTES, MAX_TEXT_BYTES,
+    Metadata, ObjectKey, Prefix, VersionId,
 };
 use crate::upload::{self, UploadId};
 
@@ -90,9 +90,9 @@ fn assert_plain_path(path: &str) {
         "{path:?} has an empty or dot segment"
     );
     assert!(
-        !path
-            .chars()
-            .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || scope::is_format(c)),
+        !path.chars().any(|c| c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}')
+            || crate::core::text::is_format(c)),
         "{path:?} has a control, line separator or format character"
     );
 }

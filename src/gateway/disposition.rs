@@ -32,7 +32,7 @@ pub(crate) fn attachment(name: &str) -> Result<String, Error> {
     }
     if name
         .chars()
-        .any(|c| crate::scope::breaks_lines(c) || crate::scope::is_format(c))
+        .any(|c| crate::core::text::breaks_lines(c) || crate::core::text::is_format(c))
     {
         return Err(Error::Control);
     }

@@ -437,9 +437,12 @@ fn is_name(s: &str) -> bool {
         && s != ".."
 }
 
-/// A non-empty claim value without control characters, at most 1 KiB.
+/// A non-empty claim value, at most 1 KiB, without control characters, line
+/// separators or format characters (a bidi override in a caller id would display it,
+/// in the audit log and in messages, as another).
 fn is_clean(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 1024 && !s.chars().any(char::is_control)
+    use crate::core::text::{breaks_lines, is_format};
+    !s.is_empty() && s.len() <= 1024 && !s.chars().any(|c| breaks_lines(c) || is_format(c))
 }
 
 /// A NumericDate claim: absent, or a finite JSON number (anything else is refused,
@@ -988,6 +991,24 @@ pub(crate) mod tests {
             let t = token(Signer::ed(), &header(Signer::ed(), "ed-1"), &claims);
             assert_eq!(verify(&t), Err(Error::ForeignIdForm("sub".into())), "{id}");
         }
+    }
+
+    #[test]
+    fn caller_claims_that_break_or_hide_text_are_refused() {
+        // A bidi override would make the id display, in the audit log and in
+        // messages, as another; a line separator would break the log's line.
+        for id in ["user-\u{202E}evil", "a\u{200B}b", "a\u{2028}b", "a\nb"] {
+            let claims = json!({
+                "iss": ISSUER, "aud": AUDIENCE, "exp": NOW as i64 + 60, "sub": id
+            });
+            let t = token(Signer::ed(), &header(Signer::ed(), "ed-1"), &claims);
+            assert_eq!(verify(&t), Err(Error::InvalidClaim("sub".into())), "{id:?}");
+        }
+        let claims = json!({
+            "iss": ISSUER, "aud": AUDIENCE, "exp": NOW as i64 + 60, "sub": "ünïcödé-ok"
+        });
+        let t = token(Signer::ed(), &header(Signer::ed(), "ed-1"), &claims);
+        assert_eq!(verify(&t).unwrap().id(), "ünïcödé-ok");
     }
 
     #[test]

@@ -153,14 +153,17 @@ impl IdentityConfig {
                     "must be at least 16 characters",
                 );
             }
-            if t.caller.chars().any(char::is_control)
+            if t.caller
+                .chars()
+                .any(|c| crate::core::text::breaks_lines(c) || crate::core::text::is_format(c))
                 || !t.caller.starts_with(crate::caller::DEV_PREFIX)
                 || t.caller.len() == crate::caller::DEV_PREFIX.len()
             {
                 return invalid(
                     "identity.dev_tokens.caller",
                     "must be a caller id that starts with 'dev:' (e.g. dev:alice), without \
-                     control characters: ids of that form are kept to development tokens",
+                     control or format characters: ids of that form are kept to development \
+                     tokens",
                 );
             }
         }

@@ -481,6 +481,8 @@ fn development_callers_are_dev_ids_which_no_other_source_may_carry() {
         "spiffe://x/y",
         "dev:",
         "DEV:a",
+        // TOML's escape: the caller holds a bidi override.
+        "dev:a\\u202Eb",
     ] {
         let e = invalid(&format!(
             "dev_mode = true\n[[dev_tokens]]\ntoken = \"0123456789abcdef\"\ncaller = \"{caller}\"\n"
