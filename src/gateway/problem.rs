@@ -199,7 +199,14 @@ impl Problem {
 /// as gRPC answers an oversized message), else 400.
 impl From<axum::extract::rejection::JsonRejection> for Problem {
     fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
-        let detail = rejection.body_text();
+        let mut detail = rejection.body_text();
+        // For a body that is not an object, serde names the Rust type it wanted ("expected
+        // struct UploadRequest with 9 elements"); say what to send instead.
+        if detail.contains("expected struct ") {
+            detail = "the body must be a JSON object with the route's fields (README, \
+                      \"Web apps: the HTTP gateway\")"
+                .to_owned();
+        }
         match rejection.status() {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -56,18 +56,16 @@ fn caller_and_bucket(
 /// The type Uppy reports for the file (the browser's `File.type`), or
 /// `application/octet-stream`, S3's own default: a browser leaves the type empty for
 /// a file it cannot classify, and an upload should not fail over a type the user
-/// never chose. A type that could not be a header value falls back the same way; the
-/// grant pins what is signed, so nothing wider is ever allowed.
-fn content_type(text: Option<&str>) -> &str {
+/// never chose. A type no browser reports (control characters, over 255 bytes) is
+/// refused: it comes from a crafted request, whose sender should hear what is wrong.
+fn content_type(text: Option<&str>) -> Result<&str, Problem> {
     match text {
-        Some(t)
-            if !t.is_empty()
-                && t.len() <= 255
-                && t.bytes().all(|b| b.is_ascii_graphic() || b == b' ') =>
-        {
-            t
-        }
-        _ => "application/octet-stream",
+        None | Some("") => Ok("application/octet-stream"),
+        Some(t) if t.len() <= 255 && t.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => Ok(t),
+        Some(_) => Err(Problem::bad_request(
+            "type must be the file's MIME type, e.g. image/png: printable ASCII, at most 255 \
+             bytes (or empty, for application/octet-stream)",
+        )),
     }
 }
 
@@ -93,13 +91,17 @@ pub(crate) async fn params(
         Ok(found) => found,
         Err(e) => return Problem::from(e).into_response(),
     };
+    let content_type = match content_type(query.get("type").map(String::as_str)) {
+        Ok(t) => t,
+        Err(problem) => return problem.into_response(),
+    };
     let mut v = Violations::default();
     let request = WriteRequest::parse(
         &mut v,
         RawWrite {
             bucket: bucket.as_str(),
             key: key.as_str(),
-            content_type: content_type(query.get("type").map(String::as_str)),
+            content_type,
             checksum_sha256: "",
             metadata: std::iter::empty(),
             size: RawSize::Range {
@@ -162,13 +164,17 @@ pub(crate) async fn create(
         Ok((key, _)) => key,
         Err(e) => return Problem::from(e).into_response(),
     };
+    let content_type = match content_type(body.content_type.as_deref()) {
+        Ok(t) => t,
+        Err(problem) => return problem.into_response(),
+    };
     let mut v = Violations::default();
     let request = StartRequest::parse(
         &mut v,
         RawStart {
             bucket: bucket.as_str(),
             key: key.as_str(),
-            content_type: content_type(body.content_type.as_deref()),
+            content_type,
             metadata: std::iter::empty(),
             checksum_sha256: false,
             create_only: false,
@@ -242,7 +248,11 @@ pub(crate) async fn sign_part(
     query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Response {
     let Ok(Path((token, number))) = path else {
-        return Problem::bad_request("path: /s3/multipart/{uploadId}/{partNumber}").into_response();
+        return Problem::bad_request(
+            "path: /s3/multipart/{uploadId}/{partNumber}, partNumber a whole number from 1 to \
+             10000",
+        )
+        .into_response();
     };
     let caller = match continuing(&app, &method, &headers, &token, query) {
         Ok(caller) => caller,

@@ -159,6 +159,12 @@ fn requested_ttl(
 
 fn parse_ttl(ttl: Option<&prost_types::Duration>) -> Result<Option<Duration>, &'static str> {
     let Some(d) = ttl else { return Ok(None) };
+    // protobuf's Duration gives seconds and nanos the same sign.
+    if (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0) {
+        return Err(
+            "seconds and nanos have opposite signs; give both the same sign, e.g. 300 seconds",
+        );
+    }
     if d.seconds < 0 || d.nanos < 0 {
         return Err("must be positive, e.g. 300 seconds");
     }
@@ -373,7 +379,16 @@ mod tests {
         let d = |seconds, nanos| prost_types::Duration { seconds, nanos };
         assert!(parse_ttl(Some(&d(-5, 0))).is_err());
         assert!(parse_ttl(Some(&d(0, 500_000_000))).is_err());
-        assert!(parse_ttl(Some(&d(1, -1))).is_err());
+        assert!(
+            parse_ttl(Some(&d(5, -5)))
+                .unwrap_err()
+                .contains("opposite signs")
+        );
+        assert!(
+            parse_ttl(Some(&d(-5, 5)))
+                .unwrap_err()
+                .contains("opposite signs")
+        );
         assert!(parse_ttl(Some(&d(1, 1_000_000_000))).is_err());
         assert_eq!(
             parse_ttl(Some(&d(90, 0))),

@@ -508,6 +508,11 @@ async fn unreadable_bodies_are_415_413_or_400_problems() {
             assert_eq!(response.status(), status, "{path} {content_type}");
             let problem = problem(response).await;
             assert_eq!(problem["code"], code, "{path}: {problem}");
+            // Never the service's own type names.
+            assert!(
+                !problem["detail"].as_str().unwrap().contains("struct"),
+                "{problem}"
+            );
             if status == StatusCode::PAYLOAD_TOO_LARGE {
                 assert!(
                     problem["detail"]
@@ -519,6 +524,17 @@ async fn unreadable_bodies_are_415_413_or_400_problems() {
             }
         }
     }
+    // A body that is not an object is told so, not what Rust type was expected.
+    let array = gw
+        .request(Method::POST, "/v1/uploads")
+        .header(header::AUTHORIZATION, bearer(&TOKEN))
+        .json_body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(array.status(), StatusCode::BAD_REQUEST);
+    let detail = problem(array).await["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("must be a JSON object"), "{detail}");
 }
 
 /// A body sent in chunks, without a `Content-Length`, is held to the same limit: past
@@ -846,6 +862,37 @@ async fn uppy_single_upload_gets_a_post_form_under_the_callers_prefix() {
         .await
         .unwrap();
     assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    // A type no browser reports is refused, saying so; none is S3's default.
+    let crafted = gw
+        .request(
+            Method::GET,
+            "/s3/params?filename=a.txt&type=text%2Fhtml%0d%0ax:%20y",
+        )
+        .header(header::AUTHORIZATION, bearer(&TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crafted.status(), StatusCode::BAD_REQUEST);
+    let detail = problem(crafted).await["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains("type must be the file's MIME type"),
+        "{detail}"
+    );
+    let untyped = json(
+        gw.request(Method::GET, "/s3/params?filename=a.bin&type=")
+            .header(header::AUTHORIZATION, bearer(&TOKEN))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        untyped["fields"]["Content-Type"],
+        "application/octet-stream"
+    );
 }
 
 #[tokio::test]
@@ -925,6 +972,21 @@ async fn uppy_multipart_routes_upload_two_parts_and_bind_the_upload_to_its_calle
         .await
         .unwrap();
     assert_eq!(wrong_key.status(), StatusCode::BAD_REQUEST);
+    // A part number that is not one says which are.
+    for bad in ["-1", "99999999999999999999", "x"] {
+        let refused = gw
+            .request(Method::GET, &format!("{base}/{bad}?{q}"))
+            .header(header::COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let detail = problem(refused).await["detail"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(detail.contains("from 1 to 10000"), "{bad}: {detail}");
+    }
     let done = json(
         gw.request(Method::POST, &format!("{base}/complete?{q}"))
             .header(header::COOKIE, &cookie)
