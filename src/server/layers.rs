@@ -203,7 +203,7 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
         let rpc = Rpc::of_path(request.uri().path());
-        if let Some(refusal) = unsupported_content_type(request.headers()) {
+        if let Some(refusal) = unsupported(request.method(), request.headers()) {
             return Box::pin(async move {
                 finish(rpc, refusal.code, started);
                 Ok(refusal.into_http())
@@ -272,21 +272,47 @@ where
     }
 }
 
-/// Why a request's `content-type` is not served, and how it is answered.
+/// Why a request's method or `content-type` is not served, and how it is answered.
 #[derive(Debug, PartialEq)]
 struct Unsupported {
     code: Code,
-    /// HTTP 415 for a request that is not gRPC at all; 200 (a gRPC status) otherwise.
+    /// HTTP 405 or 415 for a request that is not gRPC at all; 200 (a gRPC status)
+    /// otherwise.
     http_status: http::StatusCode,
     message: String,
 }
 
 impl Unsupported {
     fn into_http(self) -> http::Response<tonic::body::Body> {
+        let method_not_allowed = self.http_status == http::StatusCode::METHOD_NOT_ALLOWED;
         let mut response = Status::new(self.code, self.message).into_http();
         *response.status_mut() = self.http_status;
+        if method_not_allowed {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+        }
         response
     }
+}
+
+/// A request that is not a gRPC call this server answers: not a POST (gRPC's HTTP/2
+/// protocol sends every call as one; a GET was served as if it were a call), or see
+/// [`unsupported_content_type`]. A browser's CORS preflight is answered before this
+/// layer when gRPC-Web is on.
+fn unsupported(method: &Method, headers: &http::HeaderMap) -> Option<Unsupported> {
+    if method != Method::POST {
+        return Some(Unsupported {
+            code: Code::Unimplemented,
+            http_status: http::StatusCode::METHOD_NOT_ALLOWED,
+            message: format!(
+                "gRPC calls are POST requests, not {}; plain HTTP goes to the gateway \
+                 (http.listen)",
+                crate::core::text::echo(method.as_str()).escape_debug()
+            ),
+        });
+    }
+    unsupported_content_type(headers)
 }
 
 /// A request whose `content-type` is not gRPC with protobuf messages: gRPC's HTTP/2

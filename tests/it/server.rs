@@ -498,13 +498,26 @@ async fn raw_post(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> (http::StatusCode, http::HeaderMap) {
+    raw_request(service, http::Method::POST, path, headers, body).await
+}
+
+/// [`raw_post`] with another method.
+async fn raw_request(
+    service: &Service,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (http::StatusCode, http::HeaderMap) {
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
     let client = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<bytes::Bytes>>();
-    let mut request = http::Request::post(format!("http://{}{path}", service.addr))
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", service.addr))
         .header("te", "trailers")
         .header("authorization", format!("Bearer {}", *support::TOKEN));
     for (name, value) in headers {
@@ -604,6 +617,20 @@ async fn requests_that_are_not_grpc_with_protobuf_are_refused_as_the_protocol_sa
     let (status, headers) = call(Some("application/grpc+json")).await;
     assert_eq!(status, 200);
     assert_eq!(header_text(&headers, "grpc-status"), "12", "{headers:?}");
+    // gRPC calls are POSTs: another method is not served as one.
+    for method in [http::Method::GET, http::Method::PUT, http::Method::OPTIONS] {
+        let (status, headers) = raw_request(
+            &service,
+            method.clone(),
+            GRANT_READ,
+            &[("content-type", "application/grpc")],
+            grpc_frame(0, &message),
+        )
+        .await;
+        assert_eq!(status, 405, "{method}");
+        assert_eq!(header_text(&headers, "allow"), "POST");
+        assert_eq!(header_text(&headers, "grpc-status"), "12", "{method}");
+    }
     // The probes of Kubernetes and load balancers send gRPC: still served.
     let (status, headers) = raw_post(
         &service,
