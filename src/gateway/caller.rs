@@ -2,7 +2,8 @@
 //! token in dev mode) or, for browsers, a JWT in the session cookie. Both go through
 //! the same authenticator as gRPC. A state-changing request authenticated by cookie
 //! must come from an allowed origin (a cross-site page could otherwise make the
-//! browser send the cookie with a request it forged).
+//! browser send the cookie with a request it forged), and so must a GET that issues a
+//! signature ([`Door::BrowserIssuing`]); the SDK credentials endpoint takes no cookie.
 
 use http::{HeaderMap, Method, header};
 
@@ -22,14 +23,20 @@ pub(crate) enum Via {
     Cookie,
 }
 
-/// How an `Authorization` value without a scheme is read.
+/// What a route takes as its caller's credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RawToken {
-    /// Refused: browsers and apps send `Bearer <token>`.
-    Refuse,
-    /// Taken as the token: the AWS SDKs' container-credentials provider sends the
-    /// token as the whole value.
-    Accept,
+pub(crate) enum Door {
+    /// `Authorization: Bearer <token>`, or the session cookie; with the cookie, a
+    /// change (a method but GET or HEAD) must come from an allowed origin.
+    Browser,
+    /// As [`Door::Browser`], and with the cookie a GET too must come from the page's
+    /// own origin or an allowed one: the GET issues a signature, which a cross-site
+    /// page could otherwise have the user's browser fetch (a link, an image), spending
+    /// the user's budget and the audit log's lines.
+    BrowserIssuing,
+    /// The `Authorization` value alone, with or without `Bearer` (the AWS SDKs'
+    /// container-credentials provider sends the token as the whole value); no cookie.
+    Sdk,
 }
 
 /// The caller of a request, or why it has none.
@@ -37,22 +44,26 @@ pub(crate) fn identify(
     app: &App,
     method: &Method,
     headers: &HeaderMap,
-    raw: RawToken,
+    door: Door,
 ) -> Result<(Caller, Via), Problem> {
     // Counted as the gRPC door counts its refusals; the identity module logs which
     // check failed for a token it read.
     let (caller, via) =
-        authenticate(app, headers, raw).inspect_err(|_| crate::metrics::unauthenticated())?;
+        authenticate(app, headers, door).inspect_err(|_| crate::metrics::unauthenticated())?;
     tracing::Span::current().record("caller", caller.id());
-    if via == Via::Cookie && !matches!(*method, Method::GET | Method::HEAD) {
-        check_origin(app, headers)?;
+    if via == Via::Cookie {
+        if !matches!(*method, Method::GET | Method::HEAD) {
+            check_origin(app, headers)?;
+        } else if door == Door::BrowserIssuing {
+            check_same_site(app, headers)?;
+        }
     }
     Ok((caller, via))
 }
 
 /// The caller the request's token or cookie names.
-fn authenticate(app: &App, headers: &HeaderMap, raw: RawToken) -> Result<(Caller, Via), Problem> {
-    let Some((token, via)) = presented(app, headers, raw)? else {
+fn authenticate(app: &App, headers: &HeaderMap, door: Door) -> Result<(Caller, Via), Problem> {
+    let Some((token, via)) = presented(app, headers, door)? else {
         tracing::info!(reason = "no credentials", "caller refused");
         return Err(identity::Error::NoCredentials(
             "send 'Authorization: Bearer <token>' or sign in for the session cookie".into(),
@@ -65,7 +76,7 @@ fn authenticate(app: &App, headers: &HeaderMap, raw: RawToken) -> Result<(Caller
 fn presented<'h>(
     app: &App,
     headers: &'h HeaderMap,
-    raw: RawToken,
+    door: Door,
 ) -> Result<Option<(&'h str, Via)>, Problem> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     if let Some(value) = values.next() {
@@ -79,13 +90,16 @@ fn presented<'h>(
         let token = match value.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             Some(_) => return Err(identity::Error::Malformed.into()),
-            None if raw == RawToken::Accept => value,
+            None if door == Door::Sdk => value,
             None => return Err(identity::Error::Malformed.into()),
         };
         if token.is_empty() {
             return Err(identity::Error::Malformed.into());
         }
         return Ok(Some((token, Via::Header)));
+    }
+    if door == Door::Sdk {
+        return Ok(None);
     }
     Ok(cookie(headers, &app.settings.session_cookie).map(|token| (token, Via::Cookie)))
 }
@@ -111,12 +125,32 @@ fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), Problem> {
     match origin {
         Some(origin) if app.settings.allowed_origins.iter().any(|o| o == origin) => Ok(()),
         Some(_) => Err(Problem::cross_site(
-            "this origin may not make changes with the session cookie; add it to \
+            "this origin may not use the session cookie here; add it to \
              http.allowed_origins, or send a bearer token",
         )),
         None => Err(Problem::cross_site(
             "a change authenticated by the session cookie needs an Origin header; \
              send a bearer token instead",
+        )),
+    }
+}
+
+/// A cookie-authenticated GET that issues a signature comes from the page's own
+/// origin or an allowed one. Browsers say where a request comes from: `Origin` on a
+/// cross-origin fetch, `Sec-Fetch-Site` on every request; a client that sends
+/// neither is not a browser acting for a page.
+fn check_same_site(app: &App, headers: &HeaderMap) -> Result<(), Problem> {
+    if headers.contains_key(header::ORIGIN) {
+        return check_origin(app, headers);
+    }
+    match headers
+        .get("sec-fetch-site")
+        .map(http::HeaderValue::as_bytes)
+    {
+        None | Some(b"same-origin" | b"none") => Ok(()),
+        Some(_) => Err(Problem::cross_site(
+            "this route signs with the session cookie only for the page's own origin or \
+             http.allowed_origins; from elsewhere, send a bearer token",
         )),
     }
 }

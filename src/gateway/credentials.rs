@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::grant::{Access, AssumeRequest, Violations};
 
 use super::App;
-use super::caller::{RawToken, identify};
+use super::caller::{Door, identify};
 use super::problem::Problem;
 
 /// Least life left on credentials handed out again: botocore's 15-minute advisory
@@ -88,7 +88,7 @@ pub(crate) async fn credentials(
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<CredentialsQuery>, QueryRejection>,
 ) -> Response {
-    let (caller, _) = match identify(&app, &method, &headers, RawToken::Accept) {
+    let (caller, _) = match identify(&app, &method, &headers, Door::Sdk) {
         Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::grant::{RawRead, ReadMethod, ReadRequest, Violations};
 
-use super::caller::{RawToken, identify};
+use super::caller::{Door, identify};
 use super::problem::Problem;
 use super::{App, disposition};
 
@@ -43,7 +43,7 @@ pub(crate) async fn link(
         return Problem::bad_request("the only query parameter is download=<filename>")
             .into_response();
     };
-    let caller = match identify(&app, method, headers, RawToken::Refuse) {
+    let caller = match identify(&app, method, headers, Door::Browser) {
         Ok((caller, _)) => caller,
         Err(problem) => return unauthenticated(&app, headers, uri, problem),
     };

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::grant::{Presigned, RawSize, RawWrite, Violations, WriteRequest};
 
-use super::caller::{RawToken, identify};
+use super::caller::{Door, identify};
 use super::problem::Problem;
 use super::{App, JsonTtl};
 
@@ -91,7 +91,7 @@ pub(crate) async fn sign(
     headers: HeaderMap,
     body: Result<Json<UploadRequest>, JsonRejection>,
 ) -> Response {
-    let (caller, _) = match identify(&app, &method, &headers, RawToken::Refuse) {
+    let (caller, _) = match identify(&app, &method, &headers, Door::Browser) {
         Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };

@@ -34,7 +34,7 @@ use crate::grant::{
 };
 use crate::scope::{BucketName, MAX_UPLOAD_BYTES};
 
-use super::caller::{RawToken, identify};
+use super::caller::{Door, identify};
 use super::problem::Problem;
 use super::{App, no_store};
 
@@ -49,7 +49,7 @@ fn caller_and_bucket(
         .upload_bucket
         .clone()
         .ok_or_else(|| Problem::not_configured("browser uploads need http.upload_bucket"))?;
-    let (caller, _) = identify(app, method, headers, RawToken::Refuse)?;
+    let (caller, _) = identify(app, method, headers, Door::BrowserIssuing)?;
     Ok((caller, bucket))
 }
 
@@ -214,7 +214,7 @@ fn continuing(
     let Ok(Query(query)) = query else {
         return Err(Problem::bad_request("query: key=<the upload's key>"));
     };
-    let (caller, _) = identify(app, method, headers, RawToken::Refuse)?;
+    let (caller, _) = identify(app, method, headers, Door::BrowserIssuing)?;
     let claimed = app.pipeline.upload_key_of(&caller, token)?;
     if claimed.as_str() != query.key {
         return Err(Problem::bad_request(

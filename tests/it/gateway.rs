@@ -623,6 +623,62 @@ async fn a_cookie_authenticated_change_needs_an_allowed_origin() {
     assert_eq!(allowed.headers()["access-control-allow-origin"], PAGE);
 }
 
+/// A GET that issues a signature (an upload form) with the session cookie comes from the
+/// page's own origin or an allowed one: a cross-site page cannot have the user's browser
+/// fetch one (spending the user's budget); the SDK credentials endpoint takes no cookie.
+#[tokio::test]
+async fn a_cookie_authenticated_signature_is_not_issued_to_another_site() {
+    let gw = Gateway::start().await;
+    let cookie = format!("sg_session={}", *TOKEN);
+    let params = |headers: &[(&'static str, &'static str)]| {
+        let mut request = gw
+            .request(Method::GET, "/s3/params?filename=a.txt&type=text%2Fplain")
+            .header(header::COOKIE, &cookie);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    for refused in [
+        &[("sec-fetch-site", "cross-site")][..],
+        &[("sec-fetch-site", "same-site")],
+        &[
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ],
+    ] {
+        let response = params(refused).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{refused:?}");
+        assert_eq!(problem(response).await["code"], "PERMISSION_DENIED");
+    }
+    for served in [
+        &[("sec-fetch-site", "same-origin")][..],
+        &[("origin", PAGE), ("sec-fetch-site", "cross-site")],
+        // Not a browser: no page to act for.
+        &[],
+    ] {
+        let response = params(served).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{served:?}");
+    }
+    // A bearer token is code's own choice, from anywhere.
+    let bearer_token = gw
+        .request(Method::GET, "/s3/params?filename=a.txt&type=text%2Fplain")
+        .header(header::AUTHORIZATION, bearer(&TOKEN))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer_token.status(), StatusCode::OK);
+    // The SDKs' endpoint reads the Authorization value only.
+    let credentials = gw
+        .request(Method::GET, "/v1/credentials/demo/public/?access=read")
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(credentials.status(), StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn cors_admits_exactly_the_configured_origins() {
     let gw = Gateway::start().await;
