@@ -101,20 +101,31 @@ fn presented<'h>(
     if door == Door::Sdk {
         return Ok(None);
     }
-    Ok(cookie(headers, &app.settings.session_cookie).map(|token| (token, Via::Cookie)))
+    Ok(cookie(headers, &app.settings.session_cookie)?.map(|token| (token, Via::Cookie)))
 }
 
-/// The value of cookie `name`, from every `Cookie` header (RFC 6265: `a=b; c=d`).
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
+/// The value of cookie `name`, from every `Cookie` header (RFC 6265: `a=b; c=d`). Sent
+/// twice (set for two paths or domains: a sibling domain can plant one, "cookie
+/// tossing"), it is refused rather than the first taken, as two `Authorization`
+/// headers are.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Problem> {
+    let mut values = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.trim().trim_matches('"'))
-        .filter(|v| !v.is_empty())
+        .filter(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim().trim_matches('"'));
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(identity::Error::NoCredentials(format!(
+            "the cookie {name} was sent twice (set for two paths or domains); clear both and \
+             sign in again"
+        ))
+        .into());
+    }
+    Ok(first.filter(|v| !v.is_empty()))
 }
 
 /// A cookie-authenticated change must name an allowed origin. A request without
@@ -173,9 +184,20 @@ mod tests {
     #[test]
     fn cookie_is_found_among_others_and_across_headers() {
         let h = headers(&[("cookie", "a=1; sg=tok"), ("cookie", "b=2")]);
-        assert_eq!(cookie(&h, "sg"), Some("tok"));
-        assert_eq!(cookie(&h, "b"), Some("2"));
-        assert_eq!(cookie(&h, "s"), None);
-        assert_eq!(cookie(&headers(&[("cookie", "sg=")]), "sg"), None);
+        assert_eq!(cookie(&h, "sg").unwrap(), Some("tok"));
+        assert_eq!(cookie(&h, "b").unwrap(), Some("2"));
+        assert_eq!(cookie(&h, "s").unwrap(), None);
+        assert_eq!(cookie(&headers(&[("cookie", "sg=")]), "sg").unwrap(), None);
+    }
+
+    #[test]
+    fn a_cookie_sent_twice_is_refused_not_taken_first() {
+        for h in [
+            headers(&[("cookie", "sg=planted; sg=tok")]),
+            headers(&[("cookie", "sg=planted"), ("cookie", "a=1; sg=tok")]),
+        ] {
+            let refused = cookie(&h, "sg").unwrap_err();
+            assert_eq!(refused.status(), http::StatusCode::UNAUTHORIZED);
+        }
     }
 }

@@ -107,10 +107,17 @@ pub enum Error {
     CriticalHeader,
     #[error("the service has not loaded the issuer's signing keys yet; retry in a few seconds")]
     KeysUnavailable,
-    #[error(
-        "the JWT is signed with a key this service does not know; retry in a few seconds (keys are being refreshed) and check the token comes from the configured issuer"
-    )]
-    UnknownKey,
+    /// `refreshing`: this token's key id made the service fetch the issuer's keys now,
+    /// so a retry may pass; otherwise they were fetched moments ago, without it.
+    #[error("{}", if *refreshing {
+        "the JWT is signed with a key this service does not know yet; it is fetching the \
+         issuer's keys now: retry in a few seconds"
+    } else {
+        "the JWT is signed with a key that is not among the issuer's keys, fetched moments \
+         ago; check the token comes from the configured issuer (a key the issuer has just \
+         rotated in is taken at the next fetch: retry in a minute)"
+    })]
+    UnknownKey { refreshing: bool },
     #[error(
         "the JWT has no 'kid' header and the issuer has several keys; send a token with a 'kid'"
     )]
@@ -157,7 +164,7 @@ impl Error {
             Error::UnsupportedAlgorithm(_) => "alg",
             Error::CriticalHeader => "crit",
             Error::KeysUnavailable => "keys_unavailable",
-            Error::UnknownKey => "unknown_kid",
+            Error::UnknownKey { .. } => "unknown_kid",
             Error::NeedKid => "no_kid",
             Error::AlgorithmMismatch => "alg_key_mismatch",
             Error::BadSignature => "signature",
@@ -271,7 +278,7 @@ impl JwtVerifier {
             Lookup::UnknownKid => {
                 let refreshing = self.keys.request_refresh();
                 tracing::debug!(refreshing, "JWT names an unknown kid");
-                return Err(Error::UnknownKey.into());
+                return Err(Error::UnknownKey { refreshing }.into());
             }
             Lookup::AlgorithmMismatch => return Err(Error::AlgorithmMismatch.into()),
             Lookup::NeedKid => return Err(Error::NeedKid.into()),
@@ -797,7 +804,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             v.verify_at(&t, NOW).map_err(|r| r.error),
-            Err(Error::UnknownKey)
+            Err(Error::UnknownKey { refreshing: true })
         );
     }
 
@@ -861,8 +868,22 @@ pub(crate) mod tests {
             &header(Signer::ec(), "rotated-2"),
             &k8s_claims(),
         );
-        assert_eq!(verify(&t), Err(Error::UnknownKey));
-        assert!(Error::UnknownKey.to_string().contains("retry"));
+        let v = verifier();
+        // The first asks for the issuer's keys: a retry may pass.
+        let first = v.verify_at(&t, NOW).unwrap_err().error;
+        assert_eq!(first, Error::UnknownKey { refreshing: true });
+        assert!(
+            first.to_string().contains("retry in a few seconds"),
+            "{first}"
+        );
+        // The next, moments later, finds them fetched already: not a matter of time.
+        let next = v.verify_at(&t, NOW).unwrap_err().error;
+        assert_eq!(next, Error::UnknownKey { refreshing: false });
+        assert!(
+            next.to_string()
+                .contains("check the token comes from the configured issuer"),
+            "{next}"
+        );
     }
 
     #[test]
