@@ -256,7 +256,9 @@ impl From<grant::Error> for Problem {
                     .collect();
                 p
             }
-            grant::Error::Denied(_) | grant::Error::OverridesNotAllowed { .. } => Self::new(
+            grant::Error::Denied(_)
+            | grant::Error::OverridesNotAllowed { .. }
+            | grant::Error::ContentTypeNotAllowed { .. } => Self::new(
                 StatusCode::FORBIDDEN,
                 "PERMISSION_DENIED",
                 "Not allowed",

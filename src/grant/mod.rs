@@ -24,7 +24,7 @@ use crate::expiry::{self, Ttl};
 use crate::policy::{self, KmsKeyArn, Partition};
 use crate::rules::reload::RulesHandle;
 use crate::rules::{self, Rule, Target};
-use crate::scope::{BucketName, ObjectKey, Prefix};
+use crate::scope::{BucketName, HeaderText, ObjectKey, Prefix};
 use crate::secret::Secret;
 use crate::sign::{GetObject, PostObject, PresignedRequest, PutObject, Signer};
 use crate::sts;
@@ -68,6 +68,25 @@ pub enum Error {
     OverridesNotAllowed {
         /// The rule that allowed the read.
         rule_line: usize,
+    },
+    /// A write that does not pin one of the content types its rule allows.
+    #[error(
+        "the rule at line {rule_line} takes uploads pinned to {allowed}; {}",
+        match sent {
+            Some(sent) => format!(
+                "'{}' is not one: pin one of them in content_type",
+                crate::core::text::echo(sent).escape_debug()
+            ),
+            None => "pin one of them in content_type".to_owned(),
+        }
+    )]
+    ContentTypeNotAllowed {
+        /// The rule that allowed the write.
+        rule_line: usize,
+        /// Its content types, as the operator wrote them.
+        allowed: String,
+        /// The content type the write pinned, if any.
+        sent: Option<String>,
     },
     /// An upload token presented by a caller other than the one that started it.
     #[error("this upload was started by another caller")]
@@ -372,6 +391,7 @@ impl Pipeline {
             Ask {
                 ttl: request.ttl,
                 overrides_rendering: request.overrides_rendering(),
+                content_type: None,
             },
             |signer, credentials, at, ttl| {
                 let object = GetObject {
@@ -399,6 +419,7 @@ impl Pipeline {
             Ask {
                 ttl: request.ttl,
                 overrides_rendering: false,
+                content_type: request.content_type.as_ref().map(HeaderText::as_str),
             },
             |signer, credentials, at, ttl| match request.upload {
                 Upload::Put(content_length) => {
@@ -453,7 +474,7 @@ impl Pipeline {
         action: Action,
         bucket: &BucketName,
         key: &ObjectKey,
-        ask: Ask,
+        ask: Ask<'_>,
         sign: impl FnOnce(&Signer, &SigningCredentials, SystemTime, Ttl) -> Signed,
     ) -> Result<Presigned, Error> {
         let rules = self.rules.current();
@@ -463,6 +484,9 @@ impl Pipeline {
             return Err(Error::OverridesNotAllowed {
                 rule_line: rule.line(),
             });
+        }
+        if action == Action::Write {
+            check_content_type(rule, caller, bucket, key, ask.content_type)?;
         }
         let credentials = self.credentials.current()?;
         let signing_time = whole_seconds(SystemTime::now());
@@ -626,12 +650,35 @@ impl Pipeline {
 }
 
 /// What a presigned grant asks beyond its object.
-struct Ask {
+struct Ask<'a> {
     /// Requested lifetime; `None`: the default.
     ttl: Option<Duration>,
     /// Whether it changes how a browser treats the object (see
     /// [`ReadRequest::overrides_rendering`]).
     overrides_rendering: bool,
+    /// A write's pinned content type, which its rule may restrict.
+    content_type: Option<&'a str>,
+}
+
+/// A write's pinned `content_type`, held to its rule's `content_types`: a type that
+/// renders as a page (`text/html`, `image/svg+xml`) served from the store's origin is
+/// the uploader's to choose otherwise. Refused and audited as a denial.
+fn check_content_type(
+    rule: &Rule,
+    caller: &Caller,
+    bucket: &BucketName,
+    key: &ObjectKey,
+    content_type: Option<&str>,
+) -> Result<(), Error> {
+    if rule.allows_content_type(content_type) {
+        return Ok(());
+    }
+    audit::denied(caller, Action::Write, bucket.as_str(), key.as_str());
+    Err(Error::ContentTypeNotAllowed {
+        rule_line: rule.line(),
+        allowed: rule.content_types().join(", "),
+        sent: content_type.map(str::to_owned),
+    })
 }
 
 /// What a signer produced, before the pipeline adds expiry and grant id.

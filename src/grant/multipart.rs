@@ -400,6 +400,13 @@ impl Pipeline {
                 &request.bucket,
                 Target::Key(&request.key),
             )?;
+            super::check_content_type(
+                rule,
+                caller,
+                &request.bucket,
+                &request.key,
+                request.content_type.as_ref().map(HeaderText::as_str),
+            )?;
             (rule.max_ttl(), rule.max_object_size(), rule.line())
         };
         if let (Some(expected), Some(max)) = (request.expected_size, max_size)

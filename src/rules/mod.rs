@@ -254,6 +254,8 @@ pub struct Rule {
     allow_delete: bool,
     max_object_size: Option<u64>,
     allow_response_overrides: bool,
+    /// Content types a write under this rule must pin one of; empty: any (or none).
+    content_types: Vec<String>,
     /// Identity sources the rule accepts; empty: any.
     sources: Vec<Source>,
     /// SPIFFE trust domains the rule accepts; empty: any.
@@ -284,6 +286,33 @@ impl Rule {
     /// disposition other than `attachment`.
     pub fn allow_response_overrides(&self) -> bool {
         self.allow_response_overrides
+    }
+
+    /// Whether a write under this rule may pin `content_type` (`None`: none pinned,
+    /// which leaves the uploader's own `Content-Type` to the store). Under a rule with
+    /// `content_types`, a write must pin one of them: `type/subtype`, or `type/*` for
+    /// any subtype, parameters (`; charset=…`) aside, in any case.
+    pub fn allows_content_type(&self, content_type: Option<&str>) -> bool {
+        if self.content_types.is_empty() {
+            return true;
+        }
+        let Some(sent) = content_type else {
+            return false;
+        };
+        let media = sent.split(';').next().unwrap_or("").trim();
+        self.content_types
+            .iter()
+            .any(|allowed| match allowed.strip_suffix("/*") {
+                Some(kind) => media
+                    .split_once('/')
+                    .is_some_and(|(k, sub)| k.eq_ignore_ascii_case(kind) && !sub.is_empty()),
+                None => media.eq_ignore_ascii_case(allowed),
+            })
+    }
+
+    /// The content types a write under this rule must pin one of (empty: any).
+    pub fn content_types(&self) -> &[String] {
+        &self.content_types
     }
 
     /// Whether scoped write credentials under this rule may also delete objects.
@@ -438,6 +467,13 @@ pub enum RuleError {
     ZeroSize,
     #[error("allow_response_overrides: only applies to rules with read")]
     OverridesWithoutRead,
+    #[error("content_types: only applies to rules with write")]
+    ContentTypesWithoutWrite,
+    #[error(
+        "content_types: '{0}' is not a content type; write type/subtype (image/png) or \
+         type/* (image/*)"
+    )]
+    BadContentType(String),
     #[error("sources: unknown source '{0}'; use mtls, jwt, xfcc or dev_token")]
     UnknownSource(String),
     #[error("trust_domains: a trust domain must not be empty")]
@@ -448,6 +484,22 @@ pub enum RuleError {
     BadGrantBurst,
     #[error("grants_burst: only applies with grants_per_second")]
     BurstWithoutRate,
+}
+
+/// `type/subtype` or `type/*`: RFC 6838's restricted names (letters, digits and
+/// `!#$&-^_.+`), no parameters.
+fn is_content_type_pattern(text: &str) -> bool {
+    let name = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 127
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    match text.split_once('/') {
+        Some((kind, "*")) => name(kind),
+        Some((kind, subtype)) => name(kind) && name(subtype),
+        None => false,
+    }
 }
 
 /// An identity source as a rule names it (the names of `identity.order`).
@@ -518,6 +570,9 @@ struct RawRule {
     /// Read grants may override the response's content type and disposition.
     #[serde(default)]
     allow_response_overrides: bool,
+    /// Content types a write grant must pin one of (`image/png`, `image/*`).
+    #[serde(default)]
+    content_types: Vec<String>,
     /// Identity sources the rule accepts (`mtls`, `jwt`, `xfcc`, `dev_token`).
     #[serde(default)]
     sources: Vec<String>,
@@ -785,10 +840,21 @@ impl Rule {
         if raw.allow_response_overrides && !raw.actions.contains(&Action::Read) {
             return Err(RuleError::OverridesWithoutRead);
         }
+        if !raw.content_types.is_empty() && !raw.actions.contains(&Action::Write) {
+            return Err(RuleError::ContentTypesWithoutWrite);
+        }
+        if let Some(bad) = raw
+            .content_types
+            .iter()
+            .find(|t| !is_content_type_pattern(t))
+        {
+            return Err(RuleError::BadContentType(bad.clone()));
+        }
         let grant_rate = grant_rate(raw.grants_per_second, raw.grants_burst)?;
         Ok(Rule {
             grant_rate,
             allow_response_overrides: raw.allow_response_overrides,
+            content_types: raw.content_types,
             sources,
             trust_domains: raw.trust_domains,
             callers,
@@ -1207,6 +1273,52 @@ actions = ["read"]
             .to_string();
         assert!(err.contains("15m"), "{err}");
         assert!(Rules::parse(&text.replace("5m", "15m"), Path::new("rules.toml")).is_ok());
+    }
+
+    #[test]
+    fn content_types_bound_writes_to_the_types_they_name() {
+        let rule = |types: &str, actions: &str| {
+            Rules::parse(
+                &format!(
+                    "[[rules]]\ncallers = [\"a\"]\nbucket = \"demo\"\nprefix = \"x/\"\n\
+                     actions = [{actions}]\ncontent_types = [{types}]\n"
+                ),
+                Path::new("rules.toml"),
+            )
+        };
+        let rules = rule(r#""image/*", "application/pdf""#, r#""write""#).unwrap();
+        let r = &rules.rules[0];
+        for allowed in [
+            "image/png",
+            "IMAGE/JPEG",
+            "application/pdf; x=1",
+            "Application/PDF",
+        ] {
+            assert!(r.allows_content_type(Some(allowed)), "{allowed}");
+        }
+        for refused in [
+            None,
+            Some("text/html"),
+            Some("image"),
+            Some("image/"),
+            Some("application/pdfx"),
+            Some("imagex/png"),
+        ] {
+            assert!(!r.allows_content_type(refused), "{refused:?}");
+        }
+        // Without content_types, any type, or none.
+        let any = rule("", r#""write""#).unwrap();
+        assert!(any.rules[0].allows_content_type(None));
+        assert!(any.rules[0].allows_content_type(Some("text/html")));
+        // Only on write rules; only types.
+        let err = rule(r#""image/*""#, r#""read""#).unwrap_err().to_string();
+        assert!(err.contains("only applies to rules with write"), "{err}");
+        for bad in ["image", "*/*", "image/png; charset=x", "text/ html", ""] {
+            let err = rule(&format!("{bad:?}"), r#""write""#)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is not a content type"), "{bad}: {err}");
+        }
     }
 
     #[test]

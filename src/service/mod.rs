@@ -92,7 +92,9 @@ fn status_of(error: Error) -> Status {
         grant::Error::NotConfigured(_) | grant::Error::FailedPrecondition(_) => {
             Status::failed_precondition(grant.to_string())
         }
-        grant::Error::OtherCaller | grant::Error::OverridesNotAllowed { .. } => {
+        grant::Error::OtherCaller
+        | grant::Error::OverridesNotAllowed { .. }
+        | grant::Error::ContentTypeNotAllowed { .. } => {
             Status::permission_denied(grant.to_string())
         }
         grant::Error::AlreadyExists(_) => Status::already_exists(grant.to_string()),

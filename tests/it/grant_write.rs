@@ -546,3 +546,74 @@ async fn a_huge_bad_field_is_not_echoed_in_full() {
     );
     assert!(violations[0].description.contains("NNNN"));
 }
+
+/// A rule's `content_types` holds its writes to the types it names: an upload must pin
+/// one, so a writer cannot have the store serve, say, HTML from its origin; the store
+/// keeps the pinned type. Rules without it take any type, or none.
+#[tokio::test]
+async fn a_rule_with_content_types_takes_only_uploads_pinned_to_them() {
+    use storage_grants::proto::StartMultipartUploadRequest;
+    let store = demo_store().await;
+    let setup = Setup::with_more_rules(
+        r#"
+[[rules]]
+callers = ["dev:demo"]
+bucket = "demo"
+prefix = "public/images/"
+actions = ["write"]
+content_types = ["image/*", "application/pdf"]
+"#,
+    );
+    let service = Service::start(&store, setup).await;
+    let typed = |key: &str, content_type: &str| GrantWriteRequest {
+        content_type: content_type.into(),
+        ..write(key)
+    };
+    let g = grant(&service, typed("public/images/a.png", "image/png")).await;
+    assert_eq!(put(&g.url, &g.headers, b"\x89PNG").await, 200);
+    let object = stored(&store, "public/images/a.png").await.expect("stored");
+    assert_eq!(object.content_type(), Some("image/png"));
+    let form = grant(
+        &service,
+        GrantWriteRequest {
+            content_type: "application/pdf".into(),
+            ..ranged("public/images/b.pdf", 1, 100)
+        },
+    )
+    .await;
+    assert_eq!(post(&form, &form.form_fields, b"%PDF").await, 204);
+
+    let mut client = service.client().await;
+    for (content_type, says) in [
+        ("text/html", "'text/html' is not one"),
+        ("application/pdfx", "'application/pdfx' is not one"),
+        ("", "pin one of them in content_type"),
+    ] {
+        let refused = client
+            .grant_write(authed(typed("public/images/x", content_type), &TOKEN))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{content_type}");
+        let message = refused.message();
+        assert!(
+            message.contains(says) && message.contains("image/*, application/pdf"),
+            "{message}"
+        );
+        let multipart = client
+            .start_multipart_upload(authed(
+                StartMultipartUploadRequest {
+                    bucket: "demo".into(),
+                    key: "public/images/big".into(),
+                    content_type: content_type.into(),
+                    ..Default::default()
+                },
+                &TOKEN,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(multipart.code(), Code::PermissionDenied, "{content_type}");
+    }
+    // Outside that prefix, the other rule takes any type.
+    let g = grant(&service, typed("public/page.html", "text/html")).await;
+    assert_eq!(put(&g.url, &g.headers, b"<p>").await, 200);
+}

@@ -32,11 +32,10 @@ struct Harness {
 
 async fn harness() -> Harness {
     let store = demo_store().await;
-    let mut setup = Setup::new();
     // A caller that may write everywhere under public/, and objects of at most 6 MiB
     // under public/small/; dev:other may also write under public/ (to show that a
     // rule is not enough to use another caller's upload).
-    setup.rules.push_str(
+    let setup = Setup::with_more_rules(
         r#"
 [[rules]]
 callers = ["dev:demo"]

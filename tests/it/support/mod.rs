@@ -275,6 +275,13 @@ max_ttl = "15m"
         }
     }
 
+    /// The usual set-up with the rules of `extra` after the usual ones.
+    pub fn with_more_rules(extra: &str) -> Setup {
+        let mut setup = Setup::new();
+        setup.rules.push_str(extra);
+        setup
+    }
+
     /// The usual set-up with `extra` added to the service's configuration.
     pub fn with_config(extra: impl Into<String>) -> Setup {
         Setup {
