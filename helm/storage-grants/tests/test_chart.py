@@ -496,7 +496,7 @@ def notes_name_the_gateway_and_warn_without_allowed_origins():
 
 
 @test
-def the_gateway_speaks_tls_whenever_the_grpc_port_does():
+def the_gateway_speaks_tls_whenever_the_grpc_port_does_and_both_say_so():
     def http_port(objs):
         return next(p for p in find(objs, "Service", FULLNAME)["spec"]["ports"] if p["name"] == "http")
     plain = helm_template({"http": {"enabled": True}})[0]
@@ -511,8 +511,14 @@ def the_gateway_speaks_tls_whenever_the_grpc_port_does():
     check("allow_plaintext" not in text and 'listen = "0.0.0.0:8080"' in text, text)
     print("    mtls + gateway:", check_config(mtls, "mtls-gateway"))
     server_tls = helm_template({"tls": {"existingSecret": "sg-tls", "server": {"enabled": True}},
-                                "probes": {"type": "tcpSocket"}, "http": {"enabled": True}})[0]
+                                "probes": {"type": "tcpSocket"}, "http": {"enabled": True},
+                                "service": {"headless": True}})[0]
     check(http_port(server_tls)["appProtocol"] == "https", f"{http_port(server_tls)}")
+    # The gRPC port too: a mesh must not parse TLS as cleartext HTTP/2.
+    for objs, want in ((plain, "grpc"), (mtls, "https"), (server_tls, "https")):
+        for svc in (o for o in objs if o["kind"] == "Service"):
+            port = next(p for p in svc["spec"]["ports"] if p["name"] == "grpc")
+            check(port["appProtocol"] == want, f"{svc['metadata']['name']}: {port}")
     print("    server tls + gateway:", check_config(server_tls, "server-tls-gateway"))
 
 
