@@ -271,10 +271,10 @@ pub struct ServerConfig {
     /// room for the calls; without a cap a flood of connections gets the process
     /// killed for memory, dropping every call in flight.
     pub max_connections: usize,
-    /// Of those, how many may come from one address: one client (a broken one, or one
-    /// holding connections open on purpose) cannot take every slot. Behind a load
-    /// balancer or proxy that hides client addresses, every connection comes from a
-    /// few; raise it to `max_connections` there.
+    /// Of those, how many may come from one address (an IPv6 one by its /64): one
+    /// client (a broken one, or one holding connections open on purpose) cannot take
+    /// every slot. Behind a load balancer or proxy that hides client addresses, every
+    /// connection comes from a few; raise it to `max_connections` there.
     pub max_connections_per_peer: usize,
     /// How long a new connection (after its TLS handshake, if any) may take to send the
     /// start of its protocol: HTTP/2's client preface and first frame header, or an

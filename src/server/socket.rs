@@ -180,8 +180,20 @@ pub(super) trait PeerIp {
 
 impl PeerIp for TcpStream {
     fn peer_ip(&self) -> Option<IpAddr> {
-        // An IPv4 client of a dual-stack listener is one address, however written.
-        self.peer_addr().ok().map(|a| a.ip().to_canonical())
+        self.peer_addr().ok().map(|a| client_of(a.ip()))
+    }
+}
+
+/// The address a share of the cap is counted by: an IPv4 client of a dual-stack
+/// listener is one address however written, and an IPv6 client is its /64, the
+/// smallest network a host is given (one host holds 2^64 addresses of its own).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(network.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -708,6 +720,23 @@ mod tests {
             Refusal::Full
         );
         assert!(full.peers().is_empty());
+    }
+
+    #[test]
+    fn a_client_is_its_ipv4_address_or_its_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_of(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_of(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            client_of(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            client_of(ip("2001:db8:1:2::5"))
+        );
+        assert_ne!(
+            client_of(ip("2001:db8:1:3::1")),
+            client_of(ip("2001:db8:1:2::1"))
+        );
+        assert_eq!(client_of(ip("::1")), ip("::"));
     }
 
     #[test]
