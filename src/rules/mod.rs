@@ -290,23 +290,24 @@ impl Rule {
 
     /// Whether a write under this rule may pin `content_type` (`None`: none pinned,
     /// which leaves the uploader's own `Content-Type` to the store). Under a rule with
-    /// `content_types`, a write must pin one of them: `type/subtype`, or `type/*` for
-    /// any subtype, parameters (`; charset=…`) aside, in any case.
+    /// `content_types`, a write must pin exactly one media type that is one of them:
+    /// `type/subtype`, or `type/*` for any subtype, in any case, with parameters
+    /// (`; charset=utf-8`) of their own grammar. Anything else is refused, since a browser
+    /// reads what it can out of a malformed type: `image/png,text/html` is a list whose
+    /// last member Chromium renders as a page.
     pub fn allows_content_type(&self, content_type: Option<&str>) -> bool {
         if self.content_types.is_empty() {
             return true;
         }
-        let Some(sent) = content_type else {
+        let Some((kind, subtype)) = content_type.and_then(single_media_type) else {
             return false;
         };
-        let media = sent.split(';').next().unwrap_or("").trim();
         self.content_types
             .iter()
-            .any(|allowed| match allowed.strip_suffix("/*") {
-                Some(kind) => media
-                    .split_once('/')
-                    .is_some_and(|(k, sub)| k.eq_ignore_ascii_case(kind) && !sub.is_empty()),
-                None => media.eq_ignore_ascii_case(allowed),
+            .any(|allowed| match allowed.split_once('/') {
+                Some((k, "*")) => k.eq_ignore_ascii_case(kind),
+                Some((k, sub)) => k.eq_ignore_ascii_case(kind) && sub.eq_ignore_ascii_case(subtype),
+                None => false,
             })
     }
 
@@ -486,20 +487,59 @@ pub enum RuleError {
     BurstWithoutRate,
 }
 
+/// The type and subtype of `text` when it is exactly one media type (RFC 9110 §8.3.1:
+/// `type "/" subtype *( OWS ";" OWS parameter )`, a parameter `token "=" ( token /
+/// quoted-string )`), with RFC 6838's restricted names for type and subtype; `None`
+/// for anything else: a list, a wildcard, stray characters, an empty parameter.
+fn single_media_type(text: &str) -> Option<(&str, &str)> {
+    // A comma makes a list to a browser, even inside what reads as a quoted value.
+    if text.contains(',') {
+        return None;
+    }
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    let quoted = |s: &str| {
+        s.len() >= 2
+            && s.starts_with('"')
+            && s.ends_with('"')
+            && s[1..s.len() - 1]
+                .bytes()
+                .all(|b| (b == b' ' || b.is_ascii_graphic()) && b != b'"' && b != b'\\')
+    };
+    let mut parts = text.split(';');
+    let (kind, subtype) = parts.next()?.trim().split_once('/')?;
+    if !restricted_name(kind) || !restricted_name(subtype) {
+        return None;
+    }
+    for parameter in parts {
+        let (key, value) = parameter.trim().split_once('=')?;
+        if !token(key) || !(token(value) || quoted(value)) {
+            return None;
+        }
+    }
+    Some((kind, subtype))
+}
+
 /// `type/subtype` or `type/*`: RFC 6838's restricted names (letters, digits and
 /// `!#$&-^_.+`), no parameters.
 fn is_content_type_pattern(text: &str) -> bool {
-    let name = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 127
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-    };
     match text.split_once('/') {
-        Some((kind, "*")) => name(kind),
-        Some((kind, subtype)) => name(kind) && name(subtype),
+        Some((kind, "*")) => restricted_name(kind),
+        Some((kind, subtype)) => restricted_name(kind) && restricted_name(subtype),
         None => false,
     }
+}
+
+/// A type or subtype name as RFC 6838 restricts them: letters, digits and `!#$&-^_.+`,
+/// at most 127 characters.
+fn restricted_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 127
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
 }
 
 /// An identity source as a rule names it (the names of `identity.order`).
@@ -1293,6 +1333,8 @@ actions = ["read"]
             "IMAGE/JPEG",
             "application/pdf; x=1",
             "Application/PDF",
+            " image/png ; charset=utf-8",
+            "image/png; name=\"a b.png\"",
         ] {
             assert!(r.allows_content_type(Some(allowed)), "{allowed}");
         }
@@ -1303,6 +1345,16 @@ actions = ["read"]
             Some("image/"),
             Some("application/pdfx"),
             Some("imagex/png"),
+            // Exactly one media type: a browser reads a list, or what it can of the rest.
+            Some("image/png,text/html"),
+            Some("image/png; x=\"a,text/html\""),
+            Some("image/ png"),
+            Some("image/png/x"),
+            Some("image/png\""),
+            Some("image/*"),
+            Some("image/png;;"),
+            Some("image/png; x"),
+            Some("image/png; x=a b"),
         ] {
             assert!(!r.allows_content_type(refused), "{refused:?}");
         }

@@ -587,6 +587,8 @@ content_types = ["image/*", "application/pdf"]
     for (content_type, says) in [
         ("text/html", "'text/html' is not one"),
         ("application/pdfx", "'application/pdfx' is not one"),
+        // A list: Chromium renders the last member.
+        ("image/png,text/html", "'image/png,text/html' is not one"),
         ("", "pin one of them in content_type"),
     ] {
         let refused = client
