@@ -479,6 +479,7 @@ fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
         login_url: h.login_url.clone(),
         link_ttl: h.link_ttl,
         header_read_timeout: h.header_read_timeout,
+        request_timeout: raw.server.request_timeout,
         upload_bucket,
     }))
 }

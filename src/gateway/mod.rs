@@ -61,6 +61,10 @@ pub struct Settings {
     /// connection left idle). Without it, clients that trickle headers a byte at a
     /// time hold connections open for good.
     pub header_read_timeout: Duration,
+    /// Longest a request may take, its body included (`server.request_timeout`): a
+    /// client that trickles a body would otherwise hold its stream, and its share of
+    /// the connection, for good.
+    pub request_timeout: Duration,
     /// The bucket browser uploads through the Uppy routes go to; unset: those routes
     /// answer 501.
     pub upload_bucket: Option<crate::scope::BucketName>,
@@ -133,8 +137,25 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
         })
         .fallback(|| async { problem::Problem::not_found() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            app.settings.request_timeout,
+            within_request_timeout,
+        ))
         .with_state(app)
         .layer(cors)
+}
+
+/// A request's whole handling, its body's arrival included, within
+/// `server.request_timeout`; past it, 408 with a problem body.
+async fn within_request_timeout(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => problem::Problem::request_timeout(limit).into_response(),
+    }
 }
 
 /// Up to how many bytes of a body past [`BODY_LIMIT`] are read and thrown away before

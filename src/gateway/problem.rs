@@ -88,6 +88,20 @@ impl Problem {
         )
     }
 
+    /// 408: the request (its body, most likely) took longer than `limit`.
+    pub(crate) fn request_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "DEADLINE_EXCEEDED",
+            "Request timeout",
+            format!(
+                "the request was not complete within {} (server.request_timeout); send its \
+                 body without pauses",
+                crate::core::duration::display(limit)
+            ),
+        )
+    }
+
     /// 413: the body is past the gateway's limit, `detail` saying how it was found.
     pub(crate) fn too_large(detail: &str) -> Self {
         Self::new(

@@ -773,6 +773,41 @@ async fn slow_or_idle_connections_are_closed_after_the_header_timeout() {
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");
 }
 
+/// A body trickled past `server.request_timeout` gets a 408 problem, instead of holding
+/// its stream (and its share of the connection) for as long as the client likes.
+#[tokio::test]
+async fn a_body_slower_than_the_request_timeout_is_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start_http(
+        Setup::with_config("[server]\nrequest_timeout = \"1s\"\n"),
+        "header_read_timeout = \"5s\"",
+    )
+    .await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /v1/uploads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"bucket\"",
+            *TOKEN
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(4), slow.read(&mut answer))
+        .await
+        .expect("answered within 4 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(started.elapsed() >= Duration::from_millis(900), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("DEADLINE_EXCEEDED"), "{answer}");
+    assert!(answer.contains("server.request_timeout"), "{answer}");
+}
+
 /// HTTP/2 is served beside HTTP/1.1: by prior knowledge here, by ALPN over TLS (which
 /// browsers choose when the certificate's listener offers `h2`).
 #[tokio::test]
