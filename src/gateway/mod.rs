@@ -17,6 +17,7 @@
 mod caller;
 mod credentials;
 mod disposition;
+mod idle;
 mod objects;
 mod problem;
 mod uploads;
@@ -298,9 +299,16 @@ pub async fn serve<L>(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(router.clone().map_request(
-            |request: http::Request<hyper::body::Incoming>| request.map(axum::body::Body::new),
-        ));
+        let activity = idle::Activity::new();
+        let service = TowerToHyperService::new(idle::Tracked {
+            inner: router
+                .clone()
+                .map_request(|request: http::Request<hyper::body::Incoming>| {
+                    request.map(axum::body::Body::new)
+                }),
+            activity: activity.clone(),
+        });
+        let io = idle::Idle::new(io, activity, header_read_timeout);
         let connection = http
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();

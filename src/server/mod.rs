@@ -455,10 +455,6 @@ impl Gateway {
         L: axum::serve::Listener,
         L::Addr: std::fmt::Debug,
     {
-        let listener = socket::OpenedListener {
-            inner: listener,
-            within: self.header_read_timeout,
-        };
         crate::gateway::serve(listener, self.router, self.header_read_timeout, stopped).await;
     }
 }

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
@@ -241,45 +241,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
     }
 }
 
-/// `AsyncWrite` for `$wrapper<T>`, straight through to its `io`.
-macro_rules! write_through {
-    ($wrapper:ident) => {
-        impl<T: AsyncWrite + Unpin> AsyncWrite for $wrapper<T> {
-            fn poll_write(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &[u8],
-            ) -> Poll<io::Result<usize>> {
-                Pin::new(&mut self.io).poll_write(cx, buf)
-            }
-
-            fn poll_write_vectored(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                bufs: &[io::IoSlice<'_>],
-            ) -> Poll<io::Result<usize>> {
-                Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-            }
-
-            fn is_write_vectored(&self) -> bool {
-                self.io.is_write_vectored()
-            }
-
-            fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Pin::new(&mut self.io).poll_flush(cx)
-            }
-
-            fn poll_shutdown(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-            ) -> Poll<io::Result<()>> {
-                Pin::new(&mut self.io).poll_shutdown(cx)
-            }
-        }
-    };
-}
-
-write_through!(Counted);
+crate::core::io::write_through!(Counted);
 
 impl<T: Connected> Connected for Counted<T> {
     type ConnectInfo = T::ConnectInfo;
@@ -299,10 +261,10 @@ impl<T: PeerAddr + Sync> PeerAddr for Counted<T> {
     }
 }
 
-/// A new connection's deadline to send its first bytes: hyper waits for ever for an
-/// HTTP/2 client preface (and, on the gateway, for the bytes that tell HTTP/1.1 from
-/// HTTP/2), so without it a client that sends half of one, or nothing, holds its
-/// connection, and a slot of the cap, for good.
+/// A new gRPC connection's deadline to send its first bytes: hyper waits for ever for
+/// an HTTP/2 client preface, so without it a client that sends half of one, or nothing,
+/// holds its connection, and a slot of the cap, for good. (The gateway's connections are
+/// held to their idle time from the start instead, `gateway::idle`.)
 pub(super) struct Opening {
     /// Bytes still awaited.
     awaited: usize,
@@ -353,63 +315,6 @@ impl Opening {
         read
     }
 }
-
-/// A gateway connection held to its [`Opening`].
-pub(super) struct Opened<IO> {
-    io: IO,
-    opening: Option<Opening>,
-}
-
-/// What a gateway connection must send within `http.header_read_timeout`: as many
-/// bytes as HTTP/2's client preface, by which hyper tells it from HTTP/1.1 (a request
-/// line and its `Host` header are as long).
-const GATEWAY_OPENING_BYTES: usize = 24;
-
-/// A gateway listener whose connections are held to an [`Opening`] of
-/// `http.header_read_timeout`; hyper's own header timeout starts only once it has
-/// told HTTP/1.1 from HTTP/2, so a connection that sent nothing was held for ever.
-pub(super) struct OpenedListener<L> {
-    pub(super) inner: L,
-    pub(super) within: Duration,
-}
-
-impl<L: axum::serve::Listener> axum::serve::Listener for OpenedListener<L> {
-    type Io = Opened<L::Io>;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = self.inner.accept().await;
-        let opening = Opening::new(
-            GATEWAY_OPENING_BYTES,
-            self.within,
-            "http.header_read_timeout",
-        );
-        (
-            Opened {
-                io,
-                opening: Some(opening),
-            },
-            addr,
-        )
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Opened<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        Opening::poll_read(&mut this.opening, &mut this.io, cx, buf)
-    }
-}
-
-write_through!(Opened);
 
 /// How long accepting pauses after an accept failed for want of a resource. Short
 /// enough that connections are taken again soon after descriptors are freed; a failed

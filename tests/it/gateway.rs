@@ -765,12 +765,26 @@ async fn slow_or_idle_connections_are_closed_after_the_header_timeout() {
     closed_within(half).await;
 
     // HTTP/2 by prior knowledge, then silence: PINGs unanswered close it.
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
     let mut mute = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    mute.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .unwrap();
+    mute.write_all(preface).await.unwrap();
     let (took, _) = closed_within(mute).await;
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+
+    // HTTP/2 answering every PING, and nothing else: idle all the same, and closed.
+    let mut polite = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    polite.write_all(preface).await.unwrap();
+    let opened = std::time::Instant::now();
+    let (_, closed_after) = tokio::time::timeout(
+        Duration::from_secs(5),
+        support::frames_until_closed(&mut polite, true, opened),
+    )
+    .await
+    .expect("an idle HTTP/2 connection closed within 5 s");
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "closed after {closed_after:?}"
+    );
 }
 
 /// A body trickled past `server.request_timeout` gets a 408 problem, instead of holding

@@ -366,7 +366,7 @@ async fn a_connection_that_does_not_start_http2_in_time_is_closed() {
     idle.write_all(PREFACE).await.unwrap();
     let (goaway, closed_after) = tokio::time::timeout(
         Duration::from_secs(6),
-        frames_until_closed(&mut idle, false, Instant::now()),
+        support::frames_until_closed(&mut idle, false, Instant::now()),
     )
     .await
     .expect("the unused connection was closed within 6 s");
@@ -1024,44 +1024,6 @@ async fn used_up_file_descriptors_pause_accepting_instead_of_spinning() {
     );
 }
 
-/// Reads an HTTP/2 connection's frames until the server closes it, acknowledging its
-/// SETTINGS, and its PINGs when `answer_pings`; returns the error code of the last
-/// GOAWAY, if one came, and when the connection closed (since `opened`).
-async fn frames_until_closed(
-    raw: &mut tokio::net::TcpStream,
-    answer_pings: bool,
-    opened: Instant,
-) -> (Option<u32>, Duration) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut goaway = None;
-    loop {
-        let mut head = [0u8; 9];
-        if raw.read_exact(&mut head).await.is_err() {
-            return (goaway, opened.elapsed());
-        }
-        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
-        let mut payload = vec![0u8; len];
-        if raw.read_exact(&mut payload).await.is_err() {
-            return (goaway, opened.elapsed());
-        }
-        match (head[3], head[4]) {
-            // GOAWAY: its error code is the last four bytes.
-            (7, _) => goaway = Some(u32::from_be_bytes(payload[4..8].try_into().unwrap())),
-            // PING without ACK.
-            (6, 0) if answer_pings => {
-                let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
-                ack.extend_from_slice(&payload);
-                let _ = raw.write_all(&ack).await;
-            }
-            // SETTINGS without ACK.
-            (4, 0) => {
-                let _ = raw.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
-            }
-            _ => {}
-        }
-    }
-}
-
 /// With `server.max_connection_age`, a connection that old is asked to go (GOAWAY,
 /// then closed once it is idle), and a client's channel carries on over a new one
 /// without a failed call: that is how clients spread onto pods added since. A client
@@ -1105,8 +1067,14 @@ async fn aged_connections_are_sent_away_and_clients_carry_on() {
     };
     let within = Duration::from_secs(10);
     let (polite, deaf, served) = tokio::join!(
-        tokio::time::timeout(within, frames_until_closed(&mut polite, true, opened)),
-        tokio::time::timeout(within, frames_until_closed(&mut deaf, false, opened)),
+        tokio::time::timeout(
+            within,
+            support::frames_until_closed(&mut polite, true, opened)
+        ),
+        tokio::time::timeout(
+            within,
+            support::frames_until_closed(&mut deaf, false, opened)
+        ),
         calls
     );
     let (goaway, closed_after) = polite.expect("the aged connection was closed within 10 s");
@@ -1151,7 +1119,7 @@ async fn connections_opened_together_are_sent_away_at_ages_of_their_own() {
         closes.spawn(async move {
             tokio::time::timeout(
                 Duration::from_secs(10),
-                frames_until_closed(&mut raw, true, opened),
+                support::frames_until_closed(&mut raw, true, opened),
             )
             .await
         });

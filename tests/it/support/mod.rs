@@ -817,3 +817,41 @@ pub async fn http1_only_get(
     let text = String::from_utf8_lossy(&answer);
     Ok((protocol, text.lines().next().unwrap_or_default().to_owned()))
 }
+
+/// Reads an HTTP/2 connection's frames until the server closes it, acknowledging its
+/// SETTINGS, and its PINGs when `answer_pings`; returns the error code of the last
+/// GOAWAY, if one came, and when the connection closed (since `opened`).
+pub async fn frames_until_closed(
+    raw: &mut tokio::net::TcpStream,
+    answer_pings: bool,
+    opened: Instant,
+) -> (Option<u32>, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut goaway = None;
+    loop {
+        let mut head = [0u8; 9];
+        if raw.read_exact(&mut head).await.is_err() {
+            return (goaway, opened.elapsed());
+        }
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        if raw.read_exact(&mut payload).await.is_err() {
+            return (goaway, opened.elapsed());
+        }
+        match (head[3], head[4]) {
+            // GOAWAY: its error code is the last four bytes.
+            (7, _) => goaway = Some(u32::from_be_bytes(payload[4..8].try_into().unwrap())),
+            // PING without ACK.
+            (6, 0) if answer_pings => {
+                let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                ack.extend_from_slice(&payload);
+                let _ = raw.write_all(&ack).await;
+            }
+            // SETTINGS without ACK.
+            (4, 0) => {
+                let _ = raw.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await;
+            }
+            _ => {}
+        }
+    }
+}
