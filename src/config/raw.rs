@@ -107,10 +107,9 @@ pub struct HttpConfig {
     /// Lifetime asked for a click-time link's target; the rule's `max_ttl` cuts it.
     #[serde(with = "crate::core::duration")]
     pub link_ttl: Duration,
-    /// How long a client may take to send a request's headers, how long a connection
-    /// may have no request in flight (from its opening on, HTTP/1.1 or HTTP/2), and how
-    /// long an HTTP/2 client may leave a PING unanswered; past it the connection is
-    /// closed.
+    /// How long a client may take to send a request's headers, and how long a
+    /// connection may have no request in flight (from its opening on, HTTP/1.1 or
+    /// HTTP/2); past it the connection is closed.
     #[serde(with = "crate::core::duration")]
     pub header_read_timeout: Duration,
     /// Bucket that browser uploads through the Uppy routes go to, under the caller's

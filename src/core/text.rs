@@ -138,6 +138,12 @@ impl std::fmt::Display for Chain<'_> {
 
 // === characters that break or hide text ===
 
+/// Whether `text` holds a character that breaks a line ([`breaks_lines`]) or hides,
+/// joins or reorders text ([`is_format`]): what no caller id or header value may carry.
+pub fn breaks_or_hides(text: &str) -> bool {
+    text.chars().any(|c| breaks_lines(c) || is_format(c))
+}
+
 /// Whether `c` is a control character or a line or paragraph separator (U+2028,
 /// U+2029): anything that can end a line of a header or a log.
 pub fn breaks_lines(c: char) -> bool {

@@ -30,10 +30,7 @@ pub(crate) fn attachment(name: &str) -> Result<String, Error> {
     if name.len() > MAX_NAME_BYTES {
         return Err(Error::TooLong);
     }
-    if name
-        .chars()
-        .any(|c| crate::core::text::breaks_lines(c) || crate::core::text::is_format(c))
-    {
+    if crate::core::text::breaks_or_hides(name) {
         return Err(Error::Control);
     }
     if name.contains(['/', '\\']) {

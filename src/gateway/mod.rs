@@ -286,12 +286,8 @@ pub async fn serve<L>(
     http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
-    // An HTTP/2 connection has no header timeout: one whose client stops answering
-    // PINGs (or never did) is closed instead, as an idle HTTP/1.1 one is.
-    http.http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(header_read_timeout))
-        .keep_alive_timeout(header_read_timeout);
+    // HTTP/2 has no header timeout; `idle` closes a connection with no request in flight
+    // (one whose client answers no PING included), the request deadline bounds the rest.
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

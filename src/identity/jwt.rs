@@ -448,8 +448,7 @@ fn is_name(s: &str) -> bool {
 /// separators or format characters (a bidi override in a caller id would display it,
 /// in the audit log and in messages, as another).
 fn is_clean(s: &str) -> bool {
-    use crate::core::text::{breaks_lines, is_format};
-    !s.is_empty() && s.len() <= 1024 && !s.chars().any(|c| breaks_lines(c) || is_format(c))
+    !s.is_empty() && s.len() <= 1024 && !crate::core::text::breaks_or_hides(s)
 }
 
 /// A NumericDate claim: absent, or a finite JSON number (anything else is refused,
@@ -998,6 +997,14 @@ pub(crate) mod tests {
         );
     }
 
+    /// A valid token whose caller claim (`sub`) is `id`.
+    fn naming(id: &str) -> String {
+        let claims = json!({
+            "iss": ISSUER, "aud": AUDIENCE, "exp": NOW as i64 + 60, "sub": id
+        });
+        token(Signer::ed(), &header(Signer::ed(), "ed-1"), &claims)
+    }
+
     #[test]
     fn caller_claim_in_the_form_of_a_spiffe_id_is_refused() {
         // Only a verified certificate may name a SPIFFE ID; a token that claims one
@@ -1006,10 +1013,7 @@ pub(crate) mod tests {
             "spiffe://prod.example/ns/finance/sa/reporting",
             "SPIFFE://prod.example/ns/finance/sa/reporting",
         ] {
-            let claims = json!({
-                "iss": ISSUER, "aud": AUDIENCE, "exp": NOW as i64 + 60, "sub": id
-            });
-            let t = token(Signer::ed(), &header(Signer::ed(), "ed-1"), &claims);
+            let t = naming(id);
             assert_eq!(verify(&t), Err(Error::ForeignIdForm("sub".into())), "{id}");
         }
     }
@@ -1019,16 +1023,10 @@ pub(crate) mod tests {
         // A bidi override would make the id display, in the audit log and in
         // messages, as another; a line separator would break the log's line.
         for id in ["user-\u{202E}evil", "a\u{200B}b", "a\u{2028}b", "a\nb"] {
-            let claims = json!({
-                "iss": ISSUER, "aud": AUDIENCE, "exp": NOW as i64 + 60, "sub": id
-            });
-            let t = token(Signer::ed(), &header(Signer::ed(), "ed-1"), &claims);
+            let t = naming(id);
             assert_eq!(verify(&t), Err(Error::InvalidClaim("sub".into())), "{id:?}");
         }
-        let claims = json!({
-            "iss": ISSUER, "aud": AUDIENCE, "exp": NOW as i64 + 60, "sub": "ünïcödé-ok"
-        });
-        let t = token(Signer::ed(), &header(Signer::ed(), "ed-1"), &claims);
+        let t = naming("ünïcödé-ok");
         assert_eq!(verify(&t).unwrap().id(), "ünïcödé-ok");
     }
 
@@ -1037,10 +1035,7 @@ pub(crate) mod tests {
         // Development tokens' callers are dev:…; a JWT naming one would match rules
         // written for that development caller.
         for id in ["dev:alice", "DEV:alice", " dev:alice"] {
-            let claims = json!({
-                "iss": ISSUER, "aud": AUDIENCE, "exp": NOW as i64 + 60, "sub": id
-            });
-            let t = token(Signer::ed(), &header(Signer::ed(), "ed-1"), &claims);
+            let t = naming(id);
             let err = verify(&t).unwrap_err();
             assert!(
                 matches!(err, Error::DevIdForm(_) | Error::InvalidClaim(_)),
@@ -1048,10 +1043,7 @@ pub(crate) mod tests {
             );
         }
         // A name that only contains it is anyone's.
-        let claims = json!({
-            "iss": ISSUER, "aud": AUDIENCE, "exp": NOW as i64 + 60, "sub": "team-dev:alice"
-        });
-        let t = token(Signer::ed(), &header(Signer::ed(), "ed-1"), &claims);
+        let t = naming("team-dev:alice");
         assert_eq!(verify(&t).unwrap().id(), "team-dev:alice");
     }
 

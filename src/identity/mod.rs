@@ -153,9 +153,7 @@ impl IdentityConfig {
                     "must be at least 16 characters",
                 );
             }
-            if t.caller
-                .chars()
-                .any(|c| crate::core::text::breaks_lines(c) || crate::core::text::is_format(c))
+            if crate::core::text::breaks_or_hides(&t.caller)
                 || !t.caller.starts_with(crate::caller::DEV_PREFIX)
                 || t.caller.len() == crate::caller::DEV_PREFIX.len()
             {

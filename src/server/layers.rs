@@ -44,7 +44,6 @@ use tower::util::Either;
 use tower_http::cors::CorsLayer;
 use tracing::field::Empty;
 
-use super::socket::Opening;
 use crate::caller::Caller;
 use crate::config::Settings;
 use crate::identity::Authenticator;
@@ -231,7 +230,10 @@ where
         let permit = match &conn {
             Some(conn) => {
                 (conn.restore)(request.extensions_mut());
-                conn.used.store(true, Ordering::Relaxed);
+                // Once: a store per call would write the line on every call.
+                if !conn.used.load(Ordering::Relaxed) {
+                    conn.used.store(true, Ordering::Relaxed);
+                }
                 match conn.slots.clone().try_acquire_owned() {
                     Ok(permit) => Some(permit),
                     Err(_) => {
@@ -507,8 +509,10 @@ fn spread_age(age: Duration, unit: f64) -> Duration {
 pub(super) struct Conn<IO> {
     io: IO,
     slots: Arc<Semaphore>,
-    /// Until the connection has sent [`OPENING_BYTES`].
-    opening: Option<Opening>,
+    /// Until the connection has sent [`OPENING_BYTES`]: how many are still awaited, and
+    /// by when. hyper waits for an HTTP/2 client preface for ever; without this, a
+    /// client that sends half of one (or nothing) holds its connection for good.
+    opening: Option<(usize, Pin<Box<tokio::time::Sleep>>)>,
     /// Set by the connection's first call; until then it is sent away at
     /// `first_call_by`.
     used: Arc<AtomicBool>,
@@ -539,10 +543,9 @@ impl<IO> Conn<IO> {
         Self {
             io,
             slots: Arc::new(Semaphore::new(limits.calls)),
-            opening: Some(Opening::new(
+            opening: Some((
                 OPENING_BYTES,
-                limits.open_within,
-                "server.connection_timeout",
+                Box::pin(tokio::time::sleep(limits.open_within)),
             )),
             used: Arc::new(AtomicBool::new(false)),
             first_call_by: now + limits.open_within,
@@ -652,7 +655,25 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
                 )));
             }
         }
-        Opening::poll_read(&mut this.opening, &mut this.io, cx, buf)
+        let Some((awaited, deadline)) = &mut this.opening else {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        };
+        // Polled first, so that the deadline wakes this connection when it passes.
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection did not start HTTP/2 (or HTTP/1.1) within server.connection_timeout",
+            )));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if read.is_ready() {
+            *awaited = awaited.saturating_sub(buf.filled().len() - before);
+            if *awaited == 0 {
+                this.opening = None;
+            }
+        }
+        read
     }
 }
 

@@ -124,6 +124,12 @@ impl Cap {
 
     /// A slot for a connection from `peer` (unknown: held to the total only).
     fn admit(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<Slot, Refusal> {
+        // Taken first: a refusal by the address's share gives it back by dropping it.
+        let permit = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Full)?;
         if let Some(peer) = peer {
             let mut peers = self.peers();
             let open = peers.entry(peer).or_insert(0);
@@ -132,35 +138,25 @@ impl Cap {
             }
             *open += 1;
         }
-        // Dropped without a permit, it gives the peer's count back.
-        let mut slot = Slot {
-            peer: peer.map(|p| (self.clone(), p)),
-            permit: None,
-        };
-        let permit = self
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Refusal::Full)?;
         crate::metrics::connection_open(true);
-        slot.permit = Some(permit);
-        Ok(slot)
+        Ok(Slot {
+            _permit: permit,
+            peer: peer.map(|p| (self.clone(), p)),
+        })
     }
 }
 
-/// One slot of the cap (and of its peer's share), counted in the open-connections gauge
-/// while held.
+/// One slot of the cap (and of its address's share), counted in the open-connections
+/// gauge while held.
 #[derive(Debug)]
 struct Slot {
-    permit: Option<OwnedSemaphorePermit>,
+    _permit: OwnedSemaphorePermit,
     peer: Option<(Arc<Cap>, IpAddr)>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if self.permit.take().is_some() {
-            crate::metrics::connection_open(false);
-        }
+        crate::metrics::connection_open(false);
         if let Some((cap, peer)) = self.peer.take() {
             let mut peers = cap.peers();
             if let Some(open) = peers.get_mut(&peer) {
@@ -258,61 +254,6 @@ impl<T: PeerAddr + Sync> PeerAddr for Counted<T> {
 
     fn first_bytes(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
         self.io.first_bytes()
-    }
-}
-
-/// A new gRPC connection's deadline to send its first bytes: hyper waits for ever for
-/// an HTTP/2 client preface, so without it a client that sends half of one, or nothing,
-/// holds its connection, and a slot of the cap, for good. (The gateway's connections are
-/// held to their idle time from the start instead, `gateway::idle`.)
-pub(super) struct Opening {
-    /// Bytes still awaited.
-    awaited: usize,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    /// The setting that bounds it, for the error.
-    setting: &'static str,
-}
-
-impl Opening {
-    /// `bytes` awaited within `within` (the value of `setting`).
-    pub(super) fn new(bytes: usize, within: Duration, setting: &'static str) -> Self {
-        Self {
-            awaited: bytes,
-            deadline: Box::pin(tokio::time::sleep(within)),
-            setting,
-        }
-    }
-
-    /// Reads from `io` into `buf` through `opening` (`None` once the bytes came): a
-    /// TimedOut error once the deadline passed before they did.
-    pub(super) fn poll_read<IO: AsyncRead + Unpin>(
-        opening: &mut Option<Self>,
-        io: &mut IO,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let Some(this) = opening else {
-            return Pin::new(io).poll_read(cx, buf);
-        };
-        // Polled first, so that the deadline wakes this connection when it passes.
-        if this.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "the connection did not start HTTP/2 (or HTTP/1.1) within {}",
-                    this.setting
-                ),
-            )));
-        }
-        let before = buf.filled().len();
-        let read = Pin::new(io).poll_read(cx, buf);
-        if read.is_ready() {
-            this.awaited = this.awaited.saturating_sub(buf.filled().len() - before);
-            if this.awaited == 0 {
-                *opening = None;
-            }
-        }
-        read
     }
 }
 

@@ -65,6 +65,16 @@ impl Gateway {
         self.http.request(method, format!("{}{path}", self.base))
     }
 
+    /// `POST /v1/uploads` with the test caller's bearer token and the JSON `body`.
+    async fn sign_upload(&self, body: &str) -> reqwest::Response {
+        self.request(Method::POST, "/v1/uploads")
+            .header(header::AUTHORIZATION, bearer(&TOKEN))
+            .json_body(body)
+            .send()
+            .await
+            .expect("gateway answers")
+    }
+
     async fn link(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
         let mut request = self.request(Method::GET, path);
         for (k, v) in headers {
@@ -399,13 +409,7 @@ async fn upload_signing_takes_sizes_as_protobuf_json_writes_them() {
             None,
         ),
     ] {
-        let response = gw
-            .request(Method::POST, "/v1/uploads")
-            .header(header::AUTHORIZATION, bearer(&TOKEN))
-            .json_body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = gw.sign_upload(body).await;
         assert_eq!(response.status(), StatusCode::OK, "{body}");
         let grant: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
         match pinned {
@@ -414,12 +418,8 @@ async fn upload_signing_takes_sizes_as_protobuf_json_writes_them() {
         }
     }
     let response = gw
-        .request(Method::POST, "/v1/uploads")
-        .header(header::AUTHORIZATION, bearer(&TOKEN))
-        .json_body(r#"{"bucket": "demo", "key": "public/s.bin", "contentLength": "five"}"#)
-        .send()
-        .await
-        .unwrap();
+        .sign_upload(r#"{"bucket": "demo", "key": "public/s.bin", "contentLength": "five"}"#)
+        .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let problem = problem(response).await;
     assert!(
@@ -446,13 +446,7 @@ async fn bad_upload_requests_are_400_with_every_field_named() {
             Some(vec!["content_length_range", "bucket", "key", "ttl"]),
         ),
     ] {
-        let response = gw
-            .request(Method::POST, "/v1/uploads")
-            .header(header::AUTHORIZATION, bearer(&TOKEN))
-            .json_body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = gw.sign_upload(body).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
         let problem = problem(response).await;
         assert_eq!(problem["code"], "INVALID_ARGUMENT");
@@ -525,13 +519,7 @@ async fn unreadable_bodies_are_415_413_or_400_problems() {
         }
     }
     // A body that is not an object is told so, not what Rust type was expected.
-    let array = gw
-        .request(Method::POST, "/v1/uploads")
-        .header(header::AUTHORIZATION, bearer(&TOKEN))
-        .json_body("[]")
-        .send()
-        .await
-        .unwrap();
+    let array = gw.sign_upload("[]").await;
     assert_eq!(array.status(), StatusCode::BAD_REQUEST);
     let detail = problem(array).await["detail"].as_str().unwrap().to_owned();
     assert!(detail.contains("must be a JSON object"), "{detail}");
@@ -764,7 +752,7 @@ async fn slow_or_idle_connections_are_closed_after_the_header_timeout() {
         .unwrap();
     closed_within(half).await;
 
-    // HTTP/2 by prior knowledge, then silence: PINGs unanswered close it.
+    // HTTP/2 by prior knowledge, then silence: idle, and closed.
     let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
     let mut mute = tokio::net::TcpStream::connect(&addr).await.unwrap();
     mute.write_all(preface).await.unwrap();

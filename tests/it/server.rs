@@ -69,7 +69,7 @@ async fn missing_bucket_keeps_the_grant_service_not_ready() {
     // The metrics say so too, for alerts per pod.
     let port = service.metrics_port();
     assert_eq!(
-        support::metric(&scrape(port).await, "storage_grants_ready"),
+        support::metric(&support::scrape(port).await, "storage_grants_ready"),
         0
     );
     // Once it exists, the next check turns ready without a restart.
@@ -81,18 +81,9 @@ async fn missing_bucket_keeps_the_grant_service_not_ready() {
     )
     .await;
     assert_eq!(
-        support::metric(&scrape(port).await, "storage_grants_ready"),
+        support::metric(&support::scrape(port).await, "storage_grants_ready"),
         1
     );
-}
-
-/// The metrics page on `port`.
-async fn scrape(port: u16) -> String {
-    let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("the metrics endpoint answers");
-    assert_eq!(response.status(), 200);
-    response.text().await.unwrap()
 }
 
 #[tokio::test]
@@ -250,7 +241,7 @@ async fn the_drain_can_be_scraped_and_reports_the_pod_not_ready() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The drain is scraped like the rest of the pod's life, as not ready.
     assert_eq!(
-        support::metric(&scrape(port).await, "storage_grants_ready"),
+        support::metric(&support::scrape(port).await, "storage_grants_ready"),
         0
     );
     // A readiness check that passes during the drain (every 1 s here) does not report
@@ -259,7 +250,7 @@ async fn the_drain_can_be_scraped_and_reports_the_pod_not_ready() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!stopping.is_finished(), "the call still holds the drain");
     assert_eq!(
-        support::metric(&scrape(port).await, "storage_grants_ready"),
+        support::metric(&support::scrape(port).await, "storage_grants_ready"),
         0
     );
     stopping.await.unwrap().expect("clean shutdown");

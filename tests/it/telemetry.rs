@@ -348,12 +348,7 @@ listen = "127.0.0.1:0"
     assert_eq!(link.status(), 302);
 
     let metrics_port = logged_port(&log_file, "metrics at GET /metrics").await;
-    let scrape = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .unwrap();
+    let scrape = support::scrape(metrics_port).await;
     let scrape_file = dir.join("scrape.txt");
     std::fs::write(&scrape_file, &scrape).unwrap();
     let promtool = promtool();

@@ -751,16 +751,21 @@ pub fn metric(text: &str, series: &str) -> u64 {
         .unwrap()
 }
 
+/// The metrics page on `port`.
+pub async fn scrape(port: u16) -> String {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("the metrics endpoint answers");
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
 /// Polls the metrics page on `port` until `series` satisfies `want`, for at most 10
 /// seconds, and returns that page.
 pub async fn metrics_when(port: u16, series: &str, want: impl Fn(u64) -> bool) -> String {
-    let http = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/metrics");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let response = http.get(&url).send().await.expect("metrics endpoint");
-        assert_eq!(response.status(), 200);
-        let text = response.text().await.unwrap();
+        let text = scrape(port).await;
         if want(metric(&text, series)) {
             return text;
         }
