@@ -461,6 +461,38 @@ fn classify(error: &io::Error) -> HandshakeFailure {
     }
 }
 
+/// The TLS configuration new connections get, replaced whole when the client CA file
+/// changes (see `server::tls`); open connections keep the one they were accepted with.
+///
+/// Replaced whole rather than through a verifier that delegates to the current CA:
+/// rustls asks a verifier for the CA names it sends as hints by reference, which a
+/// replaceable verifier cannot lend, and clients choose their certificate by them.
+#[derive(Debug, Clone)]
+pub struct ConfigInForce(Arc<arc_swap::ArcSwap<ServerConfig>>);
+
+impl ConfigInForce {
+    /// `config`, until [`ConfigInForce::set`] replaces it.
+    pub fn new(config: Arc<ServerConfig>) -> Self {
+        Self(Arc::new(arc_swap::ArcSwap::new(config)))
+    }
+
+    /// The configuration for the next handshake.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.0.load_full()
+    }
+
+    /// Puts `config` in force for the handshakes that begin after this.
+    pub fn set(&self, config: Arc<ServerConfig>) {
+        self.0.store(config);
+    }
+}
+
+impl From<Arc<ServerConfig>> for ConfigInForce {
+    fn from(config: Arc<ServerConfig>) -> Self {
+        Self::new(config)
+    }
+}
+
 /// Runs the server side of one TLS handshake on `io`, bounded by `timeout`.
 ///
 /// # Errors
@@ -491,7 +523,8 @@ where
 pub struct TlsIncoming<S, IO> {
     tcp: Pin<Box<S>>,
     tcp_done: bool,
-    acceptor: TlsAcceptor,
+    /// Read per connection: a reloaded client CA applies to the next handshake.
+    config: ConfigInForce,
     timeout: Duration,
     handshakes: JoinSet<(Option<IpAddr>, Option<TlsStream<IO>>)>,
     /// Handshakes running per peer address.
@@ -520,11 +553,11 @@ impl PeerAddr for tokio::net::TcpStream {
 
 impl<S, IO> TlsIncoming<S, IO> {
     /// TLS connections over `tcp`, with the configuration of [`server_tls_config`].
-    pub fn new(tcp: S, config: Arc<ServerConfig>, handshake_timeout: Duration) -> Self {
+    pub fn new(tcp: S, config: impl Into<ConfigInForce>, handshake_timeout: Duration) -> Self {
         Self {
             tcp: Box::pin(tcp),
             tcp_done: false,
-            acceptor: TlsAcceptor::from(config),
+            config: config.into(),
             timeout: handshake_timeout,
             handshakes: JoinSet::new(),
             per_peer: HashMap::new(),
@@ -561,7 +594,7 @@ where
                         if let Some(ip) = ip {
                             *this.per_peer.entry(ip).or_insert(0) += 1;
                         }
-                        let acceptor = this.acceptor.clone();
+                        let acceptor = TlsAcceptor::from(this.config.current());
                         let timeout = this.timeout;
                         this.handshakes.spawn(async move {
                             let hello = timeout.min(CLIENT_HELLO_TIMEOUT);

@@ -29,7 +29,7 @@ use crate::config::Settings;
 use crate::credentials::CredentialSource;
 use crate::grant::{Pipeline, Scoped, Uploads};
 use crate::identity::Authenticator;
-use crate::identity::mtls::{Protocols, TlsIncoming};
+use crate::identity::mtls::{ConfigInForce, Protocols, TlsIncoming};
 use crate::readiness::{Health, Readiness};
 use crate::rules::Rules;
 use crate::rules::reload::RulesHandle;
@@ -91,13 +91,23 @@ pub struct Checked {
     /// The rules in force at start.
     pub rules: Rules,
     /// The TLS configuration of the gRPC port (mTLS or server TLS), if it speaks TLS.
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<ConfigInForce>,
     /// The certificate the service presents (`[identity.mtls]`'s or `[server.tls]`'s)
     /// and its files, which a watcher reads again when they change.
     server_cert: Option<(Arc<tls::ReloadingCert>, tls::Presented)>,
     /// What the HTTP gateway presents: the gRPC port's server certificate, without
     /// asking for a client's; `None` when the gRPC port has no TLS either.
     gateway_tls: Option<tls::GatewayTlsConfig>,
+}
+
+/// What the gRPC port offers in the TLS handshake: HTTP/1.1 too when it serves
+/// gRPC-Web over it.
+fn grpc_protocols(settings: &Settings) -> Protocols {
+    if settings.server.grpc_web {
+        Protocols::Http2AndHttp1
+    } else {
+        Protocols::Http2
+    }
 }
 
 /// Reads and validates the files the settings name: the rules and the TLS files.
@@ -116,12 +126,7 @@ pub async fn check(settings: &Settings) -> Result<Checked, Error> {
     let server_cert = presented
         .map(|p| tls::load(&p).map(|cert| (cert, p)))
         .transpose()?;
-    // The gRPC port offers HTTP/1.1 too when it serves gRPC-Web over it.
-    let protocols = if settings.server.grpc_web {
-        Protocols::Http2AndHttp1
-    } else {
-        Protocols::Http2
-    };
+    let protocols = grpc_protocols(settings);
     let tls = match (&settings.identity.mtls, &server_cert) {
         (Some(mtls), Some((cert, _))) => Some(crate::identity::mtls::server_tls(
             mtls,
@@ -130,7 +135,8 @@ pub async fn check(settings: &Settings) -> Result<Checked, Error> {
         )?),
         (None, Some((cert, _))) => Some(tls::server_config(cert.clone(), protocols)?),
         (_, None) => None,
-    };
+    }
+    .map(ConfigInForce::new);
     let gateway_tls = match (&settings.http, &server_cert) {
         (Some(_), Some((cert, p))) => Some(tls::gateway(cert, p.handshake_timeout)?),
         _ => None,
@@ -249,6 +255,16 @@ pub async fn run(
     }
 
     let mut tasks = JoinSet::new();
+    if let (Some(mtls), Some(in_force), Some((cert, _))) =
+        (&settings.identity.mtls, &tls, &server_cert)
+    {
+        tasks.spawn(tls::watch_client_ca(
+            in_force.clone(),
+            mtls.clone(),
+            cert.clone(),
+            grpc_protocols(&settings),
+        ));
+    }
     if let Some((cert, source)) = server_cert {
         tasks.spawn(tls::watch(cert, source));
     }
@@ -434,7 +450,7 @@ pub async fn run(
 #[derive(Clone)]
 struct Grpc {
     router: tonic::transport::server::Router<layers::Transport>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<ConfigInForce>,
     handshake_timeout: std::time::Duration,
     limits: layers::ConnLimits,
 }

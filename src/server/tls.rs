@@ -17,7 +17,7 @@ use rustls::sign::CertifiedKey;
 
 use crate::config::raw::ServerTlsConfig;
 use crate::identity::mtls::{self, KeyPairFiles, PeerAddr, SetupError};
-use crate::rules::reload::{Version, file_version};
+use crate::rules::reload::file_version;
 
 use super::socket::{Counted, next_connection};
 
@@ -101,14 +101,6 @@ impl Presented {
             key_field: self.key_field,
         }
     }
-
-    /// Both files' versions: a change of either means a reload.
-    async fn versions(&self) -> (Version, Version) {
-        (
-            file_version(&self.cert_file).await,
-            file_version(&self.key_file).await,
-        )
-    }
 }
 
 /// Reads the pair once (at start, and for `--check-config`).
@@ -161,19 +153,8 @@ pub(super) fn gateway(
 /// Polls the files every `reload_interval`; when either changed, loads the pair and
 /// puts it in force, or keeps the previous one and logs why. Runs until aborted.
 pub(super) async fn watch(cert: Arc<ReloadingCert>, source: Presented) {
-    let mut seen = source.versions().await;
-    let mut ticks = tokio::time::interval(source.every.max(Duration::from_millis(10)));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
-    loop {
-        ticks.tick().await;
-        let now = source.versions().await;
-        if now == seen {
-            continue;
-        }
-        // A renewal writes two files; one poll may see only the first. A failed load
-        // is retried at the next change of either file.
-        seen = now;
+    let files = [source.cert_file.clone(), source.key_file.clone()];
+    on_change(&files, source.every, || {
         match mtls::certified_key(&source.files()) {
             Ok(key) => {
                 cert.set(key);
@@ -189,6 +170,64 @@ pub(super) async fn watch(cert: Arc<ReloadingCert>, source: Presented) {
                 "certificate reload refused; the previous one stays in force"
             ),
         }
+    })
+    .await;
+}
+
+/// Polls `identity.mtls.ca_file` every `reload_interval`; when it changed, puts a TLS
+/// configuration trusting its CAs in force for new connections (presenting `cert`,
+/// offering `protocols`), or keeps the previous CAs and logs why. A CA rotation
+/// (trust-manager, a renewed mesh root) thus needs no restart: publish the bundle with
+/// both CAs, move the clients, then drop the old CA. Runs until aborted.
+pub(super) async fn watch_client_ca(
+    in_force: mtls::ConfigInForce,
+    config: mtls::MtlsConfig,
+    cert: Arc<ReloadingCert>,
+    protocols: mtls::Protocols,
+) {
+    let files = [config.ca_file.clone()];
+    on_change(&files, config.reload_interval, || {
+        match mtls::server_tls(&config, cert.clone(), protocols) {
+            Ok(tls) => {
+                in_force.set(tls);
+                tracing::info!(
+                    ca_file = %config.ca_file.display(),
+                    "client CA reloaded; new connections are verified against it"
+                );
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "client CA reload refused; the previous CAs stay in force"
+            ),
+        }
+    })
+    .await;
+}
+
+/// Calls `reload` each time one of `files` changed since the last poll; polls every
+/// `every`. Runs until aborted.
+async fn on_change(files: &[std::path::PathBuf], every: Duration, mut reload: impl FnMut()) {
+    let versions = || async {
+        let mut versions = Vec::with_capacity(files.len());
+        for file in files {
+            versions.push(file_version(file).await);
+        }
+        versions
+    };
+    let mut seen = versions().await;
+    let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let now = versions().await;
+        if now == seen {
+            continue;
+        }
+        // A renewal may write several files; one poll may see only the first. A
+        // failed load is retried at the next change of any of them.
+        seen = now;
+        reload();
     }
 }
 

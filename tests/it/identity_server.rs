@@ -112,6 +112,82 @@ async fn a_renewed_mtls_server_certificate_is_served_without_a_restart() {
     );
 }
 
+/// Whether a client with `client`'s certificate gets a grant over a new connection.
+async fn served(service: &Service, server_ca: &Ca, client: &certs::Leaf) -> bool {
+    match tls_channel(service, server_ca, Some(client)).await {
+        Err(_) => false,
+        Ok(channel) => GrantServiceClient::new(channel)
+            .grant_read(read("tenants/billing/q3.csv"))
+            .await
+            .is_ok(),
+    }
+}
+
+/// Waits until `client` is served (`want`) or refused (`!want`) on new connections.
+async fn until_served(service: &Service, server_ca: &Ca, client: &certs::Leaf, want: bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while served(service, server_ca, client).await != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client CA file's change was never applied (want served = {want})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A client CA rotated in `[identity.mtls] ca_file` (as trust-manager publishes a
+/// bundle) applies to new connections without a restart: the new CA's clients are
+/// served once the bundle holds it, the old CA's refused once it is dropped, and a
+/// file that holds no CA keeps the previous CAs in force.
+#[tokio::test]
+async fn a_rotated_client_ca_is_trusted_without_a_restart() {
+    let store = demo_store().await;
+    store
+        .put("demo", "tenants/billing/q3.csv", b"billing data")
+        .await;
+    let server_ca = Ca::new("server CA");
+    let old_ca = Ca::new("old client CA");
+    let new_ca = Ca::new("new client CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &old_ca.pem).unwrap();
+    let (cert_file, key_file) = server_cert(&server_ca).write_to(dir.path());
+    let mut setup = Setup::new();
+    setup.rules = RULES.into();
+    setup.extra_config = format!(
+        "[identity.mtls]\nca_file = {ca_file:?}\ncert_file = {cert_file:?}\nkey_file = {key_file:?}\n\
+         trust_domains = [\"prod.example\"]\nrequired = true\nreload_interval = \"100ms\"\n"
+    );
+    let service = Service::start(&store, setup).await;
+    let workload = ["spiffe://prod.example/ns/billing/sa/reporter"];
+    let old_client = client_cert(&old_ca, &workload, Validity::Now);
+    let new_client = client_cert(&new_ca, &workload, Validity::Now);
+    assert!(served(&service, &server_ca, &old_client).await);
+    assert!(
+        !served(&service, &server_ca, &new_client).await,
+        "a client of a CA not in ca_file was served"
+    );
+
+    // The overlap: both CAs in the bundle.
+    std::fs::write(&ca_file, format!("{}{}", old_ca.pem, new_ca.pem)).unwrap();
+    until_served(&service, &server_ca, &new_client, true).await;
+    assert!(served(&service, &server_ca, &old_client).await);
+
+    // The old CA dropped.
+    std::fs::write(&ca_file, &new_ca.pem).unwrap();
+    until_served(&service, &server_ca, &old_client, false).await;
+    assert!(served(&service, &server_ca, &new_client).await);
+
+    // A broken bundle is refused; the CAs in force stay.
+    std::fs::write(&ca_file, "not a certificate\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        served(&service, &server_ca, &new_client).await,
+        "a broken ca_file replaced the CAs in force"
+    );
+    assert!(!served(&service, &server_ca, &old_client).await);
+}
+
 #[tokio::test]
 async fn mtls_spiffe_id_selects_the_callers_own_prefix() {
     let store = demo_store().await;
