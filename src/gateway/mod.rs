@@ -389,6 +389,32 @@ pub(crate) fn json_u64_optional<'de, D: serde::Deserializer<'de>>(
     json_u64(d).map(Some)
 }
 
+/// A JSON body that must be an object. serde's derived structs also read an array,
+/// their fields by position (and an empty one as every default), which is no form the
+/// gateway documents: such a body is refused, not read as a request.
+#[derive(Debug)]
+pub(crate) struct Object<T>(pub(crate) T);
+
+/// What a body that is not an object is told it should be.
+const OBJECT_EXPECTED: &str = "a JSON object with the route's fields";
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Fields<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(OBJECT_EXPECTED)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Fields(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
 /// A TTL in JSON: protobuf JSON's `"300s"`, or a number of seconds.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]

@@ -214,9 +214,10 @@ impl Problem {
 impl From<axum::extract::rejection::JsonRejection> for Problem {
     fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
         let mut detail = rejection.body_text();
-        // For a body that is not an object, serde names the Rust type it wanted ("expected
-        // struct UploadRequest with 9 elements"); say what to send instead.
-        if detail.contains("expected struct ") {
+        // For a body that is not an object, serde quotes what it got (a string body may
+        // be anything, a token pasted in the wrong place) and, for a nested field, names
+        // the Rust type it wanted ("expected struct Part"); say what to send instead.
+        if detail.contains(super::OBJECT_EXPECTED) || detail.contains("expected struct ") {
             detail = "the body must be a JSON object with the route's fields (README, \
                       \"Web apps: the HTTP gateway\")"
                 .to_owned();

@@ -89,14 +89,14 @@ pub(crate) async fn sign(
     State(app): State<Arc<App>>,
     method: Method,
     headers: HeaderMap,
-    body: Result<Json<UploadRequest>, JsonRejection>,
+    body: Result<Json<super::Object<UploadRequest>>, JsonRejection>,
 ) -> Response {
     let (caller, _) = match identify(&app, &method, &headers, Door::Browser) {
         Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
     let body = match body {
-        Ok(Json(body)) => body,
+        Ok(Json(super::Object(body))) => body,
         Err(e) => return Problem::from(e).into_response(),
     };
     let mut v = Violations::default();

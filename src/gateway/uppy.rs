@@ -147,14 +147,14 @@ pub(crate) async fn create(
     State(app): State<Arc<App>>,
     method: Method,
     headers: HeaderMap,
-    body: Result<Json<CreateBody>, JsonRejection>,
+    body: Result<Json<super::Object<CreateBody>>, JsonRejection>,
 ) -> Response {
     let (caller, bucket) = match caller_and_bucket(&app, &method, &headers) {
         Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
     let body = match body {
-        Ok(Json(body)) => body,
+        Ok(Json(super::Object(body))) => body,
         Err(e) => return Problem::from(e).into_response(),
     };
     let key = match app
@@ -356,7 +356,7 @@ pub(crate) async fn complete(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<KeyQuery>, QueryRejection>,
-    body: Result<Json<CompleteBody>, JsonRejection>,
+    body: Result<Json<super::Object<CompleteBody>>, JsonRejection>,
 ) -> Response {
     let (caller, token) = match token(path)
         .and_then(|token| Ok((continuing(&app, &method, &headers, &token, query)?, token)))
@@ -365,7 +365,7 @@ pub(crate) async fn complete(
         Err(problem) => return problem.into_response(),
     };
     let body = match body {
-        Ok(Json(body)) => body,
+        Ok(Json(super::Object(body))) => body,
         Err(e) => return Problem::from(e).into_response(),
     };
     let mut v = Violations::default();
