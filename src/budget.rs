@@ -8,6 +8,9 @@
 //!   that have refilled completely (callers idle long enough to be back at their burst)
 //!   are dropped first, which loses nothing, and otherwise the stalest one.
 //! - **A refusal says when to retry**: the time until one token is back.
+//! - **A refused caller is named in the log**, once a minute per bucket: refusals are
+//!   not audited (a client looping past its budget would flood the audit log), and the
+//!   metric has no caller label, so the warning is how an operator finds the caller.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,20 +31,38 @@ struct Bucket {
     at: Instant,
     /// The rate this bucket refills at (a key's rate may differ from the default).
     rate: Rate,
+    /// When a refusal of this bucket was last logged.
+    warned: Option<Instant>,
+}
+
+/// How often a bucket's refusals are logged, at most.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// What taking a token came to.
+#[derive(Debug, PartialEq)]
+struct Taken {
+    /// `Err`: the time until a token is back.
+    result: Result<(), Duration>,
+    /// A refusal the log should name the caller for.
+    warn: bool,
 }
 
 /// Token buckets, one per caller.
 #[derive(Debug)]
 pub struct Budgets {
+    /// What the budget counts, for the log: `grants`, `new STS sessions`.
+    counts: &'static str,
     rate: Rate,
     max_callers: usize,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 impl Budgets {
-    /// Budgets refilling at `rate`, for at most `max_callers` callers at once.
-    pub fn new(rate: Rate, max_callers: usize) -> Self {
+    /// Budgets of what `counts` names, refilling at `rate`, for at most `max_callers`
+    /// callers at once.
+    pub fn new(counts: &'static str, rate: Rate, max_callers: usize) -> Self {
         Self {
+            counts,
             rate,
             max_callers: max_callers.max(1),
             buckets: Mutex::new(HashMap::new()),
@@ -53,15 +74,52 @@ impl Budgets {
     /// # Errors
     /// The time until a token is back, when the bucket is empty.
     pub fn take(&self, caller: &str, now: Instant) -> Result<(), Duration> {
-        self.take_at(caller, self.rate, now)
+        self.take_logged(caller, caller, None, self.rate, now)
     }
 
-    /// Takes one token from the bucket of `key` (a caller, or a caller under a rule
-    /// of its own rate), which refills at `rate`.
+    /// Takes one token from `caller`'s bucket under the rule at `rule_line`, which sets
+    /// a rate of its own: a bucket apart from the caller's default one.
     ///
     /// # Errors
     /// The time until a token is back, when the bucket is empty.
-    pub fn take_at(&self, key: &str, rate: Rate, now: Instant) -> Result<(), Duration> {
+    pub fn take_for_rule(
+        &self,
+        caller: &str,
+        rule_line: usize,
+        rate: Rate,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        // '\n' cannot occur in a caller id: no caller's default bucket has this key.
+        let key = format!("{caller}\nrule {rule_line}");
+        self.take_logged(&key, caller, Some(rule_line), rate, now)
+    }
+
+    fn take_logged(
+        &self,
+        key: &str,
+        caller: &str,
+        rule_line: Option<usize>,
+        rate: Rate,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let Taken { result, warn } = self.take_at(key, rate, now);
+        if warn && let Err(retry_after) = result {
+            tracing::warn!(
+                budget = self.counts,
+                caller,
+                rule_line,
+                per_second = rate.per_second,
+                burst = rate.burst,
+                retry_after_ms = retry_after.as_millis() as u64,
+                "caller over its budget: its calls are refused (RESOURCE_EXHAUSTED, HTTP 429) \
+                 until it slows down; logged once a minute per caller"
+            );
+        }
+        result
+    }
+
+    /// Takes one token from the bucket of `key`, which refills at `rate`.
+    fn take_at(&self, key: &str, rate: Rate, now: Instant) -> Taken {
         let mut buckets = self
             .buckets
             .lock()
@@ -78,12 +136,14 @@ impl Budgets {
             tokens: rate.burst,
             at: now,
             rate,
+            warned: None,
         });
         Self::spend(bucket, rate, now)
     }
 
-    /// Refills `bucket` for the time since it was last used and takes one token.
-    fn spend(bucket: &mut Bucket, rate: Rate, now: Instant) -> Result<(), Duration> {
+    /// Refills `bucket` for the time since it was last used and takes one token; a
+    /// refusal is to be logged when none of this bucket's was in the last minute.
+    fn spend(bucket: &mut Bucket, rate: Rate, now: Instant) -> Taken {
         // A rules reload may have changed the rate of this key.
         bucket.rate = rate;
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
@@ -91,13 +151,23 @@ impl Budgets {
         bucket.at = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let missing = 1.0 - bucket.tokens;
-            Err(
-                Duration::from_secs_f64(missing / rate.per_second.max(f64::MIN_POSITIVE))
-                    .max(Duration::from_millis(1)),
-            )
+            return Taken {
+                result: Ok(()),
+                warn: false,
+            };
+        }
+        let missing = 1.0 - bucket.tokens;
+        let retry_after = Duration::from_secs_f64(missing / rate.per_second.max(f64::MIN_POSITIVE))
+            .max(Duration::from_millis(1));
+        let warn = bucket
+            .warned
+            .is_none_or(|at| now.saturating_duration_since(at) >= WARN_EVERY);
+        if warn {
+            bucket.warned = Some(now);
+        }
+        Taken {
+            result: Err(retry_after),
+            warn,
         }
     }
 
@@ -130,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_caller_gets_its_burst_then_waits_for_the_refill() {
-        let b = Budgets::new(RATE, 10);
+        let b = Budgets::new("grants", RATE, 10);
         let t0 = Instant::now();
         for _ in 0..3 {
             assert_eq!(b.take("a", t0), Ok(()));
@@ -145,7 +215,7 @@ mod tests {
 
     #[test]
     fn one_callers_burst_leaves_the_others_untouched() {
-        let b = Budgets::new(RATE, 10);
+        let b = Budgets::new("grants", RATE, 10);
         let t0 = Instant::now();
         while b.take("greedy", t0).is_ok() {}
         assert_eq!(b.take("other", t0), Ok(()));
@@ -153,16 +223,16 @@ mod tests {
 
     #[test]
     fn a_key_refills_at_its_own_rate() {
-        let b = Budgets::new(RATE, 10);
+        let b = Budgets::new("grants", RATE, 10);
         let t0 = Instant::now();
         let fast = Rate {
             per_second: 100.0,
             burst: 10.0,
         };
         for _ in 0..10 {
-            assert_eq!(b.take_at("batch", fast, t0), Ok(()));
+            assert_eq!(b.take_for_rule("batch", 7, fast, t0), Ok(()));
         }
-        let wait = b.take_at("batch", fast, t0).unwrap_err();
+        let wait = b.take_for_rule("batch", 7, fast, t0).unwrap_err();
         assert!(wait <= Duration::from_millis(10), "{wait:?}");
         // The default-rate bucket of another key is untouched and slower.
         for _ in 0..3 {
@@ -172,8 +242,44 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_bucket_is_reported_once_a_minute() {
+        let b = Budgets::new("grants", RATE, 10);
+        let t0 = Instant::now();
+        let taken = |key: &str, at: Instant| b.take_at(key, RATE, at);
+        for _ in 0..3 {
+            assert_eq!(
+                taken("a", t0),
+                Taken {
+                    result: Ok(()),
+                    warn: false
+                }
+            );
+        }
+        // The first refusal is reported; the next ones in that minute are not.
+        assert!(taken("a", t0).warn);
+        assert!(!taken("a", t0).warn);
+        let later = t0 + Duration::from_secs(30);
+        let refused = std::iter::repeat_with(|| taken("a", later))
+            .find(|t| t.result.is_err())
+            .unwrap();
+        assert!(!refused.warn, "reported again within the minute");
+        // Another bucket is reported on its own.
+        for _ in 0..3 {
+            taken("b", later);
+        }
+        assert!(taken("b", later).warn);
+        // A minute after the last report, the next refusal is reported again.
+        let minute = t0 + WARN_EVERY;
+        let refused = std::iter::repeat_with(|| taken("a", minute))
+            .find(|t| t.result.is_err())
+            .unwrap();
+        assert!(refused.warn);
+        assert!(!taken("a", minute).warn);
+    }
+
+    #[test]
     fn memory_is_bounded_and_idle_callers_go_first() {
-        let b = Budgets::new(RATE, 2);
+        let b = Budgets::new("grants", RATE, 2);
         let t0 = Instant::now();
         b.take("idle", t0).unwrap();
         for _ in 0..3 {

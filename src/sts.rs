@@ -242,7 +242,11 @@ impl Broker {
             inner: Arc::new(Inner {
                 client,
                 role_arn,
-                misses: crate::budget::Budgets::new(config.miss_rate, MAX_BUDGETED_CALLERS),
+                misses: crate::budget::Budgets::new(
+                    "new STS sessions",
+                    config.miss_rate,
+                    MAX_BUDGETED_CALLERS,
+                ),
                 config,
                 cache: Mutex::new(HashMap::new()),
             }),

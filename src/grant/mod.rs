@@ -294,6 +294,7 @@ impl Pipeline {
     /// This pipeline, with each caller's grants limited to `rate`.
     pub fn with_grant_rate(mut self, rate: crate::budget::Rate) -> Self {
         self.budgets = Some(Arc::new(crate::budget::Budgets::new(
+            "grants",
             rate,
             MAX_BUDGETED_CALLERS,
         )));
@@ -308,10 +309,7 @@ impl Pipeline {
         };
         let now = std::time::Instant::now();
         match rule.and_then(|r| Some((r.line(), r.grant_rate()?))) {
-            Some((line, rate)) => {
-                // '\n' cannot occur in a caller id: no caller can name this bucket.
-                budgets.take_at(&format!("{}\nrule {line}", caller.id()), rate, now)
-            }
+            Some((line, rate)) => budgets.take_for_rule(caller.id(), line, rate, now),
             None => budgets.take(caller.id(), now),
         }
         .map_err(Error::OverBudget)

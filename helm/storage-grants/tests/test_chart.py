@@ -891,7 +891,8 @@ def alert_rules_pass_promtool():
     rules_file.write_text(yaml.safe_dump(rule["spec"]))
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
     check({"StorageGrantsStsErrors", "StorageGrantsRulesReloadRefused", "StorageGrantsNotReady",
-           "StorageGrantsSigningCredentialsExpiring", "StorageGrantsConnectionsRefused"} <= alerts,
+           "StorageGrantsSigningCredentialsExpiring", "StorageGrantsConnectionsRefused",
+           "StorageGrantsCallersOverBudget"} <= alerts,
           f"alerts {alerts}")
     p = run([ARGS.promtool, "check", "rules", str(rules_file)])
     check(p.returncode == 0, f"promtool check rules:\n{p.stdout}{p.stderr}")
