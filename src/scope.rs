@@ -77,6 +77,10 @@ pub enum Error {
     InvalidChecksum,
     #[error("min_bytes ({min}) is greater than max_bytes ({max}); send min_bytes <= max_bytes")]
     InvertedRange { min: u64, max: u64 },
+    #[error(
+        "max_bytes is 0: the form would take empty files only; set max_bytes to the largest size to accept"
+    )]
+    EmptyRange,
     #[error("{value} bytes is over S3's {max}-byte limit for a single upload")]
     TooLargeUpload { value: u64, max: u64 },
 }
@@ -484,9 +488,13 @@ impl SizeRange {
     /// A range from `min` to `max` bytes.
     ///
     /// # Errors
-    /// [`Error::InvertedRange`] when `min > max`; [`Error::TooLargeUpload`] when `max`
-    /// is over 5 GiB.
+    /// [`Error::InvertedRange`] when `min > max`; [`Error::EmptyRange`] when `max` is 0
+    /// (a range a client left unset, which would take empty files only);
+    /// [`Error::TooLargeUpload`] when `max` is over 5 GiB.
     pub fn new(min: u64, max: u64) -> Result<SizeRange, Error> {
+        if max == 0 {
+            return Err(Error::EmptyRange);
+        }
         if min > max {
             return Err(Error::InvertedRange { min, max });
         }
@@ -632,6 +640,7 @@ mod tests {
     fn size_range_must_be_ordered_and_within_5_gib() {
         assert!(SizeRange::new(0, 10).is_ok());
         assert!(SizeRange::new(10, 10).is_ok());
+        assert_eq!(SizeRange::new(0, 0), Err(Error::EmptyRange));
         assert_eq!(
             SizeRange::new(11, 10),
             Err(Error::InvertedRange { min: 11, max: 10 })

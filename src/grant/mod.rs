@@ -390,6 +390,7 @@ impl Pipeline {
                 ttl: request.ttl,
                 overrides_rendering: request.overrides_rendering(),
                 content_type: None,
+                size: None,
             },
             |signer, credentials, at, ttl| {
                 let object = GetObject {
@@ -418,6 +419,7 @@ impl Pipeline {
                 ttl: request.ttl,
                 overrides_rendering: false,
                 content_type: request.content_type.as_ref().map(HeaderText::as_str),
+                size: Some(&request.upload),
             },
             |signer, credentials, at, ttl| match request.upload {
                 Upload::Put(content_length) => {
@@ -485,6 +487,9 @@ impl Pipeline {
         }
         if action == Action::Write {
             check_content_type(rule, caller, bucket, key, ask.content_type)?;
+        }
+        if let Some(upload) = ask.size {
+            check_object_size(rule, upload)?;
         }
         let credentials = self.credentials.current()?;
         let signing_time = whole_seconds(SystemTime::now());
@@ -656,6 +661,43 @@ struct Ask<'a> {
     overrides_rendering: bool,
     /// A write's pinned content type, which its rule may restrict.
     content_type: Option<&'a str>,
+    /// A write's size pin, which its rule's `max_object_size` may bound.
+    size: Option<&'a Upload>,
+}
+
+/// A write's size pin, held to its rule's `max_object_size`: the largest object the
+/// grant lets through must be within it, so a PUT must pin its length and a POST
+/// form's range must end within it (multipart uploads are held to it at their start
+/// and at their completion). Refused as a request to change, naming the field.
+fn check_object_size(rule: &Rule, upload: &Upload) -> Result<(), Error> {
+    let Some(max) = rule.max_object_size() else {
+        return Ok(());
+    };
+    let line = rule.line();
+    let violation = match *upload {
+        Upload::Put(Some(length)) if length > max => FieldViolation {
+            field: "content_length",
+            description: format!(
+                "is {length} bytes; the rule (line {line}) allows objects of at most {max}"
+            ),
+        },
+        Upload::Put(None) => FieldViolation {
+            field: "content_length",
+            description: format!(
+                "required: the rule (line {line}) allows objects of at most {max} bytes; pin \
+                 the upload's length, or ask for a form with a content_length_range up to {max}"
+            ),
+        },
+        Upload::Post(range) if range.max() > max => FieldViolation {
+            field: "content_length_range.max_bytes",
+            description: format!(
+                "is {}; the rule (line {line}) allows objects of at most {max} bytes",
+                range.max()
+            ),
+        },
+        Upload::Put(Some(_)) | Upload::Post(_) => return Ok(()),
+    };
+    Err(Error::InvalidArgument(vec![violation]))
 }
 
 /// A write's pinned `content_type`, held to its rule's `content_types`: a type that

@@ -619,3 +619,65 @@ content_types = ["image/*", "application/pdf"]
     let g = grant(&service, typed("public/page.html", "text/html")).await;
     assert_eq!(put(&g.url, &g.headers, b"<p>").await, 200);
 }
+
+/// A rule's `max_object_size` bounds every form of upload, not only multipart: a PUT
+/// must pin a length within it, a form's range must end within it (the store then
+/// holds the upload to the range), and a PUT without a length is refused, since it
+/// would take any size the store accepts.
+#[tokio::test]
+async fn a_rule_with_max_object_size_bounds_puts_and_forms() {
+    let store = demo_store().await;
+    let setup = Setup::with_more_rules(
+        r#"
+[[rules]]
+callers = ["dev:demo"]
+bucket = "demo"
+prefix = "public/small/"
+actions = ["write"]
+max_object_size = 1000
+"#,
+    );
+    let service = Service::start(&store, setup).await;
+    let sized = |key: &str, n: u64| GrantWriteRequest {
+        size: Some(Size::ContentLength(n)),
+        ..write(key)
+    };
+    let g = grant(&service, sized("public/small/a.bin", 1000)).await;
+    assert_eq!(put(&g.url, &g.headers, &[b'a'; 1000]).await, 200);
+    let form = grant(&service, ranged("public/small/b.bin", 1, 1000)).await;
+    assert_eq!(post(&form, &form.form_fields, &[b'b'; 1000]).await, 204);
+    assert_ne!(
+        post(&form, &form.form_fields, &[b'b'; 1001]).await,
+        204,
+        "the store took more than the form's range"
+    );
+
+    let mut client = service.client().await;
+    for (request, field, says) in [
+        (
+            sized("public/small/c.bin", 1001),
+            "content_length",
+            "is 1001 bytes",
+        ),
+        (write("public/small/d.bin"), "content_length", "required"),
+        (
+            ranged("public/small/e.bin", 1, 1001),
+            "content_length_range.max_bytes",
+            "is 1001",
+        ),
+    ] {
+        let refused = client
+            .grant_write(authed(request, &TOKEN))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{field}");
+        let message = refused.message();
+        assert!(
+            message.contains(field) && message.contains(says) && message.contains("at most 1000"),
+            "{message}"
+        );
+    }
+    // Outside that prefix, the other rule takes a PUT of any size.
+    let g = grant(&service, write("public/large.bin")).await;
+    assert_eq!(put(&g.url, &g.headers, &[b'c'; 2000]).await, 200);
+}
