@@ -165,6 +165,10 @@ pub struct Scope {
     pub prefix: Prefix,
     /// The access granted.
     pub access: Access,
+    /// The session length asked of STS. Credentials of another length are another
+    /// entry: a caller that asks for a short session never gets a longer one made for
+    /// another request, nor one made shorter for another.
+    pub session: Duration,
 }
 
 /// Temporary credentials for one scope.
@@ -191,8 +195,6 @@ pub struct Request<'a> {
     pub scope: &'a Scope,
     /// The session policy for the scope.
     pub policy: &'a SessionPolicy,
-    /// Session length asked for STS, already clamped to what STS allows.
-    pub duration: Duration,
     /// Longest life a reused credential may have left (the rule's max TTL).
     pub max_life: Duration,
     /// Least life a reused credential must have left, beyond `sts.reuse_min_remaining`
@@ -353,7 +355,7 @@ impl Broker {
                     let fetch = self.clone().fetch(
                         request.scope.clone(),
                         request.policy.as_str().to_owned(),
-                        request.duration,
+                        request.scope.session,
                         request.grant_id.to_owned(),
                         tx,
                     );
@@ -367,7 +369,7 @@ impl Broker {
                         rpc.service = "STS",
                         rpc.method = "AssumeRole",
                         grant_id = request.grant_id,
-                        duration_secs = request.duration.as_secs(),
+                        duration_secs = request.scope.session.as_secs(),
                         result = tracing::field::Empty,
                     );
                     tokio::spawn(fetch.instrument(span));
@@ -682,6 +684,7 @@ mod tests {
                 read: true,
                 ..Access::default()
             },
+            session: HOUR,
         }
     }
 
@@ -779,9 +782,11 @@ mod tests {
         )
         .unwrap();
         let request = Request {
-            scope: &scope("dead/"),
+            scope: &Scope {
+                session: STS_MIN_DURATION,
+                ..scope("dead/")
+            },
             policy: &policy,
-            duration: STS_MIN_DURATION,
             max_life: HOUR,
             min_left: Duration::ZERO,
             grant_id: "g",

@@ -583,11 +583,17 @@ impl Pipeline {
             delete,
         };
         let grant_id = audit::new_grant_id();
+        let role_chaining = match scoped.durations.role_chaining {
+            Some(chaining) => chaining,
+            None => self.credentials.current()?.session_token.is_some(),
+        };
+        let requested = request.duration.unwrap_or(scoped.durations.default);
         let scope = sts::Scope {
             caller: caller.id().to_owned(),
             bucket: request.bucket.clone(),
             prefix: request.prefix.clone(),
             access,
+            session: scoped.durations.session(requested, rule_max, role_chaining),
         };
         let credentials = match scoped.broker.cached(&scope, rule_max, request.min_left) {
             Some(hit) => hit,
@@ -605,18 +611,11 @@ impl Pipeline {
                         description: e.to_string(),
                     }])
                 })?;
-                let role_chaining = match scoped.durations.role_chaining {
-                    Some(chaining) => chaining,
-                    None => self.credentials.current()?.session_token.is_some(),
-                };
-                let requested = request.duration.unwrap_or(scoped.durations.default);
-                let duration = scoped.durations.session(requested, rule_max, role_chaining);
                 scoped
                     .broker
                     .credentials(&sts::Request {
                         scope: &scope,
                         policy: &policy,
-                        duration,
                         max_life: rule_max,
                         min_left: request.min_left,
                         grant_id: &grant_id,

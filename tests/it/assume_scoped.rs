@@ -460,6 +460,50 @@ async fn assert_two_hours_become(service: &Service, want_secs: i64) {
     );
 }
 
+/// A caller that asks for a short session gets one, though a longer one for the same
+/// scope is cached, and the longer one stays cached for those who ask for it: a
+/// session's length is part of what is cached.
+#[tokio::test]
+async fn a_cached_session_is_reused_only_for_the_length_it_was_made_for() {
+    let (moto, setup) = moto(&tenant_a_policy()).await;
+    let service = Service::start_at(&moto.endpoint, setup).await;
+    let ask = |seconds: i64| {
+        let service = &service;
+        async move {
+            let before = now_secs();
+            let credentials = service
+                .client()
+                .await
+                .assume_scoped(authed(
+                    AssumeScopedRequest {
+                        duration: Some(prost_types::Duration { seconds, nanos: 0 }),
+                        ..request("tenants/b/", ProtoAccess::Read, false)
+                    },
+                    &OTHER_TOKEN,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .credentials
+                .unwrap();
+            let left = credentials.expires_at.unwrap().seconds - before;
+            assert!(left <= seconds + 2, "asked for {seconds}s, got {left}s");
+            (credentials.access_key_id, left)
+        }
+    };
+    let (hour, left) = ask(3600).await;
+    assert!(left >= 3590, "{left}");
+    let (quarter, left) = ask(900).await;
+    assert_ne!(
+        quarter, hour,
+        "the hour's session was handed out for 15 minutes"
+    );
+    assert!(left >= 890, "{left}");
+    assert_eq!(ask(900).await.0, quarter);
+    assert_eq!(ask(3600).await.0, hour);
+    assert_eq!(moto.assumed_roles().await.len(), 2);
+}
+
 #[tokio::test]
 async fn expiration_is_the_real_one_and_bounded_by_the_rule() {
     let (moto, setup) = moto(&tenant_a_policy()).await;
