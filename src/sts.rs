@@ -165,9 +165,10 @@ pub struct Scope {
     pub prefix: Prefix,
     /// The access granted.
     pub access: Access,
-    /// The session length asked of STS. Credentials of another length are another
-    /// entry: a caller that asks for a short session never gets a longer one made for
-    /// another request, nor one made shorter for another.
+    /// The session length asked for, cut to the rule's, the role's and STS's limits
+    /// (not to role chaining's, which applies to every session alike). Credentials of
+    /// another length are another entry: a caller that asks for a short session never
+    /// gets a longer one made for another request, nor one made shorter for another.
     pub session: Duration,
 }
 
@@ -195,6 +196,8 @@ pub struct Request<'a> {
     pub scope: &'a Scope,
     /// The session policy for the scope.
     pub policy: &'a SessionPolicy,
+    /// Session length to ask STS for, already clamped to what STS allows.
+    pub duration: Duration,
     /// Longest life a reused credential may have left (the rule's max TTL).
     pub max_life: Duration,
     /// Least life a reused credential must have left, beyond `sts.reuse_min_remaining`
@@ -355,7 +358,7 @@ impl Broker {
                     let fetch = self.clone().fetch(
                         request.scope.clone(),
                         request.policy.as_str().to_owned(),
-                        request.scope.session,
+                        request.duration,
                         request.grant_id.to_owned(),
                         tx,
                     );
@@ -369,7 +372,7 @@ impl Broker {
                         rpc.service = "STS",
                         rpc.method = "AssumeRole",
                         grant_id = request.grant_id,
-                        duration_secs = request.scope.session.as_secs(),
+                        duration_secs = request.duration.as_secs(),
                         result = tracing::field::Empty,
                     );
                     tokio::spawn(fetch.instrument(span));
@@ -782,11 +785,9 @@ mod tests {
         )
         .unwrap();
         let request = Request {
-            scope: &Scope {
-                session: STS_MIN_DURATION,
-                ..scope("dead/")
-            },
+            scope: &scope("dead/"),
             policy: &policy,
+            duration: STS_MIN_DURATION,
             max_life: HOUR,
             min_left: Duration::ZERO,
             grant_id: "g",

@@ -583,17 +583,15 @@ impl Pipeline {
             delete,
         };
         let grant_id = audit::new_grant_id();
-        let role_chaining = match scoped.durations.role_chaining {
-            Some(chaining) => chaining,
-            None => self.credentials.current()?.session_token.is_some(),
-        };
         let requested = request.duration.unwrap_or(scoped.durations.default);
+        // The length asked for, without role chaining's cap: that depends on the
+        // service's own credentials, which a cache hit needs not.
         let scope = sts::Scope {
             caller: caller.id().to_owned(),
             bucket: request.bucket.clone(),
             prefix: request.prefix.clone(),
             access,
-            session: scoped.durations.session(requested, rule_max, role_chaining),
+            session: scoped.durations.session(requested, rule_max, false),
         };
         let credentials = match scoped.broker.cached(&scope, rule_max, request.min_left) {
             Some(hit) => hit,
@@ -611,11 +609,16 @@ impl Pipeline {
                         description: e.to_string(),
                     }])
                 })?;
+                let role_chaining = match scoped.durations.role_chaining {
+                    Some(chaining) => chaining,
+                    None => self.credentials.current()?.session_token.is_some(),
+                };
                 scoped
                     .broker
                     .credentials(&sts::Request {
                         scope: &scope,
                         policy: &policy,
+                        duration: scoped.durations.session(requested, rule_max, role_chaining),
                         max_life: rule_max,
                         min_left: request.min_left,
                         grant_id: &grant_id,
