@@ -40,6 +40,11 @@ pub const MAX_PARTS: u16 = 10_000;
 /// Most parts one `GrantUploadParts` signs: a response of 1,000 URLs is about 1 MB,
 /// well under gRPC's default 4 MiB message limit.
 pub const MAX_PARTS_PER_CALL: usize = 1_000;
+/// How long after its token expired an upload may still be aborted by its caller:
+/// discarding the parts is what a client does when it gives up, often after the
+/// token's life; an upload left behind costs storage until the bucket's lifecycle
+/// rule removes it.
+pub const ABORT_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Shortest upload-token key accepted, in bytes.
 pub const MIN_KEY_BYTES: usize = 32;
 
@@ -263,6 +268,20 @@ impl TokenKeys {
     /// # Errors
     /// [`TokenError`].
     pub fn verify(&self, token: &str, caller: &str, now: SystemTime) -> Result<Claims, TokenError> {
+        self.verify_within(token, caller, now, Duration::ZERO)
+    }
+
+    /// As [`TokenKeys::verify`], taking a token that expired less than `grace` ago.
+    ///
+    /// # Errors
+    /// [`TokenError`].
+    pub fn verify_within(
+        &self,
+        token: &str,
+        caller: &str,
+        now: SystemTime,
+        grace: Duration,
+    ) -> Result<Claims, TokenError> {
         let (signed, tag) = token.rsplit_once('.').ok_or(TokenError::Invalid)?;
         let tag = URL_SAFE_NO_PAD
             .decode(tag)
@@ -292,7 +311,11 @@ impl TokenKeys {
             expected_size: claims.s,
             checksum_sha256: claims.h,
         };
-        if claims.expires_at <= now {
+        if claims
+            .expires_at
+            .checked_add(grace)
+            .is_none_or(|end| end <= now)
+        {
             return Err(TokenError::Expired);
         }
         if claims.caller != caller {
@@ -336,6 +359,26 @@ mod tests {
         let k = keys(1);
         let token = k.mint(&claims());
         assert_eq!(k.verify(&token, "dev:demo", UNIX_EPOCH + NOW), Ok(claims()));
+    }
+
+    #[test]
+    fn an_expired_token_verifies_within_a_grace_only() {
+        let k = keys(1);
+        let token = k.mint(&claims());
+        let expiry = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            k.verify_within(&token, "dev:demo", expiry + day, ABORT_GRACE),
+            Ok(claims())
+        );
+        assert_eq!(
+            k.verify_within(&token, "dev:demo", expiry + ABORT_GRACE, ABORT_GRACE),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            k.verify_within(&token, "dev:other", expiry + day, ABORT_GRACE),
+            Err(TokenError::OtherCaller)
+        );
     }
 
     #[test]

@@ -17,8 +17,8 @@ use crate::scope::{BucketName, ChecksumSha256, HeaderText, Metadata, ObjectKey};
 use crate::sign::UploadPart;
 use crate::store::{self, PartToComplete, Store, StoredPart};
 use crate::upload::{
-    self, Claims, MAX_PART_BYTES, MAX_PARTS_PER_CALL, MIN_PART_BYTES, PartNumber, TokenError,
-    TokenKeys,
+    self, ABORT_GRACE, Claims, MAX_PART_BYTES, MAX_PARTS_PER_CALL, MIN_PART_BYTES, PartNumber,
+    TokenError, TokenKeys,
 };
 
 use super::request::describe_metadata;
@@ -364,9 +364,19 @@ impl Pipeline {
 
     /// The claims of `token` for `caller`, or why not; no store call happens before.
     fn claims(&self, caller: &Caller, token: &str) -> Result<Claims, Error> {
+        self.claims_within(caller, token, Duration::ZERO)
+    }
+
+    /// As [`Pipeline::claims`], for a token that expired less than `grace` ago.
+    fn claims_within(
+        &self,
+        caller: &Caller,
+        token: &str,
+        grace: Duration,
+    ) -> Result<Claims, Error> {
         self.uploads()?
             .keys
-            .verify(token, caller.id(), SystemTime::now())
+            .verify_within(token, caller.id(), SystemTime::now(), grace)
             .map_err(|e| match e {
                 TokenError::OtherCaller => Error::OtherCaller,
                 e @ (TokenError::Invalid | TokenError::Expired) => {
@@ -638,12 +648,14 @@ impl Pipeline {
         })
     }
 
-    /// Aborts the upload; aborting one that is already gone succeeds.
+    /// Aborts the upload; aborting one that is already gone succeeds. Its token may
+    /// have expired up to [`ABORT_GRACE`] ago: a client that gives up often does so
+    /// after the token's life, and its parts would otherwise stay in the store.
     ///
     /// # Errors
     /// As [`Pipeline::grant_parts`], and `Store`.
     pub async fn abort_multipart(&self, caller: &Caller, token: &str) -> Result<(), Error> {
-        let claims = self.claims(caller, token)?;
+        let claims = self.claims_within(caller, token, ABORT_GRACE)?;
         self.authorize_upload(caller, &claims)?;
         match self
             .uploads()?

@@ -26,7 +26,7 @@ const SMALL: usize = 4096;
 
 struct Harness {
     client: GrantServiceClient<Channel>,
-    _store: Store,
+    store: Store,
     _service: Service,
 }
 
@@ -54,7 +54,7 @@ actions = ["write"]
     let service = Service::start(&store, setup).await;
     Harness {
         client: service.client().await,
-        _store: store,
+        store,
         _service: service,
     }
 }
@@ -467,11 +467,62 @@ async fn a_tampered_or_expired_token_is_invalid_argument() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let status = h
         .client
-        .list_uploaded_parts(authed(ListUploadedPartsRequest { upload: short }, &TOKEN))
+        .list_uploaded_parts(authed(
+            ListUploadedPartsRequest {
+                upload: short.clone(),
+            },
+            &TOKEN,
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("expired"), "{}", status.message());
+
+    // An expired upload can still be aborted by its caller (a client that gives up
+    // late), so that its parts do not stay in the store.
+    let upload_id = upload_id_of(&short);
+    let part = |n: i32| {
+        h.store
+            .admin()
+            .upload_part()
+            .bucket("demo")
+            .key("public/short.bin")
+            .upload_id(&upload_id)
+            .part_number(n)
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"part"))
+            .send()
+    };
+    part(1).await.expect("the upload is open at the store");
+    let refused = h
+        .client
+        .abort_multipart_upload(authed(
+            AbortMultipartUploadRequest {
+                upload: short.clone(),
+            },
+            &OTHER_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    h.client
+        .abort_multipart_upload(authed(
+            AbortMultipartUploadRequest { upload: short },
+            &TOKEN,
+        ))
+        .await
+        .expect("an expired upload is aborted");
+    assert!(
+        part(2).await.is_err(),
+        "the upload is still open at the store"
+    );
+}
+
+/// The upload id in a token's claims.
+fn upload_id_of(token: &str) -> String {
+    support::upload_claims(token)["u"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test]

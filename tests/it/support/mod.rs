@@ -441,6 +441,17 @@ fn init_log() {
     };
 }
 
+/// The claims of an upload token, `v1.<base64url JSON>.<tag>`, read without its key
+/// (the tag is the service's to check): `u` the upload id, `e` the expiry.
+pub fn upload_claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let claims = token.split('.').nth(1).expect("a v1 upload token");
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .expect("base64url claims");
+    serde_json::from_slice(&json).expect("JSON claims")
+}
+
 /// A request with the caller's bearer token.
 pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
