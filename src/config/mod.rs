@@ -498,6 +498,20 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+        assert_eq!(default.multipart_ttl, Duration::from_secs(3600));
+        for bad in ["500ms", "8d"] {
+            let err = http(&format!("multipart_ttl = \"{bad}\"\n")).unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    Error::Invalid {
+                        field: "http.multipart_ttl",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -112,6 +112,10 @@ pub struct HttpConfig {
     /// HTTP/2); past it the connection is closed.
     #[serde(with = "crate::core::duration")]
     pub header_read_timeout: Duration,
+    /// How long an upload started through the Uppy multipart routes may sign parts
+    /// and complete, from its start; the rule's and the grants' `max_ttl` cut it.
+    #[serde(with = "crate::core::duration")]
+    pub multipart_ttl: Duration,
     /// Bucket that browser uploads through the Uppy routes go to, under the caller's
     /// `write` rule prefix there.
     pub upload_bucket: Option<String>,
@@ -126,6 +130,7 @@ impl Default for HttpConfig {
             login_url: None,
             link_ttl: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
+            multipart_ttl: Duration::from_secs(3600),
             upload_bucket: None,
         }
     }

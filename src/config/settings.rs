@@ -457,6 +457,12 @@ fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
     {
         return out_of_range("http.header_read_timeout", "must be between 1s and 5m");
     }
+    if h.multipart_ttl < Duration::from_secs(1) || h.multipart_ttl > SIGV4_MAX {
+        return out_of_range(
+            "http.multipart_ttl",
+            "must be between 1s and 7d (the rule's and grants.max_ttl cut it)",
+        );
+    }
     let upload_bucket = h
         .upload_bucket
         .as_ref()
@@ -479,6 +485,7 @@ fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
         login_url: h.login_url.clone(),
         link_ttl: h.link_ttl,
         header_read_timeout: h.header_read_timeout,
+        multipart_ttl: h.multipart_ttl,
         request_timeout: raw.server.request_timeout,
         upload_bucket,
     }))

@@ -62,6 +62,10 @@ pub struct Settings {
     /// connection left idle). Without it, clients that trickle headers a byte at a
     /// time hold connections open for good.
     pub header_read_timeout: Duration,
+    /// Lifetime asked for an upload started through the Uppy multipart routes (cut
+    /// by the rule's and the grants' `max_ttl`): a large file over a slow link takes
+    /// longer than a grant's default.
+    pub multipart_ttl: Duration,
     /// Longest a request may take, its body included (`server.request_timeout`): a
     /// client that trickles a body would otherwise hold its stream, and its share of
     /// the connection, for good.

@@ -180,7 +180,7 @@ pub(crate) async fn create(
             create_only: false,
             expected_size: None,
         },
-        |_| Some(None),
+        |_| Some(Some(app.settings.multipart_ttl)),
     );
     let request = match v.finish(request) {
         Ok(request) => request,

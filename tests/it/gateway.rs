@@ -1399,3 +1399,34 @@ async fn head_is_refused_where_a_get_issues_credentials_or_signatures() {
         .unwrap();
     assert_eq!(params.status(), StatusCode::OK);
 }
+
+/// An upload started through Uppy's multipart route lives `http.multipart_ttl` (cut by
+/// the rule), not the grants' default (5 minutes here): a large file over a slow link
+/// takes longer.
+#[tokio::test]
+async fn an_uppy_multipart_upload_lives_the_configured_multipart_ttl() {
+    // The rule allows 15 minutes; the default (1 hour) is cut to it.
+    for (http, want) in [("multipart_ttl = \"10m\"", 600), ("", 900)] {
+        let gw = Gateway::start_http(Setup::new(), http).await;
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let created = json(
+            gw.request(Method::POST, "/s3/multipart")
+                .header(header::AUTHORIZATION, bearer(&TOKEN))
+                .json_body(r#"{"filename": "big.bin", "type": "application/octet-stream"}"#)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        // The upload id Uppy holds is the upload token.
+        let claims = support::upload_claims(created["uploadId"].as_str().unwrap());
+        let life = claims["e"].as_u64().unwrap() - before;
+        assert!(
+            (want - 5..=want + 2).contains(&life),
+            "{http:?}: the upload lives {life}s, want {want}s"
+        );
+    }
+}
