@@ -76,7 +76,16 @@ fn parse_args() -> Result<Option<Args>, String> {
             "serve" => {}
             "--check-config" | "check-config" => args.check_config = true,
             "--config" => args.config = Some(it.next().ok_or("--config needs a file")?.into()),
-            "--listen" => args.listen = Some(it.next().ok_or("--listen needs an address")?),
+            "--listen" => {
+                let addr = it.next().ok_or("--listen needs an address")?;
+                if addr.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(format!(
+                        "--listen '{addr}' is not an address; write IP:PORT, e.g. \
+                         127.0.0.1:50051 (host names are not resolved)"
+                    ));
+                }
+                args.listen = Some(addr);
+            }
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -141,6 +150,9 @@ fn main() -> ExitCode {
     // Logged only now that every value is validated (a refused one never reaches a
     // log), and through redacting `Debug`s: tokens, and URLs' user info and queries.
     tracing::info!(settings = ?settings, "configuration loaded");
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
     let code = match runtime.block_on(serve(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -155,27 +167,43 @@ fn main() -> ExitCode {
 }
 
 async fn check_config(settings: &Settings) -> ExitCode {
-    match server::check_config(settings).await {
-        Ok(checked) => {
-            for collision in checked.rules.collisions() {
-                eprintln!("warning: {collision}");
-            }
-            if let Some(warning) = checked.rules.empty_warning() {
-                eprintln!("warning: {warning}");
-            }
-            println!(
-                "config OK: listen {}, {} rule(s) from {}",
-                settings.listen,
-                checked.rules.len(),
-                settings.grants.rules_file.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
+    let refused = |e: &dyn std::fmt::Display| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    };
+    let checked = match server::check_config(settings).await {
+        Ok(checked) => checked,
+        Err(e) => return refused(&e),
+    };
+    if let Some(file) = &settings.audit.file
+        && let Err(e) = telemetry::check_audit_file(file)
+    {
+        return refused(&e);
     }
+    for warning in &settings.warnings {
+        eprintln!("warning: {warning}");
+    }
+    for collision in checked.rules.collisions() {
+        eprintln!("warning: {collision}");
+    }
+    if let Some(warning) = checked.rules.empty_warning() {
+        eprintln!("warning: {warning}");
+    }
+    let gateway = settings
+        .http
+        .as_ref()
+        .map_or_else(|| "off".to_owned(), |h| h.listen.to_string());
+    let metrics = settings
+        .metrics
+        .listen
+        .map_or_else(|| "off".to_owned(), |m| m.to_string());
+    println!(
+        "config OK: listen {}, gateway {gateway}, metrics {metrics}, {} rule(s) from {}",
+        settings.listen,
+        checked.rules.len(),
+        settings.grants.rules_file.display()
+    );
+    ExitCode::SUCCESS
 }
 
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {

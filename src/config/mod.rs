@@ -40,7 +40,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Malformed TOML or an unknown key.
-    #[error("{path}: {}", .source.to_string().trim_end())]
+    #[error("{path}: {}", with_hint(.source.to_string().trim_end()))]
     Parse {
         /// The file.
         path: PathBuf,
@@ -67,6 +67,19 @@ pub enum Error {
         #[source]
         source: Problem,
     },
+}
+
+/// A parse error, with how to write what it wanted: an environment override is read
+/// as TOML, so a list is a TOML array; an address is an IP and a port.
+fn with_hint(message: &str) -> String {
+    let hint = if message.contains("expected a sequence") {
+        "; write a TOML array, e.g. '[\"https://a.example\"]'"
+    } else if message.contains("invalid socket address syntax") {
+        "; write IP:PORT, e.g. 127.0.0.1:50051 (host names are not resolved)"
+    } else {
+        ""
+    };
+    format!("{message}{hint}")
 }
 
 impl Settings {
@@ -134,9 +147,14 @@ impl Settings {
                     .try_into()
                     .map_err(|e: toml::de::Error| Error::Env {
                         var: var.clone(),
-                        message: e.to_string().trim_end().to_owned(),
+                        message: with_hint(e.to_string().trim_end()),
                     })?;
         }
+        let mut http_keys: Vec<String> = table
+            .get("http")
+            .and_then(toml::Value::as_table)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
         let mut raw: RawConfig = table.try_into().map_err(|e: toml::de::Error| Error::Env {
             var: "STORAGE_GRANTS_*".into(),
             message: e.to_string().trim_end().to_owned(),
@@ -151,12 +169,22 @@ impl Settings {
             }
         }
         raw.resolve_paths(base_dir);
+        // `[http]` settings other than what gRPC-Web also reads are dead without a
+        // listener: likely a forgotten `listen`.
+        http_keys.retain(|k| k != "allowed_origins" || !raw.server.grpc_web);
         let mut settings = Settings::from_raw(raw).map_err(|(field, source)| Error::Invalid {
             path: origin.to_owned(),
             field,
             source,
         })?;
         settings.storage.credential_expiration = credential_expiration;
+        if settings.http.is_none() && !http_keys.is_empty() {
+            settings.warnings.push(format!(
+                "[http] sets {} but no listen: the HTTP gateway is off; set http.listen \
+                 (e.g. \"127.0.0.1:8080\") to serve it",
+                http_keys.join(", ")
+            ));
+        }
         Ok(settings)
     }
 }

@@ -94,6 +94,9 @@ pub struct Settings {
     pub upload_keys: Option<crate::upload::TokenKeys>,
     /// The audit file, if any.
     pub audit: AuditConfig,
+    /// Settings that are valid but likely not what was meant, for `--check-config` to
+    /// print and the service to log at start.
+    pub warnings: Vec<String>,
 }
 
 /// `[storage]`, validated.
@@ -246,6 +249,7 @@ impl Settings {
             grant_rate,
             upload_keys,
             audit: raw.audit,
+            warnings: Vec::new(),
         })
     }
 

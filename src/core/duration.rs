@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserializer;
 
 /// Parses a duration written as `90s`, `15m`, `1h`, `7d`, `500ms`, or a bare number of
 /// seconds.
@@ -50,23 +50,32 @@ pub fn display(d: Duration) -> String {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Raw {
-    Secs(u64),
-    Text(String),
-}
-
 /// Serde adapter (`#[serde(with = "crate::core::duration")]`): a duration from a
 /// string (`15m`) or a number of seconds.
 ///
 /// # Errors
-/// The deserializer's error, with [`parse`]'s message.
+/// The deserializer's error, with [`parse`]'s message, or saying what a duration is
+/// for a value of another type (`true`, a table).
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    match Raw::deserialize(d)? {
-        Raw::Secs(n) => Ok(Duration::from_secs(n)),
-        Raw::Text(s) => parse(&s).map_err(serde::de::Error::custom),
+    struct Written;
+    impl serde::de::Visitor<'_> for Written {
+        type Value = Duration;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a duration such as \"90s\", \"15m\", \"1h\" or \"7d\" (or a whole number of seconds)")
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(n))
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Duration, E> {
+            u64::try_from(n)
+                .map(Duration::from_secs)
+                .map_err(|_| E::custom(format!("{n} is negative; a duration is at least 0s")))
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Duration, E> {
+            parse(s).map_err(E::custom)
+        }
     }
+    d.deserialize_any(Written)
 }
 
 /// Serde adapter for an optional duration

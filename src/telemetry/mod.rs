@@ -119,6 +119,47 @@ pub fn init(format: LogFormat, audit_file: Option<&Path>) -> Result<Telemetry, E
     init_from(format, audit_file, |var| std::env::var(var).ok())
 }
 
+/// What `--check-config` can tell of `audit.file` without creating it: the path is not a
+/// directory, an existing file opens for appending, and a new one's directory exists.
+///
+/// # Errors
+/// [`Error::AuditFile`], as serving would meet it.
+pub fn check_audit_file(path: &Path) -> Result<(), Error> {
+    let refused = |source| Error::AuditFile {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(refused(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "is a directory; name a file in it",
+        ))),
+        Ok(_) => File::options()
+            .append(true)
+            .open(path)
+            .map(drop)
+            .map_err(refused),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            match std::fs::metadata(dir) {
+                Ok(meta) if meta.is_dir() => Ok(()),
+                Ok(_) => Err(refused(std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    format!("{} is not a directory", dir.display()),
+                ))),
+                Err(e) => Err(refused(std::io::Error::new(
+                    e.kind(),
+                    format!("its directory {}: {e}", dir.display()),
+                ))),
+            }
+        }
+        Err(e) => Err(refused(e)),
+    }
+}
+
 /// Installs the log on stderr only, without traces: for the command-line tools, which
 /// run next to a caller rather than as the service.
 ///

@@ -224,3 +224,79 @@ actions = ["read"]
         "{err}"
     );
 }
+
+/// `--check-config` refuses what serving would refuse and says how to write it: an
+/// audit file serving could not open, a `--listen` that is no address, a duration of
+/// the wrong type, a list in an environment override written as a bare string; and it
+/// warns of `[http]` settings that no listener serves.
+#[test]
+fn check_config_refuses_what_serving_would_and_says_how_to_write_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = "listen = \"127.0.0.1:0\"\n";
+    let check = |config: &str| run(dir.path(), config, GOOD_RULES, &["--check-config"]);
+    for (audit, says) in [
+        (
+            "/nonexistent/dir/audit.jsonl",
+            "its directory /nonexistent/dir",
+        ),
+        (".", "is a directory"),
+    ] {
+        let out = check(&format!("{listen}[audit]\nfile = \"{audit}\"\n"));
+        assert_eq!(out.status.code(), Some(2), "{audit}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("audit.file") && err.contains(says), "{err}");
+    }
+    // A new file in an existing directory is fine (serving creates it); none is made.
+    let out = check(&format!("{listen}[audit]\nfile = \"audit.jsonl\"\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!dir.path().join("audit.jsonl").exists());
+
+    let out = check(&format!("{listen}[grants]\nmax_ttl = true\n"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("a duration such as \"90s\""),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = check(&format!("{listen}[http]\nupload_bucket = \"demo\"\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: [http] sets upload_bucket but no listen"),
+        "{err}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("gateway off"), "{stdout}");
+
+    let out = run(
+        dir.path(),
+        listen,
+        GOOD_RULES,
+        &["--check-config", "--listen", "localhost:50051"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--listen 'localhost:50051' is not an address; write IP:PORT")
+            && !err.contains("STORAGE_GRANTS_LISTEN"),
+        "{err}"
+    );
+
+    std::fs::write(dir.path().join("config.toml"), listen).unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .arg("--check-config")
+        .env_remove("STORAGE_GRANTS_CONFIG")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("STORAGE_GRANTS_HTTP__ALLOWED_ORIGINS", "https://a.example")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("write a TOML array, e.g. '[\"https://a.example\"]'"),
+        "{}",
+        stderr(&out)
+    );
+}
