@@ -168,10 +168,16 @@ impl Settings {
             return out_of_range("grants.max_ttl", "must be at most 7d (SigV4's limit)");
         }
         if g.default_ttl < Duration::from_secs(1) || g.default_ttl > g.max_ttl {
-            return out_of_range(
+            let show = crate::core::duration::display;
+            return Err((
                 "grants.default_ttl",
-                "must be between 1s and grants.max_ttl",
-            );
+                Problem::Mismatch(format!(
+                    "is {} and grants.max_ttl is {}: it must be between 1s and \
+                     grants.max_ttl; lower default_ttl (5m unless set) or raise max_ttl",
+                    show(g.default_ttl),
+                    show(g.max_ttl)
+                )),
+            ));
         }
         raw.identity
             .validate()

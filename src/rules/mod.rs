@@ -403,7 +403,11 @@ impl Denied {
 /// Why a rules file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read rules file {path}: {source}")]
+    #[error(
+        "grants.rules_file: cannot read {}: {source}; create it (an empty file grants \
+         nothing) or set grants.rules_file (relative to the config file)",
+        .path.display()
+    )]
     Read {
         path: PathBuf,
         #[source]

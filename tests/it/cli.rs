@@ -259,6 +259,21 @@ fn check_config_refuses_what_serving_would_and_says_how_to_write_it() {
         stderr(&out)
     );
 
+    for (config, says) in [
+        (
+            "[grants]\nmax_ttl = \"1s\"\n",
+            "grants.default_ttl: is 5m and grants.max_ttl is 1s",
+        ),
+        (
+            "[grants]\nrules_file = \"nope.toml\"\n",
+            "grants.rules_file: cannot read",
+        ),
+    ] {
+        let out = check(&format!("{listen}{config}"));
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+
     let out = check(&format!("{listen}[http]\nupload_bucket = \"demo\"\n"));
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
