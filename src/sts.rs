@@ -137,7 +137,10 @@ pub enum Error {
     #[error("the STS call ended without a result")]
     Abandoned,
     /// The caller used up its budget of new STS sessions.
-    #[error("this caller asked for too many new credential sets; retry in {0:?}")]
+    #[error(
+        "this caller asked for too many new credential sets; retry in {}",
+        crate::core::duration::whole_seconds_up(*.0)
+    )]
     OverBudget(Duration),
     /// Too many STS calls are already in flight.
     #[error("too many STS calls are in flight; retry shortly")]

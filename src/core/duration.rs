@@ -50,6 +50,13 @@ pub fn display(d: Duration) -> String {
     }
 }
 
+/// `d` rounded up to whole seconds (at least 1s) and written as [`display`] writes it:
+/// how long to wait, for a message (`retry in 2s`, not `retry in 1.503s`).
+pub fn whole_seconds_up(d: Duration) -> String {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    display(Duration::from_secs(secs.max(1)))
+}
+
 /// Serde adapter (`#[serde(with = "crate::core::duration")]`): a duration from a
 /// string (`15m`) or a number of seconds.
 ///
@@ -91,6 +98,15 @@ pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_are_written_in_whole_seconds_rounded_up() {
+        assert_eq!(whole_seconds_up(Duration::from_millis(975)), "1s");
+        assert_eq!(whole_seconds_up(Duration::from_millis(1)), "1s");
+        assert_eq!(whole_seconds_up(Duration::ZERO), "1s");
+        assert_eq!(whole_seconds_up(Duration::from_millis(60_001)), "61s");
+        assert_eq!(whole_seconds_up(Duration::from_secs(120)), "2m");
+    }
 
     #[test]
     fn durations_parse_in_every_unit() {

@@ -65,10 +65,17 @@ pub(crate) fn identify(
 fn authenticate(app: &App, headers: &HeaderMap, door: Door) -> Result<(Caller, Via), Problem> {
     let Some((token, via)) = presented(app, headers, door)? else {
         tracing::info!(reason = "no credentials", "caller refused");
-        return Err(identity::Error::NoCredentials(
-            "send 'Authorization: Bearer <token>' or sign in for the session cookie".into(),
-        )
-        .into());
+        let how = match door {
+            Door::Sdk => {
+                "this endpoint reads the Authorization header only (an AWS SDK sends \
+                 AWS_CONTAINER_AUTHORIZATION_TOKEN or the file of \
+                 AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE there); cookies are not taken"
+            }
+            Door::Browser | Door::BrowserIssuing => {
+                "send 'Authorization: Bearer <token>' or sign in for the session cookie"
+            }
+        };
+        return Err(identity::Error::NoCredentials(how.into()).into());
     };
     Ok((app.authenticator.authenticate_token(token)?, via))
 }

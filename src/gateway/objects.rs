@@ -18,11 +18,15 @@ use super::caller::{Door, identify};
 use super::problem::Problem;
 use super::{App, disposition};
 
-/// `?download=<filename>`: answer with an `attachment` disposition.
+/// `?download=<filename>`: answer with an `attachment` disposition (a bare
+/// `?download`: under the key's own file name); `?versionId=`: that version of the
+/// object. Other parameters are ignored: mail and analytics tools add `utm_*`, apps
+/// add cache-busters, and a link in a mail must still work.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct LinkQuery {
     download: Option<String>,
+    #[serde(rename = "versionId")]
+    version_id: Option<String>,
 }
 
 /// The route. The request is taken whole (last) so that its headers are read where
@@ -40,8 +44,10 @@ pub(crate) async fn link(
             .into_response();
     };
     let Ok(Query(query)) = query else {
-        return Problem::bad_request("the only query parameter is download=<filename>")
-            .into_response();
+        return Problem::bad_request(
+            "the query must be download=<filename> and versionId=<version>, each at most once",
+        )
+        .into_response();
     };
     let caller = match identify(&app, method, headers, Door::Browser) {
         Ok((caller, _)) => caller,
@@ -51,12 +57,17 @@ pub(crate) async fn link(
     let attachment = query
         .download
         .as_deref()
+        .map(|name| match name {
+            "" => key.rsplit('/').next().unwrap_or_default(),
+            name => name,
+        })
         .and_then(|name| v.check("download", disposition::attachment(name)));
     let request = ReadRequest::parse(
         &mut v,
         RawRead {
             bucket: &bucket,
             key: &key,
+            version_id: query.version_id.as_deref().unwrap_or_default(),
             response_content_disposition: attachment.as_deref().unwrap_or_default(),
             ..RawRead::default()
         },

@@ -60,8 +60,9 @@ struct Range {
 pub(crate) struct UploadGrant {
     method: &'static str,
     url: String,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    headers: BTreeMap<String, String>,
+    /// A PUT's, `{}` when nothing is pinned (clients iterate over it); none for a form.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     fields: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -75,7 +76,7 @@ impl From<Presigned> for UploadGrant {
         UploadGrant {
             method: grant.method,
             url: grant.url.into_exposed(),
-            headers: grant.headers.into_iter().collect(),
+            headers: (grant.file_field.is_empty()).then(|| grant.headers.into_iter().collect()),
             fields: grant.form_fields.into_iter().collect(),
             file_field: grant.file_field,
             expires_at: crate::sign::rfc3339(grant.expires_at),

@@ -102,7 +102,10 @@ pub enum Error {
     #[error(transparent)]
     Store(crate::store::Error),
     /// The caller used up its budget of grants.
-    #[error("this caller asked for too many grants; retry in {0:?}")]
+    #[error(
+        "this caller asked for too many grants; retry in {}",
+        crate::core::duration::whole_seconds_up(*.0)
+    )]
     OverBudget(Duration),
 }
 

@@ -324,6 +324,50 @@ async fn download_asks_the_store_for_an_attachment() {
     assert_eq!(body["violations"][0]["field"], "download", "{body}");
 }
 
+/// A link keeps working with the parameters mail and analytics tools add; a bare
+/// `?download` saves under the key's own name; `?versionId=` names a version.
+#[tokio::test]
+async fn a_link_ignores_added_parameters_and_takes_a_bare_download_and_a_version() {
+    let gw = Gateway::start().await;
+    let auth = [("authorization", bearer(&TOKEN))];
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let tagged = gw
+        .link(
+            "/v1/objects/demo/public/hello.txt?utm_source=mail&v=2",
+            &auth,
+        )
+        .await;
+    assert_eq!(tagged.status(), StatusCode::FOUND);
+    let target = location(&tagged);
+    assert!(!target.contains("utm_source"), "{target}");
+    assert_eq!(http_get(&target).await.status(), StatusCode::OK);
+
+    let bare = gw
+        .link("/v1/objects/demo/public/hello.txt?download", &auth)
+        .await;
+    assert_eq!(bare.status(), StatusCode::FOUND);
+    let target = location(&bare);
+    assert!(
+        target.contains("response-content-disposition=attachment%3B%20filename%3D%22hello.txt%22"),
+        "{target}"
+    );
+    assert_eq!(http_get(&target).await.status(), StatusCode::OK);
+
+    let versioned = gw
+        .link("/v1/objects/demo/public/hello.txt?versionId=v-1", &auth)
+        .await;
+    assert_eq!(versioned.status(), StatusCode::FOUND);
+    assert!(location(&versioned).contains("versionId=v-1"));
+
+    let twice = gw
+        .link(
+            "/v1/objects/demo/public/hello.txt?download=a&download=b",
+            &auth,
+        )
+        .await;
+    assert_eq!(twice.status(), StatusCode::BAD_REQUEST);
+}
+
 #[tokio::test]
 async fn upload_signing_answers_a_put_the_store_accepts() {
     let gw = Gateway::start().await;
@@ -392,6 +436,18 @@ async fn upload_signing_answers_a_post_form_for_a_size_range() {
     let fields = grant["fields"].as_object().unwrap();
     assert!(fields.contains_key("policy") && fields.contains_key("x-amz-signature"));
     assert!(grant.get("headers").is_none(), "{grant}");
+
+    // A PUT that pins nothing still has its (empty) headers: clients iterate over them.
+    let unpinned: Value = serde_json::from_str(
+        &gw.sign_upload(r#"{"bucket": "demo", "key": "public/any.bin"}"#)
+            .await
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(unpinned["method"], "PUT");
+    assert_eq!(unpinned["headers"], serde_json::json!({}), "{unpinned}");
 }
 
 /// A body written for GrantWrite's protobuf JSON (64-bit integers as strings) works
@@ -690,6 +746,15 @@ async fn a_cookie_authenticated_signature_is_not_issued_to_another_site() {
         .await
         .unwrap();
     assert_eq!(credentials.status(), StatusCode::UNAUTHORIZED);
+    // Told what this endpoint reads, not sent to sign in for a cookie it ignores.
+    let detail = problem(credentials).await["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        detail.contains("Authorization header only") && !detail.contains("sign in"),
+        "{detail}"
+    );
 }
 
 #[tokio::test]
