@@ -44,7 +44,8 @@ CLIENT MODES (scoped credentials from a running service, over gRPC):
     credential-process  print credential_process JSON (Version 1) for ~/.aws/config
     credentials-proxy   serve the AWS container-credentials endpoint on loopback, for
                         AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:PORT/v1/credentials/BUCKET/PREFIX?access=read
-    --endpoint URL      the service's gRPC address (https://..., or http:// on loopback)
+    --endpoint URL      the service's gRPC address: https://HOST:PORT, or http://… on
+                        loopback or through a mesh sidecar that encrypts (the token is sent)
     --token-file FILE   the caller's token (e.g. a projected service-account token),
                         read on every call; else STORAGE_GRANTS_TOKEN
     --ca-file FILE      PEM CA of the service's certificate (default: system roots)
@@ -235,6 +236,22 @@ async fn shutdown_signal() {
     }
 }
 
+/// A client mode's usage error: the error and that mode's usage lines, not the whole
+/// help.
+fn client_usage_error(mode: &str, error: &str) -> ExitCode {
+    let lines: Vec<&str> = USAGE
+        .lines()
+        .skip_while(|l| !l.contains(&format!("storage-grants {mode} ")))
+        .take_while(|l| !l.is_empty())
+        .take(2)
+        .collect();
+    eprintln!(
+        "error: {error}\nusage:\n{}\n(storage-grants --help says more)",
+        lines.join("\n")
+    );
+    ExitCode::from(2)
+}
+
 /// `credential-process` and `credentials-proxy`.
 fn client_mode(mode: &str) -> ExitCode {
     use storage_grants::cli::{self, UpstreamOptions};
@@ -278,8 +295,7 @@ fn client_mode(mode: &str) -> ExitCode {
         bad.get_or_insert_with(|| "--endpoint URL is required".into());
     }
     if let Some(e) = bad {
-        eprintln!("error: {e}\n\n{USAGE}");
-        return ExitCode::from(2);
+        return client_usage_error(mode, &e);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -315,10 +331,7 @@ fn client_mode(mode: &str) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(cli::Error::Usage(e)) => {
-            eprintln!("error: {e}\n\n{USAGE}");
-            ExitCode::from(2)
-        }
+        Err(cli::Error::Usage(e)) => client_usage_error(mode, &e),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

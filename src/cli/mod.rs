@@ -54,6 +54,15 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The call never reached the service: no connection, or no TLS where it was
+    /// expected.
+    #[error("cannot reach the service at {endpoint}: {detail}")]
+    Unreachable {
+        /// Its address.
+        endpoint: String,
+        /// What the connection met, down to the operating system's error.
+        detail: String,
+    },
     /// The service refused.
     #[error("the service refused ({}): {}", .0.code(), .0.message())]
     Refused(tonic::Status),

@@ -38,7 +38,11 @@ async fn credentials(
         )
         .into_response();
     };
-    let access = match upstream::access(query.access.as_deref().unwrap_or_default()) {
+    let Some(access) = query.access.as_deref() else {
+        return Problem::bad_request("access is required: ?access=read|write|read-write")
+            .into_response();
+    };
+    let access = match upstream::access(access) {
         Ok(access) => access,
         Err(e) => return Problem::bad_request(e.to_string()).into_response(),
     };
@@ -106,6 +110,8 @@ pub async fn serve(
     let router = Router::new()
         .route("/v1/credentials/{bucket}/{*prefix}", get(credentials))
         .route("/healthz", get(|| async { "ok\n" }))
+        // Problem bodies, as the gateway's: an SDK pointed at a wrong path says why.
+        .fallback(|| async { Problem::not_found() })
         .with_state(upstream);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)

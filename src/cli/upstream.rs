@@ -42,6 +42,14 @@ impl Upstream {
                 "name the caller's token: --token-file FILE or STORAGE_GRANTS_TOKEN".into(),
             ));
         }
+        let scheme = options.endpoint.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("https" | "http")) {
+            return Err(Error::Usage(format!(
+                "--endpoint '{}' needs an https:// or http:// scheme, e.g. \
+                 https://storage-grants.example:50051 or http://127.0.0.1:50051",
+                options.endpoint
+            )));
+        }
         let connect = |source| Error::Connect {
             endpoint: options.endpoint.clone(),
             source,
@@ -120,7 +128,33 @@ impl Upstream {
             .assume_scoped(request)
             .await
             .map(tonic::Response::into_inner)
-            .map_err(Error::Refused)
+            .map_err(|status| self.refused_or_unreachable(status))
+    }
+
+    /// A status the service sent, or the channel's own for a call that never reached
+    /// it (which carries the transport error as its source).
+    fn refused_or_unreachable(&self, status: tonic::Status) -> Error {
+        let Some(source) = std::error::Error::source(&status) else {
+            return Error::Refused(status);
+        };
+        let mut detail = source.to_string();
+        let mut cause = source.source();
+        while let Some(e) = cause {
+            // hyper's and tonic's layers often repeat their inner error's words.
+            let text = e.to_string();
+            if !detail.ends_with(&text) {
+                detail.push_str(": ");
+                detail.push_str(&text);
+            }
+            cause = e.source();
+        }
+        if self.options.endpoint.starts_with("https://") && detail.contains("corrupt message") {
+            detail.push_str(" (is the service serving TLS there? use http:// if not)");
+        }
+        Error::Unreachable {
+            endpoint: self.options.endpoint.clone(),
+            detail,
+        }
     }
 }
 

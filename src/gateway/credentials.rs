@@ -80,6 +80,15 @@ pub fn expiration(expires_at: &prost_types::Timestamp) -> Option<String> {
     ))
 }
 
+/// `GET /v1/credentials/{bucket}` or `/v1/credentials/{bucket}/`: no prefix.
+pub(crate) async fn no_prefix() -> Response {
+    Problem::bad_request(
+        "name a prefix: /v1/credentials/{bucket}/{prefix}/ (credentials are never for a \
+         whole bucket)",
+    )
+    .into_response()
+}
+
 /// The route.
 pub(crate) async fn credentials(
     State(app): State<Arc<App>>,
@@ -96,11 +105,17 @@ pub(crate) async fn credentials(
         return Problem::bad_request("the path is not valid UTF-8 after percent-decoding")
             .into_response();
     };
-    let Ok(Query(query)) = query else {
-        return Problem::bad_request(
-            "query parameters: access=read|write|read-write (required), list=true|false",
-        )
-        .into_response();
+    let query = match query {
+        Ok(Query(query)) => query,
+        // Names the parameter at fault (an unknown name, a list that is not a bool);
+        // never echoes a value.
+        Err(rejection) => {
+            return Problem::bad_request(format!(
+                "{}; the query is access=read|write|read-write (required) and list=true|false",
+                rejection.body_text()
+            ))
+            .into_response();
+        }
     };
     let mut v = Violations::default();
     let request = AssumeRequest::parse(

@@ -95,6 +95,8 @@ const BUCKET: &str = "/v1/objects/{bucket}";
 const BUCKET_SLASH: &str = "/v1/objects/{bucket}/";
 const UPLOADS: &str = "/v1/uploads";
 const CREDENTIALS: &str = "/v1/credentials/{bucket}/{*prefix}";
+const CREDENTIALS_BUCKET: &str = "/v1/credentials/{bucket}";
+const CREDENTIALS_BUCKET_SLASH: &str = "/v1/credentials/{bucket}/";
 const UPPY_PARAMS: &str = "/s3/params";
 const UPPY_MULTIPART: &str = "/s3/multipart";
 const UPPY_UPLOAD: &str = "/s3/multipart/{upload}";
@@ -130,6 +132,8 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
         .route(BUCKET_SLASH, get(objects::no_key))
         .route(UPLOADS, post_json(uploads::sign))
         .route(CREDENTIALS, get_issuing(credentials::credentials))
+        .route(CREDENTIALS_BUCKET, get(credentials::no_prefix))
+        .route(CREDENTIALS_BUCKET_SLASH, get(credentials::no_prefix))
         .route(UPPY_PARAMS, get_issuing(uppy::params))
         .route(UPPY_MULTIPART, post_json(uppy::create))
         .route(UPPY_UPLOAD, get(uppy::list).delete(uppy::abort))

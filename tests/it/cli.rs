@@ -315,3 +315,52 @@ fn check_config_refuses_what_serving_would_and_says_how_to_write_it() {
         stderr(&out)
     );
 }
+
+/// The client modes check `--endpoint` before dialling and tell a connection that
+/// failed from a service that refused; a usage error prints that mode's usage only.
+#[test]
+fn credential_process_checks_its_endpoint_and_says_when_the_service_is_unreachable() {
+    // A port nothing listens on: bound, then released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let run = |endpoint: &str| {
+        Command::new(BIN)
+            .args([
+                "credential-process",
+                "--endpoint",
+                endpoint,
+                "--bucket",
+                "demo",
+                "--prefix",
+                "public/",
+            ])
+            .env("STORAGE_GRANTS_TOKEN", "dev-token-for-the-cli-test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap()
+    };
+    for endpoint in ["127.0.0.1:50051", "ftp://127.0.0.1:50051"] {
+        let out = run(endpoint);
+        assert_eq!(out.status.code(), Some(2), "{endpoint}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("needs an https:// or http:// scheme")
+                && err.contains("storage-grants credential-process --endpoint URL")
+                && !err.contains("ENVIRONMENT"),
+            "{err}"
+        );
+    }
+    let endpoint = format!("http://{closed}");
+    let out = run(&endpoint);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot reach the service at {endpoint}"))
+            && err.contains("Connection refused")
+            && !err.contains("the service refused")
+            && !err.contains("dev-token-for-the-cli-test"),
+        "{err}"
+    );
+}

@@ -326,6 +326,23 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
         .await;
     assert_eq!(body["AccountId"], "123456789012", "{}", body["AccountId"]);
     assert!(body["Token"].as_str().is_some_and(|t| !t.is_empty()));
+    // A wrong path or a missing access is a problem body saying what to send.
+    for (path, status, says) in [
+        ("/v1/credential/demo/tenants/a/", 404, "no such route"),
+        ("/v1/credentials/demo/tenants/a/", 400, "access is required"),
+    ] {
+        let response = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path}");
+        let problem = response.json_value().await;
+        assert!(
+            problem["detail"].as_str().is_some_and(|d| d.contains(says)),
+            "{path}: {problem}"
+        );
+    }
     let _ = stop.send(());
     proxy.await.unwrap().unwrap();
 }
@@ -487,6 +504,27 @@ async fn the_endpoint_refuses_with_the_status_an_sdk_understands() {
         let body: Value = response.json_value().await;
         assert_eq!(body["code"], code, "{path}: {body}");
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // What to change is named: the parameter at fault, the missing prefix.
+    for (path, says) in [
+        (
+            "/v1/credentials/demo/tenants/a/?access=read&lst=true",
+            "lst",
+        ),
+        (
+            "/v1/credentials/demo/tenants/a/?access=read&list=yes",
+            "list=true|false",
+        ),
+        ("/v1/credentials/demo/?access=read", "name a prefix"),
+        ("/v1/credentials/demo?access=read", "name a prefix"),
+    ] {
+        let response = get(path, Some(&TOKEN)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        let body: Value = response.json_value().await;
+        assert!(
+            body["detail"].as_str().is_some_and(|d| d.contains(says)),
+            "{path}: {body}"
+        );
     }
     // STS unreachable (a scope not cached yet): 503 with Retry-After.
     world.moto.stop();
