@@ -19,12 +19,17 @@ pub fn http_client() -> SharedHttpClient {
         .build_https()
 }
 
-/// Loads the SDK config from the standard AWS chain.
-pub async fn load_from_env() -> SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http_client())
-        .load()
-        .await
+/// Loads the SDK config from the standard AWS chain; with `region` (the settings'),
+/// the chain is not asked for one, so a pod without instance metadata logs no failed
+/// lookup.
+pub async fn load_from_env(region: Option<&str>) -> SdkConfig {
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client());
+    match region {
+        Some(region) => loader.region(aws_config::Region::new(region.to_owned())),
+        None => loader,
+    }
+    .load()
+    .await
 }
 
 /// A one-line description of an SDK failure for the operator's log: the HTTP status,

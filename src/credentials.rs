@@ -137,7 +137,13 @@ impl CredentialSource {
                 wait
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot load storage credentials from the AWS chain");
+                tracing::warn!(
+                    error = %crate::core::text::Chain(&e),
+                    "cannot load storage credentials from the AWS chain: set \
+                     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile (AWS_PROFILE), \
+                     web identity (IRSA: AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN), \
+                     or run where container or instance metadata serves credentials"
+                );
                 RETRY
             }
             Err(_) => {

@@ -208,7 +208,7 @@ async fn check_config(settings: &Settings) -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
-    let aws = storage_grants::aws::load_from_env().await;
+    let aws = storage_grants::aws::load_from_env(settings.storage.region.as_deref()).await;
     let listeners = server::Listeners::bind(&settings).await?;
     server::run(settings, aws, listeners, shutdown_signal()).await?;
     Ok(())

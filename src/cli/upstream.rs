@@ -137,17 +137,7 @@ impl Upstream {
         let Some(source) = std::error::Error::source(&status) else {
             return Error::Refused(status);
         };
-        let mut detail = source.to_string();
-        let mut cause = source.source();
-        while let Some(e) = cause {
-            // hyper's and tonic's layers often repeat their inner error's words.
-            let text = e.to_string();
-            if !detail.ends_with(&text) {
-                detail.push_str(": ");
-                detail.push_str(&text);
-            }
-            cause = e.source();
-        }
+        let mut detail = crate::core::text::Chain(source).to_string();
         if self.options.endpoint.starts_with("https://") && detail.contains("corrupt message") {
             detail.push_str(" (is the service serving TLS there? use http:// if not)");
         }
