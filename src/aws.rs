@@ -23,7 +23,8 @@ pub fn http_client() -> SharedHttpClient {
 /// the chain is not asked for one, so a pod without instance metadata logs no failed
 /// lookup.
 pub async fn load_from_env(region: Option<&str>) -> SdkConfig {
-    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client());
+    let loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client());
     match region {
         Some(region) => loader.region(aws_config::Region::new(region.to_owned())),
         None => loader,

@@ -188,7 +188,7 @@ struct Wire {
 pub enum TokenError {
     /// Not a token of this service, or altered.
     #[error(
-        "is not an upload token of this service (or was altered); use the one StartMultipartUpload returned"
+        "is not an upload token of this service (or was altered); use the one the upload's start returned (StartMultipartUpload's upload, or the uploadId of POST /s3/multipart)"
     )]
     Invalid,
     /// Past its expiry.

@@ -212,7 +212,9 @@ fn continuing(
     query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Result<Caller, Problem> {
     let Ok(Query(query)) = query else {
-        return Err(Problem::bad_request("query: key=<the upload's key>"));
+        return Err(Problem::bad_request(
+            "?key=<the upload's key> is required (the key POST /s3/multipart answered)",
+        ));
     };
     let (caller, _) = identify(app, method, headers, Door::BrowserIssuing)?;
     let claimed = app.pipeline.upload_key_of(&caller, token)?;
