@@ -157,6 +157,11 @@ def pod_files(objs, root: Path) -> Path:
     text = config_toml(objs)
     for prefix in ("/etc/storage-grants/", "/var/run/secrets/kubernetes.io/serviceaccount/"):
         text = text.replace(f'"{prefix}', f'"{root}{prefix}')
+    # The audit file's directory is a writable volume in the pod (extraVolumes);
+    # --check-config checks that it exists.
+    for audit_dir in {os.path.dirname(p) for p in re.findall(r'(?m)^file = "(/[^"]+)"', text)}:
+        (root / audit_dir.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        text = text.replace(f'"{audit_dir}/', f'"{root}{audit_dir}/')
     (cfg_dir / "config.toml").write_text(text)
     rules = [o for o in objs if o["kind"] == "ConfigMap" and "rules.toml" in o.get("data", {})]
     (rules_dir / "rules.toml").write_text(rules[0]["data"]["rules.toml"] if rules else "")
