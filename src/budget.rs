@@ -37,6 +37,35 @@ struct Bucket {
 
 /// How often a bucket's refusals are logged, at most.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// How many callers' refusals are logged per [`WARN_EVERY`], at most, for all buckets:
+/// many identities over budget at once (a fleet's bad rollout) must not flood the log.
+const WARNINGS_PER_WINDOW: u32 = 20;
+
+/// The log's share of refusal warnings: at most [`WARNINGS_PER_WINDOW`] per
+/// [`WARN_EVERY`]; the first warning after some were held back says how many.
+#[derive(Debug)]
+struct Warnings {
+    since: Instant,
+    logged: u32,
+    held_back: u64,
+}
+
+impl Warnings {
+    /// Whether a warning may be logged at `now`; when it may, how many were held back
+    /// since the last one logged.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if now.saturating_duration_since(self.since) >= WARN_EVERY {
+            self.since = now;
+            self.logged = 0;
+        }
+        if self.logged >= WARNINGS_PER_WINDOW {
+            self.held_back += 1;
+            return None;
+        }
+        self.logged += 1;
+        Some(std::mem::take(&mut self.held_back))
+    }
+}
 
 /// What taking a token came to.
 #[derive(Debug, PartialEq)]
@@ -55,6 +84,7 @@ pub struct Budgets {
     rate: Rate,
     max_callers: usize,
     buckets: Mutex<HashMap<String, Bucket>>,
+    warnings: Mutex<Warnings>,
 }
 
 impl Budgets {
@@ -66,6 +96,11 @@ impl Budgets {
             rate,
             max_callers: max_callers.max(1),
             buckets: Mutex::new(HashMap::new()),
+            warnings: Mutex::new(Warnings {
+                since: Instant::now(),
+                logged: 0,
+                held_back: 0,
+            }),
         }
     }
 
@@ -103,7 +138,14 @@ impl Budgets {
         now: Instant,
     ) -> Result<(), Duration> {
         let Taken { result, warn } = self.take_at(key, rate, now);
-        if warn && let Err(retry_after) = result {
+        if warn
+            && let Err(retry_after) = result
+            && let Some(held_back) = self
+                .warnings
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .allow(now)
+        {
             tracing::warn!(
                 budget = self.counts,
                 caller,
@@ -111,8 +153,10 @@ impl Budgets {
                 per_second = rate.per_second,
                 burst = rate.burst,
                 retry_after_ms = retry_after.as_millis() as u64,
+                other_callers_not_logged = held_back,
                 "caller over its budget: its calls are refused (RESOURCE_EXHAUSTED, HTTP 429) \
-                 until it slows down; logged once a minute per caller"
+                 until it slows down; logged once a minute per caller, for at most 20 \
+                 callers a minute"
             );
         }
         result
@@ -275,6 +319,25 @@ mod tests {
             .unwrap();
         assert!(refused.warn);
         assert!(!taken("a", minute).warn);
+    }
+
+    #[test]
+    fn at_most_twenty_callers_a_minute_are_logged_and_the_rest_counted() {
+        let t0 = Instant::now();
+        let mut w = Warnings {
+            since: t0,
+            logged: 0,
+            held_back: 0,
+        };
+        for _ in 0..WARNINGS_PER_WINDOW {
+            assert_eq!(w.allow(t0), Some(0));
+        }
+        for _ in 0..5 {
+            assert_eq!(w.allow(t0 + Duration::from_secs(30)), None);
+        }
+        // The next window's first warning says how many were held back.
+        assert_eq!(w.allow(t0 + WARN_EVERY), Some(5));
+        assert_eq!(w.allow(t0 + WARN_EVERY), Some(0));
     }
 
     #[test]
