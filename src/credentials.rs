@@ -127,6 +127,24 @@ impl CredentialSource {
                 let snapshot = snapshot(&c, self.env_expiration);
                 let wait = next_refresh(snapshot.expires_at, SystemTime::now());
                 crate::metrics::signing_credentials_expire_at(snapshot.expires_at);
+                let replaced = self.current.load();
+                let newly_without_expiry = snapshot.session_token.is_some()
+                    && snapshot.expires_at.is_none()
+                    && replaced
+                        .as_deref()
+                        .is_none_or(|c| c.session_token.is_none() || c.expires_at.is_some());
+                if newly_without_expiry {
+                    // Said once, not at every refresh: the cut is documented, but a
+                    // service whose grants all live 15 minutes is a surprise to debug.
+                    tracing::warn!(
+                        "temporary storage credentials without an expiry (a session token \
+                         and no AWS_CREDENTIAL_EXPIRATION): every grant is cut to \
+                         grants.max_ttl_without_expiry (15m unless set); set \
+                         AWS_CREDENTIAL_EXPIRATION to their expiry, or use a provider that \
+                         reports one"
+                    );
+                }
+                drop(replaced);
                 tracing::info!(
                     access_key_id = %snapshot.access_key_id,
                     temporary = snapshot.session_token.is_some(),
