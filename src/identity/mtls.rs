@@ -121,8 +121,23 @@ pub enum SetupError {
     },
     #[error("{field}: {} holds no certificate", path.display())]
     NoCertificate { field: &'static str, path: PathBuf },
-    #[error("identity.mtls.ca_file: no certificate in {} is a usable CA", path.display())]
-    NoUsableCa { path: PathBuf },
+    #[error(
+        "identity.mtls.ca_file: no certificate in {} is a CA ({certificates} certificate(s), \
+         none with basicConstraints CA:TRUE): a server's or client's own certificate (tls.crt) \
+         is not a CA; mount the issuer's (ca.crt)",
+        path.display()
+    )]
+    NoUsableCa { path: PathBuf, certificates: usize },
+    #[error(
+        "{field}: the certificate in {} {when}; renew it (a client refuses it at the handshake)",
+        path.display()
+    )]
+    OutOfValidity {
+        field: &'static str,
+        path: PathBuf,
+        /// `expired at 2024-02-01T00:00:00Z`, `is not valid before …`.
+        when: String,
+    },
     #[error("identity.mtls: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
     #[error("identity.mtls: the server certificate and key do not fit: {0}")]
@@ -225,6 +240,16 @@ pub fn certified_key(
     files: &KeyPairFiles<'_>,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, SetupError> {
     let (chain, key) = files.read()?;
+    if let Some(when) = chain
+        .first()
+        .and_then(|leaf| out_of_validity(leaf, std::time::SystemTime::now()))
+    {
+        return Err(SetupError::OutOfValidity {
+            field: files.cert_field,
+            path: files.cert_file.to_owned(),
+            when,
+        });
+    }
     let provider = rustls::crypto::ring::default_provider();
     let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider)
         .map_err(SetupError::ServerKey)?;
@@ -262,11 +287,16 @@ pub fn server_tls(
 ) -> Result<Arc<ServerConfig>, SetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let ca = read_certs("identity.mtls.ca_file", &config.ca_file)?;
+    let certificates = ca.len();
     let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(ca);
+    // Only CAs: rustls would take any certificate as a trust anchor, and a leaf mounted
+    // by mistake (tls.crt for ca.crt) would refuse every client, on a reload too.
+    let (added, _ignored) =
+        roots.add_parsable_certificates(ca.into_iter().filter(|der| is_ca(der)));
     if added == 0 {
         return Err(SetupError::NoUsableCa {
             path: config.ca_file.clone(),
+            certificates,
         });
     }
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
@@ -319,6 +349,40 @@ pub fn caller(chain: &[CertificateDer<'_>], domains: &TrustDomains) -> Result<Ca
     let uris = uri_sans(leaf)?;
     let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
     super::spiffe_caller(&uris, domains, Source::Mtls)
+}
+
+/// Whether a DER certificate may issue others: basicConstraints says CA:TRUE, or (an
+/// old v1 root without extensions) it is self-issued.
+fn is_ca(der: &[u8]) -> bool {
+    use x509_cert::ext::pkix::BasicConstraints;
+    let Ok(cert) = x509_cert::Certificate::from_der(der) else {
+        return false;
+    };
+    let tbs = &cert.tbs_certificate;
+    match tbs.get::<BasicConstraints>() {
+        Ok(Some((_critical, constraints))) => constraints.ca,
+        Ok(None) => tbs.issuer == tbs.subject,
+        Err(_) => false,
+    }
+}
+
+/// Why a DER certificate cannot be used at `now` (`expired at …`, `is not valid
+/// before …`), or `None` when it can; an unreadable one is left to rustls.
+fn out_of_validity(der: &[u8], now: std::time::SystemTime) -> Option<String> {
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let validity = &cert.tbs_certificate.validity;
+    let at = |t: x509_cert::time::Time| std::time::UNIX_EPOCH + t.to_unix_duration();
+    let (not_before, not_after) = (at(validity.not_before), at(validity.not_after));
+    if now > not_after {
+        Some(format!("expired at {}", crate::sign::rfc3339(not_after)))
+    } else if now < not_before {
+        Some(format!(
+            "is not valid before {}",
+            crate::sign::rfc3339(not_before)
+        ))
+    } else {
+        None
+    }
 }
 
 /// The URI SANs of a DER certificate, in order.

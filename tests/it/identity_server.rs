@@ -178,13 +178,16 @@ async fn a_rotated_client_ca_is_trusted_without_a_restart() {
     until_served(&service, &server_ca, &old_client, false).await;
     assert!(served(&service, &server_ca, &new_client).await);
 
-    // A broken bundle is refused; the CAs in force stay.
-    std::fs::write(&ca_file, "not a certificate\n").unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        served(&service, &server_ca, &new_client).await,
-        "a broken ca_file replaced the CAs in force"
-    );
+    // A broken bundle is refused, and so is one holding a leaf instead of its CA
+    // (tls.crt mounted for ca.crt): the CAs in force stay.
+    for broken in ["not a certificate\n", new_client.cert.as_str()] {
+        std::fs::write(&ca_file, broken).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            served(&service, &server_ca, &new_client).await,
+            "a broken ca_file replaced the CAs in force"
+        );
+    }
     assert!(!served(&service, &server_ca, &old_client).await);
 }
 

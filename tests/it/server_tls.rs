@@ -9,7 +9,7 @@ use storage_grants::proto::GrantReadRequest;
 use storage_grants::proto::grant_service_client::GrantServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::support::certs::{Ca, server_cert};
+use crate::support::certs::{self, Ca, server_cert};
 use crate::support::{Service, Setup, TOKEN, authed, demo_store};
 
 /// A client trusting only `ca`.
@@ -94,6 +94,49 @@ async fn grants_are_served_over_tls_and_a_renewed_certificate_is_picked_up() {
         .grant_read(authed(read(), &TOKEN))
         .await
         .expect("the first connection still serves");
+
+    // A renewal with an expired certificate is refused: the valid one stays served.
+    let third_ca = Ca::new("third CA");
+    certs::server_cert_valid(&third_ca, certs::Validity::Expired).write_to(dir.path());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    connect(&service, &second_ca)
+        .await
+        .expect("an expired renewal replaced the valid certificate")
+        .grant_read(authed(read(), &TOKEN))
+        .await
+        .expect("a grant over the certificate kept in force");
+}
+
+/// `--check-config` and start-up refuse an expired server certificate, saying when it
+/// expired: every client would refuse it at the handshake.
+#[tokio::test]
+async fn an_expired_server_certificate_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("expired CA");
+    let (cert_file, key_file) =
+        certs::server_cert_valid(&ca, certs::Validity::Expired).write_to(dir.path());
+    std::fs::write(dir.path().join("rules.toml"), "").unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\n[server.tls]\ncert_file = {cert_file:?}\nkey_file = {key_file:?}\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_storage-grants"))
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .arg("--check-config")
+        .env_remove("STORAGE_GRANTS_CONFIG")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.tls.cert_file") && err.contains("expired at 2021-01-01"),
+        "{err}"
+    );
 }
 
 /// The gRPC port offers HTTP/1.1 in the TLS handshake only when it serves gRPC-Web over

@@ -93,12 +93,21 @@ pub fn client_cert(ca: &Ca, uris: &[&str], validity: Validity) -> Leaf {
 
 /// A server certificate for localhost and 127.0.0.1.
 pub fn server_cert(ca: &Ca) -> Leaf {
+    server_cert_valid(ca, Validity::Now)
+}
+
+/// A server certificate for localhost and 127.0.0.1, valid now or expired.
+pub fn server_cert_valid(ca: &Ca, validity: Validity) -> Leaf {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     params
         .subject_alt_names
         .push(SanType::IpAddress([127, 0, 0, 1].into()));
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    if let Validity::Expired = validity {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
     Leaf {
         cert: params.signed_by(&key, &ca.issuer).unwrap().pem(),
         key: key.serialize_pem(),
