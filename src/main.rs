@@ -181,6 +181,9 @@ async fn check_config(settings: &Settings) -> ExitCode {
     {
         return refused(&e);
     }
+    if let Err(e) = telemetry::check_trace_export() {
+        return refused(&e);
+    }
     for warning in &settings.warnings {
         eprintln!("warning: {warning}");
     }

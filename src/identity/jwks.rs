@@ -561,13 +561,15 @@ pub(crate) mod fetch {
         /// in `token_file` if given.
         ///
         /// # Errors
-        /// A message when the CA file cannot be read or the roots cannot be loaded.
+        /// The setting at fault (`jwks_ca_file`, or `jwks_url` for the system's roots)
+        /// and why, when the CA file cannot be read or the roots cannot be loaded.
         pub(crate) fn new(
             uri: http::Uri,
             ca_file: Option<&Path>,
             token_file: Option<PathBuf>,
             timeout: Duration,
-        ) -> Result<Self, String> {
+        ) -> Result<Self, (&'static str, String)> {
+            const CA_FILE: &str = "identity.jwt.jwks_ca_file";
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let builder = hyper_rustls::HttpsConnectorBuilder::new();
             let builder = match ca_file {
@@ -575,21 +577,29 @@ pub(crate) mod fetch {
                     let mut roots = rustls::RootCertStore::empty();
                     let certs = CertificateDer::pem_file_iter(path)
                         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                        .map_err(|e| (CA_FILE, format!("cannot read {}: {e}", path.display())))?;
                     let (added, _) = roots.add_parsable_certificates(certs);
                     if added == 0 {
-                        return Err(format!("{} holds no usable CA certificate", path.display()));
+                        return Err((
+                            CA_FILE,
+                            format!("{} holds no usable CA certificate", path.display()),
+                        ));
                     }
                     let tls = rustls::ClientConfig::builder_with_provider(provider)
                         .with_safe_default_protocol_versions()
-                        .map_err(|e| e.to_string())?
+                        .map_err(|e| (CA_FILE, e.to_string()))?
                         .with_root_certificates(roots)
                         .with_no_client_auth();
                     builder.with_tls_config(tls)
                 }
                 None => builder
                     .with_provider_and_native_roots(provider)
-                    .map_err(|e| format!("cannot load the system's CA roots: {e}"))?,
+                    .map_err(|e| {
+                        (
+                            "identity.jwt.jwks_url",
+                            format!("cannot load the system's CA roots: {e}"),
+                        )
+                    })?,
             };
             let connector = builder.https_or_http().enable_http1().build();
             let client = Client::builder(TokioExecutor::new()).build(connector);

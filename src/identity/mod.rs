@@ -472,6 +472,27 @@ pub enum SetupError {
     JwksFile(#[source] jwks::LoadError),
     #[error("identity.jwt.jwks_url: {0}")]
     JwksUrl(String),
+    /// The setting at fault, and why.
+    #[error("{0}: {1}")]
+    Jwks(&'static str, String),
+}
+
+/// What `--check-config` can tell of a JWKS URL's client without fetching: the URL and
+/// `jwks_ca_file` are usable.
+///
+/// # Errors
+/// As [`Authenticator::start`] would meet them.
+pub fn check_jwks_client(config: &IdentityConfig) -> Result<(), SetupError> {
+    let Some(j) = config.jwt.as_ref().filter(|j| j.jwks_file.is_none()) else {
+        return Ok(());
+    };
+    let Some(url) = &j.jwks_url else {
+        return Ok(());
+    };
+    let uri = jwks_uri(url).map_err(SetupError::JwksUrl)?;
+    jwks::fetch::Fetcher::new(uri, j.jwks_ca_file.as_deref(), None, j.fetch_timeout)
+        .map(drop)
+        .map_err(|(field, why)| SetupError::Jwks(field, why))
 }
 
 // === Authenticator ===
@@ -611,7 +632,7 @@ impl Authenticator {
                             j.jwks_token_file.clone(),
                             j.fetch_timeout,
                         )
-                        .map_err(SetupError::JwksUrl)?;
+                        .map_err(|(field, why)| SetupError::Jwks(field, why))?;
                         (jwks::KeySource::Url(Box::new(fetcher)), false)
                     }
                     (None, None) => {

@@ -157,6 +157,7 @@ pub async fn check(settings: &Settings) -> Result<Checked, Error> {
 /// As [`check`], and a JWKS file that cannot be read or holds no usable key.
 pub async fn check_config(settings: &Settings) -> Result<Checked, Error> {
     let checked = check(settings).await?;
+    crate::identity::check_jwks_client(&settings.identity)?;
     if let Some(file) = settings
         .identity
         .jwt

@@ -65,6 +65,17 @@ pub enum Error {
         /// Its value.
         value: String,
     },
+    /// An `OTEL_*` value the SDK would ignore without a word (a misspelt sampler would
+    /// export every trace).
+    #[error("{var}={value}: not a value this service reads; use {expected}")]
+    Unsupported {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What it may be.
+        expected: &'static str,
+    },
     /// The audit file cannot be opened for appending.
     #[error("audit.file: cannot open {path}: {source}")]
     AuditFile {
@@ -250,23 +261,8 @@ fn tracer_provider(
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<SdkTracerProvider>, Error> {
     let set = |var: &str| env(var).filter(|v| !v.trim().is_empty());
-    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
-        || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
-    {
+    if !exports(&set)? {
         return Ok(None);
-    }
-    if set("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
-        && set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
-    {
-        return Ok(None);
-    }
-    for var in [
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-    ] {
-        if let Some(value) = set(var).filter(|v| v != "grpc") {
-            return Err(Error::Protocol { var, value });
-        }
     }
     // The exporter reads the endpoint, headers and timeout from the environment
     // itself; the SDK reads the sampler and the resource attributes.
@@ -286,6 +282,90 @@ fn tracer_provider(
             .with_resource(resource.build())
             .build(),
     ))
+}
+
+/// Whether the `OTEL_*` variables ask for an export; refuses the values the SDK would
+/// ignore or misread without a word, and a protocol other than gRPC for an export.
+fn exports(set: &impl Fn(&str) -> Option<String>) -> Result<bool, Error> {
+    check_otel_values(set)?;
+    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
+    {
+        return Ok(false);
+    }
+    if set("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+        && set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
+    {
+        return Ok(false);
+    }
+    for var in [
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    ] {
+        if let Some(value) = set(var).filter(|v| v != "grpc") {
+            return Err(Error::Protocol { var, value });
+        }
+    }
+    Ok(true)
+}
+
+/// The values the SDK would ignore or misread without a word.
+fn check_otel_values(set: &impl Fn(&str) -> Option<String>) -> Result<(), Error> {
+    // As each is read: the SDK matches the sampler exactly, this module the others
+    // whatever their case.
+    let one_of = |var: &'static str, allowed: &[&str], expected: &'static str| match set(var) {
+        Some(value)
+            if !allowed.iter().any(|a| {
+                if var == "OTEL_TRACES_SAMPLER" {
+                    value == *a
+                } else {
+                    value.eq_ignore_ascii_case(a)
+                }
+            }) =>
+        {
+            Err(Error::Unsupported {
+                var,
+                value,
+                expected,
+            })
+        }
+        _ => Ok(()),
+    };
+    one_of("OTEL_SDK_DISABLED", &["true", "false"], "true or false")?;
+    one_of("OTEL_TRACES_EXPORTER", &["otlp", "none"], "otlp or none")?;
+    one_of(
+        "OTEL_TRACES_SAMPLER",
+        &[
+            "always_on",
+            "always_off",
+            "traceidratio",
+            "parentbased_always_on",
+            "parentbased_always_off",
+            "parentbased_traceidratio",
+        ],
+        "always_on, always_off, traceidratio or their parentbased_ forms",
+    )?;
+    if set("OTEL_TRACES_SAMPLER").is_some_and(|s| s.ends_with("traceidratio"))
+        && let Some(arg) = set("OTEL_TRACES_SAMPLER_ARG")
+        && !arg.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r))
+    {
+        return Err(Error::Unsupported {
+            var: "OTEL_TRACES_SAMPLER_ARG",
+            value: arg,
+            expected: "a ratio from 0 to 1, e.g. 0.1",
+        });
+    }
+    Ok(())
+}
+
+/// What `--check-config` can tell of the `OTEL_*` environment without exporting: the
+/// values `serve` would refuse.
+///
+/// # Errors
+/// As serving would meet them.
+pub fn check_trace_export() -> Result<(), Error> {
+    let set = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+    exports(&set).map(drop)
 }
 
 /// Whether `filter` (the log's `RUST_LOG`) lets audit events through.
@@ -377,6 +457,37 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn values_the_sdk_would_ignore_are_refused_with_what_they_may_be() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317");
+        for (var, value, says) in [
+            ("OTEL_TRACES_SAMPLER", "alwaysoff", "always_on, always_off"),
+            ("OTEL_TRACES_EXPORTER", "zipkin", "otlp or none"),
+            ("OTEL_SDK_DISABLED", "yes", "true or false"),
+        ] {
+            // Refused whether or not an endpoint asks for an export.
+            for vars in [vec![(var, value)], vec![endpoint, (var, value)]] {
+                let err = provider(&vars).expect_err(value).to_string();
+                assert!(err.contains(var) && err.contains(says), "{err}");
+            }
+        }
+        let ratio = ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio");
+        for bad in ["abc", "1.5"] {
+            let err = provider(&[ratio, ("OTEL_TRACES_SAMPLER_ARG", bad)])
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("a ratio from 0 to 1"), "{err}");
+        }
+        assert!(
+            provider(&[ratio, ("OTEL_TRACES_SAMPLER_ARG", "0.25")])
+                .unwrap()
+                .is_none()
+        );
+        // The SDK reads the sampler's name exactly.
+        assert!(provider(&[("OTEL_TRACES_SAMPLER", "Always_Off")]).is_err());
+        assert!(provider(&[("OTEL_TRACES_SAMPLER", "always_off")]).is_ok());
     }
 
     #[test]

@@ -274,6 +274,19 @@ fn check_config_refuses_what_serving_would_and_says_how_to_write_it() {
         assert!(stderr(&out).contains(says), "{}", stderr(&out));
     }
 
+    // A JWKS CA file serving could not read is named as the setting it is.
+    let out = check(&format!(
+        "{listen}[identity.jwt]\nissuer = \"https://issuer.example\"\n\
+         audiences = [\"storage-grants\"]\njwks_url = \"https://issuer.example/jwks\"\n\
+         jwks_ca_file = \"/nonexistent/ca.crt\"\n"
+    ));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("identity.jwt.jwks_ca_file: cannot read /nonexistent/ca.crt"),
+        "{}",
+        stderr(&out)
+    );
+
     let out = check(&format!("{listen}[http]\nupload_bucket = \"demo\"\n"));
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
@@ -298,7 +311,23 @@ fn check_config_refuses_what_serving_would_and_says_how_to_write_it() {
         "{err}"
     );
 
+    // An OTEL_* value serving would refuse (a misspelt sampler would export every trace).
     std::fs::write(dir.path().join("config.toml"), listen).unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .arg("--check-config")
+        .env_remove("STORAGE_GRANTS_CONFIG")
+        .env("OTEL_TRACES_SAMPLER", "alwaysoff")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("OTEL_TRACES_SAMPLER=alwaysoff"),
+        "{}",
+        stderr(&out)
+    );
+
     let out = Command::new(BIN)
         .arg("--config")
         .arg(dir.path().join("config.toml"))
