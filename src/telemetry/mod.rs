@@ -99,6 +99,11 @@ pub struct Telemetry {
     writers: Vec<batch::Flusher>,
 }
 
+/// How long the last spans may take to reach the collector at exit: the chart's
+/// termination grace period leaves 5 seconds after the drain, and the log's writers
+/// still have to flush within them.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Telemetry {
     /// Whether spans are exported.
     pub fn exporting(&self) -> bool {
@@ -110,9 +115,10 @@ impl Telemetry {
     /// exporter's connection lives on it).
     pub fn shutdown(self) {
         if let Some(provider) = self.provider
-            && let Err(e) = provider.shutdown()
+            && let Err(e) = provider.shutdown_with_timeout(FLUSH_TIMEOUT)
         {
-            eprintln!("warning: flushing traces failed: {e}");
+            // Through the log, which is still installed: JSON when the log is.
+            tracing::warn!(error = %e, "flushing traces failed; the last spans are lost");
         }
         drop(self.writers);
     }
