@@ -291,8 +291,8 @@ fn transport_security(raw: &RawConfig) -> Result<(), Refusal> {
         return Err((
             "server.tls",
             Problem::Mismatch(
-                "and identity.mtls both configure TLS on the gRPC port; identity.mtls \
-                 already serves TLS (with client certificates): keep only one"
+                "set together with identity.mtls, and both configure TLS on the gRPC port; \
+                 identity.mtls already serves TLS (with client certificates): keep only one"
                     .into(),
             ),
         ));

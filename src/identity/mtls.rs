@@ -122,6 +122,11 @@ pub enum SetupError {
     #[error("{field}: {} holds no certificate", path.display())]
     NoCertificate { field: &'static str, path: PathBuf },
     #[error(
+        "{field}: {} holds no private key (a PEM PKCS#8, PKCS#1 or SEC1 key is expected; is it the certificate?)",
+        path.display()
+    )]
+    NoKey { field: &'static str, path: PathBuf },
+    #[error(
         "identity.mtls.ca_file: no certificate in {} is a CA ({certificates} certificate(s), \
          none with basicConstraints CA:TRUE): a server's or client's own certificate (tls.crt) \
          is not a CA; mount the issuer's (ca.crt)",
@@ -169,12 +174,18 @@ impl KeyPairFiles<'_> {
         &self,
     ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), SetupError> {
         let chain = read_certs(self.cert_field, self.cert_file)?;
-        let key =
-            PrivateKeyDer::from_pem_file(self.key_file).map_err(|source| SetupError::Read {
+        let key = PrivateKeyDer::from_pem_file(self.key_file).map_err(|source| match source {
+            // rustls' words for "no key in this PEM file": say which kind it wants.
+            rustls::pki_types::pem::Error::NoItemsFound => SetupError::NoKey {
+                field: self.key_field,
+                path: self.key_file.to_owned(),
+            },
+            source => SetupError::Read {
                 field: self.key_field,
                 path: self.key_file.to_owned(),
                 source,
-            })?;
+            },
+        })?;
         Ok((chain, key))
     }
 }
