@@ -382,6 +382,11 @@ pub fn rpc(rpc: Rpc, code: i32, elapsed: Duration) {
         .observe(elapsed.as_secs_f64());
 }
 
+/// Whether the grant service is ready now (what `storage_grants_ready` says).
+pub fn is_ready() -> bool {
+    METRICS.ready.get() == 1
+}
+
 /// The grant service's readiness changed to `ready`.
 pub fn ready(ready: bool) {
     METRICS.ready.set(i64::from(ready));

@@ -1,5 +1,7 @@
 //! The Prometheus endpoint: `GET /metrics` over HTTP/1.1, served by hyper on its own
-//! port, apart from the gRPC port. Every connection it accepts is its own task in a
+//! port, apart from the gRPC port; and `GET /readyz` (200 while the grant service is
+//! ready, 503 otherwise) and `GET /livez`, in plaintext whatever the gRPC port speaks,
+//! for probes that cannot speak TLS or gRPC (the kubelet's HTTP probes). Every connection it accepts is its own task in a
 //! `JoinSet`, stopped with the endpoint. It serves until its task is stopped, which the
 //! server does after the drain, so the drain itself can be scraped.
 
@@ -46,6 +48,9 @@ pub(super) async fn serve(listener: TcpListener) {
     }
 }
 
+/// What this port serves, for a request it does not.
+const ROUTES: &str = "GET /metrics, GET /readyz, GET /livez\n";
+
 async fn respond(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => (
@@ -53,16 +58,23 @@ async fn respond(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, In
             crate::metrics::CONTENT_TYPE,
             crate::metrics::render(),
         ),
-        (_, "/metrics") => (
+        (&Method::GET | &Method::HEAD, "/readyz") => match crate::metrics::is_ready() {
+            true => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+            false => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "not ready: see the log's readiness lines\n".to_owned(),
+            ),
+        },
+        (&Method::GET | &Method::HEAD, "/livez") => {
+            (StatusCode::OK, "text/plain", "ok\n".to_owned())
+        }
+        (_, "/metrics" | "/readyz" | "/livez") => (
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET /metrics\n".to_owned(),
+            ROUTES.to_owned(),
         ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "GET /metrics\n".to_owned(),
-        ),
+        _ => (StatusCode::NOT_FOUND, "text/plain", ROUTES.to_owned()),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;

@@ -244,6 +244,8 @@ async fn the_drain_can_be_scraped_and_reports_the_pod_not_ready() {
         support::metric(&support::scrape(port).await, "storage_grants_ready"),
         0
     );
+    assert_eq!(probe(port, "/readyz").await, 503);
+    assert_eq!(probe(port, "/livez").await, 200);
     // A readiness check that passes during the drain (every 1 s here) does not report
     // the pod ready again.
     store.create_bucket("demo").await;
@@ -261,6 +263,42 @@ async fn the_drain_can_be_scraped_and_reports_the_pod_not_ready() {
     // Once the drain is over, the endpoint is gone with the rest.
     let after = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await;
     assert!(after.is_err(), "{after:?}");
+}
+
+/// The status of `GET path` on the metrics port.
+async fn probe(port: u16, path: &str) -> u16 {
+    reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .expect("the metrics port answers")
+        .status()
+        .as_u16()
+}
+
+/// The metrics port answers HTTP probes in plaintext, whatever the gRPC port speaks:
+/// `/readyz` follows the grant service's readiness (the rules' buckets reachable),
+/// `/livez` the process.
+#[tokio::test]
+async fn the_metrics_port_answers_readiness_and_liveness_probes() {
+    let store = Store::start();
+    let mut setup = Setup::new();
+    // The test config checks the store every second.
+    setup.extra_config = "[metrics]\nlisten = \"127.0.0.1:0\"\n".into();
+    let service = Service::start(&store, setup).await;
+    let port = service.metrics_port();
+    // The rules' bucket does not exist yet: not ready, alive.
+    assert_eq!(probe(port, "/readyz").await, 503);
+    assert_eq!(probe(port, "/livez").await, 200);
+    store.create_bucket("demo").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while probe(port, "/readyz").await != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let other = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    assert!(other.text().await.unwrap().contains("GET /readyz"));
 }
 
 #[tokio::test]

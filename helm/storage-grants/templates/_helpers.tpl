@@ -341,7 +341,10 @@ networks no mesh encrypts. */ -}}
 {{- fail "config.identity.mtls and tls.server.enabled need tls.existingSecret: a Secret with the server certificate, its key and (for mTLS) the client CA. TLS material is never inlined in values." -}}
 {{- end -}}
 {{- if and (eq $v.probes.type "grpc") (include "storage-grants.grpcTls" .) -}}
-{{- fail "probes.type=grpc cannot work while the gRPC port speaks TLS (config.identity.mtls or tls.server.enabled): Kubernetes gRPC probes connect in plaintext only. Set probes.type=tcpSocket (the port accepts connections; readiness then does not follow the bucket check) or probes.type=exec with probes.execCommand (e.g. grpc_health_probe -tls in an image that ships it)." -}}
+{{- fail "probes.type=grpc cannot work while the gRPC port speaks TLS (config.identity.mtls or tls.server.enabled): Kubernetes gRPC probes connect in plaintext only. Set probes.type=http (GET /readyz and /livez on the plaintext metrics port; readiness follows the bucket check), tcpSocket (the port accepts connections; readiness then does not follow the bucket check) or exec with probes.execCommand (e.g. grpc_health_probe -tls in an image that ships it)." -}}
+{{- end -}}
+{{- if and (eq $v.probes.type "http") (not $v.metrics.enabled) -}}
+{{- fail "probes.type=http asks GET /readyz and /livez on the metrics port: set metrics.enabled" -}}
 {{- end -}}
 {{- if and (eq $v.probes.type "exec") (not $v.probes.execCommand) -}}
 {{- fail "probes.type=exec needs probes.execCommand" -}}
@@ -387,6 +390,10 @@ ready to grant). */}}
 grpc:
   port: {{ .root.Values.service.grpcPort }}
   service: {{ .service | quote }}
+{{- else if eq $p.type "http" -}}
+httpGet:
+  port: metrics
+  path: {{ if .service }}/readyz{{ else }}/livez{{ end }}
 {{- else if eq $p.type "tcpSocket" -}}
 tcpSocket:
   port: grpc

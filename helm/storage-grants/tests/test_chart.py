@@ -395,7 +395,7 @@ def schema_refuses_wrong_types_and_unknown_keys():
         ({"config": {"storage": {"regoin": "eu-west-1"}}}, "regoin"),
         ({"config": {"grants": {"max_ttl": "1 hour"}}}, "max_ttl"),
         ({"config": {"sts": {"reuse_fraction": 1.5}}}, "reuse_fraction"),
-        ({"probes": {"type": "http"}}, "probes.type"),
+        ({"probes": {"type": "https"}}, "probes.type"),
         ({"config": {"limits": {"grants_burst": "many"}}}, "grants_burst"),
         ({"config": {"limits": {"sts_max_pending": 1.5}}}, "sts_max_pending"),
         ({"config": {"limits": {"grant_per_second": 10}}}, "grant_per_second"),
@@ -463,7 +463,16 @@ def tls_on_the_grpc_port_rules_out_native_grpc_probes():
     check("tls.existingSecret" in err, err)
     with_secret = {**mtls, "tls": {"existingSecret": "sg-tls"}}
     err = helm_template(with_secret, ok=False)
-    check("plaintext" in err and "tcpSocket" in err, err)
+    check("plaintext" in err and "tcpSocket" in err and "probes.type=http" in err, err)
+    # HTTP probes on the plaintext metrics port follow readiness whatever gRPC speaks.
+    c = container(helm_template(with_secret, {"probes": {"type": "http"}})[0])
+    check(c["readinessProbe"]["httpGet"] == {"port": "metrics", "path": "/readyz"},
+          f"readiness {c['readinessProbe']}")
+    check(all(c[p]["httpGet"] == {"port": "metrics", "path": "/livez"}
+              for p in ("startupProbe", "livenessProbe")), "startup and liveness on /livez")
+    err = helm_template(with_secret, {"probes": {"type": "http"}, "metrics": {"enabled": False}},
+                        ok=False)
+    check("metrics.enabled" in err, err)
     objs = helm_template(with_secret, {"probes": {"type": "tcpSocket"}})[0]
     c = container(objs)
     check(all(c[p]["tcpSocket"]["port"] == "grpc" for p in ("livenessProbe", "readinessProbe")), "tcp probes")
