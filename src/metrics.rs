@@ -164,8 +164,11 @@ struct Metrics {
     jwks_refreshes: Family<Labels<1>, Counter>,
     rules_reloads: Family<Labels<1>, Counter>,
     rules_stale: Gauge,
+    tls_reloads: Family<Labels<2>, Counter>,
+    tls_stale: Family<Labels<1>, Gauge>,
     ready: Gauge,
-    signing_expiry: &'static SigningExpiry,
+    signing_expiry: &'static Expiry,
+    certificate_expiry: &'static Expiry,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -279,6 +282,19 @@ impl Metrics {
              invalid) and the previous rules stay in force",
             rules_stale.clone(),
         );
+        let tls_reloads = Family::<Labels<2>, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "Reloads of the TLS files (file: certificate, the served key pair; client_ca, \
+             identity.mtls.ca_file), applied or refused",
+            tls_reloads.clone(),
+        );
+        let tls_stale = Family::<Labels<1>, Gauge>::default();
+        registry.register(
+            "tls_stale",
+            "1 while the TLS files on disk are refused and the previous ones stay in force",
+            tls_stale.clone(),
+        );
         let ready = Gauge::default();
         registry.register(
             "ready",
@@ -295,8 +311,17 @@ impl Metrics {
             "Always 1; the version of this build is a label",
             build_info,
         );
-        let signing_expiry: &'static SigningExpiry = Box::leak(Box::default());
+        let signing_expiry: &'static Expiry = Box::leak(Box::new(Expiry::named(
+            "signing_credentials_remaining_seconds",
+            "Seconds of life left on the credentials this service signs with",
+        )));
         registry.register_collector(Box::new(signing_expiry));
+        let certificate_expiry: &'static Expiry = Box::leak(Box::new(Expiry::named(
+            "tls_certificate_remaining_seconds",
+            "Seconds of validity left on the server certificate the service presents \
+             (server.tls or identity.mtls)",
+        )));
+        registry.register_collector(Box::new(certificate_expiry));
 
         let http_series = (0..HTTP_ROUTES)
             .map(|_| std::array::from_fn(|_| OnceLock::new()))
@@ -334,8 +359,11 @@ impl Metrics {
             jwks_refreshes,
             rules_reloads,
             rules_stale,
+            tls_reloads,
+            tls_stale,
             ready,
             signing_expiry,
+            certificate_expiry,
         };
         metrics.create_every_series();
         metrics
@@ -545,11 +573,56 @@ pub fn rules_reload(applied: bool) {
 /// When the credentials the service signs with expire; `None` for credentials that do
 /// not (static keys), which leaves the remaining-life gauge out of the scrape.
 pub fn signing_credentials_expire_at(expires_at: Option<SystemTime>) {
-    let unix = expires_at.map_or(NO_EXPIRY, |t| match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(_) => 0,
-    });
-    METRICS.signing_expiry.0.store(unix, Ordering::Relaxed);
+    METRICS.signing_expiry.set(expires_at);
+}
+
+/// Which TLS files a reload read.
+#[derive(Debug, Clone, Copy)]
+pub enum TlsFile {
+    /// The key pair the service presents.
+    Certificate,
+    /// `identity.mtls.ca_file`.
+    ClientCa,
+}
+
+impl TlsFile {
+    fn as_str(self) -> &'static str {
+        match self {
+            TlsFile::Certificate => "certificate",
+            TlsFile::ClientCa => "client_ca",
+        }
+    }
+}
+
+/// `file` was loaded at start: its series appear (at zero, not stale), so a service
+/// without TLS has none and an alert sees them before the first reload.
+pub fn tls_loaded(file: TlsFile) {
+    let file = file.as_str();
+    for result in ["applied", "refused"] {
+        let _ = METRICS
+            .tls_reloads
+            .get_or_create(&[("file", file), ("result", result)]);
+    }
+    METRICS.tls_stale.get_or_create(&[("file", file)]).set(0);
+}
+
+/// A reload of `file`, applied (`true`) or refused.
+pub fn tls_reload(file: TlsFile, applied: bool) {
+    let file = file.as_str();
+    let result = if applied { "applied" } else { "refused" };
+    METRICS
+        .tls_reloads
+        .get_or_create(&[("file", file), ("result", result)])
+        .inc();
+    METRICS
+        .tls_stale
+        .get_or_create(&[("file", file)])
+        .set(i64::from(!applied));
+}
+
+/// When the served server certificate stops being valid.
+pub fn tls_certificate_expires_at(not_after: Option<SystemTime>) {
+    METRICS.certificate_expiry.set(not_after);
 }
 
 /// All metrics in Prometheus' text exposition format (version 0.0.4).
@@ -561,25 +634,41 @@ pub fn render() -> String {
     out
 }
 
-// === impl SigningExpiry ===
+// === impl Expiry ===
 
 const NO_EXPIRY: i64 = i64::MIN;
 
-/// The signing credentials' expiry (Unix seconds, or [`NO_EXPIRY`]), turned into
-/// seconds left at each scrape: the value falls between refreshes, which is what an
-/// alert on a stuck refresh needs.
+/// An expiry (Unix seconds, or [`NO_EXPIRY`]: no series), turned into seconds left at
+/// each scrape: the value falls between refreshes, which is what an alert on a stuck
+/// refresh or renewal needs. The signing credentials' and the server certificate's.
 #[derive(Debug)]
-struct SigningExpiry(AtomicI64);
+struct Expiry {
+    at: AtomicI64,
+    name: &'static str,
+    help: &'static str,
+}
 
-impl Default for SigningExpiry {
-    fn default() -> Self {
-        Self(AtomicI64::new(NO_EXPIRY))
+impl Expiry {
+    fn named(name: &'static str, help: &'static str) -> Self {
+        Self {
+            at: AtomicI64::new(NO_EXPIRY),
+            name,
+            help,
+        }
+    }
+
+    fn set(&self, expires_at: Option<SystemTime>) {
+        let unix = expires_at.map_or(NO_EXPIRY, |t| match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            Err(_) => 0,
+        });
+        self.at.store(unix, Ordering::Relaxed);
     }
 }
 
-impl Collector for &'static SigningExpiry {
+impl Collector for &'static Expiry {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let expires = self.0.load(Ordering::Relaxed);
+        let expires = self.at.load(Ordering::Relaxed);
         if expires == NO_EXPIRY {
             return Ok(());
         }
@@ -588,12 +677,7 @@ impl Collector for &'static SigningExpiry {
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         let gauge = ConstGauge::new(expires.saturating_sub(now).max(0));
-        let metric = encoder.encode_descriptor(
-            "signing_credentials_remaining_seconds",
-            "Seconds of life left on the credentials this service signs with",
-            None,
-            gauge.metric_type(),
-        )?;
+        let metric = encoder.encode_descriptor(self.name, self.help, None, gauge.metric_type())?;
         gauge.encode(metric)
     }
 }

@@ -377,13 +377,24 @@ fn is_ca(der: &[u8]) -> bool {
     }
 }
 
-/// Why a DER certificate cannot be used at `now` (`expired at …`, `is not valid
-/// before …`), or `None` when it can; an unreadable one is left to rustls.
-fn out_of_validity(der: &[u8], now: std::time::SystemTime) -> Option<String> {
+/// A DER certificate's validity period, `(not before, not after)`; `None` when it
+/// cannot be read.
+fn validity(der: &[u8]) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
     let cert = x509_cert::Certificate::from_der(der).ok()?;
     let validity = &cert.tbs_certificate.validity;
     let at = |t: x509_cert::time::Time| std::time::UNIX_EPOCH + t.to_unix_duration();
-    let (not_before, not_after) = (at(validity.not_before), at(validity.not_after));
+    Some((at(validity.not_before), at(validity.not_after)))
+}
+
+/// When a DER certificate stops being valid; `None` when it cannot be read.
+pub fn not_after(der: &[u8]) -> Option<std::time::SystemTime> {
+    validity(der).map(|(_, not_after)| not_after)
+}
+
+/// Why a DER certificate cannot be used at `now` (`expired at …`, `is not valid
+/// before …`), or `None` when it can; an unreadable one is left to rustls.
+fn out_of_validity(der: &[u8], now: std::time::SystemTime) -> Option<String> {
+    let (not_before, not_after) = validity(der)?;
     if now > not_after {
         Some(format!("expired at {}", crate::sign::rfc3339(not_after)))
     } else if now < not_before {

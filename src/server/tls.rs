@@ -17,6 +17,7 @@ use rustls::sign::CertifiedKey;
 
 use crate::config::raw::ServerTlsConfig;
 use crate::identity::mtls::{self, KeyPairFiles, PeerAddr, SetupError};
+use crate::metrics::{self, TlsFile};
 use crate::rules::reload::file_version;
 
 use super::socket::{Counted, next_connection};
@@ -110,6 +111,8 @@ impl Presented {
 /// certificate's.
 pub(super) fn load(source: &Presented) -> Result<Arc<ReloadingCert>, SetupError> {
     let key = mtls::certified_key(&source.files())?;
+    metrics::tls_loaded(TlsFile::Certificate);
+    metrics::tls_certificate_expires_at(key.cert.first().and_then(|c| mtls::not_after(c)));
     Ok(Arc::new(ReloadingCert {
         current: RwLock::new(key),
     }))
@@ -157,6 +160,10 @@ pub(super) async fn watch(cert: Arc<ReloadingCert>, source: Presented) {
     on_change(&files, source.every, || {
         match mtls::certified_key(&source.files()) {
             Ok(key) => {
+                metrics::tls_reload(TlsFile::Certificate, true);
+                metrics::tls_certificate_expires_at(
+                    key.cert.first().and_then(|c| mtls::not_after(c)),
+                );
                 cert.set(key);
                 tracing::info!(
                     section = source.section,
@@ -164,11 +171,14 @@ pub(super) async fn watch(cert: Arc<ReloadingCert>, source: Presented) {
                     "certificate reloaded; new connections use it"
                 );
             }
-            Err(e) => tracing::error!(
-                section = source.section,
-                error = %e,
-                "certificate reload refused; the previous one stays in force"
-            ),
+            Err(e) => {
+                metrics::tls_reload(TlsFile::Certificate, false);
+                tracing::error!(
+                    section = source.section,
+                    error = %e,
+                    "certificate reload refused; the previous one stays in force"
+                );
+            }
         }
     })
     .await;
@@ -185,20 +195,25 @@ pub(super) async fn watch_client_ca(
     cert: Arc<ReloadingCert>,
     protocols: mtls::Protocols,
 ) {
+    metrics::tls_loaded(TlsFile::ClientCa);
     let files = [config.ca_file.clone()];
     on_change(&files, config.reload_interval, || {
         match mtls::server_tls(&config, cert.clone(), protocols) {
             Ok(tls) => {
+                metrics::tls_reload(TlsFile::ClientCa, true);
                 in_force.set(tls);
                 tracing::info!(
                     ca_file = %config.ca_file.display(),
                     "client CA reloaded; new connections are verified against it"
                 );
             }
-            Err(e) => tracing::error!(
-                error = %e,
-                "client CA reload refused; the previous CAs stay in force"
-            ),
+            Err(e) => {
+                metrics::tls_reload(TlsFile::ClientCa, false);
+                tracing::error!(
+                    error = %e,
+                    "client CA reload refused; the previous CAs stay in force"
+                );
+            }
         }
     })
     .await;

@@ -156,7 +156,8 @@ async fn a_rotated_client_ca_is_trusted_without_a_restart() {
     setup.rules = RULES.into();
     setup.extra_config = format!(
         "[identity.mtls]\nca_file = {ca_file:?}\ncert_file = {cert_file:?}\nkey_file = {key_file:?}\n\
-         trust_domains = [\"prod.example\"]\nrequired = true\nreload_interval = \"100ms\"\n"
+         trust_domains = [\"prod.example\"]\nrequired = true\nreload_interval = \"100ms\"\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n"
     );
     let service = Service::start(&store, setup).await;
     let workload = ["spiffe://prod.example/ns/billing/sa/reporter"];
@@ -189,6 +190,16 @@ async fn a_rotated_client_ca_is_trusted_without_a_restart() {
         );
     }
     assert!(!served(&service, &server_ca, &old_client).await);
+
+    // The refusals are counted, the CAs on disk reported stale, for an alert to see.
+    let scrape = support::scrape(service.metrics_port()).await;
+    let series = |s: &str| support::metric(&scrape, s);
+    assert!(series("storage_grants_tls_reloads_total{file=\"client_ca\",result=\"applied\"}") >= 2);
+    assert!(series("storage_grants_tls_reloads_total{file=\"client_ca\",result=\"refused\"}") >= 2);
+    assert_eq!(series("storage_grants_tls_stale{file=\"client_ca\"}"), 1);
+    let left = series("storage_grants_tls_certificate_remaining_seconds");
+    // rcgen's certificates are valid until 4096.
+    assert!(left > 1_000 * 366 * 86_400, "{left}");
 }
 
 #[tokio::test]

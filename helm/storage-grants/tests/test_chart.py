@@ -906,7 +906,8 @@ def alert_rules_pass_promtool():
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
     check({"StorageGrantsStsErrors", "StorageGrantsRulesReloadRefused", "StorageGrantsNotReady",
            "StorageGrantsSigningCredentialsExpiring", "StorageGrantsConnectionsRefused",
-           "StorageGrantsCallersOverBudget"} <= alerts,
+           "StorageGrantsCallersOverBudget", "StorageGrantsTlsReloadRefused",
+           "StorageGrantsCertificateExpiring"} <= alerts,
           f"alerts {alerts}")
     p = run([ARGS.promtool, "check", "rules", str(rules_file)])
     check(p.returncode == 0, f"promtool check rules:\n{p.stdout}{p.stderr}")
