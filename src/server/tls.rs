@@ -18,7 +18,6 @@ use rustls::sign::CertifiedKey;
 use crate::config::raw::ServerTlsConfig;
 use crate::identity::mtls::{self, KeyPairFiles, PeerAddr, SetupError};
 use crate::metrics::{self, TlsFile};
-use crate::rules::reload::file_version;
 
 use super::socket::{Counted, next_connection};
 
@@ -221,11 +220,16 @@ pub(super) async fn watch_client_ca(
 
 /// Calls `reload` each time one of `files` changed since the last poll; polls every
 /// `every`. Runs until aborted.
+///
+/// A change is one of content, not of modification time: tools that keep times (`cp
+/// -p`, `rsync -t`, an archive) would otherwise hide a renewal whose files have the
+/// same length, as same-kind certificates from one issuer do. The files are a few
+/// kilobytes, hashed once a poll.
 async fn on_change(files: &[std::path::PathBuf], every: Duration, mut reload: impl FnMut()) {
     let versions = || async {
         let mut versions = Vec::with_capacity(files.len());
         for file in files {
-            versions.push(file_version(file).await);
+            versions.push(content_version(file).await);
         }
         versions
     };
@@ -244,6 +248,14 @@ async fn on_change(files: &[std::path::PathBuf], every: Duration, mut reload: im
         seen = now;
         reload();
     }
+}
+
+/// What identifies the content of `file` now: its SHA-256, or `None` when it cannot be
+/// read.
+async fn content_version(file: &std::path::Path) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    let bytes = tokio::fs::read(file).await.ok()?;
+    Some(sha2::Sha256::digest(&bytes).into())
 }
 
 /// The HTTP gateway's listener with TLS (`[server.tls]` or `[identity.mtls]`): the gRPC

@@ -39,8 +39,9 @@ fn read() -> GrantReadRequest {
 async fn grants_are_served_over_tls_and_a_renewed_certificate_is_picked_up() {
     let store = demo_store().await;
     let dir = tempfile::tempdir().unwrap();
-    let first_ca = Ca::new("first CA");
-    let (cert_file, key_file) = server_cert(&first_ca).write_to(dir.path());
+    let first_ca = Ca::new("CA one");
+    let first = server_cert(&first_ca);
+    let (cert_file, key_file) = first.write_to(dir.path());
     let service = Service::start(
         &store,
         Setup::with_config(format!(
@@ -65,9 +66,26 @@ async fn grants_are_served_over_tls_and_a_renewed_certificate_is_picked_up() {
         .await;
     assert!(plaintext.is_err(), "plaintext gRPC was answered");
 
-    // A renewal writes both files; new connections get the new certificate.
-    let second_ca = Ca::new("second CA");
-    server_cert(&second_ca).write_to(dir.path());
+    // A renewal writes both files; new connections get the new certificate. This one
+    // keeps the files' lengths and modification times (as `cp -p` would): only their
+    // content tells it from the old pair.
+    let second_ca = Ca::new("CA two");
+    let times: Vec<_> = [&cert_file, &key_file]
+        .map(|f| std::fs::metadata(f).unwrap().modified().unwrap())
+        .into();
+    let renewal = (0..200)
+        .map(|_| server_cert(&second_ca))
+        .find(|l| l.cert.len() == first.cert.len() && l.key.len() == first.key.len())
+        .expect("a renewal of the same lengths");
+    renewal.write_to(dir.path());
+    for (file, time) in [&cert_file, &key_file].into_iter().zip(times) {
+        std::fs::File::options()
+            .write(true)
+            .open(file)
+            .unwrap()
+            .set_modified(time)
+            .unwrap();
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut renewed = loop {
         match connect(&service, &second_ca).await {
