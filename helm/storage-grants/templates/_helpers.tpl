@@ -219,6 +219,12 @@ allow_plaintext = true
 [server.tls]
 cert_file = {{ printf "%s/%s" (include "storage-grants.tlsDir" .) .Values.tls.certKey | toJson }}
 key_file = {{ printf "%s/%s" (include "storage-grants.tlsDir" .) .Values.tls.keyKey | toJson }}
+{{- with .Values.tls.server.reloadInterval }}
+reload_interval = {{ . | toJson }}
+{{- end }}
+{{- with .Values.tls.server.handshakeTimeout }}
+handshake_timeout = {{ . | toJson }}
+{{- end }}
 {{- end }}
 
 [sts]

@@ -440,6 +440,12 @@ def plaintext_only_where_no_tls_and_the_service_accepts_each():
     text = config_toml(tls)
     check("allow_plaintext" not in text and "[server.tls]" in text, text)
     print("    server tls config:", check_config(tls, "server-tls"))
+    timed = helm_template({"tls": {"existingSecret": "sg-tls", "server": {
+        "enabled": True, "reloadInterval": "10s", "handshakeTimeout": "5s"}},
+        "probes": {"type": "http"}})[0]
+    text = config_toml(timed)
+    check('reload_interval = "10s"\nhandshake_timeout = "5s"' in text, text)
+    print("    server tls with timings:", check_config(timed, "server-tls-timed"))
     # Beyond the cluster (LoadBalancer, NodePort) without TLS: refused, unless the
     # load balancer terminates TLS.
     for kind in ("LoadBalancer", "NodePort"):
