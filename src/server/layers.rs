@@ -113,6 +113,11 @@ fn grpc_web_cors(origins: &[String]) -> CorsLayer {
 /// signature or URL: `caller` is an identity, `bucket` a validated bucket name,
 /// `grant_id` a random id.
 fn rpc_span(request: &http::Request<()>) -> tracing::Span {
+    // A gRPC-Web CORS preflight is no call (the CORS layer answers it): untraced, as
+    // the gateway's `/healthz`, not a span of the RPC that has no status.
+    if request.method() == http::Method::OPTIONS {
+        return tracing::Span::none();
+    }
     let rpc = Rpc::of_path(request.uri().path());
     let (service, method) = (rpc.service(), rpc.method());
     let span = tracing::info_span!(

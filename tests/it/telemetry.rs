@@ -254,6 +254,9 @@ listen = "127.0.0.1:0"
 file = "audit.jsonl"
 [http]
 listen = "127.0.0.1:0"
+allowed_origins = ["https://app.example"]
+[server]
+grpc_web = true
 "#,
             endpoint = moto.endpoint,
         ),
@@ -346,6 +349,24 @@ listen = "127.0.0.1:0"
         .await
         .expect("the click-time link");
     assert_eq!(link.status(), 302);
+    // A gRPC-Web CORS preflight, in a trace of its own: no call, so no span.
+    let (preflight_trace, preflight_parent) = (random_hex(16), random_hex(8));
+    let grpc_port = logged_port(&log_file, "storage-grants listening").await;
+    let preflight = reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://127.0.0.1:{grpc_port}/storagegrants.v1.GrantService/GrantRead"),
+        )
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "traceparent",
+            format!("00-{preflight_trace}-{preflight_parent}-01"),
+        )
+        .send()
+        .await
+        .expect("the preflight");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
 
     let metrics_port = logged_port(&log_file, "metrics at GET /metrics").await;
     let scrape = support::scrape(metrics_port).await;
@@ -389,6 +410,12 @@ listen = "127.0.0.1:0"
     let log = std::fs::read_to_string(&log_file).unwrap();
     assert!(status.success(), "exit {status}:\n{log}");
     let spans = spans(&spans_file);
+    assert!(
+        !spans
+            .iter()
+            .any(|s| s["trace_id"] == preflight_trace.as_str()),
+        "the preflight was traced"
+    );
 
     // GrantRead: the caller's trace continues, with the RPC's attributes.
     let span = find(
