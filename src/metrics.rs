@@ -164,6 +164,7 @@ struct Metrics {
     jwks_refreshes: Family<Labels<1>, Counter>,
     rules_reloads: Family<Labels<1>, Counter>,
     rules_stale: Gauge,
+    trace_export_failures: Counter,
     tls_reloads: Family<Labels<2>, Counter>,
     tls_stale: Family<Labels<1>, Gauge>,
     ready: Gauge,
@@ -282,6 +283,13 @@ impl Metrics {
              invalid) and the previous rules stay in force",
             rules_stale.clone(),
         );
+        let trace_export_failures = Counter::default();
+        registry.register(
+            "trace_export_failures",
+            "Spans dropped because their batch could not be exported (collector \
+             unreachable or refusing)",
+            trace_export_failures.clone(),
+        );
         let tls_reloads = Family::<Labels<2>, Counter>::default();
         registry.register(
             "tls_reloads",
@@ -359,6 +367,7 @@ impl Metrics {
             jwks_refreshes,
             rules_reloads,
             rules_stale,
+            trace_export_failures,
             tls_reloads,
             tls_stale,
             ready,
@@ -618,6 +627,11 @@ pub fn tls_reload(file: TlsFile, applied: bool) {
         .tls_stale
         .get_or_create(&[("file", file)])
         .set(i64::from(!applied));
+}
+
+/// A batch of `spans` could not be exported and is dropped.
+pub fn trace_export_failed(spans: usize) {
+    METRICS.trace_export_failures.inc_by(spans as u64);
 }
 
 /// When the served server certificate stops being valid.

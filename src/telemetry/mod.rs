@@ -284,10 +284,82 @@ fn tracer_provider(
     }
     Ok(Some(
         SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
+            .with_batch_exporter(Reported::new(exporter))
             .with_resource(resource.build())
             .build(),
     ))
+}
+
+/// The OTLP exporter, with its failures counted (`storage_grants_trace_export_failures_total`)
+/// and logged at most once a minute: the SDK drops a batch it could not send without a
+/// word (its own diagnostics are not compiled in, and would name the endpoint).
+#[derive(Debug)]
+struct Reported<E> {
+    inner: E,
+    last_warned: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl<E> Reported<E> {
+    fn new(inner: E) -> Self {
+        Self {
+            inner,
+            last_warned: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether a failure now is to be logged (none was in the last minute).
+    fn warn_now(&self) -> bool {
+        let mut last = self
+            .last_warned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        let due =
+            last.is_none_or(|at| now.duration_since(at) >= std::time::Duration::from_secs(60));
+        if due {
+            *last = Some(now);
+        }
+        due
+    }
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for Reported<E>
+{
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let spans = batch.len();
+        let result = self.inner.export(batch).await;
+        if let Err(e) = &result {
+            crate::metrics::trace_export_failed(spans);
+            if self.warn_now() {
+                tracing::warn!(
+                    error = %e,
+                    spans,
+                    "traces could not be exported; their spans are dropped (counted in \
+                     storage_grants_trace_export_failures_total; logged once a minute)"
+                );
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
 }
 
 /// Whether the `OTEL_*` variables ask for an export; refuses the values the SDK would

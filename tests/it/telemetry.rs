@@ -768,3 +768,54 @@ max_attempts = 1
         }
     }
 }
+
+/// A collector that cannot be reached: the dropped spans are counted and the log says
+/// why, once, instead of the SDK dropping them without a word.
+#[tokio::test]
+async fn spans_a_collector_cannot_take_are_counted_and_logged() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let moto = Moto::start();
+    write_config(
+        dir,
+        "json",
+        &moto.endpoint,
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    // A port nothing listens on.
+    let closed = free_port();
+    let otlp = format!("http://127.0.0.1:{closed}");
+    let (service, log_file) = spawn_service(
+        dir,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&log_file).await);
+    for _ in 0..3 {
+        health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .expect("the health check");
+    }
+    let metrics_port = logged_port(&log_file, "metrics at GET /metrics").await;
+    support::metrics_when(
+        metrics_port,
+        "storage_grants_trace_export_failures_total",
+        |n| n >= 3,
+    )
+    .await;
+    drop(health);
+    let status = tokio::task::spawn_blocking(move || service.terminate())
+        .await
+        .expect("the waiting thread");
+    assert!(status.success(), "exit {status}");
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("traces could not be exported"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{log}");
+    assert!(warned[0].contains("Connection refused"), "{}", warned[0]);
+}
