@@ -460,6 +460,12 @@ pub fn http_request(route: (usize, &'static str), status: u16, elapsed: Duration
 }
 
 /// A call began (`true`) or ended (`false`).
+/// How many gRPC calls are being served now.
+pub fn rpcs_in_flight() -> i64 {
+    METRICS.rpc_in_flight.get()
+}
+
+/// A gRPC call started (`true`) or ended.
 pub fn rpc_in_flight(started: bool) {
     if started {
         METRICS.rpc_in_flight.inc();

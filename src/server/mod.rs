@@ -536,8 +536,18 @@ async fn serve_core(
     let served = async { tokio::try_join!(grpc, http).map(|((), ())| ()) };
     tokio::select! {
         result = served => result,
-        () = stop.grace_over(grace) => {
-            tracing::warn!(grace_secs = grace.as_secs(), "drain took too long; closing remaining calls");
+        () = stop.clone().grace_over(grace) => {
+            // Every core reaches its grace at once; the first says it, for the whole
+            // process, which is what an operator counts.
+            if stop.first_to_report_grace() {
+                tracing::warn!(
+                    grace_secs = grace.as_secs(),
+                    grpc_calls_cut = crate::metrics::rpcs_in_flight(),
+                    "drain took too long; closing remaining calls (clients see \
+                     UNAVAILABLE; multipart uploads they were starting may be left for the \
+                     bucket's lifecycle rule)"
+                );
+            }
             Ok(())
         }
     }

@@ -14,6 +14,8 @@ use crate::readiness::Health;
 #[derive(Debug, Clone)]
 pub(super) struct Shutdown {
     rx: watch::Receiver<bool>,
+    /// Set by the first core past the grace, which reports the calls it cuts.
+    grace_reported: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Shutdown {
@@ -30,7 +32,13 @@ impl Shutdown {
             // A receiver sees `true` even after the sender is gone.
             let _ = tx.send(true);
         };
-        (Self { rx }, trigger)
+        (
+            Self {
+                rx,
+                grace_reported: std::sync::Arc::default(),
+            },
+            trigger,
+        )
     }
 
     /// Completes once shutdown has begun (or its trigger is gone).
@@ -42,6 +50,14 @@ impl Shutdown {
     pub(super) async fn grace_over(self, grace: Duration) {
         self.begun().await;
         tokio::time::sleep(grace).await;
+    }
+
+    /// Whether this is the first caller since the service started: the one core that
+    /// reports the end of the grace for all.
+    pub(super) fn first_to_report_grace(&self) -> bool {
+        !self
+            .grace_reported
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 }
 
