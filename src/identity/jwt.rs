@@ -417,11 +417,25 @@ fn kubernetes(claims: &Map<String, Value>) -> Result<Option<(String, String)>, E
                 .get("serviceaccount")
                 .and_then(|sa| sa.get("name"))
                 .and_then(Value::as_str);
+            // The member at fault, named: a token with a partial claim is a puzzle.
             match (namespace, name) {
                 (Some(ns), Some(sa)) if is_name(ns) && is_name(sa) => {
                     Some((ns.to_owned(), sa.to_owned()))
                 }
-                _ => return Err(invalid()),
+                (Some(ns), _) if !is_name(ns) => {
+                    return Err(Error::InvalidClaim("kubernetes.io.namespace".into()));
+                }
+                (None, _) => return Err(Error::MissingClaim("kubernetes.io.namespace".into())),
+                (_, None) => {
+                    return Err(Error::MissingClaim(
+                        "kubernetes.io.serviceaccount.name".into(),
+                    ));
+                }
+                _ => {
+                    return Err(Error::InvalidClaim(
+                        "kubernetes.io.serviceaccount.name".into(),
+                    ));
+                }
             }
         }
         Some(_) => return Err(invalid()),
@@ -961,6 +975,34 @@ pub(crate) mod tests {
         });
         let t = token(Signer::ec(), &header(Signer::ec(), "ec-1"), &claims);
         assert_eq!(verify(&t), Err(Error::InvalidClaim("kubernetes.io".into())));
+    }
+
+    #[test]
+    fn a_partial_kubernetes_claim_names_the_member_at_fault() {
+        for (claim, want) in [
+            (
+                json!({"namespace": "billing"}),
+                Error::MissingClaim("kubernetes.io.serviceaccount.name".into()),
+            ),
+            (
+                json!({"serviceaccount": {"name": "reporter"}}),
+                Error::MissingClaim("kubernetes.io.namespace".into()),
+            ),
+            (
+                json!({"namespace": "../x", "serviceaccount": {"name": "reporter"}}),
+                Error::InvalidClaim("kubernetes.io.namespace".into()),
+            ),
+            (
+                json!({"namespace": "billing", "serviceaccount": {"name": "Reporter!"}}),
+                Error::InvalidClaim("kubernetes.io.serviceaccount.name".into()),
+            ),
+        ] {
+            let claims = with(k8s_claims(), |c| {
+                c.insert("kubernetes.io".into(), claim.clone());
+            });
+            let t = token(Signer::ec(), &header(Signer::ec(), "ec-1"), &claims);
+            assert_eq!(verify(&t), Err(want), "{claim}");
+        }
     }
 
     #[test]
