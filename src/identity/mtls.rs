@@ -316,6 +316,7 @@ pub fn server_tls(
     } else {
         builder.allow_unauthenticated().build()?
     };
+    let verifier = Arc::new(NamingRefusals(verifier));
     Ok(tls_server_config(provider, verifier, certs, protocols)?)
 }
 
@@ -360,6 +361,104 @@ pub fn caller(chain: &[CertificateDer<'_>], domains: &TrustDomains) -> Result<Ca
     let uris = uri_sans(leaf)?;
     let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
     super::spiffe_caller(&uris, domains, Source::Mtls)
+}
+
+/// The WebPKI client verifier, logging which certificate it refused: the handshake's
+/// own log line has only the peer's address (a pod IP, often gone by the time the log
+/// is read), and a CA rotation needs to know who still presents the old CA's.
+#[derive(Debug)]
+struct NamingRefusals(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for NamingRefusals {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.0
+            .verify_client_cert(end_entity, intermediates, now)
+            .inspect_err(|e| {
+                tracing::info!(
+                    presented = %Presented(end_entity),
+                    error = %e,
+                    "client certificate refused: the certificate presented"
+                );
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// A client certificate as an operator looks for it: its URI SANs (the SPIFFE ID),
+/// subject, issuer, serial and end of validity. Nothing in it is a secret.
+struct Presented<'a>(&'a CertificateDer<'a>);
+
+impl fmt::Display for Presented<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Ok(cert) = x509_cert::Certificate::from_der(self.0) else {
+            return f.write_str("(not a readable certificate)");
+        };
+        let tbs = &cert.tbs_certificate;
+        let uris = uri_sans(self.0).unwrap_or_default();
+        let not_after = std::time::UNIX_EPOCH + tbs.validity.not_after.to_unix_duration();
+        // The client wrote these names: no line breaks or hidden characters reach the
+        // log, and none is longer than a message quotes.
+        let shown = |text: String| {
+            let text: String = text
+                .chars()
+                .map(|c| {
+                    if crate::core::text::breaks_lines(c) || crate::core::text::is_format(c) {
+                        '?'
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            crate::core::text::echo(&text).into_owned()
+        };
+        write!(
+            f,
+            "uri_sans=[{}] subject=\"{}\" issuer=\"{}\" serial={} not_after={}",
+            shown(uris.join(", ")),
+            shown(tbs.subject.to_string()),
+            shown(tbs.issuer.to_string()),
+            crate::core::text::echo(&hex::encode(tbs.serial_number.as_bytes())),
+            crate::sign::rfc3339(not_after)
+        )
+    }
 }
 
 /// Whether a DER certificate may issue others: basicConstraints says CA:TRUE, or (an
@@ -747,5 +846,55 @@ fn log_handshake_failure(error: &HandshakeError, peer: Option<SocketAddr>) {
                 "client certificate refused at the TLS handshake"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A certificate from a client: a CN with a line break and a bidi override, a
+    /// SPIFFE ID.
+    fn hostile_client_cert() -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::ExplicitNoCa;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "evil\nINFO forged line\u{202E}");
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            "spiffe://prod.example/ns/billing/sa/reporter"
+                .try_into()
+                .unwrap(),
+        )];
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn a_refused_certificate_is_named_without_what_could_forge_a_log_line() {
+        let der = hostile_client_cert();
+        let shown = Presented(&der).to_string();
+        assert!(
+            shown.contains("uri_sans=[spiffe://prod.example/ns/billing/sa/reporter]"),
+            "{shown}"
+        );
+        // x509-cert escapes the line break (`\0a`); the bidi override is replaced.
+        assert!(shown.contains("forged line?\""), "{shown}");
+        assert!(!crate::core::text::breaks_or_hides(&shown), "{shown}");
+        assert!(
+            shown.contains("serial=") && shown.contains("not_after="),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn only_ca_certificates_are_trust_anchors() {
+        assert!(!is_ca(&hostile_client_cert()), "a leaf taken as a CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        assert!(is_ca(ca.der()));
+        assert!(!is_ca(b"not DER"));
     }
 }
