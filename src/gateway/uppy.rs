@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::caller::Caller;
 use crate::grant::{
     CompleteRequest, PartsRequest, RawCompletedPart, RawPart, RawSize, RawStart, RawWrite,
-    StartRequest, Violations, WriteRequest,
+    StartRequest, UploadStep, Violations, WriteRequest,
 };
 use crate::scope::{BucketName, MAX_UPLOAD_BYTES};
 
@@ -210,6 +210,7 @@ fn continuing(
     headers: &HeaderMap,
     token: &str,
     query: Result<Query<KeyQuery>, QueryRejection>,
+    step: UploadStep,
 ) -> Result<Caller, Problem> {
     let Ok(Query(query)) = query else {
         return Err(Problem::bad_request(
@@ -217,7 +218,7 @@ fn continuing(
         ));
     };
     let (caller, _) = identify(app, method, headers, Door::BrowserIssuing)?;
-    let claimed = app.pipeline.upload_key_of(&caller, token)?;
+    let claimed = app.pipeline.upload_key_of(&caller, token, step)?;
     if claimed.as_str() != query.key {
         return Err(Problem::bad_request(
             "key is not the key of this upload; send the key POST /s3/multipart answered",
@@ -256,7 +257,7 @@ pub(crate) async fn sign_part(
         )
         .into_response();
     };
-    let caller = match continuing(&app, &method, &headers, &token, query) {
+    let caller = match continuing(&app, &method, &headers, &token, query, UploadStep::Continue) {
         Ok(caller) => caller,
         Err(problem) => return problem.into_response(),
     };
@@ -308,9 +309,12 @@ pub(crate) async fn list(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Response {
-    let (caller, token) = match token(path)
-        .and_then(|token| Ok((continuing(&app, &method, &headers, &token, query)?, token)))
-    {
+    let (caller, token) = match token(path).and_then(|token| {
+        Ok((
+            continuing(&app, &method, &headers, &token, query, UploadStep::Continue)?,
+            token,
+        ))
+    }) {
         Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
@@ -360,9 +364,12 @@ pub(crate) async fn complete(
     query: Result<Query<KeyQuery>, QueryRejection>,
     body: Result<Json<super::Object<CompleteBody>>, JsonRejection>,
 ) -> Response {
-    let (caller, token) = match token(path)
-        .and_then(|token| Ok((continuing(&app, &method, &headers, &token, query)?, token)))
-    {
+    let (caller, token) = match token(path).and_then(|token| {
+        Ok((
+            continuing(&app, &method, &headers, &token, query, UploadStep::Continue)?,
+            token,
+        ))
+    }) {
         Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
@@ -424,9 +431,10 @@ pub(crate) async fn abort(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Response {
-    let (caller, token) = match token(path)
-        .and_then(|token| Ok((continuing(&app, &method, &headers, &token, query)?, token)))
-    {
+    let (caller, token) = match token(path).and_then(|token| {
+        let caller = continuing(&app, &method, &headers, &token, query, UploadStep::Abort)?;
+        Ok((caller, token))
+    }) {
         Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };

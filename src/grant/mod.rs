@@ -30,7 +30,8 @@ use crate::sign::{GetObject, PostObject, PresignedRequest, PutObject, Signer};
 use crate::sts;
 
 pub use multipart::{
-    CompleteRequest, PartsRequest, RawCompletedPart, RawPart, RawStart, StartRequest, Uploads,
+    CompleteRequest, PartsRequest, RawCompletedPart, RawPart, RawStart, StartRequest, UploadStep,
+    Uploads,
 };
 pub use request::{
     Access, AssumeRequest, FieldViolation, RawRead, RawSize, RawWrite, ReadMethod, ReadRequest,

@@ -353,6 +353,16 @@ pub struct Completed {
     pub grant_id: String,
 }
 
+/// What a door is about to do with an upload: an abort takes a token that expired
+/// less than [`ABORT_GRACE`] ago, every other step a live one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadStep {
+    /// Sign parts, list them, complete.
+    Continue,
+    /// Discard the upload.
+    Abort,
+}
+
 // === the steps ===
 
 impl Pipeline {
@@ -691,8 +701,17 @@ impl Pipeline {
     ///
     /// # Errors
     /// As the token checks of [`Pipeline::grant_parts`].
-    pub fn upload_key_of(&self, caller: &Caller, token: &str) -> Result<ObjectKey, Error> {
-        Ok(self.claims(caller, token)?.key)
+    pub fn upload_key_of(
+        &self,
+        caller: &Caller,
+        token: &str,
+        step: UploadStep,
+    ) -> Result<ObjectKey, Error> {
+        let grace = match step {
+            UploadStep::Continue => Duration::ZERO,
+            UploadStep::Abort => ABORT_GRACE,
+        };
+        Ok(self.claims_within(caller, token, grace)?.key)
     }
 }
 

@@ -1495,3 +1495,36 @@ async fn an_uppy_multipart_upload_lives_the_configured_multipart_ttl() {
         );
     }
 }
+
+/// An upload started through Uppy's route may be aborted (`DELETE`) by its caller
+/// after its token expired, as over gRPC; continuing it may not.
+#[tokio::test]
+async fn an_expired_uppy_upload_can_still_be_aborted_by_its_caller() {
+    let gw = Gateway::start_http(Setup::new(), "multipart_ttl = \"1s\"").await;
+    let created = json(
+        gw.request(Method::POST, "/s3/multipart")
+            .header(header::AUTHORIZATION, bearer(&TOKEN))
+            .json_body(r#"{"filename": "late.bin", "type": "application/octet-stream"}"#)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (upload, key) = (
+        created["uploadId"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let path = format!("/s3/multipart/{}?key={}", enc(&upload), enc(&key));
+    let send = |method: Method, token: &str| {
+        gw.request(method, &path)
+            .header(header::AUTHORIZATION, bearer(token))
+            .send()
+    };
+    let listed = send(Method::GET, &TOKEN).await.unwrap();
+    assert_eq!(listed.status(), StatusCode::BAD_REQUEST, "an expired upload listed");
+    let other = send(Method::DELETE, &OTHER_TOKEN).await.unwrap();
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    let aborted = send(Method::DELETE, &TOKEN).await.unwrap();
+    assert_eq!(aborted.status(), StatusCode::NO_CONTENT);
+}
