@@ -36,22 +36,29 @@ impl Upstream {
     ///
     /// # Errors
     /// A malformed endpoint, an unreadable CA file, no token source.
-    pub fn new(options: UpstreamOptions) -> Result<Self, Error> {
+    pub fn new(mut options: UpstreamOptions) -> Result<Self, Error> {
         if options.token_file.is_none() && options.token.is_none() {
             return Err(Error::Usage(
                 "name the caller's token: --token-file FILE or STORAGE_GRANTS_TOKEN".into(),
             ));
         }
-        let scheme = options.endpoint.split_once("://").map(|(s, _)| s);
-        if !matches!(scheme, Some("https" | "http")) {
+        // Schemes are case-insensitive (RFC 3986); tonic reads them lowercase.
+        let scheme = options
+            .endpoint
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("https" | "http")) {
             return Err(Error::Usage(format!(
                 "--endpoint '{}' needs an https:// or http:// scheme, e.g. \
                  https://storage-grants.example:50051 or http://127.0.0.1:50051",
-                options.endpoint
+                crate::core::text::redact_url(&options.endpoint)
             )));
         }
+        if let Some((scheme, rest)) = options.endpoint.split_once("://") {
+            options.endpoint = format!("{}://{rest}", scheme.to_ascii_lowercase());
+        }
         let connect = |source| Error::Connect {
-            endpoint: options.endpoint.clone(),
+            endpoint: crate::core::text::redact_url(&options.endpoint),
             source,
         };
         let mut endpoint = Endpoint::from_shared(options.endpoint.clone())
@@ -142,7 +149,7 @@ impl Upstream {
             detail.push_str(" (is the service serving TLS there? use http:// if not)");
         }
         Error::Unreachable {
-            endpoint: self.options.endpoint.clone(),
+            endpoint: crate::core::text::redact_url(&self.options.endpoint),
             detail,
         }
     }

@@ -381,6 +381,16 @@ fn credential_process_checks_its_endpoint_and_says_when_the_service_is_unreachab
             "{err}"
         );
     }
+    // A user and a query in the endpoint are never repeated (they may be credentials).
+    let out = run(&format!("http://user:hunter2@{closed}/?token=s3cret"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot reach the service at")
+            && !err.contains("hunter2")
+            && !err.contains("s3cret"),
+        "{err}"
+    );
     let endpoint = format!("http://{closed}");
     let out = run(&endpoint);
     assert_eq!(out.status.code(), Some(1));

@@ -1522,7 +1522,11 @@ async fn an_expired_uppy_upload_can_still_be_aborted_by_its_caller() {
             .send()
     };
     let listed = send(Method::GET, &TOKEN).await.unwrap();
-    assert_eq!(listed.status(), StatusCode::BAD_REQUEST, "an expired upload listed");
+    assert_eq!(
+        listed.status(),
+        StatusCode::BAD_REQUEST,
+        "an expired upload listed"
+    );
     let other = send(Method::DELETE, &OTHER_TOKEN).await.unwrap();
     assert_eq!(other.status(), StatusCode::FORBIDDEN);
     let aborted = send(Method::DELETE, &TOKEN).await.unwrap();
