@@ -1532,3 +1532,31 @@ async fn an_expired_uppy_upload_can_still_be_aborted_by_its_caller() {
     let aborted = send(Method::DELETE, &TOKEN).await.unwrap();
     assert_eq!(aborted.status(), StatusCode::NO_CONTENT);
 }
+
+/// A caller over its budget gets 429 with a `Retry-After` in whole seconds rounded up,
+/// the number its message says: waiting exactly that long is enough.
+#[tokio::test]
+async fn retry_after_is_long_enough_for_the_budget_to_refill() {
+    let mut setup = Setup::new();
+    setup
+        .extra_config
+        .push_str("[limits]\ngrants_per_second = 0.4\ngrants_burst = 1\n");
+    let gw = Gateway::start_with(setup).await;
+    let auth = [("authorization", bearer(&TOKEN))];
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let link = "/v1/objects/demo/public/hello.txt";
+    assert_eq!(gw.link(link, &auth).await.status(), StatusCode::FOUND);
+    let over = gw.link(link, &auth).await;
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    let after: u64 = over.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // 2.5 s at 0.4 a second, a little less by now: 3 whole seconds.
+    assert_eq!(after, 3);
+    let detail = problem(over).await["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains(&format!("retry in {after}s")), "{detail}");
+    tokio::time::sleep(Duration::from_secs(after)).await;
+    assert_eq!(gw.link(link, &auth).await.status(), StatusCode::FOUND);
+}
