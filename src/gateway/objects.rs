@@ -58,10 +58,17 @@ pub(crate) async fn link(
         .download
         .as_deref()
         .map(|name| match name {
-            "" => key.rsplit('/').next().unwrap_or_default(),
-            name => name,
+            // The key's own name, which may hold a backslash (a name the caller's
+            // `download=` may not): made a file name as the other awkward characters are.
+            "" => std::borrow::Cow::Owned(
+                key.rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .replace('\\', "_"),
+            ),
+            name => std::borrow::Cow::Borrowed(name),
         })
-        .and_then(|name| v.check("download", disposition::attachment(name)));
+        .and_then(|name| v.check("download", disposition::attachment(&name)));
     let request = ReadRequest::parse(
         &mut v,
         RawRead {

@@ -353,6 +353,16 @@ async fn a_link_ignores_added_parameters_and_takes_a_bare_download_and_a_version
     );
     assert_eq!(http_get(&target).await.status(), StatusCode::OK);
 
+    // A key whose name holds a backslash: saved under that name, made a file name.
+    gw.store.put("demo", "public/sp/a\\b.txt", b"slashed").await;
+    let slashed = gw
+        .link("/v1/objects/demo/public/sp/a%5Cb.txt?download", &auth)
+        .await;
+    assert_eq!(slashed.status(), StatusCode::FOUND);
+    let target = location(&slashed);
+    assert!(target.contains("filename%3D%22a_b.txt%22"), "{target}");
+    assert_eq!(http_get(&target).await.status(), StatusCode::OK);
+
     let versioned = gw
         .link("/v1/objects/demo/public/hello.txt?versionId=v-1", &auth)
         .await;
