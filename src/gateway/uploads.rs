@@ -47,9 +47,11 @@ pub(crate) struct UploadRequest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Range {
-    #[serde(alias = "minBytes", deserialize_with = "super::json_u64")]
+    /// 0 when left out, as protobuf's JSON writers leave a 0 out.
+    #[serde(alias = "minBytes", default, deserialize_with = "super::json_u64")]
     min_bytes: u64,
-    #[serde(alias = "maxBytes", deserialize_with = "super::json_u64")]
+    /// Left out, 0, which the range refuses by name.
+    #[serde(alias = "maxBytes", default, deserialize_with = "super::json_u64")]
     max_bytes: u64,
 }
 
