@@ -587,15 +587,33 @@ impl Pipeline {
             delete,
         };
         let grant_id = audit::new_grant_id();
-        let requested = request.duration.unwrap_or(scoped.durations.default);
+        let requested = match request.duration {
+            Some(asked) => asked,
+            // No length asked, but more life left than the default session has (the
+            // SDK endpoints ask for 20 minutes): the longest session the rule allows.
+            None if request.min_left >= scoped.durations.default => Duration::MAX,
+            None => scoped.durations.default,
+        };
         // The length asked for, without role chaining's cap: that depends on the
         // service's own credentials, which a cache hit needs not.
+        let session = scoped.durations.session(requested, rule_max, false);
+        if request.duration.is_some() && request.min_left >= session {
+            // A fresh session has its whole length left and no more: the call could
+            // never be served from the cache, and would make an STS session each time.
+            return Err(Error::FailedPrecondition(format!(
+                "credentials with {} of life left were asked for (min_remaining), but the \
+                 session asked for lasts {} (duration, cut to the rule's and the role's \
+                 limits): ask for a longer duration or less min_remaining",
+                crate::core::duration::display(request.min_left),
+                crate::core::duration::display(session),
+            )));
+        }
         let scope = sts::Scope {
             caller: caller.id().to_owned(),
             bucket: request.bucket.clone(),
             prefix: request.prefix.clone(),
             access,
-            session: scoped.durations.session(requested, rule_max, false),
+            session,
         };
         let credentials = match scoped.broker.cached(&scope, rule_max, request.min_left) {
             Some(hit) => hit,

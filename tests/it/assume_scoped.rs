@@ -577,6 +577,63 @@ async fn min_remaining_is_kept_or_refused_when_no_session_can_have_it() {
         .unwrap();
     assert_eq!(again.access_key_id, first.access_key_id);
     assert_eq!(moto.assumed_roles().await.len(), 1);
+
+    // A session asked for no longer than the life to be left could never be reused:
+    // refused, naming the duration.
+    let status = client
+        .assume_scoped(authed(
+            AssumeScopedRequest {
+                duration: Some(prost_types::Duration {
+                    seconds: 15 * 60,
+                    nanos: 0,
+                }),
+                ..with_min_remaining("tenants/a/", 20 * 60)
+            },
+            &TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("longer duration"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(moto.assumed_roles().await.len(), 1);
+}
+
+/// With a default session shorter than the life an SDK endpoint asks to be left, the
+/// session asked for is the longest the rule allows, reused as long as it can be.
+#[tokio::test]
+async fn a_short_default_session_does_not_starve_the_sdk_endpoints() {
+    let (moto, mut setup) = moto(&tenant_a_policy()).await;
+    setup.extra_config.push_str("default_duration = \"15m\"\n");
+    let service = Service::start_at(&moto.endpoint, setup).await;
+    let mut client = service.client().await;
+    let ask = || with_min_remaining("tenants/a/", 20 * 60);
+    let before = now_secs();
+    let first = client
+        .assume_scoped(authed(ask(), &TOKEN))
+        .await
+        .expect("the rule's 30 minutes keep 20")
+        .into_inner()
+        .credentials
+        .unwrap();
+    assert!(first.expires_at.unwrap().seconds >= before + 20 * 60);
+    let again = client
+        .assume_scoped(authed(ask(), &TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+        .credentials
+        .unwrap();
+    assert_eq!(again.access_key_id, first.access_key_id);
+    assert_eq!(moto.assumed_roles().await.len(), 1);
 }
 
 #[tokio::test]
