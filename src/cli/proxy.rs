@@ -108,7 +108,11 @@ pub async fn serve(
     let Listening { listener, addr } = listening;
     tracing::info!(%addr, "credentials proxy listening");
     let router = Router::new()
-        .route("/v1/credentials/{bucket}/{*prefix}", get(credentials))
+        // GET only: a HEAD would make credentials only to throw them away.
+        .route(
+            "/v1/credentials/{bucket}/{*prefix}",
+            crate::gateway::get_issuing(credentials),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         // Problem bodies, as the gateway's: an SDK pointed at a wrong path says why.
         .fallback(|| async { Problem::not_found() })

@@ -332,10 +332,11 @@ pub async fn serve<L>(
 /// nothing. (The click-time link answers HEAD with a URL signed for HEAD instead.)
 /// Every refusal names GET alone, where axum's own would list the HEAD it adds to a
 /// GET route.
-fn get_issuing<H, T>(handler: H) -> axum::routing::MethodRouter<Arc<App>>
+pub(crate) fn get_issuing<H, T, S>(handler: H) -> axum::routing::MethodRouter<S>
 where
-    H: axum::handler::Handler<T, Arc<App>>,
+    H: axum::handler::Handler<T, S>,
     T: 'static,
+    S: Clone + Send + Sync + 'static,
 {
     let refuse = |method: Method| async move {
         (

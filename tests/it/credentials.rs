@@ -326,6 +326,16 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
         .await;
     assert_eq!(body["AccountId"], "123456789012", "{}", body["AccountId"]);
     assert!(body["Token"].as_str().is_some_and(|t| !t.is_empty()));
+    // A HEAD would make credentials only to throw them away: refused, as the gateway does.
+    let head = reqwest::Client::new()
+        .head(format!(
+            "http://127.0.0.1:{port}/v1/credentials/demo/tenants/a/?access=read"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status().as_u16(), 405);
+    assert_eq!(head.headers()["allow"], "GET");
     // A wrong path or a missing access is a problem body saying what to send.
     for (path, status, says) in [
         ("/v1/credential/demo/tenants/a/", 404, "no such route"),

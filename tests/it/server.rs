@@ -294,6 +294,13 @@ async fn the_metrics_port_answers_readiness_and_liveness_probes() {
         assert!(std::time::Instant::now() < deadline, "never ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let posted = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 405);
+    assert_eq!(posted.headers()["allow"], "GET, HEAD");
     let other = reqwest::get(format!("http://127.0.0.1:{port}/health"))
         .await
         .unwrap();
