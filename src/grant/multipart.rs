@@ -523,6 +523,23 @@ impl Pipeline {
             &claims.bucket,
             Target::Key(&claims.key),
         )?;
+        // A part larger than the whole object may be would be stored until the upload
+        // ends (Complete refuses it): not signed.
+        if let Some(max) = rule.max_object_size()
+            && let Some((number, length)) = request
+                .parts
+                .iter()
+                .find_map(|p| Some((p.number, p.content_length?)).filter(|(_, n)| *n > max))
+        {
+            return Err(Error::InvalidArgument(vec![FieldViolation {
+                field: request.field,
+                description: format!(
+                    "part {number}: content_length {length} is more than the rule (line {}) \
+                     allows a whole object ({max} bytes)",
+                    rule.line()
+                ),
+            }]));
+        }
         let credentials = self.credentials.current()?;
         let now = whole_seconds(SystemTime::now());
         let requested = request.ttl.unwrap_or(self.limits.default_ttl);

@@ -607,6 +607,29 @@ async fn an_object_over_the_rules_max_size_is_refused_before_it_exists() {
     );
     let object = download(&mut h, "public/small/big.bin").await;
     assert_eq!(object.status(), 404);
+    // One part larger than the whole object may be is not signed at all.
+    let status = h
+        .client
+        .grant_upload_parts(authed(
+            GrantUploadPartsRequest {
+                upload: upload.clone(),
+                parts: vec![UploadPartRequest {
+                    part_number: 3,
+                    content_length: Some(7 * MIB as u64),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            &TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("part 3") && status.message().contains("6291456"),
+        "{}",
+        status.message()
+    );
     // A declared size over the limit is refused at the start.
     let status = h
         .client
