@@ -82,6 +82,33 @@ fn with_hint(message: &str) -> String {
     format!("{message}{hint}")
 }
 
+/// An environment override's error without the strings it quotes: serde writes the
+/// value it refused (`invalid type: string "…"`), and an override may hold a token
+/// (`STORAGE_GRANTS_IDENTITY__DEV_TOKENS`) that must not reach the start-up log.
+fn without_values(message: &str) -> String {
+    const QUOTED: &str = "string \"";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(QUOTED) {
+        out.push_str(&rest[..at]);
+        out.push_str("a string (not shown)");
+        // The value as serde writes it (Rust's `Debug`): up to the first unescaped quote.
+        let value = &rest[at + QUOTED.len()..];
+        let mut escaped = false;
+        let end = value
+            .char_indices()
+            .find(|&(_, c)| {
+                let closes = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                closes
+            })
+            .map_or(value.len(), |(i, _)| i + 1);
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl Settings {
     /// Loads `path` (or only defaults when `None`), applies the environment in `env`,
     /// resolves relative paths and validates every value.
@@ -147,7 +174,7 @@ impl Settings {
                     .try_into()
                     .map_err(|e: toml::de::Error| Error::Env {
                         var: var.clone(),
-                        message: with_hint(e.to_string().trim_end()),
+                        message: with_hint(&without_values(e.to_string().trim_end())),
                     })?;
         }
         let mut http_keys: Vec<String> = table
@@ -157,7 +184,7 @@ impl Settings {
             .unwrap_or_default();
         let mut raw: RawConfig = table.try_into().map_err(|e: toml::de::Error| Error::Env {
             var: "STORAGE_GRANTS_*".into(),
-            message: e.to_string().trim_end().to_owned(),
+            message: without_values(e.to_string().trim_end()),
         })?;
         if raw.grants.rules_file.is_relative() {
             raw.grants.rules_file = base_dir.join(&raw.grants.rules_file);
@@ -194,6 +221,24 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn an_override_that_does_not_fit_is_refused_without_its_value() {
+        let token = "dev-secret-0123456789abc";
+        let quoted = format!("\"{token}\"");
+        let err = load(
+            "",
+            &[("STORAGE_GRANTS_IDENTITY__DEV_TOKENS", quoted.as_str())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("STORAGE_GRANTS_IDENTITY__DEV_TOKENS"), "{err}");
+        assert!(!err.contains(token), "{err}");
+        assert_eq!(
+            without_values(r#"invalid type: string "a\"b", expected x; string "c""#),
+            "invalid type: a string (not shown), expected x; a string (not shown)"
+        );
+    }
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, Error> {
         Settings::from_toml(

@@ -53,8 +53,13 @@ pub fn display(d: Duration) -> String {
 /// `d` rounded up to whole seconds (at least 1s) and written as [`display`] writes it:
 /// how long to wait, for a message (`retry in 2s`, not `retry in 1.503s`).
 pub fn whole_seconds_up(d: Duration) -> String {
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    display(Duration::from_secs(secs.max(1)))
+    display(Duration::from_secs(secs_up(d)))
+}
+
+/// `d` in whole seconds, rounded up, at least 1: a wait a client can count on (an HTTP
+/// `Retry-After`, a message's `retry in`).
+pub fn secs_up(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 /// Serde adapter (`#[serde(with = "crate::core::duration")]`): a duration from a

@@ -389,10 +389,12 @@ impl IntoResponse for Problem {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(after) = self.retry_after {
-            // Whole seconds, rounded up: a client that waits exactly this long must
-            // find the budget refilled (the message says the same number).
-            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            // Rounded up: a client that waits exactly this long must find the budget
+            // refilled (the message says the same number).
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::core::duration::secs_up(after)),
+            );
         }
         if self.challenge {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -489,10 +489,19 @@ pub fn check_jwks_client(config: &IdentityConfig) -> Result<(), SetupError> {
     let Some(url) = &j.jwks_url else {
         return Ok(());
     };
+    jwks_fetcher(j, url).map(drop)
+}
+
+/// The client of `url` that `j` configures: its CA file read, its token file named.
+fn jwks_fetcher(j: &jwt::JwtConfig, url: &SecretUrl) -> Result<jwks::fetch::Fetcher, SetupError> {
     let uri = jwks_uri(url).map_err(SetupError::JwksUrl)?;
-    jwks::fetch::Fetcher::new(uri, j.jwks_ca_file.as_deref(), None, j.fetch_timeout)
-        .map(drop)
-        .map_err(|(field, why)| SetupError::Jwks(field, why))
+    jwks::fetch::Fetcher::new(
+        uri,
+        j.jwks_ca_file.as_deref(),
+        j.jwks_token_file.clone(),
+        j.fetch_timeout,
+    )
+    .map_err(|(field, why)| SetupError::Jwks(field, why))
 }
 
 // === Authenticator ===
@@ -625,15 +634,7 @@ impl Authenticator {
                 let (source, from_file) = match (&j.jwks_file, &j.jwks_url) {
                     (Some(path), _) => (jwks::KeySource::File(path.clone()), true),
                     (None, Some(url)) => {
-                        let uri = jwks_uri(url).map_err(SetupError::JwksUrl)?;
-                        let fetcher = jwks::fetch::Fetcher::new(
-                            uri,
-                            j.jwks_ca_file.as_deref(),
-                            j.jwks_token_file.clone(),
-                            j.fetch_timeout,
-                        )
-                        .map_err(|(field, why)| SetupError::Jwks(field, why))?;
-                        (jwks::KeySource::Url(Box::new(fetcher)), false)
+                        (jwks::KeySource::Url(Box::new(jwks_fetcher(j, url)?)), false)
                     }
                     (None, None) => {
                         return Err(SetupError::JwksUrl(

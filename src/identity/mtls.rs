@@ -392,7 +392,7 @@ impl rustls::server::danger::ClientCertVerifier for NamingRefusals {
             .verify_client_cert(end_entity, intermediates, now)
             .inspect_err(|e| {
                 tracing::info!(
-                    presented = %Presented(end_entity),
+                    presented = %PresentedCert(end_entity),
                     error = %e,
                     "client certificate refused: the certificate presented"
                 );
@@ -424,9 +424,9 @@ impl rustls::server::danger::ClientCertVerifier for NamingRefusals {
 
 /// A client certificate as an operator looks for it: its URI SANs (the SPIFFE ID),
 /// subject, issuer, serial and end of validity. Nothing in it is a secret.
-struct Presented<'a>(&'a CertificateDer<'a>);
+struct PresentedCert<'a>(&'a CertificateDer<'a>);
 
-impl fmt::Display for Presented<'_> {
+impl fmt::Display for PresentedCert<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Ok(cert) = x509_cert::Certificate::from_der(self.0) else {
             return f.write_str("(not a readable certificate)");
@@ -873,7 +873,7 @@ mod tests {
     #[test]
     fn a_refused_certificate_is_named_without_what_could_forge_a_log_line() {
         let der = hostile_client_cert();
-        let shown = Presented(&der).to_string();
+        let shown = PresentedCert(&der).to_string();
         assert!(
             shown.contains("uri_sans=[spiffe://prod.example/ns/billing/sa/reporter]"),
             "{shown}"

@@ -266,7 +266,7 @@ fn init_from(
 fn tracer_provider(
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<SdkTracerProvider>, Error> {
-    let set = |var: &str| env(var).filter(|v| !v.trim().is_empty());
+    let set = |var: &str| set(env, var);
     if !exports(&set)? {
         return Ok(None);
     }
@@ -442,8 +442,13 @@ fn check_otel_values(set: &impl Fn(&str) -> Option<String>) -> Result<(), Error>
 /// # Errors
 /// As serving would meet them.
 pub fn check_trace_export() -> Result<(), Error> {
-    let set = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
-    exports(&set).map(drop)
+    let env = |var: &str| std::env::var(var).ok();
+    exports(&|var: &str| set(&env, var)).map(drop)
+}
+
+/// The value of `var` in `env`, unless unset or blank (the SDK ignores those too).
+fn set(env: &impl Fn(&str) -> Option<String>, var: &str) -> Option<String> {
+    env(var).filter(|v| !v.trim().is_empty())
 }
 
 /// Whether `filter` (the log's `RUST_LOG`) lets audit events through.
