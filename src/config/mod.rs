@@ -40,13 +40,14 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Malformed TOML or an unknown key.
-    #[error("{path}: {}", with_hint(.source.to_string().trim_end()))]
+    #[error("{path}: {at}: {}", with_hint(.message))]
     Parse {
         /// The file.
         path: PathBuf,
-        /// TOML's error, with line and column.
-        #[source]
-        source: toml::de::Error,
+        /// Where: line, column and the key on that line.
+        at: Location,
+        /// What TOML or the setting's type refused, without the values it quoted.
+        message: String,
     },
     /// An environment override that does not fit.
     #[error("environment variable {var}: {message}")]
@@ -82,9 +83,61 @@ fn with_hint(message: &str) -> String {
     format!("{message}{hint}")
 }
 
-/// An environment override's error without the strings it quotes: serde writes the
-/// value it refused (`invalid type: string "…"`), and an override may hold a token
-/// (`STORAGE_GRANTS_IDENTITY__DEV_TOKENS`) that must not reach the start-up log.
+/// Where in the file a parse error is: TOML's own error shows the line itself, and
+/// that line may be a token (`identity.dev_tokens`) or a key (`uploads`), so the
+/// error names the line, the column and the key written on it, never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    line: usize,
+    column: usize,
+    key: Option<String>,
+}
+
+impl Location {
+    fn of(text: &str, span: Option<std::ops::Range<usize>>) -> Location {
+        let start = span.map_or(0, |s| s.start).min(text.len());
+        let start = (0..=start)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        let before = &text[..start];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line_text = text[line_start..].lines().next().unwrap_or("");
+        Location {
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+            key: key_of(line_text),
+        }
+    }
+}
+
+/// The key a TOML line sets, or the table it opens: `token = "…"` gives `token`,
+/// `[grants]` gives `[grants]`. Only the characters keys are written with, so nothing
+/// of a value comes through.
+fn key_of(line: &str) -> Option<String> {
+    let line = line.trim();
+    let key = if line.starts_with('[') {
+        line.rfind(']').map(|end| &line[..=end])
+    } else {
+        line.split_once('=').map(|(key, _)| key.trim())
+    }?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-.[] ".contains(c);
+    (!key.is_empty() && key.len() <= 64 && key.chars().all(plain)).then(|| key.to_owned())
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)?;
+        match &self.key {
+            Some(key) => write!(f, " (`{key}`)"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A parse error without the strings it quotes: serde writes the value it refused
+/// (`invalid type: string "…"`), and the value may be a token (a dev token in the
+/// file, or `STORAGE_GRANTS_IDENTITY__DEV_TOKENS`) that must not reach the start-up log.
 fn without_values(message: &str) -> String {
     const QUOTED: &str = "string \"";
     let mut out = String::with_capacity(message.len());
@@ -148,9 +201,10 @@ impl Settings {
         base_dir: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, Error> {
-        let parse_err = |source| Error::Parse {
+        let parse_err = |source: toml::de::Error| Error::Parse {
             path: origin.to_owned(),
-            source,
+            at: Location::of(text, source.span()),
+            message: without_values(source.message().trim_end()),
         };
         let env: Vec<(String, String)> = env.into_iter().collect();
         let credential_expiration = env
@@ -267,6 +321,40 @@ mod tests {
         assert!(c.identity.dev_tokens.is_empty());
         assert_eq!(c.grants.limits.max_ttl, Duration::from_secs(3600));
         assert_eq!(c.grants.rules_file, Path::new("/etc/sg/rules.toml"));
+    }
+
+    #[test]
+    fn a_malformed_line_is_located_without_its_value() {
+        let token = "dev-secret-0123456789abc";
+        // An unterminated string: TOML's own message would print the line.
+        let text = format!(
+            "[identity]\ndev_mode = true\n[[identity.dev_tokens]]\ntoken = \"{token}\ncaller = \"dev:a\"\n"
+        );
+        let msg = load(&text, &[]).unwrap_err().to_string();
+        assert!(msg.starts_with("test.toml: line 4, column "), "{msg}");
+        assert!(msg.contains("(`token`)"), "{msg}");
+        assert!(!msg.contains("dev-secret"), "{msg}");
+        // A value of the wrong type: serde's message quotes it.
+        let text = format!("[grants]\nmax_ttl = [\"{token}\"]\n");
+        let msg = load(&text, &[]).unwrap_err().to_string();
+        assert!(msg.contains("line 2, column 11 (`max_ttl`)"), "{msg}");
+        assert!(!msg.contains("dev-secret"), "{msg}");
+        let text = format!(
+            "[storage]\nregion = 7\n[[identity.dev_tokens]]\ntoken = \"{token}\"\ncaller = 5\n"
+        );
+        let msg = load(&text, &[]).unwrap_err().to_string();
+        assert!(!msg.contains("dev-secret"), "{msg}");
+        assert_eq!(
+            key_of("  [[identity.dev_tokens]] "),
+            Some("[[identity.dev_tokens]]".into())
+        );
+        assert_eq!(key_of("\"quoted key\" = 1"), None);
+        assert_eq!(key_of("no equals sign here"), None);
+        assert_eq!(
+            Location::of("a = 1\nb", Some(7..8)).to_string(),
+            "line 2, column 2"
+        );
+        assert_eq!(Location::of("é = \"", Some(99..100)).line, 1);
     }
 
     #[test]
