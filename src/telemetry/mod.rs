@@ -76,6 +76,15 @@ pub enum Error {
         /// What it may be.
         expected: &'static str,
     },
+    /// An `OTEL_*` value the SDK would drop without a word, described without the
+    /// value (exporter headers carry API keys).
+    #[error("{var}: {problem}")]
+    Malformed {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong, and how to write it.
+        problem: String,
+    },
     /// The audit file cannot be opened for appending.
     #[error("audit.file: cannot open {path}: {source}")]
     AuditFile {
@@ -433,7 +442,78 @@ fn check_otel_values(set: &impl Fn(&str) -> Option<String>) -> Result<(), Error>
             expected: "a ratio from 0 to 1, e.g. 0.1",
         });
     }
+    for var in [
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    ] {
+        if let Some(value) = set(var).filter(|v| v.parse::<u64>().is_err()) {
+            return Err(Error::Unsupported {
+                var,
+                value,
+                expected: "a whole number of milliseconds, e.g. 10000",
+            });
+        }
+    }
+    for var in [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    ] {
+        if let Some(value) = set(var) {
+            otlp_headers(&value).map_err(|problem| Error::Malformed { var, problem })?;
+        }
+    }
     Ok(())
+}
+
+/// Checks exporter headers as the SDK reads them (`key=value` pairs separated by
+/// commas, values percent-encoded), which skips a pair it cannot use without a word:
+/// a collector's API key written `Authorization: Bearer …` would never be sent. The
+/// problem names a pair by its place and its key, never its value.
+fn otlp_headers(value: &str) -> Result<(), String> {
+    const HOW: &str = "write key=value pairs separated by commas, values percent-encoded";
+    for (n, pair) in value.split_terminator(',').map(str::trim).enumerate() {
+        let n = n + 1;
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!("pair {n} has no '='; {HOW}"));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if http::HeaderName::from_bytes(key.as_bytes()).is_err() {
+            return Err(format!(
+                "pair {n}: its key is not a header name (letters, digits and '-'); {HOW}"
+            ));
+        }
+        let decoded = percent_decoded(value);
+        match decoded {
+            _ if value.is_empty() => Err(format!("pair {n} (`{key}`) has no value; {HOW}")),
+            None => Err(format!(
+                "pair {n} (`{key}`): a '%' not followed by two hex digits of UTF-8; write '%' as %25"
+            )),
+            Some(v) if http::HeaderValue::from_str(&v).is_err() => Err(format!(
+                "pair {n} (`{key}`): its value holds characters a header cannot carry (control characters, line breaks)"
+            )),
+            Some(_) => Ok(()),
+        }?;
+    }
+    Ok(())
+}
+
+/// `value` with its `%XX` escapes decoded, as the SDK decodes header values; `None`
+/// when an escape is broken or the result is not UTF-8.
+fn percent_decoded(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// What `--check-config` can tell of the `OTEL_*` environment without exporting: the
@@ -570,6 +650,51 @@ mod tests {
         );
         // The SDK reads the sampler's name exactly.
         assert!(provider(&[("OTEL_TRACES_SAMPLER", "Always_Off")]).is_err());
+        let timeout = ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s");
+        let err = provider(&[endpoint, timeout]).unwrap_err().to_string();
+        assert!(err.contains("milliseconds"), "{err}");
+        let whole = |var: &str| (var == "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT").then(|| "2500".into());
+        assert!(check_otel_values(&whole).is_ok());
+    }
+
+    #[test]
+    fn exporter_headers_the_sdk_would_drop_are_refused_without_their_values() {
+        let secret = "s3cr3t-api-key";
+        for (headers, says) in [
+            (
+                format!("Authorization: Bearer {secret}"),
+                "pair 1 has no '='",
+            ),
+            (
+                format!("x-team=a,api key={secret}"),
+                "pair 2: its key is not a header name",
+            ),
+            (
+                format!("x-api-key={secret}%zz"),
+                "pair 1 (`x-api-key`): a '%'",
+            ),
+            (
+                format!("x-api-key={secret}%0A"),
+                "characters a header cannot carry",
+            ),
+            ("x-api-key=".to_owned(), "pair 1 (`x-api-key`) has no value"),
+        ] {
+            let err = otlp_headers(&headers).unwrap_err();
+            assert!(err.contains(says), "{headers}: {err}");
+            assert!(!err.contains(secret), "{err}");
+            let var = ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", headers.as_str());
+            let err = provider(&[var]).unwrap_err().to_string();
+            assert!(
+                err.starts_with("OTEL_EXPORTER_OTLP_TRACES_HEADERS: pair"),
+                "{err}"
+            );
+        }
+        for good in [
+            "authorization=Bearer%20abc, x-team = a ,",
+            "Authorization=Basic%20YWxhZGRpbjpvcGVuc2VzYW1l",
+        ] {
+            assert_eq!(otlp_headers(good), Ok(()), "{good}");
+        }
         assert!(provider(&[("OTEL_TRACES_SAMPLER", "always_off")]).is_ok());
     }
 
