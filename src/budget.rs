@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::core::throttle::{ONCE_A_MINUTE, Throttle};
+
 /// How fast a budget refills and how much it holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
@@ -31,49 +33,22 @@ struct Bucket {
     at: Instant,
     /// The rate this bucket refills at (a key's rate may differ from the default).
     rate: Rate,
-    /// When a refusal of this bucket was last logged.
-    warned: Option<Instant>,
+    /// This bucket's refusals: one logged a minute.
+    refusals: Throttle,
 }
 
-/// How often a bucket's refusals are logged, at most.
-const WARN_EVERY: Duration = Duration::from_secs(60);
-/// How many callers' refusals are logged per [`WARN_EVERY`], at most, for all buckets:
-/// many identities over budget at once (a fleet's bad rollout) must not flood the log.
-const WARNINGS_PER_WINDOW: u32 = 20;
-
-/// The log's share of refusal warnings: at most [`WARNINGS_PER_WINDOW`] per
-/// [`WARN_EVERY`]; the first warning after some were held back says how many.
-#[derive(Debug)]
-struct Warnings {
-    since: Instant,
-    logged: u32,
-    held_back: u64,
-}
-
-impl Warnings {
-    /// Whether a warning may be logged at `now`; when it may, how many were held back
-    /// since the last one logged.
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        if now.saturating_duration_since(self.since) >= WARN_EVERY {
-            self.since = now;
-            self.logged = 0;
-        }
-        if self.logged >= WARNINGS_PER_WINDOW {
-            self.held_back += 1;
-            return None;
-        }
-        self.logged += 1;
-        Some(std::mem::take(&mut self.held_back))
-    }
-}
+/// How many callers' refusals are logged a minute, at most, for all buckets: many
+/// identities over budget at once (a fleet's bad rollout) must not flood the log.
+const WARNINGS_PER_MINUTE: u32 = 20;
 
 /// What taking a token came to.
 #[derive(Debug, PartialEq)]
 struct Taken {
     /// `Err`: the time until a token is back.
     result: Result<(), Duration>,
-    /// A refusal the log should name the caller for.
-    warn: bool,
+    /// A refusal the log should name the caller for: the bucket's refusals since its
+    /// last warning, this one included.
+    warn: Option<u64>,
 }
 
 /// Token buckets, one per caller.
@@ -84,7 +59,7 @@ pub struct Budgets {
     rate: Rate,
     max_callers: usize,
     buckets: Mutex<HashMap<String, Bucket>>,
-    warnings: Mutex<Warnings>,
+    warnings: Mutex<Throttle>,
 }
 
 impl Budgets {
@@ -96,11 +71,7 @@ impl Budgets {
             rate,
             max_callers: max_callers.max(1),
             buckets: Mutex::new(HashMap::new()),
-            warnings: Mutex::new(Warnings {
-                since: Instant::now(),
-                logged: 0,
-                held_back: 0,
-            }),
+            warnings: Mutex::new(Throttle::per(ONCE_A_MINUTE, WARNINGS_PER_MINUTE)),
         }
     }
 
@@ -138,13 +109,13 @@ impl Budgets {
         now: Instant,
     ) -> Result<(), Duration> {
         let Taken { result, warn } = self.take_at(key, rate, now);
-        if warn
+        if let Some(refused) = warn
             && let Err(retry_after) = result
-            && let Some(held_back) = self
+            && let Some(due) = self
                 .warnings
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .allow(now)
+                .note(now)
         {
             tracing::warn!(
                 budget = self.counts,
@@ -153,7 +124,8 @@ impl Budgets {
                 per_second = rate.per_second,
                 burst = rate.burst,
                 retry_after_ms = retry_after.as_millis() as u64,
-                other_callers_not_logged = held_back,
+                refused,
+                other_callers_not_logged = due - 1,
                 "caller over its budget: its calls are refused (RESOURCE_EXHAUSTED, HTTP 429) \
                  until it slows down; logged once a minute per caller, for at most 20 \
                  callers a minute"
@@ -180,7 +152,7 @@ impl Budgets {
             tokens: rate.burst,
             at: now,
             rate,
-            warned: None,
+            refusals: Throttle::once_per(ONCE_A_MINUTE),
         });
         Self::spend(bucket, rate, now)
     }
@@ -197,21 +169,15 @@ impl Budgets {
             bucket.tokens -= 1.0;
             return Taken {
                 result: Ok(()),
-                warn: false,
+                warn: None,
             };
         }
         let missing = 1.0 - bucket.tokens;
         let retry_after = Duration::from_secs_f64(missing / rate.per_second.max(f64::MIN_POSITIVE))
             .max(Duration::from_millis(1));
-        let warn = bucket
-            .warned
-            .is_none_or(|at| now.saturating_duration_since(at) >= WARN_EVERY);
-        if warn {
-            bucket.warned = Some(now);
-        }
         Taken {
             result: Err(retry_after),
-            warn,
+            warn: bucket.refusals.note(now),
         }
     }
 
@@ -295,49 +261,45 @@ mod tests {
                 taken("a", t0),
                 Taken {
                     result: Ok(()),
-                    warn: false
+                    warn: None
                 }
             );
         }
         // The first refusal is reported; the next ones in that minute are not.
-        assert!(taken("a", t0).warn);
-        assert!(!taken("a", t0).warn);
+        assert_eq!(taken("a", t0).warn, Some(1));
+        assert_eq!(taken("a", t0).warn, None);
         let later = t0 + Duration::from_secs(30);
         let refused = std::iter::repeat_with(|| taken("a", later))
             .find(|t| t.result.is_err())
             .unwrap();
-        assert!(!refused.warn, "reported again within the minute");
+        assert_eq!(refused.warn, None, "reported again within the minute");
         // Another bucket is reported on its own.
         for _ in 0..3 {
             taken("b", later);
         }
-        assert!(taken("b", later).warn);
-        // A minute after the last report, the next refusal is reported again.
-        let minute = t0 + WARN_EVERY;
+        assert_eq!(taken("b", later).warn, Some(1));
+        // A minute after the last report, the next refusal is reported again, with
+        // the refusals since.
+        let minute = t0 + ONCE_A_MINUTE;
         let refused = std::iter::repeat_with(|| taken("a", minute))
             .find(|t| t.result.is_err())
             .unwrap();
-        assert!(refused.warn);
-        assert!(!taken("a", minute).warn);
+        assert_eq!(refused.warn, Some(3));
+        assert_eq!(taken("a", minute).warn, None);
     }
 
     #[test]
     fn at_most_twenty_callers_a_minute_are_logged_and_the_rest_counted() {
+        let b = Budgets::new("grants", RATE, 100);
         let t0 = Instant::now();
-        let mut w = Warnings {
-            since: t0,
-            logged: 0,
-            held_back: 0,
-        };
-        for _ in 0..WARNINGS_PER_WINDOW {
-            assert_eq!(w.allow(t0), Some(0));
+        for caller in 0..25 {
+            let caller = format!("caller-{caller}");
+            while b.take(&caller, t0).is_ok() {}
         }
-        for _ in 0..5 {
-            assert_eq!(w.allow(t0 + Duration::from_secs(30)), None);
-        }
-        // The next window's first warning says how many were held back.
-        assert_eq!(w.allow(t0 + WARN_EVERY), Some(5));
-        assert_eq!(w.allow(t0 + WARN_EVERY), Some(0));
+        // Twenty named; five held for the count in the next minute's first warning.
+        let warnings = b.warnings.lock().unwrap();
+        assert_eq!(warnings.unreported(), 5);
+        assert_eq!(warnings.clone().note(t0 + ONCE_A_MINUTE), Some(6));
     }
 
     #[test]

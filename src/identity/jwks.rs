@@ -27,6 +27,8 @@ use ring::signature::{self, UnparsedPublicKey};
 use serde_json::Value;
 use tokio::sync::Notify;
 
+use crate::core::throttle::Throttle;
+
 /// Largest JWKS document accepted (file or HTTP body).
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
@@ -380,29 +382,17 @@ impl KeySource {
 
 /// Allows one forced refresh per window.
 #[derive(Debug)]
-pub(crate) struct RefreshLimiter {
-    window: Duration,
-    last: Mutex<Option<Instant>>,
-}
+pub(crate) struct RefreshLimiter(Mutex<Throttle>);
 
 impl RefreshLimiter {
     pub(crate) fn new(window: Duration) -> Self {
-        Self {
-            window,
-            last: Mutex::new(None),
-        }
+        Self(Mutex::new(Throttle::once_per(window)))
     }
 
     /// Whether a refresh may be forced at `now`; if so, the window starts again.
     pub(crate) fn try_acquire(&self, now: Instant) -> bool {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        match *last {
-            Some(t) if now.saturating_duration_since(t) < self.window => false,
-            _ => {
-                *last = Some(now);
-                true
-            }
-        }
+        let mut throttle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        throttle.note(now).is_some()
     }
 }
 

@@ -40,6 +40,7 @@ use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpIncoming};
 
 use crate::config::raw::ServerConfig;
+use crate::core::throttle::{ONCE_A_MINUTE, Throttle};
 use crate::identity::mtls::PeerAddr;
 
 /// The socket options and the connection cap of accepted connections, from `[server]`.
@@ -273,34 +274,11 @@ pub(super) struct Admitted<S> {
     inner: S,
     cap: Arc<Cap>,
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
-    failed: Throttled,
-    refused: Throttled,
-    refused_peer: Throttled,
-}
-
-/// At most one warning about failing accepts, and one about refused connections, this
-/// often.
-const WARN_EVERY: Duration = Duration::from_secs(60);
-
-/// Events to warn about at most once per [`WARN_EVERY`].
-#[derive(Default)]
-struct Throttled {
-    /// When the last warning was logged.
-    warned: Option<Instant>,
-    /// Events since.
-    count: u64,
-}
-
-impl Throttled {
-    /// Counts one event; the count to warn with, when a warning is due.
-    fn note(&mut self) -> Option<u64> {
-        self.count += 1;
-        if self.warned.is_some_and(|at| at.elapsed() < WARN_EVERY) {
-            return None;
-        }
-        self.warned = Some(Instant::now());
-        Some(std::mem::take(&mut self.count))
-    }
+    /// At most one warning a minute about failing accepts, and one about each kind of
+    /// refused connection.
+    failed: Throttle,
+    refused: Throttle,
+    refused_peer: Throttle,
 }
 
 impl<S> Admitted<S> {
@@ -309,9 +287,9 @@ impl<S> Admitted<S> {
             inner,
             cap,
             pause: None,
-            failed: Throttled::default(),
-            refused: Throttled::default(),
-            refused_peer: Throttled::default(),
+            failed: Throttle::once_per(ONCE_A_MINUTE),
+            refused: Throttle::once_per(ONCE_A_MINUTE),
+            refused_peer: Throttle::once_per(ONCE_A_MINUTE),
         }
     }
 }
@@ -382,7 +360,7 @@ impl<S> Admitted<S> {
     fn warn(&mut self, refusal: &Refusal) {
         match refusal {
             Refusal::Full => {
-                if let Some(refused) = self.refused.note() {
+                if let Some(refused) = self.refused.note(Instant::now()) {
                     tracing::warn!(
                         max_connections = self.cap.max,
                         refused,
@@ -392,7 +370,7 @@ impl<S> Admitted<S> {
                 }
             }
             Refusal::Peer(peer) => {
-                if let Some(refused) = self.refused_peer.note() {
+                if let Some(refused) = self.refused_peer.note(Instant::now()) {
                     tracing::warn!(
                         max_connections_per_peer = self.cap.per_peer,
                         %peer,
@@ -433,7 +411,7 @@ where
                     }
                 },
                 Some(Err(e)) if !one_connection(&e) => {
-                    if let Some(failed) = this.failed.note() {
+                    if let Some(failed) = this.failed.note(Instant::now()) {
                         tracing::warn!(
                             error = %e,
                             failed_accepts = failed,
@@ -493,7 +471,7 @@ mod tests {
         let mut admitted = admitted(vec![Ok(1), emfile(), emfile(), Ok(2), reset(), Ok(3)], 10);
         let started = Instant::now();
         assert_eq!(admitted.next().await.unwrap().unwrap().io.0, 1);
-        assert!(admitted.pause.is_none() && admitted.failed.warned.is_none());
+        assert!(admitted.pause.is_none() && !admitted.failed.ever_reported());
         // Two failed accepts: two pauses before the next connection, one warning.
         assert_eq!(admitted.next().await.unwrap().unwrap().io.0, 2);
         assert!(
@@ -501,13 +479,17 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        assert!(admitted.failed.warned.is_some());
-        assert_eq!(admitted.failed.count, 1, "one failure since the warning");
+        assert!(admitted.failed.ever_reported());
+        assert_eq!(
+            admitted.failed.unreported(),
+            1,
+            "one failure since the warning"
+        );
         // A connection's own failure passes through (tonic skips it) without a pause.
         let failed = admitted.next().await.unwrap().unwrap_err();
         assert_eq!(failed.kind(), io::ErrorKind::ConnectionReset);
         assert!(admitted.pause.is_none());
-        assert_eq!(admitted.failed.count, 1);
+        assert_eq!(admitted.failed.unreported(), 1);
         assert_eq!(admitted.next().await.unwrap().unwrap().io.0, 3);
         assert!(admitted.next().await.is_none());
     }
@@ -523,8 +505,12 @@ mod tests {
         let third = admitted.next().await.unwrap().unwrap();
         assert_eq!(third.io.0, 3);
         assert!(admitted.next().await.is_none());
-        assert!(admitted.refused.warned.is_some());
-        assert_eq!(admitted.refused.count, 2, "one warning, two refusals since");
+        assert!(admitted.refused.ever_reported());
+        assert_eq!(
+            admitted.refused.unreported(),
+            2,
+            "one warning, two refusals since"
+        );
         assert_eq!(admitted.cap.available(), 0);
         drop((second, third));
         assert_eq!(admitted.cap.available(), 2);
@@ -545,10 +531,10 @@ mod tests {
         let ids: Vec<u32> = open.iter().map(|c| c.io.0).collect();
         assert_eq!(ids, [1, 2, 4, 5]);
         assert_eq!(cap.available(), 0);
-        assert_eq!(admitted.refused_peer.count, 0, "warned of the first");
-        assert!(admitted.refused_peer.warned.is_some());
+        assert_eq!(admitted.refused_peer.unreported(), 0, "warned of the first");
+        assert!(admitted.refused_peer.ever_reported());
         // The refusal of 6 was the whole cap's, not its address's (it had none open).
-        assert!(admitted.refused.warned.is_some());
+        assert!(admitted.refused.ever_reported());
         // Closing one of 10.0.0.1's gives back its share and a slot; once all close,
         // no address is left counted.
         open.remove(0);
@@ -583,16 +569,6 @@ mod tests {
             client_of(ip("2001:db8:1:2::1"))
         );
         assert_eq!(client_of(ip("::1")), ip("::"));
-    }
-
-    #[test]
-    fn warnings_are_throttled_and_count_what_they_summarise() {
-        let mut throttled = Throttled::default();
-        assert_eq!(throttled.note(), Some(1));
-        assert_eq!(throttled.note(), None);
-        assert_eq!(throttled.note(), None);
-        throttled.warned = Some(Instant::now() - WARN_EVERY);
-        assert_eq!(throttled.note(), Some(3), "the two held back, and this one");
     }
 
     #[test]

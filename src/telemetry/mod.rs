@@ -38,6 +38,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
+use crate::core::throttle::{ONCE_A_MINUTE, Throttle};
 use crate::grant::audit::TARGET as AUDIT;
 
 /// Output format of the log.
@@ -305,30 +306,23 @@ fn tracer_provider(
 #[derive(Debug)]
 struct Reported<E> {
     inner: E,
-    last_warned: std::sync::Mutex<Option<std::time::Instant>>,
+    failures: std::sync::Mutex<Throttle>,
 }
 
 impl<E> Reported<E> {
     fn new(inner: E) -> Self {
         Self {
             inner,
-            last_warned: std::sync::Mutex::new(None),
+            failures: std::sync::Mutex::new(Throttle::once_per(ONCE_A_MINUTE)),
         }
     }
 
-    /// Whether a failure now is to be logged (none was in the last minute).
-    fn warn_now(&self) -> bool {
-        let mut last = self
-            .last_warned
+    /// Counts a failed export; the failures since the last warning when one is due.
+    fn failed(&self) -> Option<u64> {
+        self.failures
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = std::time::Instant::now();
-        let due =
-            last.is_none_or(|at| now.duration_since(at) >= std::time::Duration::from_secs(60));
-        if due {
-            *last = Some(now);
-        }
-        due
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .note(std::time::Instant::now())
     }
 }
 
@@ -343,10 +337,11 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
         let result = self.inner.export(batch).await;
         if let Err(e) = &result {
             crate::metrics::trace_export_failed(spans);
-            if self.warn_now() {
+            if let Some(failed_batches) = self.failed() {
                 tracing::warn!(
                     error = %e,
                     spans,
+                    failed_batches,
                     "traces could not be exported; their spans are dropped (counted in \
                      storage_grants_trace_export_failures_total; logged once a minute)"
                 );
