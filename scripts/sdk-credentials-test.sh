@@ -14,7 +14,9 @@
 # 3. the AWS CLI (awscli, pinned in scripts/requirements.txt) with a credential_process
 #    profile calling `SERVER_BINARY credential-process` lists the prefix;
 # 4. boto3 again through `SERVER_BINARY credentials-proxy`, the loopback sidecar that
-#    holds the pod's token and asks the service over gRPC;
+#    holds the pod's token and asks the service over gRPC; boto3 sends the app's token
+#    the proxy wrote (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE), and a request without it
+#    or addressed by a host name is refused;
 # 5. refusals over plain HTTP: no token 401, another tenant's prefix 403, a prefix
 #    outside the rules 403, a prefix without its trailing slash 400, STS down 503 with
 #    Retry-After; and no token value in the service's or the proxy's log.
@@ -278,7 +280,8 @@ verdict "3. AWS CLI: credential_process profile lists the prefix" "$rc"
 
 proxy_port=$(free_port)
 "${aws_isolated[@]}" RUST_LOG=debug "$server_bin" credentials-proxy --endpoint "http://127.0.0.1:$grpc_port" \
-  --listen "127.0.0.1:$proxy_port" --token-file "$work/token-a" </dev/null >"$work/proxy.log" 2>&1 &
+  --listen "127.0.0.1:$proxy_port" --token-file "$work/token-a" \
+  --authorization-token-file "$work/app-token" </dev/null >"$work/proxy.log" 2>&1 &
 proxy_pid=$!
 rc=0
 if ! wait_for_port 127.0.0.1 "$proxy_port" 10 "$proxy_pid"; then
@@ -287,9 +290,21 @@ if ! wait_for_port 127.0.0.1 "$proxy_port" 10 "$proxy_pid"; then
   rc=1
 else
   proxy_uri="http://127.0.0.1:$proxy_port/v1/credentials/$bucket/$prefix_a?access=read-write&list=true"
-  log "step 4: boto3, AWS_CONTAINER_CREDENTIALS_FULL_URI=$proxy_uri (the proxy holds the token; no token in the app's environment)"
+  log "step 4: boto3, AWS_CONTAINER_CREDENTIALS_FULL_URI=$proxy_uri and the app's token the proxy wrote (the caller's token stays in the sidecar)"
   "${sdk_env[@]}" AWS_CONTAINER_CREDENTIALS_FULL_URI="$proxy_uri" \
+    AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="$work/app-token" \
     SDK_KEY_TAG=proxy "$python" "$root/tests/sdk/boto3_container.py" || rc=$?
+  # What a forged request in the app or a rebinding web page sends: refused.
+  for forged in "-H Authorization:" "-H Host:rebound.example -H Authorization:$(cat "$work/app-token")"; do
+    # shellcheck disable=SC2086 # the words are curl's arguments
+    got=$(curl -s -o /dev/null -w '%{http_code}' $forged "$proxy_uri") || got=000
+    if [[ $got == 401 || $got == 403 ]]; then
+      log "ok   the proxy refused a request with ${forged%%:*}…: $got"
+    else
+      log "FAIL the proxy answered $got to a request with ${forged%%:*}…"
+      rc=1
+    fi
+  done
 fi
 verdict "4. boto3 through credentials-proxy (sidecar)" "$rc"
 
@@ -335,8 +350,9 @@ verdict "5. refusals: 401, 403, 403, 400, 503 + Retry-After" "$refusals_rc"
 # No caller token, and no secret key or session token the SDKs were given, appears in
 # anything the service or the proxy wrote (stdout and stderr, at debug level).
 leak_rc=0
+app_token=$(cat "$work/app-token" 2>/dev/null || true)
 for file in server.log proxy.log; do
-  for token in "$token_a" "$token_b"; do
+  for token in "$token_a" "$token_b" ${app_token:+"$app_token"}; do
     if grep -qF -- "$token" "$work/$file"; then
       log "FAIL a caller token appears in $file"
       leak_rc=1

@@ -30,8 +30,8 @@ USAGE:
     storage-grants --check-config [--config FILE]
     storage-grants credential-process --endpoint URL --bucket B --prefix P --access A [--list]
                                       [--token-file FILE] [--ca-file FILE]
-    storage-grants credentials-proxy --endpoint URL [--listen 127.0.0.1:PORT]
-                                     [--token-file FILE] [--ca-file FILE]
+    storage-grants credentials-proxy --endpoint URL --authorization-token-file FILE
+                                     [--listen 127.0.0.1:PORT] [--token-file FILE] [--ca-file FILE]
 
 OPTIONS:
     --config FILE     TOML config file (or STORAGE_GRANTS_CONFIG); defaults apply without one
@@ -50,6 +50,10 @@ CLIENT MODES (scoped credentials from a running service, over gRPC):
                         read on every call; else STORAGE_GRANTS_TOKEN
     --ca-file FILE      PEM CA of the service's certificate (default: system roots)
     --access A          read, write or read-write; --list adds listing the prefix
+    --authorization-token-file FILE
+                        the app's token, which every request to the proxy must send as
+                        Authorization: written there (random) unless FILE holds one; give
+                        the app AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=FILE
 
 ENVIRONMENT:
     STORAGE_GRANTS_<SECTION>__<KEY>   overrides a config key, e.g. STORAGE_GRANTS_STORAGE__ENDPOINT
@@ -267,6 +271,7 @@ fn client_mode(mode: &str) -> ExitCode {
     };
     let (mut bucket, mut prefix, mut access, mut list) = (None, None, None, false);
     let mut listen = String::from("127.0.0.1:9911");
+    let mut app_token_file: Option<PathBuf> = None;
     let mut it = std::env::args().skip(2);
     let mut bad = None;
     while let Some(arg) = it.next() {
@@ -279,6 +284,9 @@ fn client_mode(mode: &str) -> ExitCode {
             "--prefix" => value("--prefix").map(|v| prefix = Some(v)),
             "--access" => value("--access").map(|v| access = Some(v)),
             "--listen" => value("--listen").map(|v| listen = v),
+            "--authorization-token-file" => {
+                value("--authorization-token-file").map(|v| app_token_file = Some(v.into()))
+            }
             "--list" => {
                 list = true;
                 Ok(())
@@ -297,6 +305,14 @@ fn client_mode(mode: &str) -> ExitCode {
     if options.endpoint.is_empty() {
         bad.get_or_insert_with(|| "--endpoint URL is required".into());
     }
+    if mode == "credentials-proxy" && app_token_file.is_none() {
+        bad.get_or_insert_with(|| {
+            "--authorization-token-file FILE is required: the proxy writes the app's token \
+             there, and answers only requests that send it (so that a forged request or a \
+             web page cannot fetch credentials from loopback)"
+                .into()
+        });
+    }
     if let Some(e) = bad {
         return client_usage_error(mode, &e);
     }
@@ -314,8 +330,10 @@ fn client_mode(mode: &str) -> ExitCode {
                 .parse()
                 .map_err(|_| cli::Error::Usage(format!("--listen '{listen}' is not an address")))?;
             let served = async {
+                let token_file = app_token_file.unwrap_or_default();
+                let token = cli::proxy::AppToken::load_or_create(&token_file)?;
                 let listener = cli::proxy::bind(addr).await?;
-                cli::proxy::serve(listener, upstream, shutdown_signal()).await
+                cli::proxy::serve(listener, upstream, token, shutdown_signal()).await
             }
             .await;
             // Its log lines are written before the process exits.

@@ -66,6 +66,15 @@ pub enum Error {
     /// The service refused.
     #[error("the service refused ({}): {}", .0.code(), .0.message())]
     Refused(tonic::Status),
+    /// The app's token file cannot be read or written.
+    #[error("cannot use the authorization token file {}: {source}", path.display())]
+    AppToken {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The listener cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {

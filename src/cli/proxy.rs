@@ -4,8 +4,18 @@
 //! fetches (and refreshes) credentials from it; the proxy asks the service over gRPC
 //! with the pod's token, which never leaves the sidecar. The SDKs accept `http://`
 //! only on loopback, which is why this listens there and nowhere else.
+//!
+//! Loopback is not a boundary of its own: a page in a browser that rebinds its DNS
+//! name to 127.0.0.1, or a request forgery (SSRF) in the app, reaches it too. So a
+//! request must name the proxy by IP or `localhost` (a rebinding page sends its own
+//! host name), and carry the app's token: a random value the proxy writes to
+//! `--authorization-token-file`, which the app's SDK sends as `Authorization` from
+//! `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (as ECS and EKS Pod Identity ask), and
+//! which a forged request cannot know.
 
 use std::net::SocketAddr;
+use std::path::Path as FilePath;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -17,6 +27,118 @@ use tokio::net::TcpListener;
 
 use super::{Error, Upstream, upstream};
 use crate::gateway::{ContainerCredentials, Problem};
+use crate::secret::Secret;
+
+/// The token a request must carry as `Authorization`: the app's, not the caller's
+/// (which only the proxy holds).
+#[derive(Debug, Clone)]
+pub struct AppToken(Arc<Secret<String>>);
+
+impl AppToken {
+    /// The token in `path` when the file holds one (the proxy's own from before a
+    /// restart, or one the operator mounted), else a new random one written there for
+    /// the app to read.
+    ///
+    /// # Errors
+    /// The file cannot be read or written.
+    pub fn load_or_create(path: &FilePath) -> Result<AppToken, Error> {
+        let failed = |source| Error::AppToken {
+            path: path.to_owned(),
+            source,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => {
+                return Ok(AppToken(Arc::new(Secret::new(text.trim().to_owned()))));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(failed(e)),
+        }
+        let token = random_token();
+        // Written whole under another name, then renamed: the app never reads half.
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, token.as_bytes())
+            .and_then(|()| std::fs::rename(&partial, path))
+            .map_err(failed)?;
+        Ok(AppToken(Arc::new(Secret::new(token))))
+    }
+
+    /// Whether `presented` (the request's `Authorization`) is the token, compared in
+    /// time that does not depend on where they differ.
+    fn admits(&self, presented: &[u8]) -> bool {
+        let token = self.0.expose().as_bytes();
+        presented.len() == token.len()
+            && presented
+                .iter()
+                .zip(token)
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+/// 32 random bytes from the operating system, as hex.
+fn random_token() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the operating system's random source is available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `host` (the request's `Host`) names the proxy by an IP address or as
+/// `localhost`, with or without a port: what a rebinding page sends is its own name.
+fn names_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[::1]:9911`
+        Some(v6) => {
+            return v6.split_once(']').is_some_and(|(ip, rest)| {
+                ip.parse::<std::net::Ipv6Addr>().is_ok()
+                    && (rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port))
+            });
+        }
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            _ => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+fn is_port(text: &str) -> bool {
+    text.parse::<u16>().is_ok()
+}
+
+/// The refusal of a request that is not the app's, or `None` to serve it.
+fn refusal(token: &AppToken, headers: &http::HeaderMap) -> Option<Response> {
+    if let Some(host) = headers.get(http::header::HOST)
+        && !host.to_str().is_ok_and(names_loopback)
+    {
+        return Some(
+            Problem::from_status(&tonic::Status::permission_denied(
+                "the credentials proxy answers requests addressed to 127.0.0.1, [::1] or \
+                 localhost only (a page or server led here by another name is refused)",
+            ))
+            .into_response(),
+        );
+    }
+    let presented = headers.get(http::header::AUTHORIZATION);
+    if presented.is_some_and(|p| token.admits(p.as_bytes())) {
+        return None;
+    }
+    let what = if presented.is_some() {
+        "is not"
+    } else {
+        "was not sent as"
+    };
+    Some(
+        Problem::from_status(&tonic::Status::unauthenticated(format!(
+            "the app's token {what} Authorization: set AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE \
+             to the file the proxy writes (--authorization-token-file)"
+        )))
+        .into_response(),
+    )
+}
 
 /// `?access=read|write|read-write&list=true`.
 #[derive(Debug, Deserialize)]
@@ -27,11 +149,22 @@ struct AskQuery {
     list: bool,
 }
 
+/// What the proxy's routes share.
+#[derive(Clone)]
+struct Proxy {
+    upstream: Upstream,
+    token: AppToken,
+}
+
 async fn credentials(
-    State(upstream): State<Upstream>,
+    State(Proxy { upstream, token }): State<Proxy>,
+    headers: http::HeaderMap,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     query: Result<Query<AskQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    if let Some(refused) = refusal(&token, &headers) {
+        return refused;
+    }
     let (Ok(Path((bucket, prefix))), Ok(Query(query))) = (path, query) else {
         return Problem::bad_request(
             "GET /v1/credentials/{bucket}/{prefix}?access=read|write|read-write[&list=true]",
@@ -96,13 +229,15 @@ pub async fn bind(addr: SocketAddr) -> Result<Listening, Error> {
     Ok(Listening { listener, addr })
 }
 
-/// Serves on `listening` (from [`bind`]) until `shutdown` completes.
+/// Serves on `listening` (from [`bind`]) until `shutdown` completes, to requests that
+/// carry `token`.
 ///
 /// # Errors
 /// The listener fails.
 pub async fn serve(
     listening: Listening,
     upstream: Upstream,
+    token: AppToken,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let Listening { listener, addr } = listening;
@@ -116,9 +251,62 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         // Problem bodies, as the gateway's: an SDK pointed at a wrong path says why.
         .fallback(|| async { Problem::not_found() })
-        .with_state(upstream);
+        .with_state(Proxy { upstream, token });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| Error::Listen { addr, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ip_literals_and_localhost_name_the_proxy() {
+        for host in [
+            "127.0.0.1:9911",
+            "127.0.0.1",
+            "[::1]:9911",
+            "[::1]",
+            "localhost:9911",
+            "LocalHost",
+            "169.254.170.23",
+        ] {
+            assert!(names_loopback(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:9911",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:9911",
+            "[::1]x",
+            "[::1]:99999",
+            "::1",
+            "",
+        ] {
+            assert!(!names_loopback(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn the_token_is_written_once_and_read_back() {
+        let dir = std::env::temp_dir().join(format!("sg-app-token-{}", random_token()));
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("token");
+        let made = AppToken::load_or_create(&path).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(written.len(), 64);
+        assert!(made.admits(written.as_bytes()));
+        assert!(!made.admits(b""));
+        assert!(!made.admits(&written.as_bytes()[1..]));
+        // A restarted proxy keeps the token the app already read.
+        let again = AppToken::load_or_create(&path).unwrap();
+        assert!(again.admits(written.as_bytes()));
+        assert_ne!(random_token(), random_token());
+        // A directory that does not exist is an error naming the file.
+        let err = AppToken::load_or_create(&dir.join("no/token")).unwrap_err();
+        assert!(err.to_string().contains("no/token"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

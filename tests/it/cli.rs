@@ -154,6 +154,39 @@ fn help_prints_usage_and_succeeds_in_every_mode() {
 }
 
 #[test]
+fn the_credentials_proxy_needs_the_apps_token_file() {
+    let out = Command::new(BIN)
+        .args(["credentials-proxy", "--endpoint", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--authorization-token-file FILE is required")
+            && err.contains("credentials-proxy --endpoint URL --authorization-token-file FILE"),
+        "{err}"
+    );
+    // A file it cannot write is named, and nothing listens.
+    let out = Command::new(BIN)
+        .args([
+            "credentials-proxy",
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--authorization-token-file",
+            "/nonexistent/dir/token",
+        ])
+        .env("STORAGE_GRANTS_TOKEN", "dev-unused-0123456789")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot use the authorization token file /nonexistent/dir/token"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn check_config_refuses_a_jwks_file_without_usable_keys() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

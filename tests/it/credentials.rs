@@ -47,7 +47,7 @@ struct World {
     service: Service,
     gateway: String,
     metrics: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     token_file: std::path::PathBuf,
 }
 
@@ -96,7 +96,7 @@ listen = "127.0.0.1:0"
         metrics: format!("http://127.0.0.1:{}/metrics", service.metrics_port()),
         moto,
         service,
-        _dir: dir,
+        dir,
         token_file,
     };
     wait_for(&format!("{}/healthz", world.gateway)).await;
@@ -154,7 +154,8 @@ async fn granted(world: &World) -> u64 {
 
 /// Runs `test` again in a child process with the SDK's environment: the container
 /// provider's URI and token file, and nothing else that could give credentials.
-async fn run_sdk_child(test: &str, world: &World, uri: &str) {
+/// `token_file` is what the SDK sends as `Authorization`.
+async fn run_sdk_child(test: &str, world: &World, uri: &str, token_file: &std::path::Path) {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
@@ -163,7 +164,7 @@ async fn run_sdk_child(test: &str, world: &World, uri: &str) {
         .env("SG_SDK_CHILD", "1")
         .env("SG_MOTO_ENDPOINT", &world.moto.endpoint)
         .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri)
-        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &world.token_file)
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_file)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_CONFIG_FILE", "/nonexistent/config")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
@@ -267,6 +268,7 @@ async fn the_rust_sdk_fetches_and_refreshes_from_the_container_endpoint() {
             "{}/v1/credentials/demo/tenants/a/?access=read-write&list=true",
             world.gateway
         ),
+        &world.token_file,
     )
     .await;
     let fetches = granted(&world).await - before;
@@ -286,6 +288,10 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
         .await
         .expect("bind the proxy");
     let port = listening.addr().port();
+    // The app's token: written by the proxy, sent by the SDK; not the caller's.
+    let app_token_file = world.dir.path().join("app-token");
+    let app_token = storage_grants::cli::proxy::AppToken::load_or_create(&app_token_file).unwrap();
+    let app_token_value = std::fs::read_to_string(&app_token_file).unwrap();
     let upstream = storage_grants::cli::Upstream::new(storage_grants::cli::UpstreamOptions {
         endpoint: format!("http://{}", world.service.addr),
         token_file: Some(world.token_file.clone()),
@@ -296,6 +302,7 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
     let proxy = tokio::spawn(storage_grants::cli::proxy::serve(
         listening,
         upstream,
+        app_token,
         async {
             let _ = stopped.await;
         },
@@ -307,6 +314,7 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
         &format!(
             "http://127.0.0.1:{port}/v1/credentials/demo/tenants/a/?access=read-write&list=true"
         ),
+        &app_token_file,
     )
     .await;
     let fetches = granted(&world).await - before;
@@ -314,11 +322,56 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
         fetches >= 2,
         "the SDK fetched {fetches} time(s) through the proxy"
     );
+    let scope = format!("http://127.0.0.1:{port}/v1/credentials/demo/tenants/a/?access=read");
+    // Only the app gets credentials: a request without the app's token (a forgery in
+    // the app, a page in a browser), with the caller's token instead, or addressed by a
+    // name that rebinds to loopback is refused, with what to send.
+    let before = granted(&world).await;
+    for (authorization, host, status, says) in [
+        (None, None, 401, "was not sent as Authorization"),
+        (Some(TOKEN.as_str()), None, 401, "is not Authorization"),
+        (
+            Some(&app_token_value[1..]),
+            None,
+            401,
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        ),
+        (
+            Some(app_token_value.as_str()),
+            Some("evil.example"),
+            403,
+            "127.0.0.1, [::1] or localhost",
+        ),
+        (
+            Some(app_token_value.as_str()),
+            Some("localhost.evil.example:80"),
+            403,
+            "localhost only",
+        ),
+    ] {
+        let mut request = reqwest::Client::new().get(&scope);
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{host:?}");
+        let problem = response.text().await.unwrap();
+        assert!(problem.contains(says), "{problem}");
+        assert!(!problem.contains(&app_token_value) && !problem.contains(TOKEN.as_str()));
+    }
+    assert_eq!(
+        granted(&world).await,
+        before,
+        "no refused request reached the service"
+    );
     // The proxy answers what the gateway's endpoint answers, the account included.
     let body: Value = reqwest::Client::new()
-        .get(format!(
-            "http://127.0.0.1:{port}/v1/credentials/demo/tenants/a/?access=read"
-        ))
+        .get(&scope)
+        .header("authorization", &app_token_value)
+        .header("host", format!("localhost:{port}"))
         .send()
         .await
         .unwrap()
@@ -343,6 +396,7 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
     ] {
         let response = reqwest::Client::new()
             .get(format!("http://127.0.0.1:{port}{path}"))
+            .header("authorization", &app_token_value)
             .send()
             .await
             .unwrap();

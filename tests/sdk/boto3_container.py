@@ -4,8 +4,9 @@ fetches (and fetches again) by itself from a container-credentials endpoint.
 The environment (set by scripts/sdk-credentials-test.sh):
   AWS_CONTAINER_CREDENTIALS_FULL_URI   the endpoint: the service's HTTP gateway, or the
                                        credentials proxy (sidecar mode)
-  AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE  the caller's token (absent behind the proxy,
-                                       which holds the token itself)
+  AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE  the caller's token; behind the proxy, which
+                                       holds the caller's token itself, the app's token
+                                       the proxy wrote
   AWS_REGION, AWS_ENDPOINT_URL         the region and moto's S3
   SDK_BUCKET, SDK_PREFIX, SDK_KEY_TAG  where to write (SDK_PREFIX/SDK_KEY_TAG/...)
   SDK_AUDIT_LOG, SDK_CALLER            the service's log and the caller, to count fetches

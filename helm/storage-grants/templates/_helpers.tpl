@@ -451,6 +451,10 @@ initContainers:
       - 127.0.0.1:{{ $p.port }}
       - --token-file
       - /var/run/secrets/storage-grants/token
+      # The app's token, written here at start: the proxy answers only requests that
+      # send it, so a forged request or a web page cannot fetch from loopback.
+      - --authorization-token-file
+      - /var/run/storage-grants-proxy/token
       {{- if and (eq (include "storage-grants.grpcTls" .) "true") $p.caConfigMap }}
       # The service's certificate is checked against this CA (default: system roots).
       - --ca-file
@@ -466,16 +470,24 @@ initContainers:
       - name: storage-grants-token
         mountPath: /var/run/secrets/storage-grants
         readOnly: true
+      - name: storage-grants-proxy
+        mountPath: /var/run/storage-grants-proxy
       {{- if and (eq (include "storage-grants.grpcTls" .) "true") $p.caConfigMap }}
       - name: storage-grants-ca
         mountPath: /var/run/secrets/storage-grants-ca
         readOnly: true
       {{- end }}
 containers:
-  - name: app  # your container: add this variable to its env
+  - name: app  # your container: add these variables to its env, and the mount
     env:
       - name: AWS_CONTAINER_CREDENTIALS_FULL_URI
         value: {{ include "storage-grants.credentialsProxy.uri" . | quote }}
+      - name: AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE
+        value: /var/run/storage-grants-proxy/token
+    volumeMounts:
+      - name: storage-grants-proxy
+        mountPath: /var/run/storage-grants-proxy
+        readOnly: true
 volumes:
   # The pod's identity for storage-grants: a service-account token for its audience
   # only, rotated by the kubelet (the proxy reads it again for every fetch).
@@ -486,6 +498,12 @@ volumes:
             path: token
             audience: {{ $p.tokenAudience }}
             expirationSeconds: {{ $p.tokenExpirationSeconds }}
+  # The app's token for the proxy: shared by the sidecar (which writes it) and the app
+  # (which sends it), and by no other container.
+  - name: storage-grants-proxy
+    emptyDir:
+      medium: Memory
+      sizeLimit: 1Mi
   {{- if and (eq (include "storage-grants.grpcTls" .) "true") $p.caConfigMap }}
   # The CA of the service's certificate, in the app's namespace (key ca.crt).
   - name: storage-grants-ca

@@ -844,10 +844,19 @@ def credentials_proxy_snippet_is_a_valid_pod_spec_for_apps():
     check(args[:3] == ["credentials-proxy", "--endpoint", f"http://{FULLNAME}.{NAMESPACE}.svc.cluster.local:50051"],
           f"sidecar args {args}")
     env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
-    check(env == {"AWS_CONTAINER_CREDENTIALS_FULL_URI": uri}, f"app env {env}")
+    app_token = "/var/run/storage-grants-proxy/token"
+    check(env == {"AWS_CONTAINER_CREDENTIALS_FULL_URI": uri, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": app_token},
+          f"app env {env}")
+    check(dict(zip(args[1::2], args[2::2])).get("--authorization-token-file") == app_token, f"sidecar args {args}")
     token = spec["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]
     check(token["audience"] in full_values()["config"]["identity"]["jwt"]["audiences"], f"audience {token}")
-    check("volumeMounts" not in spec["containers"][0], "the app container mounts the token")
+    # The app mounts the proxy's volume (read only) and never the caller's token.
+    app_mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+    check(set(app_mounts) == {"storage-grants-proxy"} and app_mounts["storage-grants-proxy"]["readOnly"],
+          f"app mounts {app_mounts}")
+    sidecar_mounts = {m["name"]: m for m in sidecar["volumeMounts"]}
+    check(not sidecar_mounts["storage-grants-proxy"].get("readOnly"), "the sidecar cannot write the app's token")
+    check(any(v["name"] == "storage-grants-proxy" and "emptyDir" in v for v in spec["volumes"]), "no shared volume")
     # A Pod made of the snippet and an app container passes the strict schemas.
     spec["containers"][0]["image"] = "registry.example.com/app:1"
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app", "namespace": "apps"}, "spec": spec}
@@ -860,9 +869,11 @@ def credentials_proxy_snippet_is_a_valid_pod_spec_for_apps():
     port = free_port()
     token_file = WORK / "proxy-token"
     token_file.write_text("not-a-real-token")
+    app_token_file = WORK / "proxy-app-token"
+    app_token_file.unlink(missing_ok=True)
     local = dict(zip(args[1::2], args[2::2]))
     local.update({"--endpoint": "http://127.0.0.1:9", "--listen": f"127.0.0.1:{port}",
-                  "--token-file": str(token_file)})
+                  "--token-file": str(token_file), "--authorization-token-file": str(app_token_file)})
     cmd = [ARGS.server, args[0]] + [x for kv in local.items() for x in kv]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())
     try:
@@ -881,6 +892,8 @@ def credentials_proxy_snippet_is_a_valid_pod_spec_for_apps():
         proc.terminate()
         out = proc.communicate(timeout=10)[0]
     check("not-a-real-token" not in out, "the proxy logged its token")
+    app_token = app_token_file.read_text()
+    check(len(app_token) == 64 and app_token not in out, "the proxy wrote no app token, or logged it")
     # Without a JWT source the sidecar's token could not be verified: refused.
     err = helm_template({"credentialsProxy": {"enabled": True}}, ok=False)
     check("config.identity.jwt" in err, err)
