@@ -60,6 +60,12 @@ pub enum Error {
     #[error("contains '{}'; use visible ASCII characters only", .character.escape_debug())]
     InvalidVersionId { character: char },
     #[error(
+        "contains '{}' (U+{:04X}); a media type is ASCII: type/subtype and parameters, e.g. image/png",
+        .character.escape_debug(),
+        u32::from(*.character)
+    )]
+    InvalidMediaType { character: char },
+    #[error(
         "contains '{}'; metadata names may hold lowercase letters, digits, '-' and '_'",
         .character.escape_debug()
     )]
@@ -331,6 +337,39 @@ impl FromStr for HeaderText {
     }
 }
 
+// === impl MediaType ===
+
+/// A content type to pin or to have the store answer with: [`HeaderText`] that is also
+/// ASCII, as RFC 9110's media types are. A browser that cannot parse a type (say
+/// `image/png` followed by a no-break space) guesses one from the bytes instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaType(HeaderText);
+
+impl MediaType {
+    /// The type as sent.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl From<MediaType> for HeaderText {
+    fn from(media_type: MediaType) -> Self {
+        media_type.0
+    }
+}
+
+impl FromStr for MediaType {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let text = s.parse::<HeaderText>()?;
+        if let Some(character) = s.chars().find(|c| !c.is_ascii()) {
+            return Err(Error::InvalidMediaType { character });
+        }
+        Ok(Self(text))
+    }
+}
+
 // === impl VersionId ===
 
 /// An object version id: opaque to us, but visible ASCII only and bounded, as S3
@@ -551,6 +590,7 @@ mod tests {
                 Error::InvalidMetadataValue { character },
                 Error::InvalidMetadataName { character },
                 Error::InvalidVersionId { character },
+                Error::InvalidMediaType { character },
             ] {
                 let text = error.to_string();
                 assert!(text.contains(quoted), "{character:?}: {text}");
@@ -560,6 +600,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn media_types_are_ascii_header_text() {
+        assert_eq!(
+            "text/plain; charset=utf-8"
+                .parse::<MediaType>()
+                .unwrap()
+                .as_str(),
+            "text/plain; charset=utf-8"
+        );
+        for (bad, says) in [
+            ("image/png\u{a0}", "(U+00A0)"),
+            ("image/png\u{3000}", "(U+3000)"),
+            ("text/plain; name=\"é\"", "(U+00E9)"),
+        ] {
+            let err = bad.parse::<MediaType>().unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("image/png"), "{err}");
+        }
+        assert!(matches!(
+            "image/png\r\n".parse::<MediaType>(),
+            Err(Error::ControlCharacter { .. })
+        ));
     }
 
     #[test]

@@ -80,7 +80,7 @@ impl StartRequest {
     {
         let bucket = v.required("bucket", raw.bucket);
         let key = v.required("key", raw.key);
-        let content_type = v.optional("content_type", raw.content_type);
+        let content_type = v.media_type("content_type", raw.content_type);
         let metadata = Metadata::new(raw.metadata)
             .map_err(|e| v.add("metadata", describe_metadata(e)))
             .ok();

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use crate::scope::{
-    self, BucketName, ChecksumSha256, HeaderText, Metadata, MetadataError, ObjectKey, Prefix,
-    SizeRange, VersionId,
+    self, BucketName, ChecksumSha256, HeaderText, MediaType, Metadata, MetadataError, ObjectKey,
+    Prefix, SizeRange, VersionId,
 };
 
 use super::Error;
@@ -61,6 +61,13 @@ impl Violations {
         } else {
             self.required(field, value).map(Some)
         }
+    }
+
+    /// An optional media type (`content_type`, `response_content_type`), as the
+    /// header text the signers take.
+    pub fn media_type(&mut self, field: &'static str, value: &str) -> Option<Option<HeaderText>> {
+        self.optional::<MediaType>(field, value)
+            .map(|t| t.map(HeaderText::from))
     }
 
     /// Keeps the value, or records why `field` is bad.
@@ -180,7 +187,7 @@ impl ReadRequest {
         let bucket = v.required("bucket", raw.bucket);
         let key = v.required("key", raw.key);
         let version_id = v.optional("version_id", raw.version_id);
-        let content_type = v.optional("response_content_type", raw.response_content_type);
+        let content_type = v.media_type("response_content_type", raw.response_content_type);
         let disposition = v.optional(
             "response_content_disposition",
             raw.response_content_disposition,
@@ -293,7 +300,7 @@ impl WriteRequest {
     {
         let bucket = v.required("bucket", raw.bucket);
         let key = v.required("key", raw.key);
-        let content_type = v.optional("content_type", raw.content_type);
+        let content_type = v.media_type("content_type", raw.content_type);
         let checksum = v.optional("checksum_sha256", raw.checksum_sha256);
         let metadata = Metadata::new(raw.metadata)
             .map_err(|e| v.add("metadata", describe_metadata(e)))

@@ -615,6 +615,24 @@ content_types = ["image/*", "application/pdf"]
             .unwrap_err();
         assert_eq!(multipart.code(), Code::PermissionDenied, "{content_type}");
     }
+    // A type followed by a no-break space passed as `image/png` to the rule and was
+    // pinned as sent, which a browser cannot parse (and then sniffs): refused as input,
+    // under any rule, before a grant is made.
+    for content_type in ["image/png\u{a0}", "image/png\u{3000}", "\u{2003}image/png"] {
+        for key in ["public/images/x.png", "public/anything.png"] {
+            let refused = client
+                .grant_write(authed(typed(key, content_type), &TOKEN))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), Code::InvalidArgument, "{content_type:?}");
+            assert!(
+                refused.message().contains("content_type")
+                    && refused.message().contains("a media type is ASCII"),
+                "{}",
+                refused.message()
+            );
+        }
+    }
     // Outside that prefix, the other rule takes any type.
     let g = grant(&service, typed("public/page.html", "text/html")).await;
     assert_eq!(put(&g.url, &g.headers, b"<p>").await, 200);
