@@ -18,12 +18,32 @@ pub const MAX_ECHO: usize = 64;
 pub const MAX_MESSAGE: usize = 1024;
 
 /// `value` as quoted in a message: whole when short, else its first [`MAX_ECHO`]
-/// bytes (cut on a character boundary) and how long it was.
+/// bytes (cut on a character boundary) and how long it was; control and invisible
+/// formatting characters written as escapes (`\r`, `\u{202e}`), so that a quote
+/// cannot break or forge the line of a client that logs the message.
 pub fn echo(value: &str) -> Cow<'_, str> {
-    if value.len() <= MAX_ECHO {
+    let shown = cut(value, MAX_ECHO);
+    let escapes = shown.chars().any(escaped);
+    if !escapes && shown.len() == value.len() {
         return Cow::Borrowed(value);
     }
-    Cow::Owned(format!("{}… ({} bytes)", cut(value, MAX_ECHO), value.len()))
+    let mut quote = String::with_capacity(shown.len() + 16);
+    for c in shown.chars() {
+        if escaped(c) {
+            quote.extend(c.escape_debug());
+        } else {
+            quote.push(c);
+        }
+    }
+    if shown.len() < value.len() {
+        quote.push_str(&format!("… ({} bytes)", value.len()));
+    }
+    Cow::Owned(quote)
+}
+
+/// Whether `c` is quoted as an escape: what can end a line, or reorder or hide text.
+fn escaped(c: char) -> bool {
+    breaks_lines(c) || is_format(c)
 }
 
 /// `message` cut to at most `max` bytes (and a marker), on a character boundary.
@@ -189,6 +209,22 @@ mod tests {
             .rev()
             .fold(None, |cause, text| Some(Link(text, cause.map(Box::new))))
             .unwrap()
+    }
+
+    #[test]
+    fn a_quote_is_bounded_and_escapes_what_could_break_a_line() {
+        assert!(matches!(echo("owner name"), Cow::Borrowed("owner name")));
+        assert_eq!(echo("it's \"a\\b\""), "it's \"a\\b\"");
+        assert_eq!(echo("owner\r\nx-amz-acl"), "owner\\r\\nx-amz-acl");
+        assert_eq!(echo("a\u{202e}b\u{0}"), "a\\u{202e}b\\0");
+        let long = format!("\n{}", "x".repeat(100));
+        let quoted = echo(&long);
+        assert!(
+            quoted.starts_with("\\nxxx") && quoted.ends_with("… (101 bytes)"),
+            "{quoted}"
+        );
+        let long = "é".repeat(40);
+        assert_eq!(echo(&long), format!("{}… (80 bytes)", "é".repeat(32)));
     }
 
     #[test]

@@ -162,10 +162,16 @@ fn file_name(name: &str) {
 }
 
 /// Quotes of caller text in messages are bounded, cut on a character boundary, and
-/// say that they were cut.
+/// say that they were cut; they hold no control character.
 fn echoes(s: &str) {
     let quoted = text::echo(s);
-    if quoted != s {
+    assert!(!quoted.chars().any(char::is_control), "{quoted:?}");
+    // At most ten bytes (`\u{10ffff}`) for each byte shown, and the length.
+    assert!(quoted.len() <= 10 * text::MAX_ECHO + 32, "{quoted:?}");
+    let plain = !s
+        .chars()
+        .any(|c| text::breaks_lines(c) || text::is_format(c));
+    if plain && quoted != s {
         let (cut, _) = quoted
             .rsplit_once("\u{2026} (")
             .expect("a cut quote says how long the value was");

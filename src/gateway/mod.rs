@@ -385,7 +385,7 @@ pub(crate) fn json_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D:
         Raw::Text(text) => text.parse().map_err(|_| {
             serde::de::Error::custom(format!(
                 "'{}' is not a whole number of bytes; write e.g. 1048576 or \"1048576\"",
-                crate::core::text::echo(&text).escape_debug()
+                crate::core::text::echo(&text)
             ))
         }),
     }

@@ -76,7 +76,7 @@ pub enum Error {
         match sent {
             Some(sent) => format!(
                 "'{}' is not one: pin one of them in content_type",
-                crate::core::text::echo(sent).escape_debug()
+                crate::core::text::echo(sent)
             ),
             None => "pin one of them in content_type".to_owned(),
         }

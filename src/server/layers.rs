@@ -315,7 +315,7 @@ fn unsupported(method: &Method, headers: &http::HeaderMap) -> Option<Unsupported
             message: format!(
                 "gRPC calls are POST requests, not {}; plain HTTP goes to the gateway \
                  (http.listen)",
-                crate::core::text::echo(method.as_str()).escape_debug()
+                crate::core::text::echo(method.as_str())
             ),
         });
     }
@@ -345,10 +345,7 @@ fn unsupported_content_type(headers: &http::HeaderMap) -> Option<Unsupported> {
         return None;
     }
     let sent = match &value {
-        Some(v) => format!(
-            "content-type '{}'",
-            crate::core::text::echo(v).escape_debug()
-        ),
+        Some(v) => format!("content-type '{}'", crate::core::text::echo(v)),
         None => "no content-type".to_owned(),
     };
     Some(if is_grpc && subtype.starts_with('+') {
