@@ -74,15 +74,28 @@ pub(crate) async fn params(
     State(app): State<Arc<App>>,
     method: Method,
     headers: HeaderMap,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
     let (caller, bucket) = match caller_and_bucket(&app, &method, &headers) {
         Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
-    let Ok(Query(query)) = query else {
+    let Ok(Query(pairs)) = query else {
         return Problem::bad_request("query: filename=<name>&type=<content type>").into_response();
     };
+    // A parameter sent twice is refused, as on the other routes: which one counts
+    // would otherwise be this door's guess.
+    let mut query = HashMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        if query.contains_key(&name) {
+            return Problem::bad_request(format!(
+                "query: '{}' was sent more than once; send it once",
+                crate::core::text::echo(&name)
+            ))
+            .into_response();
+        }
+        query.insert(name, value);
+    }
     let filename = query
         .get("filename")
         .map(String::as_str)
@@ -377,21 +390,36 @@ pub(crate) async fn complete(
         Ok(Json(super::Object(body))) => body,
         Err(e) => return Problem::from(e).into_response(),
     };
+    // Uppy sends numbers; older clients strings of digits.
+    let mut numbers = Vec::with_capacity(body.parts.len());
+    for (i, part) in body.parts.iter().enumerate() {
+        let number = match &part.part_number {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        };
+        let Some(number) = number else {
+            return Problem::bad_request(format!(
+                "parts[{i}].PartNumber: {} is not a part number; send a whole number from 1 \
+                 to 10000",
+                crate::core::text::echo(&part.part_number.to_string())
+            ))
+            .into_response();
+        };
+        numbers.push(number);
+    }
     let mut v = Violations::default();
     let request = CompleteRequest::parse(
         &mut v,
         "parts",
-        body.parts.iter().map(|p| RawCompletedPart {
-            // Uppy sends numbers; older clients strings. Anything else is part 0,
-            // which the parser refuses.
-            part_number: match &p.part_number {
-                serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
-                serde_json::Value::String(s) => s.parse().unwrap_or(0),
-                _ => 0,
-            },
-            etag: &p.etag,
-            checksum_sha256: "",
-        }),
+        body.parts
+            .iter()
+            .zip(numbers)
+            .map(|(p, part_number)| RawCompletedPart {
+                part_number,
+                etag: &p.etag,
+                checksum_sha256: "",
+            }),
     );
     let done = match v.finish(request) {
         Ok(request) => {

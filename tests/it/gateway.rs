@@ -1052,6 +1052,22 @@ async fn uppy_single_upload_gets_a_post_form_under_the_callers_prefix() {
         http_get(&location(&link)).await.text().await.unwrap(),
         "a,b\n1,2\n"
     );
+    // A parameter sent twice is refused, not taken last.
+    let twice = gw
+        .request(
+            Method::GET,
+            "/s3/params?filename=a.txt&filename=b.html&type=text%2Fplain",
+        )
+        .header(header::COOKIE, format!("sg_session={}", *TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), StatusCode::BAD_REQUEST);
+    let detail = problem(twice).await["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("'filename' was sent more than once"),
+        "{detail}"
+    );
     // A caller without a write rule in the upload bucket gets no form.
     let denied = gw
         .request(Method::GET, "/s3/params?filename=a.txt&type=text%2Fplain")
@@ -1184,6 +1200,35 @@ async fn uppy_multipart_routes_upload_two_parts_and_bind_the_upload_to_its_calle
             .unwrap()
             .to_owned();
         assert!(detail.contains("from 1 to 10000"), "{bad}: {detail}");
+    }
+    // So does one in the completion's list, quoted as sent (not as part 0).
+    for (bad, quoted) in [
+        (serde_json::json!(-1), "parts[0].PartNumber: -1 is not"),
+        (
+            serde_json::json!("2x"),
+            "parts[0].PartNumber: \"2x\" is not",
+        ),
+        (serde_json::json!(1.5), "parts[0].PartNumber: 1.5 is not"),
+    ] {
+        let refused = gw
+            .request(Method::POST, &format!("{base}/complete?{q}"))
+            .header(header::COOKIE, &cookie)
+            .header(header::ORIGIN, PAGE)
+            .json_body(
+                &serde_json::json!({"parts": [{"PartNumber": bad, "ETag": "\"e\""}]}).to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let detail = problem(refused).await["detail"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            detail.contains(quoted) && detail.contains("from 1 to 10000"),
+            "{detail}"
+        );
     }
     let done = json(
         gw.request(Method::POST, &format!("{base}/complete?{q}"))
