@@ -77,7 +77,14 @@ fn authenticate(app: &App, headers: &HeaderMap, door: Door) -> Result<(Caller, V
         };
         return Err(identity::Error::NoCredentials(how.into()).into());
     };
-    Ok((app.authenticator.authenticate_token(token)?, via))
+    match app.authenticator.authenticate_token(token) {
+        Ok(caller) => Ok((caller, via)),
+        // The browser sent no bearer token: the message names the cookie.
+        Err(e) if via == Via::Cookie => {
+            Err(Problem::session_refused(&app.settings.session_cookie, &e))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn presented<'h>(

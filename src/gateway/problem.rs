@@ -235,6 +235,26 @@ impl From<axum::extract::rejection::JsonRejection> for Problem {
     }
 }
 
+impl Problem {
+    /// 401 for a session cookie whose token was refused, naming the cookie (the
+    /// browser sent no bearer token) and saying to sign in again.
+    pub(crate) fn session_refused(cookie: &str, e: &identity::Error) -> Self {
+        let why = match e {
+            identity::Error::UnknownToken => "holds no token this service recognises".to_owned(),
+            identity::Error::Jwt(refused) => format!("holds a JWT that was refused ({refused})"),
+            other => format!("was refused ({other})"),
+        };
+        let mut p = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Unauthenticated",
+            format!("the session cookie '{cookie}' {why}; sign in again"),
+        );
+        p.challenge = true;
+        p
+    }
+}
+
 impl From<identity::Error> for Problem {
     fn from(e: identity::Error) -> Self {
         let mut p = Self::new(

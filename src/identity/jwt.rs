@@ -143,6 +143,11 @@ pub enum Error {
     #[error("the JWT's '{0}' claim has the wrong type or an invalid value")]
     InvalidClaim(String),
     #[error(
+        "the JWT's 'sub' and 'kubernetes.io' claims name different service accounts; a \
+         token the cluster issued has them agree: request a new one"
+    )]
+    ClaimsDisagree,
+    #[error(
         "the JWT's '{0}' claim has the form of a SPIFFE ID, which only a client certificate \
          may carry; use the workload's certificate, or a token whose caller claim is not a \
          spiffe:// URI"
@@ -174,7 +179,7 @@ impl Error {
             Error::NotYetValid => "nbf",
             Error::IssuedInFuture => "iat",
             Error::MissingClaim(_) => "missing_claim",
-            Error::InvalidClaim(_) => "invalid_claim",
+            Error::InvalidClaim(_) | Error::ClaimsDisagree => "invalid_claim",
             Error::ForeignIdForm(_) | Error::DevIdForm(_) => "foreign_id_form",
         }
     }
@@ -441,7 +446,7 @@ fn kubernetes(claims: &Map<String, Value>) -> Result<Option<(String, String)>, E
         Some(_) => return Err(invalid()),
     };
     match (from_sub, from_claim) {
-        (Some(a), Some(b)) if a != b => Err(invalid()),
+        (Some(a), Some(b)) if a != b => Err(Error::ClaimsDisagree),
         (a, b) => Ok(b.or(a)),
     }
 }
@@ -489,10 +494,17 @@ fn decode_object(part: &str, what: &'static str) -> Result<Map<String, Value>, E
     })?;
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        _ => Err(Error::Malformed(if what == "header" {
+        Ok(_) => Err(Error::Malformed(if what == "header" {
             "the header is not a JSON object"
         } else {
             "the payload is not a JSON object"
+        })),
+        // Not JSON at all: text that is not UTF-8, a number no 64-bit float holds
+        // (`1e400`), `NaN`.
+        Err(_) => Err(Error::Malformed(if what == "header" {
+            "the header is not valid JSON (UTF-8 text, numbers within a 64-bit float)"
+        } else {
+            "the payload is not valid JSON (UTF-8 text, numbers within a 64-bit float)"
         })),
     }
 }
@@ -958,6 +970,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_payload_that_is_not_json_is_told_from_one_that_is_not_an_object() {
+        let b64 = |text: &[u8]| URL_SAFE_NO_PAD.encode(text);
+        for (payload, says) in [
+            (&br#"{"exp":1e400}"#[..], "not valid JSON"),
+            (br#"{"exp":NaN}"#, "not valid JSON"),
+            (b"{\"sub\":\"\xff\"}", "not valid JSON"),
+            (b"[1]", "not a JSON object"),
+        ] {
+            let err = decode_object(&b64(payload), "payload")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{payload:?}: {err}");
+        }
+    }
+
+    #[test]
     fn malformed_tokens_are_refused() {
         for t in ["a.b", "a.b.c.d", "!!.e30.AA", "e30.e30.AA"] {
             assert!(matches!(verify(t), Err(Error::Malformed(_))), "{t}");
@@ -974,7 +1002,12 @@ pub(crate) mod tests {
             c.insert("sub".into(), json!("system:serviceaccount:admin:root"));
         });
         let t = token(Signer::ec(), &header(Signer::ec(), "ec-1"), &claims);
-        assert_eq!(verify(&t), Err(Error::InvalidClaim("kubernetes.io".into())));
+        assert_eq!(verify(&t), Err(Error::ClaimsDisagree));
+        assert!(
+            Error::ClaimsDisagree
+                .to_string()
+                .contains("different service accounts")
+        );
     }
 
     #[test]

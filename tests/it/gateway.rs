@@ -223,6 +223,37 @@ async fn without_identity_a_browser_goes_to_the_login_and_a_client_gets_401() {
         )
         .await;
     assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        problem(unknown).await["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("bearer token is not recognised")),
+    );
+    // A session cookie that holds no known token: the message names the cookie (the
+    // browser sent no bearer token), and a navigating browser signs in again.
+    let stale = gw
+        .link(
+            "/v1/objects/demo/public/hello.txt",
+            &[("cookie", "sg_session=not-a-known-token-0123")],
+        )
+        .await;
+    assert_eq!(stale.status(), StatusCode::UNAUTHORIZED);
+    let detail = problem(stale).await["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("session cookie 'sg_session' holds no token")
+            && detail.contains("sign in again")
+            && !detail.contains("not-a-known-token"),
+        "{detail}"
+    );
+    let stale_browser = gw
+        .link(
+            "/v1/objects/demo/public/hello.txt",
+            &[
+                ("cookie", "sg_session=not-a-known-token-0123"),
+                ("accept", "text/html"),
+            ],
+        )
+        .await;
+    assert_eq!(stale_browser.status(), StatusCode::FOUND);
 }
 
 #[tokio::test]
