@@ -268,6 +268,10 @@ async fn discard(mut body: axum::body::Body, mut read: usize) {
     }
 }
 
+/// The largest header section taken, in bytes (HTTP/1.1: 431 past it; HTTP/2: the
+/// stream is refused, with a 431 where the header block could still be read).
+const HEADER_LIMIT: usize = 64 * 1024;
+
 /// Serves `router` on `listener`, HTTP/1.1 and HTTP/2 (by ALPN over TLS, by prior
 /// knowledge without), closing an HTTP/1.1 connection that takes longer than
 /// `header_read_timeout` to send a request's headers, until `shutdown` completes;
@@ -293,7 +297,11 @@ pub async fn serve<L>(
     let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(header_read_timeout)
+        // hyper's default lets HTTP/1.1 headers grow to about 400 KiB; the gRPC port's
+        // transport limit holds here too.
+        .max_buf_size(HEADER_LIMIT);
+    http.http2().max_header_list_size(HEADER_LIMIT as u32);
     // HTTP/2 has no header timeout; `idle` closes a connection with no request in flight
     // (one whose client answers no PING included), the request deadline bounds the rest.
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

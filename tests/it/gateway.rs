@@ -911,6 +911,31 @@ async fn slow_or_idle_connections_are_closed_after_the_header_timeout() {
     );
 }
 
+/// Headers are held to the gRPC port's 64 KiB over HTTP/1.1 too (hyper's default
+/// buffer let them grow to about 400 KiB).
+#[tokio::test]
+async fn a_header_section_over_64_kib_is_431() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start().await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    for (size, status) in [(60 * 1024, "200"), (70 * 1024, "431")] {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let request = format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nx-big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(size)
+        );
+        // The server may answer and close before the whole header is written.
+        let _ = stream.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{size} bytes: {answer}"
+        );
+    }
+}
+
 /// A body trickled past `server.request_timeout` gets a 408 problem, instead of holding
 /// its stream (and its share of the connection) for as long as the client likes.
 #[tokio::test]
