@@ -134,7 +134,8 @@ fn describe(violations: &[FieldViolation]) -> String {
 
 /// Refuses a `min_left` that no session for this scope can have: handing out
 /// credentials with less would break the request's promise, and none cached would
-/// ever do, so every call would be a new STS session.
+/// ever do, so every call would be a new STS session. A session exactly as long as
+/// `min_left` is refused too: it has less left by the time it is handed out.
 ///
 /// Role chaining (sessions of at most an hour) is left out: both doors cap
 /// `min_left` at an hour, which chaining allows.
@@ -148,7 +149,7 @@ fn check_min_left(
         .durations
         .session(Duration::MAX, rule_max, false)
         .min(rule_max);
-    if min_left <= longest {
+    if min_left < longest {
         return Ok(());
     }
     let bound = if longest < rule_max {
@@ -161,8 +162,8 @@ fn check_min_left(
     Err(Error::FailedPrecondition(format!(
         "credentials with {} of life left were asked for (min_remaining; the SDK \
          credential endpoints ask for 20m, beyond the AWS SDKs' refresh windows), but \
-         sessions for this scope last at most {} ({bound}); ask for at most that, or \
-         raise {bound}",
+         sessions for this scope last at most {} ({bound}), which is less by the time \
+         they are handed out; ask for less than that, or raise {bound}",
         crate::core::duration::display(min_left),
         crate::core::duration::display(longest),
     )))

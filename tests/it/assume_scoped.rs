@@ -557,6 +557,24 @@ async fn min_remaining_is_kept_or_refused_when_no_session_can_have_it() {
         );
     }
     assert!(moto.assumed_roles().await.is_empty(), "refused before STS");
+    // Nor can exactly 30: a new session has less left by the time it is handed out,
+    // and none could ever be reused (one STS session per call).
+    let status = client
+        .assume_scoped(authed(with_min_remaining("tenants/a/", 30 * 60), &TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("less than that"),
+        "{}",
+        status.message()
+    );
+    assert!(moto.assumed_roles().await.is_empty(), "refused before STS");
 
     // 25 minutes can: handed out with at least that, then again from the cache.
     let before = now_secs();
