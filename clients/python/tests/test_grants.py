@@ -283,6 +283,24 @@ class GrantsClientTest(unittest.TestCase):
                     call_metadata=(("authorization", f"{scheme} {value}"),),
                 )
 
+    def test_a_token_read_from_a_file_with_its_newline_works(self) -> None:
+        # A token file written with `echo` ends in a newline, which gRPC refuses in a
+        # header value; the client sends the token without it.
+        reading = GrantsClient(self.channel, token=lambda: self.token + "\n", timeout=RPC_TIMEOUT_S)
+        self.assertTrue(reading.grant_read(bucket=ENV["DEMO_BUCKET"], key=ENV["DEMO_KEY"]).url)
+
+    def test_a_zero_timeout_is_passed_on_not_replaced_by_the_default(self) -> None:
+        # `timeout=0` is a deadline of its own, not "use the client's default".
+        seen: dict[str, Any] = {}
+
+        def rpc(request: Any, timeout: Optional[float], metadata: Any) -> None:
+            seen["timeout"] = timeout
+
+        self.client._call(rpc, None, 0, ())
+        self.assertEqual(seen["timeout"], 0)
+        self.client._call(rpc, None, None, ())
+        self.assertEqual(seen["timeout"], RPC_TIMEOUT_S)
+
     def test_key_outside_rules_is_permission_denied(self) -> None:
         request = pb2.GrantReadRequest(bucket=ENV["DEMO_BUCKET"], key=ENV["DENIED_KEY"])
         self.expect_error(self.client.grant_read, request, grpc.StatusCode.PERMISSION_DENIED)
@@ -466,6 +484,11 @@ class GrantsClientTest(unittest.TestCase):
         posted = self.post_form(response, "py-form.csv", content)
         self.assertIn(posted.status, (200, 204), f"POST form upload: HTTP {posted.status} ({posted.s3_code})")
         self.assert_downloads(key, content)
+
+    def test_grant_write_with_a_length_and_a_range_is_refused_by_the_client(self) -> None:
+        # The proto's oneof would keep the last one set, dropping the exact length.
+        with self.assertRaisesRegex(ValueError, "content_length and content_length_range are exclusive"):
+            self.grant_write(f"{self.PUT_KEY_DIR}/both.txt", content_length=3, content_length_range=(1, 10))
 
     def test_grant_write_post_form_over_the_range_is_refused(self) -> None:
         key = f"{self.PUT_KEY_DIR}/py-form-too-big.csv"

@@ -104,13 +104,16 @@ class GrantsClient:
         metadata = []
         if self._token is not None:
             token = self._token() if callable(self._token) else self._token
-            metadata.append(("authorization", f"Bearer {token}"))
+            # A token read from a file usually ends in a newline, which gRPC refuses in
+            # a header value.
+            metadata.append(("authorization", f"Bearer {token.strip()}"))
         metadata.extend(extra)
         return metadata
 
     def _call(self, rpc: Callable[..., Any], request: Any, timeout: Optional[float], call_metadata: Metadata) -> Any:
         """One call of `rpc` with the client's deadline (unless `timeout`) and metadata."""
-        return rpc(request, timeout=timeout or self._timeout, metadata=self.request_metadata(call_metadata))
+        deadline = self._timeout if timeout is None else timeout
+        return rpc(request, timeout=deadline, metadata=self.request_metadata(call_metadata))
 
     def grant_read(
         self,
@@ -138,6 +141,12 @@ class GrantsClient:
         `content_length_range` is set (a `SizeRange` or a `(min, max)` tuple). Fields
         as in `GrantWriteRequest`; `ttl` may be a `timedelta`."""
         if request is None:
+            # One of the two, as the proto's oneof: setting both keeps the last silently.
+            if fields.get("content_length") is not None and fields.get("content_length_range") is not None:
+                raise ValueError(
+                    "content_length and content_length_range are exclusive: pin an exact length "
+                    "(a PUT) or a range (a POST form), not both"
+                )
             size_range = fields.get("content_length_range")
             if isinstance(size_range, tuple):
                 low, high = size_range
