@@ -112,7 +112,7 @@ pub(crate) async fn credentials(
         Err(rejection) => {
             return Problem::bad_request(format!(
                 "{}; the query is access=read|write|read-write (required) and list=true|false",
-                rejection.body_text()
+                super::problem::in_our_words(&rejection.body_text())
             ))
             .into_response();
         }

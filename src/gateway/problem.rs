@@ -213,7 +213,7 @@ impl Problem {
 /// as gRPC answers an oversized message), else 400.
 impl From<axum::extract::rejection::JsonRejection> for Problem {
     fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
-        let mut detail = rejection.body_text();
+        let mut detail = in_our_words(&rejection.body_text());
         // For a body that is not an object, serde quotes what it got (a string body may
         // be anything, a token pasted in the wrong place) and, for a nested field, names
         // the Rust type it wanted ("expected struct Part"); say what to send instead.
@@ -233,6 +233,33 @@ impl From<axum::extract::rejection::JsonRejection> for Problem {
             _ => Self::bad_request(detail),
         }
     }
+}
+
+/// An extractor's refusal in the gateway's own words: axum's prefixes name its types
+/// ("the target type"), serde's message after them says what was wrong.
+pub(crate) fn in_our_words(text: &str) -> String {
+    const REWORDED: [(&str, &str); 4] = [
+        (
+            "Failed to deserialize the JSON body into the target type: ",
+            "the JSON body: ",
+        ),
+        (
+            "Failed to parse the request body as JSON: ",
+            "the body is not valid JSON: ",
+        ),
+        ("Failed to deserialize query string: ", "the query string: "),
+        (
+            "Expected request with `Content-Type: application/json`",
+            "send the body as JSON, with Content-Type: application/json",
+        ),
+    ];
+    REWORDED
+        .iter()
+        .find_map(|(theirs, ours)| {
+            text.strip_prefix(theirs)
+                .map(|rest| format!("{ours}{rest}"))
+        })
+        .unwrap_or_else(|| text.to_owned())
 }
 
 impl Problem {

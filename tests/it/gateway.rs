@@ -620,6 +620,22 @@ async fn unreadable_bodies_are_415_413_or_400_problems() {
             }
         }
     }
+    // The detail of a 400 for `body` posted as JSON to `path`.
+    let refused = |path: &'static str, body: &'static str| {
+        let request = gw
+            .request(Method::POST, path)
+            .header(header::AUTHORIZATION, bearer(&TOKEN))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path} {body}");
+            problem(response).await["detail"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
     // A body that is not an object is refused and told so, on both routes (Uppy's
     // takes every field as optional, so an array was read as a request of defaults),
     // without echoing it or naming a Rust type.
@@ -630,25 +646,24 @@ async fn unreadable_bodies_are_415_413_or_400_problems() {
             r#""eyJhbGciOi.secret""#,
             "42",
         ] {
-            let response = gw
-                .request(Method::POST, path)
-                .header(header::AUTHORIZATION, bearer(&TOKEN))
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path} {body}");
-            let detail = problem(response).await["detail"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+            let detail = refused(path, body).await;
             assert!(
                 detail.contains("must be a JSON object"),
                 "{path} {body}: {detail}"
             );
             assert!(!detail.contains("secret"), "{detail}");
         }
+    }
+    // The extractors' refusals speak as the gateway does, not of "the target type".
+    for (body, says) in [
+        (
+            r#"{"bucket":"demo","bogus":1}"#,
+            "the JSON body: bogus: unknown field `bogus`",
+        ),
+        (r#"{"bucket":"demo""#, "the body is not valid JSON: "),
+    ] {
+        let detail = refused("/v1/uploads", body).await;
+        assert!(detail.starts_with(says), "{body}: {detail}");
     }
 }
 
