@@ -80,9 +80,11 @@ shim_port=$(free_port)
 grpc_port=$(free_port)
 http_port=$(free_port)
 page_port=$(free_port)
-page_origin="http://127.0.0.1:$page_port"
+# Two hosts of one site, as app.example.com and files.example.com would be; Chromium
+# resolves both to loopback (tests/browser/run.mjs), the store stays on another site.
+page_origin="http://app.storage-grants.test:$page_port"
 shim_origin="http://127.0.0.1:$shim_port"
-gateway_origin="http://127.0.0.1:$http_port"
+gateway_origin="http://files.storage-grants.test:$http_port"
 login_url="$page_origin/login"
 
 # --- 1. the store and its CORS shim ----------------------------------------------------

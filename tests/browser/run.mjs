@@ -9,6 +9,11 @@
 // Environment: CHROMIUM, PAGE_PORT, GATEWAY_ORIGIN, SHIM_ORIGIN, BUCKET, PREFIX,
 //   TOKEN_FILE, COOKIE_NAME, LOGIN_URL, FIXTURES_FILE (full: JSON [{key, file}] of objects
 //   already in the store). Exit 0 when every check passed, 1 otherwise.
+//
+// The page and the gateway are two hosts of one site, as in a deployment
+// (app.example.com and files.example.com): Chromium resolves both names of SITE to
+// loopback, and the session cookie is set for the site, the way the README says, so
+// that it reaches the gateway and the gateway's routes mounted on the page's origin.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import http from "node:http";
@@ -35,8 +40,10 @@ const env = (name, fallback) => {
 };
 const CHROMIUM = env("CHROMIUM", "/usr/bin/chromium");
 const PAGE_PORT = Number(env("PAGE_PORT"));
-const PAGE_ORIGIN = `http://127.0.0.1:${PAGE_PORT}`;
-const GATEWAY_ORIGIN = env("GATEWAY_ORIGIN", "http://127.0.0.1:9");
+const SITE = "storage-grants.test";
+const PAGE_ORIGIN = `http://app.${SITE}:${PAGE_PORT}`;
+// What the browser calls the gateway; this script reaches it on loopback.
+const GATEWAY_ORIGIN = env("GATEWAY_ORIGIN", `http://files.${SITE}:9`);
 const SHIM_ORIGIN = env("SHIM_ORIGIN", "http://127.0.0.1:9");
 const BUCKET = env("BUCKET", "demo");
 const PREFIX = env("PREFIX", "");
@@ -141,7 +148,7 @@ function startPageServer(appJs) {
       const reqChunks = [];
       req.on("data", (c) => reqChunks.push(c));
       const up = http.request(
-        { host: gw.hostname, port: Number(gw.port), method: req.method, path: entry.path, headers, setHost: false, agent: false },
+        { host: "127.0.0.1", port: Number(gw.port), method: req.method, path: entry.path, headers, setHost: false, agent: false },
         (upRes) => {
           const chunks = [];
           upRes.on("data", (c) => chunks.push(c));
@@ -202,6 +209,7 @@ async function launch() {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      `--host-resolver-rules=MAP app.${SITE} 127.0.0.1, MAP files.${SITE} 127.0.0.1`,
     ],
     timeout: 30_000,
   });
@@ -321,9 +329,10 @@ async function runFull() {
     (download ? `?download=${encodeURIComponent(download)}` : "");
 
   const context = await browser.newContext({ acceptDownloads: true });
-  // The session cookie the app's login would set, for the gateway's origin. (Cookies
-  // are per host, not per port: it is sent to the page's origin, 127.0.0.1 too.)
-  await context.addCookies([{ name: COOKIE_NAME, value: TOKEN, url: GATEWAY_ORIGIN, httpOnly: true, sameSite: "Lax" }]);
+  // The session cookie the app's login would set, for the site (Domain=SITE): the
+  // browser sends it to the gateway and to the page's origin, where Uppy's routes are
+  // mounted. A cookie for the gateway's host alone would never reach those.
+  await context.addCookies([{ name: COOKIE_NAME, value: TOKEN, domain: `.${SITE}`, path: "/", httpOnly: true, sameSite: "Lax" }]);
   const page = await context.newPage();
   watchNetwork(page, "page", netlog);
   await page.goto(`${PAGE_ORIGIN}/`, { timeout: 15_000 });
@@ -372,7 +381,9 @@ async function runFull() {
   });
 
   await check("without identity, a non-browser client gets 401 JSON", async () => {
-    const res = await fetch(linkTo(plain.key), { redirect: "manual", headers: { Accept: "application/json" } });
+    // From this script, not the browser: the gateway's name resolves in Chromium only.
+    const loopback = linkTo(plain.key).replace(new URL(GATEWAY_ORIGIN).hostname, "127.0.0.1");
+    const res = await fetch(loopback, { redirect: "manual", headers: { Accept: "application/json" } });
     const body = await res.text();
     say(`  ${res.status} ${res.headers.get("content-type")}: ${redact(body.slice(0, 300))}`);
     expect(res.status === 401, `answered ${res.status}`);
