@@ -305,6 +305,18 @@ fn client_mode(mode: &str) -> ExitCode {
     if options.endpoint.is_empty() {
         bad.get_or_insert_with(|| "--endpoint URL is required".into());
     }
+    if let (Some(app), Some(caller)) = (&app_token_file, &options.token_file)
+        && (app == caller
+            || std::fs::canonicalize(app)
+                .ok()
+                .is_some_and(|a| std::fs::canonicalize(caller).is_ok_and(|c| a == c)))
+    {
+        bad.get_or_insert_with(|| {
+            "--authorization-token-file names the caller's --token-file: the app would send \
+             the pod's own token, which stays in the sidecar; give it a file of its own"
+                .into()
+        });
+    }
     if mode == "credentials-proxy" && app_token_file.is_none() {
         bad.get_or_insert_with(|| {
             "--authorization-token-file FILE is required: the proxy writes the app's token \

@@ -48,7 +48,11 @@ impl AppToken {
         };
         match std::fs::read_to_string(path) {
             Ok(text) if !text.trim().is_empty() => {
-                return Ok(AppToken(Arc::new(Secret::new(text.trim().to_owned()))));
+                return usable(&text)
+                    .map(|()| AppToken(Arc::new(Secret::new(text))))
+                    .map_err(|why| {
+                        failed(std::io::Error::new(std::io::ErrorKind::InvalidData, why))
+                    });
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -56,10 +60,22 @@ impl AppToken {
         }
         let token = random_token();
         // Written whole under another name, then renamed: the app never reads half.
+        // Created anew (a link planted under that name is removed, not followed).
         let partial = path.with_extension("partial");
-        std::fs::write(&partial, token.as_bytes())
-            .and_then(|()| std::fs::rename(&partial, path))
-            .map_err(failed)?;
+        let write = || {
+            use std::io::Write as _;
+            match std::fs::remove_file(&partial) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&partial)?
+                .write_all(token.as_bytes())?;
+            std::fs::rename(&partial, path)
+        };
+        write().map_err(failed)?;
         Ok(AppToken(Arc::new(Secret::new(token))))
     }
 
@@ -76,6 +92,30 @@ impl AppToken {
     }
 }
 
+/// Why a token someone else wrote cannot be the app's: the SDKs send the file as it
+/// is, and refuse a header value with a line break (a file written with `echo`).
+fn usable(text: &str) -> Result<(), &'static str> {
+    if text.ends_with(['\n', '\r']) {
+        return Err(
+            "it ends in a line break, which the AWS SDKs refuse to send; write it \
+                    without one (printf, not echo)",
+        );
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "it holds spaces, line breaks or characters other than visible ASCII, \
+                    which a header cannot carry as the SDKs send it",
+        );
+    }
+    if text.len() < 16 {
+        return Err(
+            "it is shorter than 16 characters: too easy to guess; remove the file \
+                    and the proxy writes a random one",
+        );
+    }
+    Ok(())
+}
+
 /// 32 random bytes from the operating system, as hex.
 fn random_token() -> String {
     use ring::rand::SecureRandom;
@@ -86,14 +126,16 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether `host` (the request's `Host`) names the proxy by an IP address or as
-/// `localhost`, with or without a port: what a rebinding page sends is its own name.
+/// Whether `host` (a request's `Host` or `:authority`) names the proxy by a loopback
+/// address or as `localhost`, with or without a port: what a rebinding page sends is its
+/// own name.
 fn names_loopback(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
         // `[::1]:9911`
         Some(v6) => {
             return v6.split_once(']').is_some_and(|(ip, rest)| {
-                ip.parse::<std::net::Ipv6Addr>().is_ok()
+                ip.parse::<std::net::Ipv6Addr>()
+                    .is_ok_and(|ip| ip.to_canonical().is_loopback())
                     && (rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port))
             });
         }
@@ -102,7 +144,10 @@ fn names_loopback(host: &str) -> bool {
             _ => host,
         },
     };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn is_port(text: &str) -> bool {
@@ -110,14 +155,25 @@ fn is_port(text: &str) -> bool {
 }
 
 /// The refusal of a request that is not the app's, or `None` to serve it.
-fn refusal(token: &AppToken, headers: &http::HeaderMap) -> Option<Response> {
-    if let Some(host) = headers.get(http::header::HOST)
-        && !host.to_str().is_ok_and(names_loopback)
-    {
+fn refusal(token: &AppToken, uri: &http::Uri, headers: &http::HeaderMap) -> Option<Response> {
+    // Every name the request gives itself: an absolute-form target or HTTP/2's
+    // `:authority` (the URI's), and each `Host`; at least one, and all loopback.
+    let uri_host = uri
+        .authority()
+        .map(|a| a.as_str().rsplit('@').next().unwrap_or(""));
+    let mut names = headers
+        .get_all(http::header::HOST)
+        .iter()
+        .map(|h| h.to_str().ok())
+        .chain(uri_host.map(Some))
+        .peekable();
+    let addressed = names.peek().is_some();
+    if !addressed || !names.all(|name| name.is_some_and(names_loopback)) {
         return Some(
             Problem::from_status(&tonic::Status::permission_denied(
-                "the credentials proxy answers requests addressed to 127.0.0.1, [::1] or \
-                 localhost only (a page or server led here by another name is refused)",
+                "the credentials proxy answers requests addressed to it as a loopback \
+                 address (127.0.0.1, [::1]) or localhost only; a page or server led here by \
+                 another name, or a request without a Host, is refused",
             ))
             .into_response(),
         );
@@ -158,11 +214,12 @@ struct Proxy {
 
 async fn credentials(
     State(Proxy { upstream, token }): State<Proxy>,
+    uri: http::Uri,
     headers: http::HeaderMap,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     query: Result<Query<AskQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Some(refused) = refusal(&token, &headers) {
+    if let Some(refused) = refusal(&token, &uri, &headers) {
         return refused;
     }
     let (Ok(Path((bucket, prefix))), Ok(Query(query))) = (path, query) else {
@@ -271,7 +328,9 @@ mod tests {
             "[::1]",
             "localhost:9911",
             "LocalHost",
-            "169.254.170.23",
+            "127.1.2.3:80",
+            "[::ffff:127.0.0.1]:9911",
+            "[0:0:0:0:0:0:0:1]",
         ] {
             assert!(names_loopback(host), "{host}");
         }
@@ -284,6 +343,11 @@ mod tests {
             "[::1]:99999",
             "::1",
             "",
+            "8.8.8.8",
+            "[::ffff:1.2.3.4]",
+            "169.254.170.23",
+            "localhost.",
+            "user@localhost",
         ] {
             assert!(!names_loopback(host), "{host}");
         }
@@ -304,6 +368,25 @@ mod tests {
         let again = AppToken::load_or_create(&path).unwrap();
         assert!(again.admits(written.as_bytes()));
         assert_ne!(random_token(), random_token());
+        // A token someone wrote that the SDKs could not send, or that is easy to guess,
+        // is refused at start rather than refusing every request.
+        for (bad, says) in [
+            ("0123456789abcdef0123\n", "line break"),
+            ("0123456789 abcdef0123", "visible ASCII"),
+            ("short", "shorter than 16"),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = AppToken::load_or_create(&path).unwrap_err().to_string();
+            assert!(err.contains(says) && !err.contains("0123456789"), "{err}");
+        }
+        // A link planted where the proxy writes its new token is replaced, not followed.
+        let target = dir.join("target");
+        std::fs::write(&target, "keep").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&target, path.with_extension("partial")).unwrap();
+        AppToken::load_or_create(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().len(), 64);
         // A directory that does not exist is an error naming the file.
         let err = AppToken::load_or_create(&dir.join("no/token")).unwrap_err();
         assert!(err.to_string().contains("no/token"), "{err}");

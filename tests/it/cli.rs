@@ -166,6 +166,28 @@ fn the_credentials_proxy_needs_the_apps_token_file() {
             && err.contains("credentials-proxy --endpoint URL --authorization-token-file FILE"),
         "{err}"
     );
+    // The caller's own token file cannot be the app's.
+    let dir = tempfile::tempdir().unwrap();
+    let caller = dir.path().join("token");
+    std::fs::write(&caller, "dev-caller-0123456789").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "credentials-proxy",
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--token-file",
+        ])
+        .arg(&caller)
+        .arg("--authorization-token-file")
+        .arg(dir.path().join(".").join("token"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("names the caller's --token-file"),
+        "{}",
+        stderr(&out)
+    );
     // A file it cannot write is named, and nothing listens.
     let out = Command::new(BIN)
         .args([

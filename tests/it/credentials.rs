@@ -340,13 +340,13 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
             Some(app_token_value.as_str()),
             Some("evil.example"),
             403,
-            "127.0.0.1, [::1] or localhost",
+            "loopback address (127.0.0.1, [::1]) or localhost",
         ),
         (
             Some(app_token_value.as_str()),
             Some("localhost.evil.example:80"),
             403,
-            "localhost only",
+            "another name",
         ),
     ] {
         let mut request = reqwest::Client::new().get(&scope);
@@ -361,6 +361,29 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
         let problem = response.text().await.unwrap();
         assert!(problem.contains(says), "{problem}");
         assert!(!problem.contains(&app_token_value) && !problem.contains(TOKEN.as_str()));
+    }
+    // Every name a request gives itself is checked: none (HTTP/1.0 without Host), an
+    // absolute-form target, a second Host.
+    for request in [
+        "GET /v1/credentials/demo/tenants/a/?access=read HTTP/1.0\r\n",
+        "GET http://evil.example/v1/credentials/demo/tenants/a/?access=read HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+        "GET /v1/credentials/demo/tenants/a/?access=read HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n",
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let whole =
+            format!("{request}Authorization: {app_token_value}\r\nConnection: close\r\n\r\n");
+        stream.write_all(whole.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.split(' ').nth(1) == Some("403"),
+            "{request}: {answer}"
+        );
+        assert!(!answer.contains("SecretAccessKey"), "{answer}");
     }
     assert_eq!(
         granted(&world).await,

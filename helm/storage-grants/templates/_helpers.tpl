@@ -433,7 +433,8 @@ NAME-credentials-proxy for app teams to copy. */}}
 {{- define "storage-grants.credentialsProxy.podSpecSnippet" -}}
 {{- $p := .Values.credentialsProxy -}}
 # Merge into spec.template.spec of your app's Deployment, StatefulSet or Job
-# (Kubernetes 1.29 or later: a native sidecar, started before your containers).
+# (Kubernetes 1.30 or later, as the chart: a native sidecar, started before your
+# containers; it writes the app's token before it listens).
 # Your pod's service account is the caller the rules name:
 # system:serviceaccount:NAMESPACE:NAME. Change the bucket, prefix and access in the
 # URL to a scope your rules allow; one sidecar serves any number of scopes.

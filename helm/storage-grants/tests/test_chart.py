@@ -836,6 +836,8 @@ def credentials_proxy_snippet_is_a_valid_pod_spec_for_apps():
     objs = helm_template(FULL_VALUES, on)[0]
     cm = find(objs, "ConfigMap", name)
     uri = cm["data"]["AWS_CONTAINER_CREDENTIALS_FULL_URI"]
+    check(cm["data"].get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") == "/var/run/storage-grants-proxy/token",
+          f"ConfigMap keys {sorted(cm['data'])}")
     check(uri == "http://127.0.0.1:9911/v1/credentials/uploads/tenants/etl/?access=read-write&list=true", uri)
     spec = yaml.safe_load(cm["data"]["pod-spec-snippet.yaml"])
     sidecar = spec["initContainers"][0]
