@@ -121,8 +121,8 @@ fn key_of(line: &str) -> Option<String> {
     } else {
         line.split_once('=').map(|(key, _)| key.trim())
     }?;
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_-.[] ".contains(c);
-    (!key.is_empty() && key.len() <= 64 && key.chars().all(plain)).then(|| key.to_owned())
+    let bare = key.trim_matches(['[', ']', ' ']);
+    reads_as_key(bare).then(|| key.to_owned())
 }
 
 impl std::fmt::Display for Location {
@@ -159,6 +159,40 @@ fn without_values(message: &str) -> String {
         rest = &value[end..];
     }
     out.push_str(rest);
+    without_odd_names(&out)
+}
+
+/// Whether `name` reads as one of this file's keys (lowercase words joined by `_` or
+/// `.`), rather than something pasted in a key's place: a token written where a key
+/// goes comes back in serde's "unknown field `…`".
+fn reads_as_key(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.')
+}
+
+/// `message` with each backquoted name that does not read as a key left out.
+fn without_odd_names(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('`');
+    out.push_str(parts.next().unwrap_or_default());
+    let mut inside = true;
+    for part in parts {
+        if inside {
+            out.push('`');
+            out.push_str(if reads_as_key(part) {
+                part
+            } else {
+                "(not shown)"
+            });
+            out.push('`');
+        } else {
+            out.push_str(part);
+        }
+        inside = !inside;
+    }
     out
 }
 
@@ -349,6 +383,26 @@ mod tests {
             Some("[[identity.dev_tokens]]".into())
         );
         assert_eq!(key_of("\"quoted key\" = 1"), None);
+        // A token written where a key goes is never named, in the location or in
+        // serde's "unknown field".
+        for text in [
+            format!(
+                "[identity]\ndev_mode = true\n[[identity.dev_tokens]]\n\"{token}\" = \"dev:x\"\n"
+            ),
+            format!("[{token}]\nx = 1\n"),
+            format!("{token} = 1\n"),
+            format!("[grants]\n{token} = \"1h\"\n"),
+        ] {
+            let msg = load(&text, &[]).unwrap_err().to_string();
+            assert!(!msg.contains("secret"), "{text}: {msg}");
+        }
+        let msg = load("[grants]\nmax_tll = \"1h\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("unknown field `max_tll`") && msg.contains("`max_ttl`"),
+            "{msg}"
+        );
         assert_eq!(key_of("no equals sign here"), None);
         assert_eq!(
             Location::of("a = 1\nb", Some(7..8)).to_string(),

@@ -472,19 +472,29 @@ fn otlp_headers(value: &str) -> Result<(), String> {
             return Err(format!("pair {n} has no '='; {HOW}"));
         };
         let (key, value) = (key.trim(), value.trim());
+        if value.is_empty() {
+            // The key is not named: a base64 secret pasted alone ends in '='.
+            return Err(format!("pair {n} has no value after '='; {HOW}"));
+        }
         if http::HeaderName::from_bytes(key.as_bytes()).is_err() {
             return Err(format!(
                 "pair {n}: its key is not a header name (letters, digits and '-'); {HOW}"
             ));
         }
-        let decoded = percent_decoded(value);
-        match decoded {
-            _ if value.is_empty() => Err(format!("pair {n} (`{key}`) has no value; {HOW}")),
+        // A key is named only when it reads as a header's name, not as a secret.
+        let named = if key.len() <= 40 && key.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-')
+        {
+            format!("pair {n} (`{key}`)")
+        } else {
+            format!("pair {n}")
+        };
+        match percent_decoded(value) {
             None => Err(format!(
-                "pair {n} (`{key}`): a '%' not followed by two hex digits of UTF-8; write '%' as %25"
+                "{named}: a '%' not followed by two hex digits of UTF-8 (the SDK would send it \
+                 undecoded); write '%' as %25"
             )),
             Some(v) if http::HeaderValue::from_str(&v).is_err() => Err(format!(
-                "pair {n} (`{key}`): its value holds characters a header cannot carry (control characters, line breaks)"
+                "{named}: its value holds characters a header cannot carry (control characters, line breaks)"
             )),
             Some(_) => Ok(()),
         }?;
@@ -672,7 +682,9 @@ mod tests {
                 format!("x-api-key={secret}%0A"),
                 "characters a header cannot carry",
             ),
-            ("x-api-key=".to_owned(), "pair 1 (`x-api-key`) has no value"),
+            ("x-api-key=".to_owned(), "pair 1 has no value"),
+            (format!("{secret}="), "pair 1 has no value"),
+            (format!("sk-{secret}=x%zz"), "pair 1: a '%'"),
         ] {
             let err = otlp_headers(&headers).unwrap_err();
             assert!(err.contains(says), "{headers}: {err}");
