@@ -23,22 +23,31 @@ pub const MAX_MESSAGE: usize = 1024;
 /// cannot break or forge the line of a client that logs the message.
 pub fn echo(value: &str) -> Cow<'_, str> {
     let shown = cut(value, MAX_ECHO);
-    let escapes = shown.chars().any(escaped);
-    if !escapes && shown.len() == value.len() {
-        return Cow::Borrowed(value);
+    let quote = escape_breaks(shown);
+    if shown.len() == value.len() {
+        return match quote {
+            Cow::Borrowed(_) => Cow::Borrowed(value),
+            Cow::Owned(escaped) => Cow::Owned(escaped),
+        };
     }
-    let mut quote = String::with_capacity(shown.len() + 16);
-    for c in shown.chars() {
+    Cow::Owned(format!("{quote}… ({} bytes)", value.len()))
+}
+
+/// `text` (a message that quotes a caller's input whole, such as a parser's) with what
+/// can end a line, or reorder or hide text, written as escapes; not cut.
+pub fn escape_breaks(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(escaped) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
         if escaped(c) {
-            quote.extend(c.escape_debug());
+            out.extend(c.escape_debug());
         } else {
-            quote.push(c);
+            out.push(c);
         }
     }
-    if shown.len() < value.len() {
-        quote.push_str(&format!("… ({} bytes)", value.len()));
-    }
-    Cow::Owned(quote)
+    Cow::Owned(out)
 }
 
 /// Whether `c` is quoted as an escape: what can end a line, or reorder or hide text.

@@ -253,13 +253,15 @@ pub(crate) fn in_our_words(text: &str) -> String {
             "send the body as JSON, with Content-Type: application/json",
         ),
     ];
+    // serde quotes field names (and values) whole, as the caller wrote them.
+    let text = crate::core::text::escape_breaks(text);
     REWORDED
         .iter()
         .find_map(|(theirs, ours)| {
             text.strip_prefix(theirs)
                 .map(|rest| format!("{ours}{rest}"))
         })
-        .unwrap_or_else(|| text.to_owned())
+        .unwrap_or_else(|| text.into_owned())
 }
 
 impl Problem {

@@ -146,7 +146,10 @@ impl Index {
             Some(files) => MessageResponse::FileDescriptorResponse(FileDescriptorResponse {
                 file_descriptor_proto: files,
             }),
-            None => not_found(format!("{what} '{}' not found", bounded(asked))),
+            None => not_found(format!(
+                "{what} '{}' not found",
+                crate::core::text::echo(asked)
+            )),
         };
         let message = match &request.message_request {
             Some(MessageRequest::FileByFilename(name)) => {
@@ -159,7 +162,7 @@ impl Index {
             Some(MessageRequest::FileContainingExtension(e)) => not_found(format!(
                 "no extension {} of '{}'",
                 e.extension_number,
-                bounded(&e.containing_type)
+                crate::core::text::echo(&e.containing_type)
             )),
             Some(MessageRequest::AllExtensionNumbersOfType(t)) if self.messages.contains(t) => {
                 MessageResponse::AllExtensionNumbersResponse(ExtensionNumberResponse {
@@ -168,7 +171,7 @@ impl Index {
                 })
             }
             Some(MessageRequest::AllExtensionNumbersOfType(t)) => {
-                not_found(format!("type '{}' not found", bounded(t)))
+                not_found(format!("type '{}' not found", crate::core::text::echo(t)))
             }
             Some(MessageRequest::ListServices(_)) => {
                 MessageResponse::ListServicesResponse(ListServiceResponse {
@@ -206,14 +209,6 @@ fn not_found(message: String) -> MessageResponse {
         error_code: tonic::Code::NotFound as i32,
         error_message: message,
     })
-}
-
-/// A caller-supplied name, cut short for an error message.
-fn bounded(name: &str) -> &str {
-    match name.char_indices().nth(128) {
-        Some((end, _)) => &name[..end],
-        None => name,
-    }
 }
 
 /// The reflection service over `sets` (encoded `FileDescriptorSet`s whose imports

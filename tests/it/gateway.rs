@@ -661,6 +661,11 @@ async fn unreadable_bodies_are_415_413_or_400_problems() {
             "the JSON body: bogus: unknown field `bogus`",
         ),
         (r#"{"bucket":"demo""#, "the body is not valid JSON: "),
+        // A field name is quoted escaped, not as the line breaks it holds.
+        (
+            "{\"a\\r\\nforged\u{202e}\":1}",
+            "the JSON body: a\\r\\nforged\\u{202e}: unknown field",
+        ),
     ] {
         let detail = refused("/v1/uploads", body).await;
         assert!(detail.starts_with(says), "{body}: {detail}");
