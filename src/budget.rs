@@ -47,8 +47,9 @@ struct Taken {
     /// `Err`: the time until a token is back.
     result: Result<(), Duration>,
     /// A refusal the log should name the caller for: the bucket's refusals since its
-    /// last warning, this one included.
-    warn: Option<u64>,
+    /// last warning (this one included), and the other callers' warnings the cap of
+    /// [`WARNINGS_PER_MINUTE`] held back since the last line.
+    warn: Option<(u64, u64)>,
 }
 
 /// Token buckets, one per caller.
@@ -109,13 +110,8 @@ impl Budgets {
         now: Instant,
     ) -> Result<(), Duration> {
         let Taken { result, warn } = self.take_at(key, rate, now);
-        if let Some(refused) = warn
+        if let Some((refused, held_back)) = warn
             && let Err(retry_after) = result
-            && let Some(due) = self
-                .warnings
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .note(now)
         {
             tracing::warn!(
                 budget = self.counts,
@@ -125,7 +121,7 @@ impl Budgets {
                 burst = rate.burst,
                 retry_after_ms = retry_after.as_millis() as u64,
                 refused,
-                other_callers_not_logged = due - 1,
+                other_callers_not_logged = held_back,
                 "caller over its budget: its calls are refused (RESOURCE_EXHAUSTED, HTTP 429) \
                  until it slows down; logged once a minute per caller, for at most 20 \
                  callers a minute"
@@ -143,7 +139,7 @@ impl Budgets {
         // A known key is looked up without building an owned key: this runs on every
         // grant, under a lock that every core takes.
         if let Some(bucket) = buckets.get_mut(key) {
-            return Self::spend(bucket, rate, now);
+            return Self::spend(bucket, rate, now, &self.warnings);
         }
         if buckets.len() >= self.max_callers {
             Self::make_room(&mut buckets, now);
@@ -154,12 +150,14 @@ impl Budgets {
             rate,
             refusals: Throttle::once_per(ONCE_A_MINUTE),
         });
-        Self::spend(bucket, rate, now)
+        Self::spend(bucket, rate, now, &self.warnings)
     }
 
     /// Refills `bucket` for the time since it was last used and takes one token; a
     /// refusal is to be logged when none of this bucket's was in the last minute.
-    fn spend(bucket: &mut Bucket, rate: Rate, now: Instant) -> Taken {
+    /// A warning the cap (`warnings`) holds back is counted back into the bucket, so
+    /// that its next line says how many refusals it had.
+    fn spend(bucket: &mut Bucket, rate: Rate, now: Instant, warnings: &Mutex<Throttle>) -> Taken {
         // A rules reload may have changed the rate of this key.
         bucket.rate = rate;
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
@@ -175,9 +173,19 @@ impl Budgets {
         let missing = 1.0 - bucket.tokens;
         let retry_after = Duration::from_secs_f64(missing / rate.per_second.max(f64::MIN_POSITIVE))
             .max(Duration::from_millis(1));
+        let warn = bucket.refusals.note(now).and_then(|refused| {
+            let due = warnings
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .note(now);
+            if due.is_none() {
+                bucket.refusals.unreport(refused);
+            }
+            due.map(|due| (refused, due - 1))
+        });
         Taken {
             result: Err(retry_after),
-            warn: bucket.refusals.note(now),
+            warn,
         }
     }
 
@@ -266,7 +274,7 @@ mod tests {
             );
         }
         // The first refusal is reported; the next ones in that minute are not.
-        assert_eq!(taken("a", t0).warn, Some(1));
+        assert_eq!(taken("a", t0).warn, Some((1, 0)));
         assert_eq!(taken("a", t0).warn, None);
         let later = t0 + Duration::from_secs(30);
         let refused = std::iter::repeat_with(|| taken("a", later))
@@ -277,14 +285,14 @@ mod tests {
         for _ in 0..3 {
             taken("b", later);
         }
-        assert_eq!(taken("b", later).warn, Some(1));
+        assert_eq!(taken("b", later).warn, Some((1, 0)));
         // A minute after the last report, the next refusal is reported again, with
         // the refusals since.
         let minute = t0 + ONCE_A_MINUTE;
         let refused = std::iter::repeat_with(|| taken("a", minute))
             .find(|t| t.result.is_err())
             .unwrap();
-        assert_eq!(refused.warn, Some(3));
+        assert_eq!(refused.warn, Some((3, 0)));
         assert_eq!(taken("a", minute).warn, None);
     }
 
@@ -297,9 +305,18 @@ mod tests {
             while b.take(&caller, t0).is_ok() {}
         }
         // Twenty named; five held for the count in the next minute's first warning.
-        let warnings = b.warnings.lock().unwrap();
-        assert_eq!(warnings.unreported(), 5);
-        assert_eq!(warnings.clone().note(t0 + ONCE_A_MINUTE), Some(6));
+        assert_eq!(b.warnings.lock().unwrap().unreported(), 5);
+        // A held-back caller's refusals are all in its next line: the one held back
+        // and the one that makes the line.
+        let minute = t0 + ONCE_A_MINUTE;
+        let refused = std::iter::repeat_with(|| b.take_at("caller-24", RATE, minute))
+            .find(|t| t.result.is_err())
+            .unwrap();
+        assert_eq!(
+            refused.warn,
+            Some((2, 5)),
+            "two refusals, five callers held back"
+        );
     }
 
     #[test]

@@ -53,6 +53,13 @@ impl Throttle {
         Some(std::mem::take(&mut self.unreported))
     }
 
+    /// Counts back `events` a report was due for but never made (a cap further on
+    /// held it back), so the next report includes them. The window stays: the next
+    /// report comes when it would have.
+    pub fn unreport(&mut self, events: u64) {
+        self.unreported += events;
+    }
+
     /// Events counted since the last report.
     #[cfg(test)]
     pub fn unreported(&self) -> u64 {
@@ -85,6 +92,10 @@ mod tests {
         // A clock read out of order (another thread's earlier `now`) is not a new window.
         assert_eq!(t.note(t0), None);
         assert_eq!(t.note(t0 + 3 * ONCE_A_MINUTE), Some(3));
+        // A report dropped further on is counted in the next one.
+        t.unreport(1);
+        assert_eq!(t.note(t0 + 3 * ONCE_A_MINUTE), None);
+        assert_eq!(t.note(t0 + 4 * ONCE_A_MINUTE), Some(3));
     }
 
     #[test]
