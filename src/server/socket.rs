@@ -73,14 +73,17 @@ impl Accepted {
     /// `listener`'s connections with these options, within the cap, accepting at a
     /// pace when a resource runs out: for the gRPC port and the gateway alike.
     pub(super) fn incoming(&self, listener: TcpListener) -> Admitted<TcpIncoming> {
-        Admitted::new(
+        let local = listener.local_addr().ok();
+        let mut admitted = Admitted::new(
             TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
                 .with_keepalive(Some(self.idle))
                 .with_keepalive_interval(Some(self.every))
                 .with_keepalive_retries(Some(self.probes)),
             self.cap.clone(),
-        )
+        );
+        admitted.local = local;
+        admitted
     }
 }
 
@@ -273,6 +276,8 @@ pub(super) const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 pub(super) struct Admitted<S> {
     inner: S,
     cap: Arc<Cap>,
+    /// The listener's address, for its warnings (both ports share the cap).
+    local: Option<std::net::SocketAddr>,
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
     /// At most one warning a minute about failing accepts, and one about each kind of
     /// refused connection.
@@ -286,6 +291,7 @@ impl<S> Admitted<S> {
         Self {
             inner,
             cap,
+            local: None,
             pause: None,
             failed: Throttle::once_per(ONCE_A_MINUTE),
             refused: Throttle::once_per(ONCE_A_MINUTE),
@@ -362,6 +368,7 @@ impl<S> Admitted<S> {
             Refusal::Full => {
                 if let Some(refused) = self.refused.note(Instant::now()) {
                     tracing::warn!(
+                        listener = ?self.local,
                         max_connections = self.cap.max,
                         refused,
                         "connection limit reached: closing new connections until some close \
@@ -371,9 +378,12 @@ impl<S> Admitted<S> {
             }
             Refusal::Peer(peer) => {
                 if let Some(refused) = self.refused_peer.note(Instant::now()) {
+                    // `refused` counts every address's refusals since the last line;
+                    // `latest_peer` is the one refused now.
                     tracing::warn!(
+                        listener = ?self.local,
                         max_connections_per_peer = self.cap.per_peer,
-                        %peer,
+                        latest_peer = %peer,
                         refused,
                         "one address holds server.max_connections_per_peer connections: \
                          closing its new ones until some close (a client that opens a \
@@ -413,6 +423,7 @@ where
                 Some(Err(e)) if !one_connection(&e) => {
                     if let Some(failed) = this.failed.note(Instant::now()) {
                         tracing::warn!(
+                            listener = ?this.local,
                             error = %e,
                             failed_accepts = failed,
                             pause_ms = ACCEPT_PAUSE.as_millis(),
