@@ -52,25 +52,7 @@ pub const RPCS: [(&str, &str); 12] = [
 ];
 
 /// The gRPC status codes by name, in code order: the values of the `code` label.
-pub const GRPC_CODES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
+pub use crate::core::GRPC_CODES;
 
 /// One of [`RPCS`], by its position, or any other path (`"other"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -64,7 +64,7 @@ pub enum Error {
         detail: String,
     },
     /// The service refused.
-    #[error("the service refused ({}): {}", .0.code(), .0.message())]
+    #[error("the service refused ({}): {}", crate::core::grpc_code_name(.0.code()), .0.message())]
     Refused(tonic::Status),
     /// The app's token file cannot be read or written.
     #[error("cannot use the authorization token file {}: {source}", path.display())]

@@ -16,3 +16,48 @@ pub mod throttle;
 pub mod utc;
 
 pub use action::Action;
+
+/// The gRPC status codes by name (`FAILED_PRECONDITION`), in code order: how the
+/// protocol, the README and other clients name them.
+pub const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// `code` by its name in [`GRPC_CODES`]; tonic's `Display` gives a sentence instead.
+pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+    GRPC_CODES.get(code as usize).copied().unwrap_or("UNKNOWN")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_are_named_as_the_protocol_names_them() {
+        assert_eq!(grpc_code_name(tonic::Code::Ok), "OK");
+        assert_eq!(
+            grpc_code_name(tonic::Code::FailedPrecondition),
+            "FAILED_PRECONDITION"
+        );
+        assert_eq!(
+            grpc_code_name(tonic::Code::Unauthenticated),
+            "UNAUTHENTICATED"
+        );
+    }
+}

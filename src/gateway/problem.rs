@@ -286,11 +286,18 @@ impl Problem {
 
 impl From<identity::Error> for Problem {
     fn from(e: identity::Error) -> Self {
+        let detail = match e {
+            // The identity module speaks of gRPC metadata; here it is a header.
+            identity::Error::Malformed => {
+                "malformed Authorization header: expected one 'Bearer <token>'".to_owned()
+            }
+            e => e.to_string(),
+        };
         let mut p = Self::new(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
             "Unauthenticated",
-            e.to_string(),
+            detail,
         );
         p.challenge = true;
         p

@@ -225,10 +225,17 @@ fn continuing(
     query: Result<Query<KeyQuery>, QueryRejection>,
     step: UploadStep,
 ) -> Result<Caller, Problem> {
-    let Ok(Query(query)) = query else {
-        return Err(Problem::bad_request(
-            "?key=<the upload's key> is required (the key POST /s3/multipart answered)",
-        ));
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => {
+            // Missing, or sent more than once: say which.
+            let twice = rejection.body_text().contains("duplicate field");
+            return Err(Problem::bad_request(if twice {
+                "?key= was sent more than once; send the upload's key once"
+            } else {
+                "?key=<the upload's key> is required (the key POST /s3/multipart answered)"
+            }));
+        }
     };
     let (caller, _) = identify(app, method, headers, Door::BrowserIssuing)?;
     let claimed = app.pipeline.upload_key_of(&caller, token, step)?;

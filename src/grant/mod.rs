@@ -152,7 +152,9 @@ fn check_min_left(
     if min_left < longest {
         return Ok(());
     }
-    let bound = if longest < rule_max {
+    // Sessions are whole seconds: a rule's `1200500ms` gives 1,200 of them, and is
+    // still the rule's bound.
+    let bound = if longest < Duration::from_secs(rule_max.as_secs()) {
         "sts.role_max_duration".to_owned()
     } else if let Some(line) = shortest_rule {
         format!("the max_ttl of the rule at line {line}")

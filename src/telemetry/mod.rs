@@ -340,7 +340,7 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
             if let Some(failed_batches) = self.failed() {
                 tracing::warn!(
                     error = %e,
-                    spans,
+                    spans_in_this_batch = spans,
                     failed_batches,
                     "traces could not be exported; their spans are dropped (counted in \
                      storage_grants_trace_export_failures_total; logged once a minute)"

@@ -1262,6 +1262,16 @@ async fn uppy_multipart_routes_upload_two_parts_and_bind_the_upload_to_its_calle
         .await
         .unwrap();
     assert_eq!(wrong_key.status(), StatusCode::BAD_REQUEST);
+    // A key sent twice is told as such, not as missing.
+    let twice = gw
+        .request(Method::GET, &format!("{base}/1?{q}&key=public%2Fother.bin"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), StatusCode::BAD_REQUEST);
+    let detail = problem(twice).await["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("?key= was sent more than once"), "{detail}");
     // A part number that is not one says which are.
     for bad in ["-1", "99999999999999999999", "x"] {
         let refused = gw
