@@ -505,7 +505,7 @@ async fn credential_process_prints_json_whose_credentials_work() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("PermissionDenied") || stderr.contains("permission"),
+        stderr.contains("the service refused (PERMISSION_DENIED): caller 'dev:demo' may"),
         "{stderr}"
     );
     assert!(!stderr.contains(TOKEN.as_str()), "{stderr}");
