@@ -320,7 +320,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_ip_literals_and_localhost_name_the_proxy() {
+    fn only_loopback_addresses_and_localhost_name_the_proxy() {
         for host in [
             "127.0.0.1:9911",
             "127.0.0.1",
