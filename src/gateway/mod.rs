@@ -376,6 +376,38 @@ pub fn exact_origins(origins: &[String]) -> CorsLayer {
         .allow_credentials(true)
 }
 
+/// A JSON object of strings with each name once: serde's maps take the last of two
+/// members with one name, so `{"owner": "a", "owner": "b"}` would be signed as `b`
+/// while a reader of the body could take `a`. For `#[serde(deserialize_with = "...")]`.
+pub(crate) fn json_unique_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = std::collections::BTreeMap<String, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of strings")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = std::collections::BTreeMap::new();
+            while let Some((name, value)) = map.next_entry::<String, String>()? {
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "'{}' is named twice; send each name once",
+                        crate::core::text::echo(&name)
+                    )));
+                }
+                out.insert(name, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Unique)
+}
+
 /// A uint64 in JSON: a number, or a string of digits as protobuf's JSON mapping
 /// writes 64-bit integers (`"1048576"`), so a body written for GrantWrite's JSON
 /// works here too. For `#[serde(deserialize_with = "...")]`.

@@ -37,7 +37,7 @@ pub(crate) struct UploadRequest {
     content_length_range: Option<Range>,
     #[serde(default, alias = "checksumSha256")]
     checksum_sha256: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::json_unique_map")]
     metadata: BTreeMap<String, String>,
     #[serde(default, alias = "createOnly")]
     create_only: bool,

@@ -661,6 +661,12 @@ async fn unreadable_bodies_are_415_413_or_400_problems() {
             "the JSON body: bogus: unknown field `bogus`",
         ),
         (r#"{"bucket":"demo""#, "the body is not valid JSON: "),
+        // A metadata name twice would be signed as the last while another reader of
+        // the body takes the first.
+        (
+            r#"{"bucket":"demo","key":"public/m.txt","metadata":{"owner":"a","owner":"b"}}"#,
+            "the JSON body: metadata: 'owner' is named twice",
+        ),
         // A field name is quoted escaped, not as the line breaks it holds.
         (
             "{\"a\\r\\nforged\u{202e}\":1}",
