@@ -328,6 +328,17 @@ fn client_mode(mode: &str) -> ExitCode {
     if let Some(e) = bad {
         return client_usage_error(mode, &e);
     }
+    // The caller's token as the proxy will send it, to tell it from the app's.
+    let caller_token = options
+        .token
+        .as_ref()
+        .map(|t| t.expose().trim().to_owned())
+        .or_else(|| {
+            let file = options.token_file.as_ref()?;
+            std::fs::read_to_string(file)
+                .ok()
+                .map(|t| t.trim().to_owned())
+        });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -344,6 +355,16 @@ fn client_mode(mode: &str) -> ExitCode {
             let served = async {
                 let token_file = app_token_file.unwrap_or_default();
                 let token = cli::proxy::AppToken::load_or_create(&token_file)?;
+                if caller_token
+                    .as_deref()
+                    .is_some_and(|caller| token.is(caller))
+                {
+                    return Err(cli::Error::Usage(format!(
+                        "{} holds the caller's own token: the app would send the pod's token, \
+                         which stays in the sidecar; give the app a file of its own",
+                        token_file.display()
+                    )));
+                }
                 let listener = cli::proxy::bind(addr).await?;
                 cli::proxy::serve(listener, upstream, token, shutdown_signal()).await
             }

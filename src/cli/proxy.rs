@@ -46,37 +46,60 @@ impl AppToken {
             path: path.to_owned(),
             source,
         };
-        match std::fs::read_to_string(path) {
-            Ok(text) if !text.trim().is_empty() => {
-                return usable(&text)
-                    .map(|()| AppToken(Arc::new(Secret::new(text))))
-                    .map_err(|why| {
-                        failed(std::io::Error::new(std::io::ErrorKind::InvalidData, why))
-                    });
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(failed(e)),
-        }
+        let adopt = |text: String| {
+            usable(&text)
+                .map(|()| AppToken(Arc::new(Secret::new(text))))
+                .map_err(|why| failed(std::io::Error::new(std::io::ErrorKind::InvalidData, why)))
+        };
+        let blank = match read_existing(path).map_err(failed)? {
+            Existing::Token(text) => return adopt(text),
+            Existing::Blank => true,
+            Existing::None => false,
+        };
         let token = random_token();
-        // Written whole under another name, then renamed: the app never reads half.
-        // Created anew (a link planted under that name is removed, not followed).
-        let partial = path.with_extension("partial");
-        let write = || {
+        // Written whole under a name of this process's own, then put in place: the app
+        // never reads half. Linked rather than renamed where no file was, since a link
+        // never replaces one: of two proxies starting on one file, the first one's token
+        // stands and the other takes it.
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(format!(".partial-{}", std::process::id()));
+        let partial = std::path::PathBuf::from(partial);
+        let placed = (|| {
             use std::io::Write as _;
+            use std::os::unix::fs::PermissionsExt as _;
             match std::fs::remove_file(&partial) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
-            std::fs::OpenOptions::new()
+            let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .open(&partial)?
-                .write_all(token.as_bytes())?;
-            std::fs::rename(&partial, path)
-        };
-        write().map_err(failed)?;
-        Ok(AppToken(Arc::new(Secret::new(token))))
+                .open(&partial)?;
+            file.write_all(token.as_bytes())?;
+            // Readable by the app's user whatever the umask, writable by the proxy only.
+            file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            if blank {
+                std::fs::rename(&partial, path)
+            } else {
+                std::fs::hard_link(&partial, path)
+            }
+        })();
+        let _ = std::fs::remove_file(&partial);
+        match placed {
+            Ok(()) => Ok(AppToken(Arc::new(Secret::new(token)))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                match read_existing(path).map_err(failed)? {
+                    Existing::Token(text) => adopt(text),
+                    _ => Err(failed(e)),
+                }
+            }
+            Err(e) => Err(failed(e)),
+        }
+    }
+
+    /// Whether `token` (the caller's own) is this token.
+    pub fn is(&self, token: &str) -> bool {
+        self.admits(token.as_bytes())
     }
 
     /// Whether `presented` (the request's `Authorization`) is the token, compared in
@@ -90,6 +113,41 @@ impl AppToken {
                 .fold(0u8, |diff, (a, b)| diff | (a ^ b))
                 == 0
     }
+}
+
+/// What the token file holds.
+enum Existing {
+    None,
+    Blank,
+    Token(String),
+}
+
+/// The token file's content. Only a regular file of at most 4 KiB is read: a FIFO
+/// would hold the start for ever, `/dev/zero` would never end, and no SDK sends a
+/// header that long.
+fn read_existing(path: &FilePath) -> std::io::Result<Existing> {
+    use std::io::Read as _;
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::None),
+        Err(e) => return Err(e),
+    };
+    let refused = |why: &str| Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
+    if !meta.is_file() {
+        return refused("not a regular file");
+    }
+    if meta.len() > 4096 {
+        return refused("larger than 4 KiB, which no SDK sends as a header");
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(4097)
+        .read_to_string(&mut text)?;
+    Ok(if text.trim().is_empty() {
+        Existing::Blank
+    } else {
+        Existing::Token(text)
+    })
 }
 
 /// Why a token someone else wrote cannot be the app's: the SDKs send the file as it
@@ -383,10 +441,39 @@ mod tests {
         let target = dir.join("target");
         std::fs::write(&target, "keep").unwrap();
         std::fs::remove_file(&path).unwrap();
-        std::os::unix::fs::symlink(&target, path.with_extension("partial")).unwrap();
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(format!(".partial-{}", std::process::id()));
+        std::os::unix::fs::symlink(&target, &partial).unwrap();
         AppToken::load_or_create(&path).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
         assert_eq!(std::fs::read_to_string(&path).unwrap().len(), 64);
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o644, "{mode:o}");
+        }
+        // Not a regular file, or larger than any header: refused, not read.
+        for (bad, says) in [
+            (FilePath::new("/dev/zero"), "not a regular file"),
+            (&dir, "not a regular file"),
+        ] {
+            let err = AppToken::load_or_create(bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
+        let big = dir.join("big");
+        std::fs::write(&big, "a".repeat(5000)).unwrap();
+        assert!(
+            AppToken::load_or_create(&big)
+                .unwrap_err()
+                .to_string()
+                .contains("4 KiB")
+        );
+        // Another proxy's token, already in place, is taken, not replaced.
+        let shared = dir.join("shared");
+        let first = AppToken::load_or_create(&shared).unwrap();
+        let second = AppToken::load_or_create(&shared).unwrap();
+        let written = std::fs::read_to_string(&shared).unwrap();
+        assert!(first.is(&written) && second.is(&written));
         // A directory that does not exist is an error naming the file.
         let err = AppToken::load_or_create(&dir.join("no/token")).unwrap_err();
         assert!(err.to_string().contains("no/token"), "{err}");

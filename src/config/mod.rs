@@ -173,27 +173,39 @@ fn reads_as_key(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.')
 }
 
-/// `message` with each backquoted name that does not read as a key left out.
+/// `message` with the name serde quotes after `unknown field`, `unknown variant`,
+/// `duplicate field` or `duplicate key` left out unless it reads as a key. The name
+/// runs to serde's own continuation (`, expected …`, `, there are no …`) or the last
+/// backquote, so a backquote inside a pasted token cannot end it early.
 fn without_odd_names(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut parts = message.split('`');
-    out.push_str(parts.next().unwrap_or_default());
-    let mut inside = true;
-    for part in parts {
-        if inside {
-            out.push('`');
-            out.push_str(if reads_as_key(part) {
-                part
-            } else {
-                "(not shown)"
-            });
-            out.push('`');
-        } else {
-            out.push_str(part);
-        }
-        inside = !inside;
-    }
-    out
+    const QUOTING: [&str; 4] = [
+        "unknown field `",
+        "unknown variant `",
+        "duplicate field `",
+        "duplicate key `",
+    ];
+    let Some((start, prefix)) = QUOTING
+        .iter()
+        .filter_map(|p| message.find(p).map(|at| (at, *p)))
+        .min_by_key(|&(at, _)| at)
+    else {
+        return message.to_owned();
+    };
+    let name_at = start + prefix.len();
+    let rest = &message[name_at..];
+    let end = ["`, expected", "`, there are no"]
+        .iter()
+        .filter_map(|t| rest.rfind(t))
+        .max()
+        .or_else(|| rest.rfind('`'))
+        .unwrap_or(rest.len());
+    let name = &rest[..end];
+    let shown = if reads_as_key(name) {
+        name
+    } else {
+        "(not shown)"
+    };
+    format!("{}{shown}{}", &message[..name_at], &rest[end..])
 }
 
 impl Settings {
@@ -396,6 +408,14 @@ mod tests {
             let msg = load(&text, &[]).unwrap_err().to_string();
             assert!(!msg.contains("secret"), "{text}: {msg}");
         }
+        // A backquote inside the pasted token does not end the name early.
+        let text = format!("[grants]\n\"x`{token}\" = 1\n");
+        let msg = load(&text, &[]).unwrap_err().to_string();
+        assert!(!msg.contains("secret"), "{msg}");
+        assert_eq!(
+            without_odd_names("unknown field `a`b-secret`, expected `x` or `y`"),
+            "unknown field `(not shown)`, expected `x` or `y`"
+        );
         let msg = load("[grants]\nmax_tll = \"1h\"\n", &[])
             .unwrap_err()
             .to_string();

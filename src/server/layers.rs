@@ -319,7 +319,26 @@ fn unsupported(method: &Method, headers: &http::HeaderMap) -> Option<Unsupported
             ),
         });
     }
-    unsupported_content_type(headers)
+    unsupported_content_type(headers).or_else(|| unsupported_encoding(headers))
+}
+
+/// A request compressed with an encoding this server does not take (it takes
+/// [`ACCEPTED_ENCODINGS`]): answered here as tonic would (UNIMPLEMENTED), naming the
+/// encodings it takes, and quoting what was sent through `echo` (tonic's own message
+/// quotes the header raw).
+fn unsupported_encoding(headers: &http::HeaderMap) -> Option<Unsupported> {
+    let sent = headers.get("grpc-encoding")?;
+    let known = sent
+        .to_str()
+        .is_ok_and(|e| matches!(e, "identity" | "gzip" | "deflate"));
+    (!known).then(|| Unsupported {
+        code: Code::Unimplemented,
+        http_status: http::StatusCode::OK,
+        message: format!(
+            "grpc-encoding '{}' is not one this server takes: send identity, gzip or deflate",
+            crate::core::text::echo(&String::from_utf8_lossy(sent.as_bytes()))
+        ),
+    })
 }
 
 /// A request whose `content-type` is not gRPC with protobuf messages: gRPC's HTTP/2
@@ -830,6 +849,23 @@ mod tests {
             header::CONTENT_TYPE,
             http::HeaderValue::from_bytes(b"text/\tx").unwrap(),
         );
+        // So is an unknown grpc-encoding (tonic's own message would quote it raw).
+        let mut encoded = http::HeaderMap::new();
+        encoded.insert(
+            "grpc-encoding",
+            http::HeaderValue::from_bytes("x\u{202e}y".as_bytes()).unwrap(),
+        );
+        let refused = unsupported_encoding(&encoded).unwrap();
+        assert_eq!(refused.code, Code::Unimplemented);
+        assert!(
+            refused.message.contains("x\\u{202e}y"),
+            "{}",
+            refused.message
+        );
+        for known in ["gzip", "deflate", "identity"] {
+            encoded.insert("grpc-encoding", http::HeaderValue::from_static(known));
+            assert!(unsupported_encoding(&encoded).is_none(), "{known}");
+        }
         let message = unsupported_content_type(&headers).unwrap().message;
         assert!(
             !message.contains('\t') && message.contains("text/\\tx"),

@@ -73,7 +73,9 @@ impl Accepted {
     /// `listener`'s connections with these options, within the cap, accepting at a
     /// pace when a resource runs out: for the gRPC port and the gateway alike.
     pub(super) fn incoming(&self, listener: TcpListener) -> Admitted<TcpIncoming> {
-        let local = listener.local_addr().ok();
+        let local = listener
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
         let mut admitted = Admitted::new(
             TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
@@ -277,7 +279,7 @@ pub(super) struct Admitted<S> {
     inner: S,
     cap: Arc<Cap>,
     /// The listener's address, for its warnings (both ports share the cap).
-    local: Option<std::net::SocketAddr>,
+    local: String,
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
     /// At most one warning a minute about failing accepts, and one about each kind of
     /// refused connection.
@@ -291,7 +293,7 @@ impl<S> Admitted<S> {
         Self {
             inner,
             cap,
-            local: None,
+            local: String::new(),
             pause: None,
             failed: Throttle::once_per(ONCE_A_MINUTE),
             refused: Throttle::once_per(ONCE_A_MINUTE),
@@ -368,7 +370,7 @@ impl<S> Admitted<S> {
             Refusal::Full => {
                 if let Some(refused) = self.refused.note(Instant::now()) {
                     tracing::warn!(
-                        listener = ?self.local,
+                        listener = %self.local,
                         max_connections = self.cap.max,
                         refused,
                         "connection limit reached: closing new connections until some close \
@@ -381,7 +383,7 @@ impl<S> Admitted<S> {
                     // `refused` counts every address's refusals since the last line;
                     // `latest_peer` is the one refused now.
                     tracing::warn!(
-                        listener = ?self.local,
+                        listener = %self.local,
                         max_connections_per_peer = self.cap.per_peer,
                         latest_peer = %peer,
                         refused,
@@ -423,7 +425,7 @@ where
                 Some(Err(e)) if !one_connection(&e) => {
                     if let Some(failed) = this.failed.note(Instant::now()) {
                         tracing::warn!(
-                            listener = ?this.local,
+                            listener = %this.local,
                             error = %e,
                             failed_accepts = failed,
                             pause_ms = ACCEPT_PAUSE.as_millis(),

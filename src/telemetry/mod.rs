@@ -59,7 +59,7 @@ pub enum Error {
     #[error("OTLP trace exporter: {0}")]
     Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
     /// An `OTEL_*` protocol this build does not speak.
-    #[error("{var}={value}: only OTLP over gRPC (\"grpc\") is supported")]
+    #[error("{var}={}: only OTLP over gRPC (\"grpc\") is supported", crate::core::text::echo(.value))]
     Protocol {
         /// The variable.
         var: &'static str,
@@ -68,7 +68,10 @@ pub enum Error {
     },
     /// An `OTEL_*` value the SDK would ignore without a word (a misspelt sampler would
     /// export every trace).
-    #[error("{var}={value}: not a value this service reads; use {expected}")]
+    #[error(
+        "{var}={}: not a value this service reads; use {expected}",
+        crate::core::text::echo(.value)
+    )]
     Unsupported {
         /// The variable.
         var: &'static str,
@@ -658,6 +661,13 @@ mod tests {
         let timeout = ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s");
         let err = provider(&[endpoint, timeout]).unwrap_err().to_string();
         assert!(err.contains("milliseconds"), "{err}");
+        // A value is quoted escaped: a line break in it cannot forge a log line.
+        let broken = ("OTEL_EXPORTER_OTLP_TIMEOUT", "10\nforged line");
+        let err = provider(&[endpoint, broken]).unwrap_err().to_string();
+        assert!(
+            err.contains("10\\nforged line") && !err.contains('\n'),
+            "{err}"
+        );
         let whole = |var: &str| (var == "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT").then(|| "2500".into());
         assert!(check_otel_values(&whole).is_ok());
     }

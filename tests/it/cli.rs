@@ -188,6 +188,23 @@ fn the_credentials_proxy_needs_the_apps_token_file() {
         "{}",
         stderr(&out)
     );
+    // Nor a copy of it, or a file holding the token the caller sends.
+    let copy = dir.path().join("copy");
+    std::fs::write(&copy, "dev-caller-0123456789").unwrap();
+    let out = Command::new(BIN)
+        .args(["credentials-proxy", "--endpoint", "http://127.0.0.1:9"])
+        .arg("--authorization-token-file")
+        .arg(&copy)
+        .env("STORAGE_GRANTS_TOKEN", "dev-caller-0123456789")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("holds the caller's own token")
+            && !stderr(&out).contains("dev-caller"),
+        "{}",
+        stderr(&out)
+    );
     // A file it cannot write is named, and nothing listens.
     let out = Command::new(BIN)
         .args([
