@@ -287,6 +287,8 @@ struct Unsupported {
     /// otherwise.
     http_status: http::StatusCode,
     message: String,
+    /// For an encoding it does not take: `grpc-accept-encoding`, as gRPC asks.
+    accept_encoding: bool,
 }
 
 impl Unsupported {
@@ -294,6 +296,12 @@ impl Unsupported {
         let method_not_allowed = self.http_status == http::StatusCode::METHOD_NOT_ALLOWED;
         let mut response = Status::new(self.code, self.message).into_http();
         *response.status_mut() = self.http_status;
+        if self.accept_encoding {
+            response.headers_mut().insert(
+                "grpc-accept-encoding",
+                http::HeaderValue::from_static("gzip,deflate,identity"),
+            );
+        }
         if method_not_allowed {
             response
                 .headers_mut()
@@ -312,6 +320,7 @@ fn unsupported(method: &Method, headers: &http::HeaderMap) -> Option<Unsupported
         return Some(Unsupported {
             code: Code::Unimplemented,
             http_status: http::StatusCode::METHOD_NOT_ALLOWED,
+            accept_encoding: false,
             message: format!(
                 "gRPC calls are POST requests, not {}; plain HTTP goes to the gateway \
                  (http.listen)",
@@ -334,6 +343,7 @@ fn unsupported_encoding(headers: &http::HeaderMap) -> Option<Unsupported> {
     (!known).then(|| Unsupported {
         code: Code::Unimplemented,
         http_status: http::StatusCode::OK,
+        accept_encoding: true,
         message: format!(
             "grpc-encoding '{}' is not one this server takes: send identity, gzip or deflate",
             crate::core::text::echo(&String::from_utf8_lossy(sent.as_bytes()))
@@ -371,6 +381,7 @@ fn unsupported_content_type(headers: &http::HeaderMap) -> Option<Unsupported> {
         Unsupported {
             code: Code::Unimplemented,
             http_status: http::StatusCode::OK,
+            accept_encoding: false,
             message: format!(
                 "this server's messages are protobuf only: send content-type \
                  application/grpc (or application/grpc+proto), not {sent}"
@@ -380,6 +391,7 @@ fn unsupported_content_type(headers: &http::HeaderMap) -> Option<Unsupported> {
         Unsupported {
             code: Code::InvalidArgument,
             http_status: http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            accept_encoding: false,
             message: format!(
                 "this port speaks gRPC: send content-type application/grpc, not {sent} \
                  (plain HTTP goes to the gateway, http.listen)"
