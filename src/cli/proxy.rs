@@ -7,8 +7,8 @@
 //!
 //! Loopback is not a boundary of its own: a page in a browser that rebinds its DNS
 //! name to 127.0.0.1, or a request forgery (SSRF) in the app, reaches it too. So a
-//! request must name the proxy by IP or `localhost` (a rebinding page sends its own
-//! host name), and carry the app's token: a random value the proxy writes to
+//! request must name the proxy by a loopback address or `localhost` in every name it
+//! gives (a rebinding page sends its own host name), and carry the app's token: a random value the proxy writes to
 //! `--authorization-token-file`, which the app's SDK sends as `Authorization` from
 //! `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (as ECS and EKS Pod Identity ask), and
 //! which a forged request cannot know.
@@ -40,7 +40,8 @@ impl AppToken {
     /// the app to read.
     ///
     /// # Errors
-    /// The file cannot be read or written.
+    /// The file cannot be read or written, is not a regular file of at most 4 KiB, or
+    /// holds a token the SDKs could not send or that is too short.
     pub fn load_or_create(path: &FilePath) -> Result<AppToken, Error> {
         let failed = |source| Error::AppToken {
             path: path.to_owned(),
