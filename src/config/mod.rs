@@ -84,8 +84,9 @@ fn with_hint(message: &str) -> String {
 }
 
 /// Where in the file a parse error is: TOML's own error shows the line itself, and
-/// that line may be a token (`identity.dev_tokens`) or a key (`uploads`), so the
-/// error names the line, the column and the key written on it, never its value.
+/// that line may hold a secret (a dev token, an upload token key), so the error names
+/// the line, the column and the key written on it (when it reads as one), never the
+/// line's text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     line: usize,
