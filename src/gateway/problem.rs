@@ -273,11 +273,18 @@ impl Problem {
             identity::Error::Jwt(refused) => format!("holds a JWT that was refused ({refused})"),
             other => format!("was refused ({other})"),
         };
+        Self::unauthenticated(format!(
+            "the session cookie '{cookie}' {why}; sign in again"
+        ))
+    }
+
+    /// 401 with `WWW-Authenticate: Bearer`.
+    fn unauthenticated(detail: String) -> Self {
         let mut p = Self::new(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
             "Unauthenticated",
-            format!("the session cookie '{cookie}' {why}; sign in again"),
+            detail,
         );
         p.challenge = true;
         p
@@ -293,14 +300,7 @@ impl From<identity::Error> for Problem {
             }
             e => e.to_string(),
         };
-        let mut p = Self::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHENTICATED",
-            "Unauthenticated",
-            detail,
-        );
-        p.challenge = true;
-        p
+        Self::unauthenticated(detail)
     }
 }
 
