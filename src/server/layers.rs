@@ -339,7 +339,7 @@ fn unsupported_encoding(headers: &http::HeaderMap) -> Option<Unsupported> {
     let sent = headers.get("grpc-encoding")?;
     let known = sent
         .to_str()
-        .is_ok_and(|e| matches!(e, "identity" | "gzip" | "deflate"));
+        .is_ok_and(|e| e == "identity" || ACCEPTED_ENCODINGS.iter().any(|a| a.to_string() == e));
     (!known).then(|| Unsupported {
         code: Code::Unimplemented,
         http_status: http::StatusCode::OK,
