@@ -4,7 +4,8 @@
 //!    (never by its payload), continuing the caller's trace when a W3C `traceparent`
 //!    came with it; the handler and the pipeline fill in caller, bucket, decision and
 //!    grant id, [`Observe`] the status code;
-//! 2. **timeout**: `server.request_timeout`, or the client's shorter `grpc-timeout`;
+//! 2. **timeout**: `server.request_timeout`, or the client's shorter `grpc-timeout`
+//!    (one already past, or not gRPC's form, is refused before: [`unusable_deadline`]);
 //! 3. **observe, concurrency and load shed** ([`Observe`]): at most
 //!    `server.concurrency_limit_per_connection` calls in flight per connection; past
 //!    that a call is refused at once (RESOURCE_EXHAUSTED) instead of queueing, and
@@ -328,7 +329,45 @@ fn unsupported(method: &Method, headers: &http::HeaderMap) -> Option<Unsupported
             ),
         });
     }
-    unsupported_content_type(headers).or_else(|| unsupported_encoding(headers))
+    unsupported_content_type(headers)
+        .or_else(|| unsupported_encoding(headers))
+        .or_else(|| unusable_deadline(headers))
+}
+
+/// A `grpc-timeout` the call cannot be held to. Not gRPC's form (1 to 8 digits and a
+/// unit): INVALID_ARGUMENT, where tonic would ignore it and give the call the server's
+/// own timeout. Zero: DEADLINE_EXCEEDED at once, where tonic would still run the call,
+/// and a grant would be issued and audited for a caller that has already given up.
+fn unusable_deadline(headers: &http::HeaderMap) -> Option<Unsupported> {
+    let value = headers.get("grpc-timeout")?;
+    let amount = value.to_str().ok().and_then(|text| {
+        let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+        let form = (1..=8).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && matches!(unit, "H" | "M" | "S" | "m" | "u" | "n");
+        form.then(|| digits.parse::<u64>().ok()).flatten()
+    });
+    let (code, message) = match amount {
+        Some(0) => (
+            Code::DeadlineExceeded,
+            "grpc-timeout is 0: the call's deadline had passed when it arrived".to_owned(),
+        ),
+        Some(_) => return None,
+        None => (
+            Code::InvalidArgument,
+            format!(
+                "grpc-timeout '{}' is not a timeout: send 1 to 8 digits and a unit (H, M, S, \
+                 m, u, n), e.g. 5S",
+                crate::core::text::echo(&String::from_utf8_lossy(value.as_bytes()))
+            ),
+        ),
+    };
+    Some(Unsupported {
+        code,
+        http_status: http::StatusCode::OK,
+        accept_encoding: false,
+        message,
+    })
 }
 
 /// A request compressed with an encoding this server does not take (it takes
@@ -877,6 +916,23 @@ mod tests {
         for known in ["gzip", "deflate", "identity"] {
             encoded.insert("grpc-encoding", http::HeaderValue::from_static(known));
             assert!(unsupported_encoding(&encoded).is_none(), "{known}");
+        }
+        // A deadline gRPC cannot read, or one already past.
+        let mut timed = http::HeaderMap::new();
+        for (sent, code) in [
+            ("0n", Some(Code::DeadlineExceeded)),
+            ("0S", Some(Code::DeadlineExceeded)),
+            ("abc", Some(Code::InvalidArgument)),
+            ("123456789S", Some(Code::InvalidArgument)),
+            ("5", Some(Code::InvalidArgument)),
+            ("S", Some(Code::InvalidArgument)),
+            ("5s", Some(Code::InvalidArgument)),
+            ("5S", None),
+            ("99999999n", None),
+            ("1H", None),
+        ] {
+            timed.insert("grpc-timeout", http::HeaderValue::from_static(sent));
+            assert_eq!(unusable_deadline(&timed).map(|u| u.code), code, "{sent}");
         }
         let message = unsupported_content_type(&headers).unwrap().message;
         assert!(

@@ -605,6 +605,39 @@ async fn raw_grpc(
     )
 }
 
+/// A call whose deadline had passed when it arrived is refused before it runs (tonic
+/// would run it, and a grant would be issued to a caller that gave up); a deadline
+/// that is not gRPC's form is refused rather than ignored.
+#[tokio::test]
+async fn a_deadline_already_past_or_unreadable_is_refused_before_the_call_runs() {
+    let store = demo_store().await;
+    let service = Service::start(&store, Setup::new()).await;
+    let message = storage_grants::proto::GrantReadRequest {
+        bucket: "demo".into(),
+        key: "public/hello.txt".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    for (timeout, code) in [
+        ("0n", tonic::Code::DeadlineExceeded),
+        ("soon", tonic::Code::InvalidArgument),
+        ("10S", tonic::Code::Ok),
+    ] {
+        let (_, headers) = raw_post(
+            &service,
+            GRANT_READ,
+            &[
+                ("content-type", "application/grpc"),
+                ("grpc-timeout", timeout),
+            ],
+            grpc_frame(0, &message),
+        )
+        .await;
+        let status: i32 = header_text(&headers, "grpc-status").parse().unwrap();
+        assert_eq!(status, code as i32, "{timeout}: {headers:?}");
+    }
+}
+
 /// gRPC's HTTP/2 protocol: a request that is not gRPC gets HTTP 415, so that no HTTP
 /// client takes the answer for a success; gRPC with another codec than protobuf gets
 /// UNIMPLEMENTED, not its JSON decoded as protobuf; protobuf, spelled any way the
