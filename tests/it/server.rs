@@ -605,6 +605,16 @@ async fn raw_grpc(
     )
 }
 
+/// A GrantRead of the demo store's `public/hello.txt`, encoded.
+fn hello_read() -> Vec<u8> {
+    storage_grants::proto::GrantReadRequest {
+        bucket: "demo".into(),
+        key: "public/hello.txt".into(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
 /// A call whose deadline had passed when it arrived is refused before it runs (tonic
 /// would run it, and a grant would be issued to a caller that gave up); a deadline
 /// that is not gRPC's form is refused rather than ignored.
@@ -612,12 +622,7 @@ async fn raw_grpc(
 async fn a_deadline_already_past_or_unreadable_is_refused_before_the_call_runs() {
     let store = demo_store().await;
     let service = Service::start(&store, Setup::new()).await;
-    let message = storage_grants::proto::GrantReadRequest {
-        bucket: "demo".into(),
-        key: "public/hello.txt".into(),
-        ..Default::default()
-    }
-    .encode_to_vec();
+    let message = hello_read();
     for (timeout, code) in [
         ("0n", tonic::Code::DeadlineExceeded),
         ("soon", tonic::Code::InvalidArgument),
@@ -646,12 +651,7 @@ async fn a_deadline_already_past_or_unreadable_is_refused_before_the_call_runs()
 async fn requests_that_are_not_grpc_with_protobuf_are_refused_as_the_protocol_says() {
     let store = demo_store().await;
     let service = Service::start(&store, Setup::new()).await;
-    let message = storage_grants::proto::GrantReadRequest {
-        bucket: "demo".into(),
-        key: "public/hello.txt".into(),
-        ..Default::default()
-    }
-    .encode_to_vec();
+    let message = hello_read();
     let call = |content_type: Option<&'static str>| {
         let headers: Vec<(&str, &str)> = content_type
             .map(|ct| vec![("content-type", ct)])
