@@ -328,17 +328,22 @@ fn client_mode(mode: &str) -> ExitCode {
     if let Some(e) = bad {
         return client_usage_error(mode, &e);
     }
-    // The caller's token as the proxy will send it, to tell it from the app's.
-    let caller_token = options
-        .token
-        .as_ref()
-        .map(|t| t.expose().trim().to_owned())
-        .or_else(|| {
-            let file = options.token_file.as_ref()?;
-            std::fs::read_to_string(file)
-                .ok()
-                .map(|t| t.trim().to_owned())
-        });
+    // The proxy's caller token as it will send it, to tell it from the app's (read
+    // here for the proxy only: credential-process reads its token once, to call).
+    let caller_token = (mode == "credentials-proxy")
+        .then(|| {
+            options
+                .token
+                .as_ref()
+                .map(|t| t.expose().trim().to_owned())
+                .or_else(|| {
+                    let file = options.token_file.as_ref()?;
+                    std::fs::read_to_string(file)
+                        .ok()
+                        .map(|t| t.trim().to_owned())
+                })
+        })
+        .flatten();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -378,7 +378,7 @@ fn unsupported_encoding(headers: &http::HeaderMap) -> Option<Unsupported> {
     let sent = headers.get("grpc-encoding")?;
     let known = sent
         .to_str()
-        .is_ok_and(|e| e == "identity" || ACCEPTED_ENCODINGS.iter().any(|a| a.to_string() == e));
+        .is_ok_and(|e| e == "identity" || ACCEPTED_ENCODING_NAMES.contains(&e));
     (!known).then(|| Unsupported {
         code: Code::Unimplemented,
         http_status: http::StatusCode::OK,
@@ -806,6 +806,10 @@ impl Interceptor for Authenticate {
     }
 }
 
+/// [`ACCEPTED_ENCODINGS`] as `grpc-encoding` names them, compared without building a
+/// string per compressed call.
+const ACCEPTED_ENCODING_NAMES: [&str; 2] = ["gzip", "deflate"];
+
 /// Request encodings every service decompresses, besides none: what clients send when
 /// their channel compresses (grpc-java and grpc-go offer gzip, C-core deflate too).
 /// Without them such a client gets UNIMPLEMENTED on every call. A compressed message is
@@ -912,6 +916,11 @@ mod tests {
             refused.message.contains("x\\u{202e}y"),
             "{}",
             refused.message
+        );
+        let names: Vec<String> = ACCEPTED_ENCODINGS.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            names, ACCEPTED_ENCODING_NAMES,
+            "the names follow the encodings"
         );
         for known in ["gzip", "deflate", "identity"] {
             encoded.insert("grpc-encoding", http::HeaderValue::from_static(known));

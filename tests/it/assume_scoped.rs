@@ -526,6 +526,16 @@ async fn session_length_is_bounded_by_the_grants_ceiling() {
     assert_two_hours_become(&service, 3600).await;
 }
 
+/// `status` is FAILED_PRECONDITION (its message shown otherwise).
+fn assert_failed_precondition(status: &tonic::Status) {
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "{}",
+        status.message()
+    );
+}
+
 fn with_min_remaining(prefix: &str, seconds: i64) -> AssumeScopedRequest {
     AssumeScopedRequest {
         min_remaining: Some(prost_types::Duration { seconds, nanos: 0 }),
@@ -543,12 +553,7 @@ async fn min_remaining_is_kept_or_refused_when_no_session_can_have_it() {
         .assume_scoped(authed(with_min_remaining("tenants/a/", 31 * 60), &TOKEN))
         .await
         .unwrap_err();
-    assert_eq!(
-        status.code(),
-        Code::FailedPrecondition,
-        "{}",
-        status.message()
-    );
+    assert_failed_precondition(&status);
     for part in ["31m", "at most 30m", "max_ttl of the rule at line 2"] {
         assert!(
             status.message().contains(part),
@@ -563,12 +568,7 @@ async fn min_remaining_is_kept_or_refused_when_no_session_can_have_it() {
         .assume_scoped(authed(with_min_remaining("tenants/a/", 30 * 60), &TOKEN))
         .await
         .unwrap_err();
-    assert_eq!(
-        status.code(),
-        Code::FailedPrecondition,
-        "{}",
-        status.message()
-    );
+    assert_failed_precondition(&status);
     assert!(
         status.message().contains("less than that"),
         "{}",
@@ -611,12 +611,7 @@ async fn min_remaining_is_kept_or_refused_when_no_session_can_have_it() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(
-        status.code(),
-        Code::FailedPrecondition,
-        "{}",
-        status.message()
-    );
+    assert_failed_precondition(&status);
     assert!(
         status.message().contains("longer duration"),
         "{}",

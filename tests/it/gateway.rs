@@ -1346,15 +1346,7 @@ async fn uppy_multipart_routes_upload_two_parts_and_bind_the_upload_to_its_calle
 #[tokio::test]
 async fn uppy_abort_discards_the_upload() {
     let gw = Gateway::start().await;
-    let created = json(
-        gw.request(Method::POST, "/s3/multipart")
-            .header(header::AUTHORIZATION, bearer(&TOKEN))
-            .json_body(r#"{"filename": "x.bin", "type": "application/octet-stream"}"#)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let created = uppy_start(&gw, "x.bin").await;
     let base = format!(
         "/s3/multipart/{}",
         enc(created["uploadId"].as_str().unwrap())
@@ -1629,15 +1621,7 @@ async fn an_uppy_multipart_upload_lives_the_configured_multipart_ttl() {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let created = json(
-            gw.request(Method::POST, "/s3/multipart")
-                .header(header::AUTHORIZATION, bearer(&TOKEN))
-                .json_body(r#"{"filename": "big.bin", "type": "application/octet-stream"}"#)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let created = uppy_start(&gw, "big.bin").await;
         // The upload id Uppy holds is the upload token.
         let claims = support::upload_claims(created["uploadId"].as_str().unwrap());
         let life = claims["e"].as_u64().unwrap() - before;
@@ -1653,15 +1637,7 @@ async fn an_uppy_multipart_upload_lives_the_configured_multipart_ttl() {
 #[tokio::test]
 async fn an_expired_uppy_upload_can_still_be_aborted_by_its_caller() {
     let gw = Gateway::start_http(Setup::new(), "multipart_ttl = \"1s\"").await;
-    let created = json(
-        gw.request(Method::POST, "/s3/multipart")
-            .header(header::AUTHORIZATION, bearer(&TOKEN))
-            .json_body(r#"{"filename": "late.bin", "type": "application/octet-stream"}"#)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let created = uppy_start(&gw, "late.bin").await;
     let (upload, key) = (
         created["uploadId"].as_str().unwrap().to_owned(),
         created["key"].as_str().unwrap().to_owned(),
@@ -1711,4 +1687,21 @@ async fn retry_after_is_long_enough_for_the_budget_to_refill() {
     assert!(detail.contains(&format!("retry in {after}s")), "{detail}");
     tokio::time::sleep(Duration::from_secs(after)).await;
     assert_eq!(gw.link(link, &auth).await.status(), StatusCode::FOUND);
+}
+
+/// Starts an Uppy multipart upload of `filename` as the test caller (bearer token):
+/// the route's JSON answer (`uploadId`, `key`).
+async fn uppy_start(gw: &Gateway, filename: &str) -> serde_json::Value {
+    json(
+        gw.request(Method::POST, "/s3/multipart")
+            .header(header::AUTHORIZATION, bearer(&TOKEN))
+            .json_body(
+                &serde_json::json!({"filename": filename, "type": "application/octet-stream"})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
 }
