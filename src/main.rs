@@ -163,7 +163,13 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "storage-grants failed");
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            // 2 as `--check-config` answers the same refusal; 1 for a failure with a
+            // valid configuration (an address in use, a serving thread that failed).
+            if e.is_refused_configuration() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     };
     // The last spans (the drain's) are exported while the runtime still runs.
@@ -214,7 +220,7 @@ async fn check_config(settings: &Settings) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(settings: Settings) -> Result<(), server::Error> {
     let aws = storage_grants::aws::load_from_env(settings.storage.region.as_deref()).await;
     let listeners = server::Listeners::bind(&settings).await?;
     server::run(settings, aws, listeners, shutdown_signal()).await?;

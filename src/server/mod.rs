@@ -85,6 +85,24 @@ pub enum Error {
     Cores(#[from] cores::Error),
 }
 
+impl Error {
+    /// Whether the configuration was refused (what `--check-config` refuses too), as
+    /// against a failure to start or to go on serving with a configuration that is
+    /// valid: the process's exit code tells them apart (2 and 1).
+    pub fn is_refused_configuration(&self) -> bool {
+        match self {
+            Error::Rules(_)
+            | Error::Region(_)
+            | Error::Identity(_)
+            | Error::Jwks(_)
+            | Error::Tls(_) => true,
+            Error::Listen { .. } | Error::Reflection(_) | Error::Transport(_) | Error::Cores(_) => {
+                false
+            }
+        }
+    }
+}
+
 /// What the settings alone do not hold and serving needs: the rules file and the TLS
 /// files, read and validated.
 pub struct Checked {

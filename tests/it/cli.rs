@@ -101,10 +101,22 @@ fn serve_refuses_to_start_with_a_bad_rules_file() {
     let dir = tempfile::tempdir().unwrap();
     let bad = GOOD_RULES.replace("[\"read\"]", "[\"reed\"]");
     let out = run(dir.path(), "listen = \"127.0.0.1:0\"\n", &bad, &["serve"]);
-    assert!(!out.status.success());
+    // The exit code `--check-config` gives the same file.
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("rules.toml") && err.contains("reed"), "{err}");
     assert!(!err.contains("listening"), "it started serving: {err}");
+}
+
+#[test]
+fn serve_exits_1_when_a_valid_configuration_cannot_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = format!("listen = \"{}\"\n", taken.local_addr().unwrap());
+    let out = run(dir.path(), &config, GOOD_RULES, &["serve"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("listen: cannot listen on"), "{err}");
 }
 
 #[test]
