@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::caller::Caller;
 use crate::grant::{
-    CompleteRequest, PartsRequest, RawCompletedPart, RawPart, RawSize, RawStart, RawWrite,
-    StartRequest, UploadStep, Violations, WriteRequest,
+    CompleteRequest, OpenUpload, PartsRequest, RawCompletedPart, RawPart, RawSize, RawStart,
+    RawWrite, StartRequest, UploadStep, Violations, WriteRequest,
 };
 use crate::scope::{BucketName, MAX_UPLOAD_BYTES};
 
@@ -215,8 +215,8 @@ pub(crate) struct KeyQuery {
     key: String,
 }
 
-/// The caller continuing upload `token`, after checking that `key` (from the query)
-/// is the key the token names; or the refusal to answer.
+/// The caller continuing upload `token`, and the upload, after checking that `key`
+/// (from the query) is the key the token names; or the refusal to answer.
 fn continuing(
     app: &App,
     method: &Method,
@@ -224,7 +224,7 @@ fn continuing(
     token: &str,
     query: Result<Query<KeyQuery>, QueryRejection>,
     step: UploadStep,
-) -> Result<Caller, Problem> {
+) -> Result<(Caller, OpenUpload), Problem> {
     let query = match query {
         Ok(Query(query)) => query,
         Err(rejection) => {
@@ -238,13 +238,13 @@ fn continuing(
         }
     };
     let (caller, _) = identify(app, method, headers, Door::BrowserIssuing)?;
-    let claimed = app.pipeline.upload_key_of(&caller, token, step)?;
-    if claimed.as_str() != query.key {
+    let upload = app.pipeline.open_upload(&caller, token, step)?;
+    if upload.key().as_str() != query.key {
         return Err(Problem::bad_request(
             "key is not the key of this upload; send the key POST /s3/multipart answered",
         ));
     }
-    Ok(caller)
+    Ok((caller, upload))
 }
 
 /// The upload token from the path.
@@ -277,10 +277,11 @@ pub(crate) async fn sign_part(
         )
         .into_response();
     };
-    let caller = match continuing(&app, &method, &headers, &token, query, UploadStep::Continue) {
-        Ok(caller) => caller,
-        Err(problem) => return problem.into_response(),
-    };
+    let (caller, upload) =
+        match continuing(&app, &method, &headers, &token, query, UploadStep::Continue) {
+            Ok(found) => found,
+            Err(problem) => return problem.into_response(),
+        };
     let mut v = Violations::default();
     let request = PartsRequest::parse(
         &mut v,
@@ -293,7 +294,7 @@ pub(crate) async fn sign_part(
     );
     let signed = v
         .finish(request)
-        .and_then(|request| app.pipeline.grant_parts(&caller, &token, &request));
+        .and_then(|request| app.pipeline.grant_parts(&caller, &upload, &request));
     match signed {
         Ok(mut signed) => {
             let part = signed.parts.remove(0);
@@ -329,16 +330,13 @@ pub(crate) async fn list(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Response {
-    let (caller, token) = match token(path).and_then(|token| {
-        Ok((
-            continuing(&app, &method, &headers, &token, query, UploadStep::Continue)?,
-            token,
-        ))
-    }) {
+    let (caller, upload) = match token(path)
+        .and_then(|token| continuing(&app, &method, &headers, &token, query, UploadStep::Continue))
+    {
         Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
-    match app.pipeline.list_parts(&caller, &token).await {
+    match app.pipeline.list_parts(&caller, &upload).await {
         Ok(parts) => Json(
             parts
                 .into_iter()
@@ -384,12 +382,9 @@ pub(crate) async fn complete(
     query: Result<Query<KeyQuery>, QueryRejection>,
     body: Result<Json<super::Object<CompleteBody>>, JsonRejection>,
 ) -> Response {
-    let (caller, token) = match token(path).and_then(|token| {
-        Ok((
-            continuing(&app, &method, &headers, &token, query, UploadStep::Continue)?,
-            token,
-        ))
-    }) {
+    let (caller, upload) = match token(path)
+        .and_then(|token| continuing(&app, &method, &headers, &token, query, UploadStep::Continue))
+    {
         Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
@@ -431,7 +426,7 @@ pub(crate) async fn complete(
     let done = match v.finish(request) {
         Ok(request) => {
             app.pipeline
-                .complete_multipart(&caller, &token, &request)
+                .complete_multipart(&caller, &upload, &request)
                 .await
         }
         Err(e) => Err(e),
@@ -466,14 +461,13 @@ pub(crate) async fn abort(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Response {
-    let (caller, token) = match token(path).and_then(|token| {
-        let caller = continuing(&app, &method, &headers, &token, query, UploadStep::Abort)?;
-        Ok((caller, token))
-    }) {
+    let (caller, upload) = match token(path)
+        .and_then(|token| continuing(&app, &method, &headers, &token, query, UploadStep::Abort))
+    {
         Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
-    match app.pipeline.abort_multipart(&caller, &token).await {
+    match app.pipeline.abort_multipart(&caller, &upload).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => Problem::from(e).into_response(),
     }

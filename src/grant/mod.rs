@@ -30,8 +30,8 @@ use crate::sign::{GetObject, PostObject, PresignedRequest, PutObject, Signer};
 use crate::sts;
 
 pub use multipart::{
-    CompleteRequest, PartsRequest, RawCompletedPart, RawPart, RawStart, StartRequest, UploadStep,
-    Uploads,
+    CompleteRequest, OpenUpload, PartsRequest, RawCompletedPart, RawPart, RawStart, StartRequest,
+    UploadStep, Uploads,
 };
 pub use request::{
     Access, AssumeRequest, FieldViolation, RawRead, RawSize, RawWrite, ReadMethod, ReadRequest,

@@ -363,6 +363,19 @@ pub enum UploadStep {
     Abort,
 }
 
+/// An upload whose token [`Pipeline::open_upload`] verified for one caller: what the
+/// steps act on. A call verifies its token once, also at a door that checks the
+/// token's key before the step (Uppy's routes).
+#[derive(Debug)]
+pub struct OpenUpload(Claims);
+
+impl OpenUpload {
+    /// The key the upload writes.
+    pub fn key(&self) -> &ObjectKey {
+        &self.0.key
+    }
+}
+
 // === the steps ===
 
 impl Pipeline {
@@ -372,30 +385,48 @@ impl Pipeline {
         ))
     }
 
-    /// The claims of `token` for `caller`, or why not; no store call happens before.
-    fn claims(&self, caller: &Caller, token: &str) -> Result<Claims, Error> {
-        self.claims_within(caller, token, Duration::ZERO)
-    }
-
-    /// As [`Pipeline::claims`], for a token that expired less than `grace` ago.
-    fn claims_within(
+    /// The upload `token` names, when it is `caller`'s and alive for `step`, or why
+    /// not; no store call happens before.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a token that is not this service's or has expired (an
+    /// abort's has [`ABORT_GRACE`] more); `OtherCaller`; `NotConfigured`.
+    pub fn open_upload(
         &self,
         caller: &Caller,
         token: &str,
-        grace: Duration,
-    ) -> Result<Claims, Error> {
+        step: UploadStep,
+    ) -> Result<OpenUpload, Error> {
+        let grace = match step {
+            UploadStep::Continue => Duration::ZERO,
+            UploadStep::Abort => ABORT_GRACE,
+        };
         self.uploads()?
             .keys
             .verify_within(token, caller.id(), SystemTime::now(), grace)
-            .map_err(|e| match e {
-                TokenError::OtherCaller => Error::OtherCaller,
-                e @ (TokenError::Invalid | TokenError::Expired) => {
-                    Error::InvalidArgument(vec![FieldViolation {
-                        field: "upload",
-                        description: e.to_string(),
-                    }])
-                }
-            })
+            .map(OpenUpload)
+            .map_err(token_error)
+    }
+
+    /// The claims of `upload` for a step other than its abort by `caller`: the upload
+    /// must be `caller`'s and still alive (it may have been opened for an abort, or
+    /// before a long wait).
+    fn continued<'u>(caller: &Caller, upload: &'u OpenUpload) -> Result<&'u Claims, Error> {
+        let claims = Self::owned(caller, upload)?;
+        if claims.expires_at <= SystemTime::now() {
+            return Err(token_error(TokenError::Expired));
+        }
+        Ok(claims)
+    }
+
+    /// The claims of `upload` when it is `caller`'s: the doors open an upload for the
+    /// caller of the same call, and this keeps a step from trusting that.
+    fn owned<'u>(caller: &Caller, upload: &'u OpenUpload) -> Result<&'u Claims, Error> {
+        if upload.0.caller == caller.id() {
+            Ok(&upload.0)
+        } else {
+            Err(Error::OtherCaller)
+        }
     }
 
     /// Starts a multipart upload of one object: the rule allows `write` on the key;
@@ -492,10 +523,10 @@ impl Pipeline {
     pub fn grant_parts(
         &self,
         caller: &Caller,
-        token: &str,
+        upload: &OpenUpload,
         request: &PartsRequest,
     ) -> Result<SignedParts, Error> {
-        let claims = self.claims(caller, token)?;
+        let claims = Self::continued(caller, upload)?;
         if claims.checksum_sha256
             && let Some(p) = request.parts.iter().find(|p| p.checksum_sha256.is_none())
         {
@@ -593,9 +624,13 @@ impl Pipeline {
     ///
     /// # Errors
     /// As [`Pipeline::grant_parts`], and `Store`.
-    pub async fn list_parts(&self, caller: &Caller, token: &str) -> Result<Vec<StoredPart>, Error> {
-        let claims = self.claims(caller, token)?;
-        self.authorize_upload(caller, &claims)?;
+    pub async fn list_parts(
+        &self,
+        caller: &Caller,
+        upload: &OpenUpload,
+    ) -> Result<Vec<StoredPart>, Error> {
+        let claims = Self::continued(caller, upload)?;
+        self.authorize_upload(caller, claims)?;
         self.uploads()?
             .store
             .list_parts(&claims.bucket, &claims.key, &claims.upload_id)
@@ -616,10 +651,10 @@ impl Pipeline {
     pub async fn complete_multipart(
         &self,
         caller: &Caller,
-        token: &str,
+        upload: &OpenUpload,
         request: &CompleteRequest,
     ) -> Result<Completed, Error> {
-        let claims = self.claims(caller, token)?;
+        let claims = Self::continued(caller, upload)?;
         // S3 refuses such a completion with an error of its own; this says what to send.
         if claims.checksum_sha256
             && let Some(p) = request.parts.iter().find(|p| p.checksum_sha256.is_none())
@@ -634,7 +669,7 @@ impl Pipeline {
                 ),
             }]));
         }
-        let (rule_line, max_size) = self.authorize_upload(caller, &claims)?;
+        let (rule_line, max_size) = self.authorize_upload(caller, claims)?;
         let store = &self.uploads()?.store;
         let stored: HashMap<u16, StoredPart> = store
             .list_parts(&claims.bucket, &claims.key, &claims.upload_id)
@@ -669,8 +704,8 @@ impl Pipeline {
         Ok(Completed {
             etag,
             size,
-            bucket: claims.bucket,
-            key: claims.key,
+            bucket: claims.bucket.clone(),
+            key: claims.key.clone(),
             grant_id,
         })
     }
@@ -681,9 +716,9 @@ impl Pipeline {
     ///
     /// # Errors
     /// As [`Pipeline::grant_parts`], and `Store`.
-    pub async fn abort_multipart(&self, caller: &Caller, token: &str) -> Result<(), Error> {
-        let claims = self.claims_within(caller, token, ABORT_GRACE)?;
-        self.authorize_upload(caller, &claims)?;
+    pub async fn abort_multipart(&self, caller: &Caller, upload: &OpenUpload) -> Result<(), Error> {
+        let claims = Self::owned(caller, upload)?;
+        self.authorize_upload(caller, claims)?;
         match self
             .uploads()?
             .store
@@ -712,23 +747,19 @@ impl Pipeline {
         )?;
         Ok((rule.line(), rule.max_object_size()))
     }
+}
 
-    /// The key of the upload `token` names, when it is `caller`'s, for a door whose
-    /// client repeats the key.
-    ///
-    /// # Errors
-    /// As the token checks of [`Pipeline::grant_parts`].
-    pub fn upload_key_of(
-        &self,
-        caller: &Caller,
-        token: &str,
-        step: UploadStep,
-    ) -> Result<ObjectKey, Error> {
-        let grace = match step {
-            UploadStep::Continue => Duration::ZERO,
-            UploadStep::Abort => ABORT_GRACE,
-        };
-        Ok(self.claims_within(caller, token, grace)?.key)
+/// A refused upload token as the caller is told: another caller's is its own error
+/// (PERMISSION_DENIED), the rest are the `upload` field's.
+fn token_error(e: TokenError) -> Error {
+    match e {
+        TokenError::OtherCaller => Error::OtherCaller,
+        e @ (TokenError::Invalid | TokenError::Expired) => {
+            Error::InvalidArgument(vec![FieldViolation {
+                field: "upload",
+                description: e.to_string(),
+            }])
+        }
     }
 }
 
@@ -800,6 +831,43 @@ fn store_error(e: store::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_opened_upload_is_continued_only_by_its_caller_and_while_alive() {
+        let upload = |expires_at| {
+            OpenUpload(Claims {
+                bucket: "demo".parse().unwrap(),
+                key: "public/big.bin".parse().unwrap(),
+                upload_id: "abc-123".parse().unwrap(),
+                caller: "dev:demo".into(),
+                expires_at,
+                create_only: false,
+                expected_size: None,
+                checksum_sha256: false,
+            })
+        };
+        let owner = Caller::new("dev:demo", crate::caller::Source::DevToken);
+        let other = Caller::new("dev:other", crate::caller::Source::DevToken);
+        let alive = upload(SystemTime::now() + Duration::from_secs(60));
+        assert_eq!(
+            Pipeline::continued(&owner, &alive).unwrap().key,
+            *alive.key()
+        );
+        assert!(matches!(
+            Pipeline::continued(&other, &alive),
+            Err(Error::OtherCaller)
+        ));
+        // Opened for its abort within the grace, or alive when opened and expired
+        // since: no part is signed, listed or completed for it.
+        let expired = upload(SystemTime::now() - Duration::from_secs(1));
+        match Pipeline::continued(&owner, &expired) {
+            Err(Error::InvalidArgument(v)) => {
+                assert_eq!(v[0].field, "upload");
+                assert!(v[0].description.contains("expired"), "{}", v[0].description);
+            }
+            other => panic!("an expired upload was continued: {other:?}"),
+        }
+    }
 
     #[test]
     fn an_expected_size_is_one_byte_to_s3s_largest_object() {

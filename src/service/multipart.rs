@@ -3,7 +3,7 @@
 use crate::caller::Caller;
 use crate::grant::{
     CompleteRequest, PartsRequest, Pipeline, RawCompletedPart, RawPart, RawStart, StartRequest,
-    Violations,
+    UploadStep, Violations,
 };
 use crate::proto;
 
@@ -126,7 +126,8 @@ pub(super) fn grant_parts(
     request: &proto::GrantUploadPartsRequest,
 ) -> Result<proto::GrantUploadPartsResponse, Error> {
     let parsed = parse_parts(request)?;
-    let signed = pipeline.grant_parts(caller, &request.upload, &parsed)?;
+    let upload = pipeline.open_upload(caller, &request.upload, UploadStep::Continue)?;
+    let signed = pipeline.grant_parts(caller, &upload, &parsed)?;
     Ok(proto::GrantUploadPartsResponse {
         parts: signed
             .parts
@@ -149,7 +150,8 @@ pub(super) async fn list(
     caller: &Caller,
     request: &proto::ListUploadedPartsRequest,
 ) -> Result<proto::ListUploadedPartsResponse, Error> {
-    let parts = pipeline.list_parts(caller, &request.upload).await?;
+    let upload = pipeline.open_upload(caller, &request.upload, UploadStep::Continue)?;
+    let parts = pipeline.list_parts(caller, &upload).await?;
     Ok(proto::ListUploadedPartsResponse {
         parts: parts
             .into_iter()
@@ -187,8 +189,9 @@ pub(super) async fn complete(
     request: &proto::CompleteMultipartUploadRequest,
 ) -> Result<proto::CompleteMultipartUploadResponse, Error> {
     let parsed = parse_complete(request)?;
+    let upload = pipeline.open_upload(caller, &request.upload, UploadStep::Continue)?;
     let done = pipeline
-        .complete_multipart(caller, &request.upload, &parsed)
+        .complete_multipart(caller, &upload, &parsed)
         .await?;
     Ok(proto::CompleteMultipartUploadResponse {
         etag: done.etag,
@@ -205,6 +208,7 @@ pub(super) async fn abort(
     caller: &Caller,
     request: &proto::AbortMultipartUploadRequest,
 ) -> Result<proto::AbortMultipartUploadResponse, Error> {
-    pipeline.abort_multipart(caller, &request.upload).await?;
+    let upload = pipeline.open_upload(caller, &request.upload, UploadStep::Abort)?;
+    pipeline.abort_multipart(caller, &upload).await?;
     Ok(proto::AbortMultipartUploadResponse {})
 }
