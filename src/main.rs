@@ -173,7 +173,12 @@ fn main() -> ExitCode {
         }
     };
     // The last spans (the drain's) are exported while the runtime still runs.
-    telemetry.shutdown();
+    if !telemetry.shutdown() && code == ExitCode::SUCCESS {
+        // A log destination took nothing in its last seconds (a stalled pipe, a full
+        // disk): the lines it held are lost, which the exit code says, as nothing
+        // else can.
+        return ExitCode::FAILURE;
+    }
     code
 }
 
@@ -381,7 +386,9 @@ fn client_mode(mode: &str) -> ExitCode {
             }
             .await;
             // Its log lines are written before the process exits.
-            drop(telemetry);
+            if let Some(telemetry) = telemetry {
+                telemetry.shutdown();
+            }
             served?;
             return Ok(());
         }

@@ -76,6 +76,11 @@ impl Rpc {
         self.0 < RPCS.len()
     }
 
+    /// Whether the call is the grant service's, whose decisions are audited.
+    pub fn is_grant_service(self) -> bool {
+        self.service() == RPCS[0].0
+    }
+
     /// The service's full name, or `"other"`.
     pub fn service(self) -> &'static str {
         RPCS.get(self.0).map_or("other", |(service, _)| service)
@@ -147,6 +152,10 @@ struct Metrics {
     rules_reloads: Family<Labels<1>, Counter>,
     rules_stale: Gauge,
     trace_export_failures: Counter,
+    log_backlog: Family<Labels<1>, Gauge>,
+    log_write_failures: Family<Labels<1>, Counter>,
+    log_lines_dropped: Family<Labels<1>, Counter>,
+    log_bytes_lost: Family<Labels<1>, Counter>,
     tls_reloads: Family<Labels<2>, Counter>,
     tls_stale: Family<Labels<1>, Gauge>,
     ready: Gauge,
@@ -272,6 +281,33 @@ impl Metrics {
              unreachable or refusing)",
             trace_export_failures.clone(),
         );
+        let log_backlog = Family::<Labels<1>, Gauge>::default();
+        registry.register(
+            "log_backlog_bytes",
+            "Bytes of log and audit lines not yet written, per destination (stderr, \
+             audit_file); past 8 MiB on an audit destination new calls wait for it",
+            log_backlog.clone(),
+        );
+        let log_write_failures = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "log_write_failures",
+            "Failed writes to a log destination (a full disk, an I/O error); the lines \
+             are kept and written again",
+            log_write_failures.clone(),
+        );
+        let log_lines_dropped = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines (never audit events) dropped because their destination was 32 MiB \
+             behind",
+            log_lines_dropped.clone(),
+        );
+        let log_bytes_lost = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "log_bytes_lost",
+            "Bytes of log and audit lines lost because the pipe's reader was gone",
+            log_bytes_lost.clone(),
+        );
         let tls_reloads = Family::<Labels<2>, Counter>::default();
         registry.register(
             "tls_reloads",
@@ -350,6 +386,10 @@ impl Metrics {
             rules_reloads,
             rules_stale,
             trace_export_failures,
+            log_backlog,
+            log_write_failures,
+            log_lines_dropped,
+            log_bytes_lost,
             tls_reloads,
             tls_stale,
             ready,
@@ -620,6 +660,39 @@ pub fn tls_reload(file: TlsFile, applied: bool) {
 /// A batch of `spans` could not be exported and is dropped.
 pub fn trace_export_failed(spans: usize) {
     METRICS.trace_export_failures.inc_by(spans as u64);
+}
+
+/// The gauge of the bytes `destination`'s writer has not written yet, for the writer
+/// to set as lines come and go (it may be blocked in a write while they come).
+pub fn log_backlog(destination: &'static str) -> Gauge {
+    METRICS
+        .log_backlog
+        .get_or_create(&[("destination", destination)])
+        .clone()
+}
+
+/// A write to `destination` failed; its bytes are kept.
+pub fn log_write_failed(destination: &'static str) {
+    METRICS
+        .log_write_failures
+        .get_or_create(&[("destination", destination)])
+        .inc();
+}
+
+/// `lines` log lines for `destination` were dropped past its limit.
+pub fn log_lines_dropped(destination: &'static str, lines: usize) {
+    METRICS
+        .log_lines_dropped
+        .get_or_create(&[("destination", destination)])
+        .inc_by(lines as u64);
+}
+
+/// `bytes` for `destination` were lost with the pipe's reader.
+pub fn log_bytes_lost(destination: &'static str, bytes: usize) {
+    METRICS
+        .log_bytes_lost
+        .get_or_create(&[("destination", destination)])
+        .inc_by(bytes as u64);
 }
 
 /// When the served server certificate stops being valid.

@@ -79,6 +79,11 @@ pub enum Error {
     Bucket { bucket: String, reason: String },
     #[error("HeadBucket '{bucket}' timed out after {timeout:?}")]
     Timeout { bucket: String, timeout: Duration },
+    #[error(
+        "an audit log destination is more than 8 MiB behind (a stalled log pipe, a full \
+         disk): grants wait for it; storage_grants_log_backlog_bytes names it"
+    )]
+    AuditBehind,
 }
 
 /// The readiness check.
@@ -88,31 +93,40 @@ pub struct Readiness {
     client: aws_sdk_s3::Client,
     buckets: Vec<BucketName>,
     timeout: Duration,
+    /// Whether an audit destination holds grants back (lossless audit).
+    audit_behind: fn() -> bool,
 }
 
 impl Readiness {
     /// A check of the signing `credentials`, and of `buckets` through `client`, each
-    /// call bounded by `timeout`.
+    /// call bounded by `timeout`; not ready either while `audit_behind` says grants
+    /// wait for the audit log.
     pub fn new(
         credentials: Arc<CredentialSource>,
         client: aws_sdk_s3::Client,
         buckets: Vec<BucketName>,
         timeout: Duration,
+        audit_behind: fn() -> bool,
     ) -> Self {
         Self {
             credentials,
             client,
             buckets,
             timeout,
+            audit_behind,
         }
     }
 
     /// Checks the signing credentials, then runs HeadBucket on every bucket.
     ///
     /// # Errors
-    /// Credentials that are not loaded or have expired; else the first bucket that
+    /// An audit destination that holds grants back; credentials that are not loaded or
+    /// have expired; else the first bucket that
     /// could not be reached, and why.
     pub async fn check(&self) -> Result<(), Error> {
+        if (self.audit_behind)() {
+            return Err(Error::AuditBehind);
+        }
         self.credentials.current()?;
         for bucket in &self.buckets {
             let call = self.client.head_bucket().bucket(bucket.as_str()).send();

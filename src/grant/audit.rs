@@ -16,6 +16,7 @@
 //! nothing when they are not.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::caller::Caller;
@@ -68,10 +69,61 @@ pub struct Issued<'a> {
 pub const TARGET: &str = "audit";
 
 /// Where audit lines go: a writer that takes whole lines and never blocks the
-/// caller for long (`telemetry` installs its batch writers).
+/// caller (`telemetry` installs its batch writers). A destination that falls behind
+/// says so through [`BACKLOG`], and calls wait there, before they grant anything.
 pub trait Destination: Send + Sync {
-    /// Takes one line, `\n` included.
+    /// Takes one line, `\n` included; never drops it.
     fn append(&self, line: &[u8]);
+}
+
+/// Back-pressure from the audit destinations: lossless means that when one stops
+/// taking lines (a stalled log pipe, a full disk) calls wait for it rather than grant
+/// without a record. They wait asynchronously, at their door, before they grant
+/// ([`Backlog::room`]): a worker thread blocked on a destination would also stop the
+/// calls that write nothing (health checks) and the shutdown.
+pub struct Backlog {
+    /// How many destinations are past their limit.
+    over: AtomicUsize,
+    /// Woken when one gets back under it.
+    freed: tokio::sync::Notify,
+}
+
+/// The process's audit back-pressure.
+pub static BACKLOG: Backlog = Backlog {
+    over: AtomicUsize::new(0),
+    freed: tokio::sync::Notify::const_new(),
+};
+
+impl Backlog {
+    /// A destination went past its limit.
+    pub fn fell_behind(&self) {
+        self.over.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A destination that [`Backlog::fell_behind`] is back under its limit.
+    pub fn caught_up(&self) {
+        self.over.fetch_sub(1, Ordering::SeqCst);
+        self.freed.notify_waiters();
+    }
+
+    /// Whether some destination is past its limit.
+    pub fn is_behind(&self) -> bool {
+        self.over.load(Ordering::Relaxed) > 0
+    }
+
+    /// Completes once every destination has room: at once, unless one is behind.
+    pub async fn room(&self) {
+        while self.is_behind() {
+            let freed = self.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            // Registered before the check, so a wake-up between the two is not lost.
+            freed.as_mut().enable();
+            if !self.is_behind() {
+                return;
+            }
+            freed.await;
+        }
+    }
 }
 
 static DESTINATIONS: OnceLock<Vec<Box<dyn Destination>>> = OnceLock::new();

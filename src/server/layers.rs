@@ -268,6 +268,11 @@ where
                 done: false,
                 _permit: permit,
             };
+            if rpc.is_grant_service() {
+                // Lossless audit: while a destination is behind, a grant waits for it
+                // here, without holding the thread (health checks, the drain go on).
+                crate::grant::audit::BACKLOG.room().await;
+            }
             let response = call.await.map(oversized_is_resource_exhausted);
             let code = match &response {
                 Ok(response) => response_code(response.headers()),

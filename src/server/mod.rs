@@ -304,6 +304,7 @@ pub async fn run(
         s3.clone(),
         buckets,
         storage.call_timeout,
+        || crate::grant::audit::BACKLOG.is_behind(),
     );
     tasks.spawn(readiness.watch(reported.clone(), storage.check_interval));
 

@@ -5,34 +5,70 @@
 //! the call's path waits on the destination or wakes another thread: a queue that
 //! wakes its consumer per line (tracing-appender's) cost a futex wake and a context
 //! switch per grant, which on a busy two-core machine made grants slower than writing
-//! inline. Lossless: past [`MAX_BUFFERED`] bytes (a destination that stopped
-//! reading), callers wait for room. Dropping the [`Flusher`] writes everything still
-//! buffered, then stops the thread.
+//! inline.
+//!
+//! Nothing appended ever blocks. Audit lines are lossless: a write that fails (a full
+//! disk) keeps its bytes and is tried again, a short write goes on from where it
+//! stopped (no line is torn), and past [`MAX_BUFFERED`] bytes behind, an audit
+//! destination holds new calls back at their door ([`BACKLOG`]) until it catches up.
+//! Log lines (not audit events) are dropped past four times that, and counted: a
+//! destination that stopped reading must not grow the process without end. Only a
+//! pipe whose reader is gone loses what it held, counted too: nothing will ever read
+//! it. Dropping the [`Flusher`] writes what is buffered within [`FINAL_FLUSH`].
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::core::throttle::Throttle;
+use crate::grant::audit::BACKLOG;
 
 /// How long a line may wait in the buffer.
 pub(super) const FLUSH_EVERY: Duration = Duration::from_millis(10);
 /// Past this, the writer is woken early.
 const HIGH_WATER: usize = 1024 * 1024;
-/// Past this, callers wait for the writer: about 16,000 audit lines.
+/// Past this many bytes not yet written, an audit destination holds new calls back:
+/// about 25,000 audit lines.
 pub(super) const MAX_BUFFERED: usize = 8 * 1024 * 1024;
+/// After a failed write, the next attempt.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
+/// How long the writers get at exit: the chart's termination grace period leaves 5
+/// seconds after the drain, the traces take at most 2 of them.
+pub(super) const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
 struct State {
     buffer: Vec<u8>,
+    /// Bytes the writer took and has not written yet (a failed or short write).
+    unwritten: usize,
     closed: bool,
+    /// Counted in [`BACKLOG`] as behind.
+    behind: bool,
+}
+
+impl State {
+    fn backlog(&self) -> usize {
+        self.buffer.len() + self.unwritten
+    }
 }
 
 struct Shared {
     state: Mutex<State>,
-    /// Signalled when the writer took the buffer (room for waiting callers).
-    room: Condvar,
     /// Signalled when the buffer passed the high water mark, or on close.
     work: Condvar,
+    /// The `destination` label of this writer's metrics.
+    label: &'static str,
     max_buffered: usize,
+    /// Whether audit lines come here: only then does falling behind hold calls back.
+    audit: bool,
+    /// Log lines dropped past the limit, not yet counted in the metrics.
+    dropped: AtomicUsize,
+    /// `storage_grants_log_backlog_bytes` of this destination.
+    backlog: Gauge,
 }
 
 impl Shared {
@@ -49,88 +85,202 @@ pub(super) struct Batched(Arc<Shared>);
 pub(super) struct Flusher {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// Disconnected when the thread ends.
+    ended: mpsc::Receiver<()>,
+}
+
+/// What a writer is for.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Role {
+    /// The `destination` label of its metrics (`stderr`, `audit_file`).
+    pub(super) label: &'static str,
+    /// Audit lines go there: falling behind holds calls back.
+    pub(super) audit: bool,
 }
 
 /// A writer thread named `name` for `destination`.
 pub(super) fn start(
     name: &str,
     destination: impl Write + Send + 'static,
+    role: Role,
     max_buffered: usize,
 ) -> (Batched, Flusher) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             buffer: Vec::with_capacity(64 * 1024),
+            unwritten: 0,
             closed: false,
+            behind: false,
         }),
-        room: Condvar::new(),
         work: Condvar::new(),
+        label: role.label,
         max_buffered,
+        audit: role.audit,
+        dropped: AtomicUsize::new(0),
+        backlog: crate::metrics::log_backlog(role.label),
     });
     let writer = shared.clone();
+    let (ended_tx, ended) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name(name.to_owned())
-        .spawn(move || write_batches(&writer, destination))
+        .spawn(move || {
+            let _ended = ended_tx;
+            write_batches(&writer, destination);
+        })
         .expect("the system can start a thread");
     (
         Batched(shared.clone()),
         Flusher {
             shared,
             thread: Some(thread),
+            ended,
         },
     )
 }
 
 fn write_batches(shared: &Shared, mut destination: impl Write) {
-    let mut spare = Vec::with_capacity(64 * 1024);
+    // What was taken from the buffer and not written yet.
+    let mut taken: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut failing: Option<Throttle> = None;
     loop {
+        if failing.is_some() {
+            // Not woken by appends (past the high water mark, each would wake it).
+            std::thread::sleep(RETRY_AFTER);
+        }
         let closed = {
             let mut state = shared.lock();
-            if !state.closed && state.buffer.len() < HIGH_WATER {
+            if failing.is_none() && !state.closed && state.buffer.len() < HIGH_WATER {
                 state = shared
                     .work
                     .wait_timeout(state, FLUSH_EVERY)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
-            std::mem::swap(&mut state.buffer, &mut spare);
-            shared.room.notify_all();
+            if taken.is_empty() {
+                std::mem::swap(&mut state.buffer, &mut taken);
+            } else {
+                taken.extend_from_slice(&state.buffer);
+                state.buffer.clear();
+            }
+            state.unwritten = taken.len();
             state.closed
         };
-        if !spare.is_empty() {
-            // A failed write loses this batch, as a failed inline write would lose
-            // its line; there is nowhere else to report it.
-            let _ = destination.write_all(&spare);
-            let _ = destination.flush();
-            spare.clear();
+        let dropped = shared.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            crate::metrics::log_lines_dropped(shared.label, dropped);
         }
-        if closed && shared.lock().buffer.is_empty() {
+        let outcome = write_out(&mut destination, &mut taken);
+        // Reported after the lock is let go: the report is a log line, and this may be
+        // the log's own writer.
+        let mut report = None;
+        match outcome {
+            Ok(()) => {
+                if failing.take().is_some() {
+                    report = Some(None);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => {
+                // The reader is gone for good: nothing will ever read these bytes.
+                crate::metrics::log_bytes_lost(shared.label, taken.len());
+                taken.clear();
+            }
+            Err(e) => {
+                crate::metrics::log_write_failed(shared.label);
+                let throttle =
+                    failing.get_or_insert_with(|| Throttle::once_per(Duration::from_secs(60)));
+                if throttle.note(Instant::now()).is_some() {
+                    report = Some(Some(e));
+                }
+            }
+        }
+        let (backlog, done) = {
+            let mut state = shared.lock();
+            state.unwritten = taken.len();
+            let backlog = state.backlog();
+            if state.behind && backlog < shared.max_buffered {
+                state.behind = false;
+                BACKLOG.caught_up();
+            }
+            (backlog, closed && backlog == 0)
+        };
+        shared.backlog.set(gauge_value(backlog));
+        match report {
+            Some(Some(e)) => tracing::error!(
+                destination = shared.label,
+                error = %e,
+                bytes_waiting = backlog,
+                "cannot write to a log destination; its lines are kept and written when it \
+                 takes them again, and grants wait for it once 8 MiB are waiting"
+            ),
+            Some(None) => tracing::info!(
+                destination = shared.label,
+                "the log destination takes lines again; nothing was lost"
+            ),
+            None => {}
+        }
+        if done {
             return;
         }
     }
 }
 
+fn gauge_value(bytes: usize) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+/// Writes `bytes` to `destination`, removing what was written; on an error, what is
+/// left stays for the next attempt (a short write goes on from where it stopped).
+fn write_out(destination: &mut impl Write, bytes: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut written = 0;
+    let result = loop {
+        if written == bytes.len() {
+            break destination.flush();
+        }
+        match destination.write(&bytes[written..]) {
+            Ok(0) => break Err(ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    bytes.drain(..written);
+    result
+}
+
 impl Batched {
-    /// Appends `bytes` (whole lines) to the buffer, waiting for room past the limit.
+    /// Appends an audit line (whole lines): never dropped, never waits. Past the
+    /// limit, the destination counts itself behind in [`BACKLOG`], where new calls
+    /// wait.
     pub(super) fn append(&self, bytes: &[u8]) {
         let shared = &self.0;
         let mut state = shared.lock();
-        while state.buffer.len() >= shared.max_buffered && !state.closed {
-            shared.work.notify_one();
-            state = shared
-                .room
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
         state.buffer.extend_from_slice(bytes);
+        let backlog = state.backlog();
+        shared.backlog.set(gauge_value(backlog));
+        if shared.audit && !state.behind && backlog >= shared.max_buffered {
+            state.behind = true;
+            BACKLOG.fell_behind();
+        }
         if state.buffer.len() >= HIGH_WATER {
             shared.work.notify_one();
         }
+    }
+
+    /// Appends a log line: as [`Batched::append`], but dropped (and counted) past
+    /// four times the limit.
+    fn append_log(&self, bytes: &[u8]) {
+        let shared = &self.0;
+        if shared.lock().backlog() >= shared.max_buffered.saturating_mul(4) {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.append(bytes);
     }
 }
 
 impl Write for Batched {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.append(bytes);
+        self.append_log(bytes);
         Ok(bytes.len())
     }
 
@@ -147,12 +297,41 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Batched {
     }
 }
 
-impl Drop for Flusher {
-    fn drop(&mut self) {
+impl Flusher {
+    /// Closes the writer and waits until `deadline` for it to write what it holds;
+    /// answers the bytes it could not write by then (0: all of them).
+    pub(super) fn finish(mut self, deadline: Instant) -> usize {
+        self.close();
+        match self
+            .ended
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Err(mpsc::RecvTimeoutError::Disconnected) | Ok(()) => {
+                if let Some(thread) = self.thread.take() {
+                    let _ = thread.join();
+                }
+                0
+            }
+            // Still writing: the destination is not taking lines. The thread is left
+            // to the process's exit.
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.thread.take();
+                self.shared.lock().backlog().max(1)
+            }
+        }
+    }
+
+    /// Asks the writer to write what it holds and stop.
+    pub(super) fn close(&self) {
         self.shared.lock().closed = true;
         self.shared.work.notify_one();
-        self.shared.room.notify_all();
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
         if let Some(thread) = self.thread.take() {
+            self.close();
             let _ = thread.join();
         }
     }
@@ -197,7 +376,15 @@ mod tests {
     #[test]
     fn every_line_of_every_thread_arrives_whole_in_few_writes() {
         let captured = Captured::default();
-        let (writer, flusher) = start("test-batch", captured.clone(), MAX_BUFFERED);
+        let (writer, flusher) = start(
+            "test-batch",
+            captured.clone(),
+            Role {
+                label: "test",
+                audit: false,
+            },
+            MAX_BUFFERED,
+        );
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let mut writer = writer.clone();
@@ -213,7 +400,7 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        drop(flusher);
+        assert_eq!(flusher.finish(Instant::now() + Duration::from_secs(10)), 0);
         let text = captured.text();
         let mut lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 20_000);
@@ -224,34 +411,159 @@ mod tests {
         assert!(writes < 2_000, "{writes} writes for 20,000 lines");
     }
 
+    /// A destination that refuses its first `failures` writes (a full disk), then
+    /// takes at most `chunk` bytes a write (short writes).
+    struct Flaky {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        failures: usize,
+        chunk: usize,
+        kind: ErrorKind,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.failures > 0 {
+                self.failures -= 1;
+                return Err(self.kind.into());
+            }
+            let n = buf.len().min(self.chunk);
+            self.bytes.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const AUDIT: Role = Role {
+        label: "test",
+        audit: true,
+    };
+
     #[test]
-    fn a_stalled_destination_makes_callers_wait_and_loses_nothing() {
+    fn a_destination_that_falls_behind_holds_calls_back_and_loses_nothing() {
         let captured = Captured {
             delay: Duration::from_millis(50),
             ..Captured::default()
         };
-        // Room for about ten lines: the caller must wait for the slow writer.
-        let (mut writer, flusher) = start("test-stalled", captured.clone(), 100);
+        // Room for about ten lines: appending never waits, the backlog holds calls.
+        let (writer, flusher) = start("test-stalled", captured.clone(), AUDIT, 100);
         let started = Instant::now();
         for i in 0..100 {
-            writer
-                .write_all(format!("line {i:03}\n").as_bytes())
-                .unwrap();
+            writer.append(format!("line {i:03}\n").as_bytes());
         }
         assert!(
-            started.elapsed() >= Duration::from_millis(100),
-            "callers did not wait for room"
+            started.elapsed() < Duration::from_millis(50),
+            "appending waited for the destination"
         );
-        drop(flusher);
-        let text = captured.text();
+        assert!(
+            BACKLOG.is_behind(),
+            "a destination 900 bytes behind holds no call"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while BACKLOG.is_behind() {
+            assert!(Instant::now() < deadline, "the backlog never cleared");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(flusher.finish(Instant::now() + Duration::from_secs(10)), 0);
         let want: String = (0..100).map(|i| format!("line {i:03}\n")).collect();
-        assert_eq!(text, want);
+        assert_eq!(captured.text(), want);
+    }
+
+    #[test]
+    fn a_failed_or_short_write_is_tried_again_from_where_it_stopped() {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let flaky = Flaky {
+            bytes: bytes.clone(),
+            failures: 3,
+            chunk: 7,
+            kind: ErrorKind::StorageFull,
+        };
+        let (writer, flusher) = start("test-flaky", flaky, AUDIT, MAX_BUFFERED);
+        let want: String = (0..200).map(|i| format!("{{\"line\":{i}}}\n")).collect();
+        for line in want.split_inclusive('\n') {
+            writer.append(line.as_bytes());
+        }
+        assert_eq!(flusher.finish(Instant::now() + Duration::from_secs(10)), 0);
+        assert_eq!(
+            String::from_utf8(bytes.lock().unwrap().clone()).unwrap(),
+            want
+        );
+    }
+
+    #[test]
+    fn a_destination_that_takes_nothing_is_given_up_at_the_deadline() {
+        let flaky = Flaky {
+            bytes: Arc::default(),
+            failures: usize::MAX,
+            chunk: 1,
+            kind: ErrorKind::StorageFull,
+        };
+        let (writer, flusher) = start("test-full", flaky, AUDIT, MAX_BUFFERED);
+        writer.append(b"an event\n");
+        let started = Instant::now();
+        assert_eq!(
+            flusher.finish(Instant::now() + Duration::from_millis(600)),
+            9
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_pipe_without_a_reader_holds_nothing_back() {
+        let flaky = Flaky {
+            bytes: Arc::default(),
+            failures: usize::MAX,
+            chunk: 1,
+            kind: ErrorKind::BrokenPipe,
+        };
+        let (writer, flusher) = start("test-epipe", flaky, AUDIT, 100);
+        for _ in 0..50 {
+            writer.append(b"an event nobody reads\n");
+        }
+        assert_eq!(flusher.finish(Instant::now() + Duration::from_secs(5)), 0);
+        assert!(!BACKLOG.is_behind());
+    }
+
+    #[test]
+    fn log_lines_past_four_times_the_limit_are_dropped_audit_lines_never() {
+        let flaky = Flaky {
+            bytes: Arc::default(),
+            failures: usize::MAX,
+            chunk: 1,
+            kind: ErrorKind::StorageFull,
+        };
+        let (mut writer, flusher) = start(
+            "test-drop",
+            flaky,
+            Role {
+                label: "test",
+                audit: false,
+            },
+            10,
+        );
+        for _ in 0..10 {
+            writer.write_all(b"a log line\n").unwrap();
+        }
+        writer.append(b"an audit line\n");
+        // Four lines fit under 40 bytes; the rest of the log lines are dropped, the
+        // audit line is kept.
+        assert_eq!(flusher.finish(Instant::now()), 4 * 11 + 14);
+        assert!(
+            !BACKLOG.is_behind(),
+            "a log-only destination holds no call back"
+        );
     }
 
     #[test]
     fn a_line_waits_at_most_about_one_period() {
         let captured = Captured::default();
-        let (mut writer, _flusher) = start("test-period", captured.clone(), MAX_BUFFERED);
+        let (mut writer, _flusher) = start("test-period", captured.clone(), AUDIT, MAX_BUFFERED);
         writer.write_all(b"one line\n").unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while captured.bytes.lock().unwrap().is_empty() {

@@ -126,14 +126,26 @@ impl Telemetry {
     /// Exports the spans still buffered and stops the exporter. Blocks; call it
     /// outside async code, while the runtime that started telemetry still exists (the
     /// exporter's connection lives on it).
-    pub fn shutdown(self) {
+    ///
+    /// Answers whether every log and audit line was written: a destination that takes
+    /// nothing (a stalled log pipe, a full disk) is given [`batch::FINAL_FLUSH`], and
+    /// what it holds then is lost with the process.
+    pub fn shutdown(self) -> bool {
         if let Some(provider) = self.provider
             && let Err(e) = provider.shutdown_with_timeout(FLUSH_TIMEOUT)
         {
             // Through the log, which is still installed: JSON when the log is.
             tracing::warn!(error = %e, "flushing traces failed; the last spans are lost");
         }
-        drop(self.writers);
+        let deadline = std::time::Instant::now() + batch::FINAL_FLUSH;
+        for writer in &self.writers {
+            writer.close();
+        }
+        let mut written = true;
+        for writer in self.writers {
+            written &= writer.finish(deadline) == 0;
+        }
+        written
     }
 }
 
@@ -203,8 +215,9 @@ pub fn init_log_only(format: LogFormat) -> Result<Telemetry, Error> {
 fn writer_thread(
     name: &str,
     destination: impl Write + Send + 'static,
+    role: batch::Role,
 ) -> (Batched, batch::Flusher) {
-    batch::start(name, destination, batch::MAX_BUFFERED)
+    batch::start(name, destination, role, batch::MAX_BUFFERED)
 }
 
 fn init_from(
@@ -214,7 +227,15 @@ fn init_from(
 ) -> Result<Telemetry, Error> {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let mut writers = Vec::new();
-    let (stderr_writer, guard) = writer_thread("log-writer", std::io::stderr());
+    let stderr_audit = log_shows_audit(filter());
+    let (stderr_writer, guard) = writer_thread(
+        "log-writer",
+        std::io::stderr(),
+        batch::Role {
+            label: "stderr",
+            audit: stderr_audit,
+        },
+    );
     writers.push(guard);
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(stderr_writer.clone())
@@ -232,7 +253,7 @@ fn init_from(
     // writers; `RUST_LOG` decides once whether stderr gets them, as it decides for the
     // log's other targets (`RUST_LOG=info,audit=off`).
     let mut audit: Vec<Box<dyn crate::grant::audit::Destination>> = Vec::new();
-    if log_shows_audit(filter()) {
+    if stderr_audit {
         audit.push(Box::new(stderr_writer));
     }
     if let Some(path) = audit_file {
@@ -244,7 +265,14 @@ fn init_from(
                 path: path.to_owned(),
                 source,
             })?;
-        let (file_writer, guard) = writer_thread("audit-writer", file);
+        let (file_writer, guard) = writer_thread(
+            "audit-writer",
+            file,
+            batch::Role {
+                label: "audit_file",
+                audit: true,
+            },
+        );
         writers.push(guard);
         audit.push(Box::new(file_writer));
     }

@@ -601,42 +601,15 @@ async fn every_audit_event_of_a_burst_is_written_before_exit() {
     const CALLS: usize = 4_000;
     const IN_FLIGHT: usize = 64;
     let work = tempfile::tempdir().unwrap();
-    let dir = work.path();
-    write_config(
-        dir,
-        "text",
-        "http://127.0.0.1:9",
-        r#"
-[limits]
-grants_per_second = 1000000
-grants_burst = 1000000
-[audit]
-file = "audit.jsonl"
-"#,
-    );
-    let fifo = dir.join("audit.jsonl");
-    let made = Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("run mkfifo");
-    assert!(made.success(), "mkfifo {}", fifo.display());
-    let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
-    let reader = std::thread::spawn(move || {
-        // Opening blocks until the service opens its end; reading waits for SIGTERM.
-        let mut file = std::fs::File::open(&fifo).expect("open the FIFO");
-        wait_for_go.recv().expect("the test says when to read");
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut file, &mut text).expect("read the FIFO");
-        text
-    });
-    let (service, log_file) = spawn_service(
-        dir,
-        &[
-            ("AWS_ACCESS_KEY_ID", "AKIAAUDITBURST"),
-            ("AWS_SECRET_ACCESS_KEY", "audit-burst-secret"),
-        ],
-    );
-    let client = connect(&log_file).await;
+    // The FIFO is read only after SIGTERM.
+    let AuditFifo {
+        service,
+        log_file,
+        client,
+        read: go,
+        reader,
+        ..
+    } = with_audit_fifo(work.path()).await;
 
     let mut ids = std::collections::HashSet::new();
     let mut calls = tokio::task::JoinSet::new();
@@ -818,4 +791,198 @@ async fn spans_a_collector_cannot_take_are_counted_and_logged() {
         .collect();
     assert_eq!(warned.len(), 1, "{log}");
     assert!(warned[0].contains("Connection refused"), "{}", warned[0]);
+}
+
+/// The service with its audit file a FIFO that a thread of the test opens (the service's
+/// open waits for it) and reads only once told to (then to the end), the gRPC client,
+/// the metrics port and the log.
+struct AuditFifo {
+    service: Process,
+    log_file: PathBuf,
+    client: GrantServiceClient<Channel>,
+    channel: Channel,
+    metrics_port: u16,
+    read: std::sync::mpsc::Sender<()>,
+    reader: std::thread::JoinHandle<String>,
+}
+
+async fn with_audit_fifo(dir: &Path) -> AuditFifo {
+    write_config(
+        dir,
+        "text",
+        "http://127.0.0.1:9",
+        r#"
+[limits]
+grants_per_second = 1000000
+grants_burst = 1000000
+[metrics]
+listen = "127.0.0.1:0"
+[audit]
+file = "audit.jsonl"
+"#,
+    );
+    let fifo = dir.join("audit.jsonl");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let (read, wait_to_read) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let mut file = std::fs::File::open(&fifo).expect("open the FIFO");
+        let mut text = String::new();
+        if wait_to_read.recv().is_ok() {
+            std::io::Read::read_to_string(&mut file, &mut text).expect("read the FIFO");
+        }
+        text
+    });
+    let (service, log_file) = spawn_service(
+        dir,
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIAAUDITSTALL"),
+            ("AWS_SECRET_ACCESS_KEY", "audit-stall-secret"),
+            ("STORAGE_GRANTS_STORAGE__CHECK_INTERVAL", "\"1s\""),
+        ],
+    );
+    let channel = channel(&log_file).await;
+    let metrics_port = logged_port(&log_file, "metrics at GET /metrics").await;
+    AuditFifo {
+        service,
+        log_file,
+        client: GrantServiceClient::new(channel.clone()),
+        channel,
+        metrics_port,
+        read,
+        reader,
+    }
+}
+
+/// Grants with long keys (about 1.1 KB audit lines), 64 in flight, until one is held
+/// back for 2 seconds; answers the grant ids of those that were answered.
+async fn grant_until_held_back(client: &GrantServiceClient<Channel>) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut calls = tokio::task::JoinSet::new();
+    let padding = "x".repeat(900);
+    for i in 0..40_000 {
+        if calls.len() == 64 {
+            match calls.join_next().await.unwrap().unwrap() {
+                Some(id) => ids.push(id),
+                None => return ids,
+            }
+        }
+        let mut client = client.clone();
+        let key = format!("public/stall/{padding}/{i}.csv");
+        calls.spawn(async move {
+            let call = client.grant_read(support::authed(
+                GrantReadRequest {
+                    bucket: "demo".into(),
+                    key,
+                    ..Default::default()
+                },
+                &TOKEN,
+            ));
+            match tokio::time::timeout(Duration::from_secs(2), call).await {
+                Ok(answer) => Some(answer.expect("GrantRead").into_inner().grant_id),
+                Err(_) => None,
+            }
+        });
+    }
+    panic!("40,000 grants (about 44 MB of audit lines) were never held back");
+}
+
+#[tokio::test]
+async fn a_stalled_audit_destination_holds_grants_back_but_not_health_and_loses_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let stalled = with_audit_fifo(work.path()).await;
+    let issued = grant_until_held_back(&stalled.client).await;
+
+    // Held back at the door, not by a blocked thread: health answers, and the
+    // metrics say why and turn the service not ready.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(stalled.channel.clone());
+    let check = tokio::time::timeout(
+        Duration::from_secs(1),
+        health.check(tonic_health::pb::HealthCheckRequest::default()),
+    )
+    .await
+    .expect("the health check answers while grants are held back")
+    .expect("health Check");
+    assert_eq!(check.into_inner().status, 1, "the process is SERVING");
+    let scrape =
+        support::metrics_when(stalled.metrics_port, "storage_grants_ready", |v| v == 0).await;
+    let backlog = scrape
+        .lines()
+        .find(|l| l.starts_with("storage_grants_log_backlog_bytes{destination=\"audit_file\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .expect("the audit file's backlog is a series");
+    assert!(backlog >= 8 << 20, "backlog {backlog} bytes:\n{scrape}");
+
+    // Once the destination reads again, the held grant goes through, and every
+    // grant's event is in the file, whole.
+    stalled.read.send(()).unwrap();
+    let mut client = stalled.client.clone();
+    let late = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.grant_read(support::authed(
+            GrantReadRequest {
+                bucket: "demo".into(),
+                key: "public/after-the-stall.csv".into(),
+                ..Default::default()
+            },
+            &TOKEN,
+        )),
+    )
+    .await
+    .expect("a grant goes through once the audit file reads again")
+    .expect("GrantRead")
+    .into_inner()
+    .grant_id;
+    support::metrics_when(stalled.metrics_port, "storage_grants_ready", |v| v == 1).await;
+    drop((client, health, stalled.client, stalled.channel));
+    let status = tokio::task::spawn_blocking(move || stalled.service.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit {status}");
+    let audit = stalled.reader.join().expect("the FIFO reader");
+    let mut written = std::collections::HashSet::new();
+    for line in audit.lines() {
+        let event: Value = serde_json::from_str(line).expect("one whole JSON object per line");
+        written.insert(event["grant_id"].as_str().expect("a grant id").to_owned());
+    }
+    let missing: Vec<_> = issued
+        .iter()
+        .chain([&late])
+        .filter(|id| !written.contains(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered grants have no audit event",
+        missing.len(),
+        issued.len() + 1
+    );
+    let log = std::fs::read_to_string(&stalled.log_file).unwrap();
+    assert!(
+        log.contains("not ready") && log.contains("8 MiB behind"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_service_whose_audit_destination_takes_nothing_still_exits_and_says_so() {
+    let work = tempfile::tempdir().unwrap();
+    let stalled = with_audit_fifo(work.path()).await;
+    grant_until_held_back(&stalled.client).await;
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || stalled.service.terminate())
+        .await
+        .unwrap();
+    // The drain (`shutdown_grace`, 20 s by default, ends early once no call is in
+    // flight) and the writers' 2 seconds.
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the exit took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(1), "lines were lost: exit 1, {status}");
+    drop(stalled.read);
+    stalled.reader.join().expect("the FIFO reader");
 }
