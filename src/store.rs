@@ -27,6 +27,15 @@ pub enum Error {
         /// Status, code and message, without the response body.
         message: String,
     },
+    /// The store answered with a server error (5xx, S3's `SlowDown` and
+    /// `InternalError` among them): its side failed, and S3 asks for a retry.
+    #[error("the store failed (HTTP {status} {code})")]
+    Failed {
+        /// The HTTP status.
+        status: u16,
+        /// S3's error code, or `Unknown`.
+        code: String,
+    },
     /// No answer to act on: connection, timeout, malformed response; the cause of a
     /// failed connection is its `source`.
     #[error("the store could not be reached: {0}")]
@@ -40,9 +49,15 @@ impl Error {
     /// S3's error code, when the store answered with one.
     pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Refused { code, .. } => Some(code),
+            Error::Refused { code, .. } | Error::Failed { code, .. } => Some(code),
             _ => None,
         }
+    }
+
+    /// Whether a retry may succeed without anyone changing anything: the store was
+    /// unreachable or failed on its side.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unreachable(_) | Error::Failed { .. })
     }
 }
 
@@ -52,6 +67,19 @@ where
 {
     match crate::aws::Unanswered::from_sdk(error) {
         Ok(unanswered) => Error::Unreachable(unanswered),
+        // After the SDK's own retries: S3 answers a 5xx (`SlowDown` 503,
+        // `InternalError` 500) for a failure on its side, which a later retry may not
+        // meet.
+        Err(answer)
+            if answer
+                .raw_response()
+                .is_some_and(|r| r.status().is_server_error()) =>
+        {
+            Error::Failed {
+                status: answer.raw_response().map_or(500, |r| r.status().as_u16()),
+                code: answer.code().unwrap_or("Unknown").to_owned(),
+            }
+        }
         Err(answer) => Error::Refused {
             code: answer.code().unwrap_or("Unknown").to_owned(),
             message: crate::aws::describe_answer(&answer),

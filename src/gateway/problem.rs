@@ -365,7 +365,7 @@ impl From<grant::Error> for Problem {
                 "Not allowed",
                 e.to_string(),
             ),
-            grant::Error::Store(crate::store::Error::Unreachable(_)) => {
+            grant::Error::Store(ref store) if store.is_transient() => {
                 tracing::warn!(error = %crate::core::text::Chain(&e), "store unavailable");
                 let mut p = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

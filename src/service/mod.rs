@@ -98,9 +98,13 @@ fn status_of(error: Error) -> Status {
             Status::permission_denied(grant.to_string())
         }
         grant::Error::AlreadyExists(_) => Status::already_exists(grant.to_string()),
-        grant::Error::Store(e @ crate::store::Error::Unreachable(_)) => {
+        grant::Error::Store(e) if e.is_transient() => {
             tracing::warn!(error = %crate::core::text::Chain(e), "store unavailable");
-            Status::unavailable(format!("{e}; retry later"))
+            Status::with_error_details(
+                Code::Unavailable,
+                format!("{e}; retry later"),
+                ErrorDetails::with_retry_info(Some(STS_RETRY_AFTER)),
+            )
         }
         grant::Error::Store(e) => {
             tracing::error!(error = ?e, "the store refused a multipart call");

@@ -380,6 +380,20 @@ async fn failing_credential_refresh_serves_until_expiry_then_unavailable_and_not
     let status = client.grant_read(read()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("credentials"), "{status:?}");
+    // A multipart call is not sent to the store with them either.
+    let status = client
+        .start_multipart_upload(authed(
+            storage_grants::proto::StartMultipartUploadRequest {
+                bucket: "demo".into(),
+                key: "public/after-expiry.bin".into(),
+                ..Default::default()
+            },
+            &TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("credentials"), "{status:?}");
     let mut health = HealthClient::new(service.channel().await);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -400,4 +414,70 @@ async fn failing_credential_refresh_serves_until_expiry_then_unavailable_and_not
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The store behind the proxy for multipart calls: a failure on its side (HTTP 5xx,
+/// S3's `SlowDown`) is UNAVAILABLE with a retry hint on both doors, as STS's is; a
+/// refusal of the service's own request (403) is INTERNAL, the log saying why.
+#[tokio::test]
+async fn a_store_failing_on_its_side_is_unavailable_with_a_retry_hint_a_refusal_internal() {
+    let proxy = FaultProxy::start(Upstream::Json("{}".into())).await;
+    let service = Service::start_at(
+        &proxy.endpoint,
+        Setup::with_config(
+            "[http]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"http://app.example\"]\n\
+             upload_bucket = \"demo\"\n",
+        ),
+    )
+    .await;
+    let mut client = service.client().await;
+    let start = || {
+        authed(
+            storage_grants::proto::StartMultipartUploadRequest {
+                bucket: "demo".into(),
+                key: "public/faults/big.bin".into(),
+                ..Default::default()
+            },
+            &TOKEN,
+        )
+    };
+    for fault in [Fault::Status(503), Fault::Status(500)] {
+        proxy.set(fault);
+        let status = client
+            .start_multipart_upload(start())
+            .await
+            .expect_err("the store fails");
+        assert_eq!(status.code(), Code::Unavailable, "{fault:?}: {status:?}");
+        assert!(
+            status.get_details_retry_info().is_some(),
+            "{fault:?}: no RetryInfo in {status:?}"
+        );
+        assert!(
+            status.message().contains("the store failed (HTTP"),
+            "{fault:?}: {status:?}"
+        );
+    }
+    proxy.set(Fault::Status(403));
+    let status = client
+        .start_multipart_upload(start())
+        .await
+        .expect_err("the store refuses");
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(status.message().contains("operator's logs"), "{status:?}");
+
+    // The gateway's Uppy route: 503 with Retry-After.
+    proxy.set(Fault::Status(503));
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/s3/multipart",
+            service.http_port()
+        ))
+        .bearer_auth(TOKEN.as_str())
+        .header("content-type", "application/json")
+        .body(r#"{"filename": "big.bin", "type": "application/octet-stream"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    assert!(answer.headers().contains_key("retry-after"), "{answer:?}");
 }
