@@ -385,6 +385,15 @@ impl Pipeline {
         ))
     }
 
+    /// The store, for a call made with the service's own credentials: refused, as a
+    /// presign is, while they are not loaded or have expired, rather than sent with
+    /// credentials the store would refuse.
+    fn store(&self) -> Result<&Store, Error> {
+        let store = &self.uploads()?.store;
+        self.credentials.current()?;
+        Ok(store)
+    }
+
     /// The upload `token` names, when it is `caller`'s and alive for `step`, or why
     /// not; no store call happens before.
     ///
@@ -471,8 +480,8 @@ impl Pipeline {
         let now = whole_seconds(SystemTime::now());
         let requested = request.ttl.unwrap_or(self.limits.default_ttl);
         let ttl = Ttl::clamp(&[requested, max_ttl, self.limits.max_ttl], now, None)?;
-        let upload_id = uploads
-            .store
+        let upload_id = self
+            .store()?
             .create(
                 &request.bucket,
                 &request.key,
@@ -631,8 +640,7 @@ impl Pipeline {
     ) -> Result<Vec<StoredPart>, Error> {
         let claims = Self::continued(caller, upload)?;
         self.authorize_upload(caller, claims)?;
-        self.uploads()?
-            .store
+        self.store()?
             .list_parts(&claims.bucket, &claims.key, &claims.upload_id)
             .await
             .map_err(store_error)
@@ -670,7 +678,7 @@ impl Pipeline {
             }]));
         }
         let (rule_line, max_size) = self.authorize_upload(caller, claims)?;
-        let store = &self.uploads()?.store;
+        let store = self.store()?;
         let stored: HashMap<u16, StoredPart> = store
             .list_parts(&claims.bucket, &claims.key, &claims.upload_id)
             .await
@@ -720,8 +728,7 @@ impl Pipeline {
         let claims = Self::owned(caller, upload)?;
         self.authorize_upload(caller, claims)?;
         match self
-            .uploads()?
-            .store
+            .store()?
             .abort(&claims.bucket, &claims.key, &claims.upload_id)
             .await
         {
