@@ -173,7 +173,11 @@ fn main() -> ExitCode {
         }
     };
     // The last spans (the drain's) are exported while the runtime still runs.
-    if !telemetry.shutdown() && code == ExitCode::SUCCESS {
+    let written = telemetry.shutdown();
+    // A read of a file on a mount that hangs would hold the exit for ever: the
+    // runtime waits for its blocking threads only this long.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    if !written && code == ExitCode::SUCCESS {
         // A log destination took nothing in its last seconds (a stalled pipe, a full
         // disk): the lines it held are lost, which the exit code says, as nothing
         // else can.

@@ -377,15 +377,16 @@ fn upload_keys(raw: &RawConfig) -> Result<Option<crate::upload::TokenKeys>, Refu
         keys.push(decode("uploads.token_keys", key.expose())?);
     }
     for file in &u.token_key_files {
-        let text = std::fs::read_to_string(file).map_err(|source| {
-            (
-                "uploads.token_key_files",
-                Problem::File {
-                    path: file.clone(),
-                    source: std::sync::Arc::new(source),
-                },
-            )
-        })?;
+        let text = crate::core::files::read_regular_text(file, crate::core::files::MAX_TOKEN_FILE)
+            .map_err(|source| {
+                (
+                    "uploads.token_key_files",
+                    Problem::File {
+                        path: file.clone(),
+                        source: std::sync::Arc::new(source),
+                    },
+                )
+            })?;
         keys.push(decode("uploads.token_key_files", &text)?);
     }
     if keys.is_empty() {

@@ -2,13 +2,15 @@
 //! crate. What a grant can allow ([`Action`]), the limits AWS sets ([`limits`]) and
 //! how durations are written in config and rules files ([`duration`]), how much of a
 //! caller's input a message may quote ([`text`]), calendar time in UTC ([`utc`]), how
-//! often a repeated warning may be logged ([`throttle`]), and what wrappers of a
-//! connection's socket share ([`io`]).
+//! often a repeated warning may be logged ([`throttle`]), what wrappers of a
+//! connection's socket share ([`io`]), and how the files the operator names are read
+//! ([`files`]).
 //!
 //! Nothing here imports another module of the crate; everything else may import it.
 
 mod action;
 pub mod duration;
+pub mod files;
 pub mod io;
 pub mod limits;
 pub mod text;

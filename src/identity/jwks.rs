@@ -358,7 +358,7 @@ impl KeySource {
                 if meta.len() > MAX_JWKS_BYTES as u64 {
                     return Err(LoadError::TooLarge);
                 }
-                let bytes = tokio::fs::read(path)
+                let bytes = crate::core::files::read(path, MAX_JWKS_BYTES as u64)
                     .await
                     .map_err(|source| LoadError::Read {
                         path: path.clone(),
@@ -617,12 +617,13 @@ pub(crate) mod fetch {
                 let mut request = http::Request::get(self.uri.clone())
                     .header(http::header::ACCEPT, "application/json");
                 if let Some(path) = &self.token_file {
-                    let token = tokio::fs::read_to_string(path).await.map_err(|source| {
-                        FetchError::TokenFile {
-                            path: path.clone(),
-                            source,
-                        }
-                    })?;
+                    let token =
+                        crate::core::files::read_text(path, crate::core::files::MAX_TOKEN_FILE)
+                            .await
+                            .map_err(|source| FetchError::TokenFile {
+                                path: path.clone(),
+                                source,
+                            })?;
                     let mut value = http::HeaderValue::try_from(format!("Bearer {}", token.trim()))
                         .map_err(|_| FetchError::NotAToken { path: path.clone() })?;
                     value.set_sensitive(true);

@@ -174,18 +174,20 @@ impl KeyPairFiles<'_> {
         &self,
     ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), SetupError> {
         let chain = read_certs(self.cert_field, self.cert_file)?;
-        let key = PrivateKeyDer::from_pem_file(self.key_file).map_err(|source| match source {
-            // rustls' words for "no key in this PEM file": say which kind it wants.
-            rustls::pki_types::pem::Error::NoItemsFound => SetupError::NoKey {
-                field: self.key_field,
-                path: self.key_file.to_owned(),
-            },
-            source => SetupError::Read {
-                field: self.key_field,
-                path: self.key_file.to_owned(),
-                source,
-            },
-        })?;
+        let key = read_pem(self.key_file)
+            .and_then(|pem| PrivateKeyDer::from_pem_slice(&pem))
+            .map_err(|source| match source {
+                // rustls' words for "no key in this PEM file": say which kind it wants.
+                rustls::pki_types::pem::Error::NoItemsFound => SetupError::NoKey {
+                    field: self.key_field,
+                    path: self.key_file.to_owned(),
+                },
+                source => SetupError::Read {
+                    field: self.key_field,
+                    path: self.key_file.to_owned(),
+                    source,
+                },
+            })?;
         Ok((chain, key))
     }
 }
@@ -320,6 +322,12 @@ pub fn server_tls(
     Ok(tls_server_config(provider, verifier, certs, protocols)?)
 }
 
+/// A PEM file's bytes, read only when it is a regular file ([`crate::core::files`]).
+fn read_pem(path: &Path) -> Result<Vec<u8>, rustls::pki_types::pem::Error> {
+    crate::core::files::read_regular(path, crate::core::files::MAX_CONFIG_FILE)
+        .map_err(rustls::pki_types::pem::Error::Io)
+}
+
 fn read_certs(
     field: &'static str,
     path: &Path,
@@ -329,8 +337,8 @@ fn read_certs(
         path: path.to_owned(),
         source,
     };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(read_err)?
+    let pem = read_pem(path).map_err(read_err)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(read_err)?;
     if certs.is_empty() {

@@ -652,7 +652,7 @@ impl Rules {
     /// column) for malformed TOML, [`Error::Invalid`] (with the rule's line) for a rule
     /// that parses but cannot be used.
     pub async fn load(path: &Path) -> Result<Rules, Error> {
-        let text = tokio::fs::read_to_string(path)
+        let text = crate::core::files::read_text(path, crate::core::files::MAX_CONFIG_FILE)
             .await
             .map_err(|source| Error::Read {
                 path: path.to_owned(),

@@ -67,6 +67,15 @@ impl RulesHandle {
         match Rules::load(&self.path).await {
             Ok(rules) => {
                 report_collisions(&rules);
+                if let Some(warning) = rules.empty_warning() {
+                    // On purpose, a revocation; by accident (a file written in place
+                    // and read half-way, a bad render), an outage: said loudly.
+                    tracing::warn!(
+                        file = %self.path.display(),
+                        "{warning}; if that was not meant, write the file whole \
+                         elsewhere and rename it into place"
+                    );
+                }
                 let count = rules.len();
                 self.current.store(Arc::new(rules));
                 crate::metrics::rules_reload(true);

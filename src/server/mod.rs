@@ -182,12 +182,14 @@ pub async fn check_config(settings: &Settings) -> Result<Checked, Error> {
         .as_ref()
         .and_then(|j| j.jwks_file.as_ref())
     {
-        let bytes = tokio::fs::read(file).await.map_err(|source| {
-            Error::Jwks(crate::identity::jwks::LoadError::Read {
-                path: file.clone(),
-                source,
-            })
-        })?;
+        let bytes = crate::core::files::read(file, crate::core::files::MAX_CONFIG_FILE)
+            .await
+            .map_err(|source| {
+                Error::Jwks(crate::identity::jwks::LoadError::Read {
+                    path: file.clone(),
+                    source,
+                })
+            })?;
         crate::identity::jwks::KeySet::parse(&bytes).map_err(Error::Jwks)?;
     }
     Ok(checked)

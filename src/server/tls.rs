@@ -254,7 +254,9 @@ async fn on_change(files: &[std::path::PathBuf], every: Duration, mut reload: im
 /// read.
 async fn content_version(file: &std::path::Path) -> Option<[u8; 32]> {
     use sha2::Digest;
-    let bytes = tokio::fs::read(file).await.ok()?;
+    let bytes = crate::core::files::read(file, crate::core::files::MAX_CONFIG_FILE)
+        .await
+        .ok()?;
     Some(sha2::Sha256::digest(&bytes).into())
 }
 

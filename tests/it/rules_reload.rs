@@ -130,6 +130,23 @@ async fn removed_rules_file_keeps_the_last_good_rules_and_says_so() {
     std::fs::write(service.rules_path(), Setup::new().rules).unwrap();
     wait_for(&service, "private/secret.txt", Code::PermissionDenied).await;
     metrics_when(port, stale, |v| v == 0).await;
+
+    // A FIFO in its place that nobody writes: refused at once (a read would wait for
+    // ever, and hold every later reload and the exit), and a file put back after it
+    // is read.
+    let before = metric(&support::scrape(port).await, refused);
+    std::fs::remove_file(service.rules_path()).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(service.rules_path())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let text = metrics_when(port, refused, |n| n >= before + 2).await;
+    assert_eq!(metric(&text, stale), 1);
+    std::fs::remove_file(service.rules_path()).unwrap();
+    std::fs::write(service.rules_path(), PRIVATE_TOO).unwrap();
+    wait_for(&service, "private/secret.txt", Code::Ok).await;
+    metrics_when(port, stale, |v| v == 0).await;
 }
 
 #[tokio::test]
