@@ -18,34 +18,50 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::core::throttle::Throttle;
+
 /// A scraper that sends nothing is dropped after this long.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves until the task is stopped; its connections stop with it.
+/// Serves until the task is stopped; its connections stop with it. A failed accept
+/// (EMFILE) is retried at the sockets' pace and warned about once a minute; the
+/// connection cap leaves descriptors for this port (`socket::Accepted`).
 pub(super) async fn serve(listener: TcpListener) {
     let mut connections = JoinSet::new();
+    let mut failed = Throttle::once_per(Duration::from_secs(60));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let connection = http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(HEADER_TIMEOUT)
-                        .keep_alive(false)
-                        .serve_connection(TokioIo::new(stream), service_fn(respond));
-                    connections.spawn(async move {
-                        let _ = connection.await;
-                    });
+                    connections.spawn(serve_one(stream));
                 }
+                Err(e) if super::socket::one_connection(&e) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if let Some(failed) = failed.note(std::time::Instant::now()) {
+                        tracing::warn!(
+                            error = %e,
+                            failed_accepts = failed,
+                            pause_ms = super::socket::ACCEPT_PAUSE.as_millis(),
+                            "metrics listener: cannot accept connections; retrying at a pace"
+                        );
+                    }
+                    tokio::time::sleep(super::socket::ACCEPT_PAUSE).await;
                 }
             },
             // Reap finished connections so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+}
+
+/// One connection: a request, then closed.
+async fn serve_one(stream: tokio::net::TcpStream) {
+    let connection = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service_fn(respond));
+    let _ = connection.await;
 }
 
 /// What this port serves, for a request it does not.

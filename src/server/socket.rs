@@ -64,7 +64,7 @@ impl Accepted {
             every,
             probes,
             cap: Arc::new(Cap::new(
-                server.max_connections,
+                connections_within_the_descriptors(server.max_connections),
                 server.max_connections_per_peer,
             )),
         }
@@ -97,6 +97,52 @@ pub(super) struct Cap {
     per_peer: usize,
     /// Open connections by the address they come from (none at zero).
     peers: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// `max` connections, or fewer when the process's open-file limit leaves room for
+/// fewer: a connection holds a descriptor, and once none is left (EMFILE) no listener
+/// can accept, not even to close a connection past the cap, the metrics port's probes
+/// go unanswered, and files and outgoing calls (STS, the store, JWKS) fail. So the cap
+/// is at most the soft limit (`/proc/self/limits`) less the descriptors open now and
+/// a reserve for the rest, a quarter of the limit up to 64, and the start-up log says
+/// so when that lowers it.
+fn connections_within_the_descriptors(max: usize) -> usize {
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| open_files_limit(&limits));
+    let open = std::fs::read_dir("/proc/self/fd").map(Iterator::count).ok();
+    let (Some(limit), Some(open)) = (limit, open) else {
+        return max;
+    };
+    let room = limit
+        .saturating_sub(open)
+        .saturating_sub((limit / 4).min(64))
+        .max(1);
+    if room < max {
+        tracing::warn!(
+            max_connections = max,
+            open_files_limit = limit,
+            open_files = open,
+            connections = room,
+            "server.max_connections is more than the open-file limit leaves room for: \
+             connections are capped lower (past it, closed at once and counted), keeping \
+             descriptors for probes, files and outgoing calls; raise the limit (ulimit -n, \
+             the container runtime's nofile) to serve more"
+        );
+    }
+    room.min(max)
+}
+
+/// The soft "Max open files" of a `/proc/<pid>/limits` text; `None` when unlimited or
+/// absent.
+fn open_files_limit(limits: &str) -> Option<usize> {
+    limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Why a connection was not let in.
@@ -354,7 +400,7 @@ where
 
 /// Whether a failed accept concerns one connection only, which the next accept does
 /// not meet again (as hyper classifies them).
-fn one_connection(e: &io::Error) -> bool {
+pub(super) fn one_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused
@@ -475,6 +521,24 @@ mod tests {
     ) -> Admitted<impl Stream<Item = io::Result<Client>> + Unpin> {
         let accepts = accepts.into_iter().map(|a| a.map(|n| Client(n, None)));
         Admitted::new(tokio_stream::iter(accepts), Arc::new(Cap::new(max, max)))
+    }
+
+    #[test]
+    fn the_open_files_limit_is_read_from_proc_limits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             95346                95346                processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(open_files_limit(limits), Some(1024));
+        assert_eq!(
+            open_files_limit(
+                "Max open files            unlimited            unlimited            files\n"
+            ),
+            None
+        );
+        assert_eq!(open_files_limit(""), None);
+        // This process's own: some limit, and the cap within it.
+        let cap = connections_within_the_descriptors(usize::MAX);
+        assert!((1..usize::MAX).contains(&cap), "{cap}");
     }
 
     #[tokio::test]

@@ -212,8 +212,13 @@ caller = "dev:demo"
 /// The binary with `dir`'s config, `env` and nothing else of this environment; its
 /// stderr goes to `dir/service.log`, returned.
 fn spawn_service(dir: &Path, env: &[(&str, &str)]) -> (Process, PathBuf) {
+    spawn_service_in(Command::new(BIN), dir, env)
+}
+
+/// As [`spawn_service`], run by `command` (the binary, or a wrapper given it).
+fn spawn_service_in(mut command: Command, dir: &Path, env: &[(&str, &str)]) -> (Process, PathBuf) {
     let log_file = dir.join("service.log");
-    let child = Command::new(BIN)
+    let child = command
         .arg("--config")
         .arg(dir.join("config.toml"))
         .env_clear()
@@ -985,4 +990,63 @@ async fn a_service_whose_audit_destination_takes_nothing_still_exits_and_says_so
     assert_eq!(status.code(), Some(1), "lines were lost: exit 1, {status}");
     drop(stalled.read);
     stalled.reader.join().expect("the FIFO reader");
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_probes_are_still_answered() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    write_config(
+        dir,
+        "text",
+        "http://127.0.0.1:9",
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    // 64 descriptors, as `ulimit -n 64` gives.
+    let mut limited = Command::new("prlimit");
+    limited.args(["--nofile=64:64", BIN]);
+    let (_service, log_file) = spawn_service_in(
+        limited,
+        dir,
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIAFDLIMIT"),
+            ("AWS_SECRET_ACCESS_KEY", "fd-limit-secret"),
+        ],
+    );
+    let grpc = logged_port(&log_file, "storage-grants listening").await;
+    let metrics = logged_port(&log_file, "metrics at GET /metrics").await;
+    // Connections that hold a descriptor each and say nothing: more than the limit.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", grpc))
+                .await
+                .expect("the kernel queues the connection"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for probe in ["/livez", "/readyz", "/metrics"] {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(3),
+            reqwest::get(format!("http://127.0.0.1:{metrics}{probe}")),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{probe} not answered out of descriptors"))
+        .unwrap_or_else(|e| panic!("{probe}: {e}"));
+        assert!(
+            answer.status() == 200 || (probe == "/readyz" && answer.status() == 503),
+            "{probe}: {}",
+            answer.status()
+        );
+    }
+    drop(held);
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(
+        log.contains("server.max_connections is more than the open-file limit leaves room for"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("cannot accept connections"),
+        "a listener ran out of descriptors:\n{log}"
+    );
 }
