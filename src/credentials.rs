@@ -155,13 +155,27 @@ impl CredentialSource {
                 wait
             }
             Ok(Err(e)) => {
-                tracing::warn!(
-                    error = %crate::core::text::Chain(&e),
-                    "cannot load storage credentials from the AWS chain: set \
-                     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile (AWS_PROFILE), \
-                     web identity (IRSA: AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN), \
-                     or run where container or instance metadata serves credentials"
-                );
+                let held = self.current.load();
+                match held.as_deref() {
+                    // A refresh that failed: the chain was found before, so this is its
+                    // source failing (an endpoint down), not a missing setting.
+                    Some(c) => tracing::warn!(
+                        error = %crate::core::text::Chain(&e),
+                        current_expire_in_secs = c
+                            .expires_at
+                            .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default().as_secs()),
+                        retry_in_secs = RETRY.as_secs(),
+                        "refreshing the storage credentials failed; the current ones sign \
+                         until they expire"
+                    ),
+                    None => tracing::warn!(
+                        error = %crate::core::text::Chain(&e),
+                        "cannot load storage credentials from the AWS chain: set \
+                         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile (AWS_PROFILE), \
+                         web identity (IRSA: AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN), \
+                         or run where container or instance metadata serves credentials"
+                    ),
+                }
                 RETRY
             }
             Err(_) => {
