@@ -38,6 +38,18 @@ fn read_public() -> AssumeScopedRequest {
     }
 }
 
+/// GrantRead of `key` in `demo` as the dev caller.
+fn read_demo(key: impl Into<String>) -> tonic::Request<GrantReadRequest> {
+    support::authed(
+        GrantReadRequest {
+            bucket: "demo".into(),
+            key: key.into(),
+            ..Default::default()
+        },
+        &TOKEN,
+    )
+}
+
 /// A child process stopped (SIGTERM, then kill) on drop.
 pub(crate) struct Process(pub(crate) Child);
 
@@ -625,14 +637,7 @@ async fn every_audit_event_of_a_burst_is_written_before_exit() {
         let mut client = client.clone();
         calls.spawn(async move {
             client
-                .grant_read(support::authed(
-                    GrantReadRequest {
-                        bucket: "demo".into(),
-                        key: format!("public/burst/{i}.csv"),
-                        ..Default::default()
-                    },
-                    &TOKEN,
-                ))
+                .grant_read(read_demo(format!("public/burst/{i}.csv")))
                 .await
                 .expect("GrantRead")
                 .into_inner()
@@ -878,14 +883,7 @@ async fn grant_until_held_back(client: &GrantServiceClient<Channel>) -> Vec<Stri
         let mut client = client.clone();
         let key = format!("public/stall/{padding}/{i}.csv");
         calls.spawn(async move {
-            let call = client.grant_read(support::authed(
-                GrantReadRequest {
-                    bucket: "demo".into(),
-                    key,
-                    ..Default::default()
-                },
-                &TOKEN,
-            ));
+            let call = client.grant_read(read_demo(key));
             match tokio::time::timeout(Duration::from_secs(2), call).await {
                 Ok(answer) => Some(answer.expect("GrantRead").into_inner().grant_id),
                 Err(_) => None,
@@ -927,14 +925,7 @@ async fn a_stalled_audit_destination_holds_grants_back_but_not_health_and_loses_
     let mut client = stalled.client.clone();
     let late = tokio::time::timeout(
         Duration::from_secs(20),
-        client.grant_read(support::authed(
-            GrantReadRequest {
-                bucket: "demo".into(),
-                key: "public/after-the-stall.csv".into(),
-                ..Default::default()
-            },
-            &TOKEN,
-        )),
+        client.grant_read(read_demo("public/after-the-stall.csv")),
     )
     .await
     .expect("a grant goes through once the audit file reads again")
@@ -1088,17 +1079,7 @@ async fn the_services_own_credentials_come_from_a_profiles_credential_process() 
     let mut client = connect(&log_file).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let url = loop {
-        match client
-            .grant_read(support::authed(
-                GrantReadRequest {
-                    bucket: "demo".into(),
-                    key: "public/hello.txt".into(),
-                    ..Default::default()
-                },
-                &TOKEN,
-            ))
-            .await
-        {
+        match client.grant_read(read_demo("public/hello.txt")).await {
             Ok(answer) => break answer.into_inner().url,
             Err(status) => {
                 assert!(
