@@ -337,6 +337,22 @@ pub async fn run(
         settings.grants.rules_reload_interval,
         crate::rules::reload::hangup_signal(),
     ));
+    // SIGHUP also has the audit file opened again at its path: logrotate's `create`
+    // (rename, then signal) then works, as `copytruncate` does without a signal.
+    if let (Some(file), Some(mut hangup)) = (
+        settings.audit.file.clone(),
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+    ) {
+        tasks.spawn(async move {
+            while hangup.recv().await.is_some() {
+                crate::telemetry::reopen_audit_file();
+                tracing::info!(
+                    file = %file.display(),
+                    "SIGHUP: the audit file is opened again at its path before the next event"
+                );
+            }
+        });
+    }
     let token_keys = settings.upload_keys.take().unwrap_or_else(|| {
         tracing::warn!(
             "uploads.token_keys unset: multipart upload tokens use a random key, valid only on \

@@ -26,6 +26,7 @@ mod batch;
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use batch::Batched;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
@@ -149,6 +150,54 @@ impl Telemetry {
     }
 }
 
+/// Set by [`reopen_audit_file`]; the audit file's writer reopens its path before its
+/// next write.
+static REOPEN_AUDIT_FILE: AtomicBool = AtomicBool::new(false);
+
+/// Has the audit file (`[audit] file`) opened again at its path before the next event
+/// is written, for log rotation: after a rename, the events go to a new file at the
+/// path, not to the renamed one (the server calls this on SIGHUP).
+pub fn reopen_audit_file() {
+    REOPEN_AUDIT_FILE.store(true, Ordering::Relaxed);
+}
+
+/// `[audit] file`, appended to, opened again at its path when asked.
+struct AuditFile {
+    path: std::path::PathBuf,
+    file: File,
+}
+
+impl AuditFile {
+    fn open(path: &Path) -> std::io::Result<AuditFile> {
+        Ok(AuditFile {
+            path: path.to_owned(),
+            file: File::options().create(true).append(true).open(path)?,
+        })
+    }
+}
+
+impl Write for AuditFile {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if REOPEN_AUDIT_FILE.swap(false, Ordering::Relaxed) {
+            match AuditFile::open(&self.path) {
+                Ok(reopened) => *self = reopened,
+                // The renamed file still takes the events; said, and tried at the next
+                // SIGHUP.
+                Err(e) => tracing::error!(
+                    file = %self.path.display(),
+                    error = %e,
+                    "cannot open the audit file again; events go on to the file opened before"
+                ),
+            }
+        }
+        self.file.write(bytes)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Installs the global subscriber: the log on stderr, the audit events also in
 /// `audit_file` when given, and the OTLP exporter when the environment configures
 /// one. Call once, early in `main`, inside the Tokio runtime (the gRPC exporter's
@@ -257,14 +306,10 @@ fn init_from(
         audit.push(Box::new(stderr_writer));
     }
     if let Some(path) = audit_file {
-        let file = File::options()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|source| Error::AuditFile {
-                path: path.to_owned(),
-                source,
-            })?;
+        let file = AuditFile::open(path).map_err(|source| Error::AuditFile {
+            path: path.to_owned(),
+            source,
+        })?;
         let (file_writer, guard) = writer_thread(
             "audit-writer",
             file,

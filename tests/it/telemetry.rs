@@ -1093,3 +1093,67 @@ async fn the_services_own_credentials_come_from_a_profiles_credential_process() 
     };
     assert!(url.contains("X-Amz-Credential=AKIAFROMPROCESS%2F"), "{url}");
 }
+
+#[tokio::test]
+async fn sighup_reopens_the_audit_file_for_log_rotation() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    write_config(
+        dir,
+        "text",
+        "http://127.0.0.1:9",
+        "[audit]\nfile = \"audit.jsonl\"\n",
+    );
+    let (service, log_file) = spawn_service(
+        dir,
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIAROTATE"),
+            ("AWS_SECRET_ACCESS_KEY", "rotate-secret"),
+        ],
+    );
+    let mut client = connect(&log_file).await;
+    let grant = |client: &mut GrantServiceClient<Channel>, key: &'static str| {
+        let mut client = client.clone();
+        async move {
+            client
+                .grant_read(read_demo(key))
+                .await
+                .expect("GrantRead")
+                .into_inner()
+                .grant_id
+        }
+    };
+    let events = |file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line")["grant_id"].clone())
+            .collect::<Vec<_>>()
+    };
+    let wait_for = |file: &'static str, id: String| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !events(file).contains(&Value::String(id.clone())) {
+            assert!(Instant::now() < deadline, "{id} never reached {file}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let before = grant(&mut client, "public/before.csv").await;
+    wait_for("audit.jsonl", before.clone()).await;
+
+    // logrotate's `create`: rename, then signal.
+    std::fs::rename(dir.join("audit.jsonl"), dir.join("audit.jsonl.1")).unwrap();
+    let _ = Command::new("kill")
+        .args(["-HUP", &service.0.id().to_string()])
+        .status();
+    let log = || std::fs::read_to_string(&log_file).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log().contains("the audit file is opened again") {
+        assert!(Instant::now() < deadline, "SIGHUP not taken:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = grant(&mut client, "public/after.csv").await;
+    wait_for("audit.jsonl", after.clone()).await;
+    let rotated = events("audit.jsonl.1");
+    assert!(rotated.contains(&Value::String(before)), "{rotated:?}");
+    assert!(!rotated.contains(&Value::String(after)), "{rotated:?}");
+}
