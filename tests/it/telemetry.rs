@@ -221,6 +221,14 @@ caller = "dev:demo"
     std::fs::write(dir.join("config.toml"), config).unwrap();
 }
 
+/// A directory with the config of [`write_config`] in text format, its store
+/// unreachable, and `extra`.
+fn text_config(extra: &str) -> tempfile::TempDir {
+    let work = tempfile::tempdir().unwrap();
+    write_config(work.path(), "text", "http://127.0.0.1:9", extra);
+    work
+}
+
 /// The binary with `dir`'s config, `env` and nothing else of this environment; its
 /// stderr goes to `dir/service.log`, returned.
 fn spawn_service(dir: &Path, env: &[(&str, &str)]) -> (Process, PathBuf) {
@@ -985,14 +993,8 @@ async fn a_service_whose_audit_destination_takes_nothing_still_exits_and_says_so
 
 #[tokio::test]
 async fn out_of_file_descriptors_the_probes_are_still_answered() {
-    let work = tempfile::tempdir().unwrap();
+    let work = text_config("[metrics]\nlisten = \"127.0.0.1:0\"\n");
     let dir = work.path();
-    write_config(
-        dir,
-        "text",
-        "http://127.0.0.1:9",
-        "[metrics]\nlisten = \"127.0.0.1:0\"\n",
-    );
     // 64 descriptors, as `ulimit -n 64` gives.
     let mut limited = Command::new("prlimit");
     limited.args(["--nofile=64:64", BIN]);
@@ -1096,14 +1098,8 @@ async fn the_services_own_credentials_come_from_a_profiles_credential_process() 
 
 #[tokio::test]
 async fn sighup_reopens_the_audit_file_for_log_rotation() {
-    let work = tempfile::tempdir().unwrap();
+    let work = text_config("[audit]\nfile = \"audit.jsonl\"\n");
     let dir = work.path();
-    write_config(
-        dir,
-        "text",
-        "http://127.0.0.1:9",
-        "[audit]\nfile = \"audit.jsonl\"\n",
-    );
     let (service, log_file) = spawn_service(
         dir,
         &[
