@@ -85,7 +85,9 @@ impl RulesHandle {
             Err(e) => {
                 crate::metrics::rules_reload(false);
                 tracing::error!(
-                    error = %e,
+                    // One line, for line-based log shippers: TOML's message quotes the
+                    // file's line with a caret under it.
+                    error = %crate::core::text::escape_breaks(&e.to_string()),
                     "rules reload refused; the previous rules stay in force"
                 );
                 Err(e)
