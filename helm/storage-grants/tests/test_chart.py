@@ -928,7 +928,7 @@ def alert_rules_pass_promtool():
     check({"StorageGrantsStsErrors", "StorageGrantsRulesReloadRefused", "StorageGrantsNotReady",
            "StorageGrantsSigningCredentialsExpiring", "StorageGrantsConnectionsRefused",
            "StorageGrantsCallersOverBudget", "StorageGrantsTlsReloadRefused",
-           "StorageGrantsCertificateExpiring"} <= alerts,
+           "StorageGrantsCertificateExpiring", "StorageGrantsLogBehind"} <= alerts,
           f"alerts {alerts}")
     p = run([ARGS.promtool, "check", "rules", str(rules_file)])
     check(p.returncode == 0, f"promtool check rules:\n{p.stdout}{p.stderr}")
