@@ -152,7 +152,6 @@ struct Metrics {
     rules_reloads: Family<Labels<1>, Counter>,
     rules_stale: Gauge,
     trace_export_failures: Counter,
-    log_backlog: Family<Labels<1>, Gauge>,
     log_write_failures: Family<Labels<1>, Counter>,
     log_lines_dropped: Family<Labels<1>, Counter>,
     log_bytes_lost: Family<Labels<1>, Counter>,
@@ -281,13 +280,7 @@ impl Metrics {
              unreachable or refusing)",
             trace_export_failures.clone(),
         );
-        let log_backlog = Family::<Labels<1>, Gauge>::default();
-        registry.register(
-            "log_backlog_bytes",
-            "Bytes of log and audit lines not yet written, per destination (stderr, \
-             audit_file); past 8 MiB on an audit destination new calls wait for it",
-            log_backlog.clone(),
-        );
+        registry.register_collector(Box::new(&*LOG_BACKLOG));
         let log_write_failures = Family::<Labels<1>, Counter>::default();
         registry.register(
             "log_write_failures",
@@ -386,7 +379,6 @@ impl Metrics {
             rules_reloads,
             rules_stale,
             trace_export_failures,
-            log_backlog,
             log_write_failures,
             log_lines_dropped,
             log_bytes_lost,
@@ -662,13 +654,57 @@ pub fn trace_export_failed(spans: usize) {
     METRICS.trace_export_failures.inc_by(spans as u64);
 }
 
-/// The gauge of the bytes `destination`'s writer has not written yet, for the writer
-/// to set as lines come and go (it may be blocked in a write while they come).
-pub fn log_backlog(destination: &'static str) -> Gauge {
-    METRICS
-        .log_backlog
-        .get_or_create(&[("destination", destination)])
-        .clone()
+/// Reports `bytes()` as the backlog of `destination` at each scrape: read when
+/// scraped, so that the writers' appends (one per grant) update no metric, and a
+/// writer blocked in a write still shows its backlog.
+pub fn log_backlog(destination: &'static str, bytes: BacklogSource) {
+    LOG_BACKLOG
+        .sources
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((destination, bytes));
+}
+
+/// What reads a log destination's backlog, in bytes.
+pub type BacklogSource = Box<dyn Fn() -> usize + Send + Sync>;
+
+/// `storage_grants_log_backlog_bytes`, by destination.
+struct LogBacklog {
+    sources: std::sync::Mutex<Vec<(&'static str, BacklogSource)>>,
+}
+
+static LOG_BACKLOG: LazyLock<LogBacklog> = LazyLock::new(|| LogBacklog {
+    sources: std::sync::Mutex::new(Vec::new()),
+});
+
+impl std::fmt::Debug for LogBacklog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogBacklog")
+    }
+}
+
+impl Collector for &'static LogBacklog {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sources.is_empty() {
+            return Ok(());
+        }
+        let mut metric = encoder.encode_descriptor(
+            "log_backlog_bytes",
+            "Bytes of log and audit lines not yet written, per destination (stderr, \
+             audit_file); past 8 MiB on an audit destination new calls wait for it",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (destination, bytes) in sources.iter() {
+            let gauge = ConstGauge::new(i64::try_from(bytes()).unwrap_or(i64::MAX));
+            gauge.encode(metric.encode_family(&[("destination", *destination)])?)?;
+        }
+        Ok(())
+    }
 }
 
 /// A write to `destination` failed; its bytes are kept.

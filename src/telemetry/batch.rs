@@ -23,8 +23,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::gauge::Gauge;
-
 use crate::core::throttle::Throttle;
 use crate::grant::audit::BACKLOG;
 
@@ -67,8 +65,6 @@ struct Shared {
     audit: bool,
     /// Log lines dropped past the limit, not yet counted in the metrics.
     dropped: AtomicUsize,
-    /// `storage_grants_log_backlog_bytes` of this destination.
-    backlog: Gauge,
 }
 
 impl Shared {
@@ -117,8 +113,12 @@ pub(super) fn start(
         max_buffered,
         audit: role.audit,
         dropped: AtomicUsize::new(0),
-        backlog: crate::metrics::log_backlog(role.label),
     });
+    let scraped = Arc::downgrade(&shared);
+    crate::metrics::log_backlog(
+        role.label,
+        Box::new(move || scraped.upgrade().map_or(0, |s| s.lock().backlog())),
+    );
     let writer = shared.clone();
     let (ended_tx, ended) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -203,7 +203,6 @@ fn write_batches(shared: &Shared, mut destination: impl Write) {
             }
             (backlog, closed && backlog == 0)
         };
-        shared.backlog.set(gauge_value(backlog));
         match report {
             Some(Some(e)) => tracing::error!(
                 destination = shared.label,
@@ -222,10 +221,6 @@ fn write_batches(shared: &Shared, mut destination: impl Write) {
             return;
         }
     }
-}
-
-fn gauge_value(bytes: usize) -> i64 {
-    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 /// Writes `bytes` to `destination`, removing what was written; on an error, what is
@@ -252,29 +247,31 @@ impl Batched {
     /// limit, the destination counts itself behind in [`BACKLOG`], where new calls
     /// wait.
     pub(super) fn append(&self, bytes: &[u8]) {
+        self.append_unless(bytes, usize::MAX);
+    }
+
+    /// Appends a log line: as [`Batched::append`], but dropped (and counted) past
+    /// four times the limit.
+    fn append_log(&self, bytes: &[u8]) {
+        self.append_unless(bytes, self.0.max_buffered.saturating_mul(4));
+    }
+
+    /// Appends `bytes` unless `drop_from` bytes are waiting already.
+    fn append_unless(&self, bytes: &[u8], drop_from: usize) {
         let shared = &self.0;
         let mut state = shared.lock();
+        if state.backlog() >= drop_from {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         state.buffer.extend_from_slice(bytes);
-        let backlog = state.backlog();
-        shared.backlog.set(gauge_value(backlog));
-        if shared.audit && !state.behind && backlog >= shared.max_buffered {
+        if shared.audit && !state.behind && state.backlog() >= shared.max_buffered {
             state.behind = true;
             BACKLOG.fell_behind();
         }
         if state.buffer.len() >= HIGH_WATER {
             shared.work.notify_one();
         }
-    }
-
-    /// Appends a log line: as [`Batched::append`], but dropped (and counted) past
-    /// four times the limit.
-    fn append_log(&self, bytes: &[u8]) {
-        let shared = &self.0;
-        if shared.lock().backlog() >= shared.max_buffered.saturating_mul(4) {
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        self.append(bytes);
     }
 }
 
