@@ -420,7 +420,8 @@ impl<S> Admitted<S> {
                         max_connections = self.cap.max,
                         refused,
                         "connection limit reached: closing new connections until some close \
-                         (raise server.max_connections with the memory limit, or add replicas)"
+                         (raise server.max_connections with the memory limit, or the open-file \
+                         limit if the start-up log said it lowers the cap, or add replicas)"
                     );
                 }
             }

@@ -1011,13 +1011,13 @@ async fn one_address_cannot_take_every_connection() {
     drop((held, other));
 }
 
-/// With its file descriptors used up by connections, the service keeps accepting
-/// at a pace instead of retrying at once: a failed accept leaves the connection in the
-/// backlog, so an immediate retry fails again, and the accept loop spun a worker at
-/// full CPU for as long as the descriptors stayed used up. The operator is told (once
-/// a minute at most); once connections close the service accepts again.
+/// With more connections than its file descriptors allow, the service refuses the
+/// excess at its connection cap, which start-up held within the open-file limit: it
+/// never runs out of descriptors (where no listener can accept, not even to close a
+/// connection, and the accept loop once spun a worker at full CPU), it says so, and
+/// once connections close it accepts again.
 #[tokio::test]
-async fn used_up_file_descriptors_pause_accepting_instead_of_spinning() {
+async fn a_connection_flood_past_the_descriptor_limit_is_refused_at_the_cap() {
     let dir = tempfile::tempdir().unwrap();
     // The held connections stay open for the whole test.
     crate::telemetry::write_config(
@@ -1054,15 +1054,20 @@ async fn used_up_file_descriptors_pause_accepting_instead_of_spinning() {
     )
     .await;
 
-    // More connections than descriptors: the last ones wait in the backlog.
+    assert!(
+        log_text().contains("more than the open-file limit leaves room for"),
+        "{}",
+        log_text()
+    );
+    // More connections than descriptors: those past the cap are closed at once.
     let mut held = Vec::new();
     for _ in 0..100 {
         held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
     }
     eventually(
         Duration::from_secs(10),
-        || std::future::ready(log_text().contains("cannot accept connections")),
-        || format!("no warning about accepting:\n{}", log_text()),
+        || std::future::ready(log_text().contains("connection limit reached")),
+        || format!("no warning about the cap:\n{}", log_text()),
     )
     .await;
     let before = cpu_ticks(service.0.id());
@@ -1070,11 +1075,11 @@ async fn used_up_file_descriptors_pause_accepting_instead_of_spinning() {
     let spent = cpu_ticks(service.0.id()) - before;
     assert!(
         spent < 40,
-        "the service used {spent}/100 s of CPU in 2 s while it could not accept"
+        "the service used {spent}/100 s of CPU in 2 s at its cap"
     );
     assert!(
         !answers_a_new_connection(addr).await,
-        "a descriptor was free"
+        "a connection past the cap was served"
     );
 
     drop(held);
@@ -1086,8 +1091,12 @@ async fn used_up_file_descriptors_pause_accepting_instead_of_spinning() {
     .await;
     drop(service);
     let text = log_text();
+    assert!(
+        !text.contains("cannot accept connections"),
+        "the service ran out of descriptors:\n{text}"
+    );
     assert_eq!(
-        text.matches("cannot accept connections").count(),
+        text.matches("connection limit reached").count(),
         1,
         "warned more than once within a minute:\n{text}"
     );
