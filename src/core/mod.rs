@@ -15,6 +15,7 @@ pub mod io;
 pub mod limits;
 pub mod text;
 pub mod throttle;
+pub mod toml_errors;
 pub mod utc;
 
 pub use action::Action;

@@ -413,11 +413,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {}", .source.to_string().trim_end())]
+    /// Malformed TOML: where, and TOML's message without the text it quotes (the
+    /// file may not be rules at all, and its line may hold anything).
+    #[error("{path}: {at}: {message}")]
     Parse {
         path: PathBuf,
-        #[source]
-        source: toml::de::Error,
+        at: crate::core::toml_errors::Location,
+        message: String,
     },
     #[error("{path}:{line}: {source}")]
     Invalid {
@@ -668,7 +670,8 @@ impl Rules {
     pub fn parse(text: &str, path: &Path) -> Result<Rules, Error> {
         let raw: RawFile = toml::from_str(text).map_err(|source| Error::Parse {
             path: path.to_owned(),
-            source,
+            at: crate::core::toml_errors::Location::of(text, source.span()),
+            message: crate::core::toml_errors::without_values(source.message().trim_end()),
         })?;
         let rules = raw
             .rules
@@ -1040,6 +1043,29 @@ fn segment_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_is_not_toml_is_located_without_its_text() {
+        // What a rules path pointed at `/proc/self/environ` reads.
+        let environ = "PATH=/usr/bin\0AWS_SECRET_ACCESS_KEY=sk-live-0123456789\0HOME=/root\0";
+        let err = Rules::parse(environ, Path::new("rules.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("rules.toml: line 1, column "), "{err}");
+        assert!(
+            !err.contains("sk-live") && !err.contains("AWS_SECRET"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+        let err = Rules::parse(
+            "[[rules]]\ncallers = [\"dev:x\"\nbucket = \"tok-123\"\n",
+            Path::new("r.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("r.toml: line "), "{err}");
+        assert!(!err.contains("tok-123"), "{err}");
+    }
     use crate::identity::Source;
 
     const FILE: &str = r#"
