@@ -159,15 +159,28 @@ impl CredentialSource {
                 match held.as_deref() {
                     // A refresh that failed: the chain was found before, so this is its
                     // source failing (an endpoint down), not a missing setting.
-                    Some(c) => tracing::warn!(
-                        error = %crate::core::text::Chain(&e),
-                        current_expire_in_secs = c
+                    Some(c) => {
+                        let left = c
                             .expires_at
-                            .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default().as_secs()),
-                        retry_in_secs = RETRY.as_secs(),
-                        "refreshing the storage credentials failed; the current ones sign \
-                         until they expire"
-                    ),
+                            .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
+                        if left == Some(Duration::ZERO) {
+                            tracing::warn!(
+                                error = %crate::core::text::Chain(&e),
+                                retry_in_secs = RETRY.as_secs(),
+                                "refreshing the storage credentials failed, and the current \
+                                 ones have expired: grants are refused (UNAVAILABLE) until a \
+                                 refresh succeeds"
+                            );
+                        } else {
+                            tracing::warn!(
+                                error = %crate::core::text::Chain(&e),
+                                current_expire_in_secs = left.map(|l| l.as_secs()),
+                                retry_in_secs = RETRY.as_secs(),
+                                "refreshing the storage credentials failed; the current ones \
+                                 sign until they expire"
+                            );
+                        }
+                    }
                     None => tracing::warn!(
                         error = %crate::core::text::Chain(&e),
                         "cannot load storage credentials from the AWS chain: set \

@@ -1045,58 +1045,6 @@ async fn out_of_file_descriptors_the_probes_are_still_answered() {
 }
 
 #[tokio::test]
-async fn the_services_own_credentials_come_from_a_profiles_credential_process() {
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path();
-    write_config(dir, "text", "http://127.0.0.1:9", "");
-    let process = dir.join("credentials.sh");
-    std::fs::write(
-        &process,
-        "#!/bin/sh\nprintf '%s' '{\"Version\":1,\"AccessKeyId\":\"AKIAFROMPROCESS\",\
-         \"SecretAccessKey\":\"from-a-credential-process\"}'\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &process,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("aws-config"),
-        format!(
-            "[profile grants]\ncredential_process = {}\n",
-            process.display()
-        ),
-    )
-    .unwrap();
-    let config = dir.join("aws-config").display().to_string();
-    let (_service, log_file) = spawn_service(
-        dir,
-        &[
-            ("AWS_CONFIG_FILE", config.as_str()),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-            ("AWS_PROFILE", "grants"),
-        ],
-    );
-    let mut client = connect(&log_file).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let url = loop {
-        match client.grant_read(read_demo("public/hello.txt")).await {
-            Ok(answer) => break answer.into_inner().url,
-            Err(status) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "no credentials from the process: {status:?}\n{}",
-                    std::fs::read_to_string(&log_file).unwrap()
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
-    assert!(url.contains("X-Amz-Credential=AKIAFROMPROCESS%2F"), "{url}");
-}
-
-#[tokio::test]
 async fn sighup_reopens_the_audit_file_for_log_rotation() {
     let work = text_config("[audit]\nfile = \"audit.jsonl\"\n");
     let dir = work.path();
