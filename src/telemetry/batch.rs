@@ -318,6 +318,11 @@ impl Flusher {
         }
     }
 
+    /// The `destination` label of its metrics.
+    pub(super) fn label(&self) -> &'static str {
+        self.shared.label
+    }
+
     /// Asks the writer to write what it holds and stop.
     pub(super) fn close(&self) {
         self.shared.lock().closed = true;

@@ -109,9 +109,14 @@ pub enum Error {
 #[must_use = "call shutdown() before exiting, or the last spans and log lines are lost"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
-    /// One per writer thread; dropping one writes what it holds and stops it.
-    writers: Vec<batch::Flusher>,
+    /// The log's writer thread (stderr); dropping it writes what it holds and stops it.
+    log: batch::Flusher,
+    /// The other destinations' (the audit file's).
+    files: Vec<batch::Flusher>,
 }
+
+/// The log's own time at exit, after the other destinations' [`batch::FINAL_FLUSH`].
+const LOG_LAST_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How long the last spans may take to reach the collector at exit: the chart's
 /// termination grace period leaves 5 seconds after the drain, and the log's writers
@@ -139,13 +144,28 @@ impl Telemetry {
             tracing::warn!(error = %e, "flushing traces failed; the last spans are lost");
         }
         let deadline = std::time::Instant::now() + batch::FINAL_FLUSH;
-        for writer in &self.writers {
-            writer.close();
+        for file in &self.files {
+            file.close();
         }
         let mut written = true;
-        for writer in self.writers {
-            written &= writer.finish(deadline) == 0;
+        for file in self.files {
+            let label = file.label();
+            let lost = file.finish(deadline);
+            if lost > 0 {
+                written = false;
+                // Told on the log, which is still open: the operator's one trace of it.
+                tracing::error!(
+                    destination = label,
+                    bytes_lost = lost,
+                    "a log destination took nothing in the last seconds: what it held is lost"
+                );
+            }
         }
+        // The log last, so that it carries what the others lost, with a moment of its own.
+        written &= self
+            .log
+            .finish(deadline.max(std::time::Instant::now() + LOG_LAST_FLUSH))
+            == 0;
         written
     }
 }
@@ -168,10 +188,25 @@ struct AuditFile {
 }
 
 impl AuditFile {
+    /// Opens `path` for appending. A file whose last line was cut (a disk that filled,
+    /// a process killed mid-write) gets its line ended first, so that the next event
+    /// is a line of its own, and only the cut one is unreadable.
     fn open(path: &Path) -> std::io::Result<AuditFile> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = File::options().create(true).append(true).open(path)?;
+        let meta = file.metadata()?;
+        if meta.is_file() && meta.len() > 0 {
+            let mut last = [0u8];
+            let mut reader = File::open(path)?;
+            reader.seek(SeekFrom::End(-1))?;
+            reader.read_exact(&mut last)?;
+            if last != *b"\n" {
+                file.write_all(b"\n")?;
+            }
+        }
         Ok(AuditFile {
             path: path.to_owned(),
-            file: File::options().create(true).append(true).open(path)?,
+            file,
         })
     }
 }
@@ -275,7 +310,7 @@ fn init_from(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Telemetry, Error> {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let mut writers = Vec::new();
+    let mut files = Vec::new();
     let stderr_audit = log_shows_audit(filter());
     let (stderr_writer, guard) = writer_thread(
         "log-writer",
@@ -285,7 +320,7 @@ fn init_from(
             audit: stderr_audit,
         },
     );
-    writers.push(guard);
+    let log_writer = guard;
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(stderr_writer.clone())
         // Colour only for a terminal: redirected logs stay plain text.
@@ -318,7 +353,7 @@ fn init_from(
                 audit: true,
             },
         );
-        writers.push(guard);
+        files.push(guard);
         audit.push(Box::new(file_writer));
     }
 
@@ -344,7 +379,11 @@ fn init_from(
     if provider.is_some() {
         tracing::info!("exporting traces over OTLP/gRPC (OTEL_* environment)");
     }
-    Ok(Telemetry { provider, writers })
+    Ok(Telemetry {
+        provider,
+        log: log_writer,
+        files,
+    })
 }
 
 /// The tracer provider the `OTEL_*` variables in `env` ask for; `None` when they ask
@@ -655,6 +694,31 @@ impl Extractor for Headers<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_audit_file_whose_last_line_was_cut_gets_it_ended_before_the_next_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"cut").unwrap();
+        let mut file = AuditFile::open(&path).unwrap();
+        file.write_all(b"{\"b\":2}\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"cut\n{\"b\":2}\n"
+        );
+        // A whole file, or an empty one, is left as it is.
+        drop(file);
+        let mut file = AuditFile::open(&path).unwrap();
+        file.write_all(b"{\"c\":3}\n").unwrap();
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .ends_with("{\"b\":2}\n{\"c\":3}\n")
+        );
+        let empty = dir.path().join("empty.jsonl");
+        AuditFile::open(&empty).unwrap();
+        assert_eq!(std::fs::read_to_string(&empty).unwrap(), "");
+    }
 
     fn provider(vars: &[(&str, &str)]) -> Result<Option<SdkTracerProvider>, Error> {
         let vars: Vec<(String, String)> = vars

@@ -987,6 +987,15 @@ async fn a_service_whose_audit_destination_takes_nothing_still_exits_and_says_so
         started.elapsed()
     );
     assert_eq!(status.code(), Some(1), "lines were lost: exit 1, {status}");
+    let log = std::fs::read_to_string(&stalled.log_file).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("took nothing in the last seconds")
+                && l.contains("destination=\"audit_file\"")
+                && l.contains("bytes_lost=")),
+        "the log does not say what was lost:\n{}",
+        &log[log.len().saturating_sub(2000)..]
+    );
     drop(stalled.read);
     stalled.reader.join().expect("the FIFO reader");
 }
