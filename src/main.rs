@@ -7,6 +7,15 @@ use std::process::ExitCode;
 use storage_grants::config::Settings;
 use storage_grants::{server, telemetry};
 
+/// `eprintln!` that does not panic when stderr is gone (a pipe whose reader exited):
+/// the exit code still says how the process ended.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// The runtime that loads the settings, accepts connections and runs the background
 /// tasks: one worker. Calls are served on threads of their own, one per CPU, each with
 /// a single-threaded runtime (`server::cores`).
@@ -114,7 +123,7 @@ fn main() -> ExitCode {
         Ok(Some(args)) => args,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
+            say!("error: {e}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -126,14 +135,14 @@ fn main() -> ExitCode {
     let settings = match Settings::load(args.config.as_deref(), env) {
         Ok(settings) => settings,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return ExitCode::from(2);
         }
     };
     let runtime = match runtime_builder().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -148,7 +157,7 @@ fn main() -> ExitCode {
     let telemetry = match telemetry {
         Ok(telemetry) => telemetry,
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -162,7 +171,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "storage-grants failed");
-            eprintln!("error: {e}");
+            say!("error: {e}");
             // 2 as `--check-config` answers the same refusal; 1 for a failure with a
             // valid configuration (an address in use, a serving thread that failed).
             if e.is_refused_configuration() {
@@ -188,7 +197,7 @@ fn main() -> ExitCode {
 
 async fn check_config(settings: &Settings) -> ExitCode {
     let refused = |e: &dyn std::fmt::Display| {
-        eprintln!("error: {e}");
+        say!("error: {e}");
         ExitCode::from(2)
     };
     let checked = match server::check_config(settings).await {
@@ -204,13 +213,13 @@ async fn check_config(settings: &Settings) -> ExitCode {
         return refused(&e);
     }
     for warning in &settings.warnings {
-        eprintln!("warning: {warning}");
+        say!("warning: {warning}");
     }
     for collision in checked.rules.collisions() {
-        eprintln!("warning: {collision}");
+        say!("warning: {collision}");
     }
     if let Some(warning) = checked.rules.empty_warning() {
-        eprintln!("warning: {warning}");
+        say!("warning: {warning}");
     }
     let gateway = settings
         .http
@@ -267,7 +276,7 @@ fn client_usage_error(mode: &str, error: &str) -> ExitCode {
         .take_while(|l| !l.is_empty())
         .take(2)
         .collect();
-    eprintln!(
+    say!(
         "error: {error}\nusage:\n{}\n(storage-grants --help says more)",
         lines.join("\n")
     );
@@ -367,7 +376,7 @@ fn client_mode(mode: &str) -> ExitCode {
         let upstream = cli::Upstream::new(options)?;
         if mode == "credentials-proxy" {
             let telemetry = telemetry::init_log_only(Default::default())
-                .inspect_err(|e| eprintln!("warning: {e}"))
+                .inspect_err(|e| say!("warning: {e}"))
                 .ok();
             let addr = listen
                 .parse()
@@ -409,7 +418,7 @@ fn client_mode(mode: &str) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(cli::Error::Usage(e)) => client_usage_error(mode, &e),
         Err(e) => {
-            eprintln!("error: {e}");
+            say!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -487,3 +487,23 @@ fn credential_process_checks_its_endpoint_and_says_when_the_service_is_unreachab
         "{err}"
     );
 }
+
+#[test]
+fn a_refusal_exits_2_even_when_stderr_is_gone() {
+    // A pipe whose reader exited (`storage-grants … 2>&1 | head -c 100`): writing the
+    // error fails, and the exit code must still say why the process ended (a panic on
+    // that write made it 101).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), "listen = [\n").unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .arg("--check-config")
+        .env_remove("STORAGE_GRANTS_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(2));
+}
