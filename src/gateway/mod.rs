@@ -155,12 +155,21 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
 }
 
 /// A request's whole handling, its body's arrival included, within
-/// `server.request_timeout`; past it, 408 with a problem body.
+/// `server.request_timeout`; past it, 408 with a problem body. While the audit log
+/// holds grants back, a request (but `/healthz`) waits for it first, for most of that
+/// time, then is answered 503 with `Retry-After`: another replica may serve it.
 async fn within_request_timeout(
     axum::extract::State(limit): axum::extract::State<Duration>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    if request.uri().path() != HEALTHZ
+        && !crate::grant::audit::BACKLOG
+            .room_within(crate::grant::audit::hold_at_most(limit))
+            .await
+    {
+        return problem::Problem::audit_behind().into_response();
+    }
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => problem::Problem::request_timeout(limit).into_response(),

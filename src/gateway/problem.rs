@@ -102,6 +102,18 @@ impl Problem {
         )
     }
 
+    /// 503: the audit log holds grants back ([`crate::grant::audit::BEHIND`]).
+    pub(crate) fn audit_behind() -> Self {
+        let mut p = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "Unavailable",
+            crate::grant::audit::BEHIND.to_owned(),
+        );
+        p.retry_after = Some(crate::grant::audit::BEHIND_RETRY_AFTER);
+        p
+    }
+
     /// 413: the body is past the gateway's limit, `detail` saying how it was found.
     pub(crate) fn too_large(detail: &str) -> Self {
         Self::new(

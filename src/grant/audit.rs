@@ -88,6 +88,21 @@ pub struct Backlog {
     freed: tokio::sync::Notify,
 }
 
+/// What a call held back longer than its door allows is told (UNAVAILABLE, HTTP 503).
+pub const BEHIND: &str = "this replica's audit log is not taking events (a stalled log pipe \
+     or a full disk), so it grants nothing until it does; retry, another replica may serve \
+     the call";
+
+/// How long a call may wait at its door for the audit log: most of the server's
+/// `request_timeout`, so that it is answered [`BEHIND`] with a retry hint before the
+/// timeout cuts it off (gRPC: as CANCELLED, which no client retries).
+pub fn hold_at_most(request_timeout: std::time::Duration) -> std::time::Duration {
+    request_timeout.saturating_sub(request_timeout / 10)
+}
+
+/// The retry hint given with [`BEHIND`].
+pub const BEHIND_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The process's audit back-pressure.
 pub static BACKLOG: Backlog = Backlog {
     over: AtomicUsize::new(0),
@@ -109,6 +124,13 @@ impl Backlog {
     /// Whether some destination is past its limit.
     pub fn is_behind(&self) -> bool {
         self.over.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether every destination has room within `limit`: at once, unless one is
+    /// behind. A call that waited `limit` is better answered "unavailable, retry"
+    /// (another replica may take it) than cut off by its timeout.
+    pub async fn room_within(&self, limit: std::time::Duration) -> bool {
+        !self.is_behind() || tokio::time::timeout(limit, self.room()).await.is_ok()
     }
 
     /// Completes once every destination has room: at once, unless one is behind.

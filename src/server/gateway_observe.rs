@@ -50,9 +50,6 @@ pub(super) async fn observe(
         grant_id = Empty,
     );
     crate::telemetry::continue_trace(&span, request.headers());
-    // Lossless audit: while a destination is behind, a request waits for it here, as
-    // the gRPC port's grants do.
-    crate::grant::audit::BACKLOG.room().await;
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());

@@ -38,6 +38,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::Connected;
 use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
 use tonic_web::GrpcWebLayer;
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
@@ -85,7 +86,9 @@ pub(super) fn transport(settings: &Settings) -> Server<Transport> {
         // gRPC-Web comes over HTTP/1.1 as well as HTTP/2.
         .accept_http1(web)
         .layer(browser)
-        .layer(ObserveLayer)
+        .layer(ObserveLayer {
+            hold: crate::grant::audit::hold_at_most(settings.server.request_timeout),
+        })
 }
 
 /// Exact origins with credentials; the headers a gRPC-Web client sends and reads.
@@ -174,13 +177,20 @@ fn finish(rpc: Rpc, code: Code, started: Instant) {
 
 /// Layer 3 (see the module doc).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct ObserveLayer;
+pub(super) struct ObserveLayer {
+    /// How long a grant call may wait for the audit log
+    /// ([`crate::grant::audit::hold_at_most`]).
+    hold: Duration,
+}
 
 impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Observe { inner }
+        Observe {
+            inner,
+            hold: self.hold,
+        }
     }
 }
 
@@ -188,6 +198,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
 #[derive(Debug, Clone)]
 pub(super) struct Observe<S> {
     inner: S,
+    hold: Duration,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -260,6 +271,7 @@ where
             None => None,
         };
         let call = self.inner.call(request);
+        let hold = self.hold;
         Box::pin(async move {
             crate::metrics::rpc_in_flight(true);
             let mut guard = InFlight {
@@ -268,10 +280,19 @@ where
                 done: false,
                 _permit: permit,
             };
-            if rpc.is_grant_service() {
-                // Lossless audit: while a destination is behind, a grant waits for it
-                // here, without holding the thread (health checks, the drain go on).
-                crate::grant::audit::BACKLOG.room().await;
+            // Lossless audit: while a destination is behind, a grant waits for it
+            // here, without holding the thread (health checks, the drain go on).
+            if rpc.is_grant_service() && !crate::grant::audit::BACKLOG.room_within(hold).await {
+                guard.done = true;
+                finish(rpc, Code::Unavailable, started);
+                return Ok(Status::with_error_details(
+                    Code::Unavailable,
+                    crate::grant::audit::BEHIND,
+                    tonic_types::ErrorDetails::with_retry_info(Some(
+                        crate::grant::audit::BEHIND_RETRY_AFTER,
+                    )),
+                )
+                .into_http());
             }
             let response = call.await.map(oversized_is_resource_exhausted);
             let code = match &response {

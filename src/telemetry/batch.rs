@@ -8,13 +8,13 @@
 //! inline.
 //!
 //! Nothing appended ever blocks. Audit lines are lossless: a write that fails (a full
-//! disk) keeps its bytes and is tried again, a short write goes on from where it
-//! stopped (no line is torn), and past [`MAX_BUFFERED`] bytes behind, an audit
-//! destination holds new calls back at their door ([`BACKLOG`]) until it catches up.
-//! Log lines (not audit events) are dropped past four times that, and counted: a
-//! destination that stopped reading must not grow the process without end. Only a
-//! pipe whose reader is gone loses what it held, counted too: nothing will ever read
-//! it. Dropping the [`Flusher`] writes what is buffered within [`FINAL_FLUSH`].
+//! disk, a pipe whose reader is gone) keeps its bytes and is tried again, a short write
+//! goes on from where it stopped (no line is torn), and once an audit destination is
+//! [`MAX_BUFFERED`] bytes behind or has failed for [`HOLD_AFTER_FAILING`], it holds new
+//! calls back at their door ([`BACKLOG`]) until it catches up. Log lines (not audit
+//! events) are dropped past four times that, and counted, and so are they when a pipe's
+//! reader is gone: a destination that stopped reading must not grow the process
+//! without end. [`Flusher::finish`] writes what is buffered within a deadline.
 
 use std::io::{ErrorKind, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,6 +33,8 @@ const HIGH_WATER: usize = 1024 * 1024;
 /// Past this many bytes not yet written, an audit destination holds new calls back:
 /// about 25,000 audit lines.
 pub(super) const MAX_BUFFERED: usize = 8 * 1024 * 1024;
+/// After failing this long, a destination of audit events holds calls back.
+const HOLD_AFTER_FAILING: Duration = Duration::from_secs(5);
 /// After a failed write, the next attempt.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
 /// How long the writers get at exit: the chart's termination grace period leaves 5
@@ -141,7 +143,8 @@ pub(super) fn start(
 fn write_batches(shared: &Shared, mut destination: impl Write) {
     // What was taken from the buffer and not written yet.
     let mut taken: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut failing: Option<Throttle> = None;
+    // Since when writes fail, and how often that is reported.
+    let mut failing: Option<(Instant, Throttle)> = None;
     loop {
         if failing.is_some() {
             // Not woken by appends (past the high water mark, each would wake it).
@@ -179,15 +182,18 @@ fn write_batches(shared: &Shared, mut destination: impl Write) {
                     report = Some(None);
                 }
             }
-            Err(e) if e.kind() == ErrorKind::BrokenPipe => {
-                // The reader is gone for good: nothing will ever read these bytes.
+            // A pipe whose reader is gone, for log lines only: nothing may ever read
+            // them. Audit lines are kept as for any failure (a FIFO's reader may come
+            // back; if not, grants stop rather than go unrecorded).
+            Err(e) if e.kind() == ErrorKind::BrokenPipe && !shared.audit => {
                 crate::metrics::log_bytes_lost(shared.label, taken.len());
                 taken.clear();
             }
             Err(e) => {
                 crate::metrics::log_write_failed(shared.label);
-                let throttle =
-                    failing.get_or_insert_with(|| Throttle::once_per(Duration::from_secs(60)));
+                let (_, throttle) = failing.get_or_insert_with(|| {
+                    (Instant::now(), Throttle::once_per(Duration::from_secs(60)))
+                });
                 if throttle.note(Instant::now()).is_some() {
                     report = Some(Some(e));
                 }
@@ -197,7 +203,19 @@ fn write_batches(shared: &Shared, mut destination: impl Write) {
             let mut state = shared.lock();
             state.unwritten = taken.len();
             let backlog = state.backlog();
-            if state.behind && backlog < shared.max_buffered {
+            // Failing for a while holds calls back as a full backlog does: a disk that
+            // stays full would otherwise leave up to 8 MiB of events that a restart
+            // loses.
+            if shared.audit
+                && !state.behind
+                && failing
+                    .as_ref()
+                    .is_some_and(|(since, _)| since.elapsed() >= HOLD_AFTER_FAILING)
+            {
+                state.behind = true;
+                BACKLOG.fell_behind();
+            }
+            if state.behind && failing.is_none() && backlog < shared.max_buffered {
                 state.behind = false;
                 BACKLOG.caught_up();
             }
@@ -209,7 +227,8 @@ fn write_batches(shared: &Shared, mut destination: impl Write) {
                 error = %e,
                 bytes_waiting = backlog,
                 "cannot write to a log destination; its lines are kept and written when it \
-                 takes them again, and grants wait for it once 8 MiB are waiting"
+                 takes them again; when it takes audit events, grants wait for it after 5 s \
+                 of failures or 8 MiB waiting"
             ),
             Some(None) => tracing::info!(
                 destination = shared.label,
@@ -517,19 +536,36 @@ mod tests {
     }
 
     #[test]
-    fn a_pipe_without_a_reader_holds_nothing_back() {
-        let flaky = Flaky {
+    fn a_pipe_without_a_reader_drops_log_lines_and_keeps_audit_lines_holding_calls() {
+        let gone = || Flaky {
             bytes: Arc::default(),
             failures: usize::MAX,
             chunk: 1,
             kind: ErrorKind::BrokenPipe,
         };
-        let (writer, flusher) = start("test-epipe", flaky, AUDIT, 100);
+        let log_only = Role {
+            label: "test",
+            audit: false,
+        };
+        let (writer, flusher) = start("test-epipe-log", gone(), log_only, 100);
         for _ in 0..50 {
-            writer.append(b"an event nobody reads\n");
+            writer.append(b"a line nobody reads\n");
         }
         assert_eq!(flusher.finish(Instant::now() + Duration::from_secs(5)), 0);
         assert!(!BACKLOG.is_behind());
+
+        // Audit lines: kept, and after failing for a while, calls are held.
+        let (writer, flusher) = start("test-epipe-audit", gone(), AUDIT, MAX_BUFFERED);
+        writer.append(b"an event\n");
+        let deadline = Instant::now() + HOLD_AFTER_FAILING + Duration::from_secs(5);
+        while !BACKLOG.is_behind() {
+            assert!(
+                Instant::now() < deadline,
+                "a failing audit destination held nothing"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(flusher.finish(Instant::now()), 9);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde_json::Value;
 use storage_grants::proto::grant_service_client::GrantServiceClient;
 use storage_grants::proto::{Access, AssumeScopedRequest, GrantReadRequest};
 use tonic::transport::Channel;
+use tonic_types::StatusExt;
 
 use crate::support::{self, Moto, TOKEN, free_port};
 
@@ -835,6 +836,8 @@ grants_per_second = 1000000
 grants_burst = 1000000
 [metrics]
 listen = "127.0.0.1:0"
+[http]
+listen = "127.0.0.1:0"
 [audit]
 file = "audit.jsonl"
 "#,
@@ -860,6 +863,7 @@ file = "audit.jsonl"
             ("AWS_ACCESS_KEY_ID", "AKIAAUDITSTALL"),
             ("AWS_SECRET_ACCESS_KEY", "audit-stall-secret"),
             ("STORAGE_GRANTS_STORAGE__CHECK_INTERVAL", "\"1s\""),
+            ("STORAGE_GRANTS_SERVER__REQUEST_TIMEOUT", "\"4s\""),
         ],
     );
     let channel = channel(&log_file).await;
@@ -926,6 +930,39 @@ async fn a_stalled_audit_destination_holds_grants_back_but_not_health_and_loses_
         .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .expect("the audit file's backlog is a series");
     assert!(backlog >= 8 << 20, "backlog {backlog} bytes:\n{scrape}");
+
+    // A call that would wait past most of `request_timeout` (4 s) is told why, and to
+    // retry elsewhere, rather than cut off: gRPC UNAVAILABLE with a retry hint, the
+    // gateway 503 with Retry-After.
+    let started = Instant::now();
+    let status = stalled
+        .client
+        .clone()
+        .grant_read(read_demo("public/held.csv"))
+        .await
+        .expect_err("held back");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("audit log is not taking events"),
+        "{status:?}"
+    );
+    assert!(status.get_details_retry_info().is_some(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let gateway = logged_port(&stalled.log_file, "HTTP gateway listening").await;
+    let answer = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{gateway}/v1/objects/demo/public/hello.txt"
+        ))
+        .bearer_auth(TOKEN.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.headers()["retry-after"], "2");
 
     // Once the destination reads again, the held grant goes through, and every
     // grant's event is in the file, whole.
