@@ -21,30 +21,16 @@ pub const MAX_TOKEN_FILE: u64 = 64 << 10;
 /// The file's own; `InvalidInput` saying what it is when it is not a regular file,
 /// or that it is larger than `max`.
 pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    // What the path names, before opening it (a socket cannot be opened, and would be
+    // told as "no such device"); looked at again once open, in case it was swapped.
+    not_regular(&std::fs::metadata(path)?)?;
     // A FIFO opened for reading without O_NONBLOCK waits for a writer in `open`.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
     let meta = file.metadata()?;
-    let file_type = meta.file_type();
-    let what = if file_type.is_dir() {
-        Some("a directory")
-    } else if file_type.is_fifo() {
-        Some("a FIFO")
-    } else if file_type.is_socket() {
-        Some("a socket")
-    } else if file_type.is_char_device() || file_type.is_block_device() {
-        Some("a device")
-    } else {
-        None
-    };
-    if let Some(what) = what {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("it is {what}, not a regular file"),
-        ));
-    }
+    not_regular(&meta)?;
     let too_large = || {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -60,6 +46,29 @@ pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
         return Err(too_large());
     }
     Ok(bytes)
+}
+
+/// `InvalidInput` saying what `meta` describes when that is not a regular file.
+fn not_regular(meta: &std::fs::Metadata) -> io::Result<()> {
+    let file_type = meta.file_type();
+    let what = if file_type.is_dir() {
+        Some("a directory")
+    } else if file_type.is_fifo() {
+        Some("a FIFO")
+    } else if file_type.is_socket() {
+        Some("a socket")
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        Some("a device")
+    } else {
+        None
+    };
+    match what {
+        Some(what) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// As [`read_regular`], as UTF-8 text.
@@ -126,6 +135,13 @@ mod tests {
         std::os::unix::fs::symlink(&fifo, &link).unwrap();
         assert!(read_regular(&link, 100).is_err());
 
+        let socket = dir.path().join("socket");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let err = read_regular(&socket, 100).unwrap_err();
+        assert!(
+            err.to_string().contains("a socket, not a regular file"),
+            "{err}"
+        );
         let err = read_regular(dir.path(), 100).unwrap_err();
         assert!(err.to_string().contains("a directory"), "{err}");
         let err = read_regular(Path::new("/dev/zero"), 100).unwrap_err();

@@ -181,6 +181,28 @@ pub fn reopen_audit_file() {
     REOPEN_AUDIT_FILE.store(true, Ordering::Relaxed);
 }
 
+/// `path` opened (and created) for appending. A FIFO is opened only when a process
+/// reads it: opening one that nobody reads waits for a reader, for ever, and the
+/// start-up with it.
+fn open_for_appending(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    if std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo()) {
+        // Without waiting: no reader is ENXIO.
+        File::options()
+            .append(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENXIO) => std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "it is a FIFO that no process reads: start its reader first",
+                ),
+                _ => e,
+            })?;
+    }
+    File::options().create(true).append(true).open(path)
+}
+
 /// `[audit] file`, appended to, opened again at its path when asked.
 struct AuditFile {
     path: std::path::PathBuf,
@@ -193,7 +215,7 @@ impl AuditFile {
     /// is a line of its own, and only the cut one is unreadable.
     fn open(path: &Path) -> std::io::Result<AuditFile> {
         use std::io::{Read, Seek, SeekFrom};
-        let mut file = File::options().create(true).append(true).open(path)?;
+        let mut file = open_for_appending(path)?;
         let meta = file.metadata()?;
         if meta.is_file() && meta.len() > 0 {
             let mut last = [0u8];
@@ -260,11 +282,7 @@ pub fn check_audit_file(path: &Path) -> Result<(), Error> {
             std::io::ErrorKind::IsADirectory,
             "is a directory; name a file in it",
         ))),
-        Ok(_) => File::options()
-            .append(true)
-            .open(path)
-            .map(drop)
-            .map_err(refused),
+        Ok(_) => open_for_appending(path).map(drop).map_err(refused),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let dir = path
                 .parent()

@@ -507,3 +507,28 @@ fn a_refusal_exits_2_even_when_stderr_is_gone() {
     drop(child.stderr.take());
     assert_eq!(child.wait().unwrap().code(), Some(2));
 }
+
+#[test]
+fn an_audit_fifo_nobody_reads_is_refused_instead_of_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let config = format!("[audit]\nfile = \"{}\"\n", fifo.display());
+    for args in [&["--check-config"][..], &["serve"][..]] {
+        let started = std::time::Instant::now();
+        let out = run(dir.path(), &config, GOOD_RULES, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("a FIFO that no process reads"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+}
