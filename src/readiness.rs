@@ -80,8 +80,9 @@ pub enum Error {
     #[error("HeadBucket '{bucket}' timed out after {timeout:?}")]
     Timeout { bucket: String, timeout: Duration },
     #[error(
-        "an audit log destination is more than 8 MiB behind (a stalled log pipe, a full \
-         disk): grants wait for it; storage_grants_log_backlog_bytes names it"
+        "an audit log destination is not taking events (8 MiB behind, or failing writes \
+         for 5 s: a stalled log pipe, a full disk, a FIFO whose reader is gone): grants wait \
+         for it; storage_grants_log_backlog_bytes names it"
     )]
     AuditBehind,
 }

@@ -270,8 +270,17 @@ where
             // Not from our listener (in-process callers): no per-connection limit.
             None => None,
         };
+        // Held for the audit log at most most of the caller's own deadline too: answered
+        // UNAVAILABLE with a retry hint rather than DEADLINE_EXCEEDED.
+        let hold = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::service::parse_grpc_timeout)
+            .map_or(self.hold, |deadline| {
+                self.hold.min(crate::grant::audit::hold_at_most(deadline))
+            });
         let call = self.inner.call(request);
-        let hold = self.hold;
         Box::pin(async move {
             crate::metrics::rpc_in_flight(true);
             let mut guard = InFlight {

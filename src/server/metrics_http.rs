@@ -74,14 +74,18 @@ async fn respond(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, In
             crate::metrics::CONTENT_TYPE,
             crate::metrics::render(),
         ),
-        (&Method::GET | &Method::HEAD, "/readyz") => match crate::metrics::is_ready() {
-            true => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
-            false => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                "not ready: see the log's readiness lines\n".to_owned(),
-            ),
-        },
+        // Not ready at once while the audit log holds grants back, not only at the
+        // readiness check's next run.
+        (&Method::GET | &Method::HEAD, "/readyz") => {
+            match crate::metrics::is_ready() && !crate::grant::audit::BACKLOG.is_behind() {
+                true => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+                false => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready: see the log's readiness lines\n".to_owned(),
+                ),
+            }
+        }
         (&Method::GET | &Method::HEAD, "/livez") => {
             (StatusCode::OK, "text/plain", "ok\n".to_owned())
         }

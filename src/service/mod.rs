@@ -242,7 +242,7 @@ fn sts_wait(metadata: &tonic::metadata::MetadataMap, request_timeout: Duration) 
 
 /// A `grpc-timeout` header: at most 8 digits and a unit (H, M, S, m, u, n), as the
 /// gRPC over HTTP/2 protocol defines it; `None` when malformed.
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

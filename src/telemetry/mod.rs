@@ -282,6 +282,9 @@ pub fn check_audit_file(path: &Path) -> Result<(), Error> {
             std::io::ErrorKind::IsADirectory,
             "is a directory; name a file in it",
         ))),
+        // A FIFO is not opened: closing it would end its reader's input, and the
+        // service then finds none. `serve` checks for a reader.
+        Ok(meta) if std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()) => Ok(()),
         Ok(_) => open_for_appending(path).map(drop).map_err(refused),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let dir = path
