@@ -508,17 +508,18 @@ fn a_refusal_exits_2_even_when_stderr_is_gone() {
     assert_eq!(child.wait().unwrap().code(), Some(2));
 }
 
+/// A FIFO `audit.fifo` in `dir`.
+fn audit_fifo(dir: &Path) -> std::path::PathBuf {
+    let fifo = dir.join("audit.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    fifo
+}
+
 #[test]
 fn an_audit_fifo_nobody_reads_is_refused_instead_of_waited_on() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("audit.fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let fifo = audit_fifo(dir.path());
     let config = format!("[audit]\nfile = \"{}\"\n", fifo.display());
     let started = std::time::Instant::now();
     let out = run(dir.path(), &config, GOOD_RULES, &["serve"]);
@@ -538,14 +539,7 @@ fn an_audit_fifo_nobody_reads_is_refused_instead_of_waited_on() {
 #[test]
 fn check_config_leaves_an_audit_fifo_and_its_reader_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("audit.fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let fifo = audit_fifo(dir.path());
     // The log shipper, waiting for the service (its open waits for a writer).
     let (done_tx, done) = std::sync::mpsc::channel();
     let reader = {
