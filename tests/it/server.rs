@@ -1024,7 +1024,7 @@ async fn a_connection_flood_past_the_descriptor_limit_is_refused_at_the_cap() {
         dir.path(),
         "text",
         "http://127.0.0.1:9",
-        "[server]\nconnection_timeout = \"5m\"\n",
+        "[server]\nconnection_timeout = \"5m\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
     );
     let log = dir.path().join("service.log");
     // 64 descriptors: the service starts with about 20 and takes the rest as
@@ -1059,6 +1059,9 @@ async fn a_connection_flood_past_the_descriptor_limit_is_refused_at_the_cap() {
         "{}",
         log_text()
     );
+    // The probes that found it serving hold no slot any more: the cap is the flood's.
+    let metrics = crate::telemetry::logged_port(&log, "metrics at GET /metrics").await;
+    support::metrics_when(metrics, "storage_grants_connections_open", |n| n == 0).await;
     // More connections than descriptors: those past the cap are closed at once.
     let mut held = Vec::new();
     for _ in 0..100 {
