@@ -76,8 +76,7 @@ fn not_regular(meta: &std::fs::Metadata) -> io::Result<()> {
 /// # Errors
 /// As [`read_regular`]; `InvalidData` when the file is not UTF-8.
 pub fn read_regular_text(path: &Path, max: u64) -> io::Result<String> {
-    String::from_utf8(read_regular(path, max)?)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "it is not UTF-8 text"))
+    utf8(read_regular(path, max)?)
 }
 
 /// [`read_regular`] on the runtime's blocking threads.
@@ -96,10 +95,12 @@ pub async fn read(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 /// # Errors
 /// As [`read_regular_text`].
 pub async fn read_text(path: &Path, max: u64) -> io::Result<String> {
-    let path: PathBuf = path.to_owned();
-    tokio::task::spawn_blocking(move || read_regular_text(&path, max))
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e)))
+    utf8(read(path, max).await?)
+}
+
+fn utf8(bytes: Vec<u8>) -> io::Result<String> {
+    String::from_utf8(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "it is not UTF-8 text"))
 }
 
 #[cfg(test)]

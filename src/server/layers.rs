@@ -270,15 +270,20 @@ where
             // Not from our listener (in-process callers): no per-connection limit.
             None => None,
         };
-        // Held for the audit log at most most of the caller's own deadline too: answered
-        // UNAVAILABLE with a retry hint rather than DEADLINE_EXCEEDED.
-        let hold = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::service::parse_grpc_timeout)
-            .map_or(self.hold, |deadline| {
-                self.hold.min(crate::grant::audit::hold_at_most(deadline))
+        // Lossless audit: while a destination is behind, a grant waits for it (below),
+        // at most most of `request_timeout` and of the caller's own deadline, then is
+        // answered UNAVAILABLE with a retry hint rather than cut off. Worked out only
+        // then: a call otherwise pays one atomic load for it.
+        let hold =
+            (crate::grant::audit::BACKLOG.is_behind() && rpc.is_grant_service()).then(|| {
+                request
+                    .headers()
+                    .get("grpc-timeout")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::service::parse_grpc_timeout)
+                    .map_or(self.hold, |deadline| {
+                        self.hold.min(crate::grant::audit::hold_at_most(deadline))
+                    })
             });
         let call = self.inner.call(request);
         Box::pin(async move {
@@ -289,9 +294,10 @@ where
                 done: false,
                 _permit: permit,
             };
-            // Lossless audit: while a destination is behind, a grant waits for it
-            // here, without holding the thread (health checks, the drain go on).
-            if rpc.is_grant_service() && !crate::grant::audit::BACKLOG.room_within(hold).await {
+            // The wait does not hold the thread: health checks and the drain go on.
+            if let Some(hold) = hold
+                && !crate::grant::audit::BACKLOG.room_within(hold).await
+            {
                 guard.done = true;
                 finish(rpc, Code::Unavailable, started);
                 return Ok(Status::with_error_details(
