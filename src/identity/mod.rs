@@ -146,12 +146,30 @@ impl IdentityConfig {
                  they are shared secrets with no expiry",
             );
         }
-        for t in &self.dev_tokens {
+        for (i, t) in self.dev_tokens.iter().enumerate() {
             if t.token.expose().len() < 16 {
                 return invalid(
                     "identity.dev_tokens.token",
                     "must be at least 16 characters",
                 );
+            }
+            // One token for two callers would make the caller depend on the list's
+            // order; the message names the entries, never the token.
+            if let Some(j) = self.dev_tokens[..i]
+                .iter()
+                .position(|earlier| earlier.token.expose() == t.token.expose())
+            {
+                return Err(ConfigError {
+                    field: "identity.dev_tokens.token",
+                    message: format!(
+                        "entries {} and {} (callers '{}' and '{}') have the same token; give \
+                         each caller its own",
+                        j + 1,
+                        i + 1,
+                        self.dev_tokens[j].caller,
+                        t.caller
+                    ),
+                });
             }
             if crate::core::text::breaks_or_hides(&t.caller)
                 || !t.caller.starts_with(crate::caller::DEV_PREFIX)

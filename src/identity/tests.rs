@@ -474,6 +474,20 @@ fn dev_tokens_need_dev_mode() {
 }
 
 #[test]
+fn a_dev_token_listed_twice_is_refused_without_being_shown() {
+    let token = "0123456789abcdef-secret";
+    let e = invalid(&format!(
+        "dev_mode = true\n[[dev_tokens]]\ntoken = \"{token}\"\ncaller = \"dev:a\"\n\
+         [[dev_tokens]]\ntoken = \"another-token-0123\"\ncaller = \"dev:b\"\n\
+         [[dev_tokens]]\ntoken = \"{token}\"\ncaller = \"dev:c\"\n"
+    ));
+    assert_eq!(e.field, "identity.dev_tokens.token");
+    assert!(e.message.contains("entries 1 and 3"), "{}", e.message);
+    assert!(e.message.contains("'dev:a' and 'dev:c'"), "{}", e.message);
+    assert!(!e.message.contains(token), "{}", e.message);
+}
+
+#[test]
 fn development_callers_are_dev_ids_which_no_other_source_may_carry() {
     for caller in [
         "alice",
