@@ -569,8 +569,10 @@ fn parse_source(name: &str) -> Option<Source> {
 pub enum PatternProblem {
     #[error("must not be empty")]
     Empty,
-    #[error("contains a control character")]
+    #[error("contains a control or invisible formatting character, which no caller id holds")]
     ControlCharacter,
+    #[error("starts or ends with a space; caller ids are matched exactly, so remove it")]
+    OuterSpace,
     #[error("matches every caller; name the callers")]
     MatchesEveryone,
 }
@@ -960,8 +962,11 @@ impl FromStr for CallerPattern {
         if s.is_empty() {
             return Err(PatternProblem::Empty);
         }
-        if s.chars().any(char::is_control) {
+        if crate::core::text::breaks_or_hides(s) {
             return Err(PatternProblem::ControlCharacter);
+        }
+        if s.trim() != s {
+            return Err(PatternProblem::OuterSpace);
         }
         if s.chars().all(|c| c == '*' || c == '/') {
             return Err(PatternProblem::MatchesEveryone);
@@ -1660,6 +1665,30 @@ actions = ["read"]
     fn match_everything_pattern_is_refused() {
         assert!("*".parse::<CallerPattern>().is_err());
         assert!("*/*".parse::<CallerPattern>().is_err());
+    }
+
+    #[test]
+    fn a_caller_pattern_no_caller_id_could_match_is_refused() {
+        for (pattern, problem) in [
+            (" dev:demo", PatternProblem::OuterSpace),
+            ("dev:demo ", PatternProblem::OuterSpace),
+            ("dev:demo\u{3000}", PatternProblem::OuterSpace),
+            ("dev:de\u{200B}mo", PatternProblem::ControlCharacter),
+            ("dev:demo\u{202E}", PatternProblem::ControlCharacter),
+        ] {
+            assert_eq!(
+                pattern.parse::<CallerPattern>(),
+                Err(problem),
+                "{pattern:?}"
+            );
+        }
+        // Ids may hold inner spaces (a JWT's `sub`), so patterns may too.
+        assert!("user:Ada Lovelace".parse::<CallerPattern>().is_ok());
+        let text = "[[rules]]\ncallers = [\"dev:demo \"]\nbucket = \"demo\"\nprefix = \"x/\"\nactions = [\"read\"]\n";
+        let err = Rules::parse(text, Path::new("rules.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("starts or ends with a space"), "{err}");
     }
 
     #[test]
