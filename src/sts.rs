@@ -136,6 +136,14 @@ pub enum Error {
     NoCredentials,
     #[error("the STS call ended without a result")]
     Abandoned,
+    /// The call had to answer (its deadline was near) before STS did. The STS call
+    /// goes on in its own task and fills the cache for the retry; whether STS then
+    /// fails is its own event, logged once, not once per caller that gave up.
+    #[error(
+        "STS had not answered after {0:?}, and this call must answer before its \
+         deadline; the credentials are still being made"
+    )]
+    Pending(Duration),
     /// The caller used up its budget of new STS sessions.
     #[error(
         "this caller asked for too many new credential sets; retry in {}",
@@ -152,7 +160,11 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Throttled | Error::Unreachable(_) | Error::Failed(_) | Error::Abandoned
+            Error::Throttled
+                | Error::Unreachable(_)
+                | Error::Failed(_)
+                | Error::Abandoned
+                | Error::Pending(_)
         )
     }
 }
@@ -412,8 +424,10 @@ impl Broker {
                 crate::metrics::StsResult::Unreachable
             }
             Err(Error::Refused { .. } | Error::NoCredentials) => crate::metrics::StsResult::Refused,
-            // Refused before any call; a fetch never ends this way.
-            Err(Error::OverBudget(_) | Error::Busy) => crate::metrics::StsResult::Refused,
+            // Refused before any call, or a caller's wait; a fetch never ends this way.
+            Err(Error::OverBudget(_) | Error::Busy | Error::Pending(_)) => {
+                crate::metrics::StsResult::Refused
+            }
         };
         tracing::Span::current().record("result", outcome.as_str());
         crate::metrics::sts_call(outcome, started.elapsed());

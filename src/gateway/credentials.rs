@@ -133,7 +133,13 @@ pub(crate) async fn credentials(
         Ok(request) => request,
         Err(e) => return Problem::from(e).into_response(),
     };
-    match app.pipeline.assume(&caller, &request).await {
+    // The request's whole handling has `request_timeout` (the gateway's middleware):
+    // a slow STS is answered 503 with Retry-After before that, not 408.
+    match app
+        .pipeline
+        .assume(&caller, &request, app.settings.request_timeout)
+        .await
+    {
         Ok(grant) => {
             let c = &grant.credentials;
             super::no_store(Json(ContainerCredentials {

@@ -535,14 +535,21 @@ impl Pipeline {
     /// the shortest max TTL among the rules applies, and cached credentials for the
     /// same scope are reused while they have enough life left.
     ///
+    /// `deadline` is how long the caller's door lets the call take: a session STS has
+    /// not made by just before it is answered [`sts::Error::Pending`], whichever door
+    /// the call came through, while the STS call goes on and fills the cache.
+    ///
     /// # Errors
     /// `NotConfigured` without `sts.role_arn`; `Denied`; `InvalidArgument` when the
-    /// session policy would not fit STS's limit; `Sts` when STS fails.
+    /// session policy would not fit STS's limit; `Sts` when STS fails or is pending.
     pub async fn assume(
         &self,
         caller: &Caller,
         request: &AssumeRequest,
+        deadline: Duration,
     ) -> Result<ScopedGrant, Error> {
+        let sts_wait = sts_wait(deadline);
+        let answer_by = tokio::time::Instant::now() + sts_wait;
         let scoped = self.scoped.as_ref().ok_or(Error::NotConfigured(
             "AssumeScoped is not configured on this service (no sts.role_arn)",
         ))?;
@@ -638,17 +645,17 @@ impl Pipeline {
                     Some(chaining) => chaining,
                     None => self.credentials.current()?.session_token.is_some(),
                 };
-                scoped
-                    .broker
-                    .credentials(&sts::Request {
-                        scope: &scope,
-                        policy: &policy,
-                        duration: scoped.durations.session(requested, rule_max, role_chaining),
-                        max_life: rule_max,
-                        min_left: request.min_left,
-                        grant_id: &grant_id,
-                    })
-                    .await?
+                let asked = sts::Request {
+                    scope: &scope,
+                    policy: &policy,
+                    duration: scoped.durations.session(requested, rule_max, role_chaining),
+                    max_life: rule_max,
+                    min_left: request.min_left,
+                    grant_id: &grant_id,
+                };
+                tokio::time::timeout_at(answer_by, scoped.broker.credentials(&asked))
+                    .await
+                    .map_err(|_| sts::Error::Pending(sts_wait))??
             }
         };
         let left = credentials
@@ -677,6 +684,17 @@ impl Pipeline {
             grant_id,
         })
     }
+}
+
+/// How long a call whose door gives it `deadline` may wait on STS: until just before
+/// it, so that a slow STS is answered UNAVAILABLE (gRPC) or 503 (HTTP) with a retry
+/// hint rather than a bare deadline error: retry policies retry those, and the retry
+/// gets the session the STS call goes on to make. The room left is for encoding and
+/// sending the answer, and for the time the request spent reaching the pipeline, which
+/// the caller's clock already counts: on a busy host a tenth of the deadline proved
+/// too little.
+fn sts_wait(deadline: Duration) -> Duration {
+    deadline.saturating_sub((deadline / 5).min(Duration::from_millis(250)))
 }
 
 /// What a presigned grant asks beyond its object.
@@ -802,6 +820,24 @@ fn whole_seconds(t: SystemTime) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sts_is_waited_for_until_just_before_the_calls_deadline() {
+        // A fifth of the deadline, at most 250 ms, is left to send the answer.
+        assert_eq!(
+            sts_wait(Duration::from_millis(900)),
+            Duration::from_millis(720)
+        );
+        assert_eq!(
+            sts_wait(Duration::from_secs(5)),
+            Duration::from_millis(4750)
+        );
+        assert_eq!(
+            sts_wait(Duration::from_secs(10)),
+            Duration::from_millis(9750)
+        );
+        assert_eq!(sts_wait(Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn whole_seconds_drops_the_fraction() {

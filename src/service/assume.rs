@@ -34,19 +34,16 @@ pub(crate) fn parse(request: &proto::AssumeScopedRequest) -> Result<AssumeReques
     Ok(v.finish(parsed)?)
 }
 
-/// Parses the request, runs the pipeline, and builds the response. Past `wait`, the
-/// call answers that STS did not answer in time; the STS call itself goes on in its
-/// own task, and fills the cache for the retry.
+/// Parses the request, runs the pipeline within the call's `deadline`, and builds the
+/// response.
 pub(super) async fn assume_scoped(
     pipeline: &Pipeline,
     caller: &Caller,
     request: &proto::AssumeScopedRequest,
-    wait: std::time::Duration,
+    deadline: std::time::Duration,
 ) -> Result<proto::AssumeScopedResponse, Error> {
     let parsed = parse(request)?;
-    let grant = tokio::time::timeout(wait, pipeline.assume(caller, &parsed))
-        .await
-        .map_err(|_| Error::StsPending(wait))??;
+    let grant = pipeline.assume(caller, &parsed, deadline).await?;
     let credentials = &grant.credentials;
     Ok(proto::AssumeScopedResponse {
         credentials: Some(proto::TemporaryCredentials {

@@ -33,14 +33,6 @@ pub enum Error {
     /// The pipeline refused the grant.
     #[error(transparent)]
     Grant(#[from] grant::Error),
-    /// The call had to answer (its deadline was near) before STS did. The STS call
-    /// goes on in its own task and fills the cache for the retry; whether STS then
-    /// fails is its own event, logged once, not once per caller that gave up.
-    #[error(
-        "STS had not answered after {0:?}, and this call must answer before its \
-         deadline; the credentials are still being made: retry in a few seconds"
-    )]
-    StsPending(Duration),
 }
 
 impl From<Error> for Status {
@@ -64,13 +56,6 @@ impl From<Error> for Status {
 fn status_of(error: Error) -> Status {
     let grant = match error {
         Error::Unauthenticated(e) => return Status::unauthenticated(e.to_string()),
-        Error::StsPending(_) => {
-            return Status::with_error_details(
-                Code::Unavailable,
-                error.to_string(),
-                ErrorDetails::with_retry_info(Some(STS_RETRY_AFTER)),
-            );
-        }
         Error::Grant(e) => e,
     };
     if let Some(decision) = grant.decision() {
@@ -224,20 +209,14 @@ impl GrantService {
     }
 }
 
-/// How long a call may wait on STS: until just before its deadline (the caller's
-/// `grpc-timeout`, or `request_timeout`), so that a slow STS answers UNAVAILABLE with
-/// a retry hint rather than a bare DEADLINE_EXCEEDED: retry policies retry
-/// UNAVAILABLE, and the retry gets the session the STS call goes on to make.
-fn sts_wait(metadata: &tonic::metadata::MetadataMap, request_timeout: Duration) -> Duration {
-    let deadline = metadata
+/// How long a call may take: the caller's `grpc-timeout`, or `request_timeout` when
+/// that is shorter or the caller set none.
+fn call_deadline(metadata: &tonic::metadata::MetadataMap, request_timeout: Duration) -> Duration {
+    metadata
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
-        .map_or(request_timeout, |t| t.min(request_timeout));
-    // Room to encode and send the answer before the caller gives up, and for the time
-    // the request spent reaching this handler, which the caller's clock already counts:
-    // on a busy host a tenth of the deadline proved too little.
-    deadline.saturating_sub((deadline / 5).min(Duration::from_millis(250)))
+        .map_or(request_timeout, |t| t.min(request_timeout))
 }
 
 /// A `grpc-timeout` header: at most 8 digits and a unit (H, M, S, m, u, n), as the
@@ -284,9 +263,9 @@ impl proto::grant_service_server::GrantService for GrantService {
         mut request: Request<proto::AssumeScopedRequest>,
     ) -> Result<Response<proto::AssumeScopedResponse>, Status> {
         let caller = caller_of(&mut request)?;
-        let wait = sts_wait(request.metadata(), self.request_timeout);
+        let deadline = call_deadline(request.metadata(), self.request_timeout);
         let response =
-            assume::assume_scoped(&self.pipeline, &caller, request.get_ref(), wait).await?;
+            assume::assume_scoped(&self.pipeline, &caller, request.get_ref(), deadline).await?;
         Ok(Response::new(response))
     }
 
@@ -358,21 +337,20 @@ mod tests {
     }
 
     #[test]
-    fn sts_waits_until_just_before_the_calls_deadline() {
-        let wait = |request_timeout: u64, header: Option<&str>| {
+    fn a_calls_deadline_is_the_callers_within_the_servers() {
+        let deadline = |request_timeout: u64, header: Option<&str>| {
             let mut metadata = tonic::metadata::MetadataMap::new();
             if let Some(t) = header {
                 metadata.insert("grpc-timeout", t.parse().unwrap());
             }
-            sts_wait(&metadata, Duration::from_secs(request_timeout))
+            call_deadline(&metadata, Duration::from_secs(request_timeout))
         };
-        // The caller's deadline, less 20 % (at most 250 ms) to send the answer.
-        assert_eq!(wait(30, Some("900m")), Duration::from_millis(720));
-        assert_eq!(wait(30, Some("5S")), Duration::from_millis(4750));
+        assert_eq!(deadline(30, Some("900m")), Duration::from_millis(900));
+        assert_eq!(deadline(30, Some("5S")), Duration::from_secs(5));
         // No deadline, or a longer one than the server allows: the server's.
-        assert_eq!(wait(10, None), Duration::from_millis(9750));
-        assert_eq!(wait(10, Some("1H")), Duration::from_millis(9750));
-        assert_eq!(wait(10, Some("garbage")), Duration::from_millis(9750));
+        assert_eq!(deadline(10, None), Duration::from_secs(10));
+        assert_eq!(deadline(10, Some("1H")), Duration::from_secs(10));
+        assert_eq!(deadline(10, Some("garbage")), Duration::from_secs(10));
     }
 
     #[test]

@@ -169,6 +169,52 @@ async fn sts_faults_answer_unavailable_with_a_retry_hint_and_heal_within_a_secon
     assert_eq!(proxy.requests(), asked);
 }
 
+/// The gateway's SDK credentials endpoint, with a `request_timeout` shorter than the
+/// STS call's own bound: a slow STS is answered 503 with `Retry-After` and the words
+/// the gRPC door uses, before the request's deadline (not a 408 that blames the
+/// client's body), and the retry is served from the one STS call.
+#[tokio::test]
+async fn the_gateway_answers_a_slow_sts_503_before_its_request_timeout() {
+    let (moto, proxy, mut setup) = sts_behind_a_proxy("gateway-slow", "5s", 1).await;
+    setup
+        .extra_config
+        .push_str("\n[server]\nrequest_timeout = \"1s\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n");
+    let service = Service::start_at(&moto.endpoint, setup).await;
+    let url = format!(
+        "http://127.0.0.1:{}/v1/credentials/demo/tenants/a/?access=read",
+        service.http_port()
+    );
+    let get = || {
+        reqwest::Client::new()
+            .get(&url)
+            .header("authorization", format!("Bearer {}", *TOKEN))
+            .send()
+    };
+    proxy.set(Fault::Delay(Duration::from_secs(2)));
+    let started = Instant::now();
+    let answer = get().await.expect("an answer");
+    let took = started.elapsed();
+    assert_eq!(answer.status(), 503, "after {took:?}");
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    assert_eq!(answer.headers()["retry-after"], "2");
+    let body: serde_json::Value =
+        serde_json::from_str(&answer.text().await.expect("a body")).expect("a problem body");
+    assert_eq!(body["code"], "UNAVAILABLE", "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("still being made") && !detail.contains("could not be reached"),
+        "{detail}"
+    );
+    // The STS call went on without its caller; the retry finds its result.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let answer = get().await.expect("an answer");
+    assert_eq!(answer.status(), 200);
+    let credentials: serde_json::Value =
+        serde_json::from_str(&answer.text().await.expect("a body")).expect("credentials");
+    assert!(credentials["Token"].as_str().is_some_and(|t| !t.is_empty()));
+    assert_eq!(proxy.requests(), 1, "one STS call for both");
+}
+
 /// A healthy STS slower than a caller's deadline: the caller is told to retry and
 /// that the credentials are still being made (not that STS is unreachable), and the
 /// retry gets them from the cache, from the one STS call.
