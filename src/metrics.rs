@@ -658,6 +658,12 @@ pub fn trace_export_failed(spans: usize) {
 /// scraped, so that the writers' appends (one per grant) update no metric, and a
 /// writer blocked in a write still shows its backlog.
 pub fn log_backlog(destination: &'static str, bytes: BacklogSource) {
+    // The destination's counters exist from the start at 0, as the other outcomes'
+    // do: a series that first appears at 1 is no `increase` to an alert.
+    let labels = [("destination", destination)];
+    let _ = METRICS.log_write_failures.get_or_create(&labels);
+    let _ = METRICS.log_lines_dropped.get_or_create(&labels);
+    let _ = METRICS.log_bytes_lost.get_or_create(&labels);
     LOG_BACKLOG
         .sources
         .lock()

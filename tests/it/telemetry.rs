@@ -426,6 +426,21 @@ grpc_web = true
     ] {
         assert!(scrape.contains(series), "no {series} in:\n{scrape}");
     }
+    // Each log destination's failure counters exist from the start, at 0: a series
+    // that first appears at 1 is no `increase` to an alert.
+    for destination in ["stderr", "audit_file"] {
+        for counter in [
+            "log_write_failures_total",
+            "log_lines_dropped_total",
+            "log_bytes_lost_total",
+        ] {
+            let series = format!("storage_grants_{counter}{{destination=\"{destination}\"}} 0");
+            assert!(
+                scrape.lines().any(|l| l == series),
+                "no {series} in:\n{scrape}"
+            );
+        }
+    }
 
     // SIGTERM: the service drains, flushes its last spans and exits 0. The wait runs
     // off this runtime, which must go on to close the dropped client's connection.
