@@ -553,6 +553,39 @@ def service_accepts_the_rendered_configs():
     print("    dev:", check_config(dev, "dev", {"STORAGE_GRANTS_IDENTITY__DEV_TOKENS": tokens}))
 
 
+@test
+def rule_items_take_every_key_of_the_services_rules_file():
+    # The service names the keys a rule may have when it refuses an unknown one.
+    work = WORK / "rule-keys"
+    work.mkdir()
+    (work / "config.toml").write_text("")
+    (work / "rules.toml").write_text(
+        '[[rules]]\ncallers = ["dev:a"]\nbucket = "demo"\nprefix = "x/"\n'
+        'actions = ["read"]\nnot_a_rule_key = 1\n')
+    p = run([ARGS.server, "--check-config", "--config", str(work / "config.toml")],
+            env=clean_env(), cwd=work)
+    check(p.returncode == 2 and "expected one of" in p.stderr,
+          f"an unknown rule key was not refused with the valid ones:\n{p.stdout}{p.stderr}")
+    service_keys = set(re.findall(r"`([a-z_]+)`", p.stderr.split("expected one of", 1)[1]))
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    chart_keys = set(schema["properties"]["rules"]["properties"]["items"]["items"]["properties"])
+    check(chart_keys == service_keys,
+          f"rules.items keys differ from the service's: only in the chart "
+          f"{sorted(chart_keys - service_keys)}, only in the service "
+          f"{sorted(service_keys - chart_keys)}")
+    readme = (CHART / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `rules.items`"))
+    missing = sorted(k for k in service_keys if f"`{k}`" not in row)
+    check(not missing, f"the chart README's rules.items row leaves out {missing}")
+    # And each renders into a rules file the service takes (the full values use them).
+    rules = [o for o in helm_template(FULL_VALUES)[0]
+             if o["kind"] == "ConfigMap" and "rules.toml" in o.get("data", {})]
+    text = rules[0]["data"]["rules.toml"]
+    for line in ('content_types = ["image/png", "image/jpeg"]', "max_object_size = 5242880",
+                 "grants_per_second = 2000", "grants_burst = 4000"):
+        check(line in text, f"{line!r} not in the rendered rules:\n{text}")
+
+
 def http_table(text: str) -> str:
     """The [http] table of a rendered config.toml, header included."""
     table = text.split("\n[http]\n", 1)
