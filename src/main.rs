@@ -36,16 +36,20 @@ storage-grants: short-lived, narrowly scoped access to object storage, over gRPC
 
 USAGE:
     storage-grants [serve] [--config FILE] [--listen ADDR]
-    storage-grants --check-config [--config FILE]
+    storage-grants --check-config [--skip-files] [--config FILE]
     storage-grants credential-process --endpoint URL --bucket B --prefix P --access A [--list]
                                       [--token-file FILE] [--ca-file FILE]
     storage-grants credentials-proxy --endpoint URL --authorization-token-file FILE
                                      [--listen 127.0.0.1:PORT] [--token-file FILE] [--ca-file FILE]
 
 OPTIONS:
-    --config FILE     TOML config file (or STORAGE_GRANTS_CONFIG); defaults apply without one
+    --config FILE     TOML config file (or STORAGE_GRANTS_CONFIG); defaults apply without
+                      one, and the rules file (grants.rules_file) must exist either way
     --listen ADDR     address to listen on, e.g. 127.0.0.1:50051 (overrides the config)
     --check-config    validate the config and rules files, print what is wrong, and exit
+    --skip-files      with --check-config: do not read the files the config names (TLS,
+                      upload keys, JWKS, the audit file's directory), which exist only
+                      where the service runs; check everything else
     -h, --help        print this help
     -V, --version     print the version
 
@@ -76,6 +80,7 @@ struct Args {
     config: Option<PathBuf>,
     listen: Option<String>,
     check_config: bool,
+    skip_files: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -83,12 +88,14 @@ fn parse_args() -> Result<Option<Args>, String> {
         config: std::env::var_os("STORAGE_GRANTS_CONFIG").map(PathBuf::from),
         listen: None,
         check_config: false,
+        skip_files: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "serve" => {}
             "--check-config" | "check-config" => args.check_config = true,
+            "--skip-files" => args.skip_files = true,
             "--config" => args.config = Some(it.next().ok_or("--config needs a file")?.into()),
             "--listen" => {
                 let addr = it.next().ok_or("--listen needs an address")?;
@@ -110,6 +117,9 @@ fn parse_args() -> Result<Option<Args>, String> {
             }
             other => return Err(format!("unknown argument '{other}'")),
         }
+    }
+    if args.skip_files && !args.check_config {
+        return Err("--skip-files goes with --check-config: serving reads every file".into());
     }
     Ok(Some(args))
 }
@@ -147,7 +157,12 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        return runtime.block_on(check_config(&settings));
+        let files = if args.skip_files {
+            server::NamedFiles::Skip
+        } else {
+            server::NamedFiles::Read
+        };
+        return runtime.block_on(check_config(&settings, files));
     }
     // Inside the runtime: the OTLP exporter's connection runs on it.
     let telemetry = {
@@ -195,16 +210,17 @@ fn main() -> ExitCode {
     code
 }
 
-async fn check_config(settings: &Settings) -> ExitCode {
+async fn check_config(settings: &Settings, files: server::NamedFiles) -> ExitCode {
     let refused = |e: &dyn std::fmt::Display| {
         say!("error: {e}");
         ExitCode::from(2)
     };
-    let checked = match server::check_config(settings).await {
+    let checked = match server::check_config(settings, files).await {
         Ok(checked) => checked,
         Err(e) => return refused(&e),
     };
-    if let Some(file) = &settings.audit.file
+    if files == server::NamedFiles::Read
+        && let Some(file) = &settings.audit.file
         && let Err(e) = telemetry::check_audit_file(file)
     {
         return refused(&e);
@@ -229,8 +245,12 @@ async fn check_config(settings: &Settings) -> ExitCode {
         .metrics
         .listen
         .map_or_else(|| "off".to_owned(), |m| m.to_string());
+    let unread = match files {
+        server::NamedFiles::Read => "",
+        server::NamedFiles::Skip => " (the files it names were not read: --skip-files)",
+    };
     println!(
-        "config OK: listen {}, gateway {gateway}, metrics {metrics}, {} rule(s) from {}",
+        "config OK{unread}: listen {}, gateway {gateway}, metrics {metrics}, {} rule(s) from {}",
         settings.listen,
         checked.rules.len(),
         settings.grants.rules_file.display()

@@ -199,6 +199,84 @@ pub enum TokenError {
     OtherCaller,
 }
 
+/// Where the upload-token keys come from: keys written in the configuration, decoded
+/// and checked with it, and files (a Kubernetes Secret's), read when the service
+/// starts: the configuration can then be checked where those files are not
+/// (`--check-config --skip-files`).
+#[derive(Debug, Clone, Default)]
+pub struct KeySources {
+    /// `uploads.token_keys`, decoded.
+    pub inline: Vec<Secret<Vec<u8>>>,
+    /// `uploads.token_key_files`: one base64 key each.
+    pub files: Vec<std::path::PathBuf>,
+}
+
+/// Why the upload-token keys could not be loaded; [`KeyError::field`] names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A key file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key file that does not hold a key.
+    #[error("{}: {KEY_FORMAT}", .0.display())]
+    NotAKey(std::path::PathBuf),
+    /// The keys together are not usable.
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+impl KeyError {
+    /// The setting at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            KeyError::Read { .. } | KeyError::NotAKey(_) => "uploads.token_key_files",
+            KeyError::Invalid(_) => "uploads",
+        }
+    }
+}
+
+/// What a key must be, for the messages that refuse one.
+pub const KEY_FORMAT: &str =
+    "each key must be base64 of at least 32 random bytes (head -c 32 /dev/urandom | base64)";
+
+/// A key as written (base64, surrounding whitespace ignored), when it is one.
+pub fn decode_key(text: &str) -> Option<Secret<Vec<u8>>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()
+        .filter(|k| k.len() >= MIN_KEY_BYTES)
+        .map(Secret::new)
+}
+
+impl KeySources {
+    /// The keys, signing key first; `None` when none is configured.
+    ///
+    /// # Errors
+    /// A file that cannot be read or holds no key.
+    pub fn load(&self) -> Result<Option<TokenKeys>, KeyError> {
+        let mut keys = self.inline.clone();
+        for file in &self.files {
+            let text =
+                crate::core::files::read_regular_text(file, crate::core::files::MAX_TOKEN_FILE)
+                    .map_err(|source| KeyError::Read {
+                        path: file.clone(),
+                        source,
+                    })?;
+            keys.push(decode_key(&text).ok_or_else(|| KeyError::NotAKey(file.clone()))?);
+        }
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        TokenKeys::new(keys).map(Some).map_err(KeyError::Invalid)
+    }
+}
+
 /// The keys that sign and verify upload tokens: the first signs, all verify.
 pub struct TokenKeys(Vec<Secret<Vec<u8>>>);
 
@@ -337,6 +415,41 @@ mod tests {
 
     fn keys(byte: u8) -> TokenKeys {
         TokenKeys::new(vec![Secret::new(vec![byte; 32])]).unwrap()
+    }
+
+    #[test]
+    fn key_files_are_read_at_load_after_the_inline_keys() {
+        use base64::engine::general_purpose::STANDARD;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("current");
+        std::fs::write(&file, format!("{}\n", STANDARD.encode([2u8; 32]))).unwrap();
+        let sources = KeySources {
+            inline: vec![Secret::new(vec![1u8; 32])],
+            files: vec![file.clone()],
+        };
+        let loaded = sources.load().unwrap().expect("two keys");
+        // The inline key signs; the file's verifies what it signed.
+        let now = UNIX_EPOCH + NOW;
+        let token = loaded.mint(&claims());
+        assert_eq!(keys(1).verify(&token, "dev:demo", now), Ok(claims()));
+        assert!(keys(2).verify(&token, "dev:demo", now).is_err());
+        assert_eq!(
+            loaded.verify(&keys(2).mint(&claims()), "dev:demo", now),
+            Ok(claims())
+        );
+        assert!(KeySources::default().load().unwrap().is_none());
+
+        let missing = KeySources {
+            files: vec![dir.path().join("absent")],
+            ..Default::default()
+        };
+        let err = missing.load().unwrap_err();
+        assert_eq!(err.field(), "uploads.token_key_files");
+        assert!(err.to_string().contains("cannot read"), "{err}");
+        std::fs::write(&file, "not base64 of 32 bytes").unwrap();
+        let err = sources.load().unwrap_err();
+        assert!(matches!(err, KeyError::NotAKey(_)), "{err:?}");
+        assert!(!err.to_string().contains("not base64"), "{err}");
     }
 
     fn claims() -> Claims {

@@ -13,7 +13,6 @@ use crate::grant::Limits;
 use crate::identity::IdentityConfig;
 use crate::policy::{KmsKeyArn, Partition};
 use crate::scope::BucketName;
-use crate::secret::Secret;
 use crate::sign::Endpoint;
 use crate::telemetry::LogFormat;
 
@@ -53,15 +52,6 @@ pub enum Problem {
     /// An identity setting (`[identity]`).
     #[error("{0}")]
     Identity(String),
-    /// A file the setting names cannot be read.
-    #[error("cannot read {}: {source}", path.display())]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::sync::Arc<std::io::Error>,
-    },
 }
 
 /// The validated configuration.
@@ -90,8 +80,8 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// Each caller's budget of grants.
     pub grant_rate: crate::budget::Rate,
-    /// Upload-token keys, signing key first; `None` when none is configured.
-    pub upload_keys: Option<crate::upload::TokenKeys>,
+    /// Where the upload-token keys come from (read when the service starts).
+    pub upload_keys: crate::upload::KeySources,
     /// The audit file, if any.
     pub audit: AuditConfig,
     /// Settings that are valid but likely not what was meant, for `--check-config` to
@@ -355,46 +345,22 @@ fn limits(raw: &RawConfig) -> Result<crate::budget::Rate, Refusal> {
     })
 }
 
-fn upload_keys(raw: &RawConfig) -> Result<Option<crate::upload::TokenKeys>, Refusal> {
-    use base64::Engine;
+fn upload_keys(raw: &RawConfig) -> Result<crate::upload::KeySources, Refusal> {
     let u = &raw.uploads;
-    let decode = |field: &'static str, text: &str| {
-        base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .ok()
-            .filter(|k| k.len() >= crate::upload::MIN_KEY_BYTES)
-            .map(Secret::new)
-            .ok_or((
-                field,
-                Problem::OutOfRange(
-                    "each key must be base64 of at least 32 random bytes \
-                     (head -c 32 /dev/urandom | base64)",
-                ),
+    let inline = u
+        .token_keys
+        .iter()
+        .map(|key| {
+            crate::upload::decode_key(key.expose()).ok_or((
+                "uploads.token_keys",
+                Problem::OutOfRange(crate::upload::KEY_FORMAT),
             ))
-    };
-    let mut keys = Vec::new();
-    for key in &u.token_keys {
-        keys.push(decode("uploads.token_keys", key.expose())?);
-    }
-    for file in &u.token_key_files {
-        let text = crate::core::files::read_regular_text(file, crate::core::files::MAX_TOKEN_FILE)
-            .map_err(|source| {
-                (
-                    "uploads.token_key_files",
-                    Problem::File {
-                        path: file.clone(),
-                        source: std::sync::Arc::new(source),
-                    },
-                )
-            })?;
-        keys.push(decode("uploads.token_key_files", &text)?);
-    }
-    if keys.is_empty() {
-        return Ok(None);
-    }
-    crate::upload::TokenKeys::new(keys)
-        .map(Some)
-        .map_err(|message| ("uploads", Problem::OutOfRange(message)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::upload::KeySources {
+        inline,
+        files: u.token_key_files.clone(),
+    })
 }
 
 /// `http.allowed_origins`, checked: exact origins as browsers send them. Used by the

@@ -63,6 +63,13 @@ pub enum Error {
     /// The TLS files (`identity.mtls` or `server.tls`) are unusable.
     #[error(transparent)]
     Tls(#[from] crate::identity::mtls::SetupError),
+    /// The upload-token keys cannot be loaded.
+    #[error("{}: {source}", source.field())]
+    UploadKeys {
+        /// Why.
+        #[source]
+        source: crate::upload::KeyError,
+    },
     /// A configured address cannot be listened on.
     #[error("{setting}: cannot listen on {addr}: {source}")]
     Listen {
@@ -95,7 +102,8 @@ impl Error {
             | Error::Region(_)
             | Error::Identity(_)
             | Error::Jwks(_)
-            | Error::Tls(_) => true,
+            | Error::Tls(_)
+            | Error::UploadKeys { .. } => true,
             Error::Listen { .. } | Error::Reflection(_) | Error::Transport(_) | Error::Cores(_) => {
                 false
             }
@@ -103,11 +111,13 @@ impl Error {
     }
 }
 
-/// What the settings alone do not hold and serving needs: the rules file and the TLS
-/// files, read and validated.
+/// What the settings alone do not hold and serving needs: the rules file, the TLS
+/// files and the upload-token key files, read and validated.
 pub struct Checked {
     /// The rules in force at start.
     pub rules: Rules,
+    /// The upload-token keys; `None` when none is configured.
+    upload_keys: Option<TokenKeys>,
     /// The TLS configuration of the gRPC port (mTLS or server TLS), if it speaks TLS.
     tls: Option<ConfigInForce>,
     /// The certificate the service presents (`[identity.mtls]`'s or `[server.tls]`'s)
@@ -134,6 +144,10 @@ fn grpc_protocols(settings: &Settings) -> Protocols {
 /// The first problem found, with file and line where there is one.
 pub async fn check(settings: &Settings) -> Result<Checked, Error> {
     let rules = Rules::load(&settings.grants.rules_file).await?;
+    let upload_keys = settings
+        .upload_keys
+        .load()
+        .map_err(|source| Error::UploadKeys { source })?;
     // One certificate for the gRPC port and the gateway, reloaded when renewed: the
     // mTLS pair, or server TLS's (the settings refuse both).
     let presented = match (&settings.identity.mtls, &settings.server.tls) {
@@ -161,19 +175,40 @@ pub async fn check(settings: &Settings) -> Result<Checked, Error> {
     };
     Ok(Checked {
         rules,
+        upload_keys,
         tls,
         server_cert,
         gateway_tls,
     })
 }
 
+/// Whether `--check-config` reads the files the configuration names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamedFiles {
+    /// Read and validated, as serving reads them.
+    Read,
+    /// Not read (`--skip-files`): they exist only where the service runs (a pod's
+    /// Secrets and service-account files), not where a rendered configuration is
+    /// checked before an upgrade. The rules file is read either way.
+    Skip,
+}
+
 /// What `--check-config` validates: the settings were loaded; here [`check`], and a
 /// JWKS file, which serving reads when its authenticator starts. A JWKS URL is
-/// fetched only when serving.
+/// fetched only when serving. With [`NamedFiles::Skip`], the rules only.
 ///
 /// # Errors
 /// As [`check`], and a JWKS file that cannot be read or holds no usable key.
-pub async fn check_config(settings: &Settings) -> Result<Checked, Error> {
+pub async fn check_config(settings: &Settings, files: NamedFiles) -> Result<Checked, Error> {
+    if files == NamedFiles::Skip {
+        return Ok(Checked {
+            rules: Rules::load(&settings.grants.rules_file).await?,
+            upload_keys: None,
+            tls: None,
+            server_cert: None,
+            gateway_tls: None,
+        });
+    }
     let checked = check(settings).await?;
     crate::identity::check_jwks_client(&settings.identity)?;
     if let Some(file) = settings
@@ -226,7 +261,7 @@ const SERVED_DESCRIPTORS: [&[u8]; 4] = [
 /// # Errors
 /// A bad rules or TLS file before serving; a transport failure while serving.
 pub async fn run(
-    mut settings: Settings,
+    settings: Settings,
     aws: SdkConfig,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -235,6 +270,7 @@ pub async fn run(
     let rules_version = crate::rules::reload::file_version(&settings.grants.rules_file).await;
     let Checked {
         rules,
+        upload_keys,
         tls,
         server_cert,
         gateway_tls,
@@ -353,7 +389,7 @@ pub async fn run(
             }
         });
     }
-    let token_keys = settings.upload_keys.take().unwrap_or_else(|| {
+    let token_keys = upload_keys.unwrap_or_else(|| {
         tracing::warn!(
             "uploads.token_keys unset: multipart upload tokens use a random key, valid only on \
              this replica and until it restarts; configure shared keys for several replicas"

@@ -564,3 +564,79 @@ fn check_config_leaves_an_audit_fifo_and_its_reader_alone() {
     drop(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap());
     reader.join().unwrap();
 }
+
+/// What an operator checks before an upgrade, on a machine where the pod's Secrets
+/// are not: `--skip-files` checks everything but the files the config names, and
+/// still refuses what serving would refuse in the values themselves.
+#[test]
+fn check_config_skip_files_checks_a_rendered_config_away_from_its_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"listen = "0.0.0.0:50051"
+
+[server.tls]
+cert_file = "/etc/storage-grants/tls/tls.crt"
+key_file = "/etc/storage-grants/tls/tls.key"
+
+[identity.jwt]
+issuer = "https://kubernetes.default.svc"
+audiences = ["storage-grants"]
+jwks_url = "https://kubernetes.default.svc/openid/v1/jwks"
+jwks_ca_file = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+jwks_token_file = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+[uploads]
+token_key_files = ["/etc/storage-grants/upload-keys/current"]
+
+[audit]
+file = "/var/log/storage-grants/audit.jsonl"
+"#;
+    // Read as serving reads them: the first missing file stops the check.
+    let out = run(dir.path(), config, GOOD_RULES, &["--check-config"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+
+    let out = run(
+        dir.path(),
+        config,
+        GOOD_RULES,
+        &["--check-config", "--skip-files"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("config OK (the files it names were not read: --skip-files)")
+            && stdout.contains("1 rule"),
+        "{stdout}"
+    );
+
+    // The values and the rules are still checked.
+    let out = run(
+        dir.path(),
+        &config.replace("[uploads]", "[grants]\ndefault_ttl = \"2h\"\n\n[uploads]"),
+        GOOD_RULES,
+        &["--check-config", "--skip-files"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("grants.default_ttl"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        dir.path(),
+        config,
+        &GOOD_RULES.replace("public/", "public"),
+        &["--check-config", "--skip-files"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("rules.toml:"), "{}", stderr(&out));
+
+    // Serving reads every file: the flag is refused there.
+    let out = run(dir.path(), config, GOOD_RULES, &["--skip-files"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--skip-files goes with --check-config"),
+        "{}",
+        stderr(&out)
+    );
+}

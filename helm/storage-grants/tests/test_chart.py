@@ -586,6 +586,31 @@ def rule_items_take_every_key_of_the_services_rules_file():
         check(line in text, f"{line!r} not in the rendered rules:\n{text}")
 
 
+@test
+def the_readmes_pre_upgrade_check_runs_away_from_the_pod():
+    # As the chart README says: the ConfigMaps rendered into a directory, the rules
+    # file beside the config, --skip-files for the files only the pod has.
+    def recipe(name: str, *values, sets: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        work = WORK / f"recipe-{name}"
+        work.mkdir()
+        for obj in helm_template(*values, sets=sets)[0]:
+            if obj["kind"] == "ConfigMap":
+                for file, text in (obj.get("data") or {}).items():
+                    if file in ("config.toml", "rules.toml"):
+                        (work / file).write_text(text)
+        return run([ARGS.server, "--check-config", "--skip-files", "--config", "config.toml"],
+                   env=clean_env({"STORAGE_GRANTS_GRANTS__RULES_FILE": "rules.toml"}), cwd=work)
+
+    p = recipe("full", FULL_VALUES)
+    check(p.returncode == 0 and "--skip-files" in p.stdout and "3 rule(s)" in p.stdout,
+          f"the full install's rendered config was refused away from the pod:\n{p.stdout}{p.stderr}")
+    print("    full:", p.stdout.strip())
+    # A value within the schema that the service refuses is caught before the upgrade.
+    p = recipe("refused", FULL_VALUES, sets=("config.grants.default_ttl=2h",))
+    check(p.returncode == 2 and "grants.default_ttl" in p.stderr,
+          f"a default_ttl over max_ttl was not refused:\n{p.stdout}{p.stderr}")
+
+
 def http_table(text: str) -> str:
     """The [http] table of a rendered config.toml, header included."""
     table = text.split("\n[http]\n", 1)
