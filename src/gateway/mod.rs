@@ -155,14 +155,18 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
 }
 
 /// A request's whole handling, its body's arrival included, within
-/// `server.request_timeout`; past it, 408 with a problem body. While the audit log
-/// holds grants back, a request (but `/healthz`) waits for it first, for most of that
-/// time, then is answered 503 with `Retry-After`: another replica may serve it.
+/// `server.request_timeout`. Past it, whose pace it was decides the answer: a body
+/// still arriving is 408 (the client's), a request received whole whose answer waited
+/// on the store or STS is 504 with `Retry-After` (a retry may find it quicker). While the
+/// audit log holds grants back, a request (but `/healthz`) waits for it first, for
+/// most of that time, then is answered 503 with `Retry-After`: another replica may
+/// serve it.
 async fn within_request_timeout(
     axum::extract::State(limit): axum::extract::State<Duration>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use http_body::Body as _;
     if request.uri().path() != HEALTHZ
         && !crate::grant::audit::BACKLOG
             .room_within(crate::grant::audit::hold_at_most(limit))
@@ -170,9 +174,55 @@ async fn within_request_timeout(
     {
         return problem::Problem::audit_behind().into_response();
     }
+    // A request without a body (the GETs) is whole already; only a body is watched.
+    let received = if request.body().is_end_stream() {
+        None
+    } else {
+        let received = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watched = WatchedBody {
+            inner: Box::pin(std::mem::take(request.body_mut())),
+            received: received.clone(),
+        };
+        *request.body_mut() = axum::body::Body::new(watched);
+        Some(received)
+    };
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => problem::Problem::request_timeout(limit).into_response(),
+        Err(_) if received.is_some_and(|r| !r.load(std::sync::atomic::Ordering::Relaxed)) => {
+            problem::Problem::request_timeout(limit).into_response()
+        }
+        Err(_) => problem::Problem::answer_timeout(limit).into_response(),
+    }
+}
+
+/// A request body that notes when it has been read to its end.
+struct WatchedBody {
+    inner: std::pin::Pin<Box<axum::body::Body>>,
+    received: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = self.inner.as_mut().poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) {
+            self.received
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

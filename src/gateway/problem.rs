@@ -88,7 +88,7 @@ impl Problem {
         )
     }
 
-    /// 408: the request (its body, most likely) took longer than `limit`.
+    /// 408: the request's body took longer than `limit` to arrive.
     pub(crate) fn request_timeout(limit: std::time::Duration) -> Self {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -100,6 +100,25 @@ impl Problem {
                 crate::core::duration::display(limit)
             ),
         )
+    }
+
+    /// 504: the request arrived whole, and what the answer waited on (the store, STS)
+    /// did not answer within `limit`. The store may have acted meanwhile: a retried
+    /// step that took effect answers so.
+    pub(crate) fn answer_timeout(limit: std::time::Duration) -> Self {
+        let mut p = Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "UNAVAILABLE",
+            "Gateway timeout",
+            format!(
+                "the store or STS did not answer the service within {} \
+                 (server.request_timeout); retry (a step that took effect meanwhile \
+                 answers so)",
+                crate::core::duration::display(limit)
+            ),
+        );
+        p.retry_after = Some(STS_RETRY_AFTER);
+        p
     }
 
     /// 503: the audit log holds grants back ([`crate::grant::audit::BEHIND`]).

@@ -462,6 +462,60 @@ async fn failing_credential_refresh_serves_until_expiry_then_unavailable_and_not
     }
 }
 
+/// A gateway request received whole whose answer waits on a store slower than
+/// `server.request_timeout` is answered 504 with `Retry-After` at the deadline: the
+/// client sent everything, so not a 408 that blames its pace; once the store is quick
+/// again the same request is served, by the real store behind the proxy.
+#[tokio::test]
+async fn a_gateway_answer_that_waits_on_a_slow_store_is_504_not_408() {
+    let store = demo_store().await;
+    let proxy = FaultProxy::start(Upstream::Url(store.endpoint.clone())).await;
+    let service = Service::start_at(
+        &proxy.endpoint,
+        Setup::with_config(
+            "[server]\nrequest_timeout = \"1s\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             allowed_origins = [\"http://app.example\"]\nupload_bucket = \"demo\"\n",
+        ),
+    )
+    .await;
+    let create = || {
+        reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/s3/multipart",
+                service.http_port()
+            ))
+            .bearer_auth(TOKEN.as_str())
+            .header("content-type", "application/json")
+            .body(r#"{"filename": "slow.bin", "type": "application/octet-stream"}"#)
+            .send()
+    };
+    proxy.set(Fault::Delay(Duration::from_secs(3)));
+    let started = Instant::now();
+    let answer = create().await.expect("an answer");
+    let took = started.elapsed();
+    assert_eq!(answer.status(), 504, "after {took:?}");
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    assert_eq!(answer.headers()["retry-after"], "2");
+    let body: serde_json::Value =
+        serde_json::from_str(&answer.text().await.expect("a body")).expect("a problem body");
+    assert_eq!(body["code"], "UNAVAILABLE", "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("server.request_timeout") && !detail.contains("body"),
+        "{detail}"
+    );
+
+    proxy.set(Fault::None);
+    let answer = create().await.expect("an answer");
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value =
+        serde_json::from_str(&answer.text().await.expect("a body")).expect("JSON");
+    assert!(
+        body["uploadId"].as_str().is_some_and(|id| !id.is_empty()),
+        "{body}"
+    );
+}
+
 /// The store behind the proxy for multipart calls: a failure on its side (HTTP 5xx,
 /// S3's `SlowDown`) is UNAVAILABLE with a retry hint on both doors, as STS's is; a
 /// refusal of the service's own request (403) is INTERNAL, the log saying why.

@@ -166,9 +166,11 @@ async fn forward(client: &reqwest::Client, base: &str, request: Request) -> Resp
         .await
         .expect("read the request body");
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    // The client's `Host` goes on as it was signed: a SigV4 signature covers it, and
+    // the store checks it.
     let mut headers = HeaderMap::new();
     for (name, value) in &parts.headers {
-        if name != "host" && name != "content-length" {
+        if name != "content-length" {
             headers.append(name.clone(), value.clone());
         }
     }
