@@ -169,6 +169,25 @@ async fn sts_faults_answer_unavailable_with_a_retry_hint_and_heal_within_a_secon
     assert_eq!(proxy.requests(), asked);
 }
 
+/// The gateway's answer to `request`: `status` within `within`, with `Retry-After: 2`
+/// and an UNAVAILABLE problem body, whose detail it returns.
+async fn retry_within(
+    request: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+    status: u16,
+    within: Duration,
+) -> String {
+    let started = Instant::now();
+    let answer = request.await.expect("an answer");
+    let took = started.elapsed();
+    assert_eq!(answer.status(), status, "after {took:?}");
+    assert!(took < within, "answered after {took:?}");
+    assert_eq!(answer.headers()["retry-after"], "2");
+    let body: serde_json::Value =
+        serde_json::from_str(&answer.text().await.expect("a body")).expect("a problem body");
+    assert_eq!(body["code"], "UNAVAILABLE", "{body}");
+    body["detail"].as_str().unwrap_or_default().to_owned()
+}
+
 /// The gateway's SDK credentials endpoint, with a `request_timeout` shorter than the
 /// STS call's own bound: a slow STS is answered 503 with `Retry-After` and the words
 /// the gRPC door uses, before the request's deadline (not a 408 that blames the
@@ -191,16 +210,7 @@ async fn the_gateway_answers_a_slow_sts_503_before_its_request_timeout() {
             .send()
     };
     proxy.set(Fault::Delay(Duration::from_secs(2)));
-    let started = Instant::now();
-    let answer = get().await.expect("an answer");
-    let took = started.elapsed();
-    assert_eq!(answer.status(), 503, "after {took:?}");
-    assert!(took < Duration::from_secs(1), "answered after {took:?}");
-    assert_eq!(answer.headers()["retry-after"], "2");
-    let body: serde_json::Value =
-        serde_json::from_str(&answer.text().await.expect("a body")).expect("a problem body");
-    assert_eq!(body["code"], "UNAVAILABLE", "{body}");
-    let detail = body["detail"].as_str().unwrap_or_default();
+    let detail = retry_within(get(), 503, Duration::from_secs(1)).await;
     assert!(
         detail.contains("still being made") && !detail.contains("could not be reached"),
         "{detail}"
@@ -490,16 +500,7 @@ async fn a_gateway_answer_that_waits_on_a_slow_store_is_504_not_408() {
             .send()
     };
     proxy.set(Fault::Delay(Duration::from_secs(3)));
-    let started = Instant::now();
-    let answer = create().await.expect("an answer");
-    let took = started.elapsed();
-    assert_eq!(answer.status(), 504, "after {took:?}");
-    assert!(took < Duration::from_secs(2), "answered after {took:?}");
-    assert_eq!(answer.headers()["retry-after"], "2");
-    let body: serde_json::Value =
-        serde_json::from_str(&answer.text().await.expect("a body")).expect("a problem body");
-    assert_eq!(body["code"], "UNAVAILABLE", "{body}");
-    let detail = body["detail"].as_str().unwrap_or_default();
+    let detail = retry_within(create(), 504, Duration::from_secs(2)).await;
     assert!(
         detail.contains("server.request_timeout") && !detail.contains("body"),
         "{detail}"
