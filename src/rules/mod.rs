@@ -477,6 +477,11 @@ pub enum RuleError {
     #[error("content_types: only applies to rules with write")]
     ContentTypesWithoutWrite,
     #[error(
+        "content_types: an empty list would take uploads of any type, not none; name the \
+         types, or remove the key to take any"
+    )]
+    NoContentTypes,
+    #[error(
         "content_types: '{0}' is not a content type; write type/subtype (image/png) or \
          type/* (image/*)"
     )]
@@ -485,7 +490,10 @@ pub enum RuleError {
     UnknownSource(String),
     #[error("trust_domains: a trust domain must not be empty")]
     EmptyTrustDomain,
-    #[error("grants_per_second: must be a number above 0 (and at most 1000000)")]
+    #[error(
+        "grants_per_second: must be between 0.0000116 (one grant a day) and 1000000; a \
+         slower budget would ask callers to wait days"
+    )]
     BadGrantRate,
     #[error("grants_burst: must be at least 1 (and at most 1000000)")]
     BadGrantBurst,
@@ -623,9 +631,10 @@ struct RawRule {
     /// Read grants may override the response's content type and disposition.
     #[serde(default)]
     allow_response_overrides: bool,
-    /// Content types a write grant must pin one of (`image/png`, `image/*`).
+    /// Content types a write grant must pin one of (`image/png`, `image/*`); unset:
+    /// any. Set and empty is refused: it reads as "none", and would mean "any".
     #[serde(default)]
-    content_types: Vec<String>,
+    content_types: Option<Vec<String>>,
     /// Identity sources the rule accepts (`mtls`, `jwt`, `xfcc`, `dev_token`).
     #[serde(default)]
     sources: Vec<String>,
@@ -894,21 +903,21 @@ impl Rule {
         if raw.allow_response_overrides && !raw.actions.contains(&Action::Read) {
             return Err(RuleError::OverridesWithoutRead);
         }
-        if !raw.content_types.is_empty() && !raw.actions.contains(&Action::Write) {
+        if raw.content_types.as_ref().is_some_and(Vec::is_empty) {
+            return Err(RuleError::NoContentTypes);
+        }
+        let content_types = raw.content_types.unwrap_or_default();
+        if !content_types.is_empty() && !raw.actions.contains(&Action::Write) {
             return Err(RuleError::ContentTypesWithoutWrite);
         }
-        if let Some(bad) = raw
-            .content_types
-            .iter()
-            .find(|t| !is_content_type_pattern(t))
-        {
+        if let Some(bad) = content_types.iter().find(|t| !is_content_type_pattern(t)) {
             return Err(RuleError::BadContentType(bad.clone()));
         }
         let grant_rate = grant_rate(raw.grants_per_second, raw.grants_burst)?;
         Ok(Rule {
             grant_rate,
             allow_response_overrides: raw.allow_response_overrides,
-            content_types: raw.content_types,
+            content_types,
             sources,
             trust_domains: raw.trust_domains,
             callers,
@@ -925,6 +934,9 @@ impl Rule {
 
 /// Largest grant rate or burst a rule may set: beyond it a budget means nothing.
 const MAX_GRANT_RATE: f64 = 1_000_000.0;
+/// The slowest budget a rule may set: one grant a day (the chart's schema says
+/// 0.0000116, just above it).
+const MIN_GRANT_RATE: f64 = 1.0 / 86_400.0;
 
 /// A rule's own grant budget from `grants_per_second` and `grants_burst`.
 fn grant_rate(
@@ -937,11 +949,12 @@ fn grant_rate(
             None => Ok(None),
         };
     };
-    // `!(x > 0)` also refuses NaN.
-    if !(per_second > 0.0 && per_second <= MAX_GRANT_RATE) {
+    // A range check that is false for NaN too.
+    if !(MIN_GRANT_RATE..=MAX_GRANT_RATE).contains(&per_second) {
         return Err(RuleError::BadGrantRate);
     }
-    let burst = burst.unwrap_or((per_second * 2.0).max(1.0));
+    // Twice the rate by default, within the bounds a burst written out must keep.
+    let burst = burst.unwrap_or((per_second * 2.0).clamp(1.0, MAX_GRANT_RATE));
     if !(1.0..=MAX_GRANT_RATE).contains(&burst) {
         return Err(RuleError::BadGrantBurst);
     }
@@ -1314,9 +1327,20 @@ actions = ["read"]
                 burst: 3.0
             })
         );
+        // Up to the highest rate, the default burst stays within its own bound.
+        assert_eq!(
+            rate("grants_per_second = 1000000\n"),
+            Some(crate::budget::Rate {
+                per_second: 1_000_000.0,
+                burst: 1_000_000.0
+            })
+        );
+        assert!(rate("grants_per_second = 0.0000116\n").is_some());
         for (extra, says) in [
             ("grants_per_second = 0\n", "grants_per_second"),
             ("grants_per_second = -1\n", "grants_per_second"),
+            ("grants_per_second = 1e-9\n", "one grant a day"),
+            ("grants_per_second = 1000001\n", "grants_per_second"),
             ("grants_per_second = nan\n", "grants_per_second"),
             ("grants_per_second = inf\n", "grants_per_second"),
             (
@@ -1403,9 +1427,20 @@ actions = ["read"]
             assert!(!r.allows_content_type(refused), "{refused:?}");
         }
         // Without content_types, any type, or none.
-        let any = rule("", r#""write""#).unwrap();
+        let any = Rules::parse(
+            "[[rules]]\ncallers = [\"a\"]\nbucket = \"demo\"\nprefix = \"x/\"\n\
+             actions = [\"write\"]\n",
+            Path::new("rules.toml"),
+        )
+        .unwrap();
         assert!(any.rules[0].allows_content_type(None));
         assert!(any.rules[0].allows_content_type(Some("text/html")));
+        // An empty list reads as "none" and would mean "any": refused.
+        let err = rule("", r#""write""#).unwrap_err().to_string();
+        assert!(
+            err.contains("an empty list would take uploads of any type"),
+            "{err}"
+        );
         // Only on write rules; only types.
         let err = rule(r#""image/*""#, r#""read""#).unwrap_err().to_string();
         assert!(err.contains("only applies to rules with write"), "{err}");

@@ -577,6 +577,13 @@ def rule_items_take_every_key_of_the_services_rules_file():
     row = next(line for line in readme.splitlines() if line.startswith("| `rules.items`"))
     missing = sorted(k for k in service_keys if f"`{k}`" not in row)
     check(not missing, f"the chart README's rules.items row leaves out {missing}")
+    # Values the service would refuse are refused at install, or the chart and the
+    # service would disagree about what a rule means.
+    rule = {"callers": ["dev:a"], "bucket": "demo", "prefix": "x/", "actions": ["write"]}
+    for bad in ({"content_types": []}, {"grants_per_second": 1e-9},
+                {"grants_per_second": 0}, {"max_object_size": 2**63 - 1}):
+        err = helm_template({"rules": {"items": [{**rule, **bad}]}}, ok=False)
+        check("rules.items.0" in err, f"{bad} was not refused by the schema: {err}")
     # And each renders into a rules file the service takes (the full values use them).
     rules = [o for o in helm_template(FULL_VALUES)[0]
              if o["kind"] == "ConfigMap" and "rules.toml" in o.get("data", {})]
