@@ -239,6 +239,39 @@ mod tests {
     }
 
     #[test]
+    fn two_listeners_on_one_port_are_refused() {
+        for (text, key) in [
+            (
+                "listen = \"127.0.0.1:9000\"\n[http]\nlisten = \"127.0.0.1:9000\"\n",
+                "http.listen",
+            ),
+            (
+                "[http]\nlisten = \"0.0.0.0:8080\"\n[metrics]\nlisten = \"127.0.0.1:8080\"\n",
+                "metrics.listen",
+            ),
+            (
+                "listen = \"[::]:9000\"\n[server]\nallow_plaintext = true\n\
+                 [metrics]\nlisten = \"10.0.0.1:9000\"\n",
+                "metrics.listen",
+            ),
+        ] {
+            let err = load(text, &[]).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{key}:")) && err.contains("a port of its own"),
+                "{text}: {err}"
+            );
+        }
+        // Other ports, other addresses, or any free port: accepted.
+        for text in [
+            "listen = \"127.0.0.1:9000\"\n[http]\nlisten = \"127.0.0.1:9001\"\n",
+            "listen = \"127.0.0.1:9000\"\n[metrics]\nlisten = \"127.0.0.2:9000\"\n",
+            "listen = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        ] {
+            load(text, &[]).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    }
+
+    #[test]
     fn empty_file_gives_safe_defaults() {
         let c = load("", &[]).unwrap();
         assert!(c.listen.ip().is_loopback());

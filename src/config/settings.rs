@@ -217,6 +217,7 @@ impl Settings {
             return out_of_range("server.max_connection_age", "must be between 1s and 7d");
         }
         transport_security(&raw)?;
+        distinct_listeners(&raw)?;
         let storage = storage(&raw)?;
         let sts = sts(&raw, &storage)?;
         let http = http(&raw)?;
@@ -274,6 +275,38 @@ fn clear_text_allowed(addr: SocketAddr, raw: &RawConfig) -> bool {
 /// JWTs, presigned URLs and credentials cross the gRPC port: a listener that other
 /// hosts can reach speaks TLS, unless the operator says something else in front of it
 /// does (a mesh sidecar), and only one of the two TLS set-ups owns the port.
+/// The listeners' addresses, of which no two may take the same port: the second would
+/// fail to bind when serving starts, after `--check-config` said OK. Port 0 (any free
+/// port) never collides.
+fn distinct_listeners(raw: &RawConfig) -> Result<(), Refusal> {
+    let listeners = [
+        ("listen", Some(raw.listen)),
+        ("http.listen", raw.http.listen),
+        ("metrics.listen", raw.metrics.listen),
+    ];
+    let set: Vec<(&str, SocketAddr)> = listeners
+        .into_iter()
+        .filter_map(|(key, addr)| Some((key, addr?)))
+        .collect();
+    for (i, (key, addr)) in set.iter().enumerate() {
+        for (earlier, other) in &set[..i] {
+            let overlap = addr.ip() == other.ip()
+                || addr.ip().is_unspecified()
+                || other.ip().is_unspecified();
+            if addr.port() != 0 && addr.port() == other.port() && overlap {
+                return Err((
+                    key,
+                    Problem::Mismatch(format!(
+                        "{addr} takes the port of {earlier} ({other}); give each listener a \
+                         port of its own"
+                    )),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn transport_security(raw: &RawConfig) -> Result<(), Refusal> {
     let mtls = raw.identity.mtls.is_some();
     let tls = raw.server.tls.is_some();
