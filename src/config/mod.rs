@@ -57,8 +57,13 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// A value that parses but makes no sense.
-    #[error("{path}: {field}: {source}")]
+    /// A value that parses but makes no sense; the value as quoted with what could
+    /// break or hide a log line written as escapes.
+    #[error(
+        "{}: {field}: {}",
+        path.display(),
+        crate::core::text::escape_breaks(&source.to_string())
+    )]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -236,6 +241,16 @@ mod tests {
             "{text}: {err}"
         );
         err
+    }
+
+    #[test]
+    fn a_refused_value_is_quoted_with_what_it_hides_written_out() {
+        let err = load("[storage]\ncheck_buckets = [\"de\\u200Bmo\\nx\"]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("storage.check_buckets"), "{err}");
+        assert!(err.contains("de\\u{200b}mo\\nx"), "{err}");
+        assert!(!err.contains(['\u{200B}', '\n']), "{err}");
     }
 
     #[test]

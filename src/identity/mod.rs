@@ -153,6 +153,13 @@ impl IdentityConfig {
                     "must be at least 16 characters",
                 );
             }
+            if t.token.expose().trim() != t.token.expose() {
+                return invalid(
+                    "identity.dev_tokens.token",
+                    "must not start or end with whitespace: HTTP trims header values, so \
+                     no caller could present it",
+                );
+            }
             // One token for two callers would make the caller depend on the list's
             // order; the message names the entries, never the token.
             if let Some(j) = self.dev_tokens[..i]
@@ -172,14 +179,15 @@ impl IdentityConfig {
                 });
             }
             if crate::core::text::breaks_or_hides(&t.caller)
+                || t.caller.trim() != t.caller
                 || !t.caller.starts_with(crate::caller::DEV_PREFIX)
                 || t.caller.len() == crate::caller::DEV_PREFIX.len()
             {
                 return invalid(
                     "identity.dev_tokens.caller",
                     "must be a caller id that starts with 'dev:' (e.g. dev:alice), without \
-                     control or format characters: ids of that form are kept to development \
-                     tokens",
+                     control or format characters or a space at its end: ids of that form \
+                     are kept to development tokens, and rules match them exactly",
                 );
             }
         }

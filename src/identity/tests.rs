@@ -471,6 +471,11 @@ fn dev_tokens_need_dev_mode() {
     assert!(e.message.contains("dev_mode"));
     let e = invalid("dev_mode = true\n[[dev_tokens]]\ntoken = \"short\"\ncaller = \"dev:a\"\n");
     assert_eq!(e.field, "identity.dev_tokens.token");
+    let e = invalid(
+        "dev_mode = true\n[[dev_tokens]]\ntoken = \"0123456789abcdef \"\ncaller = \"dev:a\"\n",
+    );
+    assert_eq!(e.field, "identity.dev_tokens.token");
+    assert!(e.message.contains("whitespace"), "{}", e.message);
 }
 
 #[test]
@@ -497,6 +502,7 @@ fn development_callers_are_dev_ids_which_no_other_source_may_carry() {
         "DEV:a",
         // TOML's escape: the caller holds a bidi override.
         "dev:a\\u202Eb",
+        "dev:a ",
     ] {
         let e = invalid(&format!(
             "dev_mode = true\n[[dev_tokens]]\ntoken = \"0123456789abcdef\"\ncaller = \"{caller}\"\n"

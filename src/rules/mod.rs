@@ -421,7 +421,12 @@ pub enum Error {
         at: crate::core::toml_errors::Location,
         message: String,
     },
-    #[error("{path}:{line}: {source}")]
+    /// A rule that parses and makes no sense. Its message quotes what the rule says,
+    /// with what could break or hide a log line written as escapes (`\u{200b}`).
+    #[error(
+        "{path}:{line}: {}",
+        crate::core::text::escape_breaks(&source.to_string())
+    )]
     Invalid {
         path: PathBuf,
         line: usize,
@@ -1717,6 +1722,13 @@ actions = ["read"]
                 "{pattern:?}"
             );
         }
+        // The refusal quotes the pattern with what it hides written out, on one line.
+        let text = "[[rules]]\ncallers = [\"dev:de\\u200Bmo\", \"x\\ny\"]\nbucket = \"demo\"\nprefix = \"x/\"\nactions = [\"read\"]\n";
+        let err = Rules::parse(text, Path::new("rules.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dev:de\\u{200b}mo"), "{err}");
+        assert!(!err.contains('\u{200B}'), "{err}");
         // Ids may hold inner spaces (a JWT's `sub`), so patterns may too.
         assert!("user:Ada Lovelace".parse::<CallerPattern>().is_ok());
         let text = "[[rules]]\ncallers = [\"dev:demo \"]\nbucket = \"demo\"\nprefix = \"x/\"\nactions = [\"read\"]\n";
