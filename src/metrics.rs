@@ -144,8 +144,8 @@ struct Metrics {
     over_budget: Counter,
     sts_calls: Family<Labels<1>, Counter>,
     sts_duration: Histograms<1>,
-    /// `sts_cache`'s series: hit, miss.
-    sts_cache_series: [Counter; 2],
+    /// `sts_cache`'s series, in [`CacheOutcome::ALL`]'s order.
+    sts_cache_series: [Counter; 3],
     sts_cache_evictions: Counter,
     packed_policy: Histogram,
     jwks_refreshes: Family<Labels<1>, Counter>,
@@ -355,8 +355,11 @@ impl Metrics {
                     .clone()
             })
         });
-        let sts_cache_series =
-            ["hit", "miss"].map(|outcome| sts_cache.get_or_create(&[("outcome", outcome)]).clone());
+        let sts_cache_series = CacheOutcome::ALL.map(|outcome| {
+            sts_cache
+                .get_or_create(&[("outcome", outcome.as_str())])
+                .clone()
+        });
         let metrics = Self {
             registry,
             rpc_duration,
@@ -564,10 +567,35 @@ pub fn sts_call(result: StsResult, elapsed: Duration) {
         .observe(elapsed.as_secs_f64());
 }
 
-/// A credential request answered from the cache (`true`: reused or shared with a
-/// concurrent caller) or by a new AssumeRole (`false`).
-pub fn sts_cache(hit: bool) {
-    METRICS.sts_cache_series[usize::from(!hit)].inc();
+/// How the STS cache met a request for credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Credentials at hand, reused.
+    Hit,
+    /// None: this request started an AssumeRole.
+    Miss,
+    /// None at hand: this request waits on the AssumeRole another one started, and
+    /// gets what it brings (credentials, an error, or nothing before its deadline).
+    Joined,
+}
+
+impl CacheOutcome {
+    /// Every outcome, in the order of the series.
+    pub const ALL: [CacheOutcome; 3] = [Self::Hit, Self::Miss, Self::Joined];
+
+    /// The `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Joined => "joined",
+        }
+    }
+}
+
+/// A credential request met the STS cache with `outcome`.
+pub fn sts_cache(outcome: CacheOutcome) {
+    METRICS.sts_cache_series[outcome as usize].inc();
 }
 
 /// `count` cached credential sets dropped to make room.
@@ -891,9 +919,10 @@ mod tests {
                 ));
             }
         }
-        for outcome in ["hit", "miss"] {
+        for outcome in CacheOutcome::ALL {
             series.push(format!(
-                "storage_grants_sts_cache_total{{outcome=\"{outcome}\"}}"
+                "storage_grants_sts_cache_total{{outcome=\"{}\"}}",
+                outcome.as_str()
             ));
         }
         let rpc_count = |method: &str, code: &str| {
@@ -910,7 +939,10 @@ mod tests {
                 [true, false]
                     .map(|granted| Box::new(move || grant(action, granted)) as Box<dyn Fn()>)
             })
-            .chain([true, false].map(|hit| Box::new(move || sts_cache(hit)) as Box<dyn Fn()>))
+            .chain(
+                CacheOutcome::ALL
+                    .map(|outcome| Box::new(move || sts_cache(outcome)) as Box<dyn Fn()>),
+            )
             .chain([
                 Box::new(|| {
                     rpc(

@@ -322,7 +322,7 @@ impl Broker {
     ) -> Option<Arc<ScopedCredentials>> {
         match entry {
             Some(Entry::Ready(c)) if self.reusable(c, max_life, min_left, SystemTime::now()) => {
-                crate::metrics::sts_cache(true);
+                crate::metrics::sts_cache(crate::metrics::CacheOutcome::Hit);
                 Some(c.clone())
             }
             _ => None,
@@ -348,11 +348,11 @@ impl Broker {
                 // A call whose task died without an answer (its sender is gone) is
                 // not joined: it would fail every caller of the scope for good.
                 Some(Entry::Pending(rx)) if rx.has_changed().is_ok() => {
-                    crate::metrics::sts_cache(true);
+                    crate::metrics::sts_cache(crate::metrics::CacheOutcome::Joined);
                     rx.clone()
                 }
                 _ => {
-                    crate::metrics::sts_cache(false);
+                    crate::metrics::sts_cache(crate::metrics::CacheOutcome::Miss);
                     // A miss costs an AssumeRole from the account's shared quota:
                     // bounded in flight for everyone, and budgeted per caller, so that
                     // one caller asking for ever new prefixes cannot use it up.
@@ -710,6 +710,30 @@ mod tests {
 
     const HOUR: Duration = Duration::from_secs(3600);
 
+    /// Read access to `prefix` in bucket `demo`, asked of `b`.
+    async fn ask_read(b: &Broker, prefix: &str) -> Result<Arc<ScopedCredentials>, Error> {
+        let policy = crate::policy::session_policy(
+            crate::policy::Partition::Aws,
+            &"demo".parse().unwrap(),
+            &prefix.parse().unwrap(),
+            &Access {
+                read: true,
+                ..Access::default()
+            },
+            None,
+        )
+        .unwrap();
+        b.credentials(&Request {
+            scope: &scope(prefix),
+            policy: &policy,
+            duration: STS_MIN_DURATION,
+            max_life: HOUR,
+            min_left: Duration::ZERO,
+            grant_id: "g",
+        })
+        .await
+    }
+
     #[test]
     fn credentials_are_reused_while_more_than_half_their_life_is_left() {
         let b = broker(Settings::default());
@@ -790,29 +814,34 @@ mod tests {
         let (tx, rx) = watch::channel(None);
         drop(tx);
         b.lock().insert(scope("dead/"), Entry::Pending(rx));
-        let policy = crate::policy::session_policy(
-            crate::policy::Partition::Aws,
-            &"demo".parse().unwrap(),
-            &"dead/".parse().unwrap(),
-            &Access {
-                read: true,
-                ..Access::default()
-            },
-            None,
-        )
-        .unwrap();
-        let request = Request {
-            scope: &scope("dead/"),
-            policy: &policy,
-            duration: STS_MIN_DURATION,
-            max_life: HOUR,
-            min_left: Duration::ZERO,
-            grant_id: "g",
-        };
         // A new call is made (this client has no HTTP client or credentials, so it
         // fails on its own terms) instead of failing at once as abandoned.
-        let err = b.credentials(&request).await.unwrap_err();
+        let err = ask_read(&b, "dead/").await.unwrap_err();
         assert!(!matches!(err, Error::Abandoned), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_call_that_waits_on_anothers_sts_call_is_counted_joined_not_hit() {
+        let b = broker(Settings::default());
+        let (tx, rx) = watch::channel(None);
+        b.lock().insert(scope("shared/"), Entry::Pending(rx));
+        let waiting = tokio::spawn({
+            let b = b.clone();
+            async move { ask_read(&b, "shared/").await }
+        });
+        let count = |outcome: &str| {
+            let series = format!("storage_grants_sts_cache_total{{outcome=\"{outcome}\"}} ");
+            crate::metrics::render()
+                .lines()
+                .find_map(|l| l.strip_prefix(series.as_str())?.parse::<u64>().ok())
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(count("joined"), Some(1));
+        assert_eq!(count("hit"), Some(0), "no credentials were at hand");
+        assert_eq!(count("miss"), Some(0), "no STS call was made for it");
+        tx.send(Some(Ok(credentials(SystemTime::now(), HOUR))))
+            .unwrap();
+        assert!(waiting.await.unwrap().is_ok());
     }
 
     fn service_error(status: u16, code: &str) -> Error {
