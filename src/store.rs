@@ -4,7 +4,8 @@
 //! credentials. Each call has its own timeout (`storage.call_timeout`).
 //!
 //! IAM permissions the service's own role needs for them: `s3:PutObject` (create,
-//! complete), `s3:ListMultipartUploadParts` (list), `s3:AbortMultipartUpload` (abort).
+//! complete), `s3:ListMultipartUploadParts` (list), `s3:AbortMultipartUpload` (abort),
+//! `s3:GetObject` (head: whether a retried complete's upload already became the object).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -43,6 +44,13 @@ pub enum Error {
     /// An answer without a field it must carry.
     #[error("the store answered without {0}")]
     Incomplete(&'static str),
+    /// The call had to answer (its deadline was near) before the store did; the step
+    /// goes on in a task of its own (`grant::multipart`).
+    #[error(
+        "the store had not answered after {0:?}, and this call must answer before its \
+         deadline"
+    )]
+    Pending(Duration),
 }
 
 impl Error {
@@ -57,7 +65,10 @@ impl Error {
     /// Whether a retry may succeed without anyone changing anything: the store was
     /// unreachable or failed on its side.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Unreachable(_) | Error::Failed { .. })
+        matches!(
+            self,
+            Error::Unreachable(_) | Error::Failed { .. } | Error::Pending(_)
+        )
     }
 }
 
@@ -290,6 +301,39 @@ impl Store {
         self.bounded(async {
             call.send().await.map_err(classify)?;
             Ok(())
+        })
+        .await
+    }
+
+    /// The ETag (without quotes) and size of the object at `key`; `None` when there
+    /// is none (HeadObject).
+    ///
+    /// # Errors
+    /// [`Error`].
+    pub async fn head(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+    ) -> Result<Option<(String, u64)>, Error> {
+        let call = self
+            .client
+            .head_object()
+            .bucket(bucket.as_str())
+            .key(key.as_str());
+        self.bounded(async {
+            match call.send().await {
+                Ok(head) => Ok(Some((
+                    head.e_tag()
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                        .to_owned(),
+                    head.content_length()
+                        .and_then(|n| u64::try_from(n).ok())
+                        .unwrap_or(0),
+                ))),
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+                Err(e) => Err(classify(e)),
+            }
         })
         .await
     }

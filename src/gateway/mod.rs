@@ -156,8 +156,9 @@ pub fn router(pipeline: Pipeline, authenticator: Authenticator, settings: Settin
 
 /// A request's whole handling, its body's arrival included, within
 /// `server.request_timeout`. Past it, whose pace it was decides the answer: a body
-/// still arriving is 408 (the client's), a request received whole whose answer waited
-/// on the store or STS is 504 with `Retry-After` (a retry may find it quicker). While the
+/// still arriving is 408 (the client's), a request received whole whose answer is not
+/// ready is 504 with `Retry-After` (calls to STS and the store answer 503 before
+/// this, in the pipeline; this is the net under the rest). While the
 /// audit log holds grants back, a request (but `/healthz`) waits for it first, for
 /// most of that time, then is answered 503 with `Retry-After`: another replica may
 /// serve it.
@@ -585,6 +586,38 @@ mod tests {
         assert_eq!(ttl(&mut v, Some(&JsonTtl::Text("90".into()))), None);
         assert_eq!(ttl(&mut v, Some(&JsonTtl::Text("0.5s".into()))), None);
         assert_eq!(ttl(&mut v, Some(&JsonTtl::Secs(0))), None);
+    }
+
+    #[tokio::test]
+    async fn a_request_out_of_time_is_408_while_its_body_arrives_and_504_once_whole() {
+        use tower::ServiceExt;
+        let app: Router = Router::new()
+            .route(
+                "/slow",
+                post(|body: String| async move {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    body
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                Duration::from_millis(200),
+                within_request_timeout,
+            ));
+        let post_to =
+            |body: axum::body::Body| http::Request::post("/slow").body(body).expect("a request");
+        let whole = app
+            .clone()
+            .oneshot(post_to(axum::body::Body::from("x")))
+            .await
+            .expect("an answer");
+        assert_eq!(whole.status(), http::StatusCode::GATEWAY_TIMEOUT);
+        assert!(whole.headers().contains_key(header::RETRY_AFTER));
+        let never_ends = tokio_stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+        let arriving = app
+            .oneshot(post_to(axum::body::Body::from_stream(never_ends)))
+            .await
+            .expect("an answer");
+        assert_eq!(arriving.status(), http::StatusCode::REQUEST_TIMEOUT);
     }
 
     #[test]

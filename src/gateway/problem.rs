@@ -102,18 +102,16 @@ impl Problem {
         )
     }
 
-    /// 504: the request arrived whole, and what the answer waited on (the store, STS)
-    /// did not answer within `limit`. The store may have acted meanwhile: a retried
-    /// step that took effect answers so.
+    /// 504: the request arrived whole, and its answer was not ready within `limit`.
+    /// Calls to STS and the store answer 503 before that: this is the net under the
+    /// rest.
     pub(crate) fn answer_timeout(limit: std::time::Duration) -> Self {
         let mut p = Self::new(
             StatusCode::GATEWAY_TIMEOUT,
             "UNAVAILABLE",
             "Gateway timeout",
             format!(
-                "the store or STS did not answer the service within {} \
-                 (server.request_timeout); retry (a step that took effect meanwhile \
-                 answers so)",
+                "the answer was not ready within {} (server.request_timeout); retry",
                 crate::core::duration::display(limit)
             ),
         );

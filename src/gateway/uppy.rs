@@ -199,7 +199,11 @@ pub(crate) async fn create(
         Ok(request) => request,
         Err(e) => return Problem::from(e).into_response(),
     };
-    match app.pipeline.start_multipart(&caller, &request).await {
+    match app
+        .pipeline
+        .start_multipart(&caller, &request, app.settings.request_timeout)
+        .await
+    {
         Ok(started) => no_store(Json(Created {
             key: started.key.as_str().to_owned(),
             upload_id: started.upload,
@@ -336,7 +340,11 @@ pub(crate) async fn list(
         Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
-    match app.pipeline.list_parts(&caller, &upload).await {
+    match app
+        .pipeline
+        .list_parts(&caller, &upload, app.settings.request_timeout)
+        .await
+    {
         Ok(parts) => Json(
             parts
                 .into_iter()
@@ -426,7 +434,7 @@ pub(crate) async fn complete(
     let done = match v.finish(request) {
         Ok(request) => {
             app.pipeline
-                .complete_multipart(&caller, &upload, &request)
+                .complete_multipart(&caller, &upload, &request, app.settings.request_timeout)
                 .await
         }
         Err(e) => Err(e),
@@ -467,7 +475,11 @@ pub(crate) async fn abort(
         Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
-    match app.pipeline.abort_multipart(&caller, &upload).await {
+    match app
+        .pipeline
+        .abort_multipart(&caller, &upload, app.settings.request_timeout)
+        .await
+    {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => Problem::from(e).into_response(),
     }

@@ -548,7 +548,7 @@ impl Pipeline {
         request: &AssumeRequest,
         deadline: Duration,
     ) -> Result<ScopedGrant, Error> {
-        let sts_wait = sts_wait(deadline);
+        let sts_wait = wait_before(deadline);
         let answer_by = tokio::time::Instant::now() + sts_wait;
         let scoped = self.scoped.as_ref().ok_or(Error::NotConfigured(
             "AssumeScoped is not configured on this service (no sts.role_arn)",
@@ -686,14 +686,14 @@ impl Pipeline {
     }
 }
 
-/// How long a call whose door gives it `deadline` may wait on STS: until just before
-/// it, so that a slow STS is answered UNAVAILABLE (gRPC) or 503 (HTTP) with a retry
-/// hint rather than a bare deadline error: retry policies retry those, and the retry
-/// gets the session the STS call goes on to make. The room left is for encoding and
-/// sending the answer, and for the time the request spent reaching the pipeline, which
-/// the caller's clock already counts: on a busy host a tenth of the deadline proved
-/// too little.
-fn sts_wait(deadline: Duration) -> Duration {
+/// How long a call whose door gives it `deadline` may wait on STS or the store: until
+/// just before it, so that a slow upstream is answered UNAVAILABLE (gRPC) or 503
+/// (HTTP) with a retry hint rather than a bare deadline error: retry policies retry
+/// those, and the retry gets what the upstream call goes on to make. The room left is
+/// for encoding and sending the answer, and for the time the request spent reaching
+/// the pipeline, which the caller's clock already counts: on a busy host a tenth of the
+/// deadline proved too little.
+fn wait_before(deadline: Duration) -> Duration {
     deadline.saturating_sub((deadline / 5).min(Duration::from_millis(250)))
 }
 
@@ -822,21 +822,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sts_is_waited_for_until_just_before_the_calls_deadline() {
+    fn upstreams_are_waited_for_until_just_before_the_calls_deadline() {
         // A fifth of the deadline, at most 250 ms, is left to send the answer.
         assert_eq!(
-            sts_wait(Duration::from_millis(900)),
+            wait_before(Duration::from_millis(900)),
             Duration::from_millis(720)
         );
         assert_eq!(
-            sts_wait(Duration::from_secs(5)),
+            wait_before(Duration::from_secs(5)),
             Duration::from_millis(4750)
         );
         assert_eq!(
-            sts_wait(Duration::from_secs(10)),
+            wait_before(Duration::from_secs(10)),
             Duration::from_millis(9750)
         );
-        assert_eq!(sts_wait(Duration::ZERO), Duration::ZERO);
+        assert_eq!(wait_before(Duration::ZERO), Duration::ZERO);
     }
 
     #[test]

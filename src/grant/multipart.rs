@@ -449,6 +449,7 @@ impl Pipeline {
         &self,
         caller: &Caller,
         request: &StartRequest,
+        deadline: Duration,
     ) -> Result<Started, Error> {
         let uploads = self.uploads()?;
         let (max_ttl, max_size, rule_line) = {
@@ -480,17 +481,42 @@ impl Pipeline {
         let now = whole_seconds(SystemTime::now());
         let requested = request.ttl.unwrap_or(self.limits.default_ttl);
         let ttl = Ttl::clamp(&[requested, max_ttl, self.limits.max_ttl], now, None)?;
-        let upload_id = self
-            .store()?
-            .create(
-                &request.bucket,
-                &request.key,
-                request.content_type.as_ref(),
-                &request.metadata,
-                request.checksum_sha256,
-            )
-            .await
-            .map_err(Error::Store)?;
+        let store = self.store()?.clone();
+        let (bucket, key) = (request.bucket.clone(), request.key.clone());
+        let (content_type, metadata) = (request.content_type.clone(), request.metadata.clone());
+        let checksum_sha256 = request.checksum_sha256;
+        let upload_id = store_step(
+            deadline,
+            {
+                let store = store.clone();
+                let (bucket, key) = (bucket.clone(), key.clone());
+                async move {
+                    store
+                        .create(
+                            &bucket,
+                            &key,
+                            content_type.as_ref(),
+                            &metadata,
+                            checksum_sha256,
+                        )
+                        .await
+                        .map_err(Error::Store)
+                }
+            },
+            // Created after its caller was answered: nobody holds a token for it, so
+            // its parts could never be completed or aborted by anyone.
+            move |upload_id: upload::UploadId| async move {
+                if let Err(e) = store.abort(&bucket, &key, &upload_id).await {
+                    tracing::warn!(
+                        error = %crate::core::text::Chain(&e),
+                        bucket = bucket.as_str(),
+                        "an upload created after its caller's deadline could not be aborted; \
+                         the bucket's lifecycle rule for incomplete uploads removes it"
+                    );
+                }
+            },
+        )
+        .await?;
         let expires_at = now + ttl.as_duration();
         let token = uploads.keys.mint(&Claims {
             bucket: request.bucket.clone(),
@@ -637,13 +663,22 @@ impl Pipeline {
         &self,
         caller: &Caller,
         upload: &OpenUpload,
+        deadline: Duration,
     ) -> Result<Vec<StoredPart>, Error> {
-        let claims = Self::continued(caller, upload)?;
-        self.authorize_upload(caller, claims)?;
-        self.store()?
-            .list_parts(&claims.bucket, &claims.key, &claims.upload_id)
-            .await
-            .map_err(store_error)
+        let claims = Self::continued(caller, upload)?.clone();
+        self.authorize_upload(caller, &claims)?;
+        let store = self.store()?.clone();
+        store_step(
+            deadline,
+            async move {
+                store
+                    .list_parts(&claims.bucket, &claims.key, &claims.upload_id)
+                    .await
+                    .map_err(store_error)
+            },
+            |_| async {},
+        )
+        .await
     }
 
     /// Completes the upload with `request`'s parts, after checking them against what
@@ -661,6 +696,7 @@ impl Pipeline {
         caller: &Caller,
         upload: &OpenUpload,
         request: &CompleteRequest,
+        deadline: Duration,
     ) -> Result<Completed, Error> {
         let claims = Self::continued(caller, upload)?;
         // S3 refuses such a completion with an error of its own; this says what to send.
@@ -678,44 +714,89 @@ impl Pipeline {
             }]));
         }
         let (rule_line, max_size) = self.authorize_upload(caller, claims)?;
-        let store = self.store()?;
-        let stored: HashMap<u16, StoredPart> = store
-            .list_parts(&claims.bucket, &claims.key, &claims.upload_id)
-            .await
-            .map_err(store_error)?
-            .into_iter()
-            .map(|p| (p.part_number, p))
-            .collect();
-        let size = check_parts(&request.parts, &stored, max_size, claims.expected_size)?;
-        let etag = store
-            .complete(
-                &claims.bucket,
-                &claims.key,
-                &claims.upload_id,
-                &request.parts,
-                claims.create_only,
-            )
-            .await
-            .map_err(store_error)?;
-        let grant_id = audit::new_grant_id();
-        audit::issued(&audit::Issued {
-            grant_id: &grant_id,
-            caller,
-            actions: &[Action::Write],
-            bucket: claims.bucket.as_str(),
-            target: claims.key.as_str(),
-            ttl_secs: 0,
-            expires_at: SystemTime::now(),
-            rule_line,
-            session_grant_id: None,
-        });
-        Ok(Completed {
-            etag,
-            size,
-            bucket: claims.bucket.clone(),
-            key: claims.key.clone(),
-            grant_id,
-        })
+        let store = self.store()?.clone();
+        let (claims, parts, caller) = (claims.clone(), request.parts.clone(), caller.clone());
+        // The whole step in its own task: a completion the store carries out after the
+        // caller was answered is still audited, and a retry finds the object (below).
+        store_step(
+            deadline,
+            async move {
+                let (stored, gone): (HashMap<u16, StoredPart>, _) = match store
+                    .list_parts(&claims.bucket, &claims.key, &claims.upload_id)
+                    .await
+                {
+                    Ok(stored) => (
+                        stored.into_iter().map(|p| (p.part_number, p)).collect(),
+                        None,
+                    ),
+                    Err(e) if e.code() == Some("NoSuchUpload") => (HashMap::new(), Some(e)),
+                    Err(e) => return Err(store_error(e)),
+                };
+                let (etag, size) = if stored.is_empty() && !parts.is_empty() {
+                    // Gone, or never uploaded to: a completion of these very parts (one
+                    // whose caller was answered before the store was done) left the
+                    // object they make, with the ETag they make.
+                    let done = store
+                        .head(&claims.bucket, &claims.key)
+                        .await
+                        .map_err(store_error)?
+                        .filter(|(etag, _)| Some(etag) == multipart_etag(&parts).as_ref());
+                    match (done, gone) {
+                        (Some(done), _) => done,
+                        (None, Some(gone)) => return Err(store_error(gone)),
+                        // A store that lists a finished upload as empty (s3s-fs).
+                        // A store that lists a finished upload as empty (s3s-fs): the
+                        // parts asked for are not there.
+                        (None, None) => {
+                            return Err(check_parts(
+                                &parts,
+                                &stored,
+                                max_size,
+                                claims.expected_size,
+                            )
+                            .err()
+                            .unwrap_or_else(|| {
+                                Error::FailedPrecondition("no part was uploaded".into())
+                            }));
+                        }
+                    }
+                } else {
+                    let size = check_parts(&parts, &stored, max_size, claims.expected_size)?;
+                    let etag = store
+                        .complete(
+                            &claims.bucket,
+                            &claims.key,
+                            &claims.upload_id,
+                            &parts,
+                            claims.create_only,
+                        )
+                        .await
+                        .map_err(store_error)?;
+                    (etag, size)
+                };
+                let grant_id = audit::new_grant_id();
+                audit::issued(&audit::Issued {
+                    grant_id: &grant_id,
+                    caller: &caller,
+                    actions: &[Action::Write],
+                    bucket: claims.bucket.as_str(),
+                    target: claims.key.as_str(),
+                    ttl_secs: 0,
+                    expires_at: SystemTime::now(),
+                    rule_line,
+                    session_grant_id: None,
+                });
+                Ok(Completed {
+                    etag,
+                    size,
+                    bucket: claims.bucket,
+                    key: claims.key,
+                    grant_id,
+                })
+            },
+            |_| async {},
+        )
+        .await
     }
 
     /// Aborts the upload; aborting one that is already gone succeeds. Its token may
@@ -724,17 +805,29 @@ impl Pipeline {
     ///
     /// # Errors
     /// As [`Pipeline::grant_parts`], and `Store`.
-    pub async fn abort_multipart(&self, caller: &Caller, upload: &OpenUpload) -> Result<(), Error> {
-        let claims = Self::owned(caller, upload)?;
-        self.authorize_upload(caller, claims)?;
-        match self
-            .store()?
-            .abort(&claims.bucket, &claims.key, &claims.upload_id)
-            .await
-        {
-            Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
-            other => other.map_err(store_error),
-        }
+    pub async fn abort_multipart(
+        &self,
+        caller: &Caller,
+        upload: &OpenUpload,
+        deadline: Duration,
+    ) -> Result<(), Error> {
+        let claims = Self::owned(caller, upload)?.clone();
+        self.authorize_upload(caller, &claims)?;
+        let store = self.store()?.clone();
+        store_step(
+            deadline,
+            async move {
+                match store
+                    .abort(&claims.bucket, &claims.key, &claims.upload_id)
+                    .await
+                {
+                    Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+                    other => other.map_err(store_error),
+                }
+            },
+            |()| async {},
+        )
+        .await
     }
 
     /// The rules still allow `write` on the upload's key; answers the rule's line and
@@ -754,6 +847,52 @@ impl Pipeline {
         )?;
         Ok((rule.line(), rule.max_object_size()))
     }
+}
+
+/// Runs a store step in a task of its own, so that it ends as the store answers
+/// whether or not its caller still waits, and answers the caller before `deadline`:
+/// past it, [`store::Error::Pending`]. What the step brings when nobody waits for it
+/// any more goes to `unclaimed`.
+async fn store_step<T, U>(
+    deadline: Duration,
+    step: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+    unclaimed: impl FnOnce(T) -> U + Send + 'static,
+) -> Result<T, Error>
+where
+    T: Send + 'static,
+    U: std::future::Future<Output = ()> + Send,
+{
+    let wait = super::wait_before(deadline);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Err(Ok(value)) = tx.send(step.await) {
+            unclaimed(value).await;
+        }
+    });
+    match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(answer)) => answer,
+        // The step's task ended without an answer (it panicked).
+        Ok(Err(_)) => Err(Error::Store(store::Error::Incomplete(
+            "an answer: the call to it ended early",
+        ))),
+        Err(_) => Err(Error::Store(store::Error::Pending(wait))),
+    }
+}
+
+/// The ETag S3 gives the object a multipart upload of `parts` completes into: the MD5
+/// of the parts' MD5s (their ETags), then `-` and the number of parts; `None` when a
+/// part's ETag is not an MD5 (an encrypted object's).
+fn multipart_etag(parts: &[PartToComplete]) -> Option<String> {
+    use md5::Digest;
+    let mut md5 = md5::Md5::new();
+    for part in parts {
+        let digest = hex::decode(part.etag.trim_matches('"')).ok()?;
+        if digest.len() != 16 {
+            return None;
+        }
+        md5.update(&digest);
+    }
+    Some(format!("{}-{}", hex::encode(md5.finalize()), parts.len()))
 }
 
 /// A refused upload token as the caller is told: another caller's is its own error

@@ -274,7 +274,9 @@ impl proto::grant_service_server::GrantService for GrantService {
         mut request: Request<proto::StartMultipartUploadRequest>,
     ) -> Result<Response<proto::StartMultipartUploadResponse>, Status> {
         let caller = caller_of(&mut request)?;
-        let response = multipart::start(&self.pipeline, &caller, request.get_ref()).await?;
+        let deadline = call_deadline(request.metadata(), self.request_timeout);
+        let response =
+            multipart::start(&self.pipeline, &caller, request.get_ref(), deadline).await?;
         Ok(Response::new(response))
     }
 
@@ -292,7 +294,9 @@ impl proto::grant_service_server::GrantService for GrantService {
         mut request: Request<proto::ListUploadedPartsRequest>,
     ) -> Result<Response<proto::ListUploadedPartsResponse>, Status> {
         let caller = caller_of(&mut request)?;
-        let response = multipart::list(&self.pipeline, &caller, request.get_ref()).await?;
+        let deadline = call_deadline(request.metadata(), self.request_timeout);
+        let response =
+            multipart::list(&self.pipeline, &caller, request.get_ref(), deadline).await?;
         Ok(Response::new(response))
     }
 
@@ -301,7 +305,9 @@ impl proto::grant_service_server::GrantService for GrantService {
         mut request: Request<proto::CompleteMultipartUploadRequest>,
     ) -> Result<Response<proto::CompleteMultipartUploadResponse>, Status> {
         let caller = caller_of(&mut request)?;
-        let response = multipart::complete(&self.pipeline, &caller, request.get_ref()).await?;
+        let deadline = call_deadline(request.metadata(), self.request_timeout);
+        let response =
+            multipart::complete(&self.pipeline, &caller, request.get_ref(), deadline).await?;
         Ok(Response::new(response))
     }
 
@@ -310,7 +316,9 @@ impl proto::grant_service_server::GrantService for GrantService {
         mut request: Request<proto::AbortMultipartUploadRequest>,
     ) -> Result<Response<proto::AbortMultipartUploadResponse>, Status> {
         let caller = caller_of(&mut request)?;
-        let response = multipart::abort(&self.pipeline, &caller, request.get_ref()).await?;
+        let deadline = call_deadline(request.metadata(), self.request_timeout);
+        let response =
+            multipart::abort(&self.pipeline, &caller, request.get_ref(), deadline).await?;
         Ok(Response::new(response))
     }
 }

@@ -49,9 +49,10 @@ pub(super) async fn start(
     pipeline: &Pipeline,
     caller: &Caller,
     request: &proto::StartMultipartUploadRequest,
+    deadline: std::time::Duration,
 ) -> Result<proto::StartMultipartUploadResponse, Error> {
     let parsed = parse_start(request)?;
-    let started = pipeline.start_multipart(caller, &parsed).await?;
+    let started = pipeline.start_multipart(caller, &parsed, deadline).await?;
     Ok(proto::StartMultipartUploadResponse {
         upload: started.upload,
         upload_id: started.upload_id,
@@ -149,9 +150,10 @@ pub(super) async fn list(
     pipeline: &Pipeline,
     caller: &Caller,
     request: &proto::ListUploadedPartsRequest,
+    deadline: std::time::Duration,
 ) -> Result<proto::ListUploadedPartsResponse, Error> {
     let upload = pipeline.open_upload(caller, &request.upload, UploadStep::Continue)?;
-    let parts = pipeline.list_parts(caller, &upload).await?;
+    let parts = pipeline.list_parts(caller, &upload, deadline).await?;
     Ok(proto::ListUploadedPartsResponse {
         parts: parts
             .into_iter()
@@ -187,11 +189,12 @@ pub(super) async fn complete(
     pipeline: &Pipeline,
     caller: &Caller,
     request: &proto::CompleteMultipartUploadRequest,
+    deadline: std::time::Duration,
 ) -> Result<proto::CompleteMultipartUploadResponse, Error> {
     let parsed = parse_complete(request)?;
     let upload = pipeline.open_upload(caller, &request.upload, UploadStep::Continue)?;
     let done = pipeline
-        .complete_multipart(caller, &upload, &parsed)
+        .complete_multipart(caller, &upload, &parsed, deadline)
         .await?;
     Ok(proto::CompleteMultipartUploadResponse {
         etag: done.etag,
@@ -207,8 +210,9 @@ pub(super) async fn abort(
     pipeline: &Pipeline,
     caller: &Caller,
     request: &proto::AbortMultipartUploadRequest,
+    deadline: std::time::Duration,
 ) -> Result<proto::AbortMultipartUploadResponse, Error> {
     let upload = pipeline.open_upload(caller, &request.upload, UploadStep::Abort)?;
-    pipeline.abort_multipart(caller, &upload).await?;
+    pipeline.abort_multipart(caller, &upload, deadline).await?;
     Ok(proto::AbortMultipartUploadResponse {})
 }

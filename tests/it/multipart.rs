@@ -5,7 +5,7 @@
 use crate::support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -15,6 +15,7 @@ use storage_grants::proto::{
     GrantReadRequest, GrantUploadPartsRequest, ListUploadedPartsRequest, PartRange,
     StartMultipartUploadRequest, UploadPartGrant, UploadPartRequest,
 };
+use support::faults::{Fault, FaultProxy, Upstream};
 use support::{OTHER_TOKEN, Service, Setup, Store, TOKEN, authed, demo_store, http_get};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -769,4 +770,98 @@ async fn a_thousand_bad_parts_make_a_bounded_status() {
     assert!(violations.len() < 1000);
     let last = &violations.last().unwrap().description;
     assert!(last.contains("more"), "{last}");
+}
+
+/// A store slower than the call's deadline (`server.request_timeout` 1 s): each step is
+/// answered UNAVAILABLE with a retry hint before the deadline and goes on at the store.
+/// A start nobody waits for any more is aborted (no upload is left that no token can
+/// reach); a completion is carried out, and the complete retried after it answers the
+/// completed object, which downloads whole.
+#[tokio::test]
+async fn steps_on_a_store_slower_than_the_deadline_answer_in_time_and_go_on() {
+    let store = demo_store().await;
+    let proxy = FaultProxy::start(Upstream::Url(store.endpoint.clone())).await;
+    let service = Service::start_at(
+        &proxy.endpoint,
+        Setup::with_config("[server]\nrequest_timeout = \"1s\"\n"),
+    )
+    .await;
+    let mut h = Harness {
+        client: service.client().await,
+        store,
+        _service: service,
+    };
+    let in_progress = |h: &Harness| {
+        std::fs::read_dir(h.store.root.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().contains(".upload-")
+            })
+            .count()
+    };
+    let unavailable_in_time = |status: tonic::Status, took: Duration| {
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.get_details_retry_info().is_some(), "{status:?}");
+        assert!(
+            status.message().contains("the store had not answered"),
+            "{status:?}"
+        );
+        assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    };
+
+    proxy.set(Fault::Delay(Duration::from_millis(1500)));
+    let started = Instant::now();
+    let status = h
+        .client
+        .start_multipart_upload(authed(
+            StartMultipartUploadRequest {
+                bucket: "demo".into(),
+                key: "public/slow/orphan.bin".into(),
+                ..Default::default()
+            },
+            &TOKEN,
+        ))
+        .await
+        .expect_err("the store is slower than the deadline");
+    unavailable_in_time(status, started.elapsed());
+    proxy.set(Fault::None);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        in_progress(&h),
+        0,
+        "the upload nobody holds a token for was left"
+    );
+
+    let upload = start(&mut h, "public/slow/done.bin", false).await;
+    let data = body(SMALL, 7);
+    let parts = grant(&mut h, &upload, &[(1, SMALL)]).await;
+    let (status, etag) = put_part(&parts[0], data.clone()).await;
+    assert_eq!(status, 200);
+    proxy.set(Fault::Delay(Duration::from_millis(1500)));
+    let started = Instant::now();
+    let status = complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
+        .await
+        .expect_err("the store is slower than the deadline");
+    unavailable_in_time(status, started.elapsed());
+    proxy.set(Fault::None);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let done = complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
+        .await
+        .expect("the retried complete finds the object its parts made");
+    assert_eq!(done.size, SMALL as u64);
+    assert!(done.etag.trim_matches('"').ends_with("-1"), "{}", done.etag);
+    let object = download(&mut h, "public/slow/done.bin").await;
+    assert_eq!(object.status(), 200);
+    assert_eq!(object.bytes().await.unwrap().as_ref(), data.as_slice());
+    // Other parts than the completed ones do not pass for it.
+    let other = complete(
+        &mut h,
+        &TOKEN,
+        &upload,
+        &[(1, "0123456789abcdef0123456789abcdef")],
+    )
+    .await
+    .expect_err("not this completion");
+    assert_eq!(other.code(), Code::FailedPrecondition, "{other:?}");
 }

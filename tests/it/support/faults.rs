@@ -174,6 +174,7 @@ async fn forward(client: &reqwest::Client, base: &str, request: Request) -> Resp
             headers.append(name.clone(), value.clone());
         }
     }
+    let head = parts.method == http::Method::HEAD;
     let answer = client
         .request(parts.method, format!("{base}{path}"))
         .headers(headers)
@@ -181,9 +182,11 @@ async fn forward(client: &reqwest::Client, base: &str, request: Request) -> Resp
         .send()
         .await
         .expect("the upstream answers");
+    // A HEAD's answer has no body and the object's length: that header goes on as
+    // sent; any other length is the body's own.
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
-        if name != "content-length" && name != "transfer-encoding" {
+        if (head || name != "content-length") && name != "transfer-encoding" {
             response = response.header(name, value);
         }
     }
