@@ -23,6 +23,10 @@
 
 mod batch;
 
+/// Audit destinations for a process that embeds the service without [`init`] (the
+/// integration tests): what a destination is, and installing some (once per process).
+pub use crate::grant::audit::{Destination as AuditDestination, install as install_audit};
+
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::Path;

@@ -779,6 +779,24 @@ async fn a_thousand_bad_parts_make_a_bounded_status() {
 /// completed object, which downloads whole.
 #[tokio::test]
 async fn steps_on_a_store_slower_than_the_deadline_answer_in_time_and_go_on() {
+    // This test's process's audit events, to see the late completion's.
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl storage_grants::telemetry::AuditDestination for Captured {
+        fn append(&self, line: &[u8]) {
+            self.0.lock().unwrap().extend_from_slice(line);
+        }
+    }
+    let audit = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    assert!(storage_grants::telemetry::install_audit(vec![Box::new(
+        Captured(audit.clone())
+    )]));
+    let completions = || {
+        String::from_utf8(audit.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("public/slow/done.bin") && l.contains("\"ttl_secs\":0"))
+            .count()
+    };
     let store = demo_store().await;
     let proxy = FaultProxy::start(Upstream::Url(store.endpoint.clone())).await;
     let service = Service::start_at(
@@ -844,8 +862,14 @@ async fn steps_on_a_store_slower_than_the_deadline_answer_in_time_and_go_on() {
         .await
         .expect_err("the store is slower than the deadline");
     unavailable_in_time(status, started.elapsed());
+    assert_eq!(completions(), 0);
     proxy.set(Fault::None);
     tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        completions(),
+        1,
+        "the completion carried out after the answer"
+    );
     let done = complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
         .await
         .expect("the retried complete finds the object its parts made");
