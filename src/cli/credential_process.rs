@@ -44,9 +44,7 @@ struct Output {
 /// # Errors
 /// As [`Upstream::assume`].
 pub async fn run(upstream: &Upstream, ask: &Ask) -> Result<String, Error> {
-    let answer = upstream
-        .assume(&ask.bucket, &ask.prefix, ask.access, ask.list)
-        .await?;
+    let answer = assume_retrying(upstream, ask).await?;
     let credentials = answer
         .credentials
         .ok_or_else(|| Error::Usage("the service answered without credentials".into()))?;
@@ -64,4 +62,41 @@ pub async fn run(upstream: &Upstream, ask: &Ask) -> Result<String, Error> {
         account_id: answer.account_id,
     };
     Ok(serde_json::to_string(&output).expect("strings serialise"))
+}
+
+/// Longest the service's retry hints are followed, in all: the AWS CLI and SDKs wait
+/// for a `credential_process` without a bound of their own.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The credentials, asked again while the service answers UNAVAILABLE with a retry
+/// hint (STS slower than the call's deadline: the credentials are still being made,
+/// and the retry gets them from its cache), within [`RETRY_FOR`]: the SDK that runs
+/// this process would fail the command on the first answer.
+async fn assume_retrying(
+    upstream: &Upstream,
+    ask: &Ask,
+) -> Result<proto::AssumeScopedResponse, Error> {
+    use tonic_types::StatusExt;
+    let until = tokio::time::Instant::now() + RETRY_FOR;
+    loop {
+        let error = match upstream
+            .assume(&ask.bucket, &ask.prefix, ask.access, ask.list)
+            .await
+        {
+            Ok(answer) => return Ok(answer),
+            Err(error) => error,
+        };
+        let retry_in = match &error {
+            Error::Refused(status) if status.code() == tonic::Code::Unavailable => status
+                .get_details_retry_info()
+                .and_then(|info| info.retry_delay),
+            _ => None,
+        };
+        match retry_in {
+            Some(delay) if tokio::time::Instant::now() + delay < until => {
+                tokio::time::sleep(delay).await;
+            }
+            _ => return Err(error),
+        }
+    }
 }

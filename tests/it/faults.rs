@@ -225,6 +225,59 @@ async fn the_gateway_answers_a_slow_sts_503_before_its_request_timeout() {
     assert_eq!(proxy.requests(), 1, "one STS call for both");
 }
 
+/// `credential-process` against a service whose STS is slower than its deadline:
+/// it follows the retry hint, and prints the credentials the STS call went on to make
+/// (the AWS CLI would fail the command on the first answer).
+#[tokio::test]
+async fn credential_process_follows_the_retry_hint_of_a_slow_sts() {
+    let (moto, proxy, mut setup) = sts_behind_a_proxy("cp-slow", "5s", 1).await;
+    setup
+        .extra_config
+        .push_str("\n[server]\nrequest_timeout = \"1s\"\n");
+    let service = Service::start_at(&moto.endpoint, setup).await;
+    proxy.set(Fault::Delay(Duration::from_millis(1500)));
+    let started = Instant::now();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_storage-grants"));
+    command
+        .args([
+            "credential-process",
+            "--endpoint",
+            &format!("http://{}", service.addr),
+            "--bucket",
+            "demo",
+            "--prefix",
+            "tenants/a/",
+            "--access",
+            "read",
+        ])
+        .env("STORAGE_GRANTS_TOKEN", TOKEN.as_str());
+    // Off this runtime, which goes on serving the service the process calls.
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("run credential-process");
+    let took = started.elapsed();
+    assert!(
+        output.status.success(),
+        "exit {:?} after {took:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(took >= Duration::from_millis(1500), "no retry: {took:?}");
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(printed["Version"], 1);
+    assert!(
+        printed["SessionToken"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+    assert_eq!(
+        proxy.requests(),
+        1,
+        "one STS call, its credentials from the cache"
+    );
+}
+
 /// A healthy STS slower than a caller's deadline: the caller is told to retry and
 /// that the credentials are still being made (not that STS is unreachable), and the
 /// retry gets them from the cache, from the one STS call.
