@@ -548,8 +548,6 @@ impl Pipeline {
         request: &AssumeRequest,
         deadline: Duration,
     ) -> Result<ScopedGrant, Error> {
-        let sts_wait = wait_before(deadline);
-        let answer_by = tokio::time::Instant::now() + sts_wait;
         let scoped = self.scoped.as_ref().ok_or(Error::NotConfigured(
             "AssumeScoped is not configured on this service (no sts.role_arn)",
         ))?;
@@ -653,7 +651,10 @@ impl Pipeline {
                     min_left: request.min_left,
                     grant_id: &grant_id,
                 };
-                tokio::time::timeout_at(answer_by, scoped.broker.credentials(&asked))
+                // From here: what came before (the rules, the policy) takes microseconds,
+                // and a hit, which waits on nothing, reads no clock.
+                let sts_wait = wait_before(deadline);
+                tokio::time::timeout(sts_wait, scoped.broker.credentials(&asked))
                     .await
                     .map_err(|_| sts::Error::Pending(sts_wait))??
             }
