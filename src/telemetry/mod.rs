@@ -115,8 +115,8 @@ pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
     /// The log's writer thread (stderr); dropping it writes what it holds and stops it.
     log: batch::Flusher,
-    /// The other destinations' (the audit file's).
-    files: Vec<batch::Flusher>,
+    /// The other destinations' (the audit file's), with the path each writes to.
+    files: Vec<(batch::Flusher, std::path::PathBuf)>,
 }
 
 /// The log's own time at exit, after the other destinations' [`batch::FINAL_FLUSH`].
@@ -148,11 +148,11 @@ impl Telemetry {
             tracing::warn!(error = %e, "flushing traces failed; the last spans are lost");
         }
         let deadline = std::time::Instant::now() + batch::FINAL_FLUSH;
-        for file in &self.files {
+        for (file, _) in &self.files {
             file.close();
         }
         let mut written = true;
-        for file in self.files {
+        for (file, path) in self.files {
             let label = file.label();
             let lost = file.finish(deadline);
             if lost > 0 {
@@ -160,6 +160,7 @@ impl Telemetry {
                 // Told on the log, which is still open: the operator's one trace of it.
                 tracing::error!(
                     destination = label,
+                    file = %path.display(),
                     bytes_lost = lost,
                     "a log destination took nothing in the last seconds: what it held is lost"
                 );
@@ -378,7 +379,7 @@ fn init_from(
                 audit: true,
             },
         );
-        files.push(guard);
+        files.push((guard, path.to_owned()));
         audit.push(Box::new(file_writer));
     }
 

@@ -1060,6 +1060,7 @@ async fn a_service_whose_audit_destination_takes_nothing_still_exits_and_says_so
         log.lines()
             .any(|l| l.contains("took nothing in the last seconds")
                 && l.contains("destination=\"audit_file\"")
+                && l.contains("audit.jsonl")
                 && l.contains("bytes_lost=")),
         "the log does not say what was lost:\n{}",
         &log[log.len().saturating_sub(2000)..]
