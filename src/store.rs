@@ -4,8 +4,7 @@
 //! credentials. Each call has its own timeout (`storage.call_timeout`).
 //!
 //! IAM permissions the service's own role needs for them: `s3:PutObject` (create,
-//! complete), `s3:ListMultipartUploadParts` (list), `s3:AbortMultipartUpload` (abort),
-//! `s3:GetObject` (head: whether a retried complete's upload already became the object).
+//! complete), `s3:ListMultipartUploadParts` (list), `s3:AbortMultipartUpload` (abort).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -301,39 +300,6 @@ impl Store {
         self.bounded(async {
             call.send().await.map_err(classify)?;
             Ok(())
-        })
-        .await
-    }
-
-    /// The ETag (without quotes) and size of the object at `key`; `None` when there
-    /// is none (HeadObject).
-    ///
-    /// # Errors
-    /// [`Error`].
-    pub async fn head(
-        &self,
-        bucket: &BucketName,
-        key: &ObjectKey,
-    ) -> Result<Option<(String, u64)>, Error> {
-        let call = self
-            .client
-            .head_object()
-            .bucket(bucket.as_str())
-            .key(key.as_str());
-        self.bounded(async {
-            match call.send().await {
-                Ok(head) => Ok(Some((
-                    head.e_tag()
-                        .unwrap_or_default()
-                        .trim_matches('"')
-                        .to_owned(),
-                    head.content_length()
-                        .and_then(|n| u64::try_from(n).ok())
-                        .unwrap_or(0),
-                ))),
-                Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
-                Err(e) => Err(classify(e)),
-            }
         })
         .await
     }

@@ -92,7 +92,7 @@ impl fmt::Display for PartNumber {
 // === impl UploadId ===
 
 /// The store's id of a multipart upload: opaque, but visible ASCII and bounded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UploadId(String);
 
 impl UploadId {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method};
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,7 @@ pub(crate) async fn no_prefix() -> Response {
 /// The route.
 pub(crate) async fn credentials(
     State(app): State<Arc<App>>,
+    Extension(deadline): Extension<super::Deadline>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -133,11 +134,10 @@ pub(crate) async fn credentials(
         Ok(request) => request,
         Err(e) => return Problem::from(e).into_response(),
     };
-    // The request's whole handling has `request_timeout` (the gateway's middleware):
-    // a slow STS is answered 503 with Retry-After before that, not 408.
+    // A slow STS is answered 503 with Retry-After before the request's deadline.
     match app
         .pipeline
-        .assume(&caller, &request, app.settings.request_timeout)
+        .assume(&caller, &request, deadline.left())
         .await
     {
         Ok(grant) => {

@@ -187,12 +187,30 @@ async fn within_request_timeout(
         *request.body_mut() = axum::body::Body::new(watched);
         Some(received)
     };
+    // The handlers' calls to STS and the store answer before this clock runs out,
+    // whatever of it the body's arrival took.
+    request
+        .extensions_mut()
+        .insert(Deadline(tokio::time::Instant::now() + limit));
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) if received.is_some_and(|r| !r.load(std::sync::atomic::Ordering::Relaxed)) => {
             problem::Problem::request_timeout(limit).into_response()
         }
         Err(_) => problem::Problem::answer_timeout(limit).into_response(),
+    }
+}
+
+/// When the request's answer is due (`server.request_timeout` from its start), for
+/// the handlers that wait on STS or the store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline(tokio::time::Instant);
+
+impl Deadline {
+    /// The time left.
+    pub(crate) fn left(self) -> Duration {
+        self.0
+            .saturating_duration_since(tokio::time::Instant::now())
     }
 }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -158,6 +158,7 @@ struct Created {
 /// `POST /s3/multipart`.
 pub(crate) async fn create(
     State(app): State<Arc<App>>,
+    Extension(deadline): Extension<super::Deadline>,
     method: Method,
     headers: HeaderMap,
     body: Result<Json<super::Object<CreateBody>>, JsonRejection>,
@@ -201,7 +202,7 @@ pub(crate) async fn create(
     };
     match app
         .pipeline
-        .start_multipart(&caller, &request, app.settings.request_timeout)
+        .start_multipart(&caller, &request, deadline.left())
         .await
     {
         Ok(started) => no_store(Json(Created {
@@ -329,6 +330,7 @@ struct ListedPart {
 /// `GET /s3/multipart/{uploadId}`.
 pub(crate) async fn list(
     State(app): State<Arc<App>>,
+    Extension(deadline): Extension<super::Deadline>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
@@ -342,7 +344,7 @@ pub(crate) async fn list(
     };
     match app
         .pipeline
-        .list_parts(&caller, &upload, app.settings.request_timeout)
+        .list_parts(&caller, &upload, deadline.left())
         .await
     {
         Ok(parts) => Json(
@@ -384,6 +386,7 @@ struct Done {
 /// `POST /s3/multipart/{uploadId}/complete`.
 pub(crate) async fn complete(
     State(app): State<Arc<App>>,
+    Extension(deadline): Extension<super::Deadline>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
@@ -434,7 +437,7 @@ pub(crate) async fn complete(
     let done = match v.finish(request) {
         Ok(request) => {
             app.pipeline
-                .complete_multipart(&caller, &upload, &request, app.settings.request_timeout)
+                .complete_multipart(&caller, &upload, &request, deadline.left())
                 .await
         }
         Err(e) => Err(e),
@@ -464,6 +467,7 @@ pub(crate) async fn complete(
 /// `DELETE /s3/multipart/{uploadId}`.
 pub(crate) async fn abort(
     State(app): State<Arc<App>>,
+    Extension(deadline): Extension<super::Deadline>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
@@ -477,7 +481,7 @@ pub(crate) async fn abort(
     };
     match app
         .pipeline
-        .abort_multipart(&caller, &upload, app.settings.request_timeout)
+        .abort_multipart(&caller, &upload, deadline.left())
         .await
     {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

@@ -31,6 +31,98 @@ pub struct Uploads {
     pub store: Store,
     /// Sign and verify upload tokens.
     pub keys: TokenKeys,
+    /// Recent ends of uploads, for their retries.
+    pub ended: Ended,
+}
+
+/// How long the end of an upload is kept for a retry of the step that ended it.
+const ENDED_KEPT_FOR: Duration = Duration::from_secs(15 * 60);
+/// Most ends kept: past it, the oldest go first.
+const ENDED_KEPT_AT_MOST: usize = 10_000;
+
+/// The ends of recent uploads on this replica, by upload id: a Complete or Abort whose
+/// caller was answered before the store was done (its deadline came first) goes on,
+/// and its retry gets what it came to, or waits for it, instead of the store's answer
+/// for an upload that is no longer there ("no such upload", or no parts). A retry that
+/// reaches another replica gets the store's answer.
+#[derive(Debug, Default)]
+pub struct Ended(std::sync::Mutex<HashMap<upload::UploadId, (std::time::Instant, EndOf)>>);
+
+/// Where an upload's end stands: `None` while its step runs.
+type EndOf = tokio::sync::watch::Receiver<Option<End>>;
+
+/// How an upload ended.
+#[derive(Debug, Clone)]
+enum End {
+    /// Completed with these parts (number, ETag) into this object.
+    Completed(Vec<(u16, String)>, Completed),
+    /// Aborted (or found gone by an abort).
+    Aborted,
+}
+
+impl Ended {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<upload::UploadId, (std::time::Instant, EndOf)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The end of `upload` that a step started, if one did recently.
+    fn of(&self, upload: &upload::UploadId) -> Option<EndOf> {
+        self.lock().get(upload).map(|(_, end)| end.clone())
+    }
+
+    /// Records that a step ending `upload` runs; it sends how it ended, or drops the
+    /// sender when it failed (the entry is then no end: a retry tries again).
+    fn begin(&self, upload: &upload::UploadId) -> tokio::sync::watch::Sender<Option<End>> {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let now = std::time::Instant::now();
+        let mut ended = self.lock();
+        // Kept while recent, and while its step runs or has ended it (a step that
+        // failed drops its sender without an end).
+        ended.retain(|_, (at, end)| {
+            now.duration_since(*at) < ENDED_KEPT_FOR
+                && (end.borrow().is_some() || end.has_changed().is_ok())
+        });
+        if ended.len() >= ENDED_KEPT_AT_MOST
+            && let Some(oldest) = ended
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(id, _)| id.clone())
+        {
+            ended.remove(&oldest);
+        }
+        ended.insert(upload.clone(), (now, rx));
+        tx
+    }
+
+    /// Forgets a step that failed, so that a retry runs it again.
+    fn failed(&self, upload: &upload::UploadId) {
+        let mut ended = self.lock();
+        if ended
+            .get(upload)
+            .is_some_and(|(_, end)| end.borrow().is_none())
+        {
+            ended.remove(upload);
+        }
+    }
+}
+
+/// How an upload that ended already ended, waited for within `deadline` while its
+/// step still runs; `None` when no step ended it here (or the one that ran failed).
+async fn ended_already(end: Option<EndOf>, deadline: Duration) -> Result<Option<End>, Error> {
+    let Some(mut end) = end else {
+        return Ok(None);
+    };
+    let wait = super::wait_before(deadline);
+    match tokio::time::timeout(wait, end.wait_for(Option::is_some)).await {
+        Ok(Ok(end)) => Ok(end.clone()),
+        // The step failed: no end.
+        Ok(Err(_)) => Ok(None),
+        Err(_) => Err(Error::Store(store::Error::Pending(wait))),
+    }
 }
 
 // === requests ===
@@ -339,7 +431,7 @@ pub struct SignedParts {
 }
 
 /// A completed upload.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Completed {
     /// The object's ETag.
     pub etag: String,
@@ -505,13 +597,25 @@ impl Pipeline {
             },
             // Created after its caller was answered: nobody holds a token for it, so
             // its parts could never be completed or aborted by anyone.
-            move |upload_id: upload::UploadId| async move {
-                if let Err(e) = store.abort(&bucket, &key, &upload_id).await {
+            // A start that failed may still have created one, if the store acted after
+            // `storage.call_timeout`: only the bucket's lifecycle rule finds that.
+            move |created: Result<upload::UploadId, Error>| async move {
+                let failed = match created {
+                    Ok(upload_id) => store
+                        .abort(&bucket, &key, &upload_id)
+                        .await
+                        .err()
+                        .map(Error::Store),
+                    Err(e) => Some(e),
+                };
+                if let Some(e) = failed {
                     tracing::warn!(
                         error = %crate::core::text::Chain(&e),
                         bucket = bucket.as_str(),
-                        "an upload created after its caller's deadline could not be aborted; \
-                         the bucket's lifecycle rule for incomplete uploads removes it"
+                        "an upload start whose caller was answered first (its deadline came \
+                         before the store's answer) failed, or its upload could not be \
+                         aborted; the bucket's lifecycle rule for incomplete uploads removes \
+                         what the store may hold"
                     );
                 }
             },
@@ -676,7 +780,7 @@ impl Pipeline {
                     .await
                     .map_err(store_error)
             },
-            |_| async {},
+            |_| std::future::ready(()),
         )
         .await
     }
@@ -714,53 +818,46 @@ impl Pipeline {
             }]));
         }
         let (rule_line, max_size) = self.authorize_upload(caller, claims)?;
+        let uploads = self.uploads.clone().ok_or(Error::NotConfigured(
+            "multipart uploads are not configured on this service",
+        ))?;
+        let asked: Vec<(u16, String)> = request
+            .parts
+            .iter()
+            .map(|p| (p.part_number.get(), p.etag.trim_matches('"').to_owned()))
+            .collect();
+        // A retry of a completion this replica ran (its caller answered before the
+        // store was done): what it came to, without a second audit event.
+        match ended_already(uploads.ended.of(&claims.upload_id), deadline).await? {
+            Some(End::Completed(parts, done)) if parts == asked => return Ok(done),
+            Some(End::Completed(..)) => {
+                return Err(Error::FailedPrecondition(
+                    "this upload was completed already, with other parts".into(),
+                ));
+            }
+            Some(End::Aborted) => {
+                return Err(Error::FailedPrecondition(
+                    "this upload was aborted; start a new one".into(),
+                ));
+            }
+            None => {}
+        }
         let store = self.store()?.clone();
         let (claims, parts, caller) = (claims.clone(), request.parts.clone(), caller.clone());
+        let record = uploads.ended.begin(&claims.upload_id);
         // The whole step in its own task: a completion the store carries out after the
-        // caller was answered is still audited, and a retry finds the object (below).
+        // caller was answered is still audited, and recorded for the retry.
         store_step(
             deadline,
             async move {
-                let (stored, gone): (HashMap<u16, StoredPart>, _) = match store
-                    .list_parts(&claims.bucket, &claims.key, &claims.upload_id)
-                    .await
-                {
-                    Ok(stored) => (
-                        stored.into_iter().map(|p| (p.part_number, p)).collect(),
-                        None,
-                    ),
-                    Err(e) if e.code() == Some("NoSuchUpload") => (HashMap::new(), Some(e)),
-                    Err(e) => return Err(store_error(e)),
-                };
-                let (etag, size) = if stored.is_empty() && !parts.is_empty() {
-                    // Gone, or never uploaded to: a completion of these very parts (one
-                    // whose caller was answered before the store was done) left the
-                    // object they make, with the ETag they make.
-                    let done = store
-                        .head(&claims.bucket, &claims.key)
+                let completed = async {
+                    let stored: HashMap<u16, StoredPart> = store
+                        .list_parts(&claims.bucket, &claims.key, &claims.upload_id)
                         .await
                         .map_err(store_error)?
-                        .filter(|(etag, _)| Some(etag) == multipart_etag(&parts).as_ref());
-                    match (done, gone) {
-                        (Some(done), _) => done,
-                        (None, Some(gone)) => return Err(store_error(gone)),
-                        // A store that lists a finished upload as empty (s3s-fs).
-                        // A store that lists a finished upload as empty (s3s-fs): the
-                        // parts asked for are not there.
-                        (None, None) => {
-                            return Err(check_parts(
-                                &parts,
-                                &stored,
-                                max_size,
-                                claims.expected_size,
-                            )
-                            .err()
-                            .unwrap_or_else(|| {
-                                Error::FailedPrecondition("no part was uploaded".into())
-                            }));
-                        }
-                    }
-                } else {
+                        .into_iter()
+                        .map(|p| (p.part_number, p))
+                        .collect();
                     let size = check_parts(&parts, &stored, max_size, claims.expected_size)?;
                     let etag = store
                         .complete(
@@ -772,7 +869,15 @@ impl Pipeline {
                         )
                         .await
                         .map_err(store_error)?;
-                    (etag, size)
+                    Ok::<_, Error>((etag, size))
+                }
+                .await;
+                let (etag, size) = match completed {
+                    Ok(done) => done,
+                    Err(e) => {
+                        uploads.ended.failed(&claims.upload_id);
+                        return Err(e);
+                    }
                 };
                 let grant_id = audit::new_grant_id();
                 audit::issued(&audit::Issued {
@@ -786,15 +891,17 @@ impl Pipeline {
                     rule_line,
                     session_grant_id: None,
                 });
-                Ok(Completed {
+                let done = Completed {
                     etag,
                     size,
                     bucket: claims.bucket,
                     key: claims.key,
                     grant_id,
-                })
+                };
+                let _ = record.send(Some(End::Completed(asked, done.clone())));
+                Ok(done)
             },
-            |_| async {},
+            unclaimed_failure("a completion"),
         )
         .await
     }
@@ -813,19 +920,38 @@ impl Pipeline {
     ) -> Result<(), Error> {
         let claims = Self::owned(caller, upload)?.clone();
         self.authorize_upload(caller, &claims)?;
+        let uploads = self.uploads.clone().ok_or(Error::NotConfigured(
+            "multipart uploads are not configured on this service",
+        ))?;
+        // Ended here already (completed, or aborted by a step whose caller was
+        // answered first): gone, which an abort takes as done.
+        if ended_already(uploads.ended.of(&claims.upload_id), deadline)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
         let store = self.store()?.clone();
+        let record = uploads.ended.begin(&claims.upload_id);
         store_step(
             deadline,
             async move {
-                match store
+                let aborted = match store
                     .abort(&claims.bucket, &claims.key, &claims.upload_id)
                     .await
                 {
                     Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
                     other => other.map_err(store_error),
+                };
+                match aborted {
+                    Ok(()) => {
+                        let _ = record.send(Some(End::Aborted));
+                    }
+                    Err(_) => uploads.ended.failed(&claims.upload_id),
                 }
+                aborted
             },
-            |()| async {},
+            unclaimed_failure("an abort"),
         )
         .await
     }
@@ -856,7 +982,7 @@ impl Pipeline {
 async fn store_step<T, U>(
     deadline: Duration,
     step: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
-    unclaimed: impl FnOnce(T) -> U + Send + 'static,
+    unclaimed: impl FnOnce(Result<T, Error>) -> U + Send + 'static,
 ) -> Result<T, Error>
 where
     T: Send + 'static,
@@ -865,8 +991,8 @@ where
     let wait = super::wait_before(deadline);
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        if let Err(Ok(value)) = tx.send(step.await) {
-            unclaimed(value).await;
+        if let Err(outcome) = tx.send(step.await) {
+            unclaimed(outcome).await;
         }
     });
     match tokio::time::timeout(wait, rx).await {
@@ -879,20 +1005,21 @@ where
     }
 }
 
-/// The ETag S3 gives the object a multipart upload of `parts` completes into: the MD5
-/// of the parts' MD5s (their ETags), then `-` and the number of parts; `None` when a
-/// part's ETag is not an MD5 (an encrypted object's).
-fn multipart_etag(parts: &[PartToComplete]) -> Option<String> {
-    use md5::Digest;
-    let mut md5 = md5::Md5::new();
-    for part in parts {
-        let digest = hex::decode(part.etag.trim_matches('"')).ok()?;
-        if digest.len() != 16 {
-            return None;
+/// What a step whose caller was answered already does with its failure: logs it, as
+/// the caller's answer could not say it.
+fn unclaimed_failure<T: Send>(
+    what: &'static str,
+) -> impl FnOnce(Result<T, Error>) -> std::future::Ready<()> + Send {
+    move |outcome| {
+        if let Err(e) = outcome {
+            tracing::warn!(
+                error = %crate::core::text::Chain(&e),
+                "{what} whose caller was answered first (its deadline came before the \
+                 store's answer) failed"
+            );
         }
-        md5.update(&digest);
+        std::future::ready(())
     }
-    Some(format!("{}-{}", hex::encode(md5.finalize()), parts.len()))
 }
 
 /// A refused upload token as the caller is told: another caller's is its own error

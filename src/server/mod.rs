@@ -401,6 +401,7 @@ pub async fn run(
         .with_uploads(Uploads {
             store: Store::new(s3, settings.storage.call_timeout),
             keys: token_keys,
+            ended: Default::default(),
         });
 
     // Shutdown begins at the caller's signal, or when a serving thread fails (below).

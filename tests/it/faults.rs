@@ -12,6 +12,7 @@ use aws_credential_types::provider::{
     ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future,
 };
 use storage_grants::proto::{Access, AssumeScopedRequest, GrantReadRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -559,6 +560,37 @@ async fn a_gateway_answer_that_waits_on_a_slow_store_is_503_in_time_not_408() {
         detail.contains("the store had not answered") && !detail.contains("body"),
         "{detail}"
     );
+    // A body that took part of the deadline to arrive leaves the store the rest: the
+    // answer is still the store's 503, before the deadline, not the net's 504.
+    let body = r#"{"filename": "slow.bin", "type": "application/octet-stream"}"#;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", service.http_port()))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(
+            format!(
+                "POST /s3/multipart HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+                *TOKEN,
+                body.len(),
+                &body[..5]
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stream.write_all(&body.as_bytes()[5..]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).await.unwrap();
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(
+        answer.starts_with("HTTP/1.1 503"),
+        "after {took:?}: {answer}"
+    );
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
 
     proxy.set(Fault::None);
     let answer = create().await.expect("an answer");

@@ -159,6 +159,18 @@ async fn complete(
         .map(tonic::Response::into_inner)
 }
 
+async fn abort(h: &mut Harness, upload: &str) -> Result<(), tonic::Status> {
+    h.client
+        .abort_multipart_upload(authed(
+            AbortMultipartUploadRequest {
+                upload: upload.into(),
+            },
+            &TOKEN,
+        ))
+        .await
+        .map(|_| ())
+}
+
 async fn download(h: &mut Harness, key: &str) -> reqwest::Response {
     let url = h
         .client
@@ -531,15 +543,7 @@ async fn after_an_abort_the_store_refuses_parts() {
     let mut h = harness().await;
     let upload = start(&mut h, "public/gone.bin", false).await;
     let part = grant(&mut h, &upload, &[(1, SMALL)]).await.remove(0);
-    h.client
-        .abort_multipart_upload(authed(
-            AbortMultipartUploadRequest {
-                upload: upload.clone(),
-            },
-            &TOKEN,
-        ))
-        .await
-        .unwrap();
+    abort(&mut h, &upload).await.unwrap();
     let (status, _) = put_part(&part, body(SMALL, 1)).await;
     assert!((400..500).contains(&status), "{status}");
     // Completing names an upload that is gone.
@@ -872,9 +876,10 @@ async fn steps_on_a_store_slower_than_the_deadline_answer_in_time_and_go_on() {
     );
     let done = complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
         .await
-        .expect("the retried complete finds the object its parts made");
+        .expect("the retried complete gets what the completion came to");
     assert_eq!(done.size, SMALL as u64);
     assert!(done.etag.trim_matches('"').ends_with("-1"), "{}", done.etag);
+    assert_eq!(completions(), 1, "one completion, one audit event");
     let object = download(&mut h, "public/slow/done.bin").await;
     assert_eq!(object.status(), 200);
     assert_eq!(object.bytes().await.unwrap().as_ref(), data.as_slice());
@@ -888,4 +893,15 @@ async fn steps_on_a_store_slower_than_the_deadline_answer_in_time_and_go_on() {
     .await
     .expect_err("not this completion");
     assert_eq!(other.code(), Code::FailedPrecondition, "{other:?}");
+    assert!(other.message().contains("with other parts"), "{other:?}");
+    // Nor does another upload that holds no part, naming the object's parts.
+    let empty = start(&mut h, "public/slow/done.bin", true).await;
+    let status = complete(&mut h, &TOKEN, &empty, &[(1, etag.as_str())])
+        .await
+        .expect_err("this upload made nothing");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    // An abort after the completion: gone, which an abort takes as done.
+    abort(&mut h, &upload)
+        .await
+        .expect("aborting an upload that was completed");
 }
