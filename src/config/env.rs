@@ -40,14 +40,24 @@ fn is_service_link(rest: &str) -> bool {
     })
 }
 
+/// The key `var` names, section by section (`STORAGE_GRANTS_A__B` is `a`, `b`).
+fn key_path(var: &str) -> Vec<String> {
+    var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
+/// The key `var` names, as a setting is named (`metrics.listen`).
+pub(super) fn key_of(var: &str) -> String {
+    key_path(var).join(".")
+}
+
 /// Sets the key that `var` names (`STORAGE_GRANTS_A__B` is `a.b`) in `table`. The value
 /// is read as a TOML value when it parses as one (numbers, booleans, arrays), else as
 /// a string.
 pub(super) fn apply(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Error> {
-    let path: Vec<String> = var[ENV_PREFIX.len()..]
-        .split("__")
-        .map(str::to_ascii_lowercase)
-        .collect();
+    let path = key_path(var);
     if path.iter().any(String::is_empty) {
         return Err(Error::Env {
             var: var.to_owned(),

@@ -149,8 +149,11 @@ impl Settings {
         // Parsing the file on its own first gives errors with the file's line numbers.
         let _: RawConfig = toml::from_str(text).map_err(parse_err)?;
         let mut table: toml::Table = toml::from_str(text).map_err(parse_err)?;
+        // Which variable set which key: a value refused later is told by its variable.
+        let mut overridden: Vec<(String, String)> = Vec::new();
         for (var, value) in env.into_iter().filter(|(k, _)| env::is_override(k)) {
             env::apply(&mut table, &var, &value)?;
+            overridden.push((env::key_of(&var), var.clone()));
             // Checked one variable at a time, so an error names the variable at fault.
             let _: RawConfig =
                 table
@@ -183,10 +186,21 @@ impl Settings {
         // `[http]` settings other than what gRPC-Web also reads are dead without a
         // listener: likely a forgotten `listen`.
         http_keys.retain(|k| k != "allowed_origins" || !raw.server.grpc_web);
-        let mut settings = Settings::from_raw(raw).map_err(|(field, source)| Error::Invalid {
-            path: origin.to_owned(),
-            field,
-            source,
+        let mut settings = Settings::from_raw(raw).map_err(|(field, source)| {
+            match overridden.iter().rev().find(|(key, _)| key == field) {
+                Some((_, var)) => Error::Env {
+                    var: var.clone(),
+                    message: format!(
+                        "{field}: {}",
+                        crate::core::text::escape_breaks(&source.to_string())
+                    ),
+                },
+                None => Error::Invalid {
+                    path: origin.to_owned(),
+                    field,
+                    source,
+                },
+            }
         })?;
         settings.storage.credential_expiration = credential_expiration;
         if settings.http.is_none() && !http_keys.is_empty() {
@@ -251,6 +265,21 @@ mod tests {
         assert!(err.contains("storage.check_buckets"), "{err}");
         assert!(err.contains("de\\u{200b}mo\\nx"), "{err}");
         assert!(!err.contains(['\u{200B}', '\n']), "{err}");
+    }
+
+    #[test]
+    fn a_value_an_override_set_is_refused_naming_the_variable() {
+        let err = load(
+            "listen = \"127.0.0.1:9000\"\n",
+            &[("STORAGE_GRANTS_METRICS__LISTEN", "\"127.0.0.1:9000\"")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("environment variable STORAGE_GRANTS_METRICS__LISTEN: metrics.listen:"),
+            "{err}"
+        );
+        assert!(!err.contains("test.toml"), "{err}");
     }
 
     #[test]

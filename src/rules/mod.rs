@@ -496,8 +496,8 @@ pub enum RuleError {
     #[error("trust_domains: a trust domain must not be empty")]
     EmptyTrustDomain,
     #[error(
-        "grants_per_second: must be between 0.0000116 (one grant a day) and 1000000; a \
-         slower budget would ask callers to wait days"
+        "grants_per_second: must be between 0.0000116 (one grant a day: a slower \
+         budget would ask callers to wait days) and 1000000"
     )]
     BadGrantRate,
     #[error("grants_burst: must be at least 1 (and at most 1000000)")]
