@@ -92,7 +92,7 @@ pub(crate) async fn no_prefix() -> Response {
 /// The route.
 pub(crate) async fn credentials(
     State(app): State<Arc<App>>,
-    Extension(deadline): Extension<super::Deadline>,
+    deadline: Option<Extension<super::Deadline>>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -137,7 +137,7 @@ pub(crate) async fn credentials(
     // A slow STS is answered 503 with Retry-After before the request's deadline.
     match app
         .pipeline
-        .assume(&caller, &request, deadline.left())
+        .assume(&caller, &request, super::Deadline::left_of(deadline, &app))
         .await
     {
         Ok(grant) => {

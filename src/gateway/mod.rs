@@ -175,7 +175,11 @@ async fn within_request_timeout(
     {
         return problem::Problem::audit_behind().into_response();
     }
-    // A request without a body (the GETs) is whole already; only a body is watched.
+    // A request without a body (the GETs) is whole already: only a body is watched,
+    // and only its handler needs the deadline's instant (the time its arrival took
+    // comes off what the handler's calls to STS and the store may wait; without a
+    // body, `Deadline::left_of` takes the whole `request_timeout`, and nothing is
+    // allocated for the click-time link).
     let received = if request.body().is_end_stream() {
         None
     } else {
@@ -185,13 +189,11 @@ async fn within_request_timeout(
             received: received.clone(),
         };
         *request.body_mut() = axum::body::Body::new(watched);
+        request
+            .extensions_mut()
+            .insert(Deadline(tokio::time::Instant::now() + limit));
         Some(received)
     };
-    // The handlers' calls to STS and the store answer before this clock runs out,
-    // whatever of it the body's arrival took.
-    request
-        .extensions_mut()
-        .insert(Deadline(tokio::time::Instant::now() + limit));
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) if received.is_some_and(|r| !r.load(std::sync::atomic::Ordering::Relaxed)) => {
@@ -207,10 +209,12 @@ async fn within_request_timeout(
 pub(crate) struct Deadline(tokio::time::Instant);
 
 impl Deadline {
-    /// The time left.
-    pub(crate) fn left(self) -> Duration {
-        self.0
-            .saturating_duration_since(tokio::time::Instant::now())
+    /// The time left of a request's `request_timeout`: from its deadline when it had a
+    /// body, else all of it (a request without one reached its handler at once).
+    pub(crate) fn left_of(deadline: Option<axum::Extension<Deadline>>, app: &App) -> Duration {
+        deadline.map_or(app.settings.request_timeout, |axum::Extension(d)| {
+            d.0.saturating_duration_since(tokio::time::Instant::now())
+        })
     }
 }
 

@@ -158,7 +158,7 @@ struct Created {
 /// `POST /s3/multipart`.
 pub(crate) async fn create(
     State(app): State<Arc<App>>,
-    Extension(deadline): Extension<super::Deadline>,
+    deadline: Option<Extension<super::Deadline>>,
     method: Method,
     headers: HeaderMap,
     body: Result<Json<super::Object<CreateBody>>, JsonRejection>,
@@ -202,7 +202,7 @@ pub(crate) async fn create(
     };
     match app
         .pipeline
-        .start_multipart(&caller, &request, deadline.left())
+        .start_multipart(&caller, &request, super::Deadline::left_of(deadline, &app))
         .await
     {
         Ok(started) => no_store(Json(Created {
@@ -330,7 +330,7 @@ struct ListedPart {
 /// `GET /s3/multipart/{uploadId}`.
 pub(crate) async fn list(
     State(app): State<Arc<App>>,
-    Extension(deadline): Extension<super::Deadline>,
+    deadline: Option<Extension<super::Deadline>>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
@@ -344,7 +344,7 @@ pub(crate) async fn list(
     };
     match app
         .pipeline
-        .list_parts(&caller, &upload, deadline.left())
+        .list_parts(&caller, &upload, super::Deadline::left_of(deadline, &app))
         .await
     {
         Ok(parts) => Json(
@@ -386,7 +386,7 @@ struct Done {
 /// `POST /s3/multipart/{uploadId}/complete`.
 pub(crate) async fn complete(
     State(app): State<Arc<App>>,
-    Extension(deadline): Extension<super::Deadline>,
+    deadline: Option<Extension<super::Deadline>>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
@@ -437,7 +437,12 @@ pub(crate) async fn complete(
     let done = match v.finish(request) {
         Ok(request) => {
             app.pipeline
-                .complete_multipart(&caller, &upload, &request, deadline.left())
+                .complete_multipart(
+                    &caller,
+                    &upload,
+                    &request,
+                    super::Deadline::left_of(deadline, &app),
+                )
                 .await
         }
         Err(e) => Err(e),
@@ -467,7 +472,7 @@ pub(crate) async fn complete(
 /// `DELETE /s3/multipart/{uploadId}`.
 pub(crate) async fn abort(
     State(app): State<Arc<App>>,
-    Extension(deadline): Extension<super::Deadline>,
+    deadline: Option<Extension<super::Deadline>>,
     method: Method,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
@@ -481,7 +486,7 @@ pub(crate) async fn abort(
     };
     match app
         .pipeline
-        .abort_multipart(&caller, &upload, deadline.left())
+        .abort_multipart(&caller, &upload, super::Deadline::left_of(deadline, &app))
         .await
     {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
