@@ -119,16 +119,24 @@ impl Problem {
         p
     }
 
-    /// 503: the audit log holds grants back ([`crate::grant::audit::BEHIND`]).
-    pub(crate) fn audit_behind() -> Self {
+    /// 503 UNAVAILABLE, to be retried after `after` (`Retry-After`).
+    fn unavailable(detail: String, after: Duration) -> Self {
         let mut p = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "UNAVAILABLE",
             "Unavailable",
-            crate::grant::audit::BEHIND.to_owned(),
+            detail,
         );
-        p.retry_after = Some(crate::grant::audit::BEHIND_RETRY_AFTER);
+        p.retry_after = Some(after);
         p
+    }
+
+    /// 503: the audit log holds grants back ([`crate::grant::audit::BEHIND`]).
+    pub(crate) fn audit_behind() -> Self {
+        Self::unavailable(
+            crate::grant::audit::BEHIND.to_owned(),
+            crate::grant::audit::BEHIND_RETRY_AFTER,
+        )
     }
 
     /// 413: the body is past the gateway's limit, `detail` saying how it was found.
@@ -366,14 +374,7 @@ impl From<grant::Error> for Problem {
             ),
             grant::Error::Credentials(_) | grant::Error::Expiry(_) => {
                 tracing::error!(error = %e, "cannot sign: service credentials unavailable");
-                let mut p = Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UNAVAILABLE",
-                    "Unavailable",
-                    format!("{e}; retry later"),
-                );
-                p.retry_after = Some(STS_RETRY_AFTER);
-                p
+                Self::unavailable(format!("{e}; retry later"), STS_RETRY_AFTER)
             }
             grant::Error::NotConfigured(what) => Self::not_configured(what),
             grant::Error::FailedPrecondition(_) => Self::new(
@@ -396,14 +397,7 @@ impl From<grant::Error> for Problem {
             ),
             grant::Error::Store(ref store) if store.is_transient() => {
                 tracing::warn!(error = %crate::core::text::Chain(&e), "store unavailable");
-                let mut p = Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UNAVAILABLE",
-                    "Unavailable",
-                    format!("{e}; retry later"),
-                );
-                p.retry_after = Some(STS_RETRY_AFTER);
-                p
+                Self::unavailable(format!("{e}; retry later"), STS_RETRY_AFTER)
             }
             grant::Error::Store(_) => {
                 tracing::error!(error = ?e, "the store refused a multipart call");
@@ -435,14 +429,7 @@ impl From<grant::Error> for Problem {
             }
             // STS's failures are logged by the STS call, once (`sts::Broker`).
             grant::Error::Sts(sts) if sts.is_transient() => {
-                let mut p = Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UNAVAILABLE",
-                    "Unavailable",
-                    format!("{sts}; retry in a few seconds"),
-                );
-                p.retry_after = Some(STS_RETRY_AFTER);
-                p
+                Self::unavailable(format!("{sts}; retry in a few seconds"), STS_RETRY_AFTER)
             }
             grant::Error::Sts(_) => {
                 // STS's code and message are for the operator, in the log; not for

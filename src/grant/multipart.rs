@@ -75,7 +75,8 @@ impl Ended {
     }
 
     /// Records that a step ending `upload` runs; it sends how it ended, or drops the
-    /// sender when it failed (the entry is then no end: a retry tries again).
+    /// sender when it failed: the entry is then no end (a retry runs the step again)
+    /// and goes at the next `begin`.
     fn begin(&self, upload: &upload::UploadId) -> tokio::sync::watch::Sender<Option<End>> {
         let (tx, rx) = tokio::sync::watch::channel(None);
         let now = std::time::Instant::now();
@@ -96,17 +97,6 @@ impl Ended {
         }
         ended.insert(upload.clone(), (now, rx));
         tx
-    }
-
-    /// Forgets a step that failed, so that a retry runs it again.
-    fn failed(&self, upload: &upload::UploadId) {
-        let mut ended = self.lock();
-        if ended
-            .get(upload)
-            .is_some_and(|(_, end)| end.borrow().is_none())
-        {
-            ended.remove(upload);
-        }
     }
 }
 
@@ -818,9 +808,7 @@ impl Pipeline {
             }]));
         }
         let (rule_line, max_size) = self.authorize_upload(caller, claims)?;
-        let uploads = self.uploads.clone().ok_or(Error::NotConfigured(
-            "multipart uploads are not configured on this service",
-        ))?;
+        let uploads = self.uploads()?;
         let asked: Vec<(u16, String)> = request
             .parts
             .iter()
@@ -828,6 +816,7 @@ impl Pipeline {
             .collect();
         // A retry of a completion this replica ran (its caller answered before the
         // store was done): what it came to, without a second audit event.
+        let started = tokio::time::Instant::now();
         match ended_already(uploads.ended.of(&claims.upload_id), deadline).await? {
             Some(End::Completed(parts, done)) if parts == asked => return Ok(done),
             Some(End::Completed(..)) => {
@@ -847,8 +836,9 @@ impl Pipeline {
         let record = uploads.ended.begin(&claims.upload_id);
         // The whole step in its own task: a completion the store carries out after the
         // caller was answered is still audited, and recorded for the retry.
+        // What waiting on an earlier step of this upload took is not the store's.
         store_step(
-            deadline,
+            deadline.saturating_sub(started.elapsed()),
             async move {
                 let completed = async {
                     let stored: HashMap<u16, StoredPart> = store
@@ -872,13 +862,8 @@ impl Pipeline {
                     Ok::<_, Error>((etag, size))
                 }
                 .await;
-                let (etag, size) = match completed {
-                    Ok(done) => done,
-                    Err(e) => {
-                        uploads.ended.failed(&claims.upload_id);
-                        return Err(e);
-                    }
-                };
+                // A failure drops `record` without an end: a retry runs the step again.
+                let (etag, size) = completed?;
                 let grant_id = audit::new_grant_id();
                 audit::issued(&audit::Issued {
                     grant_id: &grant_id,
@@ -920,11 +905,10 @@ impl Pipeline {
     ) -> Result<(), Error> {
         let claims = Self::owned(caller, upload)?.clone();
         self.authorize_upload(caller, &claims)?;
-        let uploads = self.uploads.clone().ok_or(Error::NotConfigured(
-            "multipart uploads are not configured on this service",
-        ))?;
+        let uploads = self.uploads()?;
         // Ended here already (completed, or aborted by a step whose caller was
         // answered first): gone, which an abort takes as done.
+        let started = tokio::time::Instant::now();
         if ended_already(uploads.ended.of(&claims.upload_id), deadline)
             .await?
             .is_some()
@@ -933,8 +917,9 @@ impl Pipeline {
         }
         let store = self.store()?.clone();
         let record = uploads.ended.begin(&claims.upload_id);
+        // What waiting on an earlier step of this upload took is not the store's.
         store_step(
-            deadline,
+            deadline.saturating_sub(started.elapsed()),
             async move {
                 let aborted = match store
                     .abort(&claims.bucket, &claims.key, &claims.upload_id)
@@ -943,11 +928,8 @@ impl Pipeline {
                     Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
                     other => other.map_err(store_error),
                 };
-                match aborted {
-                    Ok(()) => {
-                        let _ = record.send(Some(End::Aborted));
-                    }
-                    Err(_) => uploads.ended.failed(&claims.upload_id),
+                if aborted.is_ok() {
+                    let _ = record.send(Some(End::Aborted));
                 }
                 aborted
             },

@@ -207,6 +207,11 @@ impl GrantService {
             request_timeout,
         }
     }
+
+    /// How long the call with `metadata` may take (see [`call_deadline`]).
+    fn deadline_of(&self, metadata: &tonic::metadata::MetadataMap) -> Duration {
+        call_deadline(metadata, self.request_timeout)
+    }
 }
 
 /// How long a call may take: the caller's `grpc-timeout`, or `request_timeout` when
@@ -263,7 +268,7 @@ impl proto::grant_service_server::GrantService for GrantService {
         mut request: Request<proto::AssumeScopedRequest>,
     ) -> Result<Response<proto::AssumeScopedResponse>, Status> {
         let caller = caller_of(&mut request)?;
-        let deadline = call_deadline(request.metadata(), self.request_timeout);
+        let deadline = self.deadline_of(request.metadata());
         let response =
             assume::assume_scoped(&self.pipeline, &caller, request.get_ref(), deadline).await?;
         Ok(Response::new(response))
@@ -274,7 +279,7 @@ impl proto::grant_service_server::GrantService for GrantService {
         mut request: Request<proto::StartMultipartUploadRequest>,
     ) -> Result<Response<proto::StartMultipartUploadResponse>, Status> {
         let caller = caller_of(&mut request)?;
-        let deadline = call_deadline(request.metadata(), self.request_timeout);
+        let deadline = self.deadline_of(request.metadata());
         let response =
             multipart::start(&self.pipeline, &caller, request.get_ref(), deadline).await?;
         Ok(Response::new(response))
@@ -294,7 +299,7 @@ impl proto::grant_service_server::GrantService for GrantService {
         mut request: Request<proto::ListUploadedPartsRequest>,
     ) -> Result<Response<proto::ListUploadedPartsResponse>, Status> {
         let caller = caller_of(&mut request)?;
-        let deadline = call_deadline(request.metadata(), self.request_timeout);
+        let deadline = self.deadline_of(request.metadata());
         let response =
             multipart::list(&self.pipeline, &caller, request.get_ref(), deadline).await?;
         Ok(Response::new(response))
@@ -305,7 +310,7 @@ impl proto::grant_service_server::GrantService for GrantService {
         mut request: Request<proto::CompleteMultipartUploadRequest>,
     ) -> Result<Response<proto::CompleteMultipartUploadResponse>, Status> {
         let caller = caller_of(&mut request)?;
-        let deadline = call_deadline(request.metadata(), self.request_timeout);
+        let deadline = self.deadline_of(request.metadata());
         let response =
             multipart::complete(&self.pipeline, &caller, request.get_ref(), deadline).await?;
         Ok(Response::new(response))
@@ -316,7 +321,7 @@ impl proto::grant_service_server::GrantService for GrantService {
         mut request: Request<proto::AbortMultipartUploadRequest>,
     ) -> Result<Response<proto::AbortMultipartUploadResponse>, Status> {
         let caller = caller_of(&mut request)?;
-        let deadline = call_deadline(request.metadata(), self.request_timeout);
+        let deadline = self.deadline_of(request.metadata());
         let response =
             multipart::abort(&self.pipeline, &caller, request.get_ref(), deadline).await?;
         Ok(Response::new(response))

@@ -856,6 +856,8 @@ async fn steps_on_a_store_slower_than_the_deadline_answer_in_time_and_go_on() {
     );
 
     let upload = start(&mut h, "public/slow/done.bin", false).await;
+    // The count above sees an upload in progress (s3s-fs keeps `.upload-<id>` files).
+    assert!(in_progress(&h) > 0);
     let data = body(SMALL, 7);
     let parts = grant(&mut h, &upload, &[(1, SMALL)]).await;
     let (status, etag) = put_part(&parts[0], data.clone()).await;
