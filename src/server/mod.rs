@@ -17,6 +17,7 @@ mod metrics_http;
 mod reflection;
 mod shutdown;
 mod socket;
+mod standard;
 mod tls;
 
 use std::future::Future;
@@ -325,7 +326,8 @@ pub async fn run(
     if let Some((cert, source)) = server_cert {
         tasks.spawn(tls::watch(cert, source));
     }
-    let (reporter, health) = tonic_health::server::health_reporter();
+    let reporter = tonic_health::server::HealthReporter::new();
+    let health = standard::health(reporter.clone());
     let reported = Health::new(reporter).await;
     let buckets = storage
         .check_buckets

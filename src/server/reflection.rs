@@ -7,8 +7,9 @@
 //! cannot build `storagegrants.v1` without its own copy of
 //! `google/protobuf/duration.proto` and `timestamp.proto`. This service sends the
 //! closure, as the Go and C++ servers do, and reports an unknown name as an error
-//! message on the stream (which stays open) rather than by ending it. The generated
-//! message and service types are still tonic-reflection's.
+//! message on the stream (which stays open) rather than by ending it. The messages
+//! are tonic-reflection's; the servers are generated with the grant service's codec
+//! (`standard`).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::pin::Pin;
@@ -24,7 +25,9 @@ use tonic_reflection::pb::v1::{
     ErrorResponse, ExtensionNumberResponse, FileDescriptorResponse, ListServiceResponse,
     ServerReflectionRequest, ServerReflectionResponse, ServiceResponse,
 };
-use tonic_reflection::pb::{v1, v1alpha};
+use tonic_reflection::pb::v1alpha;
+
+use super::standard::{reflection_v1, reflection_v1alpha};
 
 /// Why the descriptors could not be indexed at start.
 #[derive(Debug, thiserror::Error)]
@@ -226,22 +229,20 @@ impl Reflection {
     }
 
     /// `grpc.reflection.v1.ServerReflection`.
-    pub(super) fn v1(&self) -> v1::server_reflection_server::ServerReflectionServer<Self> {
-        v1::server_reflection_server::ServerReflectionServer::new(self.clone())
+    pub(super) fn v1(&self) -> reflection_v1::ServerReflectionServer<Self> {
+        reflection_v1::ServerReflectionServer::new(self.clone())
     }
 
     /// `grpc.reflection.v1alpha.ServerReflection`.
-    pub(super) fn v1alpha(
-        &self,
-    ) -> v1alpha::server_reflection_server::ServerReflectionServer<Self> {
-        v1alpha::server_reflection_server::ServerReflectionServer::new(self.clone())
+    pub(super) fn v1alpha(&self) -> reflection_v1alpha::ServerReflectionServer<Self> {
+        reflection_v1alpha::ServerReflectionServer::new(self.clone())
     }
 }
 
 type Answers<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl v1::server_reflection_server::ServerReflection for Reflection {
+impl reflection_v1::ServerReflection for Reflection {
     type ServerReflectionInfoStream = Answers<ServerReflectionResponse>;
 
     async fn server_reflection_info(
@@ -264,7 +265,7 @@ fn convert<A: prost::Message, B: prost::Message + Default>(a: &A) -> Result<B, S
 }
 
 #[tonic::async_trait]
-impl v1alpha::server_reflection_server::ServerReflection for Reflection {
+impl reflection_v1alpha::ServerReflection for Reflection {
     type ServerReflectionInfoStream = Answers<v1alpha::ServerReflectionResponse>;
 
     async fn server_reflection_info(

@@ -507,6 +507,51 @@ async fn compressed_requests_are_served_and_bad_ones_refused() {
     assert!(unknown.2.contains("gzip"), "{unknown:?}");
 }
 
+/// A message that does not decode is the caller's mistake on every method of the port,
+/// the standard ones included: INVALID_ARGUMENT saying what is wrong, never INTERNAL
+/// (which the service's alerts count as its own failure).
+#[tokio::test]
+async fn a_message_that_does_not_decode_is_invalid_argument_on_every_method() {
+    let store = demo_store().await;
+    let service = Service::start(&store, Setup::new()).await;
+    // A field's tag and a length running past the end; field 1 (a string on every
+    // method here) holding bytes that are not UTF-8.
+    let truncated = vec![0x0a, 0x20, b'x'];
+    let not_utf8 = vec![0x0a, 0x02, 0xc3, 0x28];
+    for path in [
+        GRANT_READ,
+        HEALTH_CHECK,
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ] {
+        for message in [&truncated, &not_utf8] {
+            let (code, text, _) = raw_grpc(&service, path, "identity", 0, message.clone()).await;
+            // grpc-message is percent-encoded.
+            let text = text.replace("%20", " ");
+            assert_eq!(
+                code,
+                tonic::Code::InvalidArgument as i32,
+                "{path} {message:?}: {text}"
+            );
+            assert!(
+                text.contains("not a valid protobuf message"),
+                "{path}: {text}"
+            );
+        }
+    }
+    // The same services still answer what decodes.
+    let mut health = HealthClient::new(service.channel().await);
+    let answer = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner();
+    assert_eq!(answer.status, ServingStatus::Serving as i32);
+}
+
 const GRANT_READ: &str = "/storagegrants.v1.GrantService/GrantRead";
 const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 
