@@ -101,9 +101,17 @@ impl Unanswered {
         error: SdkError<E, HttpResponse>,
     ) -> Result<Self, Box<SdkError<E, HttpResponse>>>
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         Ok(match error {
+            // A success whose body is not the operation's answer (a proxy's or login
+            // page, a cut body): the SDK reports it as an error of the service with no
+            // code, but the service said nothing.
+            SdkError::ServiceError(ref e)
+                if e.raw().status().is_success() && error.code().is_none() =>
+            {
+                Unanswered::Malformed(e.raw().status().as_u16())
+            }
             SdkError::ServiceError(_) => return Err(Box::new(error)),
             SdkError::TimeoutError(_) => Unanswered::TimedOut,
             SdkError::DispatchFailure(ref e) if e.is_timeout() => Unanswered::TimedOut,

@@ -38,7 +38,7 @@ pub enum Error {
     },
     /// No answer to act on: connection, timeout, malformed response; the cause of a
     /// failed connection is its `source`.
-    #[error("the store could not be reached: {0}")]
+    #[error("no usable answer from the store: {0}")]
     Unreachable(#[source] crate::aws::Unanswered),
     /// An answer without a field it must carry.
     #[error("the store answered without {0}")]
@@ -79,11 +79,13 @@ where
         Ok(unanswered) => Error::Unreachable(unanswered),
         // After the SDK's own retries: S3 answers a 5xx (`SlowDown` 503,
         // `InternalError` 500) for a failure on its side, which a later retry may not
-        // meet.
+        // meet. A CompleteMultipartUpload can fail so after its 200 has been sent: the
+        // same error codes in a 200's body.
         Err(answer)
             if answer
                 .raw_response()
-                .is_some_and(|r| r.status().is_server_error()) =>
+                .is_some_and(|r| r.status().is_server_error())
+                || answer.code().is_some_and(is_server_side) =>
         {
             Error::Failed {
                 status: answer.raw_response().map_or(500, |r| r.status().as_u16()),
@@ -95,6 +97,12 @@ where
             message: crate::aws::describe_answer(&answer),
         },
     }
+}
+
+/// S3's error codes for a failure on its side (answered with HTTP 500 or 503, or in a
+/// 200's body once a CompleteMultipartUpload's answer has begun).
+fn is_server_side(code: &str) -> bool {
+    matches!(code, "InternalError" | "SlowDown" | "ServiceUnavailable")
 }
 
 /// A part as the store holds it.
@@ -302,5 +310,71 @@ impl Store {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadError;
+    use aws_smithy_types::body::SdkBody;
+
+    /// The store's answer `status` carrying error `code` (none: a body the SDK could
+    /// not read as the operation's answer).
+    fn answered(
+        status: u16,
+        code: Option<&str>,
+    ) -> SdkError<CompleteMultipartUploadError, HttpResponse> {
+        let mut metadata = ErrorMetadata::builder();
+        if let Some(code) = code {
+            metadata = metadata.code(code);
+        }
+        let raw = http::Response::builder()
+            .status(status)
+            .body(SdkBody::empty())
+            .unwrap();
+        SdkError::service_error(
+            CompleteMultipartUploadError::generic(metadata.build()),
+            HttpResponse::try_from(raw).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_failure_on_the_stores_side_is_transient_whatever_the_status_it_came_with() {
+        for (status, code) in [
+            (503, Some("SlowDown")),
+            (500, None),
+            // A CompleteMultipartUpload failing after its 200 began.
+            (200, Some("InternalError")),
+            (200, Some("SlowDown")),
+        ] {
+            let error = classify(answered(status, code));
+            assert!(
+                matches!(error, Error::Failed { .. }) && error.is_transient(),
+                "{status} {code:?}: {error:?}"
+            );
+        }
+        // A 200 that is no answer at all: malformed, not a refusal.
+        let error = classify(answered(200, None));
+        assert!(
+            matches!(
+                error,
+                Error::Unreachable(crate::aws::Unanswered::Malformed(200))
+            ),
+            "{error:?}"
+        );
+        assert!(error.is_transient());
+        // The store refusing the request stays a refusal, with its code.
+        for (status, code) in [
+            (404, "NoSuchUpload"),
+            (400, "InvalidPart"),
+            (403, "AccessDenied"),
+        ] {
+            let error = classify(answered(status, Some(code)));
+            assert_eq!(error.code(), Some(code));
+            assert!(!error.is_transient(), "{error:?}");
+        }
     }
 }

@@ -125,7 +125,7 @@ pub enum Error {
     #[error("STS is throttling requests")]
     Throttled,
     /// No answer to act on; the cause of a failed connection is its `source`.
-    #[error("STS could not be reached: {0}")]
+    #[error("no usable answer from STS: {0}")]
     Unreachable(#[source] crate::aws::Unanswered),
     /// STS answered with a server error (5xx): its side failed, a retry may not.
     #[error("STS failed (HTTP {0})")]

@@ -247,13 +247,13 @@ mod tests {
         // An error that quotes its cause (thiserror's `{0}` with `#[source]`) does
         // not say it twice.
         let quoting = chain(&[
-            "STS could not be reached: connection failed",
+            "no usable answer from STS: connection failed",
             "connection failed",
             "tcp connect error",
         ]);
         assert_eq!(
             Chain(&quoting).to_string(),
-            "STS could not be reached: connection failed: tcp connect error"
+            "no usable answer from STS: connection failed: tcp connect error"
         );
     }
 

@@ -42,6 +42,9 @@ fn assume_within(deadline: Duration) -> tonic::Request<AssumeScopedRequest> {
     request
 }
 
+/// What a proxy or login page in front of an AWS endpoint answers with a 200.
+const NOT_AN_ANSWER: &str = "<html><body>Sign in to continue</body></html>";
+
 /// Moto with a role `role`, a fault proxy in front of it for STS, and a set-up with
 /// the service's identity in moto, `dev:demo` allowed to assume read access to
 /// `tenants/a/` of `demo`, and `[sts]` through the proxy with `call_timeout` and
@@ -110,6 +113,8 @@ async fn sts_faults_answer_unavailable_with_a_retry_hint_and_heal_within_a_secon
         Fault::Status(500),
         Fault::Throttle,
         Fault::Down,
+        // A 200 that is not STS's answer (a proxy's page): no credentials to act on.
+        Fault::Answer(200, NOT_AN_ANSWER),
     ] {
         proxy.set(fault);
         let before = proxy.requests();
@@ -213,7 +218,7 @@ async fn the_gateway_answers_a_slow_sts_503_before_its_request_timeout() {
     proxy.set(Fault::Delay(Duration::from_secs(2)));
     let detail = retry_within(get(), 503, Duration::from_secs(1)).await;
     assert!(
-        detail.contains("still being made") && !detail.contains("could not be reached"),
+        detail.contains("still being made") && !detail.contains("no usable answer"),
         "{detail}"
     );
     // The STS call went on without its caller; the retry finds its result.
@@ -296,7 +301,7 @@ async fn a_deadline_shorter_than_sts_is_answered_retry_and_the_retry_is_served()
     assert!(status.get_details_retry_info().is_some(), "{status:?}");
     let message = status.message();
     assert!(
-        message.contains("still being made") && !message.contains("could not be reached"),
+        message.contains("still being made") && !message.contains("no usable answer"),
         "{message}"
     );
     // The STS call went on without its caller; the retry finds its result.
@@ -628,7 +633,15 @@ async fn a_store_failing_on_its_side_is_unavailable_with_a_retry_hint_a_refusal_
             &TOKEN,
         )
     };
-    for fault in [Fault::Status(503), Fault::Status(500)] {
+    for (fault, says) in [
+        (Fault::Status(503), "the store failed (HTTP 503"),
+        (Fault::Status(500), "the store failed (HTTP 500"),
+        // A 200 that is not the store's answer (a proxy's page): not a refusal.
+        (
+            Fault::Answer(200, NOT_AN_ANSWER),
+            "no usable answer from the store: HTTP 200: malformed response",
+        ),
+    ] {
         proxy.set(fault);
         let status = client
             .start_multipart_upload(start())
@@ -639,10 +652,7 @@ async fn a_store_failing_on_its_side_is_unavailable_with_a_retry_hint_a_refusal_
             status.get_details_retry_info().is_some(),
             "{fault:?}: no RetryInfo in {status:?}"
         );
-        assert!(
-            status.message().contains("the store failed (HTTP"),
-            "{fault:?}: {status:?}"
-        );
+        assert!(status.message().contains(says), "{fault:?}: {status:?}");
     }
     proxy.set(Fault::Status(403));
     let status = client

@@ -742,7 +742,7 @@ max_attempts = 1
         assert!(
             status
                 .message()
-                .starts_with("STS could not be reached: connection failed"),
+                .starts_with("no usable answer from STS: connection failed"),
             "{status:?}"
         );
         // The cause is the operator's, not the caller's.
@@ -759,7 +759,7 @@ max_attempts = 1
             .find(|l| l.contains("STS unavailable"))
             .unwrap_or_else(|| panic!("{format}: no warning in the log:\n{log}"));
         assert!(
-            line.contains("STS could not be reached: connection failed: ")
+            line.contains("no usable answer from STS: connection failed: ")
                 && line.contains("Connection refused"),
             "{format}: {line}"
         );

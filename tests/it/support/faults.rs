@@ -1,7 +1,8 @@
 //! A fault proxy for tests: an HTTP/1.1 server on loopback in front of a real
 //! upstream (moto's STS) or serving a fixed document (a JWKS), that can be told to
-//! answer late, to fail with a status, to answer as a throttled STS, or to refuse
-//! connections, and to heal again. It counts the requests it receives.
+//! answer late, to fail with a status, to answer as a throttled STS or with a body of
+//! the test's, or to refuse connections, and to heal again. It counts the requests it
+//! receives.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +25,8 @@ pub enum Fault {
     Status(u16),
     /// Answers as STS does when it throttles (400, `Throttling`).
     Throttle,
+    /// Answers this status with this XML body, without asking upstream.
+    Answer(u16, &'static str),
     /// Closes every new connection at once (the endpoint is down).
     Down,
 }
@@ -133,6 +136,10 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
         Fault::Status(code) => {
             let status = StatusCode::from_u16(code).expect("a valid status");
             return (status, "injected fault").into_response();
+        }
+        Fault::Answer(code, body) => {
+            let status = StatusCode::from_u16(code).expect("a valid status");
+            return (status, [("content-type", "text/xml")], body).into_response();
         }
         Fault::Throttle => {
             // STS's own answer when an account's AssumeRole rate is exceeded.
