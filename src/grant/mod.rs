@@ -323,7 +323,10 @@ impl Pipeline {
     }
 
     /// Authorizes one action and spends one grant of the caller's budget for it. A
-    /// refusal is spent from `[limits]`'s budget: refusals are not free to hammer.
+    /// refusal is spent from `[limits]`'s budget: refusals are not free to hammer. The
+    /// budget is spent before a refusal is audited: a caller past its budget is
+    /// answered RESOURCE_EXHAUSTED and nothing is written (a client looping past its
+    /// budget would flood the audit log).
     fn authorize_and_spend<'r>(
         &self,
         rules: &'r rules::Rules,
@@ -332,16 +335,9 @@ impl Pipeline {
         bucket: &BucketName,
         target: Target<'_>,
     ) -> Result<&'r Rule, Error> {
-        match authorize(rules, caller, action, bucket, target) {
-            Ok(rule) => {
-                self.spend(caller, Some(rule))?;
-                Ok(rule)
-            }
-            Err(denied) => {
-                self.spend(caller, None)?;
-                Err(denied)
-            }
-        }
+        let allowed = rules.authorize(caller, action, bucket, target);
+        self.spend(caller, allowed.as_ref().ok().copied())?;
+        allowed.map_err(|denied| refused(caller, action, bucket, target, denied))
     }
 
     /// This pipeline, with multipart uploads through `uploads`.
@@ -365,6 +361,8 @@ impl Pipeline {
     ) -> Result<(ObjectKey, Option<u64>), Error> {
         let rules = self.rules.current();
         let Some(prefix) = rules.write_prefix(caller, bucket) else {
+            // Spent like every refusal (the grant that follows spends when allowed).
+            self.spend(caller, None)?;
             audit::denied(caller, Action::Write, bucket.as_str(), "");
             return Err(Error::Denied(rules.denied_write(caller, bucket)));
         };
@@ -788,7 +786,8 @@ impl From<PresignedRequest> for Signed {
     }
 }
 
-/// The rule that allows `action`, or a refusal that is audited.
+/// The rule that allows `action`, or a refusal that is audited; spends nothing (for
+/// a call that spent under its first action already).
 fn authorize<'r>(
     rules: &'r rules::Rules,
     caller: &Caller,
@@ -798,14 +797,23 @@ fn authorize<'r>(
 ) -> Result<&'r Rule, Error> {
     rules
         .authorize(caller, action, bucket, target)
-        .map_err(|denied| {
-            let target = match target {
-                Target::Key(key) => key.as_str(),
-                Target::Prefix(prefix) => prefix.as_str(),
-            };
-            audit::denied(caller, action, bucket.as_str(), target);
-            Error::Denied(denied)
-        })
+        .map_err(|denied| refused(caller, action, bucket, target, denied))
+}
+
+/// `denied`, audited.
+fn refused(
+    caller: &Caller,
+    action: Action,
+    bucket: &BucketName,
+    target: Target<'_>,
+    denied: rules::Denied,
+) -> Error {
+    let target = match target {
+        Target::Key(key) => key.as_str(),
+        Target::Prefix(prefix) => prefix.as_str(),
+    };
+    audit::denied(caller, action, bucket.as_str(), target);
+    Error::Denied(denied)
 }
 
 /// Truncates to whole seconds: X-Amz-Date has second precision, and `expires_at` must

@@ -22,7 +22,7 @@ use crate::upload::{
 };
 
 use super::request::describe_metadata;
-use super::{Error, FieldViolation, Pipeline, Violations, audit, authorize, whole_seconds};
+use super::{Error, FieldViolation, Pipeline, Violations, audit, whole_seconds};
 
 /// What multipart uploads need: the store's own API and the token keys.
 #[derive(Debug)]
@@ -938,7 +938,9 @@ impl Pipeline {
         .await
     }
 
-    /// The rules still allow `write` on the upload's key; answers the rule's line and
+    /// The rules still allow `write` on the upload's key; spends one grant of the
+    /// caller's budget (each step calls the store, which bills it and shares its
+    /// request rate among every caller); answers the rule's line and
     /// `max_object_size`.
     fn authorize_upload(
         &self,
@@ -946,7 +948,7 @@ impl Pipeline {
         claims: &Claims,
     ) -> Result<(usize, Option<u64>), Error> {
         let rules = self.rules.current();
-        let rule = authorize(
+        let rule = self.authorize_and_spend(
             &rules,
             caller,
             Action::Write,

@@ -1689,6 +1689,74 @@ async fn retry_after_is_long_enough_for_the_budget_to_refill() {
     assert_eq!(gw.link(link, &auth).await.status(), StatusCode::FOUND);
 }
 
+/// Every multipart step reaches the store (which bills it and shares its request rate
+/// among all callers), so each spends a grant of the caller's budget, as every refusal
+/// does, the Uppy start routes' included; past the budget: 429, and nothing audited.
+#[tokio::test]
+async fn multipart_steps_and_uppy_refusals_spend_the_callers_budget() {
+    let audit = support::capture_audit();
+    let mut setup = Setup::new();
+    setup
+        .extra_config
+        .push_str("[limits]\ngrants_per_second = 0.01\ngrants_burst = 3\n");
+    let gw = Gateway::start_with(setup).await;
+
+    // dev:other may not write: three refusals, then 429 on every start route.
+    let other = bearer(&OTHER_TOKEN);
+    let start = |token: String| {
+        gw.request(Method::POST, "/s3/multipart")
+            .header(header::AUTHORIZATION, token)
+            .json_body(r#"{"filename": "a.bin", "type": "application/octet-stream"}"#)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            start(other.clone()).await.unwrap().status(),
+            StatusCode::FORBIDDEN
+        );
+    }
+    assert_eq!(
+        start(other.clone()).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let params = gw
+        .request(Method::GET, "/s3/params?filename=a.txt&type=text%2Fplain")
+        .header(header::AUTHORIZATION, other.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(params.status(), StatusCode::TOO_MANY_REQUESTS);
+    let denials = audit()
+        .iter()
+        .filter(|l| l.contains("grant denied") && l.contains("\"caller\":\"dev:other\""))
+        .count();
+    assert_eq!(denials, 3, "refusals past the budget are not audited");
+
+    // dev:demo: the start, then two listings of its parts, then none.
+    let created = uppy_start(&gw, "big.bin").await;
+    let path = format!(
+        "/s3/multipart/{}?key={}",
+        enc(created["uploadId"].as_str().unwrap()),
+        enc(created["key"].as_str().unwrap())
+    );
+    let step = |method: Method| {
+        gw.request(method, &path)
+            .header(header::AUTHORIZATION, bearer(&TOKEN))
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(step(Method::GET).await.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(
+        step(Method::GET).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        step(Method::DELETE).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
 /// Starts an Uppy multipart upload of `filename` as the test caller (bearer token):
 /// the route's JSON answer (`uploadId`, `key`).
 async fn uppy_start(gw: &Gateway, filename: &str) -> serde_json::Value {

@@ -621,9 +621,10 @@ async fn temporary_credentials_of_unknown_expiry_cap_the_ttl() {
 
 /// Each caller has its own budget of grants (`[limits]`), a rule may give its callers
 /// another (`grants_per_second`, `grants_burst`), and refusals are spent from the
-/// default budget: past it, RESOURCE_EXHAUSTED with a retry delay.
+/// default budget: past it, RESOURCE_EXHAUSTED with a retry delay, and not audited.
 #[tokio::test]
 async fn grant_budgets_are_per_caller_and_a_rule_may_set_its_own() {
+    let audit = support::capture_audit();
     let store = demo_store().await;
     let mut setup = Setup::new();
     setup.rules.push_str(
@@ -673,4 +674,10 @@ async fn grant_budgets_are_per_caller_and_a_rule_may_set_its_own() {
     }
     exhausted(outcome(&OTHER_TOKEN, "public/hello.txt").await);
     exhausted(outcome(&OTHER_TOKEN, "other/a.txt").await);
+    // The two refusals within its budget are audited; the ones past it are not.
+    let denials = audit()
+        .iter()
+        .filter(|l| l.contains("grant denied") && l.contains("\"caller\":\"dev:other\""))
+        .count();
+    assert_eq!(denials, 2);
 }

@@ -784,20 +784,10 @@ async fn a_thousand_bad_parts_make_a_bounded_status() {
 #[tokio::test]
 async fn steps_on_a_store_slower_than_the_deadline_answer_in_time_and_go_on() {
     // This test's process's audit events, to see the late completion's.
-    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl storage_grants::telemetry::AuditDestination for Captured {
-        fn append(&self, line: &[u8]) {
-            self.0.lock().unwrap().extend_from_slice(line);
-        }
-    }
-    let audit = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    assert!(storage_grants::telemetry::install_audit(vec![Box::new(
-        Captured(audit.clone())
-    )]));
+    let audit = support::capture_audit();
     let completions = || {
-        String::from_utf8(audit.lock().unwrap().clone())
-            .unwrap()
-            .lines()
+        audit()
+            .iter()
             .filter(|l| l.contains("public/slow/done.bin") && l.contains("\"ttl_secs\":0"))
             .count()
     };

@@ -452,6 +452,29 @@ pub fn upload_claims(token: &str) -> serde_json::Value {
     serde_json::from_slice(&json).expect("JSON claims")
 }
 
+/// The audit events this test process writes from now on (nextest runs each test in a
+/// process of its own): a function answering the lines written so far.
+pub fn capture_audit() -> impl Fn() -> Vec<String> {
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl storage_grants::telemetry::AuditDestination for Captured {
+        fn append(&self, line: &[u8]) {
+            self.0.lock().unwrap().extend_from_slice(line);
+        }
+    }
+    let audit = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    assert!(
+        storage_grants::telemetry::install_audit(vec![Box::new(Captured(audit.clone()))]),
+        "the audit destinations were installed already in this process"
+    );
+    move || {
+        String::from_utf8(audit.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 /// A request with the caller's bearer token.
 pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
