@@ -37,16 +37,44 @@ pub struct Uploads {
 
 /// How long the end of an upload is kept for a retry of the step that ended it.
 const ENDED_KEPT_FOR: Duration = Duration::from_secs(15 * 60);
-/// Most ends kept: past it, the oldest go first.
+/// Most ends kept: past it, the caller's own oldest go first.
 const ENDED_KEPT_AT_MOST: usize = 10_000;
 
 /// The ends of recent uploads on this replica, by upload id: a Complete or Abort whose
 /// caller was answered before the store was done (its deadline came first) goes on,
 /// and its retry gets what it came to, or waits for it, instead of the store's answer
-/// for an upload that is no longer there ("no such upload", or no parts). A retry that
-/// reaches another replica gets the store's answer.
+/// for an upload that is no longer there ("no such upload", or no parts). One step
+/// at a time ends an upload: a step that finds another running waits for it. A retry
+/// that reaches another replica gets the store's answer.
+///
+/// Bounded by [`ENDED_KEPT_FOR`] and [`ENDED_KEPT_AT_MOST`]: when full, a caller's new
+/// entry pushes out that caller's own oldest end before anyone else's (as the STS
+/// cache does), so that no caller can flush the others' record by ending uploads of
+/// its own; a step still running is never pushed out.
 #[derive(Debug, Default)]
-pub struct Ended(std::sync::Mutex<HashMap<upload::UploadId, (std::time::Instant, EndOf)>>);
+pub struct Ended(std::sync::Mutex<HashMap<upload::UploadId, Entry>>);
+
+/// One upload's end, or the step that is ending it.
+#[derive(Debug)]
+struct Entry {
+    at: std::time::Instant,
+    /// The caller whose step this is: whose share of the record it takes.
+    caller: String,
+    end: EndOf,
+}
+
+impl Entry {
+    /// Recent, and ended or still running (a step that failed dropped its sender
+    /// without an end: no end, and a retry runs the step again).
+    fn is_live(&self, now: std::time::Instant) -> bool {
+        now.duration_since(self.at) < ENDED_KEPT_FOR
+            && (self.has_ended() || self.end.has_changed().is_ok())
+    }
+
+    fn has_ended(&self) -> bool {
+        self.end.borrow().is_some()
+    }
+}
 
 /// Where an upload's end stands: `None` while its step runs.
 type EndOf = tokio::sync::watch::Receiver<Option<End>>;
@@ -54,64 +82,121 @@ type EndOf = tokio::sync::watch::Receiver<Option<End>>;
 /// How an upload ended.
 #[derive(Debug, Clone)]
 enum End {
-    /// Completed with these parts (number, ETag) into this object.
-    Completed(Vec<(u16, String)>, Completed),
+    /// Completed with these parts (their digest) into this object.
+    Completed(PartsDigest, Completed),
     /// Aborted (or found gone by an abort).
     Aborted,
 }
 
+/// The SHA-256 of the parts a completion named (number and ETag, in order): what a
+/// retried complete must name again, kept in 32 bytes whatever the number of parts.
+type PartsDigest = [u8; 32];
+
+fn parts_digest(parts: &[(u16, String)]) -> PartsDigest {
+    use sha2::Digest as _;
+    let mut digest = sha2::Sha256::new();
+    for (number, etag) in parts {
+        digest.update(number.to_be_bytes());
+        digest.update((etag.len() as u64).to_be_bytes());
+        digest.update(etag.as_bytes());
+    }
+    digest.finalize().into()
+}
+
+/// Whose turn it is to end an upload.
+enum Turn<E> {
+    /// Another step's: how it ended the upload (or, while it runs, where to wait).
+    Taken(E),
+    /// This call's: it sends how the upload ended, or drops the sender when its step
+    /// failed.
+    Yours(tokio::sync::watch::Sender<Option<End>>),
+}
+
 impl Ended {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<upload::UploadId, (std::time::Instant, EndOf)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<upload::UploadId, Entry>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The end of `upload` that a step started, if one did recently.
-    fn of(&self, upload: &upload::UploadId) -> Option<EndOf> {
-        self.lock().get(upload).map(|(_, end)| end.clone())
-    }
-
-    /// Records that a step ending `upload` runs; it sends how it ended, or drops the
-    /// sender when it failed: the entry is then no end (a retry runs the step again)
-    /// and goes at the next `begin`.
-    fn begin(&self, upload: &upload::UploadId) -> tokio::sync::watch::Sender<Option<End>> {
-        let (tx, rx) = tokio::sync::watch::channel(None);
+    /// The end of `upload`, or the step ending it, if one is recent and live here;
+    /// else the turn of `caller`'s step, recorded as running. One lock for both, so
+    /// that two steps of one upload never both run.
+    fn turn(&self, upload: &upload::UploadId, caller: &str) -> Turn<EndOf> {
         let now = std::time::Instant::now();
         let mut ended = self.lock();
-        // Kept while recent, and while its step runs or has ended it (a step that
-        // failed drops its sender without an end).
-        ended.retain(|_, (at, end)| {
-            now.duration_since(*at) < ENDED_KEPT_FOR
-                && (end.borrow().is_some() || end.has_changed().is_ok())
-        });
-        if ended.len() >= ENDED_KEPT_AT_MOST
-            && let Some(oldest) = ended
-                .iter()
-                .min_by_key(|(_, (at, _))| *at)
-                .map(|(id, _)| id.clone())
+        if let Some(entry) = ended.get(upload)
+            && entry.is_live(now)
         {
-            ended.remove(&oldest);
+            return Turn::Taken(entry.end.clone());
         }
-        ended.insert(upload.clone(), (now, rx));
-        tx
+        if ended.len() >= ENDED_KEPT_AT_MOST && !ended.contains_key(upload) {
+            make_room(&mut ended, caller, now);
+        }
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        ended.insert(
+            upload.clone(),
+            Entry {
+                at: now,
+                caller: caller.to_owned(),
+                end: rx,
+            },
+        );
+        Turn::Yours(tx)
     }
 }
 
-/// How an upload that ended already ended, waited for within `deadline` while its
-/// step still runs; `None` when no step ended it here (or the one that ran failed).
-async fn ended_already(end: Option<EndOf>, deadline: Duration) -> Result<Option<End>, Error> {
-    let Some(mut end) = end else {
-        return Ok(None);
+/// Frees one entry of a full record for `caller`'s: what is dead goes first, then
+/// `caller`'s own oldest end, then anyone's oldest end. Running steps stay (their
+/// number is bounded by the calls in flight), so the record may hold a few more
+/// than its bound while many run.
+fn make_room(ended: &mut HashMap<upload::UploadId, Entry>, caller: &str, now: std::time::Instant) {
+    ended.retain(|_, entry| entry.is_live(now));
+    if ended.len() < ENDED_KEPT_AT_MOST {
+        return;
+    }
+    let oldest = |own: bool| {
+        ended
+            .iter()
+            .filter(|(_, e)| e.has_ended() && (!own || e.caller == caller))
+            .min_by_key(|(_, e)| e.at)
+            .map(|(id, _)| id.clone())
     };
-    let wait = super::wait_before(deadline);
-    match tokio::time::timeout(wait, end.wait_for(Option::is_some)).await {
-        Ok(Ok(end)) => Ok(end.clone()),
-        // The step failed: no end.
-        Ok(Err(_)) => Ok(None),
-        Err(_) => Err(Error::Store(store::Error::Pending(wait))),
+    if let Some(victim) = oldest(true).or_else(|| oldest(false)) {
+        ended.remove(&victim);
+    }
+}
+
+impl Ended {
+    /// Whose turn it is to end `caller`'s upload: waits (within `deadline`) while
+    /// another step ends it, and answers how it ended; or this call's turn, once no
+    /// step here ended it (or the one that ran failed). Also answers what is left of
+    /// `deadline`.
+    async fn take_turn(
+        &self,
+        upload: &Claims,
+        caller: &Caller,
+        deadline: Duration,
+    ) -> Result<(Turn<End>, Duration), Error> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let left = deadline.saturating_sub(started.elapsed());
+            let mut end = match self.turn(&upload.upload_id, caller.id()) {
+                Turn::Yours(record) => return Ok((Turn::Yours(record), left)),
+                Turn::Taken(end) => end,
+            };
+            let wait = super::wait_before(left);
+            match tokio::time::timeout(wait, end.wait_for(Option::is_some)).await {
+                Ok(Ok(end)) => {
+                    if let Some(end) = end.clone() {
+                        return Ok((Turn::Taken(end), left));
+                    }
+                }
+                // The step it waited on failed: this call may take its turn.
+                Ok(Err(_)) => {}
+                Err(_) => return Err(Error::Store(store::Error::Pending(wait))),
+            }
+        }
     }
 }
 
@@ -816,29 +901,29 @@ impl Pipeline {
             .collect();
         // A retry of a completion this replica ran (its caller answered before the
         // store was done): what it came to, without a second audit event.
-        let started = tokio::time::Instant::now();
-        match ended_already(uploads.ended.of(&claims.upload_id), deadline).await? {
-            Some(End::Completed(parts, done)) if parts == asked => return Ok(done),
-            Some(End::Completed(..)) => {
+        let digest = parts_digest(&asked);
+        let (turn, left) = uploads.ended.take_turn(claims, caller, deadline).await?;
+        let record = match turn {
+            Turn::Yours(record) => record,
+            Turn::Taken(End::Completed(parts, done)) if parts == digest => return Ok(done),
+            Turn::Taken(End::Completed(..)) => {
                 return Err(Error::FailedPrecondition(
                     "this upload was completed already, with other parts".into(),
                 ));
             }
-            Some(End::Aborted) => {
+            Turn::Taken(End::Aborted) => {
                 return Err(Error::FailedPrecondition(
                     "this upload was aborted; start a new one".into(),
                 ));
             }
-            None => {}
-        }
+        };
         let store = self.store()?.clone();
         let (claims, parts, caller) = (claims.clone(), request.parts.clone(), caller.clone());
-        let record = uploads.ended.begin(&claims.upload_id);
         // The whole step in its own task: a completion the store carries out after the
         // caller was answered is still audited, and recorded for the retry.
         // What waiting on an earlier step of this upload took is not the store's.
         store_step(
-            deadline.saturating_sub(started.elapsed()),
+            left,
             async move {
                 let completed = async {
                     let stored: HashMap<u16, StoredPart> = store
@@ -883,7 +968,7 @@ impl Pipeline {
                     key: claims.key,
                     grant_id,
                 };
-                let _ = record.send(Some(End::Completed(asked, done.clone())));
+                let _ = record.send(Some(End::Completed(digest, done.clone())));
                 Ok(done)
             },
             unclaimed_failure("a completion"),
@@ -906,20 +991,25 @@ impl Pipeline {
         let claims = Self::owned(caller, upload)?.clone();
         self.authorize_upload(caller, &claims)?;
         let uploads = self.uploads()?;
-        // Ended here already (completed, or aborted by a step whose caller was
-        // answered first): gone, which an abort takes as done.
-        let started = tokio::time::Instant::now();
-        if ended_already(uploads.ended.of(&claims.upload_id), deadline)
-            .await?
-            .is_some()
-        {
-            return Ok(());
-        }
+        // Ended here already: aborted (by a step whose caller was answered first), which
+        // an abort takes as done; or completed into an object, which no abort discards.
+        let (turn, left) = uploads.ended.take_turn(&claims, caller, deadline).await?;
+        let record = match turn {
+            Turn::Yours(record) => record,
+            Turn::Taken(End::Aborted) => return Ok(()),
+            Turn::Taken(End::Completed(_, done)) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "this upload was completed into {} (ETag {}), so there is nothing to \
+                     abort; delete the object if it should not exist",
+                    done.key.as_str(),
+                    done.etag
+                )));
+            }
+        };
         let store = self.store()?.clone();
-        let record = uploads.ended.begin(&claims.upload_id);
         // What waiting on an earlier step of this upload took is not the store's.
         store_step(
-            deadline.saturating_sub(started.elapsed()),
+            left,
             async move {
                 let aborted = match store
                     .abort(&claims.bucket, &claims.key, &claims.upload_id)
@@ -1088,6 +1178,87 @@ fn store_error(e: store::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn id(n: usize) -> upload::UploadId {
+        format!("upload-{n}").parse().unwrap()
+    }
+
+    /// Ends `upload` as `caller`'s step, aborted.
+    fn abort(ended: &Ended, upload: &upload::UploadId, caller: &str) {
+        let Turn::Yours(record) = ended.turn(upload, caller) else {
+            panic!("{upload:?} ended already");
+        };
+        record.send(Some(End::Aborted)).unwrap();
+    }
+
+    #[test]
+    fn one_step_at_a_time_ends_an_upload_and_a_failed_one_hands_over() {
+        let ended = Ended::default();
+        let Turn::Yours(first) = ended.turn(&id(1), "dev:a") else {
+            panic!("the first step's turn");
+        };
+        // While it runs, and once it ended, the next step waits for it.
+        assert!(matches!(ended.turn(&id(1), "dev:a"), Turn::Taken(_)));
+        drop(first);
+        // It failed without an end: the next step takes its turn.
+        let Turn::Yours(second) = ended.turn(&id(1), "dev:a") else {
+            panic!("a failed step hands over");
+        };
+        second.send(Some(End::Aborted)).unwrap();
+        let Turn::Taken(end) = ended.turn(&id(1), "dev:a") else {
+            panic!("ended");
+        };
+        assert!(matches!(*end.borrow(), Some(End::Aborted)));
+    }
+
+    #[test]
+    fn a_full_record_pushes_out_the_callers_own_oldest_end_never_a_running_step() {
+        let ended = Ended::default();
+        // Another caller's end, and a step of the busy caller that still runs.
+        abort(&ended, &id(0), "dev:other");
+        let Turn::Yours(_running) = ended.turn(&id(1), "dev:busy") else {
+            panic!("its turn");
+        };
+        // The busy caller ends enough uploads to fill the record, and more.
+        for n in 2..ENDED_KEPT_AT_MOST + 100 {
+            abort(&ended, &id(n), "dev:busy");
+        }
+        let held = ended.lock().len();
+        assert_eq!(held, ENDED_KEPT_AT_MOST);
+        // Its own oldest ends went; the other caller's end and the running step stay.
+        assert!(matches!(ended.turn(&id(0), "dev:other"), Turn::Taken(_)));
+        assert!(matches!(ended.turn(&id(1), "dev:busy"), Turn::Taken(_)));
+        assert!(!ended.lock().contains_key(&id(2)));
+        assert!(ended.lock().contains_key(&id(ENDED_KEPT_AT_MOST + 99)));
+        // A caller with no end of its own pushes out the oldest end of anyone's.
+        abort(&ended, &id(usize::MAX), "dev:new");
+        assert_eq!(ended.lock().len(), ENDED_KEPT_AT_MOST);
+        assert!(ended.lock().contains_key(&id(1)), "the running step stays");
+        assert!(ended.lock().contains_key(&id(usize::MAX)));
+    }
+
+    #[test]
+    fn a_parts_digest_tells_every_list_apart() {
+        let parts = |list: &[(u16, &str)]| {
+            parts_digest(
+                &list
+                    .iter()
+                    .map(|(n, e)| (*n, (*e).to_owned()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let one = parts(&[(1, "aa"), (2, "bb")]);
+        assert_eq!(one, parts(&[(1, "aa"), (2, "bb")]));
+        for other in [
+            parts(&[(1, "aa")]),
+            parts(&[(1, "aab"), (2, "b")]),
+            parts(&[(1, "aa"), (3, "bb")]),
+            parts(&[(2, "bb"), (1, "aa")]),
+            parts(&[]),
+        ] {
+            assert_ne!(one, other);
+        }
+    }
 
     #[test]
     fn an_opened_upload_is_continued_only_by_its_caller_and_while_alive() {

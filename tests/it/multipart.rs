@@ -892,8 +892,21 @@ async fn steps_on_a_store_slower_than_the_deadline_answer_in_time_and_go_on() {
         .await
         .expect_err("this upload made nothing");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    // An abort after the completion: gone, which an abort takes as done.
-    abort(&mut h, &upload)
+    // An abort after the completion: the object stays, and the answer says so (an
+    // abort would not discard it).
+    let status = abort(&mut h, &upload)
         .await
-        .expect("aborting an upload that was completed");
+        .expect_err("aborting an upload that was completed");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("was completed into public/slow/done.bin"),
+        "{status:?}"
+    );
+    assert_eq!(download(&mut h, "public/slow/done.bin").await.status(), 200);
+    // The empty upload's abort is its own: done.
+    abort(&mut h, &empty)
+        .await
+        .expect("aborting the empty upload");
 }
