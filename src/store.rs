@@ -99,6 +99,20 @@ where
     }
 }
 
+/// `call`, or [`crate::aws::Unanswered::Deadline`] past `timeout`.
+async fn within<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Unreachable(crate::aws::Unanswered::Deadline(
+                timeout,
+            )))
+        })
+}
+
 /// S3's error codes for a failure on its side (answered with HTTP 500 or 503, or in a
 /// 200's body once a CompleteMultipartUpload's answer has begun).
 fn is_server_side(code: &str) -> bool {
@@ -134,25 +148,26 @@ pub struct PartToComplete {
 pub struct Store {
     client: aws_sdk_s3::Client,
     timeout: Duration,
+    complete_timeout: Duration,
 }
 
 impl Store {
-    /// Calls through `client`, each bounded by `timeout`.
-    pub fn new(client: aws_sdk_s3::Client, timeout: Duration) -> Self {
-        Self { client, timeout }
+    /// Calls through `client`, each bounded by `timeout`, a completion by
+    /// `complete_timeout` (S3 may take minutes to carry one out, answering with
+    /// whitespace while it works).
+    pub fn new(client: aws_sdk_s3::Client, timeout: Duration, complete_timeout: Duration) -> Self {
+        Self {
+            client,
+            timeout,
+            complete_timeout,
+        }
     }
 
     async fn bounded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::Unreachable(crate::aws::Unanswered::Deadline(
-                    self.timeout,
-                )))
-            })
+        within(self.timeout, call).await
     }
 
     /// CreateMultipartUpload with the pinned content type, metadata and checksum
@@ -282,7 +297,7 @@ impl Store {
                     .build(),
             )
             .set_if_none_match(create_only.then(|| "*".to_owned()));
-        self.bounded(async {
+        within(self.complete_timeout, async {
             let out = call.send().await.map_err(classify)?;
             Ok(out.e_tag().unwrap_or_default().trim_matches('"').to_owned())
         })

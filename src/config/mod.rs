@@ -754,6 +754,22 @@ mod tests {
     }
 
     #[test]
+    fn a_completion_has_10m_by_default_and_from_call_timeout_to_1h() {
+        let storage = load("", &[]).unwrap().storage;
+        assert_eq!(storage.complete_timeout, Duration::from_secs(600));
+        let set = load("[storage]\ncomplete_timeout = \"30m\"\n", &[]).unwrap();
+        assert_eq!(set.storage.complete_timeout, Duration::from_secs(1800));
+        for bad in [
+            "complete_timeout = \"2s\"",
+            "complete_timeout = \"2h\"",
+            "call_timeout = \"20s\"\ncomplete_timeout = \"10s\"",
+        ] {
+            let err = refused(&format!("[storage]\n{bad}\n"), "storage.complete_timeout");
+            assert!(err.to_string().contains("at most 1h"), "{err}");
+        }
+    }
+
+    #[test]
     fn keepalive_defaults_to_probes_after_60s_answered_within_20s() {
         let server = load("", &[]).unwrap().server;
         assert_eq!(server.keepalive_interval, Duration::from_secs(60));

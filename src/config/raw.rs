@@ -166,6 +166,9 @@ pub struct StorageConfig {
     /// Timeout of each call to the store or to the credential chain.
     #[serde(with = "crate::core::duration")]
     pub call_timeout: Duration,
+    /// Timeout of a CompleteMultipartUpload, which S3 may take minutes to carry out.
+    #[serde(with = "crate::core::duration")]
+    pub complete_timeout: Duration,
 }
 
 /// Limits that apply to every grant.
@@ -398,6 +401,7 @@ impl Default for StorageConfig {
             check_buckets: None,
             check_interval: Duration::from_secs(30),
             call_timeout: Duration::from_secs(5),
+            complete_timeout: Duration::from_secs(10 * 60),
         }
     }
 }

@@ -108,6 +108,8 @@ pub struct StorageSettings {
     pub check_interval: Duration,
     /// Timeout of each call to the store or the credential chain.
     pub call_timeout: Duration,
+    /// Timeout of a CompleteMultipartUpload.
+    pub complete_timeout: Duration,
 }
 
 /// `[grants]`, validated.
@@ -506,6 +508,12 @@ fn storage(raw: &RawConfig) -> Result<StorageSettings, Refusal> {
     if s.call_timeout.is_zero() {
         return out_of_range("storage.call_timeout", "must be more than 0s");
     }
+    if s.complete_timeout < s.call_timeout || s.complete_timeout > MAX_COMPLETE_TIMEOUT {
+        return out_of_range(
+            "storage.complete_timeout",
+            "must be at least storage.call_timeout and at most 1h",
+        );
+    }
     if let Some(region) = &s.region {
         crate::sign::check_region(region).map_err(|e| ("storage.region", e.into()))?;
     }
@@ -544,8 +552,13 @@ fn storage(raw: &RawConfig) -> Result<StorageSettings, Refusal> {
         check_buckets,
         check_interval: s.check_interval,
         call_timeout: s.call_timeout,
+        complete_timeout: s.complete_timeout,
     })
 }
+
+/// Longest `storage.complete_timeout`: a completion holds a task and a connection to
+/// the store while it runs.
+const MAX_COMPLETE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The host of `host[:port]` (an IPv6 host keeps its brackets).
 fn host_of(authority: &str) -> &str {

@@ -35,7 +35,7 @@ pub struct Uploads {
     pub ended: Ended,
 }
 
-/// How long the end of an upload is kept for a retry of the step that ended it.
+/// How long the end of an upload is kept, after it ended, for a retry of its step.
 const ENDED_KEPT_FOR: Duration = Duration::from_secs(15 * 60);
 /// Most ends kept: past it, the caller's own oldest go first.
 const ENDED_KEPT_AT_MOST: usize = 10_000;
@@ -57,6 +57,7 @@ pub struct Ended(std::sync::Mutex<HashMap<upload::UploadId, Entry>>);
 /// One upload's end, or the step that is ending it.
 #[derive(Debug)]
 struct Entry {
+    /// When the step began: the oldest go first.
     at: std::time::Instant,
     /// The caller whose step this is: whose share of the record it takes.
     caller: String,
@@ -64,11 +65,13 @@ struct Entry {
 }
 
 impl Entry {
-    /// Recent, and ended or still running (a step that failed dropped its sender
+    /// Ended recently, or still running (a step that failed dropped its sender
     /// without an end: no end, and a retry runs the step again).
     fn is_live(&self, now: std::time::Instant) -> bool {
-        now.duration_since(self.at) < ENDED_KEPT_FOR
-            && (self.has_ended() || self.end.has_changed().is_ok())
+        if let Some((ended, _)) = &*self.end.borrow() {
+            return now.duration_since(*ended) < ENDED_KEPT_FOR;
+        }
+        self.end.has_changed().is_ok()
     }
 
     fn has_ended(&self) -> bool {
@@ -76,8 +79,21 @@ impl Entry {
     }
 }
 
-/// Where an upload's end stands: `None` while its step runs.
-type EndOf = tokio::sync::watch::Receiver<Option<End>>;
+/// Where an upload's end stands: `None` while its step runs, then when and how it
+/// ended.
+type EndOf = tokio::sync::watch::Receiver<Option<(std::time::Instant, End)>>;
+
+/// A step's turn to end an upload: it tells how the upload ended, or is dropped
+/// without an end when the step failed.
+#[derive(Debug)]
+struct Record(tokio::sync::watch::Sender<Option<(std::time::Instant, End)>>);
+
+impl Record {
+    fn ended(self, end: End) {
+        // Nobody may be waiting: the end is kept in the record for a later retry.
+        self.0.send_replace(Some((std::time::Instant::now(), end)));
+    }
+}
 
 /// How an upload ended.
 #[derive(Debug, Clone)]
@@ -109,7 +125,7 @@ enum Turn<E> {
     Taken(E),
     /// This call's: it sends how the upload ended, or drops the sender when its step
     /// failed.
-    Yours(tokio::sync::watch::Sender<Option<End>>),
+    Yours(Record),
 }
 
 impl Ended {
@@ -142,7 +158,7 @@ impl Ended {
                 end: rx,
             },
         );
-        Turn::Yours(tx)
+        Turn::Yours(Record(tx))
     }
 }
 
@@ -188,7 +204,7 @@ impl Ended {
             let wait = super::wait_before(left);
             match tokio::time::timeout(wait, end.wait_for(Option::is_some)).await {
                 Ok(Ok(end)) => {
-                    if let Some(end) = end.clone() {
+                    if let Some((_, end)) = end.clone() {
                         return Ok((Turn::Taken(end), left));
                     }
                 }
@@ -968,7 +984,7 @@ impl Pipeline {
                     key: claims.key,
                     grant_id,
                 };
-                let _ = record.send(Some(End::Completed(digest, done.clone())));
+                record.ended(End::Completed(digest, done.clone()));
                 Ok(done)
             },
             unclaimed_failure("a completion"),
@@ -1019,7 +1035,7 @@ impl Pipeline {
                     other => other.map_err(store_error),
                 };
                 if aborted.is_ok() {
-                    let _ = record.send(Some(End::Aborted));
+                    record.ended(End::Aborted);
                 }
                 aborted
             },
@@ -1188,7 +1204,7 @@ mod tests {
         let Turn::Yours(record) = ended.turn(upload, caller) else {
             panic!("{upload:?} ended already");
         };
-        record.send(Some(End::Aborted)).unwrap();
+        record.ended(End::Aborted);
     }
 
     #[test]
@@ -1204,11 +1220,11 @@ mod tests {
         let Turn::Yours(second) = ended.turn(&id(1), "dev:a") else {
             panic!("a failed step hands over");
         };
-        second.send(Some(End::Aborted)).unwrap();
+        second.ended(End::Aborted);
         let Turn::Taken(end) = ended.turn(&id(1), "dev:a") else {
             panic!("ended");
         };
-        assert!(matches!(*end.borrow(), Some(End::Aborted)));
+        assert!(matches!(*end.borrow(), Some((_, End::Aborted))));
     }
 
     #[test]

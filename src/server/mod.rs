@@ -401,7 +401,11 @@ pub async fn run(
     let pipeline = Pipeline::new(rules, signer, credentials, settings.grants.limits, scoped)
         .with_grant_rate(settings.grant_rate)
         .with_uploads(Uploads {
-            store: Store::new(s3, settings.storage.call_timeout),
+            store: Store::new(
+                s3,
+                settings.storage.call_timeout,
+                settings.storage.complete_timeout,
+            ),
             keys: token_keys,
             ended: Default::default(),
         });

@@ -776,6 +776,45 @@ async fn a_thousand_bad_parts_make_a_bounded_status() {
     assert!(last.contains("more"), "{last}");
 }
 
+/// S3 may take minutes to carry out a large completion: its call has
+/// `storage.complete_timeout`, not the `storage.call_timeout` of every other call, so a
+/// completion slower than that is answered with the object, audited once.
+#[tokio::test]
+async fn a_completion_slower_than_call_timeout_is_waited_for() {
+    let audit = support::capture_audit();
+    let store = demo_store().await;
+    let proxy = FaultProxy::start(Upstream::Url(store.endpoint.clone())).await;
+    let mut setup = Setup::new();
+    setup.storage_config = "call_timeout = \"1s\"".into();
+    let service = Service::start_at(&proxy.endpoint, setup).await;
+    let mut h = Harness {
+        client: service.client().await,
+        store,
+        _service: service,
+    };
+    let upload = start(&mut h, "public/slow/large.bin", false).await;
+    let data = body(SMALL, 3);
+    let parts = grant(&mut h, &upload, &[(1, SMALL)]).await;
+    let (status, etag) = put_part(&parts[0], data.clone()).await;
+    assert_eq!(status, 200);
+    // The completion (a POST) takes 2 s; listing the parts before it does not wait.
+    proxy.set(Fault::DelayPosts(Duration::from_secs(2)));
+    let started = Instant::now();
+    let done = complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
+        .await
+        .expect("the completion is waited for");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(done.size, SMALL as u64);
+    proxy.set(Fault::None);
+    let completions = audit()
+        .iter()
+        .filter(|l| l.contains("public/slow/large.bin") && l.contains("\"ttl_secs\":0"))
+        .count();
+    assert_eq!(completions, 1);
+    let object = download(&mut h, "public/slow/large.bin").await;
+    assert_eq!(object.bytes().await.unwrap().as_ref(), data.as_slice());
+}
+
 /// A store slower than the call's deadline (`server.request_timeout` 1 s): each step is
 /// answered UNAVAILABLE with a retry hint before the deadline and goes on at the store.
 /// A start nobody waits for any more is aborted (no upload is left that no token can

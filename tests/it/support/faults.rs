@@ -21,6 +21,9 @@ pub enum Fault {
     None,
     /// Waits this long, then passes the request through.
     Delay(Duration),
+    /// Waits this long before passing a POST through (S3's CompleteMultipartUpload),
+    /// passes other requests at once.
+    DelayPosts(Duration),
     /// Answers this status with a short body, without asking upstream.
     Status(u16),
     /// Answers as STS does when it throttles (400, `Throttling`).
@@ -133,6 +136,10 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
     match fault {
         Fault::None | Fault::Down => {}
         Fault::Delay(d) => tokio::time::sleep(d).await,
+        Fault::DelayPosts(d) if request.method() == axum::http::Method::POST => {
+            tokio::time::sleep(d).await;
+        }
+        Fault::DelayPosts(_) => {}
         Fault::Status(code) => {
             let status = StatusCode::from_u16(code).expect("a valid status");
             return (status, "injected fault").into_response();

@@ -239,6 +239,8 @@ pub struct Setup {
     pub rules: String,
     /// Extra TOML appended to the config.
     pub extra_config: String,
+    /// Extra keys of the config's `[storage]` section.
+    pub storage_config: String,
     /// Credentials the service signs with.
     pub credentials: Credentials,
     /// Where the service gets its credentials instead, when set (a chain that fails).
@@ -269,6 +271,7 @@ max_ttl = "15m"
 "#
             .into(),
             extra_config: String::new(),
+            storage_config: String::new(),
             credentials: Credentials::new(ACCESS_KEY, SECRET_KEY.as_str(), None, None, "test"),
             credentials_provider: None,
             rules_reload_interval: "200ms",
@@ -322,6 +325,7 @@ region = "{REGION}"
 endpoint = "{endpoint}"
 force_path_style = true
 check_interval = "1s"
+{storage}
 [grants]
 default_ttl = "5m"
 max_ttl = "1h"
@@ -338,6 +342,7 @@ caller = "dev:other"
 {extra}
 "#,
             extra = setup.extra_config,
+            storage = setup.storage_config,
             reload = setup.rules_reload_interval,
             TOKEN = *TOKEN,
             OTHER_TOKEN = *OTHER_TOKEN,
