@@ -70,7 +70,7 @@ pub fn describe_answer<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Unanswered {
     /// Nothing came back within the bound this service put on the call.
-    #[error("no answer within {0:?}")]
+    #[error("no answer within {}", crate::core::duration::display(*.0))]
     Deadline(Duration),
     /// The SDK's own timeout (connect, read or the whole operation) ran out.
     #[error("timed out")]
@@ -155,7 +155,7 @@ mod tests {
         }
         assert_eq!(
             Unanswered::Deadline(Duration::from_millis(1500)).to_string(),
-            "no answer within 1.5s"
+            "no answer within 1500ms"
         );
     }
 }

@@ -46,8 +46,9 @@ pub enum Error {
     /// The call had to answer (its deadline was near) before the store did; the step
     /// goes on in a task of its own (`grant::multipart`).
     #[error(
-        "the store had not answered after {0:?}, and this call must answer before its \
-         deadline"
+        "the store had not answered after {}, and this call must answer before its \
+         deadline",
+        crate::core::duration::display(*.0)
     )]
     Pending(Duration),
 }

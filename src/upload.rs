@@ -186,6 +186,11 @@ struct Wire {
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
+    /// None was sent.
+    #[error(
+        "must not be empty: send the token the upload's start returned (StartMultipartUpload's upload, or the uploadId of POST /s3/multipart)"
+    )]
+    Empty,
     /// Not a token of this service, or altered.
     #[error(
         "is not an upload token of this service (or was altered); use the one the upload's start returned (StartMultipartUpload's upload, or the uploadId of POST /s3/multipart)"
@@ -360,6 +365,9 @@ impl TokenKeys {
         now: SystemTime,
         grace: Duration,
     ) -> Result<Claims, TokenError> {
+        if token.is_empty() {
+            return Err(TokenError::Empty);
+        }
         let (signed, tag) = token.rsplit_once('.').ok_or(TokenError::Invalid)?;
         let tag = URL_SAFE_NO_PAD
             .decode(tag)
@@ -526,12 +534,21 @@ mod tests {
             keys(2).verify(&token, "dev:demo", UNIX_EPOCH + NOW),
             Err(TokenError::Invalid)
         );
-        for junk in ["", ".", "v1..", "v1.e30.AAAA", "not a token"] {
+        for junk in [".", "v1..", "v1.e30.AAAA", "not a token"] {
             assert_eq!(
                 k.verify(junk, "dev:demo", UNIX_EPOCH + NOW),
                 Err(TokenError::Invalid)
             );
         }
+        // None at all is told as such.
+        let empty = k.verify("", "dev:demo", UNIX_EPOCH + NOW);
+        assert_eq!(empty, Err(TokenError::Empty));
+        assert!(
+            empty
+                .unwrap_err()
+                .to_string()
+                .starts_with("must not be empty")
+        );
     }
 
     #[test]

@@ -389,7 +389,10 @@ impl PartsRequest {
         let mut numbers: Vec<PartNumber> = parts.iter().map(|p| p.number).collect();
         numbers.sort_unstable();
         if let Some(w) = numbers.windows(2).find(|w| w[0] == w[1]) {
-            v.add(field, format!("part {} is named twice", w[0]));
+            v.add(
+                field,
+                format!("part {} is named twice; list each part once", w[0]),
+            );
         }
         let highest = numbers.last().copied();
         for p in &parts {
@@ -448,16 +451,23 @@ impl CompleteRequest {
             let Some(number) = v.check(field, PartNumber::try_from(raw.part_number)) else {
                 continue;
             };
-            if let Some(previous) = parts.last()
-                && previous.part_number >= number
-            {
-                v.add(
-                    field,
-                    format!(
-                        "part {number} follows part {}; list each part once, in ascending order",
-                        previous.part_number
-                    ),
-                );
+            match parts.last() {
+                Some(previous) if previous.part_number == number => {
+                    v.add(
+                        field,
+                        format!("part {number} is named twice; list each part once"),
+                    );
+                }
+                Some(previous) if previous.part_number > number => {
+                    v.add(
+                        field,
+                        format!(
+                            "part {number} follows part {}; list the parts in ascending order",
+                            previous.part_number
+                        ),
+                    );
+                }
+                _ => {}
             }
             let etag = raw.etag.trim().trim_matches('"');
             if etag.is_empty() || etag.len() > 1024 || !etag.bytes().all(|b| b.is_ascii_graphic()) {
@@ -1117,7 +1127,7 @@ fn unclaimed_failure<T: Send>(
 fn token_error(e: TokenError) -> Error {
     match e {
         TokenError::OtherCaller => Error::OtherCaller,
-        e @ (TokenError::Invalid | TokenError::Expired) => {
+        e @ (TokenError::Empty | TokenError::Invalid | TokenError::Expired) => {
             Error::InvalidArgument(vec![FieldViolation {
                 field: "upload",
                 description: e.to_string(),
@@ -1251,6 +1261,34 @@ mod tests {
         assert_eq!(ended.lock().len(), ENDED_KEPT_AT_MOST);
         assert!(ended.lock().contains_key(&id(1)), "the running step stays");
         assert!(ended.lock().contains_key(&id(usize::MAX)));
+    }
+
+    #[test]
+    fn a_part_named_twice_or_out_of_order_is_told_which() {
+        let refusal = |numbers: &[u64]| {
+            let mut v = Violations::default();
+            let request = CompleteRequest::parse(
+                &mut v,
+                "parts",
+                numbers.iter().map(|&part_number| RawCompletedPart {
+                    part_number,
+                    etag: "0123456789abcdef0123456789abcdef",
+                    checksum_sha256: "",
+                }),
+            );
+            let Err(Error::InvalidArgument(violations)) = v.finish(request) else {
+                panic!("{numbers:?} must be refused");
+            };
+            violations[0].description.clone()
+        };
+        assert_eq!(
+            refusal(&[1, 2, 2]),
+            "part 2 is named twice; list each part once"
+        );
+        assert_eq!(
+            refusal(&[1, 3, 2]),
+            "part 2 follows part 3; list the parts in ascending order"
+        );
     }
 
     #[test]

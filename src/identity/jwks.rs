@@ -148,7 +148,7 @@ pub enum FetchError {
     Status(http::StatusCode),
     #[error("reading the body: {0}")]
     Body(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("no answer within {0:?}")]
+    #[error("no answer within {}", crate::core::duration::display(*.0))]
     Timeout(Duration),
 }
 
