@@ -40,8 +40,9 @@ pub enum Error {
     /// failed connection is its `source`.
     #[error("no usable answer from the store: {0}")]
     Unreachable(#[source] crate::aws::Unanswered),
-    /// An answer without a field it must carry.
-    #[error("the store answered without {0}")]
+    /// A success without a field it must carry (a body cut short, a proxy's answer):
+    /// no answer to act on, as a malformed one.
+    #[error("no usable answer from the store: its answer lacked {0}")]
     Incomplete(&'static str),
     /// The call had to answer (its deadline was near) before the store did; the step
     /// goes on in a task of its own (`grant::multipart`).
@@ -67,7 +68,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Unreachable(_) | Error::Failed { .. } | Error::Pending(_)
+            Error::Unreachable(_) | Error::Failed { .. } | Error::Pending(_) | Error::Incomplete(_)
         )
     }
 }
@@ -240,6 +241,11 @@ impl Store {
                     .send()
                     .await
                     .map_err(classify)?;
+                // S3 names the upload it lists: an answer that does not (cut short, or
+                // not S3's) would pass for an upload holding no parts.
+                if out.upload_id() != Some(upload_id.as_str()) {
+                    return Err(Error::Incomplete("the upload id it lists"));
+                }
                 for p in out.parts() {
                     parts.push(StoredPart {
                         part_number: p
@@ -253,6 +259,9 @@ impl Store {
                 }
                 match (out.is_truncated(), out.next_part_number_marker()) {
                     (Some(true), Some(next)) => marker = Some(next.to_owned()),
+                    (Some(true), None) => {
+                        return Err(Error::Incomplete("where the next page of parts begins"));
+                    }
                     _ => break,
                 }
             }
@@ -300,7 +309,13 @@ impl Store {
             .set_if_none_match(create_only.then(|| "*".to_owned()));
         within(self.complete_timeout, async {
             let out = call.send().await.map_err(classify)?;
-            Ok(out.e_tag().unwrap_or_default().trim_matches('"').to_owned())
+            // A completion is known by the object's ETag: an answer without one (cut
+            // short, or not S3's) says nothing of whether the object exists.
+            let etag = out.e_tag().unwrap_or_default().trim_matches('"');
+            if etag.is_empty() || out.key().is_none_or(str::is_empty) {
+                return Err(Error::Incomplete("the completed object's ETag and key"));
+            }
+            Ok(etag.to_owned())
         })
         .await
     }

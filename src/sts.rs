@@ -132,8 +132,6 @@ pub enum Error {
     Failed(u16),
     #[error("STS refused the request ({code}): {message}")]
     Refused { code: String, message: String },
-    #[error("STS answered without credentials")]
-    NoCredentials,
     #[error("the STS call ended without a result")]
     Abandoned,
     /// The call had to answer (its deadline was near) before STS did. The STS call
@@ -424,7 +422,7 @@ impl Broker {
             Err(Error::Unreachable(_) | Error::Failed(_) | Error::Abandoned) => {
                 crate::metrics::StsResult::Unreachable
             }
-            Err(Error::Refused { .. } | Error::NoCredentials) => crate::metrics::StsResult::Refused,
+            Err(Error::Refused { .. }) => crate::metrics::StsResult::Refused,
             // Refused before any call, or a caller's wait; a fetch never ends this way.
             Err(Error::OverBudget(_) | Error::Busy | Error::Pending(_)) => {
                 crate::metrics::StsResult::Refused
@@ -504,9 +502,21 @@ impl Broker {
         .await
         .map_err(|_| Error::Unreachable(Unanswered::Deadline(config.call_timeout)))?
         .map_err(classify)?;
-        let credentials = response.credentials().ok_or(Error::NoCredentials)?;
-        let expires_at =
-            SystemTime::try_from(*credentials.expiration()).map_err(|_| Error::NoCredentials)?;
+        // A success without all three secrets and a future expiry (a body cut short, a
+        // proxy's answer) is no answer: nothing is cached, granted or audited.
+        let malformed = || Error::Unreachable(Unanswered::Malformed(200));
+        let credentials = response
+            .credentials()
+            .filter(|c| {
+                !c.access_key_id().is_empty()
+                    && !c.secret_access_key().is_empty()
+                    && !c.session_token().is_empty()
+            })
+            .ok_or_else(malformed)?;
+        let expires_at = SystemTime::try_from(*credentials.expiration())
+            .ok()
+            .filter(|at| *at > SystemTime::now())
+            .ok_or_else(malformed)?;
         let packed_policy_percent = response.packed_policy_size();
         if let Some(percent) = packed_policy_percent {
             crate::metrics::packed_policy_percent(percent);

@@ -1098,8 +1098,8 @@ where
     match tokio::time::timeout(wait, rx).await {
         Ok(Ok(answer)) => answer,
         // The step's task ended without an answer (it panicked).
-        Ok(Err(_)) => Err(Error::Store(store::Error::Incomplete(
-            "an answer: the call to it ended early",
+        Ok(Err(_)) => Err(Error::Store(store::Error::Unreachable(
+            crate::aws::Unanswered::Unknown,
         ))),
         Err(_) => Err(Error::Store(store::Error::Pending(wait))),
     }

@@ -115,6 +115,12 @@ async fn sts_faults_answer_unavailable_with_a_retry_hint_and_heal_within_a_secon
         Fault::Down,
         // A 200 that is not STS's answer (a proxy's page): no credentials to act on.
         Fault::Answer(200, NOT_AN_ANSWER),
+        // STS's answer cut short: an access key without its secret, token or expiry.
+        Fault::Answer(
+            200,
+            "<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>ASIAEXAMPLE\
+             </AccessKeyId><Secr",
+        ),
     ] {
         proxy.set(fault);
         let before = proxy.requests();

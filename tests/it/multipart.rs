@@ -776,27 +776,40 @@ async fn a_thousand_bad_parts_make_a_bounded_status() {
     assert!(last.contains("more"), "{last}");
 }
 
+/// The demo store behind a fault proxy, and the service with `setup` in front of it.
+async fn behind_a_proxy(setup: Setup) -> (Harness, FaultProxy) {
+    let store = demo_store().await;
+    let proxy = FaultProxy::start(Upstream::Url(store.endpoint.clone())).await;
+    let service = Service::start_at(&proxy.endpoint, setup).await;
+    let h = Harness {
+        client: service.client().await,
+        store,
+        _service: service,
+    };
+    (h, proxy)
+}
+
+/// An upload of `key` with one part of `SMALL` bytes made of `seed` uploaded: its
+/// token, the part's ETag and the data.
+async fn one_part_uploaded(h: &mut Harness, key: &str, seed: u8) -> (String, String, Vec<u8>) {
+    let upload = start(h, key, false).await;
+    let data = body(SMALL, seed);
+    let parts = grant(h, &upload, &[(1, SMALL)]).await;
+    let (status, etag) = put_part(&parts[0], data.clone()).await;
+    assert_eq!(status, 200);
+    (upload, etag, data)
+}
+
 /// S3 may take minutes to carry out a large completion: its call has
 /// `storage.complete_timeout`, not the `storage.call_timeout` of every other call, so a
 /// completion slower than that is answered with the object, audited once.
 #[tokio::test]
 async fn a_completion_slower_than_call_timeout_is_waited_for() {
     let audit = support::capture_audit();
-    let store = demo_store().await;
-    let proxy = FaultProxy::start(Upstream::Url(store.endpoint.clone())).await;
     let mut setup = Setup::new();
     setup.storage_config = "call_timeout = \"1s\"".into();
-    let service = Service::start_at(&proxy.endpoint, setup).await;
-    let mut h = Harness {
-        client: service.client().await,
-        store,
-        _service: service,
-    };
-    let upload = start(&mut h, "public/slow/large.bin", false).await;
-    let data = body(SMALL, 3);
-    let parts = grant(&mut h, &upload, &[(1, SMALL)]).await;
-    let (status, etag) = put_part(&parts[0], data.clone()).await;
-    assert_eq!(status, 200);
+    let (mut h, proxy) = behind_a_proxy(setup).await;
+    let (upload, etag, data) = one_part_uploaded(&mut h, "public/slow/large.bin", 3).await;
     // The completion (a POST) takes 2 s; listing the parts before it does not wait.
     proxy.set(Fault::DelayPosts(Duration::from_secs(2)));
     let started = Instant::now();
@@ -815,6 +828,64 @@ async fn a_completion_slower_than_call_timeout_is_waited_for() {
     assert_eq!(object.bytes().await.unwrap().as_ref(), data.as_slice());
 }
 
+/// A success from the store that is not a whole answer (a body cut short, a proxy's)
+/// is UNAVAILABLE with a retry hint: a completion without the object's ETag is not
+/// taken for one (nothing audited, nothing recorded), nor a listing that does not name
+/// its upload for an upload without parts; the retry, once the store answers, works.
+#[tokio::test]
+async fn a_store_answer_cut_short_is_unavailable_never_a_completion() {
+    let audit = support::capture_audit();
+    let (mut h, proxy) = behind_a_proxy(Setup::new()).await;
+    let (upload, etag, data) = one_part_uploaded(&mut h, "public/cut/short.bin", 5).await;
+    let unavailable = |status: tonic::Status| {
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.get_details_retry_info().is_some(), "{status:?}");
+        assert!(
+            status.message().contains("no usable answer from the store"),
+            "{status:?}"
+        );
+    };
+    for cut in [
+        "<?xml version=\"1.0\"?>\n<CompleteMultipartUploadResult><Location>http://x/demo/k</Location><Bucket>demo</Bu",
+        "<CompleteMultipartUploadResult></CompleteMultipartUploadResult>",
+    ] {
+        proxy.set(Fault::AnswerPosts(200, cut));
+        unavailable(
+            complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
+                .await
+                .expect_err("no completion in that answer"),
+        );
+    }
+    proxy.set(Fault::Answer(
+        200,
+        "<ListPartsResult><Bucket>demo</Bucket><Key>public/cut/short.bin</Key>",
+    ));
+    unavailable(
+        h.client
+            .list_uploaded_parts(authed(
+                ListUploadedPartsRequest {
+                    upload: upload.clone(),
+                },
+                &TOKEN,
+            ))
+            .await
+            .expect_err("no listing in that answer"),
+    );
+    proxy.set(Fault::None);
+    assert!(
+        !audit()
+            .iter()
+            .any(|l| l.contains("public/cut/short.bin") && l.contains("\"ttl_secs\":0")),
+        "nothing completed was audited"
+    );
+    let done = complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
+        .await
+        .expect("the retry completes");
+    assert!(!done.etag.is_empty());
+    let object = download(&mut h, "public/cut/short.bin").await;
+    assert_eq!(object.bytes().await.unwrap().as_ref(), data.as_slice());
+}
+
 /// A store slower than the call's deadline (`server.request_timeout` 1 s): each step is
 /// answered UNAVAILABLE with a retry hint before the deadline and goes on at the store.
 /// A start nobody waits for any more is aborted (no upload is left that no token can
@@ -830,18 +901,8 @@ async fn steps_on_a_store_slower_than_the_deadline_answer_in_time_and_go_on() {
             .filter(|l| l.contains("public/slow/done.bin") && l.contains("\"ttl_secs\":0"))
             .count()
     };
-    let store = demo_store().await;
-    let proxy = FaultProxy::start(Upstream::Url(store.endpoint.clone())).await;
-    let service = Service::start_at(
-        &proxy.endpoint,
-        Setup::with_config("[server]\nrequest_timeout = \"1s\"\n"),
-    )
-    .await;
-    let mut h = Harness {
-        client: service.client().await,
-        store,
-        _service: service,
-    };
+    let (mut h, proxy) =
+        behind_a_proxy(Setup::with_config("[server]\nrequest_timeout = \"1s\"\n")).await;
     let in_progress = |h: &Harness| {
         std::fs::read_dir(h.store.root.path())
             .unwrap()

@@ -30,6 +30,9 @@ pub enum Fault {
     Throttle,
     /// Answers this status with this XML body, without asking upstream.
     Answer(u16, &'static str),
+    /// Answers a POST (S3's CompleteMultipartUpload) with this status and XML body,
+    /// passes other requests through.
+    AnswerPosts(u16, &'static str),
     /// Closes every new connection at once (the endpoint is down).
     Down,
 }
@@ -144,7 +147,8 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
             let status = StatusCode::from_u16(code).expect("a valid status");
             return (status, "injected fault").into_response();
         }
-        Fault::Answer(code, body) => {
+        Fault::AnswerPosts(_, _) if request.method() != axum::http::Method::POST => {}
+        Fault::Answer(code, body) | Fault::AnswerPosts(code, body) => {
             let status = StatusCode::from_u16(code).expect("a valid status");
             return (status, [("content-type", "text/xml")], body).into_response();
         }
