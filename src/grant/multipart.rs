@@ -48,9 +48,10 @@ const ENDED_KEPT_AT_MOST: usize = 10_000;
 /// that reaches another replica gets the store's answer.
 ///
 /// Bounded by [`ENDED_KEPT_FOR`] and [`ENDED_KEPT_AT_MOST`]: when full, a caller's new
-/// entry pushes out that caller's own oldest end before anyone else's (as the STS
-/// cache does), so that no caller can flush the others' record by ending uploads of
-/// its own; a step still running is never pushed out.
+/// entry pushes out that caller's own oldest end (as the STS cache does), and a caller
+/// with none there the oldest of the largest share, so that no caller can flush the
+/// others' record by ending uploads of its own; a step still running is never pushed
+/// out.
 #[derive(Debug, Default)]
 pub struct Ended(std::sync::Mutex<HashMap<upload::UploadId, Entry>>);
 
@@ -163,22 +164,38 @@ impl Ended {
 }
 
 /// Frees one entry of a full record for `caller`'s: what is dead goes first, then
-/// `caller`'s own oldest end, then anyone's oldest end. Running steps stay (their
-/// number is bounded by the calls in flight), so the record may hold a few more
-/// than its bound while many run.
+/// `caller`'s own oldest end, else the oldest end of the caller that holds the most
+/// (so that a caller's few ends go only after every larger share has shrunk to theirs).
+/// Running steps stay (their number is bounded by the calls in flight), so the record
+/// may hold a few more than its bound while many run.
 fn make_room(ended: &mut HashMap<upload::UploadId, Entry>, caller: &str, now: std::time::Instant) {
     ended.retain(|_, entry| entry.is_live(now));
     if ended.len() < ENDED_KEPT_AT_MOST {
         return;
     }
-    let oldest = |own: bool| {
-        ended
-            .iter()
-            .filter(|(_, e)| e.has_ended() && (!own || e.caller == caller))
-            .min_by_key(|(_, e)| e.at)
-            .map(|(id, _)| id.clone())
-    };
-    if let Some(victim) = oldest(true).or_else(|| oldest(false)) {
+    let mut shares: HashMap<&str, usize> = HashMap::new();
+    for entry in ended.values().filter(|e| e.has_ended()) {
+        *shares.entry(entry.caller.as_str()).or_default() += 1;
+    }
+    let largest = shares
+        .iter()
+        .max_by_key(|(_, held)| **held)
+        .map(|(whose, _)| *whose);
+    let whose = if shares.contains_key(caller) {
+        caller
+    } else {
+        match largest {
+            Some(whose) => whose,
+            None => return,
+        }
+    }
+    .to_owned();
+    let victim = ended
+        .iter()
+        .filter(|(_, e)| e.has_ended() && e.caller == whose)
+        .min_by_key(|(_, e)| e.at)
+        .map(|(id, _)| id.clone());
+    if let Some(victim) = victim {
         ended.remove(&victim);
     }
 }
@@ -1256,11 +1273,19 @@ mod tests {
         assert!(matches!(ended.turn(&id(1), "dev:busy"), Turn::Taken(_)));
         assert!(!ended.lock().contains_key(&id(2)));
         assert!(ended.lock().contains_key(&id(ENDED_KEPT_AT_MOST + 99)));
-        // A caller with no end of its own pushes out the oldest end of anyone's.
-        abort(&ended, &id(usize::MAX), "dev:new");
+        // A caller with no end of its own pushes out the oldest end of the largest
+        // share, not the oldest of all (the other caller's).
+        for n in 0..3 {
+            abort(&ended, &id(usize::MAX - n), &format!("dev:new{n}"));
+        }
         assert_eq!(ended.lock().len(), ENDED_KEPT_AT_MOST);
         assert!(ended.lock().contains_key(&id(1)), "the running step stays");
-        assert!(ended.lock().contains_key(&id(usize::MAX)));
+        assert!(
+            ended.lock().contains_key(&id(0)),
+            "the other caller's end stays"
+        );
+        assert!(ended.lock().contains_key(&id(usize::MAX - 2)));
+        assert!(!ended.lock().contains_key(&id(3)) && !ended.lock().contains_key(&id(5)));
     }
 
     #[test]
