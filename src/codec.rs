@@ -41,11 +41,16 @@ impl<D: Decoder<Error = Status>> Decoder for InvalidArgumentOnDecodeError<D> {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
         self.0.decode(src).map_err(|status| {
+            // prost's words for a string field holding bytes that are not UTF-8.
+            let hint = if status.message().contains("not UTF-8") {
+                " (string fields must be UTF-8)"
+            } else {
+                ""
+            };
             Status::new(
                 Code::InvalidArgument,
                 format!(
-                    "the request is not a valid protobuf message of this API (string fields \
-                     must be UTF-8): {}",
+                    "the request is not a valid protobuf message of this API{hint}: {}",
                     status.message()
                 ),
             )

@@ -160,4 +160,15 @@ impl http_body::Body for UntilShutdown {
             other => other,
         }
     }
+
+    /// The inner body's: an answer that ends at once (a refused Watch, its status in
+    /// the headers) must say so, or HTTP/2 sends its headers without END_STREAM and an
+    /// empty DATA frame after them, which gRPC's C core takes for a broken stream.
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

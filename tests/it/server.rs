@@ -538,7 +538,31 @@ async fn a_message_that_does_not_decode_is_invalid_argument_on_every_method() {
                 text.contains("not a valid protobuf message"),
                 "{path}: {text}"
             );
+            // The UTF-8 hint only where it is the cause.
+            assert_eq!(
+                text.contains("must be UTF-8"),
+                message == &not_utf8,
+                "{path}: {text}"
+            );
         }
+    }
+    // A refusal is trailers-only: its status in headers that end the stream, which
+    // gRPC's C core (Python, C++, Ruby) needs on a streaming method too.
+    for path in [HEALTH_CHECK, "/grpc.health.v1.Health/Watch"] {
+        let refused = raw_response(
+            &service,
+            http::Method::POST,
+            path,
+            &[("content-type", "application/grpc")],
+            grpc_frame(0, &truncated),
+        )
+        .await;
+        assert!(
+            http_body::Body::is_end_stream(refused.body()),
+            "{path}: {:?}",
+            refused.headers()
+        );
+        assert_eq!(header_text(refused.headers(), "grpc-status"), "3");
     }
     // The same services still answer what decodes.
     let mut health = HealthClient::new(service.channel().await);
@@ -590,22 +614,8 @@ async fn raw_request(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> (http::StatusCode, http::HeaderMap) {
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-    let client = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<bytes::Bytes>>();
-    let mut request = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", service.addr))
-        .header("te", "trailers")
-        .header("authorization", format!("Bearer {}", *support::TOKEN));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request.body(Full::new(bytes::Bytes::from(body))).unwrap();
-    let response = client.request(request).await.expect("an HTTP/2 answer");
+    use http_body_util::BodyExt;
+    let response = raw_response(service, method, path, headers, body).await;
     let status = response.status();
     let mut headers = response.headers().clone();
     let collected = response.into_body().collect().await.expect("a body");
@@ -648,6 +658,32 @@ async fn raw_grpc(
         header_text(&headers, "grpc-message"),
         header_text(&headers, "grpc-accept-encoding"),
     )
+}
+
+/// The answer to one raw HTTP/2 request, its body not yet read.
+async fn raw_response(
+    service: &Service,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> http::Response<hyper::body::Incoming> {
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<bytes::Bytes>>();
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", service.addr))
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {}", *support::TOKEN));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(bytes::Bytes::from(body))).unwrap();
+    client.request(request).await.expect("an HTTP/2 answer")
 }
 
 /// A GrantRead of the demo store's `public/hello.txt`, encoded.
