@@ -754,7 +754,7 @@ mod tests {
     }
 
     #[test]
-    fn a_completion_has_10m_by_default_and_from_call_timeout_to_1h() {
+    fn a_completion_has_10m_or_call_timeout_by_default_and_from_call_timeout_to_1h() {
         let storage = load("", &[]).unwrap().storage;
         assert_eq!(storage.complete_timeout, Duration::from_secs(600));
         let set = load("[storage]\ncomplete_timeout = \"30m\"\n", &[]).unwrap();
@@ -766,6 +766,12 @@ mod tests {
         ] {
             let err = refused(&format!("[storage]\n{bad}\n"), "storage.complete_timeout");
             assert!(err.to_string().contains("at most 1h"), "{err}");
+        }
+        // Unset, it is never under call_timeout: a config that set only a long
+        // call_timeout (as one did for slow completions) still loads.
+        for (call, complete) in [("11m", 660), ("2h", 7200)] {
+            let set = load(&format!("[storage]\ncall_timeout = \"{call}\"\n"), &[]).unwrap();
+            assert_eq!(set.storage.complete_timeout, Duration::from_secs(complete));
         }
     }
 

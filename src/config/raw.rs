@@ -167,8 +167,9 @@ pub struct StorageConfig {
     #[serde(with = "crate::core::duration")]
     pub call_timeout: Duration,
     /// Timeout of a CompleteMultipartUpload, which S3 may take minutes to carry out.
-    #[serde(with = "crate::core::duration")]
-    pub complete_timeout: Duration,
+    /// Unset: 10 minutes, or `call_timeout` when that is longer.
+    #[serde(default, deserialize_with = "crate::core::duration::optional")]
+    pub complete_timeout: Option<Duration>,
 }
 
 /// Limits that apply to every grant.
@@ -401,7 +402,7 @@ impl Default for StorageConfig {
             check_buckets: None,
             check_interval: Duration::from_secs(30),
             call_timeout: Duration::from_secs(5),
-            complete_timeout: Duration::from_secs(10 * 60),
+            complete_timeout: None,
         }
     }
 }

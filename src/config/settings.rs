@@ -508,12 +508,16 @@ fn storage(raw: &RawConfig) -> Result<StorageSettings, Refusal> {
     if s.call_timeout.is_zero() {
         return out_of_range("storage.call_timeout", "must be more than 0s");
     }
-    if s.complete_timeout < s.call_timeout || s.complete_timeout > MAX_COMPLETE_TIMEOUT {
-        return out_of_range(
-            "storage.complete_timeout",
-            "must be at least storage.call_timeout and at most 1h",
-        );
-    }
+    let complete_timeout = match s.complete_timeout {
+        None => s.call_timeout.max(DEFAULT_COMPLETE_TIMEOUT),
+        Some(set) if set < s.call_timeout || set > MAX_COMPLETE_TIMEOUT => {
+            return out_of_range(
+                "storage.complete_timeout",
+                "must be at least storage.call_timeout and at most 1h",
+            );
+        }
+        Some(set) => set,
+    };
     if let Some(region) = &s.region {
         crate::sign::check_region(region).map_err(|e| ("storage.region", e.into()))?;
     }
@@ -552,12 +556,14 @@ fn storage(raw: &RawConfig) -> Result<StorageSettings, Refusal> {
         check_buckets,
         check_interval: s.check_interval,
         call_timeout: s.call_timeout,
-        complete_timeout: s.complete_timeout,
+        complete_timeout,
     })
 }
 
-/// Longest `storage.complete_timeout`: a completion holds a task and a connection to
-/// the store while it runs.
+/// `storage.complete_timeout` unless set (or `call_timeout`, when that is longer).
+const DEFAULT_COMPLETE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Longest `storage.complete_timeout` one may set: a completion holds a task and a
+/// connection to the store while it runs.
 const MAX_COMPLETE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The host of `host[:port]` (an IPv6 host keeps its brackets).
