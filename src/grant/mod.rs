@@ -31,7 +31,7 @@ use crate::sts;
 
 pub use multipart::{
     CompleteRequest, OpenUpload, PartsRequest, RawCompletedPart, RawPart, RawStart, StartRequest,
-    UploadStep, Uploads,
+    Steps, UploadStep, Uploads,
 };
 pub use request::{
     Access, AssumeRequest, FieldViolation, RawRead, RawSize, RawWrite, ReadMethod, ReadRequest,

@@ -33,6 +33,71 @@ pub struct Uploads {
     pub keys: TokenKeys,
     /// Recent ends of uploads, for their retries.
     pub ended: Ended,
+    /// The store steps running, which shutdown waits for.
+    pub steps: std::sync::Arc<Steps>,
+}
+
+/// The store steps running in tasks of their own (a step goes on after its caller was
+/// answered, a completion for as long as `storage.complete_timeout`), on a runtime
+/// that outlives the connections' (the serving threads end at shutdown, and their
+/// tasks with them), so that shutdown can wait for them and name those it abandons.
+#[derive(Debug)]
+pub struct Steps {
+    runtime: tokio::runtime::Handle,
+    /// What each running step does, by a number of its own.
+    running: tokio::sync::watch::Sender<HashMap<u64, String>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Steps {
+    /// Steps run on `runtime`.
+    pub fn on(runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            runtime,
+            running: tokio::sync::watch::Sender::new(HashMap::new()),
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `step` (`what` it does, for the log) until it ends, whoever waits for it.
+    fn spawn(&self, what: String, step: impl std::future::Future<Output = ()> + Send + 'static) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.running.send_modify(|running| {
+            running.insert(id, what);
+        });
+        let running = self.running.clone();
+        self.runtime.spawn(async move {
+            // Removed however the step ends (a panic included).
+            let _done = OnDrop(Some(move || {
+                running.send_modify(|running| {
+                    running.remove(&id);
+                });
+            }));
+            step.await;
+        });
+    }
+
+    /// Completes once no step runs.
+    pub async fn finished(&self) {
+        let mut running = self.running.subscribe();
+        let _ = running.wait_for(HashMap::is_empty).await;
+    }
+
+    /// What the steps still running do.
+    pub fn running(&self) -> Vec<String> {
+        self.running.borrow().values().cloned().collect()
+    }
+}
+
+/// Runs its function when dropped.
+struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
 
 /// How long the end of an upload is kept, after it ended, for a retry of its step.
@@ -696,6 +761,13 @@ impl Pipeline {
         let (content_type, metadata) = (request.content_type.clone(), request.metadata.clone());
         let checksum_sha256 = request.checksum_sha256;
         let upload_id = store_step(
+            &self.uploads()?.steps,
+            format!(
+                "a start of {}/{} for {}",
+                request.bucket,
+                request.key,
+                caller.id()
+            ),
             deadline,
             {
                 let store = store.clone();
@@ -891,6 +963,8 @@ impl Pipeline {
         self.authorize_upload(caller, &claims)?;
         let store = self.store()?.clone();
         store_step(
+            &self.uploads()?.steps,
+            format!("a listing of {}/{}", claims.bucket, claims.key),
             deadline,
             async move {
                 store
@@ -966,6 +1040,13 @@ impl Pipeline {
         // caller was answered is still audited, and recorded for the retry.
         // What waiting on an earlier step of this upload took is not the store's.
         store_step(
+            &uploads.steps,
+            format!(
+                "a completion of {}/{} for {}",
+                claims.bucket,
+                claims.key,
+                caller.id()
+            ),
             left,
             async move {
                 let completed = async {
@@ -1052,6 +1133,13 @@ impl Pipeline {
         let store = self.store()?.clone();
         // What waiting on an earlier step of this upload took is not the store's.
         store_step(
+            &uploads.steps,
+            format!(
+                "an abort of {}/{} for {}",
+                claims.bucket,
+                claims.key,
+                caller.id()
+            ),
             left,
             async move {
                 let aborted = match store
@@ -1092,22 +1180,25 @@ impl Pipeline {
     }
 }
 
-/// Runs a store step in a task of its own, so that it ends as the store answers
-/// whether or not its caller still waits, and answers the caller before `deadline`:
-/// past it, [`store::Error::Pending`]. What the step brings when nobody waits for it
-/// any more goes to `unclaimed`.
+/// Runs a store step (`what` it does, for the log) in a task of its own
+/// ([`Steps`]), so that it ends as the store answers whether or not its caller still
+/// waits, and answers the caller before `deadline`: past it,
+/// [`store::Error::Pending`]. What the step brings when nobody waits for it any more
+/// goes to `unclaimed`.
 async fn store_step<T, U>(
+    steps: &Steps,
+    what: String,
     deadline: Duration,
     step: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
     unclaimed: impl FnOnce(Result<T, Error>) -> U + Send + 'static,
 ) -> Result<T, Error>
 where
     T: Send + 'static,
-    U: std::future::Future<Output = ()> + Send,
+    U: std::future::Future<Output = ()> + Send + 'static,
 {
     let wait = super::wait_before(deadline);
     let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
+    steps.spawn(what, async move {
         if let Err(outcome) = tx.send(step.await) {
             unclaimed(outcome).await;
         }
@@ -1232,6 +1323,31 @@ mod tests {
             panic!("{upload:?} ended already");
         };
         record.ended(End::Aborted);
+    }
+
+    #[tokio::test]
+    async fn steps_are_named_while_they_run_and_finished_once_none_does() {
+        let steps = Steps::on(tokio::runtime::Handle::current());
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        steps.spawn("a completion of demo/a.bin".into(), async {
+            let _ = held.await;
+        });
+        steps.spawn("a panicking step".into(), async {
+            panic!("a step that fails")
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The panicked step is gone; the held one is named, and holds `finished`.
+        assert_eq!(steps.running(), ["a completion of demo/a.bin"]);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), steps.finished())
+                .await
+                .is_err()
+        );
+        release.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), steps.finished())
+            .await
+            .expect("finished once no step runs");
+        assert!(steps.running().is_empty());
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Settings;
 use crate::credentials::CredentialSource;
-use crate::grant::{Pipeline, Scoped, Uploads};
+use crate::grant::{Pipeline, Scoped, Steps, Uploads};
 use crate::identity::Authenticator;
 use crate::identity::mtls::{ConfigInForce, Protocols, TlsIncoming};
 use crate::readiness::{Health, Readiness};
@@ -398,6 +398,8 @@ pub async fn run(
         );
         TokenKeys::random()
     });
+    // On this runtime, which outlives the serving threads: shutdown waits for them.
+    let steps = Arc::new(Steps::on(tokio::runtime::Handle::current()));
     let pipeline = Pipeline::new(rules, signer, credentials, settings.grants.limits, scoped)
         .with_grant_rate(settings.grant_rate)
         .with_uploads(Uploads {
@@ -408,6 +410,7 @@ pub async fn run(
             ),
             keys: token_keys,
             ended: Default::default(),
+            steps: steps.clone(),
         });
 
     // Shutdown begins at the caller's signal, or when a serving thread fails (below).
@@ -506,6 +509,7 @@ pub async fn run(
         .map(|grpc| (grpc, http_inboxes.as_mut().and_then(Iterator::next)))
         .collect();
     let grace = settings.server.shutdown_grace;
+    let grace_over = stop.clone().grace_over(grace);
     let serving = cores::start(inboxes, move |(grpc_inbox, http_inbox)| {
         serve_core(
             grpc.clone(),
@@ -522,9 +526,31 @@ pub async fn run(
             let _ = core_failed.send(());
         })
         .await;
+    abandon_at_grace(&steps, grace_over).await;
     tasks.shutdown().await;
     tracing::info!("storage-grants stopped");
     result
+}
+
+/// Waits for the store steps still running (a completion whose caller was answered can
+/// run for `storage.complete_timeout`) until `grace_over`, then names those it
+/// abandons: the store may still carry them out.
+async fn abandon_at_grace(steps: &Steps, grace_over: impl Future<Output = ()>) {
+    tokio::select! {
+        () = steps.finished() => {}
+        () = grace_over => {
+            let running = steps.running();
+            tracing::warn!(
+                steps = running.len(),
+                "server.shutdown_grace is over with store steps still running; the store \
+                 may still carry them out: a completion then makes an object this service \
+                 did not audit, a start an upload the bucket's lifecycle rule removes"
+            );
+            for what in running.iter().take(20) {
+                tracing::warn!(step = %what, "store step abandoned at shutdown");
+            }
+        }
+    }
 }
 
 /// What each core needs to serve the gRPC port.

@@ -828,6 +828,35 @@ async fn a_completion_slower_than_call_timeout_is_waited_for() {
     assert_eq!(object.bytes().await.unwrap().as_ref(), data.as_slice());
 }
 
+/// Shutdown waits, within `server.shutdown_grace`, for a completion that goes on after
+/// its caller was answered: the object is made and audited before the service stops.
+#[tokio::test]
+async fn shutdown_waits_for_a_completion_its_caller_no_longer_waits_for() {
+    let audit = support::capture_audit();
+    let (mut h, proxy) =
+        behind_a_proxy(Setup::with_config("[server]\nrequest_timeout = \"1s\"\n")).await;
+    let (upload, etag, data) = one_part_uploaded(&mut h, "public/slow/drained.bin", 9).await;
+    proxy.set(Fault::DelayPosts(Duration::from_millis(2500)));
+    let status = complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
+        .await
+        .expect_err("answered before the store is done");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let Harness {
+        _service: service,
+        store,
+        ..
+    } = h;
+    service.stop().await.expect("a clean shutdown");
+    let completions = audit()
+        .iter()
+        .filter(|l| l.contains("public/slow/drained.bin") && l.contains("\"ttl_secs\":0"))
+        .count();
+    assert_eq!(completions, 1, "the completion was carried out and audited");
+    let object = std::fs::read(store.root.path().join("demo/public/slow/drained.bin"))
+        .expect("the object was made");
+    assert_eq!(object, data);
+}
+
 /// A success from the store that is not a whole answer (a body cut short, a proxy's)
 /// is UNAVAILABLE with a retry hint: a completion without the object's ETag is not
 /// taken for one (nothing audited, nothing recorded), nor a listing that does not name
