@@ -44,6 +44,9 @@ pub enum Error {
     /// no answer to act on, as a malformed one.
     #[error("no usable answer from the store: its answer lacked {0}")]
     Incomplete(&'static str),
+    /// The store answered a step as done, but does not show it done.
+    #[error("the store answered {0} as done, but has not carried it out")]
+    NotCarriedOut(&'static str),
     /// The call had to answer (its deadline was near) before the store did; the step
     /// goes on in a task of its own (`grant::multipart`).
     #[error(
@@ -68,7 +71,11 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Unreachable(_) | Error::Failed { .. } | Error::Pending(_) | Error::Incomplete(_)
+            Error::Unreachable(_)
+                | Error::Failed { .. }
+                | Error::Pending(_)
+                | Error::Incomplete(_)
+                | Error::NotCarriedOut(_)
         )
     }
 }
@@ -320,10 +327,13 @@ impl Store {
         .await
     }
 
-    /// AbortMultipartUpload.
+    /// AbortMultipartUpload, confirmed as S3 asks: the upload must list no parts any
+    /// more. An abort's answer has no body to check (S3 answers 204), so a proxy's
+    /// page or a store that did not carry it out would pass for one, and the parts
+    /// would stay, billed, while the caller is told they are gone.
     ///
     /// # Errors
-    /// [`Error`].
+    /// [`Error`]; [`Error::NotCarriedOut`] when the upload still lists its parts.
     pub async fn abort(
         &self,
         bucket: &BucketName,
@@ -340,7 +350,14 @@ impl Store {
             call.send().await.map_err(classify)?;
             Ok(())
         })
-        .await
+        .await?;
+        match self.list_parts(bucket, key, upload_id).await {
+            Err(gone) if gone.code() == Some("NoSuchUpload") => Ok(()),
+            // Some stores list an upload that is gone as holding no parts.
+            Ok(parts) if parts.is_empty() => Ok(()),
+            Ok(_) => Err(Error::NotCarriedOut("the abort")),
+            Err(other) => Err(other),
+        }
     }
 }
 

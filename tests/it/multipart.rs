@@ -860,7 +860,8 @@ async fn shutdown_waits_for_a_completion_its_caller_no_longer_waits_for() {
 /// A success from the store that is not a whole answer (a body cut short, a proxy's)
 /// is UNAVAILABLE with a retry hint: a completion without the object's ETag is not
 /// taken for one (nothing audited, nothing recorded), nor a listing that does not name
-/// its upload for an upload without parts; the retry, once the store answers, works.
+/// its upload for an upload without parts, nor an abort after which the upload still
+/// lists its parts for done; the retry, once the store answers, works.
 #[tokio::test]
 async fn a_store_answer_cut_short_is_unavailable_never_a_completion() {
     let audit = support::capture_audit();
@@ -878,7 +879,7 @@ async fn a_store_answer_cut_short_is_unavailable_never_a_completion() {
         "<?xml version=\"1.0\"?>\n<CompleteMultipartUploadResult><Location>http://x/demo/k</Location><Bucket>demo</Bu",
         "<CompleteMultipartUploadResult></CompleteMultipartUploadResult>",
     ] {
-        proxy.set(Fault::AnswerPosts(200, cut));
+        proxy.set(Fault::AnswerTo("POST", 200, cut));
         unavailable(
             complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
                 .await
@@ -899,6 +900,21 @@ async fn a_store_answer_cut_short_is_unavailable_never_a_completion() {
             ))
             .await
             .expect_err("no listing in that answer"),
+    );
+    // An abort answered by a proxy's page is not taken for done: the upload still
+    // lists its part.
+    proxy.set(Fault::AnswerTo(
+        "DELETE",
+        200,
+        "<html><body>Sign in to continue</body></html>",
+    ));
+    let status = abort(&mut h, &upload)
+        .await
+        .expect_err("the upload was not aborted");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("has not carried it out"),
+        "{status:?}"
     );
     proxy.set(Fault::None);
     assert!(

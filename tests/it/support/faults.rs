@@ -30,9 +30,10 @@ pub enum Fault {
     Throttle,
     /// Answers this status with this XML body, without asking upstream.
     Answer(u16, &'static str),
-    /// Answers a POST (S3's CompleteMultipartUpload) with this status and XML body,
-    /// passes other requests through.
-    AnswerPosts(u16, &'static str),
+    /// Answers requests of this method (a POST: S3's CompleteMultipartUpload; a
+    /// DELETE: its AbortMultipartUpload) with this status and body, passes other
+    /// requests through.
+    AnswerTo(&'static str, u16, &'static str),
     /// Closes every new connection at once (the endpoint is down).
     Down,
 }
@@ -147,8 +148,8 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
             let status = StatusCode::from_u16(code).expect("a valid status");
             return (status, "injected fault").into_response();
         }
-        Fault::AnswerPosts(_, _) if request.method() != axum::http::Method::POST => {}
-        Fault::Answer(code, body) | Fault::AnswerPosts(code, body) => {
+        Fault::AnswerTo(method, _, _) if request.method().as_str() != method => {}
+        Fault::Answer(code, body) | Fault::AnswerTo(_, code, body) => {
             let status = StatusCode::from_u16(code).expect("a valid status");
             return (status, [("content-type", "text/xml")], body).into_response();
         }
