@@ -685,11 +685,23 @@ impl Pipeline {
             UploadStep::Continue => Duration::ZERO,
             UploadStep::Abort => ABORT_GRACE,
         };
-        self.uploads()?
+        let claims = self
+            .uploads()?
             .keys
-            .verify_within(token, caller.id(), SystemTime::now(), grace)
-            .map(OpenUpload)
-            .map_err(token_error)
+            .verify_for_anyone(token, SystemTime::now(), grace)
+            .map_err(token_error)?;
+        if claims.caller != caller.id() {
+            // Another caller's upload: a refusal, spent and audited like any.
+            self.spend(caller, None)?;
+            audit::denied(
+                caller,
+                Action::Write,
+                claims.bucket.as_str(),
+                claims.key.as_str(),
+            );
+            return Err(Error::OtherCaller);
+        }
+        Ok(OpenUpload(claims))
     }
 
     /// The claims of `upload` for a step other than its abort by `caller`: the upload

@@ -381,6 +381,7 @@ async fn a_checksum_pin_is_signed_so_the_part_must_carry_it() {
 
 #[tokio::test]
 async fn another_caller_cannot_continue_list_complete_or_abort_an_upload() {
+    let audit = support::capture_audit();
     let mut h = harness().await;
     let upload = start(&mut h, "public/mine.bin", false).await;
     let part = grant(&mut h, &upload, &[(1, MIB)]).await.remove(0);
@@ -427,6 +428,16 @@ async fn another_caller_cannot_continue_list_complete_or_abort_an_upload() {
     for status in denied {
         assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     }
+    // Each attempt on another's upload is a refusal, audited with the upload's key.
+    let denials = audit()
+        .iter()
+        .filter(|l| {
+            l.contains("grant denied")
+                && l.contains("\"caller\":\"dev:other\"")
+                && l.contains("\"scope\":\"public/mine.bin\"")
+        })
+        .count();
+    assert_eq!(denials, 4);
     // The upload is untouched: its owner completes it.
     let done = complete(&mut h, &TOKEN, &upload, &[(1, &etag)])
         .await
