@@ -405,7 +405,7 @@ impl From<grant::Error> for Problem {
                     "the store refused the request; the service's operator's logs say why",
                 )
             }
-            grant::Error::OverBudget(after)
+            grant::Error::OverBudget(after, _)
             | grant::Error::Sts(crate::sts::Error::OverBudget(after)) => {
                 crate::metrics::over_budget();
                 let mut p = Self::new(

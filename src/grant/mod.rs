@@ -102,12 +102,15 @@ pub enum Error {
     /// The store failed (multipart calls).
     #[error(transparent)]
     Store(crate::store::Error),
-    /// The caller used up its budget of grants.
+    /// The caller used up its budget of grants: `[limits]`'s, or that of the rule on
+    /// this line of the rules file.
     #[error(
-        "this caller asked for too many grants; retry in {}",
+        "this caller asked for too many grants{}; retry in {}",
+        .1.map(|line| format!(" under the rule on line {line} of the rules file (its own budget)"))
+            .unwrap_or_default(),
         crate::core::duration::whole_seconds_up(*.0)
     )]
-    OverBudget(Duration),
+    OverBudget(Duration, Option<usize>),
 }
 
 impl Error {
@@ -118,7 +121,7 @@ impl Error {
     pub fn decision(&self) -> Option<&'static str> {
         match self {
             Error::InvalidArgument(_) => Some("invalid"),
-            Error::OverBudget(_) | Error::Sts(sts::Error::OverBudget(_)) => Some("over_budget"),
+            Error::OverBudget(..) | Error::Sts(sts::Error::OverBudget(_)) => Some("over_budget"),
             _ => None,
         }
     }
@@ -316,10 +319,13 @@ impl Pipeline {
         };
         let now = std::time::Instant::now();
         match rule.and_then(|r| Some((r.line(), r.grant_rate()?))) {
-            Some((line, rate)) => budgets.take_for_rule(caller.id(), line, rate, now),
-            None => budgets.take(caller.id(), now),
+            Some((line, rate)) => budgets
+                .take_for_rule(caller.id(), line, rate, now)
+                .map_err(|after| Error::OverBudget(after, Some(line))),
+            None => budgets
+                .take(caller.id(), now)
+                .map_err(|after| Error::OverBudget(after, None)),
         }
-        .map_err(Error::OverBudget)
     }
 
     /// Authorizes one action and spends one grant of the caller's budget for it. A

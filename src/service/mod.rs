@@ -95,7 +95,7 @@ fn status_of(error: Error) -> Status {
             tracing::error!(error = ?e, "the store refused a multipart call");
             Status::internal("the store refused the request; the service's operator's logs say why")
         }
-        grant::Error::OverBudget(after)
+        grant::Error::OverBudget(after, _)
         | grant::Error::Sts(crate::sts::Error::OverBudget(after)) => {
             crate::metrics::over_budget();
             Status::with_error_details(

@@ -663,6 +663,14 @@ async fn grant_budgets_are_per_caller_and_a_rule_may_set_its_own() {
         assert!(grant.is_ok(), "grant {i} under the batch rule: {grant:?}");
     }
     exhausted(outcome(&TOKEN, "batch/20.csv").await);
+    // Each refusal says which budget: the rule's own, or the caller's `[limits]`.
+    let ruled = outcome(&TOKEN, "batch/21.csv").await.unwrap_err();
+    assert!(
+        ruled.message().contains("under the rule on line"),
+        "{ruled:?}"
+    );
+    let limits = outcome(&TOKEN, "public/hello.txt").await.unwrap_err();
+    assert!(!limits.message().contains("under the rule"), "{limits:?}");
 
     // dev:other's budget is its own; its refusals spend it too.
     outcome(&OTHER_TOKEN, "other/a.txt")
