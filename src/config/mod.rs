@@ -769,9 +769,17 @@ mod tests {
         }
         // Unset, it is never under call_timeout: a config that set only a long
         // call_timeout (as one did for slow completions) still loads.
-        for (call, complete) in [("11m", 660), ("2h", 7200)] {
+        for (call, complete) in [("11m", 660), ("1h", 3600)] {
             let set = load(&format!("[storage]\ncall_timeout = \"{call}\"\n"), &[]).unwrap();
             assert_eq!(set.storage.complete_timeout, Duration::from_secs(complete));
+        }
+        // A call to the store is bounded too.
+        for bad in ["0s", "61m", "400d"] {
+            let err = refused(
+                &format!("[storage]\ncall_timeout = \"{bad}\"\n"),
+                "storage.call_timeout",
+            );
+            assert!(err.to_string().contains("at most 1h"), "{err}");
         }
     }
 

@@ -505,8 +505,11 @@ fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
 
 fn storage(raw: &RawConfig) -> Result<StorageSettings, Refusal> {
     let s = &raw.storage;
-    if s.call_timeout.is_zero() {
-        return out_of_range("storage.call_timeout", "must be more than 0s");
+    if s.call_timeout.is_zero() || s.call_timeout > MAX_COMPLETE_TIMEOUT {
+        return out_of_range(
+            "storage.call_timeout",
+            "must be more than 0s and at most 1h",
+        );
     }
     let complete_timeout = match s.complete_timeout {
         None => s.call_timeout.max(DEFAULT_COMPLETE_TIMEOUT),

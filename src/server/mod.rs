@@ -509,7 +509,9 @@ pub async fn run(
         .map(|grpc| (grpc, http_inboxes.as_mut().and_then(Iterator::next)))
         .collect();
     let grace = settings.server.shutdown_grace;
-    let grace_over = stop.clone().grace_over(grace);
+    // Runs from the start, so that its clock starts when shutdown begins: the store
+    // steps get what is left of the grace after the calls' drain, not a second grace.
+    let grace_over = tokio::spawn(stop.clone().grace_over(grace));
     let serving = cores::start(inboxes, move |(grpc_inbox, http_inbox)| {
         serve_core(
             grpc.clone(),
@@ -526,7 +528,10 @@ pub async fn run(
             let _ = core_failed.send(());
         })
         .await;
-    abandon_at_grace(&steps, grace_over).await;
+    abandon_at_grace(&steps, async {
+        let _ = grace_over.await;
+    })
+    .await;
     tasks.shutdown().await;
     tracing::info!("storage-grants stopped");
     result

@@ -868,6 +868,30 @@ async fn shutdown_waits_for_a_completion_its_caller_no_longer_waits_for() {
     assert_eq!(object, data);
 }
 
+/// A step still running when `server.shutdown_grace` is over is abandoned then, not a
+/// second grace later: the steps get what is left of the one grace after the calls'
+/// drain.
+#[tokio::test]
+async fn shutdown_abandons_a_step_at_the_end_of_its_one_grace() {
+    let (mut h, proxy) = behind_a_proxy(Setup::with_config(
+        "[server]\nrequest_timeout = \"1s\"\nshutdown_grace = \"2s\"\n",
+    ))
+    .await;
+    let (upload, etag, _) = one_part_uploaded(&mut h, "public/slow/abandoned.bin", 4).await;
+    proxy.set(Fault::DelayPosts(Duration::from_secs(30)));
+    let status = complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
+        .await
+        .expect_err("answered before the store is done");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let started = Instant::now();
+    h._service.stop().await.expect("a clean shutdown");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_millis(3500),
+        "stopped after {took:?}, with a 2 s grace"
+    );
+}
+
 /// A success from the store that is not a whole answer (a body cut short, a proxy's)
 /// is UNAVAILABLE with a retry hint: a completion without the object's ETag is not
 /// taken for one (nothing audited, nothing recorded), nor a listing that does not name
