@@ -236,14 +236,17 @@ impl Store {
         self.bounded(async {
             let mut parts = Vec::new();
             let mut marker: Option<String> = None;
-            // Bounded: 10,000 parts at 1,000 a page.
-            for _ in 0..11 {
+            // Whatever the store's page size: every page must move past the last, so
+            // at most one page a part (and the call is bounded by its timeout).
+            let mut after = 0u16;
+            loop {
                 let out = self
                     .client
                     .list_parts()
                     .bucket(bucket.as_str())
                     .key(key.as_str())
                     .upload_id(upload_id.as_str())
+                    .max_parts(1000)
                     .set_part_number_marker(marker.take())
                     .send()
                     .await
@@ -264,12 +267,27 @@ impl Store {
                         checksum_sha256: p.checksum_sha256().map(str::to_owned),
                     });
                 }
-                match (out.is_truncated(), out.next_part_number_marker()) {
-                    (Some(true), Some(next)) => marker = Some(next.to_owned()),
-                    (Some(true), None) => {
-                        return Err(Error::Incomplete("where the next page of parts begins"));
+                if parts.len() > usize::from(crate::upload::MAX_PARTS) {
+                    return Err(Error::Incomplete("an end within 10,000 parts"));
+                }
+                if out.is_truncated() != Some(true) {
+                    break;
+                }
+                // The next page begins after the highest part listed so far.
+                let highest = parts.last().map_or(0, |p: &StoredPart| p.part_number);
+                match out
+                    .next_part_number_marker()
+                    .and_then(|next| next.parse::<u16>().ok())
+                {
+                    Some(next) if next > after && next >= highest => {
+                        after = next;
+                        marker = Some(next.to_string());
                     }
-                    _ => break,
+                    _ => {
+                        return Err(Error::Incomplete(
+                            "a next page of parts after the one it answered",
+                        ));
+                    }
                 }
             }
             parts.sort_by_key(|p| p.part_number);
@@ -316,11 +334,19 @@ impl Store {
             .set_if_none_match(create_only.then(|| "*".to_owned()));
         within(self.complete_timeout, async {
             let out = call.send().await.map_err(classify)?;
-            // A completion is known by the object's ETag: an answer without one (cut
-            // short, or not S3's) says nothing of whether the object exists.
+            // A completion is known by the object's ETag, under the key and bucket it
+            // was asked for: an answer without them (cut short, or not S3's) says
+            // nothing of whether this object exists.
             let etag = out.e_tag().unwrap_or_default().trim_matches('"');
-            if etag.is_empty() || out.key().is_none_or(str::is_empty) {
-                return Err(Error::Incomplete("the completed object's ETag and key"));
+            let etag_is_one = !etag.is_empty()
+                && etag.len() <= 1024
+                && etag.bytes().all(|b| b.is_ascii_graphic());
+            let names_it = out.key() == Some(key.as_str())
+                && out.bucket().is_none_or(|b| b == bucket.as_str());
+            if !etag_is_one || !names_it {
+                return Err(Error::Incomplete(
+                    "the completed object's ETag, under the key and bucket asked for",
+                ));
             }
             Ok(etag.to_owned())
         })

@@ -119,6 +119,9 @@ impl Durations {
     }
 }
 
+/// How far the expiry STS answers may sit from the one asked for (clocks differ).
+const EXPIRY_SKEW: Duration = Duration::from_secs(60);
+
 /// Why no credentials could be had.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -505,17 +508,22 @@ impl Broker {
         // A success without all three secrets and a future expiry (a body cut short, a
         // proxy's answer) is no answer: nothing is cached, granted or audited.
         let malformed = || Error::Unreachable(Unanswered::Malformed(200));
+        let secret = |value: &str| !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic());
         let credentials = response
             .credentials()
             .filter(|c| {
-                !c.access_key_id().is_empty()
-                    && !c.secret_access_key().is_empty()
-                    && !c.session_token().is_empty()
+                secret(c.access_key_id())
+                    && secret(c.secret_access_key())
+                    && secret(c.session_token())
             })
             .ok_or_else(malformed)?;
+        // The expiry of the session asked for, give or take the clocks' skew: one that
+        // ends within a minute would have SDKs refresh in a loop, one far past the
+        // duration is not STS's answer to this call.
+        let now = SystemTime::now();
         let expires_at = SystemTime::try_from(*credentials.expiration())
             .ok()
-            .filter(|at| *at > SystemTime::now())
+            .filter(|at| *at > now + EXPIRY_SKEW && *at <= now + duration + EXPIRY_SKEW * 5)
             .ok_or_else(malformed)?;
         let packed_policy_percent = response.packed_policy_size();
         if let Some(percent) = packed_policy_percent {

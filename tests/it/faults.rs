@@ -42,6 +42,30 @@ fn assume_within(deadline: Duration) -> tonic::Request<AssumeScopedRequest> {
     request
 }
 
+/// An AssumeRole answer with this secret key, expiring this many seconds from now.
+fn sts_answer(secret: &str, expires_in: u64) -> &'static str {
+    let expires = aws_smithy_types::DateTime::from_secs(
+        i64::try_from(
+            (std::time::SystemTime::now() + Duration::from_secs(expires_in))
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap(),
+    )
+    .fmt(aws_smithy_types::date_time::Format::DateTime)
+    .unwrap();
+    Box::leak(
+        format!(
+            "<AssumeRoleResponse><AssumeRoleResult><Credentials>\
+             <AccessKeyId>ASIAEXAMPLE</AccessKeyId><SecretAccessKey>{secret}</SecretAccessKey>\
+             <SessionToken>FwoGZXIvYXdzEXAMPLE</SessionToken><Expiration>{expires}</Expiration>\
+             </Credentials></AssumeRoleResult></AssumeRoleResponse>"
+        )
+        .into_boxed_str(),
+    )
+}
+
 /// What a proxy or login page in front of an AWS endpoint answers with a 200.
 const NOT_AN_ANSWER: &str = "<html><body>Sign in to continue</body></html>";
 
@@ -121,6 +145,11 @@ async fn sts_faults_answer_unavailable_with_a_retry_hint_and_heal_within_a_secon
             "<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>ASIAEXAMPLE\
              </AccessKeyId><Secr",
         ),
+        // Whole answers no SDK could use: a blank secret; an expiry two seconds away;
+        // one a day past the hour asked for.
+        Fault::Answer(200, sts_answer("   ", 3600)),
+        Fault::Answer(200, sts_answer("wJalrXUtnFEMIEXAMPLEKEY", 2)),
+        Fault::Answer(200, sts_answer("wJalrXUtnFEMIEXAMPLEKEY", 90_000)),
     ] {
         proxy.set(fault);
         let before = proxy.requests();

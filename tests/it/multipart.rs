@@ -913,6 +913,11 @@ async fn a_store_answer_cut_short_is_unavailable_never_a_completion() {
     for cut in [
         "<?xml version=\"1.0\"?>\n<CompleteMultipartUploadResult><Location>http://x/demo/k</Location><Bucket>demo</Bu",
         "<CompleteMultipartUploadResult></CompleteMultipartUploadResult>",
+        // Whole documents that do not name this completion: a blank ETag, another key.
+        "<CompleteMultipartUploadResult><Bucket>demo</Bucket><Key>public/cut/short.bin</Key>\
+         <ETag>   </ETag></CompleteMultipartUploadResult>",
+        "<CompleteMultipartUploadResult><Bucket>demo</Bucket><Key>public/other.bin</Key>\
+         <ETag>\"0123456789abcdef0123456789abcdef-1\"</ETag></CompleteMultipartUploadResult>",
     ] {
         proxy.set(Fault::AnswerTo("POST", 200, cut));
         unavailable(
@@ -921,21 +926,36 @@ async fn a_store_answer_cut_short_is_unavailable_never_a_completion() {
                 .expect_err("no completion in that answer"),
         );
     }
-    proxy.set(Fault::Answer(
-        200,
-        "<ListPartsResult><Bucket>demo</Bucket><Key>public/cut/short.bin</Key>",
-    ));
-    unavailable(
-        h.client
-            .list_uploaded_parts(authed(
-                ListUploadedPartsRequest {
-                    upload: upload.clone(),
-                },
-                &TOKEN,
-            ))
-            .await
-            .expect_err("no listing in that answer"),
+    // A listing cut short, and one whose next page would begin where it began.
+    let upload_id = support::upload_claims(&upload)["u"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stuck: &'static str = Box::leak(
+        format!(
+            "<ListPartsResult><Bucket>demo</Bucket><Key>public/cut/short.bin</Key>\
+             <UploadId>{upload_id}</UploadId><IsTruncated>true</IsTruncated>\
+             <NextPartNumberMarker>0</NextPartNumberMarker></ListPartsResult>"
+        )
+        .into_boxed_str(),
     );
+    for listing in [
+        "<ListPartsResult><Bucket>demo</Bucket><Key>public/cut/short.bin</Key>",
+        stuck,
+    ] {
+        proxy.set(Fault::Answer(200, listing));
+        unavailable(
+            h.client
+                .list_uploaded_parts(authed(
+                    ListUploadedPartsRequest {
+                        upload: upload.clone(),
+                    },
+                    &TOKEN,
+                ))
+                .await
+                .expect_err("no listing in that answer"),
+        );
+    }
     // An abort answered by a proxy's page is not taken for done: the upload still
     // lists its part.
     proxy.set(Fault::AnswerTo(
