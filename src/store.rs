@@ -108,6 +108,21 @@ where
     }
 }
 
+/// S3's ETag of an object completed from `parts`: the MD5 of their MD5s, `-`, their
+/// number; `None` when a part's ETag is not an MD5 (an encrypted store's).
+fn multipart_etag(parts: &[PartToComplete]) -> Option<String> {
+    use md5::Digest as _;
+    let mut md5 = md5::Md5::new();
+    for part in parts {
+        let digest = hex::decode(part.etag.trim_matches('"')).ok()?;
+        if digest.len() != 16 {
+            return None;
+        }
+        md5.update(digest);
+    }
+    Some(format!("{}-{}", hex::encode(md5.finalize()), parts.len()))
+}
+
 /// `call`, or [`crate::aws::Unanswered::Deadline`] past `timeout`.
 async fn within<T>(
     timeout: Duration,
@@ -351,6 +366,34 @@ impl Store {
             Ok(etag.to_owned())
         })
         .await
+    }
+
+    /// Whether the object at `key` is the completion of `parts` (`size` bytes in all):
+    /// its ETag is S3's multipart ETag of those parts (the MD5 of their MD5s, then
+    /// `-` and their number) and its size theirs. For a completion whose answer was
+    /// lost (cut short, or a dropped connection whose retry the store answered "no
+    /// such upload"): only these parts' bytes make that object. Answers its ETag; `None`
+    /// when it is not (or cannot be seen: HeadObject needs `s3:GetObject`).
+    pub async fn completed_as(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        parts: &[PartToComplete],
+        size: u64,
+    ) -> Option<String> {
+        let expected = multipart_etag(parts)?;
+        let call = self
+            .client
+            .head_object()
+            .bucket(bucket.as_str())
+            .key(key.as_str());
+        let head = self
+            .bounded(async { call.send().await.map_err(classify) })
+            .await
+            .ok()?;
+        let etag = head.e_tag()?.trim_matches('"');
+        let length = head.content_length().and_then(|n| u64::try_from(n).ok());
+        (etag == expected && length == Some(size)).then(|| etag.to_owned())
     }
 
     /// AbortMultipartUpload, confirmed as S3 asks: the upload must list no parts any

@@ -1070,7 +1070,7 @@ impl Pipeline {
                         .map(|p| (p.part_number, p))
                         .collect();
                     let size = check_parts(&parts, &stored, max_size, claims.expected_size)?;
-                    let etag = store
+                    let etag = match store
                         .complete(
                             &claims.bucket,
                             &claims.key,
@@ -1079,7 +1079,16 @@ impl Pipeline {
                             claims.create_only,
                         )
                         .await
-                        .map_err(store_error)?;
+                    {
+                        Ok(etag) => etag,
+                        // Its answer lost, the completion may have been carried out: the
+                        // object made of exactly these parts says so.
+                        Err(lost) if answer_lost(&lost) => store
+                            .completed_as(&claims.bucket, &claims.key, &parts, size)
+                            .await
+                            .ok_or_else(|| store_error(lost))?,
+                        Err(refused) => return Err(store_error(refused)),
+                    };
                     Ok::<_, Error>((etag, size))
                 }
                 .await;
@@ -1301,6 +1310,17 @@ fn check_parts(
 }
 
 /// What the store's refusals mean to the caller.
+/// Whether a completion that failed so may have been carried out all the same: no
+/// whole answer came back (cut short, no answer in time, a dropped connection), or the
+/// store says the upload is gone (what it answers the SDK's retry of a completion it
+/// carried out).
+fn answer_lost(e: &store::Error) -> bool {
+    matches!(
+        e,
+        store::Error::Unreachable(_) | store::Error::Incomplete(_)
+    ) || e.code() == Some("NoSuchUpload")
+}
+
 fn store_error(e: store::Error) -> Error {
     match e.code() {
         Some("PreconditionFailed") => Error::AlreadyExists(

@@ -868,6 +868,47 @@ async fn shutdown_waits_for_a_completion_its_caller_no_longer_waits_for() {
     assert_eq!(object, data);
 }
 
+/// A completion the store carried out whose answer was lost on the way back (cut
+/// short here) is recognised by the object its parts made (S3's multipart ETag and
+/// their size): answered with the object and audited once, not "retry" into "the
+/// upload no longer exists".
+#[tokio::test]
+async fn a_completion_whose_answer_was_lost_is_recognised_by_its_object() {
+    let audit = support::capture_audit();
+    let (mut h, proxy) = behind_a_proxy(Setup::new()).await;
+    let (upload, etag, data) = one_part_uploaded(&mut h, "public/lost/answer.bin", 6).await;
+    proxy.set(Fault::ForwardThenAnswer(
+        "POST",
+        200,
+        "<CompleteMultipartUploadResult></CompleteMultipartUploadResult>",
+    ));
+    let done = complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
+        .await
+        .expect("the completion the store carried out");
+    proxy.set(Fault::None);
+    assert!(done.etag.trim_matches('"').ends_with("-1"), "{}", done.etag);
+    assert_eq!(done.size, SMALL as u64);
+    let completions = audit()
+        .iter()
+        .filter(|l| l.contains("public/lost/answer.bin") && l.contains("\"ttl_secs\":0"))
+        .count();
+    assert_eq!(completions, 1);
+    let object = download(&mut h, "public/lost/answer.bin").await;
+    assert_eq!(object.bytes().await.unwrap().as_ref(), data.as_slice());
+    // Another upload's parts at another key do not pass for it: the lost answer of a
+    // completion the store refused stays a failure.
+    let (other, other_etag, _) = one_part_uploaded(&mut h, "public/lost/refused.bin", 7).await;
+    proxy.set(Fault::AnswerTo(
+        "POST",
+        200,
+        "<CompleteMultipartUploadResult></CompleteMultipartUploadResult>",
+    ));
+    let status = complete(&mut h, &TOKEN, &other, &[(1, other_etag.as_str())])
+        .await
+        .expect_err("the store did not complete it");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
+
 /// A step still running when `server.shutdown_grace` is over is abandoned then, not a
 /// second grace later: the steps get what is left of the one grace after the calls'
 /// drain.

@@ -34,6 +34,9 @@ pub enum Fault {
     /// DELETE: its AbortMultipartUpload) with this status and body, passes other
     /// requests through.
     AnswerTo(&'static str, u16, &'static str),
+    /// Passes requests of this method on (upstream acts on them), then answers this
+    /// status and body instead of upstream's answer (an answer lost on the way back).
+    ForwardThenAnswer(&'static str, u16, &'static str),
     /// Closes every new connection at once (the endpoint is down).
     Down,
 }
@@ -148,7 +151,15 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
             let status = StatusCode::from_u16(code).expect("a valid status");
             return (status, "injected fault").into_response();
         }
-        Fault::AnswerTo(method, _, _) if request.method().as_str() != method => {}
+        Fault::AnswerTo(method, _, _) | Fault::ForwardThenAnswer(method, _, _)
+            if request.method().as_str() != method => {}
+        Fault::ForwardThenAnswer(_, code, body) => {
+            if let Upstream::Url(base) = &shared.upstream {
+                let _ = forward(&shared.client, base, request).await;
+            }
+            let status = StatusCode::from_u16(code).expect("a valid status");
+            return (status, [("content-type", "text/xml")], body).into_response();
+        }
         Fault::Answer(code, body) | Fault::AnswerTo(_, code, body) => {
             let status = StatusCode::from_u16(code).expect("a valid status");
             return (status, [("content-type", "text/xml")], body).into_response();
