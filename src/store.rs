@@ -353,12 +353,9 @@ impl Store {
             // was asked for: an answer without them (cut short, or not S3's) says
             // nothing of whether this object exists.
             let etag = out.e_tag().unwrap_or_default().trim_matches('"');
-            let etag_is_one = !etag.is_empty()
-                && etag.len() <= 1024
-                && etag.bytes().all(|b| b.is_ascii_graphic());
             let names_it = out.key() == Some(key.as_str())
                 && out.bucket().is_none_or(|b| b == bucket.as_str());
-            if !etag_is_one || !names_it {
+            if !crate::upload::is_store_token(etag) || !names_it {
                 return Err(Error::Incomplete(
                     "the completed object's ETag, under the key and bucket asked for",
                 ));

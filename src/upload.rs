@@ -106,11 +106,17 @@ impl FromStr for UploadId {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        if s.is_empty() || s.len() > 1024 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        if !is_store_token(s) {
             return Err(Error::UploadId);
         }
         Ok(UploadId(s.to_owned()))
     }
+}
+
+/// Whether `s` can be a token the store answered (an upload id, an ETag): 1 to 1,024
+/// visible ASCII characters, nothing a header or log line could be broken with.
+pub fn is_store_token(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 1024 && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
 // === browser file names ===

@@ -328,6 +328,21 @@ impl Pipeline {
         }
     }
 
+    /// A refusal the rules did not make (no write rule to pick a key under, another
+    /// caller's upload): spent from `[limits]`'s budget, then audited, as
+    /// [`Pipeline::authorize_and_spend`] does a rule's.
+    fn spend_refusal(
+        &self,
+        caller: &Caller,
+        action: Action,
+        bucket: &BucketName,
+        target: &str,
+    ) -> Result<(), Error> {
+        self.spend(caller, None)?;
+        audit::denied(caller, action, bucket.as_str(), target);
+        Ok(())
+    }
+
     /// Authorizes one action and spends one grant of the caller's budget for it. A
     /// refusal is spent from `[limits]`'s budget: refusals are not free to hammer. The
     /// budget is spent before a refusal is audited: a caller past its budget is
@@ -368,8 +383,7 @@ impl Pipeline {
         let rules = self.rules.current();
         let Some(prefix) = rules.write_prefix(caller, bucket) else {
             // Spent like every refusal (the grant that follows spends when allowed).
-            self.spend(caller, None)?;
-            audit::denied(caller, Action::Write, bucket.as_str(), "");
+            self.spend_refusal(caller, Action::Write, bucket, "")?;
             return Err(Error::Denied(rules.denied_write(caller, bucket)));
         };
         let key = format!(

@@ -174,13 +174,13 @@ enum End {
 /// retried complete must name again, kept in 32 bytes whatever the number of parts.
 type PartsDigest = [u8; 32];
 
-fn parts_digest(parts: &[(u16, String)]) -> PartsDigest {
+fn parts_digest(parts: &[PartToComplete]) -> PartsDigest {
     use sha2::Digest as _;
     let mut digest = sha2::Sha256::new();
-    for (number, etag) in parts {
-        digest.update(number.to_be_bytes());
-        digest.update((etag.len() as u64).to_be_bytes());
-        digest.update(etag.as_bytes());
+    for part in parts {
+        digest.update(part.part_number.get().to_be_bytes());
+        digest.update((part.etag.len() as u64).to_be_bytes());
+        digest.update(part.etag.as_bytes());
     }
     digest.finalize().into()
 }
@@ -242,15 +242,11 @@ fn make_room(ended: &mut HashMap<upload::UploadId, Entry>, caller: &str, now: st
     for entry in ended.values().filter(|e| e.has_ended()) {
         *shares.entry(entry.caller.as_str()).or_default() += 1;
     }
-    let largest = shares
-        .iter()
-        .max_by_key(|(_, held)| **held)
-        .map(|(whose, _)| *whose);
     let whose = if shares.contains_key(caller) {
         caller
     } else {
-        match largest {
-            Some(whose) => whose,
+        match shares.iter().max_by_key(|(_, held)| **held) {
+            Some((whose, _)) => whose,
             None => return,
         }
     }
@@ -552,7 +548,7 @@ impl CompleteRequest {
                 _ => {}
             }
             let etag = raw.etag.trim().trim_matches('"');
-            if etag.is_empty() || etag.len() > 1024 || !etag.bytes().all(|b| b.is_ascii_graphic()) {
+            if !upload::is_store_token(etag) {
                 v.add(
                     field,
                     format!("part {number}: etag must be the ETag the store answered for it"),
@@ -692,13 +688,7 @@ impl Pipeline {
             .map_err(token_error)?;
         if claims.caller != caller.id() {
             // Another caller's upload: a refusal, spent and audited like any.
-            self.spend(caller, None)?;
-            audit::denied(
-                caller,
-                Action::Write,
-                claims.bucket.as_str(),
-                claims.key.as_str(),
-            );
+            self.spend_refusal(caller, Action::Write, &claims.bucket, claims.key.as_str())?;
             return Err(Error::OtherCaller);
         }
         Ok(OpenUpload(claims))
@@ -773,7 +763,7 @@ impl Pipeline {
         let (content_type, metadata) = (request.content_type.clone(), request.metadata.clone());
         let checksum_sha256 = request.checksum_sha256;
         let upload_id = store_step(
-            &self.uploads()?.steps,
+            &uploads.steps,
             format!(
                 "a start of {}/{} for {}",
                 request.bucket,
@@ -1023,14 +1013,9 @@ impl Pipeline {
         }
         let (rule_line, max_size) = self.authorize_upload(caller, claims)?;
         let uploads = self.uploads()?;
-        let asked: Vec<(u16, String)> = request
-            .parts
-            .iter()
-            .map(|p| (p.part_number.get(), p.etag.trim_matches('"').to_owned()))
-            .collect();
         // A retry of a completion this replica ran (its caller answered before the
         // store was done): what it came to, without a second audit event.
-        let digest = parts_digest(&asked);
+        let digest = parts_digest(&request.parts);
         let (turn, left) = uploads.ended.take_turn(claims, caller, deadline).await?;
         let record = match turn {
             Turn::Yours(record) => record,
@@ -1309,7 +1294,6 @@ fn check_parts(
     Ok(size)
 }
 
-/// What the store's refusals mean to the caller.
 /// Whether a completion that failed so may have been carried out all the same: no
 /// whole answer came back (cut short, no answer in time, a dropped connection), or the
 /// store says the upload is gone (what it answers the SDK's retry of a completion it
@@ -1321,6 +1305,7 @@ fn answer_lost(e: &store::Error) -> bool {
     ) || e.code() == Some("NoSuchUpload")
 }
 
+/// What the store's refusals mean to the caller.
 fn store_error(e: store::Error) -> Error {
     match e.code() {
         Some("PreconditionFailed") => Error::AlreadyExists(
@@ -1433,7 +1418,11 @@ mod tests {
             "the other caller's end stays"
         );
         assert!(ended.lock().contains_key(&id(usize::MAX - 2)));
-        assert!(!ended.lock().contains_key(&id(3)) && !ended.lock().contains_key(&id(5)));
+        // The busy caller's own oldest went first (2 to 101), then, for the three new
+        // callers, the oldest three it had left.
+        let held = |n: usize| ended.lock().contains_key(&id(n));
+        assert!(!held(101) && !held(102) && !held(103) && !held(104));
+        assert!(held(105));
     }
 
     #[test]
@@ -1466,11 +1455,15 @@ mod tests {
 
     #[test]
     fn a_parts_digest_tells_every_list_apart() {
-        let parts = |list: &[(u16, &str)]| {
+        let parts = |list: &[(u32, &str)]| {
             parts_digest(
                 &list
                     .iter()
-                    .map(|(n, e)| (*n, (*e).to_owned()))
+                    .map(|(n, e)| PartToComplete {
+                        part_number: PartNumber::try_from(u64::from(*n)).unwrap(),
+                        etag: (*e).to_owned(),
+                        checksum_sha256: None,
+                    })
                     .collect::<Vec<_>>(),
             )
         };
