@@ -1,5 +1,5 @@
 //! `storage-grants`: parse the arguments, load the settings, start logging, serve until
-//! SIGTERM/SIGINT.
+//! SIGTERM/SIGINT (a second one cuts the drain short).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -261,30 +261,8 @@ async fn check_config(settings: &Settings, files: server::NamedFiles) -> ExitCod
 async fn serve(settings: Settings) -> Result<(), server::Error> {
     let aws = storage_grants::aws::load_from_env(settings.storage.region.as_deref()).await;
     let listeners = server::Listeners::bind(&settings).await?;
-    server::run(settings, aws, listeners, shutdown_signal()).await?;
+    server::run(settings, aws, listeners, server::StopSignals::from_os()).await?;
     Ok(())
-}
-
-/// Completes on SIGTERM (Kubernetes' stop signal) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
 
 /// A client mode's usage error: the error and that mode's usage lines, not the whole
@@ -415,7 +393,13 @@ fn client_mode(mode: &str) -> ExitCode {
                     )));
                 }
                 let listener = cli::proxy::bind(addr).await?;
-                cli::proxy::serve(listener, upstream, token, shutdown_signal()).await
+                cli::proxy::serve(
+                    listener,
+                    upstream,
+                    token,
+                    server::StopSignals::from_os().first(),
+                )
+                .await
             }
             .await;
             // Its log lines are written before the process exits.

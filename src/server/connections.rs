@@ -136,7 +136,12 @@ mod tests {
     /// A shutdown that has not begun, and stays so while the returned trigger lives.
     async fn not_stopping() -> (Shutdown, impl Future<Output = ()>) {
         let (reporter, _) = tonic_health::server::health_reporter();
-        Shutdown::start(std::future::pending(), Health::new(reporter).await)
+        Shutdown::start(
+            std::future::pending(),
+            std::future::pending(),
+            Duration::from_secs(60),
+            Health::new(reporter).await,
+        )
     }
 
     /// tonic's server outlives the connections it serves; each connection's server
@@ -198,6 +203,8 @@ mod tests {
             async {
                 let _ = signal.await;
             },
+            std::future::pending(),
+            Duration::from_secs(60),
             Health::new(reporter).await,
         );
         tokio::spawn(trigger);

@@ -42,6 +42,7 @@ use crate::upload::TokenKeys;
 
 pub use listeners::Listeners;
 use shutdown::Shutdown;
+pub use shutdown::{StopSender, StopSignals};
 
 /// Region used when neither the config nor the AWS chain names one.
 const FALLBACK_REGION: &str = "us-east-1";
@@ -253,8 +254,8 @@ const SERVED_DESCRIPTORS: [&[u8]; 4] = [
     tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
 ];
 
-/// Serves on `listeners` (bound from the same `settings`) until `shutdown` completes,
-/// then drains.
+/// Serves on `listeners` (bound from the same `settings`) until the first of `signals`,
+/// then drains, for at most `server.shutdown_grace`, or until the second.
 ///
 /// `aws` supplies the service's own credentials (normally the default AWS chain)
 /// and HTTP client; the store's endpoint and addressing come from `settings`.
@@ -265,7 +266,7 @@ pub async fn run(
     settings: Settings,
     aws: SdkConfig,
     listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    signals: StopSignals,
 ) -> Result<(), Error> {
     // The file's version before it is read: a change from here on triggers a reload.
     let rules_version = crate::rules::reload::file_version(&settings.grants.rules_file).await;
@@ -415,13 +416,15 @@ pub async fn run(
 
     // Shutdown begins at the caller's signal, or when a serving thread fails (below).
     let (core_failed, failure) = tokio::sync::oneshot::channel::<()>();
+    let first = signals.clone().first();
     let signal = async move {
         tokio::select! {
-            () = shutdown => {}
+            () = first => {}
             Ok(()) = failure => {}
         }
     };
-    let (stop, trigger) = Shutdown::start(signal, reported);
+    let grace = settings.server.shutdown_grace;
+    let (stop, trigger) = Shutdown::start(signal, signals.second(), grace, reported);
     tasks.spawn(trigger);
     let Listeners {
         grpc,
@@ -508,10 +511,8 @@ pub async fn run(
         .into_iter()
         .map(|grpc| (grpc, http_inboxes.as_mut().and_then(Iterator::next)))
         .collect();
-    let grace = settings.server.shutdown_grace;
-    // Runs from the start, so that its clock starts when shutdown begins: the store
-    // steps get what is left of the grace after the calls' drain, not a second grace.
-    let grace_over = tokio::spawn(stop.clone().grace_over(grace));
+    // The store steps get what is left of the one grace after the calls' drain.
+    let grace_over = stop.clone().grace_over();
     let serving = cores::start(inboxes, move |(grpc_inbox, http_inbox)| {
         serve_core(
             grpc.clone(),
@@ -528,10 +529,7 @@ pub async fn run(
             let _ = core_failed.send(());
         })
         .await;
-    abandon_at_grace(&steps, async {
-        let _ = grace_over.await;
-    })
-    .await;
+    abandon_at_grace(&steps, grace_over).await;
     tasks.shutdown().await;
     tracing::info!("storage-grants stopped");
     result
@@ -547,7 +545,7 @@ async fn abandon_at_grace(steps: &Steps, grace_over: impl Future<Output = ()>) {
             let running = steps.running();
             tracing::warn!(
                 steps = running.len(),
-                "server.shutdown_grace is over with store steps still running; the store \
+                "the drain is over with store steps still running; the store \
                  may still carry them out: a completion then makes an object this service \
                  did not audit, a start an upload the bucket's lifecycle rule removes"
             );
@@ -647,16 +645,16 @@ async fn serve_core(
     let served = async { tokio::try_join!(grpc, http).map(|((), ())| ()) };
     tokio::select! {
         result = served => result,
-        () = stop.clone().grace_over(grace) => {
+        () = stop.clone().grace_over() => {
             // Every core reaches its grace at once; the first says it, for the whole
             // process, which is what an operator counts.
             if stop.first_to_report_grace() {
                 tracing::warn!(
                     grace_secs = grace.as_secs(),
                     grpc_calls_cut = crate::metrics::rpcs_in_flight(),
-                    "drain took too long; closing remaining calls (clients see \
-                     UNAVAILABLE; multipart uploads they were starting may be left for the \
-                     bucket's lifecycle rule)"
+                    "the drain is over (server.shutdown_grace, or a second stop signal); \
+                     closing remaining calls (clients see UNAVAILABLE; multipart uploads \
+                     they were starting may be left for the bucket's lifecycle rule)"
                 );
             }
             Ok(())

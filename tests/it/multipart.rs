@@ -909,27 +909,52 @@ async fn a_completion_whose_answer_was_lost_is_recognised_by_its_object() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 }
 
-/// A step still running when `server.shutdown_grace` is over is abandoned then, not a
-/// second grace later: the steps get what is left of the one grace after the calls'
-/// drain.
-#[tokio::test]
-async fn shutdown_abandons_a_step_at_the_end_of_its_one_grace() {
-    let (mut h, proxy) = behind_a_proxy(Setup::with_config(
-        "[server]\nrequest_timeout = \"1s\"\nshutdown_grace = \"2s\"\n",
-    ))
+/// A service whose completion of an upload at `key` waits 30 s on the store (behind the
+/// proxy returned), with `server.shutdown_grace` of `grace`, its caller answered
+/// already.
+async fn a_step_left_running(grace: &str, key: &str) -> (Harness, FaultProxy) {
+    let (mut h, proxy) = behind_a_proxy(Setup::with_config(format!(
+        "[server]\nrequest_timeout = \"1s\"\nshutdown_grace = \"{grace}\"\n"
+    )))
     .await;
-    let (upload, etag, _) = one_part_uploaded(&mut h, "public/slow/abandoned.bin", 4).await;
+    let (upload, etag, _) = one_part_uploaded(&mut h, key, 4).await;
     proxy.set(Fault::DelayPosts(Duration::from_secs(30)));
     let status = complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
         .await
         .expect_err("answered before the store is done");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    (h, proxy)
+}
+
+/// A step still running when `server.shutdown_grace` is over is abandoned then, not a
+/// second grace later: the steps get what is left of the one grace after the calls'
+/// drain.
+#[tokio::test]
+async fn shutdown_abandons_a_step_at_the_end_of_its_one_grace() {
+    let (h, _proxy) = a_step_left_running("2s", "public/slow/abandoned.bin").await;
     let started = Instant::now();
     h._service.stop().await.expect("a clean shutdown");
     let took = started.elapsed();
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_millis(3500),
         "stopped after {took:?}, with a 2 s grace"
+    );
+}
+
+/// A second stop signal ends the drain at once, whatever is left of
+/// `server.shutdown_grace`: a step still running is abandoned then.
+#[tokio::test]
+async fn a_second_stop_signal_cuts_the_drain_short() {
+    let (h, _proxy) = a_step_left_running("60s", "public/slow/cut.bin").await;
+    let started = Instant::now();
+    h._service
+        .stop_twice(Duration::from_millis(500))
+        .await
+        .expect("a clean shutdown");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
+        "stopped after {took:?}, the second signal 0.5 s after the first, with a 60 s grace"
     );
 }
 

@@ -179,14 +179,15 @@ actions = ["assume-read"]
     setup
 }
 
-/// An AssumeScoped call on its way (see [`held_by_sts`]).
+/// An AssumeScoped call on its way through `client` (see [`held_by_sts`]).
 async fn assume_in_flight(
-    service: &Service,
+    mut client: storage_grants::proto::grant_service_client::GrantServiceClient<
+        tonic::transport::Channel,
+    >,
 ) -> tokio::task::JoinHandle<
     Result<tonic::Response<storage_grants::proto::AssumeScopedResponse>, tonic::Status>,
 > {
     use storage_grants::proto::{Access, AssumeScopedRequest};
-    let mut client = service.client().await;
     let call = tokio::spawn(async move {
         client
             .assume_scoped(support::authed(
@@ -209,7 +210,7 @@ async fn shutdown_lets_in_flight_calls_finish() {
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let store = demo_store().await;
     let service = Service::start(&store, held_by_sts(&black_hole, "1s", "")).await;
-    let in_flight = assume_in_flight(&service).await;
+    let in_flight = assume_in_flight(service.client().await).await;
     let started = Instant::now();
     service.stop().await.expect("clean shutdown");
     // The call got the service's own answer (STS did not answer in time), not a
@@ -236,7 +237,7 @@ async fn the_drain_can_be_scraped_and_reports_the_pod_not_ready() {
     let setup = held_by_sts(&black_hole, "4s", "[metrics]\nlisten = \"127.0.0.1:0\"\n");
     let service = Service::start(&store, setup).await;
     let port = service.metrics_port();
-    let in_flight = assume_in_flight(&service).await;
+    let in_flight = assume_in_flight(service.client().await).await;
     let stopping = tokio::spawn(service.stop());
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The drain is scraped like the rest of the pod's life, as not ready.
@@ -1328,4 +1329,78 @@ async fn connections_opened_together_are_sent_away_at_ages_of_their_own() {
         spread >= Duration::from_millis(100),
         "all closed within {spread:?}: {ages:?}"
     );
+}
+
+/// The binary's stop signals: SIGTERM begins the drain, and a second SIGTERM ends it at
+/// once, with a call still in flight (see [`held_by_sts`]) and most of
+/// `server.shutdown_grace` left.
+#[tokio::test]
+async fn a_second_sigterm_cuts_the_drain_short() {
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    crate::telemetry::write_config(
+        dir.path(),
+        "text",
+        "http://127.0.0.1:9",
+        &format!(
+            "[server]\nrequest_timeout = \"60s\"\nshutdown_grace = \"60s\"\n\
+             [sts]\nrole_arn = \"arn:aws:iam::123456789012:role/scoped\"\n\
+             endpoint = \"http://{}\"\ncall_timeout = \"60s\"\nmax_attempts = 1\n",
+            black_hole.local_addr().unwrap()
+        ),
+    );
+    let (mut service, log) = crate::telemetry::spawn_service(
+        dir.path(),
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ],
+    );
+    let port = crate::telemetry::logged_port(&log, "storage-grants listening").await;
+    let client = storage_grants::proto::grant_service_client::GrantServiceClient::connect(format!(
+        "http://127.0.0.1:{port}"
+    ))
+    .await
+    .expect("connect");
+    let call = assume_in_flight(client).await;
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let pid = service.0.id().to_string();
+    let sigterm = || {
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+    };
+    assert!(!call.is_finished(), "{}", log_text());
+    // The first begins a drain that waits for the call.
+    sigterm();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        service.0.try_wait().unwrap().is_none(),
+        "exited at the first SIGTERM with a call in flight:\n{}",
+        log_text()
+    );
+    let second = Instant::now();
+    sigterm();
+    let exited = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if service.0.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    })
+    .await
+    .unwrap();
+    let took = second.elapsed();
+    let log = log_text();
+    assert!(
+        exited && took < Duration::from_secs(5),
+        "still running {took:?} after the second SIGTERM:\n{log}"
+    );
+    assert!(log.contains("a second stop signal"), "{log}");
+    let answer = call.await.unwrap();
+    assert!(answer.is_err(), "the cut call got an answer: {answer:?}");
 }

@@ -232,7 +232,7 @@ fn text_config(extra: &str) -> tempfile::TempDir {
 
 /// The binary with `dir`'s config, `env` and nothing else of this environment; its
 /// stderr goes to `dir/service.log`, returned.
-fn spawn_service(dir: &Path, env: &[(&str, &str)]) -> (Process, PathBuf) {
+pub(crate) fn spawn_service(dir: &Path, env: &[(&str, &str)]) -> (Process, PathBuf) {
     spawn_service_in(Command::new(BIN), dir, env)
 }
 

@@ -301,7 +301,7 @@ pub struct Service {
     pub http: Option<SocketAddr>,
     /// The metrics address, when `[metrics]` is configured (give it port 0).
     pub metrics: Option<SocketAddr>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: Option<storage_grants::server::StopSender>,
     task: Option<tokio::task::JoinHandle<Result<(), storage_grants::server::Error>>>,
     _dir: tempfile::TempDir,
 }
@@ -365,10 +365,8 @@ caller = "dev:other"
             .expect("bind the configured addresses");
         let addr = listeners.grpc_addr();
         let (http, metrics) = (listeners.http_addr(), listeners.metrics_addr());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(storage_grants::server::run(config, aws, listeners, async {
-            let _ = rx.await;
-        }));
+        let (tx, signals) = storage_grants::server::StopSignals::manual();
+        let task = tokio::spawn(storage_grants::server::run(config, aws, listeners, signals));
         Service {
             addr,
             http,
@@ -407,11 +405,28 @@ caller = "dev:other"
     }
 
     /// Signals shutdown and waits for `run` to return.
-    pub async fn stop(mut self) -> Result<(), storage_grants::server::Error> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    pub async fn stop(self) -> Result<(), storage_grants::server::Error> {
+        self.stop_signalled(None).await
+    }
+
+    /// Signals shutdown, and again `after` that (cutting the drain short), and waits for
+    /// `run` to return.
+    pub async fn stop_twice(self, after: Duration) -> Result<(), storage_grants::server::Error> {
+        self.stop_signalled(Some(after)).await
+    }
+
+    async fn stop_signalled(
+        mut self,
+        again: Option<Duration>,
+    ) -> Result<(), storage_grants::server::Error> {
         let task = self.task.take().expect("task present until stop");
+        if let Some(tx) = self.shutdown.take() {
+            tx.signal();
+            if let Some(after) = again {
+                tokio::time::sleep(after).await;
+                tx.signal();
+            }
+        }
         tokio::time::timeout(Duration::from_secs(30), task)
             .await
             .expect("server stops within 30 s")
@@ -422,7 +437,7 @@ caller = "dev:other"
 impl Drop for Service {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            tx.signal();
         }
     }
 }
