@@ -108,6 +108,32 @@ where
     }
 }
 
+/// A part as ListParts answered it: with a number within 1 to 10,000 and its size,
+/// and an ETag the store makes when it names one (S3 always does; some stores made for
+/// development do not). Anything else is an answer cut short or not S3's, which a
+/// caller would otherwise complete with or resume from.
+fn stored_part(p: &aws_sdk_s3::types::Part) -> Result<StoredPart, Error> {
+    let part_number = p
+        .part_number()
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|n| (1..=crate::upload::MAX_PARTS).contains(n))
+        .ok_or(Error::Incomplete("a part number within 1 to 10,000"))?;
+    let etag = p.e_tag().map_or("", |e| e.trim_matches('"'));
+    if !etag.is_empty() && !crate::upload::is_store_token(etag) {
+        return Err(Error::Incomplete("an ETag the store makes for each part"));
+    }
+    let size = p
+        .size()
+        .and_then(|s| u64::try_from(s).ok())
+        .ok_or(Error::Incomplete("each part's size"))?;
+    Ok(StoredPart {
+        part_number,
+        size,
+        etag: etag.to_owned(),
+        checksum_sha256: p.checksum_sha256().map(str::to_owned),
+    })
+}
+
 /// S3's ETag of an object completed from `parts`: the MD5 of their MD5s, `-`, their
 /// number; `None` when a part's ETag is not an MD5 (an encrypted store's).
 fn multipart_etag(parts: &[PartToComplete]) -> Option<String> {
@@ -271,16 +297,11 @@ impl Store {
                 if out.upload_id() != Some(upload_id.as_str()) {
                     return Err(Error::Incomplete("the upload id it lists"));
                 }
+                let mut page_highest = 0;
                 for p in out.parts() {
-                    parts.push(StoredPart {
-                        part_number: p
-                            .part_number()
-                            .and_then(|n| u16::try_from(n).ok())
-                            .ok_or(Error::Incomplete("a part number"))?,
-                        size: p.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-                        etag: p.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
-                        checksum_sha256: p.checksum_sha256().map(str::to_owned),
-                    });
+                    let part = stored_part(p)?;
+                    page_highest = page_highest.max(part.part_number);
+                    parts.push(part);
                 }
                 if parts.len() > usize::from(crate::upload::MAX_PARTS) {
                     return Err(Error::Incomplete("an end within 10,000 parts"));
@@ -288,13 +309,14 @@ impl Store {
                 if out.is_truncated() != Some(true) {
                     break;
                 }
-                // The next page begins after the highest part listed so far.
-                let highest = parts.last().map_or(0, |p: &StoredPart| p.part_number);
+                // The next page begins after the highest part of this one, which S3
+                // names: a marker past it would skip parts, one short of it list them
+                // again.
                 match out
                     .next_part_number_marker()
                     .and_then(|next| next.parse::<u16>().ok())
                 {
-                    Some(next) if next > after && next >= highest => {
+                    Some(next) if next > after && next == page_highest => {
                         after = next;
                         marker = Some(next.to_string());
                     }
@@ -306,6 +328,13 @@ impl Store {
                 }
             }
             parts.sort_by_key(|p| p.part_number);
+            // Pages that moved past each other cannot list a part twice; one page can.
+            if parts
+                .windows(2)
+                .any(|w| w[0].part_number == w[1].part_number)
+            {
+                return Err(Error::Incomplete("each part once"));
+            }
             Ok(parts)
         })
         .await
@@ -489,6 +518,39 @@ mod tests {
             let error = classify(answered(status, Some(code)));
             assert_eq!(error.code(), Some(code));
             assert!(!error.is_transient(), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn a_listed_part_needs_a_number_within_range_a_size_and_a_store_etag_if_any() {
+        use aws_sdk_s3::types::Part;
+        let part = |n: i32, size: Option<i64>, etag: Option<&str>| {
+            Part::builder()
+                .part_number(n)
+                .set_size(size)
+                .set_e_tag(etag.map(str::to_owned))
+                .build()
+        };
+        let good = stored_part(&part(7, Some(5), Some("\"0123abcd\""))).unwrap();
+        assert_eq!((good.part_number, good.size), (7, 5));
+        assert_eq!(good.etag, "0123abcd");
+        // A store that names no ETag (one made for development) lists parts all the same.
+        assert_eq!(stored_part(&part(10_000, Some(0), None)).unwrap().etag, "");
+        for (bad, why) in [
+            (part(0, Some(5), None), "part 0"),
+            (part(10_001, Some(5), None), "part 10,001"),
+            (part(-1, Some(5), None), "a negative part"),
+            (part(1, None, None), "no size"),
+            (part(1, Some(-5), None), "a negative size"),
+            (part(1, Some(5), Some("\"a b\"")), "an ETag with a space"),
+            (
+                part(1, Some(5), Some(&"e".repeat(1025))),
+                "an ETag over 1 KiB",
+            ),
+        ] {
+            let error = stored_part(&bad).expect_err(why);
+            assert!(matches!(error, Error::Incomplete(_)), "{why}: {error:?}");
+            assert!(error.is_transient(), "{why}");
         }
     }
 }

@@ -1005,9 +1005,29 @@ async fn a_store_answer_cut_short_is_unavailable_never_a_completion() {
         )
         .into_boxed_str(),
     );
+    // Parts a caller would resume from or complete with wrongly: one listed twice, one
+    // out of range, a negative size.
+    let listing_of = |parts: &str| -> &'static str {
+        Box::leak(
+            format!(
+                "<ListPartsResult><Bucket>demo</Bucket><Key>public/cut/short.bin</Key>\
+                 <UploadId>{upload_id}</UploadId><IsTruncated>false</IsTruncated>{parts}\
+                 </ListPartsResult>"
+            )
+            .into_boxed_str(),
+        )
+    };
+    let part = |n: i64, size: i64| {
+        format!(
+            "<Part><PartNumber>{n}</PartNumber><ETag>\"{n:032x}\"</ETag><Size>{size}</Size></Part>"
+        )
+    };
     for listing in [
         "<ListPartsResult><Bucket>demo</Bucket><Key>public/cut/short.bin</Key>",
         stuck,
+        listing_of(&format!("{}{}{}", part(1, 5), part(2, 5), part(1, 5))),
+        listing_of(&part(10_001, 5)),
+        listing_of(&part(1, -1000)),
     ] {
         proxy.set(Fault::Answer(200, listing));
         unavailable(
