@@ -6,10 +6,12 @@ use super::Error;
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "STORAGE_GRANTS_";
 
-/// Whether `var` is an override (the config path itself is read by `main`).
+/// Whether `var` is an override: not the config path (read by `main`), not the token
+/// of the client modes (`credential-process`, `credentials-proxy`), which a shell or a
+/// pod shared with a sidecar may well hold, and not a Kubernetes service link.
 pub(super) fn is_override(var: &str) -> bool {
     var.strip_prefix(ENV_PREFIX)
-        .is_some_and(|rest| rest != "CONFIG" && !is_service_link(rest))
+        .is_some_and(|rest| !matches!(rest, "CONFIG" | "TOKEN") && !is_service_link(rest))
 }
 
 /// Whether `rest` (a variable's name after `STORAGE_GRANTS_`) has the shape of the
@@ -131,6 +133,7 @@ mod tests {
             assert!(is_override(over), "{over}");
         }
         assert!(!is_override("STORAGE_GRANTS_CONFIG"));
+        assert!(!is_override("STORAGE_GRANTS_TOKEN"));
         assert!(!is_override("OTHER_SERVICE_HOST"));
     }
 }

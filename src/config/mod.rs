@@ -238,6 +238,34 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_number_where_a_token_goes_is_not_shown_and_number_types_are_named_in_words() {
+        let err = load(
+            "[identity]\ndev_mode = true\n[[identity.dev_tokens]]\ntoken = 123456789012345678\ncaller = \"dev:a\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("123456789012345678"), "{err}");
+        assert!(err.contains("a whole number (not shown)"), "{err}");
+        let err = load("[server]\nmax_connections = \"100\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected a whole number of 0 or more"),
+            "{err}"
+        );
+        assert!(!err.contains("usize"), "{err}");
+        assert_eq!(
+            without_values("invalid type: floating point `1.5`, expected u640 or u16"),
+            "invalid type: a decimal number (not shown), expected u640 or u16"
+        );
+        assert_eq!(
+            without_values("expected u16"),
+            "expected a whole number from 0 to 65535"
+        );
+    }
+
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, Error> {
         Settings::from_toml(
             text,

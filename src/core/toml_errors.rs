@@ -58,10 +58,65 @@ impl std::fmt::Display for Location {
     }
 }
 
-/// A parse error without the strings it quotes: serde writes the value it refused
-/// (`invalid type: string "…"`), and the value may be a token (a dev token in the
-/// file, or `STORAGE_GRANTS_IDENTITY__DEV_TOKENS`) that must not reach the start-up log.
+/// A parse error without the values it quotes: serde writes the value it refused
+/// (`invalid type: string "…"`, `integer `…``), and the value may be a token (a dev
+/// token in the file, or `STORAGE_GRANTS_IDENTITY__DEV_TOKENS`) that must not reach the
+/// start-up log; and with the type it expected in words (serde names Rust's: `u64`).
 pub fn without_values(message: &str) -> String {
+    let message = plain_types(&without_numbers(message));
+    without_strings(&message)
+}
+
+/// serde's names of Rust's number types, as a config's reader would say them.
+fn plain_types(message: &str) -> String {
+    const NUMBERS: [(&str, &str); 10] = [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u32", "expected a whole number of 0 or more"),
+        ("expected u64", "expected a whole number of 0 or more"),
+        ("expected usize", "expected a whole number of 0 or more"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected isize", "expected a whole number"),
+        ("expected f32", "expected a number"),
+        ("expected f64", "expected a number"),
+    ];
+    let mut out = message.to_owned();
+    for (rust, words) in NUMBERS {
+        // Whole words only: `expected u64` must not match inside `expected u640`.
+        let mut from = 0;
+        while let Some(at) = out[from..].find(rust).map(|i| i + from) {
+            let end = at + rust.len();
+            if out[end..].starts_with(|c: char| c.is_ascii_alphanumeric()) {
+                from = end;
+                continue;
+            }
+            out.replace_range(at..end, words);
+            from = at + words.len();
+        }
+    }
+    out
+}
+
+/// serde's quoted numbers (`integer `123``, `floating point `1.5``) left out: a token
+/// may be all digits.
+fn without_numbers(message: &str) -> String {
+    let mut out = message.to_owned();
+    for (quoted, shown) in [
+        ("integer `", "a whole number (not shown)"),
+        ("floating point `", "a decimal number (not shown)"),
+    ] {
+        while let Some(at) = out.find(quoted) {
+            let value = at + quoted.len();
+            let end = out[value..].find('`').map_or(out.len(), |i| value + i + 1);
+            out.replace_range(at..end, shown);
+        }
+    }
+    out
+}
+
+/// serde's quoted strings left out.
+fn without_strings(message: &str) -> String {
     const QUOTED: &str = "string \"";
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
