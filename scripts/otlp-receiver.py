@@ -23,11 +23,17 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 
 def attributes(kvs):
-    """OTLP key-values as a plain dict (string, int, bool, double values)."""
+    """OTLP key-values as a plain dict, each value of its own type: a string, an int
+    (OTLP's JSON mapping writes 64-bit integers as strings; this keeps them numbers,
+    so that a number exported as text shows), a bool or a double."""
     out = {}
     for kv in kvs:
-        value = json_format.MessageToDict(kv.value)
-        out[kv.key] = next(iter(value.values()), None)
+        kind = kv.value.WhichOneof("value")
+        if kind == "int_value":
+            out[kv.key] = kv.value.int_value
+        else:
+            value = json_format.MessageToDict(kv.value)
+            out[kv.key] = next(iter(value.values()), None)
     return out
 
 

@@ -389,7 +389,7 @@ impl Broker {
                         rpc.service = "STS",
                         rpc.method = "AssumeRole",
                         grant_id = request.grant_id,
-                        duration_secs = request.duration.as_secs(),
+                        duration_secs = crate::core::span_int(request.duration.as_secs()),
                         result = tracing::field::Empty,
                     );
                     tokio::spawn(fetch.instrument(span));

@@ -20,6 +20,12 @@ pub mod utc;
 
 pub use action::Action;
 
+/// `n` as a span field that trace backends compare as a number: signed, because
+/// tracing-opentelemetry exports an unsigned field as text.
+pub fn span_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// The gRPC status codes by name (`FAILED_PRECONDITION`), in code order: how the
 /// protocol, the README and other clients name them.
 pub const GRPC_CODES: [&str; 17] = [

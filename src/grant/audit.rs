@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::caller::Caller;
-use crate::core::Action;
+use crate::core::{Action, span_int};
 
 /// A new random grant id: 128 bits, hex. It joins the audit log to the caller's
 /// response (and, for STS, to the session name in the store's own trail).
@@ -188,9 +188,9 @@ pub fn issued(event: &Issued<'_>) {
         action = &*action,
         bucket = event.bucket,
         scope = event.target,
-        ttl_secs = event.ttl_secs,
-        expires_at_unix = unix_secs(event.expires_at),
-        rule_line = event.rule_line,
+        ttl_secs = span_int(event.ttl_secs),
+        expires_at_unix = span_int(unix_secs(event.expires_at)),
+        rule_line = span_int(event.rule_line as u64),
         session_grant_id = event.session_grant_id,
         "grant issued"
     );

@@ -52,7 +52,11 @@ pub(super) async fn observe(
     crate::telemetry::continue_trace(&span, request.headers());
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    // An integer, as the semantic conventions (and every backend's `>= 500`) have it.
+    span.record(
+        "http.response.status_code",
+        crate::core::span_int(status.as_u16().into()),
+    );
     // OpenTelemetry's convention for servers: a 5xx is the server's failure, a 4xx
     // the caller's.
     if status.is_server_error() {

@@ -578,27 +578,61 @@ fn check_otel_values(set: &impl Fn(&str) -> Option<String>) -> Result<(), Error>
             expected: "a ratio from 0 to 1, e.g. 0.1",
         });
     }
-    for var in [
-        "OTEL_EXPORTER_OTLP_TIMEOUT",
-        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-    ] {
-        if let Some(value) = set(var).filter(|v| v.parse::<u64>().is_err()) {
-            return Err(Error::Unsupported {
-                var,
-                value,
-                expected: "a whole number of milliseconds, e.g. 10000",
-            });
-        }
+    // The SDK reads the traces' own variable when it is set, and the general one only
+    // otherwise: a general one left for another signal's exporter is none of ours.
+    if let Some((var, value)) = read_by_sdk(set, "TIMEOUT")
+        && value.parse::<u64>().is_err()
+    {
+        return Err(Error::Unsupported {
+            var,
+            value,
+            expected: "a whole number of milliseconds, e.g. 10000",
+        });
     }
-    for var in [
-        "OTEL_EXPORTER_OTLP_HEADERS",
-        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-    ] {
-        if let Some(value) = set(var) {
-            otlp_headers(&value).map_err(|problem| Error::Malformed { var, problem })?;
-        }
+    if let Some((var, value)) = read_by_sdk(set, "HEADERS") {
+        otlp_headers(&value).map_err(|problem| Error::Malformed { var, problem })?;
+    }
+    // Without a scheme the exporter takes the endpoint for TLS, and every export fails
+    // on a record error that says nothing of it.
+    if let Some((var, value)) = read_by_sdk(set, "ENDPOINT")
+        && !["http://", "https://"].iter().any(|scheme| {
+            value
+                .get(..scheme.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+        })
+    {
+        return Err(Error::Unsupported {
+            var,
+            value,
+            expected: "a URL with its scheme: http://HOST:PORT (plaintext) or https://HOST:PORT",
+        });
     }
     Ok(())
+}
+
+/// The exporter variable of `suffix` the SDK reads, and its value:
+/// `OTEL_EXPORTER_OTLP_TRACES_{suffix}` when set, else `OTEL_EXPORTER_OTLP_{suffix}`.
+fn read_by_sdk(
+    set: &impl Fn(&str) -> Option<String>,
+    suffix: &str,
+) -> Option<(&'static str, String)> {
+    let (traces, general) = match suffix {
+        "TIMEOUT" => (
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ),
+        "HEADERS" => (
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+        _ => (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+    };
+    set(traces)
+        .map(|value| (traces, value))
+        .or_else(|| set(general).map(|value| (general, value)))
 }
 
 /// Checks exporter headers as the SDK reads them (`key=value` pairs separated by
@@ -833,6 +867,45 @@ mod tests {
         );
         let whole = |var: &str| (var == "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT").then(|| "2500".into());
         assert!(check_otel_values(&whole).is_ok());
+        // The traces' own variables are the ones the SDK reads when set: a general one
+        // left for another signal's exporter is not checked.
+        let only = |vars: &'static [(&'static str, &'static str)]| {
+            move |var: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == var)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let general_for_another = only(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10000"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "Authorization: Bearer abc"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "authorization=Bearer%20abc",
+            ),
+        ]);
+        assert_eq!(check_otel_values(&general_for_another).ok(), Some(()));
+        // An endpoint without its scheme, which the exporter would take for TLS.
+        for (var, value) in [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4317"),
+        ] {
+            let err = provider(&[(var, value)]).unwrap_err().to_string();
+            assert!(
+                err.contains(var) && err.contains("http://HOST:PORT"),
+                "{err}"
+            );
+        }
+        let traces_own_has_it = only(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://collector:4317",
+            ),
+        ]);
+        assert_eq!(check_otel_values(&traces_own_has_it).ok(), Some(()));
     }
 
     #[test]

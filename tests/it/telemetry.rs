@@ -475,8 +475,8 @@ grpc_web = true
         ("rpc.system", Value::from("grpc")),
         ("rpc.service", Value::from("storagegrants.v1.GrantService")),
         ("rpc.method", Value::from("GrantRead")),
-        // OTLP's JSON mapping writes 64-bit integers as strings.
-        ("rpc.grpc.status_code", Value::from("0")),
+        // Numbers, as the semantic conventions have them (the receiver keeps types).
+        ("rpc.grpc.status_code", Value::from(0)),
         ("caller", Value::from("dev:demo")),
         ("bucket", Value::from("demo")),
         ("decision", Value::from("granted")),
@@ -493,6 +493,8 @@ grpc_web = true
     assert_eq!(issued["attributes"]["grant_id"], read.grant_id.as_str());
     assert_eq!(issued["attributes"]["outcome"], "granted");
     assert_eq!(issued["attributes"]["action"], "read");
+    assert!(issued["attributes"]["ttl_secs"].is_i64(), "{issued:#}");
+    assert!(issued["attributes"]["rule_line"].is_i64(), "{issued:#}");
     assert_eq!(span["resource"]["service.name"], "storage-grants-test");
     assert_eq!(span["resource"]["deployment.environment"], "test");
 
@@ -502,7 +504,7 @@ grpc_web = true
         &deny_trace,
         "storagegrants.v1.GrantService/GrantRead",
     );
-    assert_eq!(span["attributes"]["rpc.grpc.status_code"], "7");
+    assert_eq!(span["attributes"]["rpc.grpc.status_code"], 7);
     assert_eq!(span["attributes"]["decision"], "denied");
     assert!(span["attributes"].get("grant_id").is_none(), "{span:#}");
     assert!(
@@ -519,7 +521,7 @@ grpc_web = true
     );
     assert_eq!(span["attributes"]["decision"], "invalid", "{span:#}");
     assert_eq!(span["attributes"]["caller"], "dev:demo", "{span:#}");
-    assert_eq!(span["attributes"]["rpc.grpc.status_code"], "3");
+    assert_eq!(span["attributes"]["rpc.grpc.status_code"], 3);
     // The health check: traced under its own name (what a collector filters probes
     // by), and counted.
     let span = find(&spans, &health_trace, "grpc.health.v1.Health/Check");
@@ -538,7 +540,7 @@ grpc_web = true
     for (key, want) in [
         ("http.request.method", Value::from("GET")),
         ("http.route", Value::from("/v1/objects/{bucket}/{*key}")),
-        ("http.response.status_code", Value::from("302")),
+        ("http.response.status_code", Value::from(302)),
         ("caller", Value::from("dev:demo")),
         ("bucket", Value::from("demo")),
         ("decision", Value::from("granted")),
