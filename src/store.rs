@@ -134,6 +134,24 @@ fn stored_part(p: &aws_sdk_s3::types::Part) -> Result<StoredPart, Error> {
     })
 }
 
+/// Whether a completion of certain parts made the object at its key.
+#[derive(Debug)]
+pub enum Made {
+    /// It did: the object's ETag and size.
+    Yes {
+        /// The object's ETag.
+        etag: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// It did not: no object there, or another one.
+    No,
+    /// This service cannot tell, and asking again will not change that (why).
+    CannotTell(&'static str),
+    /// The store did not answer usably; asking again later may.
+    Unknown(Error),
+}
+
 /// S3's ETag of an object completed from `parts`: the MD5 of their MD5s, `-`, their
 /// number; `None` when a part's ETag is not an MD5 (an encrypted store's).
 fn multipart_etag(parts: &[PartToComplete]) -> Option<String> {
@@ -394,32 +412,61 @@ impl Store {
         .await
     }
 
-    /// Whether the object at `key` is the completion of `parts` (`size` bytes in all):
-    /// its ETag is S3's multipart ETag of those parts (the MD5 of their MD5s, then
-    /// `-` and their number) and its size theirs. For a completion whose answer was
-    /// lost (cut short, or a dropped connection whose retry the store answered "no
-    /// such upload"): only these parts' bytes make that object. Answers its ETag; `None`
-    /// when it is not (or cannot be seen: HeadObject needs `s3:GetObject`).
+    /// Whether the object at `key` is the completion of `parts`: its ETag is S3's
+    /// multipart ETag of those parts (the MD5 of their MD5s, then `-` and their number)
+    /// and, when known, its size `size`. For a completion whose answer was lost (cut
+    /// short, or a dropped connection whose retry the store answered "no such upload")
+    /// or whose upload is gone when it is retried: only these parts' bytes make that
+    /// object.
     pub async fn completed_as(
         &self,
         bucket: &BucketName,
         key: &ObjectKey,
         parts: &[PartToComplete],
-        size: u64,
-    ) -> Option<String> {
-        let expected = multipart_etag(parts)?;
+        size: Option<u64>,
+    ) -> Made {
+        let Some(expected) = multipart_etag(parts) else {
+            return Made::CannotTell("its parts' ETags are not MD5s (an encrypted store's)");
+        };
         let call = self
             .client
             .head_object()
             .bucket(bucket.as_str())
             .key(key.as_str());
         let head = self
-            .bounded(async { call.send().await.map_err(classify) })
-            .await
-            .ok()?;
-        let etag = head.e_tag()?.trim_matches('"');
-        let length = head.content_length().and_then(|n| u64::try_from(n).ok());
-        (etag == expected && length == Some(size)).then(|| etag.to_owned())
+            .bounded(async {
+                match call.send().await {
+                    Ok(head) => Ok(Some(head)),
+                    Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+                        Some(404) => Ok(None),
+                        Some(403) => Err(Error::Refused {
+                            code: "AccessDenied".into(),
+                            message: "HeadObject: 403".into(),
+                        }),
+                        _ => Err(classify(e)),
+                    },
+                }
+            })
+            .await;
+        match head {
+            Ok(Some(head)) => {
+                let etag = head.e_tag().unwrap_or_default().trim_matches('"');
+                match head.content_length().and_then(|n| u64::try_from(n).ok()) {
+                    Some(length) if etag == expected && size.is_none_or(|size| length == size) => {
+                        Made::Yes {
+                            etag: etag.to_owned(),
+                            size: length,
+                        }
+                    }
+                    _ => Made::No,
+                }
+            }
+            Ok(None) => Made::No,
+            Err(e) if e.code() == Some("AccessDenied") => {
+                Made::CannotTell("its role may not read the object (s3:GetObject)")
+            }
+            Err(e) => Made::Unknown(e),
+        }
     }
 
     /// AbortMultipartUpload, confirmed as S3 asks: the upload must list no parts any

@@ -15,7 +15,7 @@ use crate::expiry::Ttl;
 use crate::rules::Target;
 use crate::scope::{BucketName, ChecksumSha256, HeaderText, Metadata, ObjectKey};
 use crate::sign::UploadPart;
-use crate::store::{self, PartToComplete, Store, StoredPart};
+use crate::store::{self, Made, PartToComplete, Store, StoredPart};
 use crate::upload::{
     self, ABORT_GRACE, Claims, MAX_PART_BYTES, MAX_PARTS_PER_CALL, MIN_PART_BYTES, PartNumber,
     TokenError, TokenKeys,
@@ -1047,15 +1047,20 @@ impl Pipeline {
             left,
             async move {
                 let completed = async {
-                    let stored: HashMap<u16, StoredPart> = store
+                    let stored: HashMap<u16, StoredPart> = match store
                         .list_parts(&claims.bucket, &claims.key, &claims.upload_id)
                         .await
-                        .map_err(store_error)?
-                        .into_iter()
-                        .map(|p| (p.part_number, p))
-                        .collect();
+                    {
+                        Ok(stored) => stored.into_iter().map(|p| (p.part_number, p)).collect(),
+                        // Gone: completed (by a try whose answer was lost, on this
+                        // replica or another) or aborted.
+                        Err(gone) if gone.code() == Some("NoSuchUpload") => {
+                            return made_by(&store, &claims, &parts, None, gone).await;
+                        }
+                        Err(e) => return Err(store_error(e)),
+                    };
                     let size = check_parts(&parts, &stored, max_size, claims.expected_size)?;
-                    let etag = match store
+                    match store
                         .complete(
                             &claims.bucket,
                             &claims.key,
@@ -1065,16 +1070,18 @@ impl Pipeline {
                         )
                         .await
                     {
-                        Ok(etag) => etag,
-                        // Its answer lost, the completion may have been carried out: the
-                        // object made of exactly these parts says so.
-                        Err(lost) if answer_lost(&lost) => store
-                            .completed_as(&claims.bucket, &claims.key, &parts, size)
-                            .await
-                            .ok_or_else(|| store_error(lost))?,
-                        Err(refused) => return Err(store_error(refused)),
-                    };
-                    Ok::<_, Error>((etag, size))
+                        Ok(etag) => Ok((etag, size)),
+                        // Its answer lost, the completion may have been carried out; so
+                        // may a create-only one whose retry met the object it made.
+                        Err(lost)
+                            if answer_lost(&lost)
+                                || (claims.create_only
+                                    && lost.code() == Some("PreconditionFailed")) =>
+                        {
+                            made_by(&store, &claims, &parts, Some(size), lost).await
+                        }
+                        Err(refused) => Err(store_error(refused)),
+                    }
                 }
                 .await;
                 // A failure drops `record` without an end: a retry runs the step again.
@@ -1294,6 +1301,47 @@ fn check_parts(
     Ok(size)
 }
 
+/// The object a completion of `parts` made, when the store's answer (`cause`) did not
+/// say: the upload must be gone (a completion ends it), and the object at its key be
+/// the one exactly these parts make (S3's multipart ETag; `size`, when known). An
+/// upload that still lists parts was not completed, whatever object the key holds; a
+/// gone one whose object this service cannot check is said so, not "start a new one".
+async fn made_by(
+    store: &Store,
+    claims: &Claims,
+    parts: &[PartToComplete],
+    size: Option<u64>,
+    cause: store::Error,
+) -> Result<(String, u64), Error> {
+    if cause.code() != Some("NoSuchUpload") {
+        match store
+            .list_parts(&claims.bucket, &claims.key, &claims.upload_id)
+            .await
+        {
+            // Gone; or listing no parts, as a store made for development answers a
+            // completed upload (a completion needs the parts the check found).
+            Err(gone) if gone.code() == Some("NoSuchUpload") => {}
+            Ok(listed) if listed.is_empty() => {}
+            // Still holding parts: not completed.
+            Ok(_) => return Err(store_error(cause)),
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    match store
+        .completed_as(&claims.bucket, &claims.key, parts, size)
+        .await
+    {
+        Made::Yes { etag, size } => Ok((etag, size)),
+        Made::No => Err(Error::FailedPrecondition(GONE.into())),
+        Made::CannotTell(why) => Err(Error::FailedPrecondition(format!(
+            "the store no longer holds this upload: it was completed or aborted, and this \
+             service cannot tell which ({why}); see whether {} exists before uploading again",
+            claims.key
+        ))),
+        Made::Unknown(e) => Err(store_error(e)),
+    }
+}
+
 /// Whether a completion that failed so may have been carried out all the same: no
 /// whole answer came back (cut short, no answer in time, a dropped connection), or the
 /// store says the upload is gone (what it answers the SDK's retry of a completion it
@@ -1305,15 +1353,16 @@ fn answer_lost(e: &store::Error) -> bool {
     ) || e.code() == Some("NoSuchUpload")
 }
 
+/// An upload the store no longer holds, and no object of its parts at its key.
+const GONE: &str = "the upload no longer exists (it was completed or aborted); start a new one";
+
 /// What the store's refusals mean to the caller.
 fn store_error(e: store::Error) -> Error {
     match e.code() {
         Some("PreconditionFailed") => Error::AlreadyExists(
             "an object with this key exists, and the upload was started create_only".into(),
         ),
-        Some("NoSuchUpload") => Error::FailedPrecondition(
-            "the upload no longer exists (it was completed or aborted); start a new one".into(),
-        ),
+        Some("NoSuchUpload") => Error::FailedPrecondition(GONE.into()),
         Some("EntityTooSmall") => Error::FailedPrecondition(
             "a part other than the last is under 5 MiB; re-upload it larger".into(),
         ),

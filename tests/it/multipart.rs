@@ -926,6 +926,79 @@ async fn a_step_left_running(grace: &str, key: &str) -> (Harness, FaultProxy) {
     (h, proxy)
 }
 
+/// A completion whose answer was lost and whose object cannot be looked at now (the
+/// store failing) is UNAVAILABLE, and its retry, the upload gone by then, recognises
+/// the object (audited once); one whose object this service may not read (no
+/// s3:GetObject) says so rather than "start a new one"; and a create-only completion
+/// whose retry met the object it made (412) is that completion, not ALREADY_EXISTS.
+#[tokio::test]
+async fn a_lost_completion_is_recognised_on_retry_or_said_to_be_unknowable() {
+    let audit = support::capture_audit();
+    let (mut h, proxy) = behind_a_proxy(Setup::new()).await;
+    let completions = |key: &str| {
+        audit()
+            .iter()
+            .filter(|l| l.contains(key) && l.contains("\"ttl_secs\":0"))
+            .count()
+    };
+    const CUT: &str = "<CompleteMultipartUploadResult></CompleteMultipartUploadResult>";
+    let (upload, etag, data) = one_part_uploaded(&mut h, "public/lost/retried.bin", 8).await;
+    proxy.set(Fault::ForwardThenAnswerHeadWith("POST", 200, CUT, 503));
+    let status = complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
+        .await
+        .expect_err("the object could not be looked at");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(completions("public/lost/retried.bin"), 0);
+    // The retry's listing gets what S3 answers for a completed upload (s3s-fs lists
+    // none, as for an upload without parts, which no object may pass for).
+    proxy.set(Fault::AnswerTo(
+        "GET",
+        404,
+        "<Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist.\
+         </Message></Error>",
+    ));
+    let done = complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
+        .await
+        .expect("the retry recognises the object");
+    proxy.set(Fault::None);
+    assert!(done.etag.trim_matches('"').ends_with("-1"), "{}", done.etag);
+    assert_eq!(done.size, SMALL as u64);
+    assert_eq!(completions("public/lost/retried.bin"), 1);
+    let object = download(&mut h, "public/lost/retried.bin").await;
+    assert_eq!(object.bytes().await.unwrap().as_ref(), data.as_slice());
+
+    let (upload, etag, _) = one_part_uploaded(&mut h, "public/lost/unseen.bin", 9).await;
+    proxy.set(Fault::ForwardThenAnswerHeadWith("POST", 200, CUT, 403));
+    let status = complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
+        .await
+        .expect_err("the object may not be looked at");
+    proxy.set(Fault::None);
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("cannot tell which")
+            && status.message().contains("s3:GetObject")
+            && status.message().contains("public/lost/unseen.bin"),
+        "{status:?}"
+    );
+
+    let upload = start(&mut h, "public/lost/create-only.bin", true).await;
+    let data = body(SMALL, 10);
+    let parts = grant(&mut h, &upload, &[(1, SMALL)]).await;
+    let (_, etag) = put_part(&parts[0], data.clone()).await;
+    proxy.set(Fault::ForwardThenAnswer(
+        "POST",
+        412,
+        "<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions \
+         you specified did not hold</Message></Error>",
+    ));
+    let done = complete(&mut h, &TOKEN, &upload, &[(1, etag.as_str())])
+        .await
+        .expect("the completion whose retry met its own object");
+    proxy.set(Fault::None);
+    assert_eq!(done.size, SMALL as u64);
+    assert_eq!(completions("public/lost/create-only.bin"), 1);
+}
+
 /// A step still running when `server.shutdown_grace` is over is abandoned then, not a
 /// second grace later: the steps get what is left of the one grace after the calls'
 /// drain.

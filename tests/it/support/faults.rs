@@ -37,6 +37,10 @@ pub enum Fault {
     /// Passes requests of this method on (upstream acts on them), then answers this
     /// status and body instead of upstream's answer (an answer lost on the way back).
     ForwardThenAnswer(&'static str, u16, &'static str),
+    /// As `ForwardThenAnswer`, and HEAD requests (S3's HeadObject) answered with the
+    /// last status without asking upstream: 403 for a role that may not read objects,
+    /// 503 for a store failing.
+    ForwardThenAnswerHeadWith(&'static str, u16, &'static str, u16),
     /// Closes every new connection at once (the endpoint is down).
     Down,
 }
@@ -151,9 +155,19 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
             let status = StatusCode::from_u16(code).expect("a valid status");
             return (status, "injected fault").into_response();
         }
-        Fault::AnswerTo(method, _, _) | Fault::ForwardThenAnswer(method, _, _)
+        Fault::ForwardThenAnswerHeadWith(_, _, _, head)
+            if request.method() == axum::http::Method::HEAD =>
+        {
+            return StatusCode::from_u16(head)
+                .expect("a valid status")
+                .into_response();
+        }
+        Fault::AnswerTo(method, _, _)
+        | Fault::ForwardThenAnswer(method, _, _)
+        | Fault::ForwardThenAnswerHeadWith(method, _, _, _)
             if request.method().as_str() != method => {}
-        Fault::ForwardThenAnswer(_, code, body) => {
+        Fault::ForwardThenAnswer(_, code, body)
+        | Fault::ForwardThenAnswerHeadWith(_, code, body, _) => {
             if let Upstream::Url(base) = &shared.upstream {
                 let _ = forward(&shared.client, base, request).await;
             }
