@@ -7,8 +7,9 @@
  *   part grant) with `fetch`;
  * - `errors.ts`: the gRPC code, `google.rpc.BadRequest` field violations and retry
  *   hints of a failed call;
- * - `s3.ts` (imported as `storage-grants-client/s3`): an `@aws-sdk/client-s3` client
- *   from an AssumeScoped answer;
+ * - `s3.ts` (imported as `storage-grants-client/s3`): `@aws-sdk/client-s3` clients
+ *   from AssumeScoped, with credentials that refresh themselves (`scopedS3Client`,
+ *   `scopedCredentials`) or an answer's fixed ones (`s3ClientFromAssumeScoped`);
  * - the generated messages (`GrantReadRequest`, `Access`, …) from the service's proto.
  */
 export * from "./client.js";

@@ -1,41 +1,193 @@
 /**
- * An `@aws-sdk/client-s3` client configured from an AssumeScoped answer alone.
+ * `@aws-sdk/client-s3` clients from AssumeScoped: configured from the answer alone,
+ * with credentials that refresh themselves or with the answer's fixed ones.
  *
  * Imported as `storage-grants-client/s3`, so that callers who never use AssumeScoped
  * need not install the AWS SDK (an optional peer dependency).
+ *
+ * AssumeScoped credentials expire (`credentials.expiresAt`: 15 minutes to 1 hour after
+ * they were made, often less when the service hands out cached ones). A client that
+ * runs longer than that needs new ones:
+ *
+ * - {@link scopedS3Client} asks AssumeScoped itself and gives the SDK a credential
+ *   provider ({@link scopedCredentials}) that asks again before the credentials
+ *   expire, each time for `minRemainingMs` of life left;
+ * - {@link s3ClientFromAssumeScoped} uses the answer's credentials as they are, unless
+ *   `config.credentials` is given.
  */
 import { S3Client, type S3ClientConfig } from "@aws-sdk/client-s3";
-import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 
+import type { AssumeScopedInit, GrantsClient } from "./client.js";
 import type { AssumeScopedResponse } from "./gen/storagegrants/v1/grants_pb.js";
+
+/**
+ * The JavaScript SDK's refresh window: it calls a credential provider again when the
+ * credentials it returned have less than this left (`@smithy/core`, `EXPIRATION_MS`).
+ */
+export const SDK_REFRESH_WINDOW_MS = 5 * 60_000;
+
+/**
+ * Least life the credentials of each AssumeScoped call of {@link scopedCredentials}
+ * must have left: twice the SDK's 5-minute refresh window, so that a refresh never
+ * gets back the credentials it replaces. Less than the shortest session (15 minutes).
+ */
+export const DEFAULT_MIN_REMAINING_MS = 10 * 60_000;
+
+/** Credentials as the AWS SDK v3 takes them (`AwsCredentialIdentity`). */
+export interface ScopedCredentialIdentity {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken: string;
+  /** When they stop working: the SDK calls the provider again 5 minutes before. */
+  expiration: Date;
+  accountId?: string;
+}
+
+/** Options of {@link scopedCredentials} and {@link scopedS3Client}. */
+export interface ScopedCredentialsOptions {
+  /**
+   * Least life, in milliseconds, the credentials of each AssumeScoped call must have
+   * left (`min_remaining`; default {@link DEFAULT_MIN_REMAINING_MS}). More than the
+   * SDK's 5-minute refresh window (a `RangeError` otherwise), less than the longest session the scope may have
+   * (the rule's `max_ttl`), or the service answers FAILED_PRECONDITION.
+   */
+  minRemainingMs?: number;
+  /** An answer to the same request, returned by the first call instead of asking. */
+  first?: AssumeScopedResponse;
+}
+
+/** The credentials of an AssumeScoped answer, as the AWS SDK takes them. */
+export function credentialsOf(response: AssumeScopedResponse): ScopedCredentialIdentity {
+  const credentials = response.credentials;
+  if (!credentials?.accessKeyId || !credentials.secretAccessKey || !credentials.sessionToken) {
+    throw new TypeError("the AssumeScoped answer carries no complete credentials");
+  }
+  if (!credentials.expiresAt) {
+    throw new TypeError("the AssumeScoped answer carries no expiresAt");
+  }
+  return {
+    accessKeyId: credentials.accessKeyId,
+    secretAccessKey: credentials.secretAccessKey,
+    sessionToken: credentials.sessionToken,
+    expiration: timestampDate(credentials.expiresAt),
+    ...(response.accountId ? { accountId: response.accountId } : {}),
+  };
+}
+
+/**
+ * An AWS SDK v3 credential provider (for `credentials` of any client config) that
+ * calls AssumeScoped through `client` with `request` and `minRemainingMs` of life left.
+ * The SDK memoizes it by `expiration` and calls it again when the credentials have
+ * less than 5 minutes left, so a long-running client always signs with live ones.
+ * `client` (its transport) must stay usable while the provider is. A failed call
+ * (a `ConnectError`) keeps the current credentials while they have more than a minute
+ * left ({@link KEEP_ON_FAILURE_MS}), and rejects the S3 command that needed them after.
+ */
+export function scopedCredentials(
+  client: Pick<GrantsClient, "assumeScoped">,
+  request: AssumeScopedInit,
+  options: ScopedCredentialsOptions = {},
+): () => Promise<ScopedCredentialIdentity> {
+  const asked = withMinRemaining(request, options.minRemainingMs);
+  let first = options.first;
+  let last: ScopedCredentialIdentity | undefined;
+  return async () => {
+    if (first !== undefined) {
+      const answer = first;
+      first = undefined;
+      last = credentialsOf(answer);
+      return last;
+    }
+    try {
+      last = credentialsOf(await client.assumeScoped(asked));
+      return last;
+    } catch (error) {
+      // As botocore's advisory refresh: credentials that still work for a while are
+      // used while the service cannot answer; the SDK asks again on its next call.
+      if (last !== undefined && last.expiration.getTime() - Date.now() > KEEP_ON_FAILURE_MS) {
+        return last;
+      }
+      throw error;
+    }
+  };
+}
+
+/**
+ * A failed refresh keeps the current credentials while they have more than this left
+ * (the SDK asks again on its next call); closer to expiry the failure is thrown.
+ */
+export const KEEP_ON_FAILURE_MS = 60_000;
+
+/**
+ * An S3 client whose credentials refresh themselves, for workers that outlive one
+ * session: calls AssumeScoped through `client` with `request` (asking for
+ * `minRemainingMs` of life left), configures the client from the answer as
+ * {@link s3ClientFromAssumeScoped} does, with {@link scopedCredentials} as its
+ * credential provider. `config` adds to or overrides the rest.
+ */
+export async function scopedS3Client(
+  client: Pick<GrantsClient, "assumeScoped">,
+  request: AssumeScopedInit,
+  config: S3ClientConfig = {},
+  options: Omit<ScopedCredentialsOptions, "first"> = {},
+): Promise<S3Client> {
+  const asked = withMinRemaining(request, options.minRemainingMs);
+  const first = await client.assumeScoped(asked);
+  credentialsOf(first); // a complete answer, checked before the client exists
+  return s3ClientFromAssumeScoped(first, {
+    credentials: scopedCredentials(client, asked, { ...options, first }),
+    ...config,
+  });
+}
 
 /**
  * Returns an S3 client for the bucket prefix of an AssumeScoped answer: its region,
  * its endpoint (when the service names one, e.g. an S3-compatible store), path-style
- * addressing when it asks for it, and its temporary credentials, which the SDK stops
- * using at their `expires_at`.
+ * addressing when it asks for it, and its temporary credentials.
+ *
+ * The answer's credentials are fixed: they stop working at their `expiresAt` (15
+ * minutes to 1 hour), and the SDK does not stop using them then (it signs with
+ * expired credentials; the store answers `ExpiredToken`). For longer use, pass
+ * `config.credentials` (e.g. {@link scopedCredentials}`(client, request, { first: response })`),
+ * which is used instead, or use {@link scopedS3Client}.
  *
  * The credentials only work under `response.prefix` of `response.bucket`: use
  * `Bucket: response.bucket` and keys (or a listing `Prefix`) starting with
  * `response.prefix`. `config` adds to or overrides the rest (retries, request handler…).
  *
- * @throws TypeError when the answer carries no credentials.
+ * @throws TypeError when the answer carries no credentials and `config` none either.
  */
 export function s3ClientFromAssumeScoped(response: AssumeScopedResponse, config: S3ClientConfig = {}): S3Client {
-  const credentials = response.credentials;
-  if (!credentials?.accessKeyId || !credentials.secretAccessKey || !credentials.sessionToken) {
-    throw new TypeError("the AssumeScoped answer carries no complete credentials");
-  }
+  const credentials = config.credentials ?? fixedCredentials(response);
   return new S3Client({
     region: response.region,
     ...(response.endpoint ? { endpoint: response.endpoint } : {}),
     forcePathStyle: response.forcePathStyle,
     ...config,
-    credentials: {
-      accessKeyId: credentials.accessKeyId,
-      secretAccessKey: credentials.secretAccessKey,
-      sessionToken: credentials.sessionToken,
-      ...(credentials.expiresAt ? { expiration: timestampDate(credentials.expiresAt) } : {}),
-    },
+    credentials,
   });
+}
+
+/** The answer's own credentials; `expiration` only when it names one. */
+function fixedCredentials(response: AssumeScopedResponse): S3ClientConfig["credentials"] {
+  const credentials = response.credentials;
+  if (!credentials?.accessKeyId || !credentials.secretAccessKey || !credentials.sessionToken) {
+    throw new TypeError("the AssumeScoped answer carries no complete credentials");
+  }
+  return {
+    accessKeyId: credentials.accessKeyId,
+    secretAccessKey: credentials.secretAccessKey,
+    sessionToken: credentials.sessionToken,
+    ...(credentials.expiresAt ? { expiration: timestampDate(credentials.expiresAt) } : {}),
+  };
+}
+
+/** `request` with `minRemaining`, checked to be longer than the SDK's refresh window. */
+function withMinRemaining(request: AssumeScopedInit, minRemainingMs = DEFAULT_MIN_REMAINING_MS): AssumeScopedInit {
+  if (!Number.isFinite(minRemainingMs) || minRemainingMs <= SDK_REFRESH_WINDOW_MS) {
+    // Less would give credentials inside the window: a refresh before every call.
+    throw new RangeError("minRemainingMs must be more than the SDK's 5-minute refresh window (300000)");
+  }
+  return { ...request, minRemaining: durationFromMs(minRemainingMs) };
 }

@@ -11,7 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { before, describe, test } from "node:test";
+import { before, describe, mock, test } from "node:test";
 
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
 
@@ -27,10 +27,11 @@ import {
   timestampDate,
   ttl,
   upload,
+  type AssumeScopedInit,
   type GrantsClient,
   type GrantWriteInit,
 } from "../src/index.js";
-import { s3ClientFromAssumeScoped } from "../src/s3.js";
+import { s3ClientFromAssumeScoped, scopedCredentials, scopedS3Client } from "../src/s3.js";
 import { readEnv } from "./env.js";
 
 const env = readEnv();
@@ -330,6 +331,148 @@ describe("AssumeScoped", () => {
       assert.ok(keys.every((k) => k.startsWith(scoped.prefix)), "ListObjectsV2 listed keys outside the prefix");
     } finally {
       s3.destroy();
+    }
+  });
+});
+
+describe("AssumeScoped credentials that refresh themselves", () => {
+  // Under the test rule's 15-minute sessions (the longest this scope may have), and
+  // close to them, so that credentials a few seconds old no longer qualify and a
+  // refresh gets new ones from STS, not the cached ones it replaces.
+  const REFRESH_MIN_REMAINING_MS = (15 * 60 - 5) * 1000;
+  const freshScope = (name: string) => `${scopedPrefix}${name}-${randomBytes(4).toString("hex")}/`;
+
+  /** A client that records each AssumeScoped request (the calls still go to the service). */
+  function counting(calls: AssumeScopedInit[], onCall = () => {}): Pick<GrantsClient, "assumeScoped"> {
+    return {
+      assumeScoped: (request, options) => {
+        calls.push(request);
+        onCall();
+        return client.assumeScoped(request, options);
+      },
+    };
+  }
+
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  test("the SDK calls AssumeScoped again within its refresh window, and S3 calls go on with the new credentials", async () => {
+    const prefix = freshScope("node-refresh");
+    const request = { bucket: env.DEMO_BUCKET, prefix, access: Access.READ_WRITE, list: true };
+    const first = await client.assumeScoped({ ...request, minRemaining: ttl(REFRESH_MIN_REMAINING_MS / 1000) });
+    assert.ok(first.credentials?.expiresAt, "credentials.expires_at is unset");
+    const expiresAt = timestampDate(first.credentials.expiresAt).getTime();
+    const calls: AssumeScopedInit[] = [];
+    // The SDK's clock, moved forward below; back to the real one as soon as the SDK
+    // asks for new credentials (it checks the clock on every resolution of them).
+    let restoreClock = () => {};
+    const s3 = s3ClientFromAssumeScoped(first, {
+      maxAttempts: 1,
+      credentials: scopedCredentials(counting(calls, () => restoreClock()), request, {
+        minRemainingMs: REFRESH_MIN_REMAINING_MS,
+        first,
+      }),
+    });
+    const key = `${prefix}refreshed.txt`;
+    try {
+      // Fresh credentials are outside the SDK's 5-minute window: no call.
+      await s3.send(new PutObjectCommand({ Bucket: first.bucket, Key: key, Body: "before" }));
+      assert.equal(calls.length, 0, "credentials outside the refresh window were refreshed");
+      const firstKeyId = (await s3.config.credentials()).accessKeyId;
+      assert.equal(firstKeyId, first.credentials.accessKeyId);
+
+      // Wait until the service's cached credentials have less than min_remaining left
+      // (a few seconds), so that a refresh gets new ones.
+      const wait = expiresAt - Date.now() - REFRESH_MIN_REMAINING_MS + 1500;
+      assert.ok(wait < 15_000, `AssumeScoped credentials last longer than the test rule allows`);
+      await sleep(Math.max(0, wait));
+
+      // The SDK's clock moved to one minute before expiry: inside its refresh window.
+      const realNow = Date.now.bind(Date);
+      const shift = expiresAt - realNow() - 60_000;
+      const clock = mock.method(Date, "now", () => realNow() + shift);
+      restoreClock = () => clock.mock.restore();
+      try {
+        await s3.send(new ListObjectsV2Command({ Bucket: first.bucket, Prefix: prefix }));
+      } finally {
+        restoreClock();
+      }
+      assert.equal(calls.length, 1, `AssumeScoped was called ${calls.length} times by the refresh, expected once`);
+      const asked = calls[0];
+      assert.ok(asked);
+      assert.deepEqual([asked.bucket, asked.prefix, asked.access, asked.list], [env.DEMO_BUCKET, prefix, Access.READ_WRITE, true]);
+      assert.equal(asked.minRemaining?.seconds, BigInt(REFRESH_MIN_REMAINING_MS / 1000), "the refresh did not ask for minRemaining");
+      const refreshed = await s3.config.credentials();
+      assert.notEqual(refreshed.accessKeyId, firstKeyId, "the refresh kept the credentials it replaces");
+      assert.ok((refreshed.expiration?.getTime() ?? 0) > expiresAt, "the new credentials do not expire later");
+
+      // The S3 calls go on with the new credentials, and refresh no more.
+      await s3.send(new PutObjectCommand({ Bucket: first.bucket, Key: key, Body: "after" }));
+      const got = await s3.send(new GetObjectCommand({ Bucket: first.bucket, Key: key }));
+      assert.equal(await got.Body?.transformToString(), "after");
+      const listed = await s3.send(new ListObjectsV2Command({ Bucket: first.bucket, Prefix: prefix }));
+      assert.deepEqual((listed.Contents ?? []).map((item) => item.Key), [key]);
+      assert.equal(calls.length, 1, "fresh credentials were refreshed again");
+    } finally {
+      s3.destroy();
+    }
+  });
+
+  test("scopedS3Client asks with minRemaining, and the client works", async () => {
+    const prefix = freshScope("node-scoped-client");
+    const calls: AssumeScopedInit[] = [];
+    const s3 = await scopedS3Client(
+      counting(calls),
+      { bucket: env.DEMO_BUCKET, prefix, access: Access.READ_WRITE, list: true },
+      { maxAttempts: 1 },
+    );
+    try {
+      assert.equal(calls.length, 1);
+      assert.equal(calls[0]?.minRemaining?.seconds, 600n, "the default minRemaining is 10 minutes");
+      const key = `${prefix}scoped.txt`;
+      await s3.send(new PutObjectCommand({ Bucket: env.DEMO_BUCKET, Key: key, Body: "scoped" }));
+      const got = await s3.send(new GetObjectCommand({ Bucket: env.DEMO_BUCKET, Key: key }));
+      assert.equal(await got.Body?.transformToString(), "scoped");
+      assert.equal(calls.length, 1, "fresh credentials were refreshed");
+    } finally {
+      s3.destroy();
+    }
+  });
+
+  test("a failed refresh keeps credentials that still work, and fails once they are about to expire", async () => {
+    // Pure logic: a stand-in for the service that answers once, then UNAVAILABLE.
+    const answer = await client.assumeScoped({ bucket: env.DEMO_BUCKET, prefix: scopedPrefix, access: Access.READ });
+    let calls = 0;
+    const flaky: Pick<GrantsClient, "assumeScoped"> = {
+      assumeScoped: async () => {
+        calls += 1;
+        if (calls === 1) return answer;
+        throw new ConnectError("STS down", Code.Unavailable);
+      },
+    };
+    const provider = scopedCredentials(flaky, { bucket: env.DEMO_BUCKET, prefix: scopedPrefix, access: Access.READ });
+    const got = await provider();
+    assert.equal(got.accessKeyId, answer.credentials?.accessKeyId);
+    assert.equal((await provider()).accessKeyId, got.accessKeyId, "a failed refresh did not keep working credentials");
+    assert.equal(calls, 2);
+    const clock = mock.method(Date, "now", () => got.expiration.getTime() - 30_000);
+    try {
+      await expectCode(() => provider(), Code.Unavailable);
+    } finally {
+      clock.mock.restore();
+    }
+  });
+
+  test("s3ClientFromAssumeScoped uses the caller's credentials, and minRemainingMs must exceed the SDK's refresh window", async () => {
+    const scoped = await client.assumeScoped({ bucket: env.DEMO_BUCKET, prefix: scopedPrefix, access: Access.READ });
+    const own = { accessKeyId: "AKIDCALLER", secretAccessKey: "caller-secret", sessionToken: "caller-token" };
+    const s3 = s3ClientFromAssumeScoped(scoped, { credentials: async () => own });
+    try {
+      assert.equal((await s3.config.credentials()).accessKeyId, own.accessKeyId, "config.credentials was overwritten");
+    } finally {
+      s3.destroy();
+    }
+    for (const bad of [0, -1, Number.NaN, 5 * 60_000]) {
+      assert.throws(() => scopedCredentials(client, { bucket: env.DEMO_BUCKET }, { minRemainingMs: bad }), RangeError);
     }
   });
 });

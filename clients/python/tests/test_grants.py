@@ -39,7 +39,9 @@ import unittest
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Optional
 
+import boto3
 import botocore.config
+import botocore.credentials
 import botocore.exceptions
 import grpc
 from google.protobuf import descriptor_pb2, duration_pb2
@@ -56,7 +58,13 @@ from storagegrants import (
     upload,
 )
 from storagegrants.http import send
-from storagegrants.s3 import s3_client
+from storagegrants.s3 import (
+    DEFAULT_MIN_REMAINING,
+    refresh_windows,
+    s3_client,
+    scoped_credentials,
+    scoped_s3_client,
+)
 from storagegrants.v1 import grants_pb2 as pb2
 
 SERVICE = "storagegrants.v1.GrantService"
@@ -561,6 +569,124 @@ class GrantsClientTest(unittest.TestCase):
         keys = [item["Key"] for item in listed.get("Contents", [])]
         self.assertIn(key, keys, f"list_objects_v2(Prefix={prefix!r}) lists {len(keys)} keys, not the new one")
         self.assertTrue(all(k.startswith(prefix) for k in keys), "list_objects_v2 listed keys outside the prefix")
+
+    # -- AssumeScoped credentials that refresh themselves ---------------------------------
+
+    # Under the test rule's 15-minute sessions (the longest this scope may have), and
+    # close to them, so that credentials a few seconds old no longer qualify and a
+    # refresh gets new ones from STS, not the cached ones it replaces.
+    REFRESH_MIN_REMAINING = timedelta(seconds=15 * 60 - 5)
+
+    def scoped_s3_config(self) -> botocore.config.Config:
+        return botocore.config.Config(
+            retries={"max_attempts": 1}, connect_timeout=HTTP_TIMEOUT_S, read_timeout=HTTP_TIMEOUT_S
+        )
+
+    def fresh_scope(self, name: str) -> str:
+        """A prefix of its own, so that the service's credential cache starts empty for it."""
+        return f"{self.SCOPED_PREFIX}{name}-{secrets.token_hex(4)}/"
+
+    def counting_client(self, calls: list[pb2.AssumeScopedRequest]) -> GrantsClient:
+        """A GrantsClient on the test channel that records each AssumeScoped request it
+        sends (the calls still go to the real service)."""
+        real = self.client
+
+        class Counting(GrantsClient):
+            def assume_scoped(self, request: Any = None, **kwargs: Any) -> pb2.AssumeScopedResponse:
+                calls.append(request)
+                return real.assume_scoped(request, **kwargs)
+
+        return Counting(self.channel, token=self.token, timeout=RPC_TIMEOUT_S)
+
+    def test_refresh_windows_follow_botocore_and_min_remaining(self) -> None:
+        # Pure logic: botocore's 15/10-minute windows for the default 20 minutes; shorter
+        # ones for a shorter min_remaining, so fresh credentials are outside them.
+        self.assertEqual(refresh_windows(DEFAULT_MIN_REMAINING), (timedelta(minutes=15), timedelta(minutes=10)))
+        self.assertEqual(refresh_windows(timedelta(minutes=10)), (timedelta(minutes=7.5), timedelta(minutes=5)))
+        for bad in (timedelta(0), timedelta(seconds=-1)):
+            with self.assertRaises(ValueError):
+                refresh_windows(bad)
+        first = self.assume_scoped(prefix=self.SCOPED_PREFIX, access=pb2.ACCESS_READ)
+        with self.assertRaises(ValueError):  # refreshable credentials live in a session of their own
+            s3_client(first, session=boto3.session.Session(),
+                      credentials=botocore.credentials.Credentials("a", "b", "c"))
+
+    def test_refreshing_credentials_call_assume_scoped_again_within_the_refresh_window(self) -> None:
+        prefix = self.fresh_scope("py-refresh")
+        calls: list[pb2.AssumeScopedRequest] = []
+        counting = self.counting_client(calls)
+        min_remaining = self.REFRESH_MIN_REMAINING
+        first = self.assume_scoped(prefix=prefix, access=pb2.ACCESS_READ_WRITE, list=True, min_remaining=min_remaining)
+        credentials = scoped_credentials(
+            counting, bucket=ENV["DEMO_BUCKET"], prefix=prefix, access=pb2.ACCESS_READ_WRITE, list=True,
+            min_remaining=min_remaining, first=first,
+        )
+        s3 = s3_client(first, config=self.scoped_s3_config(), credentials=credentials)
+        key = f"{prefix}refreshed.txt"
+
+        # Fresh credentials are outside the refresh windows: no call.
+        s3.put_object(Bucket=first.bucket, Key=key, Body=b"before")
+        self.assertEqual(len(calls), 0, "credentials outside the refresh window were refreshed")
+        first_key_id = credentials.get_frozen_credentials().access_key
+        self.assertEqual(first_key_id, first.credentials.access_key_id)
+
+        # Wait until the service's cached credentials have less than min_remaining left
+        # (a few seconds), so that a refresh gets new ones.
+        left = timestamp_seconds(first.credentials.expires_at) - time.time()
+        wait = left - min_remaining.total_seconds() + 1.5
+        self.assertLess(wait, 15, f"AssumeScoped credentials last {left:.0f}s, longer than the test rule allows")
+        time.sleep(max(0.0, wait))
+
+        # botocore's clock moved to one minute before expiry: inside both windows (the
+        # mandatory one raises a failed refresh), so the next S3 call refreshes first.
+        real_clock = credentials._time_fetcher
+        shift = timedelta(seconds=timestamp_seconds(first.credentials.expires_at) - time.time() - 60)
+        credentials._time_fetcher = lambda: real_clock() + shift
+        try:
+            s3.list_objects_v2(Bucket=first.bucket, Prefix=prefix)
+        finally:
+            credentials._time_fetcher = real_clock
+        self.assertEqual(len(calls), 1, f"AssumeScoped was called {len(calls)} times by the refresh, expected once")
+        asked = calls[0]
+        self.assertEqual((asked.bucket, asked.prefix, asked.access, asked.list),
+                         (ENV["DEMO_BUCKET"], prefix, pb2.ACCESS_READ_WRITE, True))
+        self.assertEqual(asked.min_remaining.ToTimedelta(), min_remaining, "the refresh did not ask for min_remaining")
+        frozen = credentials.get_frozen_credentials()
+        self.assertNotEqual(frozen.access_key, first_key_id, "the refresh kept the credentials it replaces")
+        self.assertEqual(len(calls), 1, "the refreshed credentials were refreshed again")
+
+        # The S3 calls go on with the new credentials (signed with them), and refresh no more.
+        s3.put_object(Bucket=first.bucket, Key=key, Body=b"after")
+        self.assert_same_bytes(s3.get_object(Bucket=first.bucket, Key=key)["Body"].read(), b"after",
+                               "get_object after the refresh")
+        listed = s3.list_objects_v2(Bucket=first.bucket, Prefix=prefix)
+        self.assertEqual([item["Key"] for item in listed.get("Contents", [])], [key])
+        self.assertEqual(len(calls), 1, "fresh credentials were refreshed again")
+
+    def test_scoped_s3_client_asks_with_min_remaining_and_works(self) -> None:
+        prefix = self.fresh_scope("py-scoped-client")
+        calls: list[pb2.AssumeScopedRequest] = []
+        counting = self.counting_client(calls)
+        min_remaining = timedelta(minutes=10)
+        s3 = scoped_s3_client(
+            counting, bucket=ENV["DEMO_BUCKET"], prefix=prefix, access=pb2.ACCESS_READ_WRITE, list=True,
+            min_remaining=min_remaining, config=self.scoped_s3_config(),
+        )
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(calls[0].min_remaining.ToTimedelta(), min_remaining)
+        key = f"{prefix}scoped.txt"
+        s3.put_object(Bucket=ENV["DEMO_BUCKET"], Key=key, Body=b"scoped")
+        self.assert_same_bytes(s3.get_object(Bucket=ENV["DEMO_BUCKET"], Key=key)["Body"].read(), b"scoped",
+                               "get_object with scoped_s3_client")
+        self.assertEqual(len(calls), 1, "fresh credentials were refreshed")
+
+        # Without `first`, the credentials call AssumeScoped on first use.
+        deferred = scoped_credentials(counting, bucket=ENV["DEMO_BUCKET"], prefix=prefix,
+                                      access=pb2.ACCESS_READ_WRITE, list=True, min_remaining=min_remaining)
+        self.assertEqual(len(calls), 1)
+        self.assertTrue(deferred.get_frozen_credentials().access_key)
+        self.assertEqual(len(calls), 2)
+        self.assertEqual(calls[1].min_remaining.ToTimedelta(), min_remaining)
 
     def test_assume_scoped_prefix_without_slash_is_invalid_argument(self) -> None:
         request = pb2.AssumeScopedRequest(

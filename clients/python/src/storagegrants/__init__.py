@@ -9,9 +9,10 @@
   grant) with urllib;
 - `storagegrants.errors`: the `google.rpc.BadRequest` field violations and retry hint
   of a failed call;
-- `storagegrants.s3` (needs the `s3` extra, boto3): a boto3 S3 client from an
-  AssumeScoped answer. Imported on first use of `storagegrants.s3`, so that
-  `import storagegrants` works without boto3.
+- `storagegrants.s3` (needs the `s3` extra, boto3): boto3 S3 clients from
+  AssumeScoped, `scoped_s3_client` with credentials that call AssumeScoped again
+  before they expire, `s3_client` with an answer's fixed ones. Imported on first use
+  of `storagegrants.s3`, so that `import storagegrants` works without boto3.
 
 Presigned URLs and temporary credentials are bearer credentials: nothing in this
 package logs one or puts one into an exception message.

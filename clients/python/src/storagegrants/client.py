@@ -163,10 +163,12 @@ class GrantsClient:
         **fields: Any,
     ) -> grants_pb2.AssumeScopedResponse:
         """Temporary credentials limited to one bucket prefix. Fields as in
-        `AssumeScopedRequest` (`access=grants_pb2.ACCESS_READ_WRITE`); `duration` may
-        be a `timedelta`. `storagegrants.s3.s3_client` turns the answer into a boto3 client."""
+        `AssumeScopedRequest` (`access=grants_pb2.ACCESS_READ_WRITE`); `duration` and
+        `min_remaining` may be `timedelta`s. The credentials expire (`expires_at`);
+        `storagegrants.s3.scoped_s3_client` makes a boto3 client whose credentials call
+        this again before they do, `storagegrants.s3.s3_client` one from this answer alone."""
         if request is None:
-            request = grants_pb2.AssumeScopedRequest(**_with_durations(fields, "duration"))
+            request = grants_pb2.AssumeScopedRequest(**_with_durations(fields, "duration", "min_remaining"))
         return self._call(self.stub.AssumeScoped, request, timeout, call_metadata)
 
     # -- multipart upload ---------------------------------------------------------------
