@@ -517,13 +517,18 @@ impl Broker {
                     && secret(c.session_token())
             })
             .ok_or_else(malformed)?;
-        // The expiry of the session asked for, give or take the clocks' skew: one that
-        // ends within a minute would have SDKs refresh in a loop, one far past the
-        // duration is not STS's answer to this call.
+        // The expiry of the session asked for, give or take the clocks' skew: STS
+        // makes the session asked for or refuses it, so one much shorter (which would
+        // miss the life a caller asked to have left, and have SDKs refresh in a loop)
+        // or far longer is not STS's answer to this call.
         let now = SystemTime::now();
         let expires_at = SystemTime::try_from(*credentials.expiration())
             .ok()
-            .filter(|at| *at > now + EXPIRY_SKEW && *at <= now + duration + EXPIRY_SKEW * 5)
+            .filter(|at| {
+                *at > now + EXPIRY_SKEW
+                    && *at >= now + duration.saturating_sub(EXPIRY_SKEW * 5)
+                    && *at <= now + duration + EXPIRY_SKEW * 5
+            })
             .ok_or_else(malformed)?;
         let packed_policy_percent = response.packed_policy_size();
         if let Some(percent) = packed_policy_percent {
@@ -542,7 +547,7 @@ impl Broker {
             bucket = %scope.bucket,
             prefix = %scope.prefix,
             grant_id,
-            duration_secs = duration.as_secs(),
+            duration_secs = crate::core::span_int(duration.as_secs()),
             packed_policy_percent,
             "AssumeRole issued scoped credentials"
         );

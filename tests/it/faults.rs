@@ -146,9 +146,11 @@ async fn sts_faults_answer_unavailable_with_a_retry_hint_and_heal_within_a_secon
              </AccessKeyId><Secr",
         ),
         // Whole answers no SDK could use: a blank secret; an expiry two seconds away;
-        // one a day past the hour asked for.
+        // one two minutes away, short of the hour asked for (and of any life a caller
+        // may ask to have left); one a day past it.
         Fault::Answer(200, sts_answer("   ", 3600)),
         Fault::Answer(200, sts_answer("wJalrXUtnFEMIEXAMPLEKEY", 2)),
+        Fault::Answer(200, sts_answer("wJalrXUtnFEMIEXAMPLEKEY", 120)),
         Fault::Answer(200, sts_answer("wJalrXUtnFEMIEXAMPLEKEY", 90_000)),
     ] {
         proxy.set(fault);
