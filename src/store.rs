@@ -101,6 +101,19 @@ where
                 code: answer.code().unwrap_or("Unknown").to_owned(),
             }
         }
+        // S3 names every refusal of the calls made here (each has an XML body): one
+        // without a code (a proxy's 404 page) said nothing to act on; but a bare 401
+        // or 403 (a firewall's) is a refusal of this service, for its operator.
+        Err(answer)
+            if answer.code().is_none()
+                && !answer
+                    .raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 401 | 403)) =>
+        {
+            Error::Unreachable(crate::aws::Unanswered::Malformed(
+                answer.raw_response().map_or(0, |r| r.status().as_u16()),
+            ))
+        }
         Err(answer) => Error::Refused {
             code: answer.code().unwrap_or("Unknown").to_owned(),
             message: crate::aws::describe_answer(&answer),
@@ -552,6 +565,16 @@ mod tests {
             matches!(
                 error,
                 Error::Unreachable(crate::aws::Unanswered::Malformed(200))
+            ),
+            "{error:?}"
+        );
+        assert!(error.is_transient());
+        // A refusal without S3's code (a proxy's 404 page) is no answer to act on.
+        let error = classify(answered(404, None));
+        assert!(
+            matches!(
+                error,
+                Error::Unreachable(crate::aws::Unanswered::Malformed(404))
             ),
             "{error:?}"
         );

@@ -673,10 +673,15 @@ async fn a_store_failing_on_its_side_is_unavailable_with_a_retry_hint_a_refusal_
     for (fault, says) in [
         (Fault::Status(503), "the store failed (HTTP 503"),
         (Fault::Status(500), "the store failed (HTTP 500"),
-        // A 200 that is not the store's answer (a proxy's page): not a refusal.
+        // A 200 that is not the store's answer (a proxy's page): not a refusal; nor a
+        // 404 page without S3's error code.
         (
             Fault::Answer(200, NOT_AN_ANSWER),
             "no usable answer from the store: HTTP 200: malformed response",
+        ),
+        (
+            Fault::Status(404),
+            "no usable answer from the store: HTTP 404: malformed response",
         ),
     ] {
         proxy.set(fault);
