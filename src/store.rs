@@ -47,6 +47,9 @@ pub enum Error {
     /// The store answered a step as done, but does not show it done.
     #[error("the store answered {0} as done, but has not carried it out")]
     NotCarriedOut(&'static str),
+    /// The store answered a step as done, and the check that it was failed.
+    #[error("the store answered {0} as done, and confirming it failed ({1})")]
+    Unconfirmed(&'static str, #[source] Box<Error>),
     /// The call had to answer (its deadline was near) before the store did; the step
     /// goes on in a task of its own (`grant::multipart`).
     #[error(
@@ -76,6 +79,7 @@ impl Error {
                 | Error::Pending(_)
                 | Error::Incomplete(_)
                 | Error::NotCarriedOut(_)
+                | Error::Unconfirmed(..)
         )
     }
 }
@@ -511,7 +515,7 @@ impl Store {
             // Some stores list an upload that is gone as holding no parts.
             Ok(parts) if parts.is_empty() => Ok(()),
             Ok(_) => Err(Error::NotCarriedOut("the abort")),
-            Err(other) => Err(other),
+            Err(other) => Err(Error::Unconfirmed("the abort", Box::new(other))),
         }
     }
 }

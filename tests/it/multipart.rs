@@ -1143,6 +1143,21 @@ async fn a_store_answer_cut_short_is_unavailable_never_a_completion() {
     assert!(!done.etag.is_empty());
     let object = download(&mut h, "public/cut/short.bin").await;
     assert_eq!(object.bytes().await.unwrap().as_ref(), data.as_slice());
+    // An abort the store carried out whose confirming listing fails says so.
+    let (other, _, _) = one_part_uploaded(&mut h, "public/cut/unconfirmed.bin", 6).await;
+    proxy.set(Fault::AnswerTo("GET", 503, ""));
+    let status = abort(&mut h, &other)
+        .await
+        .expect_err("the abort was not confirmed");
+    proxy.set(Fault::None);
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.get_details_retry_info().is_some(), "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("answered the abort as done, and confirming it failed"),
+        "{status:?}"
+    );
 }
 
 /// A store slower than the call's deadline (`server.request_timeout` 1 s): each step is
