@@ -393,13 +393,7 @@ fn client_mode(mode: &str) -> ExitCode {
                     )));
                 }
                 let listener = cli::proxy::bind(addr).await?;
-                cli::proxy::serve(
-                    listener,
-                    upstream,
-                    token,
-                    server::StopSignals::from_os().first(),
-                )
-                .await
+                cli::proxy::serve(listener, upstream, token, server::StopSignals::from_os()).await
             }
             .await;
             // Its log lines are written before the process exits.

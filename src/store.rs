@@ -105,11 +105,13 @@ where
                 code: answer.code().unwrap_or("Unknown").to_owned(),
             }
         }
-        // S3 names every refusal of the calls made here (each has an XML body): one
-        // without a code (a proxy's 404 page) said nothing to act on; but a bare 401
-        // or 403 (a firewall's) is a refusal of this service, for its operator.
+        // S3 names every refusal of the calls made here in an XML body: one without a
+        // code (a proxy's 404 page; an empty body, for which the SDK makes up
+        // `NotFound`, a code S3 sends for none of these calls) said nothing to act on;
+        // but a bare 401 or 403 (a firewall's) is a refusal of this service, for its
+        // operator.
         Err(answer)
-            if answer.code().is_none()
+            if matches!(answer.code(), None | Some("" | "NotFound"))
                 && !answer
                     .raw_response()
                     .is_some_and(|r| matches!(r.status().as_u16(), 401 | 403)) =>
@@ -142,7 +144,8 @@ fn stored_part(p: &aws_sdk_s3::types::Part) -> Result<StoredPart, Error> {
     let size = p
         .size()
         .and_then(|s| u64::try_from(s).ok())
-        .ok_or(Error::Incomplete("each part's size"))?;
+        .filter(|s| *s <= crate::upload::MAX_PART_BYTES)
+        .ok_or(Error::Incomplete("each part's size, within 5 GiB"))?;
     Ok(StoredPart {
         part_number,
         size,
@@ -331,6 +334,9 @@ impl Store {
                 // not S3's) would pass for an upload holding no parts.
                 if out.upload_id() != Some(upload_id.as_str()) {
                     return Err(Error::Incomplete("the upload id it lists"));
+                }
+                if out.key() != Some(key.as_str()) {
+                    return Err(Error::Incomplete("the key of the upload it lists"));
                 }
                 let mut page_highest = 0;
                 for p in out.parts() {
@@ -573,16 +579,19 @@ mod tests {
             "{error:?}"
         );
         assert!(error.is_transient());
-        // A refusal without S3's code (a proxy's 404 page) is no answer to act on.
-        let error = classify(answered(404, None));
-        assert!(
-            matches!(
-                error,
-                Error::Unreachable(crate::aws::Unanswered::Malformed(404))
-            ),
-            "{error:?}"
-        );
-        assert!(error.is_transient());
+        // A refusal without S3's code (a proxy's 404 page, an empty one) is no answer to
+        // act on.
+        for code in [None, Some(""), Some("NotFound")] {
+            let error = classify(answered(404, code));
+            assert!(
+                matches!(
+                    error,
+                    Error::Unreachable(crate::aws::Unanswered::Malformed(404))
+                ),
+                "{code:?}: {error:?}"
+            );
+            assert!(error.is_transient());
+        }
         // The store refusing the request stays a refusal, with its code.
         for (status, code) in [
             (404, "NoSuchUpload"),
@@ -616,6 +625,7 @@ mod tests {
             (part(-1, Some(5), None), "a negative part"),
             (part(1, None, None), "no size"),
             (part(1, Some(-5), None), "a negative size"),
+            (part(1, Some(5 << 30 | 1), None), "a part over 5 GiB"),
             (part(1, Some(5), Some("\"a b\"")), "an ETag with a space"),
             (
                 part(1, Some(5), Some(&"e".repeat(1025))),

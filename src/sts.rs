@@ -522,14 +522,26 @@ impl Broker {
         // miss the life a caller asked to have left, and have SDKs refresh in a loop)
         // or far longer is not STS's answer to this call.
         let now = SystemTime::now();
-        let expires_at = SystemTime::try_from(*credentials.expiration())
-            .ok()
+        let answered = SystemTime::try_from(*credentials.expiration()).ok();
+        let expires_at = answered
             .filter(|at| {
                 *at > now + EXPIRY_SKEW
                     && *at >= now + duration.saturating_sub(EXPIRY_SKEW * 5)
                     && *at <= now + duration + EXPIRY_SKEW * 5
             })
-            .ok_or_else(malformed)?;
+            .ok_or_else(|| {
+                // The operator of an STS-compatible service learns why, the caller that
+                // it may retry.
+                tracing::warn!(
+                    expires_in_secs = answered.map(|at| crate::core::span_int(
+                        at.duration_since(now).unwrap_or_default().as_secs()
+                    )),
+                    asked_secs = crate::core::span_int(duration.as_secs()),
+                    "STS answered credentials that do not last the session asked for \
+                     (give or take 5 minutes): not handed out"
+                );
+                malformed()
+            })?;
         let packed_policy_percent = response.packed_policy_size();
         if let Some(percent) = packed_policy_percent {
             crate::metrics::packed_policy_percent(percent);

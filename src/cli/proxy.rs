@@ -354,7 +354,7 @@ pub async fn serve(
     listening: Listening,
     upstream: Upstream,
     token: AppToken,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    signals: crate::server::StopSignals,
 ) -> Result<(), Error> {
     let Listening { listener, addr } = listening;
     tracing::info!(%addr, "credentials proxy listening");
@@ -368,10 +368,19 @@ pub async fn serve(
         // Problem bodies, as the gateway's: an SDK pointed at a wrong path says why.
         .fallback(|| async { Problem::not_found() })
         .with_state(Proxy { upstream, token });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| Error::Listen { addr, source })
+    let first = signals.clone().first();
+    let served = axum::serve(listener, router).with_graceful_shutdown(async move {
+        first.await;
+        tracing::info!("credentials proxy stopping: finishing the requests in flight");
+    });
+    // A second signal does not wait for requests in flight (an upstream that hangs).
+    tokio::select! {
+        served = served => served.map_err(|source| Error::Listen { addr, source }),
+        () = signals.second() => {
+            tracing::warn!("a second stop signal: requests in flight are closed");
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

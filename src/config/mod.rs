@@ -264,6 +264,14 @@ mod tests {
             without_values("expected u16"),
             "expected a whole number from 0 to 65535"
         );
+        assert_eq!(
+            without_values("invalid type: integer `99999999999999999999` as i128, expected u64"),
+            "invalid type: a whole number (not shown), expected a whole number of 0 or more"
+        );
+        assert_eq!(
+            without_values("invalid type: sequence, expected a string"),
+            "invalid type: a list, expected a string"
+        );
     }
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, Error> {

@@ -108,11 +108,19 @@ fn without_numbers(message: &str) -> String {
     ] {
         while let Some(at) = out.find(quoted) {
             let value = at + quoted.len();
-            let end = out[value..].find('`').map_or(out.len(), |i| value + i + 1);
+            let mut end = out[value..].find('`').map_or(out.len(), |i| value + i + 1);
+            // serde says how it read a number too large for its type: `… as i128`.
+            if let Some(width) = out[end..].strip_prefix(" as ") {
+                end += 4 + width
+                    .find(|c: char| !c.is_ascii_alphanumeric())
+                    .unwrap_or(width.len());
+            }
             out.replace_range(at..end, shown);
         }
     }
-    out
+    // serde's words for TOML tables and arrays (a datetime reads as a table).
+    out.replace("invalid type: map,", "invalid type: a table or a date,")
+        .replace("invalid type: sequence,", "invalid type: a list,")
 }
 
 /// serde's quoted strings left out.

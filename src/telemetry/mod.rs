@@ -521,13 +521,8 @@ fn exports(set: &impl Fn(&str) -> Option<String>) -> Result<bool, Error> {
     {
         return Ok(false);
     }
-    for var in [
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-    ] {
-        if let Some(value) = set(var).filter(|v| v != "grpc") {
-            return Err(Error::Protocol { var, value });
-        }
+    if let Some((var, value)) = read_by_sdk(set, "PROTOCOL").filter(|(_, v)| v != "grpc") {
+        return Err(Error::Protocol { var, value });
     }
     Ok(true)
 }
@@ -603,11 +598,21 @@ fn check_otel_values(set: &impl Fn(&str) -> Option<String>) -> Result<(), Error>
     {
         return Err(Error::Unsupported {
             var,
-            value,
+            value: without_user_info(&value),
             expected: "a URL with its scheme: http://HOST:PORT (plaintext) or https://HOST:PORT",
         });
     }
     Ok(())
+}
+
+/// `endpoint` with what comes before an `@` in its authority (a user name and
+/// password) left out.
+fn without_user_info(endpoint: &str) -> String {
+    let authority_end = endpoint.find('/').unwrap_or(endpoint.len());
+    match endpoint[..authority_end].rfind('@') {
+        Some(at) => format!("(not shown)@{}", &endpoint[at + 1..]),
+        None => endpoint.to_owned(),
+    }
 }
 
 /// The exporter variable of `suffix` the SDK reads, and its value:
@@ -624,6 +629,10 @@ fn read_by_sdk(
         "HEADERS" => (
             "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
             "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+        "PROTOCOL" => (
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
         ),
         _ => (
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -906,6 +915,14 @@ mod tests {
             ),
         ]);
         assert_eq!(check_otel_values(&traces_own_has_it).ok(), Some(()));
+        // A password in the endpoint's authority is not echoed.
+        let err = provider(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "user:s3cr3t@collector:4317")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("s3cr3t") && err.contains("(not shown)@collector:4317"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -949,6 +966,21 @@ mod tests {
             assert_eq!(otlp_headers(good), Ok(()), "{good}");
         }
         assert!(provider(&[("OTEL_TRACES_SAMPLER", "always_off")]).is_ok());
+    }
+
+    #[test]
+    fn the_protocol_checked_is_the_one_the_sdk_reads() {
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+        ];
+        let set = |var: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == var)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        assert_eq!(exports(&set).ok(), Some(true));
     }
 
     #[test]

@@ -298,14 +298,9 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
         ..Default::default()
     })
     .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop, signals) = storage_grants::server::StopSignals::manual();
     let proxy = tokio::spawn(storage_grants::cli::proxy::serve(
-        listening,
-        upstream,
-        app_token,
-        async {
-            let _ = stopped.await;
-        },
+        listening, upstream, app_token, signals,
     ));
     let before = granted(&world).await;
     run_sdk_child(
@@ -430,8 +425,57 @@ async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
             "{path}: {problem}"
         );
     }
-    let _ = stop.send(());
+    stop.signal();
     proxy.await.unwrap().unwrap();
+}
+
+/// The proxy finishes its requests in flight at the first stop signal, and closes
+/// them at the second: an upstream that never answers does not hold it.
+#[tokio::test]
+async fn a_second_stop_signal_closes_the_proxys_requests_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "caller-token").unwrap();
+    let upstream = storage_grants::cli::Upstream::new(storage_grants::cli::UpstreamOptions {
+        endpoint: format!("http://{}", black_hole.local_addr().unwrap()),
+        token_file: Some(token_file),
+        ..Default::default()
+    })
+    .unwrap();
+    let app_token_file = dir.path().join("app-token");
+    let app_token = storage_grants::cli::proxy::AppToken::load_or_create(&app_token_file).unwrap();
+    let app_token_value = std::fs::read_to_string(&app_token_file).unwrap();
+    let listening = storage_grants::cli::proxy::bind(([127, 0, 0, 1], 0).into())
+        .await
+        .expect("bind the proxy");
+    let port = listening.addr().port();
+    let (stop, signals) = storage_grants::server::StopSignals::manual();
+    let proxy = tokio::spawn(storage_grants::cli::proxy::serve(
+        listening, upstream, app_token, signals,
+    ));
+    let request = tokio::spawn(
+        reqwest::Client::new()
+            .get(format!(
+                "http://127.0.0.1:{port}/v1/credentials/demo/tenants/a/?access=read"
+            ))
+            .header("authorization", app_token_value.trim())
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!request.is_finished(), "the upstream answered");
+    stop.signal();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !proxy.is_finished(),
+        "the first signal did not wait for the request"
+    );
+    stop.signal();
+    tokio::time::timeout(Duration::from_secs(2), proxy)
+        .await
+        .expect("the second signal ends the proxy")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]

@@ -683,6 +683,14 @@ async fn a_store_failing_on_its_side_is_unavailable_with_a_retry_hint_a_refusal_
             Fault::Status(404),
             "no usable answer from the store: HTTP 404: malformed response",
         ),
+        (
+            Fault::Answer(404, ""),
+            "no usable answer from the store: HTTP 404: malformed response",
+        ),
+        (
+            Fault::Answer(404, "<Error><Code></Code><Message>gone</Message></Error>"),
+            "no usable answer from the store: HTTP 404: malformed response",
+        ),
     ] {
         proxy.set(fault);
         let status = client
