@@ -14,11 +14,19 @@
  *   expire, each time for `minRemainingMs` of life left;
  * - {@link s3ClientFromAssumeScoped} uses the answer's credentials as they are, unless
  *   `config.credentials` is given.
+ *
+ * While the service cannot answer, the refreshing credentials cost each S3 command
+ * little: a refresh made while the current credentials may still be kept (more than
+ * {@link KEEP_ON_FAILURE_MS} left) has a short deadline ({@link EARLY_REFRESH_TIMEOUT_MS}),
+ * and after it fails the provider answers the current credentials without asking for
+ * {@link FAILURE_BACKOFF_MS} (or the service's `RetryInfo` delay). In the last minute a
+ * refresh has the client's full deadline and its failure is thrown, as before.
  */
 import { S3Client, type S3ClientConfig } from "@aws-sdk/client-s3";
 import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 
 import type { AssumeScopedInit, GrantsClient } from "./client.js";
+import { retryDelayMs } from "./errors.js";
 import type { AssumeScopedResponse } from "./gen/storagegrants/v1/grants_pb.js";
 
 /**
@@ -55,7 +63,35 @@ export interface ScopedCredentialsOptions {
   minRemainingMs?: number;
   /** An answer to the same request, returned by the first call instead of asking. */
   first?: AssumeScopedResponse;
+  /**
+   * Deadline, in milliseconds, of a refresh made while the current credentials may
+   * still be kept (more than {@link KEEP_ON_FAILURE_MS} left); default
+   * {@link EARLY_REFRESH_TIMEOUT_MS}. Closer to expiry a refresh has the client's own.
+   */
+  earlyRefreshTimeoutMs?: number;
+  /**
+   * After such a refresh fails, how long, in milliseconds, the provider answers the
+   * current credentials without asking again; default {@link FAILURE_BACKOFF_MS}, or
+   * the error's `RetryInfo` delay (between 1 second and 5 minutes) when it carries one.
+   */
+  failureBackoffMs?: number;
 }
+
+/**
+ * Deadline of a refresh made while the current credentials may still be kept: a
+ * service that hangs costs the S3 command that noticed this long, not the client's
+ * whole deadline (10 s by default).
+ */
+export const EARLY_REFRESH_TIMEOUT_MS = 2_500;
+
+/**
+ * After a failed refresh while the current credentials may still be kept, how long the
+ * provider answers them without calling AssumeScoped again (unless the error carries a
+ * `RetryInfo` delay). Never within {@link KEEP_ON_FAILURE_MS} of expiry.
+ */
+export const FAILURE_BACKOFF_MS = 20_000;
+
+const RETRY_DELAY_BOUNDS_MS = [1_000, 5 * 60_000] as const;
 
 /** The credentials of an AssumeScoped answer, as the AWS SDK takes them. */
 export function credentialsOf(response: AssumeScopedResponse): ScopedCredentialIdentity {
@@ -83,6 +119,13 @@ export function credentialsOf(response: AssumeScopedResponse): ScopedCredentialI
  * `client` (its transport) must stay usable while the provider is. A failed call
  * (a `ConnectError`) keeps the current credentials while they have more than a minute
  * left ({@link KEEP_ON_FAILURE_MS}), and rejects the S3 command that needed them after.
+ *
+ * While they may be kept, a refresh waits at most `earlyRefreshTimeoutMs` (2.5 s),
+ * resolutions made while it runs go on with the current credentials, and after it
+ * fails the provider answers them without asking for `failureBackoffMs` (20 s, or the
+ * error's `RetryInfo` delay): the SDK's two resolutions per command cost one attempt,
+ * and a hung service does not hold up every command. In the last minute every
+ * resolution shares the one refresh in flight, with the client's full deadline.
  */
 export function scopedCredentials(
   client: Pick<GrantsClient, "assumeScoped">,
@@ -90,8 +133,42 @@ export function scopedCredentials(
   options: ScopedCredentialsOptions = {},
 ): () => Promise<ScopedCredentialIdentity> {
   const asked = withMinRemaining(request, options.minRemainingMs);
+  const earlyTimeoutMs = options.earlyRefreshTimeoutMs ?? EARLY_REFRESH_TIMEOUT_MS;
+  const backoffMs = options.failureBackoffMs ?? FAILURE_BACKOFF_MS;
+  if (!(earlyTimeoutMs > 0) || !Number.isFinite(earlyTimeoutMs)) {
+    throw new RangeError("earlyRefreshTimeoutMs must be a positive number of milliseconds");
+  }
+  if (!(backoffMs >= 0) || !Number.isFinite(backoffMs)) {
+    throw new RangeError("failureBackoffMs must be a number of milliseconds, 0 or more");
+  }
   let first = options.first;
   let last: ScopedCredentialIdentity | undefined;
+  // The refresh under way, shared by the resolutions that need it; and until when
+  // (performance.now(), not the SDK's clock) a failed early refresh is not tried again.
+  let inFlight: Promise<ScopedCredentialIdentity> | undefined;
+  let quietUntil: number | undefined;
+  /** The current credentials when they may be kept after a failure (more than a minute left). */
+  const keepable = (): ScopedCredentialIdentity | undefined =>
+    last !== undefined && last.expiration.getTime() - Date.now() > KEEP_ON_FAILURE_MS ? last : undefined;
+
+  const refresh = async (early: boolean): Promise<ScopedCredentialIdentity> => {
+    try {
+      const answer = await client.assumeScoped(asked, early ? { timeoutMs: earlyTimeoutMs } : undefined);
+      last = credentialsOf(answer);
+      quietUntil = undefined;
+      return last;
+    } catch (error) {
+      // As botocore's advisory refresh: credentials that still work for a while are
+      // used while the service cannot answer; asked again after the back-off.
+      const current = keepable();
+      if (current !== undefined) {
+        quietUntil = performance.now() + backoffAfter(error, backoffMs);
+        return current;
+      }
+      throw error;
+    }
+  };
+
   return async () => {
     if (first !== undefined) {
       const answer = first;
@@ -99,23 +176,35 @@ export function scopedCredentials(
       last = credentialsOf(answer);
       return last;
     }
-    try {
-      last = credentialsOf(await client.assumeScoped(asked));
-      return last;
-    } catch (error) {
-      // As botocore's advisory refresh: credentials that still work for a while are
-      // used while the service cannot answer; the SDK asks again on its next call.
-      if (last !== undefined && last.expiration.getTime() - Date.now() > KEEP_ON_FAILURE_MS) {
-        return last;
-      }
-      throw error;
+    const current = keepable();
+    if (current !== undefined && (inFlight !== undefined || (quietUntil !== undefined && performance.now() < quietUntil))) {
+      // Another resolution is refreshing, or one failed a moment ago: go on with these.
+      return current;
     }
+    if (inFlight === undefined) {
+      inFlight = refresh(current !== undefined).finally(() => {
+        inFlight = undefined;
+      });
+    }
+    return inFlight;
   };
+}
+
+/** How long to go on without asking after `error`: its RetryInfo delay (bounded), else `fallbackMs`. */
+function backoffAfter(error: unknown, fallbackMs: number): number {
+  let hinted: number | undefined;
+  try {
+    hinted = retryDelayMs(error);
+  } catch {
+    hinted = undefined; // a hint that cannot be read is no hint
+  }
+  if (hinted === undefined || !Number.isFinite(hinted)) return fallbackMs;
+  return Math.min(Math.max(hinted, RETRY_DELAY_BOUNDS_MS[0]), RETRY_DELAY_BOUNDS_MS[1]);
 }
 
 /**
  * A failed refresh keeps the current credentials while they have more than this left
- * (the SDK asks again on its next call); closer to expiry the failure is thrown.
+ * (asked again after {@link FAILURE_BACKOFF_MS}); closer to expiry the failure is thrown.
  */
 export const KEEP_ON_FAILURE_MS = 60_000;
 

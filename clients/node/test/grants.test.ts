@@ -11,6 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
+import { createServer, type Server, type Socket } from "node:net";
 import { before, describe, mock, test } from "node:test";
 
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
@@ -31,7 +32,13 @@ import {
   type GrantsClient,
   type GrantWriteInit,
 } from "../src/index.js";
-import { s3ClientFromAssumeScoped, scopedCredentials, scopedS3Client } from "../src/s3.js";
+import {
+  EARLY_REFRESH_TIMEOUT_MS,
+  KEEP_ON_FAILURE_MS,
+  s3ClientFromAssumeScoped,
+  scopedCredentials,
+  scopedS3Client,
+} from "../src/s3.js";
 import { readEnv } from "./env.js";
 
 const env = readEnv();
@@ -459,6 +466,141 @@ describe("AssumeScoped credentials that refresh themselves", () => {
       await expectCode(() => provider(), Code.Unavailable);
     } finally {
       clock.mock.restore();
+    }
+  });
+
+  // A refresh while the service hangs: the provider's client is pointed at a listener
+  // that accepts connections and never answers (as a stopped process does), with a
+  // deadline of its own so that the test stays bounded without the fix too; the S3
+  // commands go to moto with the first answer's credentials.
+  const HUNG_CLIENT_TIMEOUT_MS = 5_000;
+
+  /** A loopback TCP listener that accepts connections and never answers; `close` ends it. */
+  async function hungService(): Promise<{ url: string; close: () => Promise<void> }> {
+    const sockets: Socket[] = [];
+    const server: Server = createServer((socket) => {
+      sockets.push(socket); // held open, never answered
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const address = server.address();
+    assert.ok(address !== null && typeof address === "object");
+    return {
+      url: `http://127.0.0.1:${address.port}`,
+      close: () =>
+        new Promise<void>((resolve) => {
+          for (const socket of sockets) socket.destroy();
+          server.close(() => resolve());
+        }),
+    };
+  }
+
+  /** A client of the hung service that records the time of each AssumeScoped attempt. */
+  function hungClient(url: string, attempts: number[]): Pick<GrantsClient, "assumeScoped"> {
+    const hung = createGrantsClient({ baseUrl: url, token: env.SG_TEST_TOKEN, timeoutMs: HUNG_CLIENT_TIMEOUT_MS });
+    return {
+      assumeScoped: (request, options) => {
+        attempts.push(performance.now());
+        return hung.assumeScoped(request, options);
+      },
+    };
+  }
+
+  test("while the service hangs, a refresh with a minute or more left costs one short attempt per command, then none", async () => {
+    const service = await hungService();
+    const prefix = freshScope("node-hung");
+    const request = { bucket: env.DEMO_BUCKET, prefix, access: Access.READ_WRITE, list: true };
+    const first = await client.assumeScoped({ ...request, minRemaining: ttl(REFRESH_MIN_REMAINING_MS / 1000) });
+    assert.ok(first.credentials?.expiresAt, "credentials.expires_at is unset");
+    const expiresAt = timestampDate(first.credentials.expiresAt).getTime();
+    const attempts: number[] = [];
+    const s3 = s3ClientFromAssumeScoped(first, {
+      maxAttempts: 1,
+      credentials: scopedCredentials(hungClient(service.url, attempts), request, {
+        minRemainingMs: REFRESH_MIN_REMAINING_MS,
+        first,
+      }),
+    });
+    const list = async (): Promise<number> => {
+      const started = performance.now();
+      await s3.send(new ListObjectsV2Command({ Bucket: first.bucket, Prefix: prefix }));
+      return performance.now() - started;
+    };
+    const realNow = Date.now.bind(Date);
+    let clock: { mock: { restore(): void } } | undefined;
+    const setClock = (beforeExpiryMs: number) => {
+      clock?.mock.restore();
+      const shift = expiresAt - realNow() - beforeExpiryMs;
+      clock = mock.method(Date, "now", () => realNow() + shift);
+    };
+    try {
+      await list();
+      assert.equal(attempts.length, 0, "fresh credentials were refreshed");
+
+      // Four minutes before expiry: inside the SDK's 5-minute window, more than a minute
+      // left. The SDK resolves the credentials twice per command: one attempt, given up
+      // after the short deadline, and the command goes on with the current credentials.
+      setClock(4 * 60_000);
+      let took = await list();
+      assert.equal(attempts.length, 1, `${attempts.length} AssumeScoped attempts for one S3 command`);
+      assert.ok(
+        took < EARLY_REFRESH_TIMEOUT_MS + 1_500,
+        `the command waited ${(took / 1000).toFixed(1)}s for a refresh its credentials did not need (the client's deadline is ${HUNG_CLIENT_TIMEOUT_MS / 1000}s)`,
+      );
+      assert.equal((await s3.config.credentials()).accessKeyId, first.credentials.accessKeyId);
+
+      // Within the back-off: no attempt, no wait.
+      for (let i = 0; i < 2; i++) {
+        took = await list();
+        assert.ok(took < 1_500, `a command within the back-off waited ${(took / 1000).toFixed(1)}s`);
+      }
+      assert.equal(attempts.length, 1, "AssumeScoped was called again within the back-off");
+
+      // The last minute is as before: the client's full deadline, and the failure thrown.
+      setClock(KEEP_ON_FAILURE_MS / 2);
+      const started = performance.now();
+      await assert.rejects(list(), (error: unknown) => {
+        assert.equal(ConnectError.from(error).code, Code.DeadlineExceeded, String(error));
+        return true;
+      });
+      took = performance.now() - started;
+      assert.equal(attempts.length, 2, "the last minute did not ask again once");
+      assert.ok(took >= HUNG_CLIENT_TIMEOUT_MS - 500, `the last-minute refresh gave up after ${(took / 1000).toFixed(1)}s`);
+    } finally {
+      clock?.mock.restore();
+      s3.destroy();
+      await service.close();
+    }
+  });
+
+  test("concurrent resolutions share one refresh attempt, and asking resumes after the back-off", async () => {
+    const service = await hungService();
+    const request = { bucket: env.DEMO_BUCKET, prefix: scopedPrefix, access: Access.READ };
+    const first = await client.assumeScoped(request);
+    const attempts: number[] = [];
+    const provider = scopedCredentials(hungClient(service.url, attempts), request, {
+      first,
+      earlyRefreshTimeoutMs: 1_000,
+      failureBackoffMs: 1_500,
+    });
+    const got = await provider();
+    const realNow = Date.now.bind(Date);
+    const shift = got.expiration.getTime() - realNow() - 4 * 60_000;
+    const clock = mock.method(Date, "now", () => realNow() + shift);
+    try {
+      const started = performance.now();
+      const all = await Promise.all([provider(), provider(), provider()]);
+      const took = performance.now() - started;
+      assert.equal(attempts.length, 1, `${attempts.length} AssumeScoped attempts for three concurrent resolutions`);
+      assert.ok(took < 2_500, `concurrent resolutions waited ${(took / 1000).toFixed(1)}s (earlyRefreshTimeoutMs is 1s)`);
+      for (const identity of all) assert.equal(identity.accessKeyId, got.accessKeyId);
+      await provider();
+      assert.equal(attempts.length, 1, "AssumeScoped was called again within the back-off");
+      await new Promise((resolve) => setTimeout(resolve, 1_600));
+      assert.equal((await provider()).accessKeyId, got.accessKeyId);
+      assert.equal(attempts.length, 2, "AssumeScoped was not called again after the back-off");
+    } finally {
+      clock.mock.restore();
+      await service.close();
     }
   });
 

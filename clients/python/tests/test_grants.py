@@ -32,7 +32,9 @@ import base64
 import hashlib
 import os
 import secrets
+import socket
 import subprocess
+import threading
 import sys
 import time
 import unittest
@@ -60,6 +62,7 @@ from storagegrants import (
 from storagegrants.http import send
 from storagegrants.s3 import (
     DEFAULT_MIN_REMAINING,
+    EARLY_REFRESH_TIMEOUT,
     refresh_windows,
     s3_client,
     scoped_credentials,
@@ -138,6 +141,41 @@ def wait_until_serving(channel: grpc.Channel, service: str, timeout_s: float) ->
 
 def timestamp_seconds(ts: Any) -> float:
     return ts.seconds + ts.nanos / 1e9
+
+
+class HungService:
+    """A service that hangs: a TCP listener on loopback that accepts connections and
+    never answers (as a stopped process, or a partition that drops replies, does)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self._accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def target(self) -> str:
+        return "127.0.0.1:%d" % self._listener.getsockname()[1]
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            self._accepted.append(connection)  # held open, never read or answered
+
+    def close(self) -> None:
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+        for connection in self._accepted:
+            connection.close()
+        self._thread.join(timeout=2)
 
 
 class GrantsClientTest(unittest.TestCase):
@@ -687,6 +725,98 @@ class GrantsClientTest(unittest.TestCase):
         self.assertTrue(deferred.get_frozen_credentials().access_key)
         self.assertEqual(len(calls), 2)
         self.assertEqual(calls[1].min_remaining.ToTimedelta(), min_remaining)
+
+    # A refresh while the service hangs: the credentials' client is pointed at a
+    # listener that never answers, with a deadline of its own (so that the test stays
+    # bounded without the fix too); the S3 calls go to moto with the first answer's
+    # credentials.
+    HUNG_CLIENT_TIMEOUT_S = 5.0
+
+    def hung_refresh_setup(self, name: str, **options: Any) -> tuple[Any, Any, list[float], Any, Callable[[float], None]]:
+        """(s3 client, first answer, AssumeScoped attempt times, credentials, set_clock)
+        for refreshing credentials whose service hangs; `set_clock(s)` moves botocore's
+        clock to `s` seconds before the credentials' expiry."""
+        hung = HungService()
+        self.addCleanup(hung.close)
+        hung_client = GrantsClient.connect(hung.target, token=self.token, timeout=self.HUNG_CLIENT_TIMEOUT_S)
+        self.addCleanup(hung_client.close)
+        attempts: list[float] = []
+
+        class Counting(GrantsClient):
+            def assume_scoped(self, request: Any = None, **kwargs: Any) -> pb2.AssumeScopedResponse:
+                attempts.append(time.monotonic())
+                return hung_client.assume_scoped(request, **kwargs)
+
+        counting = Counting(hung_client.channel, token=self.token, timeout=self.HUNG_CLIENT_TIMEOUT_S)
+        prefix = self.fresh_scope(name)
+        min_remaining = self.REFRESH_MIN_REMAINING  # windows: 11.25 min advisory, 7.5 min mandatory
+        first = self.assume_scoped(prefix=prefix, access=pb2.ACCESS_READ_WRITE, list=True, min_remaining=min_remaining)
+        credentials = scoped_credentials(
+            counting, bucket=ENV["DEMO_BUCKET"], prefix=prefix, access=pb2.ACCESS_READ_WRITE, list=True,
+            min_remaining=min_remaining, first=first, **options,
+        )
+        s3 = s3_client(first, config=self.scoped_s3_config(), credentials=credentials)
+        real_clock = credentials._time_fetcher
+        expires = timestamp_seconds(first.credentials.expires_at)
+
+        def set_clock(before_expiry_s: float) -> None:
+            shift = timedelta(seconds=expires - time.time() - before_expiry_s)
+            credentials._time_fetcher = lambda: real_clock() + shift
+
+        return s3, first, attempts, credentials, set_clock
+
+    def timed_list(self, s3: Any, first: pb2.AssumeScopedResponse) -> float:
+        started = time.monotonic()
+        s3.list_objects_v2(Bucket=first.bucket, Prefix=first.prefix)
+        return time.monotonic() - started
+
+    def test_a_hung_service_costs_an_early_refresh_a_short_deadline_then_a_backoff(self) -> None:
+        s3, first, attempts, credentials, set_clock = self.hung_refresh_setup("py-hung-advisory")
+        self.assertLess(self.timed_list(s3, first), 2.0, "a call with fresh credentials was slow")
+        self.assertEqual(attempts, [], "fresh credentials were refreshed")
+
+        # Nine minutes before expiry: botocore's advisory window (11.25 min), outside the
+        # mandatory one (7.5 min). The S3 call refreshes, the service hangs: the refresh
+        # gives up after the short deadline and the call goes on with the current ones.
+        set_clock(9 * 60)
+        took = self.timed_list(s3, first)
+        self.assertEqual(len(attempts), 1, f"{len(attempts)} AssumeScoped attempts for one S3 call")
+        bound = EARLY_REFRESH_TIMEOUT.total_seconds() + 1.5
+        self.assertLess(took, bound, f"the S3 call waited {took:.1f}s for a refresh its credentials did not need "
+                                     f"(the client's deadline is {self.HUNG_CLIENT_TIMEOUT_S:.0f}s)")
+        self.assertGreaterEqual(took, EARLY_REFRESH_TIMEOUT.total_seconds() - 0.5, "the refresh did not wait for the service")
+        self.assertEqual(credentials.get_frozen_credentials().access_key, first.credentials.access_key_id)
+
+        # Within the back-off: no further attempt, no wait.
+        for _ in range(2):
+            took = self.timed_list(s3, first)
+            self.assertLess(took, 1.5, f"an S3 call within the back-off waited {took:.1f}s")
+        self.assertEqual(len(attempts), 1, "AssumeScoped was called again within the back-off")
+
+        # The mandatory window is as before: the call asks with the client's full
+        # deadline and raises the failure.
+        set_clock(5 * 60)
+        started = time.monotonic()
+        with self.assertRaises(grpc.RpcError) as raised:
+            s3.list_objects_v2(Bucket=first.bucket, Prefix=first.prefix)
+        took = time.monotonic() - started
+        self.assertEqual(raised.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.assertEqual(len(attempts), 2, "the mandatory window did not ask again")
+        self.assertGreaterEqual(took, self.HUNG_CLIENT_TIMEOUT_S - 0.5, "the mandatory refresh had a short deadline")
+
+    def test_after_the_backoff_an_early_refresh_asks_again(self) -> None:
+        s3, first, attempts, _credentials, set_clock = self.hung_refresh_setup(
+            "py-hung-backoff", early_refresh_timeout=timedelta(seconds=1), failure_backoff=timedelta(seconds=1.5)
+        )
+        set_clock(9 * 60)
+        took = self.timed_list(s3, first)
+        self.assertLess(took, 2.5, f"the S3 call waited {took:.1f}s, more than early_refresh_timeout (1s)")
+        self.assertEqual(len(attempts), 1)
+        self.timed_list(s3, first)
+        self.assertEqual(len(attempts), 1, "AssumeScoped was called again within the back-off")
+        time.sleep(1.6)
+        self.timed_list(s3, first)
+        self.assertEqual(len(attempts), 2, "AssumeScoped was not called again after the back-off")
 
     def test_assume_scoped_prefix_without_slash_is_invalid_argument(self) -> None:
         request = pb2.AssumeScopedRequest(

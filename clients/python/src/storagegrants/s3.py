@@ -15,19 +15,31 @@ longer than that needs new ones:
 - `s3_client(answer)` uses the answer's credentials as they are: they stop working at
   `expires_at` and are never renewed (botocore signs with them anyway; the store then
   answers `ExpiredToken`). For short jobs, or with `credentials=scoped_credentials(...)`.
+
+While the service cannot answer, refreshing credentials cost each S3 call little: a
+refresh made while the current credentials may still be kept (botocore's advisory
+window) has a short deadline (`EARLY_REFRESH_TIMEOUT`), and after it fails the
+credentials go on with the current ones, without asking, for `FAILURE_BACKOFF` (or the
+service's `RetryInfo` delay). In the mandatory window a refresh has the client's full
+deadline and its failure is raised, as before.
 """
 
 from __future__ import annotations
 
+import inspect
+import threading
+import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import boto3
 import botocore.config
 import botocore.credentials
 import botocore.session
+import grpc
 
 from storagegrants.client import duration
+from storagegrants.errors import retry_delay
 from storagegrants.v1 import grants_pb2
 
 if TYPE_CHECKING:
@@ -44,6 +56,19 @@ DEFAULT_MIN_REMAINING = timedelta(minutes=20)
 #: (every call waits for the fetch; a failure is raised).
 BOTOCORE_ADVISORY_REFRESH = timedelta(minutes=15)
 BOTOCORE_MANDATORY_REFRESH = timedelta(minutes=10)
+
+#: Deadline of a refresh made while the current credentials may still be kept (botocore's
+#: advisory window, before the mandatory one): a service that hangs costs the S3 call
+#: that noticed this long, not the client's whole deadline. The client's own deadline
+#: when that is shorter; in the mandatory window, the client's deadline.
+EARLY_REFRESH_TIMEOUT = timedelta(seconds=2.5)
+
+#: After a failed refresh in the advisory window, how long the credentials go on with
+#: the current ones without calling AssumeScoped again (unless the error carries a
+#: `RetryInfo` delay, which is used instead, between 1 second and 5 minutes). Never
+#: past the mandatory window, where every S3 call asks again and a failure is raised.
+FAILURE_BACKOFF = timedelta(seconds=20)
+_RETRY_DELAY_BOUNDS = (timedelta(seconds=1), timedelta(minutes=5))
 
 #: `method` of the credentials, as botocore names a credential source.
 CREDENTIAL_METHOD = "storage-grants-assume-scoped"
@@ -103,12 +128,39 @@ def _scoped_request(
     return request
 
 
+def _takes_timeout(method: Callable[..., Any]) -> bool:
+    """Whether `method` (an `assume_scoped`) accepts `timeout=`: GrantsClient's does; a
+    caller's own stand-in may not, and is then called without one."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "timeout" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _backoff_after(error: Exception, default: timedelta) -> timedelta:
+    """How long to go on without asking after `error`: its RetryInfo delay (bounded)
+    when it carries one, else `default`."""
+    delay = None
+    if isinstance(error, grpc.RpcError):
+        try:
+            delay = retry_delay(error)
+        except Exception:  # a hint that cannot be read is no hint
+            delay = None
+    if delay is None:
+        return default
+    low, high = _RETRY_DELAY_BOUNDS
+    return min(max(delay, low), high)
+
+
 def scoped_credentials(
     client: "GrantsClient",
     request: Optional[grants_pb2.AssumeScopedRequest] = None,
     *,
     min_remaining: timedelta = DEFAULT_MIN_REMAINING,
     first: Optional[grants_pb2.AssumeScopedResponse] = None,
+    early_refresh_timeout: timedelta = EARLY_REFRESH_TIMEOUT,
+    failure_backoff: timedelta = FAILURE_BACKOFF,
     **fields: Any,
 ) -> botocore.credentials.RefreshableCredentials:
     """botocore credentials that call AssumeScoped through `client` whenever they come
@@ -122,13 +174,65 @@ def scoped_credentials(
     AssumeScoped. `client` must stay open while the credentials are in use.
 
     A failed refresh (a `grpc.RpcError`) keeps the old credentials in the advisory
-    window and is raised by the S3 call in the mandatory one.
+    window and is raised by the S3 call in the mandatory one. In the advisory window a
+    refresh waits at most `early_refresh_timeout` (default 2.5 s, or the client's
+    deadline when shorter), and after one fails the S3 calls go on with the current
+    credentials without asking for `failure_backoff` (default 20 s; the error's
+    `RetryInfo` delay when it carries one), so that a hung service does not hold up
+    every call. In the mandatory window every call that needs them asks, with the
+    client's full deadline. (A stand-in `client` whose `assume_scoped` takes no
+    `timeout` is called without one.)
     """
     scoped = _scoped_request(request, dict(fields), min_remaining)
     advisory, mandatory = refresh_windows(min_remaining)
+    if early_refresh_timeout <= timedelta(0):
+        raise ValueError("early_refresh_timeout must be positive")
+    if failure_backoff < timedelta(0):
+        raise ValueError("failure_backoff must not be negative")
+    with_timeout = _takes_timeout(client.assume_scoped)
+    client_timeout = getattr(client, "_timeout", None)
+    early_timeout = early_refresh_timeout.total_seconds()
+    if isinstance(client_timeout, (int, float)) and client_timeout < early_timeout:
+        early_timeout = float(client_timeout)
+    # The answer the credentials hold now, and until when (time.monotonic) a failed
+    # early refresh is not tried again. botocore calls refresh() under its refresh lock;
+    # this lock only keeps the two together.
+    state: dict[str, Any] = {"current": _metadata(first) if first is not None else None, "quiet_until": None}
+    lock = threading.Lock()
+
+    def keepable() -> bool:
+        """The current credentials may be kept after a failure: botocore would not
+        raise it (outside the mandatory window)."""
+        try:
+            if credentials._expiry_time is None or state["current"] is None:
+                return False
+            return credentials._seconds_remaining() >= mandatory.total_seconds()
+        except Exception:
+            return False
 
     def refresh() -> dict[str, Any]:
-        return _metadata(client.assume_scoped(scoped))
+        early = keepable()
+        with lock:
+            quiet_until = state["quiet_until"]
+            if early and quiet_until is not None and time.monotonic() < quiet_until:
+                # A refresh failed a moment ago: go on with the current credentials
+                # (botocore keeps them as after a failure, without logging one).
+                return state["current"]
+        try:
+            if early and with_timeout:
+                answer = client.assume_scoped(scoped, timeout=early_timeout)
+            else:
+                answer = client.assume_scoped(scoped)
+            metadata = _metadata(answer)
+        except Exception as error:
+            if early:
+                with lock:
+                    state["quiet_until"] = time.monotonic() + _backoff_after(error, failure_backoff).total_seconds()
+            raise
+        with lock:
+            state["current"] = metadata
+            state["quiet_until"] = None
+        return metadata
 
     credentials: botocore.credentials.RefreshableCredentials
     if first is not None:
@@ -138,6 +242,7 @@ def scoped_credentials(
     else:
         credentials = botocore.credentials.DeferredRefreshableCredentials(refresh_using=refresh, method=CREDENTIAL_METHOD)
     # Per instance, as botocore's own `advisory_timeout`/`mandatory_timeout` set them.
+    # (refresh() reads `credentials`, bound here, only when botocore calls it.)
     credentials._advisory_refresh_timeout = advisory.total_seconds()
     credentials._mandatory_refresh_timeout = mandatory.total_seconds()
     return credentials
@@ -208,6 +313,8 @@ def scoped_s3_client(
     *,
     min_remaining: timedelta = DEFAULT_MIN_REMAINING,
     config: Optional[botocore.config.Config] = None,
+    early_refresh_timeout: timedelta = EARLY_REFRESH_TIMEOUT,
+    failure_backoff: timedelta = FAILURE_BACKOFF,
     **fields: Any,
 ) -> Any:
     """An S3 client whose credentials refresh themselves, for workers that outlive one
@@ -216,6 +323,7 @@ def scoped_s3_client(
     the client from the answer as `s3_client` does, with `scoped_credentials`, which
     call AssumeScoped again before they expire, each time asking for `min_remaining`
     of life left (default 20 minutes, beyond botocore's 15-minute refresh window).
+    `early_refresh_timeout` and `failure_backoff` are `scoped_credentials`'s.
 
         s3 = scoped_s3_client(client, bucket="reports", prefix="team-a/",
                               access=grants_pb2.ACCESS_READ_WRITE, list=True)
@@ -225,5 +333,8 @@ def scoped_s3_client(
     """
     scoped = _scoped_request(request, dict(fields), min_remaining)
     first = client.assume_scoped(scoped)
-    credentials = scoped_credentials(client, scoped, min_remaining=min_remaining, first=first)
+    credentials = scoped_credentials(
+        client, scoped, min_remaining=min_remaining, first=first,
+        early_refresh_timeout=early_refresh_timeout, failure_backoff=failure_backoff,
+    )
     return s3_client(first, config=config, credentials=credentials)
