@@ -516,12 +516,10 @@ fn exports(set: &impl Fn(&str) -> Option<String>) -> Result<bool, Error> {
     {
         return Ok(false);
     }
-    if set("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
-        && set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
-    {
+    if read_by_sdk(set, ENDPOINT).is_none() {
         return Ok(false);
     }
-    if let Some((var, value)) = read_by_sdk(set, "PROTOCOL").filter(|(_, v)| v != "grpc") {
+    if let Some((var, value)) = read_by_sdk(set, PROTOCOL).filter(|(_, v)| v != "grpc") {
         return Err(Error::Protocol { var, value });
     }
     Ok(true)
@@ -575,7 +573,7 @@ fn check_otel_values(set: &impl Fn(&str) -> Option<String>) -> Result<(), Error>
     }
     // The SDK reads the traces' own variable when it is set, and the general one only
     // otherwise: a general one left for another signal's exporter is none of ours.
-    if let Some((var, value)) = read_by_sdk(set, "TIMEOUT")
+    if let Some((var, value)) = read_by_sdk(set, TIMEOUT)
         && value.parse::<u64>().is_err()
     {
         return Err(Error::Unsupported {
@@ -584,12 +582,12 @@ fn check_otel_values(set: &impl Fn(&str) -> Option<String>) -> Result<(), Error>
             expected: "a whole number of milliseconds, e.g. 10000",
         });
     }
-    if let Some((var, value)) = read_by_sdk(set, "HEADERS") {
+    if let Some((var, value)) = read_by_sdk(set, HEADERS) {
         otlp_headers(&value).map_err(|problem| Error::Malformed { var, problem })?;
     }
     // Without a scheme the exporter takes the endpoint for TLS, and every export fails
     // on a record error that says nothing of it.
-    if let Some((var, value)) = read_by_sdk(set, "ENDPOINT")
+    if let Some((var, value)) = read_by_sdk(set, ENDPOINT)
         && !["http://", "https://"].iter().any(|scheme| {
             value
                 .get(..scheme.len())
@@ -615,30 +613,31 @@ fn without_user_info(endpoint: &str) -> String {
     }
 }
 
-/// The exporter variable of `suffix` the SDK reads, and its value:
-/// `OTEL_EXPORTER_OTLP_TRACES_{suffix}` when set, else `OTEL_EXPORTER_OTLP_{suffix}`.
+/// An exporter setting's two variables: the traces' own, and the general one.
+type Pair = (&'static str, &'static str);
+const TIMEOUT: Pair = (
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+);
+const HEADERS: Pair = (
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+);
+const PROTOCOL: Pair = (
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+);
+const ENDPOINT: Pair = (
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+);
+
+/// The variable of `setting` the SDK reads, and its value: the traces' own when set,
+/// else the general one.
 fn read_by_sdk(
     set: &impl Fn(&str) -> Option<String>,
-    suffix: &str,
+    (traces, general): Pair,
 ) -> Option<(&'static str, String)> {
-    let (traces, general) = match suffix {
-        "TIMEOUT" => (
-            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-            "OTEL_EXPORTER_OTLP_TIMEOUT",
-        ),
-        "HEADERS" => (
-            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-            "OTEL_EXPORTER_OTLP_HEADERS",
-        ),
-        "PROTOCOL" => (
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-        ),
-        _ => (
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-        ),
-    };
     set(traces)
         .map(|value| (traces, value))
         .or_else(|| set(general).map(|value| (general, value)))
