@@ -111,7 +111,7 @@ where
         // but a bare 401 or 403 (a firewall's) is a refusal of this service, for its
         // operator.
         Err(answer)
-            if matches!(answer.code(), None | Some("" | "NotFound"))
+            if matches!(answer.code().map(str::trim), None | Some("" | "NotFound"))
                 && !answer
                     .raw_response()
                     .is_some_and(|r| matches!(r.status().as_u16(), 401 | 403)) =>
@@ -577,7 +577,7 @@ mod tests {
         assert!(error.is_transient());
         // A refusal without S3's code (a proxy's 404 page, an empty one) is no answer to
         // act on.
-        for code in [None, Some(""), Some("NotFound")] {
+        for code in [None, Some(""), Some(" "), Some("NotFound")] {
             let error = classify(answered(404, code));
             assert!(
                 matches!(

@@ -533,12 +533,14 @@ impl Broker {
                 // The operator of an STS-compatible service learns why, the caller that
                 // it may retry.
                 tracing::warn!(
-                    expires_in_secs = answered.map(|at| crate::core::span_int(
-                        at.duration_since(now).unwrap_or_default().as_secs()
-                    )),
+                    // Negative for an expiry already past.
+                    expires_in_secs = answered.map(|at| match at.duration_since(now) {
+                        Ok(left) => crate::core::span_int(left.as_secs()),
+                        Err(past) => -crate::core::span_int(past.duration().as_secs()),
+                    }),
                     asked_secs = crate::core::span_int(duration.as_secs()),
-                    "STS answered credentials that do not last the session asked for \
-                     (give or take 5 minutes): not handed out"
+                    "STS answered credentials whose expiry is not that of the session asked \
+                     for (give or take 5 minutes): not handed out"
                 );
                 malformed()
             })?;
