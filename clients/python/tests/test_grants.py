@@ -637,10 +637,11 @@ class GrantsClientTest(unittest.TestCase):
         return Counting(self.channel, token=self.token, timeout=RPC_TIMEOUT_S)
 
     def test_refresh_windows_follow_botocore_and_min_remaining(self) -> None:
-        # Pure logic: botocore's 15/10-minute windows for the default 20 minutes; shorter
+        # Pure logic: 15-minute and 1-minute windows for the default 20 minutes; shorter
         # ones for a shorter min_remaining, so fresh credentials are outside them.
-        self.assertEqual(refresh_windows(DEFAULT_MIN_REMAINING), (timedelta(minutes=15), timedelta(minutes=10)))
-        self.assertEqual(refresh_windows(timedelta(minutes=10)), (timedelta(minutes=7.5), timedelta(minutes=5)))
+        self.assertEqual(refresh_windows(DEFAULT_MIN_REMAINING), (timedelta(minutes=15), timedelta(minutes=1)))
+        self.assertEqual(refresh_windows(timedelta(minutes=10)), (timedelta(minutes=7.5), timedelta(minutes=1)))
+        self.assertEqual(refresh_windows(timedelta(minutes=1)), (timedelta(seconds=45), timedelta(seconds=30)))
         for bad in (timedelta(0), timedelta(seconds=-1)):
             with self.assertRaises(ValueError):
                 refresh_windows(bad)
@@ -749,7 +750,7 @@ class GrantsClientTest(unittest.TestCase):
 
         counting = Counting(hung_client.channel, token=self.token, timeout=self.HUNG_CLIENT_TIMEOUT_S)
         prefix = self.fresh_scope(name)
-        min_remaining = self.REFRESH_MIN_REMAINING  # windows: 11.25 min advisory, 7.5 min mandatory
+        min_remaining = self.REFRESH_MIN_REMAINING  # windows: 11.25 min advisory, 1 min mandatory
         first = self.assume_scoped(prefix=prefix, access=pb2.ACCESS_READ_WRITE, list=True, min_remaining=min_remaining)
         credentials = scoped_credentials(
             counting, bucket=ENV["DEMO_BUCKET"], prefix=prefix, access=pb2.ACCESS_READ_WRITE, list=True,
@@ -775,8 +776,8 @@ class GrantsClientTest(unittest.TestCase):
         self.assertLess(self.timed_list(s3, first), 2.0, "a call with fresh credentials was slow")
         self.assertEqual(attempts, [], "fresh credentials were refreshed")
 
-        # Nine minutes before expiry: botocore's advisory window (11.25 min), outside the
-        # mandatory one (7.5 min). The S3 call refreshes, the service hangs: the refresh
+        # Nine minutes before expiry: the advisory window (11.25 min), outside the
+        # mandatory one (the last minute). The S3 call refreshes, the service hangs: the refresh
         # gives up after the short deadline and the call goes on with the current ones.
         set_clock(9 * 60)
         took = self.timed_list(s3, first)
@@ -793,9 +794,14 @@ class GrantsClientTest(unittest.TestCase):
             self.assertLess(took, 1.5, f"an S3 call within the back-off waited {took:.1f}s")
         self.assertEqual(len(attempts), 1, "AssumeScoped was called again within the back-off")
 
-        # The mandatory window is as before: the call asks with the client's full
-        # deadline and raises the failure.
+        # Five minutes before expiry, still advisory: the current credentials go on
+        # (botocore's own mandatory window began at 10 minutes).
         set_clock(5 * 60)
+        self.assertLess(self.timed_list(s3, first), 1.5)
+        self.assertEqual(len(attempts), 1, "AssumeScoped was called again within the back-off")
+        # The mandatory window, the last minute: the call asks with the client's full
+        # deadline and raises the failure.
+        set_clock(30)
         started = time.monotonic()
         with self.assertRaises(grpc.RpcError) as raised:
             s3.list_objects_v2(Bucket=first.bucket, Prefix=first.prefix)

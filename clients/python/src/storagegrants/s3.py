@@ -51,11 +51,13 @@ if TYPE_CHECKING:
 #: than this (the rule's `max_ttl`, the role's maximum): for shorter ones ask less.
 DEFAULT_MIN_REMAINING = timedelta(minutes=20)
 
-#: botocore's own refresh windows (`botocore.credentials`): advisory (the call that
-#: notices fetches, others go on; a failure keeps the old credentials), then mandatory
-#: (every call waits for the fetch; a failure is raised).
+#: The refresh windows (`botocore.credentials`): advisory, botocore's 15 minutes (the
+#: call that notices fetches, others go on; a failure keeps the old credentials), then
+#: mandatory (every call waits for the fetch; a failure is raised): the last minute,
+#: not botocore's 10, as in the Node package: credentials that still work for minutes
+#: are used while the service cannot answer, rather than failing every S3 call.
 BOTOCORE_ADVISORY_REFRESH = timedelta(minutes=15)
-BOTOCORE_MANDATORY_REFRESH = timedelta(minutes=10)
+BOTOCORE_MANDATORY_REFRESH = timedelta(minutes=1)
 
 #: Deadline of a refresh made while the current credentials may still be kept (botocore's
 #: advisory window, before the mandatory one): a service that hangs costs the S3 call
@@ -76,7 +78,7 @@ CREDENTIAL_METHOD = "storage-grants-assume-scoped"
 
 def refresh_windows(min_remaining: timedelta) -> tuple[timedelta, timedelta]:
     """The (advisory, mandatory) refresh windows for credentials asked with
-    `min_remaining`: botocore's (15 and 10 minutes), shortened to 3/4 and 1/2 of
+    `min_remaining`: 15 minutes and 1 minute, shortened to 3/4 and 1/2 of
     `min_remaining` when it is shorter than 20 minutes, so that fresh credentials
     always lie outside the windows and are fetched about once per lifetime, not before
     every call."""
