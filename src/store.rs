@@ -512,12 +512,29 @@ impl Store {
             Ok(())
         })
         .await?;
-        match self.list_parts(bucket, key, upload_id).await {
-            Err(gone) if gone.code() == Some("NoSuchUpload") => Ok(()),
-            // Some stores list an upload that is gone as holding no parts.
-            Ok(parts) if parts.is_empty() => Ok(()),
-            Ok(_) => Err(Error::NotCarriedOut("the abort")),
+        match self.upload_gone(bucket, key, upload_id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::NotCarriedOut("the abort")),
             Err(other) => Err(Error::Unconfirmed("the abort", Box::new(other))),
+        }
+    }
+
+    /// Whether the upload is gone (completed or aborted): ListParts answers
+    /// NoSuchUpload, or no parts, as some stores made for development answer for a
+    /// gone upload.
+    ///
+    /// # Errors
+    /// [`Error`] when the listing fails.
+    pub async fn upload_gone(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        upload_id: &UploadId,
+    ) -> Result<bool, Error> {
+        match self.list_parts(bucket, key, upload_id).await {
+            Ok(parts) => Ok(parts.is_empty()),
+            Err(gone) if gone.code() == Some("NoSuchUpload") => Ok(true),
+            Err(other) => Err(other),
         }
     }
 }

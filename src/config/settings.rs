@@ -505,7 +505,7 @@ fn http(raw: &RawConfig) -> Result<Option<crate::gateway::Settings>, Refusal> {
 
 fn storage(raw: &RawConfig) -> Result<StorageSettings, Refusal> {
     let s = &raw.storage;
-    if s.call_timeout.is_zero() || s.call_timeout > MAX_COMPLETE_TIMEOUT {
+    if s.call_timeout.is_zero() || s.call_timeout > MAX_STORE_TIMEOUT {
         return out_of_range(
             "storage.call_timeout",
             "must be more than 0s and at most 1h",
@@ -513,7 +513,7 @@ fn storage(raw: &RawConfig) -> Result<StorageSettings, Refusal> {
     }
     let complete_timeout = match s.complete_timeout {
         None => s.call_timeout.max(DEFAULT_COMPLETE_TIMEOUT),
-        Some(set) if set < s.call_timeout || set > MAX_COMPLETE_TIMEOUT => {
+        Some(set) if set < s.call_timeout || set > MAX_STORE_TIMEOUT => {
             return out_of_range(
                 "storage.complete_timeout",
                 "must be at least storage.call_timeout and at most 1h",
@@ -565,9 +565,9 @@ fn storage(raw: &RawConfig) -> Result<StorageSettings, Refusal> {
 
 /// `storage.complete_timeout` unless set (or `call_timeout`, when that is longer).
 const DEFAULT_COMPLETE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-/// Longest `storage.complete_timeout` one may set: a completion holds a task and a
-/// connection to the store while it runs.
-const MAX_COMPLETE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest `storage.call_timeout` or `complete_timeout` one may set: a store call
+/// holds a task and a connection to the store while it runs.
+const MAX_STORE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The host of `host[:port]` (an IPv6 host keeps its brackets).
 fn host_of(authority: &str) -> &str {

@@ -764,12 +764,7 @@ impl Pipeline {
         let checksum_sha256 = request.checksum_sha256;
         let upload_id = store_step(
             &uploads.steps,
-            format!(
-                "a start of {}/{} for {}",
-                request.bucket,
-                request.key,
-                caller.id()
-            ),
+            step_name("a start", &request.bucket, &request.key, caller),
             deadline,
             {
                 let store = store.clone();
@@ -1038,12 +1033,7 @@ impl Pipeline {
         // What waiting on an earlier step of this upload took is not the store's.
         store_step(
             &uploads.steps,
-            format!(
-                "a completion of {}/{} for {}",
-                claims.bucket,
-                claims.key,
-                caller.id()
-            ),
+            step_name("a completion", &claims.bucket, &claims.key, &caller),
             left,
             async move {
                 let completed = async {
@@ -1147,12 +1137,7 @@ impl Pipeline {
         // What waiting on an earlier step of this upload took is not the store's.
         store_step(
             &uploads.steps,
-            format!(
-                "an abort of {}/{} for {}",
-                claims.bucket,
-                claims.key,
-                caller.id()
-            ),
+            step_name("an abort", &claims.bucket, &claims.key, caller),
             left,
             async move {
                 let aborted = match store
@@ -1314,16 +1299,14 @@ async fn made_by(
     cause: store::Error,
 ) -> Result<(String, u64), Error> {
     if cause.code() != Some("NoSuchUpload") {
+        // A completion needs the parts the check found: an upload still holding some
+        // was not completed.
         match store
-            .list_parts(&claims.bucket, &claims.key, &claims.upload_id)
+            .upload_gone(&claims.bucket, &claims.key, &claims.upload_id)
             .await
         {
-            // Gone; or listing no parts, as a store made for development answers a
-            // completed upload (a completion needs the parts the check found).
-            Err(gone) if gone.code() == Some("NoSuchUpload") => {}
-            Ok(listed) if listed.is_empty() => {}
-            // Still holding parts: not completed.
-            Ok(_) => return Err(store_error(cause)),
+            Ok(true) => {}
+            Ok(false) => return Err(store_error(cause)),
             Err(e) => return Err(store_error(e)),
         }
     }
@@ -1351,6 +1334,11 @@ fn answer_lost(e: &store::Error) -> bool {
         e,
         store::Error::Unreachable(_) | store::Error::Incomplete(_)
     ) || e.code() == Some("NoSuchUpload")
+}
+
+/// How the log names a store step of `caller`'s on `key`: never a token or URL.
+fn step_name(what: &str, bucket: &BucketName, key: &ObjectKey, caller: &Caller) -> String {
+    format!("{what} of {bucket}/{key} for {}", caller.id())
 }
 
 /// An upload the store no longer holds, and no object of its parts at its key.

@@ -596,7 +596,6 @@ fn check_otel_values(set: &impl Fn(&str) -> Option<String>) -> Result<(), Error>
     {
         // The value is not echoed: an endpoint may carry a password or a token
         // anywhere (user info, query, fragment), the more so one mistyped.
-        let _ = value;
         return Err(Error::Unsupported {
             var,
             value: "(not shown)".into(),

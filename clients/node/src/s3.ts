@@ -95,19 +95,32 @@ const RETRY_DELAY_BOUNDS_MS = [1_000, 5 * 60_000] as const;
 
 /** The credentials of an AssumeScoped answer, as the AWS SDK takes them. */
 export function credentialsOf(response: AssumeScopedResponse): ScopedCredentialIdentity {
+  const secrets = secretsOf(response);
+  const expiresAt = response.credentials?.expiresAt;
+  if (!expiresAt) {
+    throw new TypeError("the AssumeScoped answer carries no expiresAt");
+  }
+  return {
+    ...secrets,
+    expiration: timestampDate(expiresAt),
+    ...(response.accountId ? { accountId: response.accountId } : {}),
+  };
+}
+
+/** The answer's three secrets; a `TypeError` when one is missing. */
+function secretsOf(response: AssumeScopedResponse): {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken: string;
+} {
   const credentials = response.credentials;
   if (!credentials?.accessKeyId || !credentials.secretAccessKey || !credentials.sessionToken) {
     throw new TypeError("the AssumeScoped answer carries no complete credentials");
-  }
-  if (!credentials.expiresAt) {
-    throw new TypeError("the AssumeScoped answer carries no expiresAt");
   }
   return {
     accessKeyId: credentials.accessKeyId,
     secretAccessKey: credentials.secretAccessKey,
     sessionToken: credentials.sessionToken,
-    expiration: timestampDate(credentials.expiresAt),
-    ...(response.accountId ? { accountId: response.accountId } : {}),
   };
 }
 
@@ -260,15 +273,10 @@ export function s3ClientFromAssumeScoped(response: AssumeScopedResponse, config:
 
 /** The answer's own credentials; `expiration` only when it names one. */
 function fixedCredentials(response: AssumeScopedResponse): S3ClientConfig["credentials"] {
-  const credentials = response.credentials;
-  if (!credentials?.accessKeyId || !credentials.secretAccessKey || !credentials.sessionToken) {
-    throw new TypeError("the AssumeScoped answer carries no complete credentials");
-  }
+  const expiresAt = response.credentials?.expiresAt;
   return {
-    accessKeyId: credentials.accessKeyId,
-    secretAccessKey: credentials.secretAccessKey,
-    sessionToken: credentials.sessionToken,
-    ...(credentials.expiresAt ? { expiration: timestampDate(credentials.expiresAt) } : {}),
+    ...secretsOf(response),
+    ...(expiresAt ? { expiration: timestampDate(expiresAt) } : {}),
   };
 }
 

@@ -90,10 +90,16 @@ def refresh_windows(min_remaining: timedelta) -> tuple[timedelta, timedelta]:
     )
 
 
-def _check_complete(response: grants_pb2.AssumeScopedResponse) -> grants_pb2.TemporaryCredentials:
+def _check_secrets(response: grants_pb2.AssumeScopedResponse) -> grants_pb2.TemporaryCredentials:
+    """The answer's credentials, all three secrets present (`ValueError` otherwise)."""
     credentials = response.credentials
     if not (credentials.access_key_id and credentials.secret_access_key and credentials.session_token):
         raise ValueError("the AssumeScoped answer carries no complete credentials")
+    return credentials
+
+
+def _check_complete(response: grants_pb2.AssumeScopedResponse) -> grants_pb2.TemporaryCredentials:
+    credentials = _check_secrets(response)
     if not credentials.HasField("expires_at"):
         raise ValueError("the AssumeScoped answer carries no expires_at")
     return credentials
@@ -284,9 +290,9 @@ def s3_client(
     new one, so the process's default session is left alone. Raises `ValueError` when
     the answer carries no complete credentials.
     """
+    if credentials is None:
+        _check_secrets(response)
     fixed = response.credentials
-    if credentials is None and not (fixed.access_key_id and fixed.secret_access_key and fixed.session_token):
-        raise ValueError("the AssumeScoped answer carries no complete credentials")
     base = botocore.config.Config(s3={"addressing_style": "path" if response.force_path_style else "auto"})
     options: dict[str, Any] = {
         "endpoint_url": response.endpoint or None,
