@@ -238,6 +238,8 @@ struct Inner {
     /// Each caller's budget of cache misses.
     misses: crate::budget::Budgets,
     cache: Mutex<HashMap<Scope, Entry>>,
+    /// Where STS calls run.
+    runtime: tokio::runtime::Handle,
 }
 
 /// Callers whose miss budgets are tracked at once (bounded memory).
@@ -258,8 +260,14 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// A broker assuming `role_arn` through `client`.
-    pub fn new(client: aws_sdk_sts::Client, role_arn: RoleArn, config: Settings) -> Self {
+    /// A broker assuming `role_arn` through `client`, its STS calls on `runtime`
+    /// (one that outlives the serving threads).
+    pub fn new(
+        client: aws_sdk_sts::Client,
+        role_arn: RoleArn,
+        config: Settings,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 client,
@@ -271,6 +279,7 @@ impl Broker {
                 ),
                 config,
                 cache: Mutex::new(HashMap::new()),
+                runtime,
             }),
         }
     }
@@ -392,7 +401,11 @@ impl Broker {
                         duration_secs = crate::core::span_int(request.duration.as_secs()),
                         result = tracing::field::Empty,
                     );
-                    tokio::spawn(fetch.instrument(span));
+                    // On the runtime the broker was made on, which outlives the
+                    // serving threads: the SDK's first call does blocking work (its
+                    // TLS roots), which on a serving thread would hold up every call
+                    // of that thread, their deadline answers included.
+                    self.inner.runtime.spawn(fetch.instrument(span));
                     rx
                 }
             }
@@ -715,10 +728,14 @@ mod tests {
                 .region(aws_sdk_sts::config::Region::new("us-east-1"))
                 .build(),
         );
+        // Its STS calls' runtime, for the tests that are not async themselves.
+        static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> =
+            std::sync::LazyLock::new(|| tokio::runtime::Runtime::new().unwrap());
         Broker::new(
             client,
             "arn:aws:iam::123456789012:role/r".parse().unwrap(),
             config,
+            tokio::runtime::Handle::try_current().unwrap_or_else(|_| RUNTIME.handle().clone()),
         )
     }
 

@@ -353,7 +353,13 @@ pub async fn run(
         let client = Broker::client(&aws, &sts.broker, &region);
         tracing::info!(role_arn = %sts.role_arn, "AssumeScoped enabled");
         Arc::new(Scoped {
-            broker: Broker::new(client, sts.role_arn.clone(), sts.broker.clone()),
+            // On this runtime, which outlives the serving threads.
+            broker: Broker::new(
+                client,
+                sts.role_arn.clone(),
+                sts.broker.clone(),
+                tokio::runtime::Handle::current(),
+            ),
             partition: sts.partition,
             kms_key: sts.kms_key.clone(),
             durations: sts.durations,
