@@ -181,10 +181,13 @@ impl FromStr for BucketName {
         if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
             return invalid("it does not start and end with a letter or digit");
         }
-        if s.contains("..") {
+        // Pairs of neighbouring bytes, not `str::contains`: its substring search cost
+        // about 0.2 µs a pattern, 4 % of a GrantRead's CPU for these three (perf).
+        let pairs = || s.as_bytes().windows(2);
+        if pairs().any(|pair| pair == b"..") {
             return invalid("it has two '.' in a row");
         }
-        if s.contains(".-") || s.contains("-.") {
+        if pairs().any(|pair| pair == b".-" || pair == b"-.") {
             return invalid("it has a '.' next to a '-'");
         }
         if s.parse::<std::net::Ipv4Addr>().is_ok() {
@@ -1011,6 +1014,22 @@ mod tests {
                 check_no_control(&s).and_then(|()| check_no_format(&s)),
                 checked_per_character(&s)
             );
+        }
+
+        #[test]
+        fn bucket_pair_checks_agree_with_substring_search(s in "[a-z0-9.-]{3,10}") {
+            let message = s.parse::<BucketName>().err().map(|e| e.to_string());
+            let ends_ok = |b: u8| b.is_ascii_alphanumeric();
+            if ends_ok(s.as_bytes()[0]) && ends_ok(s.as_bytes()[s.len() - 1]) {
+                let says = |reason: &str| message.as_deref().is_some_and(|m| m.contains(reason));
+                if s.contains("..") {
+                    prop_assert!(says("two '.' in a row"), "{s}: {message:?}");
+                } else if s.contains(".-") || s.contains("-.") {
+                    prop_assert!(says("a '.' next to a '-'"), "{s}: {message:?}");
+                } else {
+                    prop_assert!(!says("two '.'") && !says("next to a '-'"), "{s}: {message:?}");
+                }
+            }
         }
 
         #[test]
