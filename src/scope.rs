@@ -510,8 +510,15 @@ impl FromStr for ChecksumSha256 {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         use base64::Engine;
-        match base64::engine::general_purpose::STANDARD.decode(s) {
-            Ok(bytes) if bytes.len() == 32 => Ok(Self(s.to_owned())),
+        // Decoded into the digest's own 32 bytes: no buffer sized by the caller's
+        // text, and no allocation on a write grant's path. The base64 of 32 bytes is
+        // always 44 characters; fewer digits decode short, which the length says.
+        let mut digest = [0u8; 32];
+        if s.len() != 44 {
+            return Err(Error::InvalidChecksum);
+        }
+        match base64::engine::general_purpose::STANDARD.decode_slice(s, &mut digest) {
+            Ok(32) => Ok(Self(s.to_owned())),
             _ => Err(Error::InvalidChecksum),
         }
     }
@@ -1013,6 +1020,19 @@ mod tests {
             prop_assert_eq!(
                 check_no_control(&s).and_then(|()| check_no_format(&s)),
                 checked_per_character(&s)
+            );
+        }
+
+        #[test]
+        fn checksum_check_agrees_with_a_full_decode(
+            s in "[A-Za-z0-9+/]{40,44}={0,2}|[A-Za-z0-9+/=_-]{0,48}"
+        ) {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD.decode(&s);
+            prop_assert_eq!(
+                s.parse::<ChecksumSha256>().is_ok(),
+                decoded.is_ok_and(|bytes| bytes.len() == 32),
+                "{}", s
             );
         }
 
