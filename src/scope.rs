@@ -512,11 +512,11 @@ impl FromStr for ChecksumSha256 {
         use base64::Engine;
         // Decoded into the digest's own 32 bytes: no buffer sized by the caller's
         // text, and no allocation on a write grant's path. The base64 of 32 bytes is
-        // always 44 characters; fewer digits decode short, which the length says.
-        let mut digest = [0u8; 32];
+        // always 44 characters.
         if s.len() != 44 {
             return Err(Error::InvalidChecksum);
         }
+        let mut digest = [0u8; 32];
         match base64::engine::general_purpose::STANDARD.decode_slice(s, &mut digest) {
             Ok(32) => Ok(Self(s.to_owned())),
             _ => Err(Error::InvalidChecksum),

@@ -457,35 +457,33 @@ impl Store {
             .bucket(bucket.as_str())
             .key(key.as_str());
         // HeadObject answers with no body: its status is all there is to read.
-        let head = self
-            .bounded(async {
-                match call.send().await {
-                    Ok(head) => Ok(Ok(head)),
-                    Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
-                        Some(404) => Ok(Err(Made::No)),
-                        Some(403) => Ok(Err(Made::CannotTell(
+        let made = self.bounded(async {
+            let head = match call.send().await {
+                Ok(head) => head,
+                Err(e) => {
+                    return match e.raw_response().map(|r| r.status().as_u16()) {
+                        Some(404) => Ok(Made::No),
+                        Some(403) => Ok(Made::CannotTell(
                             "its role may not read the object (s3:GetObject)",
-                        ))),
+                        )),
                         _ => Err(classify(e)),
-                    },
+                    };
                 }
-            })
-            .await;
-        let head = match head {
-            Ok(Ok(head)) => head,
-            Ok(Err(made)) => return made,
-            Err(e) => return Made::Unknown(e),
-        };
-        let etag = head.e_tag().unwrap_or_default().trim_matches('"');
-        match head.content_length().and_then(|n| u64::try_from(n).ok()) {
-            Some(length) if etag == expected && size.is_none_or(|size| length == size) => {
-                Made::Yes {
-                    etag: etag.to_owned(),
-                    size: length,
-                }
-            }
-            _ => Made::No,
-        }
+            };
+            let etag = head.e_tag().unwrap_or_default().trim_matches('"');
+            Ok(
+                match head.content_length().and_then(|n| u64::try_from(n).ok()) {
+                    Some(length) if etag == expected && size.is_none_or(|size| length == size) => {
+                        Made::Yes {
+                            etag: etag.to_owned(),
+                            size: length,
+                        }
+                    }
+                    _ => Made::No,
+                },
+            )
+        });
+        made.await.unwrap_or_else(Made::Unknown)
     }
 
     /// AbortMultipartUpload, confirmed as S3 asks: the upload must list no parts any

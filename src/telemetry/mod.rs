@@ -780,12 +780,17 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&empty).unwrap(), "");
     }
 
-    fn provider(vars: &[(&str, &str)]) -> Result<Option<SdkTracerProvider>, Error> {
+    /// The environment of exactly `vars`, as the checks read it.
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
         let vars: Vec<(String, String)> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        tracer_provider(&|var: &str| vars.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone()))
+        move |var: &str| vars.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone())
+    }
+
+    fn provider(vars: &[(&str, &str)]) -> Result<Option<SdkTracerProvider>, Error> {
+        tracer_provider(&env(vars))
     }
 
     #[test]
@@ -869,14 +874,7 @@ mod tests {
         assert!(check_otel_values(&whole).is_ok());
         // The traces' own variables are the ones the SDK reads when set: a general one
         // left for another signal's exporter is not checked.
-        let only = |vars: &'static [(&'static str, &'static str)]| {
-            move |var: &str| {
-                vars.iter()
-                    .find(|(k, _)| *k == var)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
-        let general_for_another = only(&[
+        let general_for_another = env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
             ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10000"),
@@ -895,7 +893,7 @@ mod tests {
             let err = provider(&[(var, value)]).unwrap_err().to_string();
             assert!(err.contains(var) && err.contains("begins http://"), "{err}");
         }
-        let traces_own_has_it = only(&[
+        let traces_own_has_it = env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317"),
             (
                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -965,16 +963,11 @@ mod tests {
 
     #[test]
     fn the_protocol_checked_is_the_one_the_sdk_reads() {
-        let vars = [
+        let set = env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
-        ];
-        let set = |var: &str| {
-            vars.iter()
-                .find(|(k, _)| *k == var)
-                .map(|(_, v)| (*v).to_owned())
-        };
+        ]);
         assert_eq!(exports(&set).ok(), Some(true));
     }
 

@@ -278,30 +278,70 @@ async fn the_rust_sdk_fetches_and_refreshes_from_the_container_endpoint() {
     );
 }
 
+/// `credentials-proxy` in front of the service at `endpoint`, presenting the caller's
+/// `token_file`, serving until `stop` signals.
+struct LoopbackProxy {
+    port: u16,
+    /// The app's token: written by the proxy (in `dir`), sent by the SDK; not the
+    /// caller's.
+    app_token_file: std::path::PathBuf,
+    /// Its value, as written.
+    app_token: String,
+    stop: storage_grants::server::StopSender,
+    task: tokio::task::JoinHandle<Result<(), storage_grants::cli::Error>>,
+}
+
+impl LoopbackProxy {
+    async fn start(
+        dir: &std::path::Path,
+        endpoint: String,
+        token_file: std::path::PathBuf,
+    ) -> Self {
+        let upstream = storage_grants::cli::Upstream::new(storage_grants::cli::UpstreamOptions {
+            endpoint,
+            token_file: Some(token_file),
+            ..Default::default()
+        })
+        .unwrap();
+        let app_token_file = dir.join("app-token");
+        let app_token =
+            storage_grants::cli::proxy::AppToken::load_or_create(&app_token_file).unwrap();
+        let listening = storage_grants::cli::proxy::bind(([127, 0, 0, 1], 0).into())
+            .await
+            .expect("bind the proxy");
+        let port = listening.addr().port();
+        let (stop, signals) = storage_grants::server::StopSignals::manual();
+        let task = tokio::spawn(storage_grants::cli::proxy::serve(
+            listening, upstream, app_token, signals,
+        ));
+        LoopbackProxy {
+            port,
+            app_token: std::fs::read_to_string(&app_token_file).unwrap(),
+            app_token_file,
+            stop,
+            task,
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy() {
     if std::env::var_os("SG_SDK_CHILD").is_some() {
         return sdk_child().await;
     }
     let world = world().await;
-    let listening = storage_grants::cli::proxy::bind(([127, 0, 0, 1], 0).into())
-        .await
-        .expect("bind the proxy");
-    let port = listening.addr().port();
-    // The app's token: written by the proxy, sent by the SDK; not the caller's.
-    let app_token_file = world.dir.path().join("app-token");
-    let app_token = storage_grants::cli::proxy::AppToken::load_or_create(&app_token_file).unwrap();
-    let app_token_value = std::fs::read_to_string(&app_token_file).unwrap();
-    let upstream = storage_grants::cli::Upstream::new(storage_grants::cli::UpstreamOptions {
-        endpoint: format!("http://{}", world.service.addr),
-        token_file: Some(world.token_file.clone()),
-        ..Default::default()
-    })
-    .unwrap();
-    let (stop, signals) = storage_grants::server::StopSignals::manual();
-    let proxy = tokio::spawn(storage_grants::cli::proxy::serve(
-        listening, upstream, app_token, signals,
-    ));
+    let LoopbackProxy {
+        port,
+        app_token_file,
+        app_token: app_token_value,
+        stop,
+        task: proxy,
+    } = LoopbackProxy::start(
+        world.dir.path(),
+        format!("http://{}", world.service.addr),
+        world.token_file.clone(),
+    )
+    .await;
     let before = granted(&world).await;
     run_sdk_child(
         "credentials::the_rust_sdk_fetches_and_refreshes_through_the_loopback_proxy",
@@ -437,23 +477,18 @@ async fn a_second_stop_signal_closes_the_proxys_requests_in_flight() {
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "caller-token").unwrap();
-    let upstream = storage_grants::cli::Upstream::new(storage_grants::cli::UpstreamOptions {
-        endpoint: format!("http://{}", black_hole.local_addr().unwrap()),
-        token_file: Some(token_file),
-        ..Default::default()
-    })
-    .unwrap();
-    let app_token_file = dir.path().join("app-token");
-    let app_token = storage_grants::cli::proxy::AppToken::load_or_create(&app_token_file).unwrap();
-    let app_token_value = std::fs::read_to_string(&app_token_file).unwrap();
-    let listening = storage_grants::cli::proxy::bind(([127, 0, 0, 1], 0).into())
-        .await
-        .expect("bind the proxy");
-    let port = listening.addr().port();
-    let (stop, signals) = storage_grants::server::StopSignals::manual();
-    let proxy = tokio::spawn(storage_grants::cli::proxy::serve(
-        listening, upstream, app_token, signals,
-    ));
+    let LoopbackProxy {
+        port,
+        app_token: app_token_value,
+        stop,
+        task: proxy,
+        ..
+    } = LoopbackProxy::start(
+        dir.path(),
+        format!("http://{}", black_hole.local_addr().unwrap()),
+        token_file,
+    )
+    .await;
     let request = tokio::spawn(
         reqwest::Client::new()
             .get(format!(

@@ -1364,16 +1364,9 @@ async fn a_second_sigterm_cuts_the_drain_short() {
     .expect("connect");
     let call = assume_in_flight(client).await;
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    let pid = service.0.id().to_string();
-    let sigterm = || {
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-    };
     assert!(!call.is_finished(), "{}", log_text());
     // The first begins a drain that waits for the call.
-    sigterm();
+    service.sigterm();
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(
         service.0.try_wait().unwrap().is_none(),
@@ -1381,19 +1374,11 @@ async fn a_second_sigterm_cuts_the_drain_short() {
         log_text()
     );
     let second = Instant::now();
-    sigterm();
-    let exited = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if service.0.try_wait().unwrap().is_some() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    })
-    .await
-    .unwrap();
+    service.sigterm();
+    let exited =
+        tokio::task::spawn_blocking(move || service.exit_within(Duration::from_secs(10)).is_some())
+            .await
+            .unwrap();
     let took = second.elapsed();
     let log = log_text();
     assert!(

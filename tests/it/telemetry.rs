@@ -55,21 +55,31 @@ fn read_demo(key: impl Into<String>) -> tonic::Request<GrantReadRequest> {
 pub(crate) struct Process(pub(crate) Child);
 
 impl Process {
-    fn terminate(mut self) -> std::process::ExitStatus {
+    /// Sends it SIGTERM.
+    pub(crate) fn sigterm(&self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
+    }
+
+    /// Its exit status, if it exits within `limit` (blocks the thread meanwhile).
+    pub(crate) fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.0.try_wait().expect("wait for the child") {
-                return status;
+                return Some(status);
             }
-            assert!(
-                Instant::now() < deadline,
-                "the child did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        self.sigterm();
+        self.exit_within(Duration::from_secs(30))
+            .expect("the child did not stop on SIGTERM")
     }
 }
 
