@@ -1,16 +1,11 @@
 //! A log destination written in batches by a thread of its own.
 //!
-//! A call appends its line to a buffer of its thread's own and goes on; every
-//! [`FLUSH_EVERY`] the writer thread takes every buffer and writes them with one
-//! `write(2)`. Nothing on the call's path waits on the destination or wakes another
-//! thread: a queue that wakes its consumer per line (tracing-appender's) cost a futex
-//! wake and a context switch per grant, which on a busy two-core machine made grants
-//! slower than writing inline. Nor does it write memory another core holds: one buffer
-//! shared by every serving thread moved its lock and the lines it was written to from
-//! core to core on every grant (about 0.13 µs of each, nearly all of the append), and
-//! would serialise a machine with many cores. Each thread's lines stay in their order;
-//! lines of different threads can be ordered differently from their timestamps by up
-//! to a batch, as they could be by their threads' scheduling before.
+//! A call appends its line to a shared buffer and goes on; every [`FLUSH_EVERY`] the
+//! writer thread takes the whole buffer and writes it with one `write(2)`. Nothing on
+//! the call's path waits on the destination or wakes another thread: a queue that
+//! wakes its consumer per line (tracing-appender's) cost a futex wake and a context
+//! switch per grant, which on a busy two-core machine made grants slower than writing
+//! inline.
 //!
 //! Nothing appended ever blocks. Audit lines are lossless: a write that fails (a full
 //! disk, a pipe whose reader is gone) keeps its bytes and is tried again, a short write
@@ -22,7 +17,7 @@
 //! without end. [`Flusher::finish`] writes what is buffered within a deadline.
 
 use std::io::{ErrorKind, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -46,62 +41,24 @@ const RETRY_AFTER: Duration = Duration::from_millis(250);
 /// seconds after the drain, the traces take at most 2 of them.
 pub(super) const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
-/// One thread's buffer (threads beyond the shards' count share them). Aligned to two
-/// cache lines so that neighbouring shards share none (the hardware prefetches lines
-/// in pairs).
-#[repr(align(128))]
-#[derive(Default)]
-struct Shard(Mutex<Buffer>);
-
-#[derive(Default)]
-struct Buffer {
-    bytes: Vec<u8>,
-    /// Bytes in `bytes` not yet counted in [`Shared::queued`]: the shared count is
-    /// brought up to date in steps ([`Shared::count_every`]), so that a grant's append
-    /// touches no memory another core writes.
-    uncounted: usize,
+struct State {
+    buffer: Vec<u8>,
+    /// Bytes the writer took and has not written yet (a failed or short write).
+    unwritten: usize,
+    closed: bool,
+    /// Counted in [`BACKLOG`] as behind.
+    behind: bool,
 }
 
-impl Shard {
-    fn lock(&self) -> MutexGuard<'_, Buffer> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+impl State {
+    fn backlog(&self) -> usize {
+        self.buffer.len() + self.unwritten
     }
-}
-
-/// The shard of the calling thread: threads are numbered as they first append.
-fn shard_of_this_thread(count: usize) -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static NUMBER: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    NUMBER.with(|n| n % count)
-}
-
-/// How many shards a writer has: twice the CPUs, so that the serving threads (one
-/// per CPU) rarely share one with each other or with the threads that log now and
-/// then.
-fn shard_count() -> usize {
-    std::thread::available_parallelism()
-        .map_or(4, |n| n.get().saturating_mul(2))
-        .clamp(2, 64)
 }
 
 struct Shared {
-    shards: Box<[Shard]>,
-    /// Bytes in the shards, not yet taken by the writer, but for each shard's
-    /// `uncounted`.
-    queued: AtomicUsize,
-    /// The step in which a shard counts its bytes in `queued`: a quarter of the limit
-    /// over all shards, so the backlog appends see is short of the true one by less
-    /// than a quarter of the limit, and at most 64 KiB (about 180 audit lines).
-    count_every: usize,
-    /// Bytes the writer took and has not written yet (a failed or short write).
-    unwritten: AtomicUsize,
-    /// Counted in [`BACKLOG`] as behind.
-    behind: AtomicBool,
-    /// Whether the writer was asked to stop; with `work`, how it waits.
-    closed: Mutex<bool>,
-    /// Signalled when the shards passed the high water mark, or on close.
+    state: Mutex<State>,
+    /// Signalled when the buffer passed the high water mark, or on close.
     work: Condvar,
     /// The `destination` label of this writer's metrics.
     label: &'static str,
@@ -113,42 +70,8 @@ struct Shared {
 }
 
 impl Shared {
-    fn backlog(&self) -> usize {
-        self.queued.load(Ordering::Acquire) + self.unwritten.load(Ordering::Acquire)
-    }
-
-    fn closed(&self) -> MutexGuard<'_, bool> {
-        self.closed.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Counts this destination behind in [`BACKLOG`], once.
-    fn fall_behind(&self) {
-        if !self.behind.swap(true, Ordering::AcqRel) {
-            BACKLOG.fell_behind();
-        }
-    }
-
-    /// Takes what every shard holds into `taken`, after what it holds already.
-    fn take_into(&self, taken: &mut Vec<u8>) {
-        for shard in &self.shards {
-            let mut buffer = shard.lock();
-            if buffer.bytes.is_empty() {
-                continue;
-            }
-            let moved = buffer.bytes.len();
-            let counted = moved - std::mem::take(&mut buffer.uncounted);
-            if taken.is_empty() {
-                std::mem::swap(&mut buffer.bytes, taken);
-            } else {
-                taken.extend_from_slice(&buffer.bytes);
-                buffer.bytes.clear();
-            }
-            drop(buffer);
-            // Counted as unwritten before it stops counting as queued: the backlog
-            // may read high for a moment, never low.
-            self.unwritten.fetch_add(moved, Ordering::AcqRel);
-            self.queued.fetch_sub(counted, Ordering::AcqRel);
-        }
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -180,14 +103,13 @@ pub(super) fn start(
     role: Role,
     max_buffered: usize,
 ) -> (Batched, Flusher) {
-    let shards = shard_count();
     let shared = Arc::new(Shared {
-        shards: (0..shards).map(|_| Shard::default()).collect(),
-        queued: AtomicUsize::new(0),
-        count_every: (max_buffered / (4 * shards)).clamp(1, 64 * 1024),
-        unwritten: AtomicUsize::new(0),
-        behind: AtomicBool::new(false),
-        closed: Mutex::new(false),
+        state: Mutex::new(State {
+            buffer: Vec::with_capacity(64 * 1024),
+            unwritten: 0,
+            closed: false,
+            behind: false,
+        }),
         work: Condvar::new(),
         label: role.label,
         max_buffered,
@@ -197,7 +119,7 @@ pub(super) fn start(
     let scraped = Arc::downgrade(&shared);
     crate::metrics::log_backlog(
         role.label,
-        Box::new(move || scraped.upgrade().map_or(0, |s| s.backlog())),
+        Box::new(move || scraped.upgrade().map_or(0, |s| s.lock().backlog())),
     );
     let writer = shared.clone();
     let (ended_tx, ended) = mpsc::channel::<()>();
@@ -219,7 +141,7 @@ pub(super) fn start(
 }
 
 fn write_batches(shared: &Shared, mut destination: impl Write) {
-    // What was taken from the shards and not written yet.
+    // What was taken from the buffer and not written yet.
     let mut taken: Vec<u8> = Vec::with_capacity(64 * 1024);
     // Since when writes fail, and how often that is reported.
     let mut failing: Option<(Instant, Throttle)> = None;
@@ -229,25 +151,30 @@ fn write_batches(shared: &Shared, mut destination: impl Write) {
             std::thread::sleep(RETRY_AFTER);
         }
         let closed = {
-            let mut closed = shared.closed();
-            if failing.is_none() && !*closed && shared.queued.load(Ordering::Acquire) < HIGH_WATER {
-                closed = shared
+            let mut state = shared.lock();
+            if failing.is_none() && !state.closed && state.buffer.len() < HIGH_WATER {
+                state = shared
                     .work
-                    .wait_timeout(closed, FLUSH_EVERY)
+                    .wait_timeout(state, FLUSH_EVERY)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
-            *closed
+            if taken.is_empty() {
+                std::mem::swap(&mut state.buffer, &mut taken);
+            } else {
+                taken.extend_from_slice(&state.buffer);
+                state.buffer.clear();
+            }
+            state.unwritten = taken.len();
+            state.closed
         };
-        shared.take_into(&mut taken);
         let dropped = shared.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
             crate::metrics::log_lines_dropped(shared.label, dropped);
         }
         let outcome = write_out(&mut destination, &mut taken);
-        shared.unwritten.store(taken.len(), Ordering::Release);
-        // Reported once the backlog is settled: the report is a log line, and this may
-        // be the log's own writer.
+        // Reported after the lock is let go: the report is a log line, and this may be
+        // the log's own writer.
         let mut report = None;
         match outcome {
             Ok(()) => {
@@ -261,7 +188,6 @@ fn write_batches(shared: &Shared, mut destination: impl Write) {
             Err(e) if e.kind() == ErrorKind::BrokenPipe && !shared.audit => {
                 crate::metrics::log_bytes_lost(shared.label, taken.len());
                 taken.clear();
-                shared.unwritten.store(0, Ordering::Release);
             }
             Err(e) => {
                 crate::metrics::log_write_failed(shared.label);
@@ -273,23 +199,28 @@ fn write_batches(shared: &Shared, mut destination: impl Write) {
                 }
             }
         }
-        let backlog = shared.backlog();
-        if shared.audit {
+        let (backlog, done) = {
+            let mut state = shared.lock();
+            state.unwritten = taken.len();
+            let backlog = state.backlog();
             // Failing for a while holds calls back as a full backlog does: a disk that
             // stays full would otherwise leave up to 8 MiB of events that a restart
-            // loses. The total is checked here too: appends check it only as they go.
-            let failing_long = failing
-                .as_ref()
-                .is_some_and(|(since, _)| since.elapsed() >= HOLD_AFTER_FAILING);
-            if failing_long || backlog >= shared.max_buffered {
-                shared.fall_behind();
-            } else if failing.is_none()
-                && shared.behind.load(Ordering::Acquire)
-                && shared.behind.swap(false, Ordering::AcqRel)
+            // loses.
+            if shared.audit
+                && !state.behind
+                && failing
+                    .as_ref()
+                    .is_some_and(|(since, _)| since.elapsed() >= HOLD_AFTER_FAILING)
             {
+                state.behind = true;
+                BACKLOG.fell_behind();
+            }
+            if state.behind && failing.is_none() && backlog < shared.max_buffered {
+                state.behind = false;
                 BACKLOG.caught_up();
             }
-        }
+            (backlog, closed && backlog == 0)
+        };
         match report {
             Some(Some(e)) => tracing::error!(
                 destination = shared.label,
@@ -305,7 +236,7 @@ fn write_batches(shared: &Shared, mut destination: impl Write) {
             ),
             None => {}
         }
-        if closed && backlog == 0 {
+        if done {
             return;
         }
     }
@@ -347,31 +278,17 @@ impl Batched {
     /// Appends `bytes` unless `drop_from` bytes are waiting already.
     fn append_unless(&self, bytes: &[u8], drop_from: usize) {
         let shared = &self.0;
-        if shared.backlog() >= drop_from {
+        let mut state = shared.lock();
+        if state.backlog() >= drop_from {
             shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let shard = &shared.shards[shard_of_this_thread(shared.shards.len())];
-        let (counted, queued) = {
-            let mut buffer = shard.lock();
-            buffer.bytes.extend_from_slice(bytes);
-            buffer.uncounted += bytes.len();
-            if buffer.uncounted < shared.count_every {
-                return;
-            }
-            // Under the shard's lock, so that the writer cannot take these bytes
-            // before they are counted (and count them off before they were).
-            let counted = std::mem::take(&mut buffer.uncounted);
-            (
-                counted,
-                shared.queued.fetch_add(counted, Ordering::AcqRel) + counted,
-            )
-        };
-        if shared.audit && queued + shared.unwritten.load(Ordering::Acquire) >= shared.max_buffered
-        {
-            shared.fall_behind();
+        state.buffer.extend_from_slice(bytes);
+        if shared.audit && !state.behind && state.backlog() >= shared.max_buffered {
+            state.behind = true;
+            BACKLOG.fell_behind();
         }
-        if queued >= HIGH_WATER && queued - counted < HIGH_WATER {
+        if state.buffer.len() >= HIGH_WATER {
             shared.work.notify_one();
         }
     }
@@ -415,7 +332,7 @@ impl Flusher {
             // to the process's exit.
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 self.thread.take();
-                self.shared.backlog().max(1)
+                self.shared.lock().backlog().max(1)
             }
         }
     }
@@ -427,7 +344,7 @@ impl Flusher {
 
     /// Asks the writer to write what it holds and stop.
     pub(super) fn close(&self) {
-        *self.shared.closed() = true;
+        self.shared.lock().closed = true;
         self.shared.work.notify_one();
     }
 }
@@ -585,15 +502,15 @@ mod tests {
     }
 
     #[test]
-    fn lines_of_many_threads_hold_calls_back_by_a_quarter_past_the_limit_at_the_latest() {
+    fn appends_from_many_threads_hold_calls_back_once_past_the_limit() {
         let captured = Captured {
             delay: Duration::from_secs(3),
             ..Captured::default()
         };
         let (writer, flusher) = start("test-threads-behind", captured.clone(), AUDIT, 4_000);
         let line = [b'x'; 99].iter().chain(b"\n").copied().collect::<Vec<u8>>();
-        // 8 threads: more than the shards, so some share one. 8 × 7 lines: 5,600 bytes,
-        // 1.4 times the limit, none of it written (the destination takes 3 s a write).
+        // 8 threads × 7 lines: 5,600 bytes, 1.4 times the limit, none of it written
+        // yet (the destination takes 3 s a write).
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let writer = writer.clone();
@@ -615,6 +532,74 @@ mod tests {
         assert_eq!(flusher.finish(Instant::now() + Duration::from_secs(20)), 0);
         assert_eq!(captured.text().len(), 5_600);
         assert!(!BACKLOG.is_behind(), "caught up, calls are still held");
+    }
+
+    /// A destination whose every write and flush says so and waits for a go-ahead.
+    struct Gated {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        entered: mpsc::Sender<&'static str>,
+        go: mpsc::Receiver<()>,
+    }
+
+    impl Gated {
+        fn wait(&self, what: &'static str) {
+            self.entered.send(what).unwrap();
+            self.go.recv().unwrap();
+        }
+    }
+
+    impl Write for Gated {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.wait("write");
+            self.bytes.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.wait("flush");
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_line_appended_while_the_writer_finishes_is_written_before_it_stops() {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let (entered_tx, entered) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let gated = Gated {
+            bytes: bytes.clone(),
+            entered: entered_tx,
+            go: go_rx,
+        };
+        let log = Role {
+            label: "test",
+            audit: false,
+        };
+        let (writer, flusher) = start("test-last-line", gated, log, MAX_BUFFERED);
+        writer.append(b"A\n");
+        // Empty batches go by (each only flushes) until the writer holds A.
+        while entered.recv().unwrap() != "write" {
+            go.send(()).unwrap();
+        }
+        flusher.close();
+        go.send(()).unwrap();
+        assert_eq!(entered.recv().unwrap(), "flush");
+        go.send(()).unwrap();
+        // The last batch, taken after the close: nothing in it. While it flushes, a
+        // call appends B; the writer must not stop before writing it.
+        assert_eq!(entered.recv().unwrap(), "flush");
+        writer.append(b"B\n");
+        go.send(()).unwrap();
+        std::thread::spawn(move || {
+            while entered.recv().is_ok() {
+                let _ = go.send(());
+            }
+        });
+        assert_eq!(flusher.finish(Instant::now() + Duration::from_secs(10)), 0);
+        assert_eq!(
+            String::from_utf8(bytes.lock().unwrap().clone()).unwrap(),
+            "A\nB\n"
+        );
     }
 
     #[test]
