@@ -51,7 +51,8 @@
 #   --soak S      soak seconds after the cache fill (default 60; the report used 300)
 #   --scopes N    distinct AssumeScoped scopes in the soak (default 10000)
 #   --out DIR     where results.md, rss.csv, soak.png and the logs go
-#                 (default target/bench/)
+#                 (default target/bench/); each server's log keeps its last run, the
+#                 soak's is cut back past 1 GiB: about 2 GB of disk at most
 #   --no-build    use target/release/storage-grants as it is
 #   --binary PATH measure this build of storage-grants instead (implies --no-build), e.g.
 #                 an older commit's, to compare with --instructions
@@ -281,6 +282,13 @@ touch "$work/sampling"
     if [[ -n $pid ]]; then
       rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
       [[ -z $rss ]] || printf '%.1f,%s,%s\n' "$(echo "$(date +%s.%N) - $start" | bc)" "$rss" "$(<"$work/phase")" >>"$rss_csv"
+    fi
+    # The soak's server writes an audit line per call, about 8 GB in 300 s at 70,000
+    # calls a second: its log is cut back each time it passes 1 GiB, as a log rotator
+    # would. The server opened it for appending, so it goes on at the new end.
+    if [[ $(<"$work/phase") == soak/* && -f $logs/server-soak.log ]] &&
+      (($(stat -c %s "$logs/server-soak.log") > 1 << 30)); then
+      : >"$logs/server-soak.log"
     fi
     sleep 1
   done
