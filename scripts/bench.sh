@@ -279,14 +279,15 @@ touch "$work/sampling"
   start=$(date +%s.%N)
   while [[ -e $work/sampling ]]; do
     pid=$(<"$work/server.pid")
+    phase=$(<"$work/phase")
     if [[ -n $pid ]]; then
       rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-      [[ -z $rss ]] || printf '%.1f,%s,%s\n' "$(echo "$(date +%s.%N) - $start" | bc)" "$rss" "$(<"$work/phase")" >>"$rss_csv"
+      [[ -z $rss ]] || printf '%.1f,%s,%s\n' "$(echo "$(date +%s.%N) - $start" | bc)" "$rss" "$phase" >>"$rss_csv"
     fi
     # The soak's server writes an audit line per call, about 8 GB in 300 s at 70,000
     # calls a second: its log is cut back each time it passes 1 GiB, as a log rotator
     # would. The server opened it for appending, so it goes on at the new end.
-    if [[ $(<"$work/phase") == soak/* && -f $logs/server-soak.log ]] &&
+    if [[ $phase == soak/* && -f $logs/server-soak.log ]] &&
       (($(stat -c %s "$logs/server-soak.log") > 1 << 30)); then
       : >"$logs/server-soak.log"
     fi

@@ -394,45 +394,58 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
+    /// A destination of log lines only.
+    const LOG: Role = Role {
+        label: "test",
+        audit: false,
+    };
+
+    /// A destination of audit events.
+    const AUDIT: Role = Role {
+        label: "test",
+        audit: true,
+    };
+
+    /// Runs `body` on `threads` threads at once, each with its own handle on `writer`
+    /// and its number, and returns once all are done.
+    fn on_threads(
+        writer: &Batched,
+        threads: usize,
+        body: impl Fn(Batched, usize) + Clone + Send + 'static,
+    ) {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (writer, body) = (writer.clone(), body.clone());
+                std::thread::spawn(move || body(writer, t))
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+    }
+
     #[test]
     fn every_line_of_every_thread_arrives_whole_in_few_writes() {
         let captured = Captured::default();
-        let (writer, flusher) = start(
-            "test-batch",
-            captured.clone(),
-            Role {
-                label: "test",
-                audit: false,
-            },
-            MAX_BUFFERED,
-        );
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
-                let mut writer = writer.clone();
-                std::thread::spawn(move || {
-                    for i in 0..5_000 {
-                        writer
-                            .write_all(format!("thread {t} line {i}\n").as_bytes())
-                            .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
+        let (writer, flusher) = start("test-batch", captured.clone(), LOG, MAX_BUFFERED);
+        on_threads(&writer, 4, |mut writer, t| {
+            for i in 0..5_000 {
+                writer
+                    .write_all(format!("thread {t} line {i}\n").as_bytes())
+                    .unwrap();
+            }
+        });
         assert_eq!(flusher.finish(Instant::now() + Duration::from_secs(10)), 0);
         let text = captured.text();
         let mut lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 20_000);
         for t in 0..4 {
-            let own: Vec<&str> = lines
-                .iter()
-                .filter(|l| l.starts_with(&format!("thread {t} ")))
-                .copied()
-                .collect();
-            let want: Vec<String> = (0..5_000).map(|i| format!("thread {t} line {i}")).collect();
-            assert!(own == want, "thread {t}'s lines are not whole and in order");
+            let prefix = format!("thread {t} ");
+            let own = lines.iter().copied().filter(|l| l.starts_with(&prefix));
+            assert!(
+                own.eq((0..5_000).map(|i| format!("thread {t} line {i}"))),
+                "thread {t}'s lines are not whole and in order"
+            );
         }
         lines.sort_unstable();
         lines.dedup();
@@ -465,11 +478,6 @@ mod tests {
             Ok(())
         }
     }
-
-    const AUDIT: Role = Role {
-        label: "test",
-        audit: true,
-    };
 
     #[test]
     fn a_destination_that_falls_behind_holds_calls_back_and_loses_nothing() {
@@ -511,20 +519,11 @@ mod tests {
         let line = [b'x'; 99].iter().chain(b"\n").copied().collect::<Vec<u8>>();
         // 8 threads × 7 lines: 5,600 bytes, 1.4 times the limit, none of it written
         // yet (the destination takes 3 s a write).
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let writer = writer.clone();
-                let line = line.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..7 {
-                        writer.append(&line);
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
+        on_threads(&writer, 8, move |writer, _| {
+            for _ in 0..7 {
+                writer.append(&line);
+            }
+        });
         assert!(
             BACKLOG.is_behind(),
             "5,600 bytes behind a limit of 4,000 held no call back"
@@ -571,11 +570,7 @@ mod tests {
             entered: entered_tx,
             go: go_rx,
         };
-        let log = Role {
-            label: "test",
-            audit: false,
-        };
-        let (writer, flusher) = start("test-last-line", gated, log, MAX_BUFFERED);
+        let (writer, flusher) = start("test-last-line", gated, LOG, MAX_BUFFERED);
         writer.append(b"A\n");
         // Empty batches go by (each only flushes) until the writer holds A.
         while entered.recv().unwrap() != "write" {
@@ -653,11 +648,7 @@ mod tests {
             chunk: 1,
             kind: ErrorKind::BrokenPipe,
         };
-        let log_only = Role {
-            label: "test",
-            audit: false,
-        };
-        let (writer, flusher) = start("test-epipe-log", gone(), log_only, 100);
+        let (writer, flusher) = start("test-epipe-log", gone(), LOG, 100);
         for _ in 0..50 {
             writer.append(b"a line nobody reads\n");
         }
@@ -686,15 +677,7 @@ mod tests {
             chunk: 1,
             kind: ErrorKind::StorageFull,
         };
-        let (mut writer, flusher) = start(
-            "test-drop",
-            flaky,
-            Role {
-                label: "test",
-                audit: false,
-            },
-            10,
-        );
+        let (mut writer, flusher) = start("test-drop", flaky, LOG, 10);
         for _ in 0..10 {
             writer.write_all(b"a log line\n").unwrap();
         }
