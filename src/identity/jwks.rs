@@ -18,9 +18,10 @@
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::{ArcSwapOption, Guard};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::signature::{self, UnparsedPublicKey};
@@ -398,7 +399,7 @@ impl RefreshLimiter {
 
 /// The cached key set, shared by the verifier and the background refresher.
 pub(crate) struct KeyStore {
-    keys: RwLock<Option<Arc<KeySet>>>,
+    keys: ArcSwapOption<KeySet>,
     source: KeySource,
     limiter: RefreshLimiter,
     wake: Notify,
@@ -408,7 +409,7 @@ pub(crate) struct KeyStore {
 impl KeyStore {
     pub(crate) fn new(source: KeySource, min_refresh_interval: Duration) -> Self {
         Self {
-            keys: RwLock::new(None),
+            keys: ArcSwapOption::empty(),
             source,
             limiter: RefreshLimiter::new(min_refresh_interval),
             wake: Notify::new(),
@@ -427,9 +428,12 @@ impl KeyStore {
         store
     }
 
-    /// The current key set; `None` until the first successful load.
-    pub(crate) fn current(&self) -> Option<Arc<KeySet>> {
-        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The current key set; `None` until the first successful load. Every JWT call
+    /// reads it, so it is read without a lock or a shared reference count
+    /// (`arc_swap`), as the rules are: a lock's cache line crossed between the CPUs on
+    /// every call.
+    pub(crate) fn current(&self) -> Guard<Option<Arc<KeySet>>> {
+        self.keys.load()
     }
 
     /// Puts `keys` in force, as a reload would.
@@ -439,7 +443,7 @@ impl KeyStore {
     }
 
     fn set(&self, keys: KeySet) {
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(keys));
+        self.keys.store(Some(Arc::new(keys)));
     }
 
     /// Asks the refresher to reload now (a token named an unknown key). Returns whether
@@ -750,7 +754,7 @@ mod tests {
         write_jwks(&path, &["old", "new"]);
         assert!(store.request_refresh());
         wait_until(|| store.loads() == 2).await;
-        let keys = store.current().unwrap();
+        let keys = store.current().clone().unwrap();
         assert!(matches!(
             keys.find(Some("new"), Algorithm::EdDsa),
             Lookup::Found(_)
@@ -781,7 +785,7 @@ mod tests {
         assert!(matches!(store.refresh().await, Err(LoadError::NoUsableKey)));
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(store.refresh().await, Err(LoadError::Read { .. })));
-        let keys = store.current().unwrap();
+        let keys = store.current().clone().unwrap();
         assert!(matches!(
             keys.find(Some("a"), Algorithm::EdDsa),
             Lookup::Found(_)
@@ -883,7 +887,7 @@ mod tests {
             Duration::from_secs(5),
         );
         store.refresh().await.unwrap();
-        let keys = store.current().unwrap();
+        let keys = store.current().clone().unwrap();
         assert!(matches!(
             keys.find(Some("k1"), Algorithm::EdDsa),
             Lookup::Found(_)

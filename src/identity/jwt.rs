@@ -244,7 +244,7 @@ impl JwtVerifier {
         // for this and for a full verification.
         let digest = VerifiedTokens::digest(token);
         let current = self.keys.current();
-        if let Some(keys) = &current
+        if let Some(keys) = &*current
             && let Some((caller, times)) = self.verified.get(&digest, keys)
             && self.check_times(&times, now).is_ok()
         {
@@ -274,7 +274,7 @@ impl JwtVerifier {
             Some(_) => return Err(Error::Malformed("'kid' is not a string").into()),
         };
 
-        let Some(keys) = current else {
+        let Some(keys) = &*current else {
             self.keys.request_refresh();
             return Err(Error::KeysUnavailable.into());
         };
@@ -303,7 +303,7 @@ impl JwtVerifier {
             error,
             subject: subject.clone(),
         })?;
-        self.verified.insert(digest, &caller, &keys, times);
+        self.verified.insert(digest, &caller, keys, times);
         Ok(caller)
     }
 

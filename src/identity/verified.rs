@@ -7,17 +7,24 @@
 //! call only while that key set is still the current one (any JWKS reload makes every
 //! token verify again, so a removed key stops its tokens at once) and while its time
 //! claims still hold, checked by the verifier's own rule. Refusals are not remembered.
-//! Past [`CAPACITY`] tokens the memory starts over.
+//!
+//! Each thread keeps its own memory: every call reads it, and one memory behind one
+//! lock had both serving threads pull the lock's cache line from the other CPU on
+//! every call. A token is verified once on each thread that serves it. Past
+//! [`CAPACITY`] tokens a thread's memory starts over.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use thread_local::ThreadLocal;
 
 use super::Caller;
 use super::jwks::KeySet;
 
-/// Tokens remembered at once (each about 300 bytes).
+/// Tokens one thread remembers at once (each about 300 bytes; the service's serving
+/// threads are one per CPU).
 pub(crate) const CAPACITY: usize = 10_000;
 
 /// A token's time claims (seconds since the epoch), as the verifier read them.
@@ -34,10 +41,12 @@ struct Entry {
     times: Times,
 }
 
-/// The tokens verified so far; shared by every clone of a verifier.
+type Entries = HashMap<[u8; 32], Entry>;
+
+/// The tokens verified so far; shared by every clone of a verifier, kept per thread.
 #[derive(Default)]
 pub(crate) struct VerifiedTokens {
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    entries: ThreadLocal<RefCell<Entries>>,
 }
 
 impl VerifiedTokens {
@@ -49,7 +58,7 @@ impl VerifiedTokens {
     /// The caller and time claims of the token with `digest`, if `keys` (the current
     /// key set) is the set that verified it.
     pub(crate) fn get(&self, digest: &[u8; 32], keys: &Arc<KeySet>) -> Option<(Caller, Times)> {
-        let entries = self.lock();
+        let entries = self.entries.get()?.borrow();
         let entry = entries.get(digest)?;
         Arc::ptr_eq(&entry.keys, keys).then(|| (entry.caller.clone(), entry.times))
     }
@@ -62,7 +71,7 @@ impl VerifiedTokens {
         keys: &Arc<KeySet>,
         times: Times,
     ) {
-        let mut entries = self.lock();
+        let mut entries = self.entries.get_or_default().borrow_mut();
         if entries.len() >= CAPACITY && !entries.contains_key(&digest) {
             entries.clear();
         }
@@ -76,13 +85,12 @@ impl VerifiedTokens {
         );
     }
 
+    /// How many tokens this thread remembers (tests).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 32], Entry>> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+        self.entries
+            .get()
+            .map_or(0, |entries| entries.borrow().len())
     }
 }
 
@@ -121,6 +129,30 @@ mod tests {
                 .get(&VerifiedTokens::digest("a.b.d"), &keys)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn each_thread_remembers_the_tokens_it_verified() {
+        let verified = Arc::new(VerifiedTokens::default());
+        let keys = Arc::new(KeySet::default());
+        let digest = VerifiedTokens::digest("a.b.c");
+        verified.insert(digest, &caller("user:a"), &keys, TIMES);
+        let (verified_there, keys_there) = (verified.clone(), keys.clone());
+        let there = std::thread::spawn(move || {
+            let before = verified_there.get(&digest, &keys_there).is_some();
+            verified_there.insert(digest, &caller("user:a"), &keys_there, TIMES);
+            let after = verified_there.get(&digest, &keys_there);
+            (before, after, verified_there.len())
+        })
+        .join()
+        .unwrap();
+        // Another thread verifies the token once more, then remembers it too.
+        assert_eq!(there, (false, Some((caller("user:a"), TIMES)), 1));
+        assert_eq!(
+            verified.get(&digest, &keys),
+            Some((caller("user:a"), TIMES))
+        );
+        assert_eq!(verified.len(), 1);
     }
 
     #[test]
