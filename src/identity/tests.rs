@@ -347,6 +347,8 @@ fn a_bare_token_reads_as_its_authorization_header() {
         "   ",
         "dev-token-01234\u{1}56789",
         "dev-token-é123456789",
+        "\u{3000}dev-token-0123456789",
+        "dev-token-0123456789\u{a0}",
         "dev token",
     ] {
         let as_header = match http::HeaderValue::from_str(&format!("Bearer {token}")) {
@@ -378,6 +380,28 @@ fn no_credentials_says_what_is_accepted() {
             .to_string()
             .contains("no identity source")
     );
+}
+
+#[test]
+fn an_authorization_value_that_is_not_header_text_is_malformed() {
+    // Bytes a header may carry but text may not: UTF-8 (é, a wide space), Latin-1.
+    for value in [
+        &b"Bearer dev-token-\xc3\xa9123456789"[..],
+        b"Bearer \xe3\x80\x80dev-token-0123456789",
+        b"Bearer dev-token-\xe9123456789",
+    ] {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_bytes(value).unwrap(),
+        );
+        let metadata = MetadataMap::from_headers(headers);
+        assert!(
+            matches!(bearer(&metadata), Bearer::Malformed),
+            "{}",
+            String::from_utf8_lossy(value)
+        );
+    }
 }
 
 #[test]
