@@ -577,6 +577,8 @@ pub struct Presented<'a> {
     pub peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
     /// The TCP peer's address (for `identity.xfcc.trusted_peers`).
     pub remote_addr: Option<SocketAddr>,
+    /// Where the connection keeps the caller its certificate names (mTLS only).
+    pub connection: Option<&'a mtls::ConnectionCaller>,
 }
 
 impl<'a> Presented<'a> {
@@ -591,6 +593,7 @@ impl<'a> Presented<'a> {
             bearer: bearer(metadata),
             peer_certs,
             remote_addr,
+            connection: None,
         }
     }
 }
@@ -632,7 +635,13 @@ pub trait Credentials {
 
 impl<T> Credentials for tonic::Request<T> {
     fn presented(&self) -> Presented<'_> {
-        Presented::new(self.metadata(), self.peer_certs(), self.remote_addr())
+        let peer_certs = self.peer_certs();
+        // Looked up only where there is a certificate to read.
+        let connection = peer_certs.as_ref().and_then(|_| self.extensions().get());
+        Presented {
+            connection,
+            ..Presented::new(self.metadata(), peer_certs, self.remote_addr())
+        }
     }
 }
 
@@ -774,6 +783,7 @@ impl Authenticator {
             bearer: token_text(token).map_or(Bearer::Malformed, Bearer::Token),
             peer_certs: None,
             remote_addr: None,
+            connection: None,
         })
     }
 
@@ -808,7 +818,7 @@ impl Authenticator {
     fn try_mtls(&self, p: &Presented<'_>) -> Option<Result<Caller, Error>> {
         let domains = self.inner.mtls.as_ref()?;
         let certs = p.peer_certs.as_deref().filter(|c| !c.is_empty())?;
-        Some(mtls::caller(certs, domains).map_err(|e| {
+        Some(mtls::connection_caller(certs, domains, p.connection).map_err(|e| {
             tracing::info!(source = "mtls", check = e.check(), reason = %e, peer = ?p.remote_addr, "caller refused");
             Error::ClientCertificate(e)
         }))

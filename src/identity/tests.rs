@@ -225,6 +225,39 @@ fn client_certificate_checks_are_reported() {
 }
 
 #[test]
+fn a_connections_caller_is_read_from_its_certificate_once() {
+    let a = authenticator(MTLS);
+    let other = "spiffe://prod.example/ns/payroll/sa/reporter";
+    let on = |connection: &mtls::ConnectionCaller, uris: &[&str]| {
+        let request = Req::new().cert(uris);
+        a.identify(&Presented {
+            connection: Some(connection),
+            ..Presented::new(&request.metadata, request.certs.clone(), request.peer)
+        })
+    };
+    let first = mtls::ConnectionCaller::default();
+    assert_eq!(on(&first, &[SPIFFE]).unwrap().id(), SPIFFE);
+    // The server never changes a connection's certificate; were it to, the connection
+    // would keep the caller its first call was answered as.
+    assert_eq!(on(&first, &[other]).unwrap().id(), SPIFFE);
+    // Another connection reads its own.
+    assert_eq!(
+        on(&mtls::ConnectionCaller::default(), &[other])
+            .unwrap()
+            .id(),
+        other
+    );
+    // A refusal is kept as well, and still logged and answered on every call.
+    let refused = mtls::ConnectionCaller::default();
+    for _ in 0..2 {
+        assert!(matches!(
+            on(&refused, &["https://reporter.prod.example"]),
+            Err(Error::ClientCertificate(SanError::NotSpiffe(_)))
+        ));
+    }
+}
+
+#[test]
 fn xfcc_is_used_only_from_trusted_peers() {
     let a = authenticator(XFCC);
     let caller = Req::new().header(xfcc::HEADER, ISTIO).identify(&a).unwrap();

@@ -130,6 +130,7 @@ mod tests {
             open_within: Duration::from_secs(5),
             age,
             drain: Duration::from_secs(1),
+            client_certs: false,
         }
     }
 

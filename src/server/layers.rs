@@ -49,7 +49,7 @@ use tracing::field::Empty;
 use crate::caller::Caller;
 use crate::config::Settings;
 use crate::identity::Authenticator;
-use crate::identity::mtls::PeerAddr;
+use crate::identity::mtls::{ConnectionCaller, PeerAddr};
 use crate::metrics::Rpc;
 use crate::proto::grant_service_server::GrantServiceServer;
 use crate::service::{self, GrantService};
@@ -582,6 +582,10 @@ pub(super) struct ConnLimits {
     /// doing: HTTP/2's graceful close waits for ever on a client that does not
     /// acknowledge the GOAWAY's PING.
     pub(super) drain: Duration,
+    /// Whether the listener terminates TLS, so that a connection may carry a client
+    /// certificate: each such connection then keeps the caller it names
+    /// ([`ConnectionCaller`]).
+    pub(super) client_certs: bool,
 }
 
 impl ConnLimits {
@@ -593,6 +597,7 @@ impl ConnLimits {
             open_within: server.connection_timeout,
             age: server.max_connection_age,
             drain: server.request_timeout + RETIRE_SLACK,
+            client_certs: false,
         }
     }
 }
@@ -640,6 +645,8 @@ pub(super) struct Conn<IO> {
     retire: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Dropped with the connection, which tells [`Conn::closed`]'s receiver.
     closing: Option<tokio::sync::oneshot::Sender<()>>,
+    /// [`ConnLimits::client_certs`].
+    client_certs: bool,
 }
 
 /// HTTP/2's client preface (24 bytes) and the header of its first frame (9); an
@@ -668,6 +675,7 @@ impl<IO> Conn<IO> {
             send_away_at,
             retire: send_away_at.map(|at| Box::pin(tokio::time::sleep_until(at + limits.drain))),
             closing: None,
+            client_certs: limits.client_certs,
         }
     }
 
@@ -720,11 +728,17 @@ where
 
     fn connect_info(&self) -> ConnInfo {
         let inner = self.io.connect_info();
+        // One per connection, never shared: it holds the caller of this connection's
+        // certificate.
+        let caller = self.client_certs.then(ConnectionCaller::default);
         ConnInfo {
             slots: self.slots.clone(),
             used: self.used.clone(),
             restore: Arc::new(move |extensions| {
                 extensions.insert(inner.clone());
+                if let Some(caller) = &caller {
+                    extensions.insert(caller.clone());
+                }
             }),
         }
     }
@@ -1010,6 +1024,7 @@ mod tests {
             open_within: Duration::from_millis(50),
             age: None,
             drain: Duration::from_secs(7),
+            client_certs: false,
         };
         let idle = Conn::new((), limits);
         tokio::time::timeout(Duration::from_secs(2), idle.unused())
@@ -1032,6 +1047,7 @@ mod tests {
             open_within: Duration::from_secs(1),
             age: Some(Duration::from_secs(100)),
             drain: Duration::from_secs(7),
+            client_certs: false,
         };
         let before = tokio::time::Instant::now();
         let ages: Vec<Duration> = (0..50)
@@ -1060,6 +1076,37 @@ mod tests {
             },
         );
         assert!(never.send_away_at().is_none() && never.retire.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_tls_listeners_connections_each_keep_their_own_caller() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let limits = |client_certs| ConnLimits {
+            calls: 1,
+            open_within: Duration::from_secs(1),
+            age: None,
+            drain: Duration::from_secs(1),
+            client_certs,
+        };
+        // Each connection's calls (two here) get the connection's own memory.
+        let mut callers = Vec::new();
+        for client_certs in [true, true, false] {
+            let _client = tokio::net::TcpStream::connect(address).await.unwrap();
+            let (io, _) = listener.accept().await.unwrap();
+            let info = Conn::new(io, limits(client_certs)).connect_info();
+            let mut calls = [http::Extensions::new(), http::Extensions::new()];
+            for call in &mut calls {
+                (info.restore)(call);
+            }
+            let [a, b] = calls.map(|call| call.get::<ConnectionCaller>().cloned());
+            assert_eq!(a.is_some(), client_certs);
+            if let (Some(a), Some(b)) = (a, b) {
+                assert!(a.same_connection(&b));
+                callers.push(a);
+            }
+        }
+        assert!(!callers[0].same_connection(&callers[1]));
     }
 
     #[test]

@@ -613,6 +613,10 @@ async fn serve_core(
         match tls {
             Some(tls) => {
                 let incoming = TlsIncoming::new(grpc_inbox, tls, handshake_timeout);
+                let limits = layers::ConnLimits {
+                    client_certs: true,
+                    ..limits
+                };
                 let incoming = layers::limited(incoming, limits);
                 connections::serve(router, incoming, grpc_stop).await
             }

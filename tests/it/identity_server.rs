@@ -11,7 +11,7 @@ use std::time::Duration;
 use certs::{Ca, Validity, client_cert, server_cert};
 use storage_grants::proto::GrantReadRequest;
 use storage_grants::proto::grant_service_client::GrantServiceClient;
-use support::{Service, Setup, demo_store, http_get};
+use support::{Service, Setup, Store, demo_store, http_get};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -202,8 +202,9 @@ async fn a_rotated_client_ca_is_trusted_without_a_restart() {
     assert!(left > 1_000 * 366 * 86_400, "{left}");
 }
 
-#[tokio::test]
-async fn mtls_spiffe_id_selects_the_callers_own_prefix() {
+/// The service with mTLS required and its CA, over a store holding a file in the
+/// `billing` and `payroll` folders; the key files go when the directory is dropped.
+async fn mtls_service() -> (Store, Service, Ca, tempfile::TempDir) {
     let store = demo_store().await;
     store
         .put("demo", "tenants/billing/q3.csv", b"billing data")
@@ -235,6 +236,12 @@ required = true
         dir = dir.path().display()
     );
     let service = Service::start(&store, setup).await;
+    (store, service, ca, dir)
+}
+
+#[tokio::test]
+async fn mtls_spiffe_id_selects_the_callers_own_prefix() {
+    let (_store, service, ca, _dir) = mtls_service().await;
 
     let reporter = client_cert(
         &ca,
@@ -289,6 +296,44 @@ required = true
             .is_err(),
     };
     assert!(refused, "a client without a certificate was served");
+}
+
+/// A connection's caller is read from its certificate once and kept for its calls:
+/// two connections with different certificates, their calls interleaved, are each
+/// answered as their own certificate's caller every time.
+#[tokio::test]
+async fn each_mtls_connection_is_its_own_certificates_caller() {
+    let (_store, service, ca, _dir) = mtls_service().await;
+    let mut clients = Vec::new();
+    for namespace in ["billing", "payroll"] {
+        let id = format!("spiffe://prod.example/ns/{namespace}/sa/reporter");
+        let leaf = client_cert(&ca, &[&id], Validity::Now);
+        let channel = tls_channel(&service, &ca, Some(&leaf))
+            .await
+            .expect("mTLS connection");
+        clients.push((namespace, GrantServiceClient::new(channel)));
+    }
+    for _ in 0..3 {
+        for (namespace, client) in &mut clients {
+            let own = client
+                .grant_read(read(&format!("tenants/{namespace}/q3.csv")))
+                .await
+                .expect("own namespace")
+                .into_inner();
+            let body = http_get(&own.url).await.text().await.unwrap();
+            assert_eq!(body, format!("{namespace} data"));
+            let other = if *namespace == "billing" {
+                "payroll"
+            } else {
+                "billing"
+            };
+            let status = client
+                .grant_read(read(&format!("tenants/{other}/q3.csv")))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::PermissionDenied, "{namespace}");
+        }
+    }
 }
 
 fn xfcc(uri: &str) -> String {
