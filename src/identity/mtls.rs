@@ -380,32 +380,23 @@ pub fn caller(chain: &[CertificateDer<'_>], domains: &TrustDomains) -> Result<Ca
 #[derive(Clone, Default)]
 pub struct ConnectionCaller(Arc<std::sync::OnceLock<Result<Caller, SanError>>>);
 
+#[cfg(test)]
 impl ConnectionCaller {
-    /// Whether `other` is this connection's (tests).
-    #[cfg(test)]
+    /// Whether `other` is this connection's.
     pub(crate) fn same_connection(&self, other: &ConnectionCaller) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
-
-    /// What [`caller`] answers for `chain`, the first time this connection asks.
-    fn caller(
-        &self,
-        chain: &[CertificateDer<'_>],
-        domains: &TrustDomains,
-    ) -> Result<Caller, SanError> {
-        self.0.get_or_init(|| caller(chain, domains)).clone()
-    }
 }
 
-/// The caller of `chain`, read once per connection when the call carries its
-/// [`ConnectionCaller`].
+/// What [`caller`] answers for `chain`: read once per connection when the call
+/// carries its [`ConnectionCaller`].
 pub(super) fn connection_caller(
     chain: &[CertificateDer<'_>],
     domains: &TrustDomains,
     connection: Option<&ConnectionCaller>,
 ) -> Result<Caller, SanError> {
     match connection {
-        Some(connection) => connection.caller(chain, domains),
+        Some(connection) => connection.0.get_or_init(|| caller(chain, domains)).clone(),
         None => caller(chain, domains),
     }
 }

@@ -247,7 +247,7 @@ fn a_connections_caller_is_read_from_its_certificate_once() {
             .id(),
         other
     );
-    // A refusal is kept as well, and still logged and answered on every call.
+    // A refusal is answered (and logged) on every call of its connection.
     let refused = mtls::ConnectionCaller::default();
     for _ in 0..2 {
         assert!(matches!(
