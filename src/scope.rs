@@ -91,6 +91,45 @@ pub enum Error {
     TooLargeUpload { value: u64, max: u64 },
 }
 
+/// Text a caller sent, borrowed or owned. A validated type checks it as `&str`, then
+/// keeps it: borrowed text is copied once it has passed, owned text (a decoded
+/// protobuf field, a JSON body's) is taken as it is, with no copy.
+pub trait Text: AsRef<str> + Into<String> {}
+
+impl<T: AsRef<str> + Into<String>> Text for T {}
+
+/// A type made only from text that passed its checks.
+pub trait FromText: Sized {
+    /// The validated value of `text`.
+    ///
+    /// # Errors
+    /// What is wrong with `text`, as a message that says what to change.
+    fn from_text(text: impl Text) -> Result<Self, Error>;
+}
+
+/// `str::parse` for the [`FromText`] types: the text is copied once it has passed.
+macro_rules! from_str_by_from_text {
+    ($($name:ident),+) => {$(
+        impl FromStr for $name {
+            type Err = Error;
+
+            fn from_str(s: &str) -> Result<Self, Error> {
+                Self::from_text(s)
+            }
+        }
+    )+};
+}
+
+from_str_by_from_text!(
+    BucketName,
+    ObjectKey,
+    Prefix,
+    HeaderText,
+    MediaType,
+    VersionId,
+    ChecksumSha256
+);
+
 /// Rejects control characters (C0, DEL and C1) and Unicode's line and paragraph
 /// separators: they inject headers and log lines (a log viewer or a JavaScript string
 /// breaks the line at U+2028 as at a newline) and make two different keys print alike.
@@ -160,10 +199,9 @@ impl BucketName {
     }
 }
 
-impl FromStr for BucketName {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
+impl FromText for BucketName {
+    fn from_text(text: impl Text) -> Result<Self, Error> {
+        let s = text.as_ref();
         let invalid = |reason| Err(Error::InvalidBucket { reason });
         if s.is_empty() {
             return Err(Error::Empty);
@@ -193,7 +231,7 @@ impl FromStr for BucketName {
         if s.parse::<std::net::Ipv4Addr>().is_ok() {
             return invalid("it is formatted as an IP address");
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(text.into()))
     }
 }
 
@@ -223,10 +261,9 @@ impl ObjectKey {
     }
 }
 
-impl FromStr for ObjectKey {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
+impl FromText for ObjectKey {
+    fn from_text(text: impl Text) -> Result<Self, Error> {
+        let s = text.as_ref();
         if s.is_empty() {
             return Err(Error::Empty);
         }
@@ -239,7 +276,7 @@ impl FromStr for ObjectKey {
         check_no_control(s)?;
         check_no_format(s)?;
         check_segments(s)?;
-        Ok(Self(s.to_owned()))
+        Ok(Self(text.into()))
     }
 }
 
@@ -273,10 +310,9 @@ impl Prefix {
     }
 }
 
-impl FromStr for Prefix {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
+impl FromText for Prefix {
+    fn from_text(text: impl Text) -> Result<Self, Error> {
+        let s = text.as_ref();
         if s.is_empty() {
             return Err(Error::Empty);
         }
@@ -295,7 +331,7 @@ impl FromStr for Prefix {
             return Err(Error::PrefixWithoutSlash);
         };
         check_segments(body)?;
-        Ok(Self(s.to_owned()))
+        Ok(Self(text.into()))
     }
 }
 
@@ -320,10 +356,9 @@ impl HeaderText {
     }
 }
 
-impl FromStr for HeaderText {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
+impl FromText for HeaderText {
+    fn from_text(text: impl Text) -> Result<Self, Error> {
+        let s = text.as_ref();
         if s.is_empty() {
             return Err(Error::Empty);
         }
@@ -336,7 +371,7 @@ impl FromStr for HeaderText {
         check_no_control(s)?;
         // A download's file name or type that displays otherwise than it is.
         check_no_format(s)?;
-        Ok(Self(s.to_owned()))
+        Ok(Self(text.into()))
     }
 }
 
@@ -361,12 +396,10 @@ impl From<MediaType> for HeaderText {
     }
 }
 
-impl FromStr for MediaType {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        let text = s.parse::<HeaderText>()?;
-        if let Some(character) = s.chars().find(|c| !c.is_ascii()) {
+impl FromText for MediaType {
+    fn from_text(text: impl Text) -> Result<Self, Error> {
+        let text = HeaderText::from_text(text)?;
+        if let Some(character) = text.as_str().chars().find(|c| !c.is_ascii()) {
             return Err(Error::InvalidMediaType { character });
         }
         Ok(Self(text))
@@ -387,10 +420,9 @@ impl VersionId {
     }
 }
 
-impl FromStr for VersionId {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
+impl FromText for VersionId {
+    fn from_text(text: impl Text) -> Result<Self, Error> {
+        let s = text.as_ref();
         if s.is_empty() {
             return Err(Error::Empty);
         }
@@ -403,7 +435,7 @@ impl FromStr for VersionId {
         if let Some(character) = s.chars().find(|c| !c.is_ascii_graphic()) {
             return Err(Error::InvalidVersionId { character });
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(text.into()))
     }
 }
 
@@ -439,12 +471,13 @@ impl Metadata {
     ///
     /// # Errors
     /// The first bad entry, or the size limit.
-    pub fn new<'a>(
-        entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    pub fn new<N: Text, V: Text>(
+        entries: impl IntoIterator<Item = (N, V)>,
     ) -> Result<Metadata, MetadataError> {
         let mut out = Vec::new();
         let mut total = 0;
-        for (name, value) in entries {
+        for (name_text, value_text) in entries {
+            let (name, value) = (name_text.as_ref(), value_text.as_ref());
             let name_error = |error| MetadataError::Name {
                 name: name.to_owned(),
                 error,
@@ -469,7 +502,7 @@ impl Metadata {
                 return Err(value_error(Error::SurroundingSpaces));
             }
             total += name.len() + value.len();
-            out.push((name.to_owned(), value.to_owned()));
+            out.push((name_text.into(), value_text.into()));
         }
         if total > MAX_METADATA_BYTES {
             return Err(MetadataError::Total(Error::MetadataTooLarge {
@@ -505,10 +538,9 @@ impl ChecksumSha256 {
     }
 }
 
-impl FromStr for ChecksumSha256 {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
+impl FromText for ChecksumSha256 {
+    fn from_text(text: impl Text) -> Result<Self, Error> {
+        let s = text.as_ref();
         use base64::Engine;
         // Decoded into the digest's own 32 bytes: no buffer sized by the caller's
         // text, and no allocation on a write grant's path. The base64 of 32 bytes is
@@ -518,7 +550,7 @@ impl FromStr for ChecksumSha256 {
         }
         let mut digest = [0u8; 32];
         match base64::engine::general_purpose::STANDARD.decode_slice(s, &mut digest) {
-            Ok(32) => Ok(Self(s.to_owned())),
+            Ok(32) => Ok(Self(text.into())),
             _ => Err(Error::InvalidChecksum),
         }
     }
@@ -1094,6 +1126,21 @@ mod tests {
                     .parse()
                     .unwrap();
             prop_assert!(!sibling.is_under(&prefix));
+        }
+
+        #[test]
+        fn owned_text_is_judged_as_borrowed_text_is(s in candidate()) {
+            fn same<T: FromText + PartialEq + fmt::Debug>(s: &str) -> Result<(), TestCaseError> {
+                prop_assert_eq!(T::from_text(s.to_owned()), T::from_text(s));
+                Ok(())
+            }
+            same::<BucketName>(&s)?;
+            same::<ObjectKey>(&s)?;
+            same::<Prefix>(&s)?;
+            same::<HeaderText>(&s)?;
+            same::<MediaType>(&s)?;
+            same::<VersionId>(&s)?;
+            same::<ChecksumSha256>(&s)?;
         }
     }
 }

@@ -30,8 +30,12 @@ pub fn request(data: &[u8]) {
         return;
     };
     let refusal = match selector % 6 {
-        0 => decoded(bytes).and_then(|r| read::parse(&r).map(|p| read_ok(&r, &p)).err()),
-        1 => decoded(bytes).and_then(|r| write::parse(&r).map(|p| write_ok(&r, &p)).err()),
+        0 => decoded(bytes).and_then(|r: proto::GrantReadRequest| {
+            read::parse(r.clone()).map(|p| read_ok(&r, &p)).err()
+        }),
+        1 => decoded(bytes).and_then(|r: proto::GrantWriteRequest| {
+            write::parse(r.clone()).map(|p| write_ok(&r, &p)).err()
+        }),
         2 => decoded(bytes).and_then(|r| assume::parse(&r).map(|p| assume_ok(&r, &p)).err()),
         3 => decoded(bytes).and_then(|r| multipart::parse_start(&r).err()),
         4 => decoded(bytes).and_then(|r| multipart::parse_parts(&r).err()),

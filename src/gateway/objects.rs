@@ -72,8 +72,8 @@ pub(crate) async fn link(
     let request = ReadRequest::parse(
         &mut v,
         RawRead {
-            bucket: &bucket,
-            key: &key,
+            bucket: bucket.as_str(),
+            key: key.as_str(),
             version_id: query.version_id.as_deref().unwrap_or_default(),
             response_content_disposition: attachment.as_deref().unwrap_or_default(),
             ..RawRead::default()

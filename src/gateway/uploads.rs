@@ -121,11 +121,11 @@ pub(crate) async fn sign(
     let request = WriteRequest::parse(
         &mut v,
         RawWrite {
-            bucket: &body.bucket,
-            key: &body.key,
-            content_type: &body.content_type,
-            checksum_sha256: &body.checksum_sha256,
-            metadata: body.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            bucket: body.bucket,
+            key: body.key,
+            content_type: body.content_type,
+            checksum_sha256: body.checksum_sha256,
+            metadata: body.metadata,
             size,
             create_only: body.create_only,
         },

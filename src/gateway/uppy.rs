@@ -116,7 +116,7 @@ pub(crate) async fn params(
             key: key.as_str(),
             content_type,
             checksum_sha256: "",
-            metadata: std::iter::empty(),
+            metadata: std::iter::empty::<(&str, &str)>(),
             size: RawSize::Range {
                 min: 0,
                 max: max_size.unwrap_or(MAX_UPLOAD_BYTES).min(MAX_UPLOAD_BYTES),
@@ -189,7 +189,7 @@ pub(crate) async fn create(
             bucket: bucket.as_str(),
             key: key.as_str(),
             content_type,
-            metadata: std::iter::empty(),
+            metadata: std::iter::empty::<(&str, &str)>(),
             checksum_sha256: false,
             create_only: false,
             expected_size: None,

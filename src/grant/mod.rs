@@ -906,7 +906,7 @@ mod tests {
                 key: "up/${filename}",
                 content_type: "",
                 checksum_sha256: "",
-                metadata: std::iter::empty(),
+                metadata: std::iter::empty::<(&str, &str)>(),
                 size: RawSize::Range { min: 1, max: 10 },
                 create_only: true,
             },

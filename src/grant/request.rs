@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use crate::scope::{
-    self, BucketName, ChecksumSha256, HeaderText, MediaType, Metadata, MetadataError, ObjectKey,
-    Prefix, SizeRange, VersionId,
+    self, BucketName, ChecksumSha256, FromText, HeaderText, MediaType, Metadata, MetadataError,
+    ObjectKey, Prefix, SizeRange, Text, VersionId,
 };
 
 use super::Error;
@@ -42,21 +42,17 @@ pub struct Violations {
 
 impl Violations {
     /// Parses a required field.
-    pub fn required<T: std::str::FromStr<Err = scope::Error>>(
-        &mut self,
-        field: &'static str,
-        value: &str,
-    ) -> Option<T> {
-        self.check(field, value.parse())
+    pub fn required<T: FromText>(&mut self, field: &'static str, value: impl Text) -> Option<T> {
+        self.check(field, T::from_text(value))
     }
 
     /// Parses an optional field: empty means not set.
-    pub fn optional<T: std::str::FromStr<Err = scope::Error>>(
+    pub fn optional<T: FromText>(
         &mut self,
         field: &'static str,
-        value: &str,
+        value: impl Text,
     ) -> Option<Option<T>> {
-        if value.is_empty() {
+        if value.as_ref().is_empty() {
             Some(None)
         } else {
             self.required(field, value).map(Some)
@@ -65,7 +61,11 @@ impl Violations {
 
     /// An optional media type (`content_type`, `response_content_type`), as the
     /// header text the signers take.
-    pub fn media_type(&mut self, field: &'static str, value: &str) -> Option<Option<HeaderText>> {
+    pub fn media_type(
+        &mut self,
+        field: &'static str,
+        value: impl Text,
+    ) -> Option<Option<HeaderText>> {
         self.optional::<MediaType>(field, value)
             .map(|t| t.map(HeaderText::from))
     }
@@ -141,19 +141,20 @@ pub(super) fn describe_metadata(e: MetadataError) -> String {
 
 // === read ===
 
-/// A GrantRead as the door received it; empty strings mean "not set".
+/// A GrantRead as the door received it; empty strings mean "not set". The text is
+/// borrowed (`&str`) or owned (`String`, kept by the validated request without a copy).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct RawRead<'a> {
+pub struct RawRead<S> {
     /// Bucket name.
-    pub bucket: &'a str,
+    pub bucket: S,
     /// Object key.
-    pub key: &'a str,
+    pub key: S,
     /// Object version.
-    pub version_id: &'a str,
+    pub version_id: S,
     /// `response-content-type` override.
-    pub response_content_type: &'a str,
+    pub response_content_type: S,
     /// `response-content-disposition` override.
-    pub response_content_disposition: &'a str,
+    pub response_content_disposition: S,
 }
 
 /// A validated read grant request.
@@ -179,9 +180,9 @@ impl ReadRequest {
     /// Validates `raw`, adding violations to `v`. `ttl` reads the door's lifetime
     /// field last, so violations come in the request's field order; it returns `None`
     /// when the field is bad and `Some(None)` when it is unset.
-    pub fn parse(
+    pub fn parse<S: Text>(
         v: &mut Violations,
-        raw: RawRead<'_>,
+        raw: RawRead<S>,
         ttl: impl FnOnce(&mut Violations) -> Option<Option<Duration>>,
     ) -> Option<Self> {
         let bucket = v.required("bucket", raw.bucket);
@@ -239,17 +240,18 @@ pub enum RawSize {
     },
 }
 
-/// A GrantWrite as the door received it; empty strings mean "not set".
+/// A GrantWrite as the door received it; empty strings mean "not set". The text is
+/// borrowed (`&str`) or owned (`String`, kept by the validated request without a copy).
 #[derive(Debug, Clone, Copy)]
-pub struct RawWrite<'a, M> {
+pub struct RawWrite<S, M> {
     /// Bucket name.
-    pub bucket: &'a str,
+    pub bucket: S,
     /// Object key.
-    pub key: &'a str,
+    pub key: S,
     /// Content type to pin.
-    pub content_type: &'a str,
+    pub content_type: S,
     /// Base64 SHA-256 to pin.
-    pub checksum_sha256: &'a str,
+    pub checksum_sha256: S,
     /// User metadata to pin, as (name, value) pairs.
     pub metadata: M,
     /// Size to pin.
@@ -290,14 +292,17 @@ pub struct WriteRequest {
 
 impl WriteRequest {
     /// Validates `raw`, adding violations to `v`; `ttl` as in [`ReadRequest::parse`].
-    pub fn parse<'a, M>(
+    pub fn parse<S: Text, M, N: Text, V: Text>(
         v: &mut Violations,
-        raw: RawWrite<'a, M>,
+        raw: RawWrite<S, M>,
         ttl: impl FnOnce(&mut Violations) -> Option<Option<Duration>>,
     ) -> Option<Self>
     where
-        M: IntoIterator<Item = (&'a str, &'a str)>,
+        M: IntoIterator<Item = (N, V)>,
     {
+        let post = matches!(raw.size, RawSize::Range { .. });
+        // Read before the key is taken by its check.
+        let filename_in_key = post && raw.key.as_ref().contains("${filename}");
         let bucket = v.required("bucket", raw.bucket);
         let key = v.required("key", raw.key);
         let content_type = v.media_type("content_type", raw.content_type);
@@ -316,10 +321,10 @@ impl WriteRequest {
                 SizeRange::new(min, max).map(Upload::Post),
             ),
         };
-        if matches!(raw.size, RawSize::Range { .. }) {
+        if post {
             // S3 replaces `${filename}` in a POST form's key with the uploaded file's
             // name before it checks the policy, so such a grant could never be used.
-            if raw.key.contains("${filename}") {
+            if filename_in_key {
                 v.add(
                     "key",
                     "contains '${filename}', which S3 replaces in POST uploads, so the signed \

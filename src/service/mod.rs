@@ -250,7 +250,7 @@ impl proto::grant_service_server::GrantService for GrantService {
         mut request: Request<proto::GrantReadRequest>,
     ) -> Result<Response<proto::GrantReadResponse>, Status> {
         let caller = caller_of(&mut request)?;
-        let response = read::grant_read(&self.pipeline, &caller, request.get_ref())?;
+        let response = read::grant_read(&self.pipeline, &caller, request.into_inner())?;
         Ok(Response::new(response))
     }
 
@@ -259,7 +259,7 @@ impl proto::grant_service_server::GrantService for GrantService {
         mut request: Request<proto::GrantWriteRequest>,
     ) -> Result<Response<proto::GrantWriteResponse>, Status> {
         let caller = caller_of(&mut request)?;
-        let response = write::grant_write(&self.pipeline, &caller, request.get_ref())?;
+        let response = write::grant_write(&self.pipeline, &caller, request.into_inner())?;
         Ok(Response::new(response))
     }
 
@@ -420,5 +420,57 @@ mod tests {
             "{}",
             status.message()
         );
+    }
+
+    /// The doors hand the decoded strings to the validated request: each is kept where
+    /// prost put it, not copied (a write with every pin carries eight).
+    #[test]
+    fn a_requests_decoded_strings_are_kept_not_copied() {
+        let checksum = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=".to_owned();
+        let request = proto::GrantWriteRequest {
+            bucket: "demo".into(),
+            key: "public/a.bin".into(),
+            content_type: "image/png".into(),
+            checksum_sha256: checksum,
+            metadata: [("owner".into(), "team-a".into())].into(),
+            ..Default::default()
+        };
+        let sent = [
+            request.bucket.as_ptr(),
+            request.key.as_ptr(),
+            request.content_type.as_ptr(),
+            request.checksum_sha256.as_ptr(),
+        ];
+        let (name, value) = request.metadata.iter().next().unwrap();
+        let sent_entry = (name.as_ptr(), value.as_ptr());
+        let parsed = write::parse(request).unwrap();
+        let kept = [
+            parsed.bucket.as_str().as_ptr(),
+            parsed.key.as_str().as_ptr(),
+            parsed.content_type.as_ref().unwrap().as_str().as_ptr(),
+            parsed.checksum_sha256.as_ref().unwrap().as_str().as_ptr(),
+        ];
+        assert_eq!(kept, sent);
+        let (name, value) = &parsed.metadata.entries()[0];
+        assert_eq!((name.as_ptr(), value.as_ptr()), sent_entry);
+
+        let request = proto::GrantReadRequest {
+            bucket: "demo".into(),
+            key: "public/a.bin".into(),
+            version_id: "v1".into(),
+            ..Default::default()
+        };
+        let sent = [
+            request.bucket.as_ptr(),
+            request.key.as_ptr(),
+            request.version_id.as_ptr(),
+        ];
+        let parsed = read::parse(request).unwrap();
+        let kept = [
+            parsed.bucket.as_str().as_ptr(),
+            parsed.key.as_str().as_ptr(),
+            parsed.version_id.as_ref().unwrap().as_str().as_ptr(),
+        ];
+        assert_eq!(kept, sent);
     }
 }

@@ -6,17 +6,18 @@ use crate::proto;
 
 use super::{Error, requested_ttl, timestamp};
 
-/// The validated request, or every bad field at once.
-pub(crate) fn parse(request: &proto::GrantReadRequest) -> Result<ReadRequest, Error> {
+/// The validated request, or every bad field at once. It takes the decoded strings
+/// rather than copying them.
+pub(crate) fn parse(request: proto::GrantReadRequest) -> Result<ReadRequest, Error> {
     let mut v = Violations::default();
     let parsed = ReadRequest::parse(
         &mut v,
         RawRead {
-            bucket: &request.bucket,
-            key: &request.key,
-            version_id: &request.version_id,
-            response_content_type: &request.response_content_type,
-            response_content_disposition: &request.response_content_disposition,
+            bucket: request.bucket,
+            key: request.key,
+            version_id: request.version_id,
+            response_content_type: request.response_content_type,
+            response_content_disposition: request.response_content_disposition,
         },
         |v| requested_ttl(v, "ttl", request.ttl.as_ref()),
     );
@@ -27,7 +28,7 @@ pub(crate) fn parse(request: &proto::GrantReadRequest) -> Result<ReadRequest, Er
 pub(super) fn grant_read(
     pipeline: &Pipeline,
     caller: &Caller,
-    request: &proto::GrantReadRequest,
+    request: proto::GrantReadRequest,
 ) -> Result<proto::GrantReadResponse, Error> {
     let parsed = parse(request)?;
     let grant = pipeline.read(caller, &parsed)?;

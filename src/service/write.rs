@@ -7,8 +7,9 @@ use crate::proto::grant_write_request::Size;
 
 use super::{Error, requested_ttl, timestamp};
 
-/// The validated request, or every bad field at once.
-pub(crate) fn parse(request: &proto::GrantWriteRequest) -> Result<WriteRequest, Error> {
+/// The validated request, or every bad field at once. It takes the decoded strings
+/// rather than copying them: a write with every pin carries eight.
+pub(crate) fn parse(request: proto::GrantWriteRequest) -> Result<WriteRequest, Error> {
     let mut v = Violations::default();
     let size = match &request.size {
         None => RawSize::Any,
@@ -21,14 +22,11 @@ pub(crate) fn parse(request: &proto::GrantWriteRequest) -> Result<WriteRequest, 
     let parsed = WriteRequest::parse(
         &mut v,
         RawWrite {
-            bucket: &request.bucket,
-            key: &request.key,
-            content_type: &request.content_type,
-            checksum_sha256: &request.checksum_sha256,
-            metadata: request
-                .metadata
-                .iter()
-                .map(|(k, value)| (k.as_str(), value.as_str())),
+            bucket: request.bucket,
+            key: request.key,
+            content_type: request.content_type,
+            checksum_sha256: request.checksum_sha256,
+            metadata: request.metadata,
             size,
             create_only: request.create_only,
         },
@@ -41,7 +39,7 @@ pub(crate) fn parse(request: &proto::GrantWriteRequest) -> Result<WriteRequest, 
 pub(super) fn grant_write(
     pipeline: &Pipeline,
     caller: &Caller,
-    request: &proto::GrantWriteRequest,
+    request: proto::GrantWriteRequest,
 ) -> Result<proto::GrantWriteResponse, Error> {
     let parsed = parse(request)?;
     let grant = pipeline.write(caller, &parsed)?;
