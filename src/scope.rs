@@ -235,6 +235,12 @@ impl FromText for BucketName {
     }
 }
 
+impl From<BucketName> for String {
+    fn from(bucket: BucketName) -> String {
+        bucket.0
+    }
+}
+
 impl fmt::Display for BucketName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -332,6 +338,12 @@ impl FromText for Prefix {
         };
         check_segments(body)?;
         Ok(Self(text.into()))
+    }
+}
+
+impl From<Prefix> for String {
+    fn from(prefix: Prefix) -> String {
+        prefix.0
     }
 }
 

@@ -17,7 +17,6 @@
 //!
 //! The session policy itself is built by `policy`; this module only carries it.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -172,7 +171,7 @@ impl Error {
 }
 
 /// What a set of scoped credentials is for: the cache key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     /// Caller id the credentials were issued to.
     pub caller: String,
@@ -188,6 +187,65 @@ pub struct Scope {
     /// gets a longer one made for another request, nor one made shorter for another.
     pub session: Duration,
 }
+
+impl Scope {
+    /// The scope as [`ScopeRef`], to look it up by.
+    pub fn as_ref(&self) -> ScopeRef<'_> {
+        ScopeRef {
+            caller: &self.caller,
+            bucket: &self.bucket,
+            prefix: &self.prefix,
+            access: self.access,
+            session: self.session,
+        }
+    }
+}
+
+/// Hashed as its [`ScopeRef`] is, by construction, so that either finds the entry.
+impl std::hash::Hash for Scope {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+/// A [`Scope`] as a request names it, borrowed: a cache hit is looked up with it and
+/// copies nothing; the owned [`Scope`] is made on a miss, for the entry it adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ScopeRef<'a> {
+    /// Caller id the credentials are for.
+    pub caller: &'a str,
+    /// The bucket.
+    pub bucket: &'a BucketName,
+    /// The prefix.
+    pub prefix: &'a Prefix,
+    /// The access asked for.
+    pub access: Access,
+    /// The session length, as in [`Scope::session`].
+    pub session: Duration,
+}
+
+impl ScopeRef<'_> {
+    /// The owned scope, for a new cache entry.
+    pub fn to_scope(self) -> Scope {
+        Scope {
+            caller: self.caller.to_owned(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            access: self.access,
+            session: self.session,
+        }
+    }
+}
+
+impl hashbrown::Equivalent<Scope> for ScopeRef<'_> {
+    fn equivalent(&self, key: &Scope) -> bool {
+        *self == key.as_ref()
+    }
+}
+
+/// The cache of scoped credentials: SipHash with a random key (`RandomState`), as
+/// `std`'s map, since callers choose the prefixes it is keyed by.
+type Cache = hashbrown::HashMap<Scope, Entry, std::hash::RandomState>;
 
 /// Temporary credentials for one scope.
 #[derive(Debug)]
@@ -237,7 +295,7 @@ struct Inner {
     config: Settings,
     /// Each caller's budget of cache misses.
     misses: crate::budget::Budgets,
-    cache: Mutex<HashMap<Scope, Entry>>,
+    cache: Mutex<Cache>,
     /// Where STS calls run.
     runtime: tokio::runtime::Handle,
 }
@@ -278,7 +336,7 @@ impl Broker {
                     MAX_BUDGETED_CALLERS,
                 ),
                 config,
-                cache: Mutex::new(HashMap::new()),
+                cache: Mutex::new(Cache::default()),
                 runtime,
             }),
         }
@@ -316,11 +374,11 @@ impl Broker {
     /// else that can change, so a hit needs none.
     pub fn cached(
         &self,
-        scope: &Scope,
+        scope: ScopeRef<'_>,
         max_life: Duration,
         min_left: Duration,
     ) -> Option<Arc<ScopedCredentials>> {
-        self.ready(self.lock().get(scope), max_life, min_left)
+        self.ready(self.lock().get(&scope), max_life, min_left)
     }
 
     /// The credentials of a cache entry that are ready and have the life asked for
@@ -609,7 +667,7 @@ impl Broker {
     /// Keeps the cache within `cache_max_entries`: drops expired entries, then the
     /// ready entries that expire first. Entries in flight are never dropped (their
     /// waiters hold the only way to their result).
-    fn make_room(&self, cache: &mut HashMap<Scope, Entry>, caller: &str) {
+    fn make_room(&self, cache: &mut Cache, caller: &str) {
         let max = self.inner.config.cache_max_entries;
         if cache.len() < max {
             return;
@@ -647,7 +705,7 @@ impl Broker {
         crate::metrics::sts_cache_evictions(u64::try_from(evicted).unwrap_or(u64::MAX));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Scope, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.inner
             .cache
             .lock()
@@ -837,6 +895,57 @@ mod tests {
         assert!(!b.reusable(&c, HOUR, Duration::from_secs(40 * 60), now));
     }
 
+    /// A hit is looked up by the request's borrowed scope: it must find the entry its
+    /// owned scope made, and no entry that differs in any part.
+    #[test]
+    fn a_borrowed_scope_finds_the_entry_of_its_owned_scope_and_no_other() {
+        let now = SystemTime::now();
+        let mut cache = Cache::default();
+        let stored = scope("a/");
+        cache.insert(stored.clone(), Entry::Ready(credentials(now, HOUR)));
+        let other_bucket: BucketName = "other".parse().unwrap();
+        let other_prefix: Prefix = "a/b/".parse().unwrap();
+        let key = stored.as_ref();
+        assert!(cache.get(&key).is_some());
+        assert!(
+            cache.get(&key.to_scope()).is_some(),
+            "to_scope is the same scope"
+        );
+        let differing = [
+            ScopeRef {
+                caller: "dev:other",
+                ..key
+            },
+            ScopeRef {
+                bucket: &other_bucket,
+                ..key
+            },
+            ScopeRef {
+                prefix: &other_prefix,
+                ..key
+            },
+            ScopeRef {
+                access: Access {
+                    write: true,
+                    ..key.access
+                },
+                ..key
+            },
+            ScopeRef {
+                session: HOUR * 2,
+                ..key
+            },
+        ];
+        for other in differing {
+            assert!(cache.get(&other).is_none(), "{other:?}");
+            // Each is a scope of its own: added, both are found apart.
+            cache.insert(other.to_scope(), Entry::Ready(credentials(now, HOUR)));
+            assert!(cache.get(&other).is_some(), "{other:?}");
+        }
+        assert_eq!(cache.len(), 6);
+        assert!(cache.get(&key).is_some());
+    }
+
     #[test]
     fn a_caller_making_room_gives_up_its_own_entries_first() {
         let b = broker(Settings {
@@ -844,7 +953,7 @@ mod tests {
             ..Settings::default()
         });
         let now = SystemTime::now();
-        let mut cache = HashMap::new();
+        let mut cache = Cache::default();
         let other = Scope {
             caller: "dev:other".into(),
             ..scope("b/")
@@ -950,7 +1059,7 @@ mod tests {
         });
         let now = SystemTime::now();
         let (_tx, rx) = watch::channel(None);
-        let mut cache = HashMap::new();
+        let mut cache = Cache::default();
         cache.insert(
             scope("expired/"),
             Entry::Ready(credentials(now - HOUR * 2, HOUR)),

@@ -36,7 +36,9 @@ pub fn request(data: &[u8]) {
         1 => decoded(bytes).and_then(|r: proto::GrantWriteRequest| {
             write::parse(r.clone()).map(|p| write_ok(&r, &p)).err()
         }),
-        2 => decoded(bytes).and_then(|r| assume::parse(&r).map(|p| assume_ok(&r, &p)).err()),
+        2 => decoded(bytes).and_then(|r: proto::AssumeScopedRequest| {
+            assume::parse(r.clone()).map(|p| assume_ok(&r, &p)).err()
+        }),
         3 => decoded(bytes).and_then(|r| multipart::parse_start(&r).err()),
         4 => decoded(bytes).and_then(|r| multipart::parse_parts(&r).err()),
         _ => decoded(bytes).and_then(|r| multipart::parse_complete(&r).err()),

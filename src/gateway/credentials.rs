@@ -121,8 +121,8 @@ pub(crate) async fn credentials(
     let mut v = Violations::default();
     let request = AssumeRequest::parse(
         &mut v,
-        &bucket,
-        &prefix,
+        bucket,
+        prefix,
         |v| access(v, query.access.as_deref(), query.list),
         |_| Some(None),
     )
@@ -137,7 +137,7 @@ pub(crate) async fn credentials(
     // A slow STS is answered 503 with Retry-After before the request's deadline.
     match app
         .pipeline
-        .assume(&caller, &request, super::Deadline::left_of(deadline, &app))
+        .assume(&caller, request, super::Deadline::left_of(deadline, &app))
         .await
     {
         Ok(grant) => {

@@ -563,7 +563,7 @@ impl Pipeline {
     pub async fn assume(
         &self,
         caller: &Caller,
-        request: &AssumeRequest,
+        request: AssumeRequest,
         deadline: Duration,
     ) -> Result<ScopedGrant, Error> {
         let scoped = self.scoped.as_ref().ok_or(Error::NotConfigured(
@@ -634,16 +634,17 @@ impl Pipeline {
                 crate::core::duration::display(session),
             )));
         }
-        let scope = sts::Scope {
-            caller: caller.id().to_owned(),
-            bucket: request.bucket.clone(),
-            prefix: request.prefix.clone(),
+        let key = sts::ScopeRef {
+            caller: caller.id(),
+            bucket: &request.bucket,
+            prefix: &request.prefix,
             access,
             session,
         };
-        let credentials = match scoped.broker.cached(&scope, rule_max, request.min_left) {
+        let credentials = match scoped.broker.cached(key, rule_max, request.min_left) {
             Some(hit) => hit,
             None => {
+                let scope = key.to_scope();
                 let policy = policy::session_policy(
                     scoped.partition,
                     &request.bucket,
@@ -685,8 +686,8 @@ impl Pipeline {
             grant_id: &grant_id,
             caller,
             actions: &actions,
-            bucket: scope.bucket.as_str(),
-            target: scope.prefix.as_str(),
+            bucket: request.bucket.as_str(),
+            target: request.prefix.as_str(),
             ttl_secs: left.as_secs(),
             expires_at: credentials.expires_at,
             rule_line,
@@ -694,8 +695,8 @@ impl Pipeline {
         });
         Ok(ScopedGrant {
             credentials,
-            bucket: scope.bucket,
-            prefix: scope.prefix,
+            bucket: request.bucket,
+            prefix: request.prefix,
             region: scoped.region.clone(),
             endpoint: scoped.endpoint.clone(),
             force_path_style: scoped.force_path_style,

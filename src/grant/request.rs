@@ -388,8 +388,8 @@ impl AssumeRequest {
     /// write) and `duration` (as `ttl` in [`ReadRequest::parse`]), in that order.
     pub fn parse(
         v: &mut Violations,
-        bucket: &str,
-        prefix: &str,
+        bucket: impl Text,
+        prefix: impl Text,
         access: impl FnOnce(&mut Violations) -> Option<Access>,
         duration: impl FnOnce(&mut Violations) -> Option<Option<Duration>>,
     ) -> Option<Self> {

@@ -10,14 +10,15 @@ use super::{Error, requested_ttl, timestamp};
 /// would make every call a new STS session.
 const MAX_MIN_REMAINING: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// The validated request, or every bad field at once.
-pub(crate) fn parse(request: &proto::AssumeScopedRequest) -> Result<AssumeRequest, Error> {
+/// The validated request, or every bad field at once. It takes the decoded bucket and
+/// prefix rather than copying them.
+pub(crate) fn parse(request: proto::AssumeScopedRequest) -> Result<AssumeRequest, Error> {
     let mut v = Violations::default();
     let parsed = AssumeRequest::parse(
         &mut v,
-        &request.bucket,
-        &request.prefix,
-        |v| access(v, request),
+        request.bucket,
+        request.prefix,
+        |v| access(v, request.access, request.list),
         |v| requested_ttl(v, "duration", request.duration.as_ref()),
     );
     let min_left = requested_ttl(&mut v, "min_remaining", request.min_remaining.as_ref())
@@ -39,11 +40,11 @@ pub(crate) fn parse(request: &proto::AssumeScopedRequest) -> Result<AssumeReques
 pub(super) async fn assume_scoped(
     pipeline: &Pipeline,
     caller: &Caller,
-    request: &proto::AssumeScopedRequest,
+    request: proto::AssumeScopedRequest,
     deadline: std::time::Duration,
 ) -> Result<proto::AssumeScopedResponse, Error> {
     let parsed = parse(request)?;
-    let grant = pipeline.assume(caller, &parsed, deadline).await?;
+    let grant = pipeline.assume(caller, parsed, deadline).await?;
     let credentials = &grant.credentials;
     Ok(proto::AssumeScopedResponse {
         credentials: Some(proto::TemporaryCredentials {
@@ -52,8 +53,8 @@ pub(super) async fn assume_scoped(
             session_token: credentials.session_token.expose().clone(),
             expires_at: Some(timestamp(credentials.expires_at)),
         }),
-        bucket: grant.bucket.to_string(),
-        prefix: grant.prefix.to_string(),
+        bucket: grant.bucket.into(),
+        prefix: grant.prefix.into(),
         region: grant.region,
         endpoint: grant.endpoint,
         force_path_style: grant.force_path_style,
@@ -63,8 +64,8 @@ pub(super) async fn assume_scoped(
 }
 
 /// The access asked for, or a violation when it names neither read nor write.
-fn access(v: &mut Violations, request: &proto::AssumeScopedRequest) -> Option<Access> {
-    let (read, write) = match proto::Access::try_from(request.access) {
+fn access(v: &mut Violations, access: i32, list: bool) -> Option<Access> {
+    let (read, write) = match proto::Access::try_from(access) {
         Ok(proto::Access::Read) => (true, false),
         Ok(proto::Access::Write) => (false, true),
         Ok(proto::Access::ReadWrite) => (true, true),
@@ -76,9 +77,5 @@ fn access(v: &mut Violations, request: &proto::AssumeScopedRequest) -> Option<Ac
             return None;
         }
     };
-    Some(Access {
-        read,
-        write,
-        list: request.list,
-    })
+    Some(Access { read, write, list })
 }

@@ -270,7 +270,7 @@ impl proto::grant_service_server::GrantService for GrantService {
         let caller = caller_of(&mut request)?;
         let deadline = self.deadline_of(request.metadata());
         let response =
-            assume::assume_scoped(&self.pipeline, &caller, request.get_ref(), deadline).await?;
+            assume::assume_scoped(&self.pipeline, &caller, request.into_inner(), deadline).await?;
         Ok(Response::new(response))
     }
 
@@ -470,6 +470,20 @@ mod tests {
             parsed.bucket.as_str().as_ptr(),
             parsed.key.as_str().as_ptr(),
             parsed.version_id.as_ref().unwrap().as_str().as_ptr(),
+        ];
+        assert_eq!(kept, sent);
+
+        let request = proto::AssumeScopedRequest {
+            bucket: "demo".into(),
+            prefix: "public/".into(),
+            access: proto::Access::Read.into(),
+            ..Default::default()
+        };
+        let sent = [request.bucket.as_ptr(), request.prefix.as_ptr()];
+        let parsed = assume::parse(request).unwrap();
+        let kept = [
+            parsed.bucket.as_str().as_ptr(),
+            parsed.prefix.as_str().as_ptr(),
         ];
         assert_eq!(kept, sent);
     }

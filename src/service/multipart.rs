@@ -199,7 +199,7 @@ pub(super) async fn complete(
     Ok(proto::CompleteMultipartUploadResponse {
         etag: done.etag,
         size: done.size,
-        bucket: done.bucket.to_string(),
+        bucket: done.bucket.into(),
         key: done.key.as_str().to_owned(),
         grant_id: done.grant_id,
     })
