@@ -936,7 +936,17 @@ mod tests {
                 ..key
             },
         ];
+        // Told apart by the comparison itself, not only by a different hash: entries
+        // whose hashes share a group and a tag are compared.
+        assert!(hashbrown::Equivalent::equivalent(&key, &stored));
+        use std::hash::BuildHasher as _;
+        let hasher = std::hash::RandomState::new();
+        assert_eq!(hasher.hash_one(key), hasher.hash_one(&stored));
         for other in differing {
+            assert!(
+                !hashbrown::Equivalent::equivalent(&other, &stored),
+                "{other:?}"
+            );
             assert!(cache.get(&other).is_none(), "{other:?}");
             // Each is a scope of its own: added, both are found apart.
             cache.insert(other.to_scope(), Entry::Ready(credentials(now, HOUR)));
