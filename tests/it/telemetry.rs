@@ -16,7 +16,7 @@ use storage_grants::proto::{Access, AssumeScopedRequest, GrantReadRequest};
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::support::{self, Moto, TOKEN, free_port};
+use crate::support::{self, Moto, TOKEN, refusing_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-grants");
 
@@ -721,8 +721,9 @@ async fn an_unreachable_sts_is_unavailable_to_the_caller_and_explained_in_the_lo
     for format in ["text", "json"] {
         let work = tempfile::tempdir().unwrap();
         let dir = work.path();
-        // Nothing listens there: every connection is refused.
-        let closed = free_port();
+        // Nothing listens there, and nothing can while the test runs: every connection
+        // is refused.
+        let closed = refusing_port();
         write_config(
             dir,
             format,
@@ -731,11 +732,12 @@ async fn an_unreachable_sts_is_unavailable_to_the_caller_and_explained_in_the_lo
                 r#"
 [sts]
 role_arn = "arn:aws:iam::123456789012:role/unreachable"
-endpoint = "http://127.0.0.1:{closed}"
+endpoint = "http://127.0.0.1:{}"
 role_chaining = false
 call_timeout = "3s"
 max_attempts = 1
-"#
+"#,
+                closed.port
             ),
         );
         let (service, log_file) = spawn_service(
@@ -801,9 +803,9 @@ async fn spans_a_collector_cannot_take_are_counted_and_logged() {
         &moto.endpoint,
         "[metrics]\nlisten = \"127.0.0.1:0\"\n",
     );
-    // A port nothing listens on.
-    let closed = free_port();
-    let otlp = format!("http://127.0.0.1:{closed}");
+    // A port nothing listens on, or can while the test runs.
+    let closed = refusing_port();
+    let otlp = format!("http://127.0.0.1:{}", closed.port);
     let (service, log_file) = spawn_service(
         dir,
         &[

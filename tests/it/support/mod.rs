@@ -6,7 +6,7 @@ pub mod certs;
 pub mod faults;
 pub mod jwt;
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::LazyLock;
@@ -82,11 +82,25 @@ fn s3s_fs_binary() -> PathBuf {
     bin
 }
 
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
+/// A loopback port that refuses every connection while this lives: bound, so no other
+/// process (a server of a test running alongside) can take it, and never listening,
+/// so the kernel answers each connection with a reset. A port merely found free and
+/// released can be taken by another server before the test connects to it.
+pub struct RefusingPort {
+    _bound: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+pub fn refusing_port() -> RefusingPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("a free loopback port");
+    let port = socket.local_addr().expect("its address").port();
+    RefusingPort {
+        _bound: socket,
+        port,
+    }
 }
 
 /// The port of the first `127.0.0.1:PORT` in `line`.
