@@ -190,7 +190,7 @@ pub struct Scope {
 
 impl Scope {
     /// The scope as [`ScopeRef`], to look it up by.
-    pub fn as_ref(&self) -> ScopeRef<'_> {
+    pub fn as_scope_ref(&self) -> ScopeRef<'_> {
         ScopeRef {
             caller: &self.caller,
             bucket: &self.bucket,
@@ -204,7 +204,7 @@ impl Scope {
 /// Hashed as its [`ScopeRef`] is, by construction, so that either finds the entry.
 impl std::hash::Hash for Scope {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_ref().hash(state);
+        self.as_scope_ref().hash(state);
     }
 }
 
@@ -239,7 +239,7 @@ impl ScopeRef<'_> {
 
 impl hashbrown::Equivalent<Scope> for ScopeRef<'_> {
     fn equivalent(&self, key: &Scope) -> bool {
-        *self == key.as_ref()
+        *self == key.as_scope_ref()
     }
 }
 
@@ -777,6 +777,7 @@ pub fn session_name(caller: &str, grant_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::hash::BuildHasher as _;
 
     /// A broker whose client is never called: these tests work on the cache alone.
     fn broker(config: Settings) -> Broker {
@@ -905,7 +906,7 @@ mod tests {
         cache.insert(stored.clone(), Entry::Ready(credentials(now, HOUR)));
         let other_bucket: BucketName = "other".parse().unwrap();
         let other_prefix: Prefix = "a/b/".parse().unwrap();
-        let key = stored.as_ref();
+        let key = stored.as_scope_ref();
         assert!(cache.get(&key).is_some());
         assert!(
             cache.get(&key.to_scope()).is_some(),
@@ -939,7 +940,6 @@ mod tests {
         // Told apart by the comparison itself, not only by a different hash: entries
         // whose hashes share a group and a tag are compared.
         assert!(hashbrown::Equivalent::equivalent(&key, &stored));
-        use std::hash::BuildHasher as _;
         let hasher = std::hash::RandomState::new();
         assert_eq!(hasher.hash_one(key), hasher.hash_one(&stored));
         for other in differing {

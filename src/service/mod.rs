@@ -426,12 +426,11 @@ mod tests {
     /// prost put it, not copied (a write with every pin carries eight).
     #[test]
     fn a_requests_decoded_strings_are_kept_not_copied() {
-        let checksum = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=".to_owned();
         let request = proto::GrantWriteRequest {
             bucket: "demo".into(),
             key: "public/a.bin".into(),
             content_type: "image/png".into(),
-            checksum_sha256: checksum,
+            checksum_sha256: "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=".into(),
             metadata: [("owner".into(), "team-a".into())].into(),
             ..Default::default()
         };
