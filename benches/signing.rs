@@ -25,10 +25,8 @@
 //! as a table that can be pasted into a note, with the two targets checked:
 //! ours ≤ 2× bare, and the SDK ≥ 30× ours.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_s3::config::{
@@ -49,50 +47,9 @@ use storage_grants::upload::{PartNumber, UploadId};
 
 // === counting allocator ===
 
-/// Counts allocations (and reallocations, which are allocations too) process-wide.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged;
-// counting has no effect on the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded as is; the caller upholds `alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded as is; the caller upholds `alloc_zeroed`'s contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded as is; the caller upholds `realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is; the caller upholds `dealloc`'s contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Mean allocations per call of `op` over `n` calls.
-fn allocations_per_op(n: u64, mut op: impl FnMut()) -> f64 {
-    op(); // warm: caches, lazy statics, thread-locals
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for _ in 0..n {
-        op();
-    }
-    (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / n as f64
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::allocations_per_op;
 
 // === inputs ===
 
@@ -655,12 +612,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("a current-thread runtime");
-    let mut criterion = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(50)
-        .without_plots()
-        .configure_from_args();
+    let mut criterion = common::criterion();
 
     let token = session_token();
     let mut rows = [

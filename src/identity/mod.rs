@@ -29,6 +29,7 @@ mod verified;
 pub mod xfcc;
 
 use crate::core::text::SecretUrl;
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -409,13 +410,13 @@ fn jwks_uri(url: &SecretUrl) -> Result<http::Uri, String> {
 /// The caller a certificate's URI SANs stand for: exactly one, a SPIFFE ID in
 /// `domains`. Shared by [`mtls`] and [`xfcc`].
 fn spiffe_caller(
-    uris: &[&str],
+    uris: &[impl AsRef<str>],
     domains: &TrustDomains,
     source: Source,
 ) -> Result<Caller, SanError> {
     let uri = match uris {
         [] => return Err(SanError::NoUri),
-        [one] => *one,
+        [one] => one.as_ref(),
         several => return Err(SanError::SeveralUris(several.len())),
     };
     let id: SpiffeId = uri.parse().map_err(SanError::NotSpiffe)?;
@@ -846,10 +847,8 @@ impl Authenticator {
     }
 
     fn try_xfcc(&self, p: &Presented<'_>) -> Option<Result<Caller, Error>> {
-        let values: Vec<_> = p.metadata.get_all(xfcc::HEADER).iter().collect();
-        if values.is_empty() {
-            return None;
-        }
+        let mut lines = p.metadata.get_all(xfcc::HEADER).iter();
+        let first = lines.next()?;
         let peer = p.remote_addr.map(|a| a.ip());
         match self.inner.xfcc.trust(peer) {
             xfcc::Trust::Trusted => {}
@@ -865,21 +864,26 @@ impl Authenticator {
                 return None;
             }
         }
+        let not_text = || {
+            let e = SanError::Malformed(xfcc::ParseError::NotText);
+            tracing::info!(source = "xfcc", check = e.check(), reason = %e, "caller refused");
+            Some(Err(Error::ForwardedCertificate(e)))
+        };
+        let Ok(mut value) = first.to_str().map(Cow::Borrowed) else {
+            return not_text();
+        };
         // Several header lines read as one comma-separated value, in order, so the
-        // last element is still the nearest proxy's.
-        let mut joined = String::new();
-        for v in values {
-            let Ok(v) = v.to_str() else {
-                let e = SanError::Malformed(xfcc::ParseError::NotText);
-                tracing::info!(source = "xfcc", check = e.check(), reason = %e, "caller refused");
-                return Some(Err(Error::ForwardedCertificate(e)));
+        // last element is still the nearest proxy's. One line, the usual case, is read
+        // where it is.
+        for line in lines {
+            let Ok(line) = line.to_str() else {
+                return not_text();
             };
-            if !joined.is_empty() {
-                joined.push(',');
-            }
-            joined.push_str(v);
+            let joined = value.to_mut();
+            joined.push(',');
+            joined.push_str(line);
         }
-        Some(self.inner.xfcc.caller(&joined).map_err(|e| {
+        Some(self.inner.xfcc.caller(&value).map_err(|e| {
             tracing::info!(source = "xfcc", check = e.check(), reason = %e, peer = ?p.remote_addr, "caller refused");
             Error::ForwardedCertificate(e)
         }))

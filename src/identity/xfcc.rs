@@ -19,6 +19,7 @@
 //! Envoy must therefore forward with `APPEND_FORWARD` or `SANITIZE_SET` and
 //! `set_current_client_cert_details.uri = true` (Istio's sidecar default).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -189,18 +190,19 @@ pub enum ParseError {
     NotText,
 }
 
-/// One XFCC element: the key-value pairs one proxy added, keys lowercased (they are
-/// case-insensitive), values unquoted and unescaped, in order.
+/// One XFCC element: the key-value pairs one proxy added, in order. Keys are kept as
+/// written (trimmed) and compared case-insensitively; values are unquoted and
+/// unescaped, borrowed from the header unless an escaped quote had to be removed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Element(Vec<(String, String)>);
+pub struct Element<'a>(Vec<(&'a str, Cow<'a, str>)>);
 
-impl Element {
-    /// Every value of `key` (lowercase), in order.
-    pub fn values<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+impl<'a> Element<'a> {
+    /// Every value of `key` (any case), in order.
+    pub fn values<'k>(&'k self, key: &'k str) -> impl Iterator<Item = &'k str> + 'k {
         self.0
             .iter()
-            .filter(move |(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_ref())
     }
 }
 
@@ -212,80 +214,132 @@ impl Element {
 /// # Errors
 /// [`ParseError`] for an empty or overlong value, an unclosed quote, a pair without
 /// `=`, or text after a closing quote.
-pub fn parse(value: &str) -> Result<Vec<Element>, ParseError> {
+pub fn parse(value: &str) -> Result<Vec<Element<'_>>, ParseError> {
+    let mut elements = vec![Element::default()];
+    each_pair(value, |pair| {
+        if pair.starts_element {
+            elements.push(Element::default());
+        }
+        elements
+            .last_mut()
+            .expect("elements starts non-empty and only grows")
+            .0
+            .push((pair.key, pair.value));
+    })?;
+    Ok(elements)
+}
+
+/// One key-value pair of an XFCC value, as [`each_pair`] reads it.
+struct Pair<'a> {
+    /// The first pair of an element after the first.
+    starts_element: bool,
+    /// The key as written, trimmed.
+    key: &'a str,
+    value: Cow<'a, str>,
+}
+
+/// Reads an XFCC value's pairs in order, handing each to `on_pair`: the one reading
+/// of the grammar, which [`parse`] collects and [`Xfcc::caller`] reads through without
+/// keeping what it does not need. Nothing is copied but a value with an escaped quote.
+///
+/// Every delimiter is ASCII, so the text is scanned as bytes and cut only next to
+/// one, on a character boundary.
+fn each_pair<'a>(value: &'a str, mut on_pair: impl FnMut(Pair<'a>)) -> Result<(), ParseError> {
     if value.len() > MAX_HEADER_LEN {
         return Err(ParseError::TooLong);
     }
     if value.trim().is_empty() {
         return Err(ParseError::Empty);
     }
-    let mut elements = vec![Element::default()];
-    let mut chars = value.chars().peekable();
+    let bytes = value.as_bytes();
+    let mut pos = 0;
+    let mut pairs = 0usize;
+    let mut starts_element = false;
     loop {
         // Key, up to '='.
-        let mut key = String::new();
-        loop {
-            match chars.next() {
-                Some('=') => break,
-                Some(',' | ';') | None => {
-                    if key.trim().is_empty() && chars.peek().is_none() {
-                        // Trailing separator: tolerated.
-                        return finish(elements);
-                    }
-                    return Err(ParseError::NoEquals);
-                }
-                Some(c) => key.push(c),
+        let key_start = pos;
+        pos = memchr::memchr3(b'=', b',', b';', &bytes[pos..]).map_or(bytes.len(), |i| pos + i);
+        if bytes.get(pos) != Some(&b'=') {
+            if value[key_start..pos].trim().is_empty() && pos + 1 >= bytes.len() {
+                // Trailing separator: tolerated.
+                return finish(pairs);
             }
+            return Err(ParseError::NoEquals);
         }
+        let key = &value[key_start..pos];
+        pos += 1;
         // Value, quoted or up to the next separator.
-        let mut val = String::new();
-        let mut end = None;
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('\\') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        val.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => val.push(c),
-                    None => return Err(ParseError::UnclosedQuote),
+        let (val, end) = if bytes.get(pos) == Some(&b'"') {
+            pos += 1;
+            let val = quoted(value, &mut pos)?;
+            match bytes.get(pos) {
+                Some(&c @ (b',' | b';')) => {
+                    pos += 1;
+                    (val, Some(c))
                 }
-            }
-            match chars.next() {
-                Some(c @ (',' | ';')) => end = Some(c),
-                None => {}
+                None => (val, None),
                 Some(_) => return Err(ParseError::AfterQuote),
             }
         } else {
-            for c in chars.by_ref() {
-                if c == ',' || c == ';' {
-                    end = Some(c);
-                    break;
-                }
-                val.push(c);
-            }
-        }
-        elements
-            .last_mut()
-            .expect("elements starts non-empty and only grows")
-            .0
-            .push((key.trim().to_ascii_lowercase(), val));
+            let start = pos;
+            pos = memchr::memchr2(b',', b';', &bytes[pos..]).map_or(bytes.len(), |i| pos + i);
+            let end = bytes.get(pos).copied();
+            let val = Cow::Borrowed(&value[start..pos]);
+            pos += 1;
+            (val, end)
+        };
+        on_pair(Pair {
+            starts_element,
+            key: key.trim(),
+            value: val,
+        });
+        pairs += 1;
+        starts_element = false;
         match end {
-            Some(',') => elements.push(Element::default()),
+            Some(b',') => starts_element = true,
             Some(_) => {}
-            None => return finish(elements),
+            None => return finish(pairs),
         }
     }
 }
 
-fn finish(mut elements: Vec<Element>) -> Result<Vec<Element>, ParseError> {
-    elements.retain(|e| !e.0.is_empty());
-    if elements.is_empty() {
+/// A quoted value from just after its opening quote: `pos` ends just after the
+/// closing one. `\\"` stands for a quote; any other backslash is itself.
+fn quoted<'a>(value: &'a str, pos: &mut usize) -> Result<Cow<'a, str>, ParseError> {
+    let bytes = value.as_bytes();
+    let start = *pos;
+    // Text before the last escaped quote, unescaped; none while there was none.
+    let mut unescaped: Option<String> = None;
+    let mut piece = start;
+    loop {
+        let Some(quote) = memchr::memchr(b'"', &bytes[*pos..]).map(|i| *pos + i) else {
+            return Err(ParseError::UnclosedQuote);
+        };
+        *pos = quote + 1;
+        // The byte before is the opening quote, an escaped quote's, or the value's.
+        if bytes[quote - 1] == b'\\' {
+            let text = unescaped.get_or_insert_with(String::new);
+            text.push_str(&value[piece..quote - 1]);
+            text.push('"');
+            piece = *pos;
+            continue;
+        }
+        return Ok(match unescaped {
+            None => Cow::Borrowed(&value[start..quote]),
+            Some(mut text) => {
+                text.push_str(&value[piece..quote]);
+                Cow::Owned(text)
+            }
+        });
+    }
+}
+
+/// The end of a value whose last pair has been read: at least one pair, or empty.
+fn finish(pairs: usize) -> Result<(), ParseError> {
+    if pairs == 0 {
         return Err(ParseError::Empty);
     }
-    Ok(elements)
+    Ok(())
 }
 
 // === the source ===
@@ -336,9 +390,18 @@ impl Xfcc {
     /// [`SanError::Malformed`] when the value does not parse; otherwise as
     /// [`super::mtls::caller`].
     pub(crate) fn caller(&self, value: &str) -> Result<Caller, SanError> {
-        let elements = parse(value).map_err(SanError::Malformed)?;
-        let nearest = elements.last().expect("parse returns at least one element");
-        let uris: Vec<&str> = nearest.values("uri").collect();
+        // Only the nearest element's URIs are kept; the whole value is still read, so
+        // a malformed one is refused wherever the fault is.
+        let mut uris: Vec<Cow<'_, str>> = Vec::new();
+        each_pair(value, |pair| {
+            if pair.starts_element {
+                uris.clear();
+            }
+            if pair.key.eq_ignore_ascii_case("uri") {
+                uris.push(pair.value);
+            }
+        })
+        .map_err(SanError::Malformed)?;
         super::spiffe_caller(&uris, &self.domains, Source::ForwardedCert)
     }
 }
@@ -579,6 +642,65 @@ mod tests {
             source(true).caller("URI=spiffe://other.example/ns/a/sa/b"),
             Err(SanError::UntrustedDomain("other.example".into()))
         );
+    }
+
+    #[test]
+    fn values_are_read_where_they_are_unless_a_quote_was_unescaped() {
+        let e = parse(r#"By=spiffe://td/a;Subject="CN=x,O=y";DNS="say \"hi\"""#).unwrap();
+        let values: Vec<_> = e[0].0.iter().map(|(_, v)| v).collect();
+        assert!(matches!(values[0], Cow::Borrowed("spiffe://td/a")));
+        assert!(matches!(values[1], Cow::Borrowed("CN=x,O=y")));
+        assert!(matches!(values[2], Cow::Owned(v) if v == r#"say "hi""#));
+    }
+
+    /// A value as a proxy writes it: quoted when it holds a separator, `=` or a
+    /// quote (escaped), or when it is empty.
+    fn written(value: &str) -> String {
+        if value.is_empty() || value.contains([',', ';', '=', '"']) {
+            format!("\"{}\"", value.replace('"', "\\\""))
+        } else {
+            value.to_owned()
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_written_value_parses_back_to_its_elements(
+            elements in proptest::collection::vec(
+                proptest::collection::vec(("[A-Za-z]{1,8}", "[ -\\[\\]-~]{0,12}"), 1..4),
+                1..4,
+            )
+        ) {
+            let text = elements
+                .iter()
+                .map(|pairs| {
+                    pairs
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", written(v)))
+                        .collect::<Vec<_>>()
+                        .join(";")
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let parsed = parse(&text).unwrap();
+            let read: Vec<Vec<(String, String)>> = parsed
+                .iter()
+                .map(|e| e.0.iter().map(|(k, v)| ((*k).to_owned(), v.to_string())).collect())
+                .collect();
+            proptest::prop_assert_eq!(read, elements);
+        }
+
+        #[test]
+        fn the_caller_is_the_parsed_nearest_elements_uri(
+            text in "(URI|uri|By|Hash)=(\"?spiffe://(cluster\\.local|x\\.example)/ns/[a-z]{1,3}/sa/[a-z]{1,3}\"?|[a-z;,=\" ]{0,6})([;,] ?(URI|By)=[a-z:/.\"]{0,12}){0,4}[;, ]{0,2}"
+        ) {
+            let xfcc = source(true);
+            let through_parse = parse(&text).map_err(SanError::Malformed).and_then(|elements| {
+                let uris: Vec<&str> = elements.last().unwrap().values("uri").collect();
+                crate::identity::spiffe_caller(&uris, &xfcc.domains, Source::ForwardedCert)
+            });
+            proptest::prop_assert_eq!(xfcc.caller(&text), through_parse);
+        }
     }
 
     #[test]
