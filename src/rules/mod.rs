@@ -971,7 +971,14 @@ fn grant_rate(
 /// A caller id, or a pattern where `*` matches any run of characters except `/` (so
 /// `spiffe://prod/ns/*/sa/reporting` matches one namespace segment, never more).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallerPattern(String);
+pub struct CallerPattern {
+    text: String,
+    /// No `*`: the pattern is one id, compared whole. Most patterns are; every call
+    /// tries its rules' patterns, and a SPIFFE ID has seven segments to match one by one.
+    literal: bool,
+    /// A `spiffe://` pattern (see [`CallerPattern::matches`]).
+    names_a_certificate: bool,
+}
 
 impl FromStr for CallerPattern {
     type Err = PatternProblem;
@@ -989,7 +996,11 @@ impl FromStr for CallerPattern {
         if s.chars().all(|c| c == '*' || c == '/') {
             return Err(PatternProblem::MatchesEveryone);
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self {
+            text: s.to_owned(),
+            literal: !s.contains('*'),
+            names_a_certificate: crate::caller::has_spiffe_form(s),
+        })
     }
 }
 
@@ -998,7 +1009,7 @@ impl CallerPattern {
     /// by its certificate, so it matches only callers a certificate identified (mTLS
     /// or a forwarded certificate), never a token whose claim reads the same.
     pub fn matches(&self, caller: &Caller) -> bool {
-        if self.names_a_certificate()
+        if self.names_a_certificate
             && !matches!(caller.source(), Source::Mtls | Source::ForwardedCert)
         {
             return false;
@@ -1008,11 +1019,11 @@ impl CallerPattern {
 
     /// Whether `id` matches the pattern, whoever vouched for it.
     fn matches_id(&self, id: &str) -> bool {
-        glob_match(&self.0, id)
-    }
-
-    fn names_a_certificate(&self) -> bool {
-        crate::caller::has_spiffe_form(&self.0)
+        if self.literal {
+            self.text == id
+        } else {
+            glob_match(&self.text, id)
+        }
     }
 }
 
@@ -1777,6 +1788,23 @@ actions = ["read"]
         ] {
             let p: CallerPattern = pattern.parse().unwrap();
             assert_eq!(p.matches_id(id), want, "{pattern} vs {id}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_pattern_without_a_star_matches_as_the_segment_matcher_does(
+            pattern in "[a-z:/.]{1,12}",
+            id in "[a-z:/.]{0,12}",
+        ) {
+            proptest::prop_assume!(pattern.parse::<CallerPattern>().is_ok());
+            let p: CallerPattern = pattern.parse().unwrap();
+            proptest::prop_assert!(p.literal);
+            proptest::prop_assert_eq!(p.matches_id(&id), glob_match(&pattern, &id));
+            proptest::prop_assert!(p.matches_id(&pattern));
+            proptest::prop_assert!(!p.matches_id(&pattern[..pattern.len() - 1]));
+            let longer = format!("{pattern}x");
+            proptest::prop_assert!(!p.matches_id(&longer));
         }
     }
 
