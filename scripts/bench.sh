@@ -10,8 +10,9 @@
 #    the round: each ratio is against the mean of the two baseline runs around the call
 #    (drift of the machine's speed during a round cancels out):
 #      grpc.health.v1.Health/Check (baseline), GrantRead (audit log on: the default
-#      level), GrantRead again as a caller with an ES256 JWT (signed for this run; the
-#      other rows use a dev token), GrantWrite PUT with every pin (type, length, checksum,
+#      level), GrantRead again as a caller with an ES256 JWT (signed for this run) and
+#      as a mesh caller (an x-forwarded-client-cert header as Istio's sidecar writes it,
+#      from a trusted peer; the other rows use a dev token), GrantWrite PUT with every pin (type, length, checksum,
 #      two metadata entries, create-only), GrantWrite PUT with the type and length only
 #      (what a browser upload pins), AssumeScoped (cache hit, warmed first),
 #      and, on a server restarted with RUST_LOG=warn, the baseline and GrantRead again;
@@ -192,6 +193,10 @@ jwt_issuer=https://issuer.bench.invalid jwt_audience=storage-grants-bench jwt_ca
 node "$root/tests/browser/jwt.mjs" "$work/server" "$jwt_issuer" "$jwt_audience" "$jwt_caller" 86400 ||
   { log "could not make the bench's JWT"; exit 2; }
 jwt=$(<"$work/server/session.jwt")
+# A third caller, through the service mesh: the header Istio's sidecar adds for the
+# client certificate it verified (the sidecar being this host, a trusted peer).
+xfcc_caller=spiffe://cluster.local/ns/bench/sa/mesh-load
+xfcc="By=spiffe://cluster.local/ns/storage/sa/storage-grants;Hash=2d6d8a1e4f8b7c1f0e0b6d1e9a3f0c2b7d5e4a9c8b7a6f5e4d3c2b1a0f9e8d7c;Subject=\"\";URI=$xfcc_caller"
 cat >"$work/server/config.toml" <<EOF
 listen = "127.0.0.1:$grpc_port"
 
@@ -217,6 +222,11 @@ issuer = "$jwt_issuer"
 audiences = ["$jwt_audience"]
 jwks_file = "$work/server/jwks.json"
 
+[identity.xfcc]
+enabled = true
+trusted_peers = ["127.0.0.1/32"]
+trust_domains = ["cluster.local"]
+
 [sts]
 role_arn = "arn:aws:iam::123456789012:role/storage-grants-bench"
 endpoint = "http://127.0.0.1:$moto_port"
@@ -226,7 +236,7 @@ role_chaining = false
 [metrics]
 listen = "127.0.0.1:$metrics_port"
 
-# One caller drives all the load here (two for the JWT row): per-caller budgets are lifted so that every
+# One caller drives all the load here (another for each of the JWT and mesh rows): per-caller budgets are lifted so that every
 # call is served (the budget checks themselves still run on every call).
 [limits]
 grants_per_second = 10000000
@@ -241,7 +251,7 @@ upload_bucket = "$bucket"
 EOF
 cat >"$work/server/rules.toml" <<EOF
 [[rules]]
-callers = ["dev:bench", "$jwt_caller"]
+callers = ["dev:bench", "$jwt_caller", "$xfcc_caller"]
 bucket = "$bucket"
 prefix = "public/"
 actions = ["read", "write", "assume-read", "assume-write", "list"]
@@ -372,13 +382,14 @@ count_for() {
   echo $((n / (CONNECTIONS * STREAMS) * CONNECTIONS * STREAMS))
 }
 
-# grpc_run ROUND GROUP LABEL NAME [TOKEN]: warm-up and measured run of request body NAME
-# (as the dev token's caller, or with bearer TOKEN).
+# grpc_run ROUND GROUP LABEL NAME [CALLER]: warm-up and measured run of request body NAME
+# (as the dev token's caller, or as the caller header line CALLER names, e.g.
+# "authorization: Bearer JWT").
 grpc_run() {
-  local round=$1 group=$2 label=$3 name=$4 bearer=${5:-$token}
+  local round=$1 group=$2 label=$3 name=$4 caller=${5:-authorization: Bearer $token}
   local slug=${label//[^A-Za-z0-9]/_}-r$round-$(wc -l <"$work/rows")
   local -a args=(-t 1 -c "$CONNECTIONS" -m "$STREAMS"
-    "${grpc_headers[@]}" -H "authorization: Bearer $bearer"
+    "${grpc_headers[@]}" -H "$caller"
     -d "$frames/$name.bin" "$(grpc_url "${path_of[$name]}")")
   echo "$server_name/$slug" >"$work/phase"
   "${load[@]}" -D "$warmup" "${args[@]}" >"$logs/h2load-$slug-warmup.txt" 2>&1 || true
@@ -445,11 +456,11 @@ if ((instructions > 0)); then
   for name in health grant_read grant_write_put grant_write_put_type_length assume_scoped; do check_frame "$name"; done
   callgrind_control -z "$server_pid" >/dev/null
   declare -a labels=()
-  count_run() { # LABEL NAME-OR-PATH KIND [TOKEN]
-    local label=$1 what=$2 kind=$3 bearer=${4:-$token} out=$logs/h2load-instructions-${#labels[@]}.txt
+  count_run() { # LABEL NAME-OR-PATH KIND [CALLER-HEADER]
+    local label=$1 what=$2 kind=$3 caller=${4:-authorization: Bearer $token} out=$logs/h2load-instructions-${#labels[@]}.txt
     if [[ $kind == grpc ]]; then
       "${load[@]}" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -n "$instructions" \
-        "${grpc_headers[@]}" -H "authorization: Bearer $bearer" \
+        "${grpc_headers[@]}" -H "$caller" \
         -d "$frames/$what.bin" "$(grpc_url "${path_of[$what]}")" >"$out" 2>&1 || true
     else
       "${load[@]}" --h1 -t 1 -c 64 -n "$instructions" -H "authorization: Bearer $token" \
@@ -462,7 +473,8 @@ if ((instructions > 0)); then
   }
   count_run "health check (baseline)" health grpc
   count_run "GrantRead, audit log on" grant_read grpc
-  count_run "GrantRead, JWT caller (ES256)" grant_read grpc "$jwt"
+  count_run "GrantRead, JWT caller (ES256)" grant_read grpc "authorization: Bearer $jwt"
+  count_run "GrantRead, mesh caller (XFCC)" grant_read grpc "x-forwarded-client-cert: $xfcc"
   count_run "GrantWrite PUT, all pins" grant_write_put grpc
   count_run "GrantWrite PUT, type and length pinned" grant_write_put_type_length grpc
   count_run "AssumeScoped, cache hit" assume_scoped grpc
@@ -534,7 +546,7 @@ if ((serve)); then
   {
     echo "# storage-grants, set up as scripts/bench.sh runs it; serving until interrupted."
     echo "# gRPC (h2c) 127.0.0.1:$grpc_port; HTTP gateway 127.0.0.1:$http_port; metrics http://127.0.0.1:$metrics_port/metrics"
-    echo "# Callers: the dev token below (dev:bench) and an ES256 JWT ($jwt_caller); per-caller limits lifted."
+    echo "# Callers: the dev token below (dev:bench), an ES256 JWT ($jwt_caller) and a mesh caller's XFCC header ($xfcc_caller); per-caller limits lifted."
     echo "# h2load counts HTTP statuses only: a gRPC error is an HTTP 200 whose grpc-status trailer is not 0."
     echo "# Count the service's answers by code with:"
     echo "curl -s http://127.0.0.1:$metrics_port/metrics | grep '^storage_grants_rpc_duration_seconds_count' | grep -v ' 0\$'"
@@ -551,6 +563,10 @@ if ((serve)); then
     shell_words h2load -t 1 -c "$CONNECTIONS" -m "$STREAMS" -n "$n" "${grpc_headers[@]}"
     printf ' -H "authorization: Bearer $(cat %s)" ' "$(shell_words "$out/frames/caller.jwt")"
     shell_words -d "$out/frames/grant_read.bin" "$(grpc_url "${path_of[grant_read]}")"
+    echo
+    echo "# GrantRead as the mesh caller (its sidecar's x-forwarded-client-cert header)"
+    shell_words h2load -t 1 -c "$CONNECTIONS" -m "$STREAMS" -n "$n" "${grpc_headers[@]}" \
+      -H "x-forwarded-client-cert: $xfcc" -d "$out/frames/grant_read.bin" "$(grpc_url "${path_of[grant_read]}")"
     echo
     for row in "gateway GET /healthz (baseline):/healthz" "gateway click-time link (302):/v1/objects/$bucket/public/hello.txt"; do
       echo "# ${row%%:*}"
@@ -576,7 +592,9 @@ for ((round = 1; round <= rounds; round++)); do
   grpc_base "$round"
   grpc_run "$round" grpc "GrantRead, audit log on" grant_read
   grpc_base "$round"
-  grpc_run "$round" grpc "GrantRead, JWT caller (ES256)" grant_read "$jwt"
+  grpc_run "$round" grpc "GrantRead, JWT caller (ES256)" grant_read "authorization: Bearer $jwt"
+  grpc_base "$round"
+  grpc_run "$round" grpc "GrantRead, mesh caller (XFCC)" grant_read "x-forwarded-client-cert: $xfcc"
   grpc_base "$round"
   grpc_run "$round" grpc "GrantWrite PUT, all pins" grant_write_put
   grpc_base "$round"
