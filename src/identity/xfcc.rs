@@ -304,7 +304,7 @@ fn each_pair<'a>(value: &'a str, mut on_pair: impl FnMut(Pair<'a>)) -> Result<()
 }
 
 /// A quoted value from just after its opening quote: `pos` ends just after the
-/// closing one. `\\"` stands for a quote; any other backslash is itself.
+/// closing one. `\"` stands for a quote; any other backslash is itself.
 fn quoted<'a>(value: &'a str, pos: &mut usize) -> Result<Cow<'a, str>, ParseError> {
     let bytes = value.as_bytes();
     let start = *pos;
