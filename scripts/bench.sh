@@ -12,10 +12,10 @@
 #      grpc.health.v1.Health/Check (baseline), GrantRead (audit log on: the default
 #      level), GrantRead again as a caller with an ES256 JWT (signed for this run) and
 #      as a mesh caller (an x-forwarded-client-cert header as Istio's sidecar writes it,
-#      from a trusted peer; the other rows use a dev token), GrantWrite PUT with every pin (type, length, checksum,
-#      two metadata entries, create-only), GrantWrite PUT with the type and length only
-#      (what a browser upload pins), AssumeScoped (cache hit, warmed first),
-#      and, on a server restarted with RUST_LOG=warn, the baseline and GrantRead again;
+#      from a trusted peer; the other rows use a dev token), GrantWrite PUT with every
+#      pin (type, length, checksum, two metadata entries, create-only), GrantWrite PUT
+#      with the type and length only (what a browser upload pins), AssumeScoped (cache
+#      hit, warmed first), and, on a server restarted with RUST_LOG=warn, the baseline and GrantRead again;
 #    the HTTP gateway: the click-time link GET /v1/objects/demo/public/hello.txt (302)
 #    against GET /healthz on the same listener, HTTP/1.1 (h2load --h1, 64 connections,
 #    one request in flight each: the same 64 in flight as the gRPC runs).
@@ -236,8 +236,9 @@ role_chaining = false
 [metrics]
 listen = "127.0.0.1:$metrics_port"
 
-# One caller drives all the load here (another for each of the JWT and mesh rows): per-caller budgets are lifted so that every
-# call is served (the budget checks themselves still run on every call).
+# One caller drives all the load here (another for each of the JWT and mesh rows):
+# per-caller budgets are lifted so that every call is served (the budget checks themselves
+# still run on every call).
 [limits]
 grants_per_second = 10000000
 grants_burst = 10000000
