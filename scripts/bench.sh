@@ -15,7 +15,8 @@
 #      from a trusted peer; the other rows use a dev token), GrantWrite PUT with every
 #      pin (type, length, checksum, two metadata entries, create-only), GrantWrite PUT
 #      with the type and length only (what a browser upload pins), AssumeScoped (cache
-#      hit, warmed first), and, on a server restarted with RUST_LOG=warn, the baseline and GrantRead again;
+#      hit, warmed first), and, on a server restarted with RUST_LOG=warn, the baseline
+#      and GrantRead again;
 #    the HTTP gateway: the click-time link GET /v1/objects/demo/public/hello.txt (302)
 #    against GET /healthz on the same listener, HTTP/1.1 (h2load --h1, 64 connections,
 #    one request in flight each: the same 64 in flight as the gRPC runs).
