@@ -22,16 +22,22 @@ use common::allocations_per_op;
 
 const DEV_TOKEN: &str = "dev-0123456789abcdef01234567";
 
-const CONFIG: &str = r#"
+/// Development tokens (with [`DEV_TOKEN`]) and XFCC from 127.0.0.1.
+fn config() -> IdentityConfig {
+    let text = format!(
+        r#"
 dev_mode = true
 [[dev_tokens]]
-token = "dev-0123456789abcdef01234567"
+token = "{DEV_TOKEN}"
 caller = "dev:bench"
 [xfcc]
 enabled = true
 trusted_peers = ["127.0.0.1/32"]
 trust_domains = ["cluster.local"]
-"#;
+"#
+    );
+    toml::from_str(&text).expect("the bench's config")
+}
 
 const ISTIO: &str = "By=spiffe://cluster.local/ns/storage/sa/storage-grants;\
 Hash=2d6d8a1e4f8b7c1f0e0b6d1e9a3f0c2b7d5e4a9c8b7a6f5e4d3c2b1a0f9e8d7c;\
@@ -80,7 +86,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("a current-thread runtime");
-    let config: IdentityConfig = toml::from_str(CONFIG).expect("the bench's config");
+    let config = config();
     config.validate().expect("a valid config");
     let authenticator = rt
         .block_on(Authenticator::start(&config))

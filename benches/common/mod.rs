@@ -1,6 +1,6 @@
-//! What the criterion benches share: their criterion settings, and a global
-//! allocator that counts allocations for their allocations per operation. Each bench
-//! includes it with `#[path = "common/mod.rs"] mod common;`, which installs the
+//! What the signing and identity benches share: their criterion settings, and a
+//! global allocator that counts allocations for their allocations per operation. A
+//! bench includes it with `#[path = "common/mod.rs"] mod common;`, which installs the
 //! allocator as that bench's.
 
 use std::alloc::{GlobalAlloc, Layout, System};
