@@ -198,6 +198,8 @@ jwt=$(<"$work/server/session.jwt")
 # client certificate it verified (the sidecar being this host, a trusted peer).
 xfcc_caller=spiffe://cluster.local/ns/bench/sa/mesh-load
 xfcc="By=spiffe://cluster.local/ns/storage/sa/storage-grants;Hash=2d6d8a1e4f8b7c1f0e0b6d1e9a3f0c2b7d5e4a9c8b7a6f5e4d3c2b1a0f9e8d7c;Subject=\"\";URI=$xfcc_caller"
+# The header line each caller presents on a run.
+as_dev="authorization: Bearer $token" as_jwt="authorization: Bearer $jwt" as_mesh="x-forwarded-client-cert: $xfcc"
 cat >"$work/server/config.toml" <<EOF
 listen = "127.0.0.1:$grpc_port"
 
@@ -351,7 +353,7 @@ fail() { log "FAILED: $*"; failures=$((failures + 1)); }
 check_frame() {
   local name=$1 headers=$work/curl-$1.headers
   curl -sS --http2-prior-knowledge -o /dev/null -D "$headers" --max-time 10 \
-    "${grpc_headers[@]}" -H "authorization: Bearer $token" \
+    "${grpc_headers[@]}" -H "$as_dev" \
     --data-binary "@$frames/$name.bin" "$(grpc_url "${path_of[$name]}")" || true
   if grep -qi '^grpc-status: *0' "$headers" && head -n1 "$headers" | grep -q ' 200'; then
     log "request body $name.bin: grpc-status 0"
@@ -385,10 +387,9 @@ count_for() {
 }
 
 # grpc_run ROUND GROUP LABEL NAME [CALLER]: warm-up and measured run of request body NAME
-# (as the dev token's caller, or as the caller header line CALLER names, e.g.
-# "authorization: Bearer JWT").
+# (as the dev token's caller, or with the caller header line CALLER: $as_jwt, $as_mesh).
 grpc_run() {
-  local round=$1 group=$2 label=$3 name=$4 caller=${5:-authorization: Bearer $token}
+  local round=$1 group=$2 label=$3 name=$4 caller=${5:-$as_dev}
   local slug=${label//[^A-Za-z0-9]/_}-r$round-$(wc -l <"$work/rows")
   local -a args=(-t 1 -c "$CONNECTIONS" -m "$STREAMS"
     "${grpc_headers[@]}" -H "$caller"
@@ -422,7 +423,7 @@ grpc_run() {
 http_run() {
   local round=$1 label=$2 path=$3 want=$4
   local slug=${label//[^A-Za-z0-9]/_}-r$round-$(wc -l <"$work/rows")
-  local -a args=(--h1 -t 1 -c $((CONNECTIONS * STREAMS)) -m 1 -H "authorization: Bearer $token"
+  local -a args=(--h1 -t 1 -c $((CONNECTIONS * STREAMS)) -m 1 -H "$as_dev"
     "http://127.0.0.1:$http_port$path")
   echo "$server_name/$slug" >"$work/phase"
   "${load[@]}" -D "$warmup" "${args[@]}" >"$logs/h2load-$slug-warmup.txt" 2>&1 || true
@@ -459,13 +460,13 @@ if ((instructions > 0)); then
   callgrind_control -z "$server_pid" >/dev/null
   declare -a labels=()
   count_run() { # LABEL NAME-OR-PATH KIND [CALLER-HEADER]
-    local label=$1 what=$2 kind=$3 caller=${4:-authorization: Bearer $token} out=$logs/h2load-instructions-${#labels[@]}.txt
+    local label=$1 what=$2 kind=$3 caller=${4:-$as_dev} out=$logs/h2load-instructions-${#labels[@]}.txt
     if [[ $kind == grpc ]]; then
       "${load[@]}" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -n "$instructions" \
         "${grpc_headers[@]}" -H "$caller" \
         -d "$frames/$what.bin" "$(grpc_url "${path_of[$what]}")" >"$out" 2>&1 || true
     else
-      "${load[@]}" --h1 -t 1 -c 64 -n "$instructions" -H "authorization: Bearer $token" \
+      "${load[@]}" --h1 -t 1 -c 64 -n "$instructions" -H "$as_dev" \
         "http://127.0.0.1:$http_port$what" >"$out" 2>&1 || true
     fi
     grep -q "^requests: $instructions total, $instructions started, $instructions done, $instructions succeeded" "$out" ||
@@ -475,8 +476,8 @@ if ((instructions > 0)); then
   }
   count_run "health check (baseline)" health grpc
   count_run "GrantRead, audit log on" grant_read grpc
-  count_run "GrantRead, JWT caller (ES256)" grant_read grpc "authorization: Bearer $jwt"
-  count_run "GrantRead, mesh caller (XFCC)" grant_read grpc "x-forwarded-client-cert: $xfcc"
+  count_run "GrantRead, JWT caller (ES256)" grant_read grpc "$as_jwt"
+  count_run "GrantRead, mesh caller (XFCC)" grant_read grpc "$as_mesh"
   count_run "GrantWrite PUT, all pins" grant_write_put grpc
   count_run "GrantWrite PUT, type and length pinned" grant_write_put_type_length grpc
   count_run "AssumeScoped, cache hit" assume_scoped grpc
@@ -510,7 +511,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 start_server default
 for name in health grant_read grant_write_put grant_write_put_type_length assume_scoped; do check_frame "$name"; done
 # One call through reflection with buf curl: the service answers a client that has no .proto.
-answer=$("$buf" curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer $token" \
+answer=$("$buf" curl --protocol grpc --http2-prior-knowledge -H "$as_dev" \
   -d "{\"bucket\": \"$bucket\", \"key\": \"public/hello.txt\"}" \
   "$(grpc_url storagegrants.v1.GrantService/GrantRead)" 2>&1) || true
 if "$python" -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["url"].startswith("http") and d["method"] == "GET"' "$answer" 2>/dev/null; then
@@ -558,7 +559,7 @@ if ((serve)); then
       name=${row##*:}
       echo "# ${row%:*}"
       shell_words h2load -t 1 -c "$CONNECTIONS" -m "$STREAMS" -n "$n" "${grpc_headers[@]}" \
-        -H "authorization: Bearer $token" -d "$out/frames/$name.bin" "$(grpc_url "${path_of[$name]}")"
+        -H "$as_dev" -d "$out/frames/$name.bin" "$(grpc_url "${path_of[$name]}")"
       echo
     done
     echo "# GrantRead as the JWT caller (the token is in a file, not on this screen)"
@@ -568,11 +569,11 @@ if ((serve)); then
     echo
     echo "# GrantRead as the mesh caller (its sidecar's x-forwarded-client-cert header)"
     shell_words h2load -t 1 -c "$CONNECTIONS" -m "$STREAMS" -n "$n" "${grpc_headers[@]}" \
-      -H "x-forwarded-client-cert: $xfcc" -d "$out/frames/grant_read.bin" "$(grpc_url "${path_of[grant_read]}")"
+      -H "$as_mesh" -d "$out/frames/grant_read.bin" "$(grpc_url "${path_of[grant_read]}")"
     echo
     for row in "gateway GET /healthz (baseline):/healthz" "gateway click-time link (302):/v1/objects/$bucket/public/hello.txt"; do
       echo "# ${row%%:*}"
-      shell_words h2load --h1 -t 1 -c $((CONNECTIONS * STREAMS)) -n "$n" -H "authorization: Bearer $token" \
+      shell_words h2load --h1 -t 1 -c $((CONNECTIONS * STREAMS)) -n "$n" -H "$as_dev" \
         "http://127.0.0.1:$http_port${row#*:}"
       echo
     done
@@ -594,9 +595,9 @@ for ((round = 1; round <= rounds; round++)); do
   grpc_base "$round"
   grpc_run "$round" grpc "GrantRead, audit log on" grant_read
   grpc_base "$round"
-  grpc_run "$round" grpc "GrantRead, JWT caller (ES256)" grant_read "authorization: Bearer $jwt"
+  grpc_run "$round" grpc "GrantRead, JWT caller (ES256)" grant_read "$as_jwt"
   grpc_base "$round"
-  grpc_run "$round" grpc "GrantRead, mesh caller (XFCC)" grant_read "x-forwarded-client-cert: $xfcc"
+  grpc_run "$round" grpc "GrantRead, mesh caller (XFCC)" grant_read "$as_mesh"
   grpc_base "$round"
   grpc_run "$round" grpc "GrantWrite PUT, all pins" grant_write_put
   grpc_base "$round"
@@ -625,7 +626,7 @@ latency_run() {
   : >"$server_log"
   "${load[@]}" -t 1 -c "$CONNECTIONS" -D "$duration" --warm-up-time "$warmup" "$@" \
     --log-file "$work/latency.log" \
-    "${grpc_headers[@]}" -H "authorization: Bearer $token" \
+    "${grpc_headers[@]}" -H "$as_dev" \
     -d "$frames/$frame.bin" "$(grpc_url "${path_of[$frame]}")" >"$logs/h2load-latency-$prefix-$frame.txt" 2>&1 || true
   eval "$("$python" "$root/benches/load/report.py" latency "$work/latency.log" | tr ' ' '\n' | sed "s/^/${prefix}_/")"
   eval "$("$python" "$root/benches/load/report.py" h2load "$logs/h2load-latency-$prefix-$frame.txt" | sed 's/^/lat_/')"
@@ -674,7 +675,7 @@ if ((perf)); then
     perf record -g -o "$out/perf.data" -p "$server_pid" -- sleep "$((duration + warmup))" >"$logs/perf-record.txt" 2>&1 &
     perf_pid=$!
     "${load[@]}" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -D "$duration" --warm-up-time "$warmup" \
-      "${grpc_headers[@]}" -H "authorization: Bearer $token" \
+      "${grpc_headers[@]}" -H "$as_dev" \
       -d "$frames/grant_read.bin" "$(grpc_url "${path_of[grant_read]}")" >"$logs/h2load-perf.txt" 2>&1 || true
     wait "$perf_pid" || true
     # Self time by symbol (perf pads its columns to the longest Rust symbol: trimmed),
@@ -709,7 +710,7 @@ fill_started=$SECONDS
 # One connection, 64 streams: every scope once, in order (h2load gives each client the
 # URI list from its start, so more clients would repeat the first scopes).
 "${load[@]}" -t 1 -c 1 -m $((CONNECTIONS * STREAMS)) -n "$scopes" -i "$work/soak-uris.txt" \
-  -H "authorization: Bearer $token" >"$logs/h2load-soak-fill.txt" 2>&1 || true
+  -H "$as_dev" >"$logs/h2load-soak-fill.txt" 2>&1 || true
 fill_seconds=$((SECONDS - fill_started))
 eval "$("$python" "$root/benches/load/report.py" h2load "$logs/h2load-soak-fill.txt" | sed 's/^/fill_/')"
 if ((fill_s2xx != scopes)); then
@@ -719,7 +720,7 @@ log "soak fill: $fill_s2xx of $scopes scopes fetched from moto in ${fill_seconds
 # The maximum rate of this mix (all hits now), to take half of it.
 echo soak/max >"$work/phase"
 "${load[@]}" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -D "$duration" --warm-up-time "$warmup" -i "$work/soak-uris.txt" \
-  -H "authorization: Bearer $token" >"$logs/h2load-soak-max.txt" 2>&1 || true
+  -H "$as_dev" >"$logs/h2load-soak-max.txt" 2>&1 || true
 eval "$("$python" "$root/benches/load/report.py" h2load "$logs/h2load-soak-max.txt" | sed 's/^/smax_/')"
 soak_per_client=$(((smax_rps / 2 + CONNECTIONS - 1) / CONNECTIONS))
 ((soak_per_client > 0)) || soak_per_client=1
@@ -727,7 +728,7 @@ echo soak/soak >"$work/phase"
 : >"$server_log"
 log "soak: ${soak}s at $((soak_per_client * CONNECTIONS)) requests/s (half of $smax_rps) over $scopes scopes"
 "${load[@]}" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -D "$soak" --rps "$soak_per_client" -i "$work/soak-uris.txt" \
-  -H "authorization: Bearer $token" >"$logs/h2load-soak.txt" 2>&1 || true
+  -H "$as_dev" >"$logs/h2load-soak.txt" 2>&1 || true
 echo soak/done >"$work/phase"
 eval "$("$python" "$root/benches/load/report.py" h2load "$logs/h2load-soak.txt" | sed 's/^/soak_/')"
 if ((soak_failed + soak_errored + soak_timeout + soak_s3xx + soak_s4xx + soak_s5xx > 0 || soak_succeeded == 0)); then
