@@ -790,6 +790,20 @@ mod tests {
     }
 
     #[test]
+    fn serving_threads_are_placed_by_default_and_held_or_not_when_told() {
+        assert_eq!(load("", &[]).unwrap().server.pin_cores, None);
+        let set = load("[server]\npin_cores = true\n", &[]).unwrap();
+        assert_eq!(set.server.pin_cores, Some(true));
+        let env = load("", &[("STORAGE_GRANTS_SERVER__PIN_CORES", "false")]).unwrap();
+        assert_eq!(env.server.pin_cores, Some(false));
+        let err = load("[server]\npin_cores = \"auto\"\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("pin_cores") && err.to_string().contains("bool"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_completion_has_10m_or_call_timeout_by_default_and_from_call_timeout_to_1h() {
         let storage = load("", &[]).unwrap().storage;
         assert_eq!(storage.complete_timeout, Duration::from_secs(600));

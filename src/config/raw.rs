@@ -313,6 +313,16 @@ pub struct ServerConfig {
     /// keep them.
     #[serde(default, deserialize_with = "crate::core::duration::optional")]
     pub max_connection_age: Option<Duration>,
+    /// Hold each serving thread (one per CPU) to a CPU of its own. Unset: held when
+    /// the process may use exactly as many CPUs as it has serving threads (a host of
+    /// its own, a pod with whole CPUs under Kubernetes' static CPU manager policy), and
+    /// left to the kernel when it may use more (a CPU quota on a shared node, where
+    /// holding would tie it to CPUs other pods use). `true`: held in any case, thread
+    /// `i` to the `i`-th CPU it may use (in turn when there are fewer); `false`: never.
+    /// Left to itself the kernel sometimes runs two serving threads on one CPU for a
+    /// few milliseconds while the other CPU runs something else, and every call on
+    /// their connections waits (BENCHMARKS.md, "The latency's tail on this host").
+    pub pin_cores: Option<bool>,
     /// Serve gRPC-Web (HTTP/1.1 and browsers' fetch) on the gRPC port too, with CORS
     /// for `http.allowed_origins`.
     pub grpc_web: bool,
@@ -432,6 +442,7 @@ impl Default for ServerConfig {
             keepalive_timeout: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(20),
             max_connection_age: None,
+            pin_cores: None,
             grpc_web: false,
             tls: None,
             allow_plaintext: false,

@@ -60,6 +60,42 @@ pub(super) fn count() -> usize {
         .unwrap_or(1)
 }
 
+/// The CPU each serving thread is held to (`server.pin_cores`), by thread; `None`: the
+/// kernel places them. `allowed` is the CPUs the process may use, in order.
+///
+/// Unset, threads are held only when there are exactly as many CPUs as threads: then
+/// each gets one of its own and no CPU the process could use is given up. With more
+/// CPUs than threads the process is likely under a CPU quota on a shared node, where
+/// holding its threads to the first few CPUs would crowd them with other pods'.
+pub(super) fn placement(
+    allowed: &[usize],
+    threads: usize,
+    pin: Option<bool>,
+) -> Option<Vec<usize>> {
+    let hold = match pin {
+        Some(hold) => hold,
+        None => threads > 1 && allowed.len() == threads,
+    };
+    (hold && !allowed.is_empty())
+        .then(|| (0..threads).map(|i| allowed[i % allowed.len()]).collect())
+}
+
+/// The CPUs this process may use (its affinity, as the calling thread has it), in order.
+pub(super) fn allowed_cpus() -> io::Result<Vec<usize>> {
+    let set = rustix::thread::sched_getaffinity(None)?;
+    Ok((0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&cpu| set.is_set(cpu))
+        .collect())
+}
+
+/// Holds the calling thread to `cpu`.
+fn hold_to(cpu: usize) -> io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set)?;
+    Ok(())
+}
+
 /// A connection between the listener and its core: the socket is taken off the
 /// accepting runtime's reactor so that the core's runtime can register it.
 pub(super) type Handed = Counted<std::net::TcpStream>;
@@ -140,12 +176,18 @@ pub(super) struct Cores<E> {
 
 /// Starts one thread per item of `inboxes`, each with a single-threaded runtime that
 /// runs `serve(its item)` to completion. `serve` builds its future on the core's own
-/// thread, so that everything it spawns stays there.
+/// thread, so that everything it spawns stays there. With `cpus` (see [`placement`]),
+/// thread `i` first holds itself to `cpus[i]`; one that cannot (a sandbox that refuses
+/// the call) says so and serves wherever the kernel puts it.
 ///
 /// # Errors
 /// A thread or runtime that cannot start; the threads already started then stop
 /// when their inboxes close.
-pub(super) fn start<I, F, Fut, E>(inboxes: Vec<I>, serve: F) -> Result<Cores<E>, Error>
+pub(super) fn start<I, F, Fut, E>(
+    inboxes: Vec<I>,
+    cpus: Option<&[usize]>,
+    serve: F,
+) -> Result<Cores<E>, Error>
 where
     I: Send + 'static,
     F: Fn(I) -> Fut + Send + Clone + 'static,
@@ -157,9 +199,15 @@ where
         let runtime = runtime().map_err(|source| Error::Start { index, source })?;
         let (tx, rx) = oneshot::channel();
         let serve = serve.clone();
+        let cpu = cpus.and_then(|cpus| cpus.get(index).copied());
         std::thread::Builder::new()
             .name(format!("storage-grants-core-{index}"))
             .spawn(move || {
+                if let Some(cpu) = cpu
+                    && let Err(error) = hold_to(cpu)
+                {
+                    tracing::warn!(thread = index, cpu, %error, "cannot hold a serving thread to its CPU; the kernel places it");
+                }
                 let result = runtime.block_on(serve(inbox));
                 // Dropping the runtime stops whatever the calls left running, before
                 // the server reports that it has stopped.
@@ -284,7 +332,7 @@ mod tests {
     async fn the_first_core_to_fail_stops_the_others() {
         for failing in [1, 2] {
             let (stop, stopped) = tokio::sync::watch::channel(false);
-            let cores = start(vec![0usize, 1, 2], move |index| {
+            let cores = start(vec![0usize, 1, 2], None, move |index| {
                 let mut stopped = stopped.clone();
                 async move {
                     match (index, failing) {
@@ -317,11 +365,50 @@ mod tests {
     /// Cores that all finish (at shutdown) finish without calling the failure path.
     #[tokio::test]
     async fn cores_that_finish_report_success() {
-        let cores = start(vec![0usize, 1], |_| async { Ok::<(), Failed>(()) }).expect("start");
+        let cores =
+            start(vec![0usize, 1], None, |_| async { Ok::<(), Failed>(()) }).expect("start");
         let mut called = false;
         let result = cores.finished(|_| called = true).await;
         assert_eq!(result, Ok(()));
         assert!(!called);
+    }
+
+    /// Unset, threads are held to CPUs only when each can have one of its own and no
+    /// CPU is left out; `true` holds them in any case (in turn over fewer CPUs), `false`
+    /// never.
+    #[test]
+    fn threads_are_held_to_cpus_of_their_own_only_when_they_fit_exactly() {
+        // A host or exclusive CPUs of its own: one CPU each, in the set's order.
+        assert_eq!(placement(&[2, 5], 2, None), Some(vec![2, 5]));
+        // A CPU quota on a larger node: the kernel places them.
+        assert_eq!(placement(&[0, 1, 2, 3], 2, None), None);
+        // More threads than CPUs (TOKIO_WORKER_THREADS), and one thread: left alone.
+        assert_eq!(placement(&[0, 1], 4, None), None);
+        assert_eq!(placement(&[3], 1, None), None);
+        assert_eq!(placement(&[0, 1, 2, 3], 2, Some(true)), Some(vec![0, 1]));
+        assert_eq!(placement(&[0, 1], 3, Some(true)), Some(vec![0, 1, 0]));
+        assert_eq!(placement(&[0, 1], 2, Some(false)), None);
+        assert_eq!(placement(&[], 2, Some(true)), None);
+    }
+
+    /// A started thread runs on the CPU it was given, and only there.
+    #[tokio::test]
+    async fn each_thread_holds_itself_to_its_cpu() {
+        let allowed = allowed_cpus().expect("affinity");
+        let cpus = [*allowed.last().expect("a CPU"), allowed[0]];
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cores = start(vec![0usize, 1], Some(&cpus), move |index| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((index, allowed_cpus().expect("affinity")));
+                Ok::<(), Failed>(())
+            }
+        })
+        .expect("start");
+        assert_eq!(cores.finished(|_| {}).await, Ok(()));
+        let mut seen: Vec<_> = rx.try_iter().collect();
+        seen.sort();
+        assert_eq!(seen, vec![(0, vec![cpus[0]]), (1, vec![cpus[1]])]);
     }
 
     /// What the service's throughput rests on: a task woken by the running one (a call

@@ -488,10 +488,18 @@ pub async fn run(
             GrantService::new(pipeline, settings.server.request_timeout),
             authenticator,
         ));
+    let cpus = match cores::allowed_cpus() {
+        Ok(allowed) => cores::placement(&allowed, cores, settings.server.pin_cores),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the CPUs this process may use; the kernel places the serving threads");
+            None
+        }
+    };
     tracing::info!(
         addr = %grpc.addr,
         transport = settings.transport_security(),
         cores,
+        cpus = %cpus.as_deref().map_or_else(|| "as the kernel places them".to_owned(), |cpus| format!("{cpus:?}")),
         "storage-grants listening"
     );
     let (dealer, grpc_inboxes) = cores::deal(cores);
@@ -519,7 +527,7 @@ pub async fn run(
         .collect();
     // The store steps get what is left of the one grace after the calls' drain.
     let grace_over = stop.clone().grace_over();
-    let serving = cores::start(inboxes, move |(grpc_inbox, http_inbox)| {
+    let serving = cores::start(inboxes, cpus.as_deref(), move |(grpc_inbox, http_inbox)| {
         serve_core(
             grpc.clone(),
             grpc_inbox,

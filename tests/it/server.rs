@@ -1389,3 +1389,75 @@ async fn a_second_sigterm_cuts_the_drain_short() {
     let answer = call.await.unwrap();
     assert!(answer.is_err(), "the cut call got an answer: {answer:?}");
 }
+
+/// The CPUs a thread may run on, from its `status` file's list (`0-3,6`).
+fn cpus_allowed(status: &std::path::Path) -> Vec<usize> {
+    let status = std::fs::read_to_string(status).expect("status");
+    let list = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list");
+    list.trim()
+        .split(',')
+        .flat_map(|range| {
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            first.parse::<usize>().expect("a CPU")..=last.parse::<usize>().expect("a CPU")
+        })
+        .collect()
+}
+
+/// The CPUs each serving thread of this process may run on. Thread names are cut to 15
+/// bytes: `storage-grants-core-N` reads `storage-grants-`.
+async fn serving_threads_cpus(service: &Service) -> Vec<Vec<usize>> {
+    // A call answered: the serving threads have started and placed themselves.
+    assert_eq!(health(service, "").await, ServingStatus::Serving);
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let task = task.expect("a task").path();
+        let Ok(name) = std::fs::read_to_string(task.join("comm")) else {
+            continue;
+        };
+        if name.starts_with("storage-grants-") {
+            threads.push(cpus_allowed(&task.join("status")));
+        }
+    }
+    assert!(!threads.is_empty(), "no serving thread found");
+    threads
+}
+
+/// `server.pin_cores = true`: each serving thread runs on one CPU, its own while there
+/// are as many CPUs as threads; the process's other threads keep every CPU.
+#[tokio::test]
+async fn pin_cores_holds_each_serving_thread_to_a_cpu_of_its_own() {
+    let allowed = cpus_allowed("/proc/thread-self/status".as_ref());
+    let store = demo_store().await;
+    let service = Service::start(&store, Setup::with_config("[server]\npin_cores = true\n")).await;
+    let threads = serving_threads_cpus(&service).await;
+    for cpus in &threads {
+        assert_eq!(cpus.len(), 1, "{threads:?}");
+        assert!(allowed.contains(&cpus[0]), "{cpus:?} not in {allowed:?}");
+    }
+    if threads.len() <= allowed.len() {
+        let mut held: Vec<_> = threads.iter().map(|cpus| cpus[0]).collect();
+        held.sort_unstable();
+        held.dedup();
+        assert_eq!(
+            held.len(),
+            threads.len(),
+            "two threads on one CPU: {threads:?}"
+        );
+    }
+    assert_eq!(cpus_allowed("/proc/thread-self/status".as_ref()), allowed);
+}
+
+/// `server.pin_cores = false`: the kernel places the serving threads, on every CPU the
+/// process may use.
+#[tokio::test]
+async fn pin_cores_false_leaves_the_serving_threads_to_the_kernel() {
+    let allowed = cpus_allowed("/proc/thread-self/status".as_ref());
+    let store = demo_store().await;
+    let service = Service::start(&store, Setup::with_config("[server]\npin_cores = false\n")).await;
+    for cpus in serving_threads_cpus(&service).await {
+        assert_eq!(cpus, allowed);
+    }
+}
