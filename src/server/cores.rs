@@ -15,6 +15,12 @@
 //! 52,000 GrantRead calls/s with two workers, about 50,000 with one), because the
 //! connection's own task (reading and writing every frame) is the serial part.
 //!
+//! Each thread is also held to a CPU of its own when the process may use exactly as
+//! many CPUs as it has threads ([`placement`], `server.pin_cores`): left to itself, the
+//! kernel sometimes ran both on one CPU for milliseconds while the other ran something
+//! else, and every call on their connections waited (p99 at half load 0.66–2.4 ms on
+//! two CPUs shared with the load tool, held 0.30–0.50 ms; BENCHMARKS.md).
+//!
 //! Listeners, background tasks, the metrics endpoint and the exporters stay on the
 //! runtime that called [`crate::server::run`]; it only accepts connections and hands
 //! them over.
