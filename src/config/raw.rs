@@ -321,7 +321,7 @@ pub struct ServerConfig {
     /// `i` to the `i`-th CPU it may use (in turn when there are fewer); `false`: never.
     /// Left to itself the kernel sometimes runs two serving threads on one CPU for a
     /// few milliseconds while the other CPU runs something else, and every call on
-    /// their connections waits (BENCHMARKS.md, "The latency's tail on this host").
+    /// their connections waits (BENCHMARKS.md, "Serving threads held to their CPUs").
     pub pin_cores: Option<bool>,
     /// Serve gRPC-Web (HTTP/1.1 and browsers' fetch) on the gRPC port too, with CORS
     /// for `http.allowed_origins`.
