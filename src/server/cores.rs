@@ -18,7 +18,7 @@
 //! Each thread is also held to a CPU of its own when the process may use exactly as
 //! many CPUs as it has threads ([`placement`], `server.pin_cores`): left to itself, the
 //! kernel sometimes ran both on one CPU for milliseconds while the other ran something
-//! else, and every call on their connections waited (p99 at half load 0.66–2.4 ms on
+//! else, and every call on their connections waited (p99 at half load 0.35–2.4 ms on
 //! two CPUs shared with the load tool, held 0.30–0.50 ms; BENCHMARKS.md).
 //!
 //! Listeners, background tasks, the metrics endpoint and the exporters stay on the
