@@ -73,11 +73,7 @@ pub(super) fn count() -> usize {
 /// each gets one of its own and no CPU the process could use is given up. With more
 /// CPUs than threads the process is likely under a CPU quota on a shared node, where
 /// holding its threads to the first few CPUs would crowd them with other pods'.
-pub(super) fn placement(
-    allowed: &[usize],
-    threads: usize,
-    pin: Option<bool>,
-) -> Option<Vec<usize>> {
+fn placement(allowed: &[usize], threads: usize, pin: Option<bool>) -> Option<Vec<usize>> {
     let hold = match pin {
         Some(hold) => hold,
         None => threads > 1 && allowed.len() == threads,
@@ -86,8 +82,21 @@ pub(super) fn placement(
         .then(|| (0..threads).map(|i| allowed[i % allowed.len()]).collect())
 }
 
+/// The CPU each of `threads` serving threads is held to, by [`placement`] over the
+/// CPUs this process may use; `None` when they are left to the kernel, also when
+/// those CPUs cannot be read (said on the log).
+pub(super) fn cpus(threads: usize, pin: Option<bool>) -> Option<Vec<usize>> {
+    match allowed_cpus() {
+        Ok(allowed) => placement(&allowed, threads, pin),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the CPUs this process may use; the kernel places the serving threads");
+            None
+        }
+    }
+}
+
 /// The CPUs this process may use (its affinity, as the calling thread has it), in order.
-pub(super) fn allowed_cpus() -> io::Result<Vec<usize>> {
+fn allowed_cpus() -> io::Result<Vec<usize>> {
     let set = rustix::thread::sched_getaffinity(None)?;
     Ok((0..rustix::thread::CpuSet::MAX_CPU)
         .filter(|&cpu| set.is_set(cpu))

@@ -488,13 +488,7 @@ pub async fn run(
             GrantService::new(pipeline, settings.server.request_timeout),
             authenticator,
         ));
-    let cpus = match cores::allowed_cpus() {
-        Ok(allowed) => cores::placement(&allowed, cores, settings.server.pin_cores),
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the CPUs this process may use; the kernel places the serving threads");
-            None
-        }
-    };
+    let cpus = cores::cpus(cores, settings.server.pin_cores);
     tracing::info!(
         addr = %grpc.addr,
         transport = settings.transport_security(),
