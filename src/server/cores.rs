@@ -19,7 +19,7 @@
 //! many CPUs as it has threads ([`placement`], `server.pin_cores`): left to itself, the
 //! kernel sometimes ran both on one CPU for milliseconds while the other ran something
 //! else, and every call on their connections waited (p99 at half load 0.35–2.4 ms on
-//! two CPUs shared with the load tool, held 0.30–0.50 ms; BENCHMARKS.md).
+//! two CPUs shared with the load tool, held 0.30–0.69 ms; BENCHMARKS.md).
 //!
 //! Listeners, background tasks, the metrics endpoint and the exporters stay on the
 //! runtime that called [`crate::server::run`]; it only accepts connections and hands
