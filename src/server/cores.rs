@@ -16,7 +16,7 @@
 //! connection's own task (reading and writing every frame) is the serial part.
 //!
 //! Each thread is also held to a CPU of its own when the process may use exactly as
-//! many CPUs as it has threads ([`placement`], `server.pin_cores`): left to itself, the
+//! many CPUs as it has threads ([`cpus`], `server.pin_cores`): left to itself, the
 //! kernel sometimes ran both on one CPU for milliseconds while the other ran something
 //! else, and every call on their connections waited (p99 at half load 0.35–2.4 ms on
 //! two CPUs shared with the load tool, held 0.30–0.69 ms; BENCHMARKS.md).
@@ -191,7 +191,7 @@ pub(super) struct Cores<E> {
 
 /// Starts one thread per item of `inboxes`, each with a single-threaded runtime that
 /// runs `serve(its item)` to completion. `serve` builds its future on the core's own
-/// thread, so that everything it spawns stays there. With `cpus` (see [`placement`]),
+/// thread, so that everything it spawns stays there. With `cpus` (from [`cpus`]),
 /// thread `i` first holds itself to `cpus[i]`; one that cannot (a sandbox that refuses
 /// the call) says so and serves wherever the kernel puts it.
 ///
